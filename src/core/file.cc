@@ -1,0 +1,110 @@
+#include "core/file.h"
+
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "core/error.h"
+
+namespace patchllm {
+
+std::string file_read(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  PATCHLLM_CHECK(f.good(), FormatError, path, ": cannot open (", std::strerror(errno), ")");
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+bool file_exists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+bool dir_exists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+void dir_create(const std::string& path) {
+  if (path.empty() || dir_exists(path)) return;
+  auto slash = path.find_last_of('/');
+  if (slash != std::string::npos && slash > 0) dir_create(path.substr(0, slash));
+  if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST)
+    throw Error(str(path, ": cannot create directory (", std::strerror(errno), ")"));
+}
+
+std::string path_join(const std::string& a, const std::string& b) {
+  if (a.empty() || b.empty() || b[0] == '/') return b.empty() ? a : b;
+  return a.back() == '/' ? a + b : a + "/" + b;
+}
+
+void file_write_atomic(const std::string& path, const std::string& data) {
+  std::string tmp = str(path, ".tmp.", ::getpid());
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    PATCHLLM_CHECK(f.good(), Error, tmp, ": cannot open for writing (", std::strerror(errno), ")");
+    f.write(data.data(), static_cast<std::streamsize>(data.size()));
+    f.flush();
+    if (!f.good()) {
+      ::unlink(tmp.c_str());
+      throw Error(str(tmp, ": write failed (disk full?)"));
+    }
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    int e = errno;
+    ::unlink(tmp.c_str());
+    throw Error(str(path, ": cannot rename temp file into place (", std::strerror(e), ")"));
+  }
+}
+
+MappedFile::MappedFile(const std::string& path) : _path(path) {
+  int fd = ::open(path.c_str(), O_RDONLY);
+  PATCHLLM_CHECK(fd >= 0, FormatError, path, ": cannot open (", std::strerror(errno), ")");
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw FormatError(str(path, ": not a regular file"));
+  }
+  _size = static_cast<size_t>(st.st_size);
+  if (_size > 0) {
+    void* p = ::mmap(nullptr, _size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (p == MAP_FAILED) {
+      ::close(fd);
+      throw FormatError(str(path, ": mmap failed (", std::strerror(errno), ")"));
+    }
+    _data = static_cast<const uint8_t*>(p);
+  }
+  ::close(fd);
+}
+
+MappedFile::~MappedFile() {
+  if (_data) ::munmap(const_cast<uint8_t*>(_data), _size);
+}
+
+std::string sha256_hex(const void* data, size_t n) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(data, n, md, &len, EVP_sha256(), nullptr);
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  for (unsigned i = 0; i < len; ++i) {
+    out += hex[md[i] >> 4];
+    out += hex[md[i] & 15];
+  }
+  return out;
+}
+
+std::string sha256_file(const std::string& path) {
+  MappedFile f(path);
+  return sha256_hex(f.data(), f.size());
+}
+
+}  // namespace patchllm
