@@ -39,8 +39,53 @@ class StreamDecoder {
  private:
   const Tokenizer& _tok;
   std::vector<int> _ids;
-  size_t _emitted = 0;
+  size_t _emitted = 0;  // ids [0, _emitted) have been turned into text
+  size_t _prefix = 0;   // decoding restarts at _ids[_prefix] so that a push costs O(window), not O(all ids)
 };
+
+// Builds a tokenizer from an in-memory tokenizer.json (and tokenizer_config.json, may be null); `origin` names the
+// file in error messages.
+TokenizerPtr tokenizer_from_json(const nlohmann::json& tokenizer_json, const nlohmann::json& tokenizer_config,
+                                 const std::string& origin);
+
+// Piece types, numbered as SentencePiece's ModelProto and GGUF's tokenizer.ggml.token_type.
+enum TokenType : int {
+  TOKEN_TYPE_NORMAL = 1,
+  TOKEN_TYPE_UNKNOWN = 2,
+  TOKEN_TYPE_CONTROL = 3,
+  TOKEN_TYPE_USER_DEFINED = 4,
+  TOKEN_TYPE_UNUSED = 5,
+  TOKEN_TYPE_BYTE = 6,
+};
+
+// Special-token choices shared by the builders below (ids index the vocabulary; -1 = none).
+struct TokenizerSpecials {
+  int bos_id = -1;
+  int eos_id = -1;
+  int unk_id = -1;
+  bool add_bos = false;
+  bool add_eos = false;
+};
+
+// SentencePiece-style BPE vocabulary (LLaMA-2, Mistral, llama2.c, GGUF tokenizer.ggml.model "llama") -> HF
+// tokenizer.json as transformers' LlamaConverter writes it (legacy normalizer Prepend+Replace, byte_fallback, merges
+// from piece scores as SentencePieceExtractor derives them, control/unknown pieces as special added tokens,
+// user-defined pieces as added tokens, TemplateProcessing for BOS/EOS). Pieces use '▁' for spaces.
+nlohmann::json tokenizer_json_from_spm_pieces(const std::vector<std::string>& pieces, const std::vector<float>& scores,
+                                              const std::vector<int>& types, const TokenizerSpecials& specials);
+// The matching tokenizer_config.json (LlamaTokenizerFast, add_bos_token/add_eos_token, legacy).
+nlohmann::json tokenizer_config_from_spm_pieces(const std::vector<std::string>& pieces,
+                                                const TokenizerSpecials& specials);
+// Byte-level BPE (GGUF tokenizer.ggml.model "gpt2" with tokenizer.ggml.pre "llama-bpe"/"llama3" or "qwen2") -> HF
+// tokenizer.json: Split(pre-tokenizer regex) + ByteLevel, ByteLevel decoder. `merges` are "a b" strings as GGUF
+// stores them; `pre_kind` is "llama3" or "qwen2". Control pieces become special added tokens.
+nlohmann::json tokenizer_json_from_bpe(const std::vector<std::string>& tokens, const std::vector<std::string>& merges,
+                                       const std::vector<int>& types, const std::string& pre_kind,
+                                       const TokenizerSpecials& specials);
+
+// The pre-tokenizer regexes of LLaMA-3 and Qwen2 (as in their tokenizer.json).
+extern const char* const kTokenizerRegexLlama3;
+extern const char* const kTokenizerRegexQwen2;
 
 // llama2.c tokenizer.bin -> an HF tokenizer.json document (SentencePiece-style BPE with byte fallback, merges derived
 // from piece scores) plus tokenizer_config.json; used by `patchllm convert --from llama2c`.
