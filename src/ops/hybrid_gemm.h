@@ -1,0 +1,46 @@
+// Raw launcher of the hybrid dense/2:4 GEMM kernels (src/ops/hybrid_gemm.cu). Plain C++: no LibTorch, no CUDA
+// headers, so the LibTorch front (hybrid_linear.cc) and the benchmarks both call it. Launchers check shapes and
+// return a HybridStatus; only the op front turns codes into exceptions.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace patchllm {
+
+enum HybridStatus : int {
+  HYBRID_OK = 0,
+  HYBRID_ERR_SHAPE = 1,      // M, N, K or tile size not supported by the kernels
+  HYBRID_ERR_ALIGN = 2,      // a pointer is not 16-byte aligned, or K % 8 != 0
+  HYBRID_ERR_ARCH = 3,       // device is older than sm_90 (bulk copies + mbarrier tx)
+  HYBRID_ERR_WORKSPACE = 4,  // workspace missing or too small
+  HYBRID_ERR_CUDA = 5,       // a CUDA runtime call failed; cuda_error holds its code
+};
+
+// y[M, N] = x[M, K] · W[N, K]ᵀ, W packed (hybrid_format.h), 128×128 tiles. x, y, blob, kinds, offsets on the device.
+struct HybridGemmArgs {
+  const void* x = nullptr;        // [M, K] bf16/fp16, row-major, K % 8 == 0
+  void* y = nullptr;              // [M, N] same dtype, row-major
+  int64_t M = 0, N = 0, K = 0;
+  const uint8_t* blob = nullptr;  // packed tiles
+  const uint8_t* kinds = nullptr;       // [row_blocks * col_tiles]
+  const int64_t* offsets = nullptr;     // [row_blocks * col_tiles + 1]
+  int tile_rows = 128, tile_cols = 128;
+  bool bf16 = true;               // false: fp16
+  void* workspace = nullptr;      // hybrid_gemm_workspace_bytes(); zero-filled once when allocated, kept clean after
+  size_t workspace_bytes = 0;
+  void* stream = nullptr;         // cudaStream_t; null = legacy default stream
+  int grid = 0;                   // CTAs; 0 = one per SM
+};
+
+struct HybridLaunchResult {
+  int status = HYBRID_OK;
+  int cuda_error = 0;             // cudaError_t when status == HYBRID_ERR_CUDA
+};
+
+// Bytes of workspace a launch with these sizes needs on the current device.
+size_t hybrid_gemm_workspace_bytes(int64_t M, int64_t N, int grid = 0);
+HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a);
+const char* hybrid_status_string(int status);
+const char* hybrid_cuda_error_string(int cuda_error);
+
+}  // namespace patchllm

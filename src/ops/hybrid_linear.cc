@@ -1,0 +1,143 @@
+// Hybrid linear front: packing/unpacking on the CPU and dispatch by device (CPU reference, CUDA kernels).
+// x: [..., K] bf16/fp16, W: [N, K] packed hybrid (128×128 tiles for the kernels) -> y: [..., N].
+#include "ops/hybrid_linear.h"
+
+#include <cstring>
+
+#include "core/error.h"
+#include "ops/hybrid_gemm.h"
+
+#if defined(PATCHLLM_HAVE_CUDA_KERNELS) && __has_include(<c10/cuda/CUDAStream.h>)
+#include <c10/cuda/CUDAStream.h>
+#define PATCHLLM_HAVE_TORCH_CUDA 1
+#endif
+
+namespace patchllm {
+
+namespace {
+
+bool is_16bit_float(torch::ScalarType t) { return t == torch::kBFloat16 || t == torch::kHalf; }
+
+}  // namespace
+
+double HybridWeight::sparse_tile_fraction() const {
+  if (layout.kinds.empty()) return 0.0;
+  int64_t n = 0;
+  for (uint8_t k : layout.kinds) n += (k == HYBRID_TILE_SPARSE24);
+  return double(n) / double(layout.kinds.size());
+}
+
+HybridWeight HybridWeight::to(torch::Device device) const {
+  HybridWeight out = *this;
+  out.data = data.to(device);
+  out.tile_kinds = tile_kinds.to(device);
+  out.tile_offsets = tile_offsets.to(device);
+  out.workspace = std::make_shared<torch::Tensor>();
+  return out;
+}
+
+HybridWeight hybrid_pack(const torch::Tensor& weight, const torch::Tensor& tile_is_sparse,
+                         const torch::Tensor& keep_mask, int tile_rows, int tile_cols) {
+  PATCHLLM_CHECK(weight.defined() && weight.dim() == 2, InvalidArgument, "hybrid_pack: weight must be 2-D [N, K]");
+  PATCHLLM_CHECK(is_16bit_float(weight.scalar_type()), InvalidArgument,
+                 "hybrid_pack: weight dtype must be bf16 or fp16, got ", weight.scalar_type());
+  const int64_t N = weight.size(0), K = weight.size(1);
+  std::string geo = hybrid_check_geometry(N, K, tile_rows, tile_cols);
+  PATCHLLM_CHECK(geo.empty(), InvalidArgument, "hybrid_pack: ", geo);
+  const int64_t RB = hybrid_ceil_div(N, tile_rows), CT = hybrid_ceil_div(K, tile_cols);
+  PATCHLLM_CHECK(tile_is_sparse.defined() && tile_is_sparse.dim() == 2 && tile_is_sparse.size(0) == RB &&
+                     tile_is_sparse.size(1) == CT,
+                 InvalidArgument, "hybrid_pack: tile map must be [", RB, ", ", CT, "] for weight [", N, ", ", K,
+                 "] and tiles ", tile_rows, "x", tile_cols);
+  PATCHLLM_CHECK(keep_mask.defined() && keep_mask.dim() == 2 && keep_mask.size(0) == N && keep_mask.size(1) == K,
+                 InvalidArgument, "hybrid_pack: keep mask must be [", N, ", ", K, "]");
+  torch::Tensor tmap = tile_is_sparse.to(torch::kCPU, torch::kUInt8).contiguous();
+  {
+    auto mx = tmap.max().item<int>();
+    PATCHLLM_CHECK(mx <= 1, InvalidArgument, "hybrid_pack: tile map values must be 0 or 1");
+  }
+  torch::Tensor w = weight.to(torch::kCPU).contiguous();
+  torch::Tensor keep = keep_mask.to(torch::kCPU).ne(0).to(torch::kUInt8).contiguous();
+
+  HybridWeight hw;
+  hw.dtype = weight.scalar_type();
+  hw.layout = hybrid_layout_make(N, K, tile_rows, tile_cols, tmap.data_ptr<uint8_t>());
+  hw.data = torch::empty({hw.layout.offsets.back()}, torch::kUInt8);
+  std::string err = hybrid_pack_raw(reinterpret_cast<const uint16_t*>(w.data_ptr()), keep.data_ptr<uint8_t>(),
+                                    hw.layout, hw.data.data_ptr<uint8_t>());
+  PATCHLLM_CHECK(err.empty(), InvalidArgument, "hybrid_pack: ", err);
+  hw.tile_kinds = tmap.clone().reshape({RB, CT});
+  hw.tile_offsets = torch::empty({RB * CT + 1}, torch::kInt64);
+  std::memcpy(hw.tile_offsets.data_ptr<int64_t>(), hw.layout.offsets.data(), hw.layout.offsets.size() * 8);
+  return hw;
+}
+
+torch::Tensor hybrid_unpack(const HybridWeight& hw) {
+  const HybridLayout& L = hw.layout;
+  PATCHLLM_CHECK(hw.data.defined() && hw.data.numel() == (L.offsets.empty() ? 0 : L.offsets.back()), FormatError,
+                 "hybrid_unpack: packed data has ", hw.data.defined() ? hw.data.numel() : 0,
+                 " bytes but the layout needs ", L.offsets.empty() ? 0 : L.offsets.back());
+  torch::Tensor blob = hw.data.to(torch::kCPU).contiguous();
+  torch::Tensor w = torch::empty({L.rows, L.cols}, torch::TensorOptions().dtype(hw.dtype));
+  hybrid_unpack_raw(blob.data_ptr<uint8_t>(), L, reinterpret_cast<uint16_t*>(w.data_ptr()));
+  return w;
+}
+
+torch::Tensor hybrid_linear(const torch::Tensor& x, const HybridWeight& hw) {
+  PATCHLLM_CHECK(x.defined() && x.dim() >= 1, InvalidArgument, "hybrid_linear: x must have at least 1 dimension");
+  const int64_t K = hw.in_features();
+  [[maybe_unused]] const int64_t N = hw.out_features();
+  PATCHLLM_CHECK(x.size(-1) == K, InvalidArgument, "hybrid_linear: x has K=", x.size(-1), " but the weight has K=",
+                 K);
+  PATCHLLM_CHECK(x.scalar_type() == hw.dtype, InvalidArgument, "hybrid_linear: x dtype ", x.scalar_type(),
+                 " differs from the weight dtype ", hw.dtype);
+  PATCHLLM_CHECK(x.device() == hw.device(), InvalidArgument, "hybrid_linear: x is on ", x.device(),
+                 " but the weight is on ", hw.device());
+  if (x.device().is_cpu()) return hybrid_linear_ref(x, hw);
+  PATCHLLM_CHECK(x.device().is_cuda(), InvalidArgument, "hybrid_linear: unsupported device ", x.device());
+#ifndef PATCHLLM_HAVE_CUDA_KERNELS
+  PATCHLLM_CHECK(false, InvalidArgument, "hybrid_linear: patchllm was built without CUDA kernels");
+  return {};
+#else
+  PATCHLLM_CHECK(hw.layout.tile_rows == 128 && hw.layout.tile_cols == 128, InvalidArgument,
+                 "hybrid_linear: CUDA kernels need 128x128 tiles, weight has ", hw.layout.tile_rows, "x",
+                 hw.layout.tile_cols);
+  PATCHLLM_CHECK(K % 8 == 0, InvalidArgument, "hybrid_linear: CUDA kernels need K % 8 == 0, got K=", K);
+  std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
+  out_shape.back() = N;
+  torch::Tensor x2 = x.reshape({-1, K}).contiguous();
+  const int64_t M = x2.size(0);
+  torch::Tensor y = torch::empty({M, N}, x.options());
+  if (M == 0) return y.reshape(out_shape);
+  size_t need = hybrid_gemm_workspace_bytes(M, N);
+  torch::Tensor& ws = *hw.workspace;
+  if (!ws.defined() || size_t(ws.numel()) < need)  // zero once: the kernel leaves its counters at zero
+    ws = torch::zeros({int64_t(need)}, torch::TensorOptions().dtype(torch::kUInt8).device(x.device()));
+  HybridGemmArgs a;
+  a.x = x2.data_ptr();
+  a.y = y.data_ptr();
+  a.M = M;
+  a.N = N;
+  a.K = K;
+  a.blob = hw.data.data_ptr<uint8_t>();
+  a.kinds = hw.tile_kinds.data_ptr<uint8_t>();
+  a.offsets = hw.tile_offsets.data_ptr<int64_t>();
+  a.tile_rows = hw.layout.tile_rows;
+  a.tile_cols = hw.layout.tile_cols;
+  a.bf16 = hw.dtype == torch::kBFloat16;
+  a.workspace = ws.data_ptr();
+  a.workspace_bytes = size_t(ws.numel());
+#ifdef PATCHLLM_HAVE_TORCH_CUDA
+  a.stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();
+#endif
+  HybridLaunchResult r = hybrid_gemm_launch(a);
+  if (r.status == HYBRID_ERR_CUDA)
+    throw CudaError(str(__FILE__, ":", __LINE__, ": hybrid_linear: CUDA error ", r.cuda_error, " (",
+                        hybrid_cuda_error_string(r.cuda_error), ")"));
+  PATCHLLM_CHECK(r.status == HYBRID_OK, InvalidArgument, __FILE__, ":", __LINE__, ": hybrid_linear: ",
+                 hybrid_status_string(r.status));
+  return y.reshape(out_shape);
+#endif
+}
+
+}  // namespace patchllm

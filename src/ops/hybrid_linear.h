@@ -1,0 +1,41 @@
+// Hybrid dense / 2:4 linear layer: packing, reference, and the one front hybrid_linear(x, hw) -> y.
+// W: [N, K] bf16/fp16, tiles tile_rows × tile_cols (default 128×128), each either dense or 2:4 along K.
+// Format spec: docs/formats/packed-hybrid.md (version HYBRID_FORMAT_VERSION).
+#pragma once
+#include <torch/torch.h>
+
+#include <memory>
+
+#include "ops/hybrid_format.h"
+
+namespace patchllm {
+
+struct HybridWeight {
+  torch::Tensor data;          // uint8 [total_bytes]: tile blobs, row-block-major (device of the op)
+  torch::Tensor tile_kinds;    // uint8 [row_blocks, col_tiles]: 0 dense, 1 2:4 (same device as data)
+  torch::Tensor tile_offsets;  // int64 [row_blocks * col_tiles + 1]: byte offset of each tile blob (same device)
+  torch::ScalarType dtype = torch::kBFloat16;  // kBFloat16 or kHalf
+  HybridLayout layout;         // host copy of the geometry, kinds and offsets
+  int version = HYBRID_FORMAT_VERSION;
+  // CUDA workspace (split row-block partials + counters), grown on demand; one stream at a time per weight.
+  std::shared_ptr<torch::Tensor> workspace = std::make_shared<torch::Tensor>();
+
+  int64_t out_features() const { return layout.rows; }
+  int64_t in_features() const { return layout.cols; }
+  torch::Device device() const { return data.device(); }
+  HybridWeight to(torch::Device device) const;  // copy of data/kinds/offsets on device (new workspace)
+  double sparse_tile_fraction() const;
+};
+
+// weight: [N, K] bf16/fp16; tile_is_sparse: [ceil(N/R), ceil(K/C)] bool/uint8 (1 = 2:4 tile); keep_mask: bool [N, K],
+// exactly 2 of every 4 consecutive K elements kept inside 2:4 tiles (ignored in dense tiles). Packs on the CPU.
+HybridWeight hybrid_pack(const torch::Tensor& weight, const torch::Tensor& tile_is_sparse,
+                         const torch::Tensor& keep_mask, int tile_rows = 128, int tile_cols = 128);
+// Dense [N, K] weight the packed one represents: dense tiles as stored, 2:4 tiles with pruned entries exactly +0.
+torch::Tensor hybrid_unpack(const HybridWeight& hw);
+// Reference: unpack, fp32 GEMM, cast to x's dtype. x: [..., K] -> [..., N]. The oracle for the kernels.
+torch::Tensor hybrid_linear_ref(const torch::Tensor& x, const HybridWeight& hw);
+// The one front. x: [..., K] on hw's device, dtype == hw.dtype. CPU -> reference; CUDA -> hybrid kernels.
+torch::Tensor hybrid_linear(const torch::Tensor& x, const HybridWeight& hw);
+
+}  // namespace patchllm
