@@ -1,0 +1,276 @@
+// Tokenizers against HF golden ids (tools/gen_tokenizer_golden.py): byte-level BPE trained with LLaMA-3's and Qwen2's
+// pre-tokenizers, llama2.c tok512 (reference: a port of run.c encode), builders, streaming decode, error paths.
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "core/error.h"
+#include "core/file.h"
+#include "test_util.h"
+#include "tokenizer/tokenizer.h"
+
+namespace patchllm {
+namespace {
+
+using json = nlohmann::json;
+
+std::string data_dir() { return test::source_dir() + "/tests/data/tokenizer"; }
+json load_json(const std::string& path) { return json::parse(file_read(path)); }
+
+bool valid_utf8(const std::string& s) {
+  for (size_t i = 0; i < s.size();) {
+    auto c = static_cast<unsigned char>(s[i]);
+    size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    if (n == 0 || i + n > s.size()) return false;
+    for (size_t k = 1; k < n; ++k)
+      if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return false;
+    i += n;
+  }
+  return true;
+}
+
+void expect_golden(const Tokenizer& tok, const json& g, bool check_no_special) {
+  const auto& texts = g.at("texts");
+  for (size_t i = 0; i < texts.size(); ++i) {
+    std::string t = texts[i].get<std::string>();
+    SCOPED_TRACE("text " + std::to_string(i) + ": " + t);
+    auto ids = tok.encode(t);
+    EXPECT_EQ(ids, g.at("ids")[i].get<std::vector<int>>());
+    if (check_no_special) EXPECT_EQ(tok.encode(t, false), g.at("ids_no_special")[i].get<std::vector<int>>());
+    EXPECT_EQ(tok.decode(ids), g.at("decode")[i].get<std::string>());
+    EXPECT_EQ(tok.decode(ids, false), g.at("decode_keep_special")[i].get<std::string>());
+  }
+}
+
+class ByteLevel : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ByteLevel, MatchesHfGoldenIdsAndDecode) {
+  std::string dir = data_dir() + "/bytelevel_" + GetParam();
+  json g = load_json(dir + "/golden.json");
+  auto tok = tokenizer_load(dir);
+  EXPECT_EQ(tok->vocab_size(), g.at("vocab_size").get<int>());
+  EXPECT_EQ(tok->bos_id(), g.at("bos_id").is_null() ? -1 : g.at("bos_id").get<int>());
+  EXPECT_EQ(tok->eos_id(), g.at("eos_id").is_null() ? -1 : g.at("eos_id").get<int>());
+  expect_golden(*tok, g, true);
+  // A single byte of a 3-byte character decodes lossily, as HF's ByteLevel decoder does.
+  EXPECT_EQ(tok->decode(g.at("decode_partial").at("ids").get<std::vector<int>>()),
+            g.at("decode_partial").at("text").get<std::string>());
+}
+
+TEST_P(ByteLevel, RoundTripsEveryText) {
+  auto tok = tokenizer_load_file(data_dir() + "/bytelevel_" + GetParam() + "/tokenizer.json");
+  for (const auto& t : load_json(data_dir() + "/texts.json")) {
+    std::string s = t.get<std::string>();
+    EXPECT_EQ(tok->decode(tok->encode(s, false)), s);
+    EXPECT_EQ(tok->decode(tok->encode(s, true)), s);  // BOS is special: skipped
+  }
+}
+
+TEST_P(ByteLevel, MergesAsStringsGiveSameIds) {
+  std::string dir = data_dir() + "/bytelevel_" + GetParam();
+  json tj = load_json(dir + "/tokenizer.json");
+  json strings = json::array();
+  for (const auto& m : tj["model"]["merges"]) strings.push_back(m[0].get<std::string>() + " " + m[1].get<std::string>());
+  tj["model"]["merges"] = strings;
+  auto tok = tokenizer_from_json(tj, load_json(dir + "/tokenizer_config.json"), dir + "/tokenizer.json");
+  expect_golden(*tok, load_json(dir + "/golden.json"), true);
+}
+
+// GGUF-style inputs (token list, "a b" merges, token types) -> tokenizer_json_from_bpe -> same ids as HF.
+TEST_P(ByteLevel, BuilderFromVocabAndMergesMatchesHf) {
+  std::string dir = data_dir() + "/bytelevel_" + GetParam();
+  json tj = load_json(dir + "/tokenizer.json"), g = load_json(dir + "/golden.json");
+  std::vector<std::string> tokens(g.at("vocab_size").get<int>());
+  std::vector<int> types(tokens.size(), TOKEN_TYPE_NORMAL);
+  for (auto it = tj["model"]["vocab"].begin(); it != tj["model"]["vocab"].end(); ++it) tokens[it.value()] = it.key();
+  for (const auto& a : tj["added_tokens"]) {
+    tokens[a["id"].get<int>()] = a["content"];
+    types[a["id"].get<int>()] = a["special"].get<bool>() ? TOKEN_TYPE_CONTROL : TOKEN_TYPE_USER_DEFINED;
+  }
+  std::vector<std::string> merges;
+  for (const auto& m : tj["model"]["merges"]) merges.push_back(m[0].get<std::string>() + " " + m[1].get<std::string>());
+  TokenizerSpecials sp;
+  sp.bos_id = g["bos_id"].is_null() ? -1 : g["bos_id"].get<int>();
+  sp.eos_id = g["eos_id"].get<int>();
+  sp.add_bos = sp.bos_id >= 0;
+  auto tok = tokenizer_from_json(tokenizer_json_from_bpe(tokens, merges, types, GetParam(), sp), json(), "built");
+  // Texts without the added tokens whose lstrip/rstrip/single_word flags GGUF cannot express.
+  size_t n = load_json(data_dir() + "/texts.json").size() + 2;
+  for (size_t i = 0; i < n; ++i) {
+    std::string t = g["texts"][i];
+    EXPECT_EQ(tok->encode(t), g["ids"][i].get<std::vector<int>>()) << t;
+    EXPECT_EQ(tok->decode(g["ids"][i].get<std::vector<int>>()), g["decode"][i].get<std::string>()) << t;
+  }
+  EXPECT_EQ(tok->bos_id(), sp.bos_id);
+  EXPECT_THROW(tokenizer_json_from_bpe(tokens, merges, types, "gpt4", sp), InvalidArgument);
+}
+
+INSTANTIATE_TEST_SUITE_P(Tokenizer, ByteLevel, ::testing::Values("llama3", "qwen2"));
+
+TEST(Tokenizer, AddedTokenFlagsFollowHf) {
+  // Hand-checked consequences of the flags in bytelevel_llama3 (ids from its tokenizer.json).
+  auto tok = tokenizer_load(data_dir() + "/bytelevel_llama3");
+  // <|mask|> (676) has lstrip+rstrip: the spaces around it are swallowed, so "x <|mask|>  y" == "x<|mask|>y".
+  EXPECT_EQ(tok->encode("x <|mask|>  y", false), tok->encode("x<|mask|>y", false));
+  EXPECT_EQ(tok->encode("x<|mask|>y", false)[1], 676);
+  // "dog" (678) is single_word: matched alone, not inside "hotdog".
+  auto in_word = tok->encode("hotdog", false), alone = tok->encode("dog", false);
+  EXPECT_EQ(alone, std::vector<int>{678});
+  EXPECT_EQ(std::count(in_word.begin(), in_word.end(), 678), 0);
+  // Special tokens in text are matched even with add_special=false, and skipped by decode(skip_special).
+  auto ids = tok->encode("<|end_of_text|>", false);
+  EXPECT_EQ(ids, std::vector<int>{1});
+  EXPECT_EQ(tok->decode(ids), "");
+  EXPECT_EQ(tok->decode(ids, false), "<|end_of_text|>");
+  // "hello world" is a non-special added token: kept by decode(skip_special).
+  EXPECT_EQ(tok->decode(tok->encode("hello world", false)), "hello world");
+  EXPECT_EQ(tok->encode("hello world", false), std::vector<int>{677});
+}
+
+// ------------------------------------------------------------------------------------------------ llama2.c tok512
+TEST(Tokenizer, Llama2cMatchesRunCEncode) {
+  PATCHLLM_REQUIRE_SHARED(bin, "models/stories260K/tok512.bin");
+  json g = load_json(data_dir() + "/llama2c_golden.json");
+  ASSERT_TRUE(g["hf_converted_mismatches"].empty());  // the Python cross-check agreed when goldens were made
+  auto tok = tokenizer_load_file(bin);
+  EXPECT_EQ(tok->vocab_size(), 512);
+  EXPECT_EQ(tok->bos_id(), 1);
+  EXPECT_EQ(tok->eos_id(), 2);
+  EXPECT_EQ(tok->token_text(403), "\xE2\x96\x81Once");
+  EXPECT_EQ(tok->encode("Once"), (std::vector<int>{1, 403}));
+  EXPECT_EQ(tok->decode({1, 403}), "Once");
+  for (size_t i = 0; i < g["texts"].size(); ++i) {
+    std::string t = g["texts"][i];
+    auto ids = tok->encode(t);
+    EXPECT_EQ(ids, g["ids"][i].get<std::vector<int>>()) << t;
+    EXPECT_EQ(tok->decode(ids), g["decode"][i].get<std::string>()) << t;
+    // SentencePiece-style round trip is exact: Strip removes only the '▁' that the Prepend normalizer added.
+    EXPECT_EQ(tok->decode(ids), t) << t;
+  }
+}
+
+TEST(Tokenizer, Llama2cConversionDocument) {
+  PATCHLLM_REQUIRE_SHARED(bin, "models/stories260K/tok512.bin");
+  json g = load_json(data_dir() + "/llama2c_golden.json");
+  json tj = tokenizer_json_from_llama2c(bin);
+  ASSERT_EQ(tj["model"]["merges"].size(), g["n_merges"].get<size_t>());
+  for (size_t i = 0; i < g["merges_head"].size(); ++i) EXPECT_EQ(tj["model"]["merges"][i], g["merges_head"][i]) << i;
+  EXPECT_EQ(tj["model"]["vocab"]["<s>"], 1);
+  EXPECT_EQ(tj["model"]["vocab"]["<0x0A>"], 13);
+  EXPECT_TRUE(tj["model"]["byte_fallback"].get<bool>());
+  EXPECT_EQ(tj["added_tokens"].size(), 3u);
+  json cfg = tokenizer_config_from_llama2c(bin);
+  EXPECT_TRUE(cfg["add_bos_token"].get<bool>());
+  EXPECT_FALSE(cfg["add_eos_token"].get<bool>());
+  EXPECT_EQ(cfg["bos_token"], "<s>");
+  EXPECT_EQ(cfg["eos_token"], "</s>");
+  // With add_eos the template appends </s>.
+  TokenizerSpecials sp;
+  sp.bos_id = 1, sp.eos_id = 2, sp.unk_id = 0, sp.add_bos = true, sp.add_eos = true;
+  json v = tj["model"]["vocab"];
+  std::vector<std::string> pieces(512);
+  for (auto it = v.begin(); it != v.end(); ++it) pieces[it.value()] = it.key();
+  std::vector<float> scores(512, 0.f);
+  for (int i = 0; i < 512; ++i) scores[i] = -static_cast<float>(i);
+  std::vector<int> types(512, TOKEN_TYPE_NORMAL);
+  types[0] = TOKEN_TYPE_UNKNOWN, types[1] = types[2] = TOKEN_TYPE_CONTROL;
+  auto tok = tokenizer_from_json(tokenizer_json_from_spm_pieces(pieces, scores, types, sp), json(), "built");
+  auto ids = tok->encode("Once");
+  ASSERT_GE(ids.size(), 3u);
+  EXPECT_EQ(ids.front(), 1);
+  EXPECT_EQ(ids.back(), 2);
+}
+
+// ------------------------------------------------------------------------------------------------ streaming
+TEST(Tokenizer, StreamDecoderNeverSplitsACodePoint) {
+  std::vector<TokenizerPtr> toks;
+  toks.push_back(tokenizer_load(data_dir() + "/bytelevel_llama3"));
+  toks.push_back(tokenizer_load(data_dir() + "/bytelevel_qwen2"));
+  std::string shared = test::shared_dir();
+  if (!shared.empty()) toks.push_back(tokenizer_load_file(shared + "/models/stories260K/tok512.bin"));
+  for (auto& tok : toks) {
+    for (const auto& t : load_json(data_dir() + "/texts.json")) {
+      auto ids = tok->encode(t.get<std::string>());
+      StreamDecoder sd(*tok);
+      std::string acc;
+      for (int id : ids) {
+        std::string piece = sd.push(id);
+        EXPECT_TRUE(valid_utf8(piece)) << t;
+        EXPECT_EQ(piece.find("\xEF\xBF\xBD"), std::string::npos) << t;
+        acc += piece;
+      }
+      acc += sd.flush();
+      EXPECT_EQ(acc, tok->decode(ids)) << t;
+    }
+  }
+  // Byte-level: the first token of a split multi-byte character yields nothing until the character completes.
+  auto& tok = *toks[0];
+  json g = load_json(data_dir() + "/bytelevel_llama3/golden.json");
+  StreamDecoder sd(tok);
+  EXPECT_EQ(sd.push(g["decode_partial"]["ids"][0].get<int>()), "");
+  EXPECT_EQ(sd.flush(), "\xEF\xBF\xBD");
+}
+
+// ------------------------------------------------------------------------------------------------ errors
+std::string write_temp(const std::string& name, const std::string& content) {
+  std::string dir = test::temp_dir("tok");
+  std::string path = dir + "/" + name;
+  std::ofstream(path) << content;
+  return path;
+}
+
+void expect_format_error(const std::string& path, const std::string& needle) {
+  try {
+    tokenizer_load_file(path);
+    ADD_FAILURE() << "no error for " << path;
+  } catch (const FormatError& e) {
+    std::string m = e.what();
+    EXPECT_NE(m.find(path), std::string::npos) << m;
+    EXPECT_NE(m.find(needle), std::string::npos) << m;
+    EXPECT_EQ(m.find('\n'), std::string::npos) << m;
+  }
+}
+
+TEST(Tokenizer, MalformedFilesGiveOneLineFormatErrors) {
+  json good = load_json(data_dir() + "/bytelevel_qwen2/tokenizer.json");
+  json j = good;
+  j.erase("model");
+  expect_format_error(write_temp("tokenizer.json", j.dump()), "no 'model'");
+  j = good;
+  j["model"]["merges"].push_back({"zz_not_in_vocab", "a"});
+  expect_format_error(write_temp("tokenizer.json", j.dump()), "missing from vocab");
+  j = good;
+  j["model"]["merges"][0] = "a b c";
+  expect_format_error(write_temp("tokenizer.json", j.dump()), "merge 0");
+  j = good;
+  j["model"]["type"] = "WordPiece";
+  expect_format_error(write_temp("tokenizer.json", j.dump()), "unsupported model type 'WordPiece'");
+  j = good;
+  j["normalizer"] = {{"type", "Bogus"}};
+  expect_format_error(write_temp("tokenizer.json", j.dump()), "unsupported normalizer type 'Bogus'");
+  j = good;
+  j["decoder"] = {{"type", "Wordpiece"}};
+  expect_format_error(write_temp("tokenizer.json", j.dump()), "unsupported decoder type");
+  j = good;
+  j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = "(unclosed";
+  expect_format_error(write_temp("tokenizer.json", j.dump()), "PCRE2");
+  j = good;
+  j["model"]["vocab"] = 3;
+  expect_format_error(write_temp("tokenizer.json", j.dump()), "model.vocab");
+  expect_format_error(write_temp("tokenizer.json", "{\"model\": "), "not valid JSON");
+  expect_format_error(write_temp("tok.bin", std::string("\x07\x00\x00\x00\x00\x00\x80\x3f\x09", 9)), "truncated");
+  expect_format_error("/nonexistent/dir/tokenizer.json", "no such file");
+  std::string empty = test::temp_dir("tok-empty");
+  EXPECT_THROW(tokenizer_load(empty), FormatError);
+  EXPECT_THROW(tokenizer_load("/nonexistent/model-dir"), FormatError);
+}
+
+TEST(Tokenizer, RejectsBadInput) {
+  auto tok = tokenizer_load(data_dir() + "/bytelevel_qwen2");
+  EXPECT_THROW(tok->encode(std::string("ab\xC3", 3)), InvalidArgument);
+  EXPECT_THROW(tok->decode({tok->vocab_size()}), InvalidArgument);
+  EXPECT_THROW(tok->decode({-1}), InvalidArgument);
+}
+
+}  // namespace
+}  // namespace patchllm
