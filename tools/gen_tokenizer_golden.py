@@ -106,7 +106,7 @@ def gen_llama2(shared, out):
     g["legacy_merges_digest"] = hashlib.sha256(
         "\n".join(" ".join(m) if not isinstance(m, str) else m for m in lj["model"]["merges"]).encode()).hexdigest()
     wiki = os.path.join(shared, "data/wikitext-2-raw/wiki.test.raw")
-    with open(wiki, encoding="utf-8") as f:
+    with open(wiki, encoding="utf-8", newline="") as f:  # raw bytes: the file has CRLF line ends
         wtext = f.read()
     wids = legacy(wtext)["input_ids"]
     g["wiki_test"] = {"path": "data/wikitext-2-raw/wiki.test.raw", "n_ids": len(wids), "sha256_ids_le32": ids_digest(wids),
