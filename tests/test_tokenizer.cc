@@ -2,6 +2,8 @@
 // pre-tokenizers, llama2.c tok512 (reference: a port of run.c encode), builders, streaming decode, error paths.
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <cstdio>
 #include <fstream>
 
 #include "core/error.h"
@@ -103,6 +105,29 @@ TEST_P(ByteLevel, BuilderFromVocabAndMergesMatchesHf) {
   }
   EXPECT_EQ(tok->bos_id(), sp.bos_id);
   EXPECT_THROW(tokenizer_json_from_bpe(tokens, merges, types, "gpt4", sp), InvalidArgument);
+}
+
+// 1.3 MB of real text: the PCRE2 pre-tokenizer must split exactly as HF's Oniguruma does, and BPE must be fast.
+TEST_P(ByteLevel, WikitextTestMatchesHfAndIsFast) {
+  PATCHLLM_REQUIRE_SHARED(wiki, "data/wikitext-2-raw/wiki.test.raw");
+  json g = load_json(data_dir() + "/bytelevel_" + GetParam() + "/golden.json")["wiki_test"];
+  std::string text = file_read(wiki);
+  auto tok = tokenizer_load(data_dir() + "/bytelevel_" + GetParam());
+  auto t0 = std::chrono::steady_clock::now();
+  auto ids = tok->encode(text);
+  double enc_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(ids.size(), g["n_ids"].get<size_t>());
+  EXPECT_EQ(std::vector<int>(ids.begin(), ids.begin() + 64), g["head"].get<std::vector<int>>());
+  std::vector<uint8_t> le(ids.size() * 4);
+  for (size_t i = 0; i < ids.size(); ++i)
+    for (int b = 0; b < 4; ++b) le[4 * i + b] = static_cast<uint8_t>(static_cast<uint32_t>(ids[i]) >> (8 * b));
+  EXPECT_EQ(sha256_hex(le.data(), le.size()), g["sha256_ids_le32"].get<std::string>());
+  t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(tok->decode(ids), text);
+  double dec_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("%s wiki.test.raw (%zu bytes, %zu ids): encode %.3f s, decode %.3f s\n", GetParam().c_str(), text.size(),
+              ids.size(), enc_s, dec_s);
+  EXPECT_LT(enc_s, 10.0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Tokenizer, ByteLevel, ::testing::Values("llama3", "qwen2"));

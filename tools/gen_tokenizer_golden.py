@@ -117,7 +117,7 @@ def gen_llama2(shared, out):
 
 
 # ---------------------------------------------------------------- byte-level BPE (LLaMA-3 / Qwen2 style)
-def train_bytelevel(kind, corpus, out_dir):
+def train_bytelevel(kind, corpus, out_dir, wiki_text):
     os.makedirs(out_dir, exist_ok=True)
     tok = Tokenizer(models.BPE(ignore_merges=(kind == "llama3")))
     regex = LLAMA3_RE if kind == "llama3" else QWEN2_RE
@@ -178,6 +178,10 @@ def train_bytelevel(kind, corpus, out_dir):
     # decode of a byte sequence cut inside a code point: ByteLevel renders it lossily
     cut = hf("中文", add_special_tokens=False)["input_ids"]
     g["decode_partial"] = {"ids": cut[:1], "text": hf.backend_tokenizer.decode(cut[:1])}
+    if wiki_text is not None:  # a large real text: PCRE2 vs Oniguruma on the pre-tokenizer regex, and speed
+        wids = hf(wiki_text)["input_ids"]
+        g["wiki_test"] = {"path": "data/wikitext-2-raw/wiki.test.raw", "n_ids": len(wids),
+                          "sha256_ids_le32": ids_digest(wids), "head": wids[:64]}
     write_json(os.path.join(out_dir, "golden.json"), g)
     print(f"{kind}: vocab {len(hf)}, {len(texts)} texts")
 
@@ -294,8 +298,11 @@ def main():
     with open(os.path.join(a.shared, "data/tinystories/valid.txt"), encoding="utf-8") as f:
         corpus = f.read()[:300000].split("\n")
     corpus += TEXTS * 3  # so that CJK/Arabic/emoji byte sequences get some merges
+    wiki = os.path.join(a.shared, "data/wikitext-2-raw/wiki.test.raw")
+    with open(wiki, encoding="utf-8", newline="") as f:
+        wiki_text = f.read()
     for kind in ("llama3", "qwen2"):
-        train_bytelevel(kind, corpus, os.path.join(a.out, "bytelevel_" + kind))
+        train_bytelevel(kind, corpus, os.path.join(a.out, "bytelevel_" + kind), wiki_text)
     gen_llama2(a.shared, a.out)
     gen_llama2c(a.shared, a.out)
 
