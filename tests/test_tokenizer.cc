@@ -10,6 +10,7 @@
 #include "core/file.h"
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"
+#include "tokenizer/utf8.h"
 
 namespace patchllm {
 namespace {
@@ -107,6 +108,15 @@ TEST_P(ByteLevel, BuilderFromVocabAndMergesMatchesHf) {
   EXPECT_THROW(tokenizer_json_from_bpe(tokens, merges, types, "gpt4", sp), InvalidArgument);
 }
 
+// Decomposed (NFD) input: Qwen2's NFC normalizer recomposes it before the regex, LLaMA-3 has none; both as HF.
+TEST_P(ByteLevel, DecomposedTextMatchesHf) {
+  json g = load_json(data_dir() + "/bytelevel_" + GetParam() + "/golden.json");
+  auto tok = tokenizer_load(data_dir() + "/bytelevel_" + GetParam());
+  ASSERT_FALSE(g["nfd_texts"].empty());
+  for (size_t i = 0; i < g["nfd_texts"].size(); ++i)
+    EXPECT_EQ(tok->encode(g["nfd_texts"][i]), g["nfd_ids"][i].get<std::vector<int>>()) << g["nfd_texts"][i];
+}
+
 // 1.3 MB of real text: the PCRE2 pre-tokenizer must split exactly as HF's Oniguruma does, and BPE must be fast.
 TEST_P(ByteLevel, WikitextTestMatchesHfAndIsFast) {
   PATCHLLM_REQUIRE_SHARED(wiki, "data/wikitext-2-raw/wiki.test.raw");
@@ -150,6 +160,22 @@ TEST(Tokenizer, AddedTokenFlagsFollowHf) {
   // "hello world" is a non-special added token: kept by decode(skip_special).
   EXPECT_EQ(tok->decode(tok->encode("hello world", false)), "hello world");
   EXPECT_EQ(tok->encode("hello world", false), std::vector<int>{677});
+}
+
+// unicode_nfc against HF's NFC normalizer: tricky cases (reordering, blocking, exclusions, singletons, Hangul) and
+// a sweep over every code point with a canonical decomposition, decomposed and then recomposed.
+TEST(Tokenizer, NfcMatchesHfNormalizer) {
+  json g = load_json(data_dir() + "/nfc_golden.json");
+  for (size_t i = 0; i < g["input"].size(); ++i) {
+    std::string in = g["input"][i], want = g["hf_nfc"][i];
+    std::string got = unicode_nfc(in);
+    if (got == want) continue;
+    size_t k = 0;
+    while (k < got.size() && k < want.size() && got[k] == want[k]) ++k;
+    ADD_FAILURE() << "case " << i << " differs at byte " << k << ": got '" << got.substr(k, 24) << "' want '"
+                  << want.substr(k, 24) << "'";
+  }
+  EXPECT_EQ(unicode_nfc("plain ASCII"), "plain ASCII");
 }
 
 // ------------------------------------------------------------------------------------------------ llama2.c tok512

@@ -165,6 +165,7 @@ def train_bytelevel(kind, corpus, out_dir, wiki_text):
         texts += ["x <|mask|>  y", "say hello world twice: hello world!", "hotdog dog dog_ (dog)", "\xa0<|mask|>\xa0z"]
     else:
         texts += ["call <tool_call>{\"a\": 1}</tool_call> done", "<|im_start|>user\nhi<|im_end|>\n"]
+    nfd_texts = [unicodedata.normalize("NFD", t) for t in TEXTS if unicodedata.normalize("NFD", t) != t]
     for t in texts:
         assert unicodedata.is_normalized("NFC", t), "test texts must be NFC (the C++ NFC normalizer is identity)"
     g = {"versions": versions(), "texts": texts, "ids": [], "ids_no_special": [], "decode": [],
@@ -175,6 +176,9 @@ def train_bytelevel(kind, corpus, out_dir, wiki_text):
         g["ids_no_special"].append(hf(t, add_special_tokens=False)["input_ids"])
         g["decode"].append(hf.backend_tokenizer.decode(ids, skip_special_tokens=True))
         g["decode_keep_special"].append(hf.backend_tokenizer.decode(ids, skip_special_tokens=False))
+    # decomposed (NFD) texts: Qwen2's NFC normalizer recomposes them, LLaMA-3's tokenizer has no normalizer
+    g["nfd_texts"] = nfd_texts
+    g["nfd_ids"] = [hf(t)["input_ids"] for t in nfd_texts]
     # decode of a byte sequence cut inside a code point: ByteLevel renders it lossily
     cut = hf("中文", add_special_tokens=False)["input_ids"]
     g["decode_partial"] = {"ids": cut[:1], "text": hf.backend_tokenizer.decode(cut[:1])}
@@ -287,6 +291,28 @@ def gen_llama2c(shared, out):
     write_json(os.path.join(out, "llama2c_golden.json"), g)
 
 
+# ---------------------------------------------------------------- NFC (Qwen2's normalizer)
+def gen_nfc(out):
+    nfc = normalizers.NFC()
+    tricky = ["e\u0301", "A\u030A\u0323", "\u1E0B\u0323", "\u1100\u1161\u11A8", "\u1100\u1161", "\uAC00\u11A8",
+              "\u0344", "\u212B", "\u0958", "a\u0323\u0302", "a\u0302\u0323", "a\u0301\u0301", "\u0061\u0315\u0300\u05AE\u0300b",
+              "cafe\u0301 Zu\u0308rich n\u0303", "\u00C5\u2126\u1E9B\u0323", "\uFB01 \u2460 \u00BD", "x\u0327\u0301y",
+              "\u0CCA\u0CC6\u0CC2\u0CD5", "\u0B47\u0B3E\u0B57", "\U0001D15E\U00011099\U000110BA"]
+    decomposables = [cp for cp in range(0x110000)
+                     if not 0xD800 <= cp <= 0xDFFF and unicodedata.decomposition(chr(cp))
+                     and not unicodedata.decomposition(chr(cp)).startswith("<")]
+    sweep = "|".join(unicodedata.normalize("NFD", chr(cp)) for cp in decomposables)
+    sweep += "|" + "|".join(chr(0xAC00 + k * 97) for k in range(0, 11172 // 97))  # Hangul syllables
+    sweep_nfd = unicodedata.normalize("NFD", sweep[-2000:])
+    cases = tricky + [sweep, sweep_nfd]
+    g = {"versions": versions(), "unicode_python": unicodedata.unidata_version, "input": cases,
+         "hf_nfc": [nfc.normalize_str(c) for c in cases]}
+    g["python_nfc_differs"] = [i for i, c in enumerate(cases) if unicodedata.normalize("NFC", c) != g["hf_nfc"][i]]
+    write_json(os.path.join(out, "nfc_golden.json"), g)
+    print(f"nfc: {len(cases)} cases, sweep of {len(decomposables)} decomposable code points; "
+          f"python differs from HF on {g['python_nfc_differs']}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     here = os.path.dirname(os.path.abspath(__file__))
@@ -303,6 +329,7 @@ def main():
         wiki_text = f.read()
     for kind in ("llama3", "qwen2"):
         train_bytelevel(kind, corpus, os.path.join(a.out, "bytelevel_" + kind), wiki_text)
+    gen_nfc(a.out)
     gen_llama2(a.shared, a.out)
     gen_llama2c(a.shared, a.out)
 

@@ -8,7 +8,6 @@
 #include <unordered_map>
 
 #include "core/error.h"
-#include "core/log.h"
 #include "tokenizer/regex.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/utf8.h"
@@ -275,8 +274,7 @@ class HfTokenizer final : public Tokenizer {
       s.re = pattern(n.at("pattern"), s.a);
       _normalizers.push_back(s);
     } else if (type == "NFC") {
-      // No Unicode composition tables here: text is assumed to be NFC already (true of almost all real text).
-      log_debug("tokenizer: ", _origin, ": NFC normalizer applied as identity");
+      _normalizers.emplace_back(NormalizerStep::NFC);
     } else if (type == "Strip") {
       NormalizerStep s(NormalizerStep::STRIP);
       s.left = n.value("strip_left", true);
@@ -561,6 +559,7 @@ class HfTokenizer final : public Tokenizer {
           break;
         }
         case NormalizerStep::NFC:
+          s = unicode_nfc(s);
           break;
       }
     }

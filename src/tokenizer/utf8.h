@@ -99,6 +99,9 @@ inline std::string utf8_lossy(const std::string& s) {
   return out;
 }
 
+// Unicode Normalization Form C of valid UTF-8 (unicode_nfc.cc); returns s unchanged when no code point can change.
+std::string unicode_nfc(const std::string& s);
+
 inline const char* const kUtf8Replacement = "\xEF\xBF\xBD";
 inline const char* const kSpmSpace = "\xE2\x96\x81";  // U+2581 '▁'
 
