@@ -1,0 +1,49 @@
+// patchllm: one binary, subcommands (convert, inspect, generate, eval, ...).
+#include <torch/torch.h>
+
+#include <CLI/CLI.hpp>
+#include <iostream>
+
+#include "cli/common.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/provenance.h"
+
+int main(int argc, char** argv) {
+  patchllm::provenance_set_argv(argc, argv);
+  CLI::App app{"patchllm " + patchllm::version_string() +
+               ": PATCH hybrid dense/2:4 sparsity for LLaMA-family models"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", patchllm::version_string());
+  int verbose = 0;
+  bool quiet = false;
+  app.add_flag("-v,--verbose", verbose, "more logging (debug)");
+  app.add_flag("-q,--quiet", quiet, "errors only");
+  int threads = 0;
+  app.add_option("-t,--threads", threads, "CPU threads (0 = LibTorch default)")->envname("PATCHLLM_ARG_THREADS");
+  app.parse_complete_callback([&] {
+    if (verbose) patchllm::log_set_level(patchllm::LogLevel::DEBUG);
+    if (quiet) patchllm::log_set_level(patchllm::LogLevel::ERROR);
+    if (threads > 0) torch::set_num_threads(threads);
+  });
+  patchllm::cli::register_convert(app);
+  patchllm::cli::register_inspect(app);
+  patchllm::cli::register_generate(app);
+  patchllm::cli::register_eval(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);  // prints help/version or the usage error
+    return code == 0 ? 0 : 2;  // usage errors exit 2
+  } catch (const patchllm::Error& e) {
+    std::cerr << "error: " << e.what() << std::endl;
+    return 1;
+  } catch (const c10::Error& e) {
+    std::cerr << "error: " << e.what_without_backtrace() << std::endl;
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << std::endl;
+    return 1;
+  }
+  return 0;
+}

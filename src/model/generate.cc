@@ -1,0 +1,77 @@
+#include "model/generate.h"
+
+#include <algorithm>
+#include <numeric>
+
+#include "core/error.h"
+#include "core/log.h"
+
+namespace patchllm {
+
+Sampler::Sampler(const SamplingOptions& opt) : _opt(opt), _state(opt.seed * 0x9E3779B97F4A7C15ull + 1) {
+  PATCHLLM_CHECK(opt.temperature >= 0, InvalidArgument, "--temp must be >= 0, got ", opt.temperature);
+  PATCHLLM_CHECK(opt.top_p > 0 && opt.top_p <= 1, InvalidArgument, "--top-p must be in (0, 1], got ", opt.top_p);
+}
+
+int Sampler::sample(const torch::Tensor& logits_in) {
+  auto logits = logits_in.to(torch::kCPU, torch::kFloat32).contiguous();
+  if (_opt.temperature == 0) return static_cast<int>(logits.argmax().item<int64_t>());
+  auto probs = torch::softmax(logits / _opt.temperature, -1);
+  const float* p = probs.data_ptr<float>();
+  const int64_t n = probs.numel();
+  std::vector<int> idx(n);
+  std::iota(idx.begin(), idx.end(), 0);
+  std::sort(idx.begin(), idx.end(), [&](int a, int b) { return p[a] > p[b]; });
+  // Nucleus: the smallest prefix whose mass reaches top_p.
+  double mass = 0;
+  int64_t keep = 0;
+  while (keep < n && (keep == 0 || mass < _opt.top_p)) mass += p[idx[keep++]];
+  // xorshift64*: a recorded, portable generator (std distributions differ between standard libraries).
+  _state ^= _state >> 12, _state ^= _state << 25, _state ^= _state >> 27;
+  double u = static_cast<double>((_state * 2685821657736338717ull) >> 11) / 9007199254740992.0 * mass;
+  for (int64_t i = 0; i < keep; ++i) {
+    u -= p[idx[i]];
+    if (u <= 0) return idx[i];
+  }
+  return idx[keep - 1];
+}
+
+std::vector<int> generate(Model& model, const std::vector<int>& prompt, const SamplingOptions& opt,
+                          const std::function<void(int)>& on_token, GenerateStats* stats) {
+  PATCHLLM_CHECK(!prompt.empty(), InvalidArgument, "generation needs at least one prompt token");
+  torch::NoGradGuard ng;
+  const int64_t total = static_cast<int64_t>(prompt.size()) + opt.max_new_tokens;
+  PATCHLLM_CHECK(total <= model.config.max_position || model.config.rope_scaling.type != "none", InvalidArgument,
+                 "prompt + new tokens = ", total, " exceeds the model's max_position_embeddings ",
+                 model.config.max_position);
+  Sampler sampler(opt);
+  KVCache cache = model.make_cache(1, total);
+  std::vector<int64_t> p64(prompt.begin(), prompt.end());
+  auto sync = [&] {
+    if (model.device.is_cuda()) torch::cuda::synchronize();
+  };
+  double t0 = now_seconds();
+  auto logits = model.forward(torch::tensor(p64).view({1, -1}), &cache);
+  int next = sampler.sample(logits[0][-1]);
+  sync();
+  double t1 = now_seconds();
+  std::vector<int> out;
+  for (int64_t i = 0; i < opt.max_new_tokens; ++i) {
+    out.push_back(next);
+    if (on_token) on_token(next);
+    if (std::find(opt.stop_ids.begin(), opt.stop_ids.end(), next) != opt.stop_ids.end()) break;
+    if (i + 1 == opt.max_new_tokens) break;
+    logits = model.forward(torch::tensor({static_cast<int64_t>(next)}).view({1, 1}), &cache);
+    next = sampler.sample(logits[0][-1]);
+  }
+  sync();
+  if (stats) {
+    stats->prompt_tokens = static_cast<int64_t>(prompt.size());
+    stats->generated_tokens = static_cast<int64_t>(out.size());
+    stats->prompt_seconds = t1 - t0;
+    stats->decode_seconds = now_seconds() - t1;
+  }
+  return out;
+}
+
+}  // namespace patchllm

@@ -1,0 +1,39 @@
+// Autoregressive generation with a KV cache: greedy at temperature 0, else temperature + top-p sampling (seeded).
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "model/model.h"
+
+namespace patchllm {
+
+struct SamplingOptions {
+  double temperature = 0.0;  // 0 = greedy
+  double top_p = 1.0;
+  uint64_t seed = 0;
+  int64_t max_new_tokens = 128;
+  std::vector<int64_t> stop_ids;  // generation ends after emitting one of these
+};
+
+struct GenerateStats {
+  int64_t prompt_tokens = 0, generated_tokens = 0;
+  double prompt_seconds = 0, decode_seconds = 0;
+};
+
+// Returns the generated ids (prompt excluded). on_token is called for every generated id as soon as it exists.
+std::vector<int> generate(Model& model, const std::vector<int>& prompt, const SamplingOptions& opt,
+                          const std::function<void(int)>& on_token = {}, GenerateStats* stats = nullptr);
+
+// Picks the next id from fp32 logits [vocab]; exposed for tests.
+class Sampler {
+ public:
+  explicit Sampler(const SamplingOptions& opt);
+  int sample(const torch::Tensor& logits);
+
+ private:
+  SamplingOptions _opt;
+  uint64_t _state;
+};
+
+}  // namespace patchllm

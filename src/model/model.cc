@@ -1,0 +1,259 @@
+#include "model/model.h"
+
+#include <torch/version.h>
+
+#include <cmath>
+
+#include "core/error.h"
+#include "core/file.h"
+#include "io/safetensors.h"
+
+namespace patchllm {
+
+const std::vector<std::string>& decoder_linear_names() {
+  static const std::vector<std::string> names = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                                 "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
+                                                 "mlp.down_proj"};
+  return names;
+}
+
+// HF LlamaRMSNorm: normalise in fp32, cast back, then scale by the weight.
+torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& w, double eps) {
+  auto xf = x.to(torch::kFloat32);
+  auto var = xf.pow(2).mean(-1, /*keepdim=*/true);
+  return w * (xf * torch::rsqrt(var + eps)).to(x.scalar_type());
+}
+
+torch::Tensor rope_inv_freq(const ModelConfig& c) {
+  const int64_t d = c.head_dim;
+  auto idx = torch::arange(0, d, 2, torch::kFloat64) / static_cast<double>(d);
+  auto inv = 1.0 / torch::pow(torch::full({}, c.rope_theta, torch::kFloat64), idx);
+  const auto& rs = c.rope_scaling;
+  if (rs.type == "linear") {
+    inv = inv / rs.factor;
+  } else if (rs.type == "llama3") {
+    // transformers' _compute_llama3_parameters: low frequencies divided by factor, high kept, smooth in between.
+    const double old_ctx = static_cast<double>(rs.original_max_position);
+    const double low_wl = old_ctx / rs.low_freq_factor, high_wl = old_ctx / rs.high_freq_factor;
+    auto wavelen = 2 * M_PI / inv;
+    auto scaled = torch::where(wavelen > low_wl, inv / rs.factor, inv);
+    auto smooth = (old_ctx / wavelen - rs.low_freq_factor) / (rs.high_freq_factor - rs.low_freq_factor);
+    auto smoothed = (1 - smooth) * scaled / rs.factor + smooth * scaled;
+    auto medium = (wavelen >= high_wl).logical_and(wavelen <= low_wl);
+    inv = torch::where(medium, smoothed, scaled);
+  }
+  return inv.to(torch::kFloat32);
+}
+
+// HF rotate_half convention: the two halves of each head are the (real, imaginary) pairs.
+torch::Tensor rope_apply(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+  const int64_t h = x.size(-1) / 2;
+  auto x1 = x.narrow(-1, 0, h), x2 = x.narrow(-1, h, h);
+  auto rot = torch::cat({-x2, x1}, -1);
+  return x * cos.unsqueeze(1) + rot * sin.unsqueeze(1);
+}
+
+torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                        const torch::Tensor& bias, bool causal) {
+  const int64_t groups = q.size(1) / k.size(1);
+  auto kk = k, vv = v;
+  if (groups > 1) {  // grouped-query attention: each kv head serves `groups` query heads
+    kk = k.unsqueeze(2).expand({k.size(0), k.size(1), groups, k.size(2), k.size(3)}).reshape(
+        {k.size(0), k.size(1) * groups, k.size(2), k.size(3)});
+    vv = v.unsqueeze(2).expand({v.size(0), v.size(1), groups, v.size(2), v.size(3)}).reshape(
+        {v.size(0), v.size(1) * groups, v.size(2), v.size(3)});
+  }
+#if TORCH_VERSION_MAJOR >= 2
+  c10::optional<at::Tensor> m;
+  if (bias.defined()) m = bias.to(q.scalar_type());
+  return at::scaled_dot_product_attention(q, kk, vv, m, 0.0, causal && !bias.defined());
+#else
+  // LibTorch 1.x has no fused attention: explicit softmax in fp32.
+  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+  auto s = torch::matmul(q.to(torch::kFloat32), kk.to(torch::kFloat32).transpose(-1, -2)) * scale;
+  if (bias.defined()) {
+    s = s + bias.to(torch::kFloat32);
+  } else if (causal) {
+    const int64_t T = q.size(2), S = kk.size(2);
+    auto mask = torch::ones({T, S}, torch::TensorOptions().dtype(torch::kBool).device(q.device())).triu(S - T + 1);
+    s = s.masked_fill(mask, -std::numeric_limits<float>::infinity());
+  }
+  return torch::matmul(torch::softmax(s, -1), vv.to(torch::kFloat32)).to(q.scalar_type());
+#endif
+}
+
+namespace {
+
+torch::Tensor load_checked(const Checkpoint& ckpt, const std::string& name, std::vector<int64_t> shape,
+                           const ModelLoadOptions& opt) {
+  const auto& e = ckpt.entry(name);
+  PATCHLLM_CHECK(e.shape == shape, FormatError, ckpt.files()[0], ": tensor '", name, "' has shape ",
+                 c10::IntArrayRef(e.shape), ", config expects ", c10::IntArrayRef(shape));
+  PATCHLLM_CHECK(e.dtype == "F32" || e.dtype == "F16" || e.dtype == "BF16", FormatError, ckpt.files()[0],
+                 ": tensor '", name, "' has dtype ", e.dtype, " (expected F32, F16 or BF16)");
+  return ckpt.load(name).to(opt.device, opt.dtype);
+}
+
+}  // namespace
+
+std::unique_ptr<Model> Model::load(const std::string& dir, const ModelLoadOptions& opt) {
+  PATCHLLM_CHECK(dir_exists(dir), FormatError, dir, ": model directory does not exist");
+  auto m = std::make_unique<Model>();
+  m->dir = dir;
+  m->config = config_load(dir);
+  m->device = opt.device;
+  m->dtype = opt.dtype;
+  const ModelConfig& c = m->config;
+  Checkpoint ckpt(dir);
+  torch::NoGradGuard ng;
+  const int64_t H = c.hidden_size, I = c.intermediate_size, D = c.head_dim;
+  m->embed = load_checked(ckpt, "model.embed_tokens.weight", {c.vocab_size, H}, opt);
+  m->final_norm = load_checked(ckpt, "model.norm.weight", {H}, opt);
+  if (ckpt.has("lm_head.weight") && !c.tie_word_embeddings) {
+    m->lm_head = load_checked(ckpt, "lm_head.weight", {c.vocab_size, H}, opt);
+  } else {
+    PATCHLLM_CHECK(c.tie_word_embeddings || !ckpt.has("lm_head.weight"), FormatError, dir, ": missing lm_head.weight");
+    m->lm_head = m->embed;
+  }
+  auto linear = [&](const std::string& p, int64_t out, int64_t in) {
+    auto w = load_checked(ckpt, p + ".weight", {out, in}, opt);
+    torch::Tensor b;
+    if (ckpt.has(p + ".bias")) b = load_checked(ckpt, p + ".bias", {out}, opt);
+    return std::make_shared<Linear>(w, b);
+  };
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    std::string p = "model.layers." + std::to_string(i) + ".";
+    DecoderLayer L;
+    L.input_norm = load_checked(ckpt, p + "input_layernorm.weight", {H}, opt);
+    L.post_attn_norm = load_checked(ckpt, p + "post_attention_layernorm.weight", {H}, opt);
+    L.q = linear(p + "self_attn.q_proj", c.num_heads * D, H);
+    L.k = linear(p + "self_attn.k_proj", c.num_kv_heads * D, H);
+    L.v = linear(p + "self_attn.v_proj", c.num_kv_heads * D, H);
+    L.o = linear(p + "self_attn.o_proj", H, c.num_heads * D);
+    L.gate = linear(p + "mlp.gate_proj", I, H);
+    L.up = linear(p + "mlp.up_proj", I, H);
+    L.down = linear(p + "mlp.down_proj", H, I);
+    m->layers.push_back(std::move(L));
+  }
+  m->inv_freq = rope_inv_freq(c).to(opt.device);
+  return m;
+}
+
+torch::Tensor Model::embed_tokens(const torch::Tensor& tokens) const {
+  PATCHLLM_CHECK(tokens.dim() == 2, InvalidArgument, "tokens must be [batch, seq], got ", tokens.sizes());
+  auto t = tokens.to(device, torch::kLong);
+  PATCHLLM_CHECK(t.numel() == 0 || (t.min().item<int64_t>() >= 0 && t.max().item<int64_t>() < config.vocab_size),
+                 InvalidArgument, "token id out of range [0, ", config.vocab_size, ")");
+  return torch::embedding(embed, t);
+}
+
+LayerContext Model::make_context(int64_t batch, int64_t seq, int64_t past, const torch::Tensor& attn_mask) const {
+  LayerContext ctx;
+  const int64_t S = past + seq;
+  auto fopt = torch::TensorOptions().dtype(torch::kFloat32).device(device);
+  torch::Tensor pos;  // [B or 1, T]
+  torch::Tensor key_ok;
+  if (attn_mask.defined()) {
+    PATCHLLM_CHECK(attn_mask.dim() == 2 && attn_mask.size(0) == batch && attn_mask.size(1) == S, InvalidArgument,
+                   "attention mask must be [", batch, ", ", S, "], got ", attn_mask.sizes());
+    key_ok = attn_mask.to(device).to(torch::kBool);
+    // Left padding: positions count real tokens only, as HF generate() does.
+    pos = (key_ok.to(torch::kLong).cumsum(1) - 1).clamp_min(0).narrow(1, past, seq).to(torch::kFloat32);
+  } else {
+    pos = torch::arange(past, S, fopt).unsqueeze(0);
+  }
+  auto freqs = pos.unsqueeze(-1) * inv_freq.view({1, 1, -1});
+  auto emb = torch::cat({freqs, freqs}, -1);
+  ctx.cos = emb.cos().to(dtype);
+  ctx.sin = emb.sin().to(dtype);
+  const bool need_mask = attn_mask.defined() || config.sliding_window > 0 || (past > 0 && seq > 1);
+  ctx.causal_only = !need_mask && past == 0;
+  if (need_mask) {
+    auto qpos = torch::arange(past, S, torch::TensorOptions().dtype(torch::kLong).device(device)).view({-1, 1});
+    auto kpos = torch::arange(0, S, torch::TensorOptions().dtype(torch::kLong).device(device)).view({1, -1});
+    auto ok = kpos <= qpos;  // [T, S]
+    if (config.sliding_window > 0) ok = ok.logical_and(qpos - kpos < config.sliding_window);
+    ok = ok.unsqueeze(0);  // [1, T, S]
+    if (key_ok.defined()) ok = ok.logical_and(key_ok.unsqueeze(1));
+    // Rows with nothing to attend to (padding queries) would give NaN; let them see themselves, output is ignored.
+    auto empty_row = ok.logical_not().all(-1, /*keepdim=*/true);
+    ok = ok.logical_or(empty_row.logical_and(kpos == qpos));
+    ctx.attn_bias = torch::zeros(ok.sizes(), fopt)
+                        .masked_fill(ok.logical_not(), -std::numeric_limits<float>::infinity())
+                        .unsqueeze(1);
+  }
+  return ctx;
+}
+
+torch::Tensor Model::layer_forward(int64_t i, const torch::Tensor& h, const LayerContext& ctx, KVCache* cache) {
+  const auto& c = config;
+  DecoderLayer& L = layers.at(i);
+  const int64_t B = h.size(0), T = h.size(1), D = c.head_dim;
+  auto x = rms_norm(h, L.input_norm, c.rms_eps);
+  auto q = L.q->forward(x).view({B, T, c.num_heads, D}).transpose(1, 2);
+  auto k = L.k->forward(x).view({B, T, c.num_kv_heads, D}).transpose(1, 2);
+  auto v = L.v->forward(x).view({B, T, c.num_kv_heads, D}).transpose(1, 2);
+  q = rope_apply(q, ctx.cos, ctx.sin);
+  k = rope_apply(k, ctx.cos, ctx.sin);
+  if (cache) {
+    PATCHLLM_CHECK(cache->length + T <= cache->capacity, InvalidArgument, "KV cache full: ", cache->length, " + ", T,
+                   " > capacity ", cache->capacity);
+    cache->k[i].narrow(2, cache->length, T).copy_(k);
+    cache->v[i].narrow(2, cache->length, T).copy_(v);
+    k = cache->k[i].narrow(2, 0, cache->length + T);
+    v = cache->v[i].narrow(2, 0, cache->length + T);
+  }
+  auto a = attention(q, k, v, ctx.attn_bias, ctx.causal_only);
+  a = a.transpose(1, 2).reshape({B, T, c.num_heads * D});
+  auto h2 = h + L.o->forward(a);
+  auto y = rms_norm(h2, L.post_attn_norm, c.rms_eps);
+  return h2 + L.down->forward(torch::silu(L.gate->forward(y)) * L.up->forward(y));
+}
+
+torch::Tensor Model::head(const torch::Tensor& h) const {
+  return torch::linear(rms_norm(h, final_norm, config.rms_eps), lm_head).to(torch::kFloat32);
+}
+
+KVCache Model::make_cache(int64_t batch, int64_t capacity) const {
+  KVCache kv;
+  kv.capacity = capacity;
+  auto opt = torch::TensorOptions().dtype(dtype).device(device);
+  for (int64_t i = 0; i < config.num_layers; ++i) {
+    kv.k.push_back(torch::zeros({batch, config.num_kv_heads, capacity, config.head_dim}, opt));
+    kv.v.push_back(torch::zeros({batch, config.num_kv_heads, capacity, config.head_dim}, opt));
+  }
+  return kv;
+}
+
+torch::Tensor Model::forward(const torch::Tensor& tokens, KVCache* cache, const torch::Tensor& attn_mask) {
+  auto h = embed_tokens(tokens);
+  const int64_t past = cache ? cache->length : 0;
+  auto ctx = make_context(tokens.size(0), tokens.size(1), past, attn_mask);
+  for (int64_t i = 0; i < config.num_layers; ++i) h = layer_forward(i, h, ctx, cache);
+  if (cache) cache->length += tokens.size(1);
+  return head(h);
+}
+
+std::vector<std::pair<std::string, LinearPtr*>> Model::linears() {
+  std::vector<std::pair<std::string, LinearPtr*>> out;
+  const auto& names = decoder_linear_names();
+  for (size_t i = 0; i < layers.size(); ++i) {
+    DecoderLayer& L = layers[i];
+    LinearPtr* slots[] = {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down};
+    for (size_t j = 0; j < 7; ++j)
+      out.emplace_back("model.layers." + std::to_string(i) + "." + names[j] + ".weight", slots[j]);
+  }
+  return out;
+}
+
+int64_t Model::num_parameters() const {
+  int64_t n = embed.numel() + final_norm.numel() + (lm_head.is_same(embed) ? 0 : lm_head.numel());
+  for (const auto& L : layers) {
+    n += L.input_norm.numel() + L.post_attn_norm.numel();
+    for (const auto* l : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down})
+      n += (*l)->weight.numel() + ((*l)->bias.defined() ? (*l)->bias.numel() : 0);
+  }
+  return n;
+}
+
+}  // namespace patchllm
