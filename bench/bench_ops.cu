@@ -1,0 +1,372 @@
+// bench_ops: hybrid dense/2:4 GEMM vs cuBLAS (dense bf16) and cuSPARSELt (all-2:4) in the same run.
+// y[M, N] = x[M, K] · W[N, K]ᵀ, bf16, LLaMA-2-7B / LLaMA-3-8B linear shapes, M tokens, f = fraction of 2:4 tiles.
+// Weights rotate over copies totalling ≥ 400 MB (HBM, not L2); CUDA events around batches of launches; medians.
+// Build (GPU machine): nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Isrc -Ibench bench/bench_ops.cu \
+//   src/ops/hybrid_gemm.cu -lcublas [-DPATCHLLM_HAVE_CUSPARSELT -I$CSL/include -L$CSL/lib -l:libcusparseLt.so.0]
+// Run: ./bench_ops [--quick] [--out PREFIX]  -> markdown on stdout, PREFIX.md / .csv / .json
+#include <cublas_v2.h>
+
+#include <map>
+
+#include "bench_ops_common.h"
+#include "ops/hybrid_gemm.h"
+#ifdef PATCHLLM_HAVE_CUSPARSELT
+#include <cusparseLt.h>
+#endif
+
+using namespace patchllm;
+
+namespace {
+
+struct Row {
+  std::string shape;
+  int64_t N, K, M;
+  std::string kernel;
+  double f, us, tbps, tflops, speedup, ideal;
+};
+
+double time_launches(const std::function<void(int)>& launch, int rot, int batches = 15) {
+  const int per = std::max(rot, 10);
+  for (int i = 0; i < rot; ++i) launch(i);  // warm-up (module load, handles, algorithm caches)
+  BENCH_CUDA(cudaDeviceSynchronize());
+  cudaEvent_t e0, e1;
+  BENCH_CUDA(cudaEventCreate(&e0));
+  BENCH_CUDA(cudaEventCreate(&e1));
+  std::vector<double> t;
+  for (int b = 0; b < batches; ++b) {
+    BENCH_CUDA(cudaEventRecord(e0));
+    for (int i = 0; i < per; ++i) launch(i % rot);
+    BENCH_CUDA(cudaEventRecord(e1));
+    BENCH_CUDA(cudaEventSynchronize(e1));
+    float ms;
+    BENCH_CUDA(cudaEventElapsedTime(&ms, e0, e1));
+    t.push_back(1e3 * ms / per);
+  }
+  BENCH_CUDA(cudaGetLastError());
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  return bench::median(t);
+}
+
+// Device copies of one buffer, `rot` of them, so consecutive launches read different addresses.
+std::vector<void*> replicate(const void* host, size_t bytes, int rot) {
+  std::vector<void*> v(rot);
+  for (int i = 0; i < rot; ++i) {
+    BENCH_CUDA(cudaMalloc(&v[i], bytes));
+    if (i == 0) BENCH_CUDA(cudaMemcpy(v[0], host, bytes, cudaMemcpyHostToDevice));
+    else BENCH_CUDA(cudaMemcpy(v[i], v[0], bytes, cudaMemcpyDeviceToDevice));
+  }
+  return v;
+}
+void free_all(std::vector<void*>& v) {
+  for (void* p : v) cudaFree(p);
+  v.clear();
+}
+
+void cublas_gemm(cublasHandle_t h, const void* W, const void* x, void* y, int64_t M, int64_t N, int64_t K) {
+  const float one = 1.f, zero = 0.f;
+  // Column-major view: yᵀ[N, M] = (W as col-major [K, N])ᵀ · (x as col-major [K, M]).
+  cublasStatus_t s = cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(M), int(K), &one, W, CUDA_R_16BF, int(K), x,
+                                  CUDA_R_16BF, int(K), &zero, y, CUDA_R_16BF, int(N), CUBLAS_COMPUTE_32F,
+                                  CUBLAS_GEMM_DEFAULT);
+  if (s != CUBLAS_STATUS_SUCCESS) {
+    std::fprintf(stderr, "cublasGemmEx failed: %d\n", int(s));
+    std::exit(1);
+  }
+}
+
+#ifdef PATCHLLM_HAVE_CUSPARSELT
+#define CSL_OK(call) ((call) == CUSPARSE_STATUS_SUCCESS)
+// All-2:4 baseline: C[N, Mp] = W[N, K] (structured, row-major) · x[Mp, K]ᵀ. Mp = M rounded up to 16, as PyTorch pads.
+struct CsltPlan {
+  bool ok = false;
+  cusparseLtMatDescriptor_t A, B, C;
+  cusparseLtMatmulDescriptor_t mm;
+  cusparseLtMatmulAlgSelection_t sel;
+  cusparseLtMatmulPlan_t plan;
+  size_t compressed = 0, compress_buf = 0, workspace = 0;
+};
+bool cslt_plan(cusparseLtHandle_t* h, CsltPlan& P, int64_t Mp, int64_t N, int64_t K) {
+  const uint32_t al = 16;
+  if (!CSL_OK(cusparseLtStructuredDescriptorInit(h, &P.A, N, K, K, al, CUDA_R_16BF, CUSPARSE_ORDER_ROW,
+                                                 CUSPARSELT_SPARSITY_50_PERCENT)))
+    return false;
+  if (!CSL_OK(cusparseLtDenseDescriptorInit(h, &P.B, Mp, K, K, al, CUDA_R_16BF, CUSPARSE_ORDER_ROW))) return false;
+  if (!CSL_OK(cusparseLtDenseDescriptorInit(h, &P.C, N, Mp, Mp, al, CUDA_R_16BF, CUSPARSE_ORDER_ROW))) return false;
+  if (!CSL_OK(cusparseLtMatmulDescriptorInit(h, &P.mm, CUSPARSE_OPERATION_NON_TRANSPOSE, CUSPARSE_OPERATION_TRANSPOSE,
+                                             &P.A, &P.B, &P.C, &P.C, CUSPARSE_COMPUTE_32F)))
+    return false;
+  if (!CSL_OK(cusparseLtMatmulAlgSelectionInit(h, &P.sel, &P.mm, CUSPARSELT_MATMUL_ALG_DEFAULT))) return false;
+  if (!CSL_OK(cusparseLtMatmulPlanInit(h, &P.plan, &P.mm, &P.sel))) return false;
+  if (!CSL_OK(cusparseLtSpMMACompressedSize(h, &P.plan, &P.compressed, &P.compress_buf))) return false;
+  P.ok = true;
+  return true;
+}
+#endif
+
+std::string fmt(double v, int prec = 2) {
+  char b[64];
+  std::snprintf(b, sizeof b, "%.*f", prec, v);
+  return b;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool quick = false;
+  std::string prefix = "bench_ops";
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--quick") quick = true;
+    else if (a == "--out" && i + 1 < argc) prefix = argv[++i];
+  }
+  cudaDeviceProp prop;
+  BENCH_CUDA(cudaGetDeviceProperties(&prop, 0));
+  std::fprintf(stderr, "device %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
+  cublasHandle_t cub;
+  cublasCreate(&cub);
+#ifdef PATCHLLM_HAVE_CUSPARSELT
+  cusparseLtHandle_t csl;
+  bool have_cslt = CSL_OK(cusparseLtInit(&csl));
+  int csl_ver = 0;
+  if (have_cslt) cusparseLtGetVersion(&csl, &csl_ver);
+  std::fprintf(stderr, "cuSPARSELt %s (version %d)\n", have_cslt ? "on" : "failed to init", csl_ver);
+#else
+  std::fprintf(stderr, "cuSPARSELt: not compiled in (build with -DPATCHLLM_HAVE_CUSPARSELT)\n");
+#endif
+
+  struct Shape { const char* name; int64_t N, K; };
+  std::vector<Shape> shapes = {{"L2-7B q/o 4096x4096", 4096, 4096},     {"L2-7B qkv 12288x4096", 12288, 4096},
+                               {"L2-7B gate+up 22016x4096", 22016, 4096}, {"L2-7B down 4096x11008", 4096, 11008},
+                               {"L3-8B qkv 6144x4096", 6144, 4096},     {"L3-8B gate+up 28672x4096", 28672, 4096},
+                               {"L3-8B down 4096x14336", 4096, 14336}};
+  std::vector<int64_t> Ms = {1, 16, 64, 128, 512, 2048, 8192};
+  std::vector<double> fs = {0, 0.5, 0.7, 0.9, 1.0};
+  if (quick) {
+    shapes = {shapes[1], shapes[6]};
+    Ms = {1, 16, 2048};
+    fs = {0, 0.9, 1.0};
+  }
+  std::vector<Row> rows;
+  int failures = 0;
+  for (const Shape& sh : shapes) {
+    const int64_t N = sh.N, K = sh.K;
+    const size_t wbytes = size_t(N * K) * 2;
+    const int rot = int(std::max<int64_t>(2, ((400ll << 20) + int64_t(wbytes) - 1) / int64_t(wbytes)));
+    bench::Problem P = bench::make_problem(N, K, 0.0, 42, true, false);
+    std::vector<void*> Wd = replicate(P.w.data(), wbytes, rot);
+    const int64_t Mmax = Ms.back() < 16 ? 16 : Ms.back();
+    void *x, *y, *ws;
+    BENCH_CUDA(cudaMalloc(&x, size_t(Mmax * K) * 2));
+    BENCH_CUDA(cudaMalloc(&y, size_t(Mmax * N) * 2));
+    {
+      std::vector<uint16_t> hx(size_t(Mmax * K));
+      for (size_t i = 0; i < hx.size(); ++i) hx[i] = bench::f32_to_bf16(bench::nonzero_value(bench::mix(i + 99)));
+      BENCH_CUDA(cudaMemcpy(x, hx.data(), hx.size() * 2, cudaMemcpyHostToDevice));
+    }
+    const size_t wsb = hybrid_gemm_workspace_bytes(Mmax, N);
+    BENCH_CUDA(cudaMalloc(&ws, wsb));
+    BENCH_CUDA(cudaMemset(ws, 0, wsb));
+    std::map<int64_t, double> cublas_us;
+    for (int64_t M : Ms) {
+      double us = time_launches([&](int i) { cublas_gemm(cub, Wd[i], x, y, M, N, K); }, rot);
+      cublas_us[M] = us;
+      rows.push_back({sh.name, N, K, M, "cublas", 0.0, us, (wbytes + (M * K + M * N) * 2) / us * 1e-6,
+                      2.0 * M * N * K / us * 1e-6, 1.0, 1.0});
+    }
+#ifdef PATCHLLM_HAVE_CUSPARSELT
+    if (have_cslt) {
+      // 2:4 everywhere: prune the dense weight with the mask (kept values stay non-zero).
+      std::vector<uint16_t> pruned(P.w.size());
+      for (size_t i = 0; i < pruned.size(); ++i) pruned[i] = P.keep[i] ? P.w[i] : 0;
+      void* Wp;
+      BENCH_CUDA(cudaMalloc(&Wp, wbytes));
+      BENCH_CUDA(cudaMemcpy(Wp, pruned.data(), wbytes, cudaMemcpyHostToDevice));
+      for (int64_t M : Ms) {
+        const int64_t Mp = (M + 15) / 16 * 16;
+        CsltPlan pl;
+        if (!cslt_plan(&csl, pl, Mp, N, K)) {
+          std::fprintf(stderr, "cuSPARSELt plan failed for %s M=%lld\n", sh.name, (long long)M);
+          continue;
+        }
+        void *cbuf = nullptr, *comp0 = nullptr, *cws = nullptr, *xp = nullptr, *yp = nullptr;
+        BENCH_CUDA(cudaMalloc(&comp0, pl.compressed));
+        if (pl.compress_buf) BENCH_CUDA(cudaMalloc(&cbuf, pl.compress_buf));
+        BENCH_CUDA(cudaMalloc(&xp, size_t(Mp * K) * 2));
+        BENCH_CUDA(cudaMemset(xp, 0, size_t(Mp * K) * 2));
+        BENCH_CUDA(cudaMemcpy(xp, x, size_t(M * K) * 2, cudaMemcpyDeviceToDevice));
+        BENCH_CUDA(cudaMalloc(&yp, size_t(Mp * N) * 2));
+        bool ok = CSL_OK(cusparseLtSpMMACompress(&csl, &pl.plan, Wp, comp0, cbuf, nullptr));
+        const float one = 1.f, zero = 0.f;
+        cudaStream_t st = nullptr;
+        if (ok) {
+          size_t wsz = 0;
+          cusparseLtMatmulGetWorkspace(&csl, &pl.plan, &wsz);
+          BENCH_CUDA(cudaMalloc(&cws, std::max<size_t>(wsz, 1 << 20)));
+          ok = CSL_OK(cusparseLtMatmulSearch(&csl, &pl.plan, &one, comp0, xp, &zero, yp, yp, cws, &st, 1));
+          cusparseLtMatmulGetWorkspace(&csl, &pl.plan, &wsz);
+          cudaFree(cws);
+          BENCH_CUDA(cudaMalloc(&cws, std::max<size_t>(wsz, 1 << 20)));
+        }
+        if (ok) {
+          const int crot = int(std::max<int64_t>(2, ((400ll << 20) + int64_t(pl.compressed) - 1) / int64_t(pl.compressed)));
+          std::vector<void*> comps(crot);
+          comps[0] = comp0;
+          for (int i = 1; i < crot; ++i) {
+            BENCH_CUDA(cudaMalloc(&comps[i], pl.compressed));
+            BENCH_CUDA(cudaMemcpy(comps[i], comp0, pl.compressed, cudaMemcpyDeviceToDevice));
+          }
+          double us = time_launches(
+              [&](int i) { cusparseLtMatmul(&csl, &pl.plan, &one, comps[i], xp, &zero, yp, yp, cws, &st, 1); }, crot);
+          rows.push_back({sh.name, N, K, M, "cusparselt", 1.0, us, (pl.compressed + (Mp * K + Mp * N) * 2) / us * 1e-6,
+                          2.0 * M * N * K / us * 1e-6, cublas_us[M] / us, 1.0 / (1 - (M <= 128 ? 0.4375 : 0.5))});
+          for (int i = 1; i < crot; ++i) cudaFree(comps[i]);
+        } else {
+          std::fprintf(stderr, "cuSPARSELt compress/search failed for %s M=%lld\n", sh.name, (long long)M);
+        }
+        cudaFree(comp0);
+        cudaFree(cbuf);
+        cudaFree(cws);
+        cudaFree(xp);
+        cudaFree(yp);
+        cusparseLtMatmulPlanDestroy(&pl.plan);
+        cusparseLtMatmulAlgSelectionDestroy(&pl.sel);
+        cusparseLtMatDescriptorDestroy(&pl.A);
+        cusparseLtMatDescriptorDestroy(&pl.B);
+        cusparseLtMatDescriptorDestroy(&pl.C);
+      }
+      cudaFree(Wp);
+    }
+#endif
+    free_all(Wd);
+    for (double f : fs) {
+      // Same weight and mask, new tile map; pack on the host.
+      bench::Problem H = bench::make_problem(N, K, f, 42 + uint64_t(f * 1000), true, true);
+      void *kinds, *offs;
+      BENCH_CUDA(cudaMalloc(&kinds, H.layout.kinds.size()));
+      BENCH_CUDA(cudaMemcpy(kinds, H.layout.kinds.data(), H.layout.kinds.size(), cudaMemcpyHostToDevice));
+      BENCH_CUDA(cudaMalloc(&offs, H.layout.offsets.size() * 8));
+      BENCH_CUDA(cudaMemcpy(offs, H.layout.offsets.data(), H.layout.offsets.size() * 8, cudaMemcpyHostToDevice));
+      const size_t hb = H.blob.size();
+      const int hrot = int(std::max<int64_t>(2, ((400ll << 20) + int64_t(hb) - 1) / int64_t(hb)));
+      std::vector<void*> blobs = replicate(H.blob.data(), hb, hrot);
+      HybridGemmArgs a;
+      a.x = x;
+      a.y = y;
+      a.N = N;
+      a.K = K;
+      a.kinds = static_cast<uint8_t*>(kinds);
+      a.offsets = static_cast<int64_t*>(offs);
+      a.workspace = ws;
+      a.workspace_bytes = wsb;
+      // Validate before timing: M = 16 against cuBLAS on the masked dense weight (fp32 accumulate both).
+      {
+        std::vector<uint16_t> md = bench::masked_dense(H);
+        void *Wm, *yr;
+        BENCH_CUDA(cudaMalloc(&Wm, wbytes));
+        BENCH_CUDA(cudaMemcpy(Wm, md.data(), wbytes, cudaMemcpyHostToDevice));
+        BENCH_CUDA(cudaMalloc(&yr, size_t(16 * N) * 2));
+        cublas_gemm(cub, Wm, x, yr, 16, N, K);
+        a.M = 16;
+        a.blob = static_cast<uint8_t*>(blobs[0]);
+        BENCH_CUDA(cudaMemset(y, 0xff, size_t(16 * N) * 2));
+        HybridLaunchResult r = hybrid_gemm_launch(a);
+        BENCH_CUDA(cudaDeviceSynchronize());
+        std::vector<uint16_t> h1(size_t(16 * N)), h2(size_t(16 * N));
+        BENCH_CUDA(cudaMemcpy(h1.data(), y, h1.size() * 2, cudaMemcpyDeviceToHost));
+        BENCH_CUDA(cudaMemcpy(h2.data(), yr, h2.size() * 2, cudaMemcpyDeviceToHost));
+        double num = 0, den = 0;
+        for (size_t i = 0; i < h1.size(); ++i) {
+          double d = double(bench::bf16_to_f32(h1[i])) - bench::bf16_to_f32(h2[i]);
+          num += d * d;
+          den += double(bench::bf16_to_f32(h2[i])) * bench::bf16_to_f32(h2[i]);
+        }
+        double rel = std::sqrt(num / den);
+        if (r.status != HYBRID_OK || !(rel < 1e-2)) {
+          std::fprintf(stderr, "VALIDATION FAILED %s f=%.2f: status %d rel %.3e\n", sh.name, f, r.status, rel);
+          ++failures;
+        } else {
+          std::fprintf(stderr, "validated %s f=%.2f: rel %.2e vs cuBLAS on masked weight\n", sh.name, H.frac, rel);
+        }
+        cudaFree(Wm);
+        cudaFree(yr);
+      }
+      for (int64_t M : Ms) {
+        a.M = M;
+        double us = time_launches(
+            [&](int i) {
+              a.blob = static_cast<uint8_t*>(blobs[i]);
+              HybridLaunchResult r = hybrid_gemm_launch(a);
+              if (r.status != HYBRID_OK) {
+                std::fprintf(stderr, "hybrid launch failed: %s\n", hybrid_status_string(r.status));
+                std::exit(1);
+              }
+            },
+            hrot);
+        const double ideal = M <= 128 ? 1.0 / (1.0 - 0.4375 * H.frac) : 1.0 / (1.0 - 0.5 * H.frac);
+        rows.push_back({sh.name, N, K, M, "hybrid", H.frac, us, (hb + (M * K + M * N) * 2) / us * 1e-6,
+                        2.0 * M * N * K / us * 1e-6, cublas_us[M] / us, ideal});
+        std::fprintf(stderr, "row %s M=%lld f=%.2f hybrid %.1f us cublas %.1f us speedup %.2f (ideal %.2f)\n", sh.name,
+                     (long long)M, H.frac, us, cublas_us[M], cublas_us[M] / us, ideal);
+      }
+      free_all(blobs);
+      cudaFree(kinds);
+      cudaFree(offs);
+    }
+    cudaFree(x);
+    cudaFree(y);
+    cudaFree(ws);
+    std::fprintf(stderr, "done %s\n", sh.name);
+  }
+
+  // Outputs: long table (md, csv, json) and a compact summary on stdout.
+  FILE* md = std::fopen((prefix + ".md").c_str(), "w");
+  FILE* csv = std::fopen((prefix + ".csv").c_str(), "w");
+  FILE* js = std::fopen((prefix + ".json").c_str(), "w");
+  std::fprintf(md, "| shape | M | kernel | f | µs | TB/s | TFLOP/s | speedup vs cuBLAS | ideal | fraction of ideal |\n");
+  std::fprintf(md, "|---|---|---|---|---|---|---|---|---|---|\n");
+  std::fprintf(csv, "shape,N,K,M,kernel,f,us,tbps,tflops,speedup_vs_cublas,ideal,fraction_of_ideal\n");
+  std::fprintf(js, "{\"device\": \"%s\", \"sms\": %d, \"rows\": [\n", prop.name, prop.multiProcessorCount);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const Row& r = rows[i];
+    const double frac = r.kernel == "cublas" ? 1.0 : r.speedup / r.ideal;
+    std::fprintf(md, "| %s | %lld | %s | %.2f | %.1f | %.2f | %.0f | %.2f | %.2f | %.2f |\n", r.shape.c_str(),
+                 (long long)r.M, r.kernel.c_str(), r.f, r.us, r.tbps, r.tflops, r.speedup, r.ideal, frac);
+    std::fprintf(csv, "\"%s\",%lld,%lld,%lld,%s,%.4f,%.3f,%.4f,%.2f,%.4f,%.4f,%.4f\n", r.shape.c_str(), (long long)r.N,
+                 (long long)r.K, (long long)r.M, r.kernel.c_str(), r.f, r.us, r.tbps, r.tflops, r.speedup, r.ideal, frac);
+    std::fprintf(js,
+                 "  {\"shape\": \"%s\", \"N\": %lld, \"K\": %lld, \"M\": %lld, \"kernel\": \"%s\", \"f\": %.4f, "
+                 "\"us\": %.3f, \"tbps\": %.4f, \"tflops\": %.2f, \"speedup_vs_cublas\": %.4f, \"ideal\": %.4f, "
+                 "\"fraction_of_ideal\": %.4f}%s\n",
+                 r.shape.c_str(), (long long)r.N, (long long)r.K, (long long)r.M, r.kernel.c_str(), r.f, r.us, r.tbps,
+                 r.tflops, r.speedup, r.ideal, frac, i + 1 < rows.size() ? "," : "");
+  }
+  std::fprintf(js, "], \"validation_failures\": %d}\n", failures);
+  std::fclose(md);
+  std::fclose(csv);
+  std::fclose(js);
+  // Summary: per (shape, M): cuBLAS µs, cuSPARSELt speedup, hybrid speedup at each f.
+  std::printf("| shape | M | cuBLAS µs | cuSPARSELt x |");
+  for (double f : fs) std::printf(" hyb f=%.1f x |", f);
+  std::printf("\n|---|---|---|---|");
+  for (size_t i = 0; i < fs.size(); ++i) std::printf("---|");
+  std::printf("\n");
+  for (const Shape& sh : shapes)
+    for (int64_t M : Ms) {
+      double cu = 0, cs = 0;
+      std::vector<double> hy(fs.size(), 0);
+      for (const Row& r : rows) {
+        if (r.shape != sh.name || r.M != M) continue;
+        if (r.kernel == "cublas") cu = r.us;
+        if (r.kernel == "cusparselt") cs = r.speedup;
+        if (r.kernel == "hybrid")
+          for (size_t j = 0; j < fs.size(); ++j)
+            if (std::fabs(r.f - fs[j]) < 0.02) hy[j] = r.speedup;
+      }
+      std::printf("| %s | %lld | %.1f | %s |", sh.name, (long long)M, cu, cs > 0 ? fmt(cs).c_str() : "-");
+      for (double h : hy) std::printf(" %.2f |", h);
+      std::printf("\n");
+    }
+  std::printf("validation failures: %d\n", failures);
+  return failures ? 1 : 0;
+}

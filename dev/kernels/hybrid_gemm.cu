@@ -1,0 +1,320 @@
+// Scratch bench for the hybrid dense/2:4 GEMM, llm.c style: versions, a reference, validation before timing.
+//   v0  fp32 reference on the GPU (naive, one thread per output) over the unpacked masked weight: the oracle
+//   v1  cuBLAS bf16 GEMM on the unpacked masked weight (what a dense engine would do)
+//   v2  hybrid kernel, src/ops/hybrid_gemm.cuh (mma.sync dense + mma.sp 2:4, bulk-copy pipeline, byte-balanced grid)
+// Build (GPU machine): nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Isrc -Ibench \
+//   dev/kernels/hybrid_gemm.cu src/ops/hybrid_gemm.cu -lcublas -o hybrid_gemm_dev
+// Run: ./hybrid_gemm_dev probe | validate | small | time
+#include <cublas_v2.h>
+
+#include "bench_ops_common.h"
+#include "ops/hybrid_gemm.cuh"
+#include "ops/hybrid_gemm.h"
+
+using namespace patchllm;
+
+// v0: y[m][n] = Σ_k x[m][k]·w[n][k] in fp32. x: [M, K], w: [N, K] 16-bit.
+template <bool BF16>
+__global__ void ref_kernel(const uint16_t* x, const uint16_t* w, float* y, int M, int N, int K) {
+  int n = blockIdx.x * blockDim.x + threadIdx.x, m = blockIdx.y;
+  if (n >= N) return;
+  float s = 0.f;
+  for (int k = 0; k < K; ++k) {
+    float a, b;
+    if constexpr (BF16) {
+      a = __bfloat162float(__ushort_as_bfloat16(x[int64_t(m) * K + k]));
+      b = __bfloat162float(__ushort_as_bfloat16(w[int64_t(n) * K + k]));
+    } else {
+      a = __half2float(__ushort_as_half(x[int64_t(m) * K + k]));
+      b = __half2float(__ushort_as_half(w[int64_t(n) * K + k]));
+    }
+    s = fmaf(a, b, s);
+  }
+  y[int64_t(m) * N + n] = s;
+}
+
+struct Dev {
+  uint8_t *blob = nullptr, *kinds = nullptr;
+  int64_t* offsets = nullptr;
+  uint16_t* wd = nullptr;
+  void* ws = nullptr;
+  size_t ws_bytes = 0;
+};
+
+Dev upload(const bench::Problem& P) {
+  Dev d;
+  BENCH_CUDA(cudaMalloc(&d.blob, P.blob.size()));
+  BENCH_CUDA(cudaMemcpy(d.blob, P.blob.data(), P.blob.size(), cudaMemcpyHostToDevice));
+  BENCH_CUDA(cudaMalloc(&d.kinds, P.layout.kinds.size()));
+  BENCH_CUDA(cudaMemcpy(d.kinds, P.layout.kinds.data(), P.layout.kinds.size(), cudaMemcpyHostToDevice));
+  BENCH_CUDA(cudaMalloc(&d.offsets, P.layout.offsets.size() * 8));
+  BENCH_CUDA(cudaMemcpy(d.offsets, P.layout.offsets.data(), P.layout.offsets.size() * 8, cudaMemcpyHostToDevice));
+  std::vector<uint16_t> md = bench::masked_dense(P);
+  BENCH_CUDA(cudaMalloc(&d.wd, md.size() * 2));
+  BENCH_CUDA(cudaMemcpy(d.wd, md.data(), md.size() * 2, cudaMemcpyHostToDevice));
+  return d;
+}
+void release(Dev& d) {
+  cudaFree(d.blob);
+  cudaFree(d.kinds);
+  cudaFree(d.offsets);
+  cudaFree(d.wd);
+  cudaFree(d.ws);
+}
+
+HybridLaunchResult run_hybrid(const bench::Problem& P, Dev& d, const uint16_t* x, uint16_t* y, int64_t M, int grid) {
+  size_t need = hybrid_gemm_workspace_bytes(M, P.N, grid);
+  if (need > d.ws_bytes) {
+    cudaFree(d.ws);
+    BENCH_CUDA(cudaMalloc(&d.ws, need));
+    BENCH_CUDA(cudaMemset(d.ws, 0, need));
+    d.ws_bytes = need;
+  }
+  HybridGemmArgs a;
+  a.x = x;
+  a.y = y;
+  a.M = M;
+  a.N = P.N;
+  a.K = P.K;
+  a.blob = d.blob;
+  a.kinds = d.kinds;
+  a.offsets = d.offsets;
+  a.bf16 = P.bf16;
+  a.workspace = d.ws;
+  a.workspace_bytes = d.ws_bytes;
+  a.grid = grid;
+  return hybrid_gemm_launch(a);
+}
+
+// Validates one (problem, M, grid): poisoned output, every element finite, rel. Frobenius error ≤ tol, rerun bitwise
+// identical. Returns the relative error (or +inf on failure).
+double validate_one(const bench::Problem& P, Dev& d, int64_t M, int grid, uint64_t seed, bool verbose) {
+  std::vector<uint16_t> hx(size_t(M * P.K));
+  for (size_t i = 0; i < hx.size(); ++i) hx[i] = bench::to16(bench::nonzero_value(bench::mix(seed + i)), P.bf16);
+  uint16_t *x, *y;
+  float* yr;
+  BENCH_CUDA(cudaMalloc(&x, hx.size() * 2));
+  BENCH_CUDA(cudaMalloc(&y, size_t(M * P.N) * 2));
+  BENCH_CUDA(cudaMalloc(&yr, size_t(M * P.N) * 4));
+  BENCH_CUDA(cudaMemcpy(x, hx.data(), hx.size() * 2, cudaMemcpyHostToDevice));
+  if (P.bf16) ref_kernel<true><<<dim3(unsigned((P.N + 127) / 128), unsigned(M)), 128>>>(x, d.wd, yr, int(M), int(P.N), int(P.K));
+  else ref_kernel<false><<<dim3(unsigned((P.N + 127) / 128), unsigned(M)), 128>>>(x, d.wd, yr, int(M), int(P.N), int(P.K));
+  BENCH_CUDA(cudaGetLastError());
+  std::vector<uint16_t> out[2];
+  for (int rep = 0; rep < 2; ++rep) {
+    BENCH_CUDA(cudaMemset(y, 0xff, size_t(M * P.N) * 2));  // poison: 0xffff is NaN in bf16 and fp16
+    HybridLaunchResult r = run_hybrid(P, d, x, y, M, grid);
+    if (r.status != HYBRID_OK) {
+      std::printf("launch failed: %s %s\n", hybrid_status_string(r.status), hybrid_cuda_error_string(r.cuda_error));
+      std::exit(1);
+    }
+    BENCH_CUDA(cudaDeviceSynchronize());
+    out[rep].resize(size_t(M * P.N));
+    BENCH_CUDA(cudaMemcpy(out[rep].data(), y, out[rep].size() * 2, cudaMemcpyDeviceToHost));
+  }
+  std::vector<float> ref(size_t(M * P.N));
+  BENCH_CUDA(cudaMemcpy(ref.data(), yr, ref.size() * 4, cudaMemcpyDeviceToHost));
+  double num = 0, den = 0;
+  int64_t bad = 0, shown = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    float v = bench::from16(out[0][i], P.bf16);
+    double diff = double(v) - ref[i];
+    if (!std::isfinite(v)) {
+      ++bad;
+      if (verbose && shown++ < 5) std::printf("  unwritten/NaN at m=%zu n=%zu\n", i / P.N, i % P.N);
+    }
+    num += diff * diff;
+    den += double(ref[i]) * ref[i];
+  }
+  bool same = std::memcmp(out[0].data(), out[1].data(), out[0].size() * 2) == 0;
+  cudaFree(x);
+  cudaFree(y);
+  cudaFree(yr);
+  double rel = std::sqrt(num / std::max(den, 1e-30));
+  if (bad || !same || !(rel <= 1e-2)) {
+    std::printf("  FAIL N=%lld K=%lld M=%lld f=%.2f grid=%d: rel=%.3e nonfinite=%lld deterministic=%d\n",
+                (long long)P.N, (long long)P.K, (long long)M, P.frac, grid, rel, (long long)bad, int(same));
+    return INFINITY;
+  }
+  return rel;
+}
+
+int validate(bool small) {
+  struct Shape { int64_t N, K; bool bf16; std::vector<int64_t> Ms; };
+  std::vector<Shape> shapes;
+  if (small) {
+    shapes = {{200, 264, true, {1, 5, 17}}};
+  } else {
+    shapes = {{1000, 1096, true, {1, 2, 3, 8, 13, 16, 24, 33, 64, 100, 128, 129, 300, 1000, 2048, 8192}},
+              {256, 512, true, {1, 16, 128}},
+              {4096, 4096, true, {1, 16, 64, 128, 512}},
+              {333, 200, false, {1, 7, 64, 200}}};
+  }
+  const double fracs[] = {0, 0.25, 0.5, 0.9, 1.0};
+  int fails = 0, runs = 0;
+  double worst = 0;
+  for (const Shape& s : shapes)
+    for (double f : fracs) {
+      bench::Problem P = bench::make_problem(s.N, s.K, f, uint64_t(s.N * 31 + s.K + int(f * 100)), s.bf16);
+      Dev d = upload(P);
+      for (int64_t M : s.Ms) {
+        std::vector<int> grids = {0};
+        if (!small && M <= 128) grids = {0, 7, 500};  // default (SMs), few CTAs (long ranges), more CTAs than units
+        for (int g : grids) {
+          double rel = validate_one(P, d, M, g, uint64_t(M * 977 + g), true);
+          ++runs;
+          if (!std::isfinite(rel)) ++fails;
+          else worst = std::max(worst, rel);
+        }
+      }
+      std::printf("N=%-5lld K=%-5lld %s f=%.2f: ok so far, worst rel err %.3e\n", (long long)s.N, (long long)s.K,
+                  s.bf16 ? "bf16" : "fp16", P.frac, worst);
+      release(d);
+    }
+  std::printf("validation: %d runs, %d failed, worst relative error %.3e (tolerance 1e-2)\n", runs, fails, worst);
+  return fails ? 1 : 0;
+}
+
+// v1 vs v2 timing on two shapes, weights rotated past L2 (copies of the blob), medians of batches.
+int time_versions() {
+  cublasHandle_t h;
+  cublasCreate(&h);
+  const int64_t shapes[][2] = {{12288, 4096}, {4096, 4096}};
+  for (auto& sh : shapes)
+    for (double f : {0.0, 0.9}) {
+      bench::Problem P = bench::make_problem(sh[0], sh[1], f, 11);
+      Dev d = upload(P);
+      const int rot = int(std::max<int64_t>(2, (400ll << 20) / int64_t(P.w.size() * 2)));
+      std::vector<uint8_t*> blobs(rot);
+      for (auto& b : blobs) {
+        BENCH_CUDA(cudaMalloc(&b, P.blob.size()));
+        BENCH_CUDA(cudaMemcpy(b, d.blob, P.blob.size(), cudaMemcpyDeviceToDevice));
+      }
+      for (int64_t M : {1, 16, 64, 128}) {
+        uint16_t *x, *y;
+        BENCH_CUDA(cudaMalloc(&x, size_t(M * P.K) * 2));
+        BENCH_CUDA(cudaMemset(x, 0x3c, size_t(M * P.K) * 2));
+        BENCH_CUDA(cudaMalloc(&y, size_t(M * P.N) * 2));
+        cudaEvent_t e0, e1;
+        cudaEventCreate(&e0);
+        cudaEventCreate(&e1);
+        std::vector<double> t;
+        uint8_t* orig = d.blob;
+        for (int b = 0; b < 12; ++b) {
+          cudaEventRecord(e0);
+          for (int r = 0; r < rot; ++r) {
+            d.blob = blobs[r];
+            run_hybrid(P, d, x, y, M, 0);
+          }
+          cudaEventRecord(e1);
+          cudaEventSynchronize(e1);
+          float ms;
+          cudaEventElapsedTime(&ms, e0, e1);
+          if (b) t.push_back(1e3 * ms / rot);
+        }
+        d.blob = orig;
+        double us = bench::median(t);
+        std::printf("v2 N=%lld K=%lld f=%.1f M=%lld: %.1f us, %.2f TB/s\n", (long long)P.N, (long long)P.K, f,
+                    (long long)M, us, double(P.blob.size()) / us * 1e-6);
+        cudaFree(x);
+        cudaFree(y);
+      }
+      for (auto& b : blobs) cudaFree(b);
+      release(d);
+    }
+  cublasDestroy(h);
+  return 0;
+}
+
+
+// Probe: one warp, one mma.sp m16n8k32 with distinct A/B values, under two metadata layouts (H1: the packed format's,
+// lane 4g+t holds rows g | g+8 for chunks 4t..4t+3; H2: lane 4g+t holds row g+8t, chunks 0..7) and two B layouts
+// (B1: reg i = k 2t+8i; B2: reg i = k 4t + 2(i&1) + 16(i>>1)). Prints which combination matches the CPU.
+__global__ void probe_kernel(const uint32_t* a, const uint32_t* b, const uint32_t* meta, float* d) {
+  int lane = threadIdx.x;
+  uint4 av = make_uint4(a[lane * 4], a[lane * 4 + 1], a[lane * 4 + 2], a[lane * 4 + 3]);
+  uint32_t bv[4] = {b[lane * 4], b[lane * 4 + 1], b[lane * 4 + 2], b[lane * 4 + 3]};
+  float acc[4] = {0, 0, 0, 0};
+  hg::mma_sp<true, 0>(acc, av, bv, meta[lane]);
+  for (int e = 0; e < 4; ++e) d[lane * 4 + e] = acc[e];
+}
+int probe() {
+  // Logical A [16][32] with 2:4 along k, B [32][8]; small integers are exact in bf16 and fp32.
+  float A[16][32] = {}, B[32][8];
+  int idx[16][8][2];
+  for (int r = 0; r < 16; ++r)
+    for (int c = 0; c < 8; ++c) {
+      static const int pairs[6][2] = {{0, 1}, {0, 2}, {0, 3}, {1, 2}, {1, 3}, {2, 3}};
+      const int* pr = pairs[(r * 5 + c * 3) % 6];
+      idx[r][c][0] = pr[0];
+      idx[r][c][1] = pr[1];
+      A[r][4 * c + pr[0]] = float((r + 2 * c) % 7 + 1);
+      A[r][4 * c + pr[1]] = -float((3 * r + c) % 5 + 1);
+    }
+  for (int k = 0; k < 32; ++k)
+    for (int n = 0; n < 8; ++n) B[k][n] = float((k * 3 + n * 5) % 9 - 4);
+  float D[16][8] = {};
+  for (int r = 0; r < 16; ++r)
+    for (int n = 0; n < 8; ++n)
+      for (int k = 0; k < 32; ++k) D[r][n] += A[r][k] * B[k][n];
+  auto bf = [](float f) { return uint32_t(bench::f32_to_bf16(f)); };
+  std::vector<uint32_t> ha(128), hb(128), hm(32);
+  for (int lane = 0; lane < 32; ++lane) {
+    int g = lane >> 2, t = lane & 3;
+    for (int q = 0; q < 4; ++q) {  // a: reg q = row g + 8(q&1), chunk t + 4(q>>1)
+      int r = g + 8 * (q & 1), c = t + 4 * (q >> 1);
+      ha[lane * 4 + q] = bf(A[r][4 * c + idx[r][c][0]]) | (bf(A[r][4 * c + idx[r][c][1]]) << 16);
+    }
+  }
+  uint32_t *da, *db, *dm;
+  float* dd;
+  BENCH_CUDA(cudaMalloc(&da, 512));
+  BENCH_CUDA(cudaMalloc(&db, 512));
+  BENCH_CUDA(cudaMalloc(&dm, 128));
+  BENCH_CUDA(cudaMalloc(&dd, 512));
+  BENCH_CUDA(cudaMemcpy(da, ha.data(), 512, cudaMemcpyHostToDevice));
+  int matches = 0;
+  for (int hmeta = 1; hmeta <= 2; ++hmeta)
+    for (int hbl = 1; hbl <= 2; ++hbl) {
+      for (int lane = 0; lane < 32; ++lane) {
+        int g = lane >> 2, t = lane & 3;
+        uint32_t m = 0;
+        for (int nib = 0; nib < 8; ++nib) {
+          int r, c;
+          if (hmeta == 1) { r = g + 8 * (nib >> 2); c = 4 * t + (nib & 3); }
+          else { r = g + 8 * (t & 1); c = nib; }
+          if (c < 8) m |= hybrid_encode_nibble(idx[r][c][0], idx[r][c][1]) << (4 * nib);
+        }
+        hm[lane] = m;
+        for (int i = 0; i < 4; ++i) {
+          int k = hbl == 1 ? 2 * t + 8 * i : 4 * t + 2 * (i & 1) + 16 * (i >> 1);
+          hb[lane * 4 + i] = bf(B[k][g]) | (bf(B[k + 1][g]) << 16);
+        }
+      }
+      BENCH_CUDA(cudaMemcpy(db, hb.data(), 512, cudaMemcpyHostToDevice));
+      BENCH_CUDA(cudaMemcpy(dm, hm.data(), 128, cudaMemcpyHostToDevice));
+      probe_kernel<<<1, 32>>>(da, db, dm, dd);
+      BENCH_CUDA(cudaDeviceSynchronize());
+      std::vector<float> hd(128);
+      BENCH_CUDA(cudaMemcpy(hd.data(), dd, 512, cudaMemcpyDeviceToHost));
+      int bad = 0;
+      for (int lane = 0; lane < 32; ++lane)
+        for (int e = 0; e < 4; ++e) {
+          int r = (lane >> 2) + 8 * (e >> 1), n = 2 * (lane & 3) + (e & 1);
+          bad += hd[lane * 4 + e] != D[r][n];
+        }
+      std::printf("probe meta H%d, B layout B%d: %s (%d of 128 wrong)\n", hmeta, hbl, bad ? "mismatch" : "MATCH", bad);
+      matches += (hmeta == 1 && hbl == 1 && !bad);
+    }
+  return matches ? 0 : 1;
+}
+
+int main(int argc, char** argv) {
+  std::string mode = argc > 1 ? argv[1] : "validate";
+  if (mode == "validate") return validate(false);
+  if (mode == "small") return validate(true);
+  if (mode == "time") return time_versions();
+  if (mode == "probe") return probe();
+  std::fprintf(stderr, "usage: %s validate|small|time\n", argv[0]);
+  return 2;
+}

@@ -1,0 +1,136 @@
+// Launchers of the hybrid dense/2:4 GEMM (kernel in hybrid_gemm.cuh). No LibTorch here: CUDA runtime only.
+// x: [M, K] bf16/fp16, W: [N, K] packed hybrid (128×128 tiles) -> y: [M, N]. Dispatch by M (tokens per chunk).
+#include "ops/hybrid_gemm.cuh"
+#include "ops/hybrid_gemm.h"
+
+#include <algorithm>
+
+namespace patchllm {
+
+namespace {
+
+struct DeviceInfo {
+  int sms = 0, major = 0;
+};
+DeviceInfo device_info() {
+  static DeviceInfo cache[64];
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return {};
+  DeviceInfo& d = cache[dev];
+  if (d.sms == 0) {
+    cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, dev);
+    cudaDeviceGetAttribute(&d.major, cudaDevAttrComputeCapabilityMajor, dev);
+  }
+  return d;
+}
+
+// Tokens per chunk: the narrowest n that holds M, up to 128 (16 n-tiles); larger M loops over chunks.
+int tiles_for(int64_t M) { return M <= 8 ? 1 : M <= 16 ? 2 : M <= 32 ? 4 : M <= 64 ? 8 : 16; }
+
+template <int NT, bool BF16>
+cudaError_t launch(const hg::Params& p, int grid, cudaStream_t stream) {
+  using C = hg::Config<NT>;
+  static bool attr_set = false;  // per instantiation; single device assumed for the attribute
+  if (!attr_set) {
+    cudaError_t e = cudaFuncSetAttribute(hg::hybrid_gemm_kernel<NT, BF16>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM);
+    if (e != cudaSuccess) return e;
+    attr_set = true;
+  }
+  hg::hybrid_gemm_kernel<NT, BF16><<<grid, hg::THREADS, C::SMEM, stream>>>(p);
+  return cudaGetLastError();
+}
+
+template <bool BF16>
+cudaError_t launch_nt(int nt, const hg::Params& p, int grid, cudaStream_t stream) {
+  switch (nt) {
+    case 1: return launch<1, BF16>(p, grid, stream);
+    case 2: return launch<2, BF16>(p, grid, stream);
+    case 4: return launch<4, BF16>(p, grid, stream);
+    case 8: return launch<8, BF16>(p, grid, stream);
+    default: return launch<16, BF16>(p, grid, stream);
+  }
+}
+
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+}  // namespace
+
+// Workspace: [counters: MAX_KEYS ints, fixed place][ranges: G × 2 int64][slots: G × 2 × 128×128 fp32].
+size_t hybrid_gemm_workspace_bytes(int64_t M, int64_t N, int grid) {
+  (void)M;
+  (void)N;
+  if (grid <= 0) grid = device_info().sms;
+  return size_t(hg::WS_COUNTER_BYTES) + size_t(grid) * 16 + size_t(grid) * 2 * hg::SLOT_FLOATS * 4;
+}
+
+HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
+  HybridLaunchResult r;
+  if (a.M <= 0 || a.N <= 0 || a.K <= 0 || a.tile_rows != hg::TILE || a.tile_cols != hg::TILE || a.M > (1 << 30) ||
+      a.N > (1 << 30) || a.K > 128 * hg::MAX_CONTRIB / 2) {
+    r.status = HYBRID_ERR_SHAPE;
+    return r;
+  }
+  if (a.K % 8 != 0 || !aligned16(a.x) || !aligned16(a.blob) || !aligned16(a.workspace)) {
+    r.status = HYBRID_ERR_ALIGN;
+    return r;
+  }
+  DeviceInfo d = device_info();
+  if (d.major < 9) {
+    r.status = d.sms == 0 ? HYBRID_ERR_CUDA : HYBRID_ERR_ARCH;
+    r.cuda_error = d.sms == 0 ? int(cudaErrorNoDevice) : 0;
+    return r;
+  }
+  const int grid = a.grid > 0 ? a.grid : d.sms;
+  if (a.workspace == nullptr || a.workspace_bytes < hybrid_gemm_workspace_bytes(a.M, a.N, grid)) {
+    r.status = HYBRID_ERR_WORKSPACE;
+    return r;
+  }
+  const int nt = tiles_for(a.M);
+  const int64_t mt = 8 * nt, rb = (a.N + hg::TILE - 1) / hg::TILE;
+  // One counter per (chunk, row-block): launches of at most MAX_KEYS / rb chunks each.
+  const int64_t chunks_per_launch = std::max<int64_t>(1, hg::MAX_KEYS / rb);
+  cudaStream_t stream = static_cast<cudaStream_t>(a.stream);
+  uint8_t* ws = static_cast<uint8_t*>(a.workspace);
+  for (int64_t m0 = 0; m0 < a.M; m0 += chunks_per_launch * mt) {
+    const int64_t Mi = std::min(a.M - m0, chunks_per_launch * mt);
+    hg::Params p;
+    p.x = static_cast<const uint16_t*>(a.x) + m0 * a.K;
+    p.y = static_cast<uint16_t*>(a.y) + m0 * a.N;
+    p.M = int(Mi);
+    p.N = int(a.N);
+    p.K = int(a.K);
+    p.blob = a.blob;
+    p.kinds = a.kinds;
+    p.offsets = a.offsets;
+    p.RB = int(rb);
+    p.CT = int((a.K + hg::TILE - 1) / hg::TILE);
+    p.nchunks = int((Mi + mt - 1) / mt);
+    p.counters = reinterpret_cast<int*>(ws);
+    p.ranges = reinterpret_cast<int64_t*>(ws + hg::WS_COUNTER_BYTES);
+    p.slots = reinterpret_cast<float*>(ws + hg::WS_COUNTER_BYTES + size_t(grid) * 16);
+    cudaError_t e = a.bf16 ? launch_nt<true>(nt, p, grid, stream) : launch_nt<false>(nt, p, grid, stream);
+    if (e != cudaSuccess) {
+      r.status = HYBRID_ERR_CUDA;
+      r.cuda_error = int(e);
+      return r;
+    }
+  }
+  return r;
+}
+
+const char* hybrid_status_string(int status) {
+  switch (status) {
+    case HYBRID_OK: return "ok";
+    case HYBRID_ERR_SHAPE: return "unsupported shape (need 128x128 tiles, 0 < M, N < 2^30, 0 < K <= 32768)";
+    case HYBRID_ERR_ALIGN: return "x, weight blob and workspace must be 16-byte aligned and K % 8 == 0";
+    case HYBRID_ERR_ARCH: return "the hybrid kernels need an sm_90 (Hopper) GPU";
+    case HYBRID_ERR_WORKSPACE: return "workspace missing or too small";
+    case HYBRID_ERR_CUDA: return "CUDA runtime error";
+    default: return "unknown status";
+  }
+}
+
+const char* hybrid_cuda_error_string(int cuda_error) { return cudaGetErrorString(cudaError_t(cuda_error)); }
+
+}  // namespace patchllm
