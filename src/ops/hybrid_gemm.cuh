@@ -14,8 +14,8 @@
 // split between CTAs (only a CTA's first and last segments can be) goes through fp32 slots in the workspace; the
 // last contributor (counter per row-block) sums the slots in CTA order (deterministic), writes y and resets the counter.
 //
-// Pipeline: warp 8 is the producer: one cp.async.bulk per weight unit (L2 evict_first: read once) plus one per token
-// row of the matching x slice, completing on a full mbarrier per stage; warps 0..7 consume and release the stage on
+// Pipeline: warp 8 is the producer: one cp.async.bulk per weight unit (L2 evict_first: read once) and 16-byte
+// cp.async pieces of the matching x slice from its 32 lanes, all completing on a full mbarrier per stage; warps 0..7 consume and release the stage on
 // an empty mbarrier. STAGES × 16 KB in flight per SM covers HBM latency (Little: ~23 KB per SM at 3 TB/s).
 #pragma once
 #include <cuda_bf16.h>
@@ -106,6 +106,15 @@ __device__ __forceinline__ void bulk_copy(void* dst, const void* src, uint32_t b
                    smem_addr(dst)),
                "l"(src), "r"(bytes), "r"(smem_addr(bar))
                : "memory");
+}
+// 16-byte async copy global -> shared (LDGSTS): x rows are 128 B pieces, far too small for the bulk-copy engine
+// (one bulk copy per token row per unit made M >= 16 launch-issue bound: 5 µs per unit at M = 128, measured).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_addr(dst)), "l"(src) : "memory");
+}
+// Arrive on an mbarrier once this thread's earlier cp.async copies land (.noinc: counted in the init count).
+__device__ __forceinline__ void cp_async_mbar_arrive(uint64_t* b) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(smem_addr(b)) : "memory");
 }
 // Four 8×8 16-bit matrices: rows = tokens, 8 K each -> B fragments (k = 2t, 2t+1; n = g) of two k16 steps.
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
@@ -253,7 +262,7 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_gemm_kernel(const Params p)
     reinterpret_cast<uint4*>(xbuf)[i] = make_uint4(0, 0, 0, 0);
   if (threadIdx.x == 0) {
     for (int s = 0; s < C::STAGES; ++s) {
-      mbar_init(&full[s], 1);
+      mbar_init(&full[s], 1 + 32);  // producer lane 0 (expect_tx) + 32 lanes' cp.async arrivals
       mbar_init(&empty[s], CONSUMERS);
     }
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
@@ -273,17 +282,21 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_gemm_kernel(const Params p)
       const int k0 = int(t % p.CT) * TILE + h * UNIT_K;
       const int klen = min(UNIT_K, p.K - k0);
       const int tok0 = int(chunk) * C::MT, ntok = min(C::MT, p.M - tok0);
-      const uint32_t xbytes = klen > 0 ? uint32_t(ntok * klen * 2) : 0u;
       if (lane == 0) {
-        mbar_expect_tx(&full[s], wbytes + xbytes);
+        mbar_expect_tx(&full[s], wbytes);
         bulk_copy(wbuf + s * DENSE_UNIT, p.blob + __ldg(p.offsets + t) + h * wbytes, wbytes, &full[s], pol);
       }
-      __syncwarp();
-      if (klen > 0)
-        for (int r = lane; r < ntok; r += 32)
-          bulk_copy(xbuf + (s * C::MT + r) * XS_STRIDE, p.x + int64_t(tok0 + r) * p.K + k0, uint32_t(klen * 2),
-                    &full[s]);
+      // x slice: ntok rows × klen/8 pieces of 16 B, spread over the warp (K % 8 == 0, so no partial piece).
+      const int per_row = klen > 0 ? klen / 8 : 0;
+      uint16_t* xd = xbuf + s * C::MT * XS_STRIDE;
+      const uint16_t* xsrc = p.x + int64_t(tok0) * p.K + k0;
+      for (int q = lane; q < ntok * per_row; q += 32) {
+        const int r = q / per_row, c = q - r * per_row;
+        cp_async16(xd + r * XS_STRIDE + c * 8, xsrc + int64_t(r) * p.K + c * 8);
+      }
+      cp_async_mbar_arrive(&full[s]);
     }
+    asm volatile("cp.async.wait_all;" ::: "memory");  // no copy outlives its issuing thread
     return;
   }
 
