@@ -1,0 +1,237 @@
+// Packed hybrid dense/2:4 format: round trips on ragged shapes and random tile mixes, hand-computed metadata
+// nibbles and fragment order, the CPU reference against a float64 GEMM, and bad inputs.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "core/error.h"
+#include "ops/hybrid_linear.h"
+
+using namespace patchllm;
+
+namespace {
+
+// Random 2:4 keep mask along K: each 4-chunk keeps 2 distinct positions; a ragged tail keeps up to 2.
+torch::Tensor random_keep_mask(int64_t N, int64_t K, torch::Generator gen) {
+  torch::Tensor keep = torch::zeros({N, K}, torch::kBool);
+  auto scores = torch::rand({N, (K + 3) / 4 * 4}, gen);
+  auto top = std::get<1>(scores.view({N, -1, 4}).topk(2, -1));  // [N, chunks, 2]
+  auto full = torch::zeros({N, (K + 3) / 4, 4}, torch::kBool).scatter_(2, top, true).view({N, -1});
+  keep.copy_(full.narrow(1, 0, K));
+  return keep;
+}
+
+// Non-zero random weight: |w| in [0.5, 1.5) with random sign, so a lost value can never look like a pruned zero.
+torch::Tensor random_weight(int64_t N, int64_t K, torch::ScalarType dt, torch::Generator gen) {
+  auto mag = torch::rand({N, K}, gen) + 0.5;
+  auto sign = torch::rand({N, K}, gen).lt(0.5).to(torch::kFloat32) * 2 - 1;
+  return (mag * sign).to(dt);
+}
+
+// What unpack must give, computed without the packer: 2:4 tiles keep only mask positions.
+torch::Tensor expected_dense(const torch::Tensor& w, const torch::Tensor& tmap, const torch::Tensor& keep, int R,
+                             int C) {
+  auto sp = tmap.to(torch::kBool).repeat_interleave(R, 0).repeat_interleave(C, 1);
+  sp = sp.narrow(0, 0, w.size(0)).narrow(1, 0, w.size(1));
+  return torch::where(sp.logical_and(keep.logical_not()), torch::zeros_like(w), w);
+}
+
+uint32_t word_at(const HybridWeight& hw, int64_t byte_offset) {
+  uint32_t v;
+  std::memcpy(&v, hw.data.data_ptr<uint8_t>() + byte_offset, 4);
+  return v;
+}
+uint16_t bits(const torch::Tensor& w, int64_t r, int64_t c) {
+  return reinterpret_cast<const uint16_t*>(w.data_ptr())[r * w.size(1) + c];
+}
+
+}  // namespace
+
+TEST(OpsHybridFormat, NibbleCodesAreThePtxOrderedOnes) {
+  // PTX ordered_metadata: only 0x4, 0x8, 0x9, 0xC, 0xD, 0xE are legal; lower index in bits 1:0.
+  EXPECT_EQ(hybrid_encode_nibble(0, 1), 0x4u);
+  EXPECT_EQ(hybrid_encode_nibble(0, 2), 0x8u);
+  EXPECT_EQ(hybrid_encode_nibble(1, 2), 0x9u);
+  EXPECT_EQ(hybrid_encode_nibble(0, 3), 0xCu);
+  EXPECT_EQ(hybrid_encode_nibble(1, 3), 0xDu);
+  EXPECT_EQ(hybrid_encode_nibble(2, 3), 0xEu);
+  int a, b;
+  hybrid_decode_nibble(0xD, &a, &b);
+  EXPECT_EQ(a, 1);
+  EXPECT_EQ(b, 3);
+}
+
+TEST(OpsHybridFormat, TileBytesAndOffsets) {
+  EXPECT_EQ(hybrid_tile_bytes(128, 128, HYBRID_TILE_DENSE), 32768);
+  EXPECT_EQ(hybrid_tile_bytes(128, 128, HYBRID_TILE_SPARSE24), 18432);  // 16384 values + 2048 metadata
+  auto gen = at::detail::createCPUGenerator(1);
+  auto w = random_weight(200, 300, torch::kBFloat16, gen);  // 2 x 3 tiles, ragged both ways
+  auto tmap = torch::tensor({1, 0, 1, 0, 0, 1}, torch::kUInt8).view({2, 3});
+  auto hw = hybrid_pack(w, tmap, random_keep_mask(200, 300, gen));
+  std::vector<int64_t> want = {0, 18432, 18432 + 32768, 2 * 18432 + 32768, 2 * 18432 + 2 * 32768,
+                               2 * 18432 + 3 * 32768, 3 * 18432 + 3 * 32768};
+  ASSERT_EQ(hw.tile_offsets.numel(), 7);
+  for (int i = 0; i < 7; ++i) EXPECT_EQ(hw.tile_offsets[i].item<int64_t>(), want[i]) << i;
+  EXPECT_EQ(hw.data.numel(), want.back());
+  EXPECT_NEAR(hw.sparse_tile_fraction(), 0.5, 1e-12);
+}
+
+TEST(OpsHybridFormat, SparseMetadataAndValueOrderByHand) {
+  // One 16x64 2:4 tile. Row 0 chunks 0..3 keep {0,1}, {1,3}, {2,3}, {0,3}; row 8 keeps {0,2} everywhere;
+  // all other rows keep {0,1}.
+  const int64_t N = 16, K = 64;
+  auto keep = torch::zeros({N, K}, torch::kBool);
+  for (int r = 0; r < N; ++r)
+    for (int c = 0; c < 16; ++c) {
+      int a = 0, b = 1;
+      if (r == 0 && c < 4) {
+        const int pairs[4][2] = {{0, 1}, {1, 3}, {2, 3}, {0, 3}};
+        a = pairs[c][0];
+        b = pairs[c][1];
+      } else if (r == 8) {
+        a = 0;
+        b = 2;
+      }
+      keep[r][4 * c + a] = true;
+      keep[r][4 * c + b] = true;
+    }
+  auto w = (torch::arange(N * K, torch::kFloat32).view({N, K}) + 1).to(torch::kBFloat16);  // distinct values
+  auto hw = hybrid_pack(w, torch::ones({1, 1}, torch::kUInt8), keep, 16, 64);
+  ASSERT_EQ(hw.data.numel(), HYBRID_SPARSE_UNIT_BYTES);
+  // Lane 0 metadata: row 0 chunks 0..3 -> nibbles 4, D, E, C (bits 15:0 = 0xCED4); row 8 -> 8,8,8,8.
+  EXPECT_EQ(word_at(hw, 1024 + 0), 0x8888CED4u);
+  // Lane 1 (t = 1): rows 0 and 8, chunks 4..7: row 0 keeps {0,1} -> 0x4444, row 8 {0,2} -> 0x8888.
+  EXPECT_EQ(word_at(hw, 1024 + 4), 0x88884444u);
+  // Value words of lane 0, k32 step 0: a0a1 = row 0 chunk 0 (cols 0,1); a2a3 = row 8 chunk 0 (cols 0,2);
+  // a4a5 = row 0 chunk 4 (cols 16,17); a6a7 = row 8 chunk 4 (cols 16,18).
+  auto pair = [&](int r, int c0, int c1) { return uint32_t(bits(w, r, c0)) | (uint32_t(bits(w, r, c1)) << 16); };
+  EXPECT_EQ(word_at(hw, 0), pair(0, 0, 1));
+  EXPECT_EQ(word_at(hw, 4), pair(8, 0, 2));
+  EXPECT_EQ(word_at(hw, 8), pair(0, 16, 17));
+  EXPECT_EQ(word_at(hw, 12), pair(8, 16, 18));
+  // Lane 1, step 0, a0a1: row 0 chunk 1 keeps {1,3} -> cols 5, 7.
+  EXPECT_EQ(word_at(hw, 16), pair(0, 5, 7));
+  // Lane 5 (g = 1, t = 1), step 1 (byte 512): a0a1 = row 1, chunk 8 + 1 = 9 -> cols 36, 37.
+  EXPECT_EQ(word_at(hw, 512 + 5 * 16), pair(1, 36, 37));
+}
+
+TEST(OpsHybridFormat, DenseFragmentOrderByHand) {
+  const int64_t N = 16, K = 64;
+  auto w = (torch::arange(N * K, torch::kFloat32).view({N, K}) - 500).to(torch::kHalf);
+  auto hw = hybrid_pack(w, torch::zeros({1, 1}, torch::kUInt8), torch::ones({N, K}, torch::kBool), 16, 64);
+  auto pair = [&](int r, int c) { return uint32_t(bits(w, r, c)) | (uint32_t(bits(w, r, c + 1)) << 16); };
+  EXPECT_EQ(word_at(hw, 0), pair(0, 0));    // lane 0 a0a1
+  EXPECT_EQ(word_at(hw, 4), pair(8, 0));    // a2a3: row + 8
+  EXPECT_EQ(word_at(hw, 8), pair(0, 8));    // a4a5: k + 8
+  EXPECT_EQ(word_at(hw, 12), pair(8, 8));   // a6a7
+  EXPECT_EQ(word_at(hw, 16), pair(0, 2));   // lane 1 (t = 1): k = 2
+  EXPECT_EQ(word_at(hw, 16 * 4), pair(1, 0));  // lane 4 (g = 1)
+  EXPECT_EQ(word_at(hw, 512 * 3 + 16 * 31 + 12), pair(15, 48 + 6 + 8));  // k16 step 3, lane 31, a6a7
+}
+
+struct RoundTripCase {
+  int64_t N, K;
+  int R, C;
+  double frac;
+  bool bf16;
+};
+
+class OpsHybridRoundTrip : public ::testing::TestWithParam<RoundTripCase> {};
+
+TEST_P(OpsHybridRoundTrip, UnpackGivesMaskedWeight) {
+  auto p = GetParam();
+  auto gen = at::detail::createCPUGenerator(1234 + p.N * 7 + p.K);
+  auto dt = p.bf16 ? torch::kBFloat16 : torch::kHalf;
+  auto w = random_weight(p.N, p.K, dt, gen);
+  auto keep = random_keep_mask(p.N, p.K, gen);
+  auto tmap = torch::rand({(p.N + p.R - 1) / p.R, (p.K + p.C - 1) / p.C}, gen).lt(p.frac).to(torch::kUInt8);
+  auto hw = hybrid_pack(w, tmap, keep, p.R, p.C);
+  auto got = hybrid_unpack(hw);
+  auto want = expected_dense(w, tmap, keep, p.R, p.C);
+  ASSERT_EQ(got.scalar_type(), dt);
+  EXPECT_TRUE(torch::equal(got.view(torch::kInt16), want.view(torch::kInt16)));
+  // Pruned entries are exact +0 (bit pattern 0), never -0.
+  auto sp = tmap.to(torch::kBool).repeat_interleave(p.R, 0).repeat_interleave(p.C, 1).narrow(0, 0, p.N).narrow(1, 0, p.K);
+  auto pruned = sp.logical_and(keep.logical_not());
+  EXPECT_EQ(got.view(torch::kInt16).masked_select(pruned).ne(0).sum().item<int64_t>(), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, OpsHybridRoundTrip,
+                         ::testing::Values(RoundTripCase{128, 128, 128, 128, 0.5, true},
+                                           RoundTripCase{200, 300, 128, 128, 0.5, true},
+                                           RoundTripCase{200, 300, 128, 128, 1.0, false},
+                                           RoundTripCase{333, 517, 128, 128, 0.25, true},
+                                           RoundTripCase{37, 102, 16, 64, 0.7, true},   // K % 4 != 0: ragged chunk
+                                           RoundTripCase{257, 256, 64, 128, 0.9, false},
+                                           RoundTripCase{64, 64, 32, 64, 0.0, true}));
+
+TEST(OpsHybridFormat, MetadataComesFromTheMaskNotFromZeros) {
+  auto gen = at::detail::createCPUGenerator(7);
+  const int64_t N = 128, K = 128;
+  auto keep = random_keep_mask(N, K, gen);
+  auto tmap = torch::ones({1, 1}, torch::kUInt8);
+  // Kept values are 0 and -0, pruned ones non-zero: a zero-based packer would pick the wrong positions.
+  auto w = torch::where(keep, torch::zeros({N, K}), torch::ones({N, K}) * 3).to(torch::kBFloat16);
+  w.view({-1}).slice(0, 0, N * K, 2).masked_fill_(keep.view({-1}).slice(0, 0, N * K, 2), -0.0);
+  auto a = hybrid_pack(w, tmap, keep);
+  auto b = hybrid_pack(random_weight(N, K, torch::kBFloat16, gen), tmap, keep);
+  for (int64_t u = 0; u < 16; ++u) {  // metadata of each fragment unit is identical
+    auto ma = a.data.narrow(0, u * HYBRID_SPARSE_UNIT_BYTES + 1024, 128);
+    auto mb = b.data.narrow(0, u * HYBRID_SPARSE_UNIT_BYTES + 1024, 128);
+    EXPECT_TRUE(torch::equal(ma, mb)) << "unit " << u;
+  }
+  auto got = hybrid_unpack(a);  // -0.0 at kept positions survives; pruned 3s are gone
+  EXPECT_TRUE(torch::equal(got.view(torch::kInt16), torch::where(keep, w, torch::zeros_like(w)).view(torch::kInt16)));
+}
+
+TEST(OpsHybridLinear, CpuReferenceMatchesFloat64Gemm) {
+  auto gen = at::detail::createCPUGenerator(99);
+  const int64_t N = 300, K = 256;
+  auto w = random_weight(N, K, torch::kBFloat16, gen);
+  auto keep = random_keep_mask(N, K, gen);
+  auto tmap = torch::tensor({1, 0, 0, 1, 1, 1}, torch::kUInt8).view({3, 2});
+  auto hw = hybrid_pack(w, tmap, keep);
+  auto x = random_weight(6, K, torch::kBFloat16, gen).view({2, 3, K});
+  auto y = hybrid_linear(x, hw);
+  ASSERT_EQ(y.sizes(), torch::IntArrayRef({2, 3, N}));
+  ASSERT_EQ(y.scalar_type(), torch::kBFloat16);
+  auto want = torch::matmul(x.to(torch::kFloat64), expected_dense(w, tmap, keep, 128, 128).to(torch::kFloat64).t());
+  auto err = (y.to(torch::kFloat64) - want).norm().item<double>() / want.norm().item<double>();
+  EXPECT_LT(err, 4e-3);  // bf16 output rounding only
+  EXPECT_GT(err, 0.0);
+  // A pruned-weight change must not move the result; a kept-weight change must.
+  auto w2 = w.clone();
+  w2[0][0] = keep[0][0].item<bool>() ? 9.0 : 0.25;
+  auto y2 = hybrid_linear(x, hybrid_pack(w2, tmap, keep));
+  EXPECT_EQ(torch::equal(y2, y), !keep[0][0].item<bool>());
+}
+
+TEST(OpsHybridLinear, BadInputsThrow) {
+  auto gen = at::detail::createCPUGenerator(5);
+  auto w = random_weight(128, 128, torch::kBFloat16, gen);
+  auto keep = random_keep_mask(128, 128, gen);
+  auto one = torch::ones({1, 1}, torch::kUInt8);
+  EXPECT_THROW(hybrid_pack(w.to(torch::kFloat32), one, keep), InvalidArgument);
+  EXPECT_THROW(hybrid_pack(w, torch::ones({2, 1}, torch::kUInt8), keep), InvalidArgument);
+  EXPECT_THROW(hybrid_pack(w, one * 2, keep), InvalidArgument);
+  EXPECT_THROW(hybrid_pack(w, one, keep.narrow(1, 0, 64)), InvalidArgument);
+  EXPECT_THROW(hybrid_pack(w, one, keep, 100, 128), InvalidArgument);
+  EXPECT_THROW(hybrid_pack(w, one, keep, 128, 96), InvalidArgument);
+  auto three = keep.clone();
+  three[5].slice(0, 0, 4).fill_(true);  // 3+ kept of 4
+  EXPECT_THROW(hybrid_pack(w, one, three), InvalidArgument);
+  auto onekept = keep.clone();
+  onekept[7].slice(0, 8, 12).fill_(false);
+  onekept[7][9] = true;  // 1 kept of 4
+  EXPECT_THROW(hybrid_pack(w, one, onekept), InvalidArgument);
+  EXPECT_NO_THROW(hybrid_pack(w, torch::zeros({1, 1}, torch::kUInt8), three));  // mask is ignored in dense tiles
+  auto hw = hybrid_pack(w, one, keep);
+  EXPECT_THROW(hybrid_linear(torch::ones({4, 64}, torch::kBFloat16), hw), InvalidArgument);
+  EXPECT_THROW(hybrid_linear(torch::ones({4, 128}, torch::kHalf), hw), InvalidArgument);
+  try {
+    hybrid_linear(torch::ones({4, 64}, torch::kBFloat16), hw);
+  } catch (const InvalidArgument& e) {
+    std::string m = e.what();
+    EXPECT_NE(m.find("hybrid_linear"), std::string::npos);
+    EXPECT_EQ(m.find('\n'), std::string::npos);  // one line
+  }
+}
