@@ -108,6 +108,26 @@ TEST_P(ByteLevel, BuilderFromVocabAndMergesMatchesHf) {
   EXPECT_THROW(tokenizer_json_from_bpe(tokens, merges, types, "gpt4", sp), InvalidArgument);
 }
 
+// Other HF components on the trained LLaMA-3-style vocabulary: GPT-2 ByteLevel regex with add_prefix_space, Digits,
+// every Split behaviour and invert, Replace (string and regex) and Strip normalizers, no decoder.
+TEST(Tokenizer, ComponentVariantsMatchHf) {
+  std::string dir = data_dir() + "/bytelevel_llama3";
+  json g = load_json(dir + "/golden.json");
+  json texts = load_json(data_dir() + "/texts.json");
+  ASSERT_EQ(g["variants"].size(), 6u);
+  for (const auto& v : g["variants"]) {
+    json tj = load_json(dir + "/tokenizer.json");
+    for (auto it = v["edit"].begin(); it != v["edit"].end(); ++it) tj[it.key()] = it.value();
+    auto tok = tokenizer_from_json(tj, json(), "variant");
+    for (size_t i = 0; i < texts.size(); ++i) {
+      SCOPED_TRACE(v["edit"].dump() + " / " + texts[i].get<std::string>());
+      auto ids = tok->encode(texts[i]);
+      EXPECT_EQ(ids, v["ids"][i].get<std::vector<int>>());
+      EXPECT_EQ(tok->decode(ids), v["decode"][i].get<std::string>());
+    }
+  }
+}
+
 // Decomposed (NFD) input: Qwen2's NFC normalizer recomposes it before the regex, LLaMA-3 has none; both as HF.
 TEST_P(ByteLevel, DecomposedTextMatchesHf) {
   json g = load_json(data_dir() + "/bytelevel_" + GetParam() + "/golden.json");

@@ -104,6 +104,26 @@ TEST(TokenizerLlama2, MetaspaceVariantMatchesHfIds) {
   }
 }
 
+// The older Metaspace spelling (split on '▁', prepend "always", Metaspace decoder) and prepend "never".
+TEST(TokenizerLlama2, MetaspaceSplitVariantsMatchHf) {
+  PATCHLLM_REQUIRE_SHARED(model, "models/llama2-tokenizer/tokenizer.model");
+  json g = golden();
+  Built b = build_from_model(model);
+  json texts = json::parse(file_read(test::source_dir() + "/tests/data/tokenizer/texts.json"));
+  ASSERT_EQ(g["variants"].size(), 2u);
+  for (const auto& v : g["variants"]) {
+    json tj = b.tj;
+    for (auto it = v["edit"].begin(); it != v["edit"].end(); ++it) tj[it.key()] = it.value();
+    auto tok = tokenizer_from_json(tj, b.cfg, "variant");
+    for (size_t i = 0; i < texts.size(); ++i) {
+      SCOPED_TRACE(v["edit"].dump() + " / " + texts[i].get<std::string>());
+      auto ids = tok->encode(texts[i]);
+      EXPECT_EQ(ids, v["ids"][i].get<std::vector<int>>());
+      EXPECT_EQ(tok->decode(ids), v["decode"][i].get<std::string>());
+    }
+  }
+}
+
 TEST(TokenizerLlama2, SentencePieceBackendMatchesHf) {
   PATCHLLM_REQUIRE_SHARED(model, "models/llama2-tokenizer/tokenizer.model");
   json g = golden();

@@ -76,6 +76,40 @@ def texts_with_specials(specials):
     return [f"{specials[0]}Hello{specials[1]} world", f"a {specials[0]} b {specials[1]}\n{specials[0]}"]
 
 
+def json_variants(tokenizer_json_text, variants, texts):
+    """HF ids/decodes after replacing top-level parts of a tokenizer.json (the C++ test applies the same edits)."""
+    out = []
+    for edit in variants:
+        tj = json.loads(tokenizer_json_text)
+        tj.update(edit)
+        tok = Tokenizer.from_str(json.dumps(tj))
+        ids = [tok.encode(t).ids for t in texts]
+        out.append({"edit": edit, "ids": ids, "decode": [tok.decode(i) for i in ids]})
+    return out
+
+
+BYTELEVEL_VARIANTS = [
+    {"pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}},
+    {"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+        {"type": "Digits", "individual_digits": True},
+        {"type": "Split", "pattern": {"Regex": "\\s+"}, "behavior": "MergedWithPrevious", "invert": False},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]}},
+    {"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+        {"type": "Digits", "individual_digits": False},
+        {"type": "Split", "pattern": {"String": " "}, "behavior": "MergedWithNext", "invert": False},
+        {"type": "Split", "pattern": {"Regex": "[,.;]"}, "behavior": "Removed", "invert": False},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]}},
+    {"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": "\\p{L}+"}, "behavior": "Contiguous", "invert": True},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]}},
+    {"normalizer": {"type": "Sequence", "normalizers": [
+        {"type": "Replace", "pattern": {"Regex": "\\s+"}, "content": " "},
+        {"type": "Replace", "pattern": {"String": "o"}, "content": "0"},
+        {"type": "Strip", "strip_left": True, "strip_right": True}]}},
+    {"decoder": None},
+]
+
+
 # ---------------------------------------------------------------- LLaMA-2 (SentencePiece-style BPE)
 def gen_llama2(shared, out):
     from transformers import LlamaTokenizer, LlamaTokenizerFast
@@ -100,6 +134,12 @@ def gen_llama2(shared, out):
     mj = json.loads(meta.backend_tokenizer.to_str())
     g["metaspace_pre_tokenizer"] = mj["pre_tokenizer"]
     g["metaspace_normalizer"] = mj["normalizer"]
+    # Older Metaspace spelling: split on '▁', prepend always, Metaspace decoder.
+    ms = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always", "split": True}
+    g["variants"] = json_variants(legacy.backend_tokenizer.to_str(), [
+        {"normalizer": None, "pre_tokenizer": ms, "decoder": ms},
+        {"normalizer": None, "pre_tokenizer": dict(ms, prepend_scheme="never", split=False)},
+    ], TEXTS)
     lj = json.loads(legacy.backend_tokenizer.to_str())
     g["legacy_merges_count"] = len(lj["model"]["merges"])
     g["legacy_merges_head"] = [list(m) if not isinstance(m, str) else m.split(" ") for m in lj["model"]["merges"][:50]]
@@ -176,6 +216,8 @@ def train_bytelevel(kind, corpus, out_dir, wiki_text):
         g["ids_no_special"].append(hf(t, add_special_tokens=False)["input_ids"])
         g["decode"].append(hf.backend_tokenizer.decode(ids, skip_special_tokens=True))
         g["decode_keep_special"].append(hf.backend_tokenizer.decode(ids, skip_special_tokens=False))
+    if kind == "llama3":
+        g["variants"] = json_variants(open(os.path.join(out_dir, "tokenizer.json")).read(), BYTELEVEL_VARIANTS, TEXTS)
     # decomposed (NFD) texts: Qwen2's NFC normalizer recomposes them, LLaMA-3's tokenizer has no normalizer
     g["nfd_texts"] = nfd_texts
     g["nfd_ids"] = [hf(t)["input_ids"] for t in nfd_texts]

@@ -306,12 +306,8 @@ class HfTokenizer final : public Tokenizer {
       s.invert = p.value("invert", false);
       _pre.push_back(s);
     } else if (type == "ByteLevel") {
-      if (p.value("use_regex", true)) {
-        PreTokenizerStep s(PreTokenizerStep::SPLIT);
-        s.re = std::make_shared<Regex>(kRegexGpt2, _origin);
-        _pre.push_back(s);
-      }
       PreTokenizerStep s(PreTokenizerStep::BYTE_LEVEL);
+      if (p.value("use_regex", true)) s.re = std::make_shared<Regex>(kRegexGpt2, _origin);
       s.add_prefix_space = p.value("add_prefix_space", false);
       _pre.push_back(s);
     } else if (type == "Metaspace") {
@@ -645,12 +641,18 @@ class HfTokenizer final : public Tokenizer {
             break;
           }
           case PreTokenizerStep::BYTE_LEVEL: {
+            // tokenizers: prefix space on each incoming piece, then the GPT-2 regex split, then the byte mapping
             std::string s = p.text;
             if (st.add_prefix_space && s.rfind(' ', 0) != 0) s = " " + s;
-            std::string mapped;
-            mapped.reserve(s.size() * 2);
-            for (unsigned char c : s) mapped += byte_map().byte_to_utf8[c];
-            next.push_back({mapped, p.at_start});
+            std::vector<std::pair<size_t, size_t>> spans{{0, s.size()}};
+            if (st.re) spans = split_spans(s, st.re.get(), "", SplitBehavior::ISOLATED, false);
+            for (auto [b, e] : spans) {
+              if (e <= b) continue;
+              std::string mapped;
+              mapped.reserve((e - b) * 2);
+              for (size_t k = b; k < e; ++k) mapped += byte_map().byte_to_utf8[static_cast<unsigned char>(s[k])];
+              next.push_back({mapped, p.at_start && b == 0});
+            }
             break;
           }
           case PreTokenizerStep::METASPACE: {
