@@ -1,7 +1,11 @@
 // Scratch bench for the hybrid dense/2:4 GEMM, llm.c style: versions, a reference, validation before timing.
 //   v0  fp32 reference on the GPU (naive, one thread per output) over the unpacked masked weight: the oracle
-//   v1  cuBLAS bf16 GEMM on the unpacked masked weight (what a dense engine would do)
-//   v2  hybrid kernel, src/ops/hybrid_gemm.cuh (mma.sync dense + mma.sp 2:4, bulk-copy pipeline, byte-balanced grid)
+//   v1  cuBLAS bf16 GEMM on the unpacked masked weight: timed in bench/bench_ops.cu (same run as v2)
+//   v2a hybrid kernel, x slice by one bulk copy per token row (commit 31f1a45; 1.3-2.3x slower at M >= 16)
+//   v2b hybrid kernel, src/ops/hybrid_gemm.cuh as now: x slice by 16-byte cp.async + mbarrier arrivals
+//   next: index prefetch in the producer (docs/benchmarks/kernels.md), then wgmma/wgmma.sp prefill (v3)
+// Modes: probe = which mma.sp metadata / B layout the hardware uses; validate = sweep vs the v0 reference;
+// small = one case for compute-sanitizer; time = v2 on two shapes.
 // Build (GPU machine): nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Isrc -Ibench \
 //   dev/kernels/hybrid_gemm.cu src/ops/hybrid_gemm.cu -lcublas -o hybrid_gemm_dev
 // Run: ./hybrid_gemm_dev probe | validate | small | time
