@@ -1,0 +1,258 @@
+#include "gguf/gguf_hf.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+
+#include "core/error.h"
+#include "core/log.h"
+
+namespace patchllm {
+
+namespace {
+
+bool starts_with(const std::string& s, const std::string& p) { return s.compare(0, p.size(), p) == 0; }
+bool ends_with(const std::string& s, const std::string& p) {
+  return s.size() >= p.size() && s.compare(s.size() - p.size(), p.size(), p) == 0;
+}
+
+// Per-layer GGUF stem -> HF module path, for each architecture (llama.cpp gguf-py/gguf/tensor_mapping.py, reversed).
+const std::map<std::string, std::string>& layer_map(const std::string& arch) {
+  static const std::map<std::string, std::string> llama = {
+      {"attn_norm", "input_layernorm"},     {"ffn_norm", "post_attention_layernorm"},
+      {"attn_q", "self_attn.q_proj"},       {"attn_k", "self_attn.k_proj"},
+      {"attn_v", "self_attn.v_proj"},       {"attn_output", "self_attn.o_proj"},
+      {"ffn_gate", "mlp.gate_proj"},        {"ffn_up", "mlp.up_proj"},
+      {"ffn_down", "mlp.down_proj"},
+  };
+  // Gemma 3 has four norms per layer: ffn_norm is the *pre*-feed-forward norm there.
+  static const std::map<std::string, std::string> gemma3 = {
+      {"attn_norm", "input_layernorm"},
+      {"post_attention_norm", "post_attention_layernorm"},
+      {"ffn_norm", "pre_feedforward_layernorm"},
+      {"post_ffw_norm", "post_feedforward_layernorm"},
+      {"attn_q", "self_attn.q_proj"},
+      {"attn_k", "self_attn.k_proj"},
+      {"attn_v", "self_attn.v_proj"},
+      {"attn_output", "self_attn.o_proj"},
+      {"attn_q_norm", "self_attn.q_norm"},
+      {"attn_k_norm", "self_attn.k_norm"},
+      {"ffn_gate", "mlp.gate_proj"},
+      {"ffn_up", "mlp.up_proj"},
+      {"ffn_down", "mlp.down_proj"},
+  };
+  return arch == "gemma3" ? gemma3 : llama;
+}
+
+std::string arch_of(const GgufFile& f) { return f.get_string("general.architecture"); }
+
+}  // namespace
+
+std::vector<std::string> gguf_hf_supported_architectures() { return {"llama", "qwen2", "gemma3"}; }
+
+void gguf_hf_check_architecture(const GgufFile& f) {
+  std::string arch = arch_of(f);
+  for (const auto& a : gguf_hf_supported_architectures())
+    if (a == arch) return;
+  throw InvalidArgument(str(f.path(), ": unsupported GGUF architecture '", arch, "' (supported: llama, qwen2, gemma3)"));
+}
+
+std::string gguf_hf_tensor_name(const std::string& arch, const std::string& name) {
+  if (name == "token_embd.weight") return "model.embed_tokens.weight";
+  if (name == "output_norm.weight") return "model.norm.weight";
+  if (name == "output.weight") return "lm_head.weight";
+  if (name == "rope_freqs.weight") return "";  // llama3 RoPE factors: folded into config.json rope_scaling
+  if (starts_with(name, "blk.")) {
+    size_t dot = name.find('.', 4);
+    size_t last = name.rfind('.');
+    if (dot != std::string::npos && last > dot) {
+      std::string layer = name.substr(4, dot - 4);
+      std::string stem = name.substr(dot + 1, last - dot - 1);
+      std::string kind = name.substr(last + 1);
+      bool digits = !layer.empty() && layer.find_first_not_of("0123456789") == std::string::npos;
+      const auto& m = layer_map(arch);
+      auto it = m.find(stem);
+      if (digits && it != m.end() && (kind == "weight" || kind == "bias"))
+        return str("model.layers.", std::stoll(layer), ".", it->second, ".", kind);
+    }
+  }
+  throw InvalidArgument(str("GGUF tensor '", name, "' has no Hugging Face name for architecture '", arch, "'"));
+}
+
+void gguf_hf_unpermute_rows(float* data, int64_t rows, int64_t cols, int64_t n_head) {
+  PATCHLLM_CHECK(n_head > 0 && rows % (2 * n_head) == 0, InvalidArgument, "gguf_hf_unpermute_rows: ", rows,
+                 " rows do not split into ", n_head, " heads of even size");
+  const int64_t hd = rows / n_head, half = hd / 2;
+  std::vector<float> head(static_cast<size_t>(hd * cols));
+  for (int64_t h = 0; h < n_head; ++h) {
+    float* base = data + h * hd * cols;
+    std::copy(base, base + hd * cols, head.begin());
+    for (int64_t i = 0; i < half; ++i)
+      for (int64_t j = 0; j < 2; ++j)
+        std::copy(head.begin() + (2 * i + j) * cols, head.begin() + (2 * i + j + 1) * cols,
+                  base + (j * half + i) * cols);
+  }
+}
+
+int64_t gguf_hf_permute_heads(const GgufFile& f, const std::string& name) {
+  if (arch_of(f) != "llama" || !starts_with(name, "blk.")) return 0;
+  const bool q = ends_with(name, ".attn_q.weight") || ends_with(name, ".attn_q.bias");
+  const bool k = ends_with(name, ".attn_k.weight") || ends_with(name, ".attn_k.bias");
+  if (!q && !k) return 0;
+  const int64_t nh = f.get_int("llama.attention.head_count");
+  // convert_hf_to_gguf.py permutes K with the KV head count (its permute() swaps n_head for n_head_kv).
+  return q ? nh : f.get_int("llama.attention.head_count_kv", nh);
+}
+
+float gguf_hf_norm_shift(const std::string& arch, const std::string& name) {
+  return arch == "gemma3" && ends_with(name, "norm.weight") ? -1.0f : 0.0f;
+}
+
+double gguf_hf_short_float(double v) {
+  const float target = static_cast<float>(v);
+  if (!std::isfinite(target)) return v;
+  char buf[64];
+  for (int p = 1; p <= 17; ++p) {
+    std::snprintf(buf, sizeof buf, "%.*g", p, static_cast<double>(target));
+    if (std::strtof(buf, nullptr) == target) return std::strtod(buf, nullptr);
+  }
+  return static_cast<double>(target);
+}
+
+namespace {
+
+// llama.cpp stores LLaMA-3.1-style RoPE scaling as a rope_freqs tensor of per-dimension divisors, not as the four
+// parameters HF needs. Infer them (factor = largest divisor; low/high frequency factors and the original context as
+// in every LLaMA 3.x release) and check that they regenerate the stored divisors.
+nlohmann::json llama3_rope_scaling(const GgufFile& f, int64_t head_dim, double theta) {
+  const GgufTensor& t = f.tensor("rope_freqs.weight");
+  std::vector<float> div = f.dequantize(t);
+  PATCHLLM_CHECK(static_cast<int64_t>(div.size()) == head_dim / 2, FormatError, f.path(), ": rope_freqs.weight has ",
+                 div.size(), " values, expected head_dim/2 = ", head_dim / 2);
+  double factor = 1.0;
+  for (float d : div) factor = std::max(factor, static_cast<double>(d));
+  const double low = 1.0, high = 4.0, orig = 8192.0;
+  const double low_wavelen = orig / low, high_wavelen = orig / high;
+  double max_err = 0;
+  for (int64_t i = 0; i < head_dim / 2; ++i) {
+    const double freq = 1.0 / std::pow(theta, (2.0 * i) / head_dim);
+    const double wavelen = 2 * M_PI / freq;
+    double want;
+    if (wavelen < high_wavelen) {
+      want = 1.0;
+    } else if (wavelen > low_wavelen) {
+      want = factor;
+    } else {
+      const double smooth = (orig / wavelen - low) / (high - low);
+      want = 1.0 / ((1 - smooth) / factor + smooth);
+    }
+    max_err = std::max(max_err, std::fabs(want - div[i]) / want);
+  }
+  if (max_err > 1e-3)
+    log_warn(f.path(), ": rope_freqs.weight does not match LLaMA-3 scaling with factor ", factor,
+             " (max relative error ", max_err, "); config.json rope_scaling is approximate");
+  return {{"rope_type", "llama3"},
+          {"factor", gguf_hf_short_float(factor)},
+          {"low_freq_factor", low},
+          {"high_freq_factor", high},
+          {"original_max_position_embeddings", static_cast<int64_t>(orig)}};
+}
+
+nlohmann::json rope_scaling(const GgufFile& f, const std::string& P, int64_t head_dim, double theta) {
+  if (f.find_tensor("rope_freqs.weight")) return llama3_rope_scaling(f, head_dim, theta);
+  std::string type = f.get_string(P + "rope.scaling.type", "none");
+  if (type == "none" || type.empty()) return nullptr;
+  nlohmann::json r = {{"rope_type", type}, {"factor", gguf_hf_short_float(f.get_float(P + "rope.scaling.factor"))}};
+  if (type == "linear") r["type"] = "linear";  // transformers < 4.45 reads "type"
+  if (f.has(P + "rope.scaling.original_context_length"))
+    r["original_max_position_embeddings"] = f.get_int(P + "rope.scaling.original_context_length");
+  return r;
+}
+
+}  // namespace
+
+nlohmann::json gguf_hf_config(const GgufFile& f, bool fp32) {
+  gguf_hf_check_architecture(f);
+  const std::string arch = arch_of(f), P = arch + ".";
+  const int64_t hidden = f.get_int(P + "embedding_length");
+  const int64_t n_head = f.get_int(P + "attention.head_count");
+  const int64_t n_kv = f.get_int(P + "attention.head_count_kv", n_head);
+  const int64_t n_layer = f.get_int(P + "block_count");
+  PATCHLLM_CHECK(hidden > 0 && n_head > 0 && n_kv > 0 && n_layer > 0 && n_head % n_kv == 0, FormatError, f.path(),
+                 ": implausible hyper-parameters (embedding_length ", hidden, ", heads ", n_head, "/", n_kv,
+                 ", blocks ", n_layer, ")");
+  const int64_t head_dim = f.get_int(P + "attention.key_length", hidden / n_head);
+  const double theta = gguf_hf_short_float(f.get_float(P + "rope.freq_base", 10000.0));
+  const GgufTensor& emb = f.tensor("token_embd.weight");
+  PATCHLLM_CHECK(emb.ne.size() == 2 && emb.ne[0] == hidden, FormatError, f.path(),
+                 ": token_embd.weight is not [vocab, ", hidden, "]");
+  const int64_t vocab = emb.ne[1];
+  const bool tied = f.find_tensor("output.weight") == nullptr;
+
+  nlohmann::json c;
+  c["hidden_size"] = hidden;
+  c["intermediate_size"] = f.get_int(P + "feed_forward_length");
+  c["num_hidden_layers"] = n_layer;
+  c["num_attention_heads"] = n_head;
+  c["num_key_value_heads"] = n_kv;
+  c["head_dim"] = head_dim;
+  c["rms_norm_eps"] = gguf_hf_short_float(f.get_float(P + "attention.layer_norm_rms_epsilon"));
+  c["rope_theta"] = theta;
+  c["max_position_embeddings"] = f.get_int(P + "context_length", 2048);
+  c["vocab_size"] = vocab;
+  c["tie_word_embeddings"] = tied;
+  c["torch_dtype"] = fp32 ? "float32" : "bfloat16";
+  c["rope_scaling"] = rope_scaling(f, P, head_dim, theta);
+  if (f.has("tokenizer.ggml.bos_token_id")) c["bos_token_id"] = f.get_int("tokenizer.ggml.bos_token_id");
+  if (f.has("tokenizer.ggml.eos_token_id")) c["eos_token_id"] = f.get_int("tokenizer.ggml.eos_token_id");
+  if (f.has("tokenizer.ggml.padding_token_id")) c["pad_token_id"] = f.get_int("tokenizer.ggml.padding_token_id");
+
+  if (arch == "llama") {
+    c["architectures"] = {"LlamaForCausalLM"};
+    c["model_type"] = "llama";
+    c["hidden_act"] = "silu";
+    c["attention_bias"] = f.find_tensor("blk.0.attn_q.bias") != nullptr;
+    c["mlp_bias"] = false;
+  } else if (arch == "qwen2") {
+    c["architectures"] = {"Qwen2ForCausalLM"};
+    c["model_type"] = "qwen2";
+    c["hidden_act"] = "silu";
+    c["use_sliding_window"] = false;
+    c["sliding_window"] = c["max_position_embeddings"];
+    c["max_window_layers"] = n_layer;
+  } else {  // gemma3 (text): llama.cpp's llm_build_gemma3 semantics
+    c["architectures"] = {"Gemma3ForCausalLM"};
+    c["model_type"] = "gemma3_text";
+    c["hidden_activation"] = "gelu_pytorch_tanh";
+    c["sliding_window"] = f.get_int(P + "attention.sliding_window", 4096);
+    // llama.cpp: every 6th layer is global (swa pattern 6), the others use the sliding window.
+    const int64_t pattern = 6;
+    c["sliding_window_pattern"] = pattern;
+    nlohmann::json types = nlohmann::json::array();
+    for (int64_t i = 0; i < n_layer; ++i) types.push_back((i + 1) % pattern ? "sliding_attention" : "full_attention");
+    c["layer_types"] = types;
+    c["rope_local_base_freq"] = gguf_hf_short_float(f.get_float(P + "rope.freq_base_swa", 10000.0));
+    // llama.cpp scales queries by 1/sqrt(head_dim), except for the 62-layer 27B model (1/sqrt(hidden / heads)).
+    c["query_pre_attn_scalar"] = n_layer == 62 ? hidden / n_head : head_dim;
+    c["attn_logit_softcapping"] = nullptr;
+    c["final_logit_softcapping"] = nullptr;
+    c["attention_bias"] = false;
+  }
+  return c;
+}
+
+nlohmann::json gguf_hf_generation_config(const GgufFile& f) {
+  nlohmann::json g;
+  if (f.has("tokenizer.ggml.bos_token_id")) g["bos_token_id"] = f.get_int("tokenizer.ggml.bos_token_id");
+  if (f.has("tokenizer.ggml.eos_token_id")) {
+    int64_t eos = f.get_int("tokenizer.ggml.eos_token_id");
+    int64_t eot = f.get_int("tokenizer.ggml.eot_token_id", eos);
+    g["eos_token_id"] = eot != eos ? nlohmann::json{eos, eot} : nlohmann::json(eos);
+  }
+  if (f.has("tokenizer.ggml.padding_token_id")) g["pad_token_id"] = f.get_int("tokenizer.ggml.padding_token_id");
+  return g;
+}
+
+}  // namespace patchllm
