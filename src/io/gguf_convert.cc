@@ -81,6 +81,8 @@ void gguf_hf_tokenizer(const GgufFile& f, nlohmann::json& tok, nlohmann::json& c
     }
     tok = tokenizer_json_from_spm_pieces(tokens, scores, types, sp);
     cfg = tokenizer_config_from_spm_pieces(tokens, sp);
+    const int pad = special_id(f, "tokenizer.ggml.padding_token_id", n);
+    if (pad >= 0) cfg["pad_token"] = tokens[pad];
     // add_space_prefix = false (Gemma): no "▁" prepended to the text, so no leading space stripped when decoding.
     if (!f.get_bool("tokenizer.ggml.add_space_prefix", true)) {
       tok["normalizer"] = {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "\xe2\x96\x81"}};
