@@ -33,7 +33,7 @@ TEST(Stories260K, ConvertedModelGreedyMatchesDocumentedText) {
   auto model = Model::load(dir);
   auto tok = tokenizer_load(dir);
   SamplingOptions so;
-  so.max_new_tokens = 40;
+  so.max_new_tokens = 64;
   auto ids = generate(*model, {1}, so);
   ASSERT_FALSE(ids.empty());
   EXPECT_EQ(ids[0], 403);  // " Once"
@@ -66,12 +66,13 @@ TEST(Stories260K, PerplexityOnValidationText) {
   PATCHLLM_REQUIRE_SHARED(shared, "data/tinystories/valid.txt");
   std::string dir = convert_stories(test::shared_dir() + "/models/stories260K");
   std::string json = test::temp_dir("ppl") + "/ppl.json";
-  auto r = test::run_cli("eval ppl -m '" + dir + "' -f '" + shared + "' -c 512 --chunks 20 --json '" + json + "'");
+  auto r = test::run_cli("eval ppl -m '" + dir + "' -f '" + shared + "' -c 512 --chunks 20 --split-on '\\n<|endoftext|>\\n' --json '" + json + "'");
   ASSERT_EQ(r.code, 0) << r.err;
   auto j = nlohmann::json::parse(file_read(json));
-  // Upstream reports a validation loss of ~1.297 (PPL ~3.66) for this model; a broken model gives PPL in the hundreds.
-  EXPECT_GT(j["ppl"].get<double>(), 2.5);
-  EXPECT_LT(j["ppl"].get<double>(), 6.0);
+  // Upstream reports a validation loss of ~1.297 (PPL ~3.66) on its own split; a broken model or tokenizer gives
+  // PPL in the tens or hundreds (the separator left in as text alone gives ~8).
+  EXPECT_GT(j["ppl"].get<double>(), 3.0);
+  EXPECT_LT(j["ppl"].get<double>(), 5.5);
   EXPECT_EQ(j["n_windows"], 20);
   EXPECT_EQ(j["n_scored"], 20 * 511);
   EXPECT_EQ(j["provenance"]["inputs"].size(), 3u);

@@ -11,11 +11,26 @@
 
 namespace patchllm::cli {
 
+namespace {
+std::string unescape(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\\' && i + 1 < s.size()) {
+      char c = s[++i];
+      out += c == 'n' ? '\n' : c == 't' ? '\t' : c;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+}  // namespace
+
 void register_eval(CLI::App& app) {
   auto* ev = app.add_subcommand("eval", "evaluate a model");
   ev->require_subcommand(1);
   struct Opts {
-    std::string model, file, json;
+    std::string model, file, json, split_on;
     PplOptions ppl;
     DeviceOptions dev;
   };
@@ -26,6 +41,9 @@ void register_eval(CLI::App& app) {
   sub->add_option("-c,--ctx-size", o->ppl.ctx, "window length; 0 = min(4096, model max)")->capture_default_str();
   sub->add_option("-b,--batch-size", o->ppl.batch, "windows per forward pass")->capture_default_str();
   sub->add_option("--chunks", o->ppl.max_windows, "evaluate only the first N windows (0 = all)")->capture_default_str();
+  sub->add_option("--split-on", o->split_on,
+                  "document separator (\\n escapes allowed): each document is tokenized with BOS, separators "
+                  "dropped, documents concatenated (e.g. TinyStories: '\\n<|endoftext|>\\n')");
   sub->add_option("--json", o->json, "write results as JSON to this file ('-' = stdout)");
   o->dev.add(sub);
   sub->callback([o] {
@@ -35,7 +53,25 @@ void register_eval(CLI::App& app) {
     PATCHLLM_CHECK(!text.empty(), InvalidArgument, o->file, ": text file is empty");
     auto tok = tokenizer_load(o->model);
     double t0 = now_seconds();
-    auto ids = tok->encode(text, true);
+    std::vector<int> ids;
+    std::string sep = unescape(o->split_on);
+    if (sep.empty()) {
+      ids = tok->encode(text, true);
+    } else {
+      size_t docs = 0;
+      for (size_t pos = 0; pos < text.size();) {
+        size_t end = text.find(sep, pos);
+        if (end == std::string::npos) end = text.size();
+        std::string doc = text.substr(pos, end - pos);
+        if (doc.find_first_not_of(" \n\t\r") != std::string::npos) {
+          auto d = tok->encode(doc, true);
+          ids.insert(ids.end(), d.begin(), d.end());
+          ++docs;
+        }
+        pos = end + sep.size();
+      }
+      log_info("split ", o->file, " into ", docs, " documents on '", o->split_on, "'");
+    }
     log_info("tokenized ", o->file, ": ", ids.size(), " tokens in ", now_seconds() - t0, " s");
     auto model = Model::load(o->model, lo);
     auto r = ppl_evaluate(*model, ids, o->ppl);
@@ -44,14 +80,41 @@ void register_eval(CLI::App& app) {
     std::printf("%.4f\n", r.ppl);
     if (!o->json.empty()) {
       auto j = r.to_json();
+      if (!sep.empty()) j["join"] = "documents split on '" + o->split_on + "', each tokenized with BOS, concatenated";
       j["model"] = o->model;
       j["dataset"] = o->file;
       j["device"] = describe(lo);
       std::vector<std::string> inputs = {o->file, path_join(o->model, "config.json")};
-      for (const auto& f : Checkpoint(o->model).files()) inputs.push_back(f);
+      Checkpoint ckpt(o->model);
+      for (const auto& f : ckpt.files()) inputs.push_back(f);
       j["provenance"] = provenance_json(inputs);
       write_json(o->json, j);
     }
+  });
+
+  // eval logits: raw logits for given token ids, for cross-checks against other engines (HF transformers).
+  struct LogitOpts {
+    std::string model, input, output;
+    DeviceOptions dev;
+  };
+  auto lo = std::make_shared<LogitOpts>();
+  auto* lg = ev->add_subcommand("logits", "write fp32 logits for the token ids in a safetensors file");
+  lg->add_option("-m,--model", lo->model, "Hugging Face model directory")->required();
+  lg->add_option("-i,--input", lo->input, "safetensors with input_ids [B,T] (I64) and optional attention_mask")
+      ->required();
+  lg->add_option("-o,--output", lo->output, "output safetensors with 'logits' [B,T,V] F32")->required();
+  lo->dev.add(lg);
+  lg->callback([lo] {
+    auto opt = lo->dev.resolve();
+    SafetensorsFile in(lo->input);
+    auto ids = in.load("input_ids").to(torch::kLong);
+    torch::Tensor mask;
+    if (in.has("attention_mask")) mask = in.load("attention_mask").to(torch::kLong);
+    auto model = Model::load(lo->model, opt);
+    torch::NoGradGuard ng;
+    auto logits = model->forward(ids, nullptr, mask);
+    safetensors_write(lo->output, {{"logits", logits.to(torch::kCPU)}},
+                      {{"patchllm_provenance", provenance_json({lo->input}).dump()}, {"device", describe(opt)}});
   });
 }
 

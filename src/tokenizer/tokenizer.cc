@@ -1,5 +1,6 @@
 // Loading by directory or file, and the streaming detokenizer.
 #include "tokenizer/tokenizer.h"
+#include "tokenizer/spm_model.h"
 
 #include "core/error.h"
 #include "core/file.h"
@@ -9,7 +10,6 @@ namespace patchllm {
 
 using json = nlohmann::json;
 
-TokenizerPtr tokenizer_load_spm(const std::string& path);  // spm_tokenizer.cc
 
 namespace {
 
@@ -45,14 +45,14 @@ TokenizerPtr tokenizer_load(const std::string& model_dir) {
   std::string tj = path_join(model_dir, "tokenizer.json");
   if (file_exists(tj)) return load_hf_json(tj);
   std::string spm = path_join(model_dir, "tokenizer.model");
-  if (file_exists(spm)) return tokenizer_load_spm(spm);
+  if (file_exists(spm)) return tokenizer_load_spm_model(spm);
   throw FormatError(str(model_dir, ": no tokenizer.json or tokenizer.model"));
 }
 
 TokenizerPtr tokenizer_load_file(const std::string& path) {
   PATCHLLM_CHECK(file_exists(path), FormatError, path, ": no such file");
   if (ends_with(path, ".json")) return load_hf_json(path);
-  if (ends_with(path, ".model")) return tokenizer_load_spm(path);
+  if (ends_with(path, ".model")) return tokenizer_load_spm_model(path);
   if (ends_with(path, ".bin")) {
     json tj = tokenizer_json_from_llama2c(path);
     return tokenizer_from_json(tj, tokenizer_config_from_llama2c(path), path);
@@ -61,7 +61,7 @@ TokenizerPtr tokenizer_load_file(const std::string& path) {
   std::string head = file_read(path).substr(0, 64);
   size_t i = head.find_first_not_of(" \t\r\n");
   if (i != std::string::npos && head[i] == '{') return load_hf_json(path);
-  return tokenizer_load_spm(path);
+  return tokenizer_load_spm_model(path);
 }
 
 // Text-generation-inference's scheme: decode a short window twice (before and after the new id) and emit the
