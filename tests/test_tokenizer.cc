@@ -152,9 +152,18 @@ TEST_P(ByteLevel, WikitextTestMatchesHfAndIsFast) {
   for (size_t i = 0; i < ids.size(); ++i)
     for (int b = 0; b < 4; ++b) le[4 * i + b] = static_cast<uint8_t>(static_cast<uint32_t>(ids[i]) >> (8 * b));
   EXPECT_EQ(sha256_hex(le.data(), le.size()), g["sha256_ids_le32"].get<std::string>());
+  // bytelevel_llama3's tokenizer_config sets clean_up_tokenization_spaces (as Meta's does): transformers then
+  // rewrites " ," -> "," etc. after decoding, which wikitext's spaced punctuation exercises.
+  std::string expect = text;
+  if (load_json(data_dir() + "/bytelevel_" + GetParam() + "/tokenizer_config.json").value("clean_up_tokenization_spaces", false))
+    for (auto [from, to] : std::vector<std::pair<std::string, std::string>>{
+             {" .", "."}, {" ?", "?"}, {" !", "!"}, {" ,", ","}, {" ' ", "'"}, {" n't", "n't"}, {" 'm", "'m"},
+             {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}})
+      for (size_t p = 0; (p = expect.find(from, p)) != std::string::npos;) expect.replace(p, from.size(), to), p += to.size();
   t0 = std::chrono::steady_clock::now();
-  EXPECT_EQ(tok->decode(ids), text);
+  std::string back = tok->decode(ids);
   double dec_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_TRUE(back == expect) << "decode of wiki.test.raw differs";
   std::printf("%s wiki.test.raw (%zu bytes, %zu ids): encode %.3f s, decode %.3f s\n", GetParam().c_str(), text.size(),
               ids.size(), enc_s, dec_s);
   EXPECT_LT(enc_s, 10.0);

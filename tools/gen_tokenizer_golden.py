@@ -128,8 +128,8 @@ def gen_llama2(shared, out):
         g["hf_metaspace"].append(meta(t)["input_ids"])
         g["spm"].append([sp.bos_id()] + sp.encode(t))
         g["slow"].append(slow(t)["input_ids"])
-        g["decode"].append(legacy.backend_tokenizer.decode(ids, skip_special_tokens=True))
-        g["decode_keep_special"].append(legacy.backend_tokenizer.decode(ids, skip_special_tokens=False))
+        g["decode"].append(legacy.decode(ids, skip_special_tokens=True))
+        g["decode_keep_special"].append(legacy.decode(ids, skip_special_tokens=False))
     # The structure of the non-legacy conversion, so the C++ test can mutate its own json the same way.
     mj = json.loads(meta.backend_tokenizer.to_str())
     g["metaspace_pre_tokenizer"] = mj["pre_tokenizer"]
@@ -202,7 +202,8 @@ def train_bytelevel(kind, corpus, out_dir, wiki_text):
     texts = list(TEXTS)
     texts += texts_with_specials(specials[:2])
     if kind == "llama3":
-        texts += ["x <|mask|>  y", "say hello world twice: hello world!", "hotdog dog dog_ (dog)", "\xa0<|mask|>\xa0z"]
+        texts += ["x <|mask|>  y", "say hello world twice: hello world!", "hotdog dog dog_ (dog)", "\xa0<|mask|>\xa0z",
+                  "clean up : a , b . c ! d ? e n't f 's g 've h 're i 'm j ' k"]
     else:
         texts += ["call <tool_call>{\"a\": 1}</tool_call> done", "<|im_start|>user\nhi<|im_end|>\n"]
     nfd_texts = [unicodedata.normalize("NFD", t) for t in TEXTS if unicodedata.normalize("NFD", t) != t]
@@ -214,8 +215,9 @@ def train_bytelevel(kind, corpus, out_dir, wiki_text):
         ids = hf(t)["input_ids"]
         g["ids"].append(ids)
         g["ids_no_special"].append(hf(t, add_special_tokens=False)["input_ids"])
-        g["decode"].append(hf.backend_tokenizer.decode(ids, skip_special_tokens=True))
-        g["decode_keep_special"].append(hf.backend_tokenizer.decode(ids, skip_special_tokens=False))
+        # transformers' decode: tokenizers' decode, then clean_up_tokenization when tokenizer_config asks for it
+        g["decode"].append(hf.decode(ids, skip_special_tokens=True))
+        g["decode_keep_special"].append(hf.decode(ids, skip_special_tokens=False))
     if kind == "llama3":
         g["variants"] = json_variants(open(os.path.join(out_dir, "tokenizer.json")).read(), BYTELEVEL_VARIANTS, TEXTS)
     # decomposed (NFD) texts: Qwen2's NFC normalizer recomposes them, LLaMA-3's tokenizer has no normalizer

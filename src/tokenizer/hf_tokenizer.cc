@@ -234,11 +234,17 @@ class HfTokenizer final : public Tokenizer {
     if (_decoders.empty()) {  // tokenizers joins raw tokens with spaces when there is no decoder
       std::string out;
       for (size_t i = 0; i < toks.size(); ++i) out += (i ? " " : "") + toks[i];
-      return out;
+      toks.assign(1, out);
     }
-    for (const DecoderStep& d : _decoders) apply_decoder(d, toks);
+    for (const DecoderStep& d : _decoders) apply_decoder(d, toks);  // none: toks is already the joined text
     std::string out;
     for (auto& t : toks) out += t;
+    if (_clean_up_spaces) {  // transformers' clean_up_tokenization, in its order
+      static const char* const kCleanup[][2] = {{" .", "."},   {" ?", "?"},     {" !", "!"},     {" ,", ","},
+                                                {" ' ", "'"},  {" n't", "n't"}, {" 'm", "'m"},   {" 's", "'s"},
+                                                {" 've", "'ve"}, {" 're", "'re"}};
+      for (auto& r : kCleanup) replace_all(out, r[0], r[1]);
+    }
     return out;
   }
 
@@ -519,6 +525,8 @@ class HfTokenizer final : public Tokenizer {
       if (c.value("add_bos_token", true) && bos >= 0) _prefix_ids.push_back(bos);
       if (c.value("add_eos_token", false) && eos >= 0) _suffix_ids.push_back(eos);
     }
+    // transformers applies clean_up_tokenization after decoding when the config asks (LLaMA-3's does); default off.
+    _clean_up_spaces = c.value("clean_up_tokenization_spaces", false);
     _bos = bos >= 0 ? bos : (_prefix_ids.empty() ? -1 : _prefix_ids.front());
     _eos = eos >= 0 ? eos : (_suffix_ids.empty() ? -1 : _suffix_ids.back());
   }
@@ -868,6 +876,7 @@ class HfTokenizer final : public Tokenizer {
   std::unordered_map<std::string, int> _added_by_content;
   std::vector<int> _prefix_ids, _suffix_ids;
   int _bos = -1, _eos = -1;
+  bool _clean_up_spaces = false;
   mutable std::mutex _cache_mu;
   mutable std::unordered_map<std::string, std::vector<int>> _cache;
 };

@@ -1,6 +1,8 @@
-// SentencePiece .model files through libsentencepiece, with LLaMA-2's BOS rule (BOS on, EOS off) and HF's handling of
-// special tokens written in the text (split out, each remaining segment encoded on its own, as the slow
-// LlamaTokenizer with legacy=True does).
+// libsentencepiece-backed tokenizer: an independent reference for the tokenizer tests only. CMake compiles this file
+// into the test_tokenizer* executables, never into patchllm_tokenizer: Debian's libsentencepiece embeds protobuf 3.14,
+// which aborts in a process that also loads LibTorch's libprotobuf (the library reads .model files in spm_model.cc).
+// LLaMA-2's BOS rule (BOS on, EOS off); special tokens written in the text are split out and each remaining segment
+// encoded on its own, as HF's slow LlamaTokenizer (legacy=True) does.
 #include <sentencepiece_processor.h>
 
 #include <cstdio>
@@ -118,6 +120,6 @@ class SpmTokenizer final : public Tokenizer {
 
 }  // namespace
 
-TokenizerPtr tokenizer_load_spm(const std::string& path) { return std::make_unique<SpmTokenizer>(path); }
+TokenizerPtr tokenizer_load_libsentencepiece(const std::string& path) { return std::make_unique<SpmTokenizer>(path); }
 
 }  // namespace patchllm
