@@ -207,6 +207,33 @@ TEST(Tokenizer, NfcMatchesHfNormalizer) {
   EXPECT_EQ(unicode_nfc("plain ASCII"), "plain ASCII");
 }
 
+// Hand-computed BPE model options on a toy vocabulary.
+json toy_bpe(bool ignore_merges, bool fuse_unk, bool byte_fallback) {
+  json vocab = {{"<unk>", 0}, {"a", 1}, {"b", 2}, {"c", 3}, {"bc", 4}, {"abc", 5}, {"<0xC3>", 6}, {"<0xA9>", 7}};
+  return {{"model",
+           {{"type", "BPE"}, {"vocab", vocab}, {"merges", json::array({"b c"})}, {"unk_token", "<unk>"},
+            {"fuse_unk", fuse_unk}, {"byte_fallback", byte_fallback}, {"ignore_merges", ignore_merges}}},
+          {"decoder", {{"type", "Sequence"}, {"decoders", {{{"type", "ByteFallback"}}, {{"type", "Fuse"}}}}}}};
+}
+
+TEST(Tokenizer, BpeModelOptionsHandComputed) {
+  // "abc" is in the vocabulary but unreachable by merges ("a"+"bc" is no merge): only ignore_merges takes it whole.
+  EXPECT_EQ(tokenizer_from_json(toy_bpe(false, false, false), json(), "toy")->encode("abc"), (std::vector<int>{1, 4}));
+  EXPECT_EQ(tokenizer_from_json(toy_bpe(true, false, false), json(), "toy")->encode("abc"), (std::vector<int>{5}));
+  // Unknown characters: one <unk> each, or one per run with fuse_unk.
+  EXPECT_EQ(tokenizer_from_json(toy_bpe(false, false, false), json(), "toy")->encode("axyb"),
+            (std::vector<int>{1, 0, 0, 2}));
+  EXPECT_EQ(tokenizer_from_json(toy_bpe(false, true, false), json(), "toy")->encode("axyb"), (std::vector<int>{1, 0, 2}));
+  // byte_fallback: "é" = C3 A9 has both byte pieces; "ü" = C3 BC lacks <0xBC>, so it is <unk>.
+  auto bf = tokenizer_from_json(toy_bpe(false, true, true), json(), "toy");
+  EXPECT_EQ(bf->encode("a\xC3\xA9"), (std::vector<int>{1, 6, 7}));
+  EXPECT_EQ(bf->encode("\xC3\xBC"), (std::vector<int>{0}));
+  EXPECT_EQ(bf->decode({1, 6, 7, 2}), "a\xC3\xA9" "b");
+  EXPECT_EQ(bf->decode({6, 2}), "\xEF\xBF\xBD" "b");  // lone lead byte: U+FFFD, as ByteFallback does
+  EXPECT_EQ(bf->bos_id(), -1);
+  EXPECT_EQ(bf->eos_id(), -1);
+}
+
 // ------------------------------------------------------------------------------------------------ llama2.c tok512
 TEST(Tokenizer, Llama2cMatchesRunCEncode) {
   PATCHLLM_REQUIRE_SHARED(bin, "models/stories260K/tok512.bin");
