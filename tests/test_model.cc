@@ -199,3 +199,22 @@ TEST(Model, BadInputsAreClearErrors) {
     EXPECT_NE(std::string(e.what()).find("unsupported architecture GPT2LMHeadModel"), std::string::npos);
   }
 }
+
+TEST(Config, RopeParametersOfTransformers5) {
+  // transformers >= 5 moves rope_theta and the scaling into rope_parameters.
+  auto c = config_from_json(nlohmann::json::parse(R"({"architectures":["LlamaForCausalLM"],"hidden_size":64,
+      "intermediate_size":96,"num_hidden_layers":1,"num_attention_heads":4,"num_key_value_heads":2,"vocab_size":10,
+      "rope_parameters":{"rope_type":"llama3","rope_theta":500000.0,"factor":8.0,"low_freq_factor":1.0,
+      "high_freq_factor":4.0,"original_max_position_embeddings":8192}})"),
+                            "cfg");
+  EXPECT_EQ(c.rope_theta, 500000.0);
+  EXPECT_EQ(c.rope_scaling.type, "llama3");
+  EXPECT_EQ(c.rope_scaling.factor, 8.0);
+  auto q = config_from_json(nlohmann::json::parse(R"({"architectures":["Qwen2ForCausalLM"],"hidden_size":64,
+      "intermediate_size":96,"num_hidden_layers":1,"num_attention_heads":4,"vocab_size":10,
+      "rope_parameters":{"rope_type":"default","rope_theta":1000000.0}})"),
+                            "cfg");
+  EXPECT_EQ(q.rope_theta, 1e6);
+  EXPECT_EQ(q.rope_scaling.type, "none");
+  EXPECT_TRUE(q.attention_bias);
+}

@@ -62,9 +62,17 @@ ModelConfig config_from_json(const nlohmann::json& j, const std::string& source)
       if (e.is_array())
         for (const auto& x : e) c.eos_token_ids.push_back(x.get<int64_t>());
     }
-    // rope_scaling (transformers < 4.45 uses "type", later "rope_type"); "default" means none.
-    if (j.contains("rope_scaling") && j["rope_scaling"].is_object()) {
-      const auto& r = j["rope_scaling"];
+    // RoPE: transformers < 4.45 writes rope_scaling.type, later rope_scaling.rope_type, and transformers >= 5
+    // writes rope_parameters {rope_type, rope_theta, ...} (top-level rope_theta then absent); "default" means none.
+    const nlohmann::json* rp = nullptr;
+    if (j.contains("rope_parameters") && j["rope_parameters"].is_object()) {
+      rp = &j["rope_parameters"];
+      c.rope_theta = get_or<double>(*rp, "rope_theta", c.rope_theta);
+    } else if (j.contains("rope_scaling") && j["rope_scaling"].is_object()) {
+      rp = &j["rope_scaling"];
+    }
+    if (rp) {
+      const auto& r = *rp;
       std::string t = get_or<std::string>(r, "rope_type", get_or<std::string>(r, "type", "default"));
       if (t == "llama3") {
         c.rope_scaling.type = "llama3";
