@@ -1,0 +1,40 @@
+// Core utilities: SHA-256 against published vectors and Python's hashlib, atomic writes, provenance.
+#include <gtest/gtest.h>
+
+#include "core/error.h"
+#include "core/file.h"
+#include "core/provenance.h"
+#include "test_util.h"
+
+using namespace patchllm;
+
+TEST(Core, Sha256KnownVectors) {
+  EXPECT_EQ(sha256_hex("", 0), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(sha256_hex("abc", 3), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  // Lengths around the padding boundary (55, 56 bytes) and a multi-block input; values from Python's hashlib.
+  EXPECT_EQ(sha256_hex(std::string(55, 'y').data(), 55),
+            "fb66d40c3bfff05b0d5af8612d0abfbfacc6f5f26c330bc7ad634f1f44bc20ad");
+  EXPECT_EQ(sha256_hex(std::string(56, 'y').data(), 56),
+            "4877e564e5e36e367c7c8d59670774becd3350610b6df4c399c9fa9b66da5813");
+  EXPECT_EQ(sha256_hex(std::string(1000, 'x').data(), 1000),
+            "44f8354494a5ba03ba1792a8d3e9c534c47a9181980fde7a3f44b06ef2ae7c7f");
+}
+
+TEST(Core, AtomicWriteReplacesAndLeavesNoTemp) {
+  auto dir = test::temp_dir("core");
+  file_write_atomic(dir + "/a.txt", "one");
+  file_write_atomic(dir + "/a.txt", "two");
+  EXPECT_EQ(file_read(dir + "/a.txt"), "two");
+  EXPECT_EQ(sha256_file(dir + "/a.txt"), sha256_hex("two", 3));
+  EXPECT_THROW(file_write_atomic(dir + "/missing/dir/a.txt", "x"), Error);
+  EXPECT_THROW(file_read(dir + "/nope"), FormatError);
+}
+
+TEST(Core, ProvenanceHashesInputs) {
+  auto dir = test::temp_dir("core");
+  file_write_atomic(dir + "/in.txt", "abc");
+  auto j = provenance_json({dir + "/in.txt"});
+  EXPECT_EQ(j["inputs"][dir + "/in.txt"], "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(j["tool"], "patchllm");
+  EXPECT_FALSE(j["git_hash"].get<std::string>().empty());
+}
