@@ -7,7 +7,8 @@
 #include "core/error.h"
 #include "ops/hybrid_gemm.h"
 
-#if defined(PATCHLLM_HAVE_CUDA_KERNELS) && __has_include(<c10/cuda/CUDAStream.h>)
+// Debian's CPU LibTorch ships c10/cuda headers that cannot compile, so CMake says whether LibTorch has CUDA.
+#if defined(PATCHLLM_HAVE_CUDA_KERNELS) && defined(PATCHLLM_TORCH_HAS_CUDA)
 #include <c10/cuda/CUDAStream.h>
 #define PATCHLLM_HAVE_TORCH_CUDA 1
 #endif
