@@ -113,11 +113,12 @@ std::string fmt(double v, int prec = 2) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false;
+  bool quick = false, decode = false;
   std::string prefix = "bench_ops";
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--quick") quick = true;
+    else if (a == "--decode") decode = true;
     else if (a == "--out" && i + 1 < argc) prefix = argv[++i];
   }
   cudaDeviceProp prop;
@@ -147,6 +148,12 @@ int main(int argc, char** argv) {
     Ms = {1, 16, 2048};
     fs = {0, 0.9, 1.0};
   }
+  if (decode) {  // decode shapes only; the persistent kernel (v1) is timed beside the split-K one at M = 1, 16
+    shapes = {{"L2-7B qkv 12288x4096", 12288, 4096}, {"L3-8B gate/up 14336x4096", 14336, 4096},
+              {"L2-7B q/o 4096x4096", 4096, 4096}, {"L2-7B down 4096x11008", 4096, 11008}};
+    Ms = {1, 16, 64, 128};
+    fs = {0, 0.5, 0.9, 1.0};
+  }
   std::vector<Row> rows;
   int failures = 0;
   for (const Shape& sh : shapes) {
@@ -175,7 +182,7 @@ int main(int argc, char** argv) {
                       2.0 * M * N * K / us * 1e-6, 1.0, 1.0});
     }
 #ifdef PATCHLLM_HAVE_CUSPARSELT
-    if (have_cslt) {
+    if (have_cslt && !decode) {
       // 2:4 everywhere: prune the dense weight with the mask (kept values stay non-zero).
       std::vector<uint16_t> pruned(P.w.size());
       for (size_t i = 0; i < pruned.size(); ++i) pruned[i] = P.keep[i] ? P.w[i] : 0;
@@ -308,6 +315,18 @@ int main(int argc, char** argv) {
                         2.0 * M * N * K / us * 1e-6, cublas_us[M] / us, ideal});
         std::fprintf(stderr, "row %s M=%lld f=%.2f hybrid %.1f us cublas %.1f us speedup %.2f (ideal %.2f)\n", sh.name,
                      (long long)M, H.frac, us, cublas_us[M], cublas_us[M] / us, ideal);
+        if (decode && M <= 16) {  // previous persistent kernel, same weights, same run
+          a.kernel = 1;
+          double us1 = time_launches(
+              [&](int i) {
+                a.blob = static_cast<uint8_t*>(blobs[i]);
+                if (hybrid_gemm_launch(a).status != HYBRID_OK) std::exit(1);
+              },
+              hrot);
+          a.kernel = 0;
+          rows.push_back({sh.name, N, K, M, "hybrid-v1", H.frac, us1, (hb + (M * K + M * N) * 2) / us1 * 1e-6,
+                          2.0 * M * N * K / us1 * 1e-6, cublas_us[M] / us1, ideal});
+        }
       }
       free_all(blobs);
       cudaFree(kinds);
@@ -346,24 +365,27 @@ int main(int argc, char** argv) {
   std::fclose(csv);
   std::fclose(js);
   // Summary: per (shape, M): cuBLAS µs, cuSPARSELt speedup, hybrid speedup at each f.
-  std::printf("| shape | M | cuBLAS µs | cuSPARSELt x |");
+  std::printf("| shape | M | cuBLAS µs | cuSPARSELt x | v1 f=0 x | v1 f=0.9 x |");
   for (double f : fs) std::printf(" hyb f=%.1f x |", f);
-  std::printf("\n|---|---|---|---|");
+  std::printf("\n|---|---|---|---|---|---|");
   for (size_t i = 0; i < fs.size(); ++i) std::printf("---|");
   std::printf("\n");
   for (const Shape& sh : shapes)
     for (int64_t M : Ms) {
-      double cu = 0, cs = 0;
+      double cu = 0, cs = 0, v10 = 0, v109 = 0;
       std::vector<double> hy(fs.size(), 0);
       for (const Row& r : rows) {
         if (r.shape != sh.name || r.M != M) continue;
         if (r.kernel == "cublas") cu = r.us;
         if (r.kernel == "cusparselt") cs = r.speedup;
+        if (r.kernel == "hybrid-v1" && std::fabs(r.f) < 0.02) v10 = r.speedup;
+        if (r.kernel == "hybrid-v1" && std::fabs(r.f - 0.9) < 0.02) v109 = r.speedup;
         if (r.kernel == "hybrid")
           for (size_t j = 0; j < fs.size(); ++j)
             if (std::fabs(r.f - fs[j]) < 0.02) hy[j] = r.speedup;
       }
-      std::printf("| %s | %lld | %.1f | %s |", sh.name, (long long)M, cu, cs > 0 ? fmt(cs).c_str() : "-");
+      std::printf("| %s | %lld | %.1f | %s | %s | %s |", sh.name, (long long)M, cu, cs > 0 ? fmt(cs).c_str() : "-",
+                  v10 > 0 ? fmt(v10).c_str() : "-", v109 > 0 ? fmt(v109).c_str() : "-");
       for (double h : hy) std::printf(" %.2f |", h);
       std::printf("\n");
     }

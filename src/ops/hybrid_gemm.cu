@@ -1,6 +1,8 @@
 // Launchers of the hybrid dense/2:4 GEMM (kernel in hybrid_gemm.cuh). No LibTorch here: CUDA runtime only.
-// x: [M, K] bf16/fp16, W: [N, K] packed hybrid (128×128 tiles) -> y: [M, N]. Dispatch by M (tokens per chunk).
+// x: [M, K] bf16/fp16, W: [N, K] packed hybrid (128×128 tiles) -> y: [M, N]. M <= 128: split-K decode kernel
+// (hybrid_decode.cuh); above: persistent bulk-copy kernel (hybrid_gemm.cuh), both dispatched by M (tokens per chunk).
 #include "ops/hybrid_gemm.cuh"
+#include "ops/hybrid_decode.cuh"
 #include "ops/hybrid_gemm.h"
 
 #include <algorithm>
@@ -54,14 +56,60 @@ cudaError_t launch_nt(int nt, const hg::Params& p, int grid, cudaStream_t stream
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
+// ---- split-K decode kernel (hybrid_decode.cuh) ----
+constexpr int DECODE_MAX_M = 128;   // auto dispatch: decode kernel up to here
+int decode_target_ctas(int sms) { return 4 * sms; }  // 2 resident CTAs per SM, ~2 waves
+// Partial slots the decode kernel may use for N rows: nchunks·RB·S ≤ target + nchunks·RB, nchunks ≤ 2 in auto mode.
+// Independent of M and K so one workspace sized for the largest M serves every launch.
+int64_t decode_part_slots(int64_t N, int sms) { return decode_target_ctas(sms) + 2 * ((N + hg::TILE - 1) / hg::TILE); }
+
+struct DecodeSplit {
+  int S = 1, KPC = 1;
+};
+DecodeSplit decode_split(int64_t RB, int64_t CT, int64_t nchunks, int KB, int sms, int64_t max_slots) {
+  DecodeSplit d;
+  const int64_t base = RB * nchunks;
+  int64_t S = std::max<int64_t>(1, (decode_target_ctas(sms) + base - 1) / base);
+  S = std::min<int64_t>(S, (CT + KB - 1) / KB);
+  int64_t kpc = (CT + S - 1) / S;
+  kpc = (kpc + KB - 1) / KB * KB;
+  S = (CT + kpc - 1) / kpc;
+  while (S > 1 && base * S > max_slots) {  // explicit kernel=2 with many chunks: fewer splits
+    kpc += KB;
+    S = (CT + kpc - 1) / kpc;
+  }
+  d.S = int(S);
+  d.KPC = int(kpc);
+  return d;
+}
+
+template <int NT, int KB, bool BF16>
+cudaError_t launch_decode(const hd::Params& p, dim3 grid, cudaStream_t stream) {
+  hd::hybrid_decode_kernel<NT, KB, BF16><<<grid, hd::THREADS, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+template <bool BF16>
+cudaError_t launch_decode_nt(int nt, const hd::Params& p, dim3 grid, cudaStream_t stream) {
+  switch (nt) {
+    case 1: return launch_decode<1, 2, BF16>(p, grid, stream);
+    case 2: return launch_decode<2, 2, BF16>(p, grid, stream);
+    case 4: return launch_decode<4, 1, BF16>(p, grid, stream);
+    default: return launch_decode<8, 1, BF16>(p, grid, stream);
+  }
+}
+int decode_kb(int nt) { return nt <= 2 ? 2 : 1; }
+
 }  // namespace
 
-// Workspace: [counters: MAX_KEYS ints, fixed place][ranges: G × 2 int64][slots: G × 2 × 128×128 fp32].
+// Workspace: [counters: MAX_KEYS ints, fixed place, shared by both kernels][ranges: G × 2 int64]
+// [slots: G × 2 × 128×128 fp32][decode partials: decode_part_slots(N) × 64×128 fp32].
+size_t persistent_workspace_bytes(int grid) {
+  return size_t(hg::WS_COUNTER_BYTES) + size_t(grid) * 16 + size_t(grid) * 2 * hg::SLOT_FLOATS * 4;
+}
 size_t hybrid_gemm_workspace_bytes(int64_t M, int64_t N, int grid) {
   (void)M;
-  (void)N;
   if (grid <= 0) grid = device_info().sms;
-  return size_t(hg::WS_COUNTER_BYTES) + size_t(grid) * 16 + size_t(grid) * 2 * hg::SLOT_FLOATS * 4;
+  return persistent_workspace_bytes(grid) + size_t(decode_part_slots(N, device_info().sms)) * hd::PART_BYTES;
 }
 
 HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
@@ -86,12 +134,50 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
     r.status = HYBRID_ERR_WORKSPACE;
     return r;
   }
-  const int nt = tiles_for(a.M);
-  const int64_t mt = 8 * nt, rb = (a.N + hg::TILE - 1) / hg::TILE;
-  // One counter per (chunk, row-block): launches of at most MAX_KEYS / rb chunks each.
-  const int64_t chunks_per_launch = std::max<int64_t>(1, hg::MAX_KEYS / rb);
+  const int64_t rb = (a.N + hg::TILE - 1) / hg::TILE, ct = (a.K + hg::TILE - 1) / hg::TILE;
   cudaStream_t stream = static_cast<cudaStream_t>(a.stream);
   uint8_t* ws = static_cast<uint8_t*>(a.workspace);
+  const bool decode = a.kernel == 2 || (a.kernel == 0 && a.M <= DECODE_MAX_M);
+  if (decode) {
+    const int64_t max_slots = decode_part_slots(a.N, d.sms);
+    const int64_t nchunks_all = (a.M + hd::CHUNK_TOKENS - 1) / hd::CHUNK_TOKENS;
+    // Chunks per launch: counters (nchunks·RB ≤ MAX_KEYS) and partial slots (nchunks·RB ≤ max_slots) must fit.
+    const int64_t per_launch = std::max<int64_t>(1, std::min<int64_t>({nchunks_all, hg::MAX_KEYS / rb, max_slots / rb,
+                                                                       65535}));
+    for (int64_t c0 = 0; c0 < nchunks_all; c0 += per_launch) {
+      const int64_t nch = std::min(per_launch, nchunks_all - c0), m0 = c0 * hd::CHUNK_TOKENS;
+      const int64_t Mi = std::min(a.M - m0, nch * hd::CHUNK_TOKENS);
+      const int nt = Mi <= 8 ? 1 : Mi <= 16 ? 2 : Mi <= 32 ? 4 : 8;
+      const DecodeSplit sp = decode_split(rb, ct, nch, decode_kb(nt), d.sms, max_slots);
+      hd::Params p;
+      p.x = static_cast<const uint16_t*>(a.x) + m0 * a.K;
+      p.y = static_cast<uint16_t*>(a.y) + m0 * a.N;
+      p.M = int(Mi);
+      p.N = int(a.N);
+      p.K = int(a.K);
+      p.blob = a.blob;
+      p.kinds = a.kinds;
+      p.offsets = a.offsets;
+      p.RB = int(rb);
+      p.CT = int(ct);
+      p.S = sp.S;
+      p.KPC = sp.KPC;
+      p.counters = reinterpret_cast<int*>(ws);
+      p.part = reinterpret_cast<float*>(ws + persistent_workspace_bytes(grid));
+      const dim3 g3(unsigned(sp.S), unsigned(rb), unsigned(nch));
+      cudaError_t e = a.bf16 ? launch_decode_nt<true>(nt, p, g3, stream) : launch_decode_nt<false>(nt, p, g3, stream);
+      if (e != cudaSuccess) {
+        r.status = HYBRID_ERR_CUDA;
+        r.cuda_error = int(e);
+        return r;
+      }
+    }
+    return r;
+  }
+  const int nt = tiles_for(a.M);
+  const int64_t mt = 8 * nt;
+  // One counter per (chunk, row-block): launches of at most MAX_KEYS / rb chunks each.
+  const int64_t chunks_per_launch = std::max<int64_t>(1, hg::MAX_KEYS / rb);
   for (int64_t m0 = 0; m0 < a.M; m0 += chunks_per_launch * mt) {
     const int64_t Mi = std::min(a.M - m0, chunks_per_launch * mt);
     hg::Params p;

@@ -29,7 +29,9 @@ struct HybridGemmArgs {
   void* workspace = nullptr;      // hybrid_gemm_workspace_bytes(); zero-filled once when allocated, kept clean after
   size_t workspace_bytes = 0;
   void* stream = nullptr;         // cudaStream_t; null = legacy default stream
-  int grid = 0;                   // CTAs; 0 = one per SM
+  int grid = 0;                   // persistent kernel only: CTAs; 0 = one per SM
+  int kernel = 0;                 // 0 = auto (split-K decode kernel for M <= 128, persistent above),
+                                  // 1 = persistent bulk-copy kernel, 2 = split-K decode kernel (any M, 64-token chunks)
 };
 
 struct HybridLaunchResult {

@@ -1,0 +1,188 @@
+// Split-K hybrid dense / 2:4 GEMM for decode (M ≤ 128), shared by src/ops/hybrid_gemm.cu and dev/kernels.
+// y[M, N] = x[M, K] · W[N, K]ᵀ, W packed by hybrid_format.h (128×128 tiles, format v1, unchanged).
+//
+// Why a second kernel: the persistent bulk-copy kernel (hybrid_gemm.cuh) paid a fixed ~0.7–0.9 µs per work unit
+// whatever its bytes (dependent index loads before every copy, one producer warp per SM, 1 CTA per SM) plus a per-CTA
+// schedule search, so decode streamed 1.2–2.5 TB/s. Here there is no producer, no shared-memory ring, no schedule:
+//   grid = (S k-splits, RB row-blocks, token chunks of 64); CTA (s, rb, z) = 8 warps, warp w owns rows 16w..16w+15 of
+//   row-block rb over k-tiles [s·KPC, (s+1)·KPC). Each warp reads its fragment units straight from global memory into
+//   registers (16-byte coalesced loads, 512 B per warp instruction, L2 evict-first), KB k-tiles (2·KB units) per
+//   batch, all loads of a batch issued before any MMA, so 8–16 KB per warp and ≥ 64 KB per SM are in flight.
+//   The kinds/offsets of 32 k-tiles come in one coalesced load per warp (one k-tile per lane) and are broadcast with
+//   __shfl_sync, so no load of the index sits between two weight batches.
+//   x B fragments (tokens are the MMA n) come from global/L1 as 32-bit loads: lane (g, t) needs x[g][k0 + 8m + 2t, +1]
+//   for m = 0..7 (the same for a dense unit, 4 × m16n8k16, and a 2:4 unit, 2 × m16n8k32).
+// Reduction over the S k-splits: every CTA writes its fp32 [tokens][128 rows] partial to the workspace; the last CTA
+// of (z, rb) (atomic counter, reset by that CTA) sums the S partials in split order (deterministic) and writes y.
+// S = 1 writes y directly.
+#pragma once
+#include "ops/hybrid_gemm.cuh"
+
+namespace patchllm {
+namespace hd {
+
+constexpr int WARPS = 8;
+constexpr int THREADS = WARPS * 32;
+constexpr int CHUNK_TOKENS = 64;                                  // tokens per grid.z chunk
+constexpr int PART_FLOATS = CHUNK_TOKENS * hg::TILE;              // one partial slot: [64 tokens][128 rows] fp32
+constexpr int64_t PART_BYTES = int64_t(PART_FLOATS) * 4;
+
+struct Params {
+  const uint16_t* x;       // [M, K]
+  uint16_t* y;             // [M, N]
+  int M, N, K;
+  const uint8_t* blob;
+  const uint8_t* kinds;    // [RB * CT]
+  const int64_t* offsets;  // [RB * CT + 1]
+  int RB, CT;
+  int S, KPC;              // k-splits, k-tiles per split
+  float* part;             // [nchunks][RB][S][PART_FLOATS]
+  int* counters;           // [nchunks * RB], zero between launches
+};
+
+__device__ __forceinline__ uint4 ld_stream16(const void* p, uint64_t pol) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0,%1,%2,%3}, [%4], %5;"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p), "l"(pol));
+  return v;
+}
+__device__ __forceinline__ uint32_t ld_stream4(const void* p, uint64_t pol) {
+  uint32_t v;
+  asm volatile("ld.global.nc.L1::no_allocate.L2::cache_hint.u32 %0, [%1], %2;" : "=r"(v) : "l"(p), "l"(pol));
+  return v;
+}
+
+// NT n-tiles of 8 tokens (NT·8 ≤ 64), KB k-tiles per load batch.
+template <int NT, int KB, bool BF16>
+__global__ void __launch_bounds__(THREADS, 2) hybrid_decode_kernel(const Params p) {
+  const int s = blockIdx.x, rb = blockIdx.y, z = blockIdx.z;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+  const int ct0 = s * p.KPC, ct1 = min(p.CT, ct0 + p.KPC);
+  const int tok0 = z * CHUNK_TOKENS, mc = min(CHUNK_TOKENS, p.M - tok0);
+  const int64_t tbase = int64_t(rb) * p.CT;
+  const uint64_t pol = hg::policy_evict_first();
+
+  // This lane's token rows (B fragment column g of each n-tile); rows ≥ mc read as zero.
+  const uint16_t* xr[NT];
+  bool tv[NT];
+#pragma unroll
+  for (int n = 0; n < NT; ++n) {
+    tv[n] = n * 8 + g < mc;
+    xr[n] = p.x + int64_t(tok0 + (tv[n] ? n * 8 + g : 0)) * p.K + 2 * tq;
+  }
+
+  float acc[NT][4];
+#pragma unroll
+  for (int n = 0; n < NT; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+
+  int my_kind = 0;
+  int64_t my_off = 0;
+  for (int c = ct0; c < ct1; c += KB) {
+    if (((c - ct0) & 31) == 0) {  // index of the next 32 k-tiles: one per lane
+      const int ct = c + lane;
+      if (ct < ct1) {
+        my_kind = __ldg(p.kinds + tbase + ct);
+        my_off = __ldg(p.offsets + tbase + ct);
+      }
+    }
+    uint4 a[KB][2][4];
+    uint32_t meta[KB][2];
+    bool sp[KB], in[KB];
+#pragma unroll
+    for (int b = 0; b < KB; ++b) {
+      const int i = (c - ct0 + b) & 31;  // KB divides 32: a batch never straddles two index loads
+      const int kind = __shfl_sync(0xffffffffu, my_kind, i);
+      const int64_t off = __shfl_sync(0xffffffffu, my_off, i);
+      in[b] = c + b < ct1;
+      sp[b] = kind != 0;
+      if (in[b]) {
+        const uint8_t* base = p.blob + off;
+        if (sp[b]) {
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const uint8_t* u = base + h * hg::SPARSE_UNIT + warp * HYBRID_SPARSE_UNIT_BYTES;
+            a[b][h][0] = ld_stream16(u + lane * 16, pol);
+            a[b][h][1] = ld_stream16(u + 512 + lane * 16, pol);
+            meta[b][h] = ld_stream4(u + HYBRID_SPARSE_VALUE_BYTES + lane * 4, pol);
+          }
+        } else {
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const uint8_t* u = base + h * hg::DENSE_UNIT + warp * HYBRID_DENSE_UNIT_BYTES;
+#pragma unroll
+            for (int j = 0; j < 4; ++j) a[b][h][j] = ld_stream16(u + j * 512 + lane * 16, pol);
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int b = 0; b < KB; ++b) {
+      if (!in[b]) continue;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int k0 = (c + b) * hg::TILE + h * hg::UNIT_K;
+#pragma unroll
+        for (int n = 0; n < NT; ++n) {
+          uint32_t bm[8];
+#pragma unroll
+          for (int m = 0; m < 8; ++m) {
+            const int k = k0 + 8 * m;  // + 2·tq inside xr; K % 8 == 0, so the pair is wholly in or out
+            bm[m] = (tv[n] && k < p.K) ? __ldg(reinterpret_cast<const uint32_t*>(xr[n] + k)) : 0u;
+          }
+          if (sp[b]) {
+            const uint32_t b0[4] = {bm[0], bm[1], bm[2], bm[3]}, b1[4] = {bm[4], bm[5], bm[6], bm[7]};
+            hg::mma_sp<BF16, 0>(acc[n], a[b][h][0], b0, meta[b][h]);
+            hg::mma_sp<BF16, 1>(acc[n], a[b][h][1], b1, meta[b][h]);
+          } else {
+#pragma unroll
+            for (int j = 0; j < 4; ++j) hg::mma_dense<BF16>(acc[n], a[b][h][j], bm[2 * j], bm[2 * j + 1]);
+          }
+        }
+      }
+    }
+  }
+
+  // D fragment: rows (weights) g, g+8 of the warp's 16; columns (tokens) 2t, 2t+1 of each n-tile.
+  if (p.S == 1) {
+#pragma unroll
+    for (int n = 0; n < NT; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int row = rb * hg::TILE + warp * 16 + g + 8 * (e >> 1), tl = n * 8 + 2 * tq + (e & 1);
+        if (row < p.N && tl < mc) p.y[int64_t(tok0 + tl) * p.N + row] = hg::to_half_bits<BF16>(acc[n][e]);
+      }
+    return;
+  }
+  const int64_t key = int64_t(z) * p.RB + rb;
+  float* base = p.part + key * p.S * PART_FLOATS;
+  float* sl = base + int64_t(s) * PART_FLOATS;
+#pragma unroll
+  for (int n = 0; n < NT; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int r = warp * 16 + g + 8 * (e >> 1), tl = n * 8 + 2 * tq + (e & 1);
+      if (tl < mc) __stcg(sl + tl * hg::TILE + r, acc[n][e]);
+    }
+  __threadfence();
+  __syncthreads();
+  __shared__ int last;
+  if (threadIdx.x == 0) {
+    const int old = atomicAdd(p.counters + key, 1);
+    last = old == p.S - 1;
+    if (last) p.counters[key] = 0;  // clean for the next launch
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  for (int idx = threadIdx.x; idx < mc * hg::TILE; idx += THREADS) {
+    const int tl = idx / hg::TILE, r = idx - tl * hg::TILE, row = rb * hg::TILE + r;
+    if (row >= p.N) continue;
+    float sum = 0.f;
+    for (int j = 0; j < p.S; ++j) sum += __ldcg(base + int64_t(j) * PART_FLOATS + idx);
+    p.y[int64_t(tok0 + tl) * p.N + row] = hg::to_half_bits<BF16>(sum);
+  }
+}
+
+}  // namespace hd
+}  // namespace patchllm
