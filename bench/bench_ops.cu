@@ -315,6 +315,20 @@ int main(int argc, char** argv) {
                         2.0 * M * N * K / us * 1e-6, cublas_us[M] / us, ideal});
         std::fprintf(stderr, "row %s M=%lld f=%.2f hybrid %.1f us cublas %.1f us speedup %.2f (ideal %.2f)\n", sh.name,
                      (long long)M, H.frac, us, cublas_us[M], cublas_us[M] / us, ideal);
+        if (decode && M <= 16 && (H.frac < 0.02 || std::fabs(H.frac - 0.9) < 0.02)) {  // k-split sweep
+          for (int per_sm : {2, 8, 16}) {
+            a.decode_ctas_per_sm = per_sm;
+            double usx = time_launches(
+                [&](int i) {
+                  a.blob = static_cast<uint8_t*>(blobs[i]);
+                  if (hybrid_gemm_launch(a).status != HYBRID_OK) std::exit(1);
+                },
+                hrot);
+            std::fprintf(stderr, "sweep %s M=%lld f=%.2f ctas/SM %d: %.1f us (default 4: %.1f us) speedup %.2f\n",
+                         sh.name, (long long)M, H.frac, per_sm, usx, us, cublas_us[M] / usx);
+          }
+          a.decode_ctas_per_sm = 0;
+        }
         if (decode && M <= 16) {  // previous persistent kernel, same weights, same run
           a.kernel = 1;
           double us1 = time_launches(

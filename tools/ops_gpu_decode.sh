@@ -24,5 +24,6 @@ echo "memcheck rc=$? :: $(grep -E 'ERROR SUMMARY|validation:' "$OUT/sanitizer_me
 timeout $((225 - (SECONDS - T0))) /tmp/bench_ops --decode --out "$OUT/bench_decode" >"$OUT/bench_summary.md" 2>"$OUT/bench.log"
 echo "bench rc=$? ($((SECONDS - T0))s)"
 grep -E "VALIDATION|validated" "$OUT/bench.log" | head -20
-grep "^row" "$OUT/bench.log" | awk '{print}' | sed 's/^row //' | tail -80 > "$OUT/rows.txt"
+grep "^sweep" "$OUT/bench.log" | sed "s/^sweep //"
 cat "$OUT/bench_summary.md"
+[ -s "$OUT/bench_summary.md" ] || grep "^row" "$OUT/bench.log" | sed 's/^row //'

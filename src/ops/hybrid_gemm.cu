@@ -58,18 +58,21 @@ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 
 
 // ---- split-K decode kernel (hybrid_decode.cuh) ----
 constexpr int DECODE_MAX_M = 128;   // auto dispatch: decode kernel up to here
-int decode_target_ctas(int sms) { return 4 * sms; }  // 2 resident CTAs per SM, ~2 waves
+constexpr int DECODE_CTAS_PER_SM = 4;      // default target: 2 resident CTAs per SM, ~2 waves
+constexpr int DECODE_MAX_CTAS_PER_SM = 16;  // largest target the workspace is sized for
 // Partial slots the decode kernel may use for N rows: nchunks·RB·S ≤ target + nchunks·RB, nchunks ≤ 2 in auto mode.
 // Independent of M and K so one workspace sized for the largest M serves every launch.
-int64_t decode_part_slots(int64_t N, int sms) { return decode_target_ctas(sms) + 2 * ((N + hg::TILE - 1) / hg::TILE); }
+int64_t decode_part_slots(int64_t N, int sms) {
+  return int64_t(DECODE_MAX_CTAS_PER_SM) * sms + 2 * ((N + hg::TILE - 1) / hg::TILE);
+}
 
 struct DecodeSplit {
   int S = 1, KPC = 1;
 };
-DecodeSplit decode_split(int64_t RB, int64_t CT, int64_t nchunks, int KB, int sms, int64_t max_slots) {
+DecodeSplit decode_split(int64_t RB, int64_t CT, int64_t nchunks, int KB, int64_t target, int64_t max_slots) {
   DecodeSplit d;
   const int64_t base = RB * nchunks;
-  int64_t S = std::max<int64_t>(1, (decode_target_ctas(sms) + base - 1) / base);
+  int64_t S = std::max<int64_t>(1, (target + base - 1) / base);
   S = std::min<int64_t>(S, (CT + KB - 1) / KB);
   int64_t kpc = (CT + S - 1) / S;
   kpc = (kpc + KB - 1) / KB * KB;
@@ -148,7 +151,9 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
       const int64_t nch = std::min(per_launch, nchunks_all - c0), m0 = c0 * hd::CHUNK_TOKENS;
       const int64_t Mi = std::min(a.M - m0, nch * hd::CHUNK_TOKENS);
       const int nt = Mi <= 8 ? 1 : Mi <= 16 ? 2 : Mi <= 32 ? 4 : 8;
-      const DecodeSplit sp = decode_split(rb, ct, nch, decode_kb(nt), d.sms, max_slots);
+      const int per_sm = a.decode_ctas_per_sm > 0 ? std::min(a.decode_ctas_per_sm, DECODE_MAX_CTAS_PER_SM)
+                                                  : DECODE_CTAS_PER_SM;
+      const DecodeSplit sp = decode_split(rb, ct, nch, decode_kb(nt), int64_t(per_sm) * d.sms, max_slots);
       hd::Params p;
       p.x = static_cast<const uint16_t*>(a.x) + m0 * a.K;
       p.y = static_cast<uint16_t*>(a.y) + m0 * a.N;

@@ -32,6 +32,7 @@ struct HybridGemmArgs {
   int grid = 0;                   // persistent kernel only: CTAs; 0 = one per SM
   int kernel = 0;                 // 0 = auto (split-K decode kernel for M <= 128, persistent above),
                                   // 1 = persistent bulk-copy kernel, 2 = split-K decode kernel (any M, 64-token chunks)
+  int decode_ctas_per_sm = 0;     // split-K kernel: target CTAs per SM (1..16) that sets the k-split; 0 = default (4)
 };
 
 struct HybridLaunchResult {
