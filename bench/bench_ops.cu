@@ -148,7 +148,7 @@ int main(int argc, char** argv) {
     Ms = {1, 16, 2048};
     fs = {0, 0.9, 1.0};
   }
-  if (decode) {  // decode shapes only; the persistent kernel (v1) is timed beside the split-K one at M = 1, 16
+  if (decode) {  // decode shapes only; the persistent kernel (v1) is timed beside the split-K one
     shapes = {{"L2-7B qkv 12288x4096", 12288, 4096}, {"L3-8B gate/up 14336x4096", 14336, 4096},
               {"L2-7B q/o 4096x4096", 4096, 4096}, {"L2-7B down 4096x11008", 4096, 11008}};
     Ms = {1, 16, 64, 128};
@@ -316,7 +316,7 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "row %s M=%lld f=%.2f hybrid %.1f us cublas %.1f us speedup %.2f (ideal %.2f)\n", sh.name,
                      (long long)M, H.frac, us, cublas_us[M], cublas_us[M] / us, ideal);
         if (decode && M <= 16 && (H.frac < 0.02 || std::fabs(H.frac - 0.9) < 0.02)) {  // k-split sweep
-          for (int per_sm : {2, 8, 16}) {
+          for (int per_sm : {2, 8}) {
             a.decode_ctas_per_sm = per_sm;
             double usx = time_launches(
                 [&](int i) {
@@ -329,7 +329,7 @@ int main(int argc, char** argv) {
           }
           a.decode_ctas_per_sm = 0;
         }
-        if (decode && M <= 16) {  // previous persistent kernel, same weights, same run
+        if (decode) {  // previous persistent kernel, same weights, same run
           a.kernel = 1;
           double us1 = time_launches(
               [&](int i) {

@@ -10,8 +10,10 @@
 //   batch, all loads of a batch issued before any MMA, so 8–16 KB per warp and ≥ 64 KB per SM are in flight.
 //   The kinds/offsets of 32 k-tiles come in one coalesced load per warp (one k-tile per lane) and are broadcast with
 //   __shfl_sync, so no load of the index sits between two weight batches.
-//   x B fragments (tokens are the MMA n) come from global/L1 as 32-bit loads: lane (g, t) needs x[g][k0 + 8m + 2t, +1]
-//   for m = 0..7 (the same for a dense unit, 4 × m16n8k16, and a 2:4 unit, 2 × m16n8k32).
+//   x (tokens are the MMA n) is staged per batch in shared memory by 16-byte cp.async (issued after the weight loads,
+//   so its L2 latency hides under theirs) and read as B fragments by ldmatrix, the same two ldmatrix.x4 per n-tile
+//   for a dense unit (4 × m16n8k16) and a 2:4 unit (2 × m16n8k32). (v3a read x with 32-bit global loads per lane:
+//   fine at M = 1, but at M = 16 that is 16 scattered loads per unit per lane and M = 16 ran 0.6–0.8× cuBLAS.)
 // Reduction over the S k-splits: every CTA writes its fp32 [tokens][128 rows] partial to the workspace; the last CTA
 // of (z, rb) (atomic counter, reset by that CTA) sums the S partials in split order (deterministic) and writes y.
 // S = 1 writes y directly.
@@ -63,14 +65,11 @@ __global__ void __launch_bounds__(THREADS, 2) hybrid_decode_kernel(const Params 
   const int64_t tbase = int64_t(rb) * p.CT;
   const uint64_t pol = hg::policy_evict_first();
 
-  // This lane's token rows (B fragment column g of each n-tile); rows ≥ mc read as zero.
-  const uint16_t* xr[NT];
-  bool tv[NT];
-#pragma unroll
-  for (int n = 0; n < NT; ++n) {
-    tv[n] = n * 8 + g < mc;
-    xr[n] = p.x + int64_t(tok0 + (tv[n] ? n * 8 + g : 0)) * p.K + 2 * tq;
-  }
+  // x slice of a batch (MT tokens × KB·128 K) in shared memory, rows ≥ mc and K beyond the edge zero-filled;
+  // B fragments by ldmatrix (row stride KB·128 + 8 elements: the 8 rows of an 8×8 matrix hit distinct bank groups).
+  constexpr int MT = NT * 8, XW = KB * hg::TILE, XSTRIDE = XW + 8, PIECES = MT * XW / 8;
+  __shared__ __align__(16) uint16_t xs[MT * XSTRIDE];
+  const uint16_t* xl = xs + (lane & 7) * XSTRIDE + (lane >> 3) * 8;
 
   float acc[NT][4];
 #pragma unroll
@@ -86,6 +85,7 @@ __global__ void __launch_bounds__(THREADS, 2) hybrid_decode_kernel(const Params 
         my_off = __ldg(p.offsets + tbase + ct);
       }
     }
+    if (c != ct0) __syncthreads();  // every warp is done with the previous batch's x slice
     uint4 a[KB][2][4];
     uint32_t meta[KB][2];
     bool sp[KB], in[KB];
@@ -116,27 +116,36 @@ __global__ void __launch_bounds__(THREADS, 2) hybrid_decode_kernel(const Params 
         }
       }
     }
+    // x slice of this batch: 16-byte cp.async pieces (src size 0 = zero fill), issued after the weight loads.
+    for (int q = threadIdx.x; q < PIECES; q += THREADS) {
+      const int r = q / (XW / 8), col = (q - r * (XW / 8)) * 8, k = c * hg::TILE + col;
+      const bool ok = r < mc && k < p.K;
+      const uint16_t* src = ok ? p.x + int64_t(tok0 + r) * p.K + k : p.x;
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(hg::smem_addr(xs + r * XSTRIDE + col)),
+                   "l"(src), "r"(ok ? 16 : 0)
+                   : "memory");
+    }
+    asm volatile("cp.async.wait_all;" ::: "memory");
+    __syncthreads();
 #pragma unroll
     for (int b = 0; b < KB; ++b) {
       if (!in[b]) continue;
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const int k0 = (c + b) * hg::TILE + h * hg::UNIT_K;
+        const int kofs = (2 * b + h) * hg::UNIT_K;
 #pragma unroll
         for (int n = 0; n < NT; ++n) {
-          uint32_t bm[8];
-#pragma unroll
-          for (int m = 0; m < 8; ++m) {
-            const int k = k0 + 8 * m;  // + 2·tq inside xr; K % 8 == 0, so the pair is wholly in or out
-            bm[m] = (tv[n] && k < p.K) ? __ldg(reinterpret_cast<const uint32_t*>(xr[n] + k)) : 0u;
-          }
+          // bx[q][i] = x[token 8n + g][kofs + 32q + 8i + 2t, +1]
+          uint32_t bx[2][4];
+          hg::ldmatrix_x4(bx[0], xl + n * 8 * XSTRIDE + kofs);
+          hg::ldmatrix_x4(bx[1], xl + n * 8 * XSTRIDE + kofs + 32);
           if (sp[b]) {
-            const uint32_t b0[4] = {bm[0], bm[1], bm[2], bm[3]}, b1[4] = {bm[4], bm[5], bm[6], bm[7]};
-            hg::mma_sp<BF16, 0>(acc[n], a[b][h][0], b0, meta[b][h]);
-            hg::mma_sp<BF16, 1>(acc[n], a[b][h][1], b1, meta[b][h]);
+            hg::mma_sp<BF16, 0>(acc[n], a[b][h][0], bx[0], meta[b][h]);
+            hg::mma_sp<BF16, 1>(acc[n], a[b][h][1], bx[1], meta[b][h]);
           } else {
 #pragma unroll
-            for (int j = 0; j < 4; ++j) hg::mma_dense<BF16>(acc[n], a[b][h][j], bm[2 * j], bm[2 * j + 1]);
+            for (int j = 0; j < 4; ++j)
+              hg::mma_dense<BF16>(acc[n], a[b][h][j], bx[j >> 1][2 * (j & 1)], bx[j >> 1][2 * (j & 1) + 1]);
           }
         }
       }
