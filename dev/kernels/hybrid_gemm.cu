@@ -3,7 +3,9 @@
 //   v1  cuBLAS bf16 GEMM on the unpacked masked weight: timed in bench/bench_ops.cu (same run as v2)
 //   v2a hybrid kernel, x slice by one bulk copy per token row (commit 31f1a45; 1.3-2.3x slower at M >= 16)
 //   v2b hybrid kernel, src/ops/hybrid_gemm.cuh as now: x slice by 16-byte cp.async + mbarrier arrivals
-//   next: index prefetch in the producer (docs/benchmarks/kernels.md), then wgmma/wgmma.sp prefill (v3)
+//   v3a split-K decode kernel (src/ops/hybrid_decode.cuh), x by per-lane 32-bit global loads (M = 16: 0.6-0.8x cuBLAS)
+//   v3b split-K decode kernel as now: x per batch in shared memory (cp.async + ldmatrix); auto dispatch for M <= 128
+//   next: double-buffered batches in v3 (M = 16), then wgmma/wgmma.sp prefill (v4)
 // Modes: probe = which mma.sp metadata / B layout the hardware uses; validate = sweep vs the v0 reference;
 // small = one case for compute-sanitizer; time = v2 on two shapes.
 // Build (GPU machine): nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Isrc -Ibench \
