@@ -1,0 +1,48 @@
+// patchllm export -m DIR --masks MASKS -o OUT [--format hf|maskllm-npz] [--force]
+#include "cli/common.h"
+#include "core/file.h"
+#include "core/log.h"
+#include "core/provenance.h"
+#include "export/export.h"
+#include "mask/mask.h"
+
+namespace patchllm::cli {
+
+void register_export(CLI::App& app) {
+  struct Opts {
+    std::string model, masks, out, format = "hf";
+    bool force = false;
+  };
+  auto o = std::make_shared<Opts>();
+  auto* sub = app.add_subcommand("export", "write a pruned Hugging Face model or a MaskLLM mask_compressed.npz");
+  sub->add_option("-m,--model", o->model, "base Hugging Face model directory")->required()
+      ->envname("PATCHLLM_ARG_MODEL");
+  sub->add_option("--masks", o->masks, "mask file (masks.safetensors or a MaskLLM .npz)")->required();
+  sub->add_option("-o,--output", o->out, "output directory (hf) or .npz file/directory (maskllm-npz)")->required();
+  sub->add_option("--format", o->format, "hf | maskllm-npz")->capture_default_str();
+  sub->add_flag("--force", o->force, "overwrite an existing output");
+  sub->callback([o] {
+    PATCHLLM_CHECK(o->format == "hf" || o->format == "maskllm-npz", InvalidArgument, "--format '", o->format,
+                   "' is not hf or maskllm-npz");
+    ModelLoadOptions lo;  // CPU fp32: only shapes and fingerprints are needed from the loaded model
+    auto model = Model::load(o->model, lo);
+    MaskSet ms = mask_load_for_model(o->masks, o->model, *model);
+    if (o->format == "hf") {
+      ExportOptions eo;
+      eo.force = o->force;
+      eo.provenance = provenance_json({o->masks, path_join(o->model, "config.json")});
+      export_hf(o->model, o->out, ms, {}, eo);
+    } else {
+      std::string path = o->out;
+      if (path.size() < 4 || path.substr(path.size() - 4) != ".npz") {
+        dir_create(path);
+        path = path_join(path, "mask_compressed.npz");
+      }
+      PATCHLLM_CHECK(o->force || !file_exists(path), InvalidArgument, path, ": exists (use --force to overwrite)");
+      mask_save_npz(path, ms);
+      log_info("wrote ", path, " (", ms.masks.size(), " masks)");
+    }
+  });
+}
+
+}  // namespace patchllm::cli

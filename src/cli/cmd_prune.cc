@@ -1,0 +1,182 @@
+// patchllm prune -m DIR --method magnitude|wanda|sparsegpt|maskllm-npz --pattern 2:4|unstructured --sparsity S
+//   -f CALIB_TEXT [--nsamples 128 --seqlen 2048 --seed 0 --tile 128x128 --tile-scores] -o OUT_DIR
+// Writes OUT_DIR/masks.safetensors, OUT_DIR/prune_report.json and, for SparseGPT (which updates weights),
+// OUT_DIR/sparsegpt-hf/ (the pruned model with SparseGPT's updated weights).
+#include <cstdio>
+
+#include "cli/common.h"
+#include "core/file.h"
+#include "core/log.h"
+#include "core/provenance.h"
+#include "export/export.h"
+#include "io/safetensors.h"
+#include "mask/mask.h"
+#include "prune/prune.h"
+#include "tokenizer/tokenizer.h"
+
+namespace patchllm::cli {
+
+namespace {
+
+std::string unescape_sep(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\\' && i + 1 < s.size()) {
+      char c = s[++i];
+      out += c == 'n' ? '\n' : c == 't' ? '\t' : c;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+// Documents split on `sep` (none: the whole text), each tokenized with BOS, concatenated.
+std::vector<int> tokenize_text(const Tokenizer& tok, const std::string& text, const std::string& sep) {
+  if (sep.empty()) return tok.encode(text, true);
+  std::vector<int> ids;
+  for (size_t pos = 0; pos < text.size();) {
+    size_t end = text.find(sep, pos);
+    if (end == std::string::npos) end = text.size();
+    std::string doc = text.substr(pos, end - pos);
+    if (doc.find_first_not_of(" \n\t\r") != std::string::npos) {
+      auto d = tok.encode(doc, true);
+      ids.insert(ids.end(), d.begin(), d.end());
+    }
+    pos = end + sep.size();
+  }
+  return ids;
+}
+
+std::pair<int64_t, int64_t> parse_tile_size(const std::string& s) {
+  auto x = s.find('x');
+  try {
+    if (x == std::string::npos) return {std::stoll(s), std::stoll(s)};
+    return {std::stoll(s.substr(0, x)), std::stoll(s.substr(x + 1))};
+  } catch (const std::exception&) {
+    throw InvalidArgument(str("--tile: cannot parse '", s, "' (use 128 or 128x128)"));
+  }
+}
+
+}  // namespace
+
+void register_prune(CLI::App& app) {
+  struct Opts {
+    std::string model, file, out, tile = "128x128", split_on, from;
+    int64_t nsamples = 128, seqlen = 2048;
+    uint64_t seed = 0;
+    bool force = false;
+    PruneOptions p;
+    DeviceOptions dev;
+  };
+  auto o = std::make_shared<Opts>();
+  auto* sub = app.add_subcommand("prune", "one-shot pruning of the decoder linears (magnitude, Wanda, SparseGPT)");
+  sub->add_option("-m,--model", o->model, "Hugging Face model directory")->required()->envname("PATCHLLM_ARG_MODEL");
+  sub->add_option("--method", o->p.method, "magnitude | wanda | sparsegpt | maskllm-npz (import --from FILE)")
+      ->capture_default_str();
+  sub->add_option("--pattern", o->p.pattern, "2:4 | unstructured")->capture_default_str();
+  sub->add_option("--sparsity", o->p.sparsity, "target sparsity (unstructured; 2:4 is 0.5)")->capture_default_str();
+  sub->add_option("-f,--file", o->file, "calibration text (wanda, sparsegpt)");
+  sub->add_option("--nsamples,--num-samples", o->nsamples, "calibration windows")->capture_default_str();
+  sub->add_option("--seqlen,--seq-len", o->seqlen, "tokens per calibration window")->capture_default_str();
+  sub->add_option("-s,--seed", o->seed, "seed for the window offsets")->capture_default_str();
+  sub->add_option("--tile", o->tile, "tile size RxC for tile maps and tile scores")->capture_default_str();
+  sub->add_flag("--tile-scores", o->p.tile_scores,
+                "store per-tile density of an unstructured mask at --sparsity (the PATCH tile prior)");
+  sub->add_option("--split-on", o->split_on, "document separator in the calibration text (\\n escapes allowed)");
+  sub->add_option("--damp", o->p.damp, "SparseGPT dampening (fraction of mean diag H)")->capture_default_str();
+  sub->add_option("--blocksize", o->p.blocksize, "SparseGPT block size")->capture_default_str();
+  sub->add_option("-b,--batch-size", o->p.batch, "calibration windows per layer forward")->capture_default_str();
+  sub->add_option("--from", o->from, "maskllm-npz: MaskLLM mask_compressed.npz to import");
+  sub->add_option("-o,--output", o->out, "output directory")->required();
+  sub->add_flag("--force", o->force, "overwrite an existing output directory");
+  o->dev.add(sub);
+  sub->callback([o] {
+    auto lo = o->dev.resolve();
+    std::tie(o->p.tile_r, o->p.tile_c) = parse_tile_size(o->tile);
+    PATCHLLM_CHECK(o->p.tile_r > 0 && o->p.tile_c > 0 && o->p.tile_c % 4 == 0, InvalidArgument, "--tile ", o->tile,
+                   ": sizes must be positive and the width a multiple of 4");
+    std::string mask_path = path_join(o->out, "masks.safetensors");
+    PATCHLLM_CHECK(o->force || !file_exists(mask_path), InvalidArgument, mask_path,
+                   ": exists (use --force to overwrite)");
+    double t0 = now_seconds();
+    auto model = Model::load(o->model, lo);
+    std::string desc, fp = model_fingerprint(o->model, &desc);
+    MaskSet ms;
+    std::vector<std::string> inputs = {path_join(o->model, "config.json")};
+    if (o->p.method == "maskllm-npz") {
+      PATCHLLM_CHECK(!o->from.empty(), InvalidArgument, "--method maskllm-npz needs --from FILE.npz");
+      std::map<std::string, std::vector<int64_t>> shapes;
+      for (auto& [name, slot] : model->linears()) shapes[name] = {(*slot)->weight.size(0), (*slot)->weight.size(1)};
+      ms = mask_load_npz(o->from, shapes);
+      ms.tile_r = o->p.tile_r;
+      ms.tile_c = o->p.tile_c;
+      for (auto& [n, lm] : ms.masks)
+        if (lm.tile_map.defined()) lm.tile_map = mask_tile_map_full(lm.keep.size(0), lm.keep.size(1), ms.tile_r,
+                                                                    ms.tile_c);
+      inputs.push_back(o->from);
+    } else {
+      torch::Tensor windows;
+      if (o->p.method != "magnitude") {
+        PATCHLLM_CHECK(!o->file.empty(), InvalidArgument, "--method ", o->p.method, " needs calibration text (-f)");
+        PATCHLLM_CHECK(file_exists(o->file), InvalidArgument, o->file, ": calibration text not found");
+        auto tok = tokenizer_load(o->model);
+        auto ids = tokenize_text(*tok, file_read(o->file), unescape_sep(o->split_on));
+        windows = prune_calibration_windows(ids, o->nsamples, o->seqlen, o->seed);
+        ms.meta["calibration_sha256"] = sha256_file(o->file);
+        ms.meta["calibration_file"] = o->file;
+        ms.meta["nsamples"] = std::to_string(o->nsamples);
+        ms.meta["seqlen"] = std::to_string(o->seqlen);
+        inputs.push_back(o->file);
+        log_info("calibration: ", o->nsamples, " windows of ", o->seqlen, " tokens from ", o->file, " (", ids.size(),
+                 " tokens, seed ", o->seed, ")");
+      }
+      ms = [&] {
+        auto r = prune_model(*model, windows, o->p);
+        r.meta.insert(ms.meta.begin(), ms.meta.end());
+        return r;
+      }();
+    }
+    ms.fingerprint = fp;
+    ms.fingerprint_desc = desc;
+    ms.meta["method"] = o->p.method;
+    ms.meta["target_sparsity"] = str(o->p.pattern == "2:4" && o->p.method != "maskllm-npz" ? 0.5 : o->p.sparsity);
+    ms.meta["seed"] = std::to_string(o->seed);
+    if (o->p.method == "sparsegpt")
+      ms.meta["note"] = "SparseGPT also updated the kept weights (sparsegpt-hf/); the mask alone on frozen weights "
+                        "is what PATCH mask learning uses";
+    auto prov = provenance_json(inputs);
+    ms.meta["patchllm_provenance"] = prov.dump();
+    dir_create(o->out);
+    mask_save(mask_path, ms);
+    log_info("wrote ", mask_path, ": ", ms.masks.size(), " matrices, sparsity ", ms.sparsity());
+    if (o->p.method == "sparsegpt") {
+      std::map<std::string, torch::Tensor> weights;
+      for (auto& [name, slot] : model->linears()) weights[name] = (*slot)->weight;
+      ExportOptions eo;
+      eo.force = o->force;
+      eo.provenance = prov;
+      export_hf(o->model, path_join(o->out, "sparsegpt-hf"), ms, weights, eo);
+    }
+    nlohmann::json j;
+    j["method"] = o->p.method;
+    j["pattern"] = ms.pattern;
+    j["target_sparsity"] = ms.meta["target_sparsity"];
+    j["achieved_sparsity"] = ms.sparsity();
+    j["tile"] = o->tile;
+    j["nsamples"] = o->nsamples;
+    j["seqlen"] = o->seqlen;
+    j["seed"] = o->seed;
+    j["seconds"] = now_seconds() - t0;
+    j["device"] = describe(lo);
+    j["base_model"] = {{"dir", o->model}, {"fingerprint", fp}, {"desc", desc}};
+    for (const auto& [name, lm] : ms.masks)
+      j["matrices"][name] = 1.0 - lm.keep.to(torch::kFloat64).mean().item<double>();
+    j["provenance"] = prov;
+    write_json(path_join(o->out, "prune_report.json"), j);
+    std::printf("%s %s sparsity %.6f -> %s\n", o->p.method.c_str(), ms.pattern.c_str(), ms.sparsity(),
+                mask_path.c_str());
+  });
+}
+
+}  // namespace patchllm::cli
