@@ -1,0 +1,129 @@
+#include "learn/tile_mask.h"
+
+#include <algorithm>
+#include <numeric>
+
+#include "core/error.h"
+
+namespace patchllm {
+
+torch::Tensor tile_numel(const TileGrid& g) {
+  auto r = torch::full({g.grid_r()}, static_cast<float>(g.tile_r));
+  auto c = torch::full({g.grid_c()}, static_cast<float>(g.tile_c));
+  r[-1] = static_cast<float>(g.rows - (g.grid_r() - 1) * g.tile_r);
+  c[-1] = static_cast<float>(g.cols - (g.grid_c() - 1) * g.tile_c);
+  return r.view({-1, 1}) * c.view({1, -1});
+}
+
+torch::Tensor tile_expand(const torch::Tensor& per_tile, const TileGrid& g) {
+  return per_tile.repeat_interleave(g.tile_r, 0)
+      .repeat_interleave(g.tile_c, 1)
+      .narrow(0, 0, g.rows)
+      .narrow(1, 0, g.cols);
+}
+
+torch::Tensor tile_reduce(const torch::Tensor& full, const TileGrid& g) {
+  const int64_t pr = g.grid_r() * g.tile_r - g.rows, pc = g.grid_c() * g.tile_c - g.cols;
+  auto p = (pr || pc) ? torch::constant_pad_nd(full, {0, pc, 0, pr}) : full;
+  return p.view({g.grid_r(), g.tile_r, g.grid_c(), g.tile_c}).sum({1, 3});
+}
+
+torch::Tensor tile_sample(const torch::Tensor& theta, double kappa, double tau, bool hard, torch::Generator gen) {
+  auto u = torch::empty_like(theta).uniform_(1e-6, 1 - 1e-6, gen);
+  auto L = torch::log(u) - torch::log1p(-u);
+  auto t = torch::sigmoid((kappa * theta + L) / tau);
+  if (!hard) return t;
+  auto h = (t > 0.5).to(t.scalar_type());
+  return h + (t - t.detach());  // straight-through: hard forward, soft gradient
+}
+
+namespace {
+
+struct TileLinearFn : public torch::autograd::Function<TileLinearFn> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& t,
+                               const torch::Tensor& kept, const torch::Tensor& pruned, const TileGrid& g) {
+    ctx->save_for_backward({x, t, kept, pruned});
+    ctx->saved_data["g"] = std::vector<int64_t>{g.rows, g.cols, g.tile_r, g.tile_c};
+    auto w = kept + tile_expand(t.to(kept.scalar_type()), g) * pruned;  // transient, freed on return
+    return torch::matmul(x, w.t());
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto s = ctx->get_saved_variables();
+    auto& x = s[0];
+    auto& t = s[1];
+    auto& kept = s[2];
+    auto& pruned = s[3];
+    auto v = ctx->saved_data["g"].toIntVector();
+    TileGrid g{v[0], v[1], v[2], v[3]};
+    auto gy = grads[0];
+    torch::Tensor gx, gt;
+    if (ctx->needs_input_grad(0)) gx = torch::matmul(gy, kept + tile_expand(t.to(kept.scalar_type()), g) * pruned);
+    if (ctx->needs_input_grad(1)) {
+      // dL/dW_eff = gyᵀ x over all tokens; dL/dt_tile = Σ_tile dL/dW_eff ⊙ W_pruned (fp32 reduction).
+      auto gw = torch::matmul(gy.reshape({-1, gy.size(-1)}).t(), x.reshape({-1, x.size(-1)}));
+      gt = tile_reduce((gw * pruned).to(at::promote_types(gw.scalar_type(), torch::kFloat32)), g).to(t.scalar_type());
+    }
+    return {gx, gt, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+torch::Tensor tile_linear(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& kept,
+                          const torch::Tensor& pruned, const torch::Tensor& bias, const TileGrid& g) {
+  auto y = TileLinearFn::apply(x, t, kept, pruned, g);
+  return bias.defined() ? y + bias : y;
+}
+
+TileMaskedLinear::TileMaskedLinear(const Linear& base, const torch::Tensor& keep24, const TileGrid& g)
+    : Linear(base.weight, base.bias), grid(g) {
+  PATCHLLM_CHECK(keep24.sizes() == base.weight.sizes(), InvalidArgument, "2:4 mask shape ", keep24.sizes(),
+                 " != weight shape ", base.weight.sizes());
+  auto m = keep24.to(base.weight.device(), base.weight.scalar_type());
+  kept = (base.weight * m).detach();
+  pruned = (base.weight - kept).detach();
+  t = torch::ones({g.grid_r(), g.grid_c()}, torch::TensorOptions().device(base.weight.device()));
+}
+
+torch::Tensor TileMaskedLinear::forward(const torch::Tensor& x) { return tile_linear(x, t, kept, pruned, bias, grid); }
+
+std::vector<torch::Tensor> tile_select_exact(const std::vector<torch::Tensor>& thetas,
+                                             const std::vector<TileGrid>& grids, double target_sparsity) {
+  PATCHLLM_CHECK(target_sparsity >= 0 && target_sparsity <= 0.5, InvalidArgument, "target sparsity ",
+                 target_sparsity, " outside [0, 0.5]");
+  PATCHLLM_CHECK(thetas.size() == grids.size(), InvalidArgument, "tile_select_exact: ", thetas.size(), " thetas, ",
+                 grids.size(), " grids");
+  struct Item {
+    float theta;
+    double numel;
+    size_t m;
+    int64_t idx;
+  };
+  std::vector<Item> items;
+  double total = 0;
+  for (size_t m = 0; m < thetas.size(); ++m) {
+    auto th = thetas[m].detach().to(torch::kCPU, torch::kFloat32).contiguous();
+    auto ne = tile_numel(grids[m]).contiguous();
+    for (int64_t i = 0; i < th.numel(); ++i) {
+      items.push_back({th.data_ptr<float>()[i], ne.data_ptr<float>()[i], m, i});
+      total += ne.data_ptr<float>()[i];
+    }
+  }
+  // Stable order for ties: theta descending, then matrix and position.
+  std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) { return a.theta > b.theta; });
+  const double budget = (1.0 - 2.0 * target_sparsity) * total;
+  std::vector<torch::Tensor> out;
+  for (const auto& g : grids) out.push_back(torch::zeros({g.grid_r(), g.grid_c()}, torch::kBool));
+  double dense = 0;
+  for (const auto& it : items) {
+    if (dense >= budget) break;
+    // Take the tile if it brings the dense count closer to the budget than stopping here would.
+    if (dense + it.numel - budget > budget - dense) break;
+    out[it.m].view({-1})[it.idx] = true;
+    dense += it.numel;
+  }
+  return out;
+}
+
+}  // namespace patchllm
