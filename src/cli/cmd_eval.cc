@@ -7,6 +7,7 @@
 #include "core/provenance.h"
 #include "eval/ppl.h"
 #include "io/safetensors.h"
+#include "mask/mask.h"
 #include "tokenizer/tokenizer.h"
 
 namespace patchllm::cli {
@@ -30,7 +31,7 @@ void register_eval(CLI::App& app) {
   auto* ev = app.add_subcommand("eval", "evaluate a model");
   ev->require_subcommand(1);
   struct Opts {
-    std::string model, file, json, split_on;
+    std::string model, file, json, split_on, masks;
     PplOptions ppl;
     DeviceOptions dev;
   };
@@ -45,6 +46,7 @@ void register_eval(CLI::App& app) {
                   "document separator (\\n escapes allowed): each document is tokenized with BOS, separators "
                   "dropped, documents concatenated (e.g. TinyStories: '\\n<|endoftext|>\\n')");
   sub->add_option("--json", o->json, "write results as JSON to this file ('-' = stdout)");
+  sub->add_option("--masks", o->masks, "apply this mask file (masks.safetensors or MaskLLM .npz) before evaluating");
   o->dev.add(sub);
   sub->callback([o] {
     auto lo = o->dev.resolve();
@@ -74,6 +76,12 @@ void register_eval(CLI::App& app) {
     }
     log_info("tokenized ", o->file, ": ", ids.size(), " tokens in ", now_seconds() - t0, " s");
     auto model = Model::load(o->model, lo);
+    double mask_sparsity = -1;
+    if (!o->masks.empty()) {
+      auto ms = mask_load_for_model(o->masks, o->model, *model);
+      mask_sparsity = ms.sparsity();
+      log_info("applied masks ", o->masks, ": decoder-linear sparsity ", mask_sparsity);
+    }
     auto r = ppl_evaluate(*model, ids, o->ppl);
     std::fprintf(stderr, "Final estimate: PPL = %.4f +/- %.4f (%lld windows of %lld, %.1f s)\n", r.ppl, r.ppl_stderr,
                  static_cast<long long>(r.n_windows), static_cast<long long>(r.ctx), r.seconds);
@@ -82,9 +90,11 @@ void register_eval(CLI::App& app) {
       auto j = r.to_json();
       if (!sep.empty()) j["join"] = "documents split on '" + o->split_on + "', each tokenized with BOS, concatenated";
       j["model"] = o->model;
+      if (!o->masks.empty()) j["masks"] = {{"file", o->masks}, {"sparsity", mask_sparsity}};
       j["dataset"] = o->file;
       j["device"] = describe(lo);
       std::vector<std::string> inputs = {o->file, path_join(o->model, "config.json")};
+      if (!o->masks.empty()) inputs.push_back(o->masks);
       Checkpoint ckpt(o->model);
       for (const auto& f : ckpt.files()) inputs.push_back(f);
       j["provenance"] = provenance_json(inputs);

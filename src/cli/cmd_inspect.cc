@@ -5,7 +5,9 @@
 #include "cli/common.h"
 #include "core/error.h"
 #include "core/provenance.h"
+#include "core/file.h"
 #include "io/safetensors.h"
+#include "mask/mask.h"
 #include "model/config.h"
 
 namespace patchllm::cli {
@@ -25,19 +27,51 @@ std::pair<int64_t, int64_t> parse_tile(const std::string& s) {
   }
 }
 
+// inspect --masks: sparsity per layer and matrix, dense-tile fraction, SVG tile map.
+void inspect_masks(const std::string& path, const std::string& model, std::string svg, const std::string& json) {
+  MaskSet m = mask_load_checked(path, model);
+  auto j = mask_report(m);
+  std::printf("%s: pattern %s, tiles %lldx%lld, method %s, sparsity %.4f, dense-tile fraction %.4f%s\n", path.c_str(),
+              m.pattern.c_str(), (long long)m.tile_r, (long long)m.tile_c,
+              m.meta.count("method") ? m.meta.at("method").c_str() : "?", m.sparsity(),
+              j["dense_tile_fraction"].get<double>(), model.empty() ? "" : (", checked against " + model).c_str());
+  std::printf("\n%-6s %9s %11s\n", "layer", "sparsity", "dense tiles");
+  for (const auto& l : j["layers"])
+    std::printf("%-6lld %9.4f %11.4f\n", (long long)l["layer"].get<int64_t>(), l["sparsity"].get<double>(),
+                l["dense_tile_fraction"].get<double>());
+  std::printf("\n%-44s %12s %9s %11s\n", "matrix", "shape", "sparsity", "dense tiles");
+  for (const auto& mt : j["matrices"])
+    std::printf("%-44s %5lldx%-6lld %9.4f %11.4f\n", mt["name"].get<std::string>().c_str(),
+                (long long)mt["shape"][0].get<int64_t>(), (long long)mt["shape"][1].get<int64_t>(),
+                mt["sparsity"].get<double>(), mt["dense_tile_fraction"].get<double>());
+  if (svg.empty()) svg = path + ".tiles.svg";
+  file_write_atomic(svg, mask_svg(m));
+  std::printf("\ntile map picture: %s\n", svg.c_str());
+  j["svg"] = svg;
+  if (!json.empty()) {
+    j["provenance"] = provenance_json({path});
+    write_json(json, j);
+  }
+}
+
 }  // namespace
 
 void register_inspect(CLI::App& app) {
   struct Opts {
-    std::string model, tile = "128x128", json;
+    std::string model, tile = "128x128", json, masks, svg;
   };
   auto o = std::make_shared<Opts>();
   auto* sub = app.add_subcommand("inspect", "describe a model directory and how PATCH tiles its linears");
-  sub->add_option("-m,--model", o->model, "Hugging Face model directory")->required()->envname("PATCHLLM_ARG_MODEL");
+  sub->add_option("-m,--model", o->model, "Hugging Face model directory (required unless --masks)")
+      ->envname("PATCHLLM_ARG_MODEL");
+  sub->add_option("--masks", o->masks, "report on a mask file: per-layer/per-matrix sparsity, dense-tile fraction");
+  sub->add_option("--svg", o->svg, "with --masks: write the tile-map picture here (default <masks>.tiles.svg)");
   sub->add_option("--tile", o->tile, "tile size RxC (rows over out features, cols over in features)")
       ->capture_default_str();
   sub->add_option("--json", o->json, "write the report as JSON ('-' = stdout)");
   sub->callback([o] {
+    if (!o->masks.empty()) return inspect_masks(o->masks, o->model, o->svg, o->json);
+    PATCHLLM_CHECK(!o->model.empty(), InvalidArgument, "inspect needs -m DIR or --masks FILE");
     auto [tr, tc] = parse_tile(o->tile);
     PATCHLLM_CHECK(tr > 0 && tc > 0 && tc % 4 == 0, InvalidArgument, "--tile ", o->tile,
                    ": sizes must be positive and the width a multiple of 4 (2:4 groups must not straddle tiles)");

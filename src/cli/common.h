@@ -14,6 +14,8 @@ void register_convert(CLI::App& app);
 void register_inspect(CLI::App& app);
 void register_generate(CLI::App& app);
 void register_eval(CLI::App& app);
+void register_prune(CLI::App& app);
+void register_export(CLI::App& app);
 
 struct DeviceOptions {
   std::string device = "auto";  // auto | cpu | cuda[:N]

@@ -30,6 +30,8 @@ int main(int argc, char** argv) {
   patchllm::cli::register_inspect(app);
   patchllm::cli::register_generate(app);
   patchllm::cli::register_eval(app);
+  patchllm::cli::register_prune(app);
+  patchllm::cli::register_export(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
