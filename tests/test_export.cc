@@ -2,6 +2,7 @@
 // on the real stories260K: prune -> eval ppl --masks -> export -> inspect --masks, plus its error paths.
 #include <gtest/gtest.h>
 
+#include "core/error.h"
 #include "core/file.h"
 #include "export/export.h"
 #include "io/safetensors.h"

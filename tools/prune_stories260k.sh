@@ -11,7 +11,8 @@ SL=${SEQLEN:-256}
 mkdir -p "$WORK"
 [ -f "$WORK/hf/model.safetensors" ] || $BIN -q convert --from llama2c "$SH/models/stories260K/stories260K.bin" \
   --tokenizer "$SH/models/stories260K/tok512.bin" -o "$WORK/hf"
-ppl() { $BIN -q eval ppl -m "$1" -f "$SH/data/tinystories/valid.txt" -c 512 --split-on '\n<|endoftext|>\n' "${@:2}"; }
+CHUNKS=${CHUNKS:-0}  # 0 = the whole valid.txt
+ppl() { $BIN -q eval ppl -m "$1" -f "$SH/data/tinystories/valid.txt" -c 512 --split-on '\n<|endoftext|>\n' --chunks "$CHUNKS" "${@:2}" 2>/dev/null; }
 echo "| method | pattern | sparsity | PPL (mask on frozen weights) | PPL (SparseGPT updated weights) |"
 echo "|---|---|---|---|---|"
 echo "| dense | - | 0 | $(ppl "$WORK/hf") | |"
@@ -20,7 +21,7 @@ run() {  # method pattern sparsity
   $BIN -q prune -m "$WORK/hf" --method "$1" --pattern "$2" --sparsity "$3" -f "$SH/data/tinystories/train.txt" \
     --split-on '\n<|endoftext|>\n' --nsamples "$NS" --seqlen "$SL" --seed 0 --force -o "$out" > /dev/null
   local upd=""
-  [ "$1" = sparsegpt ] && upd=$(ppl "$out/sparsegpt-hf")
+  if [ "$1" = sparsegpt ] && [ "$3" = 0.5 ]; then upd=$(ppl "$out/sparsegpt-hf"); fi
   echo "| $1 | $2 | $3 | $(ppl "$WORK/hf" --masks "$out/masks.safetensors") | $upd |"
 }
 for m in magnitude wanda sparsegpt; do run $m 2:4 0.5; done
