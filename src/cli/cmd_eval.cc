@@ -12,20 +12,6 @@
 
 namespace patchllm::cli {
 
-namespace {
-std::string unescape(const std::string& s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '\\' && i + 1 < s.size()) {
-      char c = s[++i];
-      out += c == 'n' ? '\n' : c == 't' ? '\t' : c;
-    } else {
-      out += s[i];
-    }
-  }
-  return out;
-}
-}  // namespace
 
 void register_eval(CLI::App& app) {
   auto* ev = app.add_subcommand("eval", "evaluate a model");
@@ -55,25 +41,8 @@ void register_eval(CLI::App& app) {
     PATCHLLM_CHECK(!text.empty(), InvalidArgument, o->file, ": text file is empty");
     auto tok = tokenizer_load(o->model);
     double t0 = now_seconds();
-    std::vector<int> ids;
     std::string sep = unescape(o->split_on);
-    if (sep.empty()) {
-      ids = tok->encode(text, true);
-    } else {
-      size_t docs = 0;
-      for (size_t pos = 0; pos < text.size();) {
-        size_t end = text.find(sep, pos);
-        if (end == std::string::npos) end = text.size();
-        std::string doc = text.substr(pos, end - pos);
-        if (doc.find_first_not_of(" \n\t\r") != std::string::npos) {
-          auto d = tok->encode(doc, true);
-          ids.insert(ids.end(), d.begin(), d.end());
-          ++docs;
-        }
-        pos = end + sep.size();
-      }
-      log_info("split ", o->file, " into ", docs, " documents on '", o->split_on, "'");
-    }
+    std::vector<int> ids = tokenize_documents(*tok, text, sep);
     log_info("tokenized ", o->file, ": ", ids.size(), " tokens in ", now_seconds() - t0, " s");
     auto model = Model::load(o->model, lo);
     double mask_sparsity = -1;

@@ -14,18 +14,6 @@ namespace patchllm::cli {
 
 namespace {
 
-std::pair<int64_t, int64_t> parse_tile(const std::string& s) {
-  auto x = s.find('x');
-  try {
-    if (x == std::string::npos) {
-      int64_t v = std::stoll(s);
-      return {v, v};
-    }
-    return {std::stoll(s.substr(0, x)), std::stoll(s.substr(x + 1))};
-  } catch (const std::exception&) {
-    throw InvalidArgument(str("--tile: cannot parse '", s, "' (use 128 or 128x128)"));
-  }
-}
 
 // inspect --masks: sparsity per layer and matrix, dense-tile fraction, SVG tile map.
 void inspect_masks(const std::string& path, const std::string& model, std::string svg, const std::string& json) {

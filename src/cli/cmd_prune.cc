@@ -16,50 +16,6 @@
 
 namespace patchllm::cli {
 
-namespace {
-
-std::string unescape_sep(const std::string& s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '\\' && i + 1 < s.size()) {
-      char c = s[++i];
-      out += c == 'n' ? '\n' : c == 't' ? '\t' : c;
-    } else {
-      out += s[i];
-    }
-  }
-  return out;
-}
-
-// Documents split on `sep` (none: the whole text), each tokenized with BOS, concatenated.
-std::vector<int> tokenize_text(const Tokenizer& tok, const std::string& text, const std::string& sep) {
-  if (sep.empty()) return tok.encode(text, true);
-  std::vector<int> ids;
-  for (size_t pos = 0; pos < text.size();) {
-    size_t end = text.find(sep, pos);
-    if (end == std::string::npos) end = text.size();
-    std::string doc = text.substr(pos, end - pos);
-    if (doc.find_first_not_of(" \n\t\r") != std::string::npos) {
-      auto d = tok.encode(doc, true);
-      ids.insert(ids.end(), d.begin(), d.end());
-    }
-    pos = end + sep.size();
-  }
-  return ids;
-}
-
-std::pair<int64_t, int64_t> parse_tile_size(const std::string& s) {
-  auto x = s.find('x');
-  try {
-    if (x == std::string::npos) return {std::stoll(s), std::stoll(s)};
-    return {std::stoll(s.substr(0, x)), std::stoll(s.substr(x + 1))};
-  } catch (const std::exception&) {
-    throw InvalidArgument(str("--tile: cannot parse '", s, "' (use 128 or 128x128)"));
-  }
-}
-
-}  // namespace
-
 void register_prune(CLI::App& app) {
   struct Opts {
     std::string model, file, out, tile = "128x128", split_on, from;
@@ -93,7 +49,7 @@ void register_prune(CLI::App& app) {
   o->dev.add(sub);
   sub->callback([o] {
     auto lo = o->dev.resolve();
-    std::tie(o->p.tile_r, o->p.tile_c) = parse_tile_size(o->tile);
+    std::tie(o->p.tile_r, o->p.tile_c) = parse_tile(o->tile);
     PATCHLLM_CHECK(o->p.tile_r > 0 && o->p.tile_c > 0 && o->p.tile_c % 4 == 0, InvalidArgument, "--tile ", o->tile,
                    ": sizes must be positive and the width a multiple of 4");
     std::string mask_path = path_join(o->out, "masks.safetensors");
@@ -121,7 +77,7 @@ void register_prune(CLI::App& app) {
         PATCHLLM_CHECK(!o->file.empty(), InvalidArgument, "--method ", o->p.method, " needs calibration text (-f)");
         PATCHLLM_CHECK(file_exists(o->file), InvalidArgument, o->file, ": calibration text not found");
         auto tok = tokenizer_load(o->model);
-        auto ids = tokenize_text(*tok, file_read(o->file), unescape_sep(o->split_on));
+        auto ids = tokenize_documents(*tok, file_read(o->file), unescape(o->split_on));
         windows = prune_calibration_windows(ids, o->nsamples, o->seqlen, o->seed);
         ms.meta["calibration_sha256"] = sha256_file(o->file);
         ms.meta["calibration_file"] = o->file;

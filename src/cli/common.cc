@@ -40,6 +40,53 @@ ModelLoadOptions DeviceOptions::resolve() const {
   return o;
 }
 
+std::string unescape(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\\' && i + 1 < s.size()) {
+      char c = s[++i];
+      out += c == 'n' ? '\n' : c == 't' ? '\t' : c;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+std::vector<int> tokenize_documents(const Tokenizer& tok, const std::string& text, const std::string& sep) {
+  if (sep.empty()) return tok.encode(text, true);
+  std::vector<int> ids;
+  for (size_t pos = 0; pos < text.size();) {
+    size_t end = text.find(sep, pos);
+    if (end == std::string::npos) end = text.size();
+    std::string doc = text.substr(pos, end - pos);
+    if (doc.find_first_not_of(" \n\t\r") != std::string::npos) {
+      auto d = tok.encode(doc, true);
+      ids.insert(ids.end(), d.begin(), d.end());
+    }
+    pos = end + sep.size();
+  }
+  return ids;
+}
+
+std::pair<int64_t, int64_t> parse_tile(const std::string& s, const std::string& flag) {
+  auto x = s.find('x');
+  try {
+    size_t used = 0;
+    if (x == std::string::npos) {
+      int64_t v = std::stoll(s, &used);
+      if (used == s.size()) return {v, v};
+    } else {
+      int64_t r = std::stoll(s.substr(0, x), &used);
+      size_t used2 = 0;
+      int64_t c = std::stoll(s.substr(x + 1), &used2);
+      if (used == x && used2 == s.size() - x - 1) return {r, c};
+    }
+  } catch (const std::exception&) {
+  }
+  throw InvalidArgument(str(flag, ": cannot parse '", s, "' (use 128 or 128x128)"));
+}
+
 std::string describe(const ModelLoadOptions& o) { return str(o.device.str(), " ", c10::toString(o.dtype)); }
 
 void write_json(const std::string& path, const nlohmann::json& j) {

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "model/model.h"
+#include "tokenizer/tokenizer.h"
 
 namespace patchllm::cli {
 
@@ -16,6 +17,7 @@ void register_generate(CLI::App& app);
 void register_eval(CLI::App& app);
 void register_prune(CLI::App& app);
 void register_export(CLI::App& app);
+void register_learn(CLI::App& app);
 
 struct DeviceOptions {
   std::string device = "auto";  // auto | cpu | cuda[:N]
@@ -23,6 +25,13 @@ struct DeviceOptions {
   void add(CLI::App* sub);
   ModelLoadOptions resolve() const;
 };
+
+// "\\n" and "\\t" escapes in a command-line string.
+std::string unescape(const std::string& s);
+// Text -> ids: the whole text with BOS once (sep empty), or documents split on sep, each with BOS, concatenated.
+std::vector<int> tokenize_documents(const Tokenizer& tok, const std::string& text, const std::string& sep);
+// "128" or "128x64" -> (rows, cols); InvalidArgument naming the flag otherwise.
+std::pair<int64_t, int64_t> parse_tile(const std::string& s, const std::string& flag = "--tile");
 
 // Writes JSON to `path` atomically ("-" = stdout).
 void write_json(const std::string& path, const nlohmann::json& j);
