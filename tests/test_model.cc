@@ -161,7 +161,10 @@ INSTANTIATE_TEST_SUITE_P(Families, ModelFamilies,
                          ::testing::Values(spec("LlamaForCausalLM", false, false, false),
                                            spec("LlamaForCausalLM", true, false, true),
                                            spec("Qwen2ForCausalLM", true, true, false),
-                                           spec("MistralForCausalLM", false, false, false, 4)));
+                                           spec("MistralForCausalLM", false, false, false, 4)),
+                         [](const ::testing::TestParamInfo<test::TinySpec>& i) {
+                           return i.param.arch.substr(0, i.param.arch.find("For")) + std::to_string(i.index);
+                         });
 
 TEST(Model, MistralSlidingWindowLimitsAttention) {
   // With window 4, the logits at position 10 must not depend on token 0..6, but must on token 7.

@@ -1,5 +1,6 @@
 #include "core/file.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -38,6 +39,20 @@ void dir_create(const std::string& path) {
   if (slash != std::string::npos && slash > 0) dir_create(path.substr(0, slash));
   if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST)
     throw Error(str(path, ": cannot create directory (", std::strerror(errno), ")"));
+}
+
+bool dir_is_empty(const std::string& d) {
+  DIR* dir = opendir(d.c_str());
+  if (!dir) return true;
+  bool empty = true;
+  while (dirent* e = readdir(dir)) {
+    if (std::strcmp(e->d_name, ".") && std::strcmp(e->d_name, "..")) {
+      empty = false;
+      break;
+    }
+  }
+  closedir(dir);
+  return empty;
 }
 
 std::string path_join(const std::string& a, const std::string& b) {

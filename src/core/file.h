@@ -10,6 +10,7 @@ std::string file_read(const std::string& path);  // throws FormatError naming th
 bool file_exists(const std::string& path);
 bool dir_exists(const std::string& path);
 void dir_create(const std::string& path);  // mkdir -p
+bool dir_is_empty(const std::string& path);  // true also when it does not exist
 std::string path_join(const std::string& a, const std::string& b);
 
 // Writes `data` to `path` via `path.tmp.<pid>` + rename.

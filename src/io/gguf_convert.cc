@@ -17,20 +17,6 @@ namespace patchllm {
 
 namespace {
 
-bool dir_is_empty(const std::string& d) {
-  DIR* dir = opendir(d.c_str());
-  if (!dir) return true;
-  bool empty = true;
-  while (dirent* e = readdir(dir)) {
-    if (std::strcmp(e->d_name, ".") && std::strcmp(e->d_name, "..")) {
-      empty = false;
-      break;
-    }
-  }
-  closedir(dir);
-  return empty;
-}
-
 int special_id(const GgufFile& f, const std::string& key, size_t vocab) {
   if (!f.has(key)) return -1;
   int64_t id = f.get_int(key);

@@ -37,20 +37,6 @@ torch::Tensor permute_rope_rows(const torch::Tensor& w, int64_t n_heads) {
   return w.view({n_heads, hd / 2, 2, in}).transpose(1, 2).reshape({out, in});
 }
 
-bool dir_is_empty(const std::string& d) {
-  DIR* dir = opendir(d.c_str());
-  if (!dir) return true;
-  bool empty = true;
-  while (dirent* e = readdir(dir)) {
-    if (std::strcmp(e->d_name, ".") && std::strcmp(e->d_name, "..")) {
-      empty = false;
-      break;
-    }
-  }
-  closedir(dir);
-  return empty;
-}
-
 }  // namespace
 
 void llama2c_convert_to_hf(const std::string& model_bin, const std::string& tokenizer_bin, const std::string& out_dir,
