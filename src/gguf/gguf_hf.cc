@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 
 #include "core/error.h"
@@ -253,6 +254,195 @@ nlohmann::json gguf_hf_generation_config(const GgufFile& f) {
   }
   if (f.has("tokenizer.ggml.padding_token_id")) g["pad_token_id"] = f.get_int("tokenizer.ggml.padding_token_id");
   return g;
+}
+
+
+// ---- Hugging Face -> GGUF ----
+
+namespace {
+
+int64_t cfg_int(const nlohmann::json& c, const char* key, const std::string& origin) {
+  auto it = c.find(key);
+  PATCHLLM_CHECK(it != c.end() && it->is_number_integer() && it->get<int64_t>() > 0, InvalidArgument, origin,
+                 ": '", key, "' is missing or not a positive integer");
+  return it->get<int64_t>();
+}
+int64_t cfg_int(const nlohmann::json& c, const char* key, int64_t dflt) {
+  auto it = c.find(key);
+  return it != c.end() && it->is_number_integer() ? it->get<int64_t>() : dflt;
+}
+double cfg_float(const nlohmann::json& c, const char* key, double dflt) {
+  auto it = c.find(key);
+  return it != c.end() && it->is_number() ? it->get<double>() : dflt;
+}
+int64_t cfg_head_dim(const nlohmann::json& c) {
+  const int64_t hd = cfg_int(c, "head_dim", int64_t{0});
+  return hd > 0 ? hd : cfg_int(c, "hidden_size", int64_t{0}) / std::max<int64_t>(1, cfg_int(c, "num_attention_heads", int64_t{1}));
+}
+const nlohmann::json* rope_scaling_of(const nlohmann::json& c) {
+  auto it = c.find("rope_scaling");
+  return it != c.end() && it->is_object() ? &*it : nullptr;
+}
+std::string rope_type_of(const nlohmann::json& rs) {
+  std::string t = rs.value("rope_type", std::string());
+  if (t.empty()) t = rs.value("type", std::string());  // transformers < 4.45
+  return t;
+}
+
+}  // namespace
+
+std::string hf_gguf_architecture(const nlohmann::json& config, const std::string& origin) {
+  std::string a;
+  auto it = config.find("architectures");
+  if (it != config.end() && it->is_array() && !it->empty() && (*it)[0].is_string()) a = (*it)[0].get<std::string>();
+  if (a == "LlamaForCausalLM" || a == "MistralForCausalLM") return "llama";
+  if (a == "Qwen2ForCausalLM") return "qwen2";
+  if (a == "Gemma3ForCausalLM") return "gemma3";
+  throw InvalidArgument(str(origin, ": unsupported architecture '", a,
+                            "' for GGUF export (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, "
+                            "Gemma3ForCausalLM)"));
+}
+
+std::string hf_gguf_tensor_name(const std::string& arch, const std::string& name) {
+  if (name == "model.embed_tokens.weight") return "token_embd.weight";
+  if (name == "model.norm.weight") return "output_norm.weight";
+  if (name == "lm_head.weight") return "output.weight";
+  if (ends_with(name, "rotary_emb.inv_freq")) return "";  // recomputed by llama.cpp from rope.freq_base
+  const std::string p = "model.layers.";
+  if (starts_with(name, p)) {
+    size_t dot = name.find('.', p.size());
+    size_t last = name.rfind('.');
+    if (dot != std::string::npos && last > dot) {
+      std::string layer = name.substr(p.size(), dot - p.size());
+      std::string module = name.substr(dot + 1, last - dot - 1);
+      std::string kind = name.substr(last + 1);
+      bool digits = !layer.empty() && layer.find_first_not_of("0123456789") == std::string::npos;
+      if (digits && (kind == "weight" || kind == "bias"))
+        for (const auto& [stem, hf] : layer_map(arch))
+          if (hf == module) return str("blk.", std::stoll(layer), ".", stem, ".", kind);
+    }
+  }
+  throw InvalidArgument(str("tensor '", name, "' has no GGUF name for architecture '", arch, "'"));
+}
+
+void hf_gguf_permute_rows(void* data, size_t elem_size, int64_t rows, int64_t cols, int64_t n_head) {
+  PATCHLLM_CHECK(n_head > 0 && rows % (2 * n_head) == 0, InvalidArgument, "hf_gguf_permute_rows: ", rows,
+                 " rows do not split into ", n_head, " heads of even size");
+  const int64_t hd = rows / n_head, half = hd / 2;
+  const size_t row_bytes = static_cast<size_t>(cols) * elem_size;
+  std::vector<uint8_t> head(static_cast<size_t>(hd) * row_bytes);
+  auto* bytes = static_cast<uint8_t*>(data);
+  for (int64_t h = 0; h < n_head; ++h) {
+    uint8_t* base = bytes + static_cast<size_t>(h * hd) * row_bytes;
+    std::memcpy(head.data(), base, head.size());
+    for (int64_t i = 0; i < half; ++i)
+      for (int64_t j = 0; j < 2; ++j)
+        std::memcpy(base + static_cast<size_t>(2 * i + j) * row_bytes,
+                    head.data() + static_cast<size_t>(j * half + i) * row_bytes, row_bytes);
+  }
+}
+
+int64_t hf_gguf_permute_heads(const std::string& arch, const nlohmann::json& config, const std::string& name) {
+  if (arch != "llama" || !starts_with(name, "model.layers.")) return 0;
+  const bool q = ends_with(name, ".q_proj.weight") || ends_with(name, ".q_proj.bias");
+  const bool k = ends_with(name, ".k_proj.weight") || ends_with(name, ".k_proj.bias");
+  if (!q && !k) return 0;
+  const int64_t nh = cfg_int(config, "num_attention_heads", int64_t{0});
+  return q ? nh : cfg_int(config, "num_key_value_heads", nh);
+}
+
+float hf_gguf_norm_shift(const std::string& arch, const std::string& name) {
+  return arch == "gemma3" && ends_with(name, "norm.weight") ? 1.0f : 0.0f;
+}
+
+std::vector<std::pair<std::string, GgufValue>> hf_gguf_metadata(const nlohmann::json& c, const std::string& arch,
+                                                                 const std::string& model_name, uint32_t file_type,
+                                                                 const std::string& origin) {
+  const std::string P = arch + ".";
+  const bool gemma = arch == "gemma3";
+  const int64_t hidden = cfg_int(c, "hidden_size", origin);
+  const int64_t n_head = cfg_int(c, "num_attention_heads", origin);
+  const int64_t n_kv = cfg_int(c, "num_key_value_heads", n_head);
+  const int64_t n_layer = cfg_int(c, "num_hidden_layers", origin);
+  const int64_t head_dim = cfg_head_dim(c);
+  PATCHLLM_CHECK(n_kv > 0 && n_head % n_kv == 0 && head_dim > 0 && head_dim % 2 == 0, InvalidArgument, origin,
+                 ": implausible attention shape (heads ", n_head, "/", n_kv, ", head_dim ", head_dim, ")");
+  auto u32 = [](int64_t v) { return GgufValue::make_int(GgufType::UINT32, v); };
+  auto f32 = [](double v) { return GgufValue::make_float(GgufType::FLOAT32, v); };
+  std::vector<std::pair<std::string, GgufValue>> kv;
+  kv.emplace_back("general.architecture", GgufValue::make_string(arch));
+  kv.emplace_back("general.type", GgufValue::make_string("model"));
+  if (!model_name.empty()) kv.emplace_back("general.name", GgufValue::make_string(model_name));
+  kv.emplace_back(P + "block_count", u32(n_layer));
+  kv.emplace_back(P + "context_length", u32(cfg_int(c, "max_position_embeddings", origin)));
+  kv.emplace_back(P + "embedding_length", u32(hidden));
+  kv.emplace_back(P + "feed_forward_length", u32(cfg_int(c, "intermediate_size", origin)));
+  kv.emplace_back(P + "attention.head_count", u32(n_head));
+  kv.emplace_back(P + "attention.head_count_kv", u32(n_kv));
+  kv.emplace_back(P + "rope.freq_base", f32(cfg_float(c, "rope_theta", gemma ? 1000000.0 : 10000.0)));
+  kv.emplace_back(P + "attention.layer_norm_rms_epsilon", f32(cfg_float(c, "rms_norm_eps", gemma ? 1e-6 : 1e-5)));
+  // llama.cpp derives head_dim as hidden / heads unless these are present (Gemma 3 always has its own head_dim).
+  if (gemma || head_dim != hidden / n_head) {
+    kv.emplace_back(P + "attention.key_length", u32(head_dim));
+    kv.emplace_back(P + "attention.value_length", u32(head_dim));
+  }
+  kv.emplace_back("general.file_type", u32(file_type));
+  if (arch == "llama") {
+    kv.emplace_back(P + "vocab_size", u32(cfg_int(c, "vocab_size", origin)));
+    kv.emplace_back(P + "rope.dimension_count", u32(head_dim));
+  }
+  if (gemma && c.contains("rope_local_base_freq"))
+    kv.emplace_back(P + "rope.freq_base_swa", f32(cfg_float(c, "rope_local_base_freq", 10000.0)));
+  // Mistral's and Gemma 3's local attention window (Qwen2 declares one but does not use it: use_sliding_window).
+  const int64_t swa = cfg_int(c, "sliding_window", int64_t{0});
+  if (swa > 0 && (gemma || arch == "llama")) kv.emplace_back(P + "attention.sliding_window", u32(swa));
+  if (const nlohmann::json* rs = rope_scaling_of(c)) {
+    const std::string t = rope_type_of(*rs);
+    const double factor = cfg_float(*rs, "factor", 1.0);
+    if (t == "llama3" && arch == "llama") {
+      // stored as the rope_freqs.weight tensor (hf_gguf_llama3_rope_freqs)
+    } else if (t == "linear" || t == "yarn") {
+      kv.emplace_back(P + "rope.scaling.type", GgufValue::make_string(t));
+      kv.emplace_back(P + "rope.scaling.factor", f32(factor));
+      if (t == "yarn")
+        kv.emplace_back(P + "rope.scaling.original_context_length",
+                        u32(cfg_int(*rs, "original_max_position_embeddings", origin)));
+    } else if (!(t == "default" || t.empty())) {
+      throw InvalidArgument(str(origin, ": rope_scaling type '", t, "' cannot be represented in GGUF for ", arch,
+                                " (supported: linear, yarn", arch == "llama" ? ", llama3" : "", ")"));
+    }
+  }
+  kv.emplace_back("general.quantization_version", u32(2));
+  return kv;
+}
+
+std::vector<float> hf_gguf_llama3_rope_freqs(const nlohmann::json& c) {
+  const nlohmann::json* rs = rope_scaling_of(c);
+  if (!rs || rope_type_of(*rs) != "llama3") return {};
+  const float base = static_cast<float>(cfg_float(c, "rope_theta", 10000.0));
+  const int64_t dim = cfg_head_dim(c);
+  const float factor = static_cast<float>(cfg_float(*rs, "factor", 8.0));
+  const float low = static_cast<float>(cfg_float(*rs, "low_freq_factor", 1.0));
+  const float high = static_cast<float>(cfg_float(*rs, "high_freq_factor", 4.0));
+  // The original context as transformers reads it (rope_scaling), then convert_hf_to_gguf.py's top-level fallback.
+  const float orig = static_cast<float>(
+      cfg_float(*rs, "original_max_position_embeddings", cfg_float(c, "original_max_position_embeddings", 8192.0)));
+  const float low_wavelen = orig / low, high_wavelen = orig / high;
+  std::vector<float> out;
+  for (int64_t i = 0; i < dim; i += 2) {
+    // float32 throughout, as the reference computes it on float32 torch tensors
+    const float freq = 1.0f / std::pow(base, static_cast<float>(i) / static_cast<float>(dim));
+    const float wavelen = static_cast<float>(2 * M_PI) / freq;
+    if (wavelen < high_wavelen) {
+      out.push_back(1.0f);
+    } else if (wavelen > low_wavelen) {
+      out.push_back(factor);
+    } else {
+      const float smooth = (orig / wavelen - low) / (high - low);
+      out.push_back(1.0f / ((1.0f - smooth) / factor + smooth));
+    }
+  }
+  return out;
 }
 
 }  // namespace patchllm

@@ -39,4 +39,36 @@ nlohmann::json gguf_hf_generation_config(const GgufFile& f);
 // Shortest decimal rendering of a float32 value, as a double (so JSON prints it short).
 double gguf_hf_short_float(double v);
 
+
+// ---- Hugging Face -> GGUF: the inverse mapping, following llama.cpp's convert_hf_to_gguf.py ----
+
+// GGUF architecture for config.json's architectures[0]: LlamaForCausalLM and MistralForCausalLM -> llama,
+// Qwen2ForCausalLM -> qwen2, Gemma3ForCausalLM -> gemma3. InvalidArgument naming `origin` otherwise.
+std::string hf_gguf_architecture(const nlohmann::json& config, const std::string& origin);
+
+// GGUF tensor name for an HF parameter name ("model.layers.3.self_attn.q_proj.weight" -> "blk.3.attn_q.weight");
+// "" for buffers GGUF does not store (rotary_emb.inv_freq). InvalidArgument for names the mapping does not know.
+std::string hf_gguf_tensor_name(const std::string& arch, const std::string& hf_name);
+
+// convert_hf_to_gguf.py's LlamaModel.permute, the inverse of gguf_hf_unpermute_rows: within each head, HF row
+// j*hd/2 + i moves to GGUF row 2*i + j. In place on a row-major [rows, cols] buffer of elem_size-byte elements
+// (a pure row move, so it is exact in any dtype).
+void hf_gguf_permute_rows(void* data, size_t elem_size, int64_t rows, int64_t cols, int64_t n_head);
+// n_head to permute `hf_name` with: num_attention_heads for q_proj, num_key_value_heads for k_proj (weight and
+// bias) of llama; 0 for every other tensor and architecture.
+int64_t hf_gguf_permute_heads(const std::string& arch, const nlohmann::json& config, const std::string& hf_name);
+// +1 for Gemma 3 norm weights (llama.cpp stores w + 1), else 0.
+float hf_gguf_norm_shift(const std::string& arch, const std::string& hf_name);
+
+// general.* (architecture, type, name, file_type, alignment) and `<arch>.*` hyper-parameters, in the order
+// convert_hf_to_gguf.py writes them. file_type: 0 all F32, 1 mostly F16, 32 mostly BF16. Missing or implausible
+// fields are an InvalidArgument naming `origin`.
+std::vector<std::pair<std::string, GgufValue>> hf_gguf_metadata(const nlohmann::json& config, const std::string& arch,
+                                                                 const std::string& model_name, uint32_t file_type,
+                                                                 const std::string& origin);
+
+// rope_freqs.weight (head_dim/2 per-dimension divisors) for rope_scaling.rope_type "llama3", computed in float32 as
+// convert_hf_to_gguf.py does; empty for other configs.
+std::vector<float> hf_gguf_llama3_rope_freqs(const nlohmann::json& config);
+
 }  // namespace patchllm
