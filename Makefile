@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: deps configure build test demo clean
+.PHONY: deps configure build cli test demo clean
 
 deps:
 	bash scripts/install-deps.sh
@@ -14,10 +14,14 @@ configure: deps
 build: configure
 	cmake --build $(BUILD) -j $(JOBS)
 
+# The demo needs only the CLI binary: skipping tests and benchmarks halves the build on 2 cores.
+cli: configure
+	cmake --build $(BUILD) -j $(JOBS) --target patchllm
+
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
-demo: build
+demo: cli
 	bash scripts/demo.sh $(BUILD)
 
 clean:

