@@ -37,31 +37,30 @@ TEST(LearnTile, RaggedGridCountsTrueElements) {
 
 TEST(LearnTile, SampleMatchesClosedForm) {
   // P(t > 0.5) = P(κθ + L > 0) = σ(κθ) exactly, for every τ; mean of the hard sample is the same.
-  auto gen = torch::make_generator<at::CPUGeneratorImpl>(7);
+  uint64_t seed = 7;
   const int64_t n = 200000;
   for (double th : {-0.02, 0.0, 0.01, 0.05}) {
     for (double tau : {4.0, 1.0, 0.05}) {
       const double kappa = 25;
       auto theta = torch::full({n}, th);
-      auto t = tile_sample(theta, kappa, tau, false, gen);
+      auto t = tile_sample(theta, kappa, tau, false, seed++);
       double p = (t > 0.5).to(torch::kDouble).mean().item<double>();
       double expect = 1.0 / (1.0 + std::exp(-kappa * th));
       EXPECT_NEAR(p, expect, 4 * std::sqrt(expect * (1 - expect) / n) + 1e-3) << th << " " << tau;
-      auto h = tile_sample(theta, kappa, tau, true, gen);
+      auto h = tile_sample(theta, kappa, tau, true, seed++);
       EXPECT_NEAR(h.mean().item<double>(), expect, 4 * std::sqrt(expect * (1 - expect) / n) + 1e-3);
     }
   }
   // τ = 1, θ = 0: t = σ(L) is uniform on (0, 1), mean 1/2 and variance 1/12.
-  auto t = tile_sample(torch::zeros({n}), 25, 1.0, false, gen);
+  auto t = tile_sample(torch::zeros({n}), 25, 1.0, false, seed++);
   EXPECT_NEAR(t.mean().item<double>(), 0.5, 3e-3);
   EXPECT_NEAR(t.var().item<double>(), 1.0 / 12, 2e-3);
 }
 
 TEST(LearnTile, StraightThroughForwardHardBackwardSoft) {
   auto theta = torch::randn({4, 5}).requires_grad_(true);
-  auto g1 = torch::make_generator<at::CPUGeneratorImpl>(3), g2 = torch::make_generator<at::CPUGeneratorImpl>(3);
-  auto hard = tile_sample(theta, 10, 0.5, true, g1);
-  auto soft = tile_sample(theta, 10, 0.5, false, g2);
+  auto hard = tile_sample(theta, 10, 0.5, true, 3);  // same seed, same noise
+  auto soft = tile_sample(theta, 10, 0.5, false, 3);
   EXPECT_TRUE(((hard == 0) | (hard == 1)).all().item<bool>());
   EXPECT_TRUE(torch::equal(hard, (soft > 0.5).to(torch::kFloat32)));
   auto w = torch::randn({4, 5});
@@ -89,8 +88,7 @@ TEST(LearnTile, TileGradientEqualsAutogradThroughMaterialisedMask) {
   auto t0 = torch::rand({g.grid_r(), g.grid_c()}, torch::kDouble);
   // Ours.
   auto t1 = t0.clone().requires_grad_(true), x1 = x.clone().requires_grad_(true);
-  auto kept = W * m24, pruned = W * (1 - m24);
-  auto y1 = tile_linear(x1, t1, kept, pruned, b, g);
+  auto y1 = tile_linear(x1, t1, W, m24 > 0.5, b, g);
   auto gy = torch::randn_like(y1);
   (y1 * gy).sum().backward();
   // Reference: the full mask M = T + (1 - T) ⊙ M24 materialised, plain autograd.
@@ -154,7 +152,7 @@ TEST(LearnTile, LearnLoopHitsBudgetWithValidHybridMask) {
   o.micro_batch = 2;
   auto train = torch::randint(3, s.vocab, {8, 16}, torch::kLong);
   auto before = model->forward(train.narrow(0, 0, 1));
-  auto r = patch_learn_tile(*model, prior, train, o);
+  auto r = patch_learn(*model, prior, train, o);
   ASSERT_EQ(r.history.size(), 12u);
   double d_first = r.history.front()["density"], d_last = r.history.back()["density"];
   EXPECT_LT(std::abs(d_last - 0.65), std::abs(d_first - 0.65) + 0.02);
@@ -162,4 +160,244 @@ TEST(LearnTile, LearnLoopHitsBudgetWithValidHybridMask) {
   for (const auto& [name, lm] : r.masks.masks) mask_validate_24(lm.keep, lm.tile_map, 16, 16, name);
   // Slots restored: the model computes exactly as before.
   EXPECT_TRUE(torch::equal(model->forward(train.narrow(0, 0, 1)), before));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Joint mode (2:4 pattern logits), checkpointing, resume.
+#include "core/error.h"
+#include "learn/checkpoint.h"
+#include "learn/noise.h"
+#include "learn/pattern_mask.h"
+
+TEST(LearnJoint, PatternPriorMatchesOverlapRule) {
+  // Row of 8 = two groups: keep {0,1} (candidate 1100) and {5,7} (positions 1,3 of group 2: candidate 0101).
+  auto keep = torch::tensor({1, 1, 0, 0, 0, 1, 0, 1}, torch::kFloat32).view({1, 8}) > 0.5;
+  auto gen = at::detail::createCPUGenerator(0);
+  auto phi = pattern_prior_logits(keep, 0.014, 3.0, 0.0, gen);
+  const float a = 0.042f;
+  // Hand-computed overlaps for 1100: with 1100 2, 1010 1, 1001 1, 0110 1, 0101 1, 0011 0.
+  auto e0 = torch::tensor({a, 0.f, 0.f, 0.f, 0.f, -a});
+  // 0101: with 1100 1, 1010 0, 1001 1, 0110 1, 0101 2, 0011 1.
+  auto e1 = torch::tensor({0.f, -a, 0.f, 0.f, a, 0.f});
+  EXPECT_TRUE(torch::allclose(phi[0], e0, 1e-6, 1e-7));
+  EXPECT_TRUE(torch::allclose(phi[1], e1, 1e-6, 1e-7));
+  EXPECT_TRUE(torch::equal(pattern_argmax_keep(phi, 1, 8), keep));
+}
+
+TEST(LearnJoint, GumbelSampleMatchesSoftmaxProbabilities) {
+  // Gumbel-max: P(argmax_i (κφ_i + g_i)/τ = k) = softmax(κφ)_k for every τ; the hard sample's mean is that.
+  const int64_t G = 100000;
+  auto row = torch::tensor({0.01f, -0.02f, 0.0f, 0.03f, -0.01f, 0.005f});
+  auto phi = row.repeat({G, 1});
+  const double kappa = 50;
+  auto p = torch::softmax(row * kappa, 0);
+  uint64_t seed = 11;
+  for (double tau : {4.0, 0.5}) {
+    auto h = pattern_sample(phi, kappa, tau, true, seed++);
+    EXPECT_TRUE(torch::allclose(h.sum(-1), torch::ones({G})));
+    auto freq = h.mean(0);
+    for (int i = 0; i < 6; ++i) {
+      double pi = p[i].item<double>();
+      EXPECT_NEAR(freq[i].item<double>(), pi, 4 * std::sqrt(pi * (1 - pi) / G)) << "tau " << tau << " i " << i;
+    }
+  }
+  // Soft samples are on the simplex and the soft 2:4 mask keeps exactly 2 per group in expectation and per sample.
+  auto y = pattern_sample(phi.narrow(0, 0, 64), kappa, 1.0, false, 99);
+  auto m = pattern_mask(y, 8, 32);
+  EXPECT_TRUE(torch::allclose(m.view({-1, 4}).sum(-1), torch::full({64}, 2.0f), 1e-5, 1e-5));
+}
+
+TEST(LearnJoint, LinearForwardAndGradientsMatchReference) {
+  // JointMaskedLinear against a plain per-element materialisation, and its gradients (φ, t, x) against central
+  // finite differences in float64.
+  TileGrid g{12, 24, 8, 16};  // ragged both ways
+  auto W = torch::randn({12, 24}, torch::kFloat64);
+  Linear base(W);
+  JointMaskedLinear jl(base, g);
+  auto phi = (torch::randn({12 * 24 / 4, 6}, torch::kFloat64) * 0.02).requires_grad_(true);
+  auto t = torch::rand({2, 2}, torch::kFloat64).requires_grad_(true);
+  auto x = torch::randn({3, 24}, torch::kFloat64).requires_grad_(true);
+  jl.phi = phi;
+  jl.t = t;
+  jl.kappa = 30;
+  jl.tau = 0.7;
+  jl.noise_seed = 1234;
+  jl.want_norm = true;
+  auto y = jl.forward(x);
+  // Reference: same noise (public seeded draw), explicit Gumbel-softmax and per-element mask.
+  auto u = noise_uniform({72, 6}, 1234, torch::kCPU, 1e-10, 1.0);
+  auto gum = (-torch::log(-torch::log(u))).to(torch::kFloat64);  // the noise is an fp32 input, as in the module
+  auto z = (phi.detach() * 30 + gum) / 0.7;
+  auto prob = torch::exp(z - std::get<0>(z.max(-1, true)));
+  prob = prob / prob.sum(-1, true);
+  auto C = pattern_candidates().to(torch::kFloat64);
+  auto M = torch::empty({12, 24}, torch::kFloat64);
+  for (int64_t r = 0; r < 12; ++r)
+    for (int64_t c = 0; c < 24; ++c) {
+      double tt = t[r / 8][c / 16].item<double>(), m24 = 0;
+      for (int i = 0; i < 6; ++i) m24 += prob[(r * 24 + c) / 4][i].item<double>() * C[i][c % 4].item<double>();
+      M[r][c] = tt + (1 - tt) * m24;
+    }
+  EXPECT_LT((y - torch::matmul(x.detach(), (W * M).t())).abs().max().item<double>(), 1e-9);
+  EXPECT_NEAR(jl.last_norm.item<double>(), (W * M).norm().item<double>(), 1e-6);
+  // Gradients of L = Σ y ⊙ R + ‖M ⊙ W‖ against finite differences.
+  auto R = torch::randn({3, 12}, torch::kFloat64);
+  auto loss_of = [&](const torch::Tensor& ph, const torch::Tensor& tt, const torch::Tensor& xx) {
+    jl.phi = ph;
+    jl.t = tt;
+    auto out = jl.forward(xx);
+    return (out * R).sum() + jl.last_norm;
+  };
+  auto grads = torch::autograd::grad({loss_of(phi, t, x)}, {phi, t, x});
+  const double eps = 1e-6;
+  auto fd = [&](int which, int64_t flat) {
+    torch::NoGradGuard ng;
+    std::vector<torch::Tensor> v = {phi.detach().clone(), t.detach().clone(), x.detach().clone()};
+    v[which].view({-1})[flat] += eps;
+    double lp = loss_of(v[0], v[1], v[2]).item<double>();
+    v[which].view({-1})[flat] -= 2 * eps;
+    double lm = loss_of(v[0], v[1], v[2]).item<double>();
+    return (lp - lm) / (2 * eps);
+  };
+  for (int which = 0; which < 3; ++which)
+    for (int64_t flat : {int64_t(0), grads[which].numel() / 2, grads[which].numel() - 1}) {
+      double a = grads[which].view({-1})[flat].item<double>(), b = fd(which, flat);
+      EXPECT_NEAR(a, b, 1e-5 * std::max(1.0, std::abs(b))) << "input " << which << " element " << flat;
+    }
+}
+
+TEST(LearnCheckpoint, GradientsEqualPlainBackward) {
+  auto w = torch::randn({8, 8});
+  auto h = torch::randn({2, 8}).requires_grad_(true);
+  auto e = torch::randn({8}).requires_grad_(true);
+  auto f = [&](const torch::Tensor& hin, const std::vector<torch::Tensor>& ex) {
+    auto out = torch::tanh(torch::matmul(hin, w) * ex[0]);
+    return std::vector<torch::Tensor>{out, (out * ex[0]).sum()};
+  };
+  auto plain = f(h, {e});
+  auto ga = torch::autograd::grad({plain[0].square().sum() + 3 * plain[1]}, {h, e});
+  auto ck = checkpoint(f, h, {e});
+  EXPECT_TRUE(torch::allclose(ck[0], plain[0]));
+  auto gb = torch::autograd::grad({ck[0].square().sum() + 3 * ck[1]}, {h, e});
+  EXPECT_TRUE(torch::allclose(ga[0], gb[0], 1e-6, 1e-7));
+  EXPECT_TRUE(torch::allclose(ga[1], gb[1], 1e-6, 1e-7));
+}
+
+namespace {
+
+struct TinyLearnSetup {
+  std::unique_ptr<Model> model;
+  MaskSet prior;
+  torch::Tensor train;
+};
+
+TinyLearnSetup tiny_learn_setup(const std::string& tag, int64_t tile, double s) {
+  test::TinySpec spec;
+  spec.hidden = 64;
+  spec.inter = 96;
+  auto dir = test::tiny_model_write(test::temp_dir(tag), spec);
+  TinyLearnSetup r;
+  r.model = Model::load(dir);
+  for (auto& [name, slot] : r.model->linears()) {
+    LinearMask lm;
+    lm.keep = prune_magnitude((*slot)->weight, "2:4", 0.5);
+    lm.tile_map = mask_tile_map_full((*slot)->weight.size(0), (*slot)->weight.size(1), tile, tile);
+    lm.tile_scores = mask_tile_density(prune_magnitude((*slot)->weight, "unstructured", s), tile, tile);
+    r.prior.masks[name] = lm;
+  }
+  r.train = torch::randint(3, spec.vocab, {8, 16}, at::detail::createCPUGenerator(5), torch::kLong);
+  return r;
+}
+
+LearnOptions tiny_options(const std::string& method) {
+  LearnOptions o;
+  o.method = method;
+  o.target_sparsity = 0.35;
+  o.tile_r = o.tile_c = 16;
+  o.steps = 6;
+  o.seqlen = 16;
+  o.micro_batch = 2;
+  o.grad_accum = 2;
+  return o;
+}
+
+void expect_same_logits(const LearnResult& a, const LearnResult& b) {
+  for (const auto& [n, th] : a.thetas) EXPECT_TRUE(torch::equal(th, b.thetas.at(n))) << n;
+  for (const auto& [n, ph] : a.phis) EXPECT_TRUE(torch::equal(ph, b.phis.at(n))) << n;
+}
+
+}  // namespace
+
+TEST(LearnJoint, JointLoopGivesValidHybridMaskAtBudget) {
+  auto s = tiny_learn_setup("joint", 16, 0.35);
+  auto o = tiny_options("patch-joint");
+  auto r = patch_learn(*s.model, s.prior, s.train, o);
+  ASSERT_TRUE(r.finished);
+  EXPECT_NEAR(r.achieved_sparsity, 0.35, 0.5 * 256.0 / r.masks.total() + 1e-9);
+  for (const auto& [name, lm] : r.masks.masks) mask_validate_24(lm.keep, lm.tile_map, 16, 16, name);
+  // The 2:4 logits moved (they are learned), unlike patch-tile where the pattern is the prior's.
+  EXPECT_EQ(r.phis.size(), 14u);
+}
+
+TEST(LearnJoint, MaskLLMGivesPure24) {
+  auto s = tiny_learn_setup("maskllm", 16, 0.35);
+  auto o = tiny_options("maskllm");
+  auto r = patch_learn(*s.model, s.prior, s.train, o);
+  ASSERT_TRUE(r.finished);
+  EXPECT_DOUBLE_EQ(r.achieved_sparsity, 0.5);
+  EXPECT_TRUE(r.thetas.empty());
+  for (const auto& [name, lm] : r.masks.masks) mask_validate_24(lm.keep, lm.tile_map, 16, 16, name);
+}
+
+TEST(LearnCheckpoint, CheckpointedTrainingEqualsPlainTraining) {
+  for (std::string method : {"patch-tile", "patch-joint"}) {
+    auto s = tiny_learn_setup("ckpt", 16, 0.35);
+    auto o = tiny_options(method);
+    o.steps = 3;
+    auto plain = patch_learn(*s.model, s.prior, s.train, o);
+    o.checkpoint_layers = true;
+    auto ck = patch_learn(*s.model, s.prior, s.train, o);
+    for (const auto& [n, th] : plain.thetas) EXPECT_TRUE(torch::allclose(th, ck.thetas.at(n), 1e-5, 1e-6)) << n;
+    for (const auto& [n, ph] : plain.phis) EXPECT_TRUE(torch::allclose(ph, ck.phis.at(n), 1e-5, 1e-6)) << n;
+    EXPECT_NEAR(plain.history.back()["ce"].get<double>(), ck.history.back()["ce"].get<double>(), 1e-5);
+  }
+}
+
+TEST(LearnResume, StopAndResumeEqualsUninterrupted) {
+  for (std::string method : {"patch-tile", "patch-joint"}) {
+    auto s = tiny_learn_setup("resume", 16, 0.35);
+    auto o = tiny_options(method);
+    auto full = patch_learn(*s.model, s.prior, s.train, o);
+    auto dir = test::temp_dir("resume-state");
+    o.state_path = dir + "/state.pt";
+    o.checkpoint_every = 2;
+    o.stop_after = 3;  // stops between checkpoints: the state saved at the stop is what counts
+    auto part = patch_learn(*s.model, s.prior, s.train, o);
+    EXPECT_FALSE(part.finished);
+    o.stop_after = -1;
+    o.resume = true;
+    auto rest = patch_learn(*s.model, s.prior, s.train, o);
+    ASSERT_TRUE(rest.finished);
+    EXPECT_EQ(rest.history.front()["step"].get<int>(), 4);
+    expect_same_logits(full, rest);
+    for (const auto& [n, lm] : full.masks.masks) EXPECT_TRUE(torch::equal(lm.keep, rest.masks.masks.at(n).keep)) << n;
+    // A resume with different settings is refused.
+    o.lr = 2e-3;
+    EXPECT_THROW(patch_learn(*s.model, s.prior, s.train, o), InvalidArgument);
+  }
+}
+
+TEST(LearnTile, PerLayerBudgetHoldsInEveryLayer) {
+  auto s = tiny_learn_setup("perlayer", 16, 0.35);
+  auto o = tiny_options("patch-tile");
+  o.per_layer = true;
+  auto r = patch_learn(*s.model, s.prior, s.train, o);
+  ASSERT_TRUE(r.finished);
+  std::map<int, std::pair<double, double>> layer;  // kept, total
+  for (const auto& [name, lm] : r.masks.masks) {
+    int l = std::stoi(name.substr(std::string("model.layers.").size()));
+    layer[l].first += lm.keep.sum().item<double>();
+    layer[l].second += lm.keep.numel();
+  }
+  for (const auto& [l, kt] : layer) EXPECT_NEAR(1 - kt.first / kt.second, 0.35, 0.5 * 256.0 / kt.second + 1e-9) << l;
 }

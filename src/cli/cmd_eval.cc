@@ -73,7 +73,7 @@ void register_eval(CLI::App& app) {
 
   // eval logits: raw logits for given token ids, for cross-checks against other engines (HF transformers).
   struct LogitOpts {
-    std::string model, input, output;
+    std::string model, input, output, masks;
     DeviceOptions dev;
   };
   auto lo = std::make_shared<LogitOpts>();
@@ -82,6 +82,7 @@ void register_eval(CLI::App& app) {
   lg->add_option("-i,--input", lo->input, "safetensors with input_ids [B,T] (I64) and optional attention_mask")
       ->required();
   lg->add_option("-o,--output", lo->output, "output safetensors with 'logits' [B,T,V] F32")->required();
+  lg->add_option("--masks", lo->masks, "apply this mask file before the forward");
   lo->dev.add(lg);
   lg->callback([lo] {
     auto opt = lo->dev.resolve();
@@ -90,6 +91,7 @@ void register_eval(CLI::App& app) {
     torch::Tensor mask;
     if (in.has("attention_mask")) mask = in.load("attention_mask").to(torch::kLong);
     auto model = Model::load(lo->model, opt);
+    if (!lo->masks.empty()) mask_load_for_model(lo->masks, lo->model, *model);
     torch::NoGradGuard ng;
     auto logits = model->forward(ids, nullptr, mask);
     safetensors_write(lo->output, {{"logits", logits.to(torch::kCPU)}},

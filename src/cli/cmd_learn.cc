@@ -1,119 +1,166 @@
-// patchllm learn -m DIR --method patch-tile --sparsity S -f TRAIN_TEXT [--prior wanda|magnitude|sparsegpt ...] -o DIR
-// Writes DIR/masks.safetensors (mask file v1, hybrid tile maps), DIR/patch_config.json (every setting, replayable),
-// DIR/train_log.jsonl (one line per step) and DIR/learn_report.json (provenance, achieved sparsity, PPL-free summary).
-#include "cli/common.h"
+// Mask learning behind `patchllm prune --method patch-tile|patch-joint|maskllm -m DIR --sparsity S -f TRAIN -o OUT`.
+// Writes OUT/masks.safetensors (mask file v1, hybrid tile maps), OUT/prior.safetensors (the one-shot prior),
+// OUT/patch_config.json (every setting, replayable), OUT/train_log.jsonl (one line per step),
+// OUT/learn_state.pt (resumable state), OUT/learn_report.json (provenance, achieved sparsity) and, with --export,
+// OUT/hf (the pruned model with exact zeros).
+#include "cli/learn_cli.h"
 #include "core/error.h"
 #include "core/file.h"
 #include "core/log.h"
 #include "core/provenance.h"
-#include "learn/patch_learn.h"
+#include "export/export.h"
 #include "mask/mask.h"
 #include "prune/prune.h"
 
 namespace patchllm::cli {
 
-void register_learn(CLI::App& app) {
-  struct Opts {
-    std::string model, file, out, method = "patch-tile", prior = "wanda", tile = "128x128", split_on;
-    int64_t calib_samples = 32, calib_seqlen = 256;
-    LearnOptions l;
-    DeviceOptions dev;
-    bool force = false, theta_rule = false;
-  };
-  auto o = std::make_shared<Opts>();
-  auto* sub = app.add_subcommand("learn", "learn a PATCH hybrid dense/2:4 tile mask (weights frozen)");
-  sub->add_option("-m,--model", o->model, "Hugging Face model directory")->required();
-  sub->add_option("--method", o->method, "patch-tile (patch-joint and maskllm: not yet)")->capture_default_str();
-  sub->add_option("--sparsity", o->l.target_sparsity, "target sparsity s* in [0, 0.5]")->capture_default_str();
-  sub->add_option("-f,--file", o->file, "training text")->required();
-  sub->add_option("--split-on", o->split_on, "document separator (\\\\n escapes), each document with BOS");
-  sub->add_option("--prior", o->prior, "one-shot source of the frozen 2:4 pattern and tile prior: wanda | magnitude | "
-                                       "sparsegpt")->capture_default_str();
-  sub->add_option("--calib-samples", o->calib_samples, "calibration windows for the prior")->capture_default_str();
-  sub->add_option("--calib-seqlen", o->calib_seqlen, "calibration window length")->capture_default_str();
-  sub->add_option("--tile", o->tile, "tile size RxC")->capture_default_str();
-  sub->add_option("--steps", o->l.steps, "optimizer steps")->capture_default_str();
-  sub->add_option("--seq-len", o->l.seqlen, "training sequence length")->capture_default_str();
-  sub->add_option("--micro-batch", o->l.micro_batch, "sequences per forward")->capture_default_str();
-  sub->add_option("--grad-accum", o->l.grad_accum, "micro-batches per optimizer step")->capture_default_str();
-  sub->add_option("--lr", o->l.lr, "peak learning rate (cosine, warm-up 5 steps)")->capture_default_str();
-  sub->add_option("--sparse-reg", o->l.sparse_reg, "λ of |d − d*|")->capture_default_str();
-  sub->add_option("--prior-strength", o->l.prior_strength, "tile prior offset in units of the init std")
+void add_learn_options(CLI::App* sub, LearnCli& o) {
+  auto* g = sub->add_option_group("mask learning", "patch-tile | patch-joint | maskllm (weights frozen)");
+  g->add_option("--prior", o.prior, "one-shot source of the 2:4 pattern / prior and of the tile prior: wanda | "
+                                    "magnitude | sparsegpt | maskllm-npz (with --prior-from)")->capture_default_str();
+  g->add_option("--prior-from", o.prior_from, "MaskLLM mask_compressed.npz for --prior maskllm-npz");
+  g->add_option("--steps", o.l.steps, "optimizer steps")->capture_default_str();
+  g->add_option("--train-seqlen", o.l.seqlen, "training sequence length (blocks of the training text)")
       ->capture_default_str();
-  sub->add_option("--tau", o->l.tau0, "τ start (end: --tau-end)")->capture_default_str();
-  sub->add_option("--tau-end", o->l.tau1, "τ end")->capture_default_str();
-  sub->add_option("--kappa", o->l.kappa0, "κ start (end: --kappa-end)")->capture_default_str();
-  sub->add_option("--kappa-end", o->l.kappa1, "κ end")->capture_default_str();
-  sub->add_flag("--hard", o->l.hard, "straight-through hard tile samples");
-  sub->add_flag("--theta-rule", o->theta_rule, "final tiles dense iff θ > 0 (reference rule) instead of exact budget");
-  sub->add_option("-s,--seed", o->l.seed, "seed (data order, noise, init)")->capture_default_str();
-  sub->add_option("-o,--output", o->out, "output directory")->required();
-  sub->add_flag("--force", o->force, "overwrite existing outputs in the output directory");
-  o->dev.add(sub);
-  sub->callback([o] {
-    PATCHLLM_CHECK(o->method == "patch-tile", InvalidArgument, "--method ", o->method,
-                   ": only patch-tile is implemented (patch-joint, maskllm: not yet)");
-    PATCHLLM_CHECK(o->l.target_sparsity >= 0 && o->l.target_sparsity <= 0.5, InvalidArgument, "--sparsity ",
-                   o->l.target_sparsity, " outside [0, 0.5]");
-    std::tie(o->l.tile_r, o->l.tile_c) = parse_tile(o->tile);
-    PATCHLLM_CHECK(o->l.tile_r > 0 && o->l.tile_c > 0 && o->l.tile_c % 4 == 0, InvalidArgument, "--tile ", o->tile,
-                   ": the width must be a positive multiple of 4 (2:4 groups would straddle tiles)");
-    o->l.exact_budget = !o->theta_rule;
-    PATCHLLM_CHECK(file_exists(o->file), InvalidArgument, o->file, ": training text not found");
-    std::string mask_path = path_join(o->out, "masks.safetensors");
-    PATCHLLM_CHECK(o->force || !file_exists(mask_path), InvalidArgument, mask_path, ": exists (use --force)");
-    auto lo = o->dev.resolve();
-    auto tok = tokenizer_load(o->model);
-    auto ids = tokenize_documents(*tok, file_read(o->file), unescape(o->split_on));
-    PATCHLLM_CHECK(static_cast<int64_t>(ids.size()) >= o->l.seqlen, InvalidArgument, o->file, ": ", ids.size(),
-                   " tokens, fewer than one training sequence of ", o->l.seqlen, " (empty training text?)");
-    // Prior: one-shot 2:4 masks plus per-tile densities of the unstructured mask at s*, from a separate copy of the
-    // model (one-shot pruning masks its weights in place; mask learning needs the dense frozen weights).
-    std::string desc, fp = model_fingerprint(o->model, &desc);
-    MaskSet prior;
-    {
-      auto copy = Model::load(o->model, lo);
-      PruneOptions po;
-      po.method = o->prior;
-      po.pattern = "2:4";
-      po.sparsity = o->l.target_sparsity;
-      po.tile_r = o->l.tile_r;
-      po.tile_c = o->l.tile_c;
-      po.tile_scores = true;
-      auto windows = prune_calibration_windows(ids, o->calib_samples, o->calib_seqlen, o->l.seed);
-      log_info("prior: ", o->prior, " 2:4 + unstructured tile scores at ", o->l.target_sparsity, " from ",
-               o->calib_samples, "x", o->calib_seqlen, " tokens");
-      prior = prune_model(*copy, windows, po);
+  g->add_option("--micro-batch", o.l.micro_batch, "sequences per forward")->capture_default_str();
+  g->add_option("--grad-accum", o.l.grad_accum, "micro-batches per optimizer step")->capture_default_str();
+  g->add_option("--lr", o.l.lr, "peak learning rate (cosine, 5 warm-up steps)")->capture_default_str();
+  g->add_option("--weight-decay", o.l.weight_decay, "AdamW weight decay (default: 0 PATCH, 0.1 MaskLLM)");
+  g->add_option("--sparse-reg", o.l.sparse_reg, "λ of |d − d*|")->capture_default_str();
+  g->add_option("--weight-reg", o.l.weight_reg, "weight regulariser (normalised ‖M⊙W‖, decays linearly to 0)")
+      ->capture_default_str();
+  g->add_flag("--per-layer", o.l.per_layer, "density target and exact budget per decoder layer (default: global)");
+  g->add_option("--prior-strength", o.l.prior_strength, "tile prior offset in units of the init std")
+      ->capture_default_str();
+  g->add_option("--prior-strength-24", o.l.prior_strength_24, "2:4 prior offset in units of the init std")
+      ->capture_default_str();
+  g->add_option("--tau", o.l.tau0, "tile τ start")->capture_default_str();
+  g->add_option("--tau-end", o.l.tau1, "tile τ end")->capture_default_str();
+  g->add_option("--kappa", o.l.kappa0, "tile κ start")->capture_default_str();
+  g->add_option("--kappa-end", o.l.kappa1, "tile κ end")->capture_default_str();
+  g->add_option("--tau-24", o.l.tau24_0, "2:4 τ start")->capture_default_str();
+  g->add_option("--tau-24-end", o.l.tau24_1, "2:4 τ end")->capture_default_str();
+  g->add_option("--kappa-24", o.l.kappa24_0, "2:4 κ start")->capture_default_str();
+  g->add_option("--kappa-24-end", o.l.kappa24_1, "2:4 κ end")->capture_default_str();
+  g->add_flag("--hard", o.l.hard, "straight-through hard tile samples");
+  g->add_flag("--hard-24", o.l.hard_24, "straight-through hard 2:4 samples");
+  g->add_flag("--theta-rule", o.theta_rule, "final tiles dense iff θ > 0 (reference rule) instead of exact budget");
+  g->add_flag("--grad-checkpoint", o.l.checkpoint_layers, "recompute each decoder layer in backward (less memory)");
+  g->add_option("--checkpoint-every", o.l.checkpoint_every, "save the resumable state every N steps")
+      ->capture_default_str();
+  g->add_flag("--resume", o.l.resume, "continue from OUT/learn_state.pt (same command, same data)");
+  g->add_option("--stop-after", o.l.stop_after, "stop after this many steps (state saved; finish with --resume)");
+  g->add_flag("--export", o.export_hf, "also write OUT/hf: the pruned model with exact zeros");
+  g->add_flag("--materialise-masks", o.l.materialise_masks,
+              "benchmark baseline: build full-size masks outside the checkpointed layers (the reference design)");
+}
+
+void run_learn(const PruneCommon& p, LearnCli& o) {
+  auto& l = o.l;
+  PATCHLLM_CHECK(l.target_sparsity >= 0 && l.target_sparsity <= 0.5, InvalidArgument, "--sparsity ",
+                 l.target_sparsity, " outside [0, 0.5]");
+  std::tie(l.tile_r, l.tile_c) = parse_tile(p.tile);
+  PATCHLLM_CHECK(l.tile_r > 0 && l.tile_c > 0 && l.tile_c % 4 == 0, InvalidArgument, "--tile ", p.tile,
+                 ": the width must be a positive multiple of 4 (2:4 groups would straddle tiles)");
+  PATCHLLM_CHECK(!p.file.empty(), InvalidArgument, "--method ", l.method, " needs training text (-f)");
+  PATCHLLM_CHECK(file_exists(p.file), InvalidArgument, p.file, ": training text not found");
+  l.exact_budget = !o.theta_rule;
+  l.seed = p.seed;
+  const std::string mask_path = path_join(p.out, "masks.safetensors");
+  PATCHLLM_CHECK(p.force || !file_exists(mask_path), InvalidArgument, mask_path, ": exists (use --force)");
+  if (o.export_hf) export_check_output(p.model, path_join(p.out, "hf"), p.force);
+  auto tok = tokenizer_load(p.model);
+  auto ids = tokenize_documents(*tok, file_read(p.file), unescape(p.split_on));
+  PATCHLLM_CHECK(static_cast<int64_t>(ids.size()) >= l.seqlen, InvalidArgument, p.file, ": ", ids.size(),
+                 " tokens, fewer than one training sequence of ", l.seqlen, " (empty training text?)");
+  dir_create(p.out);
+  std::string desc, fp = model_fingerprint(p.model, &desc);
+  const std::string train_sha = sha256_file(p.file);
+
+  // Prior: one-shot 2:4 masks plus per-tile densities of the unstructured mask at s*, computed on a separate copy
+  // of the model (one-shot pruning masks weights in place; learning needs the dense frozen weights). Saved, and
+  // reused by --resume.
+  const std::string prior_path = path_join(p.out, "prior.safetensors");
+  MaskSet prior;
+  if (l.resume && file_exists(prior_path)) {
+    prior = mask_load_checked(prior_path, p.model);
+    log_info("prior: reusing ", prior_path);
+  } else {
+    auto copy = Model::load(p.model, p.load);
+    if (o.prior == "maskllm-npz") {
+      PATCHLLM_CHECK(!o.prior_from.empty(), InvalidArgument, "--prior maskllm-npz needs --prior-from FILE.npz");
+      prior = mask_load_npz(o.prior_from, mask_model_shapes(p.model));
     }
+    PruneOptions po;
+    // The tile prior needs an unstructured mask; with an imported 2:4 mask it comes from Wanda (as the reference).
+    po.method = o.prior == "maskllm-npz" ? "wanda" : o.prior;
+    po.pattern = "2:4";
+    po.sparsity = l.target_sparsity;
+    po.tile_r = l.tile_r;
+    po.tile_c = l.tile_c;
+    po.tile_scores = l.method != "maskllm";
+    PATCHLLM_CHECK(po.method == "magnitude" || po.method == "wanda" || po.method == "sparsegpt", InvalidArgument,
+                   "--prior ", o.prior, ": unknown (wanda | magnitude | sparsegpt | maskllm-npz)");
+    auto windows = prune_calibration_windows(ids, p.nsamples, p.seqlen, p.seed);
+    log_info("prior: ", o.prior, " 2:4", po.tile_scores ? str(" + unstructured tile scores at ", l.target_sparsity)
+                                                         : std::string(),
+             " from ", p.nsamples, "x", p.seqlen, " tokens");
+    auto oneshot = prune_model(*copy, windows, po);
+    if (o.prior == "maskllm-npz") {
+      for (auto& [name, lm] : prior.masks) lm.tile_scores = oneshot.masks.at(name).tile_scores;
+    } else {
+      prior = oneshot;
+    }
+    prior.tile_r = l.tile_r;
+    prior.tile_c = l.tile_c;
+    for (auto& [name, lm] : prior.masks) lm.tile_map = mask_tile_map_full(lm.keep.size(0), lm.keep.size(1), l.tile_r,
+                                                                           l.tile_c);
     prior.fingerprint = fp;
     prior.fingerprint_desc = desc;
-    prior.meta["prior"] = o->prior;
-    prior.meta["calibration_sha256"] = sha256_file(o->file);
-    const int64_t L = o->l.seqlen, nblocks = static_cast<int64_t>(ids.size()) / L;
-    auto train = torch::tensor(std::vector<int64_t>(ids.begin(), ids.begin() + nblocks * L)).view({nblocks, L});
-    auto model = Model::load(o->model, lo);
-    dir_create(o->out);
-    o->l.log_jsonl = path_join(o->out, "train_log.jsonl");
-    nlohmann::json cfg = {{"method", o->method}, {"target_sparsity", o->l.target_sparsity},
-                          {"tile", {o->l.tile_r, o->l.tile_c}}, {"steps", o->l.steps}, {"seq_len", L},
-                          {"micro_batch", o->l.micro_batch}, {"grad_accum", o->l.grad_accum}, {"lr", o->l.lr},
-                          {"tau", {o->l.tau0, o->l.tau1}}, {"kappa", {o->l.kappa0, o->l.kappa1}},
-                          {"sparse_reg", o->l.sparse_reg}, {"prior", o->prior},
-                          {"prior_strength", o->l.prior_strength}, {"init_std", o->l.init_std},
-                          {"hard", o->l.hard}, {"final_rule", o->theta_rule ? "theta>0" : "exact-budget"},
-                          {"calib_samples", o->calib_samples}, {"calib_seqlen", o->calib_seqlen},
-                          {"seed", o->l.seed}, {"train_file", o->file}, {"train_sha256", sha256_file(o->file)},
-                          {"split_on", o->split_on}, {"model", o->model}, {"model_fingerprint", fp},
-                          {"device", describe(lo)}};
-    write_json(path_join(o->out, "patch_config.json"), cfg);
-    auto r = patch_learn_tile(*model, prior, train, o->l);
-    mask_save(mask_path, r.masks);
-    nlohmann::json rep = {{"config", cfg}, {"achieved_sparsity", r.achieved_sparsity},
-                          {"final_step", r.history.empty() ? nlohmann::json() : r.history.back()},
-                          {"masks", mask_report(r.masks)}, {"provenance", provenance_json({o->file})}};
-    write_json(path_join(o->out, "learn_report.json"), rep);
-    log_info("wrote ", mask_path, ": achieved sparsity ", r.achieved_sparsity, " (target ", o->l.target_sparsity, ")");
-  });
+    prior.meta["method"] = o.prior;
+    prior.meta["prior"] = o.prior;
+    prior.meta["calibration_sha256"] = train_sha;
+    mask_save(prior_path, prior);
+  }
+  const int64_t L = l.seqlen, nblocks = static_cast<int64_t>(ids.size()) / L;
+  auto train = torch::tensor(std::vector<int64_t>(ids.begin(), ids.begin() + nblocks * L)).view({nblocks, L});
+  auto model = Model::load(p.model, p.load);
+  l.log_jsonl = path_join(p.out, "train_log.jsonl");
+  l.state_path = path_join(p.out, "learn_state.pt");
+  nlohmann::json cfg = {{"method", l.method}, {"target_sparsity", l.target_sparsity},
+                        {"tile", {l.tile_r, l.tile_c}}, {"steps", l.steps}, {"train_seqlen", L},
+                        {"micro_batch", l.micro_batch}, {"grad_accum", l.grad_accum}, {"lr", l.lr},
+                        {"weight_decay", l.weight_decay}, {"tau", {l.tau0, l.tau1}}, {"kappa", {l.kappa0, l.kappa1}},
+                        {"tau_24", {l.tau24_0, l.tau24_1}}, {"kappa_24", {l.kappa24_0, l.kappa24_1}},
+                        {"sparse_reg", l.sparse_reg}, {"weight_reg", l.weight_reg}, {"per_layer", l.per_layer},
+                        {"prior", o.prior}, {"prior_from", o.prior_from}, {"prior_strength", l.prior_strength},
+                        {"prior_strength_24", l.prior_strength_24}, {"init_std", l.init_std}, {"hard", l.hard},
+                        {"hard_24", l.hard_24}, {"final_rule", o.theta_rule ? "theta>0" : "exact-budget"},
+                        {"grad_checkpoint", l.checkpoint_layers}, {"materialise_masks", l.materialise_masks}, {"nsamples", p.nsamples},
+                        {"seqlen", p.seqlen}, {"seed", l.seed}, {"train_file", p.file},
+                        {"train_sha256", train_sha}, {"train_blocks", nblocks}, {"split_on", p.split_on},
+                        {"model", p.model}, {"model_fingerprint", fp}, {"device", p.device_desc}};
+  write_json(path_join(p.out, "patch_config.json"), cfg);
+  auto r = patch_learn(*model, prior, train, l);
+  if (!r.finished) {
+    log_info("stopped after ", l.stop_after, " steps; state in ", l.state_path, " (continue with --resume)");
+    return;
+  }
+  mask_save(mask_path, r.masks);
+  auto prov = provenance_json({p.file, path_join(p.model, "config.json")});
+  nlohmann::json rep = {{"config", cfg}, {"achieved_sparsity", r.achieved_sparsity},
+                        {"final_step", r.history.empty() ? nlohmann::json() : r.history.back()},
+                        {"masks", mask_report(r.masks)}, {"provenance", prov}};
+  write_json(path_join(p.out, "learn_report.json"), rep);
+  log_info("wrote ", mask_path, ": achieved sparsity ", r.achieved_sparsity, " (target ", l.target_sparsity, ")");
+  if (o.export_hf) {
+    ExportOptions eo;
+    eo.force = p.force;
+    eo.provenance = prov;
+    export_hf(p.model, path_join(p.out, "hf"), r.masks, {}, eo);
+  }
+  std::printf("%s hybrid sparsity %.6f (target %.4f) -> %s\n", l.method.c_str(), r.achieved_sparsity,
+              l.target_sparsity, mask_path.c_str());
 }
 
 }  // namespace patchllm::cli

@@ -1,10 +1,13 @@
 // patchllm prune -m DIR --method magnitude|wanda|sparsegpt|maskllm-npz --pattern 2:4|unstructured --sparsity S
 //   -f CALIB_TEXT [--nsamples 128 --seqlen 2048 --seed 0 --tile 128x128 --tile-scores] -o OUT_DIR
+// patchllm prune -m DIR --method patch-tile|patch-joint|maskllm --sparsity S -f TRAIN_TEXT [...] -o OUT_DIR
+//   (mask learning: cmd_learn.cc)
 // Writes OUT_DIR/masks.safetensors, OUT_DIR/prune_report.json and, for SparseGPT (which updates weights),
 // OUT_DIR/sparsegpt-hf/ (the pruned model with SparseGPT's updated weights).
 #include <cstdio>
 
 #include "cli/common.h"
+#include "cli/learn_cli.h"
 #include "core/file.h"
 #include "core/log.h"
 #include "core/provenance.h"
@@ -24,15 +27,18 @@ void register_prune(CLI::App& app) {
     bool force = false;
     PruneOptions p;
     DeviceOptions dev;
+    LearnCli learn;
   };
   auto o = std::make_shared<Opts>();
-  auto* sub = app.add_subcommand("prune", "one-shot pruning of the decoder linears (magnitude, Wanda, SparseGPT)");
+  auto* sub = app.add_subcommand("prune", "prune the decoder linears: one-shot (magnitude, Wanda, SparseGPT) or "
+                                           "learned masks (PATCH-Tile, PATCH-Joint, MaskLLM)");
   sub->add_option("-m,--model", o->model, "Hugging Face model directory")->required()->envname("PATCHLLM_ARG_MODEL");
-  sub->add_option("--method", o->p.method, "magnitude | wanda | sparsegpt | maskllm-npz (import --from FILE)")
+  sub->add_option("--method", o->p.method, "magnitude | wanda | sparsegpt | maskllm-npz (import --from FILE) | "
+                                          "patch-tile | patch-joint | maskllm (learned)")
       ->capture_default_str();
   sub->add_option("--pattern", o->p.pattern, "2:4 | unstructured")->capture_default_str();
-  sub->add_option("--sparsity", o->p.sparsity, "target sparsity (unstructured; 2:4 is 0.5)")->capture_default_str();
-  sub->add_option("-f,--file", o->file, "calibration text (wanda, sparsegpt)");
+  sub->add_option("--sparsity", o->p.sparsity, "target sparsity (unstructured, PATCH in [0, 0.5]; 2:4 is 0.5)")->capture_default_str();
+  sub->add_option("-f,--file", o->file, "calibration text (wanda, sparsegpt; learned methods: training text)");
   sub->add_option("--nsamples,--num-samples", o->nsamples, "calibration windows")->capture_default_str();
   sub->add_option("--seqlen,--seq-len", o->seqlen, "tokens per calibration window")->capture_default_str();
   sub->add_option("-s,--seed", o->seed, "seed for the window offsets")->capture_default_str();
@@ -47,8 +53,21 @@ void register_prune(CLI::App& app) {
   sub->add_option("-o,--output", o->out, "output directory")->required();
   sub->add_flag("--force", o->force, "overwrite an existing output directory");
   o->dev.add(sub);
+  add_learn_options(sub, o->learn);
   sub->callback([o] {
     auto lo = o->dev.resolve();
+    if (learn_method_known(o->p.method)) {
+      PruneCommon c{o->model, o->file, o->out, o->split_on, o->tile, o->nsamples, o->seqlen, o->seed, o->force, lo,
+                    describe(lo)};
+      o->learn.l.method = o->p.method;
+      o->learn.l.target_sparsity = o->p.sparsity;
+      run_learn(c, o->learn);
+      return;
+    }
+    PATCHLLM_CHECK(o->p.method == "magnitude" || o->p.method == "wanda" || o->p.method == "sparsegpt" ||
+                       o->p.method == "maskllm-npz",
+                   InvalidArgument, "--method ", o->p.method,
+                   ": unknown (magnitude | wanda | sparsegpt | maskllm-npz | patch-tile | patch-joint | maskllm)");
     std::tie(o->p.tile_r, o->p.tile_c) = parse_tile(o->tile);
     PATCHLLM_CHECK(o->p.tile_r > 0 && o->p.tile_c > 0 && o->p.tile_c % 4 == 0, InvalidArgument, "--tile ", o->tile,
                    ": sizes must be positive and the width a multiple of 4");

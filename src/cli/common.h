@@ -17,7 +17,6 @@ void register_generate(CLI::App& app);
 void register_eval(CLI::App& app);
 void register_prune(CLI::App& app);
 void register_export(CLI::App& app);
-void register_learn(CLI::App& app);
 
 struct DeviceOptions {
   std::string device = "auto";  // auto | cpu | cuda[:N]

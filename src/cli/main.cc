@@ -32,7 +32,6 @@ int main(int argc, char** argv) {
   patchllm::cli::register_eval(app);
   patchllm::cli::register_prune(app);
   patchllm::cli::register_export(app);
-  patchllm::cli::register_learn(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,108 +1,422 @@
 #include "learn/patch_learn.h"
 
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 
 #include "core/error.h"
+#include "core/file.h"
 #include "core/log.h"
+#include "learn/checkpoint.h"
+#include "learn/noise.h"
+#include "learn/pattern_mask.h"
 #include "learn/tile_mask.h"
+
+#ifdef PATCHLLM_TORCH_HAS_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
 
 namespace patchllm {
 
-LearnResult patch_learn_tile(Model& model, const MaskSet& prior, const torch::Tensor& train, const LearnOptions& o) {
+bool learn_method_known(const std::string& m) { return m == "patch-tile" || m == "patch-joint" || m == "maskllm"; }
+
+namespace {
+
+// One decoder linear during learning.
+struct Slot {
+  std::string name;
+  int64_t layer = 0;
+  TileGrid grid;
+  LinearPtr original;
+  std::shared_ptr<TileMaskedLinear> tile;    // patch-tile
+  std::shared_ptr<JointMaskedLinear> joint;  // patch-joint, maskllm
+  std::shared_ptr<MaterialisedMaskLinear> mat;  // materialise_masks (reference design)
+  torch::Tensor m24f;                        // materialise_masks, patch-tile: the fixed 2:4 mask, compute dtype
+  torch::Tensor M;                           // materialise_masks: the current full-size soft mask
+  torch::Tensor theta, phi;                  // fp32 leaves (undefined when the method has none)
+  torch::Tensor numel;                       // [grid_r, grid_c] element count per tile
+  torch::Tensor s_kept, s_pruned;            // patch-tile: per-tile Σ W² over kept / pruned entries (fp32)
+  double w_norm = 0;                         // ‖W‖_F
+  torch::Tensor t;                           // current tile sample
+};
+
+// Peak bytes the CUDA caching allocator handed out since the last reset (0 on CPU or without CUDA LibTorch).
+double cuda_peak_gib(const torch::Device& d, bool reset) {
+#ifdef PATCHLLM_TORCH_HAS_CUDA
+  if (d.is_cuda()) {
+    if (reset) c10::cuda::CUDACachingAllocator::resetPeakStats(d.index() < 0 ? 0 : d.index());
+    auto st = c10::cuda::CUDACachingAllocator::getDeviceStats(d.index() < 0 ? 0 : d.index());
+    return double(st.allocated_bytes[0].peak) / (1024.0 * 1024 * 1024);  // [0]: StatType::AGGREGATE
+  }
+#endif
+  (void)d;
+  (void)reset;
+  return 0;
+}
+
+double linear_schedule(double a, double b, double frac) { return a + (b - a) * frac; }
+
+// The trajectory-defining options, stored with the state: resuming with different ones is an error.
+std::string trajectory_key(const LearnOptions& o, int64_t n_windows) {
+  nlohmann::json j = {{"method", o.method}, {"s", o.target_sparsity}, {"tile", {o.tile_r, o.tile_c}},
+                      {"steps", o.steps}, {"mb", o.micro_batch}, {"accum", o.grad_accum}, {"seqlen", o.seqlen},
+                      {"lr", o.lr}, {"warmup", o.warmup}, {"clip", o.grad_clip}, {"wd", o.weight_decay},
+                      {"tau", {o.tau0, o.tau1, o.tau24_0, o.tau24_1}},
+                      {"kappa", {o.kappa0, o.kappa1, o.kappa24_0, o.kappa24_1}}, {"sreg", o.sparse_reg},
+                      {"wreg", o.weight_reg}, {"per_layer", o.per_layer},
+                      {"prior", {o.prior_strength, o.prior_strength_24, o.init_std}}, {"hard", {o.hard, o.hard_24}},
+                      {"seed", o.seed}, {"windows", n_windows}};
+  return j.dump();
+}
+
+void save_state(const std::string& path, int64_t step, const std::string& key, const std::vector<Slot>& slots,
+                torch::optim::Optimizer& opt) {
+  torch::serialize::OutputArchive ar;
+  ar.write("step", c10::IValue(step));
+  ar.write("key", c10::IValue(key));
+  for (size_t m = 0; m < slots.size(); ++m) {
+    if (slots[m].theta.defined()) ar.write("theta." + std::to_string(m), slots[m].theta.detach().cpu());
+    if (slots[m].phi.defined()) ar.write("phi." + std::to_string(m), slots[m].phi.detach().cpu());
+  }
+  torch::serialize::OutputArchive oa;
+  opt.save(oa);
+  ar.write("optimizer", oa);
+  const std::string tmp = path + ".tmp";
+  ar.save_to(tmp);
+  PATCHLLM_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, Error, path, ": cannot rename the state file into place");
+}
+
+int64_t load_state(const std::string& path, const std::string& key, std::vector<Slot>& slots,
+                   torch::optim::Optimizer& opt) {
+  torch::serialize::InputArchive ar;
+  try {
+    ar.load_from(path);
+  } catch (const std::exception& e) {
+    throw FormatError(str(path, ": not a readable learning state (", e.what(), ")"));
+  }
+  c10::IValue step, k;
+  ar.read("step", step);
+  ar.read("key", k);
+  PATCHLLM_CHECK(k.toStringRef() == key, InvalidArgument, path,
+                 ": was written by a run with different settings or data; resume needs the same command (or "
+                 "remove the state file)");
+  torch::NoGradGuard ng;
+  for (size_t m = 0; m < slots.size(); ++m) {
+    torch::Tensor v;
+    if (slots[m].theta.defined()) {
+      ar.read("theta." + std::to_string(m), v);
+      slots[m].theta.copy_(v);
+    }
+    if (slots[m].phi.defined()) {
+      ar.read("phi." + std::to_string(m), v);
+      slots[m].phi.copy_(v);
+    }
+  }
+  torch::serialize::InputArchive oa;
+  ar.read("optimizer", oa);
+  opt.load(oa);
+  return step.toInt();
+}
+
+}  // namespace
+
+LearnResult patch_learn(Model& model, const MaskSet& prior, const torch::Tensor& train, const LearnOptions& o_in) {
+  LearnOptions o = o_in;
+  PATCHLLM_CHECK(learn_method_known(o.method), InvalidArgument, "--method ", o.method,
+                 ": unknown (patch-tile | patch-joint | maskllm)");
+  const bool tiles = o.method != "maskllm", patterns = o.method != "patch-tile";
+  if (!tiles) o.target_sparsity = 0.5;
+  if (o.weight_decay < 0) o.weight_decay = tiles ? 0.0 : 0.1;
   PATCHLLM_CHECK(o.target_sparsity >= 0 && o.target_sparsity <= 0.5, InvalidArgument, "--sparsity ",
                  o.target_sparsity, " outside [0, 0.5]");
   PATCHLLM_CHECK(o.tile_c % 4 == 0 && o.tile_c > 0 && o.tile_r > 0, InvalidArgument, "tile width ", o.tile_c,
                  " is not a positive multiple of 4 (2:4 groups would straddle tiles)");
+  PATCHLLM_CHECK(o.steps > 0 && o.micro_batch > 0 && o.grad_accum > 0, InvalidArgument,
+                 "--steps, --micro-batch and --grad-accum must be positive");
   PATCHLLM_CHECK(train.dim() == 2 && train.size(0) > 0, InvalidArgument, "no training windows (empty training text?)");
-  torch::manual_seed(o.seed);
-  auto gen = torch::make_generator<at::CPUGeneratorImpl>(o.seed + 1);
-  auto slots = model.linears();
-  std::vector<LinearPtr> originals;
-  std::vector<std::shared_ptr<TileMaskedLinear>> tiles;
-  std::vector<torch::Tensor> thetas;
-  std::vector<TileGrid> grids;
-  std::vector<torch::Tensor> numels;
-  double total = 0;
-  for (auto& [name, slot] : slots) {
+  auto gen = at::detail::createCPUGenerator(o.seed);  // init and data order; sampling noise comes from noise.h
+  const auto dev = model.device;
+  auto f32 = torch::TensorOptions().dtype(torch::kFloat32).device(dev);
+
+  std::vector<Slot> slots;
+  int64_t slot_index = 0;
+  double total = 0, w_norm_total = 0;
+  for (auto& [name, ptr] : model.linears()) {
     auto it = prior.masks.find(name);
     PATCHLLM_CHECK(it != prior.masks.end(), InvalidArgument, "prior mask has no entry for ", name);
-    const Linear& base = **slot;
-    TileGrid g{base.out_features(), base.in_features(), o.tile_r, o.tile_c};
-    auto tl = std::make_shared<TileMaskedLinear>(base, it->second.keep, g);
-    // θ ~ N(0, std²) (fp32 master, unlike the reference's bf16) plus the tile prior from unstructured densities.
-    auto theta = torch::randn({g.grid_r(), g.grid_c()}) * o.init_std;
-    const auto& scores = it->second.tile_scores;
-    if (scores.defined()) {
-      int64_t n = theta.numel(), n_dense = std::llround(n * (1 - 2 * o.target_sparsity));
-      auto order = scores.reshape({-1}).argsort(0, /*descending=*/true);
-      auto sign = -torch::ones({n});
-      if (n_dense > 0) sign.index_fill_(0, order.narrow(0, 0, n_dense), 1.0);
-      theta += (sign * o.init_std * o.prior_strength).view(theta.sizes());
+    const Linear& base = **ptr;
+    PATCHLLM_CHECK(it->second.keep.sizes() == base.weight.sizes(), InvalidArgument, "prior mask for ", name,
+                   " has shape ", it->second.keep.sizes(), ", the weight ", base.weight.sizes());
+    Slot s;
+    s.name = name;
+    s.layer = slot_index++ / 7;
+    s.grid = TileGrid{base.out_features(), base.in_features(), o.tile_r, o.tile_c};
+    s.original = *ptr;
+    s.numel = tile_numel(s.grid).to(dev);
+    total += s.numel.sum().item<double>();
+    s.w_norm = base.weight.to(torch::kFloat32).norm().item<double>();
+    w_norm_total += s.w_norm;
+    if (tiles) {
+      // θ ~ N(0, std²) in fp32 (the reference keeps bf16 logits with no master copy) plus the tile prior.
+      auto theta = torch::randn({s.grid.grid_r(), s.grid.grid_c()}, gen) * o.init_std;
+      const auto& scores = it->second.tile_scores;
+      if (scores.defined()) {
+        int64_t n = theta.numel(), n_dense = std::llround(n * (1 - 2 * o.target_sparsity));
+        auto order = scores.reshape({-1}).argsort(0, /*descending=*/true);
+        auto sign = -torch::ones({n});
+        if (n_dense > 0) sign.index_fill_(0, order.narrow(0, 0, n_dense), 1.0);
+        theta += (sign * o.init_std * o.prior_strength).view(theta.sizes());
+      }
+      s.theta = theta.to(dev).requires_grad_(true);
     }
-    theta = theta.to(model.device).requires_grad_(true);
-    auto ne = tile_numel(g).to(model.device);
-    total += ne.sum().item<double>();
-    originals.push_back(*slot);
-    *slot = tl;
-    tiles.push_back(tl);
-    thetas.push_back(theta);
-    grids.push_back(g);
-    numels.push_back(ne);
+    if (patterns) {
+      // PATCH-Joint replaces the random init by the prior; MaskLLM adds the prior to its random init.
+      double noise = o.method == "maskllm" ? o.init_std : 0.0;
+      s.phi = pattern_prior_logits(it->second.keep, o.init_std, o.prior_strength_24, noise, gen)
+                  .to(dev)
+                  .requires_grad_(true);
+      s.joint = std::make_shared<JointMaskedLinear>(base, s.grid);
+      s.joint->hard = o.hard_24;
+      s.joint->want_norm = o.weight_reg > 0;
+      *ptr = s.joint;
+    } else {
+      s.tile = std::make_shared<TileMaskedLinear>(base, it->second.keep, s.grid);
+      s.tile->t = torch::ones({s.grid.grid_r(), s.grid.grid_c()}, f32);
+      // ‖M ⊙ W‖²_F over a tile = S_kept + t²·S_pruned (patch-method.md §1.10): no full-size work per step.
+      auto w2 = base.weight.to(torch::kFloat32).square();
+      s.s_kept = tile_reduce(w2 * s.tile->keep24, s.grid);
+      s.s_pruned = tile_reduce(w2 * s.tile->keep24.logical_not(), s.grid);
+      *ptr = s.tile;
+    }
+    if (o.materialise_masks) {
+      s.mat = std::make_shared<MaterialisedMaskLinear>(base);
+      if (s.tile) s.m24f = s.tile->keep24.to(base.weight.scalar_type());
+      *ptr = s.mat;
+    }
+    slots.push_back(std::move(s));
   }
-  torch::optim::AdamW adam(thetas, torch::optim::AdamWOptions(o.lr).betas({0.9, 0.95}).eps(1e-8).weight_decay(0));
+  const int64_t n_layers = slots.empty() ? 0 : slots.back().layer + 1;
+  std::vector<double> layer_total(n_layers, 0.0);
+  for (auto& s : slots) layer_total[s.layer] += s.numel.sum().item<double>();
+
+  std::vector<torch::Tensor> params;
+  for (auto& s : slots) {
+    if (s.theta.defined()) params.push_back(s.theta);
+    if (s.phi.defined()) params.push_back(s.phi);
+  }
+  torch::optim::AdamW adam(
+      params, torch::optim::AdamWOptions(o.lr).betas({0.9, 0.95}).eps(1e-8).weight_decay(o.weight_decay));
+  const int64_t N = train.size(0);
+  auto perm = torch::randperm(N, gen, torch::TensorOptions().dtype(torch::kLong));  // shuffled with the seed
+  const std::string key = trajectory_key(o, N);
+  int64_t start = 0;
+  if (o.resume && !o.state_path.empty() && file_exists(o.state_path)) {
+    start = load_state(o.state_path, key, slots, adam);
+    log_info("resuming from ", o.state_path, " at step ", start, "/", o.steps);
+  }
+
   const double d_target = 1 - o.target_sparsity;
   LearnResult res;
   res.history = nlohmann::json::array();
   std::ofstream log;
-  if (!o.log_jsonl.empty()) log.open(o.log_jsonl);
-  Progress prog("learn", o.steps);
-  int64_t cursor = 0;
-  const int64_t N = train.size(0);
-  auto perm = torch::randperm(N, torch::TensorOptions().dtype(torch::kLong));  // shuffled with the seed
-  double t_start = now_seconds();
-  for (int64_t step = 0; step < o.steps; ++step) {
-    const double frac = std::min(1.0, double(step) / std::max<int64_t>(1, o.steps));
-    const double tau = o.tau0 + (o.tau1 - o.tau0) * frac, kappa = o.kappa0 + (o.kappa1 - o.kappa0) * frac;
+  if (!o.log_jsonl.empty()) {
+    // A fresh run truncates the log; a resumed one appends, so the file holds every step once.
+    log.open(o.log_jsonl, start > 0 ? std::ios::app : std::ios::trunc);
+    PATCHLLM_CHECK(log.good(), Error, o.log_jsonl, ": cannot open the training log");
+  }
+  Progress prog(o.method, o.steps);
+  cuda_peak_gib(dev, /*reset=*/true);
+  const double t_start = now_seconds();
+  const int64_t tokens_per_step = o.micro_batch * o.grad_accum * train.size(1);
+  int64_t step = start;
+  for (; step < o.steps; ++step) {
+    if (o.stop_after >= 0 && step >= o.stop_after) break;
+    const double t_step = now_seconds();
+    const double frac = std::min(1.0, double(step) / double(o.steps));
+    const double tau = linear_schedule(o.tau0, o.tau1, frac), kappa = linear_schedule(o.kappa0, o.kappa1, frac);
+    const double tau24 = linear_schedule(o.tau24_0, o.tau24_1, frac);
+    const double kappa24 = linear_schedule(o.kappa24_0, o.kappa24_1, frac);
+    const double wreg = o.weight_reg * (1 - frac);
     double lr = step < o.warmup ? o.lr * (step + 1) / o.warmup
                                 : 0.5 * o.lr * (1 + std::cos(M_PI * (step - o.warmup) / std::max(1.0, o.steps - o.warmup)));
     for (auto& pg : adam.param_groups()) static_cast<torch::optim::AdamWOptions&>(pg.options()).lr(lr);
     adam.zero_grad();
-    double ce_sum = 0, dens = 0;
+    double ce_sum = 0, dens = 0, rw_sum = 0;
     for (int64_t a = 0; a < o.grad_accum; ++a) {
+      const int64_t first = (step * o.grad_accum + a) * o.micro_batch;  // data position follows from the step
       std::vector<int64_t> idx;
-      for (int64_t b = 0; b < o.micro_batch; ++b) idx.push_back(perm[(cursor++) % N].item<int64_t>());
-      auto x = train.index_select(0, torch::tensor(idx)).to(model.device);
-      // Fresh Gumbel noise for every micro-batch, as the reference's forward pre-hook does.
-      torch::Tensor weighted = torch::zeros({}, torch::TensorOptions().device(model.device));
-      for (size_t m = 0; m < tiles.size(); ++m) {
-        tiles[m]->t = tile_sample(thetas[m], kappa, tau, o.hard, gen);
-        weighted = weighted + (tiles[m]->t * numels[m]).sum();
+      for (int64_t b = 0; b < o.micro_batch; ++b) idx.push_back(perm[(first + b) % N].item<int64_t>());
+      auto x = train.index_select(0, torch::tensor(idx)).to(dev);
+      // Fresh noise for every micro-batch (as the reference's forward pre-hook), seeded by (step, micro, matrix).
+      std::vector<torch::Tensor> layer_dense(n_layers);
+      std::vector<torch::Tensor> joint_norms_pre(slots.size());  // materialise_masks: ‖M ⊙ W‖ from the full mask
+      torch::Tensor weighted = torch::zeros({}, f32);
+      for (size_t m = 0; m < slots.size(); ++m) {
+        auto& s = slots[m];
+        if (tiles) {
+          s.t = tile_sample(s.theta, kappa, tau, o.hard, noise_seed(o.seed, step, a, m, 0));
+          auto w = (s.t * s.numel).sum();
+          weighted = weighted + w;
+          layer_dense[s.layer] = layer_dense[s.layer].defined() ? layer_dense[s.layer] + w : w;
+        }
+        if (s.tile) s.tile->t = s.t;
+        if (s.joint) {
+          s.joint->t = s.t;  // undefined for maskllm: no dense tiles
+          s.joint->phi = s.phi;
+          s.joint->kappa = kappa24;
+          s.joint->tau = tau24;
+          s.joint->noise_seed = noise_seed(o.seed, step, a, m, 1);
+        }
+        if (s.mat) {
+          // Reference design: M = T + (1 − T) ⊙ M24 in full, with its graph, for every layer before the forward.
+          auto m24 = s.tile ? s.m24f
+                            : pattern_mask(pattern_sample(s.phi, kappa24, tau24, o.hard_24, s.joint->noise_seed),
+                                           s.grid.rows, s.grid.cols)
+                                  .to(s.mat->weight.scalar_type());
+          if (s.t.defined()) {
+            auto T = tile_expand(s.t.to(m24.scalar_type()), s.grid);
+            s.M = T + (1 - T) * m24;
+          } else {
+            s.M = m24;
+          }
+          s.mat->mask = s.M;
+          if (o.weight_reg > 0) joint_norms_pre[m] = (s.mat->weight.to(torch::kFloat32) * s.M).norm();
+        }
       }
-      auto d = 0.5 + 0.5 * weighted / total;  // analytic density (patch-method.md §1.9)
-      auto logits = model.forward(x);
-      auto ce = torch::nn::functional::cross_entropy(logits.narrow(1, 0, x.size(1) - 1).reshape({-1, logits.size(-1)}),
-                                                    x.narrow(1, 1, x.size(1) - 1).reshape({-1}));
-      auto loss = (ce + o.sparse_reg * (d - d_target).abs()) / double(o.grad_accum);
-      loss.backward();
+      std::vector<torch::Tensor> joint_norms(slots.size());
+      torch::Tensor logits;
+      if (o.checkpoint_layers) {
+        auto h = model.embed_tokens(x);
+        auto ctx = model.make_context(x.size(0), x.size(1));
+        for (int64_t i = 0; i < n_layers; ++i) {
+          std::vector<size_t> ms;
+          std::vector<torch::Tensor> extras;
+          for (size_t m = 0; m < slots.size(); ++m)
+            if (slots[m].layer == i) {
+              ms.push_back(m);
+              if (slots[m].mat) {
+                extras.push_back(slots[m].M);
+                continue;
+              }
+              if (slots[m].t.defined()) extras.push_back(slots[m].t);
+              if (slots[m].phi.defined()) extras.push_back(slots[m].phi);
+            }
+          // Runs again in backward, after this block has ended: capture the context by value.
+          auto f = [&model, &slots, ctx, i, ms](const torch::Tensor& hin, const std::vector<torch::Tensor>& ex) {
+            size_t e = 0;  // hand the (possibly detached, in the recompute) mask tensors to the linears
+            for (size_t m : ms) {
+              auto& s = slots[m];
+              if (s.mat) {
+                s.mat->mask = ex[e++];
+                continue;
+              }
+              if (s.t.defined()) {
+                if (s.tile) s.tile->t = ex[e];
+                if (s.joint) s.joint->t = ex[e];
+                ++e;
+              }
+              if (s.phi.defined()) s.joint->phi = ex[e++];
+            }
+            std::vector<torch::Tensor> outs = {model.layer_forward(i, hin, ctx)};
+            for (size_t m : ms)
+              if (!slots[m].mat && slots[m].joint && slots[m].joint->want_norm)
+                outs.push_back(slots[m].joint->last_norm);
+            return outs;
+          };
+          auto outs = checkpoint(f, h, extras);
+          h = outs[0];
+          size_t k = 1;
+          for (size_t m : ms)
+            if (!slots[m].mat && slots[m].joint && slots[m].joint->want_norm) joint_norms[m] = outs[k++];
+        }
+        logits = model.head(h);
+      } else {
+        logits = model.forward(x);
+        for (size_t m = 0; m < slots.size(); ++m)
+          if (slots[m].joint && slots[m].joint->want_norm) joint_norms[m] = slots[m].joint->last_norm;
+      }
+      auto ce = torch::nn::functional::cross_entropy(
+          logits.narrow(1, 0, x.size(1) - 1).reshape({-1, logits.size(-1)}),
+          x.narrow(1, 1, x.size(1) - 1).reshape({-1}));
+      logits = torch::Tensor();
+      auto loss = ce;
+      if (tiles) {
+        // Analytic density d = 0.5 + 0.5·Σ t·|tile| / Σ|W| (patch-method.md §1.9): both modes keep 2 of 4.
+        auto d = 0.5 + 0.5 * weighted / total;
+        dens += d.item<double>();
+        if (o.per_layer) {
+          for (int64_t l = 0; l < n_layers; ++l)
+            loss = loss + o.sparse_reg * ((0.5 + 0.5 * layer_dense[l] / layer_total[l]) - d_target).abs();
+        } else {
+          loss = loss + o.sparse_reg * (d - d_target).abs();
+        }
+      } else {
+        dens += 0.5;
+      }
+      if (o.weight_reg > 0) {
+        torch::Tensor num = torch::zeros({}, f32);
+        for (size_t m = 0; m < slots.size(); ++m) {
+          auto& s = slots[m];
+          num = num + (s.mat ? joint_norms_pre[m]
+                             : s.tile ? (s.s_kept + s.t.square() * s.s_pruned).sum().sqrt() : joint_norms[m]);
+        }
+        auto rw = num / w_norm_total;
+        rw_sum += rw.item<double>();
+        loss = loss - wreg * rw;
+      }
+      (loss / double(o.grad_accum)).backward();
       ce_sum += ce.item<double>();
-      dens += d.item<double>();
     }
-    torch::nn::utils::clip_grad_norm_(thetas, o.grad_clip);
+    torch::nn::utils::clip_grad_norm_(params, o.grad_clip);
     adam.step();
-    nlohmann::json rec = {{"step", step + 1}, {"ce", ce_sum / o.grad_accum}, {"density", dens / o.grad_accum},
-                          {"target_density", d_target}, {"tau", tau}, {"kappa", kappa}, {"lr", lr},
-                          {"seconds", now_seconds() - t_start}};
+    const double ms = 1000 * (now_seconds() - t_step);
+    nlohmann::json rec = {{"step", step + 1}, {"steps", o.steps}, {"ce", ce_sum / o.grad_accum},
+                          {"density", dens / o.grad_accum}, {"target_density", d_target},
+                          {"weight_reg_term", rw_sum / o.grad_accum}, {"tau", tau}, {"kappa", kappa},
+                          {"tau24", tau24}, {"kappa24", kappa24}, {"lr", lr}, {"ms_per_step", ms},
+                          {"tokens_per_s", tokens_per_step / (ms / 1000)}, {"seconds", now_seconds() - t_start}};
+    if (dev.is_cuda()) rec["cuda_peak_gib"] = cuda_peak_gib(dev, false);
     res.history.push_back(rec);
     if (log.is_open()) log << rec.dump() << "\n" << std::flush;
-    prog.update(step + 1, str("ce ", ce_sum / o.grad_accum, " density ", dens / o.grad_accum, " tau ", tau));
+    char line[256];
+    std::snprintf(line, sizeof line, "ce %.4f density %.4f tau %.3f kappa %.0f lr %.2e %.0f ms/step %.0f tok/s",
+                  ce_sum / o.grad_accum, dens / o.grad_accum, tau, kappa, lr, ms, tokens_per_step / (ms / 1000));
+    prog.update(step + 1, line);
+    if (!o.state_path.empty() && o.checkpoint_every > 0 && (step + 1) % o.checkpoint_every == 0 &&
+        step + 1 < o.steps)
+      save_state(o.state_path, step + 1, key, slots, adam);
   }
-  // Final discrete mask.
-  std::vector<torch::Tensor> dense;
-  if (o.exact_budget) {
-    dense = tile_select_exact(thetas, grids, o.target_sparsity);
-  } else {
-    for (auto& th : thetas) dense.push_back((th.detach() > 0).to(torch::kCPU));
+  if (!o.state_path.empty()) save_state(o.state_path, step, key, slots, adam);
+  for (auto& [name, ptr] : model.linears())
+    for (auto& s : slots)
+      if (s.name == name) *ptr = s.original;
+  for (auto& s : slots) {
+    if (s.theta.defined()) res.thetas[s.name] = s.theta.detach().to(torch::kCPU, torch::kFloat32);
+    if (s.phi.defined()) res.phis[s.name] = s.phi.detach().to(torch::kCPU, torch::kFloat32);
+  }
+  if (step < o.steps) return res;  // stopped early: the state file holds the run
+
+  // Final discrete mask: dense tiles by the exact budget (global, or per layer) or θ > 0; 2:4 pattern fixed (Tile)
+  // or argmax of the 6 logits (Joint, MaskLLM).
+  std::vector<torch::Tensor> dense(slots.size());
+  if (tiles) {
+    if (!o.exact_budget) {
+      for (size_t m = 0; m < slots.size(); ++m) dense[m] = (slots[m].theta.detach() > 0).to(torch::kCPU);
+    } else {
+      for (int64_t l = 0; l < (o.per_layer ? n_layers : 1); ++l) {
+        std::vector<torch::Tensor> th;
+        std::vector<TileGrid> gr;
+        std::vector<size_t> ms;
+        for (size_t m = 0; m < slots.size(); ++m)
+          if (!o.per_layer || slots[m].layer == l) {
+            th.push_back(slots[m].theta);
+            gr.push_back(slots[m].grid);
+            ms.push_back(m);
+          }
+        auto sel = tile_select_exact(th, gr, o.target_sparsity);
+        for (size_t j = 0; j < ms.size(); ++j) dense[ms[j]] = sel[j];
+      }
+    }
   }
   res.masks.pattern = "2:4";
   res.masks.tile_r = o.tile_r;
@@ -110,20 +424,27 @@ LearnResult patch_learn_tile(Model& model, const MaskSet& prior, const torch::Te
   res.masks.fingerprint = prior.fingerprint;
   res.masks.fingerprint_desc = prior.fingerprint_desc;
   res.masks.meta = prior.meta;
-  res.masks.meta["method"] = "patch-tile";
+  res.masks.meta["method"] = o.method;
   res.masks.meta["target_sparsity"] = std::to_string(o.target_sparsity);
   res.masks.meta["seed"] = std::to_string(o.seed);
-  res.masks.meta["final_rule"] = o.exact_budget ? "exact-budget" : "theta>0";
-  for (size_t m = 0; m < slots.size(); ++m) {
-    const auto& name = slots[m].first;
+  res.masks.meta["final_rule"] = !tiles ? "argmax" : o.exact_budget ? (o.per_layer ? "exact-budget-per-layer"
+                                                                                   : "exact-budget")
+                                                                    : "theta>0";
+  for (auto& s : slots) {
+    const size_t m = &s - slots.data();
     LinearMask lm;
-    auto d = dense[m];
-    lm.tile_map = (~d).to(torch::kUInt8);
-    lm.keep = prior.masks.at(name).keep.logical_or(tile_expand(d.to(torch::kFloat32), grids[m]) > 0.5);
-    res.masks.masks[name] = lm;
-    *slots[m].second = originals[m];
+    auto keep24 = patterns ? pattern_argmax_keep(s.phi, s.grid.rows, s.grid.cols) : prior.masks.at(s.name).keep;
+    if (tiles) {
+      lm.tile_map = (~dense[m]).to(torch::kUInt8);
+      lm.keep = keep24.logical_or(tile_expand(dense[m].to(torch::kFloat32), s.grid) > 0.5);
+    } else {
+      lm.tile_map = mask_tile_map_full(s.grid.rows, s.grid.cols, o.tile_r, o.tile_c);
+      lm.keep = keep24.clone();
+    }
+    res.masks.masks[s.name] = lm;
   }
   res.achieved_sparsity = res.masks.sparsity();
+  res.finished = true;
   return res;
 }
 

@@ -4,6 +4,7 @@
 #include <numeric>
 
 #include "core/error.h"
+#include "learn/noise.h"
 
 namespace patchllm {
 
@@ -28,8 +29,8 @@ torch::Tensor tile_reduce(const torch::Tensor& full, const TileGrid& g) {
   return p.view({g.grid_r(), g.tile_r, g.grid_c(), g.tile_c}).sum({1, 3});
 }
 
-torch::Tensor tile_sample(const torch::Tensor& theta, double kappa, double tau, bool hard, torch::Generator gen) {
-  auto u = torch::empty_like(theta).uniform_(1e-6, 1 - 1e-6, gen);
+torch::Tensor tile_sample(const torch::Tensor& theta, double kappa, double tau, bool hard, uint64_t noise_seed) {
+  auto u = noise_uniform(theta.sizes(), noise_seed, theta.device(), 1e-6, 1 - 1e-6);
   auto L = torch::log(u) - torch::log1p(-u);
   auto t = torch::sigmoid((kappa * theta + L) / tau);
   if (!hard) return t;
@@ -40,29 +41,35 @@ torch::Tensor tile_sample(const torch::Tensor& theta, double kappa, double tau, 
 namespace {
 
 struct TileLinearFn : public torch::autograd::Function<TileLinearFn> {
+  // W_eff = where(M24, W, T ⊙ W): kept entries always, pruned entries scaled by their tile's t.
+  static torch::Tensor effective(const torch::Tensor& t, const torch::Tensor& w, const torch::Tensor& keep,
+                                 const TileGrid& g) {
+    return torch::where(keep, w, w * tile_expand(t.to(w.scalar_type()), g));
+  }
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& t,
-                               const torch::Tensor& kept, const torch::Tensor& pruned, const TileGrid& g) {
-    ctx->save_for_backward({x, t, kept, pruned});
+                               const torch::Tensor& w, const torch::Tensor& keep, const TileGrid& g) {
+    ctx->save_for_backward({x, t, w, keep});
     ctx->saved_data["g"] = std::vector<int64_t>{g.rows, g.cols, g.tile_r, g.tile_c};
-    auto w = kept + tile_expand(t.to(kept.scalar_type()), g) * pruned;  // transient, freed on return
-    return torch::matmul(x, w.t());
+    return torch::matmul(x, effective(t, w, keep, g).t());  // W_eff transient, freed on return
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     auto s = ctx->get_saved_variables();
     auto& x = s[0];
     auto& t = s[1];
-    auto& kept = s[2];
-    auto& pruned = s[3];
+    auto& w = s[2];
+    auto& keep = s[3];
     auto v = ctx->saved_data["g"].toIntVector();
     TileGrid g{v[0], v[1], v[2], v[3]};
     auto gy = grads[0];
     torch::Tensor gx, gt;
-    if (ctx->needs_input_grad(0)) gx = torch::matmul(gy, kept + tile_expand(t.to(kept.scalar_type()), g) * pruned);
+    if (ctx->needs_input_grad(0)) gx = torch::matmul(gy, effective(t, w, keep, g));
     if (ctx->needs_input_grad(1)) {
-      // dL/dW_eff = gyᵀ x over all tokens; dL/dt_tile = Σ_tile dL/dW_eff ⊙ W_pruned (fp32 reduction).
+      // dL/dW_eff = gyᵀ x over all tokens; dL/dt_tile = Σ_tile dL/dW_eff ⊙ W ⊙ (1 − M24) (fp32 reduction).
       auto gw = torch::matmul(gy.reshape({-1, gy.size(-1)}).t(), x.reshape({-1, x.size(-1)}));
-      gt = tile_reduce((gw * pruned).to(at::promote_types(gw.scalar_type(), torch::kFloat32)), g).to(t.scalar_type());
+      auto acc = at::promote_types(gw.scalar_type(), torch::kFloat32);
+      gt = tile_reduce(torch::where(keep, torch::zeros({}, gw.options().dtype(acc)), gw.to(acc) * w.to(acc)), g)
+               .to(t.scalar_type());
     }
     return {gx, gt, torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
@@ -70,23 +77,21 @@ struct TileLinearFn : public torch::autograd::Function<TileLinearFn> {
 
 }  // namespace
 
-torch::Tensor tile_linear(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& kept,
-                          const torch::Tensor& pruned, const torch::Tensor& bias, const TileGrid& g) {
-  auto y = TileLinearFn::apply(x, t, kept, pruned, g);
+torch::Tensor tile_linear(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& weight,
+                          const torch::Tensor& keep24, const torch::Tensor& bias, const TileGrid& g) {
+  auto y = TileLinearFn::apply(x, t, weight, keep24, g);
   return bias.defined() ? y + bias : y;
 }
 
-TileMaskedLinear::TileMaskedLinear(const Linear& base, const torch::Tensor& keep24, const TileGrid& g)
+TileMaskedLinear::TileMaskedLinear(const Linear& base, const torch::Tensor& keep24_in, const TileGrid& g)
     : Linear(base.weight, base.bias), grid(g) {
-  PATCHLLM_CHECK(keep24.sizes() == base.weight.sizes(), InvalidArgument, "2:4 mask shape ", keep24.sizes(),
+  PATCHLLM_CHECK(keep24_in.sizes() == base.weight.sizes(), InvalidArgument, "2:4 mask shape ", keep24_in.sizes(),
                  " != weight shape ", base.weight.sizes());
-  auto m = keep24.to(base.weight.device(), base.weight.scalar_type());
-  kept = (base.weight * m).detach();
-  pruned = (base.weight - kept).detach();
+  keep24 = keep24_in.to(base.weight.device(), torch::kBool);
   t = torch::ones({g.grid_r(), g.grid_c()}, torch::TensorOptions().device(base.weight.device()));
 }
 
-torch::Tensor TileMaskedLinear::forward(const torch::Tensor& x) { return tile_linear(x, t, kept, pruned, bias, grid); }
+torch::Tensor TileMaskedLinear::forward(const torch::Tensor& x) { return tile_linear(x, t, weight, keep24, bias, grid); }
 
 std::vector<torch::Tensor> tile_select_exact(const std::vector<torch::Tensor>& thetas,
                                              const std::vector<TileGrid>& grids, double target_sparsity) {
