@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# On the GPU machine (issues 3 and 4). Part A: build; export → transformers logits check; PATCH-Tile at 7B scale
+# (LLaMA-2-7B-shaped random bf16, seq 4096, micro-batch 1, layer checkpointing): ours vs the reference design
+# (--materialise-masks) in the same run. Part B (PART=B): PATCH-Joint on Qwen2.5-0.5B- and LLaMA-3.2-1B-shaped
+# models, both designs; Wanda and SparseGPT 2:4 on the 7B model (wall time, peak GPU memory from nvidia-smi).
+# Needs .deps/gpu-data/{tokenizer.model,wiki.test.raw} (LLaMA-2 tokenizer and WikiText-2 test from ../shared).
+set -uo pipefail
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+D=$PWD/.deps/gpu-data
+P=$PWD/build-gpu/patchllm
+TORCH_PREFIX=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
+t0=$(date +%s)
+cmake -S . -B build-gpu -G Ninja -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" -DPATCHLLM_BUILD_TESTS=OFF -DPATCHLLM_BUILD_BENCH=OFF \
+  -DPATCHLLM_PCRE2_INCLUDE=$PWD/.deps/include -DCMAKE_CUDA_ARCHITECTURES=90a > "$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
+ninja -C build-gpu patchllm > "$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -30; exit 1; }
+echo "build: $(( $(date +%s) - t0 )) s"
+ckpt() {  # name dir dtype [layers]
+  [ -f "$2/config.json" ] || python3 tools/make_random_checkpoint.py "$1" "$2" --dtype "$3" ${4:+--layers $4} > /dev/null
+  cp "$D/tokenizer.model" "$2/"
+}
+# Peak GPU memory as nvidia-smi sees it (includes the CUDA context and the allocator's cache) while a command runs.
+smi_peak() {
+  local f=$(mktemp); ( while true; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits >> "$f"; sleep 0.2; done ) &
+  local pid=$!; local s=$(date +%s.%N); "$@" > "$OUT/last.log" 2>&1; local rc=$?; kill $pid 2>/dev/null; wait $pid 2>/dev/null
+  echo "rc=$rc wall_s=$(python3 -c "print(round($(date +%s.%N)-$s,1))") smi_peak_gib=$(sort -n "$f" | tail -1 | python3 -c 'import sys;print(round(int(sys.stdin.read() or 0)/1024,1))')"
+}
+learn() {  # tag model method sparsity extra...
+  local tag=$1 m=$2 meth=$3 s=$4; shift 4
+  local r; r=$(smi_peak $P prune -m "$m" --method "$meth" --sparsity "$s" -f "$D/wiki.test.raw" --prior wanda --nsamples 8 \
+      --seqlen 512 --train-seqlen 4096 --micro-batch 1 --steps ${STEPS:-6} --grad-checkpoint --weight-reg 0 \
+      --device cuda -o /tmp/learn_$tag --force "$@")
+  python3 - "$tag" "$r" /tmp/learn_$tag/train_log.jsonl <<'PY' | tee -a "$OUT/learn_scale.jsonl"
+import json, sys, statistics
+tag, r, log = sys.argv[1:4]
+kv = dict(x.split("=") for x in r.split())
+try:
+    recs = [json.loads(l) for l in open(log)]
+except OSError:
+    recs = []
+tail = recs[2:] or recs
+print(json.dumps({"run": tag, **kv, "steps": len(recs),
+                  "ms_per_step_median": statistics.median(x["ms_per_step"] for x in tail) if tail else None,
+                  "alloc_peak_gib": max((x.get("cuda_peak_gib", 0) for x in recs), default=None)}))
+PY
+  [ -f /tmp/learn_$tag/train_log.jsonl ] || tail -5 "$OUT/last.log"
+}
+if [ "${PART:-A}" = A ]; then
+  ckpt llama2-7b /tmp/l2-2L float32 2
+  $P -q prune -m /tmp/l2-2L --method wanda --pattern 2:4 -f "$D/wiki.test.raw" --nsamples 16 --seqlen 512 --device cuda \
+    --dtype fp32 -o /tmp/p2 --force > /dev/null && $P -q export -m /tmp/l2-2L --masks /tmp/p2/masks.safetensors -o /tmp/e2 --force \
+    && python3 tools/export_check_hf.py build-gpu /tmp/l2-2L /tmp/p2/masks.safetensors /tmp/e2 "$OUT/export_check.json"
+  ckpt llama2-7b /tmp/l2-7b bfloat16
+  learn tile7b_ours /tmp/l2-7b patch-tile 0.45
+  learn tile7b_reference /tmp/l2-7b patch-tile 0.45 --materialise-masks
+else
+  ckpt qwen2.5-0.5b /tmp/q05 bfloat16
+  ckpt llama3.2-1b /tmp/l32 bfloat16
+  learn joint_q05_ours /tmp/q05 patch-joint 0.45
+  learn joint_q05_reference /tmp/q05 patch-joint 0.45 --materialise-masks
+  learn joint_l32_ours /tmp/l32 patch-joint 0.45
+  learn joint_l32_reference /tmp/l32 patch-joint 0.45 --materialise-masks
+  ckpt llama2-7b /tmp/l2-7b bfloat16
+  for meth in wanda sparsegpt; do
+    r=$(smi_peak $P prune -m /tmp/l2-7b --method $meth --pattern 2:4 -f "$D/wiki.test.raw" --nsamples ${NS:-128} --seqlen 2048 \
+        --device cuda -o /tmp/prune7b_$meth --force)
+    echo "{\"run\": \"prune7b_$meth\", \"nsamples\": ${NS:-128}, \"seqlen\": 2048, \"result\": \"$r\"}" | tee -a "$OUT/prune_scale.jsonl"
+    grep -E "error" "$OUT/last.log" | head -3
+  done
+fi
+echo "total: $(( $(date +%s) - t0 )) s"
+cat "$OUT"/*.jsonl "$OUT"/export_check.json 2>/dev/null
