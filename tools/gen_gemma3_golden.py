@@ -51,12 +51,6 @@ def main():
             else:
                 p.copy_(torch.randn_like(p) * 0.15)
             p.copy_(p.half().float())  # stored as F16: the fp32 model computes with exactly the stored values
-    os.makedirs(a.out, exist_ok=True)
-    model.to(torch.float16).save_pretrained(a.out, safe_serialization=True)
-    model.to(torch.float32)
-    for f in os.listdir(a.out):  # only the checkpoint and config are needed
-        if f not in ("config.json", "model.safetensors"):
-            os.remove(os.path.join(a.out, f))
 
     g = torch.Generator().manual_seed(99)
     ids = torch.randint(3, cfg.vocab_size, (2, T), generator=g)
@@ -89,6 +83,12 @@ def main():
         gen = model.generate(prompt, max_new_tokens=16, do_sample=False, eos_token_id=None, pad_token_id=0)
         out["gen_prompt"] = prompt
         out["gen_ids"] = gen[:, prompt.shape[1]:]
+    os.makedirs(a.out, exist_ok=True)
+    # Saved last: .to(float16) also rounds the RoPE inv_freq buffers, which must not touch the reference logits.
+    model.to(torch.float16).save_pretrained(a.out, safe_serialization=True)
+    for f in os.listdir(a.out):  # only the checkpoint and config are needed
+        if f not in ("config.json", "model.safetensors"):
+            os.remove(os.path.join(a.out, f))
     out = {k: v.contiguous().clone() for k, v in out.items()}
     save_file(out, os.path.join(a.out, "golden.safetensors"),
               metadata={"transformers": transformers.__version__, "torch": torch.__version__,

@@ -12,24 +12,105 @@ T get_or(const nlohmann::json& j, const char* key, T def) {
   return j[key].get<T>();
 }
 
+// One RoPE parameter set: transformers < 4.45 writes rope_scaling.type, later rope_scaling.rope_type, and
+// transformers >= 5 rope_parameters {rope_type, rope_theta, ...}; "default" means no scaling.
+void parse_rope(const nlohmann::json& r, const std::string& source, double& theta, RopeScaling& rs) {
+  theta = get_or<double>(r, "rope_theta", theta);
+  std::string t = get_or<std::string>(r, "rope_type", get_or<std::string>(r, "type", "default"));
+  if (t == "llama3") {
+    rs.type = "llama3";
+    rs.factor = get_or<double>(r, "factor", 8.0);
+    rs.low_freq_factor = get_or<double>(r, "low_freq_factor", 1.0);
+    rs.high_freq_factor = get_or<double>(r, "high_freq_factor", 4.0);
+    rs.original_max_position = get_or<int64_t>(r, "original_max_position_embeddings", 8192);
+  } else if (t == "linear") {
+    rs.type = "linear";
+    rs.factor = get_or<double>(r, "factor", 1.0);
+  } else if (t != "default") {
+    throw InvalidArgument(str(source, ": unsupported rope_scaling type '", t, "' (supported: llama3, linear)"));
+  }
+}
+
+// Gemma 3 specifics (transformers' Gemma3TextConfig defaults where a key is absent).
+void parse_gemma3(const nlohmann::json& j, const std::string& source, ModelConfig& c) {
+  c.hidden_act = get_or<std::string>(j, "hidden_activation", get_or<std::string>(j, "hidden_act", "gelu_pytorch_tanh"));
+  PATCHLLM_CHECK(c.hidden_act == "gelu_pytorch_tanh" || c.hidden_act == "gelu", InvalidArgument, source,
+                 ": unsupported hidden_activation '", c.hidden_act, "' (Gemma 3: gelu_pytorch_tanh or gelu)");
+  c.sliding_window = get_or<int64_t>(j, "sliding_window", 4096);
+  c.sliding_layers.clear();
+  if (j.contains("layer_types") && j["layer_types"].is_array()) {
+    PATCHLLM_CHECK(static_cast<int64_t>(j["layer_types"].size()) == c.num_layers, FormatError, source, ": layer_types has ",
+                   j["layer_types"].size(), " entries for ", c.num_layers, " layers");
+    for (const auto& t : j["layer_types"]) {
+      std::string s = t.get<std::string>();
+      PATCHLLM_CHECK(s == "sliding_attention" || s == "full_attention", InvalidArgument, source,
+                     ": unsupported layer type '", s, "' (sliding_attention or full_attention)");
+      c.sliding_layers.push_back(s == "sliding_attention");
+    }
+  } else {  // older configs: every sliding_window_pattern-th layer is global
+    const int64_t pattern = get_or<int64_t>(j, "sliding_window_pattern", 6);
+    PATCHLLM_CHECK(pattern > 0, FormatError, source, ": sliding_window_pattern must be positive, got ", pattern);
+    for (int64_t i = 0; i < c.num_layers; ++i) c.sliding_layers.push_back((i + 1) % pattern != 0);
+  }
+  bool any_sliding = false;
+  for (bool b : c.sliding_layers) any_sliding |= b;
+  PATCHLLM_CHECK(!any_sliding || c.sliding_window > 0, FormatError, source,
+                 ": sliding_attention layers need a positive sliding_window");
+  // RoPE: global layers use rope_theta (+ rope_scaling), sliding layers rope_local_base_freq; transformers >= 5
+  // writes both as rope_parameters {full_attention: {...}, sliding_attention: {...}}.
+  c.rope_theta = get_or<double>(j, "rope_theta", 1000000.0);
+  c.rope_local_theta = get_or<double>(j, "rope_local_base_freq", 10000.0);
+  c.rope_scaling = RopeScaling{};
+  c.rope_local_scaling = RopeScaling{};
+  const auto* rp = j.contains("rope_parameters") && j["rope_parameters"].is_object() ? &j["rope_parameters"] : nullptr;
+  if (rp && (rp->contains("full_attention") || rp->contains("sliding_attention"))) {
+    if (rp->contains("full_attention") && (*rp)["full_attention"].is_object())
+      parse_rope((*rp)["full_attention"], source, c.rope_theta, c.rope_scaling);
+    if (rp->contains("sliding_attention") && (*rp)["sliding_attention"].is_object())
+      parse_rope((*rp)["sliding_attention"], source, c.rope_local_theta, c.rope_local_scaling);
+  } else if (rp) {
+    parse_rope(*rp, source, c.rope_theta, c.rope_scaling);
+  } else if (j.contains("rope_scaling") && j["rope_scaling"].is_object()) {
+    parse_rope(j["rope_scaling"], source, c.rope_theta, c.rope_scaling);
+  }
+  c.query_pre_attn_scalar = get_or<double>(j, "query_pre_attn_scalar", 256.0);
+  PATCHLLM_CHECK(c.query_pre_attn_scalar > 0, FormatError, source, ": query_pre_attn_scalar must be positive");
+  c.attn_logit_softcapping = get_or<double>(j, "attn_logit_softcapping", 0.0);
+  c.final_logit_softcapping = get_or<double>(j, "final_logit_softcapping", 0.0);
+  c.tie_word_embeddings = get_or<bool>(j, "tie_word_embeddings", true);
+  c.max_position = get_or<int64_t>(j, "max_position_embeddings", 131072);
+  PATCHLLM_CHECK(!get_or<bool>(j, "use_bidirectional_attention", false), InvalidArgument, source,
+                 ": use_bidirectional_attention is not supported");
+}
+
 }  // namespace
 
 std::vector<std::string> config_supported_architectures() {
-  return {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"};
+  return {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Gemma3ForCausalLM"};
 }
 
-ModelConfig config_from_json(const nlohmann::json& j, const std::string& source) {
-  PATCHLLM_CHECK(j.is_object(), FormatError, source, ": config is not a JSON object");
+ModelConfig config_from_json(const nlohmann::json& top, const std::string& source) {
+  PATCHLLM_CHECK(top.is_object(), FormatError, source, ": config is not a JSON object");
   ModelConfig c;
-  c.raw = j;
+  c.raw = top;
   try {
-    PATCHLLM_CHECK(j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty(),
+    PATCHLLM_CHECK(top.contains("architectures") && top["architectures"].is_array() && !top["architectures"].empty(),
                    FormatError, source, ": no 'architectures' entry");
-    c.architecture = j["architectures"][0].get<std::string>();
+    c.architecture = top["architectures"][0].get<std::string>();
     bool ok = false;
     for (const auto& a : config_supported_architectures()) ok |= a == c.architecture;
     PATCHLLM_CHECK(ok, InvalidArgument, source, ": unsupported architecture ", c.architecture,
-                   " (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)");
+                   " (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Gemma3ForCausalLM)");
+    // model_type gemma3 (the multimodal wrapper's config) keeps the text model's keys in text_config.
+    nlohmann::json flat;
+    const bool nested = c.architecture == "Gemma3ForCausalLM" && get_or<std::string>(top, "model_type", "") == "gemma3" &&
+                        top.contains("text_config") && top["text_config"].is_object();
+    if (nested) {
+      flat = top["text_config"];
+      for (const char* k : {"bos_token_id", "eos_token_id", "tie_word_embeddings", "torch_dtype", "dtype"})
+        if (!flat.contains(k) && top.contains(k)) flat[k] = top[k];
+    }
+    const nlohmann::json& j = nested ? flat : top;
     c.model_type = get_or<std::string>(j, "model_type", "");
     for (const char* k : {"hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size"})
       PATCHLLM_CHECK(j.contains(k) && j[k].is_number_integer() && j[k].get<int64_t>() > 0, FormatError, source,
@@ -62,33 +143,17 @@ ModelConfig config_from_json(const nlohmann::json& j, const std::string& source)
       if (e.is_array())
         for (const auto& x : e) c.eos_token_ids.push_back(x.get<int64_t>());
     }
-    // RoPE: transformers < 4.45 writes rope_scaling.type, later rope_scaling.rope_type, and transformers >= 5
-    // writes rope_parameters {rope_type, rope_theta, ...} (top-level rope_theta then absent); "default" means none.
-    const nlohmann::json* rp = nullptr;
-    if (j.contains("rope_parameters") && j["rope_parameters"].is_object()) {
-      rp = &j["rope_parameters"];
-      c.rope_theta = get_or<double>(*rp, "rope_theta", c.rope_theta);
-    } else if (j.contains("rope_scaling") && j["rope_scaling"].is_object()) {
-      rp = &j["rope_scaling"];
+    if (c.is_gemma3()) {
+      parse_gemma3(j, source, c);
+    } else {
+      if (j.contains("rope_parameters") && j["rope_parameters"].is_object())
+        parse_rope(j["rope_parameters"], source, c.rope_theta, c.rope_scaling);  // top-level rope_theta then absent
+      else if (j.contains("rope_scaling") && j["rope_scaling"].is_object())
+        parse_rope(j["rope_scaling"], source, c.rope_theta, c.rope_scaling);
+      c.hidden_act = get_or<std::string>(j, "hidden_act", "silu");
+      PATCHLLM_CHECK(c.hidden_act == "silu", InvalidArgument, source, ": unsupported hidden_act '", c.hidden_act,
+                     "' (only silu)");
     }
-    if (rp) {
-      const auto& r = *rp;
-      std::string t = get_or<std::string>(r, "rope_type", get_or<std::string>(r, "type", "default"));
-      if (t == "llama3") {
-        c.rope_scaling.type = "llama3";
-        c.rope_scaling.factor = get_or<double>(r, "factor", 8.0);
-        c.rope_scaling.low_freq_factor = get_or<double>(r, "low_freq_factor", 1.0);
-        c.rope_scaling.high_freq_factor = get_or<double>(r, "high_freq_factor", 4.0);
-        c.rope_scaling.original_max_position = get_or<int64_t>(r, "original_max_position_embeddings", 8192);
-      } else if (t == "linear") {
-        c.rope_scaling.type = "linear";
-        c.rope_scaling.factor = get_or<double>(r, "factor", 1.0);
-      } else if (t != "default") {
-        throw InvalidArgument(str(source, ": unsupported rope_scaling type '", t, "' (supported: llama3, linear)"));
-      }
-    }
-    std::string act = get_or<std::string>(j, "hidden_act", "silu");
-    PATCHLLM_CHECK(act == "silu", InvalidArgument, source, ": unsupported hidden_act '", act, "' (only silu)");
   } catch (const nlohmann::json::exception& e) {
     throw FormatError(str(source, ": malformed config (", e.what(), ")"));
   }

@@ -14,7 +14,7 @@ struct RopeScaling {
 };
 
 struct ModelConfig {
-  std::string architecture;  // LlamaForCausalLM | MistralForCausalLM | Qwen2ForCausalLM
+  std::string architecture;  // LlamaForCausalLM | MistralForCausalLM | Qwen2ForCausalLM | Gemma3ForCausalLM
   std::string model_type;
   int64_t hidden_size = 0, intermediate_size = 0, num_layers = 0, num_heads = 0, num_kv_heads = 0, head_dim = 0;
   int64_t vocab_size = 0, max_position = 2048;
@@ -24,10 +24,25 @@ struct ModelConfig {
   bool attention_bias = false;  // q/k/v biases (Qwen2: always; Llama: attention_bias flag)
   bool mlp_bias = false;
   int64_t sliding_window = 0;  // 0 = full attention
+  // Per-layer attention kind (Gemma 3): true = sliding window, false = global. Empty: every layer uses
+  // sliding_window (Mistral), so a layer slides iff sliding_window > 0; see layer_is_sliding().
+  std::vector<bool> sliding_layers;
+  std::string hidden_act = "silu";  // silu (SwiGLU) | gelu_pytorch_tanh, gelu (GeGLU, Gemma)
+  // Gemma 3: sliding layers use their own RoPE base (rope_local_base_freq) without scaling.
+  double rope_local_theta = 0;  // 0 = same as rope_theta
+  RopeScaling rope_local_scaling;
+  double query_pre_attn_scalar = 0;  // attention scale = query_pre_attn_scalar^-0.5; 0 = head_dim
+  double attn_logit_softcapping = 0, final_logit_softcapping = 0;  // 0 = none
   std::string torch_dtype = "float32";
   int64_t bos_token_id = -1;
   std::vector<int64_t> eos_token_ids;
   nlohmann::json raw;  // the file as read, for export
+
+  // Gemma 3 block: scaled embedding, (1 + w) norms, QK-norm, pre/post norms around attention and MLP.
+  bool is_gemma3() const { return architecture == "Gemma3ForCausalLM"; }
+  bool layer_is_sliding(int64_t i) const {
+    return sliding_window > 0 && (sliding_layers.empty() || sliding_layers.at(static_cast<size_t>(i)));
+  }
 };
 
 ModelConfig config_from_json(const nlohmann::json& j, const std::string& source);

@@ -24,6 +24,13 @@ torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& w, double ep
   return w * (xf * torch::rsqrt(var + eps)).to(x.scalar_type());
 }
 
+// HF Gemma3RMSNorm: (x̂ * (1 + w)) in fp32, cast back afterwards (LLaMA casts before scaling).
+torch::Tensor rms_norm_gemma(const torch::Tensor& x, const torch::Tensor& w, double eps) {
+  auto xf = x.to(torch::kFloat32);
+  auto var = xf.pow(2).mean(-1, /*keepdim=*/true);
+  return (xf * torch::rsqrt(var + eps) * (1 + w.to(torch::kFloat32))).to(x.scalar_type());
+}
+
 torch::Tensor rope_inv_freq(const ModelConfig& c) {
   const int64_t d = c.head_dim;
   auto idx = torch::arange(0, d, 2, torch::kFloat64) / static_cast<double>(d);
@@ -54,7 +61,7 @@ torch::Tensor rope_apply(const torch::Tensor& x, const torch::Tensor& cos, const
 }
 
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                        const torch::Tensor& bias, bool causal) {
+                        const torch::Tensor& bias, bool causal, double scale, double softcap) {
   const int64_t groups = q.size(1) / k.size(1);
   auto kk = k, vv = v;
   if (groups > 1) {  // grouped-query attention: each kv head serves `groups` query heads
@@ -63,14 +70,25 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
     vv = v.unsqueeze(2).expand({v.size(0), v.size(1), groups, v.size(2), v.size(3)}).reshape(
         {v.size(0), v.size(1) * groups, v.size(2), v.size(3)});
   }
+  const double default_scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+  if (scale <= 0) scale = default_scale;
 #if TORCH_VERSION_MAJOR >= 2
-  c10::optional<at::Tensor> m;
-  if (bias.defined()) m = bias.to(q.scalar_type());
-  return at::scaled_dot_product_attention(q, kk, vv, m, 0.0, causal && !bias.defined());
+  if (softcap <= 0) {
+    c10::optional<at::Tensor> m;
+    if (bias.defined()) m = bias.to(q.scalar_type());
+#if TORCH_VERSION_MAJOR > 2 || TORCH_VERSION_MINOR >= 1
+    if (scale != default_scale)  // SDPA takes a scale from LibTorch 2.1 on
+      return at::scaled_dot_product_attention(q, kk, vv, m, 0.0, causal && !bias.defined(), scale);
 #else
-  // LibTorch 1.x has no fused attention: explicit softmax in fp32.
-  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+    if (scale != default_scale)
+      return at::scaled_dot_product_attention(q * (scale / default_scale), kk, vv, m, 0.0, causal && !bias.defined());
+#endif
+    return at::scaled_dot_product_attention(q, kk, vv, m, 0.0, causal && !bias.defined());
+  }
+#endif
+  // LibTorch 1.x has no fused attention, and SDPA cannot soft-cap: explicit softmax in fp32.
   auto s = torch::matmul(q.to(torch::kFloat32), kk.to(torch::kFloat32).transpose(-1, -2)) * scale;
+  if (softcap > 0) s = torch::tanh(s / softcap) * softcap;
   if (bias.defined()) {
     s = s + bias.to(torch::kFloat32);
   } else if (causal) {
@@ -79,7 +97,6 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
     s = s.masked_fill(mask, -std::numeric_limits<float>::infinity());
   }
   return torch::matmul(torch::softmax(s, -1), vv.to(torch::kFloat32)).to(q.scalar_type());
-#endif
 }
 
 namespace {
@@ -126,6 +143,12 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const ModelLoadOption
     DecoderLayer L;
     L.input_norm = load_checked(ckpt, p + "input_layernorm.weight", {H}, opt);
     L.post_attn_norm = load_checked(ckpt, p + "post_attention_layernorm.weight", {H}, opt);
+    if (c.is_gemma3()) {
+      L.pre_ffn_norm = load_checked(ckpt, p + "pre_feedforward_layernorm.weight", {H}, opt);
+      L.post_ffn_norm = load_checked(ckpt, p + "post_feedforward_layernorm.weight", {H}, opt);
+      L.q_norm = load_checked(ckpt, p + "self_attn.q_norm.weight", {D}, opt);
+      L.k_norm = load_checked(ckpt, p + "self_attn.k_norm.weight", {D}, opt);
+    }
     L.q = linear(p + "self_attn.q_proj", c.num_heads * D, H);
     L.k = linear(p + "self_attn.k_proj", c.num_kv_heads * D, H);
     L.v = linear(p + "self_attn.v_proj", c.num_kv_heads * D, H);
@@ -136,6 +159,12 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const ModelLoadOption
     m->layers.push_back(std::move(L));
   }
   m->inv_freq = rope_inv_freq(c).to(opt.device);
+  if (!c.sliding_layers.empty()) {
+    ModelConfig local = c;
+    if (c.rope_local_theta > 0) local.rope_theta = c.rope_local_theta;
+    local.rope_scaling = c.rope_local_scaling;
+    m->inv_freq_local = rope_inv_freq(local).to(opt.device);
+  }
   return m;
 }
 
@@ -144,7 +173,13 @@ torch::Tensor Model::embed_tokens(const torch::Tensor& tokens) const {
   auto t = tokens.to(device, torch::kLong);
   PATCHLLM_CHECK(t.numel() == 0 || (t.min().item<int64_t>() >= 0 && t.max().item<int64_t>() < config.vocab_size),
                  InvalidArgument, "token id out of range [0, ", config.vocab_size, ")");
-  return torch::embedding(embed, t);
+  auto e = torch::embedding(embed, t);
+  // Gemma scales by sqrt(hidden) rounded to the compute dtype, as HF does (bf16: sqrt(640) -> 25.25).
+  if (config.is_gemma3())
+    e = e * torch::scalar_tensor(std::sqrt(static_cast<double>(config.hidden_size)), torch::kFloat32)
+                .to(e.scalar_type())
+                .to(e.device());
+  return e;
 }
 
 LayerContext Model::make_context(int64_t batch, int64_t seq, int64_t past, const torch::Tensor& attn_mask) const {
@@ -162,39 +197,64 @@ LayerContext Model::make_context(int64_t batch, int64_t seq, int64_t past, const
   } else {
     pos = torch::arange(past, S, fopt).unsqueeze(0);
   }
-  auto freqs = pos.unsqueeze(-1) * inv_freq.view({1, 1, -1});
-  auto emb = torch::cat({freqs, freqs}, -1);
-  ctx.cos = emb.cos().to(dtype);
-  ctx.sin = emb.sin().to(dtype);
-  const bool need_mask = attn_mask.defined() || config.sliding_window > 0 || (past > 0 && seq > 1);
-  ctx.causal_only = !need_mask && past == 0;
-  if (need_mask) {
+  auto rope = [&](const torch::Tensor& inv, torch::Tensor& cos, torch::Tensor& sin) {
+    auto freqs = pos.unsqueeze(-1) * inv.view({1, 1, -1});
+    auto emb = torch::cat({freqs, freqs}, -1);
+    cos = emb.cos().to(dtype);
+    sin = emb.sin().to(dtype);
+  };
+  // window 0 = plain causal. The window counts cache slots, padding included, as HF's sliding mask does.
+  auto mask = [&](int64_t window, torch::Tensor& bias, bool& causal_only) {
+    const bool need_mask = attn_mask.defined() || window > 0 || (past > 0 && seq > 1);
+    causal_only = !need_mask && past == 0;
+    if (!need_mask) return;
     auto qpos = torch::arange(past, S, torch::TensorOptions().dtype(torch::kLong).device(device)).view({-1, 1});
     auto kpos = torch::arange(0, S, torch::TensorOptions().dtype(torch::kLong).device(device)).view({1, -1});
     auto ok = kpos <= qpos;  // [T, S]
-    if (config.sliding_window > 0) ok = ok.logical_and(qpos - kpos < config.sliding_window);
+    if (window > 0) ok = ok.logical_and(qpos - kpos < window);
     ok = ok.unsqueeze(0);  // [1, T, S]
     if (key_ok.defined()) ok = ok.logical_and(key_ok.unsqueeze(1));
     // Rows with nothing to attend to (padding queries) would give NaN; let them see themselves, output is ignored.
     auto empty_row = ok.logical_not().all(-1, /*keepdim=*/true);
     ok = ok.logical_or(empty_row.logical_and(kpos == qpos));
-    ctx.attn_bias = torch::zeros(ok.sizes(), fopt)
-                        .masked_fill(ok.logical_not(), -std::numeric_limits<float>::infinity())
-                        .unsqueeze(1);
+    bias = torch::zeros(ok.sizes(), fopt).masked_fill(ok.logical_not(), -std::numeric_limits<float>::infinity()).unsqueeze(1);
+  };
+  const bool per_layer = !config.sliding_layers.empty();  // Gemma 3: global layers have no window
+  rope(inv_freq, ctx.cos, ctx.sin);
+  mask(per_layer ? 0 : config.sliding_window, ctx.attn_bias, ctx.causal_only);
+  if (per_layer) {
+    rope(inv_freq_local, ctx.cos_local, ctx.sin_local);
+    mask(config.sliding_window, ctx.attn_bias_local, ctx.causal_only_local);
   }
   return ctx;
 }
 
+namespace {
+
+torch::Tensor gelu_act(const torch::Tensor& x, const std::string& act) {
+  return act == "gelu_pytorch_tanh" ? torch::gelu(x, "tanh") : torch::gelu(x);
+}
+
+}  // namespace
+
 torch::Tensor Model::layer_forward(int64_t i, const torch::Tensor& h, const LayerContext& ctx, KVCache* cache) {
   const auto& c = config;
   DecoderLayer& L = layers.at(i);
+  const bool gemma = c.is_gemma3();
+  const bool local = !c.sliding_layers.empty() && c.sliding_layers.at(static_cast<size_t>(i));
   const int64_t B = h.size(0), T = h.size(1), D = c.head_dim;
-  auto x = rms_norm(h, L.input_norm, c.rms_eps);
+  auto x = gemma ? rms_norm_gemma(h, L.input_norm, c.rms_eps) : rms_norm(h, L.input_norm, c.rms_eps);
   auto q = L.q->forward(x).view({B, T, c.num_heads, D}).transpose(1, 2);
   auto k = L.k->forward(x).view({B, T, c.num_kv_heads, D}).transpose(1, 2);
   auto v = L.v->forward(x).view({B, T, c.num_kv_heads, D}).transpose(1, 2);
-  q = rope_apply(q, ctx.cos, ctx.sin);
-  k = rope_apply(k, ctx.cos, ctx.sin);
+  if (gemma) {  // QK-norm over each head, before RoPE
+    q = rms_norm_gemma(q, L.q_norm, c.rms_eps);
+    k = rms_norm_gemma(k, L.k_norm, c.rms_eps);
+  }
+  const auto& cos = local ? ctx.cos_local : ctx.cos;
+  const auto& sin = local ? ctx.sin_local : ctx.sin;
+  q = rope_apply(q, cos, sin);
+  k = rope_apply(k, cos, sin);
   if (cache) {
     PATCHLLM_CHECK(cache->length + T <= cache->capacity, InvalidArgument, "KV cache full: ", cache->length, " + ", T,
                    " > capacity ", cache->capacity);
@@ -203,15 +263,27 @@ torch::Tensor Model::layer_forward(int64_t i, const torch::Tensor& h, const Laye
     k = cache->k[i].narrow(2, 0, cache->length + T);
     v = cache->v[i].narrow(2, 0, cache->length + T);
   }
-  auto a = attention(q, k, v, ctx.attn_bias, ctx.causal_only);
+  const double scale = c.query_pre_attn_scalar > 0 ? 1.0 / std::sqrt(c.query_pre_attn_scalar) : 0.0;
+  auto a = local ? attention(q, k, v, ctx.attn_bias_local, ctx.causal_only_local, scale, c.attn_logit_softcapping)
+                 : attention(q, k, v, ctx.attn_bias, ctx.causal_only, scale, c.attn_logit_softcapping);
   a = a.transpose(1, 2).reshape({B, T, c.num_heads * D});
-  auto h2 = h + L.o->forward(a);
-  auto y = rms_norm(h2, L.post_attn_norm, c.rms_eps);
-  return h2 + L.down->forward(torch::silu(L.gate->forward(y)) * L.up->forward(y));
+  if (!gemma) {
+    auto h2 = h + L.o->forward(a);
+    auto y = rms_norm(h2, L.post_attn_norm, c.rms_eps);
+    return h2 + L.down->forward(torch::silu(L.gate->forward(y)) * L.up->forward(y));
+  }
+  auto h2 = h + rms_norm_gemma(L.o->forward(a), L.post_attn_norm, c.rms_eps);
+  auto y = rms_norm_gemma(h2, L.pre_ffn_norm, c.rms_eps);
+  auto m = L.down->forward(gelu_act(L.gate->forward(y), c.hidden_act) * L.up->forward(y));
+  return h2 + rms_norm_gemma(m, L.post_ffn_norm, c.rms_eps);
 }
 
 torch::Tensor Model::head(const torch::Tensor& h) const {
-  return torch::linear(rms_norm(h, final_norm, config.rms_eps), lm_head).to(torch::kFloat32);
+  if (!config.is_gemma3()) return torch::linear(rms_norm(h, final_norm, config.rms_eps), lm_head).to(torch::kFloat32);
+  auto logits = torch::linear(rms_norm_gemma(h, final_norm, config.rms_eps), lm_head).to(torch::kFloat32);
+  const double cap = config.final_logit_softcapping;
+  if (cap > 0) logits = torch::tanh(logits / cap) * cap;  // in fp32 (HF: compute dtype), more precise
+  return logits;
 }
 
 KVCache Model::make_cache(int64_t batch, int64_t capacity) const {
@@ -250,6 +322,8 @@ int64_t Model::num_parameters() const {
   int64_t n = embed.numel() + final_norm.numel() + (lm_head.is_same(embed) ? 0 : lm_head.numel());
   for (const auto& L : layers) {
     n += L.input_norm.numel() + L.post_attn_norm.numel();
+    for (const auto* t : {&L.pre_ffn_norm, &L.post_ffn_norm, &L.q_norm, &L.k_norm})
+      if (t->defined()) n += t->numel();
     for (const auto* l : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down})
       n += (*l)->weight.numel() + ((*l)->bias.defined() ? (*l)->bias.numel() : 0);
   }

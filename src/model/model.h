@@ -1,6 +1,7 @@
 // LLaMA-family decoder on LibTorch: embeddings, RMSNorm, RoPE (incl. llama3 scaling), grouped-query attention
 // (fused SDPA on LibTorch >= 2.0, an explicit softmax fallback otherwise), SwiGLU MLP, tied/untied head, KV cache,
-// left-padded batches. CPU computes in fp32, CUDA in bf16 (or fp16).
+// left-padded batches. Gemma 3 adds a scaled embedding, (1 + w) norms, QK-norm, pre/post norms, GeGLU and
+// interleaved sliding-window/global layers with their own RoPE bases. CPU computes in fp32, CUDA in bf16 (or fp16).
 #pragma once
 #include <torch/torch.h>
 
@@ -15,7 +16,11 @@
 namespace patchllm {
 
 struct DecoderLayer {
-  torch::Tensor input_norm, post_attn_norm;  // [hidden]
+  // [hidden]. post_attn_norm is HF's post_attention_layernorm: the pre-MLP norm in LLaMA, the norm of the
+  // attention output in Gemma 3.
+  torch::Tensor input_norm, post_attn_norm;
+  torch::Tensor pre_ffn_norm, post_ffn_norm;  // [hidden], Gemma 3 only
+  torch::Tensor q_norm, k_norm;               // [head_dim], Gemma 3 only
   LinearPtr q, k, v, o, gate, up, down;
 };
 
@@ -31,6 +36,9 @@ struct LayerContext {
   torch::Tensor cos, sin;   // [B or 1, T, head_dim], compute dtype
   torch::Tensor attn_bias;  // [B or 1, 1, T, T_total] additive (0 / -inf), or undefined for plain causal
   bool causal_only = true;  // true: no padding and no cache offset, SDPA may use is_causal
+  // The same for Gemma 3's sliding-window layers (own RoPE base and window); undefined for other models.
+  torch::Tensor cos_local, sin_local, attn_bias_local;
+  bool causal_only_local = true;
 };
 
 struct ModelLoadOptions {
@@ -62,7 +70,8 @@ class Model {
   ModelConfig config;
   torch::Tensor embed, final_norm, lm_head;  // lm_head is embed when tied
   std::vector<DecoderLayer> layers;
-  torch::Tensor inv_freq;  // [head_dim/2] fp32, rope scaling applied
+  torch::Tensor inv_freq;        // [head_dim/2] fp32, rope scaling applied
+  torch::Tensor inv_freq_local;  // Gemma 3 sliding layers (rope_local_base_freq), else undefined
   torch::Device device = torch::kCPU;
   c10::ScalarType dtype = torch::kFloat32;
   std::string dir;
@@ -70,11 +79,14 @@ class Model {
 
 // Building blocks, public so tests can check them against plain references.
 torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& w, double eps);  // computed in fp32
-torch::Tensor rope_inv_freq(const ModelConfig& c);                                   // [head_dim/2] fp32
+// Gemma: normalised and scaled by (1 + w), both in fp32, then cast back.
+torch::Tensor rms_norm_gemma(const torch::Tensor& x, const torch::Tensor& w, double eps);
+torch::Tensor rope_inv_freq(const ModelConfig& c);  // [head_dim/2] fp32 (rope_theta, rope_scaling)
 torch::Tensor rope_apply(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);  // x [B,H,T,D]
 // q [B,H,T,D], k/v [B,Hkv,S,D], bias additive [.,1,T,S] or undefined with causal=true.
+// scale 0 = 1/sqrt(D); softcap > 0: scores = softcap * tanh(scores / softcap) before the mask (Gemma 2 style).
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                        const torch::Tensor& bias, bool causal);
+                        const torch::Tensor& bias, bool causal, double scale = 0, double softcap = 0);
 
 // The HF names of the seven decoder linears, in the order Model::linears() returns them.
 const std::vector<std::string>& decoder_linear_names();  // "self_attn.q_proj", ..., "mlp.down_proj"
