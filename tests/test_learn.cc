@@ -99,6 +99,20 @@ TEST(LearnTile, TileGradientEqualsAutogradThroughMaterialisedMask) {
   EXPECT_TRUE(torch::allclose(y1, y2, 1e-10, 1e-10));
   EXPECT_TRUE(torch::allclose(t1.grad(), t2.grad(), 1e-9, 1e-9));
   EXPECT_TRUE(torch::allclose(x1.grad(), x2.grad(), 1e-9, 1e-9));
+  // The variant that keeps W_eff for backward (used inside checkpointed layers) gives the same gradients.
+  auto t3 = t0.clone().requires_grad_(true), x3 = x.clone().requires_grad_(true);
+  (tile_linear(x3, t3, W, m24 > 0.5, b, g, /*save_weff=*/true) * gy).sum().backward();
+  EXPECT_TRUE(torch::allclose(t3.grad(), t2.grad(), 1e-9, 1e-9));
+  EXPECT_TRUE(torch::allclose(x3.grad(), x2.grad(), 1e-9, 1e-9));
+}
+
+TEST(LearnTile, TileScaleEqualsExpandedProduct) {
+  for (TileGrid g : {TileGrid{64, 48, 16, 16}, TileGrid{70, 44, 16, 12}}) {  // divisible, ragged
+    auto w = torch::randn({g.rows, g.cols});
+    auto t = torch::rand({g.grid_r(), g.grid_c()});
+    EXPECT_TRUE(torch::allclose(tile_scale(w, t, g), w * tile_expand(t, g)));
+    EXPECT_TRUE(torch::allclose(tile_reduce(w, g, torch::kDouble).to(torch::kFloat32), tile_reduce(w, g), 1e-5, 1e-5));
+  }
 }
 
 TEST(LearnTile, ExactBudgetSelectsTopTilesWithinOneTile) {

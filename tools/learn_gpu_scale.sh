@@ -67,6 +67,11 @@ else
     echo "{\"run\": \"prune7b_$meth\", \"nsamples\": ${NS:-128}, \"seqlen\": 2048, \"result\": \"$r\"}" | tee -a "$OUT/prune_scale.jsonl"
     grep -E "error" "$OUT/last.log" | head -3
   done
+  # Tile at 7B again (both designs, same run) if the time limit allows.
+  if [ $(( $(date +%s) - t0 )) -lt ${TILE_IF_BEFORE:-300} ]; then
+    learn tile7b_ours /tmp/l2-7b patch-tile 0.45
+    learn tile7b_reference /tmp/l2-7b patch-tile 0.45 --materialise-masks
+  fi
 fi
 echo "total: $(( $(date +%s) - t0 )) s"
 cat "$OUT"/*.jsonl "$OUT"/export_check.json 2>/dev/null

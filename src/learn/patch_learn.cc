@@ -182,6 +182,7 @@ LearnResult patch_learn(Model& model, const MaskSet& prior, const torch::Tensor&
     } else {
       s.tile = std::make_shared<TileMaskedLinear>(base, it->second.keep, s.grid);
       s.tile->t = torch::ones({s.grid.grid_r(), s.grid.grid_c()}, f32);
+      s.tile->save_weff = o.checkpoint_layers;
       // ‖M ⊙ W‖²_F over a tile = S_kept + t²·S_pruned (patch-method.md §1.10): no full-size work per step.
       auto w2 = base.weight.to(torch::kFloat32).square();
       s.s_kept = tile_reduce(w2 * s.tile->keep24, s.grid);

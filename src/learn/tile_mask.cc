@@ -23,10 +23,19 @@ torch::Tensor tile_expand(const torch::Tensor& per_tile, const TileGrid& g) {
       .narrow(1, 0, g.cols);
 }
 
-torch::Tensor tile_reduce(const torch::Tensor& full, const TileGrid& g) {
+torch::Tensor tile_reduce(const torch::Tensor& full, const TileGrid& g, c10::optional<c10::ScalarType> dtype) {
   const int64_t pr = g.grid_r() * g.tile_r - g.rows, pc = g.grid_c() * g.tile_c - g.cols;
-  auto p = (pr || pc) ? torch::constant_pad_nd(full, {0, pc, 0, pr}) : full;
-  return p.view({g.grid_r(), g.tile_r, g.grid_c(), g.tile_c}).sum({1, 3});
+  auto p = (pr || pc) ? torch::constant_pad_nd(full, {0, pc, 0, pr}) : full;  // no copy when the tiles divide
+  return p.view({g.grid_r(), g.tile_r, g.grid_c(), g.tile_c}).sum({1, 3}, /*keepdim=*/false, dtype);
+}
+
+torch::Tensor tile_scale(const torch::Tensor& w, const torch::Tensor& t, const TileGrid& g) {
+  const int64_t pr = g.grid_r() * g.tile_r - g.rows, pc = g.grid_c() * g.tile_c - g.cols;
+  auto tt = t.to(w.scalar_type()).view({g.grid_r(), 1, g.grid_c(), 1});
+  if (!pr && !pc)  // one broadcast pass, no full-size T
+    return (w.view({g.grid_r(), g.tile_r, g.grid_c(), g.tile_c}) * tt).view({g.rows, g.cols});
+  auto p = torch::constant_pad_nd(w, {0, pc, 0, pr}).view({g.grid_r(), g.tile_r, g.grid_c(), g.tile_c});
+  return (p * tt).view({g.grid_r() * g.tile_r, g.grid_c() * g.tile_c}).narrow(0, 0, g.rows).narrow(1, 0, g.cols);
 }
 
 torch::Tensor tile_sample(const torch::Tensor& theta, double kappa, double tau, bool hard, uint64_t noise_seed) {
@@ -44,13 +53,16 @@ struct TileLinearFn : public torch::autograd::Function<TileLinearFn> {
   // W_eff = where(M24, W, T ⊙ W): kept entries always, pruned entries scaled by their tile's t.
   static torch::Tensor effective(const torch::Tensor& t, const torch::Tensor& w, const torch::Tensor& keep,
                                  const TileGrid& g) {
-    return torch::where(keep, w, w * tile_expand(t.to(w.scalar_type()), g));
+    return torch::where(keep, w, tile_scale(w, t, g));
   }
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& t,
-                               const torch::Tensor& w, const torch::Tensor& keep, const TileGrid& g) {
-    ctx->save_for_backward({x, t, w, keep});
+                               const torch::Tensor& w, const torch::Tensor& keep, const TileGrid& g, bool save_weff) {
+    auto weff = effective(t, w, keep, g);
+    // save_weff: keep W_eff for backward instead of rebuilding it (inside a checkpointed layer it lives only while
+    // that layer is recomputed; otherwise it would add one weight-sized tensor per linear for the whole step).
+    ctx->save_for_backward({x, t, w, keep, save_weff ? weff : torch::Tensor()});
     ctx->saved_data["g"] = std::vector<int64_t>{g.rows, g.cols, g.tile_r, g.tile_c};
-    return torch::matmul(x, effective(t, w, keep, g).t());  // W_eff transient, freed on return
+    return torch::matmul(x, weff.t());
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
@@ -63,23 +75,22 @@ struct TileLinearFn : public torch::autograd::Function<TileLinearFn> {
     TileGrid g{v[0], v[1], v[2], v[3]};
     auto gy = grads[0];
     torch::Tensor gx, gt;
-    if (ctx->needs_input_grad(0)) gx = torch::matmul(gy, effective(t, w, keep, g));
+    if (ctx->needs_input_grad(0)) gx = torch::matmul(gy, s[4].defined() ? s[4] : effective(t, w, keep, g));
     if (ctx->needs_input_grad(1)) {
-      // dL/dW_eff = gyᵀ x over all tokens; dL/dt_tile = Σ_tile dL/dW_eff ⊙ W ⊙ (1 − M24) (fp32 reduction).
+      // dL/dW_eff = gyᵀ x over all tokens; dL/dt_tile = Σ_tile dL/dW_eff ⊙ W ⊙ (1 − M24), summed in fp32.
       auto gw = torch::matmul(gy.reshape({-1, gy.size(-1)}).t(), x.reshape({-1, x.size(-1)}));
       auto acc = at::promote_types(gw.scalar_type(), torch::kFloat32);
-      gt = tile_reduce(torch::where(keep, torch::zeros({}, gw.options().dtype(acc)), gw.to(acc) * w.to(acc)), g)
-               .to(t.scalar_type());
+      gt = tile_reduce(torch::where(keep, torch::zeros({}, gw.options()), gw * w), g, acc).to(t.scalar_type());
     }
-    return {gx, gt, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    return {gx, gt, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
 }  // namespace
 
 torch::Tensor tile_linear(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& weight,
-                          const torch::Tensor& keep24, const torch::Tensor& bias, const TileGrid& g) {
-  auto y = TileLinearFn::apply(x, t, weight, keep24, g);
+                          const torch::Tensor& keep24, const torch::Tensor& bias, const TileGrid& g, bool save_weff) {
+  auto y = TileLinearFn::apply(x, t, weight, keep24, g, save_weff);
   return bias.defined() ? y + bias : y;
 }
 
@@ -91,7 +102,9 @@ TileMaskedLinear::TileMaskedLinear(const Linear& base, const torch::Tensor& keep
   t = torch::ones({g.grid_r(), g.grid_c()}, torch::TensorOptions().device(base.weight.device()));
 }
 
-torch::Tensor TileMaskedLinear::forward(const torch::Tensor& x) { return tile_linear(x, t, weight, keep24, bias, grid); }
+torch::Tensor TileMaskedLinear::forward(const torch::Tensor& x) {
+  return tile_linear(x, t, weight, keep24, bias, grid, save_weff);
+}
 
 std::vector<torch::Tensor> tile_select_exact(const std::vector<torch::Tensor>& thetas,
                                              const std::vector<TileGrid>& grids, double target_sparsity) {

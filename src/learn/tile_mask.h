@@ -20,8 +20,10 @@ struct TileGrid {
 torch::Tensor tile_numel(const TileGrid& g);
 // Broadcasts per-tile values [grid_r, grid_c] to the weight shape [rows, cols] (reference path and tests).
 torch::Tensor tile_expand(const torch::Tensor& per_tile, const TileGrid& g);
-// Sums an [rows, cols] tensor over each tile -> [grid_r, grid_c] (zero-pads the ragged edge).
-torch::Tensor tile_reduce(const torch::Tensor& full, const TileGrid& g);
+// Sums an [rows, cols] tensor over each tile -> [grid_r, grid_c] (zero-pads the ragged edge), accumulating in dtype.
+torch::Tensor tile_reduce(const torch::Tensor& full, const TileGrid& g, c10::optional<c10::ScalarType> dtype = {});
+// w ⊙ tile_expand(t) without building the expanded tensor (a broadcast over the tile view).
+torch::Tensor tile_scale(const torch::Tensor& w, const torch::Tensor& t, const TileGrid& g);
 
 // The binary-concrete tile sample, logistic noise drawn from `noise_seed` (learn/noise.h). hard = straight-through:
 // forward 1[t > 0.5], backward through the soft t.
@@ -30,8 +32,10 @@ torch::Tensor tile_sample(const torch::Tensor& theta, double kappa, double tau, 
 // Tile-mode linear: y = x W_effᵀ + b with W_eff as above, as a custom autograd function: the forward builds W_eff
 // transiently, backward recomputes it and reduces dθ per tile as Σ_tile (gᵀx) ⊙ W ⊙ (1 − M24), so no mask or masked
 // weight lives across the step. weight: the frozen W (compute dtype); keep24: bool M24.
+// save_weff: keep W_eff for backward (set inside checkpointed layers, where it lives only during the recompute).
 torch::Tensor tile_linear(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& weight,
-                          const torch::Tensor& keep24, const torch::Tensor& bias, const TileGrid& g);
+                          const torch::Tensor& keep24, const torch::Tensor& bias, const TileGrid& g,
+                          bool save_weff = false);
 
 // A decoder-linear slot during Tile-mode learning: the frozen weight (shared, not copied), the fixed 2:4 mask as
 // bool (1 byte per weight: the only per-weight state learning adds) and the current tile sample.
@@ -42,6 +46,7 @@ class TileMaskedLinear : public Linear {
   TileGrid grid;
   torch::Tensor keep24;  // bool [out, in]
   torch::Tensor t;       // current tile values [grid_r, grid_c], set before each forward
+  bool save_weff = false;
 };
 
 // The reference design, for benchmarks only: the full-size soft mask M (built by the caller outside any
