@@ -415,3 +415,79 @@ TEST(LearnTile, PerLayerBudgetHoldsInEveryLayer) {
   }
   for (const auto& [l, kt] : layer) EXPECT_NEAR(1 - kt.first / kt.second, 0.35, 0.5 * 256.0 / kt.second + 1e-9) << l;
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// The CLI front (`prune --method patch-*`) on the real stories260K: outputs, kill/resume, and bad input.
+#include "core/file.h"
+
+namespace {
+
+int count_lines(const std::string& path) {
+  auto s = file_read(path);
+  return static_cast<int>(std::count(s.begin(), s.end(), '\n'));
+}
+
+bool one_line_error(const test::CliResult& r, const std::string& needle) {
+  auto e = r.err;
+  while (!e.empty() && e.back() == '\n') e.pop_back();
+  return r.code != 0 && e.find('\n') == std::string::npos && e.find(needle) != std::string::npos;
+}
+
+}  // namespace
+
+TEST(LearnCli, JointRunResumesAndRejectsBadInput) {
+  PATCHLLM_REQUIRE_SHARED(shared, "models/stories260K");
+  std::string train = test::shared_dir() + "/data/tinystories/train.txt";
+  std::string tmp = test::temp_dir("learn_cli");
+  std::string hf = tmp + "/hf";
+  auto r = test::run_cli("-q convert --from llama2c '" + shared + "/stories260K.bin' --tokenizer '" + shared +
+                         "/tok512.bin' -o '" + hf + "'");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string base = "-q prune -m '" + hf + "' --method patch-joint --sparsity 0.35 --tile 16x16 -f '" + train +
+                           "' --nsamples 4 --seqlen 64 --steps 4 --micro-batch 2 --train-seqlen 64 -o '" + tmp + "/o'";
+  r = test::run_cli(base + " --stop-after 2");  // as if killed after step 2
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_FALSE(file_exists(tmp + "/o/masks.safetensors"));
+  EXPECT_TRUE(file_exists(tmp + "/o/learn_state.pt"));
+  EXPECT_EQ(count_lines(tmp + "/o/train_log.jsonl"), 2);
+  r = test::run_cli(base + " --resume --export");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(count_lines(tmp + "/o/train_log.jsonl"), 4);  // every step once
+  MaskSet ms = mask_load(tmp + "/o/masks.safetensors");
+  EXPECT_EQ(ms.meta.at("method"), "patch-joint");
+  EXPECT_NEAR(ms.sparsity(), 0.35, 0.01);
+  for (const auto& [name, lm] : ms.masks) mask_validate_24(lm.keep, lm.tile_map, 16, 16, name);
+  EXPECT_TRUE(file_exists(tmp + "/o/patch_config.json"));
+  EXPECT_TRUE(file_exists(tmp + "/o/learn_report.json"));
+  EXPECT_TRUE(file_exists(tmp + "/o/hf/model.safetensors"));
+  // An uninterrupted run with the same seed ends with the same mask.
+  r = test::run_cli("-q prune -m '" + hf + "' --method patch-joint --sparsity 0.35 --tile 16x16 -f '" + train +
+                    "' --nsamples 4 --seqlen 64 --steps 4 --micro-batch 2 --train-seqlen 64 -o '" + tmp + "/full'");
+  ASSERT_EQ(r.code, 0) << r.err;
+  MaskSet full = mask_load(tmp + "/full/masks.safetensors");
+  for (const auto& [name, lm] : full.masks) EXPECT_TRUE(torch::equal(lm.keep, ms.masks.at(name).keep)) << name;
+
+  // Bad input: one line, non-zero exit, nothing half-written.
+  const std::string pre = "-q prune -m '" + hf + "' --method patch-tile -f '" + train + "' -o '" + tmp + "/bad'";
+  EXPECT_TRUE(one_line_error(test::run_cli(pre + " --sparsity 0.6"), "outside [0, 0.5]"));
+  EXPECT_TRUE(one_line_error(test::run_cli(pre + " --sparsity 0.3 --tile 16x30"), "multiple of 4"));
+  file_write_atomic(tmp + "/empty.txt", "");
+  EXPECT_TRUE(one_line_error(test::run_cli("-q prune -m '" + hf + "' --method patch-tile --sparsity 0.3 -f '" + tmp +
+                                           "/empty.txt' -o '" + tmp + "/bad'"),
+                             "empty training text"));
+  EXPECT_TRUE(one_line_error(test::run_cli("-q prune -m '" + hf + "' --method patch-tile --sparsity 0.3 -f '" + tmp +
+                                           "/missing.txt' -o '" + tmp + "/bad'"),
+                             "not found"));
+  // A MaskLLM prior made for another model.
+  test::TinySpec spec;
+  auto other = test::tiny_model_write(tmp + "/other", spec);
+  r = test::run_cli("-q prune -m '" + other + "' --method magnitude --pattern 2:4 -o '" + tmp + "/om'");
+  ASSERT_EQ(r.code, 0) << r.err;
+  r = test::run_cli("-q export -m '" + other + "' --masks '" + tmp + "/om/masks.safetensors' --format maskllm-npz -o '" +
+                    tmp + "/om/mask.npz'");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto mm = test::run_cli(pre + " --sparsity 0.3 --prior maskllm-npz --prior-from '" + tmp + "/om/mask.npz'");
+  EXPECT_NE(mm.code, 0);
+  EXPECT_EQ(std::count(mm.err.begin(), mm.err.end(), '\n'), 1) << mm.err;
+  EXPECT_FALSE(file_exists(tmp + "/bad/masks.safetensors"));
+}
