@@ -2,7 +2,8 @@
 
 For each config (fewer layers, real widths): HF fp32 logits (CPU, the reference) vs patchllm CPU fp32 and CUDA bf16,
 and HF CUDA bf16 vs patchllm CUDA bf16, on a batch with one left-padded row. Metric: max |a - b| / max |ref| over
-real (non-padding) positions. Targets: fp32 <= 1e-4, bf16 <= 2e-2.
+real (non-padding) positions. Targets: fp32 <= 1e-4, bf16 <= 2e-2. Gemma-3-1B runs 6 layers (5 sliding + 1 global)
+on 640 tokens, longer than its 512-token window, so both layer kinds and the window are exercised.
 usage: python3 tools/crosscheck_hf.py BUILD_DIR OUT_DIR
 """
 import json, os, subprocess, sys, time
@@ -12,15 +13,16 @@ sys.path.insert(0, os.path.dirname(__file__))
 from model_configs import make_model
 
 build, out = sys.argv[1], sys.argv[2]
-cases = [("llama2-7b", 2), ("llama3.1-8b", 2), ("qwen2.5-0.5b", 4), ("mistral-7b", 2)]
+cases = [("llama2-7b", 2, 48), ("llama3.1-8b", 2, 48), ("qwen2.5-0.5b", 4, 48), ("mistral-7b", 2, 48),
+         ("gemma3-1b", 6, 640)]  # (config, layers, tokens per row)
 rows = []
-for name, layers in cases:
+for name, layers, seq in cases:
     d = os.path.join("/tmp/xcheck", name)
     model = make_model(name, layers=layers, dtype="float32")
     model.save_pretrained(d, safe_serialization=True)
     V = model.config.vocab_size
     g = torch.Generator().manual_seed(1)
-    ids = torch.randint(3, V, (2, 48), generator=g)
+    ids = torch.randint(3, V, (2, seq), generator=g)
     mask = torch.ones_like(ids)
     mask[1, :7] = 0  # left padding
     ids[1, :7] = 0

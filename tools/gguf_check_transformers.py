@@ -4,6 +4,7 @@
     pip install gguf transformers tokenizers accelerate torch
     python3 tools/gguf_check_transformers.py FILE.gguf HF_DIR [--no-weights] [--no-tokens]
     python3 tools/gguf_check_transformers.py --make-tiny-llama tiny.gguf     # a random LLaMA-architecture GGUF
+    python3 tools/gguf_check_transformers.py FILE.gguf HF_DIR --patchllm build/patchllm [--no-weights --no-tokens]
 
 Weights: transformers dequantises the GGUF (gguf-py) and undoes llama.cpp's conventions itself (Q/K permutation
 for llama, +1 on Gemma norms); every tensor of HF_DIR/model.safetensors must equal its state_dict (convert with fp32
@@ -13,6 +14,10 @@ a mixed text (English, code, Unicode, whitespace runs, special tokens); ids and 
 Known reference quirk: for SentencePiece ("llama") vocabularies transformers' GGUF converter uses Metaspace with
 prepend_scheme "first", which adds no "\u2581" to a text that already starts with a space; SentencePiece and llama.cpp
 always add it (LLaMA-2's tokenizer.model: "   leading" -> ['\u2581\u2581\u2581', '\u2581leading']), as patchllm does.
+--patchllm BIN: the model itself: transformers runs HF_DIR (AutoModelForCausalLM, fp32, CPU) and `BIN eval logits`
+the same ids (each prompt alone, then all in one left-padded batch with position_ids = cumsum(mask) - 1, as
+generate() does); max |ours - HF| / max |HF| per prompt over real positions must be <= 1e-4. Then greedy generation
+(`BIN generate --temp 0` vs HF generate(do_sample=False)) of --gen-tokens tokens per prompt: texts must be equal.
 --make-tiny-llama writes a small random llama GGUF with Q/K permuted as convert_hf_to_gguf.py does, since none of
 the real models on PyPI is LLaMA-architecture. Exit status 1 on any mismatch.
 """
@@ -92,6 +97,63 @@ def check_tokens(gguf_path, hf_dir):
     return bad
 
 
+PROMPTS = [
+    "The capital of France is",
+    "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
+    "Once upon a time, in a small village by the sea, there lived",
+    "Wikipedia is a free online encyclopedia that",
+]
+
+
+def check_model(hf_dir, patchllm, gen_tokens, tmp):
+    import subprocess
+    import torch
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(hf_dir)
+    model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
+    os.makedirs(tmp, exist_ok=True)
+    enc = [tok(p, add_special_tokens=True)["input_ids"] for p in PROMPTS]
+    T = max(len(e) for e in enc)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    batches = [(f"prompt {i}", torch.tensor([e]), torch.ones(1, len(e), dtype=torch.long)) for i, e in enumerate(enc)]
+    ids = torch.tensor([[pad] * (T - len(e)) + e for e in enc])
+    mask = torch.tensor([[0] * (T - len(e)) + [1] * len(e) for e in enc])
+    batches.append(("left-padded batch", ids, mask))
+    bad, worst = 0, 0.0
+    for name, x, m in batches:
+        inp, out = os.path.join(tmp, "inputs.safetensors"), os.path.join(tmp, "logits.safetensors")
+        save_file({"input_ids": x.contiguous(), "attention_mask": m.contiguous()}, inp)
+        subprocess.run([patchllm, "eval", "logits", "-m", hf_dir, "-i", inp, "-o", out, "--device", "cpu",
+                        "--dtype", "fp32"], check=True)
+        ours = load_file(out)["logits"]
+        with torch.no_grad():
+            ref = model(input_ids=x, attention_mask=m, position_ids=(m.cumsum(1) - 1).clamp_min(0)).logits.float()
+        real = m.bool()
+        err = ((ours - ref).abs()[real].max() / ref.abs()[real].max()).item()
+        agree = (ours.argmax(-1) == ref.argmax(-1))[real].float().mean().item()
+        worst = max(worst, err)
+        ok = err <= 1e-4
+        bad += not ok
+        print(f"{'OK ' if ok else 'BAD'} logits {name}: {int(real.sum())} positions, max rel err {err:.3g}, "
+              f"argmax agreement {agree:.3f}")
+    print(f"logits: max relative error {worst:.3g} (target 1e-4)")
+    for i, p in enumerate(PROMPTS):
+        x = torch.tensor([enc[i]])
+        with torch.no_grad():
+            g = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=gen_tokens, do_sample=False)
+        ref = p + tok.decode(g[0, x.shape[1]:], skip_special_tokens=True)
+        r = subprocess.run([patchllm, "generate", "-m", hf_dir, "-p", p, "-n", str(gen_tokens), "--temp", "0",
+                            "--device", "cpu", "--dtype", "fp32"], check=True, capture_output=True, text=True)
+        ours = r.stdout[:-1] if r.stdout.endswith("\n") else r.stdout
+        ok = ours == ref
+        bad += not ok
+        print(f"{'OK ' if ok else 'BAD'} greedy {gen_tokens} tokens: {ours!r}")
+        if not ok:
+            print(f"   transformers: {ref!r}")
+    return bad
+
+
 def llamacpp_permute(w, n_head, n_head_kv=None):
     # convert_hf_to_gguf.py LlamaModel.permute
     if n_head_kv is not None and n_head != n_head_kv:
@@ -155,6 +217,9 @@ def main():
     ap.add_argument("--no-weights", action="store_true")
     ap.add_argument("--no-tokens", action="store_true")
     ap.add_argument("--make-tiny-llama", metavar="OUT")
+    ap.add_argument("--patchllm", metavar="BIN", help="also compare logits and greedy generation with transformers")
+    ap.add_argument("--gen-tokens", type=int, default=24)
+    ap.add_argument("--tmp", default="/tmp/gguf_check")
     a = ap.parse_args()
     if a.make_tiny_llama:
         make_tiny_llama(a.make_tiny_llama)
@@ -166,6 +231,8 @@ def main():
         bad += check_tokens(a.gguf_file, a.hf_dir)
     if not a.no_weights:
         bad += check_weights(a.gguf_file, a.hf_dir)
+    if a.patchllm:
+        bad += check_model(a.hf_dir, a.patchllm, a.gen_tokens, a.tmp)
     sys.exit(1 if bad else 0)
 
 

@@ -1,5 +1,6 @@
 """Write a random-weight HF checkpoint of a real configuration: python3 tools/make_random_checkpoint.py NAME DIR
-[--layers N] [--dtype bfloat16] (NAME in model_configs.CONFIGS). Weights are generated on the GPU when present."""
+[--layers N] [--dtype bfloat16] (NAME in model_configs.CONFIGS: llama2-7b, llama3.1-8b, llama3.2-1b, qwen2.5-0.5b,
+mistral-7b, gemma3-1b). Weights are generated on the GPU when present."""
 import argparse, os, sys
 import torch
 sys.path.insert(0, os.path.dirname(__file__))

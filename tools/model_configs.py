@@ -24,8 +24,17 @@ MISTRAL_7B = dict(architectures=["MistralForCausalLM"], model_type="mistral", hi
                   vocab_size=32000, max_position_embeddings=32768, rms_norm_eps=1e-5, rope_theta=10000.0,
                   hidden_act="silu", sliding_window=4096, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2)
 
+# google/gemma-3-1b-pt: 5 sliding-window (512) layers per global one, head_dim 256 != hidden/heads, MQA.
+GEMMA3_1B = dict(architectures=["Gemma3ForCausalLM"], model_type="gemma3_text", hidden_size=1152,
+                 intermediate_size=6912, num_hidden_layers=26, num_attention_heads=4, num_key_value_heads=1,
+                 head_dim=256, vocab_size=262144, max_position_embeddings=32768, rms_norm_eps=1e-6,
+                 rope_theta=1000000.0, rope_local_base_freq=10000.0, sliding_window=512, sliding_window_pattern=6,
+                 query_pre_attn_scalar=256, hidden_activation="gelu_pytorch_tanh", attn_logit_softcapping=None,
+                 final_logit_softcapping=None, tie_word_embeddings=True, bos_token_id=2, eos_token_id=1,
+                 pad_token_id=0)
+
 CONFIGS = {"llama2-7b": LLAMA2_7B, "llama3.1-8b": LLAMA31_8B, "llama3.2-1b": LLAMA32_1B,
-           "qwen2.5-0.5b": QWEN25_05B, "mistral-7b": MISTRAL_7B}
+           "qwen2.5-0.5b": QWEN25_05B, "mistral-7b": MISTRAL_7B, "gemma3-1b": GEMMA3_1B}
 
 
 def make_model(name, layers=None, dtype="float32", seed=0, device="cpu"):
@@ -36,7 +45,7 @@ def make_model(name, layers=None, dtype="float32", seed=0, device="cpu"):
     if layers:
         cfg["num_hidden_layers"] = layers
     cls = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config,
-           "mistral": transformers.MistralConfig}[cfg["model_type"]]
+           "mistral": transformers.MistralConfig, "gemma3_text": transformers.Gemma3TextConfig}[cfg["model_type"]]
     config = cls(**{k: v for k, v in cfg.items() if k not in ("model_type",)})
     torch.manual_seed(seed)
     with torch.device(device):
