@@ -149,7 +149,10 @@ LearnResult patch_learn(Model& model, const MaskSet& prior, const torch::Tensor&
                    " has shape ", it->second.keep.sizes(), ", the weight ", base.weight.sizes());
     Slot s;
     s.name = name;
-    s.layer = slot_index++ / 7;
+    // Decoder layer from the HF name ("model.layers.<i>."), for per-layer targets and checkpointing.
+    const auto at = name.find("layers.");
+    s.layer = at == std::string::npos ? slot_index / 7 : std::stoll(name.substr(at + 7));
+    ++slot_index;
     s.grid = TileGrid{base.out_features(), base.in_features(), o.tile_r, o.tile_c};
     s.original = *ptr;
     s.numel = tile_numel(s.grid).to(dev);
