@@ -57,10 +57,9 @@ TEST(Export, CliPipelineOnStories260K) {
   PATCHLLM_REQUIRE_SHARED(shared, "models/stories260K");
   std::string data = test::shared_dir() + "/data/tinystories";
   std::string tmp = test::temp_dir("export_cli");
-  std::string hf = tmp + "/hf";
-  auto r = test::run_cli("convert --from llama2c '" + shared + "/stories260K.bin' --tokenizer '" + shared +
-                         "/tok512.bin' -o '" + hf + "'");
-  ASSERT_EQ(r.code, 0) << r.err;
+  std::string hf = test::stories260k_hf(shared);
+  ASSERT_FALSE(hf.empty());
+  test::CliResult r;
   r = test::run_cli("prune -m '" + hf + "' --method sparsegpt --pattern 2:4 --tile-scores --tile 32x32 -f '" + data +
                     "/train.txt' --nsamples 4 --seqlen 64 -o '" + tmp + "/p'");
   ASSERT_EQ(r.code, 0) << r.err;

@@ -439,10 +439,9 @@ TEST(LearnCli, JointRunResumesAndRejectsBadInput) {
   PATCHLLM_REQUIRE_SHARED(shared, "models/stories260K");
   std::string train = test::shared_dir() + "/data/tinystories/train.txt";
   std::string tmp = test::temp_dir("learn_cli");
-  std::string hf = tmp + "/hf";
-  auto r = test::run_cli("-q convert --from llama2c '" + shared + "/stories260K.bin' --tokenizer '" + shared +
-                         "/tok512.bin' -o '" + hf + "'");
-  ASSERT_EQ(r.code, 0) << r.err;
+  std::string hf = test::stories260k_hf(shared);
+  ASSERT_FALSE(hf.empty());
+  test::CliResult r;
   const std::string base = "-q prune -m '" + hf + "' --method patch-joint --sparsity 0.35 --tile 16x16 -f '" + train +
                            "' --nsamples 4 --seqlen 64 --steps 4 --micro-batch 2 --train-seqlen 64 -o '" + tmp + "/o'";
   r = test::run_cli(base + " --stop-after 2");  // as if killed after step 2

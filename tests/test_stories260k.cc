@@ -10,24 +10,9 @@
 
 using namespace patchllm;
 
-namespace {
-
-std::string convert_stories(const std::string& shared) {
-  static std::string dir;
-  if (!dir.empty()) return dir;
-  std::string out = test::temp_dir("stories") + "/hf";
-  auto r = test::run_cli("convert --from llama2c '" + shared + "/stories260K.bin' --tokenizer '" + shared +
-                         "/tok512.bin' -o '" + out + "'");
-  EXPECT_EQ(r.code, 0) << r.err;
-  dir = out;
-  return dir;
-}
-
-}  // namespace
-
 TEST(Stories260K, ConvertedModelGreedyMatchesDocumentedText) {
   PATCHLLM_REQUIRE_SHARED(shared, "models/stories260K");
-  std::string dir = convert_stories(shared);
+  std::string dir = test::stories260k_hf(shared);
   for (const char* f : {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"})
     EXPECT_TRUE(file_exists(dir + "/" + f)) << f;
   auto model = Model::load(dir);
@@ -46,7 +31,7 @@ TEST(Stories260K, ConvertedModelGreedyMatchesDocumentedText) {
 
 TEST(Stories260K, CliGenerateStreamsTheSameText) {
   PATCHLLM_REQUIRE_SHARED(shared, "models/stories260K");
-  std::string dir = convert_stories(shared);
+  std::string dir = test::stories260k_hf(shared);
   auto r = test::run_cli("generate -m '" + dir + "' -n 30 --temp 0");
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("Once upon a time, there was a little girl named Lily."), std::string::npos) << r.out;
@@ -55,7 +40,7 @@ TEST(Stories260K, CliGenerateStreamsTheSameText) {
 
 TEST(Stories260K, CliInspectReportsRaggedTiles) {
   PATCHLLM_REQUIRE_SHARED(shared, "models/stories260K");
-  std::string dir = convert_stories(shared);
+  std::string dir = test::stories260k_hf(shared);
   auto r = test::run_cli("inspect -m '" + dir + "' --tile 32x32");
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("LlamaForCausalLM"), std::string::npos);
@@ -64,7 +49,7 @@ TEST(Stories260K, CliInspectReportsRaggedTiles) {
 
 TEST(Stories260K, PerplexityOnValidationText) {
   PATCHLLM_REQUIRE_SHARED(shared, "data/tinystories/valid.txt");
-  std::string dir = convert_stories(test::shared_dir() + "/models/stories260K");
+  std::string dir = test::stories260k_hf(test::shared_dir() + "/models/stories260K");
   std::string json = test::temp_dir("ppl") + "/ppl.json";
   auto r = test::run_cli("eval ppl -m '" + dir + "' -f '" + shared + "' -c 512 --chunks 20 --split-on '\\n<|endoftext|>\\n' --json '" + json + "'");
   ASSERT_EQ(r.code, 0) << r.err;

@@ -47,4 +47,15 @@ CliResult run_cli(const std::string& args) {
   return r;
 }
 
+std::string stories260k_hf(const std::string& shared_model_dir) {
+  static std::string dir;
+  if (!dir.empty()) return dir;
+  std::string out = temp_dir("stories") + "/hf";
+  auto r = run_cli("-q convert --from llama2c '" + shared_model_dir + "/stories260K.bin' --tokenizer '" +
+                   shared_model_dir + "/tok512.bin' -o '" + out + "'");
+  EXPECT_EQ(r.code, 0) << r.err;
+  if (r.code == 0) dir = out;
+  return dir;
+}
+
 }  // namespace patchllm::test

@@ -23,5 +23,8 @@ struct CliResult {
 // Runs the patchllm binary with the given argument string (shell-quoted by the caller).
 CliResult run_cli(const std::string& args);
 std::string source_dir();
+// stories260K (shared_model_dir = ../shared/models/stories260K) converted once per test executable with
+// `patchllm convert --from llama2c`; "" (and a test failure) when the conversion fails.
+std::string stories260k_hf(const std::string& shared_model_dir);
 
 }  // namespace patchllm::test

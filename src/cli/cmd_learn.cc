@@ -57,11 +57,8 @@ void add_learn_options(CLI::App* sub, LearnCli& o) {
 
 void run_learn(const PruneCommon& p, LearnCli& o) {
   auto& l = o.l;
-  PATCHLLM_CHECK(l.target_sparsity >= 0 && l.target_sparsity <= 0.5, InvalidArgument, "--sparsity ",
-                 l.target_sparsity, " outside [0, 0.5]");
   std::tie(l.tile_r, l.tile_c) = parse_tile(p.tile);
-  PATCHLLM_CHECK(l.tile_r > 0 && l.tile_c > 0 && l.tile_c % 4 == 0, InvalidArgument, "--tile ", p.tile,
-                 ": the width must be a positive multiple of 4 (2:4 groups would straddle tiles)");
+  learn_check_options(l);  // before the prior, which takes minutes on a large model
   PATCHLLM_CHECK(!p.file.empty(), InvalidArgument, "--method ", l.method, " needs training text (-f)");
   PATCHLLM_CHECK(file_exists(p.file), InvalidArgument, p.file, ": training text not found");
   l.exact_budget = !o.theta_rule;

@@ -11,7 +11,7 @@ namespace patchllm::cli {
 
 struct LearnCli {
   LearnOptions l;
-  std::string prior = "wanda", prior_from, tile;  // prior: wanda | magnitude | sparsegpt | maskllm-npz (--from)
+  std::string prior = "wanda", prior_from;  // prior: wanda | magnitude | sparsegpt | maskllm-npz (--prior-from)
   bool theta_rule = false, export_hf = false;
 };
 

@@ -49,6 +49,45 @@ const std::map<std::string, std::string>& layer_map(const std::string& arch) {
 
 std::string arch_of(const GgufFile& f) { return f.get_string("general.architecture"); }
 
+// "<prefix><layer>.<module>.<kind>" with a decimal layer and kind weight|bias (both naming schemes share it).
+bool split_layer_tensor(const std::string& name, const std::string& prefix, int64_t& layer, std::string& module,
+                        std::string& kind) {
+  if (!starts_with(name, prefix)) return false;
+  size_t dot = name.find('.', prefix.size());
+  size_t last = name.rfind('.');
+  if (dot == std::string::npos || last <= dot) return false;
+  std::string l = name.substr(prefix.size(), dot - prefix.size());
+  module = name.substr(dot + 1, last - dot - 1);
+  kind = name.substr(last + 1);
+  if (l.empty() || l.find_first_not_of("0123456789") != std::string::npos || (kind != "weight" && kind != "bias"))
+    return false;
+  layer = std::stoll(l);
+  return true;
+}
+
+// Moves rows of every head between HF's rotate_half layout and ggml's interleaved pairs: within a head, GGUF row
+// 2*i + j is HF row j*hd/2 + i. to_gguf picks the direction. Any element size.
+void permute_head_rows(void* data, size_t elem_size, int64_t rows, int64_t cols, int64_t n_head, bool to_gguf,
+                       const char* who) {
+  PATCHLLM_CHECK(n_head > 0 && rows % (2 * n_head) == 0, InvalidArgument, who, ": ", rows,
+                 " rows do not split into ", n_head, " heads of even size");
+  const int64_t hd = rows / n_head, half = hd / 2;
+  const size_t row_bytes = static_cast<size_t>(cols) * elem_size;
+  std::vector<uint8_t> head(static_cast<size_t>(hd) * row_bytes);
+  auto* bytes = static_cast<uint8_t*>(data);
+  for (int64_t h = 0; h < n_head; ++h) {
+    uint8_t* base = bytes + static_cast<size_t>(h * hd) * row_bytes;
+    std::memcpy(head.data(), base, head.size());
+    for (int64_t i = 0; i < half; ++i)
+      for (int64_t j = 0; j < 2; ++j) {
+        const int64_t gguf_row = 2 * i + j, hf_row = j * half + i;
+        const int64_t dst = to_gguf ? gguf_row : hf_row, src = to_gguf ? hf_row : gguf_row;
+        std::memcpy(base + static_cast<size_t>(dst) * row_bytes, head.data() + static_cast<size_t>(src) * row_bytes,
+                    row_bytes);
+      }
+  }
+}
+
 }  // namespace
 
 std::vector<std::string> gguf_hf_supported_architectures() { return {"llama", "qwen2", "gemma3"}; }
@@ -65,36 +104,18 @@ std::string gguf_hf_tensor_name(const std::string& arch, const std::string& name
   if (name == "output_norm.weight") return "model.norm.weight";
   if (name == "output.weight") return "lm_head.weight";
   if (name == "rope_freqs.weight") return "";  // llama3 RoPE factors: folded into config.json rope_scaling
-  if (starts_with(name, "blk.")) {
-    size_t dot = name.find('.', 4);
-    size_t last = name.rfind('.');
-    if (dot != std::string::npos && last > dot) {
-      std::string layer = name.substr(4, dot - 4);
-      std::string stem = name.substr(dot + 1, last - dot - 1);
-      std::string kind = name.substr(last + 1);
-      bool digits = !layer.empty() && layer.find_first_not_of("0123456789") == std::string::npos;
-      const auto& m = layer_map(arch);
-      auto it = m.find(stem);
-      if (digits && it != m.end() && (kind == "weight" || kind == "bias"))
-        return str("model.layers.", std::stoll(layer), ".", it->second, ".", kind);
-    }
+  int64_t layer;
+  std::string stem, kind;
+  if (split_layer_tensor(name, "blk.", layer, stem, kind)) {
+    const auto& m = layer_map(arch);
+    auto it = m.find(stem);
+    if (it != m.end()) return str("model.layers.", layer, ".", it->second, ".", kind);
   }
   throw InvalidArgument(str("GGUF tensor '", name, "' has no Hugging Face name for architecture '", arch, "'"));
 }
 
 void gguf_hf_unpermute_rows(float* data, int64_t rows, int64_t cols, int64_t n_head) {
-  PATCHLLM_CHECK(n_head > 0 && rows % (2 * n_head) == 0, InvalidArgument, "gguf_hf_unpermute_rows: ", rows,
-                 " rows do not split into ", n_head, " heads of even size");
-  const int64_t hd = rows / n_head, half = hd / 2;
-  std::vector<float> head(static_cast<size_t>(hd * cols));
-  for (int64_t h = 0; h < n_head; ++h) {
-    float* base = data + h * hd * cols;
-    std::copy(base, base + hd * cols, head.begin());
-    for (int64_t i = 0; i < half; ++i)
-      for (int64_t j = 0; j < 2; ++j)
-        std::copy(head.begin() + (2 * i + j) * cols, head.begin() + (2 * i + j + 1) * cols,
-                  base + (j * half + i) * cols);
-  }
+  permute_head_rows(data, sizeof(float), rows, cols, n_head, /*to_gguf=*/false, "gguf_hf_unpermute_rows");
 }
 
 int64_t gguf_hf_permute_heads(const GgufFile& f, const std::string& name) {
@@ -308,38 +329,16 @@ std::string hf_gguf_tensor_name(const std::string& arch, const std::string& name
   if (name == "model.norm.weight") return "output_norm.weight";
   if (name == "lm_head.weight") return "output.weight";
   if (ends_with(name, "rotary_emb.inv_freq")) return "";  // recomputed by llama.cpp from rope.freq_base
-  const std::string p = "model.layers.";
-  if (starts_with(name, p)) {
-    size_t dot = name.find('.', p.size());
-    size_t last = name.rfind('.');
-    if (dot != std::string::npos && last > dot) {
-      std::string layer = name.substr(p.size(), dot - p.size());
-      std::string module = name.substr(dot + 1, last - dot - 1);
-      std::string kind = name.substr(last + 1);
-      bool digits = !layer.empty() && layer.find_first_not_of("0123456789") == std::string::npos;
-      if (digits && (kind == "weight" || kind == "bias"))
-        for (const auto& [stem, hf] : layer_map(arch))
-          if (hf == module) return str("blk.", std::stoll(layer), ".", stem, ".", kind);
-    }
-  }
+  int64_t layer;
+  std::string module, kind;
+  if (split_layer_tensor(name, "model.layers.", layer, module, kind))
+    for (const auto& [stem, hf] : layer_map(arch))
+      if (hf == module) return str("blk.", layer, ".", stem, ".", kind);
   throw InvalidArgument(str("tensor '", name, "' has no GGUF name for architecture '", arch, "'"));
 }
 
 void hf_gguf_permute_rows(void* data, size_t elem_size, int64_t rows, int64_t cols, int64_t n_head) {
-  PATCHLLM_CHECK(n_head > 0 && rows % (2 * n_head) == 0, InvalidArgument, "hf_gguf_permute_rows: ", rows,
-                 " rows do not split into ", n_head, " heads of even size");
-  const int64_t hd = rows / n_head, half = hd / 2;
-  const size_t row_bytes = static_cast<size_t>(cols) * elem_size;
-  std::vector<uint8_t> head(static_cast<size_t>(hd) * row_bytes);
-  auto* bytes = static_cast<uint8_t*>(data);
-  for (int64_t h = 0; h < n_head; ++h) {
-    uint8_t* base = bytes + static_cast<size_t>(h * hd) * row_bytes;
-    std::memcpy(head.data(), base, head.size());
-    for (int64_t i = 0; i < half; ++i)
-      for (int64_t j = 0; j < 2; ++j)
-        std::memcpy(base + static_cast<size_t>(2 * i + j) * row_bytes,
-                    head.data() + static_cast<size_t>(j * half + i) * row_bytes, row_bytes);
-  }
+  permute_head_rows(data, elem_size, rows, cols, n_head, /*to_gguf=*/true, "hf_gguf_permute_rows");
 }
 
 int64_t hf_gguf_permute_heads(const std::string& arch, const nlohmann::json& config, const std::string& name) {

@@ -20,6 +20,17 @@ namespace patchllm {
 
 bool learn_method_known(const std::string& m) { return m == "patch-tile" || m == "patch-joint" || m == "maskllm"; }
 
+void learn_check_options(const LearnOptions& o) {
+  PATCHLLM_CHECK(learn_method_known(o.method), InvalidArgument, "--method ", o.method,
+                 ": unknown (patch-tile | patch-joint | maskllm)");
+  PATCHLLM_CHECK(o.target_sparsity >= 0 && o.target_sparsity <= 0.5, InvalidArgument, "--sparsity ",
+                 o.target_sparsity, " outside [0, 0.5]");
+  PATCHLLM_CHECK(o.tile_c % 4 == 0 && o.tile_c > 0 && o.tile_r > 0, InvalidArgument, "tile width ", o.tile_c,
+                 " is not a positive multiple of 4 (2:4 groups would straddle tiles)");
+  PATCHLLM_CHECK(o.steps > 0 && o.micro_batch > 0 && o.grad_accum > 0, InvalidArgument,
+                 "--steps, --micro-batch and --grad-accum must be positive");
+}
+
 namespace {
 
 // One decoder linear during learning.
@@ -28,6 +39,7 @@ struct Slot {
   int64_t layer = 0;
   TileGrid grid;
   LinearPtr original;
+  LinearPtr* ptr = nullptr;                  // the model's slot (restored to `original` at the end)
   std::shared_ptr<TileMaskedLinear> tile;    // patch-tile
   std::shared_ptr<JointMaskedLinear> joint;  // patch-joint, maskllm
   std::shared_ptr<MaterialisedMaskLinear> mat;  // materialise_masks (reference design)
@@ -122,17 +134,10 @@ int64_t load_state(const std::string& path, const std::string& key, std::vector<
 
 LearnResult patch_learn(Model& model, const MaskSet& prior, const torch::Tensor& train, const LearnOptions& o_in) {
   LearnOptions o = o_in;
-  PATCHLLM_CHECK(learn_method_known(o.method), InvalidArgument, "--method ", o.method,
-                 ": unknown (patch-tile | patch-joint | maskllm)");
+  learn_check_options(o);
   const bool tiles = o.method != "maskllm", patterns = o.method != "patch-tile";
   if (!tiles) o.target_sparsity = 0.5;
   if (o.weight_decay < 0) o.weight_decay = tiles ? 0.0 : 0.1;
-  PATCHLLM_CHECK(o.target_sparsity >= 0 && o.target_sparsity <= 0.5, InvalidArgument, "--sparsity ",
-                 o.target_sparsity, " outside [0, 0.5]");
-  PATCHLLM_CHECK(o.tile_c % 4 == 0 && o.tile_c > 0 && o.tile_r > 0, InvalidArgument, "tile width ", o.tile_c,
-                 " is not a positive multiple of 4 (2:4 groups would straddle tiles)");
-  PATCHLLM_CHECK(o.steps > 0 && o.micro_batch > 0 && o.grad_accum > 0, InvalidArgument,
-                 "--steps, --micro-batch and --grad-accum must be positive");
   PATCHLLM_CHECK(train.dim() == 2 && train.size(0) > 0, InvalidArgument, "no training windows (empty training text?)");
   auto gen = at::detail::createCPUGenerator(o.seed);  // init and data order; sampling noise comes from noise.h
   const auto dev = model.device;
@@ -155,6 +160,7 @@ LearnResult patch_learn(Model& model, const MaskSet& prior, const torch::Tensor&
     ++slot_index;
     s.grid = TileGrid{base.out_features(), base.in_features(), o.tile_r, o.tile_c};
     s.original = *ptr;
+    s.ptr = ptr;
     s.numel = tile_numel(s.grid).to(dev);
     total += s.numel.sum().item<double>();
     s.w_norm = base.weight.to(torch::kFloat32).norm().item<double>();
@@ -253,7 +259,7 @@ LearnResult patch_learn(Model& model, const MaskSet& prior, const torch::Tensor&
       auto x = train.index_select(0, torch::tensor(idx)).to(dev);
       // Fresh noise for every micro-batch (as the reference's forward pre-hook), seeded by (step, micro, matrix).
       std::vector<torch::Tensor> layer_dense(n_layers);
-      std::vector<torch::Tensor> joint_norms_pre(slots.size());  // materialise_masks: ‖M ⊙ W‖ from the full mask
+      std::vector<torch::Tensor> norms(slots.size());  // ‖M ⊙ W‖_F where it comes from the full mask
       torch::Tensor weighted = torch::zeros({}, f32);
       for (size_t m = 0; m < slots.size(); ++m) {
         auto& s = slots[m];
@@ -284,10 +290,9 @@ LearnResult patch_learn(Model& model, const MaskSet& prior, const torch::Tensor&
             s.M = m24;
           }
           s.mat->mask = s.M;
-          if (o.weight_reg > 0) joint_norms_pre[m] = (s.mat->weight.to(torch::kFloat32) * s.M).norm();
+          if (o.weight_reg > 0) norms[m] = (s.mat->weight.to(torch::kFloat32) * s.M).norm();
         }
       }
-      std::vector<torch::Tensor> joint_norms(slots.size());
       torch::Tensor logits;
       if (o.checkpoint_layers) {
         auto h = model.embed_tokens(x);
@@ -331,13 +336,13 @@ LearnResult patch_learn(Model& model, const MaskSet& prior, const torch::Tensor&
           h = outs[0];
           size_t k = 1;
           for (size_t m : ms)
-            if (!slots[m].mat && slots[m].joint && slots[m].joint->want_norm) joint_norms[m] = outs[k++];
+            if (!slots[m].mat && slots[m].joint && slots[m].joint->want_norm) norms[m] = outs[k++];
         }
         logits = model.head(h);
       } else {
         logits = model.forward(x);
         for (size_t m = 0; m < slots.size(); ++m)
-          if (slots[m].joint && slots[m].joint->want_norm) joint_norms[m] = slots[m].joint->last_norm;
+          if (!slots[m].mat && slots[m].joint && slots[m].joint->want_norm) norms[m] = slots[m].joint->last_norm;
       }
       auto ce = torch::nn::functional::cross_entropy(
           logits.narrow(1, 0, x.size(1) - 1).reshape({-1, logits.size(-1)}),
@@ -361,8 +366,8 @@ LearnResult patch_learn(Model& model, const MaskSet& prior, const torch::Tensor&
         torch::Tensor num = torch::zeros({}, f32);
         for (size_t m = 0; m < slots.size(); ++m) {
           auto& s = slots[m];
-          num = num + (s.mat ? joint_norms_pre[m]
-                             : s.tile ? (s.s_kept + s.t.square() * s.s_pruned).sum().sqrt() : joint_norms[m]);
+          // Tile mode without a full mask: analytic per-tile sums (S_kept + t²·S_pruned).
+          num = num + (norms[m].defined() ? norms[m] : (s.s_kept + s.t.square() * s.s_pruned).sum().sqrt());
         }
         auto rw = num / w_norm_total;
         rw_sum += rw.item<double>();
@@ -391,9 +396,7 @@ LearnResult patch_learn(Model& model, const MaskSet& prior, const torch::Tensor&
       save_state(o.state_path, step + 1, key, slots, adam);
   }
   if (!o.state_path.empty()) save_state(o.state_path, step, key, slots, adam);
-  for (auto& [name, ptr] : model.linears())
-    for (auto& s : slots)
-      if (s.name == name) *ptr = s.original;
+  for (auto& s : slots) *s.ptr = s.original;
   for (auto& s : slots) {
     if (s.theta.defined()) res.thetas[s.name] = s.theta.detach().to(torch::kCPU, torch::kFloat32);
     if (s.phi.defined()) res.phis[s.name] = s.phi.detach().to(torch::kCPU, torch::kFloat32);

@@ -51,6 +51,9 @@ struct LearnResult {
 };
 
 bool learn_method_known(const std::string& method);
+// InvalidArgument (one line) for a method, sparsity, tile or batch setting patch_learn cannot take; cheap, so callers
+// can fail before computing a prior.
+void learn_check_options(const LearnOptions& o);
 
 // prior: a one-shot 2:4 keep mask for every decoder linear (the frozen pattern for patch-tile, the pattern prior
 // for patch-joint / maskllm) with optional tile_scores (per-tile density of an unstructured mask at s*): the top
