@@ -113,12 +113,13 @@ std::string fmt(double v, int prec = 2) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false, decode = false;
+  bool quick = false, decode = false, prefill = false;
   std::string prefix = "bench_ops";
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--quick") quick = true;
     else if (a == "--decode") decode = true;
+    else if (a == "--prefill") prefill = true;
     else if (a == "--out" && i + 1 < argc) prefix = argv[++i];
   }
   cudaDeviceProp prop;
@@ -153,6 +154,9 @@ int main(int argc, char** argv) {
               {"L2-7B q/o 4096x4096", 4096, 4096}, {"L2-7B down 4096x11008", 4096, 11008}};
     Ms = {1, 16, 64, 128};
     fs = {0, 0.5, 0.9, 1.0};
+  }
+  if (prefill) {  // compute-bound sizes: the wgmma kernel (auto dispatch) with 128 and 256 tokens per CTA beside it
+    Ms = quick ? std::vector<int64_t>{512, 2048, 8192} : std::vector<int64_t>{256, 512, 2048, 8192};
   }
   std::vector<Row> rows;
   int failures = 0;
@@ -266,20 +270,21 @@ int main(int argc, char** argv) {
       a.offsets = static_cast<int64_t*>(offs);
       a.workspace = ws;
       a.workspace_bytes = wsb;
-      // Validate before timing: M = 16 against cuBLAS on the masked dense weight (fp32 accumulate both).
-      {
+      // Validate before timing against cuBLAS on the masked dense weight (fp32 accumulate both): M = 16 (decode
+      // kernel) and, in prefill mode, M = 512 (wgmma kernel).
+      for (int64_t Mv : prefill ? std::vector<int64_t>{16, 512} : std::vector<int64_t>{16}) {
         std::vector<uint16_t> md = bench::masked_dense(H);
         void *Wm, *yr;
         BENCH_CUDA(cudaMalloc(&Wm, wbytes));
         BENCH_CUDA(cudaMemcpy(Wm, md.data(), wbytes, cudaMemcpyHostToDevice));
-        BENCH_CUDA(cudaMalloc(&yr, size_t(16 * N) * 2));
-        cublas_gemm(cub, Wm, x, yr, 16, N, K);
-        a.M = 16;
+        BENCH_CUDA(cudaMalloc(&yr, size_t(Mv * N) * 2));
+        cublas_gemm(cub, Wm, x, yr, Mv, N, K);
+        a.M = Mv;
         a.blob = static_cast<uint8_t*>(blobs[0]);
-        BENCH_CUDA(cudaMemset(y, 0xff, size_t(16 * N) * 2));
+        BENCH_CUDA(cudaMemset(y, 0xff, size_t(Mv * N) * 2));
         HybridLaunchResult r = hybrid_gemm_launch(a);
         BENCH_CUDA(cudaDeviceSynchronize());
-        std::vector<uint16_t> h1(size_t(16 * N)), h2(size_t(16 * N));
+        std::vector<uint16_t> h1(size_t(Mv * N)), h2(size_t(Mv * N));
         BENCH_CUDA(cudaMemcpy(h1.data(), y, h1.size() * 2, cudaMemcpyDeviceToHost));
         BENCH_CUDA(cudaMemcpy(h2.data(), yr, h2.size() * 2, cudaMemcpyDeviceToHost));
         double num = 0, den = 0;
@@ -290,10 +295,12 @@ int main(int argc, char** argv) {
         }
         double rel = std::sqrt(num / den);
         if (r.status != HYBRID_OK || !(rel < 1e-2)) {
-          std::fprintf(stderr, "VALIDATION FAILED %s f=%.2f: status %d rel %.3e\n", sh.name, f, r.status, rel);
+          std::fprintf(stderr, "VALIDATION FAILED %s f=%.2f M=%lld: status %d rel %.3e\n", sh.name, f, (long long)Mv,
+                       r.status, rel);
           ++failures;
         } else {
-          std::fprintf(stderr, "validated %s f=%.2f: rel %.2e vs cuBLAS on masked weight\n", sh.name, H.frac, rel);
+          std::fprintf(stderr, "validated %s f=%.2f M=%lld: rel %.2e vs cuBLAS on masked weight\n", sh.name, H.frac,
+                       (long long)Mv, rel);
         }
         cudaFree(Wm);
         cudaFree(yr);
@@ -328,6 +335,23 @@ int main(int argc, char** argv) {
                          sh.name, (long long)M, H.frac, per_sm, usx, us, cublas_us[M] / usx);
           }
           a.decode_ctas_per_sm = 0;
+        }
+        if (prefill) {  // tokens per CTA forced, same weights, same run
+          for (int bn : {128, 256}) {
+            a.kernel = 3;
+            a.prefill_bn = bn;
+            double usb = time_launches(
+                [&](int i) {
+                  a.blob = static_cast<uint8_t*>(blobs[i]);
+                  if (hybrid_gemm_launch(a).status != HYBRID_OK) std::exit(1);
+                },
+                hrot);
+            rows.push_back({sh.name, N, K, M, bn == 128 ? "hybrid-bn128" : "hybrid-bn256", H.frac, usb,
+                            (hb + (M * K + M * N) * 2) / usb * 1e-6, 2.0 * M * N * K / usb * 1e-6,
+                            cublas_us[M] / usb, ideal});
+          }
+          a.kernel = 0;
+          a.prefill_bn = 0;
         }
         if (decode) {  // previous persistent kernel, same weights, same run
           a.kernel = 1;

@@ -5,7 +5,9 @@
 //   v2b hybrid kernel, src/ops/hybrid_gemm.cuh as now: x slice by 16-byte cp.async + mbarrier arrivals
 //   v3a split-K decode kernel (src/ops/hybrid_decode.cuh), x by per-lane 32-bit global loads (M = 16: 0.6-0.8x cuBLAS)
 //   v3b split-K decode kernel as now: x per batch in shared memory (cp.async + ldmatrix); auto dispatch for M <= 128
-//   next: double-buffered batches in v3 (M = 16), then wgmma/wgmma.sp prefill (v4)
+//   v4a wgmma/wgmma.sp prefill (src/ops/hybrid_prefill.cuh): TMA x boxes + bulk weight slabs, 2 consumer warpgroups,
+//       A from registers, one asm block per slab (dense or 2:4 by predicate); auto dispatch for M > 128 on sm_90
+//   next: v3 double-buffered batches (M = 16); v4 epilogue through shared memory, persistent grid
 // Modes: probe = which mma.sp metadata / B layout the hardware uses; validate = sweep vs the v0 reference;
 // small = one case for compute-sanitizer; time = v2 on two shapes.
 // Build (GPU machine): nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Isrc -Ibench \
@@ -88,9 +90,12 @@ HybridLaunchResult run_hybrid(const bench::Problem& P, Dev& d, const uint16_t* x
   a.bf16 = P.bf16;
   a.workspace = d.ws;
   a.workspace_bytes = d.ws_bytes;
-  // grid 0: auto dispatch (split-K decode kernel for M <= 128); > 0: persistent kernel on that many CTAs;
-  // -2: split-K decode kernel forced (any M, 64-token chunks).
-  a.kernel = grid < 0 ? 2 : grid > 0 ? 1 : 0;
+  // grid 0: auto dispatch (decode kernel for M <= 128, wgmma prefill above); > 0: persistent kernel on that many
+  // CTAs; -2: split-K decode kernel forced (any M); -3 / -128 / -256: wgmma prefill forced (auto / 128 / 256 tokens
+  // per CTA).
+  const bool prefill = grid == -3 || grid == -128 || grid == -256;
+  a.kernel = prefill ? 3 : grid < 0 ? 2 : grid > 0 ? 1 : 0;
+  a.prefill_bn = grid == -128 ? 128 : grid == -256 ? 256 : 0;
   a.grid = grid > 0 ? grid : 0;
   return hybrid_gemm_launch(a);
 }
@@ -152,14 +157,14 @@ int validate(bool small) {
   struct Shape { int64_t N, K; bool bf16; std::vector<int64_t> Ms; };
   std::vector<Shape> shapes;
   if (small) {
-    shapes = {{200, 264, true, {1, 5, 17}}};
+    shapes = {{200, 264, true, {1, 5, 17, 300}}};
   } else {
-    shapes = {{1000, 1096, true, {1, 2, 3, 8, 13, 16, 24, 33, 64, 100, 128, 129, 300, 1000}},
+    shapes = {{1000, 1096, true, {1, 2, 3, 8, 13, 16, 24, 33, 64, 100, 128, 129, 300, 1000, 8192}},
               {256, 512, true, {1, 16, 128}},
-              {4096, 4096, true, {1, 16, 64, 128, 512}},
-              {12288, 4096, true, {1, 16}},
-              {4096, 11008, true, {1, 16}},
-              {333, 200, false, {1, 7, 64, 200}}};
+              {4096, 4096, true, {1, 16, 64, 128, 512, 2048}},
+              {12288, 4096, true, {1, 16, 777}},
+              {4096, 11008, true, {1, 16, 1000}},
+              {333, 200, false, {1, 7, 64, 200, 513}}};
   }
   const double fracs[] = {0, 0.5, 0.9, 1.0};
   int fails = 0, runs = 0;
@@ -170,9 +175,11 @@ int validate(bool small) {
       Dev d = upload(P);
       for (int64_t M : s.Ms) {
         // auto (decode kernel up to M = 128), persistent on 7 / 500 CTAs, decode kernel forced (-2)
-        std::vector<int> grids = {0, -2};
-        if (!small && M <= 128) grids = {0, 7, 500};
-        if (small || s.N * s.K > (1 << 24)) grids = {0};
+        // auto, and the other kernels forced: persistent on 7 / 500 CTAs, wgmma prefill with 128 / 256 tokens per CTA
+        std::vector<int> grids = {0, -2, -128, -256};
+        if (M <= 128) grids = {0, 7, 500, -3};
+        if (small) grids = {0, -3};
+        else if (s.N * s.K > (1 << 24)) grids = M <= 128 ? std::vector<int>{0} : std::vector<int>{-128, -256};
         for (int g : grids) {
           double rel = validate_one(P, d, M, g, uint64_t(M * 977 + g), true);
           ++runs;

@@ -1,8 +1,13 @@
-// Launchers of the hybrid dense/2:4 GEMM (kernel in hybrid_gemm.cuh). No LibTorch here: CUDA runtime only.
-// x: [M, K] bf16/fp16, W: [N, K] packed hybrid (128×128 tiles) -> y: [M, N]. M <= 128: split-K decode kernel
-// (hybrid_decode.cuh); above: persistent bulk-copy kernel (hybrid_gemm.cuh), both dispatched by M (tokens per chunk).
+// Launchers of the hybrid dense/2:4 GEMM. No LibTorch here: CUDA runtime only (the TMA descriptor encoder comes from
+// the driver through cudaGetDriverEntryPointByVersion, so nothing links libcuda).
+// x: [M, K] bf16/fp16, W: [N, K] packed hybrid (128×128 tiles) -> y: [M, N]. Dispatch by M: M <= 128 split-K decode
+// kernel (hybrid_decode.cuh); above, on sm_90, the wgmma prefill kernel (hybrid_prefill.cuh); the persistent
+// mma.sync kernel (hybrid_gemm.cuh) on request or where wgmma is not built.
+#include <cudaTypedefs.h>
+
 #include "ops/hybrid_gemm.cuh"
 #include "ops/hybrid_decode.cuh"
+#include "ops/hybrid_prefill.cuh"
 #include "ops/hybrid_gemm.h"
 
 #include <algorithm>
@@ -55,6 +60,48 @@ cudaError_t launch_nt(int nt, const hg::Params& p, int grid, cudaStream_t stream
 }
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+// ---- wgmma prefill kernel (hybrid_prefill.cuh) ----
+#ifndef PATCHLLM_NO_WGMMA
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess)
+      f = nullptr;
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
+  }();
+  return fn;
+}
+
+template <int BN, bool BF16>
+cudaError_t launch_prefill(const void* x, const hp::Params& p, cudaStream_t stream) {
+  using C = hp::Cfg<BN>;
+  auto enc = tensor_map_encoder();
+  if (!enc) return cudaErrorNotSupported;
+  // x as a 2-D tensor {K, M} (K innermost), box {64 K, BN tokens}, 128-byte swizzle, zero fill past M and K.
+  CUtensorMap map;
+  const cuuint64_t dims[2] = {cuuint64_t(p.K), cuuint64_t(p.M)};
+  const cuuint64_t strides[1] = {cuuint64_t(p.K) * 2};
+  const cuuint32_t box[2] = {cuuint32_t(hp::SLAB_K), cuuint32_t(BN)};
+  const cuuint32_t estr[2] = {1, 1};
+  CUresult cr = enc(&map, BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2,
+                    const_cast<void*>(x), dims, strides, box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                    CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (cr != CUDA_SUCCESS) return cudaErrorInvalidValue;
+  static bool attr_set = false;
+  if (!attr_set) {
+    cudaError_t e = cudaFuncSetAttribute(hp::hybrid_prefill_kernel<BN, BF16>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM);
+    if (e != cudaSuccess) return e;
+    attr_set = true;
+  }
+  const dim3 grid(unsigned(int64_t(p.RB) * ((p.M + BN - 1) / BN)));  // raster order inside the kernel
+  hp::hybrid_prefill_kernel<BN, BF16><<<grid, hp::THREADS, C::SMEM, stream>>>(map, p);
+  return cudaGetLastError();
+}
+#endif
 
 // ---- split-K decode kernel (hybrid_decode.cuh) ----
 constexpr int DECODE_MAX_M = 128;   // auto dispatch: decode kernel up to here
@@ -179,6 +226,35 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
     }
     return r;
   }
+#ifndef PATCHLLM_NO_WGMMA
+  if (a.kernel == 3 || (a.kernel == 0 && d.major == 9)) {
+    if (d.major != 9) {  // wgmma is sm_90 only
+      r.status = HYBRID_ERR_ARCH;
+      return r;
+    }
+    hp::Params p;
+    p.y = static_cast<uint16_t*>(a.y);
+    p.M = int(a.M);
+    p.N = int(a.N);
+    p.K = int(a.K);
+    p.blob = a.blob;
+    p.kinds = a.kinds;
+    p.offsets = a.offsets;
+    p.RB = int(rb);
+    p.CT = int(ct);
+    // 256 tokens per CTA when that still gives every SM a CTA; else 128 (twice the CTAs).
+    const int bn = a.prefill_bn ? a.prefill_bn : (rb * ((a.M + 255) / 256) >= d.sms ? 256 : 128);
+    cudaError_t e = bn == 256 ? (a.bf16 ? launch_prefill<256, true>(a.x, p, stream)
+                                        : launch_prefill<256, false>(a.x, p, stream))
+                              : (a.bf16 ? launch_prefill<128, true>(a.x, p, stream)
+                                        : launch_prefill<128, false>(a.x, p, stream));
+    if (e != cudaSuccess) {
+      r.status = HYBRID_ERR_CUDA;
+      r.cuda_error = int(e);
+    }
+    return r;
+  }
+#endif
   const int nt = tiles_for(a.M);
   const int64_t mt = 8 * nt;
   // One counter per (chunk, row-block): launches of at most MAX_KEYS / rb chunks each.

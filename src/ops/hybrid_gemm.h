@@ -30,8 +30,10 @@ struct HybridGemmArgs {
   size_t workspace_bytes = 0;
   void* stream = nullptr;         // cudaStream_t; null = legacy default stream
   int grid = 0;                   // persistent kernel only: CTAs; 0 = one per SM
-  int kernel = 0;                 // 0 = auto (split-K decode kernel for M <= 128, persistent above),
-                                  // 1 = persistent bulk-copy kernel, 2 = split-K decode kernel (any M, 64-token chunks)
+  int kernel = 0;                 // 0 = auto (split-K decode kernel for M <= 128, above it the wgmma prefill kernel
+                                  // on sm_90, else the persistent one), 1 = persistent mma.sync bulk-copy kernel,
+                                  // 2 = split-K decode kernel (any M, 64-token chunks), 3 = wgmma prefill (sm_90a)
+  int prefill_bn = 0;             // wgmma prefill kernel: tokens per CTA (128 or 256); 0 = by M and N
   int decode_ctas_per_sm = 0;     // split-K kernel: target CTAs per SM (1..16) that sets the k-split; 0 = default (4)
 };
 

@@ -1,0 +1,310 @@
+// Hopper prefill kernel (v4) of the hybrid dense / 2:4 GEMM, shared by src/ops/hybrid_gemm.cu and dev/kernels.
+// y[M, N] = x[M, K] · W[N, K]ᵀ, W packed by hybrid_format.h (128×128 tiles, format v1, unchanged).
+//
+// Why: at M ≥ ~256 the GEMM is compute-bound, and the mma.sync/mma.sp kernels top out at ~650 / ~970 TF-eff on
+// H100 (docs: kernels.md §1.1), far below cuBLAS (wgmma). Only wgmma + wgmma.sp reach the tensor cores' full rate.
+//
+// Math: "swap AB" as in the other kernels. The weight is the wgmma A operand taken from registers (RS form): each warp
+// of a consumer warpgroup owns 16 weight rows, and the packed fragment units already hold each lane's A registers
+// in the m16n8k16 / m16n8k32 order, which is also the per-warp A-register order of wgmma m64nNk16 / wgmma.sp
+// m64nNk32. Tokens are the wgmma N (BN = 128 or 256 per CTA), taken from shared memory through a matrix descriptor
+// (K-major, 128-byte swizzle). A dense 64-K slab is 4 × wgmma k16, a 2:4 slab 2 × wgmma.sp k32 (sparsity selector
+// 0 / 1 picks the metadata lanes, as in mma.sp), all into the same fp32 accumulators.
+//
+// CTA = 3 warpgroups: WG0 produces (one thread: per 64-K slab one TMA 2-D load of the x box [BN tokens × 64 K],
+// zero-filled past M and K, plus one 1-D bulk copy of the 16 KB dense / 9 KB 2:4 weight slab, both completing on the
+// stage's full mbarrier); WG1 and WG2 consume (rows 0–63 and 64–127 of the row-block) and release the stage on its
+// empty mbarrier once their wgmmas have read it. Grid = (row-blocks, token blocks of BN); one CTA per SM.
+#pragma once
+#include <cuda.h>
+
+#include "ops/hybrid_gemm.cuh"
+
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define PATCHLLM_HAVE_WGMMA 1
+#endif
+
+namespace patchllm {
+namespace hp {
+
+constexpr int THREADS = 384;   // producer warpgroup + 2 consumer warpgroups
+constexpr int SLAB_K = 64;     // K per pipeline stage (one packed slab, one 128-byte swizzle row of x)
+constexpr int GROUP = 16;      // row-blocks per raster group
+
+template <int BN>
+struct Cfg {
+  static constexpr int X_BYTES = BN * SLAB_K * 2;                // x box, 128 B per token
+  static constexpr int STAGE = X_BYTES + hg::DENSE_UNIT;          // + the largest weight slab (dense, 16 KB)
+  static constexpr int STAGES = BN == 256 ? 4 : 6;                // 192 KB of the 227 KB
+  static constexpr int SMEM = STAGES * STAGE + 2 * STAGES * 8 + 1024;  // + barriers + alignment slack
+  static constexpr int ACC = BN / 2;                              // fp32 accumulators per thread
+};
+
+struct Params {
+  uint16_t* y;             // [M, N]
+  int M, N, K;
+  const uint8_t* blob;
+  const uint8_t* kinds;    // [RB * CT]
+  const int64_t* offsets;  // [RB * CT + 1]
+  int RB, CT;
+};
+
+// ---- wgmma wrappers (sm_90a) -----------------------------------------------------------------------------------
+// Accumulator operand lists, written out because inline PTX needs literal operand numbers.
+#define PATCHLLM_WG_D64 "{" \
+  "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
+  "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, " \
+  "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, " \
+  "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63" \
+  "}"
+#define PATCHLLM_WG_ACC64(d) \
+  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
+  "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
+  "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
+  "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), \
+  "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), \
+  "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), \
+  "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), \
+  "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+#define PATCHLLM_WG_D128 "{" \
+  "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
+  "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, " \
+  "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, " \
+  "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, " \
+  "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, " \
+  "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, " \
+  "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, " \
+  "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127" \
+  "}"
+#define PATCHLLM_WG_ACC128(d) \
+  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
+  "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
+  "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
+  "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), \
+  "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), \
+  "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), \
+  "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), \
+  "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), \
+  "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), \
+  "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), \
+  "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), \
+  "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), \
+  "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), \
+  "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), \
+  "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), \
+  "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+
+
+// Shared-memory matrix descriptor: K-major, 128-byte swizzle (the TMA box layout), 8-row groups 1024 B apart.
+__device__ __forceinline__ uint64_t desc_sw128(uint32_t saddr) {
+  return uint64_t((saddr & 0x3FFFF) >> 4) | (uint64_t(1) << 16) | (uint64_t(1024 >> 4) << 32) | (uint64_t(1) << 62);
+}
+__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wg_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory"); }
+// Keeps the compiler from moving accumulator reads or writes across the asynchronous wgmmas.
+template <int ACC>
+__device__ __forceinline__ void fence_acc(float (&d)[ACC]) {
+#pragma unroll
+  for (int i = 0; i < ACC; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+// One 64-K slab in one asm block: 4 × wgmma k16 (dense) or 2 × wgmma.sp k32 (2:4), chosen by a predicate inside the
+// block. (With a C++ branch around separate wgmma wrappers, ptxas cannot prove the branch warpgroup-uniform and
+// serialises the wgmmas, warning C7520.) a[0..3] = the lane's A registers of the four k16 steps (dense) or of the two
+// k32 steps in a[0], a[1] (2:4); desc = B descriptor at K offset 0 (k16 step j at +32 B, k32 step s at +64 B).
+template <int BN, bool BF16>
+__device__ __forceinline__ void wgmma_slab(float (&d)[BN / 2], const uint4 (&a)[4], uint64_t desc, uint32_t meta,
+                                           uint32_t sparse) {
+#ifdef PATCHLLM_HAVE_WGMMA
+  if constexpr (BN == 128 && BF16) {
+    asm volatile("{ .reg .pred p, ds, ss; .reg .b64 d1, d2, d3;"
+                 "setp.ne.b32 p, 1, 0; setp.ne.b32 ss, %82, 0; setp.eq.b32 ds, %82, 0;"
+                 "add.s64 d1, %80, 2; add.s64 d2, %80, 4; add.s64 d3, %80, 6;"
+                 "@ds wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " PATCHLLM_WG_D64 ", {%64, %65, %66, %67}, %80, p, 1, 1, 0;"
+                 "@ds wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " PATCHLLM_WG_D64 ", {%68, %69, %70, %71}, d1, p, 1, 1, 0;"
+                 "@ds wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " PATCHLLM_WG_D64 ", {%72, %73, %74, %75}, d2, p, 1, 1, 0;"
+                 "@ds wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " PATCHLLM_WG_D64 ", {%76, %77, %78, %79}, d3, p, 1, 1, 0;"
+                 "@ss wgmma.mma_async.sp.sync.aligned.m64n128k32.f32.bf16.bf16 " PATCHLLM_WG_D64 ", {%64, %65, %66, %67}, %80, %81, 0, p, 1, 1, 0;"
+                 "@ss wgmma.mma_async.sp.sync.aligned.m64n128k32.f32.bf16.bf16 " PATCHLLM_WG_D64 ", {%68, %69, %70, %71}, d2, %81, 1, p, 1, 1, 0; }"
+                 : PATCHLLM_WG_ACC64(d)
+                 : "r"(a[0].x), "r"(a[0].y), "r"(a[0].z), "r"(a[0].w), "r"(a[1].x), "r"(a[1].y), "r"(a[1].z),
+                   "r"(a[1].w), "r"(a[2].x), "r"(a[2].y), "r"(a[2].z), "r"(a[2].w), "r"(a[3].x), "r"(a[3].y),
+                   "r"(a[3].z), "r"(a[3].w), "l"(desc), "r"(meta), "r"(sparse));
+  }
+  else if constexpr (BN == 128 && !BF16) {
+    asm volatile("{ .reg .pred p, ds, ss; .reg .b64 d1, d2, d3;"
+                 "setp.ne.b32 p, 1, 0; setp.ne.b32 ss, %82, 0; setp.eq.b32 ds, %82, 0;"
+                 "add.s64 d1, %80, 2; add.s64 d2, %80, 4; add.s64 d3, %80, 6;"
+                 "@ds wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 " PATCHLLM_WG_D64 ", {%64, %65, %66, %67}, %80, p, 1, 1, 0;"
+                 "@ds wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 " PATCHLLM_WG_D64 ", {%68, %69, %70, %71}, d1, p, 1, 1, 0;"
+                 "@ds wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 " PATCHLLM_WG_D64 ", {%72, %73, %74, %75}, d2, p, 1, 1, 0;"
+                 "@ds wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 " PATCHLLM_WG_D64 ", {%76, %77, %78, %79}, d3, p, 1, 1, 0;"
+                 "@ss wgmma.mma_async.sp.sync.aligned.m64n128k32.f32.f16.f16 " PATCHLLM_WG_D64 ", {%64, %65, %66, %67}, %80, %81, 0, p, 1, 1, 0;"
+                 "@ss wgmma.mma_async.sp.sync.aligned.m64n128k32.f32.f16.f16 " PATCHLLM_WG_D64 ", {%68, %69, %70, %71}, d2, %81, 1, p, 1, 1, 0; }"
+                 : PATCHLLM_WG_ACC64(d)
+                 : "r"(a[0].x), "r"(a[0].y), "r"(a[0].z), "r"(a[0].w), "r"(a[1].x), "r"(a[1].y), "r"(a[1].z),
+                   "r"(a[1].w), "r"(a[2].x), "r"(a[2].y), "r"(a[2].z), "r"(a[2].w), "r"(a[3].x), "r"(a[3].y),
+                   "r"(a[3].z), "r"(a[3].w), "l"(desc), "r"(meta), "r"(sparse));
+  }
+  else if constexpr (BN == 256 && BF16) {
+    asm volatile("{ .reg .pred p, ds, ss; .reg .b64 d1, d2, d3;"
+                 "setp.ne.b32 p, 1, 0; setp.ne.b32 ss, %146, 0; setp.eq.b32 ds, %146, 0;"
+                 "add.s64 d1, %144, 2; add.s64 d2, %144, 4; add.s64 d3, %144, 6;"
+                 "@ds wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 " PATCHLLM_WG_D128 ", {%128, %129, %130, %131}, %144, p, 1, 1, 0;"
+                 "@ds wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 " PATCHLLM_WG_D128 ", {%132, %133, %134, %135}, d1, p, 1, 1, 0;"
+                 "@ds wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 " PATCHLLM_WG_D128 ", {%136, %137, %138, %139}, d2, p, 1, 1, 0;"
+                 "@ds wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 " PATCHLLM_WG_D128 ", {%140, %141, %142, %143}, d3, p, 1, 1, 0;"
+                 "@ss wgmma.mma_async.sp.sync.aligned.m64n256k32.f32.bf16.bf16 " PATCHLLM_WG_D128 ", {%128, %129, %130, %131}, %144, %145, 0, p, 1, 1, 0;"
+                 "@ss wgmma.mma_async.sp.sync.aligned.m64n256k32.f32.bf16.bf16 " PATCHLLM_WG_D128 ", {%132, %133, %134, %135}, d2, %145, 1, p, 1, 1, 0; }"
+                 : PATCHLLM_WG_ACC128(d)
+                 : "r"(a[0].x), "r"(a[0].y), "r"(a[0].z), "r"(a[0].w), "r"(a[1].x), "r"(a[1].y), "r"(a[1].z),
+                   "r"(a[1].w), "r"(a[2].x), "r"(a[2].y), "r"(a[2].z), "r"(a[2].w), "r"(a[3].x), "r"(a[3].y),
+                   "r"(a[3].z), "r"(a[3].w), "l"(desc), "r"(meta), "r"(sparse));
+  }
+  else if constexpr (BN == 256 && !BF16) {
+    asm volatile("{ .reg .pred p, ds, ss; .reg .b64 d1, d2, d3;"
+                 "setp.ne.b32 p, 1, 0; setp.ne.b32 ss, %146, 0; setp.eq.b32 ds, %146, 0;"
+                 "add.s64 d1, %144, 2; add.s64 d2, %144, 4; add.s64 d3, %144, 6;"
+                 "@ds wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 " PATCHLLM_WG_D128 ", {%128, %129, %130, %131}, %144, p, 1, 1, 0;"
+                 "@ds wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 " PATCHLLM_WG_D128 ", {%132, %133, %134, %135}, d1, p, 1, 1, 0;"
+                 "@ds wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 " PATCHLLM_WG_D128 ", {%136, %137, %138, %139}, d2, p, 1, 1, 0;"
+                 "@ds wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 " PATCHLLM_WG_D128 ", {%140, %141, %142, %143}, d3, p, 1, 1, 0;"
+                 "@ss wgmma.mma_async.sp.sync.aligned.m64n256k32.f32.f16.f16 " PATCHLLM_WG_D128 ", {%128, %129, %130, %131}, %144, %145, 0, p, 1, 1, 0;"
+                 "@ss wgmma.mma_async.sp.sync.aligned.m64n256k32.f32.f16.f16 " PATCHLLM_WG_D128 ", {%132, %133, %134, %135}, d2, %145, 1, p, 1, 1, 0; }"
+                 : PATCHLLM_WG_ACC128(d)
+                 : "r"(a[0].x), "r"(a[0].y), "r"(a[0].z), "r"(a[0].w), "r"(a[1].x), "r"(a[1].y), "r"(a[1].z),
+                   "r"(a[1].w), "r"(a[2].x), "r"(a[2].y), "r"(a[2].z), "r"(a[2].w), "r"(a[3].x), "r"(a[3].y),
+                   "r"(a[3].z), "r"(a[3].w), "l"(desc), "r"(meta), "r"(sparse));
+  }
+#else
+  (void)d;
+  (void)a;
+  (void)desc;
+  (void)meta;
+  (void)sparse;
+#endif
+}
+
+// 2-D TMA load of box (k0, m0) of the x tensor map into shared memory, completing bytes on bar.
+__device__ __forceinline__ void tma_load_2d(void* dst, const CUtensorMap* map, int k0, int m0, uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];" ::
+          "r"(hg::smem_addr(dst)),
+      "l"(map), "r"(k0), "r"(m0), "r"(hg::smem_addr(bar))
+      : "memory");
+}
+__device__ __forceinline__ uint4 lds128(const void* p) {
+  uint4 v;
+  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "r"(hg::smem_addr(p)));
+  return v;
+}
+__device__ __forceinline__ uint32_t lds32(const void* p) {
+  uint32_t v;
+  asm volatile("ld.shared.u32 %0, [%1];" : "=r"(v) : "r"(hg::smem_addr(p)));
+  return v;
+}
+
+template <int BN, bool BF16>
+__global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_kernel(const __grid_constant__ CUtensorMap xmap,
+                                                                    const Params p) {
+#ifdef PATCHLLM_HAVE_WGMMA
+  using C = Cfg<BN>;
+  extern __shared__ uint8_t smem_raw[];
+  // 128-byte swizzled TMA boxes and their descriptors want 1024-byte aligned stage buffers.
+  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + C::STAGES * C::STAGE);
+  uint64_t* empty = full + C::STAGES;
+  // Grouped raster: GROUP row-blocks × all token blocks per group, token blocks slowest inside it, so the ~132 CTAs
+  // resident at once share ~16 weight row-blocks and ~8 x blocks (both L2-resident) instead of streaming every weight
+  // row-block from HBM once per token block.
+  const int TB = (p.M + BN - 1) / BN, bid = blockIdx.x;
+  const int first_rb = bid / (GROUP * TB) * GROUP, gsize = min(p.RB - first_rb, GROUP), local = bid - first_rb * TB;
+  const int rb = first_rb + local % gsize, tok0 = local / gsize * BN;
+  const int wg = threadIdx.x >> 7, tid = threadIdx.x & 127;
+  const int nslab = (p.K + SLAB_K - 1) / SLAB_K;  // slabs wholly past K (ragged last tile) are skipped
+  const int64_t tbase = int64_t(rb) * p.CT;
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < C::STAGES; ++s) {
+      hg::mbar_init(&full[s], 1);   // the producer's arrive.expect_tx
+      hg::mbar_init(&empty[s], 2);  // one arrival per consumer warpgroup
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+
+  if (wg == 0) {  // producer: one thread issues everything; the warpgroup gives registers to the consumers
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
+    if (tid == 0) {
+      asm volatile("prefetch.tensormap [%0];" ::"l"(&xmap) : "memory");
+      for (int s = 0; s < nslab; ++s) {
+        const int st = s % C::STAGES;
+        hg::mbar_wait(&empty[st], ((s / C::STAGES) & 1) ^ 1);
+        const int64_t t = tbase + (s >> 1);
+        const uint32_t wbytes = __ldg(p.kinds + t) ? hg::SPARSE_UNIT : hg::DENSE_UNIT;
+        uint8_t* stage = smem + st * C::STAGE;
+        hg::mbar_expect_tx(&full[st], C::X_BYTES + wbytes);
+        tma_load_2d(stage, &xmap, s * SLAB_K, tok0, &full[st]);
+        // Default L2 policy: unlike decode, every weight slab is read again by each token block.
+        hg::bulk_copy(stage + C::X_BYTES, p.blob + __ldg(p.offsets + t) + (s & 1) * wbytes, wbytes, &full[st]);
+      }
+    }
+    return;
+  }
+
+  // consumers: warpgroup c = wg - 1 owns rows 64c .. 64c + 63; its warp w4 the 16-row group 4c + w4.
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
+  const int c = wg - 1, w4 = tid >> 5, lane = tid & 31, grp = 4 * c + w4;
+  float d[C::ACC];
+#pragma unroll
+  for (int i = 0; i < C::ACC; ++i) d[i] = 0.f;
+  // One slab: wait for its stage, load this lane's A registers into buffer a, issue its wgmmas, then wait until only
+  // these are in flight, so the previous slab's stage can be released while the tensor cores work on this one.
+  // Two register buffers (the loop is unrolled by two) keep the in-flight wgmma's A registers untouched.
+  auto slab = [&](int s, uint4 (&a)[4]) {
+    const int st = s % C::STAGES;
+    const uint8_t* stage = smem + st * C::STAGE;
+    const uint32_t sparse = __ldg(p.kinds + tbase + (s >> 1)) != 0;
+    hg::mbar_wait(&full[st], (s / C::STAGES) & 1);
+    // Branch-free A loads: dense k16 step j at unit + 512 j; 2:4 k32 step s at unit + 512 s, metadata at + 1024.
+    // (The extra loads of the unused registers stay inside the stage buffer and are ignored.)
+    const uint8_t* unit = stage + C::X_BYTES + grp * (sparse ? HYBRID_SPARSE_UNIT_BYTES : HYBRID_DENSE_UNIT_BYTES);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) a[j] = lds128(unit + j * 512 + lane * 16);
+    const uint32_t meta = lds32(unit + HYBRID_SPARSE_VALUE_BYTES + lane * 4);
+    fence_acc(d);
+    wg_fence();
+    wgmma_slab<BN, BF16>(d, a, desc_sw128(hg::smem_addr(stage)), meta, sparse);
+    wg_commit();
+    wg_wait<1>();
+    fence_acc(d);
+    if (s > 0 && tid == 0) hg::mbar_arrive(&empty[(s - 1) % C::STAGES]);
+  };
+  uint4 a0[4], a1[4];
+  for (int s = 0; s < nslab; s += 2) {
+    slab(s, a0);
+    if (s + 1 < nslab) slab(s + 1, a1);
+  }
+  wg_wait<0>();
+  fence_acc(d);
+
+  // D fragment of m64nBN: d[4j + e] = row 16·w4 + g + 8·(e >> 1) of the warpgroup, token 8j + 2t + (e & 1).
+  const int g = lane >> 2, tq = lane & 3;
+  const int row0 = rb * hg::TILE + 64 * c + 16 * w4 + g;
+#pragma unroll
+  for (int i = 0; i < C::ACC; ++i) {
+    const int row = row0 + 8 * ((i >> 1) & 1), tok = tok0 + 8 * (i >> 2) + 2 * tq + (i & 1);
+    if (row < p.N && tok < p.M) p.y[int64_t(tok) * p.N + row] = hg::to_half_bits<BF16>(d[i]);
+  }
+#else
+  (void)xmap;
+  (void)p;
+  __trap();  // built without sm_90a: the launcher never selects this kernel then
+#endif
+}
+
+}  // namespace hp
+}  // namespace patchllm
