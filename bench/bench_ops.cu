@@ -337,23 +337,21 @@ int main(int argc, char** argv) {
           a.decode_ctas_per_sm = 0;
         }
         if (prefill) {  // tokens per CTA forced, same weights, same run
-          for (int bn : {128, 256, 1256}) {  // 1256: 256 tokens per CTA, 2-CTA clusters sharing x
+          for (int bn : {128, 256}) {
             a.kernel = 3;
-            a.prefill_bn = bn % 1000;
-            a.prefill_cluster = bn > 1000 ? 2 : 0;
+            a.prefill_bn = bn;
             double usb = time_launches(
                 [&](int i) {
                   a.blob = static_cast<uint8_t*>(blobs[i]);
                   if (hybrid_gemm_launch(a).status != HYBRID_OK) std::exit(1);
                 },
                 hrot);
-            rows.push_back({sh.name, N, K, M, bn == 128 ? "hybrid-bn128" : bn == 256 ? "hybrid-bn256" : "hybrid-bn256-cl2", H.frac, usb,
+            rows.push_back({sh.name, N, K, M, bn == 128 ? "hybrid-bn128" : "hybrid-bn256", H.frac, usb,
                             (hb + (M * K + M * N) * 2) / usb * 1e-6, 2.0 * M * N * K / usb * 1e-6,
                             cublas_us[M] / usb, ideal});
           }
           a.kernel = 0;
           a.prefill_bn = 0;
-          a.prefill_cluster = 0;
         }
         if (decode) {  // previous persistent kernel, same weights, same run
           a.kernel = 1;

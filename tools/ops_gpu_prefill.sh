@@ -41,15 +41,13 @@ import json, sys
 rows = json.load(open(sys.argv[1]))["rows"]
 get = lambda sh, M, k, f=None: next((r for r in rows if r["shape"] == sh and r["M"] == M and r["kernel"] == k
                                      and (f is None or abs(r["f"] - f) < 0.02)), None)
-print("| shape | M | cuBLAS µs (TF) | cuSPARSELt × | f | hybrid µs | TFLOP/s | × cuBLAS | ideal | bn128 × | bn256 × | bn256 cl2 × |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("| shape | M | cuBLAS µs (TF) | cuSPARSELt × | f | hybrid µs | TFLOP/s | × cuBLAS | ideal | bn128 × | bn256 × |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 for r in rows:
     if r["kernel"] != "hybrid": continue
     cu, cs = get(r["shape"], r["M"], "cublas"), get(r["shape"], r["M"], "cusparselt")
     b1, b2 = get(r["shape"], r["M"], "hybrid-bn128", r["f"]), get(r["shape"], r["M"], "hybrid-bn256", r["f"])
-    b3 = get(r["shape"], r["M"], "hybrid-bn256-cl2", r["f"])
     print(f"| {r['shape']} | {r['M']} | {cu['us']:.1f} ({cu['tflops']:.0f}) | {cs['speedup_vs_cublas'] if cs else 0:.2f} | "
           f"{r['f']:.2f} | {r['us']:.1f} | {r['tflops']:.0f} | {r['speedup_vs_cublas']:.2f} | {r['ideal']:.2f} | "
-          f"{b1['speedup_vs_cublas'] if b1 else 0:.2f} | {b2['speedup_vs_cublas'] if b2 else 0:.2f} | "
-          f"{b3['speedup_vs_cublas'] if b3 else 0:.2f} |")
+          f"{b1['speedup_vs_cublas'] if b1 else 0:.2f} | {b2['speedup_vs_cublas'] if b2 else 0:.2f} |")
 PY

@@ -93,11 +93,9 @@ HybridLaunchResult run_hybrid(const bench::Problem& P, Dev& d, const uint16_t* x
   // grid 0: auto dispatch (decode kernel for M <= 128, wgmma prefill above); > 0: persistent kernel on that many
   // CTAs; -2: split-K decode kernel forced (any M); -3 / -128 / -256: wgmma prefill forced (auto / 128 / 256 tokens
   // per CTA).
-  // -1128 / -1256: wgmma prefill with 2-CTA clusters sharing x (TMA multicast).
-  const bool prefill = grid == -3 || grid == -128 || grid == -256 || grid == -1128 || grid == -1256;
+  const bool prefill = grid == -3 || grid == -128 || grid == -256;
   a.kernel = prefill ? 3 : grid < 0 ? 2 : grid > 0 ? 1 : 0;
-  a.prefill_bn = grid == -128 || grid == -1128 ? 128 : grid == -256 || grid == -1256 ? 256 : 0;
-  a.prefill_cluster = grid <= -1000 ? 2 : 0;
+  a.prefill_bn = grid == -128 ? 128 : grid == -256 ? 256 : 0;
   a.grid = grid > 0 ? grid : 0;
   return hybrid_gemm_launch(a);
 }
@@ -178,10 +176,10 @@ int validate(bool small) {
       for (int64_t M : s.Ms) {
         // auto (decode kernel up to M = 128), persistent on 7 / 500 CTAs, decode kernel forced (-2)
         // auto, and the other kernels forced: persistent on 7 / 500 CTAs, wgmma prefill with 128 / 256 tokens per CTA
-        std::vector<int> grids = {0, -2, -128, -256, -1128, -1256};
+        std::vector<int> grids = {0, -2, -128, -256};
         if (M <= 128) grids = {0, 7, 500, -3};
-        if (small) grids = {0, -3, -1256};
-        else if (s.N * s.K > (1 << 24)) grids = M <= 128 ? std::vector<int>{0} : std::vector<int>{-128, -256, -1256};
+        if (small) grids = {0, -3};
+        else if (s.N * s.K > (1 << 24)) grids = M <= 128 ? std::vector<int>{0} : std::vector<int>{-128, -256};
         for (int g : grids) {
           double rel = validate_one(P, d, M, g, uint64_t(M * 977 + g), true);
           ++runs;

@@ -75,16 +75,16 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   return fn;
 }
 
-template <int BN, bool BF16, int CL>
+template <int BN, bool BF16>
 cudaError_t launch_prefill(const void* x, const hp::Params& p, cudaStream_t stream) {
   using C = hp::Cfg<BN>;
   auto enc = tensor_map_encoder();
   if (!enc) return cudaErrorNotSupported;
-  // x as a 2-D tensor {K, M} (K innermost), box {64 K, BN/CL tokens}, 128-byte swizzle, zero fill past M and K.
+  // x as a 2-D tensor {K, M} (K innermost), box {64 K, BN tokens}, 128-byte swizzle, zero fill past M and K.
   CUtensorMap map;
   const cuuint64_t dims[2] = {cuuint64_t(p.K), cuuint64_t(p.M)};
   const cuuint64_t strides[1] = {cuuint64_t(p.K) * 2};
-  const cuuint32_t box[2] = {cuuint32_t(hp::SLAB_K), cuuint32_t(BN / CL)};  // each CTA of a cluster loads 1/CL
+  const cuuint32_t box[2] = {cuuint32_t(hp::SLAB_K), cuuint32_t(BN)};
   const cuuint32_t estr[2] = {1, 1};
   CUresult cr = enc(&map, BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2,
                     const_cast<void*>(x), dims, strides, box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE,
@@ -92,27 +92,14 @@ cudaError_t launch_prefill(const void* x, const hp::Params& p, cudaStream_t stre
   if (cr != CUDA_SUCCESS) return cudaErrorInvalidValue;
   static bool attr_set = false;
   if (!attr_set) {
-    cudaError_t e = cudaFuncSetAttribute(hp::hybrid_prefill_kernel<BN, BF16, CL>,
+    cudaError_t e = cudaFuncSetAttribute(hp::hybrid_prefill_kernel<BN, BF16>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM);
     if (e != cudaSuccess) return e;
     attr_set = true;
   }
-  // Row-blocks padded to a multiple of CL (cluster members are adjacent row-blocks); raster order inside the kernel.
-  const int64_t ctas = int64_t((p.RB + CL - 1) / CL * CL) * ((p.M + BN - 1) / BN);
-  if (ctas >= (int64_t(1) << 31)) return cudaErrorInvalidValue;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(unsigned(ctas));
-  cfg.blockDim = dim3(hp::THREADS);
-  cfg.dynamicSmemBytes = C::SMEM;
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = CL;
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = CL > 1 ? 1 : 0;
-  return cudaLaunchKernelEx(&cfg, hp::hybrid_prefill_kernel<BN, BF16, CL>, map, p);
+  const dim3 grid(unsigned(int64_t(p.RB) * ((p.M + BN - 1) / BN)));  // raster order inside the kernel
+  hp::hybrid_prefill_kernel<BN, BF16><<<grid, hp::THREADS, C::SMEM, stream>>>(map, p);
+  return cudaGetLastError();
 }
 #endif
 
@@ -257,14 +244,10 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
     p.CT = int(ct);
     // 256 tokens per CTA when that still gives every SM a CTA; else 128 (twice the CTAs).
     const int bn = a.prefill_bn ? a.prefill_bn : (rb * ((a.M + 255) / 256) >= d.sms ? 256 : 128);
-    const int cl = a.prefill_cluster == 2 ? 2 : 1;
-    cudaError_t e;
-    if (bn == 256)
-      e = cl == 2 ? (a.bf16 ? launch_prefill<256, true, 2>(a.x, p, stream) : launch_prefill<256, false, 2>(a.x, p, stream))
-                  : (a.bf16 ? launch_prefill<256, true, 1>(a.x, p, stream) : launch_prefill<256, false, 1>(a.x, p, stream));
-    else
-      e = cl == 2 ? (a.bf16 ? launch_prefill<128, true, 2>(a.x, p, stream) : launch_prefill<128, false, 2>(a.x, p, stream))
-                  : (a.bf16 ? launch_prefill<128, true, 1>(a.x, p, stream) : launch_prefill<128, false, 1>(a.x, p, stream));
+    cudaError_t e = bn == 256 ? (a.bf16 ? launch_prefill<256, true>(a.x, p, stream)
+                                        : launch_prefill<256, false>(a.x, p, stream))
+                              : (a.bf16 ? launch_prefill<128, true>(a.x, p, stream)
+                                        : launch_prefill<128, false>(a.x, p, stream));
     if (e != cudaSuccess) {
       r.status = HYBRID_ERR_CUDA;
       r.cuda_error = int(e);

@@ -34,7 +34,6 @@ struct HybridGemmArgs {
                                   // on sm_90, else the persistent one), 1 = persistent mma.sync bulk-copy kernel,
                                   // 2 = split-K decode kernel (any M, 64-token chunks), 3 = wgmma prefill (sm_90a)
   int prefill_bn = 0;             // wgmma prefill kernel: tokens per CTA (128 or 256); 0 = by M and N
-  int prefill_cluster = 0;        // wgmma prefill kernel: 2 = CTA pairs share x by TMA multicast; else none
   int decode_ctas_per_sm = 0;     // split-K kernel: target CTAs per SM (1..16) that sets the k-split; 0 = default (4)
 };
 

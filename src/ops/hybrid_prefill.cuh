@@ -11,13 +11,10 @@
 // (K-major, 128-byte swizzle). A dense 64-K slab is 4 × wgmma k16, a 2:4 slab 2 × wgmma.sp k32 (sparsity selector
 // 0 / 1 picks the metadata lanes, as in mma.sp), all into the same fp32 accumulators.
 //
-// CTA = 3 warpgroups: WG0 produces (one thread: per 64-K slab one TMA 2-D load of half the x box [BN/2 tokens × 64 K],
-// zero-filled past M and K and multicast to both CTAs of a 2-CTA cluster, plus one 1-D bulk copy of the 16 KB dense /
-// 9 KB 2:4 weight slab, all completing on the stage's full mbarrier); WG1 and WG2 consume (rows 0–63 and 64–127 of
-// the row-block) and release the stage on the empty mbarriers of both CTAs once their wgmmas have read it.
-// Why clusters: a 128 × BN CTA tile needs ~48 KB from L2 per 64-K slab; without sharing, dense tiles ran at ~650 TF
-// and 2:4 tiles at ~850 TF-eff, both at ~7–8 TB/s of L2 → SM traffic. The cluster pair (adjacent row-blocks, same
-// tokens) reads each x box once. Grid: one CTA per (row-block, token block), grouped raster; one CTA per SM.
+// CTA = 3 warpgroups: WG0 produces (one thread: per 64-K slab one TMA 2-D load of the x box [BN tokens × 64 K],
+// zero-filled past M and K, plus one 1-D bulk copy of the 16 KB dense / 9 KB 2:4 weight slab, both completing on the
+// stage's full mbarrier); WG1 and WG2 consume (rows 0–63 and 64–127 of the row-block) and release the stage on its
+// empty mbarrier once their wgmmas have read it. Grid = (row-blocks, token blocks of BN); one CTA per SM.
 #pragma once
 #include <cuda.h>
 
@@ -32,8 +29,7 @@ namespace hp {
 
 constexpr int THREADS = 384;   // producer warpgroup + 2 consumer warpgroups
 constexpr int SLAB_K = 64;     // K per pipeline stage (one packed slab, one 128-byte swizzle row of x)
-constexpr int GROUP = 16;      // row-blocks per raster group (even: cluster pairs stay inside a group)
-// CL (template) = CTAs of adjacent row-blocks sharing one x box through TMA multicast: 1 (no cluster) or 2.
+constexpr int GROUP = 16;      // row-blocks per raster group
 
 template <int BN>
 struct Cfg {
@@ -199,27 +195,6 @@ __device__ __forceinline__ void tma_load_2d(void* dst, const CUtensorMap* map, i
       "l"(map), "r"(k0), "r"(m0), "r"(hg::smem_addr(bar))
       : "memory");
 }
-// Same, multicast to the same shared-memory offset in every CTA of
-// ctamask, completing its bytes on the mbarrier at bar's offset in each of them.
-__device__ __forceinline__ void tma_load_2d_multicast(void* dst, const CUtensorMap* map, int k0, int m0, uint64_t* bar,
-                                                      uint16_t ctamask) {
-  asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster"
-      " [%0], [%1, {%2, %3}], [%4], %5;" ::"r"(hg::smem_addr(dst)),
-      "l"(map), "r"(k0), "r"(m0), "r"(hg::smem_addr(bar)), "h"(ctamask)
-      : "memory");
-}
-// Arrive on the mbarrier at bar's offset in cluster CTA `rank` (release at cluster scope).
-__device__ __forceinline__ void mbar_arrive_cluster(uint64_t* bar, uint32_t rank) {
-  asm volatile(
-      "{ .reg .b32 ra; mapa.shared::cluster.u32 ra, %0, %1; mbarrier.arrive.release.cluster.shared::cluster.b64 _, [ra]; }" ::
-          "r"(hg::smem_addr(bar)),
-      "r"(rank)
-      : "memory");
-}
-__device__ __forceinline__ void cluster_sync() {
-  asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;" ::: "memory");
-}
 __device__ __forceinline__ uint4 lds128(const void* p) {
   uint4 v;
   asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];"
@@ -233,13 +208,56 @@ __device__ __forceinline__ uint32_t lds32(const void* p) {
   return v;
 }
 
-// Consumer warpgroup c (0, 1) of a CTA: rows 64c .. 64c + 63 of row-block rb, tokens tok0 .. tok0 + BN - 1.
-template <int BN, bool BF16, int CL>
-__device__ __forceinline__ void consume(const Params& p, uint8_t* smem, uint64_t* full, uint64_t* empty, int c, int tid,
-                                        int rb, bool store, int64_t tbase, int tok0, int nslab) {
+template <int BN, bool BF16>
+__global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_kernel(const __grid_constant__ CUtensorMap xmap,
+                                                                    const Params p) {
+#ifdef PATCHLLM_HAVE_WGMMA
   using C = Cfg<BN>;
-  // warp w4 of the warpgroup owns the 16-row group 4c + w4.
-  const int w4 = tid >> 5, lane = tid & 31, grp = 4 * c + w4;
+  extern __shared__ uint8_t smem_raw[];
+  // 128-byte swizzled TMA boxes and their descriptors want 1024-byte aligned stage buffers.
+  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + C::STAGES * C::STAGE);
+  uint64_t* empty = full + C::STAGES;
+  // Grouped raster: GROUP row-blocks × all token blocks per group, token blocks slowest inside it, so the ~132 CTAs
+  // resident at once share ~16 weight row-blocks and ~8 x blocks (both L2-resident) instead of streaming every weight
+  // row-block from HBM once per token block.
+  const int TB = (p.M + BN - 1) / BN, bid = blockIdx.x;
+  const int first_rb = bid / (GROUP * TB) * GROUP, gsize = min(p.RB - first_rb, GROUP), local = bid - first_rb * TB;
+  const int rb = first_rb + local % gsize, tok0 = local / gsize * BN;
+  const int wg = threadIdx.x >> 7, tid = threadIdx.x & 127;
+  const int nslab = (p.K + SLAB_K - 1) / SLAB_K;  // slabs wholly past K (ragged last tile) are skipped
+  const int64_t tbase = int64_t(rb) * p.CT;
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < C::STAGES; ++s) {
+      hg::mbar_init(&full[s], 1);   // the producer's arrive.expect_tx
+      hg::mbar_init(&empty[s], 2);  // one arrival per consumer warpgroup
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+
+  if (wg == 0) {  // producer: one thread issues everything; the warpgroup gives registers to the consumers
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
+    if (tid == 0) {
+      asm volatile("prefetch.tensormap [%0];" ::"l"(&xmap) : "memory");
+      for (int s = 0; s < nslab; ++s) {
+        const int st = s % C::STAGES;
+        hg::mbar_wait(&empty[st], ((s / C::STAGES) & 1) ^ 1);
+        const int64_t t = tbase + (s >> 1);
+        const uint32_t wbytes = __ldg(p.kinds + t) ? hg::SPARSE_UNIT : hg::DENSE_UNIT;
+        uint8_t* stage = smem + st * C::STAGE;
+        hg::mbar_expect_tx(&full[st], C::X_BYTES + wbytes);
+        tma_load_2d(stage, &xmap, s * SLAB_K, tok0, &full[st]);
+        // Default L2 policy: unlike decode, every weight slab is read again by each token block.
+        hg::bulk_copy(stage + C::X_BYTES, p.blob + __ldg(p.offsets + t) + (s & 1) * wbytes, wbytes, &full[st]);
+      }
+    }
+    return;
+  }
+
+  // consumers: warpgroup c = wg - 1 owns rows 64c .. 64c + 63; its warp w4 the 16-row group 4c + w4.
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
+  const int c = wg - 1, w4 = tid >> 5, lane = tid & 31, grp = 4 * c + w4;
   float d[C::ACC];
 #pragma unroll
   for (int i = 0; i < C::ACC; ++i) d[i] = 0.f;
@@ -263,14 +281,7 @@ __device__ __forceinline__ void consume(const Params& p, uint8_t* smem, uint64_t
     wg_commit();
     wg_wait<1>();
     fence_acc(d);
-    if (s > 0 && tid == 0) {  // release the previous slab's stage in both CTAs (the peer's producer writes it too)
-      if constexpr (CL == 1) {
-        hg::mbar_arrive(&empty[(s - 1) % C::STAGES]);
-      } else {
-#pragma unroll
-        for (uint32_t r = 0; r < CL; ++r) mbar_arrive_cluster(&empty[(s - 1) % C::STAGES], r);
-      }
-    }
+    if (s > 0 && tid == 0) hg::mbar_arrive(&empty[(s - 1) % C::STAGES]);
   };
   uint4 a0[4], a1[4];
   for (int s = 0; s < nslab; s += 2) {
@@ -286,76 +297,14 @@ __device__ __forceinline__ void consume(const Params& p, uint8_t* smem, uint64_t
 #pragma unroll
   for (int i = 0; i < C::ACC; ++i) {
     const int row = row0 + 8 * ((i >> 1) & 1), tok = tok0 + 8 * (i >> 2) + 2 * tq + (i & 1);
-    if (store && row < p.N && tok < p.M) p.y[int64_t(tok) * p.N + row] = hg::to_half_bits<BF16>(d[i]);
+    if (row < p.N && tok < p.M) p.y[int64_t(tok) * p.N + row] = hg::to_half_bits<BF16>(d[i]);
   }
-}
-
-template <int BN, bool BF16, int CL>
-__global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_kernel(const __grid_constant__ CUtensorMap xmap,
-                                                                    const Params p) {
-#ifdef PATCHLLM_HAVE_WGMMA
-  using C = Cfg<BN>;
-  extern __shared__ uint8_t smem_raw[];
-  // 128-byte swizzled TMA boxes and their descriptors want 1024-byte aligned stage buffers.
-  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
-  uint64_t* full = reinterpret_cast<uint64_t*>(smem + C::STAGES * C::STAGE);
-  uint64_t* empty = full + C::STAGES;
-  // Grouped raster: GROUP row-blocks × all token blocks per group, token blocks slowest inside it, so the ~132 CTAs
-  // resident at once share ~16 weight row-blocks and ~8 x blocks (both L2-resident) instead of streaming every weight
-  // row-block from HBM once per token block.
-  // Row-blocks are padded to an even count so cluster pairs (consecutive block ids) are adjacent row-blocks of one
-  // token block; the pad CTA recomputes the last row-block and stores nothing.
-  const int TB = (p.M + BN - 1) / BN, RBp = CL == 1 ? p.RB : (p.RB + CL - 1) / CL * CL, bid = blockIdx.x;
-  const int first_rb = bid / (GROUP * TB) * GROUP, gsize = min(RBp - first_rb, GROUP), local = bid - first_rb * TB;
-  const int rb_virtual = first_rb + local % gsize, rb = min(rb_virtual, p.RB - 1), tok0 = local / gsize * BN;
-  uint32_t crank = 0;
-  if constexpr (CL > 1) asm("mov.u32 %0, %%cluster_ctarank;" : "=r"(crank));
-  const int wg = threadIdx.x >> 7, tid = threadIdx.x & 127;
-  const int nslab = (p.K + SLAB_K - 1) / SLAB_K;  // slabs wholly past K (ragged last tile) are skipped
-  const int64_t tbase = int64_t(rb) * p.CT;
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < C::STAGES; ++s) {
-      hg::mbar_init(&full[s], 1);   // the producer's arrive.expect_tx
-      hg::mbar_init(&empty[s], 2 * CL);  // each consumer warpgroup of every CTA of the cluster: all write this stage
-    }
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-  }
-  if constexpr (CL > 1) cluster_sync();  // the peer's multicasts and arrivals target these barriers
-  else __syncthreads();
-
-  if (wg == 0) {  // producer: one thread issues everything; the warpgroup gives registers to the consumers
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
-    if (tid == 0) {
-      asm volatile("prefetch.tensormap [%0];" ::"l"(&xmap) : "memory");
-      for (int s = 0; s < nslab; ++s) {
-        const int st = s % C::STAGES;
-        hg::mbar_wait(&empty[st], ((s / C::STAGES) & 1) ^ 1);
-        const int64_t t = tbase + (s >> 1);
-        const uint32_t wbytes = __ldg(p.kinds + t) ? hg::SPARSE_UNIT : hg::DENSE_UNIT;
-        uint8_t* stage = smem + st * C::STAGE;
-        hg::mbar_expect_tx(&full[st], C::X_BYTES + wbytes);
-        // This CTA's half of the x box (BN/2 tokens), multicast to both CTAs; the full barrier expects both halves.
-        if constexpr (CL == 1)
-          tma_load_2d(stage, &xmap, s * SLAB_K, tok0, &full[st]);
-        else
-          tma_load_2d_multicast(stage + crank * (C::X_BYTES / CL), &xmap, s * SLAB_K, tok0 + crank * (BN / CL),
-                                &full[st], uint16_t((1 << CL) - 1));
-        // Default L2 policy: unlike decode, every weight slab is read again by each token block.
-        hg::bulk_copy(stage + C::X_BYTES, p.blob + __ldg(p.offsets + t) + (s & 1) * wbytes, wbytes, &full[st]);
-      }
-    }
-  } else {
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
-    consume<BN, BF16, CL>(p, smem, full, empty, wg - 1, tid, rb, rb_virtual < p.RB, tbase, tok0, nslab);
-  }
-  if constexpr (CL > 1) cluster_sync();  // the peer may still arrive on this CTA's empty barriers until it is done
 #else
   (void)xmap;
   (void)p;
   __trap();  // built without sm_90a: the launcher never selects this kernel then
 #endif
 }
-
 
 }  // namespace hp
 }  // namespace patchllm
