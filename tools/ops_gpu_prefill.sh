@@ -3,36 +3,41 @@
 # builds with plain nvcc, validates every kernel against the fp32 reference (NaN-poisoned outputs, bitwise reruns,
 # M = 1 … 8192, ragged shapes, f ∈ {0, 0.5, 0.9, 1}), runs compute-sanitizer on a small case, then (only if all that
 # passed) times M ∈ {256, 512, 2048, 8192} beside cuBLAS and cuSPARSELt with weights rotated past L2.
-# Usage (repo root): bash tools/ops_gpu_prefill.sh [--quick]. Logs and tables under $OUT.
+# Usage (repo root): bash tools/ops_gpu_prefill.sh [--quick | --check-only]. Logs and tables under $OUT.
 set -u -o pipefail
 OUT=${OUT:-/tmp/ops_out}
 mkdir -p "$OUT"
 NVCC="nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -lineinfo -Isrc -Ibench"
 CSL=$(python3 -c "import nvidia.cusparselt as m,os;print(os.path.dirname(m.__file__))" 2>/dev/null || true)
 [ -z "$CSL" ] && CSL=$(find / -path /proc -prune -o -type d -path '*site-packages/nvidia/cusparselt' -print 2>/dev/null | head -1)
+[ -z "$CSL" ] && CSL=$(find / -path /proc -prune -o -type d -path '*site-packages/nvidia/cusparselt' -print 2>/dev/null | head -1)
 EXTRA=""
 if [ -n "$CSL" ] && [ -f "$CSL/include/cusparseLt.h" ]; then
   LIB=$(ls "$CSL"/lib/libcusparseLt.so* | head -1)
   EXTRA="-DPATCHLLM_HAVE_CUSPARSELT -I$CSL/include -L$CSL/lib -l:$(basename "$LIB") -Xlinker -rpath=$CSL/lib"
 fi
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem --format=csv,noheader | tee "$OUT/gpu.txt"
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem --format=csv,noheader | tee "$OUT/checks.txt"
 T0=$SECONDS
-$NVCC -Xptxas -v -c src/ops/hybrid_gemm.cu -o /tmp/hg.o >"$OUT/build_lib.log" 2>&1 || { grep -E "error" "$OUT/build_lib.log" | head -20; exit 1; }
-$NVCC dev/kernels/hybrid_gemm.cu /tmp/hg.o -lcublas -o /tmp/hg_dev >"$OUT/build_dev.log" 2>&1 &
-$NVCC bench/bench_ops.cu /tmp/hg.o -lcublas $EXTRA -o /tmp/bench_ops >"$OUT/build_bench.log" 2>&1 &
+$NVCC -Xptxas -v -c src/ops/hybrid_gemm.cu -o /tmp/hg.o >"$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -20; exit 1; }
+$NVCC dev/kernels/hybrid_gemm.cu /tmp/hg.o -lcublas -o /tmp/hg_dev >>"$OUT/build.log" 2>&1 &
+$NVCC bench/bench_ops.cu /tmp/hg.o -lcublas $EXTRA -o /tmp/bench_ops >>"$OUT/build.log" 2>&1 &
 wait
-[ -x /tmp/hg_dev ] && [ -x /tmp/bench_ops ] || { tail -20 "$OUT"/build_*.log; exit 1; }
-grep -A2 "prefill_kernel" "$OUT/build_lib.log" | grep -E "registers|spill|C75" | sort | uniq -c
+[ -x /tmp/hg_dev ] && [ -x /tmp/bench_ops ] || { tail -20 "$OUT/build.log"; exit 1; }
+grep -A2 "prefill_kernel" "$OUT/build.log" | grep -E "registers|spill|C75" | sort | uniq -c
 echo "build ${SECONDS}s"
-timeout 60 compute-sanitizer --tool memcheck /tmp/hg_dev small >"$OUT/sanitizer_memcheck.txt" 2>&1
-echo "memcheck rc=$? :: $(grep -E 'ERROR SUMMARY|validation:' "$OUT/sanitizer_memcheck.txt" | tr '\n' ' ')"
-grep -E "FAIL|launch failed|Invalid|error" "$OUT/sanitizer_memcheck.txt" | head -8
-timeout 60 compute-sanitizer --tool racecheck /tmp/hg_dev small >"$OUT/sanitizer_racecheck.txt" 2>&1
-echo "racecheck rc=$? :: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|validation:' "$OUT/sanitizer_racecheck.txt" | tr '\n' ' ')"
-timeout 200 /tmp/hg_dev validate >"$OUT/validate.txt" 2>&1; rc=$?
+# All check logs in one file ($OUT brings back at most 8 files).
+for tool in memcheck racecheck synccheck; do
+  timeout 60 compute-sanitizer --tool $tool /tmp/hg_dev small >/tmp/san.txt 2>&1
+  echo "compute-sanitizer $tool rc=$? :: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|validation:' /tmp/san.txt | tr '\n' ' ')" \
+    | tee -a "$OUT/checks.txt"
+  grep -E "FAIL|launch failed|Invalid|Race|hazard" /tmp/san.txt | head -4 | tee -a "$OUT/checks.txt"
+done
+timeout 200 /tmp/hg_dev validate >/tmp/validate.txt 2>&1; rc=$?
+cat /tmp/validate.txt >>"$OUT/checks.txt"
 echo "validate rc=$rc ($((SECONDS - T0))s)"
-grep -E "FAIL|validation:|launch failed" "$OUT/validate.txt" | head -12
+grep -E "FAIL|validation:|launch failed" /tmp/validate.txt | head -12
 [ $rc -eq 0 ] || exit 1
+[ "${1:-}" = "--check-only" ] && exit 0
 timeout $((560 - (SECONDS - T0))) /tmp/bench_ops --prefill "$@" --out "$OUT/bench_prefill" >"$OUT/bench_summary.md" 2>"$OUT/bench.log"
 echo "bench rc=$? ($((SECONDS - T0))s)"
 grep -E "VALIDATION|cuSPARSELt" "$OUT/bench.log" | head -10

@@ -6,8 +6,11 @@
 //   v3a split-K decode kernel (src/ops/hybrid_decode.cuh), x by per-lane 32-bit global loads (M = 16: 0.6-0.8x cuBLAS)
 //   v3b split-K decode kernel as now: x per batch in shared memory (cp.async + ldmatrix); auto dispatch for M <= 128
 //   v4a wgmma/wgmma.sp prefill (src/ops/hybrid_prefill.cuh): TMA x boxes + bulk weight slabs, 2 consumer warpgroups,
-//       A from registers, one asm block per slab (dense or 2:4 by predicate); auto dispatch for M > 128 on sm_90
-//   next: v3 double-buffered batches (M = 16); v4 epilogue through shared memory, persistent grid
+//       A from registers, one asm block per slab (dense or 2:4 by predicate), wait_group 0 per slab
+//   v4b + wait_group 1 with double-buffered A registers, grouped raster (16 row-blocks), default L2 policy on weights
+//   v4c + 2-CTA clusters sharing x by TMA multicast: 0.4-0.5x of v4b, racecheck hazards (commit b1e56e3, reverted)
+//   v4d v4b + epilogue through shared memory (16-byte row stores instead of scattered 2-byte ones): as now
+//   next: v3 double-buffered batches (M = 16); v4: deeper wgmma pipelining, persistent grid, find v4c's stall
 // Modes: probe = which mma.sp metadata / B layout the hardware uses; validate = sweep vs the v0 reference;
 // small = one case for compute-sanitizer; time = v2 on two shapes.
 // Build (GPU machine): nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Isrc -Ibench \

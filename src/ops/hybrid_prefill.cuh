@@ -291,13 +291,31 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_kernel(const __grid
   wg_wait<0>();
   fence_acc(d);
 
-  // D fragment of m64nBN: d[4j + e] = row 16·w4 + g + 8·(e >> 1) of the warpgroup, token 8j + 2t + (e & 1).
+  // Epilogue through shared memory: the D fragments (d[4j + e] = row 16·w4 + g + 8·(e >> 1) of the warpgroup,
+  // token 8j + 2t + (e & 1)) are scattered 2-byte values along y's rows; written straight to global memory they
+  // half-fill every 32-byte sector. Once both consumer warpgroups are past their last wgmma (named barrier 1), the
+  // stage buffers hold the [BN tokens][128 rows] tile and each token row leaves as 16-byte stores.
+  asm volatile("bar.sync 1, 256;" ::: "memory");
+  constexpr int OSTR = hg::TILE + 8;  // 272-byte rows: the 4 token columns of a store hit distinct banks
+  uint16_t* ot = reinterpret_cast<uint16_t*>(smem);
   const int g = lane >> 2, tq = lane & 3;
-  const int row0 = rb * hg::TILE + 64 * c + 16 * w4 + g;
 #pragma unroll
-  for (int i = 0; i < C::ACC; ++i) {
-    const int row = row0 + 8 * ((i >> 1) & 1), tok = tok0 + 8 * (i >> 2) + 2 * tq + (i & 1);
-    if (row < p.N && tok < p.M) p.y[int64_t(tok) * p.N + row] = hg::to_half_bits<BF16>(d[i]);
+  for (int i = 0; i < C::ACC; ++i)
+    ot[(8 * (i >> 2) + 2 * tq + (i & 1)) * OSTR + 64 * c + 16 * w4 + g + 8 * ((i >> 1) & 1)] =
+        hg::to_half_bits<BF16>(d[i]);
+  asm volatile("bar.sync 1, 256;" ::: "memory");
+  const int ctid = threadIdx.x - 128, row0 = rb * hg::TILE;
+  const bool vec = (p.N & 7) == 0;  // 16-byte aligned rows of y
+  for (int q = ctid; q < BN * 16; q += 256) {
+    const int tl = q >> 4, ch = q & 15, tok = tok0 + tl, row = row0 + 8 * ch;
+    if (tok >= p.M || row >= p.N) continue;
+    uint16_t* dst = p.y + int64_t(tok) * p.N + row;
+    const uint16_t* src = ot + tl * OSTR + 8 * ch;
+    if (vec) {
+      *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
+    } else {
+      for (int e = 0; e < 8 && row + e < p.N; ++e) dst[e] = src[e];
+    }
   }
 #else
   (void)xmap;
