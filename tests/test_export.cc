@@ -94,6 +94,13 @@ TEST(Export, CliPipelineOnStories260K) {
   ASSERT_EQ(r.code, 0) << r.err;
   MaskSet mq = mask_load(tmp + "/q/masks.safetensors");
   for (const auto& [n, lm] : ms.masks) EXPECT_TRUE(mq.masks.at(n).keep.equal(lm.keep)) << n;
+  // --no-weights: the same mask, and no copy of the model with SparseGPT's updated weights.
+  r = test::run_cli("prune -m '" + hf + "' --method sparsegpt --pattern 2:4 -f '" + data +
+                    "/train.txt' --nsamples 4 --seqlen 64 --no-weights -o '" + tmp + "/nw'");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_FALSE(file_exists(tmp + "/nw/sparsegpt-hf/model.safetensors"));
+  MaskSet mw = mask_load(tmp + "/nw/masks.safetensors");
+  for (const auto& [n, lm] : ms.masks) EXPECT_TRUE(mw.masks.at(n).keep.equal(lm.keep)) << n;
   r = test::run_cli("inspect --masks '" + tmp + "/p/masks.safetensors' -m '" + hf + "' --svg '" + tmp + "/t.svg'");
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("dense-tile fraction 0.0000"), std::string::npos) << r.out;

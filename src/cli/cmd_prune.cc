@@ -24,7 +24,7 @@ void register_prune(CLI::App& app) {
     std::string model, file, out, tile = "128x128", split_on, from;
     int64_t nsamples = 128, seqlen = 2048;
     uint64_t seed = 0;
-    bool force = false;
+    bool force = false, no_weights = false;
     PruneOptions p;
     DeviceOptions dev;
     LearnCli learn;
@@ -52,6 +52,8 @@ void register_prune(CLI::App& app) {
   sub->add_option("--from", o->from, "maskllm-npz: MaskLLM mask_compressed.npz to import");
   sub->add_option("-o,--output", o->out, "output directory")->required();
   sub->add_flag("--force", o->force, "overwrite an existing output directory");
+  sub->add_flag("--no-weights", o->no_weights,
+                "sparsegpt: write only the mask, not sparsegpt-hf/ with the updated weights (a full copy of the model)");
   o->dev.add(sub);
   add_learn_options(sub, o->learn);
   sub->callback([o] {
@@ -75,6 +77,7 @@ void register_prune(CLI::App& app) {
     PATCHLLM_CHECK(o->force || !file_exists(mask_path), InvalidArgument, mask_path,
                    ": exists (use --force to overwrite)");
     double t0 = now_seconds();
+    cuda_peak_gib(lo.device, /*reset=*/true);
     auto model = Model::load(o->model, lo);
     std::string desc, fp = model_fingerprint(o->model, &desc);
     MaskSet ms;
@@ -125,7 +128,8 @@ void register_prune(CLI::App& app) {
     dir_create(o->out);
     mask_save(mask_path, ms);
     log_info("wrote ", mask_path, ": ", ms.masks.size(), " matrices, sparsity ", ms.sparsity());
-    if (o->p.method == "sparsegpt") {
+    const double prune_seconds = now_seconds() - t0, peak_gib = cuda_peak_gib(lo.device, false);
+    if (o->p.method == "sparsegpt" && !o->no_weights) {
       std::map<std::string, torch::Tensor> weights;
       for (auto& [name, slot] : model->linears()) weights[name] = (*slot)->weight;
       ExportOptions eo;
@@ -143,6 +147,8 @@ void register_prune(CLI::App& app) {
     j["seqlen"] = o->seqlen;
     j["seed"] = o->seed;
     j["seconds"] = now_seconds() - t0;
+    j["prune_seconds"] = prune_seconds;  // load + calibration + pruning, before any weight export
+    if (lo.device.is_cuda()) j["cuda_peak_gib"] = peak_gib;  // caching-allocator peak (tensors, not the context)
     j["device"] = describe(lo);
     j["base_model"] = {{"dir", o->model}, {"fingerprint", fp}, {"desc", desc}};
     for (const auto& [name, lm] : ms.masks)

@@ -12,10 +12,6 @@
 #include "learn/pattern_mask.h"
 #include "learn/tile_mask.h"
 
-#ifdef PATCHLLM_TORCH_HAS_CUDA
-#include <c10/cuda/CUDACachingAllocator.h>
-#endif
-
 namespace patchllm {
 
 bool learn_method_known(const std::string& m) { return m == "patch-tile" || m == "patch-joint" || m == "maskllm"; }
@@ -51,20 +47,6 @@ struct Slot {
   double w_norm = 0;                         // ‖W‖_F
   torch::Tensor t;                           // current tile sample
 };
-
-// Peak bytes the CUDA caching allocator handed out since the last reset (0 on CPU or without CUDA LibTorch).
-double cuda_peak_gib(const torch::Device& d, bool reset) {
-#ifdef PATCHLLM_TORCH_HAS_CUDA
-  if (d.is_cuda()) {
-    if (reset) c10::cuda::CUDACachingAllocator::resetPeakStats(d.index() < 0 ? 0 : d.index());
-    auto st = c10::cuda::CUDACachingAllocator::getDeviceStats(d.index() < 0 ? 0 : d.index());
-    return double(st.allocated_bytes[0].peak) / (1024.0 * 1024 * 1024);  // [0]: StatType::AGGREGATE
-  }
-#endif
-  (void)d;
-  (void)reset;
-  return 0;
-}
 
 double linear_schedule(double a, double b, double frac) { return a + (b - a) * frac; }
 

@@ -91,4 +91,8 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
 // The HF names of the seven decoder linears, in the order Model::linears() returns them.
 const std::vector<std::string>& decoder_linear_names();  // "self_attn.q_proj", ..., "mlp.down_proj"
 
+// Peak GiB the CUDA caching allocator handed out on d since the last reset (reset = true starts a new window);
+// 0 on the CPU or with a CPU-only LibTorch.
+double cuda_peak_gib(const torch::Device& d, bool reset);
+
 }  // namespace patchllm
