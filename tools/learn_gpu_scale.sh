@@ -3,6 +3,8 @@
 # (LLaMA-2-7B-shaped random bf16, seq 4096, micro-batch 1, layer checkpointing): ours vs the reference design
 # (--materialise-masks) in the same run. Part B (PART=B): PATCH-Joint on Qwen2.5-0.5B- and LLaMA-3.2-1B-shaped
 # models, both designs; Wanda and SparseGPT 2:4 on the 7B model (wall time, peak GPU memory from nvidia-smi).
+# PART=C: only Wanda and SparseGPT 2:4 on the 7B model (NS windows × 2048, SparseGPT with --no-weights), with the
+# allocator peak and prune time from prune_report.json. PART=D: only PATCH-Tile at 7B, both designs.
 # Needs .deps/gpu-data/{tokenizer.model,wiki.test.raw} (LLaMA-2 tokenizer and WikiText-2 test from ../shared).
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -45,7 +47,32 @@ print(json.dumps({"run": tag, **kv, "steps": len(recs),
 PY
   [ -f /tmp/learn_$tag/train_log.jsonl ] || tail -5 "$OUT/last.log"
 }
-if [ "${PART:-A}" = A ]; then
+prune7b() {  # method extra...
+  local meth=$1; shift
+  r=$(smi_peak $P prune -m /tmp/l2-7b --method $meth --pattern 2:4 -f "$D/wiki.test.raw" --nsamples ${NS:-128} --seqlen 2048 \
+      --device cuda -o /tmp/prune7b_$meth --force "$@")
+  python3 - "$meth" "$r" /tmp/prune7b_$meth/prune_report.json "${NS:-128}" <<'PY' | tee -a "$OUT/prune_scale.jsonl"
+import json, sys
+meth, r, rep, ns = sys.argv[1:5]
+kv = dict(x.split("=") for x in r.split())
+try:
+    j = json.load(open(rep))
+    extra = {k: j.get(k) for k in ("prune_seconds", "seconds", "cuda_peak_gib", "achieved_sparsity")}
+except OSError:
+    extra = {}
+print(json.dumps({"run": "prune7b_" + meth, "nsamples": int(ns), "seqlen": 2048, **kv, **extra}))
+PY
+  grep -E "error" "$OUT/last.log" | head -3
+}
+if [ "${PART:-A}" = C ]; then
+  ckpt llama2-7b /tmp/l2-7b bfloat16
+  prune7b sparsegpt --no-weights
+  prune7b wanda
+elif [ "${PART:-A}" = D ]; then
+  ckpt llama2-7b /tmp/l2-7b bfloat16
+  learn tile7b_ours /tmp/l2-7b patch-tile 0.45
+  learn tile7b_reference /tmp/l2-7b patch-tile 0.45 --materialise-masks
+elif [ "${PART:-A}" = A ]; then
   ckpt llama2-7b /tmp/l2-2L float32 2
   $P -q prune -m /tmp/l2-2L --method wanda --pattern 2:4 -f "$D/wiki.test.raw" --nsamples 16 --seqlen 512 --device cuda \
     --dtype fp32 -o /tmp/p2 --force > /dev/null && $P -q export -m /tmp/l2-2L --masks /tmp/p2/masks.safetensors -o /tmp/e2 --force \
