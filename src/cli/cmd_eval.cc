@@ -1,4 +1,5 @@
-// patchllm eval ppl -m DIR -f TEXT [-c CTX] [--json OUT]
+// patchllm eval ppl -m DIR -f TEXT [-c CTX] [--chunks N] [--head-rows R] [--masks F] [--json OUT]
+// patchllm eval logits -m DIR -i IDS.safetensors -o OUT.safetensors [--masks F]
 #include <cstdio>
 
 #include "cli/common.h"
@@ -28,6 +29,9 @@ void register_eval(CLI::App& app) {
   sub->add_option("-c,--ctx-size", o->ppl.ctx, "window length; 0 = min(4096, model max)")->capture_default_str();
   sub->add_option("-b,--batch-size", o->ppl.batch, "windows per forward pass")->capture_default_str();
   sub->add_option("--chunks", o->ppl.max_windows, "evaluate only the first N windows (0 = all)")->capture_default_str();
+  sub->add_option("--head-rows", o->ppl.head_rows,
+                  "positions per LM-head + log-softmax chunk (bounds the logits in memory; 0 = a whole batch at once)")
+      ->capture_default_str();
   sub->add_option("--split-on", o->split_on,
                   "document separator (\\n escapes allowed): each document is tokenized with BOS, separators "
                   "dropped, documents concatenated (e.g. TinyStories: '\\n<|endoftext|>\\n')");
@@ -36,6 +40,8 @@ void register_eval(CLI::App& app) {
   o->dev.add(sub);
   sub->callback([o] {
     auto lo = o->dev.resolve();
+    PATCHLLM_CHECK(o->ppl.head_rows >= 0, InvalidArgument, "--head-rows must be >= 0 (0 = all at once), got ",
+                   o->ppl.head_rows);
     PATCHLLM_CHECK(file_exists(o->file), InvalidArgument, o->file, ": text file not found");
     std::string text = file_read(o->file);
     PATCHLLM_CHECK(!text.empty(), InvalidArgument, o->file, ": text file is empty");
@@ -43,7 +49,8 @@ void register_eval(CLI::App& app) {
     double t0 = now_seconds();
     std::string sep = unescape(o->split_on);
     std::vector<int> ids = tokenize_documents(*tok, text, sep);
-    log_info("tokenized ", o->file, ": ", ids.size(), " tokens in ", now_seconds() - t0, " s");
+    log_info("tokenized ", o->file, ": ", ids.size(), " tokens in ", now_seconds() - t0, " s, ids sha256 (int32 LE) ",
+             token_ids_sha256(ids));
     auto model = Model::load(o->model, lo);
     double mask_sparsity = -1;
     if (!o->masks.empty()) {

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "core/file.h"
 #include "core/log.h"
 
 namespace patchllm {
@@ -14,12 +15,23 @@ nlohmann::json PplResult::to_json() const {
           {"stride", ctx},
           {"scored_positions", "all"},
           {"n_tokens", n_tokens},
+          {"ids_sha256_int32le", ids_sha256},
           {"n_windows", n_windows},
           {"n_scored", n_scored},
           {"nll_mean", nll_mean},
           {"ppl", ppl},
           {"ppl_stderr", ppl_stderr},
+          {"head_rows", head_rows},
           {"seconds", seconds}};
+}
+
+std::string token_ids_sha256(const std::vector<int>& ids) {
+  std::string buf(ids.size() * 4, '\0');
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const uint32_t u = static_cast<uint32_t>(ids[i]);
+    for (int k = 0; k < 4; ++k) buf[4 * i + k] = static_cast<char>((u >> (8 * k)) & 0xff);
+  }
+  return sha256_hex(buf.data(), buf.size());
 }
 
 PplResult ppl_evaluate(Model& model, const std::vector<int>& tokens, const PplOptions& opt) {
@@ -28,7 +40,10 @@ PplResult ppl_evaluate(Model& model, const std::vector<int>& tokens, const PplOp
   PATCHLLM_CHECK(r.ctx >= 2, InvalidArgument, "context size must be >= 2, got ", r.ctx);
   PATCHLLM_CHECK(r.ctx <= model.config.max_position || model.config.rope_scaling.type != "none", InvalidArgument,
                  "context ", r.ctx, " exceeds the model's max_position_embeddings ", model.config.max_position);
+  PATCHLLM_CHECK(opt.head_rows >= 0, InvalidArgument, "head rows must be >= 0 (0 = all at once), got ", opt.head_rows);
   r.n_tokens = static_cast<int64_t>(tokens.size());
+  r.ids_sha256 = token_ids_sha256(tokens);
+  r.head_rows = opt.head_rows;
   r.n_windows = r.n_tokens / r.ctx;
   if (opt.max_windows > 0) r.n_windows = std::min(r.n_windows, opt.max_windows);
   PATCHLLM_CHECK(r.n_windows > 0, InvalidArgument, "text has ", r.n_tokens, " tokens, fewer than one window of ", r.ctx);
@@ -39,15 +54,26 @@ PplResult ppl_evaluate(Model& model, const std::vector<int>& tokens, const PplOp
   const int64_t B = std::max<int64_t>(1, opt.batch);
   Progress prog("ppl", r.n_windows);
   double t0 = now_seconds();
+  const int64_t S = r.ctx - 1;  // scored positions per window
   for (int64_t w = 0; w < r.n_windows; w += B) {
     int64_t b = std::min(B, r.n_windows - w);
     auto x = all.narrow(0, w, b).to(model.device);
-    auto logits = model.forward(x);  // [b, ctx, V] fp32
-    auto logp = torch::log_softmax(logits.narrow(1, 0, r.ctx - 1), -1);
-    auto nll = -logp.gather(-1, x.narrow(1, 1, r.ctx - 1).unsqueeze(-1)).squeeze(-1).to(torch::kFloat64);
-    sum += nll.sum().item<double>();
-    sum2 += nll.pow(2).sum().item<double>();
-    r.n_scored += nll.numel();
+    // Model::forward without its head: the head goes chunk by chunk below.
+    auto h = model.embed_tokens(x);
+    auto lc = model.make_context(b, r.ctx);
+    for (int64_t i = 0; i < model.config.num_layers; ++i) h = model.layer_forward(i, h, lc);
+    const int64_t rows = b * S;
+    h = h.narrow(1, 0, S).reshape({rows, h.size(-1)});
+    auto tgt = x.narrow(1, 1, S).reshape({rows, 1});
+    const int64_t step = opt.head_rows > 0 ? opt.head_rows : rows;
+    for (int64_t s = 0; s < rows; s += step) {
+      const int64_t n = std::min(step, rows - s);
+      auto logp = torch::log_softmax(model.head(h.narrow(0, s, n)), -1);  // [n, V] fp32
+      auto nll = -logp.gather(-1, tgt.narrow(0, s, n)).squeeze(-1).to(torch::kFloat64);
+      sum += nll.sum().item<double>();
+      sum2 += nll.pow(2).sum().item<double>();
+      r.n_scored += n;
+    }
     prog.update(w + b, str("ppl ", std::exp(sum / r.n_scored)));
   }
   r.seconds = now_seconds() - t0;

@@ -1,8 +1,11 @@
 // Perplexity, the paper's protocol (SparseGPT / Wanda / MaskLLM / PATCH): the text tokenized once (BOS once at the
 // start, as HF tokenizer(text) does), cut into non-overlapping windows of ctx tokens, the remainder dropped; every
 // window is scored on its ctx-1 next-token predictions; PPL = exp(mean NLL over all scored tokens).
+// The LM head and log-softmax run head_rows positions at a time, so a window never holds its full [ctx, vocab] fp32
+// logits (Gemma 3: 262k vocabulary, 4.3 GB per 4096-token window); each row's NLL is that of the full logits.
 #pragma once
 #include <nlohmann/json.hpp>
+#include <string>
 #include <vector>
 
 #include "model/model.h"
@@ -13,13 +16,19 @@ struct PplOptions {
   int64_t ctx = 0;          // 0 = min(4096, max_position_embeddings)
   int64_t batch = 1;        // windows per forward
   int64_t max_windows = 0;  // 0 = all (--chunks)
+  int64_t head_rows = 512;  // positions per LM-head + log-softmax chunk; 0 = all scored positions of the batch at once
 };
 
 struct PplResult {
   int64_t ctx = 0, n_tokens = 0, n_windows = 0, n_scored = 0;
   double nll_mean = 0, nll_std = 0, ppl = 0, ppl_stderr = 0, seconds = 0;
+  int64_t head_rows = 0;
+  std::string ids_sha256;  // sha256 of all n_tokens ids as int32 little-endian (tools/ppl_transformers.py's too)
   nlohmann::json to_json() const;
 };
+
+// sha256 (hex) of the ids written as int32 little-endian, 4 bytes each, whatever the host's byte order.
+std::string token_ids_sha256(const std::vector<int>& ids);
 
 PplResult ppl_evaluate(Model& model, const std::vector<int>& tokens, const PplOptions& opt);
 
