@@ -10,7 +10,7 @@ at the start where the tokenizer adds one: Gemma yes, Qwen2 no), cut into non-ov
 remainder dropped, the first N windows scored on their CTX-1 next-token predictions, PPL = exp(mean NLL).
 The model runs in fp32 on CPU with eager attention; the LM head and log-softmax go 512 positions at a time (row-wise,
 so the result is that of the full logits) to keep a 262k-vocabulary model's 4096-token logits out of memory.
---ours: patchllm's --json output, compared (token count, windows, PPL ratio).
+--ours: patchllm's --json output, compared (token count, windows, sha256 of the ids as int32 LE, PPL ratio).
 --ours-ids: patchllm's token ids as little-endian int32, compared id by id with the reference tokenization.
 """
 import argparse
@@ -102,9 +102,13 @@ def main():
         r["ours"] = {"ppl": o["ppl"], "n_tokens": o["n_tokens"], "n_windows": o["n_windows"]}
         r["ratio_ours_over_reference"] = o["ppl"] / ppl
         same = o["n_tokens"] == len(ids) and o["n_windows"] == n_win and o["seq_len"] == a.ctx
+        if "ids_sha256_int32le" in o:  # patchllm eval ppl writes it since the chunked-head change
+            r["ids_sha256_equal_ours"] = o["ids_sha256_int32le"] == sha
+            same &= r["ids_sha256_equal_ours"]
+            print(f"token ids sha256: ours {o['ids_sha256_int32le']}, reference {sha}", file=sys.stderr)
         bad |= not same
         print(f"ours: PPL {o['ppl']:.4f} ({o['n_tokens']} tokens, {o['n_windows']} windows); reference {ppl:.4f}; "
-              f"ratio {o['ppl'] / ppl:.6f}{'' if same else '  (token count or windows DIFFER)'}", file=sys.stderr)
+              f"ratio {o['ppl'] / ppl:.6f}{'' if same else '  (token count, ids or windows DIFFER)'}", file=sys.stderr)
     print(f"{ppl:.4f}")
     if a.json:
         with open(a.json, "w") as f:
