@@ -77,7 +77,6 @@ void register_prune(CLI::App& app) {
     PATCHLLM_CHECK(o->force || !file_exists(mask_path), InvalidArgument, mask_path,
                    ": exists (use --force to overwrite)");
     double t0 = now_seconds();
-    cuda_peak_gib(lo.device, /*reset=*/true);
     auto model = Model::load(o->model, lo);
     std::string desc, fp = model_fingerprint(o->model, &desc);
     MaskSet ms;
@@ -128,6 +127,8 @@ void register_prune(CLI::App& app) {
     dir_create(o->out);
     mask_save(mask_path, ms);
     log_info("wrote ", mask_path, ": ", ms.masks.size(), " matrices, sparsity ", ms.sparsity());
+    // A fresh process: the allocator's peak since start is the job's (no reset: before the model is on the GPU
+    // the allocator is not initialised and resetting throws).
     const double prune_seconds = now_seconds() - t0, peak_gib = cuda_peak_gib(lo.device, false);
     if (o->p.method == "sparsegpt" && !o->no_weights) {
       std::map<std::string, torch::Tensor> weights;
