@@ -12,7 +12,7 @@
 //   v4d v4b + epilogue through shared memory (16-byte row stores instead of scattered 2-byte ones): as now
 //   next: v3 double-buffered batches (M = 16); v4: deeper wgmma pipelining, persistent grid, find v4c's stall
 // Modes: probe = which mma.sp metadata / B layout the hardware uses; validate = sweep vs the v0 reference;
-// small = one case for compute-sanitizer; time = v2 on two shapes.
+// small = one case for compute-sanitizer; time = v2 on two shapes; one N K M f = three launches (for ncu).
 // Build (GPU machine): nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Isrc -Ibench \
 //   dev/kernels/hybrid_gemm.cu src/ops/hybrid_gemm.cu -lcublas -o hybrid_gemm_dev
 // Run: ./hybrid_gemm_dev probe | validate | small | time
@@ -332,12 +332,31 @@ int probe() {
   return matches ? 0 : 1;
 }
 
+// One problem, three launches of the auto-dispatched kernel (for ncu: profile the last one).
+int one(int64_t N, int64_t K, int64_t M, double f) {
+  bench::Problem P = bench::make_problem(N, K, f, 7);
+  Dev d = upload(P);
+  uint16_t *x, *y;
+  BENCH_CUDA(cudaMalloc(&x, size_t(M * K) * 2));
+  BENCH_CUDA(cudaMemset(x, 0x3c, size_t(M * K) * 2));
+  BENCH_CUDA(cudaMalloc(&y, size_t(M * N) * 2));
+  for (int i = 0; i < 3; ++i)
+    if (run_hybrid(P, d, x, y, M, 0).status != HYBRID_OK) return 1;
+  BENCH_CUDA(cudaDeviceSynchronize());
+  std::printf("one N=%lld K=%lld M=%lld f=%.2f: done\n", (long long)N, (long long)K, (long long)M, P.frac);
+  cudaFree(x);
+  cudaFree(y);
+  release(d);
+  return 0;
+}
+
 int main(int argc, char** argv) {
   std::string mode = argc > 1 ? argv[1] : "validate";
+  if (mode == "one" && argc == 6) return one(std::atoll(argv[2]), std::atoll(argv[3]), std::atoll(argv[4]), std::atof(argv[5]));
   if (mode == "validate") return validate(false);
   if (mode == "small") return validate(true);
   if (mode == "time") return time_versions();
   if (mode == "probe") return probe();
-  std::fprintf(stderr, "usage: %s validate|small|time\n", argv[0]);
+  std::fprintf(stderr, "usage: %s validate|small|time|probe|one N K M f\n", argv[0]);
   return 2;
 }
