@@ -13,8 +13,10 @@
 //
 // CTA = 3 warpgroups: WG0 produces (one thread: per 64-K slab one TMA 2-D load of the x box [BN tokens × 64 K],
 // zero-filled past M and K, plus one 1-D bulk copy of the 16 KB dense / 9 KB 2:4 weight slab, both completing on the
-// stage's full mbarrier); WG1 and WG2 consume (rows 0–63 and 64–127 of the row-block) and release the stage on its
-// empty mbarrier once their wgmmas have read it. Grid = (row-blocks, token blocks of BN); one CTA per SM.
+// stage's full mbarrier); WG1 and WG2 consume (rows 0–63 and 64–127 of the row-block), keep one slab's wgmmas in
+// flight (wait_group 1) and release a stage on its empty mbarrier once the wgmmas that read it are done. The output
+// tile leaves through shared memory as 16-byte rows. Grid: one CTA per (row-block, token block) in a grouped raster
+// order; one CTA per SM. Measured versions and what limits them: dev/kernels/hybrid_gemm.cu, docs/BENCHMARKS.md §4.
 #pragma once
 #include <cuda.h>
 
