@@ -22,6 +22,13 @@ struct ExportOptions {
 void export_hf(const std::string& model_dir, const std::string& out_dir, const MaskSet& masks,
                const std::map<std::string, torch::Tensor>& weights, const ExportOptions& opt);
 
+// Packed hybrid directory (docs/FORMATS.md): the same files, but in model.safetensors every masked decoder linear
+// <p>.weight becomes <p>.hybrid_data / .hybrid_tile_kinds / .hybrid_tile_offsets (tile map of the mask: 1 = 2:4 tile),
+// packed in dtype (kBFloat16 or kHalf); everything else as stored. Written to a temp directory, then renamed.
+// masks_file names the mask file in errors (a tile size the packer cannot take, an unstructured mask).
+void export_packed(const std::string& model_dir, const std::string& out_dir, const MaskSet& masks,
+                   c10::ScalarType dtype, const std::string& masks_file, const ExportOptions& opt);
+
 // Refuses (InvalidArgument) to write into an existing output without force, or into the input model directory.
 void export_check_output(const std::string& model_dir, const std::string& out, bool force);
 

@@ -10,6 +10,7 @@
 #include "core/provenance.h"
 #include "io/safetensors.h"
 #include "model/config.h"
+#include "model/packed_linear.h"
 
 namespace patchllm {
 
@@ -91,6 +92,7 @@ std::string model_fingerprint(const std::string& model_dir, std::string* desc) {
                       c.num_layers, " heads=", c.num_heads, " kv_heads=", c.num_kv_heads, " vocab=", c.vocab_size);
   if (desc) *desc = s;
   Checkpoint ckpt(model_dir);
+  checkpoint_require_dense(ckpt, model_dir, "the model fingerprint (masks, pruning, learning)");
   std::map<std::string, std::unique_ptr<SafetensorsFile>> files;
   for (const auto& f : ckpt.files()) files[f] = std::make_unique<SafetensorsFile>(f);
   std::string buf = s + "\n";
@@ -197,6 +199,7 @@ MaskSet mask_load(const std::string& path) {
 std::map<std::string, std::vector<int64_t>> mask_model_shapes(const std::string& model_dir) {
   ModelConfig c = config_load(model_dir);
   Checkpoint ckpt(model_dir);
+  checkpoint_require_dense(ckpt, model_dir, "a mask");
   std::map<std::string, std::vector<int64_t>> out;
   for (int64_t i = 0; i < c.num_layers; ++i)
     for (const auto& n : decoder_linear_names()) {
@@ -242,6 +245,7 @@ torch::Tensor mask_weight(const torch::Tensor& w, const torch::Tensor& keep) {
 }
 
 void mask_apply(Model& model, const MaskSet& m) {
+  model_require_dense(model, "applying a mask");
   for (auto& [name, slot] : model.linears()) {
     auto it = m.masks.find(name);
     if (it == m.masks.end()) continue;

@@ -13,8 +13,8 @@ class Linear {
   Linear(torch::Tensor weight, torch::Tensor bias = {}) : weight(std::move(weight)), bias(std::move(bias)) {}
   virtual ~Linear() = default;
   virtual torch::Tensor forward(const torch::Tensor& x) { return torch::linear(x, weight, bias); }
-  int64_t out_features() const { return weight.size(0); }
-  int64_t in_features() const { return weight.size(1); }
+  virtual int64_t out_features() const { return weight.size(0); }
+  virtual int64_t in_features() const { return weight.size(1); }
 
   torch::Tensor weight;  // frozen dense weight as loaded
   torch::Tensor bias;

@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "core/file.h"
 #include "io/safetensors.h"
+#include "model/packed_linear.h"
 
 #ifdef PATCHLLM_TORCH_HAS_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -151,10 +152,12 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const ModelLoadOption
     PATCHLLM_CHECK(c.tie_word_embeddings || !ckpt.has("lm_head.weight"), FormatError, dir, ": missing lm_head.weight");
     m->lm_head = m->embed;
   }
-  auto linear = [&](const std::string& p, int64_t out, int64_t in) {
-    auto w = load_checked(ckpt, p + ".weight", {out, in}, opt);
+  PackedCheckpoint packed(ckpt);  // packed hybrid linears (export --format packed) replace <p>.weight
+  auto linear = [&](const std::string& p, int64_t out, int64_t in) -> LinearPtr {
     torch::Tensor b;
     if (ckpt.has(p + ".bias")) b = load_checked(ckpt, p + ".bias", {out}, opt);
+    if (packed.has(p)) return std::make_shared<PackedHybridLinear>(packed.load(p, out, in).to(opt.device), b);
+    auto w = load_checked(ckpt, p + ".weight", {out, in}, opt);
     return std::make_shared<Linear>(w, b);
   };
   for (int64_t i = 0; i < c.num_layers; ++i) {
@@ -344,7 +347,7 @@ int64_t Model::num_parameters() const {
     for (const auto* t : {&L.pre_ffn_norm, &L.post_ffn_norm, &L.q_norm, &L.k_norm})
       if (t->defined()) n += t->numel();
     for (const auto* l : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down})
-      n += (*l)->weight.numel() + ((*l)->bias.defined() ? (*l)->bias.numel() : 0);
+      n += (*l)->out_features() * (*l)->in_features() + ((*l)->bias.defined() ? (*l)->bias.numel() : 0);
   }
   return n;
 }

@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "model/packed_linear.h"
 
 namespace patchllm {
 
@@ -175,6 +176,7 @@ torch::Tensor prune_calibration_windows(const std::vector<int>& tokens, int64_t 
 MaskSet prune_model(Model& model, const torch::Tensor& windows, const PruneOptions& opt) {
   PATCHLLM_CHECK(opt.method == "magnitude" || opt.method == "wanda" || opt.method == "sparsegpt", InvalidArgument,
                  "--method '", opt.method, "' is not magnitude, wanda or sparsegpt");
+  model_require_dense(model, "pruning");
   torch::NoGradGuard ng;
   MaskSet ms;
   ms.pattern = opt.pattern;
