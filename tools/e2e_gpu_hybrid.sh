@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# On the GPU machine: end-to-end generation with the hybrid kernels. Part 1 (correctness): a 2-layer LLaMA-2-7B-shaped
+# fp32 model, magnitude 2:4 mask, `export --format packed` and `--format hf`, `eval logits` of both on CUDA in bf16
+# (packed: hybrid kernels; hf: cuBLAS) compared in Python. Part 2 (speed): a random LLaMA-2-7B bf16 checkpoint,
+# bench_model prefill 2048 tokens and decode batch 1 and 16, dense vs --hybrid-f 0.5 / 0.9 / 1.0 (packed in memory:
+# random tile map, magnitude 2:4 inside the 2:4 tiles) in one process. Prints a short table last.
+# Needs a CUDA PyTorch (its LibTorch and python3 with transformers, for tools/make_random_checkpoint.py).
+set -uo pipefail
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+B=$PWD/build-gpu
+P=$B/patchllm
+TORCH_PREFIX=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
+t0=$(date +%s)
+cmake -S . -B build-gpu -G Ninja -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" -DPATCHLLM_BUILD_TESTS=OFF -DPATCHLLM_BUILD_BENCH=ON \
+  -DPATCHLLM_PCRE2_INCLUDE=$PWD/.deps/include -DCMAKE_CUDA_ARCHITECTURES=90a > "$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
+ninja -C build-gpu patchllm bench_model > "$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -30; exit 1; }
+echo "build: $(( $(date +%s) - t0 )) s"
+ckpt() {  # name dir dtype [layers]
+  [ -f "$2/config.json" ] || python3 tools/make_random_checkpoint.py "$1" "$2" --dtype "$3" ${4:+--layers $4} > /dev/null
+  [ -f .deps/gpu-data/tokenizer.model ] && cp .deps/gpu-data/tokenizer.model "$2/"
+  true
+}
+
+# Part 1: packed directory through Model::load on CUDA == the HF export of the same mask (bf16 both).
+ckpt llama2-7b /tmp/e2e-2L float32 2
+$P -q prune -m /tmp/e2e-2L --method magnitude --pattern 2:4 --device cuda --dtype fp32 -o /tmp/e2e-p --force > /dev/null \
+  && $P -q export -m /tmp/e2e-2L --masks /tmp/e2e-p/masks.safetensors -o /tmp/e2e-hf --force \
+  && $P -q export -m /tmp/e2e-2L --masks /tmp/e2e-p/masks.safetensors -o /tmp/e2e-packed --format packed --force \
+  || { echo "part 1: prune/export failed"; exit 1; }
+python3 - <<'PY'
+import torch
+from safetensors.torch import save_file
+g = torch.Generator().manual_seed(0)
+save_file({"input_ids": torch.randint(3, 32000, (2, 512), generator=g)}, "/tmp/e2e-ids.safetensors")
+PY
+for d in hf packed; do
+  $P -q eval logits -m /tmp/e2e-$d -i /tmp/e2e-ids.safetensors -o /tmp/e2e-logits-$d.safetensors --device cuda --dtype bf16 \
+    || { echo "part 1: eval logits on $d failed"; exit 1; }
+done
+python3 - "$OUT/e2e_check.json" <<'PY' | tee "$OUT/e2e_check.log"
+import json, sys, torch
+from safetensors.torch import load_file
+a = load_file("/tmp/e2e-logits-packed.safetensors")["logits"].double()
+b = load_file("/tmp/e2e-logits-hf.safetensors")["logits"].double()
+r = {"max_abs_err": (a - b).abs().max().item(), "max_abs_logit": b.abs().max().item(),
+     "rel_mean_err": ((a - b).abs().mean() / b.abs().mean()).item(),
+     "same_top1": (a.argmax(-1) == b.argmax(-1)).double().mean().item()}
+json.dump(r, open(sys.argv[1], "w"))
+print("packed (hybrid kernels) vs hf (cuBLAS), bf16, 2-layer 7B-shaped, 2x512 tokens:", json.dumps(r))
+PY
+
+# Part 2: speed on the full 7B shape.
+ckpt llama2-7b /tmp/l2-7b bfloat16
+$B/bench_model -m /tmp/l2-7b --device cuda --prefill 2048 --batches 1,16 --decode 64 -r ${REPS:-5} \
+  --hybrid-f ${FS:-0.5,0.9,1.0} --seed 0 > "$OUT/e2e_bench.log" 2> "$OUT/e2e_bench.err" || { tail -5 "$OUT/e2e_bench.err"; exit 1; }
+grep '^{' "$OUT/e2e_bench.log" > "$OUT/e2e_bench.jsonl"
+echo "total: $(( $(date +%s) - t0 )) s"
+cat "$OUT/e2e_check.log"
+echo "LLaMA-2-7B-shaped random bf16, $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1), tok/s and x vs dense:"
+grep -v '^{' "$OUT/e2e_bench.log" | sed '/^$/d'
