@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU machine: end-to-end generation with the hybrid kernels. Part 1 (correctness): a 2-layer LLaMA-2-7B-shaped
-# fp32 model, magnitude 2:4 mask, `export --format packed` and `--format hf`, `eval logits` of both on CUDA in bf16
-# (packed: hybrid kernels; hf: cuBLAS) compared in Python. Part 2 (speed): a random LLaMA-2-7B bf16 checkpoint,
+# fp32 model, a hybrid mask (magnitude 2:4, half the tiles dense), `export --format packed` and `--format hf`,
+# `eval logits` of both on CUDA in bf16 (packed: hybrid kernels; hf: cuBLAS) compared in Python. Part 2 (speed): a random LLaMA-2-7B bf16 checkpoint,
 # bench_model prefill 2048 tokens and decode batch 1 and 16, dense vs --hybrid-f 0.5 / 0.9 / 1.0 (packed in memory:
 # random tile map, magnitude 2:4 inside the 2:4 tiles) in one process. Prints a short table last.
 # Needs a CUDA PyTorch (its LibTorch and python3 with transformers, for tools/make_random_checkpoint.py).
@@ -22,32 +22,54 @@ ckpt() {  # name dir dtype [layers]
   true
 }
 
-# Part 1: packed directory through Model::load on CUDA == the HF export of the same mask (bf16 both).
+# Part 1: packed directory through Model::load on CUDA vs the HF export of the same hybrid mask (magnitude 2:4, then
+# a seeded half of the 128x128 tiles made dense), bf16 both; the HF export in fp32 gives the bf16 noise level.
 ckpt llama2-7b /tmp/e2e-2L float32 2
 $P -q prune -m /tmp/e2e-2L --method magnitude --pattern 2:4 --device cuda --dtype fp32 -o /tmp/e2e-p --force > /dev/null \
-  && $P -q export -m /tmp/e2e-2L --masks /tmp/e2e-p/masks.safetensors -o /tmp/e2e-hf --force \
-  && $P -q export -m /tmp/e2e-2L --masks /tmp/e2e-p/masks.safetensors -o /tmp/e2e-packed --format packed --force \
-  || { echo "part 1: prune/export failed"; exit 1; }
+  || { echo "part 1: prune failed"; exit 1; }
 python3 - <<'PY'
-import torch
+import numpy as np, torch
+from safetensors import safe_open
 from safetensors.torch import save_file
+f = safe_open("/tmp/e2e-p/masks.safetensors", "pt")
+meta = f.metadata(); t = {k: f.get_tensor(k) for k in f.keys()}
+R, C = map(int, meta["tile_size"].split("x"))
 g = torch.Generator().manual_seed(0)
+for k in [k for k in t if k.endswith(".tile_map")]:
+    p = k[: -len(".tile_map")]
+    N, K = t[p + ".shape"].tolist()
+    tm = (torch.rand(t[k].shape, generator=g) < 0.5).to(torch.uint8)
+    keep = np.unpackbits(t[p + ".mask24"].numpy())[: N * K].reshape(N, K).astype(bool)
+    keep |= ~tm.bool().repeat_interleave(R, 0).repeat_interleave(C, 1)[:N, :K].numpy()  # dense tiles keep all
+    t[p + ".mask24"] = torch.from_numpy(np.packbits(keep.reshape(-1)))
+    t[k] = tm
+save_file(t, "/tmp/e2e-p/hybrid.safetensors", metadata=meta)
 save_file({"input_ids": torch.randint(3, 32000, (2, 512), generator=g)}, "/tmp/e2e-ids.safetensors")
 PY
-for d in hf packed; do
-  $P -q eval logits -m /tmp/e2e-$d -i /tmp/e2e-ids.safetensors -o /tmp/e2e-logits-$d.safetensors --device cuda --dtype bf16 \
-    || { echo "part 1: eval logits on $d failed"; exit 1; }
+$P -q export -m /tmp/e2e-2L --masks /tmp/e2e-p/hybrid.safetensors -o /tmp/e2e-hf --force \
+  && $P -q export -m /tmp/e2e-2L --masks /tmp/e2e-p/hybrid.safetensors -o /tmp/e2e-packed --format packed --force \
+  || { echo "part 1: export failed"; exit 1; }
+for run in "hf bf16" "packed bf16" "hf fp32"; do
+  set -- $run
+  $P -q eval logits -m /tmp/e2e-$1 -i /tmp/e2e-ids.safetensors -o /tmp/e2e-logits-$1-$2.safetensors --device cuda --dtype $2 \
+    || { echo "part 1: eval logits on $1 ($2) failed"; exit 1; }
 done
 python3 - "$OUT/e2e_check.json" <<'PY' | tee "$OUT/e2e_check.log"
 import json, sys, torch
 from safetensors.torch import load_file
-a = load_file("/tmp/e2e-logits-packed.safetensors")["logits"].double()
-b = load_file("/tmp/e2e-logits-hf.safetensors")["logits"].double()
-r = {"max_abs_err": (a - b).abs().max().item(), "max_abs_logit": b.abs().max().item(),
-     "rel_mean_err": ((a - b).abs().mean() / b.abs().mean()).item(),
-     "same_top1": (a.argmax(-1) == b.argmax(-1)).double().mean().item()}
-json.dump(r, open(sys.argv[1], "w"))
-print("packed (hybrid kernels) vs hf (cuBLAS), bf16, 2-layer 7B-shaped, 2x512 tokens:", json.dumps(r))
+L = lambda n: load_file(f"/tmp/e2e-logits-{n}.safetensors")["logits"].double()
+def cmp(a, b):
+    return {"max_abs_err": (a - b).abs().max().item(), "max_abs_logit": b.abs().max().item(),
+            "rel_mean_err": ((a - b).abs().mean() / b.abs().mean()).item(),
+            "same_top1": (a.argmax(-1) == b.argmax(-1)).double().mean().item()}
+hf, packed, ref = L("hf-bf16"), L("packed-bf16"), L("hf-fp32")
+r = {"packed_bf16_vs_hf_bf16": cmp(packed, hf), "packed_bf16_vs_hf_fp32": cmp(packed, ref),
+     "hf_bf16_vs_hf_fp32": cmp(hf, ref)}
+json.dump(r, open(sys.argv[1], "w"), indent=1)
+print("2-layer LLaMA-2-7B-shaped, hybrid mask (half the tiles dense), 2x512 tokens, CUDA:")
+for k, v in r.items():
+    print(f"  {k:24s} rel mean err {v['rel_mean_err']:.2e}  max abs err {v['max_abs_err']:.3g} of {v['max_abs_logit']:.3g}"
+          f"  same top-1 {v['same_top1']:.4f}")
 PY
 
 # Part 2: speed on the full 7B shape.
