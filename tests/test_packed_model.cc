@@ -373,4 +373,8 @@ TEST(PackedModel, Stories260KGenerateAndPpl) {
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("Once upon a time"), std::string::npos) << r.out;
   EXPECT_GT(r.out.size(), std::string("Once upon a time").size());
+  r = test::run_cli("-q convert --to gguf -m '" + tmp + "/packed' -o '" + tmp + "/p.gguf'");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(count_lines(r.err), 1) << r.err;
+  EXPECT_NE(r.err.find("packed hybrid model"), std::string::npos) << r.err;
 }

@@ -15,6 +15,7 @@
 #include "core/log.h"
 #include "gguf/gguf_hf.h"
 #include "io/safetensors.h"
+#include "model/packed_linear.h"
 #include "tokenizer/tokenizer.h"
 
 namespace patchllm {
@@ -285,6 +286,7 @@ void hf_convert_to_gguf(const std::string& hf_dir, const std::string& out_path, 
   const nlohmann::json tok = read_json(tok_path);
   const nlohmann::json tcfg = file_exists(tcfg_path) ? read_json(tcfg_path) : nlohmann::json::object();
   Checkpoint ck(hf_dir);
+  checkpoint_require_dense(ck, hf_dir, "GGUF export");
   PATCHLLM_CHECK(ck.has("model.embed_tokens.weight"), FormatError, hf_dir, ": no model.embed_tokens.weight");
   const int64_t n_vocab = ck.entry("model.embed_tokens.weight").shape.at(0);
   const bool tied = config.value("tie_word_embeddings", arch == "gemma3") || !ck.has("lm_head.weight");
