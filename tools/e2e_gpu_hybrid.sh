@@ -74,7 +74,7 @@ PY
 
 # Part 2: speed on the full 7B shape.
 ckpt llama2-7b /tmp/l2-7b bfloat16
-$B/bench_model -m /tmp/l2-7b --device cuda --prefill 2048 --batches 1,16 --decode 64 -r ${REPS:-5} \
+$B/bench/bench_model -m /tmp/l2-7b --device cuda --prefill 2048 --batches 1,16 --decode 64 -r ${REPS:-5} \
   --hybrid-f ${FS:-0.5,0.9,1.0} --seed 0 > "$OUT/e2e_bench.log" 2> "$OUT/e2e_bench.err" || { tail -5 "$OUT/e2e_bench.err"; exit 1; }
 grep '^{' "$OUT/e2e_bench.log" > "$OUT/e2e_bench.jsonl"
 echo "total: $(( $(date +%s) - t0 )) s"
