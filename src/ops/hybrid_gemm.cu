@@ -62,7 +62,29 @@ cudaError_t launch_nt(int nt, const hg::Params& p, int grid, cudaStream_t stream
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
 // ---- wgmma prefill kernel (hybrid_prefill.cuh) ----
-#ifndef PATCHLLM_NO_WGMMA
+// Whether the device code loaded for this GPU has the wgmma kernel (built for sm_90a), asked of the device once.
+// A build-time test cannot tell: a CUDA LibTorch resets CMAKE_CUDA_ARCHITECTURES and supplies its own -gencode list,
+// and a CMake-level check on it disabled the kernel in exactly those builds (found in the end-to-end benchmark).
+// One probe per process (one GPU kind assumed, as for the attribute caches); it synchronises, so the first prefill
+// call must not be inside a CUDA-graph capture.
+__device__ int g_wgmma_built;
+__global__ void wgmma_built_probe() {
+#ifdef PATCHLLM_HAVE_WGMMA
+  g_wgmma_built = 1;
+#else
+  g_wgmma_built = 2;
+#endif
+}
+bool wgmma_built() {
+  static const bool built = [] {
+    wgmma_built_probe<<<1, 1>>>();
+    int v = 0;
+    if (cudaGetLastError() != cudaSuccess || cudaMemcpyFromSymbol(&v, g_wgmma_built, sizeof(int)) != cudaSuccess) v = 0;
+    return v == 1;
+  }();
+  return built;
+}
+
 PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
     void* f = nullptr;
@@ -101,7 +123,6 @@ cudaError_t launch_prefill(const void* x, const hp::Params& p, cudaStream_t stre
   hp::hybrid_prefill_kernel<BN, BF16><<<grid, hp::THREADS, C::SMEM, stream>>>(map, p);
   return cudaGetLastError();
 }
-#endif
 
 // ---- split-K decode kernel (hybrid_decode.cuh) ----
 constexpr int DECODE_MAX_M = 128;   // auto dispatch: decode kernel up to here
@@ -226,9 +247,8 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
     }
     return r;
   }
-#ifndef PATCHLLM_NO_WGMMA
-  if (a.kernel == 3 || (a.kernel == 0 && d.major == 9)) {
-    if (d.major != 9) {  // wgmma is sm_90 only
+  if (a.kernel == 3 || (a.kernel == 0 && d.major == 9 && wgmma_built())) {
+    if (d.major != 9 || !wgmma_built()) {  // wgmma is sm_90a only
       r.status = HYBRID_ERR_ARCH;
       return r;
     }
@@ -254,7 +274,6 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
     }
     return r;
   }
-#endif
   const int nt = tiles_for(a.M);
   const int64_t mt = 8 * nt;
   // One counter per (chunk, row-block): launches of at most MAX_KEYS / rb chunks each.
