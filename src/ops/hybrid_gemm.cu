@@ -119,7 +119,9 @@ cudaError_t launch_prefill(const void* x, const hp::Params& p, cudaStream_t stre
     if (e != cudaSuccess) return e;
     attr_set = true;
   }
-  const dim3 grid(unsigned(int64_t(p.RB) * ((p.M + BN - 1) / BN)));  // raster order inside the kernel
+  const int64_t ctas = int64_t(p.RB) * ((p.M + BN - 1) / BN);  // raster order inside the kernel (int indices)
+  if (ctas >= (int64_t(1) << 31)) return cudaErrorInvalidConfiguration;
+  const dim3 grid(unsigned(ctas));
   hp::hybrid_prefill_kernel<BN, BF16><<<grid, hp::THREADS, C::SMEM, stream>>>(map, p);
   return cudaGetLastError();
 }
