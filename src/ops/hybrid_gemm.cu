@@ -121,7 +121,7 @@ cudaError_t launch_prefill(const void* x, const hp::Params& p, cudaStream_t stre
   }
   const int64_t ctas = int64_t(p.RB) * ((p.M + BN - 1) / BN);  // raster order inside the kernel (int indices)
   if (ctas >= (int64_t(1) << 31)) return cudaErrorInvalidConfiguration;
-  const dim3 grid(unsigned(ctas));
+  const dim3 grid(static_cast<unsigned>(ctas));
   hp::hybrid_prefill_kernel<BN, BF16><<<grid, hp::THREADS, C::SMEM, stream>>>(map, p);
   return cudaGetLastError();
 }
