@@ -1,8 +1,9 @@
 // Launchers of the hybrid dense/2:4 GEMM. No LibTorch here: CUDA runtime only (the TMA descriptor encoder comes from
 // the driver through cudaGetDriverEntryPointByVersion, so nothing links libcuda).
-// x: [M, K] bf16/fp16, W: [N, K] packed hybrid (128×128 tiles) -> y: [M, N]. Dispatch by M: M <= 128 split-K decode
-// kernel (hybrid_decode.cuh); above, on sm_90, the wgmma prefill kernel (hybrid_prefill.cuh); the persistent
-// mma.sync kernel (hybrid_gemm.cuh) on request or where wgmma is not built.
+// x: [M, K] bf16/fp16, W: [N, K] packed hybrid (128×128 tiles) -> y: [M, N]. Dispatch by M and architecture:
+// M <= 128 split-K decode kernel (hybrid_decode.cuh); above, on sm_90, the wgmma prefill kernel (hybrid_prefill.cuh),
+// the persistent mma.sync kernel (hybrid_gemm.cuh) on request or where wgmma is not built; on sm_8x the split-K
+// kernel for every M (64-token chunks).
 #include <cudaTypedefs.h>
 
 #include "ops/hybrid_gemm.cuh"
@@ -197,7 +198,10 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
     return r;
   }
   DeviceInfo d = device_info();
-  if (d.major < 9) {
+  // sm_8x (Ampere, Ada) runs only the split-K kernel (mma.sync / mma.sp, cp.async): the persistent kernel needs
+  // bulk copies and the prefill kernel wgmma, both sm_90.
+  const bool hopper = d.major >= 9;
+  if (d.major < 8 || (!hopper && (a.kernel == 1 || a.kernel == 3))) {
     r.status = d.sms == 0 ? HYBRID_ERR_CUDA : HYBRID_ERR_ARCH;
     r.cuda_error = d.sms == 0 ? int(cudaErrorNoDevice) : 0;
     return r;
@@ -210,7 +214,7 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
   const int64_t rb = (a.N + hg::TILE - 1) / hg::TILE, ct = (a.K + hg::TILE - 1) / hg::TILE;
   cudaStream_t stream = static_cast<cudaStream_t>(a.stream);
   uint8_t* ws = static_cast<uint8_t*>(a.workspace);
-  const bool decode = a.kernel == 2 || (a.kernel == 0 && a.M <= DECODE_MAX_M);
+  const bool decode = a.kernel == 2 || (a.kernel == 0 && (a.M <= DECODE_MAX_M || !hopper));
   if (decode) {
     const int64_t max_slots = decode_part_slots(a.N, d.sms);
     const int64_t nchunks_all = (a.M + hd::CHUNK_TOKENS - 1) / hd::CHUNK_TOKENS;
@@ -312,7 +316,8 @@ const char* hybrid_status_string(int status) {
     case HYBRID_OK: return "ok";
     case HYBRID_ERR_SHAPE: return "unsupported shape (need 128x128 tiles, 0 < M, N < 2^30, 0 < K <= 32768)";
     case HYBRID_ERR_ALIGN: return "x, weight blob and workspace must be 16-byte aligned and K % 8 == 0";
-    case HYBRID_ERR_ARCH: return "the hybrid kernels need an sm_90 (Hopper) GPU";
+    case HYBRID_ERR_ARCH:
+      return "the hybrid kernels need an sm_80 or newer GPU, and the persistent (1) and wgmma (3) kernels sm_90";
     case HYBRID_ERR_WORKSPACE: return "workspace missing or too small";
     case HYBRID_ERR_CUDA: return "CUDA runtime error";
     default: return "unknown status";

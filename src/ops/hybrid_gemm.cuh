@@ -228,6 +228,9 @@ __device__ inline void cta_range(const Schedule& S, int c, int64_t* lo2, int64_t
 
 template <int NT, bool BF16>
 __global__ void __launch_bounds__(THREADS, 1) hybrid_gemm_kernel(const Params p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+  __trap();  // bulk copies and mbarrier transactions are sm_90; the launcher never selects this kernel on sm_8x
+#else
   using C = Config<NT>;
   extern __shared__ __align__(128) uint8_t smem[];
   uint8_t* wbuf = smem;                                                  // [STAGES][DENSE_UNIT]
@@ -410,6 +413,7 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_gemm_kernel(const Params p)
       key = key_of(next);
     }
   }
+#endif
 }
 
 }  // namespace hg

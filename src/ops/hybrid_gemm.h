@@ -11,7 +11,7 @@ enum HybridStatus : int {
   HYBRID_OK = 0,
   HYBRID_ERR_SHAPE = 1,      // M, N, K or tile size not supported by the kernels
   HYBRID_ERR_ALIGN = 2,      // a pointer is not 16-byte aligned, or K % 8 != 0
-  HYBRID_ERR_ARCH = 3,       // device is older than sm_90 (bulk copies + mbarrier tx)
+  HYBRID_ERR_ARCH = 3,       // device older than sm_80, or kernel 1/3 asked for on sm_8x (they need sm_90)
   HYBRID_ERR_WORKSPACE = 4,  // workspace missing or too small
   HYBRID_ERR_CUDA = 5,       // a CUDA runtime call failed; cuda_error holds its code
 };
@@ -31,7 +31,8 @@ struct HybridGemmArgs {
   void* stream = nullptr;         // cudaStream_t; null = legacy default stream
   int grid = 0;                   // persistent kernel only: CTAs; 0 = one per SM
   int kernel = 0;                 // 0 = auto (split-K decode kernel for M <= 128, above it the wgmma prefill kernel
-                                  // on sm_90, else the persistent one), 1 = persistent mma.sync bulk-copy kernel,
+                                  // on sm_90, else the persistent one; on sm_8x the split-K kernel for every M),
+                                  // 1 = persistent mma.sync bulk-copy kernel (sm_90),
                                   // 2 = split-K decode kernel (any M, 64-token chunks), 3 = wgmma prefill (sm_90a)
   int prefill_bn = 0;             // wgmma prefill kernel: tokens per CTA (128 or 256); 0 = by M and N
   int decode_ctas_per_sm = 0;     // split-K kernel: target CTAs per SM (1..16) that sets the k-split; 0 = default (4)
