@@ -14,9 +14,9 @@ a mixed text (English, code, Unicode, whitespace runs, special tokens); ids and 
 Known reference quirk: for SentencePiece ("llama") vocabularies transformers' GGUF converter uses Metaspace with
 prepend_scheme "first", which adds no "\u2581" to a text that already starts with a space; SentencePiece and llama.cpp
 always add it (LLaMA-2's tokenizer.model: "   leading" -> ['\u2581\u2581\u2581', '\u2581leading']), as patchllm does.
---patchllm BIN: the model itself: transformers runs HF_DIR (AutoModelForCausalLM, fp32, CPU) and `BIN eval logits`
-the same ids (each prompt alone, then all in one left-padded batch with position_ids = cumsum(mask) - 1, as
-generate() does); max |ours - HF| / max |HF| per prompt over real positions must be <= 1e-4. Then greedy generation
+--patchllm BIN: the model itself: transformers runs HF_DIR (AutoModelForCausalLM, fp32, on --device: cpu or cuda,
+TF32 off) and `BIN eval logits` the same ids on the same device (each prompt alone, then all in one left-padded batch
+with position_ids = cumsum(mask) - 1, as generate() does); max |ours - HF| / max |HF| per prompt over real positions must be <= 1e-4. Then greedy generation
 (`BIN generate --temp 0` vs HF generate(do_sample=False)) of --gen-tokens tokens per prompt: texts must be equal.
 --make-tiny-llama writes a small random llama GGUF with Q/K permuted as convert_hf_to_gguf.py does, since none of
 the real models on PyPI is LLaMA-architecture. Exit status 1 on any mismatch.
@@ -105,13 +105,15 @@ PROMPTS = [
 ]
 
 
-def check_model(hf_dir, patchllm, gen_tokens, tmp):
+def check_model(hf_dir, patchllm, gen_tokens, tmp, device="cpu"):
     import subprocess
     import torch
     from safetensors.torch import load_file, save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
     tok = AutoTokenizer.from_pretrained(hf_dir)
-    model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
+    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 on the GPU too
+    torch.backends.cudnn.allow_tf32 = False
+    model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).to(device).eval()
     os.makedirs(tmp, exist_ok=True)
     enc = [tok(p, add_special_tokens=True)["input_ids"] for p in PROMPTS]
     T = max(len(e) for e in enc)
@@ -124,11 +126,12 @@ def check_model(hf_dir, patchllm, gen_tokens, tmp):
     for name, x, m in batches:
         inp, out = os.path.join(tmp, "inputs.safetensors"), os.path.join(tmp, "logits.safetensors")
         save_file({"input_ids": x.contiguous(), "attention_mask": m.contiguous()}, inp)
-        subprocess.run([patchllm, "eval", "logits", "-m", hf_dir, "-i", inp, "-o", out, "--device", "cpu",
+        subprocess.run([patchllm, "eval", "logits", "-m", hf_dir, "-i", inp, "-o", out, "--device", device,
                         "--dtype", "fp32"], check=True)
         ours = load_file(out)["logits"]
         with torch.no_grad():
-            ref = model(input_ids=x, attention_mask=m, position_ids=(m.cumsum(1) - 1).clamp_min(0)).logits.float()
+            ref = model(input_ids=x.to(device), attention_mask=m.to(device),
+                        position_ids=(m.cumsum(1) - 1).clamp_min(0).to(device)).logits.float().cpu()
         real = m.bool()
         err = ((ours - ref).abs()[real].max() / ref.abs()[real].max()).item()
         agree = (ours.argmax(-1) == ref.argmax(-1))[real].float().mean().item()
@@ -141,10 +144,11 @@ def check_model(hf_dir, patchllm, gen_tokens, tmp):
     for i, p in enumerate(PROMPTS):
         x = torch.tensor([enc[i]])
         with torch.no_grad():
-            g = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=gen_tokens, do_sample=False)
+            g = model.generate(x.to(device), attention_mask=torch.ones_like(x).to(device), max_new_tokens=gen_tokens,
+                               do_sample=False).cpu()
         ref = p + tok.decode(g[0, x.shape[1]:], skip_special_tokens=True)
         r = subprocess.run([patchllm, "generate", "-m", hf_dir, "-p", p, "-n", str(gen_tokens), "--temp", "0",
-                            "--device", "cpu", "--dtype", "fp32"], check=True, capture_output=True, text=True)
+                            "--device", device, "--dtype", "fp32"], check=True, capture_output=True, text=True)
         ours = r.stdout[:-1] if r.stdout.endswith("\n") else r.stdout
         ok = ours == ref
         bad += not ok
@@ -220,6 +224,7 @@ def main():
     ap.add_argument("--patchllm", metavar="BIN", help="also compare logits and greedy generation with transformers")
     ap.add_argument("--gen-tokens", type=int, default=24)
     ap.add_argument("--tmp", default="/tmp/gguf_check")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda: where both engines run the model (fp32, no TF32)")
     a = ap.parse_args()
     if a.make_tiny_llama:
         make_tiny_llama(a.make_tiny_llama)
@@ -232,7 +237,7 @@ def main():
     if not a.no_weights:
         bad += check_weights(a.gguf_file, a.hf_dir)
     if a.patchllm:
-        bad += check_model(a.hf_dir, a.patchllm, a.gen_tokens, a.tmp)
+        bad += check_model(a.hf_dir, a.patchllm, a.gen_tokens, a.tmp, a.device)
     sys.exit(1 if bad else 0)
 
 
