@@ -365,20 +365,6 @@ int main(int argc, char** argv) {
                             2.0 * M * N * K / us2 * 1e-6, cublas_us[M] / us2, ideal});
           }
         }
-        if (decode) {  // split-K kernel v3c (pipelined), same weights, same run
-          a.kernel = 2;
-          a.decode_variant = 2;
-          double us3 = time_launches(
-              [&](int i) {
-                a.blob = static_cast<uint8_t*>(blobs[i]);
-                if (hybrid_gemm_launch(a).status != HYBRID_OK) std::exit(1);
-              },
-              hrot);
-          a.kernel = 0;
-          a.decode_variant = 0;
-          rows.push_back({sh.name, N, K, M, "hybrid-v3c", H.frac, us3, (hb + (M * K + M * N) * 2) / us3 * 1e-6,
-                          2.0 * M * N * K / us3 * 1e-6, cublas_us[M] / us3, ideal});
-        }
         if (decode) {  // previous persistent kernel, same weights, same run
           a.kernel = 1;
           double us1 = time_launches(
@@ -429,11 +415,10 @@ int main(int argc, char** argv) {
   std::fclose(csv);
   std::fclose(js);
   // Summary: per (shape, M): cuBLAS µs, cuSPARSELt speedup, hybrid speedup at each f.
-  // The two "alt" columns: the split-K kernel (the sm_8x path) in prefill mode, else the pipelined decode kernel v3c
-  // (the persistent kernel's rows stay in the long table).
-  const char* alt = prefill ? "hybrid-splitk" : "hybrid-v3c";
-  std::printf("| shape | M | cuBLAS µs | cuSPARSELt x | %s f=0 x | %s f=0.9 x |", prefill ? "splitk" : "v3c",
-              prefill ? "splitk" : "v3c");
+  // The two "alt" columns: the persistent kernel (v1) in decode mode, the split-K kernel (the sm_8x path) in prefill.
+  const char* alt = prefill ? "hybrid-splitk" : "hybrid-v1";
+  std::printf("| shape | M | cuBLAS µs | cuSPARSELt x | %s f=0 x | %s f=0.9 x |", prefill ? "splitk" : "v1",
+              prefill ? "splitk" : "v1");
   for (double f : fs) std::printf(" hyb f=%.1f x |", f);
   std::printf("\n|---|---|---|---|---|---|");
   for (size_t i = 0; i < fs.size(); ++i) std::printf("---|");

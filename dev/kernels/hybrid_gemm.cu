@@ -10,9 +10,12 @@
 //   v4b + wait_group 1 with double-buffered A registers, grouped raster (16 row-blocks), default L2 policy on weights
 //   v4c + 2-CTA clusters sharing x by TMA multicast: 0.4-0.5x of v4b, racecheck hazards (commit b1e56e3, reverted)
 //   v4d v4b + epilogue through shared memory (16-byte row stores instead of scattered 2-byte ones): as now
-//   v3c split-K decode kernel pipelined one k-tile deep: next tile's weights (registers) and x slice (second smem
-//       buffer) requested before this tile's MMAs (decode_variant = 2; grid code -5 here)
-//   next: v4: deeper wgmma pipelining, persistent grid, find v4c's stall
+//   v3c v3b pipelined one k-tile deep: the next tile's weights in a second register set and its x slice in a second
+//       smem buffer, requested before this tile's MMAs (commit 3dcd394, reverted): correct (628 cases, racecheck clean)
+//       but no faster: M = 16 f = 0 0.78-0.87x cuBLAS (v3b 0.75-0.89x), f = 0.9 0.95-1.17x (v3b 0.92-1.24x); so the
+//       M = 16 gap is not load/MMA exposure within a warp (docs/benchmarks/data/decode_v3c_h100.md)
+//   next: v3 at M = 16: find what scales with the tokens (x ldmatrix per warp, partials, MMA issue); v4: deeper
+//       wgmma pipelining, persistent grid, find v4c's stall
 // Modes: probe = which mma.sp metadata / B layout the hardware uses; validate = sweep vs the v0 reference;
 // small = one case for compute-sanitizer; time = v2 on two shapes; one N K M f = three launches (for ncu).
 // Build (GPU machine): nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Isrc -Ibench \
@@ -96,11 +99,10 @@ HybridLaunchResult run_hybrid(const bench::Problem& P, Dev& d, const uint16_t* x
   a.workspace = d.ws;
   a.workspace_bytes = d.ws_bytes;
   // grid 0: auto dispatch (decode kernel for M <= 128, wgmma prefill above); > 0: persistent kernel on that many
-  // CTAs; -2: split-K decode kernel forced (any M); -5: the same, pipelined variant v3c; -3 / -128 / -256: wgmma
-  // prefill forced (auto / 128 / 256 tokens per CTA).
+  // CTAs; -2: split-K decode kernel forced (any M); -3 / -128 / -256: wgmma prefill forced (auto / 128 / 256 tokens
+  // per CTA).
   const bool prefill = grid == -3 || grid == -128 || grid == -256;
   a.kernel = prefill ? 3 : grid < 0 ? 2 : grid > 0 ? 1 : 0;
-  a.decode_variant = grid == -5 ? 2 : 0;  // -5: split-K kernel v3c (pipelined)
   a.prefill_bn = grid == -128 ? 128 : grid == -256 ? 256 : 0;
   a.grid = grid > 0 ? grid : 0;
   return hybrid_gemm_launch(a);
@@ -182,10 +184,10 @@ int validate(bool small) {
       for (int64_t M : s.Ms) {
         // auto (decode kernel up to M = 128), persistent on 7 / 500 CTAs, decode kernel forced (-2)
         // auto, and the other kernels forced: persistent on 7 / 500 CTAs, wgmma prefill with 128 / 256 tokens per CTA
-        std::vector<int> grids = {0, -2, -5, -128, -256};
-        if (M <= 128) grids = {0, 7, 500, -3, -5};
-        if (small) grids = {0, -3, -5};
-        else if (s.N * s.K > (1 << 24)) grids = M <= 128 ? std::vector<int>{0, -5} : std::vector<int>{-128, -256};
+        std::vector<int> grids = {0, -2, -128, -256};
+        if (M <= 128) grids = {0, 7, 500, -3};
+        if (small) grids = {0, -3};
+        else if (s.N * s.K > (1 << 24)) grids = M <= 128 ? std::vector<int>{0} : std::vector<int>{-128, -256};
         for (int g : grids) {
           double rel = validate_one(P, d, M, g, uint64_t(M * 977 + g), true);
           ++runs;

@@ -55,51 +55,6 @@ __device__ __forceinline__ uint32_t ld_stream4(const void* p, uint64_t pol) {
   return v;
 }
 
-// D fragment: rows (weights) g, g+8 of the warp's 16; columns (tokens) 2t, 2t+1 of each n-tile. S = 1 writes y; else
-// the CTA's fp32 partial goes to the workspace and the last CTA of (z, rb) sums the S partials in split order.
-template <int NT, bool BF16>
-__device__ __forceinline__ void epilogue(const Params& p, float (&acc)[NT][4], int s, int rb, int z, int warp, int g,
-                                         int tq, int tok0, int mc) {
-  if (p.S == 1) {
-#pragma unroll
-    for (int n = 0; n < NT; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int row = rb * hg::TILE + warp * 16 + g + 8 * (e >> 1), tl = n * 8 + 2 * tq + (e & 1);
-        if (row < p.N && tl < mc) p.y[int64_t(tok0 + tl) * p.N + row] = hg::to_half_bits<BF16>(acc[n][e]);
-      }
-    return;
-  }
-  const int64_t key = int64_t(z) * p.RB + rb;
-  float* base = p.part + key * p.S * PART_FLOATS;
-  float* sl = base + int64_t(s) * PART_FLOATS;
-#pragma unroll
-  for (int n = 0; n < NT; ++n)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int r = warp * 16 + g + 8 * (e >> 1), tl = n * 8 + 2 * tq + (e & 1);
-      if (tl < mc) __stcg(sl + tl * hg::TILE + r, acc[n][e]);
-    }
-  __threadfence();
-  __syncthreads();
-  __shared__ int last;
-  if (threadIdx.x == 0) {
-    const int old = atomicAdd(p.counters + key, 1);
-    last = old == p.S - 1;
-    if (last) p.counters[key] = 0;  // clean for the next launch
-  }
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  for (int idx = threadIdx.x; idx < mc * hg::TILE; idx += THREADS) {
-    const int tl = idx / hg::TILE, r = idx - tl * hg::TILE, row = rb * hg::TILE + r;
-    if (row >= p.N) continue;
-    float sum = 0.f;
-    for (int j = 0; j < p.S; ++j) sum += __ldcg(base + int64_t(j) * PART_FLOATS + idx);
-    p.y[int64_t(tok0 + tl) * p.N + row] = hg::to_half_bits<BF16>(sum);
-  }
-}
-
 // NT n-tiles of 8 tokens (NT·8 ≤ 64), KB k-tiles per load batch.
 template <int NT, int KB, bool BF16>
 __global__ void __launch_bounds__(THREADS, 2) hybrid_decode_kernel(const Params p) {
@@ -197,133 +152,45 @@ __global__ void __launch_bounds__(THREADS, 2) hybrid_decode_kernel(const Params 
     }
   }
 
-  epilogue<NT, BF16>(p, acc, s, rb, z, warp, g, tq, tok0, mc);
-}
-
-// ---- v3c: the same work, software-pipelined one k-tile deep --------------------------------------------------------
-// v3b issues a batch's weight loads, then waits for them and for the x slice behind a barrier, then runs the MMAs,
-// so each warp's loads and its tensor work alternate (Nsight at M = 16: 42% of stalls on the x slice, DRAM at 46%).
-// v3c keeps one k-tile per step and, before the MMAs of tile c, requests tile c+1: weight fragments into a second
-// register set (two sets of one k-tile = the registers of v3b's two-k-tile batch) and the x slice into a second
-// shared buffer (cp.async groups, wait_group 1).
-struct WFrag {
-  uint4 a[2][4];      // two 64-K units; dense: 4 × 16 B per lane, 2:4: 2 × 16 B
-  uint32_t meta[2];   // 2:4 metadata word per lane per unit
-  bool sp;
-};
-
-__device__ __forceinline__ void load_wfrag(WFrag& w, const uint8_t* base, bool sp, int warp, int lane, uint64_t pol) {
-  w.sp = sp;
-  if (sp) {
+  // D fragment: rows (weights) g, g+8 of the warp's 16; columns (tokens) 2t, 2t+1 of each n-tile.
+  if (p.S == 1) {
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const uint8_t* u = base + h * hg::SPARSE_UNIT + warp * HYBRID_SPARSE_UNIT_BYTES;
-      w.a[h][0] = ld_stream16(u + lane * 16, pol);
-      w.a[h][1] = ld_stream16(u + 512 + lane * 16, pol);
-      w.meta[h] = ld_stream4(u + HYBRID_SPARSE_VALUE_BYTES + lane * 4, pol);
-    }
-  } else {
+    for (int n = 0; n < NT; ++n)
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const uint8_t* u = base + h * hg::DENSE_UNIT + warp * HYBRID_DENSE_UNIT_BYTES;
-#pragma unroll
-      for (int j = 0; j < 4; ++j) w.a[h][j] = ld_stream16(u + j * 512 + lane * 16, pol);
-    }
-  }
-}
-
-constexpr int XSTRIDE1 = hg::TILE + 8;  // one k-tile of x per buffer; +8 elements: conflict-free ldmatrix rows
-
-// x[tok0 .. tok0 + NT·8) × k-tile c into xb (rows ≥ mc and K past the edge zero-filled), one cp.async group.
-template <int NT>
-__device__ __forceinline__ void load_xtile(uint16_t* xb, const Params& p, int c, int tok0, int mc) {
-  constexpr int PIECES = NT * 8 * hg::TILE / 8;
-  for (int q = threadIdx.x; q < PIECES; q += THREADS) {
-    const int r = q / (hg::TILE / 8), col = (q - r * (hg::TILE / 8)) * 8, k = c * hg::TILE + col;
-    const bool ok = r < mc && k < p.K;
-    const uint16_t* src = ok ? p.x + int64_t(tok0 + r) * p.K + k : p.x;
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(hg::smem_addr(xb + r * XSTRIDE1 + col)),
-                 "l"(src), "r"(ok ? 16 : 0)
-                 : "memory");
-  }
-  asm volatile("cp.async.commit_group;" ::: "memory");
-}
-
-template <int NT, bool BF16>
-__device__ __forceinline__ void mma_tile(float (&acc)[NT][4], const WFrag& w, const uint16_t* xl) {
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-#pragma unroll
-    for (int n = 0; n < NT; ++n) {
-      uint32_t bx[2][4];
-      hg::ldmatrix_x4(bx[0], xl + n * 8 * XSTRIDE1 + h * hg::UNIT_K);
-      hg::ldmatrix_x4(bx[1], xl + n * 8 * XSTRIDE1 + h * hg::UNIT_K + 32);
-      if (w.sp) {
-        hg::mma_sp<BF16, 0>(acc[n], w.a[h][0], bx[0], w.meta[h]);
-        hg::mma_sp<BF16, 1>(acc[n], w.a[h][1], bx[1], w.meta[h]);
-      } else {
-#pragma unroll
-        for (int j = 0; j < 4; ++j)
-          hg::mma_dense<BF16>(acc[n], w.a[h][j], bx[j >> 1][2 * (j & 1)], bx[j >> 1][2 * (j & 1) + 1]);
+      for (int e = 0; e < 4; ++e) {
+        const int row = rb * hg::TILE + warp * 16 + g + 8 * (e >> 1), tl = n * 8 + 2 * tq + (e & 1);
+        if (row < p.N && tl < mc) p.y[int64_t(tok0 + tl) * p.N + row] = hg::to_half_bits<BF16>(acc[n][e]);
       }
-    }
+    return;
   }
-}
-
-// Grid and work split as v3b with KB = 1 (the launcher's decode_split).
-template <int NT, bool BF16>
-__global__ void __launch_bounds__(THREADS, 2) hybrid_decode_pipe_kernel(const Params p) {
-  const int s = blockIdx.x, rb = blockIdx.y, z = blockIdx.z;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
-  const int ct0 = s * p.KPC, ct1 = min(p.CT, ct0 + p.KPC);
-  const int tok0 = z * CHUNK_TOKENS, mc = min(CHUNK_TOKENS, p.M - tok0);
-  const int64_t tbase = int64_t(rb) * p.CT;
-  const uint64_t pol = hg::policy_evict_first();
-  constexpr int MT = NT * 8;
-  __shared__ __align__(16) uint16_t xs[2][MT * XSTRIDE1];
-  const int lofs = (lane & 7) * XSTRIDE1 + (lane >> 3) * 8;
-
-  float acc[NT][4];
+  const int64_t key = int64_t(z) * p.RB + rb;
+  float* base = p.part + key * p.S * PART_FLOATS;
+  float* sl = base + int64_t(s) * PART_FLOATS;
 #pragma unroll
-  for (int n = 0; n < NT; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
-
-  int my_kind = 0;
-  int64_t my_off = 0;
-  auto refresh = [&](int c) {  // kinds/offsets of k-tiles c .. c+31, one per lane
-    const int ct = c + lane;
-    if (ct < ct1) {
-      my_kind = __ldg(p.kinds + tbase + ct);
-      my_off = __ldg(p.offsets + tbase + ct);
+  for (int n = 0; n < NT; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int r = warp * 16 + g + 8 * (e >> 1), tl = n * 8 + 2 * tq + (e & 1);
+      if (tl < mc) __stcg(sl + tl * hg::TILE + r, acc[n][e]);
     }
-  };
-  auto request = [&](int c, WFrag& w, uint16_t* xb) {
-    if (((c - ct0) & 31) == 0) refresh(c);
-    const int i = (c - ct0) & 31;
-    const int kind = __shfl_sync(0xffffffffu, my_kind, i);
-    const int64_t off = __shfl_sync(0xffffffffu, my_off, i);
-    load_wfrag(w, p.blob + off, kind != 0, warp, lane, pol);
-    load_xtile<NT>(xb, p, c, tok0, mc);
-  };
-  // One step: tile c from (cur, xcur) while tile c+1 is requested into (nxt, xnxt).
-  auto step = [&](int c, const WFrag& cur, const uint16_t* xcur, WFrag& nxt, uint16_t* xnxt) {
-    __syncthreads();  // every warp is done with xnxt (tile c-1)
-    if (c + 1 < ct1) {
-      request(c + 1, nxt, xnxt);
-      asm volatile("cp.async.wait_group 1;" ::: "memory");
-    } else {
-      asm volatile("cp.async.wait_group 0;" ::: "memory");
-    }
-    __syncthreads();  // tile c's x slice from every thread is in shared memory
-    mma_tile<NT, BF16>(acc, cur, xcur + lofs);
-  };
-  WFrag w0, w1;
-  if (ct0 < ct1) request(ct0, w0, xs[0]);
-  for (int c = ct0; c < ct1; c += 2) {
-    step(c, w0, xs[0], w1, xs[1]);
-    if (c + 1 >= ct1) break;
-    step(c + 1, w1, xs[1], w0, xs[0]);
+  __threadfence();
+  __syncthreads();
+  __shared__ int last;
+  if (threadIdx.x == 0) {
+    const int old = atomicAdd(p.counters + key, 1);
+    last = old == p.S - 1;
+    if (last) p.counters[key] = 0;  // clean for the next launch
   }
-  epilogue<NT, BF16>(p, acc, s, rb, z, warp, g, tq, tok0, mc);
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  for (int idx = threadIdx.x; idx < mc * hg::TILE; idx += THREADS) {
+    const int tl = idx / hg::TILE, r = idx - tl * hg::TILE, row = rb * hg::TILE + r;
+    if (row >= p.N) continue;
+    float sum = 0.f;
+    for (int j = 0; j < p.S; ++j) sum += __ldcg(base + int64_t(j) * PART_FLOATS + idx);
+    p.y[int64_t(tok0 + tl) * p.N + row] = hg::to_half_bits<BF16>(sum);
+  }
 }
 
 }  // namespace hd

@@ -173,27 +173,6 @@ cudaError_t launch_decode_nt(int nt, const hd::Params& p, dim3 grid, cudaStream_
 }
 int decode_kb(int nt) { return nt <= 2 ? 2 : 1; }
 
-// v3c (hybrid_decode_pipe_kernel): one k-tile per step, the next one requested before this one's MMAs.
-template <int NT, bool BF16>
-cudaError_t launch_decode_pipe(const hd::Params& p, dim3 grid, cudaStream_t stream) {
-  hd::hybrid_decode_pipe_kernel<NT, BF16><<<grid, hd::THREADS, 0, stream>>>(p);
-  return cudaGetLastError();
-}
-template <bool BF16>
-cudaError_t launch_decode_pipe_nt(int nt, const hd::Params& p, dim3 grid, cudaStream_t stream) {
-  switch (nt) {
-    case 1: return launch_decode_pipe<1, BF16>(p, grid, stream);
-    case 2: return launch_decode_pipe<2, BF16>(p, grid, stream);
-    case 4: return launch_decode_pipe<4, BF16>(p, grid, stream);
-    default: return launch_decode_pipe<8, BF16>(p, grid, stream);
-  }
-}
-// Which decode variant runs: 1 = v3b (batched), 2 = v3c (pipelined); 0 = the default.
-bool decode_pipelined(int variant, int nt) {
-  (void)nt;
-  return variant == 2;
-}
-
 }  // namespace
 
 // Workspace: [counters: MAX_KEYS ints, fixed place, shared by both kernels][ranges: G × 2 int64]
@@ -248,8 +227,7 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
       const int nt = Mi <= 8 ? 1 : Mi <= 16 ? 2 : Mi <= 32 ? 4 : 8;
       const int per_sm = a.decode_ctas_per_sm > 0 ? std::min(a.decode_ctas_per_sm, DECODE_MAX_CTAS_PER_SM)
                                                   : DECODE_CTAS_PER_SM;
-      const bool pipe = decode_pipelined(a.decode_variant, nt);
-      const DecodeSplit sp = decode_split(rb, ct, nch, pipe ? 1 : decode_kb(nt), int64_t(per_sm) * d.sms, max_slots);
+      const DecodeSplit sp = decode_split(rb, ct, nch, decode_kb(nt), int64_t(per_sm) * d.sms, max_slots);
       hd::Params p;
       p.x = static_cast<const uint16_t*>(a.x) + m0 * a.K;
       p.y = static_cast<uint16_t*>(a.y) + m0 * a.N;
@@ -266,10 +244,7 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
       p.counters = reinterpret_cast<int*>(ws);
       p.part = reinterpret_cast<float*>(ws + persistent_workspace_bytes(grid));
       const dim3 g3(unsigned(sp.S), unsigned(rb), unsigned(nch));
-      cudaError_t e = pipe ? (a.bf16 ? launch_decode_pipe_nt<true>(nt, p, g3, stream)
-                                     : launch_decode_pipe_nt<false>(nt, p, g3, stream))
-                           : (a.bf16 ? launch_decode_nt<true>(nt, p, g3, stream)
-                                     : launch_decode_nt<false>(nt, p, g3, stream));
+      cudaError_t e = a.bf16 ? launch_decode_nt<true>(nt, p, g3, stream) : launch_decode_nt<false>(nt, p, g3, stream);
       if (e != cudaSuccess) {
         r.status = HYBRID_ERR_CUDA;
         r.cuda_error = int(e);

@@ -35,7 +35,6 @@ struct HybridGemmArgs {
                                   // 1 = persistent mma.sync bulk-copy kernel (sm_90),
                                   // 2 = split-K decode kernel (any M, 64-token chunks), 3 = wgmma prefill (sm_90a)
   int prefill_bn = 0;             // wgmma prefill kernel: tokens per CTA (128 or 256); 0 = by M and N
-  int decode_variant = 0;         // split-K kernel: 1 = v3b (two-k-tile batches), 2 = v3c (pipelined); 0 = default
   int decode_ctas_per_sm = 0;     // split-K kernel: target CTAs per SM (1..16) that sets the k-split; 0 = default (4)
 };
 
