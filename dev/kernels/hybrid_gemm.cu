@@ -14,6 +14,10 @@
 //       smem buffer, requested before this tile's MMAs (commit 3dcd394, reverted): correct (628 cases, racecheck clean)
 //       but no faster: M = 16 f = 0 0.78-0.87x cuBLAS (v3b 0.75-0.89x), f = 0.9 0.95-1.17x (v3b 0.92-1.24x); so the
 //       M = 16 gap is not load/MMA exposure within a warp (docs/benchmarks/data/decode_v3c_h100.md)
+//   v3d v3b with the split reduction of the last CTA per row block vectorised: four rows per thread, the S partial
+//       loads in flight together (v3b summed element by element, a dependent-load tail growing with M): as now.
+//       Same H200 run as v3b: M = 16 f = 0 0.87-0.92x cuBLAS (v3b 0.69-0.84x), f = 0.9 1.04-1.21x (v3b 0.79-1.10x),
+//       M = 64 0.42-0.67x (v3b 0.34-0.49x), M = 1 unchanged (docs/benchmarks/data/decode_v3d_h200.md)
 //   next: v3 at M = 16: find what scales with the tokens (x ldmatrix per warp, partials, MMA issue); v4: deeper
 //       wgmma pipelining, persistent grid, find v4c's stall
 // Modes: probe = which mma.sp metadata / B layout the hardware uses; validate = sweep vs the v0 reference;
