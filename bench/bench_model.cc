@@ -1,10 +1,14 @@
 // bench_model: load time vs bytes read, prefill tokens/s, decode tokens/s at several batch sizes, one JSON line per
 // measurement plus a table. The HF transformers twin is tools/bench_hf.py; tools/gpu_foundation.sh runs both.
 //   bench_model -m DIR [--device cuda] [--prefill 2048] [--batches 1,16] [--decode 64] [-r 5]
-//               [--hybrid-f 0.5,0.9,1 [--seed S]]
+//               [--hybrid-f 0.5,0.9,1 [--seed S]] [--cuda-graph] [--no-fuse]
 // A packed directory (export --format packed) runs through its hybrid slots as loaded. --hybrid-f times the dense
 // model, then for each F packs it in memory (seeded random tile map with round(F * tiles) 2:4 tiles per linear,
 // magnitude 2:4 inside them, bf16, 128x128 tiles) and times that: dense vs hybrid in one run (tools/e2e_gpu_hybrid.sh).
+// On CUDA every variant (dense baseline and hybrid alike) runs with q|k|v and gate|up fused into one linear each
+// (model_fuse_projections; --no-fuse keeps them apart). --cuda-graph times decode with a DecodeGraph: eager prefill,
+// one untimed step (warm-up + capture), then graph replay per token, in "graph bB" columns beside the eager ones
+// (Model::forward per token). With fusion the dense model is also timed unfused first ("dense unfused").
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -15,6 +19,7 @@
 
 #include "core/log.h"
 #include "io/safetensors.h"
+#include "model/decode_graph.h"
 #include "model/model.h"
 #include "model/packed_linear.h"
 
@@ -30,6 +35,7 @@ int main(int argc, char** argv) {
   int64_t prefill = 2048, decode = 64, reps = 5, seed = 0;
   std::vector<int64_t> batches = {1, 16};
   std::vector<double> hybrid_f;
+  bool cuda_graph = false, no_fuse = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&] { return std::string(i + 1 < argc ? argv[++i] : ""); };
@@ -39,6 +45,8 @@ int main(int argc, char** argv) {
     else if (a == "--decode") decode = std::stoll(next());
     else if (a == "-r") reps = std::stoll(next());
     else if (a == "--seed") seed = std::stoll(next());
+    else if (a == "--cuda-graph") cuda_graph = true;
+    else if (a == "--no-fuse") no_fuse = true;
     else if (a == "--hybrid-f") {
       std::stringstream ss(next());
       for (std::string t; std::getline(ss, t, ',');) hybrid_f.push_back(std::stod(t));
@@ -48,7 +56,7 @@ int main(int argc, char** argv) {
       for (std::string t; std::getline(ss, t, ',');) batches.push_back(std::stoll(t));
     } else {
       std::fprintf(stderr, "usage: bench_model -m DIR [--device cuda|cpu] [--prefill N] [--batches 1,16] [--decode N] "
-                           "[-r R] [--hybrid-f F1,F2,... [--seed S]]\n");
+                           "[-r R] [--hybrid-f F1,F2,... [--seed S]] [--cuda-graph] [--no-fuse]\n");
       return 2;
     }
   }
@@ -80,15 +88,53 @@ int main(int argc, char** argv) {
                 bytes, bytes / load_s / 1e9);
     torch::NoGradGuard ng;
     const int64_t V = model->config.vocab_size;
+    const bool fuse = opt.device.is_cuda() && !no_fuse;  // the same for every variant, so comparisons stay fair
+    auto fuse_now = [&] {
+      if (!fuse) return;
+      int n = model_fuse_projections(*model);
+      std::fprintf(stderr, "fused projections: %d of %lld groups (q|k|v, gate|up)\n", n,
+                   (long long)(2 * model->layers.size()));
+    };
     struct Row {
       std::string variant;
       double prefill_tps = 0;
-      std::vector<double> decode_tps;
+      std::vector<double> decode_tps;  // per decode mode (eager, then graph with --cuda-graph), per batch
     };
     std::vector<Row> rows;
-    auto bench = [&](const std::string& variant) {
+    std::vector<bool> modes = {false};  // decode through a DecodeGraph?
+    if (cuda_graph) modes.push_back(true);
+    // One decode run: prefill P tokens, then `decode` greedy steps timed. Seconds.
+    auto decode_once = [&](int64_t B, bool graph, std::string& step_kind) {
+      const int64_t P = 16;
+      auto p = torch::randint(3, V, {B, P}, torch::kLong).to(opt.device);
+      if (graph) {
+        DecodeGraph g(*model, B, P + decode + 1);
+        auto next = g.prefill(p).select(1, -1).argmax(-1);
+        next = g.step(next).argmax(-1);  // warm-up + capture, untimed
+        step_kind = g.graph_captured() ? "cuda_graph" : opt.device.is_cuda() ? "static_eager_fallback" : "static";
+        sync();
+        double a = now_seconds();
+        for (int64_t t = 0; t < decode; ++t) next = g.step(next).argmax(-1);
+        sync();
+        return now_seconds() - a;
+      }
+      step_kind = "eager";
+      auto cache = model->make_cache(B, P + decode);
+      auto logits = model->forward(p, &cache);
+      auto next = logits.select(1, -1).argmax(-1).view({B, 1});
+      sync();
+      double a = now_seconds();
+      for (int64_t t = 0; t < decode; ++t) {
+        logits = model->forward(next, &cache);
+        next = logits.select(1, -1).argmax(-1).view({B, 1});
+      }
+      sync();
+      return now_seconds() - a;
+    };
+    auto bench = [&](const std::string& variant, bool fused_now) {
       Row row{variant, 0, {}};
       const char* vn = variant.c_str();
+      const char* fused_s = fused_now ? "true" : "false";
       // Prefill: one forward of `prefill` tokens (logits included, as HF computes them).
       std::vector<double> ts;
       auto x = torch::randint(3, V, {1, prefill}, torch::kLong).to(opt.device);
@@ -101,35 +147,33 @@ int main(int argc, char** argv) {
       }
       double pf = median(ts);
       std::printf("{\"engine\":\"patchllm\",\"variant\":\"%s\",\"metric\":\"prefill\",\"tokens\":%lld,\"seconds\":%.4f,"
-                  "\"tok_per_s\":%.1f}\n", vn, (long long)prefill, pf, prefill / pf);
+                  "\"tok_per_s\":%.1f,\"fused\":%s}\n", vn, (long long)prefill, pf, prefill / pf, fused_s);
       row.prefill_tps = prefill / pf;
-      for (int64_t B : batches) {
-        const int64_t P = 16;
-        std::vector<double> ds;
-        for (int64_t r = 0; r < std::max<int64_t>(2, reps / 2) + 1; ++r) {
-          auto cache = model->make_cache(B, P + decode);
-          auto p = torch::randint(3, V, {B, P}, torch::kLong).to(opt.device);
-          auto logits = model->forward(p, &cache);
-          auto next = logits.select(1, -1).argmax(-1).view({B, 1});
-          sync();
-          double a = now_seconds();
-          for (int64_t t = 0; t < decode; ++t) {
-            logits = model->forward(next, &cache);
-            next = logits.select(1, -1).argmax(-1).view({B, 1});
+      for (bool graph : modes)
+        for (int64_t B : batches) {
+          std::vector<double> ds;
+          std::string kind;
+          for (int64_t r = 0; r < std::max<int64_t>(2, reps / 2) + 1; ++r) {
+            double s = decode_once(B, graph, kind);
+            if (r > 0) ds.push_back(s);  // the first run warms up (and, eagerly, grows the allocator's pools)
           }
-          sync();
-          if (r > 0) ds.push_back(now_seconds() - a);
+          double d = median(ds);
+          std::printf(
+              "{\"engine\":\"patchllm\",\"variant\":\"%s\",\"metric\":\"decode\",\"batch\":%lld,\"tokens\":%lld,"
+              "\"seconds\":%.4f,\"tok_per_s\":%.1f,\"fused\":%s,\"decode_step\":\"%s\"}\n", vn, (long long)B,
+              (long long)decode, d, B * decode / d, fused_s, kind.c_str());
+          row.decode_tps.push_back(B * decode / d);
         }
-        double d = median(ds);
-        std::printf(
-            "{\"engine\":\"patchllm\",\"variant\":\"%s\",\"metric\":\"decode\",\"batch\":%lld,\"tokens\":%lld,"
-            "\"seconds\":%.4f,\"tok_per_s\":%.1f}\n", vn, (long long)B, (long long)decode, d, B * decode / d);
-        row.decode_tps.push_back(B * decode / d);
-      }
       std::fflush(stdout);
       rows.push_back(row);
     };
-    bench(packed ? "packed" : "dense");
+    // With fusion, the dense model is first timed unfused too: the fused rows' gain over it is the fusion's alone.
+    const std::string base = packed ? "packed" : "dense";
+    if (fuse) {
+      bench(base + " unfused", false);
+      fuse_now();
+    }
+    bench(base, fuse);
     if (!hybrid_f.empty()) {
       std::vector<LinearPtr> dense;
       for (auto& [name, slot] : model->linears()) dense.push_back(*slot);
@@ -141,19 +185,22 @@ int main(int argc, char** argv) {
         sync();
         std::printf("{\"engine\":\"patchllm\",\"metric\":\"pack\",\"hybrid_f\":%.3f,\"sparse_tile_fraction\":%.4f,"
                     "\"seconds\":%.2f}\n", f, got, now_seconds() - a);
+        fuse_now();
         char name[64];
         std::snprintf(name, sizeof name, "hybrid f=%.2f", f);
-        bench(name);
+        bench(name, fuse);
       }
     }
     // Table: tokens/s per variant, and the ratio to the first row (dense, or the packed model as loaded).
-    std::printf("\n%-16s %15s", "variant", "prefill tok/s");
-    for (int64_t B : batches) std::printf(" %14s", ("decode b" + std::to_string(B)).c_str());
-    std::printf("   (x vs %s)\n", rows[0].variant.c_str());
+    std::printf("\n%-22s %15s", "variant", "prefill tok/s");
+    for (bool graph : modes)
+      for (int64_t B : batches) std::printf(" %14s", ((graph ? "graph b" : "decode b") + std::to_string(B)).c_str());
+    const Row& ref = rows[fuse ? 1 : 0];  // the dense (or packed) model as every other variant runs
+    std::printf("   (x vs %s)\n", ref.variant.c_str());
     for (const auto& r : rows) {
-      std::printf("%-16s %8.0f %5.2fx", r.variant.c_str(), r.prefill_tps, r.prefill_tps / rows[0].prefill_tps);
+      std::printf("%-22s %8.0f %5.2fx", r.variant.c_str(), r.prefill_tps, r.prefill_tps / ref.prefill_tps);
       for (size_t i = 0; i < r.decode_tps.size(); ++i)
-        std::printf(" %7.1f %5.2fx", r.decode_tps[i], r.decode_tps[i] / rows[0].decode_tps[i]);
+        std::printf(" %7.1f %5.2fx", r.decode_tps[i], r.decode_tps[i] / ref.decode_tps[i]);
       std::printf("\n");
     }
   } catch (const std::exception& e) {

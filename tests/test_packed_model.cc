@@ -165,7 +165,7 @@ TEST_P(PackedModel, LogitsEqualHfExportInBf16AndTensorsRoundTrip) {
   double scale = ld.abs().max().item<double>(), err = (lp - ld).abs().max().item<double>();
   EXPECT_LE(err, 1e-2 * scale) << "max |packed - hf| " << err << " of max |logit| " << scale;
   double mean_err = (lp - ld).abs().mean().item<double>() / ld.abs().mean().item<double>();
-  EXPECT_LE(mean_err, 2e-3);
+  EXPECT_LE(mean_err, 4e-3);  // 0.5-1.3e-3 with Debian's LibTorch 1.13 (OpenBLAS), 2.5e-3 with PyTorch 2.11's (oneDNN)
   // KV-cache decode through packed slots equals the full forward.
   auto cache = packed->make_cache(2, 24);
   auto l1 = packed->forward(ids.slice(1, 0, 20), &cache);
@@ -181,7 +181,7 @@ TEST_P(PackedModel, LogitsEqualHfExportInBf16AndTensorsRoundTrip) {
   // eval logits through the CLI on the packed directory equals the library forward.
   safetensors_write(tmp + "/ids.safetensors", {{"input_ids", ids}});
   r = test::run_cli("-q eval logits -m '" + tmp + "/packed' -i '" + tmp + "/ids.safetensors' -o '" + tmp +
-                    "/logits.safetensors' --dtype bf16");
+                    "/logits.safetensors' --dtype bf16 --device cpu");  // lp is the CPU path; a CUDA build defaults to the GPU
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_TRUE(SafetensorsFile(tmp + "/logits.safetensors").load("logits").equal(lp));
 
@@ -378,3 +378,156 @@ TEST(PackedModel, Stories260KGenerateAndPpl) {
   EXPECT_EQ(count_lines(r.err), 1) << r.err;
   EXPECT_NE(r.err.find("packed hybrid model"), std::string::npos) << r.err;
 }
+
+// model_fuse_projections: q|k|v and gate|up as one linear per layer. Logits equal the unfused model's (fp32 dense to
+// 1e-5; packed, whose reference GEMM rounds to bf16, to bf16 noise plus a per-linear check), the parts' weights
+// or blobs are views into the fused tensor, an in-place change of a part is seen, and a slot replaced after fusion
+// makes that layer run unfused.
+namespace {
+
+struct FuseCase {
+  const char* name;
+  bool packed;
+  int family;  // 0 LLaMA (GQA, no bias), 1 Qwen2 (q/k/v bias, tied), 2 Gemma 3 (tests/data/gemma3-tiny)
+};
+
+class FusedModel : public ::testing::TestWithParam<FuseCase> {};
+
+double rel_diff(const torch::Tensor& a, const torch::Tensor& b) {
+  return ((a - b).abs().max() / b.abs().max()).item<double>();
+}
+
+// True when t's bytes lie inside whole's.
+bool inside(const torch::Tensor& t, const torch::Tensor& whole) {
+  auto p = reinterpret_cast<uintptr_t>(t.data_ptr()), w = reinterpret_cast<uintptr_t>(whole.data_ptr());
+  return p >= w && p + t.nbytes() <= w + whole.nbytes();
+}
+
+}  // namespace
+
+TEST_P(FusedModel, LogitsEqualUnfusedAndMemoryIsShared) {
+  const FuseCase& c = GetParam();
+  std::string dir;
+  if (c.family == 2) {
+    dir = test::source_dir() + "/tests/data/gemma3-tiny";
+  } else {
+    test::TinySpec s;
+    if (c.family == 1) s = test::TinySpec{"Qwen2ForCausalLM", 64, 96, 2, 4, 2, 97, 128, true, true};
+    dir = test::tiny_model_write(test::temp_dir(std::string("fuse_") + c.name), s);
+  }
+  auto load = [&] {
+    auto m = Model::load(dir);
+    if (c.packed) model_pack_random(*m, 0.5, 5, torch::kBFloat16, 16, 64);  // CPU reference path: 16x64 tiles
+    return m;
+  };
+  auto ref = load(), m = load();
+  const int64_t layers = int64_t(m->layers.size());
+  EXPECT_EQ(model_fuse_projections(*m), 2 * layers);
+  EXPECT_EQ(model_fuse_projections(*m), 2 * layers);  // idempotent: the fused linears are kept
+  for (auto& L : m->layers) {
+    ASSERT_TRUE(L.qkv.current({&L.q, &L.k, &L.v}));
+    ASSERT_TRUE(L.gate_up.current({&L.gate, &L.up}));
+    EXPECT_EQ(L.qkv.linear->out_features(), L.q->out_features() + L.k->out_features() + L.v->out_features());
+    EXPECT_EQ(L.gate_up.linear->out_features(), 2 * L.up->out_features());
+    for (auto [f, part] : std::vector<std::pair<FusedLinear*, Linear*>>{
+             {&L.qkv, L.q.get()}, {&L.qkv, L.k.get()}, {&L.qkv, L.v.get()}, {&L.gate_up, L.up.get()}}) {
+      if (c.packed) {
+        auto* fp = dynamic_cast<PackedHybridLinear*>(f->linear.get());
+        auto* pp = dynamic_cast<PackedHybridLinear*>(part);
+        ASSERT_TRUE(fp && pp);
+        EXPECT_TRUE(inside(pp->hw.data, fp->hw.data));
+        EXPECT_EQ(reinterpret_cast<uintptr_t>(pp->hw.data.data_ptr()) % 16, 0u);
+        EXPECT_EQ(fp->hw.data.numel(), fp->hw.layout.offsets.back());
+      } else {
+        EXPECT_TRUE(inside(part->weight, f->linear->weight));
+      }
+      if (part->bias.defined()) EXPECT_TRUE(inside(part->bias, f->linear->bias));
+    }
+  }
+  if (c.packed)  // the fused blob unpacks to the parts' weights stacked
+    for (auto& L : m->layers) {
+      auto* fq = dynamic_cast<PackedHybridLinear*>(L.qkv.linear.get());
+      auto parts = torch::cat({hybrid_unpack(dynamic_cast<PackedHybridLinear*>(L.q.get())->hw),
+                               hybrid_unpack(dynamic_cast<PackedHybridLinear*>(L.k.get())->hw),
+                               hybrid_unpack(dynamic_cast<PackedHybridLinear*>(L.v.get())->hw)});
+      EXPECT_TRUE(hybrid_unpack(fq->hw).equal(parts));
+    }
+  if (c.family == 1) EXPECT_TRUE(m->layers[0].qkv.linear->bias.defined());
+
+  torch::NoGradGuard ng;
+  // Packed parts run the bf16 reference GEMM, whose fp32 sums are rounded to bf16: the fused GEMM (another N, so
+  // another BLAS blocking) may land one bf16 ulp (2^-8) away on a few outputs, which the layers carry to the logits.
+  // So packed logits get a bf16 tolerance, and each fused packed linear is also checked against its parts directly
+  // (within one ulp per output, where a wrong offset or row order would be off by O(1)).
+  const double tol = c.packed ? 3e-2 : 1e-5;  // fp32: another N, another BLAS summation order
+  if (c.packed)
+    for (auto& L : m->layers) {
+      auto x = torch::randn({3, 5, L.qkv.linear->in_features()});
+      auto fused = L.qkv.forward(x);
+      std::vector<Linear*> parts = {L.q.get(), L.k.get(), L.v.get()};
+      for (size_t i = 0; i < parts.size(); ++i) {
+        auto want = parts[i]->forward(x);
+        EXPECT_TRUE(torch::allclose(fused[i], want, 1.0 / 128, 1e-6)) << "part " << i;
+      }
+      auto gu = L.gate_up.forward(x);
+      EXPECT_TRUE(torch::allclose(gu[0], L.gate->forward(x), 1.0 / 128, 1e-6));
+      EXPECT_TRUE(torch::allclose(gu[1], L.up->forward(x), 1.0 / 128, 1e-6));
+    }
+  torch::manual_seed(3);
+  auto ids = torch::randint(0, m->config.vocab_size, {2, 12}, torch::kInt64);
+  auto lref = ref->forward(ids);
+  auto l = m->forward(ids);
+  EXPECT_LE(rel_diff(l, lref), tol);
+  // KV-cache decode through the fused linears, against the unfused model decoding the same chunks.
+  auto cache = m->make_cache(2, 12), rcache = ref->make_cache(2, 12);
+  auto l1 = m->forward(ids.slice(1, 0, 9), &cache), l2 = m->forward(ids.slice(1, 9, 12), &cache);
+  auto r1 = ref->forward(ids.slice(1, 0, 9), &rcache), r2 = ref->forward(ids.slice(1, 9, 12), &rcache);
+  EXPECT_LE(rel_diff(torch::cat({l1, l2}, 1), torch::cat({r1, r2}, 1)), std::max(tol, 1e-5));
+
+  // A part changed in place (dense: its weight is a view) changes the fused linear too. Only half of v's rows are
+  // scaled: Gemma 3's norms (QK-norm, post-attention norm) would normalise a uniformly scaled q, k or v away.
+  auto half = [](const torch::Tensor& w) { return w.narrow(0, 0, w.size(0) / 2); };
+  if (!c.packed) {
+    half(m->layers[0].v->weight).mul_(1.5);
+    half(ref->layers[0].v->weight).mul_(1.5);
+    auto l3 = m->forward(ids), r3 = ref->forward(ids);
+    EXPECT_GT(rel_diff(l3, lref), 1e-3);
+    EXPECT_LE(rel_diff(l3, r3), tol);
+    lref = r3;
+  }
+  // A replaced slot: layer 0's v becomes a plain Linear with half its rows scaled; that layer's q|k|v runs unfused.
+  auto scaled_v = [&](Model& mm) {
+    auto& v = mm.layers[0].v;
+    torch::Tensor w = c.packed ? hybrid_unpack(dynamic_cast<PackedHybridLinear*>(v.get())->hw).to(torch::kFloat32)
+                               : v->weight * 1.0;
+    w = w.clone();
+    half(w).mul_(1.25);
+    v = std::make_shared<Linear>(w, v->bias.defined() ? v->bias.clone() : torch::Tensor());
+  };
+  scaled_v(*m);
+  scaled_v(*ref);
+  auto& L0 = m->layers[0];
+  EXPECT_FALSE(L0.qkv.current({&L0.q, &L0.k, &L0.v}));
+  EXPECT_TRUE(L0.gate_up.current({&L0.gate, &L0.up}));
+  auto l4 = m->forward(ids), r4 = ref->forward(ids);
+  EXPECT_GT(rel_diff(l4, lref), 1e-3);   // the scaled v is used ...
+  EXPECT_LE(rel_diff(l4, r4), tol);      // ... as in the unfused model
+  // Re-fusing: a dense v among packed q, k (mixed) stays unfused; an all-dense layer fuses again.
+  EXPECT_EQ(model_fuse_projections(*m), c.packed ? 2 * layers - 1 : 2 * layers);
+  EXPECT_LE(rel_diff(m->forward(ids), r4), tol);
+  // A replaced weight tensor (pruning assigns slot->weight) is detected as well.
+  if (!c.packed) {
+    auto& L1 = m->layers[layers - 1];
+    L1.up->weight = L1.up->weight * 0.5;
+    ref->layers[layers - 1].up->weight = ref->layers[layers - 1].up->weight * 0.5;
+    EXPECT_FALSE(L1.gate_up.current({&L1.gate, &L1.up}));
+    EXPECT_LE(rel_diff(m->forward(ids), ref->forward(ids)), tol);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, FusedModel,
+                         ::testing::Values(FuseCase{"llama_dense", false, 0}, FuseCase{"llama_packed", true, 0},
+                                           FuseCase{"qwen2_bias_dense", false, 1},
+                                           FuseCase{"qwen2_bias_packed", true, 1}, FuseCase{"gemma3_dense", false, 2},
+                                           FuseCase{"gemma3_packed", true, 2}),
+                         [](const ::testing::TestParamInfo<FuseCase>& i) { return std::string(i.param.name); });

@@ -4,7 +4,11 @@
 # `eval logits` of both on CUDA in bf16 (packed: hybrid kernels; hf: cuBLAS) compared in Python. Part 2 (speed): a random LLaMA-2-7B bf16 checkpoint,
 # bench_model prefill 2048 tokens and decode batch 1 and 16, dense vs --hybrid-f 0.5 / 0.9 / 1.0 (packed in memory:
 # random tile map, magnitude 2:4 inside the 2:4 tiles) in one process. Prints a short table last.
-# Needs a CUDA PyTorch (its LibTorch and python3 with transformers, for tools/make_random_checkpoint.py).
+# Part 2 decodes both eagerly and through a CUDA graph (DecodeGraph), with q|k|v and gate|up fused, and times the dense
+# model unfused as well. Needs a CUDA PyTorch (its LibTorch and python3 with transformers, for
+# tools/make_random_checkpoint.py). Env: PART=1|2|all (default all: one call may not fit the device tool's 10 minutes;
+# PART=1 then PART=2 in back-to-back calls reuse build-gpu and the checkpoints), TESTS="test_a test_b" builds those
+# ctest executables too and runs them first, REPS, FS (hybrid fractions), BENCH_ARGS (extra bench_model flags).
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
@@ -12,16 +16,24 @@ B=$PWD/build-gpu
 P=$B/patchllm
 TORCH_PREFIX=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
 t0=$(date +%s)
-cmake -S . -B build-gpu -G Ninja -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" -DPATCHLLM_BUILD_TESTS=OFF -DPATCHLLM_BUILD_BENCH=ON \
-  -DPATCHLLM_PCRE2_INCLUDE=$PWD/.deps/include -DCMAKE_CUDA_ARCHITECTURES=90a > "$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
-ninja -C build-gpu patchllm bench_model > "$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -30; exit 1; }
+PART=${PART:-all}
+TESTS=${TESTS:-}
+cmake -S . -B build-gpu -G Ninja -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" -DPATCHLLM_BUILD_TESTS=$([ -n "$TESTS" ] && echo ON || echo OFF) \
+  -DPATCHLLM_BUILD_BENCH=ON -DPATCHLLM_PCRE2_INCLUDE=$PWD/.deps/include -DCMAKE_CUDA_ARCHITECTURES=90a \
+  > "$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
+ninja -C build-gpu patchllm bench_model $TESTS > "$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -30; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
+for t in $TESTS; do
+  build-gpu/tests/$t > "$OUT/$t.log" 2>&1; echo "$t rc=$? :: $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$OUT/$t.log" | tr '\n' ' ')"
+  grep -E '^\[  FAILED  \]|Failure|SKIPPED \]' "$OUT/$t.log" | head -8
+done
 ckpt() {  # name dir dtype [layers]
   [ -f "$2/config.json" ] || python3 tools/make_random_checkpoint.py "$1" "$2" --dtype "$3" ${4:+--layers $4} > /dev/null
   [ -f .deps/gpu-data/tokenizer.model ] && cp .deps/gpu-data/tokenizer.model "$2/"
   true
 }
 
+if [ "$PART" != 2 ]; then
 # Part 1: packed directory through Model::load on CUDA vs the HF export of the same hybrid mask (magnitude 2:4, then
 # a seeded half of the 128x128 tiles made dense), bf16 both; the HF export in fp32 gives the bf16 noise level.
 ckpt llama2-7b /tmp/e2e-2L float32 2
@@ -72,12 +84,16 @@ for k, v in r.items():
           f"  same top-1 {v['same_top1']:.4f}")
 PY
 
+fi
+[ "$PART" = 1 ] && { ckpt llama2-7b /tmp/l2-7b bfloat16; echo "part 1 done, 7B checkpoint made: $(( $(date +%s) - t0 )) s"; exit 0; }
+
 # Part 2: speed on the full 7B shape.
 ckpt llama2-7b /tmp/l2-7b bfloat16
 $B/bench/bench_model -m /tmp/l2-7b --device cuda --prefill 2048 --batches 1,16 --decode 64 -r ${REPS:-5} \
-  --hybrid-f ${FS:-0.5,0.9,1.0} --seed 0 > "$OUT/e2e_bench.log" 2> "$OUT/e2e_bench.err" || { tail -5 "$OUT/e2e_bench.err"; exit 1; }
+  --hybrid-f ${FS:-0.5,0.9,1.0} --seed 0 --cuda-graph ${BENCH_ARGS:-} > "$OUT/e2e_bench.log" 2> "$OUT/e2e_bench.err" \
+  || { tail -5 "$OUT/e2e_bench.err"; exit 1; }
 grep '^{' "$OUT/e2e_bench.log" > "$OUT/e2e_bench.jsonl"
 echo "total: $(( $(date +%s) - t0 )) s"
-cat "$OUT/e2e_check.log"
+[ -f "$OUT/e2e_check.log" ] && cat "$OUT/e2e_check.log"
 echo "LLaMA-2-7B-shaped random bf16, $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1), tok/s and x vs dense:"
 grep -v '^{' "$OUT/e2e_bench.log" | sed '/^$/d'

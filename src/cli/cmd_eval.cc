@@ -58,6 +58,7 @@ void register_eval(CLI::App& app) {
       mask_sparsity = ms.sparsity();
       log_info("applied masks ", o->masks, ": decoder-linear sparsity ", mask_sparsity);
     }
+    if (lo.device.is_cuda()) model_fuse_projections(*model);  // fewer launches; CPU results stay bit for bit as before
     auto r = ppl_evaluate(*model, ids, o->ppl);
     std::fprintf(stderr, "Final estimate: PPL = %.4f +/- %.4f (%lld windows of %lld, %.1f s)\n", r.ppl, r.ppl_stderr,
                  static_cast<long long>(r.n_windows), static_cast<long long>(r.ctx), r.seconds);
@@ -99,6 +100,7 @@ void register_eval(CLI::App& app) {
     if (in.has("attention_mask")) mask = in.load("attention_mask").to(torch::kLong);
     auto model = Model::load(lo->model, opt);
     if (!lo->masks.empty()) mask_load_for_model(lo->masks, lo->model, *model);
+    if (opt.device.is_cuda()) model_fuse_projections(*model);
     torch::NoGradGuard ng;
     auto logits = model->forward(ids, nullptr, mask);
     safetensors_write(lo->output, {{"logits", logits.to(torch::kCPU)}},

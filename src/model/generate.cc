@@ -1,10 +1,12 @@
 #include "model/generate.h"
 
 #include <algorithm>
+#include <memory>
 #include <numeric>
 
 #include "core/error.h"
 #include "core/log.h"
+#include "model/decode_graph.h"
 
 namespace patchllm {
 
@@ -45,13 +47,24 @@ std::vector<int> generate(Model& model, const std::vector<int>& prompt, const Sa
                  "prompt + new tokens = ", total, " exceeds the model's max_position_embeddings ",
                  model.config.max_position);
   Sampler sampler(opt);
-  KVCache cache = model.make_cache(1, total);
   std::vector<int64_t> p64(prompt.begin(), prompt.end());
   auto sync = [&] {
     if (model.device.is_cuda()) torch::cuda::synchronize();
   };
+  // Eager: Model::forward with a cache. Static: prefill eagerly into the graph's cache, then fixed-shape steps.
+  KVCache cache;
+  std::unique_ptr<DecodeGraph> graph;
+  if (opt.decode_graph)
+    graph = std::make_unique<DecodeGraph>(model, 1, total, /*cuda_graph=*/true);
+  else
+    cache = model.make_cache(1, total);
+  auto step = [&](int64_t id) -> torch::Tensor {  // logits [vocab] of the next position
+    auto t = torch::tensor({id}).view({1, 1});
+    return graph ? graph->step(t)[0] : model.forward(t, &cache)[0][-1];
+  };
   double t0 = now_seconds();
-  auto logits = model.forward(torch::tensor(p64).view({1, -1}), &cache);
+  auto prompt_t = torch::tensor(p64).view({1, -1});
+  auto logits = graph ? graph->prefill(prompt_t) : model.forward(prompt_t, &cache);
   int next = sampler.sample(logits[0][-1]);
   sync();
   double t1 = now_seconds();
@@ -61,8 +74,7 @@ std::vector<int> generate(Model& model, const std::vector<int>& prompt, const Sa
     if (on_token) on_token(next);
     if (std::find(opt.stop_ids.begin(), opt.stop_ids.end(), next) != opt.stop_ids.end()) break;
     if (i + 1 == opt.max_new_tokens) break;
-    logits = model.forward(torch::tensor({static_cast<int64_t>(next)}).view({1, 1}), &cache);
-    next = sampler.sample(logits[0][-1]);
+    next = sampler.sample(step(next));
   }
   sync();
   if (stats) {

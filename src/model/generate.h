@@ -14,6 +14,9 @@ struct SamplingOptions {
   uint64_t seed = 0;
   int64_t max_new_tokens = 128;
   std::vector<int64_t> stop_ids;  // generation ends after emitting one of these
+  // Decode through a DecodeGraph (fixed-shape steps; on CUDA captured once as a CUDA graph and replayed, eager
+  // fallback with one warning if capture fails). Off: Model::forward per token.
+  bool decode_graph = false;
 };
 
 struct GenerateStats {

@@ -180,6 +180,8 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const ModelLoadOption
     L.down = linear(p + "mlp.down_proj", H, I);
     m->layers.push_back(std::move(L));
   }
+  if (c.is_gemma3())
+    m->embed_scale = torch::scalar_tensor(std::sqrt(static_cast<double>(H)), torch::kFloat32).to(opt.dtype).to(opt.device);
   m->inv_freq = rope_inv_freq(c).to(opt.device);
   if (!c.sliding_layers.empty()) {
     ModelConfig local = c;
@@ -195,12 +197,19 @@ torch::Tensor Model::embed_tokens(const torch::Tensor& tokens) const {
   auto t = tokens.to(device, torch::kLong);
   PATCHLLM_CHECK(t.numel() == 0 || (t.min().item<int64_t>() >= 0 && t.max().item<int64_t>() < config.vocab_size),
                  InvalidArgument, "token id out of range [0, ", config.vocab_size, ")");
+  return embed_lookup(t);
+}
+
+torch::Tensor Model::embed_lookup(const torch::Tensor& t) const {
   auto e = torch::embedding(embed, t);
   // Gemma scales by sqrt(hidden) rounded to the compute dtype, as HF does (bf16: sqrt(640) -> 25.25).
+  // embed_scale is that value made once at load, on the device (no host-to-device copy inside a captured step).
   if (config.is_gemma3())
-    e = e * torch::scalar_tensor(std::sqrt(static_cast<double>(config.hidden_size)), torch::kFloat32)
-                .to(e.scalar_type())
-                .to(e.device());
+    e = e * (embed_scale.defined() ? embed_scale
+                                   : torch::scalar_tensor(std::sqrt(static_cast<double>(config.hidden_size)),
+                                                          torch::kFloat32)
+                                         .to(e.scalar_type())
+                                         .to(e.device()));
   return e;
 }
 
@@ -266,9 +275,16 @@ torch::Tensor Model::layer_forward(int64_t i, const torch::Tensor& h, const Laye
   const bool local = !c.sliding_layers.empty() && c.sliding_layers.at(static_cast<size_t>(i));
   const int64_t B = h.size(0), T = h.size(1), D = c.head_dim;
   auto x = gemma ? rms_norm_gemma(h, L.input_norm, c.rms_eps) : rms_norm(h, L.input_norm, c.rms_eps);
-  auto q = L.q->forward(x).view({B, T, c.num_heads, D}).transpose(1, 2);
-  auto k = L.k->forward(x).view({B, T, c.num_kv_heads, D}).transpose(1, 2);
-  auto v = L.v->forward(x).view({B, T, c.num_kv_heads, D}).transpose(1, 2);
+  torch::Tensor q, k, v;
+  if (L.qkv.current({&L.q, &L.k, &L.v})) {  // one GEMM, outputs narrowed on the last dim
+    auto y = L.qkv.forward(x);
+    q = y[0], k = y[1], v = y[2];
+  } else {
+    q = L.q->forward(x), k = L.k->forward(x), v = L.v->forward(x);
+  }
+  q = q.reshape({B, T, c.num_heads, D}).transpose(1, 2);
+  k = k.reshape({B, T, c.num_kv_heads, D}).transpose(1, 2);
+  v = v.reshape({B, T, c.num_kv_heads, D}).transpose(1, 2);
   if (gemma) {  // QK-norm over each head, before RoPE
     q = rms_norm_gemma(q, L.q_norm, c.rms_eps);
     k = rms_norm_gemma(k, L.k_norm, c.rms_eps);
@@ -277,7 +293,12 @@ torch::Tensor Model::layer_forward(int64_t i, const torch::Tensor& h, const Laye
   const auto& sin = local ? ctx.sin_local : ctx.sin;
   q = rope_apply(q, cos, sin);
   k = rope_apply(k, cos, sin);
-  if (cache) {
+  if (cache && ctx.cache_pos.defined()) {  // static decode: write the slot, attend over the whole capacity
+    cache->k[i].index_copy_(2, ctx.cache_pos, k);
+    cache->v[i].index_copy_(2, ctx.cache_pos, v);
+    k = cache->k[i];
+    v = cache->v[i];
+  } else if (cache) {
     PATCHLLM_CHECK(cache->length + T <= cache->capacity, InvalidArgument, "KV cache full: ", cache->length, " + ", T,
                    " > capacity ", cache->capacity);
     cache->k[i].narrow(2, cache->length, T).copy_(k);
@@ -289,14 +310,21 @@ torch::Tensor Model::layer_forward(int64_t i, const torch::Tensor& h, const Laye
   auto a = local ? attention(q, k, v, ctx.attn_bias_local, ctx.causal_only_local, scale, c.attn_logit_softcapping)
                  : attention(q, k, v, ctx.attn_bias, ctx.causal_only, scale, c.attn_logit_softcapping);
   a = a.transpose(1, 2).reshape({B, T, c.num_heads * D});
+  auto gate_up = [&](const torch::Tensor& y) -> std::pair<torch::Tensor, torch::Tensor> {
+    if (L.gate_up.current({&L.gate, &L.up})) {
+      auto gu = L.gate_up.forward(y);
+      return {gu[0], gu[1]};
+    }
+    return {L.gate->forward(y), L.up->forward(y)};
+  };
   if (!gemma) {
     auto h2 = h + L.o->forward(a);
-    auto y = rms_norm(h2, L.post_attn_norm, c.rms_eps);
-    return h2 + L.down->forward(torch::silu(L.gate->forward(y)) * L.up->forward(y));
+    auto [g, u] = gate_up(rms_norm(h2, L.post_attn_norm, c.rms_eps));
+    return h2 + L.down->forward(torch::silu(g) * u);
   }
   auto h2 = h + rms_norm_gemma(L.o->forward(a), L.post_attn_norm, c.rms_eps);
-  auto y = rms_norm_gemma(h2, L.pre_ffn_norm, c.rms_eps);
-  auto m = L.down->forward(gelu_act(L.gate->forward(y), c.hidden_act) * L.up->forward(y));
+  auto [g, u] = gate_up(rms_norm_gemma(h2, L.pre_ffn_norm, c.rms_eps));
+  auto m = L.down->forward(gelu_act(g, c.hidden_act) * u);
   return h2 + rms_norm_gemma(m, L.post_ffn_norm, c.rms_eps);
 }
 

@@ -5,6 +5,7 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <utility>
@@ -15,6 +16,20 @@
 
 namespace patchllm {
 
+// Decoder linears sharing one input, computed by a single linear (model_fuse_projections): q|k|v or gate|up.
+// y = linear(x): [..., sum of the parts' out_features], the parts' rows in order; the parts' weights (dense) or blobs
+// (packed) are views into the fused one. Used only while every slot still holds the object it was built from with the
+// same tensors (mask learning, pruning and packing replace slots or weights; the unfused path runs then).
+struct FusedLinear {
+  LinearPtr linear;                    // null: not fused
+  std::vector<const Linear*> parts;    // the slot objects it was built from, in order
+  std::vector<torch::Tensor> tensors;  // per part its weight (dense) or blob (packed), then its bias, at fusion
+  std::vector<int64_t> sizes;          // out_features per part
+
+  bool current(std::initializer_list<const LinearPtr*> slots) const;
+  std::vector<torch::Tensor> forward(const torch::Tensor& x) const;  // one output per part, narrowed on the last dim
+};
+
 struct DecoderLayer {
   // [hidden]. post_attn_norm is HF's post_attention_layernorm: the pre-MLP norm in LLaMA, the norm of the
   // attention output in Gemma 3.
@@ -22,6 +37,7 @@ struct DecoderLayer {
   torch::Tensor pre_ffn_norm, post_ffn_norm;  // [hidden], Gemma 3 only
   torch::Tensor q_norm, k_norm;               // [head_dim], Gemma 3 only
   LinearPtr q, k, v, o, gate, up, down;
+  FusedLinear qkv, gate_up;  // model_fuse_projections; empty otherwise
 };
 
 // Per-layer K/V: [B, n_kv_heads, capacity, head_dim]; `length` tokens are filled.
@@ -39,6 +55,10 @@ struct LayerContext {
   // The same for Gemma 3's sliding-window layers (own RoPE base and window); undefined for other models.
   torch::Tensor cos_local, sin_local, attn_bias_local;
   bool causal_only_local = true;
+  // Static decode (DecodeGraph): int64 [1] on the device, the cache slot of the single new token. K/V are written
+  // there with index_copy_ and attention runs over the whole cache capacity (attn_bias masks the unused slots), so no
+  // shape depends on host state. Undefined: K/V appended at cache->length.
+  torch::Tensor cache_pos;
 };
 
 struct ModelLoadOptions {
@@ -57,6 +77,8 @@ class Model {
 
   // Pieces for layer-by-layer jobs (calibration, pruning, mask learning with per-layer checkpointing).
   torch::Tensor embed_tokens(const torch::Tensor& tokens) const;  // [B, T, hidden] compute dtype
+  // The same without the host-side range check (ids must be valid int64 on the device): static decode steps.
+  torch::Tensor embed_lookup(const torch::Tensor& tokens) const;
   LayerContext make_context(int64_t batch, int64_t seq, int64_t past = 0, const torch::Tensor& attn_mask = {}) const;
   torch::Tensor layer_forward(int64_t i, const torch::Tensor& h, const LayerContext& ctx, KVCache* cache = nullptr);
   torch::Tensor head(const torch::Tensor& h) const;  // final norm + LM head, fp32 logits
@@ -72,10 +94,17 @@ class Model {
   std::vector<DecoderLayer> layers;
   torch::Tensor inv_freq;        // [head_dim/2] fp32, rope scaling applied
   torch::Tensor inv_freq_local;  // Gemma 3 sliding layers (rope_local_base_freq), else undefined
+  torch::Tensor embed_scale;     // Gemma 3: sqrt(hidden) in the compute dtype, 0-dim on the device; else undefined
   torch::Device device = torch::kCPU;
   c10::ScalarType dtype = torch::kFloat32;
   std::string dir;
 };
+
+// Per decoder layer, replaces q,k,v and gate,up by one fused linear each (one GEMM / one hybrid kernel launch) when
+// the parts are all plain Linear (same dtype and device) or all PackedHybridLinear (same dtype, tile geometry and
+// in_features, every part but the last a whole number of row blocks). The parts' weights become views into the
+// fused weight, so no memory is duplicated; other layers stay unfused. Returns the number of fused groups.
+int model_fuse_projections(Model& model);
 
 // Building blocks, public so tests can check them against plain references.
 torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& w, double eps);  // computed in fp32
