@@ -1,5 +1,9 @@
 // Core utilities: SHA-256 against published vectors and Python's hashlib, atomic writes, provenance.
 #include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include "core/error.h"
 #include "core/file.h"
@@ -37,4 +41,24 @@ TEST(Core, ProvenanceHashesInputs) {
   EXPECT_EQ(j["inputs"][dir + "/in.txt"], "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   EXPECT_EQ(j["tool"], "patchllm");
   EXPECT_FALSE(j["git_hash"].get<std::string>().empty());
+}
+
+// dir_remove_all removes a tree (files, nested and empty directories) and a symlink in it without following it;
+// a missing path is fine; path_rename reports failures as text.
+TEST(Core, DirRemoveAllDoesNotFollowSymlinks) {
+  std::string tmp = test::temp_dir("rmtree");
+  std::string keep = tmp + "/outside", tree = tmp + "/tree";
+  dir_create(keep);
+  file_write_atomic(keep + "/precious", "x");
+  dir_create(tree + "/a/b/empty");
+  file_write_atomic(tree + "/a/b/f", "1");
+  file_write_atomic(tree + "/g", "2");
+  ASSERT_EQ(::symlink(keep.c_str(), (tree + "/a/link").c_str()), 0);
+  EXPECT_EQ(dir_remove_all(tree), "");
+  EXPECT_FALSE(dir_exists(tree));
+  EXPECT_TRUE(file_exists(keep + "/precious"));
+  EXPECT_EQ(dir_remove_all(tree), "");  // already gone
+  EXPECT_EQ(path_rename(tree, tmp + "/x"), std::string(std::strerror(ENOENT)));
+  EXPECT_EQ(path_rename(keep, tmp + "/moved"), "");
+  EXPECT_TRUE(file_exists(tmp + "/moved/precious"));
 }

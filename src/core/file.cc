@@ -2,11 +2,13 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -39,6 +41,23 @@ void dir_create(const std::string& path) {
   if (slash != std::string::npos && slash > 0) dir_create(path.substr(0, slash));
   if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST)
     throw Error(str(path, ": cannot create directory (", std::strerror(errno), ")"));
+}
+
+namespace {
+int remove_entry(const char* p, const struct stat*, int, struct FTW*) { return ::remove(p) == 0 ? 0 : errno; }
+}  // namespace
+
+std::string dir_remove_all(const std::string& path) {
+  struct stat st;
+  if (::lstat(path.c_str(), &st) != 0) return errno == ENOENT ? "" : std::strerror(errno);
+  // Depth first (children before their directory), physical (a symlink is removed, not followed).
+  int rc = ::nftw(path.c_str(), remove_entry, 32, FTW_DEPTH | FTW_PHYS);
+  if (rc == 0) return "";
+  return std::strerror(rc > 0 ? rc : errno);
+}
+
+std::string path_rename(const std::string& from, const std::string& to) {
+  return ::rename(from.c_str(), to.c_str()) == 0 ? "" : std::strerror(errno);
 }
 
 bool dir_is_empty(const std::string& d) {

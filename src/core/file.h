@@ -11,6 +11,11 @@ bool file_exists(const std::string& path);
 bool dir_exists(const std::string& path);
 void dir_create(const std::string& path);  // mkdir -p
 bool dir_is_empty(const std::string& path);  // true also when it does not exist
+// rm -rf without following symlinks; a missing path is not an error. Empty string on success, else why it failed.
+// (POSIX nftw, not std::filesystem: std::filesystem::remove_all crashed in GPU builds against PyTorch's LibTorch.)
+std::string dir_remove_all(const std::string& path);
+// rename(2); empty string on success, else strerror.
+std::string path_rename(const std::string& from, const std::string& to);
 std::string path_join(const std::string& a, const std::string& b);
 
 // Writes `data` to `path` via `path.tmp.<pid>` + rename.

@@ -2,7 +2,6 @@
 #include <unistd.h>
 
 #include <cstdio>
-#include <filesystem>
 
 #include "core/error.h"
 #include "core/file.h"
@@ -73,12 +72,12 @@ void export_packed(const std::string& model_dir, const std::string& out_dir, con
   meta["patchllm_base_model_fingerprint"] = masks.fingerprint;
 
   // Everything goes into a sibling temp directory first; the output appears (or is replaced) by rename only.
-  namespace fs = std::filesystem;
   std::string out = out_dir;
   while (out.size() > 1 && out.back() == '/') out.pop_back();
   const std::string tmp = str(out, ".tmp.", ::getpid()), old = str(out, ".old.", ::getpid());
   try {
-    fs::remove_all(tmp);
+    std::string why = dir_remove_all(tmp);
+    PATCHLLM_CHECK(why.empty(), Error, tmp, ": cannot remove a stale temp directory (", why, ")");
     dir_create(tmp);
     for (const char* f : {"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
                           "special_tokens_map.json", "tokenizer.model", "added_tokens.json", "vocab.json",
@@ -88,21 +87,19 @@ void export_packed(const std::string& model_dir, const std::string& out_dir, con
     }
     safetensors_write(path_join(tmp, "model.safetensors"), tensors, meta);
     tensors.clear();
-    std::error_code ec;
-    if (fs::exists(out)) {
-      fs::rename(out, old, ec);
-      PATCHLLM_CHECK(!ec, Error, out, ": cannot move the old output aside (", ec.message(), ")");
+    if (dir_exists(out) || file_exists(out)) {
+      why = path_rename(out, old);
+      PATCHLLM_CHECK(why.empty(), Error, out, ": cannot move the old output aside (", why, ")");
     }
-    fs::rename(tmp, out, ec);
-    if (ec) {
-      std::error_code ec2;
-      if (fs::exists(old)) fs::rename(old, out, ec2);  // put the old output back
-      throw Error(str(out, ": cannot rename ", tmp, " into place (", ec.message(), ")"));
+    why = path_rename(tmp, out);
+    if (!why.empty()) {
+      if (dir_exists(old)) path_rename(old, out);  // put the old output back
+      throw Error(str(out, ": cannot rename ", tmp, " into place (", why, ")"));
     }
-    fs::remove_all(old, ec);
+    why = dir_remove_all(old);
+    if (!why.empty()) log_warn(old, ": the previous output could not be removed (", why, ")");
   } catch (...) {
-    std::error_code ec;
-    fs::remove_all(tmp, ec);
+    dir_remove_all(tmp);
     throw;
   }
   log_info("exported packed hybrid model to ", out, ": ", tiles, " tiles (", sparse_tiles, " 2:4), linears ",
