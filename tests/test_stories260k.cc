@@ -36,6 +36,15 @@ TEST(Stories260K, CliGenerateStreamsTheSameText) {
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("Once upon a time, there was a little girl named Lily."), std::string::npos) << r.out;
   EXPECT_NE(r.err.find("tok/s"), std::string::npos) << r.err;
+  // The static decode step (what a CUDA graph captures; eager on the CPU) and the unfused model stream the same text.
+  for (const char* flags : {"--cuda-graph", "--no-fuse --no-cuda-graph"}) {
+    auto g = test::run_cli("generate -m '" + dir + "' -n 30 --temp 0 --device cpu " + flags);
+    ASSERT_EQ(g.code, 0) << flags << ": " << g.err;
+    EXPECT_EQ(g.out, r.out) << flags;
+  }
+  auto bad = test::run_cli("generate -m '" + dir + "' -n 3 --cuda-graph --no-cuda-graph");
+  EXPECT_EQ(bad.code, 1) << bad.err;
+  EXPECT_NE(bad.err.find("exclude each other"), std::string::npos) << bad.err;
 }
 
 TEST(Stories260K, CliInspectReportsRaggedTiles) {

@@ -1,4 +1,4 @@
-// patchllm generate -m DIR -p PROMPT -n N [--temp --top-p --seed --cuda-graph --no-fuse]: streamed text on stdout,
+// patchllm generate -m DIR -p PROMPT -n N [--temp --top-p --seed --[no-]cuda-graph --no-fuse]: streamed text on stdout,
 // speed on stderr.
 #include <cstdio>
 #include <iostream>
@@ -15,7 +15,7 @@ void register_generate(CLI::App& app) {
     std::string model, prompt;
     SamplingOptions s;
     DeviceOptions dev;
-    bool no_bos = false, no_fuse = false;
+    bool no_bos = false, no_fuse = false, graph = false, no_graph = false;
   };
   auto o = std::make_shared<Opts>();
   auto* sub = app.add_subcommand("generate", "generate text (greedy at --temp 0)");
@@ -26,13 +26,16 @@ void register_generate(CLI::App& app) {
   sub->add_option("--top-p", o->s.top_p, "nucleus sampling mass")->capture_default_str();
   sub->add_option("-s,--seed", o->s.seed, "sampling seed")->capture_default_str();
   sub->add_flag("--no-bos", o->no_bos, "do not add BOS/special tokens to the prompt");
-  sub->add_flag("--cuda-graph", o->s.decode_graph,
-                "decode with fixed-shape steps captured once as a CUDA graph and replayed (CUDA; on the CPU the same "
-                "steps run eagerly; a failed capture warns and decodes eagerly)");
+  sub->add_flag("--cuda-graph", o->graph,
+                "decode with fixed-shape steps captured once as a CUDA graph and replayed (the default on CUDA; on the "
+                "CPU the same steps run eagerly; a failed capture warns and decodes eagerly)");
+  sub->add_flag("--no-cuda-graph", o->no_graph, "decode with Model::forward per token (eager)");
   sub->add_flag("--no-fuse", o->no_fuse, "keep q,k,v and gate,up as separate linears (fused: one GEMM each)");
   o->dev.add(sub);
   sub->callback([o] {
     auto lo = o->dev.resolve();
+    PATCHLLM_CHECK(!(o->graph && o->no_graph), InvalidArgument, "--cuda-graph and --no-cuda-graph exclude each other");
+    o->s.decode_graph = o->graph || (lo.device.is_cuda() && !o->no_graph);
     auto tok = tokenizer_load(o->model);
     auto model = Model::load(o->model, lo);
     log_info("model ", o->model, " (", model->config.architecture, ", ", model->num_parameters(), " params) on ",
