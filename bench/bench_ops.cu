@@ -3,9 +3,12 @@
 // Weights rotate over copies totalling ≥ 400 MB (HBM, not L2); CUDA events around batches of launches; medians.
 // Build (GPU machine): nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Isrc -Ibench bench/bench_ops.cu \
 //   src/ops/hybrid_gemm.cu -lcublas [-DPATCHLLM_HAVE_CUSPARSELT -I$CSL/include -L$CSL/lib -l:libcusparseLt.so.0]
-// Run: ./bench_ops [--quick] [--out PREFIX]  -> markdown on stdout, PREFIX.md / .csv / .json
+// Run: ./bench_ops [--quick] [--decode | --prefill] [--ms M1,M2,...] [--out PREFIX]  -> markdown on stdout,
+// PREFIX.md / .csv / .json. --prefill times the wgmma kernel at 128/256 tokens per CTA and the split-K kernel beside
+// the auto dispatch; --ms replaces the mode's token counts (e.g. --prefill --ms 32,64,128 to pick the dispatch cut).
 #include <cublas_v2.h>
 
+#include <algorithm>
 #include <map>
 
 #include "bench_ops_common.h"
@@ -114,13 +117,14 @@ std::string fmt(double v, int prec = 2) {
 
 int main(int argc, char** argv) {
   bool quick = false, decode = false, prefill = false;
-  std::string prefix = "bench_ops";
+  std::string prefix = "bench_ops", ms_arg;  // --ms 64,128: these M instead of the mode's list
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--quick") quick = true;
     else if (a == "--decode") decode = true;
     else if (a == "--prefill") prefill = true;
     else if (a == "--out" && i + 1 < argc) prefix = argv[++i];
+    else if (a == "--ms" && i + 1 < argc) ms_arg = argv[++i];
   }
   cudaDeviceProp prop;
   BENCH_CUDA(cudaGetDeviceProperties(&prop, 0));
@@ -158,6 +162,14 @@ int main(int argc, char** argv) {
   if (prefill) {  // compute-bound sizes: the wgmma kernel (auto dispatch) with 128 and 256 tokens per CTA beside it
     Ms = quick ? std::vector<int64_t>{512, 2048, 8192} : std::vector<int64_t>{256, 512, 2048, 8192};
   }
+  if (!ms_arg.empty()) {
+    Ms.clear();
+    for (size_t p = 0; p < ms_arg.size();) {
+      size_t q = ms_arg.find(',', p);
+      Ms.push_back(std::stoll(ms_arg.substr(p, q - p)));
+      p = q == std::string::npos ? ms_arg.size() : q + 1;
+    }
+  }
   std::vector<Row> rows;
   int failures = 0;
   for (const Shape& sh : shapes) {
@@ -166,7 +178,8 @@ int main(int argc, char** argv) {
     const int rot = int(std::max<int64_t>(2, ((400ll << 20) + int64_t(wbytes) - 1) / int64_t(wbytes)));
     bench::Problem P = bench::make_problem(N, K, 0.0, 42, true, false);
     std::vector<void*> Wd = replicate(P.w.data(), wbytes, rot);
-    const int64_t Mmax = Ms.back() < 16 ? 16 : Ms.back();
+    // Buffers for the largest M timed and the validation sizes (16; 512 in prefill mode).
+    const int64_t Mmax = std::max<int64_t>(*std::max_element(Ms.begin(), Ms.end()), prefill ? 512 : 16);
     void *x, *y, *ws;
     BENCH_CUDA(cudaMalloc(&x, size_t(Mmax * K) * 2));
     BENCH_CUDA(cudaMalloc(&y, size_t(Mmax * N) * 2));

@@ -250,7 +250,7 @@ TEST(OpsHybridLinear, CudaKernelsMatchTheCpuReference) {
       auto tmap = torch::rand({RB, CT}, gen).lt(f).to(torch::kUInt8);
       auto hw = hybrid_pack(w, tmap, keep);
       auto hwc = hw.to(torch::Device(torch::kCUDA, 0));
-      for (int64_t M : {1, 16, 129, 700}) {
+      for (int64_t M : {1, 16, 64, 65, 128, 129, 700}) {  // both sides of each auto-dispatch cut
         auto x = random_weight(M, c.K, c.dt, gen);
         auto want = hybrid_linear_ref(x, hw).to(torch::kFloat64);
         auto got = hybrid_linear(x.to(torch::kCUDA), hwc).cpu().to(torch::kFloat64);

@@ -1,7 +1,8 @@
 // Launchers of the hybrid dense/2:4 GEMM. No LibTorch here: CUDA runtime only (the TMA descriptor encoder comes from
 // the driver through cudaGetDriverEntryPointByVersion, so nothing links libcuda).
 // x: [M, K] bf16/fp16, W: [N, K] packed hybrid (128×128 tiles) -> y: [M, N]. Dispatch by M and architecture:
-// M <= 128 split-K decode kernel (hybrid_decode.cuh); above, on sm_90, the wgmma prefill kernel (hybrid_prefill.cuh),
+// M <= 64 split-K decode kernel (hybrid_decode.cuh); above, on sm_90a, the wgmma prefill kernel (hybrid_prefill.cuh);
+// without wgmma code split-K up to M = 128, then
 // the persistent mma.sync kernel (hybrid_gemm.cuh) on request or where wgmma is not built; on sm_8x the split-K
 // kernel for every M (64-token chunks).
 #include <cudaTypedefs.h>
@@ -128,7 +129,12 @@ cudaError_t launch_prefill(const void* x, const hp::Params& p, cudaStream_t stre
 }
 
 // ---- split-K decode kernel (hybrid_decode.cuh) ----
-constexpr int DECODE_MAX_M = 128;   // auto dispatch: decode kernel up to here
+// Auto dispatch: the split-K decode kernel up to DECODE_MAX_M tokens, the wgmma kernel above where it is built (sm_90a),
+// else the split-K kernel up to DECODE_MAX_M_NO_WGMMA. H200, 2026-12-04 (`bench_ops --prefill --quick --ms 32,64,128`):
+// at M = 128 wgmma is 0.91-1.10x cuBLAS on 12288x4096 and 0.44-0.50x on 4096x14336, split-K 0.35-0.42x on both; at
+// M = 64 split-K wins on 4096x14336 (0.65-0.71x vs 0.42-0.47x) and loses on 12288x4096 (0.58-0.63x vs 0.65-0.78x).
+constexpr int DECODE_MAX_M = 64;
+constexpr int DECODE_MAX_M_NO_WGMMA = 128;
 constexpr int DECODE_CTAS_PER_SM = 4;      // default target: 2 resident CTAs per SM, ~2 waves
 constexpr int DECODE_MAX_CTAS_PER_SM = 16;  // largest target the workspace is sized for
 // Partial slots the decode kernel may use for N rows: nchunks·RB·S ≤ target + nchunks·RB, nchunks ≤ 2 in auto mode.
@@ -214,7 +220,9 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
   const int64_t rb = (a.N + hg::TILE - 1) / hg::TILE, ct = (a.K + hg::TILE - 1) / hg::TILE;
   cudaStream_t stream = static_cast<cudaStream_t>(a.stream);
   uint8_t* ws = static_cast<uint8_t*>(a.workspace);
-  const bool decode = a.kernel == 2 || (a.kernel == 0 && (a.M <= DECODE_MAX_M || !hopper));
+  const bool decode = a.kernel == 2 ||
+                      (a.kernel == 0 && (!hopper || a.M <= DECODE_MAX_M ||
+                                         (a.M <= DECODE_MAX_M_NO_WGMMA && !(d.major == 9 && wgmma_built()))));
   if (decode) {
     const int64_t max_slots = decode_part_slots(a.N, d.sms);
     const int64_t nchunks_all = (a.M + hd::CHUNK_TOKENS - 1) / hd::CHUNK_TOKENS;

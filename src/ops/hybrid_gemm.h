@@ -30,7 +30,7 @@ struct HybridGemmArgs {
   size_t workspace_bytes = 0;
   void* stream = nullptr;         // cudaStream_t; null = legacy default stream
   int grid = 0;                   // persistent kernel only: CTAs; 0 = one per SM
-  int kernel = 0;                 // 0 = auto (split-K decode kernel for M <= 128, above it the wgmma prefill kernel
+  int kernel = 0;                 // 0 = auto (split-K decode kernel for M <= 64, above it the wgmma prefill kernel
                                   // on sm_90, else the persistent one; on sm_8x the split-K kernel for every M),
                                   // 1 = persistent mma.sync bulk-copy kernel (sm_90),
                                   // 2 = split-K decode kernel (any M, 64-token chunks), 3 = wgmma prefill (sm_90a)
