@@ -52,6 +52,22 @@ TEST(Ppl, TokenIdsSha256IsInt32LittleEndian) {
             "89451e9fdde67eb81431f1350c2e00e7a68fe9b23b181dea605318f6c5949049");
 }
 
+// token_nll against an fp64 log-softmax of the same fp32 logits, at vocabulary sizes where an fp32 log-softmax is
+// off by 1e-6 to 6e-5 (LLaMA-2 32k, Qwen2.5 152k, Gemma 3 262k), with logits of growing spread.
+TEST(Ppl, TokenNllMatchesFp64LogSoftmax) {
+  torch::manual_seed(5);
+  for (int64_t V : {32000, 151936, 262144})
+    for (double spread : {1.0, 3.0, 10.0}) {
+      auto x = torch::randn({70, V}) * spread;  // 70 rows: two 64-row blocks, the second ragged
+      auto t = torch::randint(0, V, {70, 1});
+      auto want = -x.to(torch::kFloat64).log_softmax(-1).gather(-1, t).squeeze(-1);
+      auto got = token_nll(x, t);
+      ASSERT_EQ(got.scalar_type(), torch::kFloat64);
+      EXPECT_LE((got - want).abs().max().item<double>(), 1e-7) << "V " << V << " spread " << spread;
+    }
+  EXPECT_THROW(token_nll(torch::zeros({3, 5}), torch::zeros({4, 1}, torch::kLong)), std::exception);
+}
+
 TEST(Ppl, ChunkedHeadEqualsFullLogits) {
   for (bool qwen : {false, true}) {
     test::TinySpec spec;

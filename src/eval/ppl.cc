@@ -1,5 +1,6 @@
 #include "eval/ppl.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
@@ -32,6 +33,24 @@ std::string token_ids_sha256(const std::vector<int>& ids) {
     for (int k = 0; k < 4; ++k) buf[4 * i + k] = static_cast<char>((u >> (8 * k)) & 0xff);
   }
   return sha256_hex(buf.data(), buf.size());
+}
+
+torch::Tensor token_nll(const torch::Tensor& logits, const torch::Tensor& targets) {
+  PATCHLLM_CHECK(logits.dim() == 2 && targets.dim() == 2 && targets.size(0) == logits.size(0) && targets.size(1) == 1,
+                 InvalidArgument, "token_nll: logits [n, V] and targets [n, 1], got ", logits.sizes(), " and ",
+                 targets.sizes());
+  const int64_t n = logits.size(0);
+  auto x = logits.to(torch::kFloat32);
+  auto mx = std::get<0>(x.max(-1, /*keepdim=*/true));  // [n, 1]
+  auto lse = torch::empty({n}, x.options().dtype(torch::kFloat64));
+  // 64 rows at a time: the fp64 copy of the exponentials is 64 x V x 8 bytes (134 MB at V = 262 144).
+  for (int64_t r = 0; r < n; r += 64) {
+    const int64_t m = std::min<int64_t>(64, n - r);
+    auto mr = mx.narrow(0, r, m);
+    auto sum = (x.narrow(0, r, m) - mr).exp().to(torch::kFloat64).sum(-1);
+    lse.narrow(0, r, m).copy_(sum.log() + mr.squeeze(-1).to(torch::kFloat64));
+  }
+  return lse - x.gather(-1, targets).squeeze(-1).to(torch::kFloat64);
 }
 
 PplResult ppl_evaluate(Model& model, const std::vector<int>& tokens, const PplOptions& opt) {
@@ -68,8 +87,7 @@ PplResult ppl_evaluate(Model& model, const std::vector<int>& tokens, const PplOp
     const int64_t step = opt.head_rows > 0 ? opt.head_rows : rows;
     for (int64_t s = 0; s < rows; s += step) {
       const int64_t n = std::min(step, rows - s);
-      auto logp = torch::log_softmax(model.head(h.narrow(0, s, n)), -1);  // [n, V] fp32
-      auto nll = -logp.gather(-1, tgt.narrow(0, s, n)).squeeze(-1).to(torch::kFloat64);
+      auto nll = token_nll(model.head(h.narrow(0, s, n)), tgt.narrow(0, s, n));  // [n] fp64
       sum += nll.sum().item<double>();
       sum2 += nll.pow(2).sum().item<double>();
       r.n_scored += n;
