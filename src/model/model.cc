@@ -204,12 +204,7 @@ torch::Tensor Model::embed_lookup(const torch::Tensor& t) const {
   auto e = torch::embedding(embed, t);
   // Gemma scales by sqrt(hidden) rounded to the compute dtype, as HF does (bf16: sqrt(640) -> 25.25).
   // embed_scale is that value made once at load, on the device (no host-to-device copy inside a captured step).
-  if (config.is_gemma3())
-    e = e * (embed_scale.defined() ? embed_scale
-                                   : torch::scalar_tensor(std::sqrt(static_cast<double>(config.hidden_size)),
-                                                          torch::kFloat32)
-                                         .to(e.scalar_type())
-                                         .to(e.device()));
+  if (config.is_gemma3()) e = e * embed_scale;
   return e;
 }
 

@@ -169,9 +169,12 @@ inline std::string hybrid_pack_tile(const uint16_t* w, const uint8_t* keep, int6
   return "";
 }
 
-// Packs a whole weight into blob (size L.offsets.back()). Returns "" or a one-line error.
-inline std::string hybrid_pack_raw(const uint16_t* w, const uint8_t* keep, const HybridLayout& L, uint8_t* blob) {
-  for (int64_t rb = 0; rb < L.row_blocks; ++rb)
+// Packs a whole weight into blob (size L.offsets.back()), or row blocks [rb0, rb1) of it when given (every tile
+// writes its own blob range, so disjoint ranges may run in parallel). Returns "" or a one-line error.
+inline std::string hybrid_pack_raw(const uint16_t* w, const uint8_t* keep, const HybridLayout& L, uint8_t* blob,
+                                   int64_t rb0 = 0, int64_t rb1 = -1) {
+  if (rb1 < 0) rb1 = L.row_blocks;
+  for (int64_t rb = rb0; rb < rb1; ++rb)
     for (int64_t ct = 0; ct < L.col_tiles; ++ct) {
       int64_t t = rb * L.col_tiles + ct;
       std::string err = hybrid_pack_tile(w, keep, L.rows, L.cols, rb * L.tile_rows, ct * L.tile_cols, L.tile_rows,

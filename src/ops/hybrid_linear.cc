@@ -68,20 +68,14 @@ HybridWeight hybrid_pack(const torch::Tensor& weight, const torch::Tensor& tile_
   hw.dtype = weight.scalar_type();
   hw.layout = hybrid_layout_make(N, K, tile_rows, tile_cols, tmap.data_ptr<uint8_t>());
   hw.data = torch::empty({hw.layout.offsets.back()}, torch::kUInt8);
-  // hybrid_pack_raw's loop, row blocks in parallel (every tile writes its own blob range): a 7B model is ~90 s
-  // serially. The first error in row-block order is reported, as the serial loop would.
-  const HybridLayout& L = hw.layout;
+  // Row blocks in parallel (a 7B model is ~90 s serially); the first error in row-block order is reported, as the
+  // serial loop would.
   const auto* wp = reinterpret_cast<const uint16_t*>(w.data_ptr());
   const uint8_t* kp = keep.data_ptr<uint8_t>();
   uint8_t* out = hw.data.data_ptr<uint8_t>();
-  std::vector<std::string> errs(size_t(L.row_blocks));
-  at::parallel_for(0, L.row_blocks, 1, [&](int64_t b, int64_t e) {
-    for (int64_t rb = b; rb < e; ++rb)
-      for (int64_t ct = 0; ct < L.col_tiles && errs[size_t(rb)].empty(); ++ct) {
-        const int64_t t = rb * L.col_tiles + ct;
-        errs[size_t(rb)] = hybrid_pack_tile(wp, kp, L.rows, L.cols, rb * L.tile_rows, ct * L.tile_cols, L.tile_rows,
-                                            L.tile_cols, L.kinds[size_t(t)], out + L.offsets[size_t(t)]);
-      }
+  std::vector<std::string> errs(size_t(hw.layout.row_blocks));
+  at::parallel_for(0, hw.layout.row_blocks, 1, [&](int64_t b, int64_t e) {
+    for (int64_t rb = b; rb < e; ++rb) errs[size_t(rb)] = hybrid_pack_raw(wp, kp, hw.layout, out, rb, rb + 1);
   });
   for (const std::string& err : errs) PATCHLLM_CHECK(err.empty(), InvalidArgument, "hybrid_pack: ", err);
   hw.tile_kinds = tmap.clone().reshape({RB, CT});
