@@ -8,7 +8,7 @@ Protocol (src/eval/ppl.h): the file's bytes as they are (wiki.test.raw has CRLF 
 newline translation), tokenized once with the model directory's tokenizer.json and add_special_tokens=True (BOS once
 at the start where the tokenizer adds one: Gemma yes, Qwen2 no), cut into non-overlapping windows of CTX tokens, the
 remainder dropped, the first N windows scored on their CTX-1 next-token predictions, PPL = exp(mean NLL).
-The model runs in fp32 on CPU with eager attention; the LM head and log-softmax go 512 positions at a time (row-wise,
+The model runs in fp32 (CPU, or CUDA with --device and TF32 off) with eager attention; the LM head and log-softmax go 512 positions at a time (row-wise,
 so the result is that of the full logits) to keep a 262k-vocabulary model's 4096-token logits out of memory.
 --ours: patchllm's --json output, compared (token count, windows, sha256 of the ids as int32 LE, PPL ratio).
 --ours-ids: patchllm's token ids as little-endian int32, compared id by id with the reference tokenization.
@@ -36,6 +36,7 @@ def main():
     ap.add_argument("--ours")
     ap.add_argument("--ours-ids")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu | cuda[:N] (fp32 either way; TF32 off on CUDA)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -61,13 +62,18 @@ def main():
         else:
             print(f"token ids identical ({len(ids)})", file=sys.stderr)
 
+    dev = torch.device(a.device)
+    if dev.type == "cuda":  # the protocol is fp32: no TF32 in matmuls or convolutions
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32, attn_implementation="eager").eval()
+    model.to(dev)
     cap = getattr(model.config, "final_logit_softcapping", None)
     n_win = len(ids) // a.ctx
     if a.chunks > 0:
         n_win = min(n_win, a.chunks)
     assert n_win > 0, "fewer tokens than one window"
-    x_all = torch.tensor(ids[:n_win * a.ctx]).view(n_win, a.ctx)
+    x_all = torch.tensor(ids[:n_win * a.ctx]).view(n_win, a.ctx).to(dev)
     nll_sum, nll_sq, n_scored = 0.0, 0.0, 0
     t0 = time.time()
     with torch.no_grad():
@@ -89,7 +95,8 @@ def main():
     std = math.sqrt(max(0.0, nll_sq / n_scored - mean * mean))
     ppl = math.exp(mean)
     r = {"reference": "transformers", "transformers": transformers.__version__, "torch": torch.__version__,
-         "device": "cpu float32 eager", "machine": platform.processor() or platform.machine(),
+         "device": f"{a.device} float32 eager" + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""),
+         "machine": platform.processor() or platform.machine(),
          "model": a.model, "dataset": a.file, "seq_len": a.ctx, "stride": a.ctx, "n_tokens": len(ids),
          "ids_sha256_int32le": sha, "n_windows": n_win, "n_scored": n_scored, "nll_mean": mean, "ppl": ppl,
          "ppl_stderr": ppl * std / math.sqrt(n_scored), "seconds": time.time() - t0}
