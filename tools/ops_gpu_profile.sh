@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # GPU-machine profile of the hybrid kernels with Nsight Compute: why the prefill (wgmma) and decode (split-K) kernels
 # miss their targets. Builds the dev harness, then profiles the last of three launches of one problem per case.
-# Usage (repo root): bash tools/ops_gpu_profile.sh. Full reports under $OUT; key lines printed.
+# Usage (repo root): bash tools/ops_gpu_profile.sh [CASE ...], CASE = tag:kernel-regex:N:K:M:f (default: the prefill
+# and decode cases below). Full reports under $OUT (ncu_TAG.txt, with launch statistics and per-SASS-line stall
+# sampling); key lines printed; the decode kernel's SASS instruction histogram in $OUT/sass_decode.txt.
 set -u -o pipefail
 OUT=${OUT:-/tmp/ops_out}
 mkdir -p "$OUT"
@@ -11,11 +13,16 @@ prof() {  # tag kernel-regex N K M f
   local tag=$1 re=$2; shift 2
   timeout 150 ncu --kernel-name "regex:$re" --launch-skip 2 --launch-count 1 --section SpeedOfLight \
     --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis --section Occupancy --section WarpStateStats \
+    --section LaunchStats --section SchedulerStats --section SourceCounters \
     /tmp/hg_dev one "$@" >"$OUT/ncu_$tag.txt" 2>&1
   echo "== $tag ($re, N K M f = $*) rc=$?"
-  grep -E "Duration|Throughput|Busy|Bandwidth|Hit Rate|Achieved Occupancy|Issue Slots|Executed Ipc|Warp Cycles|stall|Stall" \
-    "$OUT/ncu_$tag.txt" | sed 's/  */ /g' | head -30
+  grep -E "Duration|DRAM Throughput|Memory Throughput|L2 Cache Throughput|Compute \(SM\) Throughput|Busy|Hit Rate|Achieved Occupancy|Theoretical Occupancy|Registers Per|Shared Memory Configuration|Block Size|Grid Size|Issue Slots|Executed Ipc|Eligible Warps|Warp Cycles|No Eligible" \
+    "$OUT/ncu_$tag.txt" | sed 's/  */ /g' | head -40
 }
-prof prefill_f0 hybrid_prefill 12288 4096 8192 0.0
-prof prefill_f1 hybrid_prefill 12288 4096 8192 1.0
-prof decode_f09_m16 hybrid_decode 12288 4096 16 0.9
+CASES=("$@")
+[ ${#CASES[@]} -gt 0 ] || CASES=(prefill_f0:hybrid_prefill:12288:4096:8192:0.0 prefill_f1:hybrid_prefill:12288:4096:8192:1.0
+  decode_f09_m16:hybrid_decode:12288:4096:16:0.9)
+for c in "${CASES[@]}"; do IFS=: read -r tag re n k m f <<<"$c"; prof "$tag" "$re" "$n" "$k" "$m" "$f"; done
+cuobjdump -sass /tmp/hg_dev 2>/dev/null | awk '/Function : .*hybrid_decode/{on=1} /Function : /&&!/hybrid_decode/{on=0} on' \
+  | grep -oE "^ +/\*[0-9a-f]+\*/ +[A-Z][A-Z0-9_.]+" | awk '{print $2}' | sort | uniq -c | sort -rn > "$OUT/sass_decode.txt"
+echo "== SASS of the decode kernels (all instantiations), top opcodes:"; head -12 "$OUT/sass_decode.txt"
