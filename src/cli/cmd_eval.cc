@@ -1,5 +1,6 @@
 // patchllm eval ppl -m DIR -f TEXT [-c CTX] [--chunks N] [--head-rows R] [--masks F] [--json OUT]
 // patchllm eval logits -m DIR -i IDS.safetensors -o OUT.safetensors [--masks F]
+// patchllm eval tasks -m DIR --data-dir DIR [--tasks a,b] [--limit N] [-b B] [--masks F] [--json OUT] [--log-samples]
 #include <cstdio>
 
 #include "cli/common.h"
@@ -7,6 +8,7 @@
 #include "core/log.h"
 #include "core/provenance.h"
 #include "eval/ppl.h"
+#include "eval/tasks.h"
 #include "io/safetensors.h"
 #include "mask/mask.h"
 #include "tokenizer/tokenizer.h"
@@ -76,6 +78,93 @@ void register_eval(CLI::App& app) {
       for (const auto& f : ckpt.files()) inputs.push_back(f);
       j["provenance"] = provenance_json(inputs);
       write_json(o->json, j);
+    }
+  });
+
+  // eval tasks: zero-shot accuracy with lm-eval conventions (src/eval/tasks.h).
+  struct TaskOpts {
+    std::string model, data_dir, json, masks;
+    std::vector<std::string> tasks = task_names();
+    int64_t limit = 0;
+    TaskOptions task;
+    DeviceOptions dev;
+  };
+  auto to = std::make_shared<TaskOpts>();
+  auto* tk = ev->add_subcommand("tasks", "zero-shot tasks (piqa, arc, openbook_qa, boolq, winogrande, lambada), "
+                                         "lm-eval log-likelihood scoring");
+  tk->add_option("-m,--model", to->model, "Hugging Face model directory")->required()->envname("PATCHLLM_ARG_MODEL");
+  // Required rather than guessed: the binary has no fixed place relative to a checkout. Tests use ../shared beside it.
+  tk->add_option("--data-dir", to->data_dir,
+                 "directory holding <task>.jsonl files (e.g. ../shared/data/tasks beside the checkout); "
+                 "env PATCHLLM_TASKS_DIR")
+      ->required()
+      ->envname("PATCHLLM_TASKS_DIR");
+  std::string all;
+  for (const auto& n : task_names()) all += (all.empty() ? "" : ",") + n;
+  tk->add_option("--tasks", to->tasks, "comma-separated tasks (default: " + all + ")")->delimiter(',');
+  tk->add_option("--limit", to->limit, "evaluate only the first N rows of each task (0 = all)")->capture_default_str();
+  tk->add_option("-b,--batch-size", to->task.batch, "sequences per forward pass")->capture_default_str();
+  tk->add_option("--max-length", to->task.max_len,
+                 "longest model input; longer ones lose tokens on the left (0 = max_position_embeddings)")
+      ->capture_default_str();
+  tk->add_option("--json", to->json, "write lm-eval-shaped results with provenance to this file ('-' = stdout)");
+  tk->add_flag("--log-samples,--log_samples", to->task.log_samples,
+               "with --json: per row its line, gold, predicted index (pred, pred_norm) and log-likelihoods");
+  tk->add_option("--masks", to->masks, "apply this mask file (masks.safetensors or MaskLLM .npz) before evaluating");
+  to->dev.add(tk);
+  tk->callback([to] {
+    auto lo = to->dev.resolve();
+    PATCHLLM_CHECK(to->limit >= 0, InvalidArgument, "--limit must be >= 0 (0 = all), got ", to->limit);
+    PATCHLLM_CHECK(to->task.batch >= 1, InvalidArgument, "--batch-size must be >= 1, got ", to->task.batch);
+    PATCHLLM_CHECK(dir_exists(to->data_dir), InvalidArgument, to->data_dir, ": task data directory not found");
+    // Every task file is read and checked before the model loads, so a bad row fails in a second, not after an hour.
+    std::vector<Task> tasks;
+    for (const auto& name : to->tasks)
+      tasks.push_back(task_load(name, path_join(to->data_dir, name + ".jsonl"), to->limit));
+    auto tok = tokenizer_load(to->model);
+    auto model = Model::load(to->model, lo);
+    double mask_sparsity = -1;
+    if (!to->masks.empty()) {
+      auto ms = mask_load_for_model(to->masks, to->model, *model);
+      mask_sparsity = ms.sparsity();
+      log_info("applied masks ", to->masks, ": decoder-linear sparsity ", mask_sparsity);
+    }
+    if (lo.device.is_cuda()) model_fuse_projections(*model);
+    std::vector<TaskResult> results;
+    for (const auto& t : tasks) results.push_back(task_evaluate(*model, *tok, t, to->task));
+    std::printf("%-15s %6s %8s %9s %8s  %s\n", "task", "n", "acc", "acc_norm", "stderr", "");
+    for (const auto& r : results) {
+      char buf[32] = "-";
+      if (r.acc_norm >= 0) std::snprintf(buf, sizeof buf, "%.4f", r.acc_norm);
+      std::string extra = r.ppl >= 0 ? str("ppl ", r.ppl) : "";
+      std::printf("%-15s %6lld %8.4f %9s %8.4f  %s\n", r.name.c_str(), static_cast<long long>(r.n), r.acc,
+                  buf, r.acc_stderr, extra.c_str());
+    }
+    if (!to->json.empty()) {
+      nlohmann::json j;
+      std::vector<std::string> inputs;
+      for (size_t i = 0; i < results.size(); ++i) {
+        j["results"][results[i].name] = results[i].to_json();
+        j["n-shot"][results[i].name] = 0;
+        if (to->task.log_samples) j["samples"][results[i].name] = results[i].samples;
+        inputs.push_back(tasks[i].path);
+      }
+      j["config"] = {{"model", to->model},
+                     {"data_dir", to->data_dir},
+                     {"tasks", to->tasks},
+                     {"limit", to->limit},
+                     {"batch_size", to->task.batch},
+                     {"max_length", to->task.max_len > 0 ? to->task.max_len : model->config.max_position},
+                     {"special_tokens", "as HF tokenizer(text) for this model (BOS where it adds one)"},
+                     {"acc_norm", "log-likelihood / length of the choice in characters (lm-eval)"},
+                     {"device", describe(lo)}};
+      if (!to->masks.empty()) j["config"]["masks"] = {{"file", to->masks}, {"sparsity", mask_sparsity}};
+      inputs.push_back(path_join(to->model, "config.json"));
+      if (!to->masks.empty()) inputs.push_back(to->masks);
+      Checkpoint ckpt(to->model);
+      for (const auto& f : ckpt.files()) inputs.push_back(f);
+      j["provenance"] = provenance_json(inputs);
+      write_json(to->json, j);
     }
   });
 
