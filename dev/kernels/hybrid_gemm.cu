@@ -18,6 +18,10 @@
 //       loads in flight together (v3b summed element by element, a dependent-load tail growing with M): as now.
 //       Same H200 run as v3b: M = 16 f = 0 0.87-0.92x cuBLAS (v3b 0.69-0.84x), f = 0.9 1.04-1.21x (v3b 0.79-1.10x),
 //       M = 64 0.42-0.67x (v3b 0.34-0.49x), M = 1 unchanged (docs/benchmarks/data/decode_v3d_h200.md)
+//   v3e v3d + runs of four 2:4 k-tiles inside one index window loaded as one batch (RUN4, KB = 2 kernels, M <= 16),
+//       so 2:4 batches carry ~9 KB per warp like dense ones (ncu, H200: 2:4 batches of 4.6 KB per round trip stream
+//       2.5 TB/s vs 3.1 TB/s dense). Opt-in (HybridGemmArgs::decode_variant = 1, grid -4 here, "hybrid-v3e" rows
+//       in bench_ops --decode); written 2026-12-04 without a GPU: validate, sanitize and time before making it default
 //   next: v3 at M = 16: find what scales with the tokens (x ldmatrix per warp, partials, MMA issue); v4: deeper
 //       wgmma pipelining, persistent grid, find v4c's stall
 // Modes: probe = which mma.sp metadata / B layout the hardware uses; validate = sweep vs the v0 reference;
@@ -102,11 +106,12 @@ HybridLaunchResult run_hybrid(const bench::Problem& P, Dev& d, const uint16_t* x
   a.bf16 = P.bf16;
   a.workspace = d.ws;
   a.workspace_bytes = d.ws_bytes;
-  // grid 0: auto dispatch (decode kernel for M <= 128, wgmma prefill above); > 0: persistent kernel on that many
-  // CTAs; -2: split-K decode kernel forced (any M); -3 / -128 / -256: wgmma prefill forced (auto / 128 / 256 tokens
-  // per CTA).
+  // grid 0: auto dispatch (decode kernel for M <= 64, wgmma prefill above); > 0: persistent kernel on that many
+  // CTAs; -2: split-K decode kernel forced (any M); -4: the same, variant v3e; -3 / -128 / -256: wgmma prefill forced
+  // (auto / 128 / 256 tokens per CTA).
   const bool prefill = grid == -3 || grid == -128 || grid == -256;
   a.kernel = prefill ? 3 : grid < 0 ? 2 : grid > 0 ? 1 : 0;
+  a.decode_variant = grid == -4 ? 1 : 0;  // -4: split-K decode kernel v3e (runs of four 2:4 k-tiles per batch)
   a.prefill_bn = grid == -128 ? 128 : grid == -256 ? 256 : 0;
   a.grid = grid > 0 ? grid : 0;
   return hybrid_gemm_launch(a);
@@ -169,7 +174,7 @@ int validate(bool small) {
   struct Shape { int64_t N, K; bool bf16; std::vector<int64_t> Ms; };
   std::vector<Shape> shapes;
   if (small) {
-    shapes = {{200, 264, true, {1, 5, 17, 300}}};
+    shapes = {{200, 264, true, {1, 5, 17, 300}}, {136, 1096, true, {1, 9}}};  // 1096: 9 k-tiles, room for v3e runs
   } else {
     shapes = {{1000, 1096, true, {1, 2, 3, 8, 13, 16, 24, 33, 64, 100, 128, 129, 300, 1000, 8192}},
               {256, 512, true, {1, 16, 128}},
@@ -192,6 +197,7 @@ int validate(bool small) {
         if (M <= 128) grids = {0, 7, 500, -3};
         if (small) grids = {0, -3};
         else if (s.N * s.K > (1 << 24)) grids = M <= 128 ? std::vector<int>{0} : std::vector<int>{-128, -256};
+        if (M <= 16) grids.push_back(-4);  // v3e (opt-in decode variant) on every small-M case
         for (int g : grids) {
           double rel = validate_one(P, d, M, g, uint64_t(M * 977 + g), true);
           ++runs;

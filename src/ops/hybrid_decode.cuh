@@ -56,9 +56,32 @@ __device__ __forceinline__ uint32_t ld_stream4(const void* p, uint64_t pol) {
   return v;
 }
 
+// x slice of a batch, tokens [tok0, tok0 + MT) × K [c·128, c·128 + xw), into xs (row stride XSTRIDE): 16-byte
+// cp.async pieces (src size 0 = zero fill for tokens ≥ mc and K past the edge), issued after the batch's weight
+// loads so their L2 latency hides under them; returns when the slice is visible to the whole CTA.
+template <int MT, int XSTRIDE>
+__device__ __forceinline__ void stage_x(uint16_t* xs, const Params& p, int c, int xw, int tok0, int mc) {
+  const int pieces = MT * xw / 8, per_row = xw / 8;
+  for (int q = threadIdx.x; q < pieces; q += THREADS) {
+    const int r = q / per_row, col = (q - r * per_row) * 8, k = c * hg::TILE + col;
+    const bool ok = r < mc && k < p.K;
+    const uint16_t* src = ok ? p.x + int64_t(tok0 + r) * p.K + k : p.x;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(hg::smem_addr(xs + r * XSTRIDE + col)),
+                 "l"(src), "r"(ok ? 16 : 0)
+                 : "memory");
+  }
+  asm volatile("cp.async.wait_all;" ::: "memory");
+  __syncthreads();
+}
+
 // NT n-tiles of 8 tokens (NT·8 ≤ 64), KB k-tiles per load batch.
-template <int NT, int KB, bool BF16>
+// RUN4 (v3e, KB = 2 only): four 2:4 k-tiles in a row are one batch (4 × 72 B per lane, about a dense batch's 2 × 128
+// B), so a 2:4 stream gets as many bytes per memory round trip as a dense one. Why: ncu on the H200 (12288×4096,
+// M = 1) shows one batch per round trip, 3.1 TB/s for dense batches (8 KB per warp) and 2.5 TB/s at f = 0.9 (2:4
+// batches 4.6 KB per warp); docs/benchmarks/kernels.md. Opt-in (HybridGemmArgs::decode_variant) until validated.
+template <int NT, int KB, bool BF16, bool RUN4 = false>
 __global__ void __launch_bounds__(THREADS, 2) hybrid_decode_kernel(const Params p) {
+  static_assert(!RUN4 || KB == 2, "RUN4 packs four 2:4 k-tiles into the registers of two dense ones");
   const int s = blockIdx.x, rb = blockIdx.y, z = blockIdx.z;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
   const int ct0 = s * p.KPC, ct1 = min(p.CT, ct0 + p.KPC);
@@ -68,7 +91,7 @@ __global__ void __launch_bounds__(THREADS, 2) hybrid_decode_kernel(const Params 
 
   // x slice of a batch (MT tokens × KB·128 K) in shared memory, rows ≥ mc and K beyond the edge zero-filled;
   // B fragments by ldmatrix (row stride KB·128 + 8 elements: the 8 rows of an 8×8 matrix hit distinct bank groups).
-  constexpr int MT = NT * 8, XW = KB * hg::TILE, XSTRIDE = XW + 8, PIECES = MT * XW / 8;
+  constexpr int MT = NT * 8, XW = KB * hg::TILE, XWMAX = (RUN4 ? 4 : KB) * hg::TILE, XSTRIDE = XWMAX + 8;
   __shared__ __align__(16) uint16_t xs[MT * XSTRIDE];
   const uint16_t* xl = xs + (lane & 7) * XSTRIDE + (lane >> 3) * 8;
 
@@ -78,18 +101,58 @@ __global__ void __launch_bounds__(THREADS, 2) hybrid_decode_kernel(const Params 
 
   int my_kind = 0;
   int64_t my_off = 0;
-  for (int c = ct0; c < ct1; c += KB) {
+  uint32_t win_sparse = 0;  // RUN4: bit i = k-tile (window start + i) is in range and 2:4
+  for (int c = ct0, step = KB; c < ct1; c += step) {
     if (((c - ct0) & 31) == 0) {  // index of the next 32 k-tiles: one per lane
       const int ct = c + lane;
       if (ct < ct1) {
         my_kind = __ldg(p.kinds + tbase + ct);
         my_off = __ldg(p.offsets + tbase + ct);
       }
+      if (RUN4) win_sparse = __ballot_sync(0xffffffffu, ct < ct1 && my_kind != 0);
     }
     if (c != ct0) __syncthreads();  // every warp is done with the previous batch's x slice
     uint4 a[KB][2][4];
     uint32_t meta[KB][2];
     bool sp[KB], in[KB];
+    if (RUN4) {
+      // Four 2:4 k-tiles inside this index window: one batch. Tile j's two units use a[j/2][h][2(j%2) .. +1]
+      // (the slots of a dense unit), its metadata meta4[j][h]; x covers 4 k-tiles. step stays even, so a window
+      // start (a multiple of 32 from ct0) is never skipped.
+      const int i = (c - ct0) & 31;
+      if (i <= 28 && ((win_sparse >> i) & 0xFu) == 0xFu) {
+        uint32_t meta4[4][2];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const int64_t off = __shfl_sync(0xffffffffu, my_off, i + j);
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const uint8_t* u = p.blob + off + h * hg::SPARSE_UNIT + warp * HYBRID_SPARSE_UNIT_BYTES;
+            a[j >> 1][h][2 * (j & 1)] = ld_stream16(u + lane * 16, pol);
+            a[j >> 1][h][2 * (j & 1) + 1] = ld_stream16(u + 512 + lane * 16, pol);
+            meta4[j][h] = ld_stream4(u + HYBRID_SPARSE_VALUE_BYTES + lane * 4, pol);
+          }
+        }
+        stage_x<MT, XSTRIDE>(xs, p, c, 4 * hg::TILE, tok0, mc);
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int kofs = (2 * j + h) * hg::UNIT_K;
+#pragma unroll
+            for (int n = 0; n < NT; ++n) {
+              uint32_t bx[2][4];
+              hg::ldmatrix_x4(bx[0], xl + n * 8 * XSTRIDE + kofs);
+              hg::ldmatrix_x4(bx[1], xl + n * 8 * XSTRIDE + kofs + 32);
+              hg::mma_sp<BF16, 0>(acc[n], a[j >> 1][h][2 * (j & 1)], bx[0], meta4[j][h]);
+              hg::mma_sp<BF16, 1>(acc[n], a[j >> 1][h][2 * (j & 1) + 1], bx[1], meta4[j][h]);
+            }
+          }
+        step = 4;
+        continue;
+      }
+      step = KB;
+    }
 #pragma unroll
     for (int b = 0; b < KB; ++b) {
       const int i = (c - ct0 + b) & 31;  // KB divides 32: a batch never straddles two index loads
@@ -117,17 +180,7 @@ __global__ void __launch_bounds__(THREADS, 2) hybrid_decode_kernel(const Params 
         }
       }
     }
-    // x slice of this batch: 16-byte cp.async pieces (src size 0 = zero fill), issued after the weight loads.
-    for (int q = threadIdx.x; q < PIECES; q += THREADS) {
-      const int r = q / (XW / 8), col = (q - r * (XW / 8)) * 8, k = c * hg::TILE + col;
-      const bool ok = r < mc && k < p.K;
-      const uint16_t* src = ok ? p.x + int64_t(tok0 + r) * p.K + k : p.x;
-      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(hg::smem_addr(xs + r * XSTRIDE + col)),
-                   "l"(src), "r"(ok ? 16 : 0)
-                   : "memory");
-    }
-    asm volatile("cp.async.wait_all;" ::: "memory");
-    __syncthreads();
+    stage_x<MT, XSTRIDE>(xs, p, c, XW, tok0, mc);
 #pragma unroll
     for (int b = 0; b < KB; ++b) {
       if (!in[b]) continue;

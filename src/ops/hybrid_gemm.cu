@@ -163,16 +163,18 @@ DecodeSplit decode_split(int64_t RB, int64_t CT, int64_t nchunks, int KB, int64_
   return d;
 }
 
-template <int NT, int KB, bool BF16>
+template <int NT, int KB, bool BF16, bool RUN4 = false>
 cudaError_t launch_decode(const hd::Params& p, dim3 grid, cudaStream_t stream) {
-  hd::hybrid_decode_kernel<NT, KB, BF16><<<grid, hd::THREADS, 0, stream>>>(p);
+  hd::hybrid_decode_kernel<NT, KB, BF16, RUN4><<<grid, hd::THREADS, 0, stream>>>(p);
   return cudaGetLastError();
 }
 template <bool BF16>
-cudaError_t launch_decode_nt(int nt, const hd::Params& p, dim3 grid, cudaStream_t stream) {
+cudaError_t launch_decode_nt(int nt, int variant, const hd::Params& p, dim3 grid, cudaStream_t stream) {
   switch (nt) {
-    case 1: return launch_decode<1, 2, BF16>(p, grid, stream);
-    case 2: return launch_decode<2, 2, BF16>(p, grid, stream);
+    case 1: return variant == 1 ? launch_decode<1, 2, BF16, true>(p, grid, stream)
+                                : launch_decode<1, 2, BF16>(p, grid, stream);
+    case 2: return variant == 1 ? launch_decode<2, 2, BF16, true>(p, grid, stream)
+                                : launch_decode<2, 2, BF16>(p, grid, stream);
     case 4: return launch_decode<4, 1, BF16>(p, grid, stream);
     default: return launch_decode<8, 1, BF16>(p, grid, stream);
   }
@@ -252,7 +254,8 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
       p.counters = reinterpret_cast<int*>(ws);
       p.part = reinterpret_cast<float*>(ws + persistent_workspace_bytes(grid));
       const dim3 g3(unsigned(sp.S), unsigned(rb), unsigned(nch));
-      cudaError_t e = a.bf16 ? launch_decode_nt<true>(nt, p, g3, stream) : launch_decode_nt<false>(nt, p, g3, stream);
+      cudaError_t e = a.bf16 ? launch_decode_nt<true>(nt, a.decode_variant, p, g3, stream)
+                             : launch_decode_nt<false>(nt, a.decode_variant, p, g3, stream);
       if (e != cudaSuccess) {
         r.status = HYBRID_ERR_CUDA;
         r.cuda_error = int(e);
