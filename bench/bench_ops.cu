@@ -378,17 +378,20 @@ int main(int argc, char** argv) {
                             2.0 * M * N * K / us2 * 1e-6, cublas_us[M] / us2, ideal});
           }
         }
-        if (decode && M <= 16) {  // decode variant v3e (opt-in until validated), same weights, same run
-          a.decode_variant = 1;
-          double use = time_launches(
-              [&](int i) {
-                a.blob = static_cast<uint8_t*>(blobs[i]);
-                if (hybrid_gemm_launch(a).status != HYBRID_OK) std::exit(1);
-              },
-              hrot);
+        if (decode && M <= 16) {  // decode variants v3e, v3f (opt-in until validated), same weights, same run
+          for (int v : {1, 2}) {
+            a.decode_variant = v;
+            double use = time_launches(
+                [&](int i) {
+                  a.blob = static_cast<uint8_t*>(blobs[i]);
+                  if (hybrid_gemm_launch(a).status != HYBRID_OK) std::exit(1);
+                },
+                hrot);
+            rows.push_back({sh.name, N, K, M, v == 1 ? "hybrid-v3e" : "hybrid-v3f", H.frac, use,
+                            (hb + (M * K + M * N) * 2) / use * 1e-6, 2.0 * M * N * K / use * 1e-6,
+                            cublas_us[M] / use, ideal});
+          }
           a.decode_variant = 0;
-          rows.push_back({sh.name, N, K, M, "hybrid-v3e", H.frac, use, (hb + (M * K + M * N) * 2) / use * 1e-6,
-                          2.0 * M * N * K / use * 1e-6, cublas_us[M] / use, ideal});
         }
         if (decode) {  // previous persistent kernel, same weights, same run
           a.kernel = 1;
@@ -440,11 +443,11 @@ int main(int argc, char** argv) {
   std::fclose(csv);
   std::fclose(js);
   // Summary: per (shape, M): cuBLAS µs, cuSPARSELt speedup, hybrid speedup at each f.
-  // The two "alt" columns: the decode variant v3e in decode mode (M <= 16; the persistent kernel v1 stays in the
-  // tables), the split-K kernel (the sm_8x path) in prefill.
-  const char* alt = prefill ? "hybrid-splitk" : "hybrid-v3e";
-  std::printf("| shape | M | cuBLAS µs | cuSPARSELt x | %s f=0 x | %s f=0.9 x |", prefill ? "splitk" : "v3e",
-              prefill ? "splitk" : "v3e");
+  // The two "alt" columns: the decode variant v3f in decode mode (M <= 16; v3e and the persistent kernel v1 stay in
+  // the tables), the split-K kernel (the sm_8x path) in prefill.
+  const char* alt = prefill ? "hybrid-splitk" : "hybrid-v3f";
+  std::printf("| shape | M | cuBLAS µs | cuSPARSELt x | %s f=0 x | %s f=0.9 x |", prefill ? "splitk" : "v3f",
+              prefill ? "splitk" : "v3f");
   for (double f : fs) std::printf(" hyb f=%.1f x |", f);
   std::printf("\n|---|---|---|---|---|---|");
   for (size_t i = 0; i < fs.size(); ++i) std::printf("---|");

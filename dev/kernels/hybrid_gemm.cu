@@ -22,6 +22,9 @@
 //       so 2:4 batches carry ~9 KB per warp like dense ones (ncu, H200: 2:4 batches of 4.6 KB per round trip stream
 //       2.5 TB/s vs 3.1 TB/s dense). Opt-in (HybridGemmArgs::decode_variant = 1, grid -4 here, "hybrid-v3e" rows
 //       in bench_ops --decode); written 2026-12-04 without a GPU: validate, sanitize and time before making it default
+//   v3f v3e + x for the CTA's whole k-range staged once in dynamic shared memory (XONCE), no CTA barrier per batch:
+//       each warp streams on its own (ncu, H200: M = 16 per-batch x staging cuts DRAM use from 65% to 59%).
+//       Opt-in (decode_variant = 2, grid -5 here, "hybrid-v3f" rows); not yet run on a GPU
 //   next: v3 at M = 16: find what scales with the tokens (x ldmatrix per warp, partials, MMA issue); v4: deeper
 //       wgmma pipelining, persistent grid, find v4c's stall
 // Modes: probe = which mma.sp metadata / B layout the hardware uses; validate = sweep vs the v0 reference;
@@ -107,11 +110,11 @@ HybridLaunchResult run_hybrid(const bench::Problem& P, Dev& d, const uint16_t* x
   a.workspace = d.ws;
   a.workspace_bytes = d.ws_bytes;
   // grid 0: auto dispatch (decode kernel for M <= 64, wgmma prefill above); > 0: persistent kernel on that many
-  // CTAs; -2: split-K decode kernel forced (any M); -4: the same, variant v3e; -3 / -128 / -256: wgmma prefill forced
+  // CTAs; -2: split-K decode kernel forced (any M); -4 / -5: the same, variant v3e / v3f; -3 / -128 / -256: wgmma prefill forced
   // (auto / 128 / 256 tokens per CTA).
   const bool prefill = grid == -3 || grid == -128 || grid == -256;
   a.kernel = prefill ? 3 : grid < 0 ? 2 : grid > 0 ? 1 : 0;
-  a.decode_variant = grid == -4 ? 1 : 0;  // -4: split-K decode kernel v3e (runs of four 2:4 k-tiles per batch)
+  a.decode_variant = grid == -4 ? 1 : grid == -5 ? 2 : 0;  // -4 / -5: split-K decode kernel v3e / v3f
   a.prefill_bn = grid == -128 ? 128 : grid == -256 ? 256 : 0;
   a.grid = grid > 0 ? grid : 0;
   return hybrid_gemm_launch(a);
@@ -197,7 +200,7 @@ int validate(bool small) {
         if (M <= 128) grids = {0, 7, 500, -3};
         if (small) grids = {0, -3};
         else if (s.N * s.K > (1 << 24)) grids = M <= 128 ? std::vector<int>{0} : std::vector<int>{-128, -256};
-        if (M <= 16) grids.push_back(-4);  // v3e (opt-in decode variant) on every small-M case
+        if (M <= 16) grids.insert(grids.end(), {-4, -5});  // v3e, v3f (opt-in decode variants) at every small M
         for (int g : grids) {
           double rel = validate_one(P, d, M, g, uint64_t(M * 977 + g), true);
           ++runs;

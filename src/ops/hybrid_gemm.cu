@@ -163,18 +163,25 @@ DecodeSplit decode_split(int64_t RB, int64_t CT, int64_t nchunks, int KB, int64_
   return d;
 }
 
-template <int NT, int KB, bool BF16, bool RUN4 = false>
+template <int NT, int KB, bool BF16, bool RUN4 = false, bool XONCE = false>
 cudaError_t launch_decode(const hd::Params& p, dim3 grid, cudaStream_t stream) {
-  hd::hybrid_decode_kernel<NT, KB, BF16, RUN4><<<grid, hd::THREADS, 0, stream>>>(p);
+  const size_t smem = XONCE ? size_t(hd::decode_xonce_smem_bytes(NT * 8, p.KPC)) : 0;
+  hd::hybrid_decode_kernel<NT, KB, BF16, RUN4, XONCE><<<grid, hd::THREADS, smem, stream>>>(p);
   return cudaGetLastError();
 }
+// v3f stages the CTA's whole x range in shared memory; above this it falls back to v3e. 48 KB is the most a kernel
+// gets without cudaFuncSetAttribute, and 2 CTAs per SM (the launch bound) still fit beside it.
+constexpr int64_t DECODE_XONCE_MAX_SMEM = 48 * 1024;
 template <bool BF16>
 cudaError_t launch_decode_nt(int nt, int variant, const hd::Params& p, dim3 grid, cudaStream_t stream) {
+  if (variant == 2 && nt <= 2 && hd::decode_xonce_smem_bytes(nt * 8, p.KPC) > DECODE_XONCE_MAX_SMEM) variant = 1;
   switch (nt) {
-    case 1: return variant == 1 ? launch_decode<1, 2, BF16, true>(p, grid, stream)
-                                : launch_decode<1, 2, BF16>(p, grid, stream);
-    case 2: return variant == 1 ? launch_decode<2, 2, BF16, true>(p, grid, stream)
-                                : launch_decode<2, 2, BF16>(p, grid, stream);
+    case 1: return variant == 2   ? launch_decode<1, 2, BF16, true, true>(p, grid, stream)
+                   : variant == 1 ? launch_decode<1, 2, BF16, true>(p, grid, stream)
+                                  : launch_decode<1, 2, BF16>(p, grid, stream);
+    case 2: return variant == 2   ? launch_decode<2, 2, BF16, true, true>(p, grid, stream)
+                   : variant == 1 ? launch_decode<2, 2, BF16, true>(p, grid, stream)
+                                  : launch_decode<2, 2, BF16>(p, grid, stream);
     case 4: return launch_decode<4, 1, BF16>(p, grid, stream);
     default: return launch_decode<8, 1, BF16>(p, grid, stream);
   }

@@ -37,7 +37,9 @@ struct HybridGemmArgs {
   int prefill_bn = 0;             // wgmma prefill kernel: tokens per CTA (128 or 256); 0 = by M and N
   int decode_ctas_per_sm = 0;     // split-K kernel: target CTAs per SM (1..16) that sets the k-split; 0 = default (4)
   int decode_variant = 0;         // split-K kernel at M <= 16: 0 = v3d; 1 = v3e, runs of four 2:4 k-tiles in one load
-                                  // batch (hybrid_decode.cuh RUN4; written 2026-12-04, not yet validated on a GPU)
+                                  // batch (hybrid_decode.cuh RUN4); 2 = v3f, v3e + x staged once per CTA, no
+                                  // per-batch barrier (XONCE; v3e where x would exceed 48 KB). Both written
+                                  // 2026-12-04 and not yet validated on a GPU.
 };
 
 struct HybridLaunchResult {
