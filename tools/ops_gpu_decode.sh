@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU-machine check + decode benchmark of the split-K hybrid kernel (hybrid_decode.cuh), one device-tool call:
 # builds with plain nvcc (no CMake/LibTorch), validates against the fp32 reference (outputs NaN-poisoned, reruns
-# bitwise), memchecks the small case, then times decode shapes beside cuBLAS (and the persistent v1 kernel at M <= 16)
+# bitwise; the opt-in variants v3e/v3f too), memchecks the small case, then times decode shapes beside cuBLAS (and
+# the persistent v1 kernel and the variants v3e/v3f at M <= 16)
 # with weights rotated past L2. Usage (repo root): bash tools/ops_gpu_decode.sh. Logs under $OUT.
 set -u -o pipefail
 OUT=${OUT:-/tmp/ops_out}
@@ -17,7 +18,7 @@ wait
 [ -x /tmp/hg_dev ] && [ -x /tmp/bench_ops ] || { tail -20 "$OUT"/build_*.log; exit 1; }
 grep -A2 "decode_kernel" "$OUT/build_lib.log" | grep -E "registers|spill" | sort | uniq -c
 echo "build ${SECONDS}s"
-timeout 100 /tmp/hg_dev validate >"$OUT/validate.txt" 2>&1; echo "validate rc=$? ($((SECONDS - T0))s)"
+timeout 160 /tmp/hg_dev validate >"$OUT/validate.txt" 2>&1; echo "validate rc=$? ($((SECONDS - T0))s)"
 grep -E "FAIL|validation:|launch failed" "$OUT/validate.txt" | head -12
 timeout 40 compute-sanitizer --tool memcheck /tmp/hg_dev small >"$OUT/sanitizer_memcheck.txt" 2>&1
 echo "memcheck rc=$? :: $(grep -E 'ERROR SUMMARY|validation:' "$OUT/sanitizer_memcheck.txt" | tr '\n' ' ')"
