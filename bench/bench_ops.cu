@@ -318,9 +318,9 @@ int main(int argc, char** argv) {
         cudaFree(Wm);
         cudaFree(yr);
       }
-      for (int64_t M : Ms) {
-        a.M = M;
-        double us = time_launches(
+      // Times `a` as it is set now (kernel, variant, tokens per CTA, k-split), weights rotated over the copies.
+      auto time_hybrid = [&]() {
+        return time_launches(
             [&](int i) {
               a.blob = static_cast<uint8_t*>(blobs[i]);
               HybridLaunchResult r = hybrid_gemm_launch(a);
@@ -330,20 +330,22 @@ int main(int argc, char** argv) {
               }
             },
             hrot);
+      };
+      for (int64_t M : Ms) {
+        a.M = M;
         const double ideal = M <= 128 ? 1.0 / (1.0 - 0.4375 * H.frac) : 1.0 / (1.0 - 0.5 * H.frac);
-        rows.push_back({sh.name, N, K, M, "hybrid", H.frac, us, (hb + (M * K + M * N) * 2) / us * 1e-6,
-                        2.0 * M * N * K / us * 1e-6, cublas_us[M] / us, ideal});
+        auto add_row = [&](const char* kernel, double t) {
+          rows.push_back({sh.name, N, K, M, kernel, H.frac, t, (hb + (M * K + M * N) * 2) / t * 1e-6,
+                          2.0 * M * N * K / t * 1e-6, cublas_us[M] / t, ideal});
+        };
+        const double us = time_hybrid();
+        add_row("hybrid", us);
         std::fprintf(stderr, "row %s M=%lld f=%.2f hybrid %.1f us cublas %.1f us speedup %.2f (ideal %.2f)\n", sh.name,
                      (long long)M, H.frac, us, cublas_us[M], cublas_us[M] / us, ideal);
         if (decode && M <= 16 && (H.frac < 0.02 || std::fabs(H.frac - 0.9) < 0.02)) {  // k-split sweep
           for (int per_sm : {2, 8}) {
             a.decode_ctas_per_sm = per_sm;
-            double usx = time_launches(
-                [&](int i) {
-                  a.blob = static_cast<uint8_t*>(blobs[i]);
-                  if (hybrid_gemm_launch(a).status != HYBRID_OK) std::exit(1);
-                },
-                hrot);
+            const double usx = time_hybrid();
             std::fprintf(stderr, "sweep %s M=%lld f=%.2f ctas/SM %d: %.1f us (default 4: %.1f us) speedup %.2f\n",
                          sh.name, (long long)M, H.frac, per_sm, usx, us, cublas_us[M] / usx);
           }
@@ -353,57 +355,27 @@ int main(int argc, char** argv) {
           for (int bn : {128, 256}) {
             a.kernel = 3;
             a.prefill_bn = bn;
-            double usb = time_launches(
-                [&](int i) {
-                  a.blob = static_cast<uint8_t*>(blobs[i]);
-                  if (hybrid_gemm_launch(a).status != HYBRID_OK) std::exit(1);
-                },
-                hrot);
-            rows.push_back({sh.name, N, K, M, bn == 128 ? "hybrid-bn128" : "hybrid-bn256", H.frac, usb,
-                            (hb + (M * K + M * N) * 2) / usb * 1e-6, 2.0 * M * N * K / usb * 1e-6,
-                            cublas_us[M] / usb, ideal});
+            add_row(bn == 128 ? "hybrid-bn128" : "hybrid-bn256", time_hybrid());
           }
           a.kernel = 0;
           a.prefill_bn = 0;
           if (M <= 2048) {  // the split-K mma.sync/mma.sp kernel: what sm_8x runs for every M (timed here on sm_90)
             a.kernel = 2;
-            double us2 = time_launches(
-                [&](int i) {
-                  a.blob = static_cast<uint8_t*>(blobs[i]);
-                  if (hybrid_gemm_launch(a).status != HYBRID_OK) std::exit(1);
-                },
-                hrot);
+            add_row("hybrid-splitk", time_hybrid());
             a.kernel = 0;
-            rows.push_back({sh.name, N, K, M, "hybrid-splitk", H.frac, us2, (hb + (M * K + M * N) * 2) / us2 * 1e-6,
-                            2.0 * M * N * K / us2 * 1e-6, cublas_us[M] / us2, ideal});
           }
         }
         if (decode && M <= 16) {  // decode variants v3e, v3f (opt-in until validated), same weights, same run
           for (int v : {1, 2}) {
             a.decode_variant = v;
-            double use = time_launches(
-                [&](int i) {
-                  a.blob = static_cast<uint8_t*>(blobs[i]);
-                  if (hybrid_gemm_launch(a).status != HYBRID_OK) std::exit(1);
-                },
-                hrot);
-            rows.push_back({sh.name, N, K, M, v == 1 ? "hybrid-v3e" : "hybrid-v3f", H.frac, use,
-                            (hb + (M * K + M * N) * 2) / use * 1e-6, 2.0 * M * N * K / use * 1e-6,
-                            cublas_us[M] / use, ideal});
+            add_row(v == 1 ? "hybrid-v3e" : "hybrid-v3f", time_hybrid());
           }
           a.decode_variant = 0;
         }
         if (decode) {  // previous persistent kernel, same weights, same run
           a.kernel = 1;
-          double us1 = time_launches(
-              [&](int i) {
-                a.blob = static_cast<uint8_t*>(blobs[i]);
-                if (hybrid_gemm_launch(a).status != HYBRID_OK) std::exit(1);
-              },
-              hrot);
+          add_row("hybrid-v1", time_hybrid());
           a.kernel = 0;
-          rows.push_back({sh.name, N, K, M, "hybrid-v1", H.frac, us1, (hb + (M * K + M * N) * 2) / us1 * 1e-6,
-                          2.0 * M * N * K / us1 * 1e-6, cublas_us[M] / us1, ideal});
         }
       }
       free_all(blobs);

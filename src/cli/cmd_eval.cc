@@ -16,6 +16,34 @@
 namespace patchllm::cli {
 
 
+namespace {
+
+// The model as every eval subcommand runs it: loaded, the mask file (if any) applied to the frozen weights, q|k|v and
+// gate|up fused on CUDA (fewer launches; CPU results stay bit for bit as without). mask_sparsity: -1 without masks.
+std::unique_ptr<Model> load_eval_model(const std::string& dir, const std::string& masks, const ModelLoadOptions& lo,
+                                       double* mask_sparsity = nullptr) {
+  auto model = Model::load(dir, lo);
+  double sparsity = -1;
+  if (!masks.empty()) {
+    auto ms = mask_load_for_model(masks, dir, *model);
+    sparsity = ms.sparsity();
+    log_info("applied masks ", masks, ": decoder-linear sparsity ", sparsity);
+  }
+  if (lo.device.is_cuda()) model_fuse_projections(*model);
+  if (mask_sparsity) *mask_sparsity = sparsity;
+  return model;
+}
+
+// Provenance inputs of a model run: config.json, the mask file, the checkpoint's weight files.
+void append_model_inputs(std::vector<std::string>& inputs, const std::string& dir, const std::string& masks) {
+  inputs.push_back(path_join(dir, "config.json"));
+  if (!masks.empty()) inputs.push_back(masks);
+  Checkpoint ckpt(dir);
+  for (const auto& f : ckpt.files()) inputs.push_back(f);
+}
+
+}  // namespace
+
 void register_eval(CLI::App& app) {
   auto* ev = app.add_subcommand("eval", "evaluate a model");
   ev->require_subcommand(1);
@@ -53,14 +81,8 @@ void register_eval(CLI::App& app) {
     std::vector<int> ids = tokenize_documents(*tok, text, sep);
     log_info("tokenized ", o->file, ": ", ids.size(), " tokens in ", now_seconds() - t0, " s, ids sha256 (int32 LE) ",
              token_ids_sha256(ids));
-    auto model = Model::load(o->model, lo);
     double mask_sparsity = -1;
-    if (!o->masks.empty()) {
-      auto ms = mask_load_for_model(o->masks, o->model, *model);
-      mask_sparsity = ms.sparsity();
-      log_info("applied masks ", o->masks, ": decoder-linear sparsity ", mask_sparsity);
-    }
-    if (lo.device.is_cuda()) model_fuse_projections(*model);  // fewer launches; CPU results stay bit for bit as before
+    auto model = load_eval_model(o->model, o->masks, lo, &mask_sparsity);
     auto r = ppl_evaluate(*model, ids, o->ppl);
     std::fprintf(stderr, "Final estimate: PPL = %.4f +/- %.4f (%lld windows of %lld, %.1f s)\n", r.ppl, r.ppl_stderr,
                  static_cast<long long>(r.n_windows), static_cast<long long>(r.ctx), r.seconds);
@@ -72,10 +94,8 @@ void register_eval(CLI::App& app) {
       if (!o->masks.empty()) j["masks"] = {{"file", o->masks}, {"sparsity", mask_sparsity}};
       j["dataset"] = o->file;
       j["device"] = describe(lo);
-      std::vector<std::string> inputs = {o->file, path_join(o->model, "config.json")};
-      if (!o->masks.empty()) inputs.push_back(o->masks);
-      Checkpoint ckpt(o->model);
-      for (const auto& f : ckpt.files()) inputs.push_back(f);
+      std::vector<std::string> inputs = {o->file};
+      append_model_inputs(inputs, o->model, o->masks);
       j["provenance"] = provenance_json(inputs);
       write_json(o->json, j);
     }
@@ -122,14 +142,8 @@ void register_eval(CLI::App& app) {
     for (const auto& name : to->tasks)
       tasks.push_back(task_load(name, path_join(to->data_dir, name + ".jsonl"), to->limit));
     auto tok = tokenizer_load(to->model);
-    auto model = Model::load(to->model, lo);
     double mask_sparsity = -1;
-    if (!to->masks.empty()) {
-      auto ms = mask_load_for_model(to->masks, to->model, *model);
-      mask_sparsity = ms.sparsity();
-      log_info("applied masks ", to->masks, ": decoder-linear sparsity ", mask_sparsity);
-    }
-    if (lo.device.is_cuda()) model_fuse_projections(*model);
+    auto model = load_eval_model(to->model, to->masks, lo, &mask_sparsity);
     std::vector<TaskResult> results;
     for (const auto& t : tasks) results.push_back(task_evaluate(*model, *tok, t, to->task));
     std::printf("%-15s %6s %8s %9s %8s  %s\n", "task", "n", "acc", "acc_norm", "stderr", "");
@@ -159,10 +173,7 @@ void register_eval(CLI::App& app) {
                      {"acc_norm", "log-likelihood / length of the choice in characters (lm-eval)"},
                      {"device", describe(lo)}};
       if (!to->masks.empty()) j["config"]["masks"] = {{"file", to->masks}, {"sparsity", mask_sparsity}};
-      inputs.push_back(path_join(to->model, "config.json"));
-      if (!to->masks.empty()) inputs.push_back(to->masks);
-      Checkpoint ckpt(to->model);
-      for (const auto& f : ckpt.files()) inputs.push_back(f);
+      append_model_inputs(inputs, to->model, to->masks);
       j["provenance"] = provenance_json(inputs);
       write_json(to->json, j);
     }
@@ -187,9 +198,7 @@ void register_eval(CLI::App& app) {
     auto ids = in.load("input_ids").to(torch::kLong);
     torch::Tensor mask;
     if (in.has("attention_mask")) mask = in.load("attention_mask").to(torch::kLong);
-    auto model = Model::load(lo->model, opt);
-    if (!lo->masks.empty()) mask_load_for_model(lo->masks, lo->model, *model);
-    if (opt.device.is_cuda()) model_fuse_projections(*model);
+    auto model = load_eval_model(lo->model, lo->masks, opt);
     torch::NoGradGuard ng;
     auto logits = model->forward(ids, nullptr, mask);
     safetensors_write(lo->output, {{"logits", logits.to(torch::kCPU)}},

@@ -77,10 +77,7 @@ PplResult ppl_evaluate(Model& model, const std::vector<int>& tokens, const PplOp
   for (int64_t w = 0; w < r.n_windows; w += B) {
     int64_t b = std::min(B, r.n_windows - w);
     auto x = all.narrow(0, w, b).to(model.device);
-    // Model::forward without its head: the head goes chunk by chunk below.
-    auto h = model.embed_tokens(x);
-    auto lc = model.make_context(b, r.ctx);
-    for (int64_t i = 0; i < model.config.num_layers; ++i) h = model.layer_forward(i, h, lc);
+    auto h = model.hidden(x);  // the head goes chunk by chunk below
     const int64_t rows = b * S;
     h = h.narrow(1, 0, S).reshape({rows, h.size(-1)});
     auto tgt = x.narrow(1, 1, S).reshape({rows, 1});

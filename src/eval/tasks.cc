@@ -201,9 +201,7 @@ std::vector<TaskLoglik> task_loglik(Model& model, const std::vector<TaskTokens>&
       }
     }
     auto x = torch::tensor(ids).view({b, T}).to(model.device);
-    auto h = model.embed_tokens(x);
-    auto lc = model.make_context(b, T);
-    for (int64_t i = 0; i < model.config.num_layers; ++i) h = model.layer_forward(i, h, lc);
+    auto h = model.hidden(x);
     // The LM head only on the scored rows: continuations are a few tokens of sequences of tens to hundreds.
     auto idx = torch::tensor(rows).to(model.device);
     auto logits = model.head(h.reshape({b * T, h.size(-1)}).index_select(0, idx));  // [R, V] fp32

@@ -342,13 +342,17 @@ KVCache Model::make_cache(int64_t batch, int64_t capacity) const {
   return kv;
 }
 
-torch::Tensor Model::forward(const torch::Tensor& tokens, KVCache* cache, const torch::Tensor& attn_mask) {
+torch::Tensor Model::hidden(const torch::Tensor& tokens, KVCache* cache, const torch::Tensor& attn_mask) {
   auto h = embed_tokens(tokens);
   const int64_t past = cache ? cache->length : 0;
   auto ctx = make_context(tokens.size(0), tokens.size(1), past, attn_mask);
   for (int64_t i = 0; i < config.num_layers; ++i) h = layer_forward(i, h, ctx, cache);
   if (cache) cache->length += tokens.size(1);
-  return head(h);
+  return h;
+}
+
+torch::Tensor Model::forward(const torch::Tensor& tokens, KVCache* cache, const torch::Tensor& attn_mask) {
+  return head(hidden(tokens, cache, attn_mask));
 }
 
 std::vector<std::pair<std::string, LinearPtr*>> Model::linears() {

@@ -74,6 +74,9 @@ class Model {
   // attn_mask [B, T_total] (1 = token, 0 = padding; T_total = cache length + T), optional.
   // Returns logits [B, T, vocab] in fp32.
   torch::Tensor forward(const torch::Tensor& tokens, KVCache* cache = nullptr, const torch::Tensor& attn_mask = {});
+  // The same up to the last decoder layer: [B, T, hidden] before the final norm, for callers that apply head() to a
+  // few rows or in chunks (perplexity, zero-shot scoring).
+  torch::Tensor hidden(const torch::Tensor& tokens, KVCache* cache = nullptr, const torch::Tensor& attn_mask = {});
 
   // Pieces for layer-by-layer jobs (calibration, pruning, mask learning with per-layer checkpointing).
   torch::Tensor embed_tokens(const torch::Tensor& tokens) const;  // [B, T, hidden] compute dtype
