@@ -357,19 +357,22 @@ int main(int argc, char** argv) {
             a.prefill_bn = bn;
             add_row(bn == 128 ? "hybrid-bn128" : "hybrid-bn256", time_hybrid());
           }
-          a.kernel = 0;
           a.prefill_bn = 0;
+          if (M <= 4096) {  // stream-K wgmma kernel (v5) forced
+            a.prefill_schedule = 2;
+            add_row("hybrid-sk", time_hybrid());
+            a.prefill_schedule = 0;
+          }
+          a.kernel = 0;
           if (M <= 2048) {  // the split-K mma.sync/mma.sp kernel: what sm_8x runs for every M (timed here on sm_90)
             a.kernel = 2;
             add_row("hybrid-splitk", time_hybrid());
             a.kernel = 0;
           }
         }
-        if (decode && M <= 16) {  // decode variants v3e, v3f (opt-in until validated), same weights, same run
-          for (int v : {1, 2}) {
-            a.decode_variant = v;
-            add_row(v == 1 ? "hybrid-v3e" : "hybrid-v3f", time_hybrid());
-          }
+        if (decode && M <= 16) {  // v3d, the decode kernel before v3e's runs of four 2:4 k-tiles, same weights and run
+          a.decode_variant = 1;
+          add_row("hybrid-v3d", time_hybrid());
           a.decode_variant = 0;
         }
         if (decode) {  // previous persistent kernel, same weights, same run
@@ -415,11 +418,11 @@ int main(int argc, char** argv) {
   std::fclose(csv);
   std::fclose(js);
   // Summary: per (shape, M): cuBLAS µs, cuSPARSELt speedup, hybrid speedup at each f.
-  // The two "alt" columns: the decode variant v3f in decode mode (M <= 16; v3e and the persistent kernel v1 stay in
-  // the tables), the split-K kernel (the sm_8x path) in prefill.
-  const char* alt = prefill ? "hybrid-splitk" : "hybrid-v3f";
-  std::printf("| shape | M | cuBLAS µs | cuSPARSELt x | %s f=0 x | %s f=0.9 x |", prefill ? "splitk" : "v3f",
-              prefill ? "splitk" : "v3f");
+  // The two "alt" columns: the previous decode kernel v3d in decode mode (M <= 16; the persistent kernel v1 stays in
+  // the tables), the stream-K wgmma kernel in prefill (bn128/bn256 and the split-K kernel stay in the tables).
+  const char* alt = prefill ? "hybrid-sk" : "hybrid-v3d";
+  std::printf("| shape | M | cuBLAS µs | cuSPARSELt x | %s f=0 x | %s f=0.9 x |", prefill ? "sk" : "v3d",
+              prefill ? "sk" : "v3d");
   for (double f : fs) std::printf(" hyb f=%.1f x |", f);
   std::printf("\n|---|---|---|---|---|---|");
   for (size_t i = 0; i < fs.size(); ++i) std::printf("---|");

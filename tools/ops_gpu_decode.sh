@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # GPU-machine check + decode benchmark of the split-K hybrid kernel (hybrid_decode.cuh), one device-tool call:
 # builds with plain nvcc (no CMake/LibTorch), validates against the fp32 reference (outputs NaN-poisoned, reruns
-# bitwise; the opt-in variants v3e/v3f too), memchecks the small case, then times decode shapes beside cuBLAS (and
-# the persistent v1 kernel and the variants v3e/v3f at M <= 16)
+# bitwise; the previous decode kernel v3d too), memchecks the small case, then times decode shapes beside cuBLAS (and
+# the persistent v1 kernel and v3d at M <= 16)
 # with weights rotated past L2. Usage (repo root): bash tools/ops_gpu_decode.sh. Logs under $OUT.
 set -u -o pipefail
 OUT=${OUT:-/tmp/ops_out}

@@ -20,11 +20,12 @@
 //       M = 64 0.42-0.67x (v3b 0.34-0.49x), M = 1 unchanged (docs/benchmarks/data/decode_v3d_h200.md)
 //   v3e v3d + runs of four 2:4 k-tiles inside one index window loaded as one batch (RUN4, KB = 2 kernels, M <= 16),
 //       so 2:4 batches carry ~9 KB per warp like dense ones (ncu, H200: 2:4 batches of 4.6 KB per round trip stream
-//       2.5 TB/s vs 3.1 TB/s dense). Opt-in (HybridGemmArgs::decode_variant = 1, grid -4 here, "hybrid-v3e" rows
-//       in bench_ops --decode); written 2026-12-04 without a GPU: validate, sanitize and time before making it default
-//   v3f v3e + x for the CTA's whole k-range staged once in dynamic shared memory (XONCE), no CTA barrier per batch:
-//       each warp streams on its own (ncu, H200: M = 16 per-batch x staging cuts DRAM use from 65% to 59%).
-//       Opt-in (decode_variant = 2, grid -5 here, "hybrid-v3f" rows); not yet run on a GPU
+//       2.5 TB/s vs 3.1 TB/s dense). H200 2026-12-04, same run as v3d: M = 1 f = 0.9 1.33-1.40x cuBLAS (v3d
+//       1.29-1.35x), f = 1 1.42-1.52x (1.34-1.40x), M = 16 f = 0.9 1.13-1.24x (1.10-1.20x), f <= 0.5 within 1%:
+//       as now, the default (v3d: decode_variant = 1, grid -4 here, "hybrid-v3d" rows in bench_ops --decode)
+//   v3f v3e + x for the CTA's whole k-range staged once in dynamic shared memory, no CTA barrier per batch: no gain
+//       in the same run (M = 16 f = 0 0.86-0.90x, f = 0.9 1.12-1.18x), removed
+//   v5  (prefill kernel, hybrid_prefill.cuh) stream-K for M where the 128-token tiles do not fill the SMs
 //   next: v3 at M = 16: find what scales with the tokens (x ldmatrix per warp, partials, MMA issue); v4: deeper
 //       wgmma pipelining, persistent grid, find v4c's stall
 // Modes: probe = which mma.sp metadata / B layout the hardware uses; validate = sweep vs the v0 reference;
@@ -33,6 +34,8 @@
 //   dev/kernels/hybrid_gemm.cu src/ops/hybrid_gemm.cu -lcublas -o hybrid_gemm_dev
 // Run: ./hybrid_gemm_dev probe | validate | small | time
 #include <cublas_v2.h>
+
+#include <algorithm>
 
 #include "bench_ops_common.h"
 #include "ops/hybrid_gemm.cuh"
@@ -109,12 +112,14 @@ HybridLaunchResult run_hybrid(const bench::Problem& P, Dev& d, const uint16_t* x
   a.bf16 = P.bf16;
   a.workspace = d.ws;
   a.workspace_bytes = d.ws_bytes;
-  // grid 0: auto dispatch (decode kernel for M <= 64, wgmma prefill above); > 0: persistent kernel on that many
-  // CTAs; -2: split-K decode kernel forced (any M); -4 / -5: the same, variant v3e / v3f; -3 / -128 / -256: wgmma prefill forced
+  // grid 0: auto dispatch (decode kernel for M <= 32, wgmma prefill above); > 0: persistent kernel on that many
+  // CTAs; -2: split-K decode kernel forced (any M); -4: the same, variant v3d; -3 / -128 / -256 / -6: wgmma
+  // prefill forced (auto / 128 / 256 tokens per CTA / stream-K)
   // (auto / 128 / 256 tokens per CTA).
-  const bool prefill = grid == -3 || grid == -128 || grid == -256;
+  const bool prefill = grid == -3 || grid == -128 || grid == -256 || grid == -6;
   a.kernel = prefill ? 3 : grid < 0 ? 2 : grid > 0 ? 1 : 0;
-  a.decode_variant = grid == -4 ? 1 : grid == -5 ? 2 : 0;  // -4 / -5: split-K decode kernel v3e / v3f
+  a.prefill_schedule = grid == -6 ? 2 : grid == -128 || grid == -256 ? 1 : 0;  // -6: stream-K wgmma kernel (v5)
+  a.decode_variant = grid == -4 ? 1 : 0;  // -4: split-K decode kernel v3d (the default is v3e)
   a.prefill_bn = grid == -128 ? 128 : grid == -256 ? 256 : 0;
   a.grid = grid > 0 ? grid : 0;
   return hybrid_gemm_launch(a);
@@ -173,11 +178,12 @@ double validate_one(const bench::Problem& P, Dev& d, int64_t M, int grid, uint64
   return rel;
 }
 
-int validate(bool small) {
+// only: run just these grid codes (empty = all), e.g. `small -4` to put one variant under compute-sanitizer.
+int validate(bool small, const std::vector<int>& only = {}) {
   struct Shape { int64_t N, K; bool bf16; std::vector<int64_t> Ms; };
   std::vector<Shape> shapes;
   if (small) {
-    shapes = {{200, 264, true, {1, 5, 17, 300}}, {136, 1096, true, {1, 9}}};  // 1096: 9 k-tiles, room for v3e runs
+    shapes = {{200, 264, true, {1, 5, 17, 300}}, {136, 1096, true, {1, 9}}};  // 1096: 9 k-tiles, room for v3e's runs of four 2:4 k-tiles
   } else {
     shapes = {{1000, 1096, true, {1, 2, 3, 8, 13, 16, 24, 33, 64, 100, 128, 129, 300, 1000, 8192}},
               {256, 512, true, {1, 16, 128}},
@@ -196,12 +202,13 @@ int validate(bool small) {
       for (int64_t M : s.Ms) {
         // auto (decode kernel up to M = 128), persistent on 7 / 500 CTAs, decode kernel forced (-2)
         // auto, and the other kernels forced: persistent on 7 / 500 CTAs, wgmma prefill with 128 / 256 tokens per CTA
-        std::vector<int> grids = {0, -2, -128, -256};
-        if (M <= 128) grids = {0, 7, 500, -3};
-        if (small) grids = {0, -3};
-        else if (s.N * s.K > (1 << 24)) grids = M <= 128 ? std::vector<int>{0} : std::vector<int>{-128, -256};
-        if (M <= 16) grids.insert(grids.end(), {-4, -5});  // v3e, v3f (opt-in decode variants) at every small M
+        std::vector<int> grids = {0, -2, -128, -256, -6};
+        if (M <= 128) grids = {0, 7, 500, -3, -6};
+        if (small) grids = {0, -3, -6};
+        else if (s.N * s.K > (1 << 24)) grids = M <= 128 ? std::vector<int>{0, -6} : std::vector<int>{-128, -256, -6};
+        if (M <= 16) grids.push_back(-4);  // v3d (the decode kernel before v3e) at every small M
         for (int g : grids) {
+          if (!only.empty() && std::find(only.begin(), only.end(), g) == only.end()) continue;
           double rel = validate_one(P, d, M, g, uint64_t(M * 977 + g), true);
           ++runs;
           if (!std::isfinite(rel)) ++fails;
@@ -372,7 +379,18 @@ int main(int argc, char** argv) {
   std::string mode = argc > 1 ? argv[1] : "validate";
   if (mode == "one" && argc == 6) return one(std::atoll(argv[2]), std::atoll(argv[3]), std::atoll(argv[4]), std::atof(argv[5]));
   if (mode == "validate") return validate(false);
-  if (mode == "small") return validate(true);
+  if (mode == "small" || mode == "validate") {
+    std::vector<int> only;  // optional comma list of grid codes
+    if (argc > 2)
+      for (const char* q = argv[2]; *q;) {
+        char* e = nullptr;
+        const long v = std::strtol(q, &e, 10);
+        if (e == q) break;  // not a number: stop
+        only.push_back(int(v));
+        q = *e == ',' ? e + 1 : e;
+      }
+    return validate(mode == "small", only);
+  }
   if (mode == "time") return time_versions();
   if (mode == "probe") return probe();
   std::fprintf(stderr, "usage: %s validate|small|time|probe|one N K M f\n", argv[0]);

@@ -82,20 +82,13 @@ __device__ __forceinline__ void stage_x(uint16_t* xs, const Params& p, int c, in
   wait_x();
 }
 
-// Dynamic shared memory of the XONCE variant: the CTA's whole x range, rows of KPC·128 + 8 elements (the +8 keeps
-// the 8 rows of an ldmatrix in distinct bank groups, as XSTRIDE does).
-inline int64_t decode_xonce_smem_bytes(int mt, int kpc) { return int64_t(mt) * (int64_t(kpc) * hg::TILE + 8) * 2; }
-
 // NT n-tiles of 8 tokens (NT·8 ≤ 64), KB k-tiles per load batch.
-// RUN4 (v3e, KB = 2 only): four 2:4 k-tiles in a row are one batch (4 × 72 B per lane, about a dense batch's 2 × 128
-// B), so a 2:4 stream gets as many bytes per memory round trip as a dense one. Why: ncu on the H200 (12288×4096,
-// M = 1) shows one batch per round trip, 3.1 TB/s for dense batches (8 KB per warp) and 2.5 TB/s at f = 0.9 (2:4
-// batches 4.6 KB per warp); docs/benchmarks/kernels.md. Opt-in (HybridGemmArgs::decode_variant) until validated.
-// XONCE (v3f): x for the CTA's whole k-range is staged once at the start (dynamic shared memory,
-// decode_xonce_smem_bytes), so no batch waits on an x slice and there is no CTA barrier per batch: each warp streams
-// its rows on its own. Why: at M = 16 the per-batch x staging and barrier cut DRAM throughput from 65% (M = 1) to
-// 59% (ncu, H200); and the barrier couples the 8 warps at M = 1 too. Opt-in (decode_variant = 2) until validated.
-template <int NT, int KB, bool BF16, bool RUN4 = false, bool XONCE = false>
+// RUN4 (v3e, KB = 2 only; the default at M ≤ 16): four 2:4 k-tiles in a row are one batch (4 × 72 B per lane, about a
+// dense batch's 2 × 128 B), so a 2:4 stream gets as many bytes per memory round trip as a dense one. Why: ncu on the
+// H200 (12288×4096, M = 1) showed one batch per round trip, 3.1 TB/s for dense batches (8 KB per warp) and 2.5 TB/s
+// at f = 0.9 (2:4 batches 4.6 KB per warp); docs/benchmarks/kernels.md. Measured (H200, 2026-12-04): +2–9% at f ≥ 0.9,
+// ±1% at f ≤ 0.5. (v3f, x staged once per CTA with no per-batch barrier, gained nothing and was removed.)
+template <int NT, int KB, bool BF16, bool RUN4 = false>
 __global__ void __launch_bounds__(THREADS, 2) hybrid_decode_kernel(const Params p) {
   static_assert(!RUN4 || KB == 2, "RUN4 packs four 2:4 k-tiles into the registers of two dense ones");
   const int s = blockIdx.x, rb = blockIdx.y, z = blockIdx.z;
@@ -108,12 +101,9 @@ __global__ void __launch_bounds__(THREADS, 2) hybrid_decode_kernel(const Params 
   // x slice of a batch (MT tokens × KB·128 K) in shared memory, rows ≥ mc and K beyond the edge zero-filled;
   // B fragments by ldmatrix (row stride KB·128 + 8 elements: the 8 rows of an 8×8 matrix hit distinct bank groups).
   constexpr int MT = NT * 8, XW = KB * hg::TILE, XWMAX = (RUN4 ? 4 : KB) * hg::TILE, XSTRIDE = XWMAX + 8;
-  __shared__ __align__(16) uint16_t xs_static[XONCE ? 8 : MT * XSTRIDE];
-  extern __shared__ __align__(16) uint16_t xs_dyn[];
-  uint16_t* const xs = XONCE ? xs_dyn : xs_static;
-  const int xstride = XONCE ? p.KPC * hg::TILE + 8 : XSTRIDE;
+  __shared__ __align__(16) uint16_t xs[MT * XSTRIDE];
+  constexpr int xstride = XSTRIDE;
   const uint16_t* xl = xs + (lane & 7) * xstride + (lane >> 3) * 8;
-  if (XONCE) issue_x<MT>(xs, xstride, p, ct0, (ct1 - ct0) * hg::TILE, tok0, mc);  // waited for in the first batch
 
   float acc[NT][4];
 #pragma unroll
@@ -131,8 +121,7 @@ __global__ void __launch_bounds__(THREADS, 2) hybrid_decode_kernel(const Params 
       }
       if (RUN4) win_sparse = __ballot_sync(0xffffffffu, ct < ct1 && my_kind != 0);
     }
-    if (!XONCE && c != ct0) __syncthreads();  // every warp is done with the previous batch's x slice
-    const int xc = XONCE ? (c - ct0) * hg::TILE : 0;  // this batch's first x column in shared memory
+    if (c != ct0) __syncthreads();  // every warp is done with the previous batch's x slice
     uint4 a[KB][2][4];
     uint32_t meta[KB][2];
     bool sp[KB], in[KB];
@@ -154,8 +143,7 @@ __global__ void __launch_bounds__(THREADS, 2) hybrid_decode_kernel(const Params 
             meta4[j][h] = ld_stream4(u + HYBRID_SPARSE_VALUE_BYTES + lane * 4, pol);
           }
         }
-        if (!XONCE) stage_x<MT, XSTRIDE>(xs, p, c, 4 * hg::TILE, tok0, mc);
-        else if (c == ct0) wait_x();
+        stage_x<MT, XSTRIDE>(xs, p, c, 4 * hg::TILE, tok0, mc);
 #pragma unroll
         for (int j = 0; j < 4; ++j)
 #pragma unroll
@@ -164,8 +152,8 @@ __global__ void __launch_bounds__(THREADS, 2) hybrid_decode_kernel(const Params 
 #pragma unroll
             for (int n = 0; n < NT; ++n) {
               uint32_t bx[2][4];
-              hg::ldmatrix_x4(bx[0], xl + n * 8 * xstride + xc + kofs);
-              hg::ldmatrix_x4(bx[1], xl + n * 8 * xstride + xc + kofs + 32);
+              hg::ldmatrix_x4(bx[0], xl + n * 8 * xstride + kofs);
+              hg::ldmatrix_x4(bx[1], xl + n * 8 * xstride + kofs + 32);
               hg::mma_sp<BF16, 0>(acc[n], a[j >> 1][h][2 * (j & 1)], bx[0], meta4[j][h]);
               hg::mma_sp<BF16, 1>(acc[n], a[j >> 1][h][2 * (j & 1) + 1], bx[1], meta4[j][h]);
             }
@@ -202,8 +190,7 @@ __global__ void __launch_bounds__(THREADS, 2) hybrid_decode_kernel(const Params 
         }
       }
     }
-    if (!XONCE) stage_x<MT, XSTRIDE>(xs, p, c, XW, tok0, mc);
-    else if (c == ct0) wait_x();
+    stage_x<MT, XSTRIDE>(xs, p, c, XW, tok0, mc);
 #pragma unroll
     for (int b = 0; b < KB; ++b) {
       if (!in[b]) continue;
@@ -214,8 +201,8 @@ __global__ void __launch_bounds__(THREADS, 2) hybrid_decode_kernel(const Params 
         for (int n = 0; n < NT; ++n) {
           // bx[q][i] = x[token 8n + g][kofs + 32q + 8i + 2t, +1]
           uint32_t bx[2][4];
-          hg::ldmatrix_x4(bx[0], xl + n * 8 * xstride + xc + kofs);
-          hg::ldmatrix_x4(bx[1], xl + n * 8 * xstride + xc + kofs + 32);
+          hg::ldmatrix_x4(bx[0], xl + n * 8 * xstride + kofs);
+          hg::ldmatrix_x4(bx[1], xl + n * 8 * xstride + kofs + 32);
           if (sp[b]) {
             hg::mma_sp<BF16, 0>(acc[n], a[b][h][0], bx[0], meta[b][h]);
             hg::mma_sp<BF16, 1>(acc[n], a[b][h][1], bx[1], meta[b][h]);

@@ -1,7 +1,8 @@
 // Launchers of the hybrid dense/2:4 GEMM. No LibTorch here: CUDA runtime only (the TMA descriptor encoder comes from
 // the driver through cudaGetDriverEntryPointByVersion, so nothing links libcuda).
 // x: [M, K] bf16/fp16, W: [N, K] packed hybrid (128×128 tiles) -> y: [M, N]. Dispatch by M and architecture:
-// M <= 64 split-K decode kernel (hybrid_decode.cuh); above, on sm_90a, the wgmma prefill kernel (hybrid_prefill.cuh);
+// M <= 32 split-K decode kernel (hybrid_decode.cuh); above, on sm_90a, the wgmma prefill kernels (hybrid_prefill.cuh:
+// stream-K where the tiles are too few for the SMs, else one CTA per tile);
 // without wgmma code split-K up to M = 128, then
 // the persistent mma.sync kernel (hybrid_gemm.cuh) on request or where wgmma is not built; on sm_8x the split-K
 // kernel for every M (64-token chunks).
@@ -99,21 +100,27 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   return fn;
 }
 
+// x as a 2-D tensor {K, M} (K innermost), box {64 K, BN tokens}, 128-byte swizzle, zero fill past M and K.
 template <int BN, bool BF16>
-cudaError_t launch_prefill(const void* x, const hp::Params& p, cudaStream_t stream) {
-  using C = hp::Cfg<BN>;
+cudaError_t encode_x_map(CUtensorMap* map, const void* x, const hp::Params& p) {
   auto enc = tensor_map_encoder();
   if (!enc) return cudaErrorNotSupported;
-  // x as a 2-D tensor {K, M} (K innermost), box {64 K, BN tokens}, 128-byte swizzle, zero fill past M and K.
-  CUtensorMap map;
   const cuuint64_t dims[2] = {cuuint64_t(p.K), cuuint64_t(p.M)};
   const cuuint64_t strides[1] = {cuuint64_t(p.K) * 2};
   const cuuint32_t box[2] = {cuuint32_t(hp::SLAB_K), cuuint32_t(BN)};
   const cuuint32_t estr[2] = {1, 1};
-  CUresult cr = enc(&map, BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2,
+  CUresult cr = enc(map, BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2,
                     const_cast<void*>(x), dims, strides, box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE,
                     CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  if (cr != CUDA_SUCCESS) return cudaErrorInvalidValue;
+  return cr == CUDA_SUCCESS ? cudaSuccess : cudaErrorInvalidValue;
+}
+
+template <int BN, bool BF16>
+cudaError_t launch_prefill(const void* x, const hp::Params& p, cudaStream_t stream) {
+  using C = hp::Cfg<BN>;
+  CUtensorMap map;
+  cudaError_t em = encode_x_map<BN, BF16>(&map, x, p);
+  if (em != cudaSuccess) return em;
   static bool attr_set = false;
   if (!attr_set) {
     cudaError_t e = cudaFuncSetAttribute(hp::hybrid_prefill_kernel<BN, BF16>,
@@ -128,12 +135,36 @@ cudaError_t launch_prefill(const void* x, const hp::Params& p, cudaStream_t stre
   return cudaGetLastError();
 }
 
+// Stream-K prefill (hybrid_prefill.cuh v5) on `grid` CTAs; p.TB, slots and counters set by the caller.
+template <bool BF16>
+cudaError_t launch_prefill_sk(const void* x, const hp::Params& p, int grid, cudaStream_t stream) {
+  CUtensorMap map;
+  cudaError_t e = encode_x_map<hp::SK_BN, BF16>(&map, x, p);
+  if (e != cudaSuccess) return e;
+  static bool attr_set = false;
+  if (!attr_set) {
+    e = cudaFuncSetAttribute(hp::hybrid_prefill_sk_kernel<BF16>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             hp::SK_SMEM);
+    if (e != cudaSuccess) return e;
+    attr_set = true;
+  }
+  hp::hybrid_prefill_sk_kernel<BF16><<<grid, hp::THREADS, hp::SK_SMEM, stream>>>(map, p);
+  return cudaGetLastError();
+}
+
 // ---- split-K decode kernel (hybrid_decode.cuh) ----
-// Auto dispatch: the split-K decode kernel up to DECODE_MAX_M tokens, the wgmma kernel above where it is built (sm_90a),
-// else the split-K kernel up to DECODE_MAX_M_NO_WGMMA. H200, 2026-12-04 (`bench_ops --prefill --quick --ms 32,64,128`):
-// at M = 128 wgmma is 0.91-1.10x cuBLAS on 12288x4096 and 0.44-0.50x on 4096x14336, split-K 0.35-0.42x on both; at
-// M = 64 split-K wins on 4096x14336 (0.65-0.71x vs 0.42-0.47x) and loses on 12288x4096 (0.58-0.63x vs 0.65-0.78x).
-constexpr int DECODE_MAX_M = 64;
+// Auto dispatch: the split-K decode kernel up to DECODE_MAX_M tokens, the wgmma kernels above where they are built
+// (sm_90a), else the split-K kernel up to DECODE_MAX_M_NO_WGMMA. Inside the wgmma path, stream-K while the 128-token
+// tiles would fill at most half the SMs, else one CTA per tile with the tile width of fewer weighted waves (a 256-token
+// tile takes ~1.7× a 128-token one). Measured on the H200, 2026-12-04 (`bench_ops --prefill --quick --ms
+// 32,48,64,...,512`, docs/benchmarks/data/prefill_midm_h200.md), × cuBLAS at f = 0 / 0.9:
+//   M = 32:  split-K 0.77 / 0.88 (12288×4096), 0.85 / 0.97 (4096×14336); wgmma 128-token tiles 0.58 / 0.63, 0.39 / 0.43
+//   M = 64:  12288×4096 (96 tiles): tiles 0.65 / 0.77, split-K 0.58 / 0.63, stream-K 0.55 / 0.59;
+//            4096×14336 (32 tiles): stream-K 0.74 / 0.82, split-K 0.66 / 0.72, tiles 0.41 / 0.47
+//   M = 128: 12288×4096: tiles 0.91 / 1.07, stream-K 0.70 / 0.80; 4096×14336: stream-K 0.79 / 0.93, tiles 0.43 / 0.49
+//   M = 256: 12288×4096: 256-token tiles 0.68 / 0.89, 128-token 0.57 / 0.74; 4096×14336: stream-K 0.72 / 0.85
+//   M = 512: 12288×4096: 128-token tiles 0.74 / 0.92, 256-token 0.67 / 0.89; 4096×14336: 128-token 0.83 / 0.99
+constexpr int DECODE_MAX_M = 32;
 constexpr int DECODE_MAX_M_NO_WGMMA = 128;
 constexpr int DECODE_CTAS_PER_SM = 4;      // default target: 2 resident CTAs per SM, ~2 waves
 constexpr int DECODE_MAX_CTAS_PER_SM = 16;  // largest target the workspace is sized for
@@ -163,25 +194,17 @@ DecodeSplit decode_split(int64_t RB, int64_t CT, int64_t nchunks, int KB, int64_
   return d;
 }
 
-template <int NT, int KB, bool BF16, bool RUN4 = false, bool XONCE = false>
+template <int NT, int KB, bool BF16, bool RUN4 = false>
 cudaError_t launch_decode(const hd::Params& p, dim3 grid, cudaStream_t stream) {
-  const size_t smem = XONCE ? size_t(hd::decode_xonce_smem_bytes(NT * 8, p.KPC)) : 0;
-  hd::hybrid_decode_kernel<NT, KB, BF16, RUN4, XONCE><<<grid, hd::THREADS, smem, stream>>>(p);
+  hd::hybrid_decode_kernel<NT, KB, BF16, RUN4><<<grid, hd::THREADS, 0, stream>>>(p);
   return cudaGetLastError();
 }
-// v3f stages the CTA's whole x range in shared memory; above this it falls back to v3e. 48 KB is the most a kernel
-// gets without cudaFuncSetAttribute, and 2 CTAs per SM (the launch bound) still fit beside it.
-constexpr int64_t DECODE_XONCE_MAX_SMEM = 48 * 1024;
+// variant 0: v3e (runs of four 2:4 k-tiles, RUN4) at M <= 16, 1: v3d (kept to compare against).
 template <bool BF16>
 cudaError_t launch_decode_nt(int nt, int variant, const hd::Params& p, dim3 grid, cudaStream_t stream) {
-  if (variant == 2 && nt <= 2 && hd::decode_xonce_smem_bytes(nt * 8, p.KPC) > DECODE_XONCE_MAX_SMEM) variant = 1;
   switch (nt) {
-    case 1: return variant == 2   ? launch_decode<1, 2, BF16, true, true>(p, grid, stream)
-                   : variant == 1 ? launch_decode<1, 2, BF16, true>(p, grid, stream)
-                                  : launch_decode<1, 2, BF16>(p, grid, stream);
-    case 2: return variant == 2   ? launch_decode<2, 2, BF16, true, true>(p, grid, stream)
-                   : variant == 1 ? launch_decode<2, 2, BF16, true>(p, grid, stream)
-                                  : launch_decode<2, 2, BF16>(p, grid, stream);
+    case 1: return variant == 1 ? launch_decode<1, 2, BF16>(p, grid, stream) : launch_decode<1, 2, BF16, true>(p, grid, stream);
+    case 2: return variant == 1 ? launch_decode<2, 2, BF16>(p, grid, stream) : launch_decode<2, 2, BF16, true>(p, grid, stream);
     case 4: return launch_decode<4, 1, BF16>(p, grid, stream);
     default: return launch_decode<8, 1, BF16>(p, grid, stream);
   }
@@ -286,8 +309,23 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
     p.offsets = a.offsets;
     p.RB = int(rb);
     p.CT = int(ct);
-    // 256 tokens per CTA when that still gives every SM a CTA; else 128 (twice the CTAs).
-    const int bn = a.prefill_bn ? a.prefill_bn : (rb * ((a.M + 255) / 256) >= d.sms ? 256 : 128);
+    const int64_t tb = (a.M + hp::SK_BN - 1) / hp::SK_BN;
+    const bool sk = rb * tb <= hg::MAX_KEYS &&  // one counter per tile
+                    (a.prefill_schedule == 2 || (a.prefill_schedule == 0 && a.prefill_bn == 0 && 2 * rb * tb <= d.sms));
+    if (sk) {
+      p.TB = int(tb);
+      p.counters = reinterpret_cast<int*>(ws);
+      p.slots = reinterpret_cast<float*>(ws + hg::WS_COUNTER_BYTES + size_t(grid) * 16);
+      const int g = int(std::min<int64_t>(grid, rb * tb * ((a.K + hp::SLAB_K - 1) / hp::SLAB_K)));
+      cudaError_t e = a.bf16 ? launch_prefill_sk<true>(a.x, p, g, stream) : launch_prefill_sk<false>(a.x, p, g, stream);
+      if (e != cudaSuccess) {
+        r.status = HYBRID_ERR_CUDA;
+        r.cuda_error = int(e);
+      }
+      return r;
+    }
+    const int64_t waves128 = (rb * tb + d.sms - 1) / d.sms, waves256 = (rb * ((a.M + 255) / 256) + d.sms - 1) / d.sms;
+    const int bn = a.prefill_bn ? a.prefill_bn : (17 * waves256 < 10 * waves128 ? 256 : 128);
     cudaError_t e = bn == 256 ? (a.bf16 ? launch_prefill<256, true>(a.x, p, stream)
                                         : launch_prefill<256, false>(a.x, p, stream))
                               : (a.bf16 ? launch_prefill<128, true>(a.x, p, stream)

@@ -30,16 +30,16 @@ struct HybridGemmArgs {
   size_t workspace_bytes = 0;
   void* stream = nullptr;         // cudaStream_t; null = legacy default stream
   int grid = 0;                   // persistent kernel only: CTAs; 0 = one per SM
-  int kernel = 0;                 // 0 = auto (split-K decode kernel for M <= 64, above it the wgmma prefill kernel
+  int kernel = 0;                 // 0 = auto (split-K decode kernel for M <= 32, above it the wgmma prefill kernel
                                   // on sm_90, else the persistent one; on sm_8x the split-K kernel for every M),
                                   // 1 = persistent mma.sync bulk-copy kernel (sm_90),
                                   // 2 = split-K decode kernel (any M, 64-token chunks), 3 = wgmma prefill (sm_90a)
   int prefill_bn = 0;             // wgmma prefill kernel: tokens per CTA (128 or 256); 0 = by M and N
+  int prefill_schedule = 0;       // wgmma prefill: 0 = auto, 1 = one CTA per output tile, 2 = stream-K (one CTA per
+                                  // SM, equal weight bytes each, split tiles reduced in the workspace)
   int decode_ctas_per_sm = 0;     // split-K kernel: target CTAs per SM (1..16) that sets the k-split; 0 = default (4)
-  int decode_variant = 0;         // split-K kernel at M <= 16: 0 = v3d; 1 = v3e, runs of four 2:4 k-tiles in one load
-                                  // batch (hybrid_decode.cuh RUN4); 2 = v3f, v3e + x staged once per CTA, no
-                                  // per-batch barrier (XONCE; v3e where x would exceed 48 KB). Both written
-                                  // 2026-12-04 and not yet validated on a GPU.
+  int decode_variant = 0;         // split-K kernel at M <= 16: 0 = v3e (runs of four 2:4 k-tiles in one load batch,
+                                  // hybrid_decode.cuh RUN4), 1 = v3d (one or two k-tiles per batch; to compare)
 };
 
 struct HybridLaunchResult {

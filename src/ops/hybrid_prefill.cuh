@@ -49,6 +49,10 @@ struct Params {
   const uint8_t* kinds;    // [RB * CT]
   const int64_t* offsets;  // [RB * CT + 1]
   int RB, CT;
+  // stream-K kernel only
+  int TB = 1;              // 128-token blocks
+  float* slots = nullptr;  // [G][2][128 × 128] fp32 partial tiles
+  int* counters = nullptr; // [RB · TB] ≤ MAX_KEYS, zero between launches
 };
 
 // ---- wgmma wrappers (sm_90a) -----------------------------------------------------------------------------------
@@ -210,6 +214,79 @@ __device__ __forceinline__ uint32_t lds32(const void* p) {
   return v;
 }
 
+// ---- pieces shared by the tile kernel and the stream-K kernel -------------------------------------------------
+// Producer: slab s (64 K) of tile t (= rb·CT + k-tile) for the token block at tok0 into one stage: the x box by TMA
+// (zero-filled past M and K) and the weight slab by a bulk copy, both completing on the stage's full barrier.
+template <int BN>
+__device__ __forceinline__ void issue_slab(uint8_t* stage, uint64_t* full, const CUtensorMap* xmap, const Params& p,
+                                           int64_t t, int s, int tok0) {
+  const uint32_t wbytes = __ldg(p.kinds + t) ? hg::SPARSE_UNIT : hg::DENSE_UNIT;
+  hg::mbar_expect_tx(full, Cfg<BN>::X_BYTES + wbytes);
+  tma_load_2d(stage, xmap, s * SLAB_K, tok0, full);
+  // Default L2 policy: unlike decode, a weight slab is read again by each token block.
+  hg::bulk_copy(stage + Cfg<BN>::X_BYTES, p.blob + __ldg(p.offsets + t) + (s & 1) * wbytes, wbytes, full);
+}
+
+// Consumer: one slab that has landed in `stage`: this lane's A registers into a, the slab's wgmmas issued, then wait
+// until only these are in flight (so the caller may release the previous slab's stage while the tensor cores work on
+// this one). Callers alternate two register buffers, so the in-flight wgmma's A registers stay untouched.
+template <int BN, bool BF16>
+__device__ __forceinline__ void mma_slab(float (&d)[BN / 2], uint4 (&a)[4], const uint8_t* stage, bool sparse,
+                                         int grp, int lane) {
+  // Branch-free A loads: dense k16 step j at unit + 512 j; 2:4 k32 step s at unit + 512 s, metadata at + 1024.
+  // (The extra loads of the unused registers stay inside the stage buffer and are ignored.)
+  const uint8_t* unit =
+      stage + Cfg<BN>::X_BYTES + grp * (sparse ? HYBRID_SPARSE_UNIT_BYTES : HYBRID_DENSE_UNIT_BYTES);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) a[j] = lds128(unit + j * 512 + lane * 16);
+  const uint32_t meta = lds32(unit + HYBRID_SPARSE_VALUE_BYTES + lane * 4);
+  fence_acc(d);
+  wg_fence();
+  wgmma_slab<BN, BF16>(d, a, desc_sw128(hg::smem_addr(stage)), meta, sparse ? 1u : 0u);
+  wg_commit();
+  wg_wait<1>();
+  fence_acc(d);
+}
+
+// Epilogue through shared memory: the D fragments (d[4j + e] = row 16·w4 + g + 8·(e >> 1) of the warpgroup,
+// token 8j + 2t + (e & 1)) are scattered 2-byte values along y's rows; written straight to global memory they
+// half-fill every 32-byte sector. Both consumer warpgroups (named barrier 1, 256 threads) put the [BN tokens][128
+// rows] tile into ot (the caller's shared buffer, free once every consumer thread arrived at the first barrier),
+// then each token row leaves as 16-byte stores. c = consumer warpgroup, w4 = its warp, ctid = 0..255.
+constexpr int OSTR = hg::TILE + 8;  // 272-byte rows: the 4 token columns of a store hit distinct banks
+// Where fragment element i of this thread goes in the [tokens][OSTR] output tile.
+__device__ __forceinline__ int ot_pos(int i, int c, int w4, int lane) {
+  return (8 * (i >> 2) + 2 * (lane & 3) + (i & 1)) * OSTR + 64 * c + 16 * w4 + (lane >> 2) + 8 * ((i >> 1) & 1);
+}
+// Both consumer warpgroups (named barrier 1, 256 threads) have written the tile into ot: each token row leaves as
+// 16-byte stores. ctid = 0..255.
+template <int BN>
+__device__ __forceinline__ void store_rows(const uint16_t* ot, const Params& p, int rb, int tok0, int ctid) {
+  asm volatile("bar.sync 1, 256;" ::: "memory");
+  const int row0 = rb * hg::TILE;
+  const bool vec = (p.N & 7) == 0;  // 16-byte aligned rows of y
+  for (int q = ctid; q < BN * 16; q += 256) {
+    const int tl = q >> 4, ch = q & 15, tok = tok0 + tl, row = row0 + 8 * ch;
+    if (tok >= p.M || row >= p.N) continue;
+    uint16_t* dst = p.y + int64_t(tok) * p.N + row;
+    const uint16_t* src = ot + tl * OSTR + 8 * ch;
+    if (vec) {
+      *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
+    } else {
+      for (int e = 0; e < 8 && row + e < p.N; ++e) dst[e] = src[e];
+    }
+  }
+}
+// The accumulators through ot to y. The first barrier: every consumer thread is done with ot's previous contents.
+template <int BN, bool BF16>
+__device__ __forceinline__ void store_tile(const float (&d)[BN / 2], uint16_t* ot, const Params& p, int rb, int tok0,
+                                           int c, int w4, int lane, int ctid) {
+  asm volatile("bar.sync 1, 256;" ::: "memory");
+#pragma unroll
+  for (int i = 0; i < BN / 2; ++i) ot[ot_pos(i, c, w4, lane)] = hg::to_half_bits<BF16>(d[i]);
+  store_rows<BN>(ot, p, rb, tok0, ctid);
+}
+
 template <int BN, bool BF16>
 __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_kernel(const __grid_constant__ CUtensorMap xmap,
                                                                     const Params p) {
@@ -245,13 +322,7 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_kernel(const __grid
       for (int s = 0; s < nslab; ++s) {
         const int st = s % C::STAGES;
         hg::mbar_wait(&empty[st], ((s / C::STAGES) & 1) ^ 1);
-        const int64_t t = tbase + (s >> 1);
-        const uint32_t wbytes = __ldg(p.kinds + t) ? hg::SPARSE_UNIT : hg::DENSE_UNIT;
-        uint8_t* stage = smem + st * C::STAGE;
-        hg::mbar_expect_tx(&full[st], C::X_BYTES + wbytes);
-        tma_load_2d(stage, &xmap, s * SLAB_K, tok0, &full[st]);
-        // Default L2 policy: unlike decode, every weight slab is read again by each token block.
-        hg::bulk_copy(stage + C::X_BYTES, p.blob + __ldg(p.offsets + t) + (s & 1) * wbytes, wbytes, &full[st]);
+        issue_slab<BN>(smem + st * C::STAGE, &full[st], &xmap, p, tbase + (s >> 1), s, tok0);
       }
     }
     return;
@@ -263,26 +334,11 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_kernel(const __grid
   float d[C::ACC];
 #pragma unroll
   for (int i = 0; i < C::ACC; ++i) d[i] = 0.f;
-  // One slab: wait for its stage, load this lane's A registers into buffer a, issue its wgmmas, then wait until only
-  // these are in flight, so the previous slab's stage can be released while the tensor cores work on this one.
-  // Two register buffers (the loop is unrolled by two) keep the in-flight wgmma's A registers untouched.
   auto slab = [&](int s, uint4 (&a)[4]) {
     const int st = s % C::STAGES;
-    const uint8_t* stage = smem + st * C::STAGE;
-    const uint32_t sparse = __ldg(p.kinds + tbase + (s >> 1)) != 0;
+    const bool sparse = __ldg(p.kinds + tbase + (s >> 1)) != 0;
     hg::mbar_wait(&full[st], (s / C::STAGES) & 1);
-    // Branch-free A loads: dense k16 step j at unit + 512 j; 2:4 k32 step s at unit + 512 s, metadata at + 1024.
-    // (The extra loads of the unused registers stay inside the stage buffer and are ignored.)
-    const uint8_t* unit = stage + C::X_BYTES + grp * (sparse ? HYBRID_SPARSE_UNIT_BYTES : HYBRID_DENSE_UNIT_BYTES);
-#pragma unroll
-    for (int j = 0; j < 4; ++j) a[j] = lds128(unit + j * 512 + lane * 16);
-    const uint32_t meta = lds32(unit + HYBRID_SPARSE_VALUE_BYTES + lane * 4);
-    fence_acc(d);
-    wg_fence();
-    wgmma_slab<BN, BF16>(d, a, desc_sw128(hg::smem_addr(stage)), meta, sparse);
-    wg_commit();
-    wg_wait<1>();
-    fence_acc(d);
+    mma_slab<BN, BF16>(d, a, smem + st * C::STAGE, sparse, grp, lane);
     if (s > 0 && tid == 0) hg::mbar_arrive(&empty[(s - 1) % C::STAGES]);
   };
   uint4 a0[4], a1[4];
@@ -292,37 +348,206 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_kernel(const __grid
   }
   wg_wait<0>();
   fence_acc(d);
+  // The stage buffers are free once both consumer warpgroups are past their last wgmma (store_tile's first barrier).
+  store_tile<BN, BF16>(d, reinterpret_cast<uint16_t*>(smem), p, rb, tok0, c, w4, lane, threadIdx.x - 128);
+#else
+  (void)xmap;
+  (void)p;
+  __trap();  // built without sm_90a: the launcher never selects this kernel then
+#endif
+}
 
-  // Epilogue through shared memory: the D fragments (d[4j + e] = row 16·w4 + g + 8·(e >> 1) of the warpgroup,
-  // token 8j + 2t + (e & 1)) are scattered 2-byte values along y's rows; written straight to global memory they
-  // half-fill every 32-byte sector. Once both consumer warpgroups are past their last wgmma (named barrier 1), the
-  // stage buffers hold the [BN tokens][128 rows] tile and each token row leaves as 16-byte stores.
-  asm volatile("bar.sync 1, 256;" ::: "memory");
-  constexpr int OSTR = hg::TILE + 8;  // 272-byte rows: the 4 token columns of a store hit distinct banks
-  uint16_t* ot = reinterpret_cast<uint16_t*>(smem);
-  const int g = lane >> 2, tq = lane & 3;
+// ---- stream-K kernel (v5) -------------------------------------------------------------------------------------
+// Why: the tile kernel runs one CTA per (row-block, 128/256-token block). At M ≤ 512 that is too few CTAs for 132 SMs
+// (4096 rows × 64 tokens: 32 CTAs) or a bad last wave (12288 rows: 96), and it ran at 0.4–0.8× cuBLAS there.
+// Here a grid of G CTAs (one per SM) splits the sequence of work units L = key·NS + s (key = rb·TB + tb: the 128-token
+// blocks of a row-block adjacent, so its weight slabs are re-read from L2; s = 64-K slab, NS per tile) into G equal
+// ranges, CTA c taking [⌊LU·c/G⌋, ⌊LU·(c+1)/G⌋). A tile split between CTAs (only a CTA's first and last can be) goes
+// through fp32 slots in the workspace; its last contributor (atomic counter) sums the slots in CTA order, so results
+// are deterministic. The pipeline and the wgmmas are the tile kernel's; the epilogue has its own shared buffer because
+// the producer is already filling stages for the CTA's next tile.
+// Equal units, not equal bytes (as hybrid_gemm.cuh balances): the ranges are then closed-form, so the contributors of
+// a split tile are computed, not looked up. Looking them up (a loop of dependent loads on one thread) made ptxas
+// serialise every wgmma of the kernel (C7520). The cost: at mixed f a CTA's share of dense slabs varies (~46 slabs
+// per CTA at 12288 × 4096, M = 64).
+__device__ __forceinline__ int64_t sk_begin(int64_t LU, int G, int c) { return LU * c / G; }
+__device__ __forceinline__ int sk_owner(int64_t LU, int G, int64_t L) { return int(((L + 1) * G - 1) / LU); }
+
+// Position in the unit sequence, advanced without divisions: one 64-bit division per slab (L / NS, key / TB) cost
+// about as much issue time as the slab's wgmmas.
+struct SkCursor {
+  int s, tb, NS, TB;
+  int64_t rb, key, t;  // t = tile index rb·CT + s/2
+  __device__ SkCursor(int64_t L, int ns, int tbn, int CT) : NS(ns), TB(tbn) {
+    key = L / ns;
+    s = int(L - key * ns);
+    rb = key / tbn;
+    tb = int(key - rb * tbn);
+    t = rb * CT + (s >> 1);
+  }
+  // Next unit; returns true when it starts a new tile.
+  __device__ bool next(int CT) {
+    if (++s < NS) {
+      t += (s & 1) ? 0 : 1;
+      return false;
+    }
+    s = 0;
+    ++key;
+    if (++tb == TB) tb = 0, ++rb;
+    t = rb * CT;
+    return true;
+  }
+};
+
+constexpr int SK_BN = 128;     // tokens per tile: one fp32 partial = 128 × 128 = the workspace slot of hybrid_gemm
+constexpr int SK_STAGES = 5;   // 5 × 32 KB + the 34 KB epilogue buffer
+constexpr int SK_SMEM = SK_STAGES * Cfg<SK_BN>::STAGE + SK_BN * OSTR * 2 + 2 * SK_STAGES * 8 + 1024;
+
+template <bool BF16>
+__global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sk_kernel(const __grid_constant__ CUtensorMap xmap,
+                                                                       const Params p) {
+#ifdef PATCHLLM_HAVE_WGMMA
+  constexpr int BN = SK_BN, STAGES = SK_STAGES, STAGE = Cfg<BN>::STAGE, ACC = Cfg<BN>::ACC;
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+  uint16_t* ot = reinterpret_cast<uint16_t*>(smem + STAGES * STAGE);
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + STAGES * STAGE + BN * OSTR * 2);
+  uint64_t* empty = full + STAGES;
+  __shared__ int last_flag;
+
+  const int NS = (p.K + SLAB_K - 1) / SLAB_K;
+  const int64_t LU = int64_t(p.RB) * p.TB * NS;
+  const int G = gridDim.x;
+  const int64_t Lb = sk_begin(LU, G, blockIdx.x), Le = sk_begin(LU, G, blockIdx.x + 1);
+  const int n = int(Le - Lb);  // units of this CTA (≤ LU / G + 1)
+  if (n <= 0) return;
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < STAGES; ++s) {
+      hg::mbar_init(&full[s], 1);
+      hg::mbar_init(&empty[s], 2);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+  const int wg = threadIdx.x >> 7, tid = threadIdx.x & 127;
+
+  if (wg == 0) {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
+    if (tid == 0) {
+      asm volatile("prefetch.tensormap [%0];" ::"l"(&xmap) : "memory");
+      SkCursor cur(Lb, NS, p.TB, p.CT);
+      for (int i = 0, st = 0, ph = 0; i < n; ++i) {
+        hg::mbar_wait(&empty[st], uint32_t(ph ^ 1));
+        issue_slab<BN>(smem + st * STAGE, &full[st], &xmap, p, cur.t, cur.s, cur.tb * BN);
+        cur.next(p.CT);
+        if (++st == STAGES) st = 0, ph ^= 1;
+      }
+    }
+    return;
+  }
+
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
+  const int c = wg - 1, w4 = tid >> 5, lane = tid & 31, grp = 4 * c + w4, ctid = threadIdx.x - 128;
+  float d[ACC];
 #pragma unroll
-  for (int i = 0; i < C::ACC; ++i)
-    ot[(8 * (i >> 2) + 2 * tq + (i & 1)) * OSTR + 64 * c + 16 * w4 + g + 8 * ((i >> 1) & 1)] =
-        hg::to_half_bits<BF16>(d[i]);
-  asm volatile("bar.sync 1, 256;" ::: "memory");
-  const int ctid = threadIdx.x - 128, row0 = rb * hg::TILE;
-  const bool vec = (p.N & 7) == 0;  // 16-byte aligned rows of y
-  for (int q = ctid; q < BN * 16; q += 256) {
-    const int tl = q >> 4, ch = q & 15, tok = tok0 + tl, row = row0 + 8 * ch;
-    if (tok >= p.M || row >= p.N) continue;
-    uint16_t* dst = p.y + int64_t(tok) * p.N + row;
-    const uint16_t* src = ot + tl * OSTR + 8 * ch;
-    if (vec) {
-      *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
-    } else {
-      for (int e = 0; e < 8 && row + e < p.N; ++e) dst[e] = src[e];
+  for (int i = 0; i < ACC; ++i) d[i] = 0.f;
+  int pending = -1;  // stage read by the wgmmas still in flight, released once they are done
+  int st = 0, ph = 0;
+  SkCursor cur(Lb, NS, p.TB, p.CT);
+  auto slab = [&](uint4 (&a)[4]) {
+    hg::mbar_wait(&full[st], uint32_t(ph));
+    mma_slab<BN, BF16>(d, a, smem + st * STAGE, __ldg(p.kinds + cur.t) != 0, grp, lane);
+    if (pending >= 0 && tid == 0) hg::mbar_arrive(&empty[pending]);
+    pending = st;
+    if (++st == STAGES) st = 0, ph ^= 1;
+  };
+  // Tile (key, rb, tb) done with `done` of its NS units (`first`: the CTA's first tile): straight to y when this CTA
+  // covered all of it, else through its slot; the last contributor sums every contributor's slot in CTA order.
+  auto finish = [&](int64_t key, int64_t rb64, int tb, int done, bool first) {
+    wg_wait<0>();
+    fence_acc(d);
+    if (tid == 0) hg::mbar_arrive(&empty[pending]);
+    pending = -1;
+    const int rb = int(rb64), tok0 = tb * BN;
+    if (done < NS) {
+      float* sl = p.slots + (int64_t(blockIdx.x) * 2 + (first ? 0 : 1)) * hg::SLOT_FLOATS;
+#pragma unroll
+      for (int i = 0; i < ACC; ++i) __stcg(sl + i * 256 + ctid, d[i]);  // fragment order: coalesced, same for all
+      __threadfence();
+      asm volatile("bar.sync 1, 256;" ::: "memory");
+      if (ctid == 0) {
+        const int old = atomicAdd(p.counters + key, done);
+        const int last = old + done == NS;
+        if (last) p.counters[key] = 0;  // clean for the next launch
+        __threadfence();
+        last_flag = last;
+      }
+      asm volatile("bar.sync 1, 256;" ::: "memory");
+      if (last_flag) {
+        // Contributors: the owners of the tile's first and last unit and every CTA between; slot 0 holds a CTA's
+        // first tile, slot 1 its last, so only the first contributor can hold this tile in slot 1.
+        const int64_t L0 = key * NS;
+        const int c0 = sk_owner(LU, G, L0), c1 = sk_owner(LU, G, L0 + NS - 1);
+        const int slot0 = sk_begin(LU, G, c0) < L0 ? 1 : 0;
+        // Sum in chunks of 16 elements, each contributor's 16 loads in flight together (one L2 round trip per
+        // chunk and contributor; per element, the reduction tail was ~40 µs). Never into the accumulators: ptxas
+        // serialises every wgmma of the kernel (C7520) when they are written on a path it cannot prove uniform.
+        asm volatile("bar.sync 1, 256;" ::: "memory");
+        const float* head = p.slots + (int64_t(c0) * 2 + slot0) * hg::SLOT_FLOATS + ctid;
+#pragma unroll
+        for (int i0 = 0; i0 < ACC; i0 += 16) {
+          float v[16];
+#pragma unroll
+          for (int k = 0; k < 16; ++k) v[k] = __ldcg(head + (i0 + k) * 256);
+          for (int cc = c0 + 1; cc <= c1; ++cc) {
+            const float* src = p.slots + int64_t(cc) * 2 * hg::SLOT_FLOATS + ctid;  // slot 0: its first tile
+            float w[16];
+#pragma unroll
+            for (int k = 0; k < 16; ++k) w[k] = __ldcg(src + (i0 + k) * 256);
+#pragma unroll
+            for (int k = 0; k < 16; ++k) v[k] += w[k];
+          }
+#pragma unroll
+          for (int k = 0; k < 16; ++k) ot[ot_pos(i0 + k, c, w4, lane)] = hg::to_half_bits<BF16>(v[k]);
+        }
+        store_rows<BN>(ot, p, rb, tok0, ctid);
+      }
+      return;
+    }
+    store_tile<BN, BF16>(d, ot, p, rb, tok0, c, w4, lane, ctid);
+  };
+  auto zero = [&]() {
+#pragma unroll
+    for (int i = 0; i < ACC; ++i) d[i] = 0.f;
+  };
+  uint4 a0[4], a1[4];
+  int done = 0;
+  bool first = true;
+  // After a slab: close its tile if the next unit starts another one or this CTA's range ends.
+  auto advance = [&](int i) {
+    ++done;
+    const int64_t key = cur.key, rb = cur.rb;
+    const int tb = cur.tb;
+    if (cur.next(p.CT) || i + 1 == n) {
+      finish(key, rb, tb, done, first);
+      zero();
+      done = 0;
+      first = false;
+    }
+  };
+  for (int i = 0; i < n; i += 2) {
+    // Two slabs per iteration so that the two A-register buffers stay compile-time (no local-memory arrays).
+    slab(a0);
+    advance(i);
+    if (i + 1 < n) {
+      slab(a1);
+      advance(i + 1);
     }
   }
 #else
   (void)xmap;
   (void)p;
-  __trap();  // built without sm_90a: the launcher never selects this kernel then
+  __trap();
 #endif
 }
 
