@@ -16,7 +16,8 @@
 // stage's full mbarrier); WG1 and WG2 consume (rows 0–63 and 64–127 of the row-block), keep one slab's wgmmas in
 // flight (wait_group 1) and release a stage on its empty mbarrier once the wgmmas that read it are done. The output
 // tile leaves through shared memory as 16-byte rows. Grid: one CTA per (row-block, token block) in a grouped raster
-// order; one CTA per SM. Measured versions and what limits them: dev/kernels/hybrid_gemm.cu, docs/BENCHMARKS.md §4.
+// order; one CTA per SM. v5 (hybrid_prefill_sk_kernel, below) runs the same pipeline stream-K for M where those tiles
+// are too few for the SMs. Measured versions and what limits them: dev/kernels/hybrid_gemm.cu, docs/BENCHMARKS.md §4.
 #pragma once
 #include <cuda.h>
 
