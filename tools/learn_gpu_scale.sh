@@ -4,7 +4,8 @@
 # (--materialise-masks) in the same run. Part B (PART=B): PATCH-Joint on Qwen2.5-0.5B- and LLaMA-3.2-1B-shaped
 # models, both designs; Wanda and SparseGPT 2:4 on the 7B model (wall time, peak GPU memory from nvidia-smi).
 # PART=C: only Wanda and SparseGPT 2:4 on the 7B model (NS windows × 2048, SparseGPT with --no-weights), with the
-# allocator peak and prune time from prune_report.json. PART=D: only PATCH-Tile at 7B, both designs.
+# allocator peak and prune time from prune_report.json. PART=D: only PATCH-Tile at 7B, both designs. PART=E: only
+# PATCH-Joint (Qwen2.5-0.5B and LLaMA-3.2-1B shapes), both designs.
 # Needs .deps/gpu-data/{tokenizer.model,wiki.test.raw} (LLaMA-2 tokenizer and WikiText-2 test from ../shared).
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -68,6 +69,13 @@ if [ "${PART:-A}" = C ]; then
   ckpt llama2-7b /tmp/l2-7b bfloat16
   prune7b sparsegpt --no-weights
   prune7b wanda
+elif [ "${PART:-A}" = E ]; then  # only PATCH-Joint on the Qwen2.5-0.5B and LLaMA-3.2-1B shapes, both designs
+  ckpt qwen2.5-0.5b /tmp/q05 bfloat16
+  learn joint_q05_ours /tmp/q05 patch-joint 0.45
+  learn joint_q05_reference /tmp/q05 patch-joint 0.45 --materialise-masks
+  ckpt llama3.2-1b /tmp/l32 bfloat16
+  learn joint_l32_ours /tmp/l32 patch-joint 0.45
+  learn joint_l32_reference /tmp/l32 patch-joint 0.45 --materialise-masks
 elif [ "${PART:-A}" = D ]; then
   ckpt llama2-7b /tmp/l2-7b bfloat16
   learn tile7b_ours /tmp/l2-7b patch-tile 0.45

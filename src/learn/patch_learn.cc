@@ -114,6 +114,32 @@ int64_t load_state(const std::string& path, const std::string& key, std::vector<
 
 }  // namespace
 
+torch::Tensor next_token_ce(const Model& model, const torch::Tensor& h, const torch::Tensor& tokens, int64_t chunk) {
+  const int64_t B = h.size(0), T = h.size(1) - 1;
+  PATCHLLM_CHECK(T > 0 && tokens.size(0) == B && tokens.size(1) == T + 1, InvalidArgument,
+                 "next_token_ce: hidden states and tokens disagree in shape");
+  auto hp = h.narrow(1, 0, T);
+  auto tgt = tokens.narrow(1, 1, T);
+  namespace F = torch::nn::functional;
+  if (chunk <= 0 || chunk >= T) {
+    auto logits = model.head(hp);
+    return F::cross_entropy(logits.reshape({-1, logits.size(-1)}), tgt.reshape({-1}));
+  }
+  torch::Tensor sum;
+  for (int64_t c0 = 0; c0 < T; c0 += chunk) {
+    const int64_t n = std::min(chunk, T - c0);
+    auto tc = tgt.narrow(1, c0, n).reshape({-1});
+    auto f = [&model, tc](const torch::Tensor& hin, const std::vector<torch::Tensor>&) {
+      auto lg = model.head(hin);
+      return std::vector<torch::Tensor>{
+          F::cross_entropy(lg.reshape({-1, lg.size(-1)}), tc, F::CrossEntropyFuncOptions().reduction(torch::kSum))};
+    };
+    auto part = checkpoint(f, hp.narrow(1, c0, n), {})[0];
+    sum = sum.defined() ? sum + part : part;
+  }
+  return sum / double(B * T);
+}
+
 LearnResult patch_learn(Model& model, const MaskSet& prior, const torch::Tensor& train, const LearnOptions& o_in) {
   LearnOptions o = o_in;
   learn_check_options(o);
@@ -275,9 +301,9 @@ LearnResult patch_learn(Model& model, const MaskSet& prior, const torch::Tensor&
           if (o.weight_reg > 0) norms[m] = (s.mat->weight.to(torch::kFloat32) * s.M).norm();
         }
       }
-      torch::Tensor logits;
+      torch::Tensor h;
       if (o.checkpoint_layers) {
-        auto h = model.embed_tokens(x);
+        h = model.embed_tokens(x);
         auto ctx = model.make_context(x.size(0), x.size(1));
         for (int64_t i = 0; i < n_layers; ++i) {
           std::vector<size_t> ms;
@@ -320,16 +346,13 @@ LearnResult patch_learn(Model& model, const MaskSet& prior, const torch::Tensor&
           for (size_t m : ms)
             if (!slots[m].mat && slots[m].joint && slots[m].joint->want_norm) norms[m] = outs[k++];
         }
-        logits = model.head(h);
       } else {
-        logits = model.forward(x);
+        h = model.hidden(x);
         for (size_t m = 0; m < slots.size(); ++m)
           if (!slots[m].mat && slots[m].joint && slots[m].joint->want_norm) norms[m] = slots[m].joint->last_norm;
       }
-      auto ce = torch::nn::functional::cross_entropy(
-          logits.narrow(1, 0, x.size(1) - 1).reshape({-1, logits.size(-1)}),
-          x.narrow(1, 1, x.size(1) - 1).reshape({-1}));
-      logits = torch::Tensor();
+      auto ce = next_token_ce(model, h, x, o.checkpoint_layers && !o.materialise_masks ? o.ce_chunk : 0);
+      h = torch::Tensor();
       auto loss = ce;
       if (tiles) {
         // Analytic density d = 0.5 + 0.5·Σ t·|tile| / Σ|W| (patch-method.md §1.9): both modes keep 2 of 4.

@@ -33,7 +33,10 @@ struct LearnOptions {
   bool exact_budget = true;            // false: the reference rule, dense iff θ > 0
   bool checkpoint_layers = false;      // recompute each decoder layer in backward
   bool materialise_masks = false;      // benchmark baseline: the reference design (full-size masks built outside
-                                       // the checkpointed layers, alive for the whole step)
+                                       // the checkpointed layers, alive for the whole step; logits of the whole
+                                       // sequence at once)
+  int64_t ce_chunk = 1024;             // with checkpoint_layers: LM head + cross-entropy on this many positions at a
+                                       // time, each recomputed in backward; 0: the whole sequence at once
   uint64_t seed = 0;
   std::string log_jsonl;     // one JSON line per step, appended (empty: none)
   std::string state_path;    // resumable state file (empty: none)
@@ -60,5 +63,12 @@ void learn_check_options(const LearnOptions& o);
 // round(N·(1−2s*)) tiles of each matrix start at +std·strength, the rest at −. train: [N, seqlen] token windows,
 // visited in a seeded shuffled order. The model's linear slots are restored before returning.
 LearnResult patch_learn(Model& model, const MaskSet& prior, const torch::Tensor& train, const LearnOptions& opt);
+
+// Mean next-token cross-entropy of the last decoder layer's output h [B, T, D] against tokens [B, T] (position t
+// predicts token t + 1). chunk > 0: the final norm, LM head and loss run on `chunk` positions at a time inside
+// checkpoint(), so only one chunk's fp32 logits and their gradient exist at once. Whole, they are the largest
+// tensors of a step at long sequences and large vocabularies (Qwen2.5, 4096 positions × 151 936 × 4 B = 2.5 GB,
+// held about three times: logits, log-softmax, gradient). The value equals the whole-sequence loss up to summation order.
+torch::Tensor next_token_ce(const Model& model, const torch::Tensor& h, const torch::Tensor& tokens, int64_t chunk);
 
 }  // namespace patchllm
