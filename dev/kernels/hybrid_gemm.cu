@@ -183,7 +183,8 @@ int validate(bool small, const std::vector<int>& only = {}) {
   struct Shape { int64_t N, K; bool bf16; std::vector<int64_t> Ms; };
   std::vector<Shape> shapes;
   if (small) {
-    shapes = {{200, 264, true, {1, 5, 17, 300}}, {136, 1096, true, {1, 9}}};  // 1096: 9 k-tiles, room for v3e's runs of four 2:4 k-tiles
+    // 1096: 9 k-tiles, room for v3e's runs of four 2:4 k-tiles
+    shapes = {{200, 264, true, {1, 5, 17, 300}}, {136, 1096, true, {1, 9}}};
   } else {
     shapes = {{1000, 1096, true, {1, 2, 3, 8, 13, 16, 24, 33, 64, 100, 128, 129, 300, 1000, 8192}},
               {256, 512, true, {1, 16, 128}},

@@ -68,7 +68,8 @@ LearnResult patch_learn(Model& model, const MaskSet& prior, const torch::Tensor&
 // predicts token t + 1). chunk > 0: the final norm, LM head and loss run on `chunk` positions at a time inside
 // checkpoint(), so only one chunk's fp32 logits and their gradient exist at once. Whole, they are the largest
 // tensors of a step at long sequences and large vocabularies (Qwen2.5, 4096 positions × 151 936 × 4 B = 2.5 GB,
-// held about three times: logits, log-softmax, gradient). The value equals the whole-sequence loss up to summation order.
+// held about three times: logits, log-softmax, gradient). The value equals the whole-sequence loss up to summation
+// order.
 torch::Tensor next_token_ce(const Model& model, const torch::Tensor& h, const torch::Tensor& tokens, int64_t chunk);
 
 }  // namespace patchllm

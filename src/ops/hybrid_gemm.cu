@@ -203,8 +203,10 @@ cudaError_t launch_decode(const hd::Params& p, dim3 grid, cudaStream_t stream) {
 template <bool BF16>
 cudaError_t launch_decode_nt(int nt, int variant, const hd::Params& p, dim3 grid, cudaStream_t stream) {
   switch (nt) {
-    case 1: return variant == 1 ? launch_decode<1, 2, BF16>(p, grid, stream) : launch_decode<1, 2, BF16, true>(p, grid, stream);
-    case 2: return variant == 1 ? launch_decode<2, 2, BF16>(p, grid, stream) : launch_decode<2, 2, BF16, true>(p, grid, stream);
+    case 1: return variant == 1 ? launch_decode<1, 2, BF16>(p, grid, stream)
+                                : launch_decode<1, 2, BF16, true>(p, grid, stream);
+    case 2: return variant == 1 ? launch_decode<2, 2, BF16>(p, grid, stream)
+                                : launch_decode<2, 2, BF16, true>(p, grid, stream);
     case 4: return launch_decode<4, 1, BF16>(p, grid, stream);
     default: return launch_decode<8, 1, BF16>(p, grid, stream);
   }

@@ -259,8 +259,7 @@ constexpr int OSTR = hg::TILE + 8;  // 272-byte rows: the 4 token columns of a s
 __device__ __forceinline__ int ot_pos(int i, int c, int w4, int lane) {
   return (8 * (i >> 2) + 2 * (lane & 3) + (i & 1)) * OSTR + 64 * c + 16 * w4 + (lane >> 2) + 8 * ((i >> 1) & 1);
 }
-// Both consumer warpgroups (named barrier 1, 256 threads) have written the tile into ot: each token row leaves as
-// 16-byte stores. ctid = 0..255.
+// Once both consumer warpgroups have written their part of ot (the barrier), each token row leaves as 16-byte stores.
 template <int BN>
 __device__ __forceinline__ void store_rows(const uint16_t* ot, const Params& p, int rb, int tok0, int ctid) {
   asm volatile("bar.sync 1, 256;" ::: "memory");
