@@ -70,12 +70,7 @@ TEST(Ppl, TokenNllMatchesFp64LogSoftmax) {
 
 TEST(Ppl, ChunkedHeadEqualsFullLogits) {
   for (bool qwen : {false, true}) {
-    test::TinySpec spec;
-    if (qwen) {
-      spec.arch = "Qwen2ForCausalLM";
-      spec.tied = spec.bias = true;
-      spec.seed = 3;
-    }
+    const test::TinySpec spec = qwen ? test::tiny_qwen2_spec(3) : test::TinySpec{};
     std::string dir = test::tiny_model_write(test::temp_dir("ppl_chunk") + "/m", spec);
     auto model = Model::load(dir);
     const int64_t ctx = 40;

@@ -77,12 +77,7 @@ std::string write_file(const std::string& dir, const std::string& name, const st
 
 TEST(Tasks, LoglikEqualsFp64LogSoftmaxOfForward) {
   for (bool qwen : {false, true}) {
-    test::TinySpec spec;
-    if (qwen) {
-      spec.arch = "Qwen2ForCausalLM";
-      spec.tied = spec.bias = true;
-      spec.seed = 4;
-    }
+    const test::TinySpec spec = qwen ? test::tiny_qwen2_spec(4) : test::TinySpec{};
     auto model = Model::load(test::tiny_model_write(test::temp_dir("tasks_ll") + "/m", spec));
     auto pairs = random_pairs(*model, 12, spec.vocab);
     for (int64_t max_len : {int64_t{0}, int64_t{20}}) {  // 20: the longer pairs lose context tokens on the left

@@ -19,6 +19,15 @@ struct TinySpec {
   uint64_t seed = 0;
 };
 
+// The default spec as Qwen2: tied embeddings and q/k/v biases.
+inline TinySpec tiny_qwen2_spec(uint64_t seed) {
+  TinySpec s;
+  s.arch = "Qwen2ForCausalLM";
+  s.tied = s.bias = true;
+  s.seed = seed;
+  return s;
+}
+
 inline std::string tiny_model_write(const std::string& dir, const TinySpec& s) {
   torch::manual_seed(s.seed);
   const int64_t hd = s.hidden / s.heads;

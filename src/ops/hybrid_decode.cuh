@@ -56,30 +56,30 @@ __device__ __forceinline__ uint32_t ld_stream4(const void* p, uint64_t pol) {
   return v;
 }
 
-// x slice, tokens [tok0, tok0 + MT) × K [c·128, c·128 + xw), into xs (row stride xstride): 16-byte cp.async pieces
-// (src size 0 = zero fill for tokens ≥ mc and K past the edge). issue_x only issues; stage_x also waits and makes
-// the slice visible to the whole CTA. Per batch, x is issued after the batch's weight loads so that its L2 latency
-// hides under theirs.
-template <int MT>
-__device__ __forceinline__ void issue_x(uint16_t* xs, int xstride, const Params& p, int c, int xw, int tok0, int mc) {
+// x slice, tokens [tok0, tok0 + MT) × K [c·128, c·128 + xw), into xs (row stride XSTRIDE) and visible to the whole
+// CTA: 16-byte cp.async pieces (src size 0 = zero fill for tokens ≥ mc and K past the edge). Called after the batch's
+// weight loads are issued, so that its L2 latency hides under theirs.
+template <int MT, int XSTRIDE>
+__device__ __forceinline__ void stage_x(uint16_t* xs, const Params& p, int c, int xw, int tok0, int mc) {
   const int pieces = MT * xw / 8, per_row = xw / 8;
   for (int q = threadIdx.x; q < pieces; q += THREADS) {
     const int r = q / per_row, col = (q - r * per_row) * 8, k = c * hg::TILE + col;
     const bool ok = r < mc && k < p.K;
     const uint16_t* src = ok ? p.x + int64_t(tok0 + r) * p.K + k : p.x;
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(hg::smem_addr(xs + r * xstride + col)),
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(hg::smem_addr(xs + r * XSTRIDE + col)),
                  "l"(src), "r"(ok ? 16 : 0)
                  : "memory");
   }
-}
-__device__ __forceinline__ void wait_x() {
   asm volatile("cp.async.wait_all;" ::: "memory");
   __syncthreads();
 }
-template <int MT, int XSTRIDE>
-__device__ __forceinline__ void stage_x(uint16_t* xs, const Params& p, int c, int xw, int tok0, int mc) {
-  issue_x<MT>(xs, XSTRIDE, p, c, xw, tok0, mc);
-  wait_x();
+
+// One 2:4 fragment unit at u (this warp's part of a 64-K half tile): the lane's two A registers and its metadata.
+__device__ __forceinline__ void load_sparse_unit(const uint8_t* u, int lane, uint64_t pol, uint4& a0, uint4& a1,
+                                                 uint32_t& meta) {
+  a0 = ld_stream16(u + lane * 16, pol);
+  a1 = ld_stream16(u + 512 + lane * 16, pol);
+  meta = ld_stream4(u + HYBRID_SPARSE_VALUE_BYTES + lane * 4, pol);
 }
 
 // NT n-tiles of 8 tokens (NT·8 ≤ 64), KB k-tiles per load batch.
@@ -102,8 +102,7 @@ __global__ void __launch_bounds__(THREADS, 2) hybrid_decode_kernel(const Params 
   // B fragments by ldmatrix (row stride KB·128 + 8 elements: the 8 rows of an 8×8 matrix hit distinct bank groups).
   constexpr int MT = NT * 8, XW = KB * hg::TILE, XWMAX = (RUN4 ? 4 : KB) * hg::TILE, XSTRIDE = XWMAX + 8;
   __shared__ __align__(16) uint16_t xs[MT * XSTRIDE];
-  constexpr int xstride = XSTRIDE;
-  const uint16_t* xl = xs + (lane & 7) * xstride + (lane >> 3) * 8;
+  const uint16_t* xl = xs + (lane & 7) * XSTRIDE + (lane >> 3) * 8;
 
   float acc[NT][4];
 #pragma unroll
@@ -136,12 +135,9 @@ __global__ void __launch_bounds__(THREADS, 2) hybrid_decode_kernel(const Params 
         for (int j = 0; j < 4; ++j) {
           const int64_t off = __shfl_sync(0xffffffffu, my_off, i + j);
 #pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const uint8_t* u = p.blob + off + h * hg::SPARSE_UNIT + warp * HYBRID_SPARSE_UNIT_BYTES;
-            a[j >> 1][h][2 * (j & 1)] = ld_stream16(u + lane * 16, pol);
-            a[j >> 1][h][2 * (j & 1) + 1] = ld_stream16(u + 512 + lane * 16, pol);
-            meta4[j][h] = ld_stream4(u + HYBRID_SPARSE_VALUE_BYTES + lane * 4, pol);
-          }
+          for (int h = 0; h < 2; ++h)
+            load_sparse_unit(p.blob + off + h * hg::SPARSE_UNIT + warp * HYBRID_SPARSE_UNIT_BYTES, lane, pol,
+                             a[j >> 1][h][2 * (j & 1)], a[j >> 1][h][2 * (j & 1) + 1], meta4[j][h]);
         }
         stage_x<MT, XSTRIDE>(xs, p, c, 4 * hg::TILE, tok0, mc);
 #pragma unroll
@@ -152,8 +148,8 @@ __global__ void __launch_bounds__(THREADS, 2) hybrid_decode_kernel(const Params 
 #pragma unroll
             for (int n = 0; n < NT; ++n) {
               uint32_t bx[2][4];
-              hg::ldmatrix_x4(bx[0], xl + n * 8 * xstride + kofs);
-              hg::ldmatrix_x4(bx[1], xl + n * 8 * xstride + kofs + 32);
+              hg::ldmatrix_x4(bx[0], xl + n * 8 * XSTRIDE + kofs);
+              hg::ldmatrix_x4(bx[1], xl + n * 8 * XSTRIDE + kofs + 32);
               hg::mma_sp<BF16, 0>(acc[n], a[j >> 1][h][2 * (j & 1)], bx[0], meta4[j][h]);
               hg::mma_sp<BF16, 1>(acc[n], a[j >> 1][h][2 * (j & 1) + 1], bx[1], meta4[j][h]);
             }
@@ -174,12 +170,9 @@ __global__ void __launch_bounds__(THREADS, 2) hybrid_decode_kernel(const Params 
         const uint8_t* base = p.blob + off;
         if (sp[b]) {
 #pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const uint8_t* u = base + h * hg::SPARSE_UNIT + warp * HYBRID_SPARSE_UNIT_BYTES;
-            a[b][h][0] = ld_stream16(u + lane * 16, pol);
-            a[b][h][1] = ld_stream16(u + 512 + lane * 16, pol);
-            meta[b][h] = ld_stream4(u + HYBRID_SPARSE_VALUE_BYTES + lane * 4, pol);
-          }
+          for (int h = 0; h < 2; ++h)
+            load_sparse_unit(base + h * hg::SPARSE_UNIT + warp * HYBRID_SPARSE_UNIT_BYTES, lane, pol, a[b][h][0],
+                             a[b][h][1], meta[b][h]);
         } else {
 #pragma unroll
           for (int h = 0; h < 2; ++h) {
@@ -201,8 +194,8 @@ __global__ void __launch_bounds__(THREADS, 2) hybrid_decode_kernel(const Params 
         for (int n = 0; n < NT; ++n) {
           // bx[q][i] = x[token 8n + g][kofs + 32q + 8i + 2t, +1]
           uint32_t bx[2][4];
-          hg::ldmatrix_x4(bx[0], xl + n * 8 * xstride + kofs);
-          hg::ldmatrix_x4(bx[1], xl + n * 8 * xstride + kofs + 32);
+          hg::ldmatrix_x4(bx[0], xl + n * 8 * XSTRIDE + kofs);
+          hg::ldmatrix_x4(bx[1], xl + n * 8 * XSTRIDE + kofs + 32);
           if (sp[b]) {
             hg::mma_sp<BF16, 0>(acc[n], a[b][h][0], bx[0], meta[b][h]);
             hg::mma_sp<BF16, 1>(acc[n], a[b][h][1], bx[1], meta[b][h]);
