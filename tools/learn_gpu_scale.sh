@@ -5,7 +5,9 @@
 # models, both designs; Wanda and SparseGPT 2:4 on the 7B model (wall time, peak GPU memory from nvidia-smi).
 # PART=C: only Wanda and SparseGPT 2:4 on the 7B model (NS windows × 2048, SparseGPT with --no-weights), with the
 # allocator peak and prune time from prune_report.json. PART=D: only PATCH-Tile at 7B, both designs. PART=E: only
-# PATCH-Joint (Qwen2.5-0.5B and LLaMA-3.2-1B shapes), both designs.
+# PATCH-Joint (Qwen2.5-0.5B and LLaMA-3.2-1B shapes), both designs. PART=F: the fused mask kernels: Joint on both
+# shapes fused (default), unfused (--unfused-masks) and the reference design, Qwen also with --ce-chunk 256.
+# PART=G: PATCH-Tile at 7B fused, unfused and reference. TESTS="test_a ..." builds and runs those tests first.
 # Needs .deps/gpu-data/{tokenizer.model,wiki.test.raw} (LLaMA-2 tokenizer and WikiText-2 test from ../shared).
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -14,10 +16,16 @@ D=$PWD/.deps/gpu-data
 P=$PWD/build-gpu/patchllm
 TORCH_PREFIX=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
 t0=$(date +%s)
-cmake -S . -B build-gpu -G Ninja -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" -DPATCHLLM_BUILD_TESTS=OFF -DPATCHLLM_BUILD_BENCH=OFF \
-  -DPATCHLLM_PCRE2_INCLUDE=$PWD/.deps/include -DCMAKE_CUDA_ARCHITECTURES=90a > "$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
-ninja -C build-gpu patchllm > "$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -30; exit 1; }
+TESTS=${TESTS:-}
+cmake -S . -B build-gpu -G Ninja -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" -DPATCHLLM_BUILD_TESTS=$([ -n "$TESTS" ] && echo ON || echo OFF) \
+  -DPATCHLLM_BUILD_BENCH=OFF -DPATCHLLM_PCRE2_INCLUDE=$PWD/.deps/include -DCMAKE_CUDA_ARCHITECTURES=90a \
+  > "$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
+ninja -C build-gpu patchllm $TESTS > "$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -30; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
+for t in $TESTS; do
+  build-gpu/tests/$t > "$OUT/$t.log" 2>&1; echo "$t rc=$? :: $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$OUT/$t.log" | tr '\n' ' ')"
+  grep -E '^\[  FAILED  \]|Failure|Expected|Which is|SKIPPED \]' "$OUT/$t.log" | head -12
+done
 ckpt() {  # name dir dtype [layers]
   [ -f "$2/config.json" ] || python3 tools/make_random_checkpoint.py "$1" "$2" --dtype "$3" ${4:+--layers $4} > /dev/null
   cp "$D/tokenizer.model" "$2/"
@@ -28,8 +36,9 @@ smi_peak() {
   local pid=$!; local s=$(date +%s.%N); "$@" > "$OUT/last.log" 2>&1; local rc=$?; kill $pid 2>/dev/null; wait $pid 2>/dev/null
   echo "rc=$rc wall_s=$(python3 -c "print(round($(date +%s.%N)-$s,1))") smi_peak_gib=$(sort -n "$f" | tail -1 | python3 -c 'import sys;print(round(int(sys.stdin.read() or 0)/1024,1))')"
 }
-learn() {  # tag model method sparsity extra...
+learn() {  # tag model method sparsity extra...   (PROFILE=tag1,tag2: Kineto profile of step 3 of those runs)
   local tag=$1 m=$2 meth=$3 s=$4; shift 4
+  case ",${PROFILE:-}," in *",$tag,"*) export PATCHLLM_PROFILE=/tmp/trace_$tag.json ;; *) unset PATCHLLM_PROFILE ;; esac
   local r; r=$(smi_peak $P prune -m "$m" --method "$meth" --sparsity "$s" -f "$D/wiki.test.raw" --prior wanda --nsamples 8 \
       --seqlen 512 --train-seqlen 4096 --micro-batch 1 --steps ${STEPS:-6} --grad-checkpoint --weight-reg 0 \
       --device cuda -o /tmp/learn_$tag --force "$@")
@@ -47,6 +56,11 @@ print(json.dumps({"run": tag, **kv, "steps": len(recs),
                   "alloc_peak_gib": max((x.get("cuda_peak_gib", 0) for x in recs), default=None)}))
 PY
   [ -f /tmp/learn_$tag/train_log.jsonl ] || tail -5 "$OUT/last.log"
+  grep -qE "terminate|Error|error:" "$OUT/last.log" && tail -3 "$OUT/last.log"
+  rm -rf /tmp/learn_$tag  # the resumable state of a 1B Joint run is ~17 GB: the disk holds only a few
+  if [ -f /tmp/trace_$tag.json ]; then
+    python3 tools/profile_summary.py /tmp/trace_$tag.json $tag | tee -a "$OUT/profiles.txt"; rm -f /tmp/trace_$tag.json
+  fi
 }
 prune7b() {  # method extra...
   local meth=$1; shift
@@ -76,6 +90,25 @@ elif [ "${PART:-A}" = E ]; then  # only PATCH-Joint on the Qwen2.5-0.5B and LLaM
   ckpt llama3.2-1b /tmp/l32 bfloat16
   learn joint_l32_ours /tmp/l32 patch-joint 0.45
   learn joint_l32_reference /tmp/l32 patch-joint 0.45 --materialise-masks
+elif [ "${PART:-A}" = F ]; then
+  ckpt qwen2.5-0.5b /tmp/q05 bfloat16
+  learn joint_q05_fused /tmp/q05 patch-joint 0.45
+  learn joint_q05_fused_ce256 /tmp/q05 patch-joint 0.45 --ce-chunk 256
+  learn joint_q05_unfused /tmp/q05 patch-joint 0.45 --unfused-masks
+  learn joint_q05_reference /tmp/q05 patch-joint 0.45 --materialise-masks
+  ckpt llama3.2-1b /tmp/l32 bfloat16
+  learn joint_l32_fused /tmp/l32 patch-joint 0.45
+  learn joint_l32_reference /tmp/l32 patch-joint 0.45 --materialise-masks
+  learn joint_l32_unfused /tmp/l32 patch-joint 0.45 --unfused-masks
+elif [ "${PART:-A}" = G ]; then
+  ckpt llama2-7b /tmp/l2-7b bfloat16
+  learn tile7b_fused /tmp/l2-7b patch-tile 0.45
+  learn tile7b_reference /tmp/l2-7b patch-tile 0.45 --materialise-masks
+  [ -n "${NO_UNFUSED:-}" ] || learn tile7b_unfused /tmp/l2-7b patch-tile 0.45 --unfused-masks
+  if [ -n "${WITH_JOINT_1B:-}" ]; then
+    ckpt llama3.2-1b /tmp/l32 bfloat16
+    learn joint_l32_fused /tmp/l32 patch-joint 0.45
+  fi
 elif [ "${PART:-A}" = D ]; then
   ckpt llama2-7b /tmp/l2-7b bfloat16
   learn tile7b_ours /tmp/l2-7b patch-tile 0.45

@@ -54,6 +54,8 @@ void add_learn_options(CLI::App* sub, LearnCli& o) {
   g->add_flag("--materialise-masks", o.l.materialise_masks,
               "benchmark baseline: build full-size masks outside the checkpointed layers, logits of the whole "
               "sequence at once (the reference design)");
+  g->add_flag("!--unfused-masks", o.l.fused_masks,
+              "CUDA: build the masked weights with LibTorch ops instead of the fused kernels (to compare)");
   g->add_option("--ce-chunk", o.l.ce_chunk,
                 "with --grad-checkpoint: LM head and loss on this many positions at a time, recomputed in backward "
                 "(0: whole sequence)")
@@ -140,7 +142,7 @@ void run_learn(const PruneCommon& p, LearnCli& o) {
                         {"prior_strength_24", l.prior_strength_24}, {"init_std", l.init_std}, {"hard", l.hard},
                         {"hard_24", l.hard_24}, {"final_rule", o.theta_rule ? "theta>0" : "exact-budget"},
                         {"grad_checkpoint", l.checkpoint_layers}, {"materialise_masks", l.materialise_masks},
-                        {"ce_chunk", l.ce_chunk}, {"nsamples", p.nsamples},
+                        {"ce_chunk", l.ce_chunk}, {"fused_masks", l.fused_masks}, {"nsamples", p.nsamples},
                         {"seqlen", p.seqlen}, {"seed", l.seed}, {"train_file", p.file},
                         {"train_sha256", train_sha}, {"train_blocks", nblocks}, {"split_on", p.split_on},
                         {"model", p.model}, {"model_fingerprint", fp}, {"device", p.device_desc}};

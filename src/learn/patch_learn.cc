@@ -2,7 +2,14 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
+#include <set>
+
+#if __has_include(<torch/csrc/autograd/profiler_kineto.h>)
+#include <torch/csrc/autograd/profiler_kineto.h>
+#define PATCHLLM_HAVE_KINETO 1
+#endif
 
 #include "core/error.h"
 #include "core/file.h"
@@ -51,6 +58,35 @@ struct Slot {
 double linear_schedule(double a, double b, double frac) { return a + (b - a) * frac; }
 
 // The trajectory-defining options, stored with the state: resuming with different ones is an error.
+// PATCHLLM_PROFILE=FILE: the third step of this process under LibTorch's Kineto profiler (CPU ops and CUDA kernels),
+// saved as a Chrome trace to FILE, to see where a step's time goes (tools/learn_gpu_scale.sh summarises it).
+struct StepProfiler {
+  std::string path;
+  bool on = false;
+  StepProfiler() {
+    if (const char* p = std::getenv("PATCHLLM_PROFILE")) path = p;
+  }
+  void begin(int64_t nth_step) {
+#ifdef PATCHLLM_HAVE_KINETO
+    if (path.empty() || nth_step != 2) return;
+    namespace prof = torch::profiler::impl;
+    const prof::ProfilerConfig cfg(prof::ProfilerState::KINETO);
+    const std::set<prof::ActivityType> acts = {prof::ActivityType::CPU, prof::ActivityType::CUDA};
+    torch::autograd::profiler::prepareProfiler(cfg, acts);
+    torch::autograd::profiler::enableProfiler(cfg, acts);
+    on = true;
+#endif
+  }
+  void end() {
+#ifdef PATCHLLM_HAVE_KINETO
+    if (!on) return;
+    on = false;
+    torch::autograd::profiler::disableProfiler()->save(path);
+    log_info("profile of one step written to ", path);
+#endif
+  }
+};
+
 std::string trajectory_key(const LearnOptions& o, int64_t n_windows) {
   nlohmann::json j = {{"method", o.method}, {"s", o.target_sparsity}, {"tile", {o.tile_r, o.tile_c}},
                       {"steps", o.steps}, {"mb", o.micro_batch}, {"accum", o.grad_accum}, {"seqlen", o.seqlen},
@@ -60,6 +96,7 @@ std::string trajectory_key(const LearnOptions& o, int64_t n_windows) {
                       {"wreg", o.weight_reg}, {"per_layer", o.per_layer},
                       {"prior", {o.prior_strength, o.prior_strength_24, o.init_std}}, {"hard", {o.hard, o.hard_24}},
                       {"seed", o.seed}, {"windows", n_windows}};
+  if (!o.fused_masks) j["unfused"] = true;  // on CUDA the two paths draw the 2:4 noise from different generators
   return j.dump();
 }
 
@@ -195,11 +232,13 @@ LearnResult patch_learn(Model& model, const MaskSet& prior, const torch::Tensor&
       s.joint = std::make_shared<JointMaskedLinear>(base, s.grid);
       s.joint->hard = o.hard_24;
       s.joint->want_norm = o.weight_reg > 0;
+      s.joint->fused = o.fused_masks;
       *ptr = s.joint;
     } else {
       s.tile = std::make_shared<TileMaskedLinear>(base, it->second.keep, s.grid);
       s.tile->t = torch::ones({s.grid.grid_r(), s.grid.grid_c()}, f32);
       s.tile->save_weff = o.checkpoint_layers;
+      s.tile->fused = o.fused_masks;
       // ‖M ⊙ W‖²_F over a tile = S_kept + t²·S_pruned (patch-method.md §1.10): no full-size work per step.
       auto w2 = base.weight.to(torch::kFloat32).square();
       s.s_kept = tile_reduce(w2 * s.tile->keep24, s.grid);
@@ -247,8 +286,10 @@ LearnResult patch_learn(Model& model, const MaskSet& prior, const torch::Tensor&
   const double t_start = now_seconds();
   const int64_t tokens_per_step = o.micro_batch * o.grad_accum * train.size(1);
   int64_t step = start;
+  StepProfiler profiler;
   for (; step < o.steps; ++step) {
     if (o.stop_after >= 0 && step >= o.stop_after) break;
+    profiler.begin(step - start);
     const double t_step = now_seconds();
     const double frac = std::min(1.0, double(step) / double(o.steps));
     const double tau = linear_schedule(o.tau0, o.tau1, frac), kappa = linear_schedule(o.kappa0, o.kappa1, frac);
@@ -384,6 +425,10 @@ LearnResult patch_learn(Model& model, const MaskSet& prior, const torch::Tensor&
     torch::nn::utils::clip_grad_norm_(params, o.grad_clip);
     adam.step();
     const double ms = 1000 * (now_seconds() - t_step);
+    if (profiler.on) {
+      if (dev.is_cuda()) torch::cuda::synchronize();
+      profiler.end();
+    }
     nlohmann::json rec = {{"step", step + 1}, {"steps", o.steps}, {"ce", ce_sum / o.grad_accum},
                           {"density", dens / o.grad_accum}, {"target_density", d_target},
                           {"weight_reg_term", rw_sum / o.grad_accum}, {"tau", tau}, {"kappa", kappa},

@@ -35,6 +35,8 @@ struct LearnOptions {
   bool materialise_masks = false;      // benchmark baseline: the reference design (full-size masks built outside
                                        // the checkpointed layers, alive for the whole step; logits of the whole
                                        // sequence at once)
+  bool fused_masks = true;             // CUDA: build W_eff and reduce the logits' gradients in fused kernels
+                                       // (src/ops/mask_kernels.h); false: the LibTorch composition (same math)
   int64_t ce_chunk = 1024;             // with checkpoint_layers: LM head + cross-entropy on this many positions at a
                                        // time, each recomputed in backward; 0: the whole sequence at once
   uint64_t seed = 0;

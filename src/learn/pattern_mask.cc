@@ -2,6 +2,7 @@
 
 #include "core/error.h"
 #include "learn/noise.h"
+#include "ops/mask_fused.h"
 
 namespace patchllm {
 
@@ -22,7 +23,11 @@ torch::Tensor pattern_prior_logits(const torch::Tensor& keep24, double std, doub
 }
 
 torch::Tensor pattern_sample(const torch::Tensor& phi, double kappa, double tau, bool hard, uint64_t noise_seed) {
-  auto u = noise_uniform(phi.sizes(), noise_seed, phi.device(), 1e-10, 1.0);
+  return pattern_sample_from(phi, noise_uniform(phi.sizes(), noise_seed, phi.device(), 1e-10, 1.0), kappa, tau, hard);
+}
+
+torch::Tensor pattern_sample_from(const torch::Tensor& phi, const torch::Tensor& u, double kappa, double tau,
+                                  bool hard) {
   auto g = -torch::log(-torch::log(u));
   auto y = torch::softmax((phi * kappa + g) / tau, -1);
   if (!hard) return y;
@@ -44,7 +49,60 @@ JointMaskedLinear::JointMaskedLinear(const Linear& base, const TileGrid& g) : Li
                  "of 4, got ", base.in_features());
 }
 
+namespace {
+
+// The fused Joint linear (CUDA): the forward builds W_eff in one kernel pass with the noise drawn in the kernel, the
+// backward builds it again (cheaper than keeping a weight-sized tensor per linear) and reduces dL/dW_eff = gyᵀx to
+// dL/dφ and dL/dt in one pass. Outputs {y, ‖W ⊙ M‖_F (0 unless want_norm)}.
+struct JointLinearFn : public torch::autograd::Function<JointLinearFn> {
+  static FusedMaskSpec spec(torch::autograd::AutogradContext* ctx) {
+    FusedMaskSpec s;
+    auto v = ctx->saved_data["spec"].toIntVector();
+    s.tile_r = v[0], s.tile_c = v[1], s.hard = v[2] != 0, s.seed = uint64_t(v[3]);
+    s.kappa = ctx->saved_data["kappa"].toDouble();
+    s.tau = ctx->saved_data["tau"].toDouble();
+    return s;
+  }
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
+                                                const torch::Tensor& phi, const torch::Tensor& t,
+                                                const torch::Tensor& w, const FusedMaskSpec& s, bool want_norm) {
+    torch::Tensor nsq;
+    auto weff = joint_weff_fused(w, phi, t, s, want_norm ? &nsq : nullptr);
+    auto norm = want_norm ? nsq.sqrt() : torch::zeros({}, w.options().dtype(torch::kFloat32));
+    ctx->save_for_backward({x, phi, t, w, norm});
+    ctx->saved_data["spec"] = std::vector<int64_t>{s.tile_r, s.tile_c, s.hard, int64_t(s.seed)};
+    ctx->saved_data["kappa"] = s.kappa;
+    ctx->saved_data["tau"] = s.tau;
+    return {torch::matmul(x, weff.t()), norm};
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto v = ctx->get_saved_variables();
+    const auto &x = v[0], &phi = v[1], &t = v[2], &w = v[3], &norm = v[4];
+    const FusedMaskSpec s = spec(ctx);
+    auto gy = grads[0];
+    torch::Tensor gx, dphi, dt;
+    if (ctx->needs_input_grad(0)) gx = torch::matmul(gy, joint_weff_fused(w, phi, t, s));
+    if (ctx->needs_input_grad(1) || ctx->needs_input_grad(2)) {
+      auto gw = torch::matmul(gy.reshape({-1, gy.size(-1)}).t(), x.reshape({-1, x.size(-1)}));
+      torch::Tensor coef;  // d‖W ⊙ M‖/dM = M ⊙ W² / ‖W ⊙ M‖
+      if (grads[1].defined()) coef = grads[1].to(torch::kFloat32) / norm.clamp_min(1e-30);
+      std::tie(dphi, dt) = joint_weff_grad_fused(gw, w, phi, t, s, coef);
+    }
+    return {gx, dphi, dt, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+}  // namespace
+
 torch::Tensor JointMaskedLinear::forward(const torch::Tensor& x) {
+  if (fused && mask_fused_available(weight)) {
+    FusedMaskSpec s;
+    s.tile_r = grid.tile_r, s.tile_c = grid.tile_c, s.kappa = kappa, s.tau = tau, s.hard = hard, s.seed = noise_seed;
+    auto outs = JointLinearFn::apply(x, phi, t, weight, s, want_norm);
+    if (want_norm) last_norm = outs[1];
+    return bias.defined() ? outs[0] + bias : outs[0];
+  }
   auto y = pattern_sample(phi, kappa, tau, hard, noise_seed);
   auto m = pattern_mask(y, weight.size(0), weight.size(1));
   if (t.defined()) {

@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "learn/noise.h"
+#include "ops/mask_fused.h"
 
 namespace patchllm {
 
@@ -50,18 +51,26 @@ torch::Tensor tile_sample(const torch::Tensor& theta, double kappa, double tau, 
 namespace {
 
 struct TileLinearFn : public torch::autograd::Function<TileLinearFn> {
-  // W_eff = where(M24, W, T ⊙ W): kept entries always, pruned entries scaled by their tile's t.
+  // W_eff = where(M24, W, T ⊙ W): kept entries always, pruned entries scaled by their tile's t. fused: one CUDA
+  // kernel pass (src/ops/mask_kernels.h) instead of the broadcast and the where.
   static torch::Tensor effective(const torch::Tensor& t, const torch::Tensor& w, const torch::Tensor& keep,
-                                 const TileGrid& g) {
+                                 const TileGrid& g, bool fused) {
+    if (fused) return tile_weff_fused(w, keep, t, spec(g));
     return torch::where(keep, w, tile_scale(w, t, g));
   }
+  static FusedMaskSpec spec(const TileGrid& g) {
+    FusedMaskSpec s;
+    s.tile_r = g.tile_r, s.tile_c = g.tile_c;
+    return s;
+  }
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& t,
-                               const torch::Tensor& w, const torch::Tensor& keep, const TileGrid& g, bool save_weff) {
-    auto weff = effective(t, w, keep, g);
+                               const torch::Tensor& w, const torch::Tensor& keep, const TileGrid& g, bool save_weff,
+                               bool fused) {
+    auto weff = effective(t, w, keep, g, fused);
     // save_weff: keep W_eff for backward instead of rebuilding it (inside a checkpointed layer it lives only while
     // that layer is recomputed; otherwise it would add one weight-sized tensor per linear for the whole step).
     ctx->save_for_backward({x, t, w, keep, save_weff ? weff : torch::Tensor()});
-    ctx->saved_data["g"] = std::vector<int64_t>{g.rows, g.cols, g.tile_r, g.tile_c};
+    ctx->saved_data["g"] = std::vector<int64_t>{g.rows, g.cols, g.tile_r, g.tile_c, fused};
     return torch::matmul(x, weff.t());
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -73,24 +82,32 @@ struct TileLinearFn : public torch::autograd::Function<TileLinearFn> {
     auto& keep = s[3];
     auto v = ctx->saved_data["g"].toIntVector();
     TileGrid g{v[0], v[1], v[2], v[3]};
+    const bool fused = v[4] != 0;
     auto gy = grads[0];
     torch::Tensor gx, gt;
-    if (ctx->needs_input_grad(0)) gx = torch::matmul(gy, s[4].defined() ? s[4] : effective(t, w, keep, g));
+    if (ctx->needs_input_grad(0)) gx = torch::matmul(gy, s[4].defined() ? s[4] : effective(t, w, keep, g, fused));
     if (ctx->needs_input_grad(1)) {
       // dL/dW_eff = gyᵀ x over all tokens; dL/dt_tile = Σ_tile dL/dW_eff ⊙ W ⊙ (1 − M24), summed in fp32.
       auto gw = torch::matmul(gy.reshape({-1, gy.size(-1)}).t(), x.reshape({-1, x.size(-1)}));
-      auto acc = at::promote_types(gw.scalar_type(), torch::kFloat32);
-      gt = tile_reduce(torch::where(keep, torch::zeros({}, gw.options()), gw * w), g, acc).to(t.scalar_type());
+      if (fused) {
+        gt = tile_weff_grad_fused(gw, w, keep, spec(g)).to(t.scalar_type());
+      } else {
+        auto acc = at::promote_types(gw.scalar_type(), torch::kFloat32);
+        gt = tile_reduce(torch::where(keep, torch::zeros({}, gw.options()), gw * w), g, acc).to(t.scalar_type());
+      }
     }
-    return {gx, gt, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    return {gx, gt, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
 }  // namespace
 
 torch::Tensor tile_linear(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& weight,
-                          const torch::Tensor& keep24, const torch::Tensor& bias, const TileGrid& g, bool save_weff) {
-  auto y = TileLinearFn::apply(x, t, weight, keep24, g, save_weff);
+                          const torch::Tensor& keep24, const torch::Tensor& bias, const TileGrid& g, bool save_weff,
+                          bool fused) {
+  // Fused, rebuilding W_eff in backward is one elementwise pass: cheaper than keeping it.
+  const bool use_fused = fused && mask_fused_available(weight);
+  auto y = TileLinearFn::apply(x, t, weight, keep24, g, save_weff && !use_fused, use_fused);
   return bias.defined() ? y + bias : y;
 }
 
@@ -98,12 +115,12 @@ TileMaskedLinear::TileMaskedLinear(const Linear& base, const torch::Tensor& keep
     : Linear(base.weight, base.bias), grid(g) {
   PATCHLLM_CHECK(keep24_in.sizes() == base.weight.sizes(), InvalidArgument, "2:4 mask shape ", keep24_in.sizes(),
                  " != weight shape ", base.weight.sizes());
-  keep24 = keep24_in.to(base.weight.device(), torch::kBool);
+  keep24 = keep24_in.to(base.weight.device(), torch::kBool).contiguous();
   t = torch::ones({g.grid_r(), g.grid_c()}, torch::TensorOptions().device(base.weight.device()));
 }
 
 torch::Tensor TileMaskedLinear::forward(const torch::Tensor& x) {
-  return tile_linear(x, t, weight, keep24, bias, grid, save_weff);
+  return tile_linear(x, t, weight, keep24, bias, grid, save_weff, fused);
 }
 
 std::vector<torch::Tensor> tile_select_exact(const std::vector<torch::Tensor>& thetas,

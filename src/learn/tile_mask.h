@@ -33,9 +33,10 @@ torch::Tensor tile_sample(const torch::Tensor& theta, double kappa, double tau, 
 // transiently, backward recomputes it and reduces dθ per tile as Σ_tile (gᵀx) ⊙ W ⊙ (1 − M24), so no mask or masked
 // weight lives across the step. weight: the frozen W (compute dtype); keep24: bool M24.
 // save_weff: keep W_eff for backward (set inside checkpointed layers, where it lives only during the recompute).
+// fused: on CUDA, W_eff and dθ each in one kernel pass (src/ops/mask_kernels.h); the same values as the LibTorch path.
 torch::Tensor tile_linear(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& weight,
                           const torch::Tensor& keep24, const torch::Tensor& bias, const TileGrid& g,
-                          bool save_weff = false);
+                          bool save_weff = false, bool fused = true);
 
 // A decoder-linear slot during Tile-mode learning: the frozen weight (shared, not copied), the fixed 2:4 mask as
 // bool (1 byte per weight: the only per-weight state learning adds) and the current tile sample.
@@ -47,6 +48,7 @@ class TileMaskedLinear : public Linear {
   torch::Tensor keep24;  // bool [out, in]
   torch::Tensor t;       // current tile values [grid_r, grid_c], set before each forward
   bool save_weff = false;
+  bool fused = true;     // CUDA: the fused kernels (false: the LibTorch composition, to compare)
 };
 
 // The reference design, for benchmarks only: the full-size soft mask M (built by the caller outside any

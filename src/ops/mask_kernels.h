@@ -1,0 +1,49 @@
+// Raw launchers of the fused mask-learning kernels (src/ops/mask_kernels.cu). Plain C++: no LibTorch, no CUDA
+// headers; the LibTorch front is src/ops/mask_fused.h. Both learning modes build the effective weight
+//   W_eff = W ⊙ (T + (1 − T) ⊙ M24)
+// per tile (T = the tile's sample t) in one pass, and their backward reduces dL/dW_eff to the logits' gradients in
+// one pass, so nothing full-size but W_eff (and dL/dW_eff, which the dW GEMM writes) is ever touched.
+//   Tile mode (PATCH-Tile): M24 is the fixed bool 2:4 mask; backward gives dL/dt per tile.
+//   Joint mode (PATCH-Joint, MaskLLM): M24 = C · softmax((κφ + g) / τ) per group of 4 (C: the 6 candidate
+//   patterns, g = −log(−log u), u = philox_uniform(seed, 6·group + i), src/ops/philox.h); hard: the forward uses the
+//   argmax pattern, the gradient the soft one (straight-through). Backward gives dL/dφ [G, 6] and dL/dt per tile.
+// Reference: the LibTorch compositions in src/learn (tile_mask.cc, pattern_mask.cc) fed the same noise
+// (tests/test_mask_fused.cc).
+#pragma once
+#include <cstdint>
+
+namespace patchllm {
+
+enum MaskDType : int { MASK_F32 = 0, MASK_BF16 = 1, MASK_F16 = 2 };
+
+struct MaskKernelArgs {
+  int dtype = MASK_BF16;              // of w, weff, gw
+  int64_t rows = 0, cols = 0;         // W: [rows, cols], cols % 4 == 0
+  int64_t tile_r = 128, tile_c = 128; // tile_c % 4 == 0; ragged edge tiles allowed
+  const void* w = nullptr;
+  void* weff = nullptr;               // forward output [rows, cols]
+  const void* gw = nullptr;           // backward input dL/dW_eff [rows, cols]
+  const float* t = nullptr;           // [grid_r, grid_c] tile values; null: no tile term (MaskLLM, M = M24)
+  const uint8_t* keep = nullptr;      // Tile mode: bool [rows, cols] fixed 2:4 mask
+  const float* phi = nullptr;         // Joint mode: [rows·cols/4, 6] pattern logits
+  float kappa = 1, tau = 1;
+  bool hard = false;
+  uint64_t seed = 0;
+  float* dphi = nullptr;              // Joint backward output [rows·cols/4, 6]
+  // Per-block partial sums [tiles · mask_kernel_splits()], summed per tile by the caller (deterministic order):
+  // forward (Joint, optional): Σ (W ⊙ M)² in fp32 (the weight regulariser's norm); backward: dL/dt (with t only).
+  float* partial = nullptr;
+  const float* norm_coef = nullptr;   // Joint backward, device scalar or null: adds coef · M ⊙ W² to dL/dM
+  void* stream = nullptr;             // cudaStream_t
+};
+
+// Blocks per tile (each takes a band of the tile's rows), so that small matrices still fill the GPU.
+int mask_kernel_splits(const MaskKernelArgs& a);
+// 0 or the cudaError_t of the launch.
+int tile_mask_forward(const MaskKernelArgs& a);
+int tile_mask_backward(const MaskKernelArgs& a);
+int joint_mask_forward(const MaskKernelArgs& a);
+int joint_mask_backward(const MaskKernelArgs& a);
+const char* mask_kernel_error_string(int err);
+
+}  // namespace patchllm
