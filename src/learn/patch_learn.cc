@@ -18,6 +18,7 @@
 #include "learn/noise.h"
 #include "learn/pattern_mask.h"
 #include "learn/tile_mask.h"
+#include "ops/mask_fused.h"
 
 namespace patchllm {
 
@@ -422,8 +423,11 @@ LearnResult patch_learn(Model& model, const MaskSet& prior, const torch::Tensor&
       (loss / double(o.grad_accum)).backward();
       ce_sum += ce.item<double>();
     }
-    torch::nn::utils::clip_grad_norm_(params, o.grad_clip);
-    adam.step();
+    // CUDA: clipping and AdamW fused into one pass per parameter (same math and optimizer state).
+    if (!(o.fused_masks && o.grad_clip > 0 && adamw_step_fused(adam, o.grad_clip))) {
+      torch::nn::utils::clip_grad_norm_(params, o.grad_clip);
+      adam.step();
+    }
     const double ms = 1000 * (now_seconds() - t_step);
     if (profiler.on) {
       if (dev.is_cuda()) torch::cuda::synchronize();

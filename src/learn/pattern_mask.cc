@@ -81,14 +81,15 @@ struct JointLinearFn : public torch::autograd::Function<JointLinearFn> {
     const auto &x = v[0], &phi = v[1], &t = v[2], &w = v[3], &norm = v[4];
     const FusedMaskSpec s = spec(ctx);
     auto gy = grads[0];
-    torch::Tensor gx, dphi, dt;
-    if (ctx->needs_input_grad(0)) gx = torch::matmul(gy, joint_weff_fused(w, phi, t, s));
+    torch::Tensor gx, dphi, dt, weff;
     if (ctx->needs_input_grad(1) || ctx->needs_input_grad(2)) {
+      // The dW GEMM first: the gradient pass then also writes the W_eff that the dL/dx GEMM needs.
       auto gw = torch::matmul(gy.reshape({-1, gy.size(-1)}).t(), x.reshape({-1, x.size(-1)}));
       torch::Tensor coef;  // d‖W ⊙ M‖/dM = M ⊙ W² / ‖W ⊙ M‖
       if (grads[1].defined()) coef = grads[1].to(torch::kFloat32) / norm.clamp_min(1e-30);
-      std::tie(dphi, dt) = joint_weff_grad_fused(gw, w, phi, t, s, coef);
+      std::tie(dphi, dt) = joint_weff_grad_fused(gw, w, phi, t, s, coef, ctx->needs_input_grad(0) ? &weff : nullptr);
     }
+    if (ctx->needs_input_grad(0)) gx = torch::matmul(gy, weff.defined() ? weff : joint_weff_fused(w, phi, t, s));
     return {gx, dphi, dt, torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };

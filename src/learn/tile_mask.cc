@@ -84,18 +84,19 @@ struct TileLinearFn : public torch::autograd::Function<TileLinearFn> {
     TileGrid g{v[0], v[1], v[2], v[3]};
     const bool fused = v[4] != 0;
     auto gy = grads[0];
-    torch::Tensor gx, gt;
-    if (ctx->needs_input_grad(0)) gx = torch::matmul(gy, s[4].defined() ? s[4] : effective(t, w, keep, g, fused));
+    torch::Tensor gx, gt, weff = s[4];
     if (ctx->needs_input_grad(1)) {
       // dL/dW_eff = gyᵀ x over all tokens; dL/dt_tile = Σ_tile dL/dW_eff ⊙ W ⊙ (1 − M24), summed in fp32.
       auto gw = torch::matmul(gy.reshape({-1, gy.size(-1)}).t(), x.reshape({-1, x.size(-1)}));
-      if (fused) {
-        gt = tile_weff_grad_fused(gw, w, keep, spec(g)).to(t.scalar_type());
+      if (fused) {  // the same pass writes the W_eff that the dL/dx GEMM below needs
+        gt = tile_weff_grad_fused(gw, w, keep, spec(g), t, ctx->needs_input_grad(0) && !weff.defined() ? &weff : nullptr)
+                 .to(t.scalar_type());
       } else {
         auto acc = at::promote_types(gw.scalar_type(), torch::kFloat32);
         gt = tile_reduce(torch::where(keep, torch::zeros({}, gw.options()), gw * w), g, acc).to(t.scalar_type());
       }
     }
+    if (ctx->needs_input_grad(0)) gx = torch::matmul(gy, weff.defined() ? weff : effective(t, w, keep, g, fused));
     return {gx, gt, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };

@@ -2,6 +2,10 @@
 
 #include <ATen/Parallel.h>
 
+#include <cmath>
+#include <memory>
+#include <type_traits>
+
 #include "core/error.h"
 #include "ops/philox.h"
 
@@ -117,7 +121,7 @@ torch::Tensor tile_weff_fused(const torch::Tensor& w, const torch::Tensor& keep,
 }
 
 torch::Tensor tile_weff_grad_fused(const torch::Tensor& gw, const torch::Tensor& w, const torch::Tensor& keep,
-                                   const FusedMaskSpec& s) {
+                                   const FusedMaskSpec& s, const torch::Tensor& t, torch::Tensor* weff) {
 #ifdef PATCHLLM_MASK_FUSED
   c10::cuda::CUDAGuard guard(w.device());
   MaskKernelArgs a = make_args(w, s);
@@ -129,7 +133,18 @@ torch::Tensor tile_weff_grad_fused(const torch::Tensor& gw, const torch::Tensor&
   a.keep = reinterpret_cast<const uint8_t*>(keep.data_ptr<bool>());
   auto part = partials(a, w);
   a.partial = part.data_ptr<float>();
+  torch::Tensor tv, out;
+  a.t = tile_values(t, a, w, tv);
+  if (weff) {
+    PATCHLLM_CHECK(a.t, InvalidArgument, "tile_weff_grad_fused: W_eff asked for without tile values");
+    out = torch::empty_like(w);
+    a.weff = out.data_ptr();
+  } else if (!a.t) {
+    tv = torch::zeros({grid_r(a) * grid_c(a)}, part.options());  // the kernel reads t; unused without weff
+    a.t = tv.data_ptr<float>();
+  }
   check(tile_mask_backward(a), "tile_weff_grad_fused");
+  if (weff) *weff = out;
   return part.view({grid_r(a), grid_c(a), -1}).sum(-1);
 #else
   PATCHLLM_CHECK(false, InvalidArgument, "tile_weff_grad_fused: built without CUDA kernels");
@@ -164,7 +179,7 @@ torch::Tensor joint_weff_fused(const torch::Tensor& w, const torch::Tensor& phi,
 std::pair<torch::Tensor, torch::Tensor> joint_weff_grad_fused(const torch::Tensor& gw, const torch::Tensor& w,
                                                               const torch::Tensor& phi, const torch::Tensor& t,
                                                               const FusedMaskSpec& s,
-                                                              const torch::Tensor& norm_coef) {
+                                                              const torch::Tensor& norm_coef, torch::Tensor* weff) {
 #ifdef PATCHLLM_MASK_FUSED
   c10::cuda::CUDAGuard guard(w.device());
   MaskKernelArgs a = make_args(w, s);
@@ -186,12 +201,102 @@ std::pair<torch::Tensor, torch::Tensor> joint_weff_grad_fused(const torch::Tenso
   }
   auto dphi = torch::empty_like(ph);
   a.dphi = dphi.data_ptr<float>();
+  torch::Tensor out;
+  if (weff) {
+    out = torch::empty_like(w);
+    a.weff = out.data_ptr();
+  }
   check(joint_mask_backward(a), "joint_weff_grad_fused");
+  if (weff) *weff = out;
   torch::Tensor dt = a.t ? part.view({grid_r(a), grid_c(a), -1}).sum(-1) : torch::Tensor();
   return {dphi, dt};
 #else
   PATCHLLM_CHECK(false, InvalidArgument, "joint_weff_grad_fused: built without CUDA kernels");
   return {};
+#endif
+}
+
+#ifdef PATCHLLM_MASK_FUSED
+namespace {
+// The optimizer's per-parameter state map is keyed by the TensorImpl's address: as a string in LibTorch 1.x, as the
+// pointer in 2.x. A template, so that only the branch of the installed version is compiled.
+template <typename Map, typename Tensor>
+auto* find_state(Map& st, const Tensor& p) {
+  using Key = typename Map::key_type;
+  if constexpr (std::is_pointer_v<Key>) {
+    auto it = st.find(p.unsafeGetTensorImpl());
+    return it == st.end() ? nullptr : it->second.get();
+  } else {
+    auto it = st.find(c10::guts::to_string(p.unsafeGetTensorImpl()));
+    return it == st.end() ? nullptr : it->second.get();
+  }
+}
+template <typename Map, typename Tensor>
+void set_state(Map& st, const Tensor& p, std::unique_ptr<torch::optim::OptimizerParamState> s) {
+  using Key = typename Map::key_type;
+  if constexpr (std::is_pointer_v<Key>) st[p.unsafeGetTensorImpl()] = std::move(s);
+  else st[c10::guts::to_string(p.unsafeGetTensorImpl())] = std::move(s);
+}
+}  // namespace
+#endif
+
+bool adamw_step_fused(torch::optim::AdamW& opt, double max_norm) {
+#ifdef PATCHLLM_MASK_FUSED
+  std::vector<torch::Tensor> ps;
+  for (auto& group : opt.param_groups())
+    for (auto& p : group.params()) {
+      if (!p.grad().defined()) continue;
+      if (!p.is_cuda() || p.scalar_type() != torch::kFloat32 || !p.is_contiguous() || !p.grad().is_contiguous() ||
+          p.grad().scalar_type() != torch::kFloat32 || p.grad().is_sparse())
+        return false;
+      ps.push_back(p);
+    }
+  if (ps.empty()) return true;
+  c10::cuda::CUDAGuard guard(ps[0].device());
+  torch::NoGradGuard ng;
+  // clip_grad_norm_: coef = max_norm / (‖g‖ + 1e-6), applied when below 1; kept on the device.
+  std::vector<torch::Tensor> norms;
+  for (auto& p : ps) norms.push_back(p.grad().norm(2));
+  auto scale = (max_norm / (torch::stack(norms).norm(2) + 1e-6)).clamp_max(1.0).to(torch::kFloat32).contiguous();
+  auto stream = c10::cuda::getCurrentCUDAStream(ps[0].device().index()).stream();
+  for (auto& group : opt.param_groups()) {
+    auto& o = static_cast<torch::optim::AdamWOptions&>(group.options());
+    for (auto& p : group.params()) {
+      if (!p.grad().defined()) continue;
+      auto* st = static_cast<torch::optim::AdamWParamState*>(find_state(opt.state(), p));
+      if (!st) {  // as AdamW::step: zero moments at step 0
+        auto fresh = std::make_unique<torch::optim::AdamWParamState>();
+        fresh->step(0);
+        fresh->exp_avg(torch::zeros_like(p, at::MemoryFormat::Preserve));
+        fresh->exp_avg_sq(torch::zeros_like(p, at::MemoryFormat::Preserve));
+        set_state(opt.state(), p, std::move(fresh));
+        st = static_cast<torch::optim::AdamWParamState*>(find_state(opt.state(), p));
+      }
+      PATCHLLM_CHECK(!o.amsgrad(), InvalidArgument, "adamw_step_fused: amsgrad is not supported");
+      st->step(st->step() + 1);
+      AdamWArgs a;
+      a.p = p.data_ptr<float>();
+      a.g = p.grad().data_ptr<float>();
+      a.m = st->exp_avg().data_ptr<float>();
+      a.v = st->exp_avg_sq().data_ptr<float>();
+      a.n = p.numel();
+      a.grad_scale = scale.data_ptr<float>();
+      a.lr = float(o.lr());
+      a.beta1 = float(std::get<0>(o.betas()));
+      a.beta2 = float(std::get<1>(o.betas()));
+      a.eps = float(o.eps());
+      a.weight_decay = float(o.weight_decay());
+      a.bias_correction1 = float(1 - std::pow(std::get<0>(o.betas()), double(st->step())));
+      a.bias_correction2 = float(1 - std::pow(std::get<1>(o.betas()), double(st->step())));
+      a.stream = stream;
+      check(adamw_fused(a), "adamw_step_fused");
+    }
+  }
+  return true;
+#else
+  (void)opt;
+  (void)max_norm;
+  return false;
 #endif
 }
 

@@ -5,6 +5,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
+
 #include "ops/mask_kernels.h"
 #include "ops/philox.h"
 
@@ -91,12 +93,15 @@ __global__ void __launch_bounds__(THREADS) tile_fwd_kernel(const MaskKernelArgs 
 template <typename T>
 __global__ void __launch_bounds__(THREADS) tile_bwd_kernel(const MaskKernelArgs a, int splits) {
   const Band b = band_of(a, splits);
+  const float t = a.t[b.tile];
   float acc = 0.f;  // dL/dt = Σ_tile dL/dW_eff ⊙ W ⊙ (1 − M24)
   for_band(b, [&](int64_t g) {
     const F4 w = load4<T>(a.w, g), gw = load4<T>(a.gw, g);
     const uint32_t k = __ldg(reinterpret_cast<const uint32_t*>(a.keep) + g);
+    F4 e = w;
     for (int j = 0; j < 4; ++j)
-      if (!((k >> (8 * j)) & 0xffu)) acc += gw.v[j] * w.v[j];
+      if (!((k >> (8 * j)) & 0xffu)) acc += gw.v[j] * w.v[j], e.v[j] *= t;
+    if (a.weff) store4<T>(a.weff, g, e);  // W_eff for the dL/dx GEMM, instead of another forward pass
   });
   acc = block_sum(acc);
   if (threadIdx.x == 0) a.partial[blockIdx.x] = acc;
@@ -120,14 +125,17 @@ __device__ __forceinline__ Soft joint_group(const MaskKernelArgs& a, int64_t g) 
   Soft s;
   float mx = -INFINITY;
   int arg = 0;
+  const float inv_tau = 1.f / a.tau;  // multiplications, not divisions: the pass is bound by this arithmetic
   for (int i = 0; i < 6; ++i) {
+    // Accurate logf both times: near u = 1 the inner log is ~1e-7 and a fast log would lose it.
     const float gum = -logf(-logf(philox_unit(off ? w[i + 2] : w[i])));  // constant indices: registers
-    s.y[i] = (a.kappa * phi[i] + gum) / a.tau;
+    s.y[i] = (a.kappa * phi[i] + gum) * inv_tau;
     if (s.y[i] > mx) mx = s.y[i], arg = i;
   }
   float sum = 0.f;
-  for (int i = 0; i < 6; ++i) sum += (s.y[i] = expf(s.y[i] - mx));
-  for (int i = 0; i < 6; ++i) s.y[i] /= sum;
+  for (int i = 0; i < 6; ++i) sum += (s.y[i] = __expf(s.y[i] - mx));  // arguments ≤ 0: ex2.approx is accurate
+  const float inv_sum = 1.f / sum;
+  for (int i = 0; i < 6; ++i) s.y[i] *= inv_sum;
   if (a.hard) {
     const uint32_t keep = 0xCA6953u >> (4 * arg);  // nibble i: candidate i's kept positions (bit j = position j)
     for (int j = 0; j < 4; ++j) s.m[j] = float((keep >> j) & 1);
@@ -165,18 +173,21 @@ __global__ void __launch_bounds__(THREADS) joint_bwd_kernel(const MaskKernelArgs
   const Band b = band_of(a, splits);
   const float t = a.t ? a.t[b.tile] : 0.f;
   const float coef = a.norm_coef ? *a.norm_coef : 0.f;
-  const float scale = a.kappa / a.tau;
+  const float scale = a.kappa * (1.f / a.tau);
   float acc = 0.f;  // dL/dt
   for_band(b, [&](int64_t g) {
     const Soft s = joint_group(a, g);
     const F4 w = load4<T>(a.w, g), gw = load4<T>(a.gw, g);
     float dm[4];
+    F4 e;
     for (int j = 0; j < 4; ++j) {
       const float M = t + (1.f - t) * s.m[j];
       const float dM = gw.v[j] * w.v[j] + coef * M * w.v[j] * w.v[j];
       acc += dM * (1.f - s.m[j]);
       dm[j] = (1.f - t) * dM;
+      e.v[j] = w.v[j] * M;
     }
+    if (a.weff) store4<T>(a.weff, g, e);  // W_eff for the dL/dx GEMM, instead of another forward pass
     // dL/dy_i = Σ_j C[i][j] dm_j, then the softmax backward, times κ/τ.
     const float dy[6] = {dm[0] + dm[1], dm[0] + dm[2], dm[0] + dm[3], dm[1] + dm[2], dm[1] + dm[3], dm[2] + dm[3]};
     float dot = 0.f;
@@ -191,6 +202,21 @@ __global__ void __launch_bounds__(THREADS) joint_bwd_kernel(const MaskKernelArgs
   if (a.t) {
     acc = block_sum(acc);
     if (threadIdx.x == 0) a.partial[blockIdx.x] = acc;
+  }
+}
+
+// ---- AdamW -------------------------------------------------------------------------------------------------------
+__global__ void __launch_bounds__(THREADS) adamw_kernel(const AdamWArgs a) {
+  const float gs = a.grad_scale ? *a.grad_scale : 1.f;
+  const float decay = 1.f - a.lr * a.weight_decay, step = a.lr / a.bias_correction1;
+  const float rs2 = 1.f / sqrtf(a.bias_correction2);
+  for (int64_t i = blockIdx.x * int64_t(THREADS) + threadIdx.x; i < a.n; i += int64_t(gridDim.x) * THREADS) {
+    const float g = a.g[i] * gs;
+    const float m = a.beta1 * a.m[i] + (1.f - a.beta1) * g;
+    const float v = a.beta2 * a.v[i] + (1.f - a.beta2) * g * g;
+    a.m[i] = m;
+    a.v[i] = v;
+    a.p[i] = a.p[i] * decay - step * m / (sqrtf(v) * rs2 + a.eps);
   }
 }
 
@@ -224,6 +250,12 @@ int joint_mask_forward(const MaskKernelArgs& a) {
   PATCHLLM_MASK_LAUNCH(joint_fwd_kernel, , false);
 }
 int joint_mask_backward(const MaskKernelArgs& a) { PATCHLLM_MASK_LAUNCH(joint_bwd_kernel); }
+int adamw_fused(const AdamWArgs& a) {
+  if (a.n <= 0) return 0;
+  const int64_t blocks = std::min<int64_t>((a.n + THREADS - 1) / THREADS, 132 * 8);  // grid-stride beyond that
+  adamw_kernel<<<unsigned(blocks), THREADS, 0, static_cast<cudaStream_t>(a.stream)>>>(a);
+  return int(cudaGetLastError());
+}
 const char* mask_kernel_error_string(int err) { return cudaGetErrorString(cudaError_t(err)); }
 
 }  // namespace patchllm

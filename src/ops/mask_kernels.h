@@ -21,7 +21,8 @@ struct MaskKernelArgs {
   int64_t rows = 0, cols = 0;         // W: [rows, cols], cols % 4 == 0
   int64_t tile_r = 128, tile_c = 128; // tile_c % 4 == 0; ragged edge tiles allowed
   const void* w = nullptr;
-  void* weff = nullptr;               // forward output [rows, cols]
+  void* weff = nullptr;               // forward output [rows, cols]; backward: also written when set (the dL/dx
+                                      // GEMM needs it after the dW GEMM, so one pass serves both)
   const void* gw = nullptr;           // backward input dL/dW_eff [rows, cols]
   const float* t = nullptr;           // [grid_r, grid_c] tile values; null: no tile term (MaskLLM, M = M24)
   const uint8_t* keep = nullptr;      // Tile mode: bool [rows, cols] fixed 2:4 mask
@@ -45,5 +46,25 @@ int tile_mask_backward(const MaskKernelArgs& a);
 int joint_mask_forward(const MaskKernelArgs& a);
 int joint_mask_backward(const MaskKernelArgs& a);
 const char* mask_kernel_error_string(int err);
+
+}  // namespace patchllm
+
+namespace patchllm {
+
+// One AdamW update of an fp32 parameter in one pass, as torch::optim::AdamW::step computes it (decoupled weight
+// decay, then m = β1·m + (1 − β1)·g, v = β2·v + (1 − β2)·g², p −= lr/bc1 · m / (√v / √bc2 + eps)), with the gradient
+// first scaled by *grad_scale (global-norm clipping, read on the device: no host sync).
+struct AdamWArgs {
+  float* p = nullptr;
+  const float* g = nullptr;
+  float* m = nullptr;
+  float* v = nullptr;
+  int64_t n = 0;
+  const float* grad_scale = nullptr;  // device scalar or null (1)
+  float lr = 0, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0;
+  float bias_correction1 = 1, bias_correction2 = 1;
+  void* stream = nullptr;
+};
+int adamw_fused(const AdamWArgs& a);
 
 }  // namespace patchllm
