@@ -7,7 +7,8 @@
 # allocator peak and prune time from prune_report.json. PART=D: only PATCH-Tile at 7B, both designs. PART=E: only
 # PATCH-Joint (Qwen2.5-0.5B and LLaMA-3.2-1B shapes), both designs. PART=F: the fused mask kernels: Joint on both
 # shapes fused (default), unfused (--unfused-masks) and the reference design, Qwen also with --ce-chunk 256.
-# PART=G: PATCH-Tile at 7B fused, unfused and reference. PART=H: Joint fused and reference on both shapes. TESTS="test_a ..." builds and runs those tests first.
+# PART=G: PATCH-Tile at 7B fused, unfused and reference. PART=H: Joint fused and reference on both shapes
+# (REPS alternating Qwen pairs). A profiled run (PROFILE) is slower after its profiled step: time runs unprofiled. TESTS="test_a ..." builds and runs those tests first.
 # Needs .deps/gpu-data/{tokenizer.model,wiki.test.raw} (LLaMA-2 tokenizer and WikiText-2 test from ../shared).
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -102,8 +103,10 @@ elif [ "${PART:-A}" = F ]; then
   learn joint_l32_unfused /tmp/l32 patch-joint 0.45 --unfused-masks
 elif [ "${PART:-A}" = H ]; then  # Joint, fused (default) and the reference design, both shapes
   ckpt qwen2.5-0.5b /tmp/q05 bfloat16
-  learn joint_q05_fused /tmp/q05 patch-joint 0.45
-  learn joint_q05_reference /tmp/q05 patch-joint 0.45 --materialise-masks
+  for r in $(seq ${REPS:-1}); do  # alternating pairs: the Qwen step is bound by the host's op dispatch, which drifts
+    learn joint_q05_fused /tmp/q05 patch-joint 0.45
+    learn joint_q05_reference /tmp/q05 patch-joint 0.45 --materialise-masks
+  done
   ckpt llama3.2-1b /tmp/l32 bfloat16
   learn joint_l32_fused /tmp/l32 patch-joint 0.45
   learn joint_l32_reference /tmp/l32 patch-joint 0.45 --materialise-masks

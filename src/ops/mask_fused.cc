@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <memory>
+#include <sstream>
 #include <type_traits>
 
 #include "core/error.h"
@@ -218,24 +219,27 @@ std::pair<torch::Tensor, torch::Tensor> joint_weff_grad_fused(const torch::Tenso
 
 #ifdef PATCHLLM_MASK_FUSED
 namespace {
-// The optimizer's per-parameter state map is keyed by the TensorImpl's address: as a string in LibTorch 1.x, as the
-// pointer in 2.x. A template, so that only the branch of the installed version is compiled.
-template <typename Map, typename Tensor>
-auto* find_state(Map& st, const Tensor& p) {
-  using Key = typename Map::key_type;
+// The optimizer's per-parameter state map is keyed by the TensorImpl's address: printed into a string in LibTorch
+// 1.x (c10::guts::to_string, an ostream of the pointer), the pointer itself in 2.x. Templates, so that only the
+// installed version's branch is compiled.
+template <typename Key, typename Tensor>
+Key state_key(const Tensor& p) {
   if constexpr (std::is_pointer_v<Key>) {
-    auto it = st.find(p.unsafeGetTensorImpl());
-    return it == st.end() ? nullptr : it->second.get();
+    return p.unsafeGetTensorImpl();
   } else {
-    auto it = st.find(c10::guts::to_string(p.unsafeGetTensorImpl()));
-    return it == st.end() ? nullptr : it->second.get();
+    std::ostringstream os;
+    os << static_cast<const void*>(p.unsafeGetTensorImpl());
+    return os.str();
   }
 }
 template <typename Map, typename Tensor>
+auto* find_state(Map& st, const Tensor& p) {
+  auto it = st.find(state_key<typename Map::key_type>(p));
+  return it == st.end() ? nullptr : it->second.get();
+}
+template <typename Map, typename Tensor>
 void set_state(Map& st, const Tensor& p, std::unique_ptr<torch::optim::OptimizerParamState> s) {
-  using Key = typename Map::key_type;
-  if constexpr (std::is_pointer_v<Key>) st[p.unsafeGetTensorImpl()] = std::move(s);
-  else st[c10::guts::to_string(p.unsafeGetTensorImpl())] = std::move(s);
+  st[state_key<typename Map::key_type>(p)] = std::move(s);
 }
 }  // namespace
 #endif
@@ -255,8 +259,9 @@ bool adamw_step_fused(torch::optim::AdamW& opt, double max_norm) {
   c10::cuda::CUDAGuard guard(ps[0].device());
   torch::NoGradGuard ng;
   // clip_grad_norm_: coef = max_norm / (‖g‖ + 1e-6), applied when below 1; kept on the device.
-  std::vector<torch::Tensor> norms;
-  for (auto& p : ps) norms.push_back(p.grad().norm(2));
+  std::vector<torch::Tensor> grads;
+  for (auto& p : ps) grads.push_back(p.grad());
+  auto norms = at::_foreach_norm(grads);  // multi-tensor kernels: a few launches, not one per parameter
   auto scale = (max_norm / (torch::stack(norms).norm(2) + 1e-6)).clamp_max(1.0).to(torch::kFloat32).contiguous();
   auto stream = c10::cuda::getCurrentCUDAStream(ps[0].device().index()).stream();
   for (auto& group : opt.param_groups()) {
