@@ -3,14 +3,19 @@
 Usage: profile_summary.py TRACE.json [LABEL] -> a short text table on stdout."""
 import collections, json, re, sys
 
-KINDS = [("gemm (cuBLAS)", r"gemm|xmma|nvjet|cutlass|sm90_|sm80_|splitKreduce"),
-         ("attention", r"flash|fmha|attention|efficient"),
+# First match wins: attention before GEMM, because cuDNN's attention kernels are named ..._sdpa_sm90_flash_...
+KINDS = [("attention", r"flash|fmha|attention|efficient|sdpa"),
+         ("gemm (cuBLAS)", r"gemm|xmma|nvjet|cutlass|sm90_|sm80_|splitKreduce"),
+         ("AdamW", r"adamw"),
          ("fused mask kernels", r"tile_fwd|tile_bwd|joint_fwd|joint_bwd"),
          ("reductions", r"reduce|norm_kernel|softmax|argmax|sum_"),
          ("elementwise", r"elementwise|vectorized|unrolled|CatArray|index|gather|scatter|copy|fill"),
          ("other", r".")]
 
-trace = json.load(open(sys.argv[1]))
+try:
+    trace = json.load(open(sys.argv[1]))
+except (OSError, ValueError) as e:
+    sys.exit(f"{sys.argv[1]}: not a readable Chrome trace ({e})")
 ev = [e for e in trace.get("traceEvents", []) if e.get("ph") == "X"]
 kern = [e for e in ev if e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")]
 if not kern:
