@@ -58,7 +58,6 @@ struct Slot {
 
 double linear_schedule(double a, double b, double frac) { return a + (b - a) * frac; }
 
-// The trajectory-defining options, stored with the state: resuming with different ones is an error.
 // PATCHLLM_PROFILE=FILE: the third step of this process under LibTorch's Kineto profiler (CPU ops and CUDA kernels),
 // saved as a Chrome trace to FILE, to see where a step's time goes (tools/learn_gpu_scale.sh summarises it).
 struct StepProfiler {
@@ -88,6 +87,7 @@ struct StepProfiler {
   }
 };
 
+// The trajectory-defining options, stored with the state: resuming with different ones is an error.
 std::string trajectory_key(const LearnOptions& o, int64_t n_windows) {
   nlohmann::json j = {{"method", o.method}, {"s", o.target_sparsity}, {"tile", {o.tile_r, o.tile_c}},
                       {"steps", o.steps}, {"mb", o.micro_batch}, {"accum", o.grad_accum}, {"seqlen", o.seqlen},

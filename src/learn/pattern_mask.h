@@ -34,8 +34,8 @@ torch::Tensor pattern_argmax_keep(const torch::Tensor& phi, int64_t out, int64_t
 // the forward and lives only as long as autograd needs it: inside a checkpointed layer, only during that layer's
 // recompute in backward. On CUDA (fused, the default) one kernel builds W_eff from φ, t and noise drawn in the kernel
 // from noise_seed (src/ops/mask_kernels.h), and one reduces dL/dW_eff to dL/dφ and dL/dt: no y, M or noise tensor
-// exists, and backward rebuilds W_eff (one elementwise pass) rather than keep it. The noise then comes from Philox, not from LibTorch's generator, so the samples differ from the unfused
-// path's (same distribution).
+// exists, and backward rebuilds W_eff (one elementwise pass) rather than keep it. The noise then comes from Philox,
+// not from LibTorch's generator, so the samples differ from the unfused path's (same distribution).
 class JointMaskedLinear : public Linear {
  public:
   JointMaskedLinear(const Linear& base, const TileGrid& g);

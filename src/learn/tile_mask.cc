@@ -89,8 +89,8 @@ struct TileLinearFn : public torch::autograd::Function<TileLinearFn> {
       // dL/dW_eff = gyᵀ x over all tokens; dL/dt_tile = Σ_tile dL/dW_eff ⊙ W ⊙ (1 − M24), summed in fp32.
       auto gw = torch::matmul(gy.reshape({-1, gy.size(-1)}).t(), x.reshape({-1, x.size(-1)}));
       if (fused) {  // the same pass writes the W_eff that the dL/dx GEMM below needs
-        gt = tile_weff_grad_fused(gw, w, keep, spec(g), t, ctx->needs_input_grad(0) && !weff.defined() ? &weff : nullptr)
-                 .to(t.scalar_type());
+        torch::Tensor* weff_out = ctx->needs_input_grad(0) && !weff.defined() ? &weff : nullptr;
+        gt = tile_weff_grad_fused(gw, w, keep, spec(g), t, weff_out).to(t.scalar_type());
       } else {
         auto acc = at::promote_types(gw.scalar_type(), torch::kFloat32);
         gt = tile_reduce(torch::where(keep, torch::zeros({}, gw.options()), gw * w), g, acc).to(t.scalar_type());

@@ -59,6 +59,9 @@ MaskKernelArgs make_args(const torch::Tensor& w, const FusedMaskSpec& s) {
                  " must be multiples of 4");
   MaskKernelArgs a;
   a.dtype = mask_dtype(w);
+  // The kernels load 4 weights at once (8 bytes in bf16/fp16, 16 in fp32).
+  PATCHLLM_CHECK(reinterpret_cast<uintptr_t>(w.data_ptr()) % (a.dtype == MASK_F32 ? 16 : 8) == 0, InvalidArgument,
+                 "fused mask kernels: weight data not aligned to 4 elements");
   a.rows = w.size(0);
   a.cols = w.size(1);
   a.tile_r = s.tile_r;
@@ -90,8 +93,8 @@ void check(int err, const char* what) {
   if (err) throw CudaError(str(__FILE__, ": ", what, ": CUDA error ", err, " (", mask_kernel_error_string(err), ")"));
 }
 const float* logits(const torch::Tensor& phi, const MaskKernelArgs& a, const torch::Tensor& w) {
-  PATCHLLM_CHECK(phi.scalar_type() == torch::kFloat32 && phi.is_contiguous() && phi.numel() == a.rows * a.cols / 4 * 6 &&
-                     phi.device() == w.device(),
+  PATCHLLM_CHECK(phi.scalar_type() == torch::kFloat32 && phi.is_contiguous() &&
+                     phi.numel() == a.rows * a.cols / 4 * 6 && phi.device() == w.device(),
                  InvalidArgument, "fused mask kernels: 2:4 logits must be contiguous fp32 [", a.rows * a.cols / 4,
                  ", 6] on the weight's device");
   return phi.data_ptr<float>();
