@@ -62,3 +62,15 @@ TEST(Core, DirRemoveAllDoesNotFollowSymlinks) {
   EXPECT_EQ(path_rename(keep, tmp + "/moved"), "");
   EXPECT_TRUE(file_exists(tmp + "/moved/precious"));
 }
+
+// disk_free_bytes: positive on a real directory, and it drops by about what a file written there takes.
+TEST(Core, DiskFreeBytes) {
+  std::string tmp = test::temp_dir("free");
+  EXPECT_EQ(disk_free_bytes(tmp + "/missing/dir"), -1);
+  const int64_t before = disk_free_bytes(tmp);
+  ASSERT_GT(before, 0);
+  file_write_atomic(tmp + "/blob", std::string(size_t(8) << 20, 'x'));  // 8 MiB
+  const int64_t after = disk_free_bytes(tmp);
+  // Other writers share the file system: only the direction and a loose size are checked.
+  EXPECT_LT(after, before - (4 << 20));
+}

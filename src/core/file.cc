@@ -5,6 +5,7 @@
 #include <ftw.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -33,6 +34,12 @@ bool file_exists(const std::string& path) {
 bool dir_exists(const std::string& path) {
   struct stat st;
   return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+int64_t disk_free_bytes(const std::string& dir) {
+  struct statvfs v;
+  if (::statvfs(dir.empty() ? "." : dir.c_str(), &v) != 0) return -1;
+  return int64_t(v.f_bavail) * int64_t(v.f_frsize);
 }
 
 void dir_create(const std::string& path) {

@@ -14,6 +14,8 @@ bool dir_is_empty(const std::string& path);  // true also when it does not exist
 // rm -rf without following symlinks; a missing path is not an error. Empty string on success, else why it failed.
 // (POSIX nftw, not std::filesystem: std::filesystem::remove_all crashed in GPU builds against PyTorch's LibTorch.)
 std::string dir_remove_all(const std::string& path);
+// Bytes an unprivileged writer may still use on the file system holding `dir` (statvfs); -1 if it cannot be read.
+int64_t disk_free_bytes(const std::string& dir);
 // rename(2); empty string on success, else strerror.
 std::string path_rename(const std::string& from, const std::string& to);
 std::string path_join(const std::string& a, const std::string& b);

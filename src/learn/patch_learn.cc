@@ -101,8 +101,26 @@ std::string trajectory_key(const LearnOptions& o, int64_t n_windows) {
   return j.dump();
 }
 
+// required: the run stops here to be resumed, so a state that cannot be written is an error; otherwise (periodic and
+// final saves) a warning, so that a full disk does not cost the learned masks.
 void save_state(const std::string& path, int64_t step, const std::string& key, const std::vector<Slot>& slots,
-                torch::optim::Optimizer& opt) {
+                torch::optim::Optimizer& opt, bool required) {
+  // LibTorch's archive writer aborts the process when the disk fills up (it throws from a destructor), so check the
+  // room first: the logits, and AdamW's two moments of each (the old file stays until the rename).
+  int64_t need = 16 << 20;
+  for (const auto& s : slots) {
+    if (s.theta.defined()) need += 3 * s.theta.numel() * 4;
+    if (s.phi.defined()) need += 3 * s.phi.numel() * 4;
+  }
+  const std::string dir = path.find('/') == std::string::npos ? "." : path.substr(0, path.find_last_of('/'));
+  const int64_t avail = disk_free_bytes(dir);
+  if (avail >= 0 && avail < need) {
+    const std::string why = str(path, ": not enough disk space for the learning state (needs ", need >> 20, " MiB, ",
+                                avail >> 20, " MiB free)");
+    PATCHLLM_CHECK(!required, Error, why);
+    log_warn(why, "; not saved, the run goes on (a --resume would start from the last saved state)");
+    return;
+  }
   torch::serialize::OutputArchive ar;
   ar.write("step", c10::IValue(step));
   ar.write("key", c10::IValue(key));
@@ -447,9 +465,9 @@ LearnResult patch_learn(Model& model, const MaskSet& prior, const torch::Tensor&
     prog.update(step + 1, line);
     if (!o.state_path.empty() && o.checkpoint_every > 0 && (step + 1) % o.checkpoint_every == 0 &&
         step + 1 < o.steps)
-      save_state(o.state_path, step + 1, key, slots, adam);
+      save_state(o.state_path, step + 1, key, slots, adam, false);
   }
-  if (!o.state_path.empty()) save_state(o.state_path, step, key, slots, adam);
+  if (!o.state_path.empty()) save_state(o.state_path, step, key, slots, adam, /*required=*/step < o.steps);
   for (auto& s : slots) *s.ptr = s.original;
   for (auto& s : slots) {
     if (s.theta.defined()) res.thetas[s.name] = s.theta.detach().to(torch::kCPU, torch::kFloat32);
