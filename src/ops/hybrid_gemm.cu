@@ -37,16 +37,21 @@ DeviceInfo device_info() {
 // Tokens per chunk: the narrowest n that holds M, up to 128 (16 n-tiles); larger M loops over chunks.
 int tiles_for(int64_t M) { return M <= 8 ? 1 : M <= 16 ? 2 : M <= 32 ? 4 : M <= 64 ? 8 : 16; }
 
+// Lets `Kernel` use `bytes` of dynamic shared memory: set once per kernel (single device assumed for the attribute).
+template <auto Kernel>
+cudaError_t allow_dynamic_smem(int bytes) {
+  static bool done = false;
+  if (done) return cudaSuccess;
+  cudaError_t e = cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  done = e == cudaSuccess;
+  return e;
+}
+
 template <int NT, bool BF16>
 cudaError_t launch(const hg::Params& p, int grid, cudaStream_t stream) {
   using C = hg::Config<NT>;
-  static bool attr_set = false;  // per instantiation; single device assumed for the attribute
-  if (!attr_set) {
-    cudaError_t e = cudaFuncSetAttribute(hg::hybrid_gemm_kernel<NT, BF16>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM);
-    if (e != cudaSuccess) return e;
-    attr_set = true;
-  }
+  cudaError_t e = allow_dynamic_smem<hg::hybrid_gemm_kernel<NT, BF16>>(C::SMEM);
+  if (e != cudaSuccess) return e;
   hg::hybrid_gemm_kernel<NT, BF16><<<grid, hg::THREADS, C::SMEM, stream>>>(p);
   return cudaGetLastError();
 }
@@ -121,13 +126,8 @@ cudaError_t launch_prefill(const void* x, const hp::Params& p, cudaStream_t stre
   CUtensorMap map;
   cudaError_t em = encode_x_map<BN, BF16>(&map, x, p);
   if (em != cudaSuccess) return em;
-  static bool attr_set = false;
-  if (!attr_set) {
-    cudaError_t e = cudaFuncSetAttribute(hp::hybrid_prefill_kernel<BN, BF16>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM);
-    if (e != cudaSuccess) return e;
-    attr_set = true;
-  }
+  em = allow_dynamic_smem<hp::hybrid_prefill_kernel<BN, BF16>>(C::SMEM);
+  if (em != cudaSuccess) return em;
   const int64_t ctas = int64_t(p.RB) * ((p.M + BN - 1) / BN);  // raster order inside the kernel (int indices)
   if (ctas >= (int64_t(1) << 31)) return cudaErrorInvalidConfiguration;
   const dim3 grid(static_cast<unsigned>(ctas));
@@ -141,13 +141,8 @@ cudaError_t launch_prefill_sk(const void* x, const hp::Params& p, int grid, cuda
   CUtensorMap map;
   cudaError_t e = encode_x_map<hp::SK_BN, BF16>(&map, x, p);
   if (e != cudaSuccess) return e;
-  static bool attr_set = false;
-  if (!attr_set) {
-    e = cudaFuncSetAttribute(hp::hybrid_prefill_sk_kernel<BF16>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             hp::SK_SMEM);
-    if (e != cudaSuccess) return e;
-    attr_set = true;
-  }
+  e = allow_dynamic_smem<hp::hybrid_prefill_sk_kernel<BF16>>(hp::SK_SMEM);
+  if (e != cudaSuccess) return e;
   hp::hybrid_prefill_sk_kernel<BF16><<<grid, hp::THREADS, hp::SK_SMEM, stream>>>(map, p);
   return cudaGetLastError();
 }

@@ -74,20 +74,27 @@ MaskKernelArgs make_args(const torch::Tensor& w, const FusedMaskSpec& s) {
   a.stream = c10::cuda::getCurrentCUDAStream(w.device().index()).stream();
   return a;
 }
-int64_t grid_r(const MaskKernelArgs& a) { return (a.rows + a.tile_r - 1) / a.tile_r; }
-int64_t grid_c(const MaskKernelArgs& a) { return (a.cols + a.tile_c - 1) / a.tile_c; }
-
+// t as the kernels read it (fp32, contiguous, on the weight's device), held in `held` for the launch; null if none.
 const float* tile_values(const torch::Tensor& t, const MaskKernelArgs& a, const torch::Tensor& w,
-                         torch::Tensor& keep_alive) {
+                         torch::Tensor& held) {
   if (!t.defined()) return nullptr;
-  PATCHLLM_CHECK(t.numel() == grid_r(a) * grid_c(a), InvalidArgument, "fused mask kernels: ", t.numel(),
-                 " tile values for a ", grid_r(a), "x", grid_c(a), " tile grid");
-  keep_alive = t.detach().to(w.device(), torch::kFloat32).contiguous();
-  return keep_alive.data_ptr<float>();
+  PATCHLLM_CHECK(t.numel() == mask_grid_r(a) * mask_grid_c(a), InvalidArgument, "fused mask kernels: ", t.numel(),
+                 " tile values for a ", mask_grid_r(a), "x", mask_grid_c(a), " tile grid");
+  held = t.detach().to(w.device(), torch::kFloat32).contiguous();
+  return held.data_ptr<float>();
 }
+const uint8_t* keep_mask(const torch::Tensor& keep, const torch::Tensor& w, const char* what) {
+  PATCHLLM_CHECK(keep.scalar_type() == torch::kBool && keep.sizes() == w.sizes() && keep.is_contiguous(),
+                 InvalidArgument, what, ": keep must be a contiguous bool tensor of the weight's shape");
+  return reinterpret_cast<const uint8_t*>(keep.data_ptr<bool>());
+}
+// The kernels' per-block partial sums, and their sum per tile [grid_r, grid_c] in a fixed order.
 torch::Tensor partials(const MaskKernelArgs& a, const torch::Tensor& w) {
-  return torch::empty({grid_r(a) * grid_c(a) * mask_kernel_splits(a)},
+  return torch::empty({mask_grid_r(a) * mask_grid_c(a) * mask_kernel_splits(a)},
                       torch::TensorOptions().dtype(torch::kFloat32).device(w.device()));
+}
+torch::Tensor per_tile(const torch::Tensor& partial, const MaskKernelArgs& a) {
+  return partial.view({mask_grid_r(a), mask_grid_c(a), -1}).sum(-1);
 }
 void check(int err, const char* what) {
   if (err) throw CudaError(str(__FILE__, ": ", what, ": CUDA error ", err, " (", mask_kernel_error_string(err), ")"));
@@ -108,12 +115,10 @@ torch::Tensor tile_weff_fused(const torch::Tensor& w, const torch::Tensor& keep,
 #ifdef PATCHLLM_MASK_FUSED
   c10::cuda::CUDAGuard guard(w.device());
   MaskKernelArgs a = make_args(w, s);
-  PATCHLLM_CHECK(keep.scalar_type() == torch::kBool && keep.sizes() == w.sizes() && keep.is_contiguous(),
-                 InvalidArgument, "tile_weff_fused: keep must be a contiguous bool tensor of the weight's shape");
+  a.keep = keep_mask(keep, w, "tile_weff_fused");
   torch::Tensor tv;
   a.t = tile_values(t, a, w, tv);
   PATCHLLM_CHECK(a.t, InvalidArgument, "tile_weff_fused: tile values missing");
-  a.keep = reinterpret_cast<const uint8_t*>(keep.data_ptr<bool>());
   auto out = torch::empty_like(w);
   a.weff = out.data_ptr();
   check(tile_mask_forward(a), "tile_weff_fused");
@@ -130,11 +135,10 @@ torch::Tensor tile_weff_grad_fused(const torch::Tensor& gw, const torch::Tensor&
   c10::cuda::CUDAGuard guard(w.device());
   MaskKernelArgs a = make_args(w, s);
   auto g = gw.to(w.scalar_type()).contiguous();
-  PATCHLLM_CHECK(g.sizes() == w.sizes() && keep.scalar_type() == torch::kBool && keep.sizes() == w.sizes() &&
-                     keep.is_contiguous(),
-                 InvalidArgument, "tile_weff_grad_fused: gradient and keep mask must have the weight's shape");
+  PATCHLLM_CHECK(g.sizes() == w.sizes(), InvalidArgument, "tile_weff_grad_fused: gradient shape ", g.sizes(),
+                 " != weight shape ", w.sizes());
   a.gw = g.data_ptr();
-  a.keep = reinterpret_cast<const uint8_t*>(keep.data_ptr<bool>());
+  a.keep = keep_mask(keep, w, "tile_weff_grad_fused");
   auto part = partials(a, w);
   a.partial = part.data_ptr<float>();
   torch::Tensor tv, out;
@@ -143,13 +147,10 @@ torch::Tensor tile_weff_grad_fused(const torch::Tensor& gw, const torch::Tensor&
     PATCHLLM_CHECK(a.t, InvalidArgument, "tile_weff_grad_fused: W_eff asked for without tile values");
     out = torch::empty_like(w);
     a.weff = out.data_ptr();
-  } else if (!a.t) {
-    tv = torch::zeros({grid_r(a) * grid_c(a)}, part.options());  // the kernel reads t; unused without weff
-    a.t = tv.data_ptr<float>();
   }
   check(tile_mask_backward(a), "tile_weff_grad_fused");
   if (weff) *weff = out;
-  return part.view({grid_r(a), grid_c(a), -1}).sum(-1);
+  return per_tile(part, a);
 #else
   PATCHLLM_CHECK(false, InvalidArgument, "tile_weff_grad_fused: built without CUDA kernels");
   return {};
@@ -212,7 +213,7 @@ std::pair<torch::Tensor, torch::Tensor> joint_weff_grad_fused(const torch::Tenso
   }
   check(joint_mask_backward(a), "joint_weff_grad_fused");
   if (weff) *weff = out;
-  torch::Tensor dt = a.t ? part.view({grid_r(a), grid_c(a), -1}).sum(-1) : torch::Tensor();
+  torch::Tensor dt = a.t ? per_tile(part, a) : torch::Tensor();
   return {dphi, dt};
 #else
   PATCHLLM_CHECK(false, InvalidArgument, "joint_weff_grad_fused: built without CUDA kernels");
@@ -241,8 +242,10 @@ auto* find_state(Map& st, const Tensor& p) {
   return it == st.end() ? nullptr : it->second.get();
 }
 template <typename Map, typename Tensor>
-void set_state(Map& st, const Tensor& p, std::unique_ptr<torch::optim::OptimizerParamState> s) {
-  st[state_key<typename Map::key_type>(p)] = std::move(s);
+auto* set_state(Map& st, const Tensor& p, std::unique_ptr<torch::optim::OptimizerParamState> s) {
+  auto& slot = st[state_key<typename Map::key_type>(p)];
+  slot = std::move(s);
+  return slot.get();
 }
 }  // namespace
 #endif
@@ -250,7 +253,8 @@ void set_state(Map& st, const Tensor& p, std::unique_ptr<torch::optim::Optimizer
 bool adamw_step_fused(torch::optim::AdamW& opt, double max_norm) {
 #ifdef PATCHLLM_MASK_FUSED
   std::vector<torch::Tensor> ps;
-  for (auto& group : opt.param_groups())
+  for (auto& group : opt.param_groups()) {
+    if (static_cast<torch::optim::AdamWOptions&>(group.options()).amsgrad()) return false;
     for (auto& p : group.params()) {
       if (!p.grad().defined()) continue;
       if (!p.is_cuda() || p.scalar_type() != torch::kFloat32 || !p.is_contiguous() || !p.grad().is_contiguous() ||
@@ -258,6 +262,7 @@ bool adamw_step_fused(torch::optim::AdamW& opt, double max_norm) {
         return false;
       ps.push_back(p);
     }
+  }
   if (ps.empty()) return true;
   c10::cuda::CUDAGuard guard(ps[0].device());
   torch::NoGradGuard ng;
@@ -277,10 +282,8 @@ bool adamw_step_fused(torch::optim::AdamW& opt, double max_norm) {
         fresh->step(0);
         fresh->exp_avg(torch::zeros_like(p, at::MemoryFormat::Preserve));
         fresh->exp_avg_sq(torch::zeros_like(p, at::MemoryFormat::Preserve));
-        set_state(opt.state(), p, std::move(fresh));
-        st = static_cast<torch::optim::AdamWParamState*>(find_state(opt.state(), p));
+        st = static_cast<torch::optim::AdamWParamState*>(set_state(opt.state(), p, std::move(fresh)));
       }
-      PATCHLLM_CHECK(!o.amsgrad(), InvalidArgument, "adamw_step_fused: amsgrad is not supported");
       st->step(st->step() + 1);
       AdamWArgs a;
       a.p = p.data_ptr<float>();

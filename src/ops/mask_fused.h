@@ -45,7 +45,8 @@ std::pair<torch::Tensor, torch::Tensor> joint_weff_grad_fused(const torch::Tenso
 // Global-norm gradient clipping (as torch::nn::utils::clip_grad_norm_, max_norm > 0) and one AdamW step of all the
 // optimizer's parameters, one fused pass per parameter, with the optimizer's own state tensors (so its save/load and
 // resume are unchanged) and no host sync. Returns false, having done nothing, unless every parameter with a
-// gradient is a contiguous fp32 CUDA tensor and the kernels are built; the caller then clips and steps as usual.
+// gradient is a contiguous fp32 CUDA tensor, no group uses amsgrad and the kernels are built; the caller then clips
+// and steps as usual.
 bool adamw_step_fused(torch::optim::AdamW& opt, double max_norm);
 
 }  // namespace patchllm

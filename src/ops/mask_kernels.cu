@@ -93,7 +93,7 @@ __global__ void __launch_bounds__(THREADS) tile_fwd_kernel(const MaskKernelArgs 
 template <typename T>
 __global__ void __launch_bounds__(THREADS) tile_bwd_kernel(const MaskKernelArgs a, int splits) {
   const Band b = band_of(a, splits);
-  const float t = a.t[b.tile];
+  const float t = a.t ? a.t[b.tile] : 0.f;  // only for W_eff
   float acc = 0.f;  // dL/dt = Σ_tile dL/dW_eff ⊙ W ⊙ (1 − M24)
   for_band(b, [&](int64_t g) {
     const F4 w = load4<T>(a.w, g), gw = load4<T>(a.gw, g);
@@ -220,9 +220,7 @@ __global__ void __launch_bounds__(THREADS) adamw_kernel(const AdamWArgs a) {
   }
 }
 
-int64_t n_tiles(const MaskKernelArgs& a) {
-  return ((a.rows + a.tile_r - 1) / a.tile_r) * ((a.cols + a.tile_c - 1) / a.tile_c);
-}
+int64_t n_tiles(const MaskKernelArgs& a) { return mask_grid_r(a) * mask_grid_c(a); }
 
 // KERNEL<T, extra template arguments...> for the args' dtype, on the args' stream.
 #define PATCHLLM_MASK_LAUNCH(KERNEL, ...)                                                             \

@@ -24,7 +24,8 @@ struct MaskKernelArgs {
   void* weff = nullptr;               // forward output [rows, cols]; backward: also written when set (the dL/dx
                                       // GEMM needs it after the dW GEMM, so one pass serves both)
   const void* gw = nullptr;           // backward input dL/dW_eff [rows, cols]
-  const float* t = nullptr;           // [grid_r, grid_c] tile values; null: no tile term (MaskLLM, M = M24)
+  const float* t = nullptr;           // [grid_r, grid_c] tile values; null: no tile term (MaskLLM, M = M24; Tile
+                                      // backward: no W_eff to write)
   const uint8_t* keep = nullptr;      // Tile mode: bool [rows, cols] fixed 2:4 mask
   const float* phi = nullptr;         // Joint mode: [rows·cols/4, 6] pattern logits
   float kappa = 1, tau = 1;
@@ -38,6 +39,9 @@ struct MaskKernelArgs {
   void* stream = nullptr;             // cudaStream_t
 };
 
+// The tile grid (ragged edge tiles count as tiles).
+inline int64_t mask_grid_r(const MaskKernelArgs& a) { return (a.rows + a.tile_r - 1) / a.tile_r; }
+inline int64_t mask_grid_c(const MaskKernelArgs& a) { return (a.cols + a.tile_c - 1) / a.tile_c; }
 // Blocks per tile (each takes a band of the tile's rows), so that small matrices still fill the GPU.
 int mask_kernel_splits(const MaskKernelArgs& a);
 // 0 or the cudaError_t of the launch.
