@@ -386,6 +386,33 @@ TEST(LearnCheckpoint, CheckpointedTrainingEqualsPlainTraining) {
   }
 }
 
+// The reference design (full-size masks M = T + (1 − T) ⊙ M24 built per matrix, the weight regulariser as
+// ‖W ⊙ M‖_F of the materialised mask) against ours (one flat tile-logit tensor, per-matrix sums of the analytic
+// per-tile norms, per-layer density sums by segment): the same trajectory up to float rounding.
+TEST(LearnCheckpoint, ReferenceDesignFollowsTheSameTrajectory) {
+  for (std::string method : {"patch-tile", "patch-joint"}) {
+    for (bool per_layer : {false, true}) {
+      auto s = tiny_learn_setup("refdesign", 16, 0.35);
+      auto o = tiny_options(method);
+      o.steps = 3;
+      o.per_layer = per_layer;
+      o.weight_reg = 10;
+      auto ours = patch_learn(*s.model, s.prior, s.train, o);
+      o.materialise_masks = true;
+      auto ref = patch_learn(*s.model, s.prior, s.train, o);
+      const std::string what = method + (per_layer ? " per layer" : " global");
+      for (const auto& [n, th] : ref.thetas)
+        EXPECT_TRUE(torch::allclose(ours.thetas.at(n), th, 1e-5, 5e-6))
+            << what << " " << n << " max diff " << (th - ours.thetas.at(n)).abs().max().item<double>();
+      for (const auto& [n, ph] : ref.phis) EXPECT_TRUE(torch::allclose(ours.phis.at(n), ph, 1e-5, 5e-6)) << what << n;
+      for (const char* k : {"ce", "density", "weight_reg_term"})
+        EXPECT_NEAR(ours.history.back()[k].get<double>(), ref.history.back()[k].get<double>(), 1e-5) << what << k;
+      EXPECT_GT(ref.history.back()["weight_reg_term"].get<double>(), 0.1) << what;  // the term is there at all
+      EXPECT_EQ(ours.thetas.size(), 14u);
+    }
+  }
+}
+
 // The chunked LM-head loss against a float64 log-softmax of the whole sequence's logits: value and gradient.
 TEST(LearnCheckpoint, ChunkedLossEqualsWholeSequenceInFloat64) {
   auto s = tiny_learn_setup("cechunk", 16, 0.35);

@@ -37,3 +37,29 @@ for k, _ in KINDS:
 print("  top kernels (ms, calls):")
 for name, d in by_name.most_common(14):
     print(f"    {d:8.1f} {n_name[name]:6d}  {name[:110]}")
+
+# With PATCHLLM_PROFILE_MEMORY=1 the trace holds the allocator's events: the CUDA peak and the ops around it.
+mem = [e for e in trace.get("traceEvents", []) if e.get("name") == "[memory]" and e.get("ph") == "i"
+       and int(e.get("args", {}).get("Device Id", -1)) >= 0]
+if mem:
+    peak = max(mem, key=lambda e: e["args"]["Total Allocated"])
+    ts = peak["ts"]
+    print(f"  CUDA allocated peak {peak['args']['Total Allocated'] / 2**30:.3f} GiB "
+          f"(min in the step {min(e['args']['Total Allocated'] for e in mem) / 2**30:.3f} GiB); ops around it:")
+    cpu = [e for e in ev if e.get("cat") == "cpu_op" and e["ts"] <= ts <= e["ts"] + e.get("dur", 0)]
+    for e in sorted(cpu, key=lambda e: -e.get("dur", 0))[:10]:
+        print(f"    {e.get('dur', 0) / 1000:8.2f} ms  {e['name'][:100]}")
+    # The allocated bytes when each backward function starts, for the highest few: where the peak region sits.
+    starts = sorted((e for e in ev if e.get("cat") == "cpu_op" and e["name"].startswith("autograd::engine")),
+                    key=lambda e: e["ts"])
+    mem_ts = sorted((e["ts"], e["args"]["Total Allocated"]) for e in mem)
+    import bisect
+    keys = [t for t, _ in mem_ts]
+    hi = []
+    for e in starts:
+        i = bisect.bisect_right(keys, e["ts"]) - 1
+        if i >= 0:
+            hi.append((mem_ts[i][1], e["name"]))
+    print("  allocated at the start of the backward functions with the most (GiB):")
+    for b, n in sorted(hi, reverse=True)[:8]:
+        print(f"    {b / 2**30:7.3f}  {n[:100]}")

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <numeric>
 #include <set>
 
 #if __has_include(<torch/csrc/autograd/profiler_kineto.h>)
@@ -49,28 +50,64 @@ struct Slot {
   std::shared_ptr<MaterialisedMaskLinear> mat;  // materialise_masks (reference design)
   torch::Tensor m24f;                        // materialise_masks, patch-tile: the fixed 2:4 mask, compute dtype
   torch::Tensor M;                           // materialise_masks: the current full-size soft mask
-  torch::Tensor theta, phi;                  // fp32 leaves (undefined when the method has none)
+  torch::Tensor theta;                       // [grid_r, grid_c] view into TileLogits::theta (no grad; to read)
+  torch::Tensor phi;                         // fp32 leaf (undefined when the method has none)
   torch::Tensor numel;                       // [grid_r, grid_c] element count per tile
   torch::Tensor s_kept, s_pruned;            // patch-tile: per-tile Σ W² over kept / pruned entries (fp32)
   double w_norm = 0;                         // ‖W‖_F
   torch::Tensor t;                           // current tile sample
 };
 
+// Sums of a flat per-tile vector over contiguous runs of it (the tiles of one matrix, or of one layer): a gather into
+// a zero-padded [runs, longest] matrix and a row sum. A few kernels for all runs, and deterministic on CUDA (no
+// atomics, unlike index_add).
+struct Segments {
+  torch::Tensor idx;  // [n·width] positions into the vector with one zero appended; padding points at the zero
+  int64_t n = 0, width = 0;
+  Segments() = default;
+  Segments(const std::vector<int64_t>& lengths, torch::Device dev) : n(int64_t(lengths.size())) {
+    for (int64_t l : lengths) width = std::max(width, l);
+    const int64_t total = std::accumulate(lengths.begin(), lengths.end(), int64_t(0));
+    std::vector<int64_t> v(size_t(n * width), total);
+    int64_t at = 0;
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t j = 0; j < lengths[size_t(r)]; ++j) v[size_t(r * width + j)] = at++;
+    idx = torch::tensor(v, torch::kLong).to(dev);
+  }
+  torch::Tensor sum(const torch::Tensor& x) const {
+    return torch::cat({x, x.new_zeros({1})}).index_select(0, idx).view({n, width}).sum(1);
+  }
+};
+
+// The tile logits of every matrix in one fp32 leaf, so that a step samples, sums and updates them with a handful of
+// kernels instead of a dozen per matrix (at 168 matrices the per-matrix ops made the Qwen2.5-0.5B step host-bound).
+struct TileLogits {
+  torch::Tensor theta;                      // [Σ tiles] leaf; matrix m's tiles at [off_m, off_m + sizes_m)
+  std::vector<int64_t> sizes;               // tiles per matrix
+  torch::Tensor numel, s_kept, s_pruned;    // flat twins of the slots' per-tile tensors
+  Segments per_matrix, per_layer;
+  torch::Tensor layer_numel;                // [layers] Σ|W| per decoder layer
+};
+
 double linear_schedule(double a, double b, double frac) { return a + (b - a) * frac; }
 
 // PATCHLLM_PROFILE=FILE: the third step of this process under LibTorch's Kineto profiler (CPU ops and CUDA kernels),
 // saved as a Chrome trace to FILE, to see where a step's time goes (tools/learn_gpu_scale.sh summarises it).
+// PATCHLLM_PROFILE_MEMORY=1 adds the allocator's events, to see which op holds the memory peak.
 struct StepProfiler {
   std::string path;
+  bool memory = false;
   bool on = false;
   StepProfiler() {
     if (const char* p = std::getenv("PATCHLLM_PROFILE")) path = p;
+    const char* m = std::getenv("PATCHLLM_PROFILE_MEMORY");
+    memory = m && std::string(m) == "1";
   }
   void begin(int64_t nth_step) {
 #ifdef PATCHLLM_HAVE_KINETO
     if (path.empty() || nth_step != 2) return;
     namespace prof = torch::profiler::impl;
-    const prof::ProfilerConfig cfg(prof::ProfilerState::KINETO);
+    const prof::ProfilerConfig cfg(prof::ProfilerState::KINETO, /*report_input_shapes=*/false, memory);
     const std::set<prof::ActivityType> acts = {prof::ActivityType::CPU, prof::ActivityType::CUDA};
     torch::autograd::profiler::prepareProfiler(cfg, acts);
     torch::autograd::profiler::enableProfiler(cfg, acts);
@@ -96,7 +133,8 @@ std::string trajectory_key(const LearnOptions& o, int64_t n_windows) {
                       {"kappa", {o.kappa0, o.kappa1, o.kappa24_0, o.kappa24_1}}, {"sreg", o.sparse_reg},
                       {"wreg", o.weight_reg}, {"per_layer", o.per_layer},
                       {"prior", {o.prior_strength, o.prior_strength_24, o.init_std}}, {"hard", {o.hard, o.hard_24}},
-                      {"seed", o.seed}, {"windows", n_windows}};
+                      {"seed", o.seed}, {"windows", n_windows},
+                      {"layout", 2}};  // 2: the tile logits are one optimizer parameter, sampled in one draw
   if (!o.fused_masks) j["unfused"] = true;  // on CUDA the two paths draw the 2:4 noise from different generators
   return j.dump();
 }
@@ -240,7 +278,7 @@ LearnResult patch_learn(Model& model, const MaskSet& prior, const torch::Tensor&
         if (n_dense > 0) sign.index_fill_(0, order.narrow(0, 0, n_dense), 1.0);
         theta += (sign * o.init_std * o.prior_strength).view(theta.sizes());
       }
-      s.theta = theta.to(dev).requires_grad_(true);
+      s.theta = theta;  // CPU for now: joined into TileLogits::theta below
     }
     if (patterns) {
       // PATCH-Joint replaces the random init by the prior; MaskLLM adds the prior to its random init.
@@ -272,14 +310,36 @@ LearnResult patch_learn(Model& model, const MaskSet& prior, const torch::Tensor&
     slots.push_back(std::move(s));
   }
   const int64_t n_layers = slots.empty() ? 0 : slots.back().layer + 1;
-  std::vector<double> layer_total(n_layers, 0.0);
-  for (auto& s : slots) layer_total[s.layer] += s.numel.sum().item<double>();
+  TileLogits tl;
+  if (tiles) {
+    std::vector<torch::Tensor> th, ne, sk, sp;
+    std::vector<int64_t> layer_tiles(size_t(n_layers), 0);
+    for (size_t m = 0; m < slots.size(); ++m) {
+      auto& s = slots[m];
+      PATCHLLM_CHECK(m == 0 || s.layer >= slots[m - 1].layer, Error, "decoder linears out of layer order at ", s.name);
+      tl.sizes.push_back(s.theta.numel());
+      layer_tiles[size_t(s.layer)] += s.theta.numel();
+      th.push_back(s.theta.reshape({-1}));
+      ne.push_back(s.numel.reshape({-1}));
+      if (s.s_kept.defined()) {
+        sk.push_back(s.s_kept.reshape({-1}));
+        sp.push_back(s.s_pruned.reshape({-1}));
+      }
+    }
+    tl.theta = torch::cat(th).to(dev).requires_grad_(true);
+    tl.numel = torch::cat(ne);
+    if (!sk.empty()) tl.s_kept = torch::cat(sk), tl.s_pruned = torch::cat(sp);
+    tl.per_matrix = Segments(tl.sizes, dev);
+    tl.per_layer = Segments(layer_tiles, dev);
+    tl.layer_numel = tl.per_layer.sum(tl.numel);
+    auto views = tl.theta.detach().split_with_sizes(tl.sizes);
+    for (size_t m = 0; m < slots.size(); ++m) slots[m].theta = views[m].view(slots[m].numel.sizes());
+  }
 
   std::vector<torch::Tensor> params;
-  for (auto& s : slots) {
-    if (s.theta.defined()) params.push_back(s.theta);
+  if (tiles) params.push_back(tl.theta);
+  for (auto& s : slots)
     if (s.phi.defined()) params.push_back(s.phi);
-  }
   torch::optim::AdamW adam(
       params, torch::optim::AdamWOptions(o.lr).betas({0.9, 0.95}).eps(1e-8).weight_decay(o.weight_decay));
   const int64_t N = train.size(0);
@@ -319,24 +379,26 @@ LearnResult patch_learn(Model& model, const MaskSet& prior, const torch::Tensor&
                                 : 0.5 * o.lr * (1 + std::cos(M_PI * (step - o.warmup) / std::max(1.0, o.steps - o.warmup)));
     for (auto& pg : adam.param_groups()) static_cast<torch::optim::AdamWOptions&>(pg.options()).lr(lr);
     adam.zero_grad();
-    double ce_sum = 0, dens = 0, rw_sum = 0;
+    // Summed on the device and read once per step: a host sync per micro-batch would stall the launch queue.
+    torch::Tensor ce_sum = torch::zeros({}, f32), dens = torch::zeros({}, f32), rw_sum = torch::zeros({}, f32);
     for (int64_t a = 0; a < o.grad_accum; ++a) {
       const int64_t first = (step * o.grad_accum + a) * o.micro_batch;  // data position follows from the step
       std::vector<int64_t> idx;
       for (int64_t b = 0; b < o.micro_batch; ++b) idx.push_back(perm[(first + b) % N].item<int64_t>());
       auto x = train.index_select(0, torch::tensor(idx)).to(dev);
-      // Fresh noise for every micro-batch (as the reference's forward pre-hook), seeded by (step, micro, matrix).
-      std::vector<torch::Tensor> layer_dense(n_layers);
+      // Fresh noise for every micro-batch (as the reference's forward pre-hook): the tiles of all matrices in one
+      // draw seeded by (step, micro); the 2:4 noise per matrix, seeded by (step, micro, matrix).
       std::vector<torch::Tensor> norms(slots.size());  // ‖M ⊙ W‖_F where it comes from the full mask
-      torch::Tensor weighted = torch::zeros({}, f32);
+      torch::Tensor t_all, tile_dense;                  // the tile sample; t·|tile| (its share of the density)
+      std::vector<torch::Tensor> t_parts;
+      if (tiles) {
+        t_all = tile_sample(tl.theta, kappa, tau, o.hard, noise_seed(o.seed, step, a, 0, 2));
+        t_parts = t_all.split_with_sizes(tl.sizes);  // views; the backward is one concatenation
+        tile_dense = t_all * tl.numel;
+      }
       for (size_t m = 0; m < slots.size(); ++m) {
         auto& s = slots[m];
-        if (tiles) {
-          s.t = tile_sample(s.theta, kappa, tau, o.hard, noise_seed(o.seed, step, a, m, 0));
-          auto w = (s.t * s.numel).sum();
-          weighted = weighted + w;
-          layer_dense[s.layer] = layer_dense[s.layer].defined() ? layer_dense[s.layer] + w : w;
-        }
+        if (tiles) s.t = t_parts[m].view(s.numel.sizes());
         if (s.tile) s.tile->t = s.t;
         if (s.joint) {
           s.joint->t = s.t;  // undefined for maskllm: no dense tiles
@@ -416,11 +478,11 @@ LearnResult patch_learn(Model& model, const MaskSet& prior, const torch::Tensor&
       auto loss = ce;
       if (tiles) {
         // Analytic density d = 0.5 + 0.5·Σ t·|tile| / Σ|W| (patch-method.md §1.9): both modes keep 2 of 4.
-        auto d = 0.5 + 0.5 * weighted / total;
-        dens += d.item<double>();
+        auto d = 0.5 + 0.5 * tile_dense.sum() / total;
+        dens += d.detach();
         if (o.per_layer) {
-          for (int64_t l = 0; l < n_layers; ++l)
-            loss = loss + o.sparse_reg * ((0.5 + 0.5 * layer_dense[l] / layer_total[l]) - d_target).abs();
+          auto dl = 0.5 + 0.5 * tl.per_layer.sum(tile_dense) / tl.layer_numel;
+          loss = loss + o.sparse_reg * (dl - d_target).abs().sum();
         } else {
           loss = loss + o.sparse_reg * (d - d_target).abs();
         }
@@ -428,32 +490,35 @@ LearnResult patch_learn(Model& model, const MaskSet& prior, const torch::Tensor&
         dens += 0.5;
       }
       if (o.weight_reg > 0) {
-        torch::Tensor num = torch::zeros({}, f32);
-        for (size_t m = 0; m < slots.size(); ++m) {
-          auto& s = slots[m];
-          // Tile mode without a full mask: analytic per-tile sums (S_kept + t²·S_pruned).
-          num = num + (norms[m].defined() ? norms[m] : (s.s_kept + s.t.square() * s.s_pruned).sum().sqrt());
+        torch::Tensor num;
+        if (tl.s_kept.defined() && !o.materialise_masks) {
+          // Tile mode without a full mask: analytic per-tile sums ‖M ⊙ W‖² = S_kept + t²·S_pruned, per matrix.
+          num = tl.per_matrix.sum(tl.s_kept + t_all.square() * tl.s_pruned).sqrt().sum();
+        } else {
+          for (auto& n : norms) PATCHLLM_CHECK(n.defined(), Error, "weight regulariser: a matrix without its norm");
+          num = torch::stack(norms).sum();
         }
         auto rw = num / w_norm_total;
-        rw_sum += rw.item<double>();
+        rw_sum += rw.detach();
         loss = loss - wreg * rw;
       }
       (loss / double(o.grad_accum)).backward();
-      ce_sum += ce.item<double>();
+      ce_sum += ce.detach();
     }
     // CUDA: clipping and AdamW fused into one pass per parameter (same math and optimizer state).
     if (!(o.fused_masks && o.grad_clip > 0 && adamw_step_fused(adam, o.grad_clip))) {
       torch::nn::utils::clip_grad_norm_(params, o.grad_clip);
       adam.step();
     }
+    const double ce_v = ce_sum.item<double>() / o.grad_accum;  // waits for the step's work: the timing includes it
+    const double dens_v = dens.item<double>() / o.grad_accum, rw_v = rw_sum.item<double>() / o.grad_accum;
     const double ms = 1000 * (now_seconds() - t_step);
     if (profiler.on) {
       if (dev.is_cuda()) torch::cuda::synchronize();
       profiler.end();
     }
-    nlohmann::json rec = {{"step", step + 1}, {"steps", o.steps}, {"ce", ce_sum / o.grad_accum},
-                          {"density", dens / o.grad_accum}, {"target_density", d_target},
-                          {"weight_reg_term", rw_sum / o.grad_accum}, {"tau", tau}, {"kappa", kappa},
+    nlohmann::json rec = {{"step", step + 1}, {"steps", o.steps}, {"ce", ce_v},
+                          {"density", dens_v}, {"target_density", d_target}, {"weight_reg_term", rw_v}, {"tau", tau}, {"kappa", kappa},
                           {"tau24", tau24}, {"kappa24", kappa24}, {"lr", lr}, {"ms_per_step", ms},
                           {"tokens_per_s", tokens_per_step / (ms / 1000)}, {"seconds", now_seconds() - t_start}};
     if (dev.is_cuda()) rec["cuda_peak_gib"] = cuda_peak_gib(dev, false);
@@ -461,7 +526,7 @@ LearnResult patch_learn(Model& model, const MaskSet& prior, const torch::Tensor&
     if (log.is_open()) log << rec.dump() << "\n" << std::flush;
     char line[256];
     std::snprintf(line, sizeof line, "ce %.4f density %.4f tau %.3f kappa %.0f lr %.2e %.0f ms/step %.0f tok/s",
-                  ce_sum / o.grad_accum, dens / o.grad_accum, tau, kappa, lr, ms, tokens_per_step / (ms / 1000));
+                  ce_v, dens_v, tau, kappa, lr, ms, tokens_per_step / (ms / 1000));
     prog.update(step + 1, line);
     if (!o.state_path.empty() && o.checkpoint_every > 0 && (step + 1) % o.checkpoint_every == 0 &&
         step + 1 < o.steps)
