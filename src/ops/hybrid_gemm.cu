@@ -161,7 +161,6 @@ cudaError_t launch_prefill_sk(const void* x, const hp::Params& p, int grid, cuda
 //   M = 512: 12288×4096: 128-token tiles 0.74 / 0.92, 256-token 0.67 / 0.89; 4096×14336: 128-token 0.83 / 0.99
 constexpr int DECODE_MAX_M = 32;
 constexpr int DECODE_MAX_M_NO_WGMMA = 128;
-constexpr int DECODE_CTAS_PER_SM = 4;      // default target: 2 resident CTAs per SM, ~2 waves
 constexpr int DECODE_MAX_CTAS_PER_SM = 16;  // largest target the workspace is sized for
 // Partial slots the decode kernel may use for N rows: nchunks·RB·S ≤ target + nchunks·RB, nchunks ≤ 2 in auto mode.
 // Independent of M and K so one workspace sized for the largest M serves every launch.
@@ -189,6 +188,40 @@ DecodeSplit decode_split(int64_t RB, int64_t CT, int64_t nchunks, int KB, int64_
   return d;
 }
 
+// Auto k-split (decode_ctas_per_sm = 0). CTAs of one launch all take kpc k-tiles (the last split may hold fewer) and
+// run in waves of `slots` resident CTAs, so a launch costs about waves · (kpc + 1): the +1 is a CTA's fixed part (its
+// prologue, the partial-sum store and the counter), about one k-tile's time. The cost is minimised over every kpc,
+// fewer CTAs on ties. It reproduces the fastest setting of the H100 sweep in docs/benchmarks/kernels.md on 7 of 8
+// (shape, M) points (4096² wants 256 CTAs, 12288×4096 768, the fixed 4 per SM target gave 512 and 576).
+DecodeSplit decode_split_waves(int64_t RB, int64_t CT, int64_t nchunks, int KB, int64_t slots, int64_t max_slots) {
+  DecodeSplit best;
+  int64_t best_cost = -1, best_ctas = 0;
+  for (int64_t kpc = KB;; kpc += KB) {
+    const int64_t S = (CT + kpc - 1) / kpc, ctas = RB * nchunks * S;
+    if (ctas <= max_slots || S == 1) {
+      const int64_t cost = (ctas + slots - 1) / slots * (kpc + 1);
+      if (best_cost < 0 || cost < best_cost || (cost == best_cost && ctas < best_ctas)) {
+        best_cost = cost, best_ctas = ctas;
+        best.S = int(S), best.KPC = int(kpc);
+      }
+    }
+    if (S == 1) break;
+  }
+  return best;
+}
+
+template <int NT, int KB, bool BF16, bool RUN4 = false>
+int decode_occupancy() {  // resident CTAs per SM of this instance (the occupancy API, once per process)
+  static const int n = [] {
+    int b = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, hd::hybrid_decode_kernel<NT, KB, BF16, RUN4>, hd::THREADS,
+                                                      0) != cudaSuccess)
+      (void)cudaGetLastError(), b = 2;
+    return std::max(b, 1);
+  }();
+  return n;
+}
+
 template <int NT, int KB, bool BF16, bool RUN4 = false>
 cudaError_t launch_decode(const hd::Params& p, dim3 grid, cudaStream_t stream) {
   hd::hybrid_decode_kernel<NT, KB, BF16, RUN4><<<grid, hd::THREADS, 0, stream>>>(p);
@@ -207,6 +240,15 @@ cudaError_t launch_decode_nt(int nt, int variant, const hd::Params& p, dim3 grid
   }
 }
 int decode_kb(int nt) { return nt <= 2 ? 2 : 1; }
+template <bool BF16>
+int decode_occupancy_nt(int nt, int variant) {  // the instance launch_decode_nt picks
+  switch (nt) {
+    case 1: return variant == 1 ? decode_occupancy<1, 2, BF16>() : decode_occupancy<1, 2, BF16, true>();
+    case 2: return variant == 1 ? decode_occupancy<2, 2, BF16>() : decode_occupancy<2, 2, BF16, true>();
+    case 4: return decode_occupancy<4, 1, BF16>();
+    default: return decode_occupancy<8, 1, BF16>();
+  }
+}
 
 }  // namespace
 
@@ -262,9 +304,15 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
       const int64_t nch = std::min(per_launch, nchunks_all - c0), m0 = c0 * hd::CHUNK_TOKENS;
       const int64_t Mi = std::min(a.M - m0, nch * hd::CHUNK_TOKENS);
       const int nt = Mi <= 8 ? 1 : Mi <= 16 ? 2 : Mi <= 32 ? 4 : 8;
-      const int per_sm = a.decode_ctas_per_sm > 0 ? std::min(a.decode_ctas_per_sm, DECODE_MAX_CTAS_PER_SM)
-                                                  : DECODE_CTAS_PER_SM;
-      const DecodeSplit sp = decode_split(rb, ct, nch, decode_kb(nt), int64_t(per_sm) * d.sms, max_slots);
+      DecodeSplit sp;
+      if (a.decode_ctas_per_sm > 0) {
+        const int per_sm = std::min(a.decode_ctas_per_sm, DECODE_MAX_CTAS_PER_SM);
+        sp = decode_split(rb, ct, nch, decode_kb(nt), int64_t(per_sm) * d.sms, max_slots);
+      } else {
+        const int occ = a.bf16 ? decode_occupancy_nt<true>(nt, a.decode_variant)
+                               : decode_occupancy_nt<false>(nt, a.decode_variant);
+        sp = decode_split_waves(rb, ct, nch, decode_kb(nt), int64_t(occ) * d.sms, max_slots);
+      }
       hd::Params p;
       p.x = static_cast<const uint16_t*>(a.x) + m0 * a.K;
       p.y = static_cast<uint16_t*>(a.y) + m0 * a.N;
