@@ -1,4 +1,10 @@
+#!/usr/bin/env bash
+# GPU machine, repo root, one device-tool call: the decode k-split rule (decode_split_waves in src/ops/hybrid_gemm.cu)
+# against fixed targets of 2, 4 (the old default) and 8 CTAs per SM on every decode shape at M = 1 and 16, beside
+# cuBLAS; the kernel validation (hg_dev validate) first. Logs and bench tables under $OUT.
 set -u -o pipefail
+OUT=${OUT:-/tmp/ops_out}
+mkdir -p "$OUT"
 NVCC="nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -lineinfo -Isrc -Ibench"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 T0=$SECONDS

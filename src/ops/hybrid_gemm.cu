@@ -191,8 +191,8 @@ DecodeSplit decode_split(int64_t RB, int64_t CT, int64_t nchunks, int KB, int64_
 // Auto k-split (decode_ctas_per_sm = 0). CTAs of one launch all take kpc k-tiles (the last split may hold fewer) and
 // run in waves of `slots` resident CTAs, so a launch costs about waves · (kpc + 1): the +1 is a CTA's fixed part (its
 // prologue, the partial-sum store and the counter), about one k-tile's time. The cost is minimised over every kpc,
-// fewer CTAs on ties. It reproduces the fastest setting of the H100 sweep in docs/benchmarks/kernels.md on 7 of 8
-// (shape, M) points (4096² wants 256 CTAs, 12288×4096 768, the fixed 4 per SM target gave 512 and 576).
+// fewer CTAs on ties. Against the fixed target of 4 CTAs per SM it used before, on the H200 over the 8 decode shapes
+// at M = 1 and 16, f = 0 and 0.9: 0.97–1.25× the speed, geometric mean 1.06× (docs/BENCHMARKS.md §4).
 DecodeSplit decode_split_waves(int64_t RB, int64_t CT, int64_t nchunks, int KB, int64_t slots, int64_t max_slots) {
   DecodeSplit best;
   int64_t best_cost = -1, best_ctas = 0;
