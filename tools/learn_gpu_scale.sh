@@ -8,7 +8,8 @@
 # PATCH-Joint (Qwen2.5-0.5B and LLaMA-3.2-1B shapes), both designs. PART=F: the fused mask kernels: Joint on both
 # shapes fused (default), unfused (--unfused-masks) and the reference design, Qwen also with --ce-chunk 256.
 # PART=G: PATCH-Tile at 7B fused, unfused and reference. PART=H: Joint fused and reference on both shapes
-# (REPS alternating Qwen pairs). PART=I: H once, then Qwen with the allocator's events profiled. A profiled run (PROFILE) is slower after its profiled step: time runs unprofiled. TESTS="test_a ..." builds and runs those tests first.
+# (REPS alternating Qwen pairs). PART=I: H once, then Qwen with the allocator's events profiled. PART=K: Tile 7B
+# ours with --keep-layers N for N in KEEP. A profiled run (PROFILE) is slower after its profiled step: time runs unprofiled. TESTS="test_a ..." builds and runs those tests first.
 # Needs .deps/gpu-data/{tokenizer.model,wiki.test.raw} (LLaMA-2 tokenizer and WikiText-2 test from ../shared).
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -119,6 +120,9 @@ elif [ "${PART:-A}" = I ]; then  # H, plus a Qwen run with the allocator's event
   learn joint_l32_fused /tmp/l32 patch-joint 0.45
   learn joint_l32_reference /tmp/l32 patch-joint 0.45 --materialise-masks
   PATCHLLM_PROFILE_MEMORY=1 PROFILE=joint_q05_memory STEPS=4 learn joint_q05_memory /tmp/q05 patch-joint 0.45
+elif [ "${PART:-A}" = K ]; then  # PATCH-Tile at 7B, ours, with the last N layers not recomputed (KEEP="8 0")
+  ckpt llama2-7b /tmp/l2-7b bfloat16
+  for n in ${KEEP:-8 0}; do learn tile7b_keep$n /tmp/l2-7b patch-tile 0.45 --keep-layers $n; done
 elif [ "${PART:-A}" = G ]; then
   ckpt llama2-7b /tmp/l2-7b bfloat16
   learn tile7b_fused /tmp/l2-7b patch-tile 0.45

@@ -46,6 +46,11 @@ void add_learn_options(CLI::App* sub, LearnCli& o) {
   g->add_flag("--hard-24", o.l.hard_24, "straight-through hard 2:4 samples");
   g->add_flag("--theta-rule", o.theta_rule, "final tiles dense iff θ > 0 (reference rule) instead of exact budget");
   g->add_flag("--grad-checkpoint", o.l.checkpoint_layers, "recompute each decoder layer in backward (less memory)");
+  g->add_option("--keep-layers", o.l.keep_layers,
+                "with --grad-checkpoint: the last N decoder layers keep their activations instead of recomputing "
+                "them (faster; each costs one layer's activations)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   g->add_option("--checkpoint-every", o.l.checkpoint_every, "save the resumable state every N steps")
       ->capture_default_str();
   g->add_flag("--resume", o.l.resume, "continue from OUT/learn_state.pt (same command, same data)");
@@ -141,7 +146,8 @@ void run_learn(const PruneCommon& p, LearnCli& o) {
                         {"prior", o.prior}, {"prior_from", o.prior_from}, {"prior_strength", l.prior_strength},
                         {"prior_strength_24", l.prior_strength_24}, {"init_std", l.init_std}, {"hard", l.hard},
                         {"hard_24", l.hard_24}, {"final_rule", o.theta_rule ? "theta>0" : "exact-budget"},
-                        {"grad_checkpoint", l.checkpoint_layers}, {"materialise_masks", l.materialise_masks},
+                        {"grad_checkpoint", l.checkpoint_layers}, {"keep_layers", l.keep_layers},
+                        {"materialise_masks", l.materialise_masks},
                         {"ce_chunk", l.ce_chunk}, {"fused_masks", l.fused_masks}, {"nsamples", p.nsamples},
                         {"seqlen", p.seqlen}, {"seed", l.seed}, {"train_file", p.file},
                         {"train_sha256", train_sha}, {"train_blocks", nblocks}, {"split_on", p.split_on},

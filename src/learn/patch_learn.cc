@@ -34,6 +34,7 @@ void learn_check_options(const LearnOptions& o) {
                  " is not a positive multiple of 4 (2:4 groups would straddle tiles)");
   PATCHLLM_CHECK(o.steps > 0 && o.micro_batch > 0 && o.grad_accum > 0, InvalidArgument,
                  "--steps, --micro-batch and --grad-accum must be positive");
+  PATCHLLM_CHECK(o.keep_layers >= 0, InvalidArgument, "--keep-layers ", o.keep_layers, " is negative");
 }
 
 namespace {
@@ -294,7 +295,8 @@ LearnResult patch_learn(Model& model, const MaskSet& prior, const torch::Tensor&
     } else {
       s.tile = std::make_shared<TileMaskedLinear>(base, it->second.keep, s.grid);
       s.tile->t = torch::ones({s.grid.grid_r(), s.grid.grid_c()}, f32);
-      s.tile->save_weff = o.checkpoint_layers;
+      // Inside a recomputed layer W_eff lives only during that layer's backward; elsewhere it would live all step.
+      s.tile->save_weff = o.checkpoint_layers && s.layer < model.config.num_layers - o.keep_layers;
       s.tile->fused = o.fused_masks;
       // ‖M ⊙ W‖²_F over a tile = S_kept + t²·S_pruned (patch-method.md §1.10): no full-size work per step.
       auto w2 = base.weight.to(torch::kFloat32).square();
@@ -462,7 +464,9 @@ LearnResult patch_learn(Model& model, const MaskSet& prior, const torch::Tensor&
                 outs.push_back(slots[m].joint->last_norm);
             return outs;
           };
-          auto outs = checkpoint(f, h, extras);
+          // The last keep_layers layers run plainly: their activations stay until backward, nothing is recomputed.
+          const bool recompute = i < n_layers - o.keep_layers;
+          auto outs = recompute ? checkpoint(f, h, extras) : f(h, extras);
           h = outs[0];
           size_t k = 1;
           for (size_t m : ms)

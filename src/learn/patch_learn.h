@@ -32,6 +32,8 @@ struct LearnOptions {
   bool hard = false, hard_24 = false;  // straight-through samples (tile, 2:4)
   bool exact_budget = true;            // false: the reference rule, dense iff θ > 0
   bool checkpoint_layers = false;      // recompute each decoder layer in backward
+  int64_t keep_layers = 0;             // with checkpoint_layers: the last N decoder layers keep their activations
+                                       // instead (no recompute): faster, by one layer's activations each
   bool materialise_masks = false;      // benchmark baseline: the reference design (full-size masks built outside
                                        // the checkpointed layers, alive for the whole step; logits of the whole
                                        // sequence at once)
