@@ -11,8 +11,10 @@
 #include "model/generate.h"
 #include "model/model.h"
 #include "test_util.h"
+#include "torch_test_util.h"
 
 using namespace patchllm;
+using test::rel_err;
 
 namespace {
 
@@ -23,10 +25,6 @@ std::string tiny_dir() { return test::source_dir() + "/tests/data/gemma3-tiny"; 
 const SafetensorsFile& golden() {
   static SafetensorsFile f(tiny_dir() + "/golden.safetensors");
   return f;
-}
-
-double rel_err(const torch::Tensor& got, const torch::Tensor& want) {
-  return ((got - want).abs().max() / want.abs().max()).item<double>();
 }
 
 // A copy of the tiny checkpoint with another config.json (same weights).

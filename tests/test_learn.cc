@@ -5,20 +5,11 @@
 #include <cmath>
 
 #include "learn/tile_mask.h"
+#include "torch_test_util.h"
 
 using namespace patchllm;
 
-namespace {
-
-// A random exact 2:4 keep mask [rows, cols] (cols % 4 == 0): 2 of every 4 consecutive inputs.
-torch::Tensor random_24(int64_t rows, int64_t cols, uint64_t seed) {
-  auto gen = torch::make_generator<at::CPUGeneratorImpl>(seed);
-  auto s = torch::rand({rows, cols / 4, 4}, gen);
-  auto idx = std::get<1>(s.topk(2, -1));
-  return torch::zeros({rows, cols / 4, 4}).scatter_(-1, idx, 1.0).view({rows, cols});
-}
-
-}  // namespace
+using test::random_24;
 
 TEST(LearnTile, RaggedGridCountsTrueElements) {
   TileGrid g{172, 64, 32, 24};  // 172 = 5·32 + 12 rows, 64 = 2·24 + 16 cols

@@ -10,8 +10,11 @@
 #include "learn/tile_mask.h"
 #include "ops/mask_fused.h"
 #include "ops/philox.h"
+#include "torch_test_util.h"
 
 using namespace patchllm;
+using test::random_24;
+using test::rel_err;
 
 namespace {
 
@@ -19,19 +22,6 @@ bool cuda_ready() { return torch::cuda::is_available() && mask_fused_available(t
 #define REQUIRE_CUDA()                                                                                      \
   if (!cuda_ready()) GTEST_SKIP() << "no CUDA device, or built without the kernels against a CUDA LibTorch: " \
                                      "fused kernels not run"
-
-torch::Tensor random_24(int64_t rows, int64_t cols, uint64_t seed) {
-  auto gen = torch::make_generator<at::CPUGeneratorImpl>(seed);
-  auto s = torch::rand({rows, cols / 4, 4}, gen);
-  auto idx = std::get<1>(s.topk(2, -1));
-  return torch::zeros({rows, cols / 4, 4}).scatter_(-1, idx, 1.0).view({rows, cols}) > 0.5;
-}
-
-// max |a − b| / max |b|, in float64.
-double rel_err(const torch::Tensor& a, const torch::Tensor& b) {
-  auto x = a.detach().cpu().to(torch::kFloat64), y = b.detach().cpu().to(torch::kFloat64);
-  return (x - y).abs().max().item<double>() / std::max(y.abs().max().item<double>(), 1e-300);
-}
 
 // Float64 reference of the Joint mask with the host side of the kernels' noise.
 struct JointRef {
@@ -169,7 +159,7 @@ TEST(LearnFused, TileLinearMatchesUnfusedAndFloat64) {
   TileGrid g{R, C, 32, 48};
   auto gen = torch::make_generator<at::CPUGeneratorImpl>(9);
   auto w = (torch::randn({R, C}, gen) * 0.05).to(torch::kBFloat16);
-  auto keep = random_24(R, C, 4);
+  auto keep = random_24(R, C, 4) > 0.5;
   auto x = torch::randn({B, T, C}, gen).to(torch::kBFloat16);
   auto r = torch::randn({B, T, R}, gen);
   auto t = torch::rand({g.grid_r(), g.grid_c()}, gen);

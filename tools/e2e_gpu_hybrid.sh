@@ -11,6 +11,7 @@
 # ctest executables too and runs them first, REPS, FS (hybrid fractions), BENCH_ARGS (extra bench_model flags).
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+source "$(dirname "$0")/gpu_common.sh"
 export PYTHONUNBUFFERED=1
 B=$PWD/build-gpu
 P=$B/patchllm
@@ -23,15 +24,7 @@ cmake -S . -B build-gpu -G Ninja -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" -DPATCHLLM_
   > "$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
 ninja -C build-gpu patchllm bench_model $TESTS > "$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -30; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
-for t in $TESTS; do
-  build-gpu/tests/$t > "$OUT/$t.log" 2>&1; echo "$t rc=$? :: $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$OUT/$t.log" | tr '\n' ' ')"
-  grep -E '^\[  FAILED  \]|Failure|SKIPPED \]' "$OUT/$t.log" | head -8
-done
-ckpt() {  # name dir dtype [layers]
-  [ -f "$2/config.json" ] || python3 tools/make_random_checkpoint.py "$1" "$2" --dtype "$3" ${4:+--layers $4} > /dev/null
-  [ -f .deps/gpu-data/tokenizer.model ] && cp .deps/gpu-data/tokenizer.model "$2/"
-  true
-}
+run_tests "$TESTS"
 
 if [ "$PART" != 2 ]; then
 # Part 1: packed directory through Model::load on CUDA vs the HF export of the same hybrid mask (magnitude 2:4, then

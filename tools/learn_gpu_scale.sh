@@ -13,6 +13,7 @@
 # Needs .deps/gpu-data/{tokenizer.model,wiki.test.raw} (LLaMA-2 tokenizer and WikiText-2 test from ../shared).
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+source "$(dirname "$0")/gpu_common.sh"
 export PYTHONUNBUFFERED=1
 D=$PWD/.deps/gpu-data
 P=$PWD/build-gpu/patchllm
@@ -24,14 +25,7 @@ cmake -S . -B build-gpu -G Ninja -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" -DPATCHLLM_
   > "$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
 ninja -C build-gpu patchllm $TESTS > "$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -30; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
-for t in $TESTS; do
-  build-gpu/tests/$t > "$OUT/$t.log" 2>&1; echo "$t rc=$? :: $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$OUT/$t.log" | tr '\n' ' ')"
-  grep -E '^\[  FAILED  \]|Failure|Expected|Which is|SKIPPED \]' "$OUT/$t.log" | head -12
-done
-ckpt() {  # name dir dtype [layers]
-  [ -f "$2/config.json" ] || python3 tools/make_random_checkpoint.py "$1" "$2" --dtype "$3" ${4:+--layers $4} > /dev/null
-  cp "$D/tokenizer.model" "$2/"
-}
+run_tests "$TESTS"
 # Peak GPU memory as nvidia-smi sees it (includes the CUDA context and the allocator's cache) while a command runs.
 smi_peak() {
   local f=$(mktemp); ( while true; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits >> "$f"; sleep 0.2; done ) &
