@@ -345,7 +345,8 @@ int main(int argc, char** argv) {
           for (int per_sm : {2, 4, 8}) {  // fixed CTA targets (4 was the default before the waves rule)
             a.decode_ctas_per_sm = per_sm;
             const double usx = time_hybrid();
-            std::fprintf(stderr, "sweep %s M=%lld f=%.2f ctas/SM %d: %.1f us (default, by waves: %.1f us) speedup %.2f\n",
+            std::fprintf(stderr,
+                         "sweep %s M=%lld f=%.2f ctas/SM %d: %.1f us (default, by waves: %.1f us) speedup %.2f\n",
                          sh.name, (long long)M, H.frac, per_sm, usx, us, cublas_us[M] / usx);
           }
           a.decode_ctas_per_sm = 0;

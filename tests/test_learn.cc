@@ -374,7 +374,8 @@ TEST(LearnCheckpoint, CheckpointedTrainingEqualsPlainTraining) {
         EXPECT_TRUE(torch::allclose(th, ck.thetas.at(n), 1e-5, atol)) << n << " chunk " << chunk << " keep " << keep;
       for (const auto& [n, ph] : plain.phis)
         EXPECT_TRUE(torch::allclose(ph, ck.phis.at(n), 1e-5, atol))
-            << n << " chunk " << chunk << " keep " << keep << " max diff " << (ph - ck.phis.at(n)).abs().max().item<double>();
+            << n << " chunk " << chunk << " keep " << keep << " max diff "
+            << (ph - ck.phis.at(n)).abs().max().item<double>();
       EXPECT_NEAR(plain.history.back()["ce"].get<double>(), ck.history.back()["ce"].get<double>(), 1e-5);
     }
   }

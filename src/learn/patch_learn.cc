@@ -521,8 +521,8 @@ LearnResult patch_learn(Model& model, const MaskSet& prior, const torch::Tensor&
       if (dev.is_cuda()) torch::cuda::synchronize();
       profiler.end();
     }
-    nlohmann::json rec = {{"step", step + 1}, {"steps", o.steps}, {"ce", ce_v},
-                          {"density", dens_v}, {"target_density", d_target}, {"weight_reg_term", rw_v}, {"tau", tau}, {"kappa", kappa},
+    nlohmann::json rec = {{"step", step + 1}, {"steps", o.steps}, {"ce", ce_v}, {"density", dens_v},
+                          {"target_density", d_target}, {"weight_reg_term", rw_v}, {"tau", tau}, {"kappa", kappa},
                           {"tau24", tau24}, {"kappa24", kappa24}, {"lr", lr}, {"ms_per_step", ms},
                           {"tokens_per_s", tokens_per_step / (ms / 1000)}, {"seconds", now_seconds() - t_start}};
     if (dev.is_cuda()) rec["cuda_peak_gib"] = cuda_peak_gib(dev, false);
