@@ -18,5 +18,5 @@ grep -E "FAIL|validation:|launch failed" "$OUT/validate.txt" | head -8
 timeout $((400 - (SECONDS - T0))) /tmp/bench_ops --decode --ms 1,16 --out "$OUT/bench_decode" >"$OUT/bench_summary.md" 2>"$OUT/bench.log"
 echo "bench rc=$? ($((SECONDS - T0))s)"
 grep -E "VALIDATION|validated" "$OUT/bench.log" | head -5
-grep "^sweep" "$OUT/bench.log" | sed "s/^sweep //" | awk '{print $1,$2,$3,$4,$5,$6,$7,$8,$9,$12,$13,$14}'
+grep "^sweep" "$OUT/bench.log" | sed "s/^sweep //"
 grep "^row" "$OUT/bench.log" | grep "hybrid" | sed 's/^row //' | head -70
