@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "ops/hybrid_linear.h"
+#include "ops/hybrid_split.h"
 
 using namespace patchllm;
 
@@ -181,6 +182,40 @@ TEST(OpsHybridFormat, MetadataComesFromTheMaskNotFromZeros) {
   }
   auto got = hybrid_unpack(a);  // -0.0 at kept positions survives; pruned 3s are gone
   EXPECT_TRUE(torch::equal(got.view(torch::kInt16), torch::where(keep, w, torch::zeros_like(w)).view(torch::kInt16)));
+}
+
+// The decode kernel's k-split: every split covers K exactly with whole KB-groups and fits the partial slots (the
+// kernel relies on both); the waves rule picks, on the H200's 132 SMs × 2 resident CTAs, the settings worked out by
+// hand from its cost waves · (kpc + 1), which the sweep in docs/BENCHMARKS.md §4 found fastest or near it.
+TEST(OpsHybridSplit, SplitsCoverKAndFitTheSlots) {
+  for (int64_t RB : {1, 7, 32, 96, 224})
+    for (int64_t CT : {1, 3, 32, 86, 112})
+      for (int64_t nch : {1, 2})
+        for (int KB : {1, 2})
+          for (int64_t slots : {40, 264, 1056}) {
+            const int64_t max_slots = 16 * 132 + 2 * RB;
+            for (int waves = 0; waves < 2; ++waves) {
+              DecodeSplit d = waves ? decode_split_waves(RB, CT, nch, KB, slots, max_slots)
+                                    : decode_split(RB, CT, nch, KB, slots, max_slots);
+              const std::string at = "RB " + std::to_string(RB) + " CT " + std::to_string(CT) + " nch " +
+                                     std::to_string(nch) + " KB " + std::to_string(KB) + " slots " +
+                                     std::to_string(slots) + (waves ? " waves" : " fixed");
+              ASSERT_GE(d.S, 1) << at;
+              EXPECT_EQ(d.KPC % KB, 0) << at;
+              EXPECT_LT(int64_t(d.S - 1) * d.KPC, CT) << at;  // no empty split
+              EXPECT_GE(int64_t(d.S) * d.KPC, CT) << at;      // every k-tile in some split
+              EXPECT_TRUE(d.S == 1 || RB * nch * d.S <= max_slots) << at;
+            }
+          }
+  const int64_t slots = 2 * 132;
+  auto ctas = [&](int64_t RB, int64_t CT) {
+    DecodeSplit d = decode_split_waves(RB, CT, 1, 2, slots, 16 * 132 + 2 * RB);
+    return std::make_pair(RB * d.S, d.KPC);
+  };
+  EXPECT_EQ(ctas(32, 32), std::make_pair(int64_t(256), 4));    // 4096×4096: one wave of 4 k-tiles (cost 5)
+  EXPECT_EQ(ctas(96, 32), std::make_pair(int64_t(768), 4));    // 12288×4096: 3 waves × 5 = 15
+  EXPECT_EQ(ctas(224, 32), std::make_pair(int64_t(224), 32));  // 28672×4096: no split, one wave × 33
+  EXPECT_EQ(ctas(32, 86), std::make_pair(int64_t(256), 12));   // 4096×11008: 8 splits, one wave × 13
 }
 
 TEST(OpsHybridLinear, CpuReferenceMatchesFloat64Gemm) {

@@ -1,0 +1,55 @@
+// The split-K decode kernel's k-split (host only, so that the CPU tests can check it): a launch has RB row blocks ×
+// nchunks token chunks × S k-splits of KPC k-tiles each (KPC a multiple of KB; the last split may hold fewer), and
+// needs RB·nchunks·S ≤ max_slots partial-sum slots unless S = 1.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+
+namespace patchllm {
+
+struct DecodeSplit {
+  int S = 1, KPC = 1;
+};
+
+// Fixed target: about `target` CTAs (decode_ctas_per_sm × SMs).
+inline DecodeSplit decode_split(int64_t RB, int64_t CT, int64_t nchunks, int KB, int64_t target, int64_t max_slots) {
+  DecodeSplit d;
+  const int64_t base = RB * nchunks;
+  int64_t S = std::max<int64_t>(1, (target + base - 1) / base);
+  S = std::min<int64_t>(S, (CT + KB - 1) / KB);
+  int64_t kpc = (CT + S - 1) / S;
+  kpc = (kpc + KB - 1) / KB * KB;
+  S = (CT + kpc - 1) / kpc;
+  while (S > 1 && base * S > max_slots) {  // explicit kernel=2 with many chunks: fewer splits
+    kpc += KB;
+    S = (CT + kpc - 1) / kpc;
+  }
+  d.S = int(S);
+  d.KPC = int(kpc);
+  return d;
+}
+
+// Auto k-split (decode_ctas_per_sm = 0). CTAs of one launch all take kpc k-tiles (the last split may hold fewer) and
+// run in waves of `slots` resident CTAs, so a launch costs about waves · (kpc + 1): the +1 is a CTA's fixed part (its
+// prologue, the partial-sum store and the counter), about one k-tile's time. The cost is minimised over every kpc,
+// fewer CTAs on ties. Against the fixed target of 4 CTAs per SM it used before, on the H200 over the 8 decode shapes
+// at M = 1 and 16, f = 0 and 0.9: 0.97–1.25× the speed, geometric mean 1.06× (docs/BENCHMARKS.md §4).
+inline DecodeSplit decode_split_waves(int64_t RB, int64_t CT, int64_t nchunks, int KB, int64_t slots,
+                                      int64_t max_slots) {
+  DecodeSplit best;
+  int64_t best_cost = -1, best_ctas = 0;
+  for (int64_t kpc = KB;; kpc += KB) {
+    const int64_t S = (CT + kpc - 1) / kpc, ctas = RB * nchunks * S;
+    if (ctas <= max_slots || S == 1) {
+      const int64_t cost = (ctas + slots - 1) / slots * (kpc + 1);
+      if (best_cost < 0 || cost < best_cost || (cost == best_cost && ctas < best_ctas)) {
+        best_cost = cost, best_ctas = ctas;
+        best.S = int(S), best.KPC = int(kpc);
+      }
+    }
+    if (S == 1) break;
+  }
+  return best;
+}
+
+}  // namespace patchllm
