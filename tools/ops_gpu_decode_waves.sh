@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU machine, repo root, one device-tool call: the decode k-split rule (decode_split_waves in src/ops/hybrid_gemm.cu)
+# GPU machine, repo root, one device-tool call: the decode k-split rule (decode_split_waves, src/ops/hybrid_split.h)
 # against fixed targets of 2, 4 (the old default) and 8 CTAs per SM on every decode shape at M = 1 and 16, beside
 # cuBLAS; the kernel validation (hg_dev validate) first. Logs and bench tables under $OUT.
 set -u -o pipefail
@@ -15,7 +15,8 @@ wait
 echo "build ${SECONDS}s"
 timeout 150 /tmp/hg_dev validate >"$OUT/validate.txt" 2>&1; echo "validate rc=$? ($((SECONDS - T0))s)"
 grep -E "FAIL|validation:|launch failed" "$OUT/validate.txt" | head -8
-timeout $((400 - (SECONDS - T0))) /tmp/bench_ops --decode --ms 1,16 --out "$OUT/bench_decode" >"$OUT/bench_summary.md" 2>"$OUT/bench.log"
+timeout $((400 - (SECONDS - T0))) /tmp/bench_ops --decode --ms 1,16 --out "$OUT/bench_decode" \
+  >"$OUT/bench_summary.md" 2>"$OUT/bench.log"
 echo "bench rc=$? ($((SECONDS - T0))s)"
 grep -E "VALIDATION|validated" "$OUT/bench.log" | head -5
 grep "^sweep" "$OUT/bench.log" | sed "s/^sweep //"
