@@ -53,8 +53,6 @@ struct Slot {
   torch::Tensor M;                           // materialise_masks: the current full-size soft mask
   torch::Tensor theta;                       // [grid_r, grid_c] view into TileLogits::theta (no grad; to read)
   torch::Tensor phi;                         // fp32 leaf (undefined when the method has none)
-  torch::Tensor numel;                       // [grid_r, grid_c] element count per tile
-  torch::Tensor s_kept, s_pruned;            // patch-tile: per-tile Σ W² over kept / pruned entries (fp32)
   double w_norm = 0;                         // ‖W‖_F
   torch::Tensor t;                           // current tile sample
 };
@@ -85,7 +83,8 @@ struct Segments {
 struct TileLogits {
   torch::Tensor theta;                      // [Σ tiles] leaf; matrix m's tiles at [off_m, off_m + sizes_m)
   std::vector<int64_t> sizes;               // tiles per matrix
-  torch::Tensor numel, s_kept, s_pruned;    // flat twins of the slots' per-tile tensors
+  torch::Tensor numel;                      // element count per tile (ragged edges count their true size)
+  torch::Tensor s_kept, s_pruned;           // patch-tile: per-tile Σ W² over kept / pruned entries (fp32)
   Segments per_matrix, per_layer;
   torch::Tensor layer_numel;                // [layers] Σ|W| per decoder layer
 };
@@ -247,6 +246,7 @@ LearnResult patch_learn(Model& model, const MaskSet& prior, const torch::Tensor&
   auto f32 = torch::TensorOptions().dtype(torch::kFloat32).device(dev);
 
   std::vector<Slot> slots;
+  std::vector<torch::Tensor> s_kept, s_pruned;  // patch-tile, per matrix: joined into TileLogits below
   int64_t slot_index = 0;
   double total = 0, w_norm_total = 0;
   for (auto& [name, ptr] : model.linears()) {
@@ -264,8 +264,7 @@ LearnResult patch_learn(Model& model, const MaskSet& prior, const torch::Tensor&
     s.grid = TileGrid{base.out_features(), base.in_features(), o.tile_r, o.tile_c};
     s.original = *ptr;
     s.ptr = ptr;
-    s.numel = tile_numel(s.grid).to(dev);
-    total += s.numel.sum().item<double>();
+    total += double(s.grid.rows * s.grid.cols);
     s.w_norm = base.weight.to(torch::kFloat32).norm().item<double>();
     w_norm_total += s.w_norm;
     if (tiles) {
@@ -300,8 +299,8 @@ LearnResult patch_learn(Model& model, const MaskSet& prior, const torch::Tensor&
       s.tile->fused = o.fused_masks;
       // ‖M ⊙ W‖²_F over a tile = S_kept + t²·S_pruned (patch-method.md §1.10): no full-size work per step.
       auto w2 = base.weight.to(torch::kFloat32).square();
-      s.s_kept = tile_reduce(w2 * s.tile->keep24, s.grid);
-      s.s_pruned = tile_reduce(w2 * s.tile->keep24.logical_not(), s.grid);
+      s_kept.push_back(tile_reduce(w2 * s.tile->keep24, s.grid).reshape({-1}));
+      s_pruned.push_back(tile_reduce(w2 * s.tile->keep24.logical_not(), s.grid).reshape({-1}));
       *ptr = s.tile;
     }
     if (o.materialise_masks) {
@@ -314,7 +313,7 @@ LearnResult patch_learn(Model& model, const MaskSet& prior, const torch::Tensor&
   const int64_t n_layers = slots.empty() ? 0 : slots.back().layer + 1;
   TileLogits tl;
   if (tiles) {
-    std::vector<torch::Tensor> th, ne, sk, sp;
+    std::vector<torch::Tensor> th, ne;
     std::vector<int64_t> layer_tiles(size_t(n_layers), 0);
     for (size_t m = 0; m < slots.size(); ++m) {
       auto& s = slots[m];
@@ -322,20 +321,17 @@ LearnResult patch_learn(Model& model, const MaskSet& prior, const torch::Tensor&
       tl.sizes.push_back(s.theta.numel());
       layer_tiles[size_t(s.layer)] += s.theta.numel();
       th.push_back(s.theta.reshape({-1}));
-      ne.push_back(s.numel.reshape({-1}));
-      if (s.s_kept.defined()) {
-        sk.push_back(s.s_kept.reshape({-1}));
-        sp.push_back(s.s_pruned.reshape({-1}));
-      }
+      ne.push_back(tile_numel(s.grid).reshape({-1}));
     }
     tl.theta = torch::cat(th).to(dev).requires_grad_(true);
-    tl.numel = torch::cat(ne);
-    if (!sk.empty()) tl.s_kept = torch::cat(sk), tl.s_pruned = torch::cat(sp);
+    tl.numel = torch::cat(ne).to(dev);
+    if (!s_kept.empty()) tl.s_kept = torch::cat(s_kept), tl.s_pruned = torch::cat(s_pruned);
     tl.per_matrix = Segments(tl.sizes, dev);
     tl.per_layer = Segments(layer_tiles, dev);
     tl.layer_numel = tl.per_layer.sum(tl.numel);
     auto views = tl.theta.detach().split_with_sizes(tl.sizes);
-    for (size_t m = 0; m < slots.size(); ++m) slots[m].theta = views[m].view(slots[m].numel.sizes());
+    for (size_t m = 0; m < slots.size(); ++m)
+      slots[m].theta = views[m].view({slots[m].grid.grid_r(), slots[m].grid.grid_c()});
   }
 
   std::vector<torch::Tensor> params;
@@ -400,7 +396,7 @@ LearnResult patch_learn(Model& model, const MaskSet& prior, const torch::Tensor&
       }
       for (size_t m = 0; m < slots.size(); ++m) {
         auto& s = slots[m];
-        if (tiles) s.t = t_parts[m].view(s.numel.sizes());
+        if (tiles) s.t = t_parts[m].view({s.grid.grid_r(), s.grid.grid_c()});
         if (s.tile) s.tile->t = s.t;
         if (s.joint) {
           s.joint->t = s.t;  // undefined for maskllm: no dense tiles

@@ -169,7 +169,25 @@ int64_t decode_part_slots(int64_t N, int sms) {
   return int64_t(DECODE_MAX_CTAS_PER_SM) * sms + 2 * ((N + hg::TILE - 1) / hg::TILE);
 }
 
-template <int NT, int KB, bool BF16, bool RUN4 = false>
+// The decode kernel instance for nt n-tiles of 8 tokens: KB k-tiles per load batch, and at M <= 16 variant 0 = v3e
+// (runs of four 2:4 k-tiles, RUN4), 1 = v3d (kept to compare against). One mapping for the launch, its k-split and
+// its occupancy: f gets a DecodeInst and returns what they need.
+template <int NT_, int KB_, bool RUN4_>
+struct DecodeInst {
+  static constexpr int NT = NT_, KB = KB_;
+  static constexpr bool RUN4 = RUN4_;
+};
+template <typename F>
+auto with_decode_inst(int nt, int variant, F&& f) {
+  switch (nt) {
+    case 1: return variant == 1 ? f(DecodeInst<1, 2, false>{}) : f(DecodeInst<1, 2, true>{});
+    case 2: return variant == 1 ? f(DecodeInst<2, 2, false>{}) : f(DecodeInst<2, 2, true>{});
+    case 4: return f(DecodeInst<4, 1, false>{});
+    default: return f(DecodeInst<8, 1, false>{});
+  }
+}
+
+template <int NT, int KB, bool BF16, bool RUN4>
 int decode_occupancy() {  // resident CTAs per SM of this instance (the occupancy API, once per process)
   static const int n = [] {
     int b = 0;
@@ -179,34 +197,6 @@ int decode_occupancy() {  // resident CTAs per SM of this instance (the occupanc
     return std::max(b, 1);
   }();
   return n;
-}
-
-template <int NT, int KB, bool BF16, bool RUN4 = false>
-cudaError_t launch_decode(const hd::Params& p, dim3 grid, cudaStream_t stream) {
-  hd::hybrid_decode_kernel<NT, KB, BF16, RUN4><<<grid, hd::THREADS, 0, stream>>>(p);
-  return cudaGetLastError();
-}
-// variant 0: v3e (runs of four 2:4 k-tiles, RUN4) at M <= 16, 1: v3d (kept to compare against).
-template <bool BF16>
-cudaError_t launch_decode_nt(int nt, int variant, const hd::Params& p, dim3 grid, cudaStream_t stream) {
-  switch (nt) {
-    case 1: return variant == 1 ? launch_decode<1, 2, BF16>(p, grid, stream)
-                                : launch_decode<1, 2, BF16, true>(p, grid, stream);
-    case 2: return variant == 1 ? launch_decode<2, 2, BF16>(p, grid, stream)
-                                : launch_decode<2, 2, BF16, true>(p, grid, stream);
-    case 4: return launch_decode<4, 1, BF16>(p, grid, stream);
-    default: return launch_decode<8, 1, BF16>(p, grid, stream);
-  }
-}
-int decode_kb(int nt) { return nt <= 2 ? 2 : 1; }
-template <bool BF16>
-int decode_occupancy_nt(int nt, int variant) {  // the instance launch_decode_nt picks
-  switch (nt) {
-    case 1: return variant == 1 ? decode_occupancy<1, 2, BF16>() : decode_occupancy<1, 2, BF16, true>();
-    case 2: return variant == 1 ? decode_occupancy<2, 2, BF16>() : decode_occupancy<2, 2, BF16, true>();
-    case 4: return decode_occupancy<4, 1, BF16>();
-    default: return decode_occupancy<8, 1, BF16>();
-  }
 }
 
 }  // namespace
@@ -263,15 +253,16 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
       const int64_t nch = std::min(per_launch, nchunks_all - c0), m0 = c0 * hd::CHUNK_TOKENS;
       const int64_t Mi = std::min(a.M - m0, nch * hd::CHUNK_TOKENS);
       const int nt = Mi <= 8 ? 1 : Mi <= 16 ? 2 : Mi <= 32 ? 4 : 8;
-      DecodeSplit sp;
-      if (a.decode_ctas_per_sm > 0) {
-        const int per_sm = std::min(a.decode_ctas_per_sm, DECODE_MAX_CTAS_PER_SM);
-        sp = decode_split(rb, ct, nch, decode_kb(nt), int64_t(per_sm) * d.sms, max_slots);
-      } else {
-        const int occ = a.bf16 ? decode_occupancy_nt<true>(nt, a.decode_variant)
-                               : decode_occupancy_nt<false>(nt, a.decode_variant);
-        sp = decode_split_waves(rb, ct, nch, decode_kb(nt), int64_t(occ) * d.sms, max_slots);
-      }
+      const DecodeSplit sp = with_decode_inst(nt, a.decode_variant, [&](auto inst) {
+        using I = decltype(inst);
+        if (a.decode_ctas_per_sm > 0) {
+          const int per_sm = std::min(a.decode_ctas_per_sm, DECODE_MAX_CTAS_PER_SM);
+          return decode_split(rb, ct, nch, I::KB, int64_t(per_sm) * d.sms, max_slots);
+        }
+        const int occ = a.bf16 ? decode_occupancy<I::NT, I::KB, true, I::RUN4>()
+                               : decode_occupancy<I::NT, I::KB, false, I::RUN4>();
+        return decode_split_waves(rb, ct, nch, I::KB, int64_t(occ) * d.sms, max_slots);
+      });
       hd::Params p;
       p.x = static_cast<const uint16_t*>(a.x) + m0 * a.K;
       p.y = static_cast<uint16_t*>(a.y) + m0 * a.N;
@@ -288,8 +279,12 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
       p.counters = reinterpret_cast<int*>(ws);
       p.part = reinterpret_cast<float*>(ws + persistent_workspace_bytes(grid));
       const dim3 g3(unsigned(sp.S), unsigned(rb), unsigned(nch));
-      cudaError_t e = a.bf16 ? launch_decode_nt<true>(nt, a.decode_variant, p, g3, stream)
-                             : launch_decode_nt<false>(nt, a.decode_variant, p, g3, stream);
+      const cudaError_t e = with_decode_inst(nt, a.decode_variant, [&](auto inst) {
+        using I = decltype(inst);
+        if (a.bf16) hd::hybrid_decode_kernel<I::NT, I::KB, true, I::RUN4><<<g3, hd::THREADS, 0, stream>>>(p);
+        else hd::hybrid_decode_kernel<I::NT, I::KB, false, I::RUN4><<<g3, hd::THREADS, 0, stream>>>(p);
+        return cudaGetLastError();
+      });
       if (e != cudaSuccess) {
         r.status = HYBRID_ERR_CUDA;
         r.cuda_error = int(e);

@@ -8,7 +8,7 @@
 //   patterns, g = −log(−log u), u = philox_uniform(seed, 6·group + i), src/ops/philox.h); hard: the forward uses the
 //   argmax pattern, the gradient the soft one (straight-through). Backward gives dL/dφ [G, 6] and dL/dt per tile.
 // Reference: the LibTorch compositions in src/learn (tile_mask.cc, pattern_mask.cc) fed the same noise
-// (tests/test_mask_fused.cc).
+// (tests/test_learn_fused.cc).
 #pragma once
 #include <cstdint>
 
@@ -50,10 +50,6 @@ int tile_mask_backward(const MaskKernelArgs& a);
 int joint_mask_forward(const MaskKernelArgs& a);
 int joint_mask_backward(const MaskKernelArgs& a);
 const char* mask_kernel_error_string(int err);
-
-}  // namespace patchllm
-
-namespace patchllm {
 
 // One AdamW update of an fp32 parameter in one pass, as torch::optim::AdamW::step computes it (decoupled weight
 // decay, then m = β1·m + (1 − β1)·g, v = β2·v + (1 − β2)·g², p −= lr/bc1 · m / (√v / √bc2 + eps)), with the gradient
