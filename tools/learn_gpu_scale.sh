@@ -96,24 +96,19 @@ elif [ "${PART:-A}" = F ]; then
   learn joint_l32_fused /tmp/l32 patch-joint 0.45
   learn joint_l32_reference /tmp/l32 patch-joint 0.45 --materialise-masks
   learn joint_l32_unfused /tmp/l32 patch-joint 0.45 --unfused-masks
-elif [ "${PART:-A}" = H ]; then  # Joint, fused (default) and the reference design, both shapes
+elif [ "${PART:-A}" = H ] || [ "${PART:-A}" = I ]; then  # Joint, fused (default) and the reference, both shapes
   ckpt qwen2.5-0.5b /tmp/q05 bfloat16
   for r in $(seq ${REPS:-1}); do  # alternating pairs: the Qwen step is bound by the host's op dispatch, which drifts
     learn joint_q05_fused /tmp/q05 patch-joint 0.45
     learn joint_q05_reference /tmp/q05 patch-joint 0.45 --materialise-masks
   done
+  [ "$PART" = I ] && learn joint_q05_fused /tmp/q05 patch-joint 0.45
   ckpt llama3.2-1b /tmp/l32 bfloat16
   learn joint_l32_fused /tmp/l32 patch-joint 0.45
   learn joint_l32_reference /tmp/l32 patch-joint 0.45 --materialise-masks
-elif [ "${PART:-A}" = I ]; then  # H, plus a Qwen run with the allocator's events in its profile (where the peak is)
-  ckpt qwen2.5-0.5b /tmp/q05 bfloat16
-  learn joint_q05_fused /tmp/q05 patch-joint 0.45
-  learn joint_q05_reference /tmp/q05 patch-joint 0.45 --materialise-masks
-  learn joint_q05_fused /tmp/q05 patch-joint 0.45
-  ckpt llama3.2-1b /tmp/l32 bfloat16
-  learn joint_l32_fused /tmp/l32 patch-joint 0.45
-  learn joint_l32_reference /tmp/l32 patch-joint 0.45 --materialise-masks
-  PATCHLLM_PROFILE_MEMORY=1 PROFILE=joint_q05_memory STEPS=4 learn joint_q05_memory /tmp/q05 patch-joint 0.45
+  if [ "$PART" = I ]; then  # a Qwen run with the allocator's events in its profile (where the peak is)
+    PATCHLLM_PROFILE_MEMORY=1 PROFILE=joint_q05_memory STEPS=4 learn joint_q05_memory /tmp/q05 patch-joint 0.45
+  fi
 elif [ "${PART:-A}" = K ]; then  # PATCH-Tile at 7B, ours, with the last N layers not recomputed (KEEP="8 0")
   ckpt llama2-7b /tmp/l2-7b bfloat16
   for n in ${KEEP:-8 0}; do learn tile7b_keep$n /tmp/l2-7b patch-tile 0.45 --keep-layers $n; done
