@@ -3,9 +3,11 @@
 // Weights rotate over copies totalling ≥ 400 MB (HBM, not L2); CUDA events around batches of launches; medians.
 // Build (GPU machine): nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Isrc -Ibench bench/bench_ops.cu \
 //   src/ops/hybrid_gemm.cu -lcublas [-DPATCHLLM_HAVE_CUSPARSELT -I$CSL/include -L$CSL/lib -l:libcusparseLt.so.0]
-// Run: ./bench_ops [--quick] [--decode | --prefill] [--ms M1,M2,...] [--out PREFIX]  -> markdown on stdout,
+// Run: ./bench_ops [--quick] [--decode [--extra] | --prefill] [--ms M1,M2,...] [--out PREFIX] -> markdown on stdout,
 // PREFIX.md / .csv / .json. --prefill times the wgmma kernel at 128/256 tokens per CTA and the split-K kernel beside
 // the auto dispatch; --ms replaces the mode's token counts (e.g. --prefill --ms 32,64,128 to pick the dispatch cut).
+// --decode times the decode kernel with and without PDL; --extra adds the k-split sweep (2/4/8 CTAs per SM) and the
+// earlier kernels v3d and v1.
 #include <cublas_v2.h>
 
 #include <algorithm>
@@ -116,13 +118,14 @@ std::string fmt(double v, int prec = 2) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false, decode = false, prefill = false;
+  bool quick = false, decode = false, prefill = false, extra = false;
   std::string prefix = "bench_ops", ms_arg;  // --ms 64,128: these M instead of the mode's list
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--quick") quick = true;
     else if (a == "--decode") decode = true;
     else if (a == "--prefill") prefill = true;
+    else if (a == "--extra") extra = true;
     else if (a == "--out" && i + 1 < argc) prefix = argv[++i];
     else if (a == "--ms" && i + 1 < argc) ms_arg = argv[++i];
   }
@@ -341,7 +344,12 @@ int main(int argc, char** argv) {
         add_row("hybrid", us);
         std::fprintf(stderr, "row %s M=%lld f=%.2f hybrid %.1f us cublas %.1f us speedup %.2f (ideal %.2f)\n", sh.name,
                      (long long)M, H.frac, us, cublas_us[M], cublas_us[M] / us, ideal);
-        if (decode && M <= 16 && (H.frac < 0.02 || std::fabs(H.frac - 0.9) < 0.02)) {  // k-split sweep
+        if (decode) {  // programmatic dependent launch: back-to-back launches overlap (HybridGemmArgs::pdl)
+          a.pdl = true;
+          add_row("hybrid-pdl", time_hybrid());
+          a.pdl = false;
+        }
+        if (extra && decode && M <= 16 && (H.frac < 0.02 || std::fabs(H.frac - 0.9) < 0.02)) {  // k-split sweep
           for (int per_sm : {2, 4, 8}) {  // fixed CTA targets (4 was the default before the waves rule)
             a.decode_ctas_per_sm = per_sm;
             const double usx = time_hybrid();
@@ -370,12 +378,12 @@ int main(int argc, char** argv) {
             a.kernel = 0;
           }
         }
-        if (decode && M <= 16) {  // v3d, the decode kernel before v3e's runs of four 2:4 k-tiles, same weights and run
+        if (extra && decode && M <= 16) {  // v3d, the decode kernel before v3e's runs of four 2:4 k-tiles
           a.decode_variant = 1;
           add_row("hybrid-v3d", time_hybrid());
           a.decode_variant = 0;
         }
-        if (decode) {  // previous persistent kernel, same weights, same run
+        if (extra && decode) {  // previous persistent kernel, same weights, same run
           a.kernel = 1;
           add_row("hybrid-v1", time_hybrid());
           a.kernel = 0;
@@ -418,11 +426,11 @@ int main(int argc, char** argv) {
   std::fclose(csv);
   std::fclose(js);
   // Summary: per (shape, M): cuBLAS µs, cuSPARSELt speedup, hybrid speedup at each f.
-  // The two "alt" columns: the previous decode kernel v3d in decode mode (M <= 16; the persistent kernel v1 stays in
-  // the tables), the stream-K wgmma kernel in prefill (bn128/bn256 and the split-K kernel stay in the tables).
-  const char* alt = prefill ? "hybrid-sk" : "hybrid-v3d";
-  std::printf("| shape | M | cuBLAS µs | cuSPARSELt x | %s f=0 x | %s f=0.9 x |", prefill ? "sk" : "v3d",
-              prefill ? "sk" : "v3d");
+  // The two "alt" columns: the decode kernel launched with PDL in decode mode (v3d and the persistent kernel v1 stay
+  // in the tables), the stream-K wgmma kernel in prefill (bn128/bn256 and the split-K kernel stay in the tables).
+  const char* alt = prefill ? "hybrid-sk" : "hybrid-pdl";
+  std::printf("| shape | M | cuBLAS µs | cuSPARSELt x | %s f=0 x | %s f=0.9 x |", prefill ? "sk" : "pdl",
+              prefill ? "sk" : "pdl");
   for (double f : fs) std::printf(" hyb f=%.1f x |", f);
   std::printf("\n|---|---|---|---|---|---|");
   for (size_t i = 0; i < fs.size(); ++i) std::printf("---|");

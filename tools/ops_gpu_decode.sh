@@ -26,7 +26,7 @@ for tool in racecheck synccheck; do
   timeout 60 compute-sanitizer --tool $tool /tmp/hg_dev small >>"$OUT/sanitizer_memcheck.txt" 2>&1
   echo "$tool rc=$? :: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer_memcheck.txt" | tail -1)"
 done
-timeout $((420 - (SECONDS - T0))) /tmp/bench_ops --decode --out "$OUT/bench_decode" >"$OUT/bench_summary.md" 2>"$OUT/bench.log"
+timeout $((420 - (SECONDS - T0))) /tmp/bench_ops --decode --extra --out "$OUT/bench_decode" >"$OUT/bench_summary.md" 2>"$OUT/bench.log"
 echo "bench rc=$? ($((SECONDS - T0))s)"
 grep -E "VALIDATION|validated" "$OUT/bench.log" | head -20
 grep "^sweep" "$OUT/bench.log" | sed "s/^sweep //"

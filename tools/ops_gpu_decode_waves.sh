@@ -15,7 +15,7 @@ wait
 echo "build ${SECONDS}s"
 timeout 150 /tmp/hg_dev validate >"$OUT/validate.txt" 2>&1; echo "validate rc=$? ($((SECONDS - T0))s)"
 grep -E "FAIL|validation:|launch failed" "$OUT/validate.txt" | head -8
-timeout $((400 - (SECONDS - T0))) /tmp/bench_ops --decode --ms 1,16 --out "$OUT/bench_decode" \
+timeout $((400 - (SECONDS - T0))) /tmp/bench_ops --decode --extra --ms 1,16 --out "$OUT/bench_decode" \
   >"$OUT/bench_summary.md" 2>"$OUT/bench.log"
 echo "bench rc=$? ($((SECONDS - T0))s)"
 grep -E "VALIDATION|validated" "$OUT/bench.log" | head -5

@@ -26,6 +26,9 @@
 //   v3f v3e + x for the CTA's whole k-range staged once in dynamic shared memory, no CTA barrier per batch: no gain
 //       in the same run (M = 16 f = 0 0.86-0.90x, f = 0.9 1.12-1.18x), removed
 //   v5  (prefill kernel, hybrid_prefill.cuh) stream-K for M where the 128-token tiles do not fill the SMs
+//   v3e+pdl the decode kernel launched with programmatic dependent launch (HybridGemmArgs::pdl): index and first
+//       weight batch loaded before griddepcontrol.wait, so back-to-back linears overlap tail and first round trip.
+//       Grid code -7 here: x is written by a slow kernel launched just before, so a read of x before the wait fails.
 //   next: v3 at M = 16: find what scales with the tokens (x ldmatrix per warp, partials, MMA issue); v4: deeper
 //       wgmma pipelining, persistent grid, find v4c's stall
 // Modes: probe = which mma.sp metadata / B layout the hardware uses; validate = sweep vs the v0 reference;
@@ -117,6 +120,7 @@ HybridLaunchResult run_hybrid(const bench::Problem& P, Dev& d, const uint16_t* x
   // prefill forced (auto / 128 / 256 tokens per CTA / stream-K)
   // (auto / 128 / 256 tokens per CTA).
   const bool prefill = grid == -3 || grid == -128 || grid == -256 || grid == -6;
+  a.pdl = grid == -7;  // -7: split-K decode kernel with programmatic dependent launch
   a.kernel = prefill ? 3 : grid < 0 ? 2 : grid > 0 ? 1 : 0;
   a.prefill_schedule = grid == -6 ? 2 : grid == -128 || grid == -256 ? 1 : 0;  // -6: stream-K wgmma kernel (v5)
   a.decode_variant = grid == -4 ? 1 : 0;  // -4: split-K decode kernel v3d (the default is v3e)
@@ -125,14 +129,26 @@ HybridLaunchResult run_hybrid(const bench::Problem& P, Dev& d, const uint16_t* x
   return hybrid_gemm_launch(a);
 }
 
+// Writes x for the PDL check: one CTA that lets the next grid start at once and then copies slowly (a sleep per
+// 16 rounds), so a kernel that read x before its griddepcontrol.wait would see the NaN poison.
+__global__ void slow_copy(const uint16_t* src, uint16_t* dst, int64_t n) {
+  hg::pdl_launch_dependents();  // the PDL launch after this one may start now, long before x is written
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+    if ((i & 4095) < blockDim.x) __nanosleep(2000);
+    dst[i] = src[i];
+  }
+}
+
 // Validates one (problem, M, grid): poisoned output, every element finite, rel. Frobenius error ≤ tol, rerun bitwise
 // identical. Returns the relative error (or +inf on failure).
 double validate_one(const bench::Problem& P, Dev& d, int64_t M, int grid, uint64_t seed, bool verbose) {
   std::vector<uint16_t> hx(size_t(M * P.K));
   for (size_t i = 0; i < hx.size(); ++i) hx[i] = bench::to16(bench::nonzero_value(bench::mix(seed + i)), P.bf16);
-  uint16_t *x, *y;
+  uint16_t *x, *y, *xsrc;
   float* yr;
   BENCH_CUDA(cudaMalloc(&x, hx.size() * 2));
+  BENCH_CUDA(cudaMalloc(&xsrc, hx.size() * 2));
+  BENCH_CUDA(cudaMemcpy(xsrc, hx.data(), hx.size() * 2, cudaMemcpyHostToDevice));
   BENCH_CUDA(cudaMalloc(&y, size_t(M * P.N) * 2));
   BENCH_CUDA(cudaMalloc(&yr, size_t(M * P.N) * 4));
   BENCH_CUDA(cudaMemcpy(x, hx.data(), hx.size() * 2, cudaMemcpyHostToDevice));
@@ -142,6 +158,11 @@ double validate_one(const bench::Problem& P, Dev& d, int64_t M, int grid, uint64
   std::vector<uint16_t> out[2];
   for (int rep = 0; rep < 2; ++rep) {
     BENCH_CUDA(cudaMemset(y, 0xff, size_t(M * P.N) * 2));  // poison: 0xffff is NaN in bf16 and fp16
+    if (grid == -7) {  // x produced by the kernel just before the PDL launch
+      BENCH_CUDA(cudaMemset(x, 0xff, hx.size() * 2));
+      BENCH_CUDA(cudaDeviceSynchronize());
+      slow_copy<<<1, 256>>>(xsrc, x, int64_t(hx.size()));
+    }
     HybridLaunchResult r = run_hybrid(P, d, x, y, M, grid);
     if (r.status != HYBRID_OK) {
       std::printf("launch failed: %s %s\n", hybrid_status_string(r.status), hybrid_cuda_error_string(r.cuda_error));
@@ -167,6 +188,7 @@ double validate_one(const bench::Problem& P, Dev& d, int64_t M, int grid, uint64
   }
   bool same = std::memcmp(out[0].data(), out[1].data(), out[0].size() * 2) == 0;
   cudaFree(x);
+  cudaFree(xsrc);
   cudaFree(y);
   cudaFree(yr);
   double rel = std::sqrt(num / std::max(den, 1e-30));
@@ -208,6 +230,7 @@ int validate(bool small, const std::vector<int>& only = {}) {
         if (small) grids = {0, -3, -6};
         else if (s.N * s.K > (1 << 24)) grids = M <= 128 ? std::vector<int>{0, -6} : std::vector<int>{-128, -256, -6};
         if (M <= 16) grids.push_back(-4);  // v3d (the decode kernel before v3e) at every small M
+        if (M <= 128) grids.push_back(-7);  // decode kernel with PDL, x written by the kernel before
         for (int g : grids) {
           if (!only.empty() && std::find(only.begin(), only.end(), g) == only.end()) continue;
           double rel = validate_one(P, d, M, g, uint64_t(M * 977 + g), true);

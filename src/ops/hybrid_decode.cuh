@@ -18,6 +18,10 @@
 // of (z, rb) (atomic counter, reset by that CTA) sums the S partials in split order (deterministic) and writes y,
 // four rows per thread with the S loads in flight together (v3d; v3b's serial per-element sum was an M-scaled tail).
 // S = 1 writes y directly.
+// Programmatic dependent launch (HybridGemmArgs::pdl, sm_90): the CTA lets the next grid be scheduled at once, and
+// loads its index and first weight batch before waiting for the previous grid; x, y, the partials and the counters
+// are touched only after that wait. Weights and index are read-only for the launch's lifetime, so back-to-back
+// linears overlap one kernel's tail (last wave, split reduction) with the next one's first HBM round trip.
 #pragma once
 #include "ops/hybrid_gemm.cuh"
 
@@ -97,6 +101,7 @@ __global__ void __launch_bounds__(THREADS, 2) hybrid_decode_kernel(const Params 
   const int tok0 = z * CHUNK_TOKENS, mc = min(CHUNK_TOKENS, p.M - tok0);
   const int64_t tbase = int64_t(rb) * p.CT;
   const uint64_t pol = hg::policy_evict_first();
+  hg::pdl_launch_dependents();
 
   // x slice of a batch (MT tokens × KB·128 K) in shared memory, rows ≥ mc and K beyond the edge zero-filled;
   // B fragments by ldmatrix (row stride KB·128 + 8 elements: the 8 rows of an 8×8 matrix hit distinct bank groups).
@@ -139,6 +144,7 @@ __global__ void __launch_bounds__(THREADS, 2) hybrid_decode_kernel(const Params 
             load_sparse_unit(p.blob + off + h * hg::SPARSE_UNIT + warp * HYBRID_SPARSE_UNIT_BYTES, lane, pol,
                              a[j >> 1][h][2 * (j & 1)], a[j >> 1][h][2 * (j & 1) + 1], meta4[j][h]);
         }
+        if (c == ct0) hg::pdl_grid_dependency_wait();  // x comes from the previous kernel
         stage_x<MT, XSTRIDE>(xs, p, c, 4 * hg::TILE, tok0, mc);
 #pragma unroll
         for (int j = 0; j < 4; ++j)
@@ -183,6 +189,7 @@ __global__ void __launch_bounds__(THREADS, 2) hybrid_decode_kernel(const Params 
         }
       }
     }
+    if (c == ct0) hg::pdl_grid_dependency_wait();
     stage_x<MT, XSTRIDE>(xs, p, c, XW, tok0, mc);
 #pragma unroll
     for (int b = 0; b < KB; ++b) {
@@ -209,6 +216,7 @@ __global__ void __launch_bounds__(THREADS, 2) hybrid_decode_kernel(const Params 
     }
   }
 
+  hg::pdl_grid_dependency_wait();  // already passed unless the k-range was empty; before any write
   // D fragment: rows (weights) g, g+8 of the warp's 16; columns (tokens) 2t, 2t+1 of each n-tile.
   if (p.S == 1) {
 #pragma unroll

@@ -70,29 +70,38 @@ cudaError_t launch_nt(int nt, const hg::Params& p, int grid, cudaStream_t stream
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
-// ---- wgmma prefill kernel (hybrid_prefill.cuh) ----
-// Whether the device code loaded for this GPU has the wgmma kernel (built for sm_90a), asked of the device once.
+// ---- what the device code loaded for this GPU has ----
+// Whether it has the wgmma kernel (built for sm_90a) and griddepcontrol (sm_90+ code), asked of the device once.
 // A build-time test cannot tell: a CUDA LibTorch resets CMAKE_CUDA_ARCHITECTURES and supplies its own -gencode list,
 // and a CMake-level check on it disabled the kernel in exactly those builds (found in the end-to-end benchmark).
+// A PDL launch of code without griddepcontrol.wait would race with the previous kernel, hence the second bit.
 // One probe per process (one GPU kind assumed, as for the attribute caches); it synchronises, so the first prefill
-// call must not be inside a CUDA-graph capture.
-__device__ int g_wgmma_built;
-__global__ void wgmma_built_probe() {
+// or PDL call must not be inside a CUDA-graph capture.
+constexpr int BUILT_RAN = 1, BUILT_WGMMA = 2, BUILT_GRIDDEP = 4;
+__device__ int g_built;
+__global__ void built_probe() {
+  int v = BUILT_RAN;
 #ifdef PATCHLLM_HAVE_WGMMA
-  g_wgmma_built = 1;
-#else
-  g_wgmma_built = 2;
+  v |= BUILT_WGMMA;
 #endif
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  v |= BUILT_GRIDDEP;
+#endif
+  g_built = v;
 }
-bool wgmma_built() {
-  static const bool built = [] {
-    wgmma_built_probe<<<1, 1>>>();
+int built_features() {
+  static const int built = [] {
+    built_probe<<<1, 1>>>();
     int v = 0;
-    if (cudaGetLastError() != cudaSuccess || cudaMemcpyFromSymbol(&v, g_wgmma_built, sizeof(int)) != cudaSuccess) v = 0;
-    return v == 1;
+    if (cudaGetLastError() != cudaSuccess || cudaMemcpyFromSymbol(&v, g_built, sizeof(int)) != cudaSuccess) v = 0;
+    return v;
   }();
   return built;
 }
+bool wgmma_built() { return built_features() & BUILT_WGMMA; }
+bool griddep_built() { return built_features() & BUILT_GRIDDEP; }
+
+// ---- wgmma prefill kernel (hybrid_prefill.cuh) ----
 
 PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
@@ -244,6 +253,7 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
                       (a.kernel == 0 && (!hopper || a.M <= DECODE_MAX_M ||
                                          (a.M <= DECODE_MAX_M_NO_WGMMA && !(d.major == 9 && wgmma_built()))));
   if (decode) {
+    const bool pdl = a.pdl && hopper && griddep_built();
     const int64_t max_slots = decode_part_slots(a.N, d.sms);
     const int64_t nchunks_all = (a.M + hd::CHUNK_TOKENS - 1) / hd::CHUNK_TOKENS;
     // Chunks per launch: counters (nchunks·RB ≤ MAX_KEYS) and partial slots (nchunks·RB ≤ max_slots) must fit.
@@ -278,12 +288,21 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
       p.KPC = sp.KPC;
       p.counters = reinterpret_cast<int*>(ws);
       p.part = reinterpret_cast<float*>(ws + persistent_workspace_bytes(grid));
-      const dim3 g3(unsigned(sp.S), unsigned(rb), unsigned(nch));
+      cudaLaunchConfig_t cfg = {};
+      cfg.gridDim = dim3(unsigned(sp.S), unsigned(rb), unsigned(nch));
+      cfg.blockDim = dim3(hd::THREADS);
+      cfg.stream = stream;
+      cudaLaunchAttribute attr[1];
+      if (pdl) {
+        attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        attr[0].val.programmaticStreamSerializationAllowed = 1;
+        cfg.attrs = attr;
+        cfg.numAttrs = 1;
+      }
       const cudaError_t e = with_decode_inst(nt, a.decode_variant, [&](auto inst) {
         using I = decltype(inst);
-        if (a.bf16) hd::hybrid_decode_kernel<I::NT, I::KB, true, I::RUN4><<<g3, hd::THREADS, 0, stream>>>(p);
-        else hd::hybrid_decode_kernel<I::NT, I::KB, false, I::RUN4><<<g3, hd::THREADS, 0, stream>>>(p);
-        return cudaGetLastError();
+        return a.bf16 ? cudaLaunchKernelEx(&cfg, hd::hybrid_decode_kernel<I::NT, I::KB, true, I::RUN4>, p)
+                      : cudaLaunchKernelEx(&cfg, hd::hybrid_decode_kernel<I::NT, I::KB, false, I::RUN4>, p);
       });
       if (e != cudaSuccess) {
         r.status = HYBRID_ERR_CUDA;

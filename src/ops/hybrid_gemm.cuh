@@ -152,6 +152,20 @@ __device__ __forceinline__ void mma_sp(float (&d)[4], const uint4& a, const uint
                  : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b[0]), "r"(b[1]), "r"(b[2]), "r"(b[3]), "r"(meta),
                    "n"(SEL));
 }
+// Programmatic dependent launch (sm_90+; no-ops in older device code, and when the grid was launched without it).
+// launch_dependents: the next grid in the stream may be scheduled once every CTA of this one has passed here.
+// grid_dependency_wait: returns once the previous grid has completed and its writes are visible; a kernel reads
+// nothing a previous kernel may write, and writes nothing, before it.
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_grid_dependency_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
 __device__ __forceinline__ void consumer_sync() { asm volatile("bar.sync 1, 256;" ::: "memory"); }
 
 template <bool BF16>

@@ -41,6 +41,10 @@ struct HybridGemmArgs {
                                   // of resident CTAs (decode_split_waves; 4 was the fixed default before)
   int decode_variant = 0;         // split-K kernel at M <= 16: 0 = v3e (runs of four 2:4 k-tiles in one load batch,
                                   // hybrid_decode.cuh RUN4), 1 = v3d (one or two k-tiles per batch; to compare)
+  bool pdl = false;               // split-K kernel on sm_90: programmatic dependent launch. The launch may start
+                                  // while the previous kernel in the stream runs; it reads only the weight blob,
+                                  // kinds and offsets before that kernel has finished, so those must not be written
+                                  // by it. Ignored where the device code has no griddepcontrol (sm_8x builds).
 };
 
 struct HybridLaunchResult {
