@@ -6,8 +6,8 @@
 // Run: ./bench_ops [--quick] [--decode [--extra] | --prefill] [--ms M1,M2,...] [--out PREFIX] -> markdown on stdout,
 // PREFIX.md / .csv / .json. --prefill times the wgmma kernel at 128/256 tokens per CTA and the split-K kernel beside
 // the auto dispatch; --ms replaces the mode's token counts (e.g. --prefill --ms 32,64,128 to pick the dispatch cut).
-// --decode times the decode kernel with and without PDL; --extra adds the k-split sweep (2/4/8 CTAs per SM) and the
-// earlier kernels v3d and v1.
+// --decode times the decode kernel with and without PDL, and with PDL and the workspace reduction; --extra adds
+// the k-split sweep (1/2/4/8 CTAs per SM, with and without PDL) and the earlier kernels v3d and v1.
 #include <cublas_v2.h>
 
 #include <algorithm>
@@ -344,20 +344,29 @@ int main(int argc, char** argv) {
         add_row("hybrid", us);
         std::fprintf(stderr, "row %s M=%lld f=%.2f hybrid %.1f us cublas %.1f us speedup %.2f (ideal %.2f)\n", sh.name,
                      (long long)M, H.frac, us, cublas_us[M], cublas_us[M] / us, ideal);
+        double us_pdl = 0;
         if (decode) {  // programmatic dependent launch: back-to-back launches overlap (HybridGemmArgs::pdl)
           a.pdl = true;
-          add_row("hybrid-pdl", time_hybrid());
+          us_pdl = time_hybrid();
+          add_row("hybrid-pdl", us_pdl);
+          a.decode_reduction = 1;  // k-splits summed through the workspace, not a cluster (the path before v3g)
+          add_row("hybrid-pdl-ws", time_hybrid());
+          a.decode_reduction = 0;
           a.pdl = false;
         }
         if (extra && decode && M <= 16 && (H.frac < 0.02 || std::fabs(H.frac - 0.9) < 0.02)) {  // k-split sweep
-          for (int per_sm : {2, 4, 8}) {  // fixed CTA targets (4 was the default before the waves rule)
-            a.decode_ctas_per_sm = per_sm;
-            const double usx = time_hybrid();
-            std::fprintf(stderr,
-                         "sweep %s M=%lld f=%.2f ctas/SM %d: %.1f us (default, by waves: %.1f us) speedup %.2f\n",
-                         sh.name, (long long)M, H.frac, per_sm, usx, us, cublas_us[M] / usx);
-          }
+          for (int pdl : {0, 1})
+            for (int per_sm : {1, 2, 4, 8}) {  // fixed CTA targets (4 was the default before the waves rule)
+              a.decode_ctas_per_sm = per_sm;
+              a.pdl = pdl;
+              const double usx = time_hybrid();
+              std::fprintf(stderr,
+                           "sweep %s M=%lld f=%.2f pdl %d ctas/SM %d: %.1f us (default, by waves: %.1f us) speedup "
+                           "%.2f\n",
+                           sh.name, (long long)M, H.frac, pdl, per_sm, usx, pdl ? us_pdl : us, cublas_us[M] / usx);
+            }
           a.decode_ctas_per_sm = 0;
+          a.pdl = false;
         }
         if (prefill) {  // tokens per CTA forced, same weights, same run
           for (int bn : {128, 256}) {

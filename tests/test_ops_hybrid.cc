@@ -218,6 +218,37 @@ TEST(OpsHybridSplit, SplitsCoverKAndFitTheSlots) {
   EXPECT_EQ(ctas(32, 86), std::make_pair(int64_t(256), 12));   // 4096×11008: 8 splits, one wave × 13
 }
 
+// The cluster reduction's rule: splits capped at the cluster size, resident CTAs taken per S (clusters fill the GPCs
+// unevenly), an S that cannot launch skipped; S = 1 (no reduction) always allowed. Hand-worked on 12288×4096 (RB 96,
+// CT 32, KB 2) with 264 slots except 240 at S = 8: S = 8 (768 CTAs) costs 4 waves × 5 = 20, S = 4 (kpc 8) 2 × 9 = 18,
+// S = 2 (kpc 16) 1 × 17 = 17, the best; without S = 2 it is S = 4.
+TEST(OpsHybridSplit, ClusterRuleCapsTheSplitAndUsesItsSlots) {
+  for (int64_t RB : {1, 7, 32, 96})
+    for (int64_t CT : {1, 3, 32, 86, 112})
+      for (int KB : {1, 2}) {
+        const DecodeSplit d = decode_split_waves_by(
+            RB, CT, 1, KB, [](int64_t S) { return S == 5 ? 0 : 264 - 2 * S; }, 8, INT64_MAX);
+        const std::string at = "RB " + std::to_string(RB) + " CT " + std::to_string(CT) + " KB " + std::to_string(KB);
+        ASSERT_GE(d.S, 1) << at;
+        EXPECT_LE(d.S, 8) << at;
+        EXPECT_NE(d.S, 5) << at;
+        EXPECT_EQ(d.KPC % KB, 0) << at;
+        EXPECT_LT(int64_t(d.S - 1) * d.KPC, CT) << at;
+        EXPECT_GE(int64_t(d.S) * d.KPC, CT) << at;
+        EXPECT_GT(d.cost, 0) << at;
+      }
+  auto pick = [](bool two_ok) {
+    const DecodeSplit d = decode_split_waves_by(
+        96, 32, 1, 2, [two_ok](int64_t S) { return S == 8 ? 240 : S == 2 && !two_ok ? 0 : 264; }, 8, INT64_MAX);
+    return std::make_tuple(d.S, d.KPC, d.cost);
+  };
+  EXPECT_EQ(pick(true), std::make_tuple(2, 16, int64_t(17)));
+  EXPECT_EQ(pick(false), std::make_tuple(4, 8, int64_t(18)));
+  // Uncapped, constant slots: the plain waves rule.
+  const DecodeSplit w = decode_split_waves(96, 32, 1, 2, 264, INT64_MAX);
+  EXPECT_EQ(std::make_tuple(w.S, w.KPC, w.cost), std::make_tuple(8, 4, int64_t(15)));
+}
+
 TEST(OpsHybridLinear, CpuReferenceMatchesFloat64Gemm) {
   auto gen = at::detail::createCPUGenerator(99);
   const int64_t N = 300, K = 256;

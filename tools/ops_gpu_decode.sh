@@ -1,34 +1,54 @@
 #!/usr/bin/env bash
-# GPU-machine check + decode benchmark of the split-K hybrid kernel (hybrid_decode.cuh), one device-tool call:
-# builds with plain nvcc (no CMake/LibTorch), validates against the fp32 reference (outputs NaN-poisoned, reruns
-# bitwise; the previous decode kernel v3d too), memchecks the small case, then times decode shapes beside cuBLAS (and
-# the persistent v1 kernel and v3d at M <= 16)
-# with weights rotated past L2. Usage (repo root): bash tools/ops_gpu_decode.sh. Logs under $OUT.
+# GPU machine, repo root, one device-tool call: check and time the split-K decode kernel (hybrid_decode.cuh). Builds
+# with plain nvcc (no CMake/LibTorch); validates every kernel against the fp32 reference (hg_dev validate: outputs
+# NaN-poisoned, reruns bitwise; grid -7 = PDL with x written by the kernel just before, -8 = the workspace
+# reduction, -4 = v3d); shows the PDL check catches a missing griddepcontrol.wait (a copy built without it must fail
+# grid -7); memcheck, racecheck and synccheck on the small case; then bench_ops --decode (MS, default 1,16; EXTRA=1
+# adds the k-split sweep and v3d/v1) beside cuBLAS, weights rotated past L2. Logs and tables under $OUT.
 set -u -o pipefail
 OUT=${OUT:-/tmp/ops_out}
 mkdir -p "$OUT"
-NVCC="nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -lineinfo -Isrc -Ibench"
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem --format=csv,noheader | tee "$OUT/gpu.txt"
-nvcc --version | tail -2
+NVCC="nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -lineinfo -Ibench"
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
 T0=$SECONDS
-$NVCC -Xptxas -v -c src/ops/hybrid_gemm.cu -o /tmp/hg.o >"$OUT/build_lib.log" 2>&1 || { tail -30 "$OUT/build_lib.log"; exit 1; }
-$NVCC dev/kernels/hybrid_gemm.cu /tmp/hg.o -lcublas -o /tmp/hg_dev >"$OUT/build_dev.log" 2>&1 &
-$NVCC bench/bench_ops.cu /tmp/hg.o -lcublas -o /tmp/bench_ops >"$OUT/build_bench.log" 2>&1 &
+rm -rf /tmp/nowait && mkdir -p /tmp/nowait && cp -r src /tmp/nowait/
+sed -i 's/hg::pdl_grid_dependency_wait();/(void)0;/' /tmp/nowait/src/ops/hybrid_decode.cuh
+$NVCC -Isrc -Xptxas -v -c src/ops/hybrid_gemm.cu -o /tmp/hg.o >"$OUT/build_lib.log" 2>&1 || { tail -30 "$OUT/build_lib.log"; exit 1; }
+$NVCC -Isrc dev/kernels/hybrid_gemm.cu /tmp/hg.o -lcublas -o /tmp/hg_dev >"$OUT/build_dev.log" 2>&1 &
+$NVCC -Isrc bench/bench_ops.cu /tmp/hg.o -lcublas -o /tmp/bench_ops >"$OUT/build_bench.log" 2>&1 &
+( $NVCC -I/tmp/nowait/src -c /tmp/nowait/src/ops/hybrid_gemm.cu -o /tmp/hg_nowait.o &&
+  $NVCC -I/tmp/nowait/src dev/kernels/hybrid_gemm.cu /tmp/hg_nowait.o -lcublas -o /tmp/hg_dev_nowait ) \
+  >/tmp/build_nowait.log 2>&1 &
 wait
 [ -x /tmp/hg_dev ] && [ -x /tmp/bench_ops ] || { tail -20 "$OUT"/build_*.log; exit 1; }
-grep -A2 "decode_kernel" "$OUT/build_lib.log" | grep -E "registers|spill" | sort | uniq -c
-echo "build ${SECONDS}s"
-timeout 160 /tmp/hg_dev validate >"$OUT/validate.txt" 2>&1; echo "validate rc=$? ($((SECONDS - T0))s)"
-grep -E "FAIL|validation:|launch failed" "$OUT/validate.txt" | head -12
-timeout 40 compute-sanitizer --tool memcheck /tmp/hg_dev small >"$OUT/sanitizer_memcheck.txt" 2>&1
-echo "memcheck rc=$? :: $(grep -E 'ERROR SUMMARY|validation:' "$OUT/sanitizer_memcheck.txt" | tr '\n' ' ')"
-for tool in racecheck synccheck; do
-  timeout 60 compute-sanitizer --tool $tool /tmp/hg_dev small >>"$OUT/sanitizer_memcheck.txt" 2>&1
-  echo "$tool rc=$? :: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer_memcheck.txt" | tail -1)"
+grep -E "Compiling entry|registers|spill" "$OUT/build_lib.log" | grep -A2 "decode_kernel" | paste - - - |
+  sed -E 's/.*decode_kernelILi([0-9]+)ELi([0-9]+)ELb([01])ELb([01]).*stack frame, ([0-9]+) bytes spill stores.*Used ([0-9]+) registers.*/NT=\1 KB=\2 bf16=\3 RUN4=\4: \6 registers, \5 B spilled/' |
+  sort -u | tr '\n' ';'
+echo " build ${SECONDS}s"
+timeout 200 /tmp/hg_dev validate >"$OUT/validate.txt" 2>&1; echo "validate rc=$? ($((SECONDS - T0))s)"
+grep -E "FAIL|validation:|launch failed" "$OUT/validate.txt" | head -8
+timeout 60 /tmp/hg_dev_nowait small -7 >/tmp/validate_nowait.txt 2>&1
+echo "negative control (no griddepcontrol.wait, grid -7) rc=$? :: $(grep -c FAIL /tmp/validate_nowait.txt) FAIL \
+lines; $(grep validation: /tmp/validate_nowait.txt)"
+for tool in memcheck racecheck synccheck; do
+  timeout 90 compute-sanitizer --tool $tool /tmp/hg_dev small >>"$OUT/sanitizer.txt" 2>&1
+  echo "$tool rc=$? :: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|validation:' "$OUT/sanitizer.txt" | tail -2 | tr '\n' ' ')"
 done
-timeout $((420 - (SECONDS - T0))) /tmp/bench_ops --decode --extra --out "$OUT/bench_decode" >"$OUT/bench_summary.md" 2>"$OUT/bench.log"
+extra=""; [ "${EXTRA:-0}" = 1 ] && extra="--extra"
+timeout $((560 - (SECONDS - T0))) /tmp/bench_ops --decode $extra --ms "${MS:-1,16}" --out "$OUT/bench_decode" \
+  >"$OUT/bench_summary.md" 2>"$OUT/bench.log"
 echo "bench rc=$? ($((SECONDS - T0))s)"
-grep -E "VALIDATION|validated" "$OUT/bench.log" | head -20
+grep -E "VALIDATION" "$OUT/bench.log" | head -5
 grep "^sweep" "$OUT/bench.log" | sed "s/^sweep //"
-cat "$OUT/bench_summary.md"
-[ -s "$OUT/bench_summary.md" ] || grep "^row" "$OUT/bench.log" | sed 's/^row //'
+python3 - "$OUT/bench_decode.csv" <<'PY'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+us = {(r['shape'], r['M'], r['kernel'], round(float(r['f']), 1)): float(r['us']) for r in rows}
+print('| shape | M | f | cuBLAS µs | hybrid | pdl | pdl-ws | pdl x cuBLAS | ideal |')
+print('|---|---|---|---|---|---|---|---|---|')
+for (sh, m, k, f), t in us.items():
+    if k != 'hybrid': continue
+    cb = us[(sh, m, 'cublas', 0.0)]
+    p, w = us.get((sh, m, 'hybrid-pdl', f), 0), us.get((sh, m, 'hybrid-pdl-ws', f), 0)
+    print(f'| {sh} | {m} | {f} | {cb:.1f} | {t:.1f} | {p:.1f} | {w:.1f} | {cb / p:.2f} | {1 / (1 - 0.4375 * f):.2f} |')
+PY

@@ -15,6 +15,7 @@
 #include "ops/hybrid_split.h"
 
 #include <algorithm>
+#include <limits>
 
 namespace patchllm {
 
@@ -71,13 +72,14 @@ cudaError_t launch_nt(int nt, const hg::Params& p, int grid, cudaStream_t stream
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
 // ---- what the device code loaded for this GPU has ----
-// Whether it has the wgmma kernel (built for sm_90a) and griddepcontrol (sm_90+ code), asked of the device once.
+// Whether it has the wgmma kernel (built for sm_90a) and sm_90+ code (griddepcontrol, clusters), asked once.
 // A build-time test cannot tell: a CUDA LibTorch resets CMAKE_CUDA_ARCHITECTURES and supplies its own -gencode list,
 // and a CMake-level check on it disabled the kernel in exactly those builds (found in the end-to-end benchmark).
-// A PDL launch of code without griddepcontrol.wait would race with the previous kernel, hence the second bit.
+// A PDL launch of code without griddepcontrol.wait would race with the previous kernel, and a cluster launch of code
+// without the cluster reduction would sum nothing, hence the second bit.
 // One probe per process (one GPU kind assumed, as for the attribute caches); it synchronises, so the first prefill
 // or PDL call must not be inside a CUDA-graph capture.
-constexpr int BUILT_RAN = 1, BUILT_WGMMA = 2, BUILT_GRIDDEP = 4;
+constexpr int BUILT_RAN = 1, BUILT_WGMMA = 2, BUILT_SM90 = 4;
 __device__ int g_built;
 __global__ void built_probe() {
   int v = BUILT_RAN;
@@ -85,7 +87,7 @@ __global__ void built_probe() {
   v |= BUILT_WGMMA;
 #endif
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  v |= BUILT_GRIDDEP;
+  v |= BUILT_SM90;
 #endif
   g_built = v;
 }
@@ -99,7 +101,7 @@ int built_features() {
   return built;
 }
 bool wgmma_built() { return built_features() & BUILT_WGMMA; }
-bool griddep_built() { return built_features() & BUILT_GRIDDEP; }
+bool sm90_built() { return built_features() & BUILT_SM90; }  // griddepcontrol, clusters
 
 // ---- wgmma prefill kernel (hybrid_prefill.cuh) ----
 
@@ -208,6 +210,31 @@ int decode_occupancy() {  // resident CTAs per SM of this instance (the occupanc
   return n;
 }
 
+// Resident CTAs of this instance when launched as clusters of S CTAs (they fill the GPCs unevenly), 0 if it cannot be
+// launched so; the occupancy API, once per S and process.
+template <int NT, int KB, bool BF16, bool RUN4>
+int64_t decode_cluster_slots(int64_t S) {
+  static int cache[hd::MAX_CLUSTER + 1] = {};
+  if (S < 2 || S > hd::MAX_CLUSTER) return 0;
+  int& c = cache[S];
+  if (c == 0) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(unsigned(S), 64);
+    cfg.blockDim = dim3(hd::THREADS);
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeClusterDimension;
+    at[0].val.clusterDim.x = unsigned(S);
+    at[0].val.clusterDim.y = at[0].val.clusterDim.z = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = 1;
+    int n = 0;
+    if (cudaOccupancyMaxActiveClusters(&n, hd::hybrid_decode_kernel<NT, KB, BF16, RUN4>, &cfg) != cudaSuccess)
+      (void)cudaGetLastError(), n = 0;
+    c = n > 0 ? n * int(S) : -1;
+  }
+  return std::max(c, 0);
+}
+
 }  // namespace
 
 // Workspace: [counters: MAX_KEYS ints, fixed place, shared by both kernels][ranges: G × 2 int64]
@@ -253,7 +280,8 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
                       (a.kernel == 0 && (!hopper || a.M <= DECODE_MAX_M ||
                                          (a.M <= DECODE_MAX_M_NO_WGMMA && !(d.major == 9 && wgmma_built()))));
   if (decode) {
-    const bool pdl = a.pdl && hopper && griddep_built();
+    const bool pdl = a.pdl && hopper && sm90_built();
+    const bool cluster_ok = a.decode_reduction != 1 && hopper && sm90_built();
     const int64_t max_slots = decode_part_slots(a.N, d.sms);
     const int64_t nchunks_all = (a.M + hd::CHUNK_TOKENS - 1) / hd::CHUNK_TOKENS;
     // Chunks per launch: counters (nchunks·RB ≤ MAX_KEYS) and partial slots (nchunks·RB ≤ max_slots) must fit.
@@ -263,15 +291,31 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
       const int64_t nch = std::min(per_launch, nchunks_all - c0), m0 = c0 * hd::CHUNK_TOKENS;
       const int64_t Mi = std::min(a.M - m0, nch * hd::CHUNK_TOKENS);
       const int nt = Mi <= 8 ? 1 : Mi <= 16 ? 2 : Mi <= 32 ? 4 : 8;
+      // The k-split, and whether its S CTAs per row block reduce through a cluster (S ≤ 8) or the workspace. By
+      // waves: the cluster split when its modelled cost is no higher (its reduction is the cheaper one).
+      bool cluster = false;
       const DecodeSplit sp = with_decode_inst(nt, a.decode_variant, [&](auto inst) {
         using I = decltype(inst);
+        auto cslots = [&](int64_t S) {
+          return a.bf16 ? decode_cluster_slots<I::NT, I::KB, true, I::RUN4>(S)
+                        : decode_cluster_slots<I::NT, I::KB, false, I::RUN4>(S);
+        };
         if (a.decode_ctas_per_sm > 0) {
           const int per_sm = std::min(a.decode_ctas_per_sm, DECODE_MAX_CTAS_PER_SM);
-          return decode_split(rb, ct, nch, I::KB, int64_t(per_sm) * d.sms, max_slots);
+          const DecodeSplit f = decode_split(rb, ct, nch, I::KB, int64_t(per_sm) * d.sms, max_slots);
+          cluster = cluster_ok && f.S > 1 && cslots(f.S) > 0;
+          return f;
         }
-        const int occ = a.bf16 ? decode_occupancy<I::NT, I::KB, true, I::RUN4>()
-                               : decode_occupancy<I::NT, I::KB, false, I::RUN4>();
-        return decode_split_waves(rb, ct, nch, I::KB, int64_t(occ) * d.sms, max_slots);
+        const int64_t occ = a.bf16 ? decode_occupancy<I::NT, I::KB, true, I::RUN4>()
+                                   : decode_occupancy<I::NT, I::KB, false, I::RUN4>();
+        const DecodeSplit ws = decode_split_waves(rb, ct, nch, I::KB, occ * d.sms, max_slots);
+        if (!cluster_ok) return ws;
+        const DecodeSplit cs = decode_split_waves_by(
+            rb, ct, nch, I::KB, [&](int64_t S) { return S == 1 ? occ * d.sms : cslots(S); }, hd::MAX_CLUSTER,
+            std::numeric_limits<int64_t>::max());
+        if (cs.cost > ws.cost) return ws;
+        cluster = cs.S > 1;
+        return cs;
       });
       hd::Params p;
       p.x = static_cast<const uint16_t*>(a.x) + m0 * a.K;
@@ -288,16 +332,22 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
       p.KPC = sp.KPC;
       p.counters = reinterpret_cast<int*>(ws);
       p.part = reinterpret_cast<float*>(ws + persistent_workspace_bytes(grid));
+      p.cluster = cluster;
       cudaLaunchConfig_t cfg = {};
       cfg.gridDim = dim3(unsigned(sp.S), unsigned(rb), unsigned(nch));
       cfg.blockDim = dim3(hd::THREADS);
       cfg.stream = stream;
-      cudaLaunchAttribute attr[1];
+      cudaLaunchAttribute attr[2];
+      cfg.attrs = attr;
       if (pdl) {
-        attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        attr[0].val.programmaticStreamSerializationAllowed = 1;
-        cfg.attrs = attr;
-        cfg.numAttrs = 1;
+        attr[cfg.numAttrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        attr[cfg.numAttrs++].val.programmaticStreamSerializationAllowed = 1;
+      }
+      if (cluster) {
+        attr[cfg.numAttrs].id = cudaLaunchAttributeClusterDimension;
+        attr[cfg.numAttrs].val.clusterDim.x = unsigned(sp.S);
+        attr[cfg.numAttrs].val.clusterDim.y = attr[cfg.numAttrs].val.clusterDim.z = 1;
+        ++cfg.numAttrs;
       }
       const cudaError_t e = with_decode_inst(nt, a.decode_variant, [&](auto inst) {
         using I = decltype(inst);

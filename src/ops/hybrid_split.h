@@ -1,6 +1,7 @@
 // The split-K decode kernel's k-split (host only, so that the CPU tests can check it): a launch has RB row blocks ×
 // nchunks token chunks × S k-splits of KPC k-tiles each (KPC a multiple of KB; the last split may hold fewer), and
-// needs RB·nchunks·S ≤ max_slots partial-sum slots unless S = 1.
+// needs RB·nchunks·S ≤ max_slots partial-sum slots unless S = 1 (workspace reduction). With the cluster reduction the
+// S splits of a row block are one thread-block cluster, so S ≤ 8 and the resident CTAs depend on S.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -9,6 +10,7 @@ namespace patchllm {
 
 struct DecodeSplit {
   int S = 1, KPC = 1;
+  int64_t cost = 0;  // waves rules: waves · (kpc + 1), in k-tile times
 };
 
 // Fixed target: about `target` CTAs (decode_ctas_per_sm × SMs).
@@ -34,22 +36,33 @@ inline DecodeSplit decode_split(int64_t RB, int64_t CT, int64_t nchunks, int KB,
 // prologue, the partial-sum store and the counter), about one k-tile's time. The cost is minimised over every kpc,
 // fewer CTAs on ties. Against the fixed target of 4 CTAs per SM it used before, on the H200 over the 8 decode shapes
 // at M = 1 and 16, f = 0 and 0.9: 0.97–1.25× the speed, geometric mean 1.06× (docs/BENCHMARKS.md §4).
-inline DecodeSplit decode_split_waves(int64_t RB, int64_t CT, int64_t nchunks, int KB, int64_t slots,
-                                      int64_t max_slots) {
+// slots_of(S): resident CTAs when the launch has S splits (> 0; ≤ 0 = S not launchable); splits above max_s are not
+// considered (S = 1 always is).
+template <typename SlotsOf>
+inline DecodeSplit decode_split_waves_by(int64_t RB, int64_t CT, int64_t nchunks, int KB, SlotsOf slots_of,
+                                         int64_t max_s, int64_t max_slots) {
   DecodeSplit best;
-  int64_t best_cost = -1, best_ctas = 0;
+  int64_t best_ctas = 0;
+  bool found = false;
   for (int64_t kpc = KB;; kpc += KB) {
     const int64_t S = (CT + kpc - 1) / kpc, ctas = RB * nchunks * S;
-    if (ctas <= max_slots || S == 1) {
+    const int64_t slots = S == 1 ? std::max<int64_t>(1, slots_of(1)) : slots_of(S);
+    if (S == 1 || (S <= max_s && ctas <= max_slots && slots > 0)) {
       const int64_t cost = (ctas + slots - 1) / slots * (kpc + 1);
-      if (best_cost < 0 || cost < best_cost || (cost == best_cost && ctas < best_ctas)) {
-        best_cost = cost, best_ctas = ctas;
-        best.S = int(S), best.KPC = int(kpc);
+      if (!found || cost < best.cost || (cost == best.cost && ctas < best_ctas)) {
+        found = true;
+        best_ctas = ctas;
+        best.S = int(S), best.KPC = int(kpc), best.cost = cost;
       }
     }
     if (S == 1) break;
   }
   return best;
+}
+inline DecodeSplit decode_split_waves(int64_t RB, int64_t CT, int64_t nchunks, int KB, int64_t slots,
+                                      int64_t max_slots) {
+  return decode_split_waves_by(
+      RB, CT, nchunks, KB, [slots](int64_t) { return slots; }, CT, max_slots);
 }
 
 }  // namespace patchllm
