@@ -6,7 +6,7 @@
 // Run: ./bench_ops [--quick] [--decode [--extra] | --prefill] [--ms M1,M2,...] [--out PREFIX] -> markdown on stdout,
 // PREFIX.md / .csv / .json. --prefill times the wgmma kernel at 128/256 tokens per CTA and the split-K kernel beside
 // the auto dispatch; --ms replaces the mode's token counts (e.g. --prefill --ms 32,64,128 to pick the dispatch cut).
-// --decode times the decode kernel with and without PDL, and with PDL and the workspace reduction; --extra adds
+// --decode times the decode kernel with and without PDL, and with PDL and the cluster reduction; --extra adds
 // the k-split sweep (1/2/4/8 CTAs per SM, with and without PDL) and the earlier kernels v3d and v1.
 #include <cublas_v2.h>
 
@@ -349,8 +349,8 @@ int main(int argc, char** argv) {
           a.pdl = true;
           us_pdl = time_hybrid();
           add_row("hybrid-pdl", us_pdl);
-          a.decode_reduction = 1;  // k-splits summed through the workspace, not a cluster (the path before v3g)
-          add_row("hybrid-pdl-ws", time_hybrid());
+          a.decode_reduction = 1;  // v3g: k-splits summed through a thread-block cluster, not the workspace
+          add_row("hybrid-pdl-cl", time_hybrid());
           a.decode_reduction = 0;
           a.pdl = false;
         }

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # GPU machine, repo root, one device-tool call: check and time the split-K decode kernel (hybrid_decode.cuh). Builds
 # with plain nvcc (no CMake/LibTorch); validates every kernel against the fp32 reference (hg_dev validate: outputs
-# NaN-poisoned, reruns bitwise; grid -7 = PDL with x written by the kernel just before, -8 = the workspace
-# reduction, -4 = v3d); shows the PDL check catches a missing griddepcontrol.wait (a copy built without it must fail
-# grid -7); memcheck, racecheck and synccheck on the small case; then bench_ops --decode (MS, default 1,16; EXTRA=1
-# adds the k-split sweep and v3d/v1) beside cuBLAS, weights rotated past L2. Logs and tables under $OUT.
+# NaN-poisoned, reruns bitwise; grid -7 = PDL with x written by the kernel just before, -8 = the cluster reduction
+# v3g, -4 = v3d); shows the PDL check catches a missing griddepcontrol.wait (a copy built without it must fail grid
+# -7); memcheck, racecheck and synccheck on the small case; then bench_ops --decode (MS, default 1,16; EXTRA=1 adds
+# the k-split sweep and v3d/v1) beside cuBLAS, weights rotated past L2. Logs and tables under $OUT.
 set -u -o pipefail
 OUT=${OUT:-/tmp/ops_out}
 mkdir -p "$OUT"
@@ -44,11 +44,12 @@ python3 - "$OUT/bench_decode.csv" <<'PY'
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
 us = {(r['shape'], r['M'], r['kernel'], round(float(r['f']), 1)): float(r['us']) for r in rows}
-print('| shape | M | f | cuBLAS µs | hybrid | pdl | pdl-ws | pdl x cuBLAS | ideal |')
-print('|---|---|---|---|---|---|---|---|---|')
+print('| shape | M | f | cuBLAS µs | hybrid | pdl | pdl + cluster | pdl x cuBLAS | pdl + cluster x cuBLAS | ideal |')
+print('|---|---|---|---|---|---|---|---|---|---|')
 for (sh, m, k, f), t in us.items():
     if k != 'hybrid': continue
     cb = us[(sh, m, 'cublas', 0.0)]
-    p, w = us.get((sh, m, 'hybrid-pdl', f), 0), us.get((sh, m, 'hybrid-pdl-ws', f), 0)
-    print(f'| {sh} | {m} | {f} | {cb:.1f} | {t:.1f} | {p:.1f} | {w:.1f} | {cb / p:.2f} | {1 / (1 - 0.4375 * f):.2f} |')
+    p, c = us.get((sh, m, 'hybrid-pdl', f), 0), us.get((sh, m, 'hybrid-pdl-cl', f), 0)
+    print(f'| {sh} | {m} | {f} | {cb:.1f} | {t:.1f} | {p:.1f} | {c:.1f} | {cb / max(p, 1e-9):.2f} | '
+          f'{cb / max(c, 1e-9):.2f} | {1 / (1 - 0.4375 * f):.2f} |')
 PY

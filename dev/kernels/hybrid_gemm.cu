@@ -31,7 +31,7 @@
 //       Grid code -7 here: x is written by a slow kernel launched just before, so a read of x before the wait fails.
 //   v3g the k-splits of a row block as one thread-block cluster (S <= 8), partials summed through distributed shared
 //       memory instead of workspace + fence + counter (which cost ~5 us of 35 at M = 16 on 12288x4096, measured by
-//       removing it: tools/ops_gpu_decode_diag.sh): the default on sm_90; -8 here forces the workspace path.
+//       removing it: tools/ops_gpu_decode_diag.sh); opt-in (decode_reduction = 1, grid -8 here), not yet run.
 //   next: v3 at M = 16: find what scales with the tokens (x ldmatrix per warp, partials, MMA issue); v4: deeper
 //       wgmma pipelining, persistent grid, find v4c's stall
 // Modes: probe = which mma.sp metadata / B layout the hardware uses; validate = sweep vs the v0 reference;
@@ -124,7 +124,7 @@ HybridLaunchResult run_hybrid(const bench::Problem& P, Dev& d, const uint16_t* x
   // (auto / 128 / 256 tokens per CTA).
   const bool prefill = grid == -3 || grid == -128 || grid == -256 || grid == -6;
   a.pdl = grid == -7;                          // -7: split-K decode kernel with programmatic dependent launch
-  a.decode_reduction = grid == -8 ? 1 : 0;     // -8: split-K decode kernel, k-splits summed through the workspace
+  a.decode_reduction = grid == -8 ? 1 : 0;     // -8: split-K decode kernel, k-splits summed through a cluster (v3g)
   a.kernel = prefill ? 3 : grid < 0 ? 2 : grid > 0 ? 1 : 0;
   a.prefill_schedule = grid == -6 ? 2 : grid == -128 || grid == -256 ? 1 : 0;  // -6: stream-K wgmma kernel (v5)
   a.decode_variant = grid == -4 ? 1 : 0;  // -4: split-K decode kernel v3d (the default is v3e)
@@ -235,7 +235,7 @@ int validate(bool small, const std::vector<int>& only = {}) {
         else if (s.N * s.K > (1 << 24)) grids = M <= 128 ? std::vector<int>{0, -6} : std::vector<int>{-128, -256, -6};
         if (M <= 16) grids.push_back(-4);  // v3d (the decode kernel before v3e) at every small M
         if (M <= 128) grids.push_back(-7);  // decode kernel with PDL, x written by the kernel before
-        if (M <= 128) grids.push_back(-8);  // decode kernel with the workspace reduction (auto: cluster on sm_90)
+        if (M <= 128) grids.push_back(-8);  // decode kernel with the cluster reduction (v3g)
         for (int g : grids) {
           if (!only.empty() && std::find(only.begin(), only.end(), g) == only.end()) continue;
           double rel = validate_one(P, d, M, g, uint64_t(M * 977 + g), true);

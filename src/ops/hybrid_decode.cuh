@@ -18,7 +18,8 @@
 // of (z, rb) (atomic counter, reset by that CTA) sums the S partials in split order (deterministic) and writes y,
 // four rows per thread with the S loads in flight together (v3d; v3b's serial per-element sum was an M-scaled tail).
 // S = 1 writes y directly.
-// Cluster reduction (v3g, sm_90, Params::cluster): the S CTAs of a (chunk, row-block) are one thread-block cluster.
+// Cluster reduction (v3g, sm_90, Params::cluster; opt-in by HybridGemmArgs::decode_reduction = 1, written but not yet
+// run on a GPU): the S CTAs of a (chunk, row-block) are one thread-block cluster.
 // Each writes its partial to its own shared memory; after a cluster barrier CTA s sums slice s of the tile from all
 // S partials through distributed shared memory, in split order (the same fp32 sums as the workspace path, so the
 // same bits), and writes y; a second barrier keeps every partial alive until read. No workspace store, fence,
@@ -244,7 +245,7 @@ __global__ void __launch_bounds__(THREADS, 2) hybrid_decode_kernel(const Params 
         const int r = warp * 16 + g + 8 * (e >> 1), tl = n * 8 + 2 * tq + (e & 1);
         if (tl < mc) ps[tl * PSTRIDE + r] = acc[n][e];
       }
-    cl.sync();  // all S partials of the cluster written and visible
+    hg::cluster_sync_acq_rel();  // all S partials of the cluster written and visible
     // CTA s sums float4 groups [s·per, (s+1)·per) of the mc × 128 tile, the S partials in split order.
     const int groups = mc * (hg::TILE / 4), per = (groups + p.S - 1) / p.S, me = int(cl.block_rank());
     for (int i4 = me * per + threadIdx.x; i4 < min(groups, (me + 1) * per); i4 += THREADS) {
@@ -264,7 +265,9 @@ __global__ void __launch_bounds__(THREADS, 2) hybrid_decode_kernel(const Params 
       if (row + 2 < p.N) yr[2] = hg::to_half_bits<BF16>(sum.z);
       if (row + 3 < p.N) yr[3] = hg::to_half_bits<BF16>(sum.w);
     }
-    cl.sync();  // no CTA leaves while another may still read its partial
+    // No CTA leaves while a peer may still read its partial. Relaxed: this CTA's reads of its peers have returned
+    // (their values are in the stores above), and a release would make every thread wait for its y stores.
+    hg::cluster_sync_relaxed();
     return;
   }
 #endif

@@ -281,7 +281,7 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
                                          (a.M <= DECODE_MAX_M_NO_WGMMA && !(d.major == 9 && wgmma_built()))));
   if (decode) {
     const bool pdl = a.pdl && hopper && sm90_built();
-    const bool cluster_ok = a.decode_reduction != 1 && hopper && sm90_built();
+    const bool cluster_ok = a.decode_reduction == 1 && hopper && sm90_built();
     const int64_t max_slots = decode_part_slots(a.N, d.sms);
     const int64_t nchunks_all = (a.M + hd::CHUNK_TOKENS - 1) / hd::CHUNK_TOKENS;
     // Chunks per launch: counters (nchunks·RB ≤ MAX_KEYS) and partial slots (nchunks·RB ≤ max_slots) must fit.
@@ -291,8 +291,8 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
       const int64_t nch = std::min(per_launch, nchunks_all - c0), m0 = c0 * hd::CHUNK_TOKENS;
       const int64_t Mi = std::min(a.M - m0, nch * hd::CHUNK_TOKENS);
       const int nt = Mi <= 8 ? 1 : Mi <= 16 ? 2 : Mi <= 32 ? 4 : 8;
-      // The k-split, and whether its S CTAs per row block reduce through a cluster (S ≤ 8) or the workspace. By
-      // waves: the cluster split when its modelled cost is no higher (its reduction is the cheaper one).
+      // The k-split, and (decode_reduction = 1) whether its S CTAs per row block reduce through a cluster (S ≤ 8)
+      // or the workspace. By waves: the cluster split when its modelled cost is no higher (its reduction is cheaper).
       bool cluster = false;
       const DecodeSplit sp = with_decode_inst(nt, a.decode_variant, [&](auto inst) {
         using I = decltype(inst);

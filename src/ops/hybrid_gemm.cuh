@@ -166,6 +166,19 @@ __device__ __forceinline__ void pdl_grid_dependency_wait() {
   asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
 }
+// Thread-block cluster barrier (sm_90): every thread of every CTA of the cluster arrives and waits. The acq_rel form
+// publishes this CTA's shared-memory writes to the cluster (ptxas emits a GPU-scope MEMBAR for its release); the
+// relaxed form orders nothing, enough where a CTA only has to outlive its peers' finished reads of its memory.
+__device__ __forceinline__ void cluster_sync_acq_rel() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void cluster_sync_relaxed() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.relaxed.aligned;\n\tbarrier.cluster.wait.aligned;" ::: "memory");
+#endif
+}
 __device__ __forceinline__ void consumer_sync() { asm volatile("bar.sync 1, 256;" ::: "memory"); }
 
 template <bool BF16>

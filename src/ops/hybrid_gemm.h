@@ -41,9 +41,10 @@ struct HybridGemmArgs {
                                   // of resident CTAs (decode_split_waves; 4 was the fixed default before)
   int decode_variant = 0;         // split-K kernel at M <= 16: 0 = v3e (runs of four 2:4 k-tiles in one load batch,
                                   // hybrid_decode.cuh RUN4), 1 = v3d (one or two k-tiles per batch; to compare)
-  int decode_reduction = 0;       // split-K kernel: how a row block's k-splits are summed. 0 = through a thread-block
-                                  // cluster (distributed shared memory) where the split fits one (sm_90, S <= 8),
-                                  // else the workspace; 1 = always through the workspace (partials and a counter)
+  int decode_reduction = 0;       // split-K kernel: how a row block's k-splits are summed. 0 = through the workspace
+                                  // (partials and a counter); 1 = v3g, through a thread-block cluster (distributed
+                                  // shared memory) where the waves rule's cluster split (S <= 8) costs no more
+                                  // (sm_90), else the workspace. Opt-in until v3g has run on a GPU.
   bool pdl = false;               // split-K kernel on sm_90: programmatic dependent launch. The launch may start
                                   // while the previous kernel in the stream runs; it reads only the weight blob,
                                   // kinds and offsets before that kernel has finished, so those must not be written

@@ -139,9 +139,6 @@ torch::Tensor hybrid_linear(const torch::Tensor& x, const HybridWeight& hw) {
   a.bf16 = hw.dtype == torch::kBFloat16;
   a.workspace = ws.data_ptr();
   a.workspace_bytes = size_t(ws.numel());
-  // Programmatic dependent launch: the decode kernel streams its first weights while the previous kernel finishes;
-  // it touches x, y and the workspace only after that kernel has completed, and nothing writes hw's tensors.
-  a.pdl = true;
 #ifdef PATCHLLM_HAVE_TORCH_CUDA
   a.stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();
 #endif
