@@ -13,7 +13,8 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,
 T0=$SECONDS
 rm -rf /tmp/nowait && mkdir -p /tmp/nowait && cp -r src /tmp/nowait/
 sed -i 's/hg::pdl_grid_dependency_wait();/(void)0;/' /tmp/nowait/src/ops/hybrid_decode.cuh
-$NVCC -Isrc -Xptxas -v -c src/ops/hybrid_gemm.cu -o /tmp/hg.o >"$OUT/build_lib.log" 2>&1 || { tail -30 "$OUT/build_lib.log"; exit 1; }
+$NVCC -Isrc -Xptxas -v -c src/ops/hybrid_gemm.cu -o /tmp/hg.o >"$OUT/build_lib.log" 2>&1 ||
+  { tail -30 "$OUT/build_lib.log"; exit 1; }
 $NVCC -Isrc dev/kernels/hybrid_gemm.cu /tmp/hg.o -lcublas -o /tmp/hg_dev >"$OUT/build_dev.log" 2>&1 &
 $NVCC -Isrc bench/bench_ops.cu /tmp/hg.o -lcublas -o /tmp/bench_ops >"$OUT/build_bench.log" 2>&1 &
 ( $NVCC -I/tmp/nowait/src -c /tmp/nowait/src/ops/hybrid_gemm.cu -o /tmp/hg_nowait.o &&
@@ -21,9 +22,10 @@ $NVCC -Isrc bench/bench_ops.cu /tmp/hg.o -lcublas -o /tmp/bench_ops >"$OUT/build
   >/tmp/build_nowait.log 2>&1 &
 wait
 [ -x /tmp/hg_dev ] && [ -x /tmp/bench_ops ] || { tail -20 "$OUT"/build_*.log; exit 1; }
+# registers and spills per decode kernel instance (NT, KB, bf16, RUN4)
+re='.*decode_kernelILi([0-9]+)ELi([0-9]+)ELb([01])ELb([01]).*stack frame, ([0-9]+) bytes spill stores.*Used ([0-9]+) '
 grep -E "Compiling entry|registers|spill" "$OUT/build_lib.log" | grep -A2 "decode_kernel" | paste - - - |
-  sed -E 's/.*decode_kernelILi([0-9]+)ELi([0-9]+)ELb([01])ELb([01]).*stack frame, ([0-9]+) bytes spill stores.*Used ([0-9]+) registers.*/NT=\1 KB=\2 bf16=\3 RUN4=\4: \6 registers, \5 B spilled/' |
-  sort -u | tr '\n' ';'
+  sed -E "s/${re}registers.*/NT=\1 KB=\2 bf16=\3 RUN4=\4: \6 registers, \5 B spilled/" | sort -u | tr '\n' ';'
 echo " build ${SECONDS}s"
 timeout 200 /tmp/hg_dev validate >"$OUT/validate.txt" 2>&1; echo "validate rc=$? ($((SECONDS - T0))s)"
 grep -E "FAIL|validation:|launch failed" "$OUT/validate.txt" | head -8
@@ -32,7 +34,8 @@ echo "negative control (no griddepcontrol.wait, grid -7) rc=$? :: $(grep -c FAIL
 lines; $(grep validation: /tmp/validate_nowait.txt)"
 for tool in memcheck racecheck synccheck; do
   timeout 90 compute-sanitizer --tool $tool /tmp/hg_dev small >>"$OUT/sanitizer.txt" 2>&1
-  echo "$tool rc=$? :: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|validation:' "$OUT/sanitizer.txt" | tail -2 | tr '\n' ' ')"
+  echo "$tool rc=$? :: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|validation:' "$OUT/sanitizer.txt" | tail -2 |
+    tr '\n' ' ')"
 done
 extra=""; [ "${EXTRA:-0}" = 1 ] && extra="--extra"
 timeout $((560 - (SECONDS - T0))) /tmp/bench_ops --decode $extra --ms "${MS:-1,16}" --out "$OUT/bench_decode" \

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # GPU machine, repo root, one device-tool call: where the split-K decode kernel's time goes at M = 16. Builds copies
 # of the kernel with one part removed (results wrong, timing only): nomma (MMAs replaced by one FADD of the operands,
-# so the loads stay live), nox (no x staging: no cp.async, the barrier kept), noreduce (every CTA writes y, no
-# partials, fence, counter, cluster barrier or reduction), nomma+nox; times each with bench_ops --quick --decode --ms 1,16 beside the
-# real kernel, whose run also sweeps fixed k-splits with and without PDL. Prints µs per variant; logs under $OUT.
+# so the loads stay live), nox (no x staging: no cp.async, the barrier kept), noreduce (every CTA writes y: no
+# partials, fence, counter, cluster barrier or reduction), nomma+nox; times each with bench_ops --quick --decode
+# --ms 1,16 beside the real kernel, whose run also sweeps fixed k-splits with and without PDL. Prints µs per variant;
+# logs under $OUT.
 set -u -o pipefail
 OUT=${OUT:-/tmp/ops_out}
 mkdir -p "$OUT"

@@ -42,7 +42,7 @@ constexpr int THREADS = WARPS * 32;
 constexpr int CHUNK_TOKENS = 64;                                  // tokens per grid.z chunk
 constexpr int PART_FLOATS = CHUNK_TOKENS * hg::TILE;              // one partial slot: [64 tokens][128 rows] fp32
 constexpr int64_t PART_BYTES = int64_t(PART_FLOATS) * 4;
-constexpr int PSTRIDE = hg::TILE + 4;  // fp32 partial row in shared memory: the 4 token pairs of a store hit distinct banks
+constexpr int PSTRIDE = hg::TILE + 4;  // fp32 partial row in smem: the 4 token pairs of a store hit distinct banks
 constexpr int MAX_CLUSTER = 8;         // portable cluster size: the cluster reduction's largest S
 
 struct Params {

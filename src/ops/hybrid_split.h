@@ -46,8 +46,9 @@ inline DecodeSplit decode_split_waves_by(int64_t RB, int64_t CT, int64_t nchunks
   bool found = false;
   for (int64_t kpc = KB;; kpc += KB) {
     const int64_t S = (CT + kpc - 1) / kpc, ctas = RB * nchunks * S;
-    const int64_t slots = S == 1 ? std::max<int64_t>(1, slots_of(1)) : slots_of(S);
-    if (S == 1 || (S <= max_s && ctas <= max_slots && slots > 0)) {
+    const bool allowed = S <= max_s && ctas <= max_slots;
+    const int64_t slots = S == 1 ? std::max<int64_t>(1, slots_of(1)) : allowed ? slots_of(S) : 0;
+    if (slots > 0) {
       const int64_t cost = (ctas + slots - 1) / slots * (kpc + 1);
       if (!found || cost < best.cost || (cost == best.cost && ctas < best_ctas)) {
         found = true;
