@@ -1,7 +1,7 @@
 // bench_model: load time vs bytes read, prefill tokens/s, decode tokens/s at several batch sizes, one JSON line per
 // measurement plus a table. The HF transformers twin is tools/bench_hf.py; tools/gpu_foundation.sh runs both.
 //   bench_model -m DIR [--device cuda] [--prefill 2048] [--batches 1,16] [--decode 64] [-r 5]
-//               [--hybrid-f 0.5,0.9,1 [--seed S]] [--cuda-graph] [--no-fuse]
+//               [--hybrid-f 0.5,0.9,1 [--seed S] [--hybrid-opts plain,pdl,pdl+cluster]] [--cuda-graph] [--no-fuse]
 // A packed directory (export --format packed) runs through its hybrid slots as loaded. --hybrid-f times the dense
 // model, then for each F packs it in memory (seeded random tile map with round(F * tiles) 2:4 tiles per linear,
 // magnitude 2:4 inside them, bf16, 128x128 tiles) and times that: dense vs hybrid in one run (tools/e2e_gpu_hybrid.sh).
@@ -9,6 +9,8 @@
 // (model_fuse_projections; --no-fuse keeps them apart). --cuda-graph times decode with a DecodeGraph: eager prefill,
 // one untimed step (warm-up + capture), then graph replay per token, in "graph bB" columns beside the eager ones
 // (Model::forward per token). With fusion the dense model is also timed unfused first ("dense unfused").
+// --hybrid-opts times each hybrid F under each launch option of the decode kernel (HybridKernelOptions: plain, pdl,
+// cluster, pdl+cluster; default plain), rows "hybrid f=F OPTS".
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -22,6 +24,7 @@
 #include "model/decode_graph.h"
 #include "model/model.h"
 #include "model/packed_linear.h"
+#include "ops/hybrid_linear.h"
 
 using namespace patchllm;
 
@@ -35,6 +38,7 @@ int main(int argc, char** argv) {
   int64_t prefill = 2048, decode = 64, reps = 5, seed = 0;
   std::vector<int64_t> batches = {1, 16};
   std::vector<double> hybrid_f;
+  std::vector<std::string> hybrid_opts = {"plain"};
   bool cuda_graph = false, no_fuse = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -50,13 +54,18 @@ int main(int argc, char** argv) {
     else if (a == "--hybrid-f") {
       std::stringstream ss(next());
       for (std::string t; std::getline(ss, t, ',');) hybrid_f.push_back(std::stod(t));
+    } else if (a == "--hybrid-opts") {
+      hybrid_opts.clear();
+      std::stringstream ss(next());
+      for (std::string t; std::getline(ss, t, ',');) hybrid_opts.push_back(t);
     } else if (a == "--batches") {
       batches.clear();
       std::stringstream ss(next());
       for (std::string t; std::getline(ss, t, ',');) batches.push_back(std::stoll(t));
     } else {
       std::fprintf(stderr, "usage: bench_model -m DIR [--device cuda|cpu] [--prefill N] [--batches 1,16] [--decode N] "
-                           "[-r R] [--hybrid-f F1,F2,... [--seed S]] [--cuda-graph] [--no-fuse]\n");
+                           "[-r R] [--hybrid-f F1,F2,... [--seed S] [--hybrid-opts O1,O2,...]] [--cuda-graph] "
+                           "[--no-fuse]\n");
       return 2;
     }
   }
@@ -65,6 +74,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
+    std::vector<HybridKernelOptions> kopts;
+    for (const std::string& o : hybrid_opts) kopts.push_back(parse_hybrid_kernel_options(o));  // bad names: exit 1
     ModelLoadOptions opt;
     opt.device = torch::Device(device);
     opt.dtype = opt.device.is_cuda() ? torch::kBFloat16 : torch::kFloat32;
@@ -186,19 +197,24 @@ int main(int argc, char** argv) {
         std::printf("{\"engine\":\"patchllm\",\"metric\":\"pack\",\"hybrid_f\":%.3f,\"sparse_tile_fraction\":%.4f,"
                     "\"seconds\":%.2f}\n", f, got, now_seconds() - a);
         fuse_now();
-        char name[64];
-        std::snprintf(name, sizeof name, "hybrid f=%.2f", f);
-        bench(name, fuse);
+        for (const HybridKernelOptions& ko : kopts) {
+          set_hybrid_kernel_options(ko);
+          char name[64];
+          std::snprintf(name, sizeof name, "hybrid f=%.2f%s%s", f, kopts.size() > 1 ? " " : "",
+                        kopts.size() > 1 ? to_string(ko).c_str() : "");
+          bench(name, fuse);
+        }
+        set_hybrid_kernel_options({});
       }
     }
     // Table: tokens/s per variant, and the ratio to the first row (dense, or the packed model as loaded).
-    std::printf("\n%-22s %15s", "variant", "prefill tok/s");
+    std::printf("\n%-26s %15s", "variant", "prefill tok/s");
     for (bool graph : modes)
       for (int64_t B : batches) std::printf(" %14s", ((graph ? "graph b" : "decode b") + std::to_string(B)).c_str());
     const Row& ref = rows[fuse ? 1 : 0];  // the dense (or packed) model as every other variant runs
     std::printf("   (x vs %s)\n", ref.variant.c_str());
     for (const auto& r : rows) {
-      std::printf("%-22s %8.0f %5.2fx", r.variant.c_str(), r.prefill_tps, r.prefill_tps / ref.prefill_tps);
+      std::printf("%-26s %8.0f %5.2fx", r.variant.c_str(), r.prefill_tps, r.prefill_tps / ref.prefill_tps);
       for (size_t i = 0; i < r.decode_tps.size(); ++i)
         std::printf(" %7.1f %5.2fx", r.decode_tps[i], r.decode_tps[i] / ref.decode_tps[i]);
       std::printf("\n");

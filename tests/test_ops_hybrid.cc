@@ -304,8 +304,10 @@ TEST(OpsHybridLinear, BadInputsThrow) {
 
 // The CUDA kernels behind the front (split-K decode for M <= 128, wgmma prefill above it on sm_90) against the CPU
 // reference on the same packed weight: ragged N and K, every tile mix, bf16 and fp16. Skips without a GPU.
+// Every launch option of the front (PDL, cluster reduction) on each case; the options are restored after.
 TEST(OpsHybridLinear, CudaKernelsMatchTheCpuReference) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device (or a CPU-only LibTorch): kernels not run";
+  const HybridKernelOptions saved = hybrid_kernel_options();
   auto gen = at::detail::createCPUGenerator(2024);
   struct Case { int64_t N, K; torch::ScalarType dt; };
   for (const Case& c : {Case{1000, 1096, torch::kBFloat16}, Case{384, 512, torch::kHalf}}) {
@@ -319,11 +321,26 @@ TEST(OpsHybridLinear, CudaKernelsMatchTheCpuReference) {
       for (int64_t M : {1, 16, 64, 65, 128, 129, 700}) {  // both sides of each auto-dispatch cut
         auto x = random_weight(M, c.K, c.dt, gen);
         auto want = hybrid_linear_ref(x, hw).to(torch::kFloat64);
-        auto got = hybrid_linear(x.to(torch::kCUDA), hwc).cpu().to(torch::kFloat64);
-        ASSERT_TRUE(torch::isfinite(got).all().item<bool>()) << "N=" << c.N << " M=" << M << " f=" << f;
-        const double err = (got - want).norm().item<double>() / want.norm().item<double>();
-        EXPECT_LT(err, 1e-2) << "N=" << c.N << " K=" << c.K << " M=" << M << " f=" << f;
+        for (const char* opts : {"plain", "pdl", "cluster", "pdl+cluster"}) {
+          set_hybrid_kernel_options(parse_hybrid_kernel_options(opts));
+          auto got = hybrid_linear(x.to(torch::kCUDA), hwc).cpu().to(torch::kFloat64);
+          const std::string at = std::string(opts) + " N=" + std::to_string(c.N) + " K=" + std::to_string(c.K) +
+                                 " M=" + std::to_string(M) + " f=" + std::to_string(f);
+          ASSERT_TRUE(torch::isfinite(got).all().item<bool>()) << at;
+          const double err = (got - want).norm().item<double>() / want.norm().item<double>();
+          EXPECT_LT(err, 1e-2) << at;
+        }
       }
     }
   }
+  set_hybrid_kernel_options(saved);
+}
+
+TEST(OpsHybridLinear, KernelOptionsParseAndPrint) {
+  for (const char* s : {"plain", "pdl", "cluster", "pdl+cluster"})
+    EXPECT_EQ(to_string(parse_hybrid_kernel_options(s)), s);
+  EXPECT_TRUE(parse_hybrid_kernel_options("pdl+cluster").pdl);
+  EXPECT_FALSE(parse_hybrid_kernel_options("cluster").pdl);
+  EXPECT_THROW(parse_hybrid_kernel_options("fast"), InvalidArgument);
+  EXPECT_THROW(parse_hybrid_kernel_options(""), InvalidArgument);
 }

@@ -23,7 +23,28 @@ namespace {
 
 bool is_16bit_float(torch::ScalarType t) { return t == torch::kBFloat16 || t == torch::kHalf; }
 
+HybridKernelOptions& kernel_options() {
+  static HybridKernelOptions o;
+  return o;
+}
+
 }  // namespace
+
+void set_hybrid_kernel_options(const HybridKernelOptions& o) { kernel_options() = o; }
+HybridKernelOptions hybrid_kernel_options() { return kernel_options(); }
+
+HybridKernelOptions parse_hybrid_kernel_options(const std::string& s) {
+  HybridKernelOptions o;
+  if (s == "pdl" || s == "pdl+cluster") o.pdl = true;
+  if (s == "cluster" || s == "pdl+cluster") o.cluster_reduction = true;
+  PATCHLLM_CHECK(s == "plain" || o.pdl || o.cluster_reduction, InvalidArgument, "hybrid kernel options '", s,
+                 "': expected plain, pdl, cluster or pdl+cluster");
+  return o;
+}
+
+std::string to_string(const HybridKernelOptions& o) {
+  return o.pdl && o.cluster_reduction ? "pdl+cluster" : o.pdl ? "pdl" : o.cluster_reduction ? "cluster" : "plain";
+}
 
 double HybridWeight::sparse_tile_fraction() const {
   if (layout.kinds.empty()) return 0.0;
@@ -139,6 +160,9 @@ torch::Tensor hybrid_linear(const torch::Tensor& x, const HybridWeight& hw) {
   a.bf16 = hw.dtype == torch::kBFloat16;
   a.workspace = ws.data_ptr();
   a.workspace_bytes = size_t(ws.numel());
+  const HybridKernelOptions& ko = kernel_options();
+  a.pdl = ko.pdl;  // safe in stream order: x, y and ws only after the previous kernel; nothing writes hw's tensors
+  a.decode_reduction = ko.cluster_reduction ? 1 : 0;
 #ifdef PATCHLLM_HAVE_TORCH_CUDA
   a.stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();
 #endif

@@ -38,4 +38,16 @@ torch::Tensor hybrid_linear_ref(const torch::Tensor& x, const HybridWeight& hw);
 // The one front. x: [..., K] on hw's device, dtype == hw.dtype. CPU -> reference; CUDA -> hybrid kernels.
 torch::Tensor hybrid_linear(const torch::Tensor& x, const HybridWeight& hw);
 
+// How hybrid_linear launches the CUDA decode kernel (M <= 32 on sm_90), process-wide. Both are off by default until
+// measured end to end; both only take effect on sm_90 device code. Set before launching, from one thread.
+struct HybridKernelOptions {
+  bool pdl = false;                // programmatic dependent launch (HybridGemmArgs::pdl)
+  bool cluster_reduction = false;  // v3g: k-splits summed through a thread-block cluster (decode_reduction = 1)
+};
+void set_hybrid_kernel_options(const HybridKernelOptions& o);
+HybridKernelOptions hybrid_kernel_options();
+// "plain", "pdl", "cluster" or "pdl+cluster" (what bench_model --hybrid-opts takes); throws InvalidArgument else.
+HybridKernelOptions parse_hybrid_kernel_options(const std::string& s);
+std::string to_string(const HybridKernelOptions& o);
+
 }  // namespace patchllm
