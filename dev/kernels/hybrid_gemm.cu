@@ -31,7 +31,8 @@
 //       Grid code -7 here: x is written by a slow kernel launched just before, so a read of x before the wait fails.
 //   v3g the k-splits of a row block as one thread-block cluster (S <= 8), partials summed through distributed shared
 //       memory instead of workspace + fence + counter (which cost ~5 us of 35 at M = 16 on 12288x4096, measured by
-//       removing it: tools/ops_gpu_decode_diag.sh); opt-in (decode_reduction = 1, grid -8 here), not yet run.
+//       removing it: tools/ops_gpu_decode_diag.sh); opt-in (decode_reduction = 1, grid -8 here; -9 checks it bitwise
+//       against the workspace reduction on the same split), not yet run.
 //   next: v3 at M = 16: find what scales with the tokens (x ldmatrix per warp, partials, MMA issue); v4: deeper
 //       wgmma pipelining, persistent grid, find v4c's stall
 // Modes: probe = which mma.sp metadata / B layout the hardware uses; validate = sweep vs the v0 reference;
@@ -124,7 +125,10 @@ HybridLaunchResult run_hybrid(const bench::Problem& P, Dev& d, const uint16_t* x
   // (auto / 128 / 256 tokens per CTA).
   const bool prefill = grid == -3 || grid == -128 || grid == -256 || grid == -6;
   a.pdl = grid == -7;                          // -7: split-K decode kernel with programmatic dependent launch
-  a.decode_reduction = grid == -8 ? 1 : 0;     // -8: split-K decode kernel, k-splits summed through a cluster (v3g)
+  a.decode_reduction = grid == -8 || grid == -9 ? 1 : 0;  // -8: decode kernel, k-splits summed in a cluster (v3g)
+  // -9: the cluster reduction on the fixed split of 2 CTAs per SM, -10: the workspace one on the same split (-9's twin:
+  // both sum the same partials in split order, so validate_one requires the same bits)
+  a.decode_ctas_per_sm = grid == -9 || grid == -10 ? 2 : 0;
   a.kernel = prefill ? 3 : grid < 0 ? 2 : grid > 0 ? 1 : 0;
   a.prefill_schedule = grid == -6 ? 2 : grid == -128 || grid == -256 ? 1 : 0;  // -6: stream-K wgmma kernel (v5)
   a.decode_variant = grid == -4 ? 1 : 0;  // -4: split-K decode kernel v3d (the default is v3e)
@@ -191,6 +195,15 @@ double validate_one(const bench::Problem& P, Dev& d, int64_t M, int grid, uint64
     den += double(ref[i]) * ref[i];
   }
   bool same = std::memcmp(out[0].data(), out[1].data(), out[0].size() * 2) == 0;
+  if (grid == -9) {  // the workspace reduction on the same split must give the same bits
+    BENCH_CUDA(cudaMemset(y, 0xff, size_t(M * P.N) * 2));
+    if (run_hybrid(P, d, x, y, M, -10).status != HYBRID_OK) std::exit(1);
+    BENCH_CUDA(cudaMemcpy(out[1].data(), y, out[1].size() * 2, cudaMemcpyDeviceToHost));
+    if (std::memcmp(out[0].data(), out[1].data(), out[0].size() * 2) != 0) {
+      if (verbose) std::printf("  cluster and workspace reductions differ on the same split\n");
+      same = false;
+    }
+  }
   cudaFree(x);
   cudaFree(xsrc);
   cudaFree(y);
@@ -236,6 +249,7 @@ int validate(bool small, const std::vector<int>& only = {}) {
         if (M <= 16) grids.push_back(-4);  // v3d (the decode kernel before v3e) at every small M
         if (M <= 128) grids.push_back(-7);  // decode kernel with PDL, x written by the kernel before
         if (M <= 128) grids.push_back(-8);  // decode kernel with the cluster reduction (v3g)
+        if (M <= 128) grids.push_back(-9);  // v3g on a fixed split, bitwise against the workspace reduction
         for (int g : grids) {
           if (!only.empty() && std::find(only.begin(), only.end(), g) == only.end()) continue;
           double rel = validate_one(P, d, M, g, uint64_t(M * 977 + g), true);
