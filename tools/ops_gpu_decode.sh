@@ -2,9 +2,10 @@
 # GPU machine, repo root, one device-tool call: check and time the split-K decode kernel (hybrid_decode.cuh). Builds
 # with plain nvcc (no CMake/LibTorch); validates every kernel against the fp32 reference (hg_dev validate: outputs
 # NaN-poisoned, reruns bitwise; grid -7 = PDL with x written by the kernel just before, -8 = the cluster reduction
-# v3g, -9 = v3g bitwise against the workspace reduction on the same split, -4 = v3d); shows the PDL check catches a missing griddepcontrol.wait (a copy built without it must fail grid
-# -7); memcheck, racecheck and synccheck on the small case; then bench_ops --decode (MS, default 1,16; EXTRA=1 adds
-# the k-split sweep and v3d/v1) beside cuBLAS, weights rotated past L2. Logs and tables under $OUT.
+# v3g, -9 = v3g bitwise against the workspace reduction on the same split, -4 = v3d); shows the PDL check catches a
+# missing griddepcontrol.wait (a copy built without it must fail grid -7); memcheck, racecheck and synccheck on the
+# small case; then bench_ops --decode (MS, default 1,16; EXTRA=1 adds the k-split sweep and v3d/v1) beside cuBLAS,
+# weights rotated past L2. Logs and tables under $OUT.
 set -u -o pipefail
 OUT=${OUT:-/tmp/ops_out}
 mkdir -p "$OUT"
