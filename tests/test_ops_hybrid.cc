@@ -249,6 +249,32 @@ TEST(OpsHybridSplit, ClusterRuleCapsTheSplitAndUsesItsSlots) {
   EXPECT_EQ(std::make_tuple(w.S, w.KPC, w.cost), std::make_tuple(8, 4, int64_t(15)));
 }
 
+// The launcher's plan: without clusters the plain waves split; with them the cluster split where it costs no more
+// (ties go to the cluster), the workspace split where the cluster cap makes it dearer; a fixed target keeps its split
+// and takes a cluster only where S fits one that can launch.
+TEST(OpsHybridSplit, PlanPicksTheClusterWhereItCostsNoMore) {
+  const int64_t big = INT64_MAX;
+  auto all = [](int64_t) { return int64_t(264); };
+  // 12288×4096: the waves split is S = 8 (cost 15) and fits a cluster with the same slots: cluster.
+  DecodePlan p = decode_plan(96, 32, 1, 2, 264, 0, false, all, 8, big);
+  EXPECT_EQ(std::make_tuple(p.split.S, p.split.KPC, p.cluster), std::make_tuple(8, 4, false));
+  p = decode_plan(96, 32, 1, 2, 264, 0, true, all, 8, big);
+  EXPECT_EQ(std::make_tuple(p.split.S, p.split.KPC, p.cluster), std::make_tuple(8, 4, true));
+  // N = 1024 (RB 8), K = 4096: the waves split is S = 16 (kpc 2, 128 CTAs, cost 3); capped at 8 the cluster split
+  // costs 5 (kpc 4, one wave): workspace.
+  p = decode_plan(8, 32, 1, 2, 264, 0, true, all, 8, big);
+  EXPECT_EQ(std::make_tuple(p.split.S, p.split.KPC, p.cluster), std::make_tuple(16, 2, false));
+  // Clusters that cannot launch at all: workspace.
+  p = decode_plan(96, 32, 1, 2, 264, 0, true, [](int64_t) { return int64_t(0); }, 8, big);
+  EXPECT_EQ(std::make_tuple(p.split.S, p.cluster), std::make_tuple(8, false));
+  // Fixed targets on 132 SMs (decode_split): 2 per SM gives 12288×4096 S = 3 (kpc 12), in a cluster; 4 per SM gives
+  // 4096×4096 S = 16 (kpc 2), over the cap: workspace.
+  p = decode_plan(96, 32, 1, 2, 264, 264, true, all, 8, big);
+  EXPECT_EQ(std::make_tuple(p.split.S, p.split.KPC, p.cluster), std::make_tuple(3, 12, true));
+  p = decode_plan(32, 32, 1, 2, 264, 528, true, all, 8, big);
+  EXPECT_EQ(std::make_tuple(p.split.S, p.split.KPC, p.cluster), std::make_tuple(16, 2, false));
+}
+
 TEST(OpsHybridLinear, CpuReferenceMatchesFloat64Gemm) {
   auto gen = at::detail::createCPUGenerator(99);
   const int64_t N = 300, K = 256;

@@ -15,7 +15,6 @@
 #include "ops/hybrid_split.h"
 
 #include <algorithm>
-#include <limits>
 
 namespace patchllm {
 
@@ -291,32 +290,22 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
       const int64_t nch = std::min(per_launch, nchunks_all - c0), m0 = c0 * hd::CHUNK_TOKENS;
       const int64_t Mi = std::min(a.M - m0, nch * hd::CHUNK_TOKENS);
       const int nt = Mi <= 8 ? 1 : Mi <= 16 ? 2 : Mi <= 32 ? 4 : 8;
-      // The k-split, and (decode_reduction = 1) whether its S CTAs per row block reduce through a cluster (S ≤ 8)
-      // or the workspace. By waves: the cluster split when its modelled cost is no higher (its reduction is cheaper).
-      bool cluster = false;
-      const DecodeSplit sp = with_decode_inst(nt, a.decode_variant, [&](auto inst) {
+      // The k-split, and (decode_reduction = 1) whether it reduces through a cluster: decode_plan (hybrid_split.h).
+      const DecodePlan plan = with_decode_inst(nt, a.decode_variant, [&](auto inst) {
         using I = decltype(inst);
-        auto cslots = [&](int64_t S) {
-          return a.bf16 ? decode_cluster_slots<I::NT, I::KB, true, I::RUN4>(S)
-                        : decode_cluster_slots<I::NT, I::KB, false, I::RUN4>(S);
-        };
-        if (a.decode_ctas_per_sm > 0) {
-          const int per_sm = std::min(a.decode_ctas_per_sm, DECODE_MAX_CTAS_PER_SM);
-          const DecodeSplit f = decode_split(rb, ct, nch, I::KB, int64_t(per_sm) * d.sms, max_slots);
-          cluster = cluster_ok && f.S > 1 && cslots(f.S) > 0;
-          return f;
-        }
         const int64_t occ = a.bf16 ? decode_occupancy<I::NT, I::KB, true, I::RUN4>()
                                    : decode_occupancy<I::NT, I::KB, false, I::RUN4>();
-        const DecodeSplit ws = decode_split_waves(rb, ct, nch, I::KB, occ * d.sms, max_slots);
-        if (!cluster_ok) return ws;
-        const DecodeSplit cs = decode_split_waves_by(
-            rb, ct, nch, I::KB, [&](int64_t S) { return S == 1 ? occ * d.sms : cslots(S); }, hd::MAX_CLUSTER,
-            std::numeric_limits<int64_t>::max());
-        if (cs.cost > ws.cost) return ws;
-        cluster = cs.S > 1;
-        return cs;
+        const int64_t target = int64_t(std::min(a.decode_ctas_per_sm, DECODE_MAX_CTAS_PER_SM)) * d.sms;
+        return decode_plan(
+            rb, ct, nch, I::KB, occ * d.sms, target, cluster_ok,
+            [&](int64_t S) {
+              return a.bf16 ? decode_cluster_slots<I::NT, I::KB, true, I::RUN4>(S)
+                            : decode_cluster_slots<I::NT, I::KB, false, I::RUN4>(S);
+            },
+            hd::MAX_CLUSTER, max_slots);
       });
+      const DecodeSplit& sp = plan.split;
+      const bool cluster = plan.cluster;
       hd::Params p;
       p.x = static_cast<const uint16_t*>(a.x) + m0 * a.K;
       p.y = static_cast<uint16_t*>(a.y) + m0 * a.N;

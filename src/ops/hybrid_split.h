@@ -66,4 +66,30 @@ inline DecodeSplit decode_split_waves(int64_t RB, int64_t CT, int64_t nchunks, i
       RB, CT, nchunks, KB, [slots](int64_t) { return slots; }, CT, max_slots);
 }
 
+// The launcher's choice for one launch: the k-split, and whether its S CTAs per row block sum their partials through
+// a thread-block cluster (v3g) instead of the workspace. fixed_target > 0 (decode_ctas_per_sm · SMs): decode_split to
+// about that many CTAs, through a cluster when allowed and cluster_slots(S) > 0. Else by waves: the workspace split
+// on `slots` resident CTAs and, when clusters are allowed, the cluster split (S ≤ max_cluster, resident CTAs
+// cluster_slots(S)); the cluster one when its modelled cost is no higher, since its reduction is the cheaper.
+struct DecodePlan {
+  DecodeSplit split;
+  bool cluster = false;
+};
+template <typename ClusterSlots>
+inline DecodePlan decode_plan(int64_t RB, int64_t CT, int64_t nchunks, int KB, int64_t slots, int64_t fixed_target,
+                              bool cluster_ok, ClusterSlots cluster_slots, int64_t max_cluster, int64_t max_slots) {
+  DecodePlan plan;
+  if (fixed_target > 0) {
+    plan.split = decode_split(RB, CT, nchunks, KB, fixed_target, max_slots);
+    plan.cluster = cluster_ok && plan.split.S > 1 && plan.split.S <= max_cluster && cluster_slots(plan.split.S) > 0;
+    return plan;
+  }
+  plan.split = decode_split_waves(RB, CT, nchunks, KB, slots, max_slots);
+  if (!cluster_ok) return plan;
+  const DecodeSplit cs = decode_split_waves_by(
+      RB, CT, nchunks, KB, [&](int64_t S) { return S == 1 ? slots : cluster_slots(S); }, max_cluster, INT64_MAX);
+  if (cs.cost <= plan.split.cost) plan = {cs, cs.S > 1};
+  return plan;
+}
+
 }  // namespace patchllm
