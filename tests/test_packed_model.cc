@@ -321,6 +321,14 @@ TEST(PackedModelErrors, OneLineErrors) {
   auto pm = Model::load(tmp + "/p");
   EXPECT_THROW(mask_apply(*pm, ms), InvalidArgument);
   EXPECT_THROW(model_pack_random(*pm, 0.5, 0), InvalidArgument);
+  // An unknown launch option of the hybrid kernel is a usage error naming the flag (exit 2); a known one runs.
+  r = test::run_cli("-q --hybrid-kernel fast eval logits -m '" + tmp + "/p' -i '" + tmp + "/ids.safetensors' -o '" +
+                    tmp + "/l.st'");
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_NE(r.err.find("--hybrid-kernel"), std::string::npos) << r.err;
+  r = test::run_cli("-q --hybrid-kernel pdl+cluster eval logits -m '" + tmp + "/p' -i '" + tmp +
+                    "/ids.safetensors' -o '" + tmp + "/l.st'");
+  EXPECT_EQ(r.code, 0) << r.err;
 }
 
 // model_pack_random (bench --hybrid-f): the fraction of 2:4 tiles and the logits of the packed model against the

@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/provenance.h"
+#include "ops/hybrid_linear.h"
 
 int main(int argc, char** argv) {
   patchllm::provenance_set_argv(argc, argv);
@@ -21,7 +22,14 @@ int main(int argc, char** argv) {
   app.add_flag("-q,--quiet", quiet, "errors only");
   int threads = 0;
   app.add_option("-t,--threads", threads, "CPU threads (0 = LibTorch default)")->envname("PATCHLLM_ARG_THREADS");
+  std::string hybrid_kernel = "plain";
+  app.add_option("--hybrid-kernel", hybrid_kernel,
+                 "launch options of the CUDA hybrid decode kernel for packed models (docs/BENCHMARKS.md §4): plain, "
+                 "pdl (programmatic dependent launch), cluster (k-splits summed in a thread-block cluster, not yet "
+                 "run on a GPU) or pdl+cluster")
+      ->check(CLI::IsMember({"plain", "pdl", "cluster", "pdl+cluster"}));
   app.parse_complete_callback([&] {
+    patchllm::set_hybrid_kernel_options(patchllm::parse_hybrid_kernel_options(hybrid_kernel));
     if (verbose) patchllm::log_set_level(patchllm::LogLevel::DEBUG);
     if (quiet) patchllm::log_set_level(patchllm::LogLevel::ERROR);
     if (threads > 0) torch::set_num_threads(threads);
