@@ -179,30 +179,42 @@ int64_t decode_part_slots(int64_t N, int sms) {
   return int64_t(DECODE_MAX_CTAS_PER_SM) * sms + 2 * ((N + hg::TILE - 1) / hg::TILE);
 }
 
-// The decode kernel instance for nt n-tiles of 8 tokens: KB k-tiles per load batch, and at M <= 16 variant 0 = v3e
-// (runs of four 2:4 k-tiles, RUN4), 1 = v3d (kept to compare against). One mapping for the launch, its k-split and
-// its occupancy: f gets a DecodeInst and returns what they need.
-template <int NT_, int KB_, bool RUN4_>
+// The decode kernel instance for nt n-tiles of 8 tokens and the dtype: KB k-tiles per load batch, and at M <= 16
+// variant 0 = v3e (runs of four 2:4 k-tiles, RUN4), 1 = v3d (kept to compare against). One mapping for the launch, its
+// k-split and its occupancy: f gets a DecodeInst and returns what they need.
+template <int NT, int KB_, bool RUN4, bool BF16>
 struct DecodeInst {
-  static constexpr int NT = NT_, KB = KB_;
-  static constexpr bool RUN4 = RUN4_;
+  static constexpr int KB = KB_;
+  static constexpr auto kernel = hd::hybrid_decode_kernel<NT, KB_, BF16, RUN4>;
 };
-template <typename F>
-auto with_decode_inst(int nt, int variant, F&& f) {
+template <bool BF16, typename F>
+auto with_decode_inst_t(int nt, int variant, F&& f) {
   switch (nt) {
-    case 1: return variant == 1 ? f(DecodeInst<1, 2, false>{}) : f(DecodeInst<1, 2, true>{});
-    case 2: return variant == 1 ? f(DecodeInst<2, 2, false>{}) : f(DecodeInst<2, 2, true>{});
-    case 4: return f(DecodeInst<4, 1, false>{});
-    default: return f(DecodeInst<8, 1, false>{});
+    case 1: return variant == 1 ? f(DecodeInst<1, 2, false, BF16>{}) : f(DecodeInst<1, 2, true, BF16>{});
+    case 2: return variant == 1 ? f(DecodeInst<2, 2, false, BF16>{}) : f(DecodeInst<2, 2, true, BF16>{});
+    case 4: return f(DecodeInst<4, 1, false, BF16>{});
+    default: return f(DecodeInst<8, 1, false, BF16>{});
   }
 }
+template <typename F>
+auto with_decode_inst(int nt, int variant, bool bf16, F&& f) {
+  return bf16 ? with_decode_inst_t<true>(nt, variant, f) : with_decode_inst_t<false>(nt, variant, f);
+}
 
-template <int NT, int KB, bool BF16, bool RUN4>
+// Launch attribute: clusters of S CTAs along x.
+cudaLaunchAttribute cluster_attr(int64_t S) {
+  cudaLaunchAttribute at;
+  at.id = cudaLaunchAttributeClusterDimension;
+  at.val.clusterDim.x = unsigned(S);
+  at.val.clusterDim.y = at.val.clusterDim.z = 1;
+  return at;
+}
+
+template <typename I>
 int decode_occupancy() {  // resident CTAs per SM of this instance (the occupancy API, once per process)
   static const int n = [] {
     int b = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, hd::hybrid_decode_kernel<NT, KB, BF16, RUN4>, hd::THREADS,
-                                                      0) != cudaSuccess)
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, I::kernel, hd::THREADS, 0) != cudaSuccess)
       (void)cudaGetLastError(), b = 2;
     return std::max(b, 1);
   }();
@@ -211,7 +223,7 @@ int decode_occupancy() {  // resident CTAs per SM of this instance (the occupanc
 
 // Resident CTAs of this instance when launched as clusters of S CTAs (they fill the GPCs unevenly), 0 if it cannot be
 // launched so; the occupancy API, once per S and process.
-template <int NT, int KB, bool BF16, bool RUN4>
+template <typename I>
 int64_t decode_cluster_slots(int64_t S) {
   static int cache[hd::MAX_CLUSTER + 1] = {};
   if (S < 2 || S > hd::MAX_CLUSTER) return 0;
@@ -220,15 +232,11 @@ int64_t decode_cluster_slots(int64_t S) {
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3(unsigned(S), 64);
     cfg.blockDim = dim3(hd::THREADS);
-    cudaLaunchAttribute at[1];
-    at[0].id = cudaLaunchAttributeClusterDimension;
-    at[0].val.clusterDim.x = unsigned(S);
-    at[0].val.clusterDim.y = at[0].val.clusterDim.z = 1;
-    cfg.attrs = at;
+    cudaLaunchAttribute at = cluster_attr(S);
+    cfg.attrs = &at;
     cfg.numAttrs = 1;
     int n = 0;
-    if (cudaOccupancyMaxActiveClusters(&n, hd::hybrid_decode_kernel<NT, KB, BF16, RUN4>, &cfg) != cudaSuccess)
-      (void)cudaGetLastError(), n = 0;
+    if (cudaOccupancyMaxActiveClusters(&n, I::kernel, &cfg) != cudaSuccess) (void)cudaGetLastError(), n = 0;
     c = n > 0 ? n * int(S) : -1;
   }
   return std::max(c, 0);
@@ -290,22 +298,6 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
       const int64_t nch = std::min(per_launch, nchunks_all - c0), m0 = c0 * hd::CHUNK_TOKENS;
       const int64_t Mi = std::min(a.M - m0, nch * hd::CHUNK_TOKENS);
       const int nt = Mi <= 8 ? 1 : Mi <= 16 ? 2 : Mi <= 32 ? 4 : 8;
-      // The k-split, and (decode_reduction = 1) whether it reduces through a cluster: decode_plan (hybrid_split.h).
-      const DecodePlan plan = with_decode_inst(nt, a.decode_variant, [&](auto inst) {
-        using I = decltype(inst);
-        const int64_t occ = a.bf16 ? decode_occupancy<I::NT, I::KB, true, I::RUN4>()
-                                   : decode_occupancy<I::NT, I::KB, false, I::RUN4>();
-        const int64_t target = int64_t(std::min(a.decode_ctas_per_sm, DECODE_MAX_CTAS_PER_SM)) * d.sms;
-        return decode_plan(
-            rb, ct, nch, I::KB, occ * d.sms, target, cluster_ok,
-            [&](int64_t S) {
-              return a.bf16 ? decode_cluster_slots<I::NT, I::KB, true, I::RUN4>(S)
-                            : decode_cluster_slots<I::NT, I::KB, false, I::RUN4>(S);
-            },
-            hd::MAX_CLUSTER, max_slots);
-      });
-      const DecodeSplit& sp = plan.split;
-      const bool cluster = plan.cluster;
       hd::Params p;
       p.x = static_cast<const uint16_t*>(a.x) + m0 * a.K;
       p.y = static_cast<uint16_t*>(a.y) + m0 * a.N;
@@ -317,31 +309,29 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
       p.offsets = a.offsets;
       p.RB = int(rb);
       p.CT = int(ct);
-      p.S = sp.S;
-      p.KPC = sp.KPC;
       p.counters = reinterpret_cast<int*>(ws);
       p.part = reinterpret_cast<float*>(ws + persistent_workspace_bytes(grid));
-      p.cluster = cluster;
-      cudaLaunchConfig_t cfg = {};
-      cfg.gridDim = dim3(unsigned(sp.S), unsigned(rb), unsigned(nch));
-      cfg.blockDim = dim3(hd::THREADS);
-      cfg.stream = stream;
-      cudaLaunchAttribute attr[2];
-      cfg.attrs = attr;
-      if (pdl) {
-        attr[cfg.numAttrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        attr[cfg.numAttrs++].val.programmaticStreamSerializationAllowed = 1;
-      }
-      if (cluster) {
-        attr[cfg.numAttrs].id = cudaLaunchAttributeClusterDimension;
-        attr[cfg.numAttrs].val.clusterDim.x = unsigned(sp.S);
-        attr[cfg.numAttrs].val.clusterDim.y = attr[cfg.numAttrs].val.clusterDim.z = 1;
-        ++cfg.numAttrs;
-      }
-      const cudaError_t e = with_decode_inst(nt, a.decode_variant, [&](auto inst) {
+      const cudaError_t e = with_decode_inst(nt, a.decode_variant, a.bf16, [&](auto inst) {
         using I = decltype(inst);
-        return a.bf16 ? cudaLaunchKernelEx(&cfg, hd::hybrid_decode_kernel<I::NT, I::KB, true, I::RUN4>, p)
-                      : cudaLaunchKernelEx(&cfg, hd::hybrid_decode_kernel<I::NT, I::KB, false, I::RUN4>, p);
+        // The k-split, and (decode_reduction = 1) whether it reduces through a cluster: decode_plan (hybrid_split.h).
+        const int64_t target = int64_t(std::min(a.decode_ctas_per_sm, DECODE_MAX_CTAS_PER_SM)) * d.sms;
+        const DecodePlan plan = decode_plan(rb, ct, nch, I::KB, int64_t(decode_occupancy<I>()) * d.sms, target,
+                                            cluster_ok, decode_cluster_slots<I>, hd::MAX_CLUSTER, max_slots);
+        p.S = plan.split.S;
+        p.KPC = plan.split.KPC;
+        p.cluster = plan.cluster;
+        cudaLaunchConfig_t cfg = {};
+        cfg.gridDim = dim3(unsigned(p.S), unsigned(rb), unsigned(nch));
+        cfg.blockDim = dim3(hd::THREADS);
+        cfg.stream = stream;
+        cudaLaunchAttribute attr[2];
+        cfg.attrs = attr;
+        if (pdl) {
+          attr[cfg.numAttrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+          attr[cfg.numAttrs++].val.programmaticStreamSerializationAllowed = 1;
+        }
+        if (plan.cluster) attr[cfg.numAttrs++] = cluster_attr(p.S);
+        return cudaLaunchKernelEx(&cfg, I::kernel, p);
       });
       if (e != cudaSuccess) {
         r.status = HYBRID_ERR_CUDA;
