@@ -156,7 +156,7 @@ int main(int argc, char** argv) {
     Ms = {1, 16, 2048};
     fs = {0, 0.9, 1.0};
   }
-  if (decode) {  // decode M and f; the persistent kernel (v1) is timed beside the split-K one
+  if (decode) {  // decode M and f (with --extra the persistent kernel v1 is timed beside the split-K one)
     shapes.push_back({"L3-8B gate/up 14336x4096", 14336, 4096});  // unfused gate or up (earlier decode tables)
     Ms = {1, 16, 64, 128};
     fs = {0, 0.5, 0.9, 1.0};
@@ -435,8 +435,8 @@ int main(int argc, char** argv) {
   std::fclose(csv);
   std::fclose(js);
   // Summary: per (shape, M): cuBLAS µs, cuSPARSELt speedup, hybrid speedup at each f.
-  // The two "alt" columns: the decode kernel launched with PDL in decode mode (v3d and the persistent kernel v1 stay
-  // in the tables), the stream-K wgmma kernel in prefill (bn128/bn256 and the split-K kernel stay in the tables).
+  // The two "alt" columns: the decode kernel launched with PDL in decode mode (the other decode rows stay in the
+  // tables), the stream-K wgmma kernel in prefill (bn128/bn256 and the split-K kernel stay in the tables).
   const char* alt = prefill ? "hybrid-sk" : "hybrid-pdl";
   std::printf("| shape | M | cuBLAS µs | cuSPARSELt x | %s f=0 x | %s f=0.9 x |", prefill ? "sk" : "pdl",
               prefill ? "sk" : "pdl");
