@@ -4,8 +4,9 @@
 // Build (GPU machine): nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Isrc -Ibench bench/bench_ops.cu \
 //   src/ops/hybrid_gemm.cu -lcublas [-DPATCHLLM_HAVE_CUSPARSELT -I$CSL/include -L$CSL/lib -l:libcusparseLt.so.0]
 // Run: ./bench_ops [--quick] [--decode [--extra] | --prefill] [--ms M1,M2,...] [--out PREFIX] -> markdown on stdout,
-// PREFIX.md / .csv / .json. --prefill times the wgmma kernel at 128/256 tokens per CTA and the split-K kernel beside
-// the auto dispatch; --ms replaces the mode's token counts (e.g. --prefill --ms 32,64,128 to pick the dispatch cut).
+// PREFIX.md / .csv / .json. --prefill times the wgmma kernel at 128/256 tokens per CTA, its 256-row tiles (v4e),
+// stream-K and the split-K kernel beside the auto dispatch; --ms replaces the mode's token counts (e.g. --prefill
+// --ms 32,64,128 to pick the dispatch cut).
 // --decode times the decode kernel with and without PDL, and with PDL and the cluster reduction; --extra adds
 // the k-split sweep (1/2/4/8 CTAs per SM, with and without PDL) and the earlier kernels v3d and v1.
 #include <cublas_v2.h>
@@ -180,8 +181,8 @@ int main(int argc, char** argv) {
     const int rot = int(std::max<int64_t>(2, ((400ll << 20) + int64_t(wbytes) - 1) / int64_t(wbytes)));
     bench::Problem P = bench::make_problem(N, K, 0.0, 42, true, false);
     std::vector<void*> Wd = replicate(P.w.data(), wbytes, rot);
-    // Buffers for the largest M timed and the validation sizes (16; 512 in prefill mode).
-    const int64_t Mmax = std::max<int64_t>(*std::max_element(Ms.begin(), Ms.end()), prefill ? 512 : 16);
+    // Buffers for the largest M timed and the validation sizes (16; 512 and 513 in prefill mode).
+    const int64_t Mmax = std::max<int64_t>(*std::max_element(Ms.begin(), Ms.end()), prefill ? 513 : 16);
     void *x, *y, *ws;
     BENCH_CUDA(cudaMalloc(&x, size_t(Mmax * K) * 2));
     BENCH_CUDA(cudaMalloc(&y, size_t(Mmax * N) * 2));
@@ -286,8 +287,11 @@ int main(int argc, char** argv) {
       a.workspace = ws;
       a.workspace_bytes = wsb;
       // Validate before timing against cuBLAS on the masked dense weight (fp32 accumulate both): M = 16 (decode
-      // kernel) and, in prefill mode, M = 512 (wgmma kernel).
-      for (int64_t Mv : prefill ? std::vector<int64_t>{16, 512} : std::vector<int64_t>{16}) {
+      // kernel) and, in prefill mode, M = 512 (wgmma kernel) and M = 513 on the 256-row tiles (v4e; -513 below).
+      for (int64_t Mv_ : prefill ? std::vector<int64_t>{16, 512, -513} : std::vector<int64_t>{16}) {
+        const int64_t Mv = Mv_ < 0 ? -Mv_ : Mv_;
+        a.kernel = Mv_ < 0 ? 3 : 0;
+        a.prefill_rows = Mv_ < 0 ? 256 : 0;
         std::vector<uint16_t> md = bench::masked_dense(H);
         void *Wm, *yr;
         BENCH_CUDA(cudaMalloc(&Wm, wbytes));
@@ -310,16 +314,18 @@ int main(int argc, char** argv) {
         }
         double rel = std::sqrt(num / den);
         if (r.status != HYBRID_OK || !(rel < 1e-2)) {
-          std::fprintf(stderr, "VALIDATION FAILED %s f=%.2f M=%lld: status %d rel %.3e\n", sh.name, f, (long long)Mv,
-                       r.status, rel);
+          std::fprintf(stderr, "VALIDATION FAILED %s f=%.2f M=%lld%s: status %d rel %.3e\n", sh.name, f,
+                       (long long)Mv, a.prefill_rows ? " (256-row tiles)" : "", r.status, rel);
           ++failures;
         } else {
-          std::fprintf(stderr, "validated %s f=%.2f M=%lld: rel %.2e vs cuBLAS on masked weight\n", sh.name, H.frac,
-                       (long long)Mv, rel);
+          std::fprintf(stderr, "validated %s f=%.2f M=%lld%s: rel %.2e vs cuBLAS on masked weight\n", sh.name,
+                       H.frac, (long long)Mv, a.prefill_rows ? " (256-row tiles)" : "", rel);
         }
         cudaFree(Wm);
         cudaFree(yr);
       }
+      a.kernel = 0;
+      a.prefill_rows = 0;
       // Times `a` as it is set now (kernel, variant, tokens per CTA, k-split), weights rotated over the copies.
       auto time_hybrid = [&]() {
         return time_launches(
@@ -375,6 +381,9 @@ int main(int argc, char** argv) {
             add_row(bn == 128 ? "hybrid-bn128" : "hybrid-bn256", time_hybrid());
           }
           a.prefill_bn = 0;
+          a.prefill_rows = 256;  // v4e: 256 weight rows × 128 tokens per CTA
+          add_row("hybrid-tall", time_hybrid());
+          a.prefill_rows = 0;
           if (M <= 4096) {  // stream-K wgmma kernel (v5) forced
             a.prefill_schedule = 2;
             add_row("hybrid-sk", time_hybrid());
@@ -435,31 +444,33 @@ int main(int argc, char** argv) {
   std::fclose(csv);
   std::fclose(js);
   // Summary: per (shape, M): cuBLAS µs, cuSPARSELt speedup, hybrid speedup at each f.
-  // The two "alt" columns: the decode kernel launched with PDL in decode mode (the other decode rows stay in the
-  // tables), the stream-K wgmma kernel in prefill (bn128/bn256 and the split-K kernel stay in the tables).
-  const char* alt = prefill ? "hybrid-sk" : "hybrid-pdl";
-  std::printf("| shape | M | cuBLAS µs | cuSPARSELt x | %s f=0 x | %s f=0.9 x |", prefill ? "sk" : "pdl",
-              prefill ? "sk" : "pdl");
+  // The two "alt" columns: the decode kernel launched with PDL at f = 0 and 0.9 in decode mode (the other decode rows
+  // stay in the tables); in prefill the 256-row tiles (v4e) at f = 0.9 and 1, the targets' tile mixes (bn128/bn256,
+  // stream-K and the split-K kernel stay in the tables).
+  const char* alt = prefill ? "hybrid-tall" : "hybrid-pdl";
+  const double alt_f[2] = {prefill ? 0.9 : 0.0, prefill ? 1.0 : 0.9};
+  std::printf("| shape | M | cuBLAS µs | cuSPARSELt x | %s f=%.1f x | %s f=%.1f x |", prefill ? "tall" : "pdl",
+              alt_f[0], prefill ? "tall" : "pdl", alt_f[1]);
   for (double f : fs) std::printf(" hyb f=%.1f x |", f);
   std::printf("\n|---|---|---|---|---|---|");
   for (size_t i = 0; i < fs.size(); ++i) std::printf("---|");
   std::printf("\n");
   for (const Shape& sh : shapes)
     for (int64_t M : Ms) {
-      double cu = 0, cs = 0, v10 = 0, v109 = 0;
+      double cu = 0, cs = 0, alt0 = 0, alt1 = 0;
       std::vector<double> hy(fs.size(), 0);
       for (const Row& r : rows) {
         if (r.shape != sh.name || r.M != M) continue;
         if (r.kernel == "cublas") cu = r.us;
         if (r.kernel == "cusparselt") cs = r.speedup;
-        if (r.kernel == alt && std::fabs(r.f) < 0.02) v10 = r.speedup;
-        if (r.kernel == alt && std::fabs(r.f - 0.9) < 0.02) v109 = r.speedup;
+        if (r.kernel == alt && std::fabs(r.f - alt_f[0]) < 0.02) alt0 = r.speedup;
+        if (r.kernel == alt && std::fabs(r.f - alt_f[1]) < 0.02) alt1 = r.speedup;
         if (r.kernel == "hybrid")
           for (size_t j = 0; j < fs.size(); ++j)
             if (std::fabs(r.f - fs[j]) < 0.02) hy[j] = r.speedup;
       }
       std::printf("| %s | %lld | %.1f | %s | %s | %s |", sh.name, (long long)M, cu, cs > 0 ? fmt(cs).c_str() : "-",
-                  v10 > 0 ? fmt(v10).c_str() : "-", v109 > 0 ? fmt(v109).c_str() : "-");
+                  alt0 > 0 ? fmt(alt0).c_str() : "-", alt1 > 0 ? fmt(alt1).c_str() : "-");
       for (double h : hy) std::printf(" %.2f |", h);
       std::printf("\n");
     }

@@ -218,6 +218,33 @@ TEST(OpsHybridSplit, SplitsCoverKAndFitTheSlots) {
   EXPECT_EQ(ctas(32, 86), std::make_pair(int64_t(256), 12));   // 4096×11008: 8 splits, one wave × 13
 }
 
+// The prefill tile kernels' raster visits every (row unit, token block) exactly once, including a last group of
+// fewer units, and keeps a group's units together: CTAs bid and bid + 1 share a token block or a unit group.
+TEST(OpsHybridSplit, GroupedRasterIsABijectionThatKeepsGroupsTogether) {
+  for (int units : {1, 5, 16, 17, 48, 112})
+    for (int TB : {1, 3, 16, 64})
+      for (int group : {1, 8, 16}) {
+        std::vector<int> seen(size_t(units) * TB, 0);
+        for (int bid = 0; bid < units * TB; ++bid) {
+          const RasterPos r = grouped_raster(bid, units, TB, group);
+          const std::string at = "units " + std::to_string(units) + " TB " + std::to_string(TB) + " group " +
+                                 std::to_string(group) + " bid " + std::to_string(bid);
+          ASSERT_TRUE(r.unit >= 0 && r.unit < units && r.tb >= 0 && r.tb < TB) << at;
+          ++seen[size_t(r.unit) * TB + r.tb];
+          EXPECT_EQ(r.unit / group, bid / (group * TB)) << at;  // group g's CTAs are one contiguous range
+        }
+        for (size_t i = 0; i < seen.size(); ++i)
+          ASSERT_EQ(seen[i], 1) << "units " << units << " TB " << TB << " group " << group << " at " << i;
+      }
+  // Hand-worked: 3 units, 2 token blocks, groups of 2: group {0, 1} × tb 0, 1, then unit 2 × tb 0, 1.
+  const int want[6][2] = {{0, 0}, {1, 0}, {0, 1}, {1, 1}, {2, 0}, {2, 1}};
+  for (int bid = 0; bid < 6; ++bid) {
+    const RasterPos r = grouped_raster(bid, 3, 2, 2);
+    EXPECT_EQ(r.unit, want[bid][0]) << bid;
+    EXPECT_EQ(r.tb, want[bid][1]) << bid;
+  }
+}
+
 // The cluster reduction's rule: splits capped at the cluster size, resident CTAs taken per S (clusters fill the GPCs
 // unevenly), an S that cannot launch skipped; S = 1 (no reduction) always allowed. Hand-worked on 12288×4096 (RB 96,
 // CT 32, KB 2) with 264 slots except 240 at S = 8: S = 8 (768 CTAs) costs 4 waves × 5 = 20, S = 4 (kpc 8) 2 × 9 = 18,
@@ -330,7 +357,8 @@ TEST(OpsHybridLinear, BadInputsThrow) {
 
 // The CUDA kernels behind the front (split-K decode for M <= 128, wgmma prefill above it on sm_90) against the CPU
 // reference on the same packed weight: ragged N and K, every tile mix, bf16 and fp16. Skips without a GPU.
-// Every launch option of the front (PDL, cluster reduction) on each case; the options are restored after.
+// Every launch option of the front (PDL, cluster reduction, 256-row prefill tiles) on each case (N = 384: 3 row
+// blocks, the 256-row kernel's lone last one); the options are restored after.
 TEST(OpsHybridLinear, CudaKernelsMatchTheCpuReference) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device (or a CPU-only LibTorch): kernels not run";
   const HybridKernelOptions saved = hybrid_kernel_options();
@@ -347,7 +375,7 @@ TEST(OpsHybridLinear, CudaKernelsMatchTheCpuReference) {
       for (int64_t M : {1, 16, 64, 65, 128, 129, 700}) {  // both sides of each auto-dispatch cut
         auto x = random_weight(M, c.K, c.dt, gen);
         auto want = hybrid_linear_ref(x, hw).to(torch::kFloat64);
-        for (const char* opts : {"plain", "pdl", "cluster", "pdl+cluster"}) {
+        for (const char* opts : {"plain", "pdl", "cluster", "pdl+cluster", "tall", "pdl+cluster+tall"}) {
           set_hybrid_kernel_options(parse_hybrid_kernel_options(opts));
           auto got = hybrid_linear(x.to(torch::kCUDA), hwc).cpu().to(torch::kFloat64);
           const std::string at = std::string(opts) + " N=" + std::to_string(c.N) + " K=" + std::to_string(c.K) +
@@ -363,10 +391,13 @@ TEST(OpsHybridLinear, CudaKernelsMatchTheCpuReference) {
 }
 
 TEST(OpsHybridLinear, KernelOptionsParseAndPrint) {
-  for (const char* s : {"plain", "pdl", "cluster", "pdl+cluster"})
+  for (const char* s :
+       {"plain", "pdl", "cluster", "tall", "pdl+cluster", "pdl+tall", "cluster+tall", "pdl+cluster+tall"})
     EXPECT_EQ(to_string(parse_hybrid_kernel_options(s)), s);
-  EXPECT_TRUE(parse_hybrid_kernel_options("pdl+cluster").pdl);
+  const HybridKernelOptions o = parse_hybrid_kernel_options("tall+pdl");  // any order; printed canonically
+  EXPECT_TRUE(o.pdl && o.tall_prefill && !o.cluster_reduction);
+  EXPECT_EQ(to_string(o), "pdl+tall");
   EXPECT_FALSE(parse_hybrid_kernel_options("cluster").pdl);
-  EXPECT_THROW(parse_hybrid_kernel_options("fast"), InvalidArgument);
-  EXPECT_THROW(parse_hybrid_kernel_options(""), InvalidArgument);
+  for (const char* bad : {"fast", "", "+", "pdl+", "+pdl", "pdl++cluster", "pdl+pdl", "plain+pdl", "PDL"})
+    EXPECT_THROW(parse_hybrid_kernel_options(bad), InvalidArgument) << bad;
 }

@@ -33,6 +33,9 @@
 //       memory instead of workspace + fence + counter (which cost ~5 us of 35 at M = 16 on 12288x4096, measured by
 //       removing it: tools/ops_gpu_decode_diag.sh); opt-in (decode_reduction = 1, grid -8 here; -9 checks it bitwise
 //       against the workspace reduction on the same split), not yet run.
+//   v4e 256-row wgmma tiles (two row blocks × 128 tokens per CTA, one row block per consumer warpgroup): 17% fewer
+//       L2 -> SM bytes per MMA at f = 1 than v4d's 128 × 256 tiles; opt-in (prefill_rows = 256, grid -11 here), not
+//       yet run.
 //   next: v3 at M = 16: find what scales with the tokens (x ldmatrix per warp, partials, MMA issue); v4: deeper
 //       wgmma pipelining, persistent grid, find v4c's stall
 // Modes: probe = which mma.sp metadata / B layout the hardware uses; validate = sweep vs the v0 reference;
@@ -120,10 +123,9 @@ HybridLaunchResult run_hybrid(const bench::Problem& P, Dev& d, const uint16_t* x
   a.workspace = d.ws;
   a.workspace_bytes = d.ws_bytes;
   // grid 0: auto dispatch (decode kernel for M <= 32, wgmma prefill above); > 0: persistent kernel on that many
-  // CTAs; -2: split-K decode kernel forced (any M); -4: the same, variant v3d; -3 / -128 / -256 / -6: wgmma
-  // prefill forced (auto / 128 / 256 tokens per CTA / stream-K)
-  // (auto / 128 / 256 tokens per CTA).
-  const bool prefill = grid == -3 || grid == -128 || grid == -256 || grid == -6;
+  // CTAs; -2: split-K decode kernel forced (any M); -4: the same, variant v3d; -3 / -128 / -256 / -6 / -11: wgmma
+  // prefill forced (auto / 128 / 256 tokens per CTA / stream-K / 256-row tiles, v4e)
+  const bool prefill = grid == -3 || grid == -128 || grid == -256 || grid == -6 || grid == -11;
   a.pdl = grid == -7;                          // -7: split-K decode kernel with programmatic dependent launch
   a.decode_reduction = grid == -8 || grid == -9 ? 1 : 0;  // -8: decode kernel, k-splits summed in a cluster (v3g)
   // -9: the cluster reduction on the fixed split of 2 CTAs per SM, -10: the workspace one on the same split (-9's twin:
@@ -133,6 +135,7 @@ HybridLaunchResult run_hybrid(const bench::Problem& P, Dev& d, const uint16_t* x
   a.prefill_schedule = grid == -6 ? 2 : grid == -128 || grid == -256 ? 1 : 0;  // -6: stream-K wgmma kernel (v5)
   a.decode_variant = grid == -4 ? 1 : 0;  // -4: split-K decode kernel v3d (the default is v3e)
   a.prefill_bn = grid == -128 ? 128 : grid == -256 ? 256 : 0;
+  a.prefill_rows = grid == -11 ? 256 : 0;
   a.grid = grid > 0 ? grid : 0;
   return hybrid_gemm_launch(a);
 }
@@ -204,6 +207,15 @@ double validate_one(const bench::Problem& P, Dev& d, int64_t M, int grid, uint64
       same = false;
     }
   }
+  if (grid == -11) {  // v4e runs v4d's BN = 128 wgmmas per row block in the same order: the same bits
+    BENCH_CUDA(cudaMemset(y, 0xff, size_t(M * P.N) * 2));
+    if (run_hybrid(P, d, x, y, M, -128).status != HYBRID_OK) std::exit(1);
+    BENCH_CUDA(cudaMemcpy(out[1].data(), y, out[1].size() * 2, cudaMemcpyDeviceToHost));
+    if (std::memcmp(out[0].data(), out[1].data(), out[0].size() * 2) != 0) {
+      if (verbose) std::printf("  256-row and 128-row tiles (128 tokens) differ\n");
+      same = false;
+    }
+  }
   cudaFree(x);
   cudaFree(xsrc);
   cudaFree(y);
@@ -246,6 +258,7 @@ int validate(bool small, const std::vector<int>& only = {}) {
         if (M <= 128) grids = {0, 7, 500, -3, -6};
         if (small) grids = {0, -3, -6};
         else if (s.N * s.K > (1 << 24)) grids = M <= 128 ? std::vector<int>{0, -6} : std::vector<int>{-128, -256, -6};
+        grids.push_back(-11);              // v4e, the 256-row wgmma tiles (a lone last row block at N = 333)
         if (M <= 16) grids.push_back(-4);  // v3d (the decode kernel before v3e) at every small M
         if (M <= 128) grids.push_back(-7);  // decode kernel with PDL, x written by the kernel before
         if (M <= 128) grids.push_back(-8);  // decode kernel with the cluster reduction (v3g)

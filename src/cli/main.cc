@@ -24,10 +24,17 @@ int main(int argc, char** argv) {
   app.add_option("-t,--threads", threads, "CPU threads (0 = LibTorch default)")->envname("PATCHLLM_ARG_THREADS");
   std::string hybrid_kernel = "plain";
   app.add_option("--hybrid-kernel", hybrid_kernel,
-                 "launch options of the CUDA hybrid decode kernel for packed models (docs/BENCHMARKS.md §4): plain, "
-                 "pdl (programmatic dependent launch), cluster (k-splits summed in a thread-block cluster, not yet "
-                 "run on a GPU) or pdl+cluster")
-      ->check(CLI::IsMember({"plain", "pdl", "cluster", "pdl+cluster"}));
+                 "launch options of the CUDA hybrid kernels for packed models (docs/BENCHMARKS.md §4): plain, or "
+                 "'+'-joined pdl (decode: programmatic dependent launch), cluster (decode: k-splits summed in a "
+                 "thread-block cluster) and tall (prefill: 256-row tiles); cluster and tall not yet run on a GPU")
+      ->check([](const std::string& v) {
+        try {
+          patchllm::parse_hybrid_kernel_options(v);
+          return std::string();
+        } catch (const std::exception& e) {
+          return std::string(e.what());
+        }
+      });
   app.parse_complete_callback([&] {
     patchllm::set_hybrid_kernel_options(patchllm::parse_hybrid_kernel_options(hybrid_kernel));
     if (verbose) patchllm::log_set_level(patchllm::LogLevel::DEBUG);

@@ -146,6 +146,21 @@ cudaError_t launch_prefill(const void* x, const hp::Params& p, cudaStream_t stre
   return cudaGetLastError();
 }
 
+// 256-row tiles (hybrid_prefill.cuh v4e): one CTA per (pair of row blocks, 128-token block).
+template <bool BF16>
+cudaError_t launch_prefill_tall(const void* x, const hp::Params& p, cudaStream_t stream) {
+  using C = hp::TallCfg;
+  CUtensorMap map;
+  cudaError_t em = encode_x_map<C::BN, BF16>(&map, x, p);
+  if (em != cudaSuccess) return em;
+  em = allow_dynamic_smem<hp::hybrid_prefill_tall_kernel<BF16>>(C::SMEM);
+  if (em != cudaSuccess) return em;
+  const int64_t ctas = int64_t((p.RB + 1) / 2) * ((p.M + C::BN - 1) / C::BN);
+  if (ctas >= (int64_t(1) << 31)) return cudaErrorInvalidConfiguration;
+  hp::hybrid_prefill_tall_kernel<BF16><<<dim3(static_cast<unsigned>(ctas)), hp::THREADS, C::SMEM, stream>>>(map, p);
+  return cudaGetLastError();
+}
+
 // Stream-K prefill (hybrid_prefill.cuh v5) on `grid` CTAs; p.TB, slots and counters set by the caller.
 template <bool BF16>
 cudaError_t launch_prefill_sk(const void* x, const hp::Params& p, int grid, cudaStream_t stream) {
@@ -258,7 +273,8 @@ size_t hybrid_gemm_workspace_bytes(int64_t M, int64_t N, int grid) {
 HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
   HybridLaunchResult r;
   if (a.M <= 0 || a.N <= 0 || a.K <= 0 || a.tile_rows != hg::TILE || a.tile_cols != hg::TILE || a.M > (1 << 30) ||
-      a.N > (1 << 30) || a.K > 128 * hg::MAX_CONTRIB / 2) {
+      a.N > (1 << 30) || a.K > 128 * hg::MAX_CONTRIB / 2 ||
+      (a.prefill_rows != 0 && a.prefill_rows != 128 && a.prefill_rows != 256)) {
     r.status = HYBRID_ERR_SHAPE;
     return r;
   }
@@ -358,7 +374,8 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
     p.CT = int(ct);
     const int64_t tb = (a.M + hp::SK_BN - 1) / hp::SK_BN;
     const bool sk = rb * tb <= hg::MAX_KEYS &&  // one counter per tile
-                    (a.prefill_schedule == 2 || (a.prefill_schedule == 0 && a.prefill_bn == 0 && 2 * rb * tb <= d.sms));
+                    (a.prefill_schedule == 2 || (a.prefill_schedule == 0 && a.prefill_bn == 0 && a.prefill_rows == 0 &&
+                                                 2 * rb * tb <= d.sms));
     if (sk) {
       p.TB = int(tb);
       p.counters = reinterpret_cast<int*>(ws);
@@ -373,10 +390,12 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
     }
     const int64_t waves128 = (rb * tb + d.sms - 1) / d.sms, waves256 = (rb * ((a.M + 255) / 256) + d.sms - 1) / d.sms;
     const int bn = a.prefill_bn ? a.prefill_bn : (17 * waves256 < 10 * waves128 ? 256 : 128);
-    cudaError_t e = bn == 256 ? (a.bf16 ? launch_prefill<256, true>(a.x, p, stream)
-                                        : launch_prefill<256, false>(a.x, p, stream))
-                              : (a.bf16 ? launch_prefill<128, true>(a.x, p, stream)
-                                        : launch_prefill<128, false>(a.x, p, stream));
+    cudaError_t e = a.prefill_rows == 256 ? (a.bf16 ? launch_prefill_tall<true>(a.x, p, stream)
+                                                    : launch_prefill_tall<false>(a.x, p, stream))
+                    : bn == 256           ? (a.bf16 ? launch_prefill<256, true>(a.x, p, stream)
+                                                    : launch_prefill<256, false>(a.x, p, stream))
+                                          : (a.bf16 ? launch_prefill<128, true>(a.x, p, stream)
+                                                    : launch_prefill<128, false>(a.x, p, stream));
     if (e != cudaSuccess) {
       r.status = HYBRID_ERR_CUDA;
       r.cuda_error = int(e);
@@ -417,7 +436,8 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
 const char* hybrid_status_string(int status) {
   switch (status) {
     case HYBRID_OK: return "ok";
-    case HYBRID_ERR_SHAPE: return "unsupported shape (need 128x128 tiles, 0 < M, N < 2^30, 0 < K <= 32768)";
+    case HYBRID_ERR_SHAPE:
+      return "unsupported shape (need 128x128 tiles, 0 < M, N < 2^30, 0 < K <= 32768, prefill_rows 0, 128 or 256)";
     case HYBRID_ERR_ALIGN: return "x, weight blob and workspace must be 16-byte aligned and K % 8 == 0";
     case HYBRID_ERR_ARCH:
       return "the hybrid kernels need an sm_80 or newer GPU, and the persistent (1) and wgmma (3) kernels sm_90";

@@ -39,15 +39,17 @@ torch::Tensor hybrid_linear_ref(const torch::Tensor& x, const HybridWeight& hw);
 // The one front. x: [..., K] on hw's device, dtype == hw.dtype. CPU -> reference; CUDA -> hybrid kernels.
 torch::Tensor hybrid_linear(const torch::Tensor& x, const HybridWeight& hw);
 
-// How hybrid_linear launches the CUDA decode kernel (M <= 32 on sm_90), process-wide. Both are off by default until
-// measured end to end; both only take effect on sm_90 device code. Set before launching, from one thread.
+// How hybrid_linear launches the CUDA kernels on sm_90, process-wide. All are off by default until measured end to
+// end; all only take effect on sm_90 device code. Set before launching, from one thread.
 struct HybridKernelOptions {
-  bool pdl = false;                // programmatic dependent launch (HybridGemmArgs::pdl)
-  bool cluster_reduction = false;  // v3g: k-splits summed through a thread-block cluster (decode_reduction = 1)
+  bool pdl = false;                // decode kernel: programmatic dependent launch (HybridGemmArgs::pdl)
+  bool cluster_reduction = false;  // decode kernel, v3g: k-splits summed through a thread-block cluster
+  bool tall_prefill = false;       // wgmma prefill, v4e: 256-row tiles (HybridGemmArgs::prefill_rows = 256)
 };
 void set_hybrid_kernel_options(const HybridKernelOptions& o);
 HybridKernelOptions hybrid_kernel_options();
-// "plain", "pdl", "cluster" or "pdl+cluster" (what bench_model --hybrid-opts takes); throws InvalidArgument else.
+// "plain", or pdl, cluster and tall joined by '+' ("pdl", "pdl+cluster+tall", ...; what bench_model --hybrid-opts
+// and patchllm --hybrid-kernel take); throws InvalidArgument else. to_string gives the canonical order.
 HybridKernelOptions parse_hybrid_kernel_options(const std::string& s);
 std::string to_string(const HybridKernelOptions& o);
 

@@ -22,6 +22,7 @@
 #include <cuda.h>
 
 #include "ops/hybrid_gemm.cuh"
+#include "ops/hybrid_split.h"
 
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define PATCHLLM_HAVE_WGMMA 1
@@ -215,17 +216,28 @@ __device__ __forceinline__ uint32_t lds32(const void* p) {
   return v;
 }
 
-// ---- pieces shared by the tile kernel and the stream-K kernel -------------------------------------------------
+// ---- pieces shared by the tile kernels and the stream-K kernel ------------------------------------------------
 // Producer: slab s (64 K) of tile t (= rb·CT + k-tile) for the token block at tok0 into one stage: the x box by TMA
-// (zero-filled past M and K) and the weight slab by a bulk copy, both completing on the stage's full barrier.
-template <int BN>
+// (zero-filled past M and K) and the weight slab by a bulk copy, all completing on the stage's full barrier. RBS > 1
+// (the 256-row kernel): the same slab of row blocks rb + 1 … rb + nrb - 1 too, each in its own DENSE_UNIT slot after
+// the first; slots of row blocks past nrb are left as they are.
+template <int BN, int RBS = 1>
 __device__ __forceinline__ void issue_slab(uint8_t* stage, uint64_t* full, const CUtensorMap* xmap, const Params& p,
-                                           int64_t t, int s, int tok0) {
-  const uint32_t wbytes = __ldg(p.kinds + t) ? hg::SPARSE_UNIT : hg::DENSE_UNIT;
-  hg::mbar_expect_tx(full, Cfg<BN>::X_BYTES + wbytes);
+                                           int64_t t, int s, int tok0, int nrb = 1) {
+  uint32_t wbytes[RBS], total = Cfg<BN>::X_BYTES;
+#pragma unroll
+  for (int b = 0; b < RBS; ++b) {
+    wbytes[b] = b < nrb ? (__ldg(p.kinds + t + b * p.CT) ? hg::SPARSE_UNIT : hg::DENSE_UNIT) : 0u;
+    total += wbytes[b];
+  }
+  hg::mbar_expect_tx(full, total);
   tma_load_2d(stage, xmap, s * SLAB_K, tok0, full);
   // Default L2 policy: unlike decode, a weight slab is read again by each token block.
-  hg::bulk_copy(stage + Cfg<BN>::X_BYTES, p.blob + __ldg(p.offsets + t) + (s & 1) * wbytes, wbytes, full);
+#pragma unroll
+  for (int b = 0; b < RBS; ++b)
+    if (wbytes[b])
+      hg::bulk_copy(stage + Cfg<BN>::X_BYTES + b * hg::DENSE_UNIT,
+                    p.blob + __ldg(p.offsets + t + b * p.CT) + (s & 1) * wbytes[b], wbytes[b], full);
 }
 
 // Consumer: one slab that has landed in `stage`: this lane's A registers into a, the slab's wgmmas issued, then wait
@@ -260,16 +272,17 @@ __device__ __forceinline__ int ot_pos(int i, int c, int w4, int lane) {
   return (8 * (i >> 2) + 2 * (lane & 3) + (i & 1)) * OSTR + 64 * c + 16 * w4 + (lane >> 2) + 8 * ((i >> 1) & 1);
 }
 // Once both consumer warpgroups have written their part of ot (the barrier), each token row leaves as 16-byte stores.
-template <int BN>
+// RBS row blocks rb, rb + 1, … side by side: ot holds RBS [BN][OSTR] tiles one after another (rows past N skipped).
+template <int BN, int RBS = 1>
 __device__ __forceinline__ void store_rows(const uint16_t* ot, const Params& p, int rb, int tok0, int ctid) {
   asm volatile("bar.sync 1, 256;" ::: "memory");
-  const int row0 = rb * hg::TILE;
   const bool vec = (p.N & 7) == 0;  // 16-byte aligned rows of y
-  for (int q = ctid; q < BN * 16; q += 256) {
-    const int tl = q >> 4, ch = q & 15, tok = tok0 + tl, row = row0 + 8 * ch;
+  for (int q = ctid; q < RBS * BN * 16; q += 256) {
+    const int b = RBS == 1 ? 0 : q / (BN * 16), tl = RBS == 1 ? q >> 4 : (q >> 4) % BN, ch = q & 15;
+    const int tok = tok0 + tl, row = (rb + b) * hg::TILE + 8 * ch;
     if (tok >= p.M || row >= p.N) continue;
     uint16_t* dst = p.y + int64_t(tok) * p.N + row;
-    const uint16_t* src = ot + tl * OSTR + 8 * ch;
+    const uint16_t* src = ot + (b * BN + tl) * OSTR + 8 * ch;
     if (vec) {
       *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
     } else {
@@ -297,12 +310,9 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_kernel(const __grid
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + C::STAGES * C::STAGE);
   uint64_t* empty = full + C::STAGES;
-  // Grouped raster: GROUP row-blocks × all token blocks per group, token blocks slowest inside it, so the ~132 CTAs
-  // resident at once share ~16 weight row-blocks and ~8 x blocks (both L2-resident) instead of streaming every weight
-  // row-block from HBM once per token block.
-  const int TB = (p.M + BN - 1) / BN, bid = blockIdx.x;
-  const int first_rb = bid / (GROUP * TB) * GROUP, gsize = min(p.RB - first_rb, GROUP), local = bid - first_rb * TB;
-  const int rb = first_rb + local % gsize, tok0 = local / gsize * BN;
+  // Grouped raster (hybrid_split.h): GROUP row-blocks × all token blocks per group.
+  const RasterPos rp = grouped_raster(blockIdx.x, p.RB, (p.M + BN - 1) / BN, GROUP);
+  const int rb = rp.unit, tok0 = rp.tb * BN;
   const int wg = threadIdx.x >> 7, tid = threadIdx.x & 127;
   const int nslab = (p.K + SLAB_K - 1) / SLAB_K;  // slabs wholly past K (ragged last tile) are skipped
   const int64_t tbase = int64_t(rb) * p.CT;
@@ -354,6 +364,133 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_kernel(const __grid
   (void)xmap;
   (void)p;
   __trap();  // built without sm_90a: the launcher never selects this kernel then
+#endif
+}
+
+// ---- 256-row tile kernel (v4e) --------------------------------------------------------------------------------
+// Why: the tile kernel is bound by L2 → SM traffic (Nsight Compute at f = 1: L2 at 75% of its peak, SMs 57% busy),
+// and most of that traffic is x: per 64-K slab a 128-row × 256-token CTA moves a 32 KB x box and a 9 KB (2:4) /
+// 16 KB (dense) weight slab. A 256-row × 128-token CTA does the same MMAs with a 16 KB x box and two weight slabs:
+// 34 KB instead of 41 KB at f = 1 (-17%), 35 instead of 42 at f = 0.9, 48 either way at f = 0. Each consumer
+// warpgroup owns one whole row block (two m64 halves, the same x descriptor), so the accumulators stay 128 per
+// thread as at BN = 256, and the A registers double (2 × 16 per slab, two slabs in flight). Opt-in
+// (HybridGemmArgs::prefill_rows = 256) until it has run on a GPU. A CTA whose second row block is past N (odd RB)
+// loads one weight slab per stage; its second warpgroup runs dense wgmmas over whatever the unused slot holds and
+// stores nothing.
+struct TallCfg {
+  static constexpr int BN = 128;                                   // tokens per CTA
+  static constexpr int STAGE = Cfg<BN>::X_BYTES + 2 * hg::DENSE_UNIT;  // 16 KB x + two weight slab slots = 48 KB
+  static constexpr int STAGES = 4;                                 // 192 KB of the 227 KB
+  static constexpr int SMEM = STAGES * STAGE + 2 * STAGES * 8 + 1024;
+  static_assert(2 * BN * OSTR * 2 <= STAGES * STAGE, "the epilogue's two output tiles reuse the stage buffers");
+};
+
+// One landed slab for the warpgroup that owns row block slot `b` of the stage: the A registers of both m64 halves
+// (warp w4: 16-row groups w4 and 4 + w4), then both halves' wgmmas as one commit group, then wait until only this
+// group is in flight (the caller alternates two register buffer pairs, as mma_slab).
+template <bool BF16>
+__device__ __forceinline__ void mma_slab_tall(float (&d0)[64], float (&d1)[64], uint4 (&a0)[4], uint4 (&a1)[4],
+                                              const uint8_t* stage, int b, bool sparse, int w4, int lane) {
+  const int ub = sparse ? HYBRID_SPARSE_UNIT_BYTES : HYBRID_DENSE_UNIT_BYTES;
+  const uint8_t* u0 = stage + Cfg<TallCfg::BN>::X_BYTES + b * hg::DENSE_UNIT + w4 * ub;
+  const uint8_t* u1 = u0 + 4 * ub;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    a0[j] = lds128(u0 + j * 512 + lane * 16);
+    a1[j] = lds128(u1 + j * 512 + lane * 16);
+  }
+  const uint32_t m0 = lds32(u0 + HYBRID_SPARSE_VALUE_BYTES + lane * 4);
+  const uint32_t m1 = lds32(u1 + HYBRID_SPARSE_VALUE_BYTES + lane * 4);
+  fence_acc(d0);
+  fence_acc(d1);
+  wg_fence();
+  const uint64_t desc = desc_sw128(hg::smem_addr(stage));
+  wgmma_slab<TallCfg::BN, BF16>(d0, a0, desc, m0, sparse ? 1u : 0u);
+  wgmma_slab<TallCfg::BN, BF16>(d1, a1, desc, m1, sparse ? 1u : 0u);
+  wg_commit();
+  wg_wait<1>();
+  fence_acc(d0);
+  fence_acc(d1);
+}
+
+template <bool BF16>
+__global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_tall_kernel(const __grid_constant__ CUtensorMap xmap,
+                                                                         const Params p) {
+#ifdef PATCHLLM_HAVE_WGMMA
+  using C = TallCfg;
+  constexpr int BN = C::BN;
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + C::STAGES * C::STAGE);
+  uint64_t* empty = full + C::STAGES;
+  // Raster over pairs of row blocks; GROUP / 2 pairs per group keep the same weight footprint as the 128-row kernel.
+  const RasterPos rp = grouped_raster(blockIdx.x, (p.RB + 1) / 2, (p.M + BN - 1) / BN, GROUP / 2);
+  const int rb0 = 2 * rp.unit, tok0 = rp.tb * BN, nrb = min(2, p.RB - rb0);
+  const int wg = threadIdx.x >> 7, tid = threadIdx.x & 127;
+  const int nslab = (p.K + SLAB_K - 1) / SLAB_K;
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < C::STAGES; ++s) {
+      hg::mbar_init(&full[s], 1);
+      hg::mbar_init(&empty[s], 2);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+
+  if (wg == 0) {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
+    if (tid == 0) {
+      asm volatile("prefetch.tensormap [%0];" ::"l"(&xmap) : "memory");
+      for (int s = 0; s < nslab; ++s) {
+        const int st = s % C::STAGES;
+        hg::mbar_wait(&empty[st], ((s / C::STAGES) & 1) ^ 1);
+        issue_slab<BN, 2>(smem + st * C::STAGE, &full[st], &xmap, p, int64_t(rb0) * p.CT + (s >> 1), s, tok0, nrb);
+      }
+    }
+    return;
+  }
+
+  // consumers: warpgroup c owns row block rb0 + c (slot c of each stage); its warp w4 the 16-row groups w4, 4 + w4.
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
+  // c from lane 0: ptxas then knows it is warp-uniform, and so the kinds load and the wgmma predicate below. Without
+  // it the predicate counts as divergent and ptxas serialises every wgmma (C7520).
+  const int c = __shfl_sync(0xffffffffu, wg - 1, 0), w4 = tid >> 5, lane = tid & 31;
+  const bool live = c < nrb;  // false: the second row block of the last pair is past N
+  const int64_t tbase = int64_t(rb0 + (live ? c : 0)) * p.CT;
+  float d0[64], d1[64];
+#pragma unroll
+  for (int i = 0; i < 64; ++i) d0[i] = d1[i] = 0.f;
+  auto slab = [&](int s, uint4 (&a0)[4], uint4 (&a1)[4]) {
+    const int st = s % C::STAGES;
+    // Dense when not live: 2:4 wgmmas on a slot's stale metadata are not defined; dense ones on stale values are.
+    const bool sparse = (__ldg(p.kinds + tbase + (s >> 1)) != 0) & live;  // no branch: see wgmma_slab
+    hg::mbar_wait(&full[st], (s / C::STAGES) & 1);
+    mma_slab_tall<BF16>(d0, d1, a0, a1, smem + st * C::STAGE, c, sparse, w4, lane);
+    if (s > 0 && tid == 0) hg::mbar_arrive(&empty[(s - 1) % C::STAGES]);
+  };
+  uint4 a0[4], a1[4], b0[4], b1[4];
+  for (int s = 0; s < nslab; s += 2) {
+    slab(s, a0, a1);
+    if (s + 1 < nslab) slab(s + 1, b0, b1);
+  }
+  wg_wait<0>();
+  fence_acc(d0);
+  fence_acc(d1);
+  // Epilogue: both row blocks' [BN][OSTR] tiles side by side in the stage buffers, free once both warpgroups are past
+  // their last wgmma (the first barrier); the halves h = 0, 1 of warpgroup c go where ot_pos puts consumer h.
+  uint16_t* ot = reinterpret_cast<uint16_t*>(smem);
+  asm volatile("bar.sync 1, 256;" ::: "memory");
+  uint16_t* mine = ot + c * BN * OSTR;
+#pragma unroll
+  for (int i = 0; i < 64; ++i) {
+    mine[ot_pos(i, 0, w4, lane)] = hg::to_half_bits<BF16>(d0[i]);
+    mine[ot_pos(i, 1, w4, lane)] = hg::to_half_bits<BF16>(d1[i]);
+  }
+  store_rows<BN, 2>(ot, p, rb0, tok0, threadIdx.x - 128);
+#else
+  (void)xmap;
+  (void)p;
+  __trap();
 #endif
 }
 

@@ -1,4 +1,5 @@
-// The split-K decode kernel's k-split (host only, so that the CPU tests can check it): a launch has RB row blocks ×
+// Work schedules of the hybrid kernels, written once for the host and the device so that the CPU tests check them.
+// The split-K decode kernel's k-split (host only): a launch has RB row blocks ×
 // nchunks token chunks × S k-splits of KPC k-tiles each (KPC a multiple of KB; the last split may hold fewer), and
 // needs RB·nchunks·S ≤ max_slots partial-sum slots unless S = 1 (workspace reduction). With the cluster reduction the
 // S splits of a row block are one thread-block cluster, so S ≤ 8 and the resident CTAs depend on S.
@@ -6,7 +7,26 @@
 #include <algorithm>
 #include <cstdint>
 
+#ifdef __CUDACC__
+#define PATCHLLM_HD __host__ __device__
+#else
+#define PATCHLLM_HD
+#endif
+
 namespace patchllm {
+
+// The wgmma tile kernels' grouped raster: CTA bid of units × TB (row units: row blocks, or pairs of them for 256-row
+// tiles; TB token blocks) → (unit, token block). Groups of `group` consecutive units, token blocks slowest inside a
+// group, so the ~132 CTAs resident at once share ~group weight units and a few x blocks (both L2-resident) instead of
+// streaming every weight unit from HBM once per token block. A bijection of [0, units · TB) (tested).
+struct RasterPos {
+  int unit, tb;
+};
+PATCHLLM_HD inline RasterPos grouped_raster(int bid, int units, int TB, int group) {
+  const int first = bid / (group * TB) * group, left = units - first, gsize = left < group ? left : group;
+  const int local = bid - first * TB;
+  return {first + local % gsize, local / gsize};
+}
 
 struct DecodeSplit {
   int S = 1, KPC = 1;
