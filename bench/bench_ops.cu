@@ -291,6 +291,7 @@ int main(int argc, char** argv) {
       for (int64_t Mv_ : prefill ? std::vector<int64_t>{16, 512, -513} : std::vector<int64_t>{16}) {
         const int64_t Mv = Mv_ < 0 ? -Mv_ : Mv_;
         a.kernel = Mv_ < 0 ? 3 : 0;
+        a.prefill_schedule = Mv_ < 0 ? 1 : 0;
         a.prefill_rows = Mv_ < 0 ? 256 : 0;
         std::vector<uint16_t> md = bench::masked_dense(H);
         void *Wm, *yr;
@@ -325,6 +326,7 @@ int main(int argc, char** argv) {
         cudaFree(yr);
       }
       a.kernel = 0;
+      a.prefill_schedule = 0;
       a.prefill_rows = 0;
       // Times `a` as it is set now (kernel, variant, tokens per CTA, k-split), weights rotated over the copies.
       auto time_hybrid = [&]() {
@@ -381,9 +383,11 @@ int main(int argc, char** argv) {
             add_row(bn == 128 ? "hybrid-bn128" : "hybrid-bn256", time_hybrid());
           }
           a.prefill_bn = 0;
-          a.prefill_rows = 256;  // v4e: 256 weight rows × 128 tokens per CTA
+          a.prefill_schedule = 1;  // v4e: 256 weight rows × 128 tokens per CTA, tile schedule at every M
+          a.prefill_rows = 256;
           add_row("hybrid-tall", time_hybrid());
           a.prefill_rows = 0;
+          a.prefill_schedule = 0;
           if (M <= 4096) {  // stream-K wgmma kernel (v5) forced
             a.prefill_schedule = 2;
             add_row("hybrid-sk", time_hybrid());

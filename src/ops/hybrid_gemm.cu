@@ -374,8 +374,7 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
     p.CT = int(ct);
     const int64_t tb = (a.M + hp::SK_BN - 1) / hp::SK_BN;
     const bool sk = rb * tb <= hg::MAX_KEYS &&  // one counter per tile
-                    (a.prefill_schedule == 2 || (a.prefill_schedule == 0 && a.prefill_bn == 0 && a.prefill_rows == 0 &&
-                                                 2 * rb * tb <= d.sms));
+                    (a.prefill_schedule == 2 || (a.prefill_schedule == 0 && a.prefill_bn == 0 && 2 * rb * tb <= d.sms));
     if (sk) {
       p.TB = int(tb);
       p.counters = reinterpret_cast<int*>(ws);

@@ -35,9 +35,9 @@ struct HybridGemmArgs {
                                   // 1 = persistent mma.sync bulk-copy kernel (sm_90),
                                   // 2 = split-K decode kernel (any M, 64-token chunks), 3 = wgmma prefill (sm_90a)
   int prefill_bn = 0;             // wgmma prefill kernel: tokens per CTA (128 or 256); 0 = by M and N
-  int prefill_rows = 0;           // wgmma prefill tile kernel: weight rows per CTA. 0 = 128; 256 = v4e, two row
-                                  // blocks × 128 tokens per CTA (less x traffic per MMA; prefill_bn ignored, and the
-                                  // tile schedule used unless stream-K is asked for). Opt-in until v4e has run.
+  int prefill_rows = 0;           // wgmma prefill, where the tile schedule runs: weight rows per CTA. 0 = 128; 256 =
+                                  // v4e, two row blocks × 128 tokens per CTA (less x traffic per MMA; prefill_bn is
+                                  // then ignored). Opt-in until v4e has run on a GPU.
   int prefill_schedule = 0;       // wgmma prefill: 0 = auto, 1 = one CTA per output tile, 2 = stream-K (one CTA per
                                   // SM, equal shares of (tile, 64-K slab) units, split tiles reduced in the workspace)
   int decode_ctas_per_sm = 0;     // split-K kernel: target CTAs per SM (1..16) that sets the k-split; 0 = by waves
