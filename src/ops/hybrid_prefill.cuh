@@ -300,6 +300,35 @@ __device__ __forceinline__ void store_tile(const float (&d)[BN / 2], uint16_t* o
   store_rows<BN>(ot, p, rb, tok0, ctid);
 }
 
+// Stage barriers of a pipeline: full[s] completes on the producer's arrive.expect_tx and the bytes it announced,
+// empty[s] on one arrival per consumer warpgroup.
+template <int STAGES>
+__device__ __forceinline__ void init_stage_barriers(uint64_t* full, uint64_t* empty) {
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < STAGES; ++s) {
+      hg::mbar_init(&full[s], 1);
+      hg::mbar_init(&empty[s], 2);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+}
+
+// Producer warpgroup of the tile kernels: gives its registers to the consumers, and one thread streams the nslab
+// slabs of tile row t0 (and of the RBS - 1 row blocks below it, up to nrb in all) through the stage ring.
+template <int BN, int RBS, int STAGES, int STAGE>
+__device__ __forceinline__ void produce_tiles(uint8_t* smem, uint64_t* full, uint64_t* empty, const CUtensorMap* xmap,
+                                              const Params& p, int64_t t0, int nslab, int tok0, int nrb) {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
+  if (threadIdx.x != 0) return;
+  asm volatile("prefetch.tensormap [%0];" ::"l"(xmap) : "memory");
+  for (int s = 0; s < nslab; ++s) {
+    const int st = s % STAGES;
+    hg::mbar_wait(&empty[st], ((s / STAGES) & 1) ^ 1);
+    issue_slab<BN, RBS>(smem + st * STAGE, &full[st], xmap, p, t0 + (s >> 1), s, tok0, nrb);
+  }
+}
+
 template <int BN, bool BF16>
 __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_kernel(const __grid_constant__ CUtensorMap xmap,
                                                                     const Params p) {
@@ -316,25 +345,9 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_kernel(const __grid
   const int wg = threadIdx.x >> 7, tid = threadIdx.x & 127;
   const int nslab = (p.K + SLAB_K - 1) / SLAB_K;  // slabs wholly past K (ragged last tile) are skipped
   const int64_t tbase = int64_t(rb) * p.CT;
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < C::STAGES; ++s) {
-      hg::mbar_init(&full[s], 1);   // the producer's arrive.expect_tx
-      hg::mbar_init(&empty[s], 2);  // one arrival per consumer warpgroup
-    }
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-  }
-  __syncthreads();
-
-  if (wg == 0) {  // producer: one thread issues everything; the warpgroup gives registers to the consumers
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
-    if (tid == 0) {
-      asm volatile("prefetch.tensormap [%0];" ::"l"(&xmap) : "memory");
-      for (int s = 0; s < nslab; ++s) {
-        const int st = s % C::STAGES;
-        hg::mbar_wait(&empty[st], ((s / C::STAGES) & 1) ^ 1);
-        issue_slab<BN>(smem + st * C::STAGE, &full[st], &xmap, p, tbase + (s >> 1), s, tok0);
-      }
-    }
+  init_stage_barriers<C::STAGES>(full, empty);
+  if (wg == 0) {  // producer: one thread issues everything
+    produce_tiles<BN, 1, C::STAGES, C::STAGE>(smem, full, empty, &xmap, p, tbase, nslab, tok0, 1);
     return;
   }
 
@@ -428,25 +441,9 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_tall_kernel(const _
   const int rb0 = 2 * rp.unit, tok0 = rp.tb * BN, nrb = min(2, p.RB - rb0);
   const int wg = threadIdx.x >> 7, tid = threadIdx.x & 127;
   const int nslab = (p.K + SLAB_K - 1) / SLAB_K;
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < C::STAGES; ++s) {
-      hg::mbar_init(&full[s], 1);
-      hg::mbar_init(&empty[s], 2);
-    }
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-  }
-  __syncthreads();
-
+  init_stage_barriers<C::STAGES>(full, empty);
   if (wg == 0) {
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
-    if (tid == 0) {
-      asm volatile("prefetch.tensormap [%0];" ::"l"(&xmap) : "memory");
-      for (int s = 0; s < nslab; ++s) {
-        const int st = s % C::STAGES;
-        hg::mbar_wait(&empty[st], ((s / C::STAGES) & 1) ^ 1);
-        issue_slab<BN, 2>(smem + st * C::STAGE, &full[st], &xmap, p, int64_t(rb0) * p.CT + (s >> 1), s, tok0, nrb);
-      }
-    }
+    produce_tiles<BN, 2, C::STAGES, C::STAGE>(smem, full, empty, &xmap, p, int64_t(rb0) * p.CT, nslab, tok0, nrb);
     return;
   }
 
@@ -558,14 +555,7 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sk_kernel(const __g
   const int64_t Lb = sk_begin(LU, G, blockIdx.x), Le = sk_begin(LU, G, blockIdx.x + 1);
   const int n = int(Le - Lb);  // units of this CTA (≤ LU / G + 1)
   if (n <= 0) return;
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < STAGES; ++s) {
-      hg::mbar_init(&full[s], 1);
-      hg::mbar_init(&empty[s], 2);
-    }
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-  }
-  __syncthreads();
+  init_stage_barriers<STAGES>(full, empty);
   const int wg = threadIdx.x >> 7, tid = threadIdx.x & 127;
 
   if (wg == 0) {
