@@ -4,9 +4,9 @@
 // Build (GPU machine): nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Isrc -Ibench bench/bench_ops.cu \
 //   src/ops/hybrid_gemm.cu -lcublas [-DPATCHLLM_HAVE_CUSPARSELT -I$CSL/include -L$CSL/lib -l:libcusparseLt.so.0]
 // Run: ./bench_ops [--quick] [--decode [--extra] | --prefill] [--ms M1,M2,...] [--out PREFIX] -> markdown on stdout,
-// PREFIX.md / .csv / .json. --prefill times the wgmma kernel at 128/256 tokens per CTA, its 256-row tiles (v4e),
-// stream-K and the split-K kernel beside the auto dispatch; --ms replaces the mode's token counts (e.g. --prefill
-// --ms 32,64,128 to pick the dispatch cut).
+// PREFIX.md / .csv / .json. --prefill times the wgmma kernel at 128/256 tokens per CTA, its 256-row tiles (v4e; v4f:
+// in x-sharing clusters), stream-K and the split-K kernel beside the auto dispatch; --ms replaces the mode's token
+// counts (e.g. --prefill --ms 32,64,128 to pick the dispatch cut).
 // --decode times the decode kernel with and without PDL, and with PDL and the cluster reduction; --extra adds
 // the k-split sweep (1/2/4/8 CTAs per SM, with and without PDL) and the earlier kernels v3d and v1.
 #include <cublas_v2.h>
@@ -287,12 +287,14 @@ int main(int argc, char** argv) {
       a.workspace = ws;
       a.workspace_bytes = wsb;
       // Validate before timing against cuBLAS on the masked dense weight (fp32 accumulate both): M = 16 (decode
-      // kernel) and, in prefill mode, M = 512 (wgmma kernel) and M = 513 on the 256-row tiles (v4e; -513 below).
-      for (int64_t Mv_ : prefill ? std::vector<int64_t>{16, 512, -513} : std::vector<int64_t>{16}) {
-        const int64_t Mv = Mv_ < 0 ? -Mv_ : Mv_;
+      // kernel) and, in prefill mode, M = 512 (wgmma kernel) and M = 513 on the 256-row tiles without and with x
+      // shared in clusters (v4e, v4f; the two codes -513 and -514 below).
+      for (int64_t Mv_ : prefill ? std::vector<int64_t>{16, 512, -513, -514} : std::vector<int64_t>{16}) {
+        const int64_t Mv = Mv_ < 0 ? 513 : Mv_;
         a.kernel = Mv_ < 0 ? 3 : 0;
         a.prefill_schedule = Mv_ < 0 ? 1 : 0;
         a.prefill_rows = Mv_ < 0 ? 256 : 0;
+        a.prefill_cluster = Mv_ == -514 ? 2 : 0;
         std::vector<uint16_t> md = bench::masked_dense(H);
         void *Wm, *yr;
         BENCH_CUDA(cudaMalloc(&Wm, wbytes));
@@ -315,12 +317,14 @@ int main(int argc, char** argv) {
         }
         double rel = std::sqrt(num / den);
         if (r.status != HYBRID_OK || !(rel < 1e-2)) {
-          std::fprintf(stderr, "VALIDATION FAILED %s f=%.2f M=%lld%s: status %d rel %.3e\n", sh.name, f,
-                       (long long)Mv, a.prefill_rows ? " (256-row tiles)" : "", r.status, rel);
+          std::fprintf(stderr, "VALIDATION FAILED %s f=%.2f M=%lld%s%s: status %d rel %.3e\n", sh.name, f,
+                       (long long)Mv, a.prefill_rows ? " (256-row tiles)" : "", a.prefill_cluster ? " (clusters)" : "",
+                       r.status, rel);
           ++failures;
         } else {
-          std::fprintf(stderr, "validated %s f=%.2f M=%lld%s: rel %.2e vs cuBLAS on masked weight\n", sh.name,
-                       H.frac, (long long)Mv, a.prefill_rows ? " (256-row tiles)" : "", rel);
+          std::fprintf(stderr, "validated %s f=%.2f M=%lld%s%s: rel %.2e vs cuBLAS on masked weight\n", sh.name,
+                       H.frac, (long long)Mv, a.prefill_rows ? " (256-row tiles)" : "",
+                       a.prefill_cluster ? " (clusters)" : "", rel);
         }
         cudaFree(Wm);
         cudaFree(yr);
@@ -328,6 +332,7 @@ int main(int argc, char** argv) {
       a.kernel = 0;
       a.prefill_schedule = 0;
       a.prefill_rows = 0;
+      a.prefill_cluster = 0;
       // Times `a` as it is set now (kernel, variant, tokens per CTA, k-split), weights rotated over the copies.
       auto time_hybrid = [&]() {
         return time_launches(
@@ -386,6 +391,9 @@ int main(int argc, char** argv) {
           a.prefill_schedule = 1;  // v4e: 256 weight rows × 128 tokens per CTA, tile schedule at every M
           a.prefill_rows = 256;
           add_row("hybrid-tall", time_hybrid());
+          a.prefill_cluster = 2;  // v4f: and x shared by the CTA pairs of a cluster
+          add_row("hybrid-tall-cl", time_hybrid());
+          a.prefill_cluster = 0;
           a.prefill_rows = 0;
           a.prefill_schedule = 0;
           if (M <= 4096) {  // stream-K wgmma kernel (v5) forced

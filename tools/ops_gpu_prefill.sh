@@ -48,15 +48,16 @@ rows = json.load(open(sys.argv[1]))["rows"]
 get = lambda sh, M, k, f=None: next((r for r in rows if r["shape"] == sh and r["M"] == M and r["kernel"] == k
                                      and (f is None or abs(r["f"] - f) < 0.02)), None)
 print("| shape | M | cuBLAS µs (TF) | cuSPARSELt × | f | hybrid µs | TFLOP/s | × cuBLAS | ideal | bn128 × | bn256 × "
-      "| tall × |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+      "| tall × | tall-cl × |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for r in rows:
     if r["kernel"] != "hybrid": continue
     cu, cs = get(r["shape"], r["M"], "cublas"), get(r["shape"], r["M"], "cusparselt")
     b1, b2 = get(r["shape"], r["M"], "hybrid-bn128", r["f"]), get(r["shape"], r["M"], "hybrid-bn256", r["f"])
     tl = get(r["shape"], r["M"], "hybrid-tall", r["f"])  # v4e, 256-row tiles
+    tc = get(r["shape"], r["M"], "hybrid-tall-cl", r["f"])  # v4f, the same in x-sharing clusters
     print(f"| {r['shape']} | {r['M']} | {cu['us']:.1f} ({cu['tflops']:.0f}) | {cs['speedup_vs_cublas'] if cs else 0:.2f} | "
           f"{r['f']:.2f} | {r['us']:.1f} | {r['tflops']:.0f} | {r['speedup_vs_cublas']:.2f} | {r['ideal']:.2f} | "
           f"{b1['speedup_vs_cublas'] if b1 else 0:.2f} | {b2['speedup_vs_cublas'] if b2 else 0:.2f} | "
-          f"{tl['speedup_vs_cublas'] if tl else 0:.2f} |")
+          f"{tl['speedup_vs_cublas'] if tl else 0:.2f} | {tc['speedup_vs_cublas'] if tc else 0:.2f} |")
 PY

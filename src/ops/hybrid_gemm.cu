@@ -102,6 +102,15 @@ int built_features() {
 bool wgmma_built() { return built_features() & BUILT_WGMMA; }
 bool sm90_built() { return built_features() & BUILT_SM90; }  // griddepcontrol, clusters
 
+// Launch attribute: clusters of S CTAs along x.
+cudaLaunchAttribute cluster_attr(int64_t S) {
+  cudaLaunchAttribute at;
+  at.id = cudaLaunchAttributeClusterDimension;
+  at.val.clusterDim.x = unsigned(S);
+  at.val.clusterDim.y = at.val.clusterDim.z = 1;
+  return at;
+}
+
 // ---- wgmma prefill kernel (hybrid_prefill.cuh) ----
 
 PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
@@ -146,19 +155,28 @@ cudaError_t launch_prefill(const void* x, const hp::Params& p, cudaStream_t stre
   return cudaGetLastError();
 }
 
-// 256-row tiles (hybrid_prefill.cuh v4e): one CTA per (pair of row blocks, 128-token block).
-template <bool BF16>
+// 256-row tiles (hybrid_prefill.cuh v4e): one CTA per (pair of row blocks, 128-token block); CL = 2 (v4f): clusters
+// of two such CTAs sharing the x box by multicast, each loading a box of half the tokens.
+template <bool BF16, int CL>
 cudaError_t launch_prefill_tall(const void* x, const hp::Params& p, cudaStream_t stream) {
   using C = hp::TallCfg;
   CUtensorMap map;
-  cudaError_t em = encode_x_map<C::BN, BF16>(&map, x, p);
+  cudaError_t em = encode_x_map<C::BN / CL, BF16>(&map, x, p);
   if (em != cudaSuccess) return em;
-  em = allow_dynamic_smem<hp::hybrid_prefill_tall_kernel<BF16>>(C::SMEM);
+  em = allow_dynamic_smem<hp::hybrid_prefill_tall_kernel<BF16, CL>>(C::SMEM);
   if (em != cudaSuccess) return em;
-  const int64_t ctas = int64_t((p.RB + 1) / 2) * ((p.M + C::BN - 1) / C::BN);
+  const int64_t units = ((p.RB + 1) / 2 + CL - 1) / CL * CL;  // pairs, padded to whole clusters
+  const int64_t ctas = units * ((p.M + C::BN - 1) / C::BN);
   if (ctas >= (int64_t(1) << 31)) return cudaErrorInvalidConfiguration;
-  hp::hybrid_prefill_tall_kernel<BF16><<<dim3(static_cast<unsigned>(ctas)), hp::THREADS, C::SMEM, stream>>>(map, p);
-  return cudaGetLastError();
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(static_cast<unsigned>(ctas));
+  cfg.blockDim = dim3(hp::THREADS);
+  cfg.dynamicSmemBytes = C::SMEM;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  if (CL > 1) attr[cfg.numAttrs++] = cluster_attr(CL);
+  cfg.attrs = attr;
+  return cudaLaunchKernelEx(&cfg, hp::hybrid_prefill_tall_kernel<BF16, CL>, map, p);
 }
 
 // Stream-K prefill (hybrid_prefill.cuh v5) on `grid` CTAs; p.TB, slots and counters set by the caller.
@@ -216,15 +234,6 @@ auto with_decode_inst(int nt, int variant, bool bf16, F&& f) {
   return bf16 ? with_decode_inst_t<true>(nt, variant, f) : with_decode_inst_t<false>(nt, variant, f);
 }
 
-// Launch attribute: clusters of S CTAs along x.
-cudaLaunchAttribute cluster_attr(int64_t S) {
-  cudaLaunchAttribute at;
-  at.id = cudaLaunchAttributeClusterDimension;
-  at.val.clusterDim.x = unsigned(S);
-  at.val.clusterDim.y = at.val.clusterDim.z = 1;
-  return at;
-}
-
 template <typename I>
 int decode_occupancy() {  // resident CTAs per SM of this instance (the occupancy API, once per process)
   static const int n = [] {
@@ -274,7 +283,8 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
   HybridLaunchResult r;
   if (a.M <= 0 || a.N <= 0 || a.K <= 0 || a.tile_rows != hg::TILE || a.tile_cols != hg::TILE || a.M > (1 << 30) ||
       a.N > (1 << 30) || a.K > 128 * hg::MAX_CONTRIB / 2 ||
-      (a.prefill_rows != 0 && a.prefill_rows != 128 && a.prefill_rows != 256)) {
+      (a.prefill_rows != 0 && a.prefill_rows != 128 && a.prefill_rows != 256) || a.prefill_cluster < 0 ||
+      a.prefill_cluster > 2 || (a.prefill_cluster == 2 && a.prefill_rows != 256)) {
     r.status = HYBRID_ERR_SHAPE;
     return r;
   }
@@ -389,8 +399,11 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
     }
     const int64_t waves128 = (rb * tb + d.sms - 1) / d.sms, waves256 = (rb * ((a.M + 255) / 256) + d.sms - 1) / d.sms;
     const int bn = a.prefill_bn ? a.prefill_bn : (17 * waves256 < 10 * waves128 ? 256 : 128);
-    cudaError_t e = a.prefill_rows == 256 ? (a.bf16 ? launch_prefill_tall<true>(a.x, p, stream)
-                                                    : launch_prefill_tall<false>(a.x, p, stream))
+    const bool cl = a.prefill_cluster == 2;
+    cudaError_t e = a.prefill_rows == 256 ? (a.bf16 ? (cl ? launch_prefill_tall<true, 2>(a.x, p, stream)
+                                                          : launch_prefill_tall<true, 1>(a.x, p, stream))
+                                                    : (cl ? launch_prefill_tall<false, 2>(a.x, p, stream)
+                                                          : launch_prefill_tall<false, 1>(a.x, p, stream)))
                     : bn == 256           ? (a.bf16 ? launch_prefill<256, true>(a.x, p, stream)
                                                     : launch_prefill<256, false>(a.x, p, stream))
                                           : (a.bf16 ? launch_prefill<128, true>(a.x, p, stream)
@@ -436,7 +449,8 @@ const char* hybrid_status_string(int status) {
   switch (status) {
     case HYBRID_OK: return "ok";
     case HYBRID_ERR_SHAPE:
-      return "unsupported shape (need 128x128 tiles, 0 < M, N < 2^30, 0 < K <= 32768, prefill_rows 0, 128 or 256)";
+      return "unsupported shape or option (need 128x128 tiles, 0 < M, N < 2^30, 0 < K <= 32768; prefill_rows 0, 128 "
+             "or 256; prefill_cluster 0, 1, or 2 with prefill_rows 256)";
     case HYBRID_ERR_ALIGN: return "x, weight blob and workspace must be 16-byte aligned and K % 8 == 0";
     case HYBRID_ERR_ARCH:
       return "the hybrid kernels need an sm_80 or newer GPU, and the persistent (1) and wgmma (3) kernels sm_90";

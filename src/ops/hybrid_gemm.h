@@ -38,6 +38,9 @@ struct HybridGemmArgs {
   int prefill_rows = 0;           // wgmma prefill, where the tile schedule runs: weight rows per CTA. 0 = 128; 256 =
                                   // v4e, two row blocks × 128 tokens per CTA (less x traffic per MMA; prefill_bn is
                                   // then ignored). Opt-in until v4e has run on a GPU.
+  int prefill_cluster = 0;        // with prefill_rows = 256: 2 = v4f, CTAs of neighbouring row-block pairs in clusters
+                                  // of two that share the x box by TMA multicast (half the x bytes from L2); 0 or 1 =
+                                  // none. Opt-in until v4f has run on a GPU.
   int prefill_schedule = 0;       // wgmma prefill: 0 = auto, 1 = one CTA per output tile, 2 = stream-K (one CTA per
                                   // SM, equal shares of (tile, 64-K slab) units, split tiles reduced in the workspace)
   int decode_ctas_per_sm = 0;     // split-K kernel: target CTAs per SM (1..16) that sets the k-split; 0 = by waves

@@ -203,6 +203,37 @@ __device__ __forceinline__ void tma_load_2d(void* dst, const CUtensorMap* map, i
       "l"(map), "r"(k0), "r"(m0), "r"(hg::smem_addr(bar))
       : "memory");
 }
+// Same box, multicast: written at dst's offset in every CTA of ctamask, completing its bytes on the mbarrier at bar's
+// offset in each of them.
+__device__ __forceinline__ void tma_load_2d_multicast(void* dst, const CUtensorMap* map, int k0, int m0, uint64_t* bar,
+                                                      uint16_t ctamask) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster"
+      " [%0], [%1, {%2, %3}], [%4], %5;" ::"r"(hg::smem_addr(dst)),
+      "l"(map), "r"(k0), "r"(m0), "r"(hg::smem_addr(bar)), "h"(ctamask)
+      : "memory");
+}
+// Arrive on the mbarrier at bar's offset in cluster CTA `rank`, with the default .release.cta semantics, as CUTLASS's
+// ClusterBarrier::arrive(cta_id) does: what it orders are this CTA's reads of its own stage (finished by the
+// wgmma wait) before the producers' next writes into it. Written .release.cluster it compiles to MEMBAR.ALL.GPU before
+// every arrive, a GPU-scope fence per slab on the consumers' path (SASS) -- the likely stall of v4c (commit b1e56e3),
+// which used that form and ran at 0.4-0.5x.
+__device__ __forceinline__ void mbar_arrive_cluster(uint64_t* bar, uint32_t rank) {
+  asm volatile(
+      "{ .reg .b32 ra; mapa.shared::cluster.u32 ra, %0, %1;"
+      " mbarrier.arrive.shared::cluster.b64 _, [ra]; }" ::"r"(hg::smem_addr(bar)),
+      "r"(rank)
+      : "memory");
+}
+__device__ __forceinline__ uint32_t cluster_rank() {
+  uint32_t r;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+  return r;
+}
+// Cluster barrier that threads may reach unconverged (the producer warp: one thread ran the loop).
+__device__ __forceinline__ void cluster_sync_any() {
+  asm volatile("barrier.cluster.arrive.release;\n\tbarrier.cluster.wait.acquire;" ::: "memory");
+}
 __device__ __forceinline__ uint4 lds128(const void* p) {
   uint4 v;
   asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];"
@@ -220,8 +251,9 @@ __device__ __forceinline__ uint32_t lds32(const void* p) {
 // Producer: slab s (64 K) of tile t (= rb·CT + k-tile) for the token block at tok0 into one stage: the x box by TMA
 // (zero-filled past M and K) and the weight slab by a bulk copy, all completing on the stage's full barrier. RBS > 1
 // (the 256-row kernel): the same slab of row blocks rb + 1 … rb + nrb - 1 too, each in its own DENSE_UNIT slot after
-// the first; slots of row blocks past nrb are left as they are.
-template <int BN, int RBS = 1>
+// the first; slots of row blocks past nrb are left as they are. CL = 2: this CTA loads half the x box (its cluster
+// rank's tokens) and multicasts it to both CTAs of the pair, whose full barriers each expect the whole box.
+template <int BN, int RBS = 1, int CL = 1>
 __device__ __forceinline__ void issue_slab(uint8_t* stage, uint64_t* full, const CUtensorMap* xmap, const Params& p,
                                            int64_t t, int s, int tok0, int nrb = 1) {
   uint32_t wbytes[RBS], total = Cfg<BN>::X_BYTES;
@@ -231,7 +263,13 @@ __device__ __forceinline__ void issue_slab(uint8_t* stage, uint64_t* full, const
     total += wbytes[b];
   }
   hg::mbar_expect_tx(full, total);
-  tma_load_2d(stage, xmap, s * SLAB_K, tok0, full);
+  if constexpr (CL == 1) {
+    tma_load_2d(stage, xmap, s * SLAB_K, tok0, full);
+  } else {
+    const uint32_t r = cluster_rank();
+    tma_load_2d_multicast(stage + r * (Cfg<BN>::X_BYTES / CL), xmap, s * SLAB_K, tok0 + int(r) * (BN / CL), full,
+                          uint16_t((1u << CL) - 1));
+  }
   // Default L2 policy: unlike decode, a weight slab is read again by each token block.
 #pragma unroll
   for (int b = 0; b < RBS; ++b)
@@ -301,22 +339,23 @@ __device__ __forceinline__ void store_tile(const float (&d)[BN / 2], uint16_t* o
 }
 
 // Stage barriers of a pipeline: full[s] completes on the producer's arrive.expect_tx and the bytes it announced,
-// empty[s] on one arrival per consumer warpgroup.
-template <int STAGES>
+// empty[s] on one arrival per consumer warpgroup of each of the CL CTAs that write the stage (x multicast).
+template <int STAGES, int CL = 1>
 __device__ __forceinline__ void init_stage_barriers(uint64_t* full, uint64_t* empty) {
   if (threadIdx.x == 0) {
     for (int s = 0; s < STAGES; ++s) {
       hg::mbar_init(&full[s], 1);
-      hg::mbar_init(&empty[s], 2);
+      hg::mbar_init(&empty[s], 2 * CL);
     }
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
-  __syncthreads();
+  if constexpr (CL == 1) __syncthreads();
+  else hg::cluster_sync_acq_rel();  // the peer's multicasts and arrivals target these barriers
 }
 
 // Producer warpgroup of the tile kernels: gives its registers to the consumers, and one thread streams the nslab
 // slabs of tile row t0 (and of the RBS - 1 row blocks below it, up to nrb in all) through the stage ring.
-template <int BN, int RBS, int STAGES, int STAGE>
+template <int BN, int RBS, int STAGES, int STAGE, int CL = 1>
 __device__ __forceinline__ void produce_tiles(uint8_t* smem, uint64_t* full, uint64_t* empty, const CUtensorMap* xmap,
                                               const Params& p, int64_t t0, int nslab, int tok0, int nrb) {
   asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
@@ -325,7 +364,7 @@ __device__ __forceinline__ void produce_tiles(uint8_t* smem, uint64_t* full, uin
   for (int s = 0; s < nslab; ++s) {
     const int st = s % STAGES;
     hg::mbar_wait(&empty[st], ((s / STAGES) & 1) ^ 1);
-    issue_slab<BN, RBS>(smem + st * STAGE, &full[st], xmap, p, t0 + (s >> 1), s, tok0, nrb);
+    issue_slab<BN, RBS, CL>(smem + st * STAGE, &full[st], xmap, p, t0 + (s >> 1), s, tok0, nrb);
   }
 }
 
@@ -426,7 +465,63 @@ __device__ __forceinline__ void mma_slab_tall(float (&d0)[64], float (&d1)[64], 
   fence_acc(d1);
 }
 
-template <bool BF16>
+// Consumer warpgroup c of the 256-row kernel: row block rb0 + c (slot c of each stage), its warp w4 the 16-row
+// groups w4 and 4 + w4; then the epilogue, both row blocks' [BN][OSTR] tiles side by side in the stage buffers.
+template <bool BF16, int CL>
+__device__ __forceinline__ void consume_tall(uint8_t* smem, uint64_t* full, uint64_t* empty, const Params& p, int wg,
+                                             int tid, int rb0, int nrb, int tok0, int nslab) {
+  using C = TallCfg;
+  constexpr int BN = C::BN;
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
+  // c from lane 0: ptxas then knows it is warp-uniform, and so the kinds load and the wgmma predicate below. Without
+  // it the predicate counts as divergent and ptxas serialises every wgmma (C7520).
+  const int c = __shfl_sync(0xffffffffu, wg - 1, 0), w4 = tid >> 5, lane = tid & 31;
+  const bool live = c < nrb;  // false: a row block past N (the last pair's second, or a cluster's pad CTA)
+  const int64_t tbase = int64_t(live ? rb0 + c : min(rb0, p.RB - 1)) * p.CT;  // a valid index either way
+  float d0[64], d1[64];
+#pragma unroll
+  for (int i = 0; i < 64; ++i) d0[i] = d1[i] = 0.f;
+  auto slab = [&](int s, uint4 (&a0)[4], uint4 (&a1)[4]) {
+    const int st = s % C::STAGES;
+    // Dense when not live: 2:4 wgmmas on a slot's stale metadata are not defined; dense ones on stale values are.
+    const bool sparse = (__ldg(p.kinds + tbase + (s >> 1)) != 0) & live;  // no branch: see wgmma_slab
+    hg::mbar_wait(&full[st], (s / C::STAGES) & 1);
+    mma_slab_tall<BF16>(d0, d1, a0, a1, smem + st * C::STAGE, c, sparse, w4, lane);
+    if (s > 0 && tid == 0) {  // the previous slab's stage, in every CTA whose producer writes it
+      if constexpr (CL == 1) {
+        hg::mbar_arrive(&empty[(s - 1) % C::STAGES]);
+      } else {
+#pragma unroll
+        for (uint32_t r = 0; r < CL; ++r) mbar_arrive_cluster(&empty[(s - 1) % C::STAGES], r);
+      }
+    }
+  };
+  uint4 a0[4], a1[4], b0[4], b1[4];
+  for (int s = 0; s < nslab; s += 2) {
+    slab(s, a0, a1);
+    if (s + 1 < nslab) slab(s + 1, b0, b1);
+  }
+  wg_wait<0>();
+  fence_acc(d0);
+  fence_acc(d1);
+  // The stage buffers are free once both warpgroups are past their last wgmma (the first barrier); no peer writes
+  // them any more then, since every multicast slab was waited for. Halves h = 0, 1 go where ot_pos puts consumer h.
+  uint16_t* ot = reinterpret_cast<uint16_t*>(smem);
+  asm volatile("bar.sync 1, 256;" ::: "memory");
+  uint16_t* mine = ot + c * BN * OSTR;
+#pragma unroll
+  for (int i = 0; i < 64; ++i) {
+    mine[ot_pos(i, 0, w4, lane)] = hg::to_half_bits<BF16>(d0[i]);
+    mine[ot_pos(i, 1, w4, lane)] = hg::to_half_bits<BF16>(d1[i]);
+  }
+  store_rows<BN, 2>(ot, p, rb0, tok0, threadIdx.x - 128);
+}
+
+// CL = 2 (v4f, opt-in HybridGemmArgs::prefill_cluster = 2): the CTAs of two neighbouring row-block pairs with the same
+// token block form a cluster; each loads half of the x box and multicasts it to both, so x crosses from L2 once per
+// pair: 26 KB per slab and CTA at f = 1 instead of v4e's 34 and v4d's 41. The pairs are padded to an even count; a pad
+// CTA loads its x half and no weights, and stores nothing.
+template <bool BF16, int CL>
 __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_tall_kernel(const __grid_constant__ CUtensorMap xmap,
                                                                          const Params p) {
 #ifdef PATCHLLM_HAVE_WGMMA
@@ -437,53 +532,20 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_tall_kernel(const _
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + C::STAGES * C::STAGE);
   uint64_t* empty = full + C::STAGES;
   // Raster over pairs of row blocks; GROUP / 2 pairs per group keep the same weight footprint as the 128-row kernel.
-  const RasterPos rp = grouped_raster(blockIdx.x, (p.RB + 1) / 2, (p.M + BN - 1) / BN, GROUP / 2);
-  const int rb0 = 2 * rp.unit, tok0 = rp.tb * BN, nrb = min(2, p.RB - rb0);
+  // With clusters the group size is even and so is the pair count, so CTAs 2k and 2k + 1 (one cluster) get
+  // neighbouring pairs of one token block.
+  const int pairs = (p.RB + 1) / 2, units = (pairs + CL - 1) / CL * CL;
+  const RasterPos rp = grouped_raster(blockIdx.x, units, (p.M + BN - 1) / BN, GROUP / 2);
+  const int rb0 = 2 * rp.unit, tok0 = rp.tb * BN, nrb = max(0, min(2, p.RB - rb0));
   const int wg = threadIdx.x >> 7, tid = threadIdx.x & 127;
   const int nslab = (p.K + SLAB_K - 1) / SLAB_K;
-  init_stage_barriers<C::STAGES>(full, empty);
-  if (wg == 0) {
-    produce_tiles<BN, 2, C::STAGES, C::STAGE>(smem, full, empty, &xmap, p, int64_t(rb0) * p.CT, nslab, tok0, nrb);
-    return;
-  }
-
-  // consumers: warpgroup c owns row block rb0 + c (slot c of each stage); its warp w4 the 16-row groups w4, 4 + w4.
-  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
-  // c from lane 0: ptxas then knows it is warp-uniform, and so the kinds load and the wgmma predicate below. Without
-  // it the predicate counts as divergent and ptxas serialises every wgmma (C7520).
-  const int c = __shfl_sync(0xffffffffu, wg - 1, 0), w4 = tid >> 5, lane = tid & 31;
-  const bool live = c < nrb;  // false: the second row block of the last pair is past N
-  const int64_t tbase = int64_t(rb0 + (live ? c : 0)) * p.CT;
-  float d0[64], d1[64];
-#pragma unroll
-  for (int i = 0; i < 64; ++i) d0[i] = d1[i] = 0.f;
-  auto slab = [&](int s, uint4 (&a0)[4], uint4 (&a1)[4]) {
-    const int st = s % C::STAGES;
-    // Dense when not live: 2:4 wgmmas on a slot's stale metadata are not defined; dense ones on stale values are.
-    const bool sparse = (__ldg(p.kinds + tbase + (s >> 1)) != 0) & live;  // no branch: see wgmma_slab
-    hg::mbar_wait(&full[st], (s / C::STAGES) & 1);
-    mma_slab_tall<BF16>(d0, d1, a0, a1, smem + st * C::STAGE, c, sparse, w4, lane);
-    if (s > 0 && tid == 0) hg::mbar_arrive(&empty[(s - 1) % C::STAGES]);
-  };
-  uint4 a0[4], a1[4], b0[4], b1[4];
-  for (int s = 0; s < nslab; s += 2) {
-    slab(s, a0, a1);
-    if (s + 1 < nslab) slab(s + 1, b0, b1);
-  }
-  wg_wait<0>();
-  fence_acc(d0);
-  fence_acc(d1);
-  // Epilogue: both row blocks' [BN][OSTR] tiles side by side in the stage buffers, free once both warpgroups are past
-  // their last wgmma (the first barrier); the halves h = 0, 1 of warpgroup c go where ot_pos puts consumer h.
-  uint16_t* ot = reinterpret_cast<uint16_t*>(smem);
-  asm volatile("bar.sync 1, 256;" ::: "memory");
-  uint16_t* mine = ot + c * BN * OSTR;
-#pragma unroll
-  for (int i = 0; i < 64; ++i) {
-    mine[ot_pos(i, 0, w4, lane)] = hg::to_half_bits<BF16>(d0[i]);
-    mine[ot_pos(i, 1, w4, lane)] = hg::to_half_bits<BF16>(d1[i]);
-  }
-  store_rows<BN, 2>(ot, p, rb0, tok0, threadIdx.x - 128);
+  init_stage_barriers<C::STAGES, CL>(full, empty);
+  if (wg == 0)
+    produce_tiles<BN, 2, C::STAGES, C::STAGE, CL>(smem, full, empty, &xmap, p, int64_t(rb0) * p.CT, nslab, tok0, nrb);
+  else
+    consume_tall<BF16, CL>(smem, full, empty, p, wg, tid, rb0, nrb, tok0, nslab);
+  // A CTA outlives its peer's arrivals on its empty barriers (the peer's consumers send them until their last slab).
+  if constexpr (CL > 1) cluster_sync_any();
 #else
   (void)xmap;
   (void)p;
