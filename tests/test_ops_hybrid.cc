@@ -219,7 +219,8 @@ TEST(OpsHybridSplit, SplitsCoverKAndFitTheSlots) {
 }
 
 // The prefill tile kernels' raster visits every (row unit, token block) exactly once, including a last group of
-// fewer units, and keeps a group's units together: CTAs bid and bid + 1 share a token block or a unit group.
+// fewer units, and keeps a group's units together; with an even unit count and group, CTAs 2k and 2k + 1 (one
+// cluster of the x-sharing kernel) get units 2j, 2j + 1 of one token block.
 TEST(OpsHybridSplit, GroupedRasterIsABijectionThatKeepsGroupsTogether) {
   for (int units : {1, 5, 16, 17, 48, 112})
     for (int TB : {1, 3, 16, 64})
@@ -232,6 +233,10 @@ TEST(OpsHybridSplit, GroupedRasterIsABijectionThatKeepsGroupsTogether) {
           ASSERT_TRUE(r.unit >= 0 && r.unit < units && r.tb >= 0 && r.tb < TB) << at;
           ++seen[size_t(r.unit) * TB + r.tb];
           EXPECT_EQ(r.unit / group, bid / (group * TB)) << at;  // group g's CTAs are one contiguous range
+          if (units % 2 == 0 && group % 2 == 0 && bid % 2 == 1) {  // v4f's clusters: CTAs 2k, 2k + 1
+            const RasterPos q = grouped_raster(bid - 1, units, TB, group);
+            EXPECT_TRUE(q.tb == r.tb && q.unit % 2 == 0 && r.unit == q.unit + 1) << at;  // neighbours, same tokens
+          }
         }
         for (size_t i = 0; i < seen.size(); ++i)
           ASSERT_EQ(seen[i], 1) << "units " << units << " TB " << TB << " group " << group << " at " << i;
