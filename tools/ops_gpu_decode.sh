@@ -28,7 +28,8 @@ re='.*decode_kernelILi([0-9]+)ELi([0-9]+)ELb([01])ELb([01]).*stack frame, ([0-9]
 grep -E "Compiling entry|registers|spill" "$OUT/build_lib.log" | grep -A2 "decode_kernel" | paste - - - |
   sed -E "s/${re}registers.*/NT=\1 KB=\2 bf16=\3 RUN4=\4: \6 registers, \5 B spilled/" | sort -u | tr '\n' ';'
 echo " build ${SECONDS}s"
-timeout 200 /tmp/hg_dev validate >"$OUT/validate.txt" 2>&1; echo "validate rc=$? ($((SECONDS - T0))s)"
+# the auto dispatch and the decode-kernel codes (the prefill codes are ops_gpu_prefill.sh's)
+timeout 200 /tmp/hg_dev validate 0,-2,-4,-7,-8,-9 >"$OUT/validate.txt" 2>&1; echo "validate rc=$? ($((SECONDS - T0))s)"
 grep -E "FAIL|validation:|launch failed" "$OUT/validate.txt" | head -8
 timeout 60 /tmp/hg_dev_nowait small -7 >/tmp/validate_nowait.txt 2>&1
 echo "negative control (no griddepcontrol.wait, grid -7) rc=$? :: $(grep -c FAIL /tmp/validate_nowait.txt) FAIL \

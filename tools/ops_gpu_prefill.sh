@@ -33,7 +33,7 @@ for tool in memcheck racecheck synccheck; do
     | tee -a "$OUT/checks.txt"
   grep -E "FAIL|launch failed|Invalid|Race|hazard" /tmp/san.txt | head -4 | tee -a "$OUT/checks.txt"
 done
-timeout 200 /tmp/hg_dev validate >/tmp/validate.txt 2>&1; rc=$?
+timeout 300 /tmp/hg_dev validate >/tmp/validate.txt 2>&1; rc=$?
 cat /tmp/validate.txt >>"$OUT/checks.txt"
 echo "validate rc=$rc ($((SECONDS - T0))s)"
 grep -E "FAIL|validation:|launch failed" /tmp/validate.txt | head -12

@@ -46,7 +46,7 @@
 // small = one case for compute-sanitizer; time = v2 on two shapes; one N K M f = three launches (for ncu).
 // Build (GPU machine): nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Isrc -Ibench \
 //   dev/kernels/hybrid_gemm.cu src/ops/hybrid_gemm.cu -lcublas -o hybrid_gemm_dev
-// Run: ./hybrid_gemm_dev probe | validate | small | time
+// Run: ./hybrid_gemm_dev probe | validate [GRIDS] | small [GRIDS] | time   (GRIDS: comma list of grid codes, e.g. -11,-12)
 #include <cublas_v2.h>
 
 #include <algorithm>
@@ -435,7 +435,6 @@ int one(int64_t N, int64_t K, int64_t M, double f) {
 int main(int argc, char** argv) {
   std::string mode = argc > 1 ? argv[1] : "validate";
   if (mode == "one" && argc == 6) return one(std::atoll(argv[2]), std::atoll(argv[3]), std::atoll(argv[4]), std::atof(argv[5]));
-  if (mode == "validate") return validate(false);
   if (mode == "small" || mode == "validate") {
     std::vector<int> only;  // optional comma list of grid codes
     if (argc > 2)
@@ -450,6 +449,7 @@ int main(int argc, char** argv) {
   }
   if (mode == "time") return time_versions();
   if (mode == "probe") return probe();
-  std::fprintf(stderr, "usage: %s validate|small|time|probe|one N K M f\n", argv[0]);
+  std::fprintf(stderr, "usage: %s validate [GRIDS] | small [GRIDS] | time | probe | one N K M f  (GRIDS: comma list)\n",
+               argv[0]);
   return 2;
 }
