@@ -179,6 +179,14 @@ cudaError_t launch_prefill_tall(const void* x, const hp::Params& p, cudaStream_t
   return cudaLaunchKernelEx(&cfg, hp::hybrid_prefill_tall_kernel<BF16, CL>, map, p);
 }
 
+// The tile-schedule prefill kernel for the dtype: 256 rows per CTA (v4e, or v4f with x-sharing clusters), else v4d
+// with bn tokens per CTA.
+template <bool BF16>
+cudaError_t launch_prefill_tiles(const void* x, const hp::Params& p, int rows, int bn, bool cluster, cudaStream_t s) {
+  if (rows == 256) return cluster ? launch_prefill_tall<BF16, 2>(x, p, s) : launch_prefill_tall<BF16, 1>(x, p, s);
+  return bn == 256 ? launch_prefill<256, BF16>(x, p, s) : launch_prefill<128, BF16>(x, p, s);
+}
+
 // Stream-K prefill (hybrid_prefill.cuh v5) on `grid` CTAs; p.TB, slots and counters set by the caller.
 template <bool BF16>
 cudaError_t launch_prefill_sk(const void* x, const hp::Params& p, int grid, cudaStream_t stream) {
@@ -400,14 +408,8 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
     const int64_t waves128 = (rb * tb + d.sms - 1) / d.sms, waves256 = (rb * ((a.M + 255) / 256) + d.sms - 1) / d.sms;
     const int bn = a.prefill_bn ? a.prefill_bn : (17 * waves256 < 10 * waves128 ? 256 : 128);
     const bool cl = a.prefill_cluster == 2;
-    cudaError_t e = a.prefill_rows == 256 ? (a.bf16 ? (cl ? launch_prefill_tall<true, 2>(a.x, p, stream)
-                                                          : launch_prefill_tall<true, 1>(a.x, p, stream))
-                                                    : (cl ? launch_prefill_tall<false, 2>(a.x, p, stream)
-                                                          : launch_prefill_tall<false, 1>(a.x, p, stream)))
-                    : bn == 256           ? (a.bf16 ? launch_prefill<256, true>(a.x, p, stream)
-                                                    : launch_prefill<256, false>(a.x, p, stream))
-                                          : (a.bf16 ? launch_prefill<128, true>(a.x, p, stream)
-                                                    : launch_prefill<128, false>(a.x, p, stream));
+    cudaError_t e = a.bf16 ? launch_prefill_tiles<true>(a.x, p, a.prefill_rows, bn, cl, stream)
+                           : launch_prefill_tiles<false>(a.x, p, a.prefill_rows, bn, cl, stream);
     if (e != cudaSuccess) {
       r.status = HYBRID_ERR_CUDA;
       r.cuda_error = int(e);
