@@ -232,10 +232,10 @@ __device__ __forceinline__ uint32_t cluster_rank() {
   asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
   return r;
 }
-// Cluster barrier that threads may reach unconverged (the producer warp: one thread ran the loop).
-__device__ __forceinline__ void cluster_sync_any() {
-  asm volatile("barrier.cluster.arrive.release;\n\tbarrier.cluster.wait.acquire;" ::: "memory");
-}
+// A cluster barrier in two halves, for threads that may be unconverged (the producer warp: one thread ran the loop).
+// The release orders this thread's earlier remote mbarrier arrives before the peer's wait returns.
+__device__ __forceinline__ void cluster_arrive_release() { asm volatile("barrier.cluster.arrive.release;" ::: "memory"); }
+__device__ __forceinline__ void cluster_wait_acquire() { asm volatile("barrier.cluster.wait.acquire;" ::: "memory"); }
 __device__ __forceinline__ uint4 lds128(const void* p) {
   uint4 v;
   asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];"
@@ -506,6 +506,7 @@ __device__ __forceinline__ void consume_tall(uint8_t* smem, uint64_t* full, uint
   wg_wait<0>();
   fence_acc(d0);
   fence_acc(d1);
+  if constexpr (CL > 1) cluster_arrive_release();  // this warpgroup's last remote arrive is behind it (kernel end)
   // The stage buffers are free once both warpgroups are past their last wgmma (the first barrier); no peer writes
   // them any more then, since every multicast slab was waited for. Halves h = 0, 1 go where ot_pos puts consumer h.
   uint16_t* ot = reinterpret_cast<uint16_t*>(smem);
@@ -542,12 +543,15 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_tall_kernel(const _
   const int wg = threadIdx.x >> 7, tid = threadIdx.x & 127;
   const int nslab = (p.K + SLAB_K - 1) / SLAB_K;
   init_stage_barriers<C::STAGES, CL>(full, empty);
-  if (wg == 0)
+  if (wg == 0) {
     produce_tiles<BN, 2, C::STAGES, C::STAGE, CL>(smem, full, empty, &xmap, p, int64_t(rb0) * p.CT, nslab, tok0, nrb);
-  else
-    consume_tall<BF16, CL>(smem, full, empty, p, wg, tid, rb0, nrb, tok0, nslab);
+    if constexpr (CL > 1) cluster_arrive_release();
+  } else {
+    consume_tall<BF16, CL>(smem, full, empty, p, wg, tid, rb0, nrb, tok0, nslab);  // arrives after its main loop
+  }
   // A CTA outlives its peer's arrivals on its empty barriers (the peer's consumers send them until their last slab).
-  if constexpr (CL > 1) cluster_sync_any();
+  // Arrived before the epilogue and waited for here, so the epilogue's stores are not followed by a GPU fence.
+  if constexpr (CL > 1) cluster_wait_acquire();
 #else
   (void)xmap;
   (void)p;
