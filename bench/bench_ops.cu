@@ -288,13 +288,19 @@ int main(int argc, char** argv) {
       a.workspace_bytes = wsb;
       // Validate before timing against cuBLAS on the masked dense weight (fp32 accumulate both): M = 16 (decode
       // kernel) and, in prefill mode, M = 512 (wgmma kernel) and M = 513 on the 256-row tiles without and with x
-      // shared in clusters (v4e, v4f; the two codes -513 and -514 below).
-      for (int64_t Mv_ : prefill ? std::vector<int64_t>{16, 512, -513, -514} : std::vector<int64_t>{16}) {
-        const int64_t Mv = Mv_ < 0 ? 513 : Mv_;
-        a.kernel = Mv_ < 0 ? 3 : 0;
-        a.prefill_schedule = Mv_ < 0 ? 1 : 0;
-        a.prefill_rows = Mv_ < 0 ? 256 : 0;
-        a.prefill_cluster = Mv_ == -514 ? 2 : 0;
+      // shared in clusters (v4e, v4f).
+      struct Check {
+        int64_t M;
+        int rows, cluster;  // prefill_rows (0: auto dispatch), prefill_cluster
+      };
+      std::vector<Check> checks = {{16, 0, 0}};
+      if (prefill) checks.insert(checks.end(), {{512, 0, 0}, {513, 256, 0}, {513, 256, 2}});
+      for (const Check& ck : checks) {
+        const int64_t Mv = ck.M;
+        a.kernel = ck.rows ? 3 : 0;
+        a.prefill_schedule = ck.rows ? 1 : 0;
+        a.prefill_rows = ck.rows;
+        a.prefill_cluster = ck.cluster;
         std::vector<uint16_t> md = bench::masked_dense(H);
         void *Wm, *yr;
         BENCH_CUDA(cudaMalloc(&Wm, wbytes));

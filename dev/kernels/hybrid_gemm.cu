@@ -137,7 +137,7 @@ HybridLaunchResult run_hybrid(const bench::Problem& P, Dev& d, const uint16_t* x
   // both sum the same partials in split order, so validate_one requires the same bits)
   a.decode_ctas_per_sm = grid == -9 || grid == -10 ? 2 : 0;
   a.kernel = prefill ? 3 : grid < 0 ? 2 : grid > 0 ? 1 : 0;
-  a.prefill_schedule = grid == -6 ? 2 : grid == -128 || grid == -256 || grid <= -11 ? 1 : 0;  // -6: stream-K (v5)
+  a.prefill_schedule = grid == -6 ? 2 : grid == -128 || grid == -256 || grid == -11 || grid == -12 ? 1 : 0;
   a.decode_variant = grid == -4 ? 1 : 0;  // -4: split-K decode kernel v3d (the default is v3e)
   a.prefill_bn = grid == -128 ? 128 : grid == -256 ? 256 : 0;
   a.prefill_rows = grid == -11 || grid == -12 ? 256 : 0;

@@ -59,6 +59,16 @@ struct Params {
   int cluster = 0;         // 1: launched as clusters of (S, 1, 1), partials summed through distributed shared memory
 };
 
+// Four summed rows row .. row + 3 of token tok into y (both reductions' last step), rows past N skipped.
+template <bool BF16>
+__device__ __forceinline__ void store_y4(const Params& p, int tok, int row, const float4& sum) {
+  uint16_t* yr = p.y + int64_t(tok) * p.N + row;
+  if (row < p.N) yr[0] = hg::to_half_bits<BF16>(sum.x);
+  if (row + 1 < p.N) yr[1] = hg::to_half_bits<BF16>(sum.y);
+  if (row + 2 < p.N) yr[2] = hg::to_half_bits<BF16>(sum.z);
+  if (row + 3 < p.N) yr[3] = hg::to_half_bits<BF16>(sum.w);
+}
+
 __device__ __forceinline__ uint4 ld_stream16(const void* p, uint64_t pol) {
   uint4 v;
   asm volatile("ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0,%1,%2,%3}, [%4], %5;"
@@ -259,11 +269,7 @@ __global__ void __launch_bounds__(THREADS, 2) hybrid_decode_kernel(const Params 
 #pragma unroll
       for (int j = 0; j < MAX_CLUSTER; ++j)
         if (j < p.S) sum.x += v[j].x, sum.y += v[j].y, sum.z += v[j].z, sum.w += v[j].w;
-      uint16_t* yr = p.y + int64_t(tok0 + tl) * p.N + row;
-      if (row < p.N) yr[0] = hg::to_half_bits<BF16>(sum.x);
-      if (row + 1 < p.N) yr[1] = hg::to_half_bits<BF16>(sum.y);
-      if (row + 2 < p.N) yr[2] = hg::to_half_bits<BF16>(sum.z);
-      if (row + 3 < p.N) yr[3] = hg::to_half_bits<BF16>(sum.w);
+      store_y4<BF16>(p, tok0 + tl, row, sum);
     }
     // No CTA leaves while a peer may still read its partial. Relaxed: this CTA's reads of its peers have returned
     // (their values are in the stores above), and a release would make every thread wait for its y stores.
@@ -320,11 +326,7 @@ __global__ void __launch_bounds__(THREADS, 2) hybrid_decode_kernel(const Params 
         if (j < nj) sum.x += v[j].x, sum.y += v[j].y, sum.z += v[j].z, sum.w += v[j].w;
     }
     const int idx = i4 * 4, tl = idx / hg::TILE, r = idx - tl * hg::TILE, row = rb * hg::TILE + r;
-    uint16_t* yr = p.y + int64_t(tok0 + tl) * p.N + row;
-    if (row < p.N) yr[0] = hg::to_half_bits<BF16>(sum.x);
-    if (row + 1 < p.N) yr[1] = hg::to_half_bits<BF16>(sum.y);
-    if (row + 2 < p.N) yr[2] = hg::to_half_bits<BF16>(sum.z);
-    if (row + 3 < p.N) yr[3] = hg::to_half_bits<BF16>(sum.w);
+    store_y4<BF16>(p, tok0 + tl, row, sum);
   }
 }
 

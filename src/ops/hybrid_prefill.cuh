@@ -315,7 +315,7 @@ __device__ __forceinline__ int ot_pos(int i, int c, int w4, int lane) {
 // RBS row blocks rb, rb + 1, … side by side: ot holds RBS [BN][OSTR] tiles one after another (rows past N skipped).
 template <int BN, int RBS = 1>
 __device__ __forceinline__ void store_rows(const uint16_t* ot, const Params& p, int rb, int tok0, int ctid) {
-  asm volatile("bar.sync 1, 256;" ::: "memory");
+  hg::consumer_sync();
   const bool vec = (p.N & 7) == 0;  // 16-byte aligned rows of y
   for (int q = ctid; q < RBS * BN * 16; q += 256) {
     const int b = RBS == 1 ? 0 : q / (BN * 16), tl = RBS == 1 ? q >> 4 : (q >> 4) % BN, ch = q & 15;
@@ -334,7 +334,7 @@ __device__ __forceinline__ void store_rows(const uint16_t* ot, const Params& p, 
 template <int BN, bool BF16>
 __device__ __forceinline__ void store_tile(const float (&d)[BN / 2], uint16_t* ot, const Params& p, int rb, int tok0,
                                            int c, int w4, int lane, int ctid) {
-  asm volatile("bar.sync 1, 256;" ::: "memory");
+  hg::consumer_sync();
 #pragma unroll
   for (int i = 0; i < BN / 2; ++i) ot[ot_pos(i, c, w4, lane)] = hg::to_half_bits<BF16>(d[i]);
   store_rows<BN>(ot, p, rb, tok0, ctid);
@@ -510,7 +510,7 @@ __device__ __forceinline__ void consume_tall(uint8_t* smem, uint64_t* full, uint
   // The stage buffers are free once both warpgroups are past their last wgmma (the first barrier); no peer writes
   // them any more then, since every multicast slab was waited for. Halves h = 0, 1 go where ot_pos puts consumer h.
   uint16_t* ot = reinterpret_cast<uint16_t*>(smem);
-  asm volatile("bar.sync 1, 256;" ::: "memory");
+  hg::consumer_sync();
   uint16_t* mine = ot + c * BN * OSTR;
 #pragma unroll
   for (int i = 0; i < 64; ++i) {
@@ -669,7 +669,7 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sk_kernel(const __g
 #pragma unroll
       for (int i = 0; i < ACC; ++i) __stcg(sl + i * 256 + ctid, d[i]);  // fragment order: coalesced, same for all
       __threadfence();
-      asm volatile("bar.sync 1, 256;" ::: "memory");
+      hg::consumer_sync();
       if (ctid == 0) {
         const int old = atomicAdd(p.counters + key, done);
         const int last = old + done == NS;
@@ -677,7 +677,7 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sk_kernel(const __g
         __threadfence();
         last_flag = last;
       }
-      asm volatile("bar.sync 1, 256;" ::: "memory");
+      hg::consumer_sync();
       if (last_flag) {
         // Contributors: the owners of the tile's first and last unit and every CTA between; slot 0 holds a CTA's
         // first tile, slot 1 its last, so only the first contributor can hold this tile in slot 1.
@@ -687,7 +687,7 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sk_kernel(const __g
         // Sum in chunks of 16 elements, each contributor's 16 loads in flight together (one L2 round trip per
         // chunk and contributor; per element, the reduction tail was ~40 µs). Never into the accumulators: ptxas
         // serialises every wgmma of the kernel (C7520) when they are written on a path it cannot prove uniform.
-        asm volatile("bar.sync 1, 256;" ::: "memory");
+        hg::consumer_sync();
         const float* head = p.slots + (int64_t(c0) * 2 + slot0) * hg::SLOT_FLOATS + ctid;
 #pragma unroll
         for (int i0 = 0; i0 < ACC; i0 += 16) {
