@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: deps configure build cli test demo clean
+.PHONY: deps configure build cli test demo fuzz clean
 
 deps:
 	bash scripts/install-deps.sh
@@ -23,6 +23,11 @@ test: build
 
 demo: cli
 	bash scripts/demo.sh $(BUILD)
+
+# libFuzzer targets for every file parser (clang, ASan + UBSan): tools/fuzz.sh, SECONDS_PER_TARGET each (default 60).
+fuzz: deps
+	bash scripts/install-deps.sh --fuzz
+	RELEASE_BUILD=$(BUILD) bash tools/fuzz.sh
 
 clean:
 	rm -rf $(BUILD)

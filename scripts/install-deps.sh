@@ -4,6 +4,8 @@
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build git pkg-config libtorch-dev nlohmann-json3-dev libcli11-dev
       libgtest-dev libgmock-dev libsentencepiece-dev libpcre2-dev libopenblas0-pthread python3 python3-pip)
+# --fuzz: clang and its runtime (libFuzzer, ASan, UBSan) for tools/fuzz.sh.
+[ "${1:-}" = "--fuzz" ] && pkgs=(clang libclang-rt-14-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

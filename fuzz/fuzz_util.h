@@ -1,0 +1,41 @@
+// Shared by the libFuzzer targets: each writes the input to a per-process temp file and hands its path to a loader,
+// because every loader reads files (mmap). Only patchllm::Error may escape a loader; anything else (c10::Error,
+// nlohmann exceptions, std::bad_alloc, a signal, a sanitizer report) is a finding and stops the fuzzer.
+#pragma once
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <string>
+
+#include "core/error.h"
+
+namespace patchllm::fuzz {
+
+inline std::string temp_dir() {
+  static const std::string dir = [] {
+    const char* base = std::getenv("TMPDIR");
+    std::string d = std::string(base && *base ? base : "/tmp") + "/patchllm-fuzz-" + std::to_string(getpid());
+    std::string cmd = "mkdir -p '" + d + "'";
+    if (std::system(cmd.c_str()) != 0) std::abort();
+    return d;
+  }();
+  return dir;
+}
+
+// Writes the fuzz input to <temp_dir>/<name> and returns the path.
+inline std::string write_input(const uint8_t* data, size_t n, const std::string& name) {
+  const std::string path = temp_dir() + "/" + name;
+  FILE* f = std::fopen(path.c_str(), "wb");
+  if (!f || (n && std::fwrite(data, 1, n, f) != n) || std::fclose(f) != 0) std::abort();
+  return path;
+}
+
+}  // namespace patchllm::fuzz
+
+// Runs `body`; a patchllm::Error is the expected answer to bad input, everything else escapes.
+#define PATCHLLM_FUZZ_EXPECT_ERRORS(body) \
+  try {                                   \
+    body;                                 \
+  } catch (const ::patchllm::Error&) {    \
+  }

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets (fuzz/, clang + ASan/UBSan) and runs each for SECONDS on a seed corpus of real files:
+# tests/data, and stories260K converted, pruned and exported by the normal build (needs ../shared for those).
+# usage: tools/fuzz.sh [TARGET ...]   (run from the repository root; default: every target)
+# env: SECONDS_PER_TARGET (60), BUILD (build-fuzz), RELEASE_BUILD (build, for the seeds), OUT (fuzz-out), JOBS (nproc)
+# Findings land in $OUT/<target>/ as crash-*/leak-*/oom-*/timeout-* files; the last line is a table, one row a target.
+# Reproduce one: $BUILD/fuzz/<target> $OUT/<target>/crash-... (with the env lines the table prints).
+set -euo pipefail
+BUILD=${BUILD:-build-fuzz}
+RELEASE=${RELEASE_BUILD:-build}
+OUT=${OUT:-fuzz-out}
+SECS=${SECONDS_PER_TARGET:-60}
+SH=${PATCHLLM_SHARED_DIR:-../shared}
+JOBS=${JOBS:-$(nproc)}
+ALL="fuzz_gguf fuzz_tokenizer_json fuzz_tokenizer_spm fuzz_tokenizer_llama2c fuzz_tokenizer_encode fuzz_safetensors
+     fuzz_model_config fuzz_model_weights fuzz_model_weights_packed fuzz_mask fuzz_mask_npz fuzz_llama2c"
+TARGETS=${*:-$ALL}
+
+if [ ! -f "$BUILD/build.ninja" ]; then
+  cmake -S . -B "$BUILD" -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_C_COMPILER=clang \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPATCHLLM_BUILD_FUZZ=ON -DPATCHLLM_BUILD_TESTS=OFF \
+    -DPATCHLLM_BUILD_BENCH=OFF -DPATCHLLM_WITH_CUDA=OFF > /dev/null
+fi
+ninja -C "$BUILD" -j "$JOBS" > /dev/null
+
+# Seeds: real files of every format. The model-based ones need ../shared and the release binary.
+SEEDS=$OUT/seeds
+mkdir -p "$SEEDS"/{gguf,json,spm,llama2c_tok,text,safetensors,config,weights,packed,mask,npz,llama2c}
+cp tests/data/gguf/*.gguf "$SEEDS/gguf/"
+for d in tests/data/tokenizer/bytelevel_*; do cp "$d/tokenizer.json" "$SEEDS/json/$(basename "$d").json"; done
+cp tests/data/tokenizer/texts.json "$SEEDS/text/"
+cp tests/data/gemma3-tiny/*.safetensors "$SEEDS/safetensors/"
+cp tests/data/gemma3-tiny/config.json "$SEEDS/config/gemma3.json"
+HAVE_MODEL=0
+if [ -d "$SH/models/stories260K" ]; then
+  [ -x "$RELEASE/patchllm" ] || { cmake -S . -B "$RELEASE" -G Ninja > /dev/null && ninja -C "$RELEASE" patchllm > /dev/null; }
+  BIN=$RELEASE/patchllm
+  M=$OUT/stories260K
+  [ -f "$M/hf/model.safetensors" ] || $BIN -q convert --from llama2c "$SH/models/stories260K/stories260K.bin" \
+    --tokenizer "$SH/models/stories260K/tok512.bin" -o "$M/hf" --force
+  [ -f "$M/wanda/masks.safetensors" ] || $BIN -q prune -m "$M/hf" --method wanda --pattern 2:4 --sparsity 0.5 \
+    -f "$SH/data/tinystories/valid.txt" --nsamples 4 --seqlen 64 --seed 0 --force -o "$M/wanda" > /dev/null
+  [ -f "$M/packed/model.safetensors" ] || $BIN -q export -m "$M/hf" --masks "$M/wanda/masks.safetensors" \
+    --format packed -o "$M/packed" --force > /dev/null
+  [ -f "$M/npz/mask_compressed.npz" ] || $BIN -q export -m "$M/hf" --masks "$M/wanda/masks.safetensors" \
+    --format maskllm-npz -o "$M/npz" --force > /dev/null
+  cp "$M/hf/tokenizer.json" "$SEEDS/json/stories260K.json"
+  cp "$SH/models/llama2-tokenizer/tokenizer.model" "$SEEDS/spm/"
+  cp "$SH/models/stories260K/tok512.bin" "$SEEDS/llama2c_tok/"
+  head -c 4096 "$SH/data/tinystories/valid.txt" > "$SEEDS/text/tinystories.txt"
+  cp "$M/hf/model.safetensors" "$SEEDS/safetensors/stories260K.safetensors"
+  cp "$M/hf/config.json" "$SEEDS/config/stories260K.json"
+  cp "$M/hf/model.safetensors" "$SEEDS/weights/"
+  cp "$M/packed/model.safetensors" "$SEEDS/packed/"
+  cp "$M/wanda/masks.safetensors" "$SEEDS/mask/"
+  cp "$M/npz/mask_compressed.npz" "$SEEDS/npz/"
+  cp "$SH/models/stories260K/stories260K.bin" "$SEEDS/llama2c/"
+  HAVE_MODEL=1
+else
+  echo "fuzz.sh: $SH/models/stories260K absent: the model-based targets are skipped" >&2
+fi
+
+seed_of() {
+  case $1 in
+    fuzz_gguf) echo gguf ;; fuzz_tokenizer_json) echo json ;; fuzz_tokenizer_spm) echo spm ;;
+    fuzz_tokenizer_llama2c) echo llama2c_tok ;; fuzz_tokenizer_encode) echo text ;;
+    fuzz_safetensors) echo safetensors ;; fuzz_model_config) echo config ;; fuzz_model_weights) echo weights ;;
+    fuzz_model_weights_packed) echo packed ;; fuzz_mask) echo mask ;; fuzz_mask_npz) echo npz ;;
+    fuzz_llama2c) echo llama2c ;;
+  esac
+}
+ROWS=()
+for t in $TARGETS; do
+  s=$(seed_of "$t")
+  [ -n "$s" ] || { echo "fuzz.sh: unknown target $t (targets: $ALL)" >&2; exit 2; }
+  bin=$BUILD/fuzz/$t
+  envs=()
+  case $t in
+    fuzz_tokenizer_encode) envs=(PATCHLLM_FUZZ_TOKENIZER="$SH/models/llama2-tokenizer/tokenizer.model") ;;
+    fuzz_model_config|fuzz_model_weights|fuzz_mask_npz) envs=(PATCHLLM_FUZZ_MODEL="$OUT/stories260K/hf") ;;
+    fuzz_model_weights_packed) envs=(PATCHLLM_FUZZ_MODEL="$OUT/stories260K/packed"); bin=$BUILD/fuzz/fuzz_model_weights ;;
+    fuzz_llama2c) envs=(PATCHLLM_FUZZ_LLAMA2C_TOKENIZER="$SH/models/stories260K/tok512.bin") ;;
+  esac
+  if [ -z "$(ls -A "$SEEDS/$s")" ] || { [ ${#envs[@]} -gt 0 ] && [ $HAVE_MODEL = 0 ]; }; then
+    ROWS+=("| $t | skipped (no seeds: ../shared absent) | | |")
+    continue
+  fi
+  dir=$OUT/$t
+  mkdir -p "$dir/corpus"
+  log=$dir/log.txt
+  echo "fuzz.sh: $t for ${SECS}s" >&2
+  # Leak detection off: LibTorch keeps process-lifetime allocations that LeakSanitizer reports.
+  env "${envs[@]}" ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=0 \
+    UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 "$bin" "$dir/corpus" "$SEEDS/$s" \
+    -max_total_time="$SECS" -rss_limit_mb=4096 -malloc_limit_mb=2048 -timeout=30 -artifact_prefix="$dir/" \
+    > "$log" 2>&1 || true
+  runs=$(grep -oE '^#[0-9]+' "$log" | tail -1 | tr -d '#')
+  finds=$(find "$dir" -maxdepth 1 -name 'crash-*' -o -maxdepth 1 -name 'leak-*' -o -maxdepth 1 -name 'oom-*' \
+            -o -maxdepth 1 -name 'timeout-*' | wc -l)
+  ROWS+=("| $t | ${runs:-0} | $finds | ${envs[*]:-} |")
+done
+echo "| target | executions | findings | env |"
+echo "|---|---|---|---|"
+printf '%s\n' "${ROWS[@]}"
