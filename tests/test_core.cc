@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "core/file.h"
+#include "core/json.h"
 #include "core/provenance.h"
 #include "test_util.h"
 
@@ -32,6 +33,24 @@ TEST(Core, AtomicWriteReplacesAndLeavesNoTemp) {
   EXPECT_EQ(sha256_file(dir + "/a.txt"), sha256_hex("two", 3));
   EXPECT_THROW(file_write_atomic(dir + "/missing/dir/a.txt", "x"), Error);
   EXPECT_THROW(file_read(dir + "/nope"), FormatError);
+}
+
+// Found by fuzz/fuzz_model_config: a number out of double's range is nlohmann's out_of_range, not a parse_error,
+// and escaped config_load's catch as a crash of the CLI's generic handler.
+TEST(Core, JsonReadFileTurnsEveryJsonErrorIntoAFormatErrorNamingTheFile) {
+  auto dir = test::temp_dir("core_json");
+  file_write_atomic(dir + "/ok.json", R"({"a": [1, 2.5, "x"]})");
+  EXPECT_EQ(json_read_file(dir + "/ok.json")["a"][1].get<double>(), 2.5);
+  for (const char* text : {R"({"a": 1e999})", R"({"a": )", "\xff", ""}) {
+    file_write_atomic(dir + "/bad.json", text);
+    try {
+      json_read_file(dir + "/bad.json");
+      ADD_FAILURE() << "no error for " << text;
+    } catch (const FormatError& e) {
+      EXPECT_NE(std::string(e.what()).find(dir + "/bad.json: malformed JSON"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_THROW(json_read_file(dir + "/missing.json"), FormatError);
 }
 
 TEST(Core, ProvenanceHashesInputs) {

@@ -178,6 +178,38 @@ TEST(Mask, MalformedFilesGiveClearErrors) {
   EXPECT_THROW(mask_load(tmp + "/none.safetensors"), InvalidArgument);
 }
 
+// Found by fuzz/fuzz_mask: a shape whose element count wraps to 0 passed the byte-count check against an empty
+// packed tensor and reached torch as a c10::Error; a huge tile side overflowed the grid arithmetic; tile scores of
+// the wrong shape were accepted.
+TEST(Mask, OverflowingShapesTileSizesAndScoreShapesAreFormatErrors) {
+  std::string tmp = test::temp_dir("mask_fuzz");
+  const std::map<std::string, std::string> meta = {{"format", "patchllm-mask"},
+                                                   {"patchllm_format_version", "1"},
+                                                   {"pattern", "unstructured"},
+                                                   {"tile_size", "128x128"},
+                                                   {"base_model_fingerprint", ""}};
+  safetensors_write(tmp + "/o.safetensors",
+                    {{"a.shape", torch::tensor({int64_t{1} << 40, int64_t{1} << 40}, torch::kInt64)},
+                     {"a.mask", torch::zeros({0}, torch::kUInt8)}},
+                    meta);
+  std::string e = error_of([&] { mask_load(tmp + "/o.safetensors"); });
+  EXPECT_NE(e.find("overflows"), std::string::npos) << e;
+  EXPECT_NE(e.find("o.safetensors"), std::string::npos) << e;
+  auto big_tile = meta;
+  big_tile["tile_size"] = "9223372036854775807x128";
+  safetensors_write(tmp + "/t.safetensors",
+                    {{"a.shape", torch::tensor({2, 4}, torch::kInt64)}, {"a.mask", torch::ones({1}, torch::kUInt8)}},
+                    big_tile);
+  e = error_of([&] { mask_load(tmp + "/t.safetensors"); });
+  EXPECT_NE(e.find("bad tile_size"), std::string::npos) << e;
+  safetensors_write(tmp + "/s.safetensors",
+                    {{"a.shape", torch::tensor({2, 4}, torch::kInt64)}, {"a.mask", torch::ones({1}, torch::kUInt8)},
+                     {"a.tile_scores", torch::ones({2, 2})}},
+                    meta);
+  e = error_of([&] { mask_load(tmp + "/s.safetensors"); });
+  EXPECT_NE(e.find("a.tile_scores is [2, 2], the tile grid is [1, 1]"), std::string::npos) << e;
+}
+
 TEST(Mask, ApplyWritesExactPositiveZeros) {
   std::string dir = test::tiny_model_write(test::temp_dir("mask_apply") + "/m", {});
   auto model = Model::load(dir);

@@ -194,6 +194,14 @@ TEST(Model, BadInputsAreClearErrors) {
   } catch (const FormatError& e) {
     EXPECT_NE(std::string(e.what()).find("mlp.gate_proj.weight"), std::string::npos) << e.what();
   }
+  // A number beyond double's range (nlohmann's out_of_range, found by fuzz/fuzz_model_config).
+  file_write_atomic(bad + "/config.json", R"({"architectures":["LlamaForCausalLM"],"rope_theta":1e999})");
+  try {
+    Model::load(bad);
+    FAIL();
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("config.json: malformed JSON"), std::string::npos) << e.what();
+  }
   file_write_atomic(bad + "/config.json", R"({"architectures":["GPT2LMHeadModel"],"hidden_size":64})");
   try {
     Model::load(bad);

@@ -364,7 +364,7 @@ TEST(Tokenizer, MalformedFilesGiveOneLineFormatErrors) {
   j = good;
   j["model"]["vocab"] = 3;
   expect_format_error(write_temp("tokenizer.json", j.dump()), "model.vocab");
-  expect_format_error(write_temp("tokenizer.json", "{\"model\": "), "not valid JSON");
+  expect_format_error(write_temp("tokenizer.json", "{\"model\": "), "malformed JSON");
   expect_format_error(write_temp("tok.bin", std::string("\x07\x00\x00\x00\x00\x00\x80\x3f\x09", 9)), "truncated");
   expect_format_error("/nonexistent/dir/tokenizer.json", "no such file");
   std::string empty = test::temp_dir("tok-empty");

@@ -289,6 +289,7 @@ void gguf_dequantize(GgmlType type, const void* src_v, float* dst, int64_t n) {
                  gguf_ggml_type_name(type));
   PATCHLLM_CHECK(n >= 0 && n % block == 0, InvalidArgument, "gguf_dequantize: ", n,
                  " elements is not a multiple of the ", gguf_ggml_type_name(type), " block size ", block);
+  if (n == 0) return;  // an empty tensor: dst may be null, and memcpy(nullptr, ..., 0) is undefined
   switch (type) {
     case GgmlType::F32: std::memcpy(dst, src, static_cast<size_t>(n) * 4); return;
     case GgmlType::F16:

@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "core/file.h"
+#include "core/json.h"
 #include "core/log.h"
 #include "gguf/gguf_hf.h"
 #include "io/safetensors.h"
@@ -24,14 +25,6 @@ namespace {
 
 bool ends_with(const std::string& s, const std::string& p) {
   return s.size() >= p.size() && s.compare(s.size() - p.size(), p.size(), p) == 0;
-}
-
-nlohmann::json read_json(const std::string& path) {
-  try {
-    return nlohmann::json::parse(file_read(path));
-  } catch (const nlohmann::json::exception& e) {
-    throw FormatError(str(path, ": malformed JSON (", e.what(), ")"));
-  }
 }
 
 // gguf-py's TextModel.does_token_look_special: added tokens that llama.cpp should treat as control tokens even when
@@ -281,10 +274,10 @@ void hf_convert_to_gguf(const std::string& hf_dir, const std::string& out_path, 
   PATCHLLM_CHECK(file_exists(tok_path), FormatError, tok_path, ": missing (a GGUF file embeds the tokenizer)");
   PATCHLLM_CHECK(!dir_exists(out_path), InvalidArgument, out_path, ": is a directory (expected a .gguf file path)");
   PATCHLLM_CHECK(force || !file_exists(out_path), InvalidArgument, out_path, ": exists (use --force to overwrite)");
-  const nlohmann::json config = read_json(cfg_path);
+  const nlohmann::json config = json_read_file(cfg_path);
   const std::string arch = hf_gguf_architecture(config, cfg_path);
-  const nlohmann::json tok = read_json(tok_path);
-  const nlohmann::json tcfg = file_exists(tcfg_path) ? read_json(tcfg_path) : nlohmann::json::object();
+  const nlohmann::json tok = json_read_file(tok_path);
+  const nlohmann::json tcfg = file_exists(tcfg_path) ? json_read_file(tcfg_path) : nlohmann::json::object();
   Checkpoint ck(hf_dir);
   checkpoint_require_dense(ck, hf_dir, "GGUF export");
   PATCHLLM_CHECK(ck.has("model.embed_tokens.weight"), FormatError, hf_dir, ": no model.embed_tokens.weight");

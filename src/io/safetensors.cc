@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/json.h"
 
 namespace patchllm {
 namespace {
@@ -160,12 +161,7 @@ Checkpoint::Checkpoint(const std::string& model_dir) {
   std::string single = path_join(model_dir, "model.safetensors");
   std::string index = path_join(model_dir, "model.safetensors.index.json");
   if (file_exists(index)) {
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(file_read(index));
-    } catch (const nlohmann::json::exception& e) {
-      throw FormatError(str(index, ": malformed JSON (", e.what(), ")"));
-    }
+    nlohmann::json j = json_read_file(index);
     PATCHLLM_CHECK(j.contains("weight_map") && j["weight_map"].is_object(), FormatError, index, ": no weight_map");
     std::map<std::string, size_t> shard_idx;
     for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {

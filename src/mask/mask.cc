@@ -14,6 +14,11 @@
 
 namespace patchllm {
 
+namespace {
+// Larger than any weight side; keeps the tile-grid arithmetic (out + r - 1) / r far from overflow.
+constexpr int64_t kMaxTileSide = int64_t{1} << 20;
+}  // namespace
+
 int64_t MaskSet::total() const {
   int64_t n = 0;
   for (const auto& [k, m] : masks) n += m.keep.numel();
@@ -38,7 +43,9 @@ torch::Tensor mask_packbits(const torch::Tensor& keep) {
 
 torch::Tensor mask_unpackbits(const torch::Tensor& packed, std::vector<int64_t> shape) {
   int64_t n = 1;
-  for (auto s : shape) n *= s;
+  for (auto s : shape)
+    PATCHLLM_CHECK(s >= 0 && !__builtin_mul_overflow(n, s, &n), FormatError, "mask shape ",
+                   c10::IntArrayRef(shape), " is negative or overflows");
   PATCHLLM_CHECK(packed.numel() == (n + 7) / 8, FormatError, "packed mask has ", packed.numel(), " bytes, expected ",
                  (n + 7) / 8, " for ", n, " elements");
   auto p = packed.to(torch::kCPU).to(torch::kInt32).contiguous().view({-1, 1});
@@ -163,7 +170,8 @@ MaskSet mask_load(const std::string& path) {
   PATCHLLM_CHECK(m.pattern == "2:4" || m.pattern == "unstructured", FormatError, path, ": unknown pattern '",
                  m.pattern, "'");
   std::string ts = get("tile_size");
-  PATCHLLM_CHECK(std::sscanf(ts.c_str(), "%ldx%ld", &m.tile_r, &m.tile_c) == 2 && m.tile_r > 0 && m.tile_c > 0,
+  PATCHLLM_CHECK(std::sscanf(ts.c_str(), "%ldx%ld", &m.tile_r, &m.tile_c) == 2 && m.tile_r > 0 && m.tile_c > 0 &&
+                     m.tile_r <= kMaxTileSide && m.tile_c <= kMaxTileSide,
                  FormatError, path, ": bad tile_size '", ts, "'");
   m.fingerprint = get("base_model_fingerprint");
   m.fingerprint_desc = md.count("base_model") ? md.at("base_model") : "";
@@ -189,7 +197,12 @@ MaskSet mask_load(const std::string& path) {
       lm.tile_map = f.load(p + ".tile_map").to(torch::kUInt8);
       mask_validate_24(lm.keep, lm.tile_map, m.tile_r, m.tile_c, path + ": " + p);
     }
-    if (f.has(p + ".tile_scores")) lm.tile_scores = f.load(p + ".tile_scores").to(torch::kFloat32);
+    if (f.has(p + ".tile_scores")) {
+      lm.tile_scores = f.load(p + ".tile_scores").to(torch::kFloat32);
+      const std::vector<int64_t> grid = {(sh[0] + m.tile_r - 1) / m.tile_r, (sh[1] + m.tile_c - 1) / m.tile_c};
+      PATCHLLM_CHECK(lm.tile_scores.sizes() == c10::IntArrayRef(grid), FormatError, path, ": ", p, ".tile_scores is ",
+                     lm.tile_scores.sizes(), ", the tile grid is ", c10::IntArrayRef(grid));
+    }
     m.masks[p] = lm;
   }
   PATCHLLM_CHECK(!m.masks.empty(), FormatError, path, ": mask file holds no masks");

@@ -2,6 +2,7 @@
 
 #include "core/error.h"
 #include "core/file.h"
+#include "core/json.h"
 
 namespace patchllm {
 namespace {
@@ -163,13 +164,7 @@ ModelConfig config_from_json(const nlohmann::json& top, const std::string& sourc
 ModelConfig config_load(const std::string& path_or_dir) {
   std::string path = dir_exists(path_or_dir) ? path_join(path_or_dir, "config.json") : path_or_dir;
   PATCHLLM_CHECK(file_exists(path), FormatError, path, ": missing config.json");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(file_read(path));
-  } catch (const nlohmann::json::parse_error& e) {
-    throw FormatError(str(path, ": malformed JSON (", e.what(), ")"));
-  }
-  return config_from_json(j, path);
+  return config_from_json(json_read_file(path), path);
 }
 
 }  // namespace patchllm

@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "core/file.h"
+#include "core/json.h"
 #include "tokenizer/utf8.h"
 
 namespace patchllm {
@@ -12,15 +13,6 @@ using json = nlohmann::json;
 
 
 namespace {
-
-json read_json(const std::string& path) {
-  std::string text = file_read(path);
-  try {
-    return json::parse(text);
-  } catch (const json::exception& e) {
-    throw FormatError(str(path, ": not valid JSON (", e.what(), ")"));
-  }
-}
 
 std::string dir_of(const std::string& path) {
   size_t slash = path.find_last_of('/');
@@ -32,9 +24,9 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 }
 
 TokenizerPtr load_hf_json(const std::string& path) {
-  json tj = read_json(path);
+  json tj = json_read_file(path);
   std::string cfg_path = path_join(dir_of(path), "tokenizer_config.json");
-  json cfg = file_exists(cfg_path) ? read_json(cfg_path) : json();
+  json cfg = file_exists(cfg_path) ? json_read_file(cfg_path) : json();
   return tokenizer_from_json(tj, cfg, path);
 }
 

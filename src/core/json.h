@@ -1,0 +1,13 @@
+// JSON files: one reader, so that every JSON error (syntax, a number out of range, bad UTF-8) reaches the caller as
+// one FormatError naming the file.
+#pragma once
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace patchllm {
+
+// Parses the whole file; FormatError "<path>: malformed JSON (...)" for any nlohmann exception, and file_read's
+// error for a missing or unreadable file.
+nlohmann::json json_read_file(const std::string& path);
+
+}  // namespace patchllm
