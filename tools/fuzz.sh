@@ -2,7 +2,8 @@
 # Builds the libFuzzer targets (fuzz/, clang + ASan/UBSan) and runs each for SECONDS on a seed corpus of real files:
 # tests/data, and stories260K converted, pruned and exported by the normal build (needs ../shared for those).
 # usage: tools/fuzz.sh [TARGET ...]   (run from the repository root; default: every target)
-# env: SECONDS_PER_TARGET (60), BUILD (build-fuzz), RELEASE_BUILD (build, for the seeds), OUT (fuzz-out), JOBS (nproc)
+# env: SECONDS_PER_TARGET (60), BUILD (build-fuzz), RELEASE_BUILD (build, for the seeds), OUT (fuzz-out), JOBS (nproc),
+#      RUNS (when set: exactly RUNS inputs per target from a fixed seed instead of a time limit; 0 = the seeds only)
 # Findings land in $OUT/<target>/ as crash-*/leak-*/oom-*/timeout-* files; the last line is a table, one row a target.
 # Reproduce one: $BUILD/fuzz/<target> $OUT/<target>/crash-... (with the env lines the table prints).
 set -euo pipefail
@@ -13,7 +14,8 @@ SECS=${SECONDS_PER_TARGET:-60}
 SH=${PATCHLLM_SHARED_DIR:-../shared}
 JOBS=${JOBS:-$(nproc)}
 ALL="fuzz_gguf fuzz_tokenizer_json fuzz_tokenizer_spm fuzz_tokenizer_llama2c fuzz_tokenizer_encode fuzz_safetensors
-     fuzz_model_config fuzz_model_weights fuzz_model_weights_packed fuzz_mask fuzz_mask_npz fuzz_llama2c"
+     fuzz_model_config fuzz_model_weights fuzz_model_weights_packed fuzz_mask fuzz_mask_npz fuzz_llama2c
+     fuzz_gguf_convert fuzz_tasks"
 TARGETS=${*:-$ALL}
 
 if [ ! -f "$BUILD/build.ninja" ]; then
@@ -25,7 +27,7 @@ ninja -C "$BUILD" -j "$JOBS" > /dev/null
 
 # Seeds: real files of every format. The model-based ones need ../shared and the release binary.
 SEEDS=$OUT/seeds
-mkdir -p "$SEEDS"/{gguf,json,spm,llama2c_tok,text,safetensors,config,weights,packed,mask,npz,llama2c}
+mkdir -p "$SEEDS"/{gguf,json,spm,llama2c_tok,text,safetensors,config,weights,packed,mask,npz,llama2c,gguf_model,tasks}
 cp tests/data/gguf/*.gguf "$SEEDS/gguf/"
 for d in tests/data/tokenizer/bytelevel_*; do cp "$d/tokenizer.json" "$SEEDS/json/$(basename "$d").json"; done
 cp tests/data/tokenizer/texts.json "$SEEDS/text/"
@@ -55,6 +57,13 @@ if [ -d "$SH/models/stories260K" ]; then
   cp "$M/wanda/masks.safetensors" "$SEEDS/mask/"
   cp "$M/npz/mask_compressed.npz" "$SEEDS/npz/"
   cp "$SH/models/stories260K/stories260K.bin" "$SEEDS/llama2c/"
+  [ -f "$M/model.gguf" ] || $BIN -q convert --to gguf -m "$M/hf" -o "$M/model.gguf" --dtype f16 --force > /dev/null
+  cp "$M/model.gguf" "$SEEDS/gguf_model/stories260K.gguf"
+  # fuzz_tasks: the first line names the task.
+  for f in "$SH"/data/tasks/*.jsonl; do
+    task=$(basename "$f" .jsonl)
+    { echo "$task"; head -n 8 "$f"; } > "$SEEDS/tasks/$task.txt"
+  done
   HAVE_MODEL=1
 else
   echo "fuzz.sh: $SH/models/stories260K absent: the model-based targets are skipped" >&2
@@ -66,7 +75,7 @@ seed_of() {
     fuzz_tokenizer_llama2c) echo llama2c_tok ;; fuzz_tokenizer_encode) echo text ;;
     fuzz_safetensors) echo safetensors ;; fuzz_model_config) echo config ;; fuzz_model_weights) echo weights ;;
     fuzz_model_weights_packed) echo packed ;; fuzz_mask) echo mask ;; fuzz_mask_npz) echo npz ;;
-    fuzz_llama2c) echo llama2c ;;
+    fuzz_llama2c) echo llama2c ;; fuzz_gguf_convert) echo gguf_model ;; fuzz_tasks) echo tasks ;;
   esac
 }
 ROWS=()
@@ -88,11 +97,12 @@ for t in $TARGETS; do
   dir=$OUT/$t
   mkdir -p "$dir/corpus"
   log=$dir/log.txt
-  echo "fuzz.sh: $t for ${SECS}s" >&2
+  if [ -n "${RUNS:-}" ]; then limit=(-runs="$RUNS" -seed=1); else limit=(-max_total_time="$SECS"); fi
+  echo "fuzz.sh: $t ${limit[*]}" >&2
   # Leak detection off: LibTorch keeps process-lifetime allocations that LeakSanitizer reports.
   env "${envs[@]}" ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=0 \
     UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 "$bin" "$dir/corpus" "$SEEDS/$s" \
-    -max_total_time="$SECS" -rss_limit_mb=4096 -malloc_limit_mb=2048 -timeout=30 -artifact_prefix="$dir/" \
+    "${limit[@]}" -rss_limit_mb=4096 -malloc_limit_mb=2048 -timeout=30 -artifact_prefix="$dir/" \
     > "$log" 2>&1 || true
   runs=$(grep -oE '^#[0-9]+' "$log" | tail -1 | tr -d '#')
   finds=$(find "$dir" -maxdepth 1 -name 'crash-*' -o -maxdepth 1 -name 'leak-*' -o -maxdepth 1 -name 'oom-*' \
