@@ -202,6 +202,22 @@ TEST(Model, BadInputsAreClearErrors) {
   } catch (const FormatError& e) {
     EXPECT_NE(std::string(e.what()).find("config.json: malformed JSON"), std::string::npos) << e.what();
   }
+  // Integers given as floats out of range (undefined in nlohmann's get<int64_t>()) and a non-integer EOS id.
+  const std::string base =
+      R"({"architectures":["LlamaForCausalLM"],"hidden_size":64,"intermediate_size":97,"num_hidden_layers":2,)"
+      R"("num_attention_heads":4,"vocab_size":97,)";
+  for (const auto& [extra, want] : std::vector<std::pair<std::string, std::string>>{
+           {R"("num_key_value_heads":1e30})", "'num_key_value_heads' must be an integer, not 1e+30"},
+           {R"("max_position_embeddings":-1e300})", "'max_position_embeddings' must be an integer"},
+           {R"("eos_token_id":[2,"x"]})", R"(eos_token_id "x" is not a token id)"}}) {
+    file_write_atomic(bad + "/config.json", base + extra);
+    try {
+      Model::load(bad);
+      ADD_FAILURE() << extra;
+    } catch (const FormatError& e) {
+      EXPECT_NE(std::string(e.what()).find(bad + "/config.json: " + want), std::string::npos) << e.what();
+    }
+  }
   file_write_atomic(bad + "/config.json", R"({"architectures":["GPT2LMHeadModel"],"hidden_size":64})");
   try {
     Model::load(bad);

@@ -281,6 +281,11 @@ TEST(PackedModelErrors, OneLineErrors) {
          g["rows"] = 64;
          m[q + ".hybrid_geometry"] = g.dump();
        }},
+      {"tile_rows is not a positive integer", [&](Tensors&, Meta& m) {  // float: get<int>() was undefined
+         auto g = nlohmann::json::parse(m[q + ".hybrid_geometry"]);
+         g["tile_rows"] = 1e30;
+         m[q + ".hybrid_geometry"] = g.dump();
+       }},
       {"version", [&](Tensors&, Meta& m) { m["patchllm_format_version"] = std::to_string(HYBRID_FORMAT_VERSION + 1); }},
       {"missing tensor", [&](Tensors& t, Meta&) { t.erase(q + ".hybrid_tile_offsets"); }},
   };

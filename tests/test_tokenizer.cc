@@ -364,6 +364,16 @@ TEST(Tokenizer, MalformedFilesGiveOneLineFormatErrors) {
   j = good;
   j["model"]["vocab"] = 3;
   expect_format_error(write_temp("tokenizer.json", j.dump()), "model.vocab");
+  // Found by fuzz/fuzz_tokenizer_json: a float id converted to int with undefined behaviour, and a huge id sized the
+  // id -> token table (2^31 strings) before anything else was checked.
+  for (const json& bad_id : {json(1.6e22), json(2000000000), json(-1), json("7")}) {
+    j = good;
+    j["model"]["vocab"]["!"] = bad_id;
+    expect_format_error(write_temp("tokenizer.json", j.dump()), "model.vocab entry '!' is not an integer id");
+  }
+  j = good;
+  j["added_tokens"][0]["id"] = 0.5;
+  expect_format_error(write_temp("tokenizer.json", j.dump()), "added token id is not an integer id");
   expect_format_error(write_temp("tokenizer.json", "{\"model\": "), "malformed JSON");
   expect_format_error(write_temp("tok.bin", std::string("\x07\x00\x00\x00\x00\x00\x80\x3f\x09", 9)), "truncated");
   expect_format_error("/nonexistent/dir/tokenizer.json", "no such file");

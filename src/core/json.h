@@ -10,4 +10,8 @@ namespace patchllm {
 // error for a missing or unreadable file.
 nlohmann::json json_read_file(const std::string& path);
 
+// True and *out = v when v is an integer in [lo, hi]. False for floats (1e22), strings, and out-of-range integers,
+// where nlohmann's get<int>() is undefined or wraps. Callers word their own FormatError.
+bool json_int_in(const nlohmann::json& v, int64_t lo, int64_t hi, int64_t* out);
+
 }  // namespace patchllm

@@ -1,5 +1,9 @@
 #include "model/config.h"
 
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+
 #include "core/error.h"
 #include "core/file.h"
 #include "core/json.h"
@@ -7,10 +11,23 @@
 namespace patchllm {
 namespace {
 
+// A key of the wrong kind; config_from_json adds the file name.
+struct BadValue : FormatError {
+  using FormatError::FormatError;
+};
+
 template <typename T>
 T get_or(const nlohmann::json& j, const char* key, T def) {
   if (!j.contains(key) || j[key].is_null()) return def;
-  return j[key].get<T>();
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+    // nlohmann converts a float such as 1e30 to an integer with undefined behaviour; refuse anything not integral.
+    int64_t v;
+    if (!json_int_in(j[key], std::numeric_limits<T>::min(), std::numeric_limits<T>::max(), &v))
+      throw BadValue(str("'", key, "' must be an integer, not ", j[key].dump()));
+    return static_cast<T>(v);
+  } else {
+    return j[key].get<T>();
+  }
 }
 
 // One RoPE parameter set: transformers < 4.45 writes rope_scaling.type, later rope_scaling.rope_type, and
@@ -140,9 +157,14 @@ ModelConfig config_from_json(const nlohmann::json& top, const std::string& sourc
     if (j.contains("bos_token_id") && j["bos_token_id"].is_number_integer()) c.bos_token_id = j["bos_token_id"];
     if (j.contains("eos_token_id")) {
       const auto& e = j["eos_token_id"];
-      if (e.is_number_integer()) c.eos_token_ids.push_back(e.get<int64_t>());
+      const auto add = [&](const nlohmann::json& x) {
+        int64_t id;
+        if (!json_int_in(x, 0, INT64_MAX, &id)) throw BadValue(str("eos_token_id ", x.dump(), " is not a token id"));
+        c.eos_token_ids.push_back(id);
+      };
+      if (e.is_number_integer()) add(e);
       if (e.is_array())
-        for (const auto& x : e) c.eos_token_ids.push_back(x.get<int64_t>());
+        for (const auto& x : e) add(x);
     }
     if (c.is_gemma3()) {
       parse_gemma3(j, source, c);
@@ -157,6 +179,8 @@ ModelConfig config_from_json(const nlohmann::json& top, const std::string& sourc
     }
   } catch (const nlohmann::json::exception& e) {
     throw FormatError(str(source, ": malformed config (", e.what(), ")"));
+  } catch (const BadValue& e) {
+    throw FormatError(str(source, ": ", e.what()));
   }
   return c;
 }

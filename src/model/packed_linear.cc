@@ -3,9 +3,11 @@
 #include <ATen/Parallel.h>
 
 #include <cmath>
+#include <cstdint>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/json.h"
 #include "core/log.h"
 #include "model/model.h"
 
@@ -78,10 +80,12 @@ HybridWeight PackedCheckpoint::load(const std::string& prefix, int64_t out, int6
   std::string dtype;
   try {
     auto g = nlohmann::json::parse(gi->second);
-    rows = g.at("rows").get<int64_t>();
-    cols = g.at("cols").get<int64_t>();
-    tr = g.at("tile_rows").get<int>();
-    tc = g.at("tile_cols").get<int>();
+    int64_t v[4];
+    const char* keys[4] = {"rows", "cols", "tile_rows", "tile_cols"};
+    for (int i = 0; i < 4; ++i)  // get<int>() of a float such as 1e30 would be undefined
+      if (!json_int_in(g.at(keys[i]), 1, i < 2 ? INT64_MAX : INT32_MAX, &v[i]))
+        throw FormatError(str(keys[i], " is not a positive integer"));
+    rows = v[0], cols = v[1], tr = static_cast<int>(v[2]), tc = static_cast<int>(v[3]);
     dtype = g.at("dtype").get<std::string>();
   } catch (const std::exception& e) {
     throw FormatError(str(f, ": ", prefix, kPackedGeometry, " is not valid geometry JSON (", e.what(), ")"));

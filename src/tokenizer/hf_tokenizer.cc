@@ -8,6 +8,7 @@
 #include <unordered_map>
 
 #include "core/error.h"
+#include "core/json.h"
 #include "tokenizer/regex.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/utf8.h"
@@ -259,6 +260,15 @@ class HfTokenizer final : public Tokenizer {
  private:
   [[noreturn]] void fail(const std::string& what) const { throw FormatError(str(_origin, ": ", what)); }
 
+  // A token id: an integer in [0, 2^24). The bound (64x the largest real vocabularies) keeps the id -> token table,
+  // sized by the largest id, from taking gigabytes for a malformed file. `key`: the vocab entry, for the message.
+  int token_id(const json& v, const char* what, const std::string& key = "") const {
+    int64_t id;
+    if (!json_int_in(v, 0, (int64_t{1} << 24) - 1, &id))
+      fail(str(what, key.empty() ? "" : " '" + key + "'", " is not an integer id in [0, 2^24): ", v.dump()));
+    return static_cast<int>(id);
+  }
+
   std::shared_ptr<Regex> pattern(const json& p, std::string& literal) {
     if (p.contains("Regex")) return std::make_shared<Regex>(p.at("Regex").get<std::string>(), _origin);
     if (p.contains("String")) {
@@ -377,8 +387,7 @@ class HfTokenizer final : public Tokenizer {
     if (!m.contains("merges") || !m.at("merges").is_array()) fail("model.merges is missing or not an array");
     int max_id = -1;
     for (auto it = m.at("vocab").begin(); it != m.at("vocab").end(); ++it) {
-      int id = it.value().get<int>();
-      if (id < 0) fail("model.vocab has a negative id for '" + it.key() + "'");
+      const int id = token_id(it.value(), "model.vocab entry", it.key());
       _vocab[it.key()] = id;
       max_id = std::max(max_id, id);
     }
@@ -431,10 +440,10 @@ class HfTokenizer final : public Tokenizer {
 
   void parse_added(const json& list) {
     for (const json& t : list) {
-      AddedToken a{t.at("id").get<int>(),          t.at("content").get<std::string>(), t.value("single_word", false),
-                   t.value("lstrip", false),        t.value("rstrip", false),           t.value("normalized", true),
+      AddedToken a{token_id(t.at("id"), "added token id"), t.at("content").get<std::string>(),
+                   t.value("single_word", false),             t.value("lstrip", false),
+                   t.value("rstrip", false),                  t.value("normalized", true),
                    t.value("special", false)};
-      if (a.id < 0) fail("added token '" + a.content + "' has a negative id");
       if (a.content.empty()) fail("added token " + std::to_string(a.id) + " has empty content");
       if (a.id >= static_cast<int>(_id_to_token.size())) _id_to_token.resize(a.id + 1);
       _id_to_token[a.id] = a.content;
@@ -487,11 +496,11 @@ class HfTokenizer final : public Tokenizer {
         std::string name = item.at("SpecialToken").at("id").get<std::string>();
         const json& st = p.at("special_tokens");
         if (!st.contains(name)) fail("post_processor special token '" + name + "' is not in special_tokens");
-        for (const json& id : st.at(name).at("ids")) (seen_a ? _suffix_ids : _prefix_ids).push_back(id.get<int>());
+        for (const json& id : st.at(name).at("ids")) (seen_a ? _suffix_ids : _prefix_ids).push_back(token_id(id, "post_processor id"));
       }
     } else if (type == "RobertaProcessing" || type == "BertProcessing") {
-      _prefix_ids = {p.at("cls").at(1).get<int>()};
-      _suffix_ids = {p.at("sep").at(1).get<int>()};
+      _prefix_ids = {token_id(p.at("cls").at(1), "post_processor cls id")};
+      _suffix_ids = {token_id(p.at("sep").at(1), "post_processor sep id")};
     } else {
       fail("unsupported post_processor type '" + type + "'");
     }
