@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: deps configure build cli test demo fuzz clean
+.PHONY: deps configure build cli test demo fuzz fuzz-smoke clean
 
 deps:
 	bash scripts/install-deps.sh
@@ -28,6 +28,11 @@ demo: cli
 fuzz: deps
 	bash scripts/install-deps.sh --fuzz
 	RELEASE_BUILD=$(BUILD) bash tools/fuzz.sh
+
+# CI: every target on its seeds plus 300 inputs from a fixed seed (deterministic), under the sanitizers.
+fuzz-smoke: build
+	bash scripts/install-deps.sh --fuzz
+	RELEASE_BUILD=$(BUILD) RUNS=300 bash tools/fuzz.sh
 
 clean:
 	rm -rf $(BUILD)

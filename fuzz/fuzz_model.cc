@@ -3,6 +3,7 @@
 // passes stories260K converted, dense or exported packed). What the loader accepts must run a forward pass.
 #include <dirent.h>
 
+#include <climits>
 #include <cstdlib>
 
 #include "core/file.h"
@@ -17,16 +18,21 @@ std::string model_dir() {
     std::fprintf(stderr, "fuzz_model: set PATCHLLM_FUZZ_MODEL to an HF model directory\n");
     std::exit(2);
   }
+  char abs[PATH_MAX];  // the links live elsewhere, so they must hold absolute targets
+  if (!realpath(m, abs)) {
+    std::fprintf(stderr, "fuzz_model: PATCHLLM_FUZZ_MODEL=%s: no such directory\n", m);
+    std::exit(2);
+  }
   const std::string d = patchllm::fuzz::temp_dir() + "/model";
   patchllm::dir_create(d);
-  DIR* dir = opendir(m);
+  DIR* dir = opendir(abs);
   if (!dir) std::abort();
   while (dirent* e = readdir(dir)) {
     const std::string name = e->d_name;
     if (name == "." || name == ".." || name == PATCHLLM_FUZZ_FILE) continue;
     const std::string link = d + "/" + name;
     std::remove(link.c_str());
-    if (symlink((std::string(m) + "/" + name).c_str(), link.c_str()) != 0) std::abort();
+    if (symlink((std::string(abs) + "/" + name).c_str(), link.c_str()) != 0) std::abort();
   }
   closedir(dir);
   return d;

@@ -6,11 +6,17 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "core/error.h"
 
 namespace patchllm::fuzz {
+
+inline bool verbose() {
+  static const bool v = std::getenv("PATCHLLM_FUZZ_VERBOSE") != nullptr;
+  return v;
+}
 
 inline std::string temp_dir() {
   static const std::string dir = [] {
@@ -33,9 +39,11 @@ inline std::string write_input(const uint8_t* data, size_t n, const std::string&
 
 }  // namespace patchllm::fuzz
 
-// Runs `body`; a patchllm::Error is the expected answer to bad input, everything else escapes.
-#define PATCHLLM_FUZZ_EXPECT_ERRORS(body) \
-  try {                                   \
-    body;                                 \
-  } catch (const ::patchllm::Error&) {    \
+// Runs `body`; a patchllm::Error is the expected answer to bad input, everything else escapes. With
+// PATCHLLM_FUZZ_VERBOSE=1 the errors are printed (why a seed is refused: run the target with -runs=0 on the seeds).
+#define PATCHLLM_FUZZ_EXPECT_ERRORS(body)                                                         \
+  try {                                                                                           \
+    body;                                                                                         \
+  } catch (const ::patchllm::Error& e) {                                                          \
+    if (::patchllm::fuzz::verbose()) std::fprintf(stderr, "fuzz: patchllm::Error: %s\n", e.what()); \
   }

@@ -4,7 +4,8 @@
 # usage: tools/fuzz.sh [TARGET ...]   (run from the repository root; default: every target)
 # env: SECONDS_PER_TARGET (60), BUILD (build-fuzz), RELEASE_BUILD (build, for the seeds), OUT (fuzz-out), JOBS (nproc),
 #      RUNS (when set: exactly RUNS inputs per target from a fixed seed instead of a time limit; 0 = the seeds only)
-# Findings land in $OUT/<target>/ as crash-*/leak-*/oom-*/timeout-* files; the last line is a table, one row a target.
+# Findings land in $OUT/<target>/ as crash-*/leak-*/oom-*/timeout-* files; the output ends with a table, one row a
+# target, and the exit status is 1 when there is any finding.
 # Reproduce one: $BUILD/fuzz/<target> $OUT/<target>/crash-... (with the env lines the table prints).
 set -euo pipefail
 BUILD=${BUILD:-build-fuzz}
@@ -35,7 +36,9 @@ cp tests/data/gemma3-tiny/*.safetensors "$SEEDS/safetensors/"
 cp tests/data/gemma3-tiny/config.json "$SEEDS/config/gemma3.json"
 HAVE_MODEL=0
 if [ -d "$SH/models/stories260K" ]; then
-  [ -x "$RELEASE/patchllm" ] || { cmake -S . -B "$RELEASE" -G Ninja > /dev/null && ninja -C "$RELEASE" patchllm > /dev/null; }
+  if [ ! -x "$RELEASE/patchllm" ]; then
+    cmake -S . -B "$RELEASE" -G Ninja > /dev/null && ninja -C "$RELEASE" patchllm > /dev/null
+  fi
   BIN=$RELEASE/patchllm
   M=$OUT/stories260K
   [ -f "$M/hf/model.safetensors" ] || $BIN -q convert --from llama2c "$SH/models/stories260K/stories260K.bin" \
@@ -79,6 +82,7 @@ seed_of() {
   esac
 }
 ROWS=()
+TOTAL=0
 for t in $TARGETS; do
   s=$(seed_of "$t")
   [ -n "$s" ] || { echo "fuzz.sh: unknown target $t (targets: $ALL)" >&2; exit 2; }
@@ -87,7 +91,9 @@ for t in $TARGETS; do
   case $t in
     fuzz_tokenizer_encode) envs=(PATCHLLM_FUZZ_TOKENIZER="$SH/models/llama2-tokenizer/tokenizer.model") ;;
     fuzz_model_config|fuzz_model_weights|fuzz_mask_npz) envs=(PATCHLLM_FUZZ_MODEL="$OUT/stories260K/hf") ;;
-    fuzz_model_weights_packed) envs=(PATCHLLM_FUZZ_MODEL="$OUT/stories260K/packed"); bin=$BUILD/fuzz/fuzz_model_weights ;;
+    fuzz_model_weights_packed)
+      envs=(PATCHLLM_FUZZ_MODEL="$OUT/stories260K/packed")
+      bin=$BUILD/fuzz/fuzz_model_weights ;;
     fuzz_llama2c) envs=(PATCHLLM_FUZZ_LLAMA2C_TOKENIZER="$SH/models/stories260K/tok512.bin") ;;
   esac
   if [ -z "$(ls -A "$SEEDS/$s")" ] || { [ ${#envs[@]} -gt 0 ] && [ $HAVE_MODEL = 0 ]; }; then
@@ -97,18 +103,25 @@ for t in $TARGETS; do
   dir=$OUT/$t
   mkdir -p "$dir/corpus"
   log=$dir/log.txt
+  # libFuzzer truncates inputs to 1 MiB unless told; the model seeds are larger.
+  maxlen=$(find "$SEEDS/$s" -type f -printf '%s\n' | sort -n | tail -1)
   if [ -n "${RUNS:-}" ]; then limit=(-runs="$RUNS" -seed=1); else limit=(-max_total_time="$SECS"); fi
   echo "fuzz.sh: $t ${limit[*]}" >&2
   # Leak detection off: LibTorch keeps process-lifetime allocations that LeakSanitizer reports.
   env "${envs[@]}" ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=0 \
     UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 "$bin" "$dir/corpus" "$SEEDS/$s" \
-    "${limit[@]}" -rss_limit_mb=4096 -malloc_limit_mb=2048 -timeout=30 -artifact_prefix="$dir/" \
+    "${limit[@]}" -max_len=$((maxlen + 4096)) -rss_limit_mb=4096 -malloc_limit_mb=2048 -timeout=30 \
+    -artifact_prefix="$dir/" \
     > "$log" 2>&1 || true
   runs=$(grep -oE '^#[0-9]+' "$log" | tail -1 | tr -d '#')
   finds=$(find "$dir" -maxdepth 1 -name 'crash-*' -o -maxdepth 1 -name 'leak-*' -o -maxdepth 1 -name 'oom-*' \
             -o -maxdepth 1 -name 'timeout-*' | wc -l)
+  # A target that stopped without a finding and without libFuzzer's closing line (bad setup) counts as one.
+  if [ "$finds" -eq 0 ] && ! grep -qE '^Done [0-9]+ runs' "$log"; then finds="1 (no result, see log.txt)"; fi
   ROWS+=("| $t | ${runs:-0} | $finds | ${envs[*]:-} |")
+  TOTAL=$((TOTAL + ${finds%% *}))
 done
 echo "| target | executions | findings | env |"
 echo "|---|---|---|---|"
 printf '%s\n' "${ROWS[@]}"
+[ "$TOTAL" -eq 0 ] || { echo "fuzz.sh: $TOTAL finding(s); see $OUT/<target>/log.txt" >&2; exit 1; }

@@ -496,7 +496,8 @@ class HfTokenizer final : public Tokenizer {
         std::string name = item.at("SpecialToken").at("id").get<std::string>();
         const json& st = p.at("special_tokens");
         if (!st.contains(name)) fail("post_processor special token '" + name + "' is not in special_tokens");
-        for (const json& id : st.at(name).at("ids")) (seen_a ? _suffix_ids : _prefix_ids).push_back(token_id(id, "post_processor id"));
+        for (const json& id : st.at(name).at("ids"))
+          (seen_a ? _suffix_ids : _prefix_ids).push_back(token_id(id, "post_processor id"));
       }
     } else if (type == "RobertaProcessing" || type == "BertProcessing") {
       _prefix_ids = {token_id(p.at("cls").at(1), "post_processor cls id")};
