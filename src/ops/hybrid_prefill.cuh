@@ -17,9 +17,10 @@
 // flight (wait_group 1) and release a stage on its empty mbarrier once the wgmmas that read it are done. The output
 // tile leaves through shared memory as 16-byte rows. Grid: one CTA per (row-block, token block) in a grouped raster
 // order; one CTA per SM. v5 (hybrid_prefill_sk_kernel, below) runs the same pipeline stream-K for M where those tiles
-// are too few for the SMs. v4e / v4f (hybrid_prefill_tall_kernel, opt-in, not yet run) cut the x traffic: 256 weight
-// rows × 128 tokens per CTA, and v4f shares each x box between the two CTAs of a cluster. Measured versions and what
-// limits them: dev/kernels/hybrid_gemm.cu, docs/BENCHMARKS.md §4.
+// are too few for the SMs. v4e / v4f (hybrid_prefill_tall_kernel, opt-in) cut the x traffic: 256 weight rows × 128
+// tokens per CTA, and v4f shares each x box between the two CTAs of a cluster; measured slower than v4d (H200,
+// session 12), with racecheck hazards not yet explained. Measured versions and what limits them:
+// dev/kernels/hybrid_gemm.cu, docs/BENCHMARKS.md §4.
 #pragma once
 #include <cuda.h>
 
