@@ -10,6 +10,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "core/file.h"
 
 namespace patchllm::fuzz {
 
@@ -18,15 +19,17 @@ inline bool verbose() {
   return v;
 }
 
+// $TMPDIR/patchllm-fuzz-<pid>, removed when the fuzzer exits normally (kept after a crash, beside the artifact).
 inline std::string temp_dir() {
-  static const std::string dir = [] {
+  // Never destroyed: the atexit handler is registered inside this initialiser, so it runs after the object's destructor.
+  static const std::string* dir = [] {
     const char* base = std::getenv("TMPDIR");
-    std::string d = std::string(base && *base ? base : "/tmp") + "/patchllm-fuzz-" + std::to_string(getpid());
-    std::string cmd = "mkdir -p '" + d + "'";
-    if (std::system(cmd.c_str()) != 0) std::abort();
+    auto* d = new std::string(std::string(base && *base ? base : "/tmp") + "/patchllm-fuzz-" + std::to_string(getpid()));
+    dir_create(*d);
+    std::atexit([] { dir_remove_all(temp_dir()); });
     return d;
   }();
-  return dir;
+  return *dir;
 }
 
 // Writes the fuzz input to <temp_dir>/<name> and returns the path.
