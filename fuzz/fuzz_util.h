@@ -21,10 +21,11 @@ inline bool verbose() {
 
 // $TMPDIR/patchllm-fuzz-<pid>, removed when the fuzzer exits normally (kept after a crash, beside the artifact).
 inline std::string temp_dir() {
-  // Never destroyed: the atexit handler is registered inside this initialiser, so it runs after the object's destructor.
+  // Never destroyed: the atexit handler is registered inside this initialiser, so it would run after the destructor.
   static const std::string* dir = [] {
     const char* base = std::getenv("TMPDIR");
-    auto* d = new std::string(std::string(base && *base ? base : "/tmp") + "/patchllm-fuzz-" + std::to_string(getpid()));
+    auto* d = new std::string(base && *base ? base : "/tmp");
+    *d += "/patchllm-fuzz-" + std::to_string(getpid());
     dir_create(*d);
     std::atexit([] { dir_remove_all(temp_dir()); });
     return d;
