@@ -13,11 +13,7 @@
 namespace {
 
 std::string model_dir() {
-  const char* m = std::getenv("PATCHLLM_FUZZ_MODEL");
-  if (!m) {
-    std::fprintf(stderr, "fuzz_model: set PATCHLLM_FUZZ_MODEL to an HF model directory\n");
-    std::exit(2);
-  }
+  const char* m = patchllm::fuzz::required_env("PATCHLLM_FUZZ_MODEL", "an HF model directory");
   char abs[PATH_MAX];  // the links live elsewhere, so they must hold absolute targets
   if (!realpath(m, abs)) {
     std::fprintf(stderr, "fuzz_model: PATCHLLM_FUZZ_MODEL=%s: no such directory\n", m);

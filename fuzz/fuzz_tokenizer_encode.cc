@@ -1,20 +1,12 @@
 // Encoding arbitrary bytes (invalid UTF-8 included) with a real tokenizer, and decoding arbitrary ids. The tokenizer
 // file comes from PATCHLLM_FUZZ_TOKENIZER (tools/fuzz.sh sets it). Invalid UTF-8 and ids outside the vocabulary may
 // only be refused with a patchllm::Error; text that encodes must decode and stream.
-#include <cstdlib>
-
 #include "fuzz_util.h"
 #include "tokenizer/tokenizer.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t n) {
-  static const patchllm::TokenizerPtr tok = [] {
-    const char* p = std::getenv("PATCHLLM_FUZZ_TOKENIZER");
-    if (!p) {
-      std::fprintf(stderr, "fuzz_tokenizer_encode: set PATCHLLM_FUZZ_TOKENIZER to a tokenizer file\n");
-      std::exit(2);
-    }
-    return patchllm::tokenizer_load_file(p);
-  }();
+  static const patchllm::TokenizerPtr tok =
+      patchllm::tokenizer_load_file(patchllm::fuzz::required_env("PATCHLLM_FUZZ_TOKENIZER", "a tokenizer file"));
   const std::string text(reinterpret_cast<const char*>(data), n);
   PATCHLLM_FUZZ_EXPECT_ERRORS({
     const auto ids = tok->encode(text, true);

@@ -19,6 +19,16 @@ inline bool verbose() {
   return v;
 }
 
+// The value of an environment variable a target needs (tools/fuzz.sh sets it); exit 2 naming it when unset.
+inline const char* required_env(const char* name, const char* what) {
+  const char* v = std::getenv(name);
+  if (!v) {
+    std::fprintf(stderr, "fuzz: set %s to %s\n", name, what);
+    std::exit(2);
+  }
+  return v;
+}
+
 // $TMPDIR/patchllm-fuzz-<pid>, removed when the fuzzer exits normally (kept after a crash, beside the artifact).
 inline std::string temp_dir() {
   // Never destroyed: the atexit handler is registered inside this initialiser, so it would run after the destructor.

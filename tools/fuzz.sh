@@ -3,7 +3,8 @@
 # tests/data, and stories260K converted, pruned and exported by the normal build (needs ../shared for those).
 # usage: tools/fuzz.sh [TARGET ...]   (run from the repository root; default: every target)
 # env: SECONDS_PER_TARGET (60), BUILD (build-fuzz), RELEASE_BUILD (build, for the seeds), OUT (fuzz-out), JOBS (nproc),
-#      RUNS (when set: exactly RUNS inputs per target from a fixed seed instead of a time limit; 0 = the seeds only)
+#      RUNS (when set: exactly RUNS inputs per target from a fixed seed instead of a time limit; 0 = replay the seeds
+#      and the saved corpus only)
 # Findings land in $OUT/<target>/ as crash-*/leak-*/oom-*/timeout-* files; the output ends with a table, one row a
 # target, and the exit status is 1 when there is any finding.
 # Reproduce one: $BUILD/fuzz/<target> $OUT/<target>/crash-... (with the env lines the table prints).
