@@ -371,6 +371,12 @@ int main(int argc, char** argv) {
           a.decode_reduction = 1;  // v3g: k-splits summed through a thread-block cluster, not the workspace
           add_row("hybrid-pdl-cl", time_hybrid());
           a.decode_reduction = 0;
+          if (M <= 16)  // v3h: row split over CTAs of 4 / 2 warps, each over the whole K, no reduction
+            for (int w : {4, 2}) {
+              a.decode_warps = w;
+              add_row(w == 4 ? "hybrid-pdl-w4" : "hybrid-pdl-w2", time_hybrid());
+            }
+          a.decode_warps = 0;
           a.pdl = false;
         }
         if (extra && decode && M <= 16 && (H.frac < 0.02 || std::fabs(H.frac - 0.9) < 0.02)) {  // k-split sweep

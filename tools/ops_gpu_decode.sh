@@ -2,7 +2,8 @@
 # GPU machine, repo root, one device-tool call: check and time the split-K decode kernel (hybrid_decode.cuh). Builds
 # with plain nvcc (no CMake/LibTorch); validates every kernel against the fp32 reference (hg_dev validate: outputs
 # NaN-poisoned, reruns bitwise; grid -7 = PDL with x written by the kernel just before, -8 = the cluster reduction
-# v3g, -9 = v3g bitwise against the workspace reduction on the same split, -4 = v3d); shows the PDL check catches a
+# v3g, -9 = v3g bitwise against the workspace reduction on the same split, -4 = v3d, -13 / -14 = v3h, the row split
+# over CTAs of 4 / 2 warps); shows the PDL check catches a
 # missing griddepcontrol.wait (a copy built without it must fail grid -7); memcheck, racecheck and synccheck on the
 # small case; then bench_ops --decode (MS, default 1,16; EXTRA=1 adds the k-split sweep and v3d/v1) beside cuBLAS,
 # weights rotated past L2. Logs and tables under $OUT.
@@ -29,14 +30,14 @@ grep -E "Compiling entry|registers|spill" "$OUT/build_lib.log" | grep -A2 "decod
   sed -E "s/${re}registers.*/NT=\1 KB=\2 bf16=\3 RUN4=\4: \6 registers, \5 B spilled/" | sort -u | tr '\n' ';'
 echo " build ${SECONDS}s"
 # the auto dispatch and the decode-kernel codes (the prefill codes are ops_gpu_prefill.sh's)
-timeout 200 /tmp/hg_dev validate 0,-2,-4,-7,-8,-9 >"$OUT/validate.txt" 2>&1; echo "validate rc=$? ($((SECONDS - T0))s)"
+timeout 200 /tmp/hg_dev validate ${GRIDS:-0,-2,-4,-7,-8,-9,-13,-14} >"$OUT/validate.txt" 2>&1; echo "validate rc=$? ($((SECONDS - T0))s)"
 grep -E "FAIL|validation:|launch failed" "$OUT/validate.txt" | head -8
 timeout 60 /tmp/hg_dev_nowait small -7 >/tmp/validate_nowait.txt 2>&1
 echo "negative control (no griddepcontrol.wait, grid -7) rc=$? :: $(grep -c FAIL /tmp/validate_nowait.txt) FAIL \
 lines; $(grep validation: /tmp/validate_nowait.txt)"
 # memcheck on every small case; racecheck and synccheck (slow) on auto dispatch and the decode paths PDL and cluster
 for tool in memcheck racecheck synccheck; do
-  only=""; [ $tool != memcheck ] && only="0,-7,-8,-9"
+  only=""; [ $tool != memcheck ] && only="0,-7,-8,-9,-13,-14"
   timeout 120 compute-sanitizer --tool $tool /tmp/hg_dev small $only >>"$OUT/sanitizer.txt" 2>&1
   echo "$tool rc=$? :: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|validation:' "$OUT/sanitizer.txt" | tail -2 |
     tr '\n' ' ')"
@@ -51,12 +52,12 @@ python3 - "$OUT/bench_decode.csv" <<'PY'
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
 us = {(r['shape'], r['M'], r['kernel'], round(float(r['f']), 1)): float(r['us']) for r in rows}
-print('| shape | M | f | cuBLAS µs | hybrid | pdl | pdl + cluster | pdl x cuBLAS | pdl + cluster x cuBLAS | ideal |')
+alts = ['hybrid-pdl', 'hybrid-pdl-cl', 'hybrid-pdl-w4', 'hybrid-pdl-w2']
+print('| shape | M | f | cuBLAS µs | hybrid µs | x cuBLAS: pdl | pdl + cluster | pdl + w4 | pdl + w2 | ideal |')
 print('|---|---|---|---|---|---|---|---|---|---|')
 for (sh, m, k, f), t in us.items():
     if k != 'hybrid': continue
     cb = us[(sh, m, 'cublas', 0.0)]
-    p, c = us.get((sh, m, 'hybrid-pdl', f), 0), us.get((sh, m, 'hybrid-pdl-cl', f), 0)
-    print(f'| {sh} | {m} | {f} | {cb:.1f} | {t:.1f} | {p:.1f} | {c:.1f} | {cb / max(p, 1e-9):.2f} | '
-          f'{cb / max(c, 1e-9):.2f} | {1 / (1 - 0.4375 * f):.2f} |')
+    x = ' | '.join(f'{cb / us[(sh, m, a, f)]:.2f}' if (sh, m, a, f) in us else '-' for a in alts)
+    print(f'| {sh} | {m} | {f} | {cb:.1f} | {t:.1f} | {x} | {1 / (1 - 0.4375 * f):.2f} |')
 PY

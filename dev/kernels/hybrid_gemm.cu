@@ -40,6 +40,8 @@
 //       multicasting it (26 KB per slab and CTA at f = 1 against 34 / 41); consumers release a stage in both CTAs
 //       by remote mbarrier arrives in their default .release.cta form (the .release.cluster form, v4c's, puts
 //       MEMBAR.ALL.GPU before each). Opt-in (prefill_cluster = 2, grid -12 here), not yet run.
+//   v3h the k-split's alternative at M <= 16: a row block's eight 16-row warp slices in 8/W CTAs of W = 4 or 2
+//       warps, every CTA over the whole K, so no reduction at all (decode_warps = W; grids -13 / -14 here).
 //   next: v3 at M = 16: find what scales with the tokens (x ldmatrix per warp, partials, MMA issue); v4: deeper
 //       wgmma pipelining, persistent grid, find v4c's stall
 // Modes: probe = which mma.sp metadata / B layout the hardware uses; validate = sweep vs the v0 reference;
@@ -139,6 +141,7 @@ HybridLaunchResult run_hybrid(const bench::Problem& P, Dev& d, const uint16_t* x
   a.kernel = prefill ? 3 : grid < 0 ? 2 : grid > 0 ? 1 : 0;
   a.prefill_schedule = grid == -6 ? 2 : grid == -128 || grid == -256 || grid == -11 || grid == -12 ? 1 : 0;
   a.decode_variant = grid == -4 ? 1 : 0;  // -4: split-K decode kernel v3d (the default is v3e)
+  a.decode_warps = grid == -13 ? 4 : grid == -14 ? 2 : 0;  // -13 / -14: v3h, row split over CTAs of 4 / 2 warps
   a.prefill_bn = grid == -128 ? 128 : grid == -256 ? 256 : 0;
   a.prefill_rows = grid == -11 || grid == -12 ? 256 : 0;
   a.prefill_cluster = grid == -12 ? 2 : 0;
@@ -264,6 +267,8 @@ int validate(bool small, const std::vector<int>& only = {}) {
         if (M <= 128) grids.push_back(-7);  // decode kernel with PDL, x written by the kernel before
         if (M <= 128) grids.push_back(-8);  // decode kernel with the cluster reduction (v3g)
         if (M <= 128) grids.push_back(-9);  // v3g on a fixed split, bitwise against the workspace reduction
+        if (M <= 16) grids.push_back(-13);  // v3h, 4-warp CTAs over the whole K
+        if (M <= 16) grids.push_back(-14);  // v3h, 2-warp CTAs
         for (int g : grids) {
           if (!only.empty() && std::find(only.begin(), only.end(), g) == only.end()) continue;
           double rel = validate_one(P, d, M, g, uint64_t(M * 977 + g), true);

@@ -85,10 +85,10 @@ __device__ __forceinline__ uint32_t ld_stream4(const void* p, uint64_t pol) {
 // x slice, tokens [tok0, tok0 + MT) × K [c·128, c·128 + xw), into xs (row stride XSTRIDE) and visible to the whole
 // CTA: 16-byte cp.async pieces (src size 0 = zero fill for tokens ≥ mc and K past the edge). Called after the batch's
 // weight loads are issued, so that its L2 latency hides under theirs.
-template <int MT, int XSTRIDE>
+template <int MT, int XSTRIDE, int NTHREADS>
 __device__ __forceinline__ void stage_x(uint16_t* xs, const Params& p, int c, int xw, int tok0, int mc) {
   const int pieces = MT * xw / 8, per_row = xw / 8;
-  for (int q = threadIdx.x; q < pieces; q += THREADS) {
+  for (int q = threadIdx.x; q < pieces; q += NTHREADS) {
     const int r = q / per_row, col = (q - r * per_row) * 8, k = c * hg::TILE + col;
     const bool ok = r < mc && k < p.K;
     const uint16_t* src = ok ? p.x + int64_t(tok0 + r) * p.K + k : p.x;
@@ -114,11 +114,18 @@ __device__ __forceinline__ void load_sparse_unit(const uint8_t* u, int lane, uin
 // H200 (12288×4096, M = 1) showed one batch per round trip, 3.1 TB/s for dense batches (8 KB per warp) and 2.5 TB/s
 // at f = 0.9 (2:4 batches 4.6 KB per warp); docs/benchmarks/kernels.md. Measured (H200, 2026-12-04): +2–9% at f ≥ 0.9,
 // ±1% at f ≤ 0.5. (v3f, x staged once per CTA with no per-batch barrier, gained nothing and was removed.)
-template <int NT, int KB, bool BF16, bool RUN4 = false>
-__global__ void __launch_bounds__(THREADS, 2) hybrid_decode_kernel(const Params p) {
+// W (v3h): warps per CTA. W = 8 (WARPS) is the k-split kernel above. W < 8 splits a row block's 16-row warp slices
+// over 8/W CTAs (blockIdx.x) instead of splitting K: every CTA covers the whole K, S = 1, no reduction of any kind.
+// Why: at M = 16 the k-split's workspace reduction cost ~5 µs of 35 on 12288×4096 (H200), and row blocks with many
+// rows have warps enough in flight without a k-split; smaller CTAs spread those warps over every SM.
+template <int NT, int KB, bool BF16, bool RUN4 = false, int W = WARPS>
+__global__ void __launch_bounds__(W * 32, 2 * WARPS / W) hybrid_decode_kernel(const Params p) {
   static_assert(!RUN4 || KB == 2, "RUN4 packs four 2:4 k-tiles into the registers of two dense ones");
-  const int s = blockIdx.x, rb = blockIdx.y, z = blockIdx.z;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+  static_assert(W == 2 || W == 4 || W == WARPS, "a row block's 8 warp slices in 8/W CTAs");
+  const int s = W == WARPS ? blockIdx.x : 0, rb = blockIdx.y, z = blockIdx.z;
+  // warp: this warp's 16-row slice of the row block (its fragment units and output rows)
+  const int warp = (W == WARPS ? 0 : blockIdx.x * W) + (threadIdx.x >> 5), lane = threadIdx.x & 31, g = lane >> 2,
+            tq = lane & 3;
   const int ct0 = s * p.KPC, ct1 = min(p.CT, ct0 + p.KPC);
   const int tok0 = z * CHUNK_TOKENS, mc = min(CHUNK_TOKENS, p.M - tok0);
   const int64_t tbase = int64_t(rb) * p.CT;
@@ -170,7 +177,7 @@ __global__ void __launch_bounds__(THREADS, 2) hybrid_decode_kernel(const Params 
                              a[j >> 1][h][2 * (j & 1)], a[j >> 1][h][2 * (j & 1) + 1], meta4[j][h]);
         }
         if (c == ct0) hg::pdl_grid_dependency_wait();  // x comes from the previous kernel
-        stage_x<MT, XSTRIDE>(xs, p, c, 4 * hg::TILE, tok0, mc);
+        stage_x<MT, XSTRIDE, W * 32>(xs, p, c, 4 * hg::TILE, tok0, mc);
 #pragma unroll
         for (int j = 0; j < 4; ++j)
 #pragma unroll
@@ -215,7 +222,7 @@ __global__ void __launch_bounds__(THREADS, 2) hybrid_decode_kernel(const Params 
       }
     }
     if (c == ct0) hg::pdl_grid_dependency_wait();
-    stage_x<MT, XSTRIDE>(xs, p, c, XW, tok0, mc);
+    stage_x<MT, XSTRIDE, W * 32>(xs, p, c, XW, tok0, mc);
 #pragma unroll
     for (int b = 0; b < KB; ++b) {
       if (!in[b]) continue;
@@ -243,7 +250,7 @@ __global__ void __launch_bounds__(THREADS, 2) hybrid_decode_kernel(const Params 
 
   hg::pdl_grid_dependency_wait();  // already passed unless the k-range was empty; before any write
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  if (p.cluster) {
+  if (W == WARPS && p.cluster) {
     namespace cg = cooperative_groups;
     cg::cluster_group cl = cg::this_cluster();
     float* ps = reinterpret_cast<float*>(smem);
@@ -258,7 +265,7 @@ __global__ void __launch_bounds__(THREADS, 2) hybrid_decode_kernel(const Params 
     hg::cluster_sync_acq_rel();  // all S partials of the cluster written and visible
     // CTA s sums float4 groups [s·per, (s+1)·per) of the mc × 128 tile, the S partials in split order.
     const int groups = mc * (hg::TILE / 4), per = (groups + p.S - 1) / p.S, me = int(cl.block_rank());
-    for (int i4 = me * per + threadIdx.x; i4 < min(groups, (me + 1) * per); i4 += THREADS) {
+    for (int i4 = me * per + threadIdx.x; i4 < min(groups, (me + 1) * per); i4 += W * 32) {
       const int tl = i4 / (hg::TILE / 4), r = (i4 - tl * (hg::TILE / 4)) * 4, row = rb * hg::TILE + r;
       float4* mine = reinterpret_cast<float4*>(ps + tl * PSTRIDE + r);
       float4 v[MAX_CLUSTER];
@@ -278,7 +285,7 @@ __global__ void __launch_bounds__(THREADS, 2) hybrid_decode_kernel(const Params 
   }
 #endif
   // D fragment: rows (weights) g, g+8 of the warp's 16; columns (tokens) 2t, 2t+1 of each n-tile.
-  if (p.S == 1) {
+  if (W < WARPS || p.S == 1) {
 #pragma unroll
     for (int n = 0; n < NT; ++n)
 #pragma unroll

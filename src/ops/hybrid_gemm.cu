@@ -223,30 +223,39 @@ int64_t decode_part_slots(int64_t N, int sms) {
 // The decode kernel instance for nt n-tiles of 8 tokens and the dtype: KB k-tiles per load batch, and at M <= 16
 // variant 0 = v3e (runs of four 2:4 k-tiles, RUN4), 1 = v3d (kept to compare against). One mapping for the launch, its
 // k-split and its occupancy: f gets a DecodeInst and returns what they need.
-template <int NT, int KB_, bool RUN4, bool BF16>
+// W = warps per CTA: 8 is the k-split kernel; 2 and 4 (v3h, the row split without reduction) exist for v3e only.
+template <int NT, int KB_, bool RUN4, bool BF16, int W_ = hd::WARPS>
 struct DecodeInst {
-  static constexpr int KB = KB_;
-  static constexpr auto kernel = hd::hybrid_decode_kernel<NT, KB_, BF16, RUN4>;
+  static constexpr int KB = KB_, W = W_, THREADS = W_ * 32;
+  static constexpr auto kernel = hd::hybrid_decode_kernel<NT, KB_, BF16, RUN4, W_>;
 };
+template <int NT, bool BF16, typename F>
+auto with_decode_inst_v3e(int warps, F&& f) {
+  switch (warps) {
+    case 2: return f(DecodeInst<NT, 2, true, BF16, 2>{});
+    case 4: return f(DecodeInst<NT, 2, true, BF16, 4>{});
+    default: return f(DecodeInst<NT, 2, true, BF16>{});
+  }
+}
 template <bool BF16, typename F>
-auto with_decode_inst_t(int nt, int variant, F&& f) {
+auto with_decode_inst_t(int nt, int variant, int warps, F&& f) {
   switch (nt) {
-    case 1: return variant == 1 ? f(DecodeInst<1, 2, false, BF16>{}) : f(DecodeInst<1, 2, true, BF16>{});
-    case 2: return variant == 1 ? f(DecodeInst<2, 2, false, BF16>{}) : f(DecodeInst<2, 2, true, BF16>{});
+    case 1: return variant == 1 ? f(DecodeInst<1, 2, false, BF16>{}) : with_decode_inst_v3e<1, BF16>(warps, f);
+    case 2: return variant == 1 ? f(DecodeInst<2, 2, false, BF16>{}) : with_decode_inst_v3e<2, BF16>(warps, f);
     case 4: return f(DecodeInst<4, 1, false, BF16>{});
     default: return f(DecodeInst<8, 1, false, BF16>{});
   }
 }
 template <typename F>
-auto with_decode_inst(int nt, int variant, bool bf16, F&& f) {
-  return bf16 ? with_decode_inst_t<true>(nt, variant, f) : with_decode_inst_t<false>(nt, variant, f);
+auto with_decode_inst(int nt, int variant, int warps, bool bf16, F&& f) {
+  return bf16 ? with_decode_inst_t<true>(nt, variant, warps, f) : with_decode_inst_t<false>(nt, variant, warps, f);
 }
 
 template <typename I>
 int decode_occupancy() {  // resident CTAs per SM of this instance (the occupancy API, once per process)
   static const int n = [] {
     int b = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, I::kernel, hd::THREADS, 0) != cudaSuccess)
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, I::kernel, I::THREADS, 0) != cudaSuccess)
       (void)cudaGetLastError(), b = 2;
     return std::max(b, 1);
   }();
@@ -292,7 +301,8 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
   if (a.M <= 0 || a.N <= 0 || a.K <= 0 || a.tile_rows != hg::TILE || a.tile_cols != hg::TILE || a.M > (1 << 30) ||
       a.N > (1 << 30) || a.K > 128 * hg::MAX_CONTRIB / 2 ||
       (a.prefill_rows != 0 && a.prefill_rows != 128 && a.prefill_rows != 256) || a.prefill_cluster < 0 ||
-      a.prefill_cluster > 2 || (a.prefill_cluster == 2 && a.prefill_rows != 256)) {
+      a.prefill_cluster > 2 || (a.prefill_cluster == 2 && a.prefill_rows != 256) ||
+      (a.decode_warps != 0 && a.decode_warps != 2 && a.decode_warps != 4 && a.decode_warps != 8)) {
     r.status = HYBRID_ERR_SHAPE;
     return r;
   }
@@ -345,18 +355,27 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
       p.CT = int(ct);
       p.counters = reinterpret_cast<int*>(ws);
       p.part = reinterpret_cast<float*>(ws + persistent_workspace_bytes(grid));
-      const cudaError_t e = with_decode_inst(nt, a.decode_variant, a.bf16, [&](auto inst) {
+      const int warps = a.decode_warps == 2 || a.decode_warps == 4 ? a.decode_warps : hd::WARPS;
+      const cudaError_t e = with_decode_inst(nt, a.decode_variant, warps, a.bf16, [&](auto inst) {
         using I = decltype(inst);
-        // The k-split, and (decode_reduction = 1) whether it reduces through a cluster: decode_plan (hybrid_split.h).
-        const int64_t target = int64_t(std::min(a.decode_ctas_per_sm, DECODE_MAX_CTAS_PER_SM)) * d.sms;
-        const DecodePlan plan = decode_plan(rb, ct, nch, I::KB, int64_t(decode_occupancy<I>()) * d.sms, target,
-                                            cluster_ok, decode_cluster_slots<I>, hd::MAX_CLUSTER, max_slots);
-        p.S = plan.split.S;
-        p.KPC = plan.split.KPC;
-        p.cluster = plan.cluster;
         cudaLaunchConfig_t cfg = {};
-        cfg.gridDim = dim3(unsigned(p.S), unsigned(rb), unsigned(nch));
-        cfg.blockDim = dim3(hd::THREADS);
+        if (I::W < hd::WARPS) {  // v3h: the row block's warp slices over WARPS / W CTAs, each the whole K
+          p.S = 1;
+          p.KPC = int(ct);
+          p.cluster = 0;
+          cfg.gridDim = dim3(unsigned(hd::WARPS / I::W), unsigned(rb), unsigned(nch));
+        } else {
+          // The k-split, and (decode_reduction = 1) whether it reduces through a cluster: decode_plan
+          // (hybrid_split.h).
+          const int64_t target = int64_t(std::min(a.decode_ctas_per_sm, DECODE_MAX_CTAS_PER_SM)) * d.sms;
+          const DecodePlan plan = decode_plan(rb, ct, nch, I::KB, int64_t(decode_occupancy<I>()) * d.sms, target,
+                                              cluster_ok, decode_cluster_slots<I>, hd::MAX_CLUSTER, max_slots);
+          p.S = plan.split.S;
+          p.KPC = plan.split.KPC;
+          p.cluster = plan.cluster;
+          cfg.gridDim = dim3(unsigned(p.S), unsigned(rb), unsigned(nch));
+        }
+        cfg.blockDim = dim3(I::THREADS);
         cfg.stream = stream;
         cudaLaunchAttribute attr[2];
         cfg.attrs = attr;
@@ -364,7 +383,7 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
           attr[cfg.numAttrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
           attr[cfg.numAttrs++].val.programmaticStreamSerializationAllowed = 1;
         }
-        if (plan.cluster) attr[cfg.numAttrs++] = cluster_attr(p.S);
+        if (p.cluster) attr[cfg.numAttrs++] = cluster_attr(p.S);
         return cudaLaunchKernelEx(&cfg, I::kernel, p);
       });
       if (e != cudaSuccess) {
@@ -452,7 +471,7 @@ const char* hybrid_status_string(int status) {
     case HYBRID_OK: return "ok";
     case HYBRID_ERR_SHAPE:
       return "unsupported shape or option (need 128x128 tiles, 0 < M, N < 2^30, 0 < K <= 32768; prefill_rows 0, 128 "
-             "or 256; prefill_cluster 0, 1, or 2 with prefill_rows 256)";
+             "or 256; prefill_cluster 0, 1, or 2 with prefill_rows 256; decode_warps 0, 2, 4 or 8)";
     case HYBRID_ERR_ALIGN: return "x, weight blob and workspace must be 16-byte aligned and K % 8 == 0";
     case HYBRID_ERR_ARCH:
       return "the hybrid kernels need an sm_80 or newer GPU, and the persistent (1) and wgmma (3) kernels sm_90";

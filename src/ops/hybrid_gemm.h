@@ -51,6 +51,10 @@ struct HybridGemmArgs {
                                   // (partials and a counter); 1 = v3g, through a thread-block cluster (distributed
                                   // shared memory) where the waves rule's cluster split (S <= 8) costs no more
                                   // (sm_90), else the workspace. Opt-in until v3g has run on a GPU.
+  int decode_warps = 0;           // split-K kernel, v3e at M <= 16: warps (16 weight rows each) per CTA. 0 or 8 = a
+                                  // whole row block per CTA, K split by decode_plan; 2 or 4 = v3h, the row block's 8
+                                  // warp slices in 8/W CTAs, each over the whole K (no k-split, no reduction).
+                                  // Ignored elsewhere. Opt-in until measured.
   bool pdl = false;               // split-K kernel on sm_90: programmatic dependent launch. The launch may start
                                   // while the previous kernel in the stream runs; it reads only the weight blob,
                                   // kinds and offsets before that kernel has finished, so those must not be written
