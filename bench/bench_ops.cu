@@ -4,10 +4,11 @@
 // Build (GPU machine): nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Isrc -Ibench bench/bench_ops.cu \
 //   src/ops/hybrid_gemm.cu -lcublas [-DPATCHLLM_HAVE_CUSPARSELT -I$CSL/include -L$CSL/lib -l:libcusparseLt.so.0]
 // Run: ./bench_ops [--quick] [--decode [--extra] | --prefill] [--ms M1,M2,...] [--out PREFIX] -> markdown on stdout,
-// PREFIX.md / .csv / .json. --prefill times the wgmma kernel at 128/256 tokens per CTA, its 256-row tiles (v4e; v4f:
-// in x-sharing clusters), stream-K and the split-K kernel beside the auto dispatch; --ms replaces the mode's token
-// counts (e.g. --prefill --ms 32,64,128 to pick the dispatch cut).
-// --decode times the decode kernel with and without PDL, and with PDL and the cluster reduction; --extra adds
+// PREFIX.md / .csv / .json. --prefill times the wgmma kernel at 128/256 tokens per CTA, stream-K and the split-K
+// kernel beside the auto dispatch; --ms replaces the mode's token counts (e.g. --prefill --ms 32,64,128 to pick the
+// dispatch cut).
+// --decode times the decode kernel with and without PDL, with PDL and the cluster reduction, and (M <= 16) with PDL
+// and the row split over CTAs of 4 / 2 warps (v3h); --extra adds
 // the k-split sweep (1/2/4/8 CTAs per SM, with and without PDL) and the earlier kernels v3d and v1.
 #include <cublas_v2.h>
 
@@ -287,20 +288,17 @@ int main(int argc, char** argv) {
       a.workspace = ws;
       a.workspace_bytes = wsb;
       // Validate before timing against cuBLAS on the masked dense weight (fp32 accumulate both): M = 16 (decode
-      // kernel) and, in prefill mode, M = 512 (wgmma kernel) and M = 513 on the 256-row tiles without and with x
-      // shared in clusters (v4e, v4f).
+      // kernel), also on the row split over 4-warp CTAs (v3h), and in prefill mode M = 512 and 513 (wgmma kernel,
+      // auto dispatch; 513 leaves a ragged token block).
       struct Check {
         int64_t M;
-        int rows, cluster;  // prefill_rows (0: auto dispatch), prefill_cluster
+        int decode_warps;
       };
-      std::vector<Check> checks = {{16, 0, 0}};
-      if (prefill) checks.insert(checks.end(), {{512, 0, 0}, {513, 256, 0}, {513, 256, 2}});
+      std::vector<Check> checks = {{16, 0}, {16, 4}};
+      if (prefill) checks.insert(checks.end(), {{512, 0}, {513, 0}});
       for (const Check& ck : checks) {
         const int64_t Mv = ck.M;
-        a.kernel = ck.rows ? 3 : 0;
-        a.prefill_schedule = ck.rows ? 1 : 0;
-        a.prefill_rows = ck.rows;
-        a.prefill_cluster = ck.cluster;
+        a.decode_warps = ck.decode_warps;
         std::vector<uint16_t> md = bench::masked_dense(H);
         void *Wm, *yr;
         BENCH_CUDA(cudaMalloc(&Wm, wbytes));
@@ -323,22 +321,17 @@ int main(int argc, char** argv) {
         }
         double rel = std::sqrt(num / den);
         if (r.status != HYBRID_OK || !(rel < 1e-2)) {
-          std::fprintf(stderr, "VALIDATION FAILED %s f=%.2f M=%lld%s%s: status %d rel %.3e\n", sh.name, f,
-                       (long long)Mv, a.prefill_rows ? " (256-row tiles)" : "", a.prefill_cluster ? " (clusters)" : "",
-                       r.status, rel);
+          std::fprintf(stderr, "VALIDATION FAILED %s f=%.2f M=%lld decode_warps=%d: status %d rel %.3e\n", sh.name,
+                       f, (long long)Mv, a.decode_warps, r.status, rel);
           ++failures;
         } else {
-          std::fprintf(stderr, "validated %s f=%.2f M=%lld%s%s: rel %.2e vs cuBLAS on masked weight\n", sh.name,
-                       H.frac, (long long)Mv, a.prefill_rows ? " (256-row tiles)" : "",
-                       a.prefill_cluster ? " (clusters)" : "", rel);
+          std::fprintf(stderr, "validated %s f=%.2f M=%lld decode_warps=%d: rel %.2e vs cuBLAS on masked weight\n",
+                       sh.name, H.frac, (long long)Mv, a.decode_warps, rel);
         }
         cudaFree(Wm);
         cudaFree(yr);
       }
-      a.kernel = 0;
-      a.prefill_schedule = 0;
-      a.prefill_rows = 0;
-      a.prefill_cluster = 0;
+      a.decode_warps = 0;
       // Times `a` as it is set now (kernel, variant, tokens per CTA, k-split), weights rotated over the copies.
       auto time_hybrid = [&]() {
         return time_launches(
@@ -400,14 +393,6 @@ int main(int argc, char** argv) {
             add_row(bn == 128 ? "hybrid-bn128" : "hybrid-bn256", time_hybrid());
           }
           a.prefill_bn = 0;
-          a.prefill_schedule = 1;  // v4e: 256 weight rows × 128 tokens per CTA, tile schedule at every M
-          a.prefill_rows = 256;
-          add_row("hybrid-tall", time_hybrid());
-          a.prefill_cluster = 2;  // v4f: and x shared by the CTA pairs of a cluster
-          add_row("hybrid-tall-cl", time_hybrid());
-          a.prefill_cluster = 0;
-          a.prefill_rows = 0;
-          a.prefill_schedule = 0;
           if (M <= 4096) {  // stream-K wgmma kernel (v5) forced
             a.prefill_schedule = 2;
             add_row("hybrid-sk", time_hybrid());
@@ -469,12 +454,12 @@ int main(int argc, char** argv) {
   std::fclose(js);
   // Summary: per (shape, M): cuBLAS µs, cuSPARSELt speedup, hybrid speedup at each f.
   // The two "alt" columns: the decode kernel launched with PDL at f = 0 and 0.9 in decode mode (the other decode rows
-  // stay in the tables); in prefill the 256-row tiles (v4e) at f = 0.9 and 1, the targets' tile mixes (bn128/bn256,
+  // stay in the tables); in prefill the 128-token tiles forced at f = 0.9 and 1, the targets' tile mixes (bn256,
   // stream-K and the split-K kernel stay in the tables).
-  const char* alt = prefill ? "hybrid-tall" : "hybrid-pdl";
+  const char* alt = prefill ? "hybrid-bn128" : "hybrid-pdl";
   const double alt_f[2] = {prefill ? 0.9 : 0.0, prefill ? 1.0 : 0.9};
-  std::printf("| shape | M | cuBLAS µs | cuSPARSELt x | %s f=%.1f x | %s f=%.1f x |", prefill ? "tall" : "pdl",
-              alt_f[0], prefill ? "tall" : "pdl", alt_f[1]);
+  std::printf("| shape | M | cuBLAS µs | cuSPARSELt x | %s f=%.1f x | %s f=%.1f x |", prefill ? "bn128" : "pdl",
+              alt_f[0], prefill ? "bn128" : "pdl", alt_f[1]);
   for (double f : fs) std::printf(" hyb f=%.1f x |", f);
   std::printf("\n|---|---|---|---|---|---|");
   for (size_t i = 0; i < fs.size(); ++i) std::printf("---|");

@@ -233,10 +233,6 @@ TEST(OpsHybridSplit, GroupedRasterIsABijectionThatKeepsGroupsTogether) {
           ASSERT_TRUE(r.unit >= 0 && r.unit < units && r.tb >= 0 && r.tb < TB) << at;
           ++seen[size_t(r.unit) * TB + r.tb];
           EXPECT_EQ(r.unit / group, bid / (group * TB)) << at;  // group g's CTAs are one contiguous range
-          if (units % 2 == 0 && group % 2 == 0 && bid % 2 == 1) {  // v4f's clusters: CTAs 2k, 2k + 1
-            const RasterPos q = grouped_raster(bid - 1, units, TB, group);
-            EXPECT_TRUE(q.tb == r.tb && q.unit % 2 == 0 && r.unit == q.unit + 1) << at;  // neighbours, same tokens
-          }
         }
         for (size_t i = 0; i < seen.size(); ++i)
           ASSERT_EQ(seen[i], 1) << "units " << units << " TB " << TB << " group " << group << " at " << i;
@@ -362,15 +358,13 @@ TEST(OpsHybridLinear, BadInputsThrow) {
 
 // The CUDA kernels behind the front (split-K decode for M <= 32, the wgmma kernels above it on sm_90) against the CPU
 // reference on the same packed weight: ragged N and K, every tile mix, bf16 and fp16. Skips without a GPU.
-// Every launch option of the front (PDL, cluster reduction, 256-row prefill tiles) on each case; the options are
-// restored after.
+// Every launch option of the front (PDL, cluster reduction) on each case; the options are restored after.
 TEST(OpsHybridLinear, CudaKernelsMatchTheCpuReference) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device (or a CPU-only LibTorch): kernels not run";
   const HybridKernelOptions saved = hybrid_kernel_options();
   auto gen = at::detail::createCPUGenerator(2024);
   struct Case { int64_t N, K; torch::ScalarType dt; };
-  // 2900 × 520: 23 row blocks, so at M = 700 the tile schedule runs (not stream-K) and the 256-row tiles ("tall")
-  // end on a lone row block.
+  // 2900 × 520: 23 row blocks, so at M = 700 the tile schedule runs (not stream-K).
   for (const Case& c : {Case{1000, 1096, torch::kBFloat16}, Case{384, 512, torch::kHalf},
                         Case{2900, 520, torch::kBFloat16}}) {
     const int64_t RB = (c.N + 127) / 128, CT = (c.K + 127) / 128;
@@ -383,7 +377,7 @@ TEST(OpsHybridLinear, CudaKernelsMatchTheCpuReference) {
       for (int64_t M : {1, 16, 64, 65, 128, 129, 700}) {  // both sides of each auto-dispatch cut
         auto x = random_weight(M, c.K, c.dt, gen);
         auto want = hybrid_linear_ref(x, hw).to(torch::kFloat64);
-        for (const char* opts : {"plain", "pdl", "cluster", "pdl+cluster", "tall", "pdl+cluster+tall"}) {
+        for (const char* opts : {"plain", "pdl", "cluster", "pdl+cluster"}) {
           set_hybrid_kernel_options(parse_hybrid_kernel_options(opts));
           auto got = hybrid_linear(x.to(torch::kCUDA), hwc).cpu().to(torch::kFloat64);
           const std::string at = std::string(opts) + " N=" + std::to_string(c.N) + " K=" + std::to_string(c.K) +
@@ -399,13 +393,13 @@ TEST(OpsHybridLinear, CudaKernelsMatchTheCpuReference) {
 }
 
 TEST(OpsHybridLinear, KernelOptionsParseAndPrint) {
-  for (const char* s :
-       {"plain", "pdl", "cluster", "tall", "pdl+cluster", "pdl+tall", "cluster+tall", "pdl+cluster+tall"})
+  for (const char* s : {"plain", "pdl", "cluster", "pdl+cluster"})
     EXPECT_EQ(to_string(parse_hybrid_kernel_options(s)), s);
-  const HybridKernelOptions o = parse_hybrid_kernel_options("tall+pdl");  // any order; printed canonically
-  EXPECT_TRUE(o.pdl && o.tall_prefill && !o.cluster_reduction);
-  EXPECT_EQ(to_string(o), "pdl+tall");
+  const HybridKernelOptions o = parse_hybrid_kernel_options("cluster+pdl");  // any order; printed canonically
+  EXPECT_TRUE(o.pdl && o.cluster_reduction);
+  EXPECT_EQ(to_string(o), "pdl+cluster");
   EXPECT_FALSE(parse_hybrid_kernel_options("cluster").pdl);
-  for (const char* bad : {"fast", "", "+", "pdl+", "+pdl", "pdl++cluster", "pdl+pdl", "plain+pdl", "PDL"})
+  for (const char* bad :
+       {"fast", "", "+", "pdl+", "+pdl", "pdl++cluster", "pdl+pdl", "plain+pdl", "PDL", "tall", "pdl+tall"})
     EXPECT_THROW(parse_hybrid_kernel_options(bad), InvalidArgument) << bad;
 }

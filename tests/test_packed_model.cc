@@ -331,10 +331,10 @@ TEST(PackedModelErrors, OneLineErrors) {
                     tmp + "/l.st'");
   EXPECT_EQ(r.code, 2) << r.err;
   EXPECT_NE(r.err.find("--hybrid-kernel"), std::string::npos) << r.err;
-  r = test::run_cli("-q --hybrid-kernel pdl+tall+pdl eval logits -m '" + tmp + "/p' -i '" + tmp +
+  r = test::run_cli("-q --hybrid-kernel pdl+cluster+pdl eval logits -m '" + tmp + "/p' -i '" + tmp +
                     "/ids.safetensors' -o '" + tmp + "/l.st'");
   EXPECT_EQ(r.code, 2) << r.err;  // an option twice
-  r = test::run_cli("-q --hybrid-kernel pdl+cluster+tall eval logits -m '" + tmp + "/p' -i '" + tmp +
+  r = test::run_cli("-q --hybrid-kernel cluster+pdl eval logits -m '" + tmp + "/p' -i '" + tmp +
                     "/ids.safetensors' -o '" + tmp + "/l.st'");
   EXPECT_EQ(r.code, 0) << r.err;
 }

@@ -23,7 +23,7 @@ $NVCC dev/kernels/hybrid_gemm.cu /tmp/hg.o -lcublas -o /tmp/hg_dev >>"$OUT/build
 $NVCC bench/bench_ops.cu /tmp/hg.o -lcublas $EXTRA -o /tmp/bench_ops >>"$OUT/build.log" 2>&1 &
 wait
 [ -x /tmp/hg_dev ] && [ -x /tmp/bench_ops ] || { tail -20 "$OUT/build.log"; exit 1; }
-grep -A2 -E "prefill_(tall_|sk_)?kernel" "$OUT/build.log" | grep -E "registers|spill" | sort | uniq -c
+grep -A2 -E "prefill_(sk_)?kernel" "$OUT/build.log" | grep -E "registers|spill" | sort | uniq -c
 grep -c "C7520" "$OUT/build.log" | sed 's/^/wgmma serialised (C7520) warnings: /'  # want 0
 echo "build ${SECONDS}s"
 # All check logs in one file ($OUT brings back at most 8 files).
@@ -47,17 +47,13 @@ import json, sys
 rows = json.load(open(sys.argv[1]))["rows"]
 get = lambda sh, M, k, f=None: next((r for r in rows if r["shape"] == sh and r["M"] == M and r["kernel"] == k
                                      and (f is None or abs(r["f"] - f) < 0.02)), None)
-print("| shape | M | cuBLAS µs (TF) | cuSPARSELt × | f | hybrid µs | TFLOP/s | × cuBLAS | ideal | bn128 × | bn256 × "
-      "| tall × | tall-cl × |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("| shape | M | cuBLAS µs (TF) | cuSPARSELt × | f | hybrid µs | TFLOP/s | × cuBLAS | ideal | bn128 × | bn256 × |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 for r in rows:
     if r["kernel"] != "hybrid": continue
     cu, cs = get(r["shape"], r["M"], "cublas"), get(r["shape"], r["M"], "cusparselt")
     b1, b2 = get(r["shape"], r["M"], "hybrid-bn128", r["f"]), get(r["shape"], r["M"], "hybrid-bn256", r["f"])
-    tl = get(r["shape"], r["M"], "hybrid-tall", r["f"])  # v4e, 256-row tiles
-    tc = get(r["shape"], r["M"], "hybrid-tall-cl", r["f"])  # v4f, the same in x-sharing clusters
     print(f"| {r['shape']} | {r['M']} | {cu['us']:.1f} ({cu['tflops']:.0f}) | {cs['speedup_vs_cublas'] if cs else 0:.2f} | "
           f"{r['f']:.2f} | {r['us']:.1f} | {r['tflops']:.0f} | {r['speedup_vs_cublas']:.2f} | {r['ideal']:.2f} | "
-          f"{b1['speedup_vs_cublas'] if b1 else 0:.2f} | {b2['speedup_vs_cublas'] if b2 else 0:.2f} | "
-          f"{tl['speedup_vs_cublas'] if tl else 0:.2f} | {tc['speedup_vs_cublas'] if tc else 0:.2f} |")
+          f"{b1['speedup_vs_cublas'] if b1 else 0:.2f} | {b2['speedup_vs_cublas'] if b2 else 0:.2f} |")
 PY

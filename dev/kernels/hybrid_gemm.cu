@@ -34,12 +34,14 @@
 //       removing it: tools/ops_gpu_decode_diag.sh); opt-in (decode_reduction = 1, grid -8 here; -9 checks it bitwise
 //       against the workspace reduction on the same split), not yet run.
 //   v4e 256-row wgmma tiles (two row blocks × 128 tokens per CTA, one row block per consumer warpgroup): 17% fewer
-//       L2 -> SM bytes per MMA at f = 1 than v4d's 128 × 256 tiles; opt-in (prefill_rows = 256, grid -11 here), not
-//       yet run.
+//       L2 -> SM bytes per MMA at f = 1 than v4d's 128 × 256 tiles. H200 (session 12): bitwise = v4d but slower,
+//       0.82-1.11x cuBLAS at M >= 2048, f >= 0.9 (v4d 1.03-1.27x); racecheck hazards not explained. Removed (session
+//       13; last in commit 4f2abe1).
 //   v4f v4e with the CTAs of neighbouring row-block pairs in 2-CTA clusters, each loading half the x box and
 //       multicasting it (26 KB per slab and CTA at f = 1 against 34 / 41); consumers release a stage in both CTAs
 //       by remote mbarrier arrives in their default .release.cta form (the .release.cluster form, v4c's, puts
-//       MEMBAR.ALL.GPU before each). Opt-in (prefill_cluster = 2, grid -12 here), not yet run.
+//       MEMBAR.ALL.GPU before each). Opt-in (prefill_cluster = 2). H200: the same speed as v4e, so
+//       v4c's slowdown was the .release.cluster fence. Removed with v4e.
 //   v3h the k-split's alternative at M <= 16: a row block's eight 16-row warp slices in 8/W CTAs of W = 4 or 2
 //       warps, every CTA over the whole K, so no reduction at all (decode_warps = W; grids -13 / -14 here).
 //   next: v3 at M = 16: find what scales with the tokens (x ldmatrix per warp, partials, MMA issue); v4: deeper
@@ -48,7 +50,7 @@
 // small = one case for compute-sanitizer; time = v2 on two shapes; one N K M f = three launches (for ncu).
 // Build (GPU machine): nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Isrc -Ibench \
 //   dev/kernels/hybrid_gemm.cu src/ops/hybrid_gemm.cu -lcublas -o hybrid_gemm_dev
-// Run: ./hybrid_gemm_dev probe | validate [GRIDS] | small [GRIDS] | time   (GRIDS: comma list of grid codes, e.g. -11,-12)
+// Run: ./hybrid_gemm_dev probe | validate [GRIDS] | small [GRIDS] | time   (GRIDS: comma list of codes, e.g. -7,-13)
 #include <cublas_v2.h>
 
 #include <algorithm>
@@ -129,22 +131,19 @@ HybridLaunchResult run_hybrid(const bench::Problem& P, Dev& d, const uint16_t* x
   a.workspace = d.ws;
   a.workspace_bytes = d.ws_bytes;
   // grid 0: auto dispatch (decode kernel for M <= 32, wgmma prefill above); > 0: persistent kernel on that many
-  // CTAs; -2: split-K decode kernel forced (any M); -4: the same, variant v3d; -3 / -128 / -256 / -6 / -11 / -12:
-  // wgmma prefill forced (auto / 128 / 256 tokens per CTA / stream-K / 256-row tiles v4e / v4e in x-sharing clusters,
-  // v4f)
-  const bool prefill = grid == -3 || grid == -128 || grid == -256 || grid == -6 || grid == -11 || grid == -12;
+  // CTAs; -2: split-K decode kernel forced (any M); -4: the same, variant v3d; -3 / -128 / -256 / -6: wgmma prefill
+  // forced (auto / 128 / 256 tokens per CTA / stream-K)
+  const bool prefill = grid == -3 || grid == -128 || grid == -256 || grid == -6;
   a.pdl = grid == -7;                          // -7: split-K decode kernel with programmatic dependent launch
   a.decode_reduction = grid == -8 || grid == -9 ? 1 : 0;  // -8: decode kernel, k-splits summed in a cluster (v3g)
   // -9: the cluster reduction on the fixed split of 2 CTAs per SM, -10: the workspace one on the same split (-9's twin:
   // both sum the same partials in split order, so validate_one requires the same bits)
   a.decode_ctas_per_sm = grid == -9 || grid == -10 ? 2 : 0;
   a.kernel = prefill ? 3 : grid < 0 ? 2 : grid > 0 ? 1 : 0;
-  a.prefill_schedule = grid == -6 ? 2 : grid == -128 || grid == -256 || grid == -11 || grid == -12 ? 1 : 0;
+  a.prefill_schedule = grid == -6 ? 2 : grid == -128 || grid == -256 ? 1 : 0;
   a.decode_variant = grid == -4 ? 1 : 0;  // -4: split-K decode kernel v3d (the default is v3e)
   a.decode_warps = grid == -13 ? 4 : grid == -14 ? 2 : 0;  // -13 / -14: v3h, row split over CTAs of 4 / 2 warps
   a.prefill_bn = grid == -128 ? 128 : grid == -256 ? 256 : 0;
-  a.prefill_rows = grid == -11 || grid == -12 ? 256 : 0;
-  a.prefill_cluster = grid == -12 ? 2 : 0;
   a.grid = grid > 0 ? grid : 0;
   return hybrid_gemm_launch(a);
 }
@@ -207,9 +206,8 @@ double validate_one(const bench::Problem& P, Dev& d, int64_t M, int grid, uint64
     den += double(ref[i]) * ref[i];
   }
   bool same = std::memcmp(out[0].data(), out[1].data(), out[0].size() * 2) == 0;
-  // Twins that must give the same bits: -9 vs the workspace reduction on the same split (-10); -11 (v4e) and -12
-  // (v4f) vs v4d's 128-token tiles (-128), which run the same wgmmas per row block in the same order.
-  const int twin = grid == -9 ? -10 : grid == -11 || grid == -12 ? -128 : 0;
+  // Twins that must give the same bits: -9 vs the workspace reduction on the same split (-10).
+  const int twin = grid == -9 ? -10 : 0;
   if (twin) {
     BENCH_CUDA(cudaMemset(y, 0xff, size_t(M * P.N) * 2));
     if (run_hybrid(P, d, x, y, M, twin).status != HYBRID_OK) std::exit(1);
@@ -261,8 +259,6 @@ int validate(bool small, const std::vector<int>& only = {}) {
         if (M <= 128) grids = {0, 7, 500, -3, -6};
         if (small) grids = {0, -3, -6};
         else if (s.N * s.K > (1 << 24)) grids = M <= 128 ? std::vector<int>{0, -6} : std::vector<int>{-128, -256, -6};
-        grids.push_back(-11);              // v4e, the 256-row wgmma tiles (a lone last row block at N = 333)
-        grids.push_back(-12);              // v4f, v4e in x-sharing clusters (a pad CTA at N = 200, 256, 136)
         if (M <= 16) grids.push_back(-4);  // v3d (the decode kernel before v3e) at every small M
         if (M <= 128) grids.push_back(-7);  // decode kernel with PDL, x written by the kernel before
         if (M <= 128) grids.push_back(-8);  // decode kernel with the cluster reduction (v3g)

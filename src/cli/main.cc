@@ -25,9 +25,8 @@ int main(int argc, char** argv) {
   std::string hybrid_kernel = "plain";
   app.add_option("--hybrid-kernel", hybrid_kernel,
                  "launch options of the CUDA hybrid kernels for packed models (docs/BENCHMARKS.md §4): plain, or "
-                 "'+'-joined pdl (decode: programmatic dependent launch), cluster (decode: k-splits summed in a "
-                 "thread-block cluster) and tall (prefill: 256-row tiles); none beat plain end to end on an H200, and "
-                 "tall is slower")
+                 "'+'-joined pdl (decode: programmatic dependent launch) and cluster (decode: k-splits summed in a "
+                 "thread-block cluster); neither beat plain end to end on an H200")
       ->check([](const std::string& v) {
         try {
           patchllm::parse_hybrid_kernel_options(v);

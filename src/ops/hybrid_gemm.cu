@@ -155,38 +155,6 @@ cudaError_t launch_prefill(const void* x, const hp::Params& p, cudaStream_t stre
   return cudaGetLastError();
 }
 
-// 256-row tiles (hybrid_prefill.cuh v4e): one CTA per (pair of row blocks, 128-token block); CL = 2 (v4f): clusters
-// of two such CTAs sharing the x box by multicast, each loading a box of half the tokens.
-template <bool BF16, int CL>
-cudaError_t launch_prefill_tall(const void* x, const hp::Params& p, cudaStream_t stream) {
-  using C = hp::TallCfg;
-  CUtensorMap map;
-  cudaError_t em = encode_x_map<C::BN / CL, BF16>(&map, x, p);
-  if (em != cudaSuccess) return em;
-  em = allow_dynamic_smem<hp::hybrid_prefill_tall_kernel<BF16, CL>>(C::SMEM);
-  if (em != cudaSuccess) return em;
-  const int64_t units = ((p.RB + 1) / 2 + CL - 1) / CL * CL;  // pairs, padded to whole clusters
-  const int64_t ctas = units * ((p.M + C::BN - 1) / C::BN);
-  if (ctas >= (int64_t(1) << 31)) return cudaErrorInvalidConfiguration;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(static_cast<unsigned>(ctas));
-  cfg.blockDim = dim3(hp::THREADS);
-  cfg.dynamicSmemBytes = C::SMEM;
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  if (CL > 1) attr[cfg.numAttrs++] = cluster_attr(CL);
-  cfg.attrs = attr;
-  return cudaLaunchKernelEx(&cfg, hp::hybrid_prefill_tall_kernel<BF16, CL>, map, p);
-}
-
-// The tile-schedule prefill kernel for the dtype: 256 rows per CTA (v4e, or v4f with x-sharing clusters), else v4d
-// with bn tokens per CTA.
-template <bool BF16>
-cudaError_t launch_prefill_tiles(const void* x, const hp::Params& p, int rows, int bn, bool cluster, cudaStream_t s) {
-  if (rows == 256) return cluster ? launch_prefill_tall<BF16, 2>(x, p, s) : launch_prefill_tall<BF16, 1>(x, p, s);
-  return bn == 256 ? launch_prefill<256, BF16>(x, p, s) : launch_prefill<128, BF16>(x, p, s);
-}
-
 // Stream-K prefill (hybrid_prefill.cuh v5) on `grid` CTAs; p.TB, slots and counters set by the caller.
 template <bool BF16>
 cudaError_t launch_prefill_sk(const void* x, const hp::Params& p, int grid, cudaStream_t stream) {
@@ -300,8 +268,7 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
   HybridLaunchResult r;
   if (a.M <= 0 || a.N <= 0 || a.K <= 0 || a.tile_rows != hg::TILE || a.tile_cols != hg::TILE || a.M > (1 << 30) ||
       a.N > (1 << 30) || a.K > 128 * hg::MAX_CONTRIB / 2 ||
-      (a.prefill_rows != 0 && a.prefill_rows != 128 && a.prefill_rows != 256) || a.prefill_cluster < 0 ||
-      a.prefill_cluster > 2 || (a.prefill_cluster == 2 && a.prefill_rows != 256) ||
+      (a.prefill_bn != 0 && a.prefill_bn != 128 && a.prefill_bn != 256) ||
       (a.decode_warps != 0 && a.decode_warps != 2 && a.decode_warps != 4 && a.decode_warps != 8)) {
     r.status = HYBRID_ERR_SHAPE;
     return r;
@@ -426,9 +393,10 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
     }
     const int64_t waves128 = (rb * tb + d.sms - 1) / d.sms, waves256 = (rb * ((a.M + 255) / 256) + d.sms - 1) / d.sms;
     const int bn = a.prefill_bn ? a.prefill_bn : (17 * waves256 < 10 * waves128 ? 256 : 128);
-    const bool cl = a.prefill_cluster == 2;
-    cudaError_t e = a.bf16 ? launch_prefill_tiles<true>(a.x, p, a.prefill_rows, bn, cl, stream)
-                           : launch_prefill_tiles<false>(a.x, p, a.prefill_rows, bn, cl, stream);
+    cudaError_t e = a.bf16 ? (bn == 256 ? launch_prefill<256, true>(a.x, p, stream)
+                                        : launch_prefill<128, true>(a.x, p, stream))
+                           : (bn == 256 ? launch_prefill<256, false>(a.x, p, stream)
+                                        : launch_prefill<128, false>(a.x, p, stream));
     if (e != cudaSuccess) {
       r.status = HYBRID_ERR_CUDA;
       r.cuda_error = int(e);
@@ -470,8 +438,8 @@ const char* hybrid_status_string(int status) {
   switch (status) {
     case HYBRID_OK: return "ok";
     case HYBRID_ERR_SHAPE:
-      return "unsupported shape or option (need 128x128 tiles, 0 < M, N < 2^30, 0 < K <= 32768; prefill_rows 0, 128 "
-             "or 256; prefill_cluster 0, 1, or 2 with prefill_rows 256; decode_warps 0, 2, 4 or 8)";
+      return "unsupported shape or option (need 128x128 tiles, 0 < M, N < 2^30, 0 < K <= 32768; prefill_bn 0, 128 "
+             "or 256; decode_warps 0, 2, 4 or 8)";
     case HYBRID_ERR_ALIGN: return "x, weight blob and workspace must be 16-byte aligned and K % 8 == 0";
     case HYBRID_ERR_ARCH:
       return "the hybrid kernels need an sm_80 or newer GPU, and the persistent (1) and wgmma (3) kernels sm_90";

@@ -35,12 +35,6 @@ struct HybridGemmArgs {
                                   // 1 = persistent mma.sync bulk-copy kernel (sm_90),
                                   // 2 = split-K decode kernel (any M, 64-token chunks), 3 = wgmma prefill (sm_90a)
   int prefill_bn = 0;             // wgmma prefill kernel: tokens per CTA (128 or 256); 0 = by M and N
-  int prefill_rows = 0;           // wgmma prefill, where the tile schedule runs: weight rows per CTA. 0 = 128; 256 =
-                                  // v4e, two row blocks × 128 tokens per CTA (less x traffic per MMA; prefill_bn is
-                                  // then ignored). Opt-in until v4e has run on a GPU.
-  int prefill_cluster = 0;        // with prefill_rows = 256: 2 = v4f, CTAs of neighbouring row-block pairs in clusters
-                                  // of two that share the x box by TMA multicast (half the x bytes from L2); 0 or 1 =
-                                  // none. Opt-in until v4f has run on a GPU.
   int prefill_schedule = 0;       // wgmma prefill: 0 = auto, 1 = one CTA per output tile, 2 = stream-K (one CTA per
                                   // SM, equal shares of (tile, 64-K slab) units, split tiles reduced in the workspace)
   int decode_ctas_per_sm = 0;     // split-K kernel: target CTAs per SM (1..16) that sets the k-split; 0 = by waves
@@ -50,7 +44,8 @@ struct HybridGemmArgs {
   int decode_reduction = 0;       // split-K kernel: how a row block's k-splits are summed. 0 = through the workspace
                                   // (partials and a counter); 1 = v3g, through a thread-block cluster (distributed
                                   // shared memory) where the waves rule's cluster split (S <= 8) costs no more
-                                  // (sm_90), else the workspace. Opt-in until v3g has run on a GPU.
+                                  // (sm_90), else the workspace. Opt-in: on the H200 it lifts two shapes at M = 16
+                                  // by 7-12% and costs 17% end to end at batch 16 (docs/BENCHMARKS.md §4).
   int decode_warps = 0;           // split-K kernel, v3e at M <= 16: warps (16 weight rows each) per CTA. 0 or 8 = a
                                   // whole row block per CTA, K split by decode_plan; 2 or 4 = v3h, the row block's 8
                                   // warp slices in 8/W CTAs, each over the whole K (no k-split, no reduction).

@@ -44,11 +44,10 @@ torch::Tensor hybrid_linear(const torch::Tensor& x, const HybridWeight& hw);
 struct HybridKernelOptions {
   bool pdl = false;                // decode kernel: programmatic dependent launch (HybridGemmArgs::pdl)
   bool cluster_reduction = false;  // decode kernel, v3g: k-splits summed through a thread-block cluster
-  bool tall_prefill = false;       // wgmma prefill, v4e: 256-row tiles (HybridGemmArgs::prefill_rows = 256)
 };
 void set_hybrid_kernel_options(const HybridKernelOptions& o);
 HybridKernelOptions hybrid_kernel_options();
-// "plain", or pdl, cluster and tall joined by '+' ("pdl", "pdl+cluster+tall", ...; what bench_model --hybrid-opts
+// "plain", "pdl", "cluster" or "pdl+cluster" (either order; what bench_model --hybrid-opts
 // and patchllm --hybrid-kernel take); throws InvalidArgument else. to_string gives the canonical order.
 HybridKernelOptions parse_hybrid_kernel_options(const std::string& s);
 std::string to_string(const HybridKernelOptions& o);

@@ -17,10 +17,8 @@
 // flight (wait_group 1) and release a stage on its empty mbarrier once the wgmmas that read it are done. The output
 // tile leaves through shared memory as 16-byte rows. Grid: one CTA per (row-block, token block) in a grouped raster
 // order; one CTA per SM. v5 (hybrid_prefill_sk_kernel, below) runs the same pipeline stream-K for M where those tiles
-// are too few for the SMs. v4e / v4f (hybrid_prefill_tall_kernel, opt-in) cut the x traffic: 256 weight rows × 128
-// tokens per CTA, and v4f shares each x box between the two CTAs of a cluster; measured slower than v4d (H200,
-// session 12), with racecheck hazards not yet explained. Measured versions and what limits them:
-// dev/kernels/hybrid_gemm.cu, docs/BENCHMARKS.md §4.
+// are too few for the SMs. Measured versions (v4c, v4e and v4f, which cut the x traffic and ran slower, are removed)
+// and what limits them: dev/kernels/hybrid_gemm.cu, docs/BENCHMARKS.md §4.
 #pragma once
 #include <cuda.h>
 
@@ -206,37 +204,6 @@ __device__ __forceinline__ void tma_load_2d(void* dst, const CUtensorMap* map, i
       "l"(map), "r"(k0), "r"(m0), "r"(hg::smem_addr(bar))
       : "memory");
 }
-// Same box, multicast: written at dst's offset in every CTA of ctamask, completing its bytes on the mbarrier at bar's
-// offset in each of them.
-__device__ __forceinline__ void tma_load_2d_multicast(void* dst, const CUtensorMap* map, int k0, int m0, uint64_t* bar,
-                                                      uint16_t ctamask) {
-  asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster"
-      " [%0], [%1, {%2, %3}], [%4], %5;" ::"r"(hg::smem_addr(dst)),
-      "l"(map), "r"(k0), "r"(m0), "r"(hg::smem_addr(bar)), "h"(ctamask)
-      : "memory");
-}
-// Arrive on the mbarrier at bar's offset in cluster CTA `rank`, with the default .release.cta semantics, as CUTLASS's
-// ClusterBarrier::arrive(cta_id) does: what it orders are this CTA's reads of its own stage (finished by the
-// wgmma wait) before the producers' next writes into it. Written .release.cluster it compiles to MEMBAR.ALL.GPU before
-// every arrive, a GPU-scope fence per slab on the consumers' path (SASS) -- the likely stall of v4c (commit b1e56e3),
-// which used that form and ran at 0.4-0.5x.
-__device__ __forceinline__ void mbar_arrive_cluster(uint64_t* bar, uint32_t rank) {
-  asm volatile(
-      "{ .reg .b32 ra; mapa.shared::cluster.u32 ra, %0, %1;"
-      " mbarrier.arrive.shared::cluster.b64 _, [ra]; }" ::"r"(hg::smem_addr(bar)),
-      "r"(rank)
-      : "memory");
-}
-__device__ __forceinline__ uint32_t cluster_rank() {
-  uint32_t r;
-  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
-  return r;
-}
-// A cluster barrier in two halves, for threads that may be unconverged (the producer warp: one thread ran the loop).
-// The release orders this thread's earlier remote mbarrier arrives before the peer's wait returns.
-__device__ __forceinline__ void cluster_arrive_release() { asm volatile("barrier.cluster.arrive.release;" ::: "memory"); }
-__device__ __forceinline__ void cluster_wait_acquire() { asm volatile("barrier.cluster.wait.acquire;" ::: "memory"); }
 __device__ __forceinline__ uint4 lds128(const void* p) {
   uint4 v;
   asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];"
@@ -250,35 +217,17 @@ __device__ __forceinline__ uint32_t lds32(const void* p) {
   return v;
 }
 
-// ---- pieces shared by the tile kernels and the stream-K kernel ------------------------------------------------
+// ---- pieces shared by the tile kernel and the stream-K kernel -------------------------------------------------
 // Producer: slab s (64 K) of tile t (= rb·CT + k-tile) for the token block at tok0 into one stage: the x box by TMA
-// (zero-filled past M and K) and the weight slab by a bulk copy, all completing on the stage's full barrier. RBS > 1
-// (the 256-row kernel): the same slab of row blocks rb + 1 … rb + nrb - 1 too, each in its own DENSE_UNIT slot after
-// the first; slots of row blocks past nrb are left as they are. CL = 2: this CTA loads half the x box (its cluster
-// rank's tokens) and multicasts it to both CTAs of the pair, whose full barriers each expect the whole box.
-template <int BN, int RBS = 1, int CL = 1>
+// (zero-filled past M and K) and the weight slab by a bulk copy, both completing on the stage's full barrier.
+template <int BN>
 __device__ __forceinline__ void issue_slab(uint8_t* stage, uint64_t* full, const CUtensorMap* xmap, const Params& p,
-                                           int64_t t, int s, int tok0, int nrb = 1) {
-  uint32_t wbytes[RBS], total = Cfg<BN>::X_BYTES;
-#pragma unroll
-  for (int b = 0; b < RBS; ++b) {
-    wbytes[b] = b < nrb ? (__ldg(p.kinds + t + b * p.CT) ? hg::SPARSE_UNIT : hg::DENSE_UNIT) : 0u;
-    total += wbytes[b];
-  }
-  hg::mbar_expect_tx(full, total);
-  if constexpr (CL == 1) {
-    tma_load_2d(stage, xmap, s * SLAB_K, tok0, full);
-  } else {
-    const uint32_t r = cluster_rank();
-    tma_load_2d_multicast(stage + r * (Cfg<BN>::X_BYTES / CL), xmap, s * SLAB_K, tok0 + int(r) * (BN / CL), full,
-                          uint16_t((1u << CL) - 1));
-  }
+                                           int64_t t, int s, int tok0) {
+  const uint32_t wbytes = __ldg(p.kinds + t) ? hg::SPARSE_UNIT : hg::DENSE_UNIT;
+  hg::mbar_expect_tx(full, Cfg<BN>::X_BYTES + wbytes);
+  tma_load_2d(stage, xmap, s * SLAB_K, tok0, full);
   // Default L2 policy: unlike decode, a weight slab is read again by each token block.
-#pragma unroll
-  for (int b = 0; b < RBS; ++b)
-    if (wbytes[b])
-      hg::bulk_copy(stage + Cfg<BN>::X_BYTES + b * hg::DENSE_UNIT,
-                    p.blob + __ldg(p.offsets + t + b * p.CT) + (s & 1) * wbytes[b], wbytes[b], full);
+  hg::bulk_copy(stage + Cfg<BN>::X_BYTES, p.blob + __ldg(p.offsets + t) + (s & 1) * wbytes, wbytes, full);
 }
 
 // Consumer: one slab that has landed in `stage`: this lane's A registers into a, the slab's wgmmas issued, then wait
@@ -312,18 +261,18 @@ constexpr int OSTR = hg::TILE + 8;  // 272-byte rows: the 4 token columns of a s
 __device__ __forceinline__ int ot_pos(int i, int c, int w4, int lane) {
   return (8 * (i >> 2) + 2 * (lane & 3) + (i & 1)) * OSTR + 64 * c + 16 * w4 + (lane >> 2) + 8 * ((i >> 1) & 1);
 }
-// Once both consumer warpgroups have written their part of ot (the barrier), each token row leaves as 16-byte stores.
-// RBS row blocks rb, rb + 1, … side by side: ot holds RBS [BN][OSTR] tiles one after another (rows past N skipped).
-template <int BN, int RBS = 1>
+// Once both consumer warpgroups have written their part of ot (the barrier), each token row leaves as 16-byte stores
+// (rows past N skipped).
+template <int BN>
 __device__ __forceinline__ void store_rows(const uint16_t* ot, const Params& p, int rb, int tok0, int ctid) {
   hg::consumer_sync();
   const bool vec = (p.N & 7) == 0;  // 16-byte aligned rows of y
-  for (int q = ctid; q < RBS * BN * 16; q += 256) {
-    const int b = RBS == 1 ? 0 : q / (BN * 16), tl = RBS == 1 ? q >> 4 : (q >> 4) % BN, ch = q & 15;
-    const int tok = tok0 + tl, row = (rb + b) * hg::TILE + 8 * ch;
+  for (int q = ctid; q < BN * 16; q += 256) {
+    const int tl = q >> 4, ch = q & 15;
+    const int tok = tok0 + tl, row = rb * hg::TILE + 8 * ch;
     if (tok >= p.M || row >= p.N) continue;
     uint16_t* dst = p.y + int64_t(tok) * p.N + row;
-    const uint16_t* src = ot + (b * BN + tl) * OSTR + 8 * ch;
+    const uint16_t* src = ot + tl * OSTR + 8 * ch;
     if (vec) {
       *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
     } else {
@@ -342,32 +291,31 @@ __device__ __forceinline__ void store_tile(const float (&d)[BN / 2], uint16_t* o
 }
 
 // Stage barriers of a pipeline: full[s] completes on the producer's arrive.expect_tx and the bytes it announced,
-// empty[s] on one arrival per consumer warpgroup of each of the CL CTAs that write the stage (x multicast).
-template <int STAGES, int CL = 1>
+// empty[s] on one arrival per consumer warpgroup.
+template <int STAGES>
 __device__ __forceinline__ void init_stage_barriers(uint64_t* full, uint64_t* empty) {
   if (threadIdx.x == 0) {
     for (int s = 0; s < STAGES; ++s) {
       hg::mbar_init(&full[s], 1);
-      hg::mbar_init(&empty[s], 2 * CL);
+      hg::mbar_init(&empty[s], 2);
     }
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
-  if constexpr (CL == 1) __syncthreads();
-  else hg::cluster_sync_acq_rel();  // the peer's multicasts and arrivals target these barriers
+  __syncthreads();
 }
 
-// Producer warpgroup of the tile kernels: gives its registers to the consumers, and one thread streams the nslab
-// slabs of tile row t0 (and of the RBS - 1 row blocks below it, up to nrb in all) through the stage ring.
-template <int BN, int RBS, int STAGES, int STAGE, int CL = 1>
+// Producer warpgroup of the tile kernel: gives its registers to the consumers, and one thread streams the nslab
+// slabs of tile row t0 through the stage ring.
+template <int BN, int STAGES, int STAGE>
 __device__ __forceinline__ void produce_tiles(uint8_t* smem, uint64_t* full, uint64_t* empty, const CUtensorMap* xmap,
-                                              const Params& p, int64_t t0, int nslab, int tok0, int nrb) {
+                                              const Params& p, int64_t t0, int nslab, int tok0) {
   asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
   if (threadIdx.x != 0) return;
   asm volatile("prefetch.tensormap [%0];" ::"l"(xmap) : "memory");
   for (int s = 0; s < nslab; ++s) {
     const int st = s % STAGES;
     hg::mbar_wait(&empty[st], ((s / STAGES) & 1) ^ 1);
-    issue_slab<BN, RBS, CL>(smem + st * STAGE, &full[st], xmap, p, t0 + (s >> 1), s, tok0, nrb);
+    issue_slab<BN>(smem + st * STAGE, &full[st], xmap, p, t0 + (s >> 1), s, tok0);
   }
 }
 
@@ -389,7 +337,7 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_kernel(const __grid
   const int64_t tbase = int64_t(rb) * p.CT;
   init_stage_barriers<C::STAGES>(full, empty);
   if (wg == 0) {  // producer: one thread issues everything
-    produce_tiles<BN, 1, C::STAGES, C::STAGE>(smem, full, empty, &xmap, p, tbase, nslab, tok0, 1);
+    produce_tiles<BN, C::STAGES, C::STAGE>(smem, full, empty, &xmap, p, tbase, nslab, tok0);
     return;
   }
 
@@ -419,144 +367,6 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_kernel(const __grid
   (void)xmap;
   (void)p;
   __trap();  // built without sm_90a: the launcher never selects this kernel then
-#endif
-}
-
-// ---- 256-row tile kernel (v4e) --------------------------------------------------------------------------------
-// Why: the tile kernel is bound by L2 → SM traffic (Nsight Compute at f = 1: L2 at 75% of its peak, SMs 57% busy),
-// and most of that traffic is x: per 64-K slab a 128-row × 256-token CTA moves a 32 KB x box and a 9 KB (2:4) /
-// 16 KB (dense) weight slab. A 256-row × 128-token CTA does the same MMAs with a 16 KB x box and two weight slabs:
-// 34 KB instead of 41 KB at f = 1 (-17%), 35 instead of 42 at f = 0.9, 48 either way at f = 0. Each consumer
-// warpgroup owns one whole row block (two m64 halves, the same x descriptor), so the accumulators stay 128 per
-// thread as at BN = 256, and the A registers double (2 × 16 per slab, two slabs in flight). Opt-in
-// (HybridGemmArgs::prefill_rows = 256) until it has run on a GPU. A CTA whose second row block is past N (odd RB)
-// loads one weight slab per stage; its second warpgroup runs dense wgmmas over whatever the unused slot holds and
-// stores nothing.
-struct TallCfg {
-  static constexpr int BN = 128;                                   // tokens per CTA
-  static constexpr int STAGE = Cfg<BN>::X_BYTES + 2 * hg::DENSE_UNIT;  // 16 KB x + two weight slab slots = 48 KB
-  static constexpr int STAGES = 4;                                 // 192 KB of the 227 KB
-  static constexpr int SMEM = STAGES * STAGE + 2 * STAGES * 8 + 1024;
-  static_assert(2 * BN * OSTR * 2 <= STAGES * STAGE, "the epilogue's two output tiles reuse the stage buffers");
-};
-
-// One landed slab for the warpgroup that owns row block slot `b` of the stage: the A registers of both m64 halves
-// (warp w4: 16-row groups w4 and 4 + w4), then both halves' wgmmas as one commit group, then wait until only this
-// group is in flight (the caller alternates two register buffer pairs, as mma_slab).
-template <bool BF16>
-__device__ __forceinline__ void mma_slab_tall(float (&d0)[64], float (&d1)[64], uint4 (&a0)[4], uint4 (&a1)[4],
-                                              const uint8_t* stage, int b, bool sparse, int w4, int lane) {
-  const int ub = sparse ? HYBRID_SPARSE_UNIT_BYTES : HYBRID_DENSE_UNIT_BYTES;
-  const uint8_t* u0 = stage + Cfg<TallCfg::BN>::X_BYTES + b * hg::DENSE_UNIT + w4 * ub;
-  const uint8_t* u1 = u0 + 4 * ub;
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    a0[j] = lds128(u0 + j * 512 + lane * 16);
-    a1[j] = lds128(u1 + j * 512 + lane * 16);
-  }
-  const uint32_t m0 = lds32(u0 + HYBRID_SPARSE_VALUE_BYTES + lane * 4);
-  const uint32_t m1 = lds32(u1 + HYBRID_SPARSE_VALUE_BYTES + lane * 4);
-  fence_acc(d0);
-  fence_acc(d1);
-  wg_fence();
-  const uint64_t desc = desc_sw128(hg::smem_addr(stage));
-  wgmma_slab<TallCfg::BN, BF16>(d0, a0, desc, m0, sparse ? 1u : 0u);
-  wgmma_slab<TallCfg::BN, BF16>(d1, a1, desc, m1, sparse ? 1u : 0u);
-  wg_commit();
-  wg_wait<1>();
-  fence_acc(d0);
-  fence_acc(d1);
-}
-
-// Consumer warpgroup c of the 256-row kernel: row block rb0 + c (slot c of each stage), its warp w4 the 16-row
-// groups w4 and 4 + w4; then the epilogue, both row blocks' [BN][OSTR] tiles side by side in the stage buffers.
-template <bool BF16, int CL>
-__device__ __forceinline__ void consume_tall(uint8_t* smem, uint64_t* full, uint64_t* empty, const Params& p, int wg,
-                                             int tid, int rb0, int nrb, int tok0, int nslab) {
-  using C = TallCfg;
-  constexpr int BN = C::BN;
-  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
-  // c from lane 0: ptxas then knows it is warp-uniform, and so the kinds load and the wgmma predicate below. Without
-  // it the predicate counts as divergent and ptxas serialises every wgmma (C7520).
-  const int c = __shfl_sync(0xffffffffu, wg - 1, 0), w4 = tid >> 5, lane = tid & 31;
-  const bool live = c < nrb;  // false: a row block past N (the last pair's second, or a cluster's pad CTA)
-  const int64_t tbase = int64_t(live ? rb0 + c : min(rb0, p.RB - 1)) * p.CT;  // a valid index either way
-  float d0[64], d1[64];
-#pragma unroll
-  for (int i = 0; i < 64; ++i) d0[i] = d1[i] = 0.f;
-  auto slab = [&](int s, uint4 (&a0)[4], uint4 (&a1)[4]) {
-    const int st = s % C::STAGES;
-    // Dense when not live: 2:4 wgmmas on a slot's stale metadata are not defined; dense ones on stale values are.
-    const bool sparse = (__ldg(p.kinds + tbase + (s >> 1)) != 0) & live;  // no branch: see wgmma_slab
-    hg::mbar_wait(&full[st], (s / C::STAGES) & 1);
-    mma_slab_tall<BF16>(d0, d1, a0, a1, smem + st * C::STAGE, c, sparse, w4, lane);
-    if (s > 0 && tid == 0) {  // the previous slab's stage, in every CTA whose producer writes it
-      if constexpr (CL == 1) {
-        hg::mbar_arrive(&empty[(s - 1) % C::STAGES]);
-      } else {
-#pragma unroll
-        for (uint32_t r = 0; r < CL; ++r) mbar_arrive_cluster(&empty[(s - 1) % C::STAGES], r);
-      }
-    }
-  };
-  uint4 a0[4], a1[4], b0[4], b1[4];
-  for (int s = 0; s < nslab; s += 2) {
-    slab(s, a0, a1);
-    if (s + 1 < nslab) slab(s + 1, b0, b1);
-  }
-  wg_wait<0>();
-  fence_acc(d0);
-  fence_acc(d1);
-  if constexpr (CL > 1) cluster_arrive_release();  // this warpgroup's last remote arrive is behind it (kernel end)
-  // The stage buffers are free once both warpgroups are past their last wgmma (the first barrier); no peer writes
-  // them any more then, since every multicast slab was waited for. Halves h = 0, 1 go where ot_pos puts consumer h.
-  uint16_t* ot = reinterpret_cast<uint16_t*>(smem);
-  hg::consumer_sync();
-  uint16_t* mine = ot + c * BN * OSTR;
-#pragma unroll
-  for (int i = 0; i < 64; ++i) {
-    mine[ot_pos(i, 0, w4, lane)] = hg::to_half_bits<BF16>(d0[i]);
-    mine[ot_pos(i, 1, w4, lane)] = hg::to_half_bits<BF16>(d1[i]);
-  }
-  store_rows<BN, 2>(ot, p, rb0, tok0, threadIdx.x - 128);
-}
-
-// CL = 2 (v4f, opt-in HybridGemmArgs::prefill_cluster = 2): the CTAs of two neighbouring row-block pairs with the same
-// token block form a cluster; each loads half of the x box and multicasts it to both, so x crosses from L2 once per
-// pair: 26 KB per slab and CTA at f = 1 instead of v4e's 34 and v4d's 41. The pairs are padded to an even count; a pad
-// CTA loads its x half and no weights, and stores nothing.
-template <bool BF16, int CL>
-__global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_tall_kernel(const __grid_constant__ CUtensorMap xmap,
-                                                                         const Params p) {
-#ifdef PATCHLLM_HAVE_WGMMA
-  using C = TallCfg;
-  constexpr int BN = C::BN;
-  extern __shared__ uint8_t smem_raw[];
-  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
-  uint64_t* full = reinterpret_cast<uint64_t*>(smem + C::STAGES * C::STAGE);
-  uint64_t* empty = full + C::STAGES;
-  // Raster over pairs of row blocks; GROUP / 2 pairs per group keep the same weight footprint as the 128-row kernel.
-  // With clusters the group size is even and so is the pair count, so CTAs 2k and 2k + 1 (one cluster) get
-  // neighbouring pairs of one token block.
-  const int pairs = (p.RB + 1) / 2, units = (pairs + CL - 1) / CL * CL;
-  const RasterPos rp = grouped_raster(blockIdx.x, units, (p.M + BN - 1) / BN, GROUP / 2);
-  const int rb0 = 2 * rp.unit, tok0 = rp.tb * BN, nrb = max(0, min(2, p.RB - rb0));
-  const int wg = threadIdx.x >> 7, tid = threadIdx.x & 127;
-  const int nslab = (p.K + SLAB_K - 1) / SLAB_K;
-  init_stage_barriers<C::STAGES, CL>(full, empty);
-  if (wg == 0) {
-    produce_tiles<BN, 2, C::STAGES, C::STAGE, CL>(smem, full, empty, &xmap, p, int64_t(rb0) * p.CT, nslab, tok0, nrb);
-    if constexpr (CL > 1) cluster_arrive_release();
-  } else {
-    consume_tall<BF16, CL>(smem, full, empty, p, wg, tid, rb0, nrb, tok0, nslab);  // arrives after its main loop
-  }
-  // A CTA outlives its peer's arrivals on its empty barriers (the peer's consumers send them until their last slab).
-  // Arrived before the epilogue and waited for here, so the epilogue's stores are not followed by a GPU fence.
-  if constexpr (CL > 1) cluster_wait_acquire();
-#else
-  (void)xmap;
-  (void)p;
-  __trap();
 #endif
 }
 

@@ -15,8 +15,8 @@
 
 namespace patchllm {
 
-// The wgmma tile kernels' grouped raster: CTA bid of units × TB (row units: row blocks, or pairs of them for 256-row
-// tiles; TB token blocks) → (unit, token block). Groups of `group` consecutive units, token blocks slowest inside a
+// The wgmma tile kernel's grouped raster: CTA bid of units × TB (units: row blocks; TB token blocks) → (unit, token
+// block). Groups of `group` consecutive units, token blocks slowest inside a
 // group, so the ~132 CTAs resident at once share ~group weight units and a few x blocks (both L2-resident) instead of
 // streaming every weight unit from HBM once per token block. A bijection of [0, units · TB) (tested).
 struct RasterPos {
