@@ -375,6 +375,21 @@ TEST(Tokenizer, MalformedFilesGiveOneLineFormatErrors) {
   j["added_tokens"][0]["id"] = 0.5;
   expect_format_error(write_temp("tokenizer.json", j.dump()), "added token id is not an integer id");
   expect_format_error(write_temp("tokenizer.json", "{\"model\": "), "malformed JSON");
+  // A wrong type in tokenizer_config.json is that file's error, not tokenizer.json's.
+  {
+    const std::string dir = test::temp_dir("tok-config");
+    std::ofstream(dir + "/tokenizer.json") << good.dump();
+    for (const char* cfg : {R"({"add_bos_token": "yes", "tokenizer_class": "LlamaTokenizerFast"})",
+                            R"({"clean_up_tokenization_spaces": 1})", R"({"bos_token": {"content": 7}})"}) {
+      std::ofstream(dir + "/tokenizer_config.json") << cfg;
+      try {
+        tokenizer_load(dir);
+        ADD_FAILURE() << "no error for " << cfg;
+      } catch (const FormatError& e) {
+        EXPECT_NE(std::string(e.what()).find(dir + "/tokenizer_config.json (beside"), std::string::npos) << e.what();
+      }
+    }
+  }
   expect_format_error(write_temp("tok.bin", std::string("\x07\x00\x00\x00\x00\x00\x80\x3f\x09", 9)), "truncated");
   expect_format_error("/nonexistent/dir/tokenizer.json", "no such file");
   std::string empty = test::temp_dir("tok-empty");

@@ -15,7 +15,8 @@ OUT=${OUT:-fuzz-out}
 SECS=${SECONDS_PER_TARGET:-60}
 SH=${PATCHLLM_SHARED_DIR:-../shared}
 JOBS=${JOBS:-$(nproc)}
-ALL="fuzz_gguf fuzz_tokenizer_json fuzz_tokenizer_spm fuzz_tokenizer_llama2c fuzz_tokenizer_encode fuzz_safetensors
+ALL="fuzz_gguf fuzz_tokenizer_json fuzz_tokenizer_spm fuzz_tokenizer_llama2c fuzz_tokenizer_encode fuzz_tokenizer_config
+     fuzz_safetensors
      fuzz_model_config fuzz_model_weights fuzz_model_weights_packed fuzz_mask fuzz_mask_npz fuzz_llama2c
      fuzz_gguf_convert fuzz_tasks"
 TARGETS=${*:-$ALL}
@@ -29,9 +30,11 @@ ninja -C "$BUILD" -j "$JOBS" > /dev/null
 
 # Seeds: real files of every format. The model-based ones need ../shared and the release binary.
 SEEDS=$OUT/seeds
-mkdir -p "$SEEDS"/{gguf,json,spm,llama2c_tok,text,safetensors,config,weights,packed,mask,npz,llama2c,gguf_model,tasks}
+mkdir -p "$SEEDS"/{gguf,json,tok_config,spm,llama2c_tok,text,safetensors,config,weights,packed,mask,npz,llama2c} \
+  "$SEEDS"/{gguf_model,tasks}
 cp tests/data/gguf/*.gguf "$SEEDS/gguf/"
 for d in tests/data/tokenizer/bytelevel_*; do cp "$d/tokenizer.json" "$SEEDS/json/$(basename "$d").json"; done
+for f in tests/data/tokenizer/*/tokenizer_config.json; do cp "$f" "$SEEDS/tok_config/$(basename "$(dirname "$f")").json"; done
 cp tests/data/tokenizer/texts.json "$SEEDS/text/"
 cp tests/data/gemma3-tiny/*.safetensors "$SEEDS/safetensors/"
 cp tests/data/gemma3-tiny/config.json "$SEEDS/config/gemma3.json"
@@ -51,6 +54,7 @@ if [ -d "$SH/models/stories260K" ]; then
   [ -f "$M/npz/mask_compressed.npz" ] || $BIN -q export -m "$M/hf" --masks "$M/wanda/masks.safetensors" \
     --format maskllm-npz -o "$M/npz" --force > /dev/null
   cp "$M/hf/tokenizer.json" "$SEEDS/json/stories260K.json"
+  cp "$M/hf/tokenizer_config.json" "$SEEDS/tok_config/stories260K.json"
   cp "$SH/models/llama2-tokenizer/tokenizer.model" "$SEEDS/spm/"
   cp "$SH/models/stories260K/tok512.bin" "$SEEDS/llama2c_tok/"
   head -c 4096 "$SH/data/tinystories/valid.txt" > "$SEEDS/text/tinystories.txt"
@@ -77,6 +81,7 @@ seed_of() {
   case $1 in
     fuzz_gguf) echo gguf ;; fuzz_tokenizer_json) echo json ;; fuzz_tokenizer_spm) echo spm ;;
     fuzz_tokenizer_llama2c) echo llama2c_tok ;; fuzz_tokenizer_encode) echo text ;;
+    fuzz_tokenizer_config) echo tok_config ;;
     fuzz_safetensors) echo safetensors ;; fuzz_model_config) echo config ;; fuzz_model_weights) echo weights ;;
     fuzz_model_weights_packed) echo packed ;; fuzz_mask) echo mask ;; fuzz_mask_npz) echo npz ;;
     fuzz_llama2c) echo llama2c ;; fuzz_gguf_convert) echo gguf_model ;; fuzz_tasks) echo tasks ;;
@@ -89,15 +94,19 @@ for t in $TARGETS; do
   [ -n "$s" ] || { echo "fuzz.sh: unknown target $t (targets: $ALL)" >&2; exit 2; }
   bin=$BUILD/fuzz/$t
   envs=()
+  shared=1  # its env names files made from ../shared
   case $t in
     fuzz_tokenizer_encode) envs=(PATCHLLM_FUZZ_TOKENIZER="$SH/models/llama2-tokenizer/tokenizer.model") ;;
+    fuzz_tokenizer_config)
+      envs=(PATCHLLM_FUZZ_TOKENIZER_JSON="$PWD/tests/data/tokenizer/bytelevel_llama3/tokenizer.json")
+      shared=0 ;;
     fuzz_model_config|fuzz_model_weights|fuzz_mask_npz) envs=(PATCHLLM_FUZZ_MODEL="$OUT/stories260K/hf") ;;
     fuzz_model_weights_packed)
       envs=(PATCHLLM_FUZZ_MODEL="$OUT/stories260K/packed")
       bin=$BUILD/fuzz/fuzz_model_weights ;;
     fuzz_llama2c) envs=(PATCHLLM_FUZZ_LLAMA2C_TOKENIZER="$SH/models/stories260K/tok512.bin") ;;
   esac
-  if [ -z "$(ls -A "$SEEDS/$s")" ] || { [ ${#envs[@]} -gt 0 ] && [ $HAVE_MODEL = 0 ]; }; then
+  if [ -z "$(ls -A "$SEEDS/$s")" ] || { [ ${#envs[@]} -gt 0 ] && [ $shared = 1 ] && [ $HAVE_MODEL = 0 ]; }; then
     ROWS+=("| $t | skipped (no seeds: ../shared absent) | | |")
     continue
   fi

@@ -195,9 +195,16 @@ class HfTokenizer final : public Tokenizer {
  public:
   HfTokenizer(const json& tj, const json& cfg, const std::string& origin) : _origin(origin) {
     try {
-      parse(tj, cfg);
+      parse(tj);
     } catch (const json::exception& e) {
       throw FormatError(str(origin, ": malformed tokenizer.json: ", e.what()));
+    }
+    // The config's errors name the config: a wrong type there ("add_bos_token": "yes") is not tokenizer.json's fault.
+    const std::string dir = origin.substr(0, origin.find_last_of('/') + 1);
+    try {
+      apply_config(cfg);
+    } catch (const json::exception& e) {
+      throw FormatError(str(dir, "tokenizer_config.json (beside ", origin, "): malformed: ", e.what()));
     }
   }
 
@@ -507,7 +514,7 @@ class HfTokenizer final : public Tokenizer {
     }
   }
 
-  void parse(const json& tj, const json& cfg) {
+  void parse(const json& tj) {
     if (!tj.is_object()) fail("tokenizer.json is not a JSON object");
     if (!tj.contains("model") || tj.at("model").is_null()) fail("tokenizer.json has no 'model'");
     parse_model(tj.at("model"));
@@ -520,7 +527,9 @@ class HfTokenizer final : public Tokenizer {
       if (id < 0 || id >= vocab_size()) fail("post_processor id " + std::to_string(id) + " is outside the vocab");
     for (int id : _suffix_ids)
       if (id < 0 || id >= vocab_size()) fail("post_processor id " + std::to_string(id) + " is outside the vocab");
+  }
 
+  void apply_config(const json& cfg) {
     // transformers' LlamaTokenizerFast (and Gemma/CodeLlama) rebuild the template from tokenizer_config's
     // add_bos_token / add_eos_token; other classes keep tokenizer.json's post_processor.
     const json c = cfg.is_object() ? cfg : json::object();
