@@ -1,6 +1,8 @@
-// A model directory with one file fuzzed: built twice, with PATCHLLM_FUZZ_FILE "config.json" (fuzz_model_config) and
-// "model.safetensors" (fuzz_model_weights). The other files are links to those of PATCHLLM_FUZZ_MODEL (tools/fuzz.sh
-// passes stories260K converted, dense or exported packed). What the loader accepts must run a forward pass.
+// A model directory with one file fuzzed: built three times, with PATCHLLM_FUZZ_FILE "config.json" (fuzz_model_config),
+// "model.safetensors" (fuzz_model_weights) and "model.safetensors.index.json" (fuzz_model_index: a sharded
+// checkpoint's index, which the loader prefers to the single file beside it). The other files are links to those of
+// PATCHLLM_FUZZ_MODEL (tools/fuzz.sh passes stories260K converted, dense or exported packed). What the loader
+// accepts must run a forward pass.
 #include <dirent.h>
 
 #include <climits>

@@ -16,9 +16,8 @@ SECS=${SECONDS_PER_TARGET:-60}
 SH=${PATCHLLM_SHARED_DIR:-../shared}
 JOBS=${JOBS:-$(nproc)}
 ALL="fuzz_gguf fuzz_tokenizer_json fuzz_tokenizer_spm fuzz_tokenizer_llama2c fuzz_tokenizer_encode fuzz_tokenizer_config
-     fuzz_safetensors
-     fuzz_model_config fuzz_model_weights fuzz_model_weights_packed fuzz_mask fuzz_mask_npz fuzz_llama2c
-     fuzz_gguf_convert fuzz_tasks"
+     fuzz_safetensors fuzz_model_config fuzz_model_weights fuzz_model_weights_packed fuzz_model_index fuzz_mask
+     fuzz_mask_npz fuzz_llama2c fuzz_gguf_convert fuzz_tasks"
 TARGETS=${*:-$ALL}
 
 if [ ! -f "$BUILD/build.ninja" ]; then
@@ -31,10 +30,12 @@ ninja -C "$BUILD" -j "$JOBS" > /dev/null
 # Seeds: real files of every format. The model-based ones need ../shared and the release binary.
 SEEDS=$OUT/seeds
 mkdir -p "$SEEDS"/{gguf,json,tok_config,spm,llama2c_tok,text,safetensors,config,weights,packed,mask,npz,llama2c} \
-  "$SEEDS"/{gguf_model,tasks}
+  "$SEEDS"/{gguf_model,tasks,index}
 cp tests/data/gguf/*.gguf "$SEEDS/gguf/"
 for d in tests/data/tokenizer/bytelevel_*; do cp "$d/tokenizer.json" "$SEEDS/json/$(basename "$d").json"; done
-for f in tests/data/tokenizer/*/tokenizer_config.json; do cp "$f" "$SEEDS/tok_config/$(basename "$(dirname "$f")").json"; done
+for f in tests/data/tokenizer/*/tokenizer_config.json; do
+  cp "$f" "$SEEDS/tok_config/$(basename "$(dirname "$f")").json"
+done
 cp tests/data/tokenizer/texts.json "$SEEDS/text/"
 cp tests/data/gemma3-tiny/*.safetensors "$SEEDS/safetensors/"
 cp tests/data/gemma3-tiny/config.json "$SEEDS/config/gemma3.json"
@@ -61,6 +62,14 @@ if [ -d "$SH/models/stories260K" ]; then
   cp "$M/hf/model.safetensors" "$SEEDS/safetensors/stories260K.safetensors"
   cp "$M/hf/config.json" "$SEEDS/config/stories260K.json"
   cp "$M/hf/model.safetensors" "$SEEDS/weights/"
+  # fuzz_model_index: the index of a one-shard checkpoint (every tensor in model.safetensors), as HF writes it.
+  python3 - "$M/hf/model.safetensors" > "$SEEDS/index/stories260K.json" <<'PY'
+import json, struct, sys
+with open(sys.argv[1], "rb") as f:
+    header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+names = sorted(k for k in header if k != "__metadata__")
+print(json.dumps({"metadata": {"total_size": 0}, "weight_map": {k: "model.safetensors" for k in names}}, indent=2))
+PY
   cp "$M/packed/model.safetensors" "$SEEDS/packed/"
   cp "$M/wanda/masks.safetensors" "$SEEDS/mask/"
   cp "$M/npz/mask_compressed.npz" "$SEEDS/npz/"
@@ -83,7 +92,8 @@ seed_of() {
     fuzz_tokenizer_llama2c) echo llama2c_tok ;; fuzz_tokenizer_encode) echo text ;;
     fuzz_tokenizer_config) echo tok_config ;;
     fuzz_safetensors) echo safetensors ;; fuzz_model_config) echo config ;; fuzz_model_weights) echo weights ;;
-    fuzz_model_weights_packed) echo packed ;; fuzz_mask) echo mask ;; fuzz_mask_npz) echo npz ;;
+    fuzz_model_weights_packed) echo packed ;; fuzz_model_index) echo index ;;
+    fuzz_mask) echo mask ;; fuzz_mask_npz) echo npz ;;
     fuzz_llama2c) echo llama2c ;; fuzz_gguf_convert) echo gguf_model ;; fuzz_tasks) echo tasks ;;
   esac
 }
@@ -100,7 +110,8 @@ for t in $TARGETS; do
     fuzz_tokenizer_config)
       envs=(PATCHLLM_FUZZ_TOKENIZER_JSON="$PWD/tests/data/tokenizer/bytelevel_llama3/tokenizer.json")
       shared=0 ;;
-    fuzz_model_config|fuzz_model_weights|fuzz_mask_npz) envs=(PATCHLLM_FUZZ_MODEL="$OUT/stories260K/hf") ;;
+    fuzz_model_config|fuzz_model_weights|fuzz_model_index|fuzz_mask_npz)
+      envs=(PATCHLLM_FUZZ_MODEL="$OUT/stories260K/hf") ;;
     fuzz_model_weights_packed)
       envs=(PATCHLLM_FUZZ_MODEL="$OUT/stories260K/packed")
       bin=$BUILD/fuzz/fuzz_model_weights ;;
