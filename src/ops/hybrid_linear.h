@@ -44,10 +44,12 @@ torch::Tensor hybrid_linear(const torch::Tensor& x, const HybridWeight& hw);
 struct HybridKernelOptions {
   bool pdl = false;                // decode kernel: programmatic dependent launch (HybridGemmArgs::pdl)
   bool cluster_reduction = false;  // decode kernel, v3g: k-splits summed through a thread-block cluster
+  bool row_split = false;          // decode kernel at M <= 16, v3h: 4-warp CTAs over the whole K, no k-split
+                                   // (HybridGemmArgs::decode_warps = 4)
 };
 void set_hybrid_kernel_options(const HybridKernelOptions& o);
 HybridKernelOptions hybrid_kernel_options();
-// "plain", "pdl", "cluster" or "pdl+cluster" (either order; what bench_model --hybrid-opts
+// "plain", or pdl, cluster and rows joined by '+' (any order, each once; what bench_model --hybrid-opts
 // and patchllm --hybrid-kernel take); throws InvalidArgument else. to_string gives the canonical order.
 HybridKernelOptions parse_hybrid_kernel_options(const std::string& s);
 std::string to_string(const HybridKernelOptions& o);
