@@ -44,13 +44,18 @@
 //       v4c's slowdown was the .release.cluster fence. Removed with v4e.
 //   v3h the k-split's alternative at M <= 16: a row block's eight 16-row warp slices in 8/W CTAs of W = 4 or 2
 //       warps, every CTA over the whole K, so no reduction at all (decode_warps = W; grids -13 / -14 here).
+//   v4d-lean and probes: hybrid_prefill_kernel<BN, BF16, PV> (PrefillVariant). PV_LEAN loads only the A registers a
+//       slab uses (grids -15 / -16 here, bitwise against -128 / -256); the PV_PROBE_* variants stop the A loads,
+//       the weight copies or the x boxes after the first slabs (`ablate N K M f`, timing only) to test whether 2:4
+//       slabs are shared-memory bound (docs/benchmarks/kernels.md, "Prefill: shared-memory bytes per slab").
 //   next: v3 at M = 16: find what scales with the tokens (x ldmatrix per warp, partials, MMA issue); v4: deeper
 //       wgmma pipelining, persistent grid, find v4c's stall
 // Modes: probe = which mma.sp metadata / B layout the hardware uses; validate = sweep vs the v0 reference;
 // small = one case for compute-sanitizer; time = v2 on two shapes; one N K M f = three launches (for ncu).
 // Build (GPU machine): nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Isrc -Ibench \
 //   dev/kernels/hybrid_gemm.cu src/ops/hybrid_gemm.cu -lcublas -o hybrid_gemm_dev
-// Run: ./hybrid_gemm_dev probe | validate [GRIDS] | small [GRIDS] | time   (GRIDS: comma list of codes, e.g. -7,-13)
+// Run: ./hybrid_gemm_dev probe | validate [GRIDS] | small [GRIDS] | time | ablate N K M f   (GRIDS: comma list of
+//   codes, e.g. -7,-13)
 #include <cublas_v2.h>
 
 #include <algorithm>
@@ -58,6 +63,7 @@
 #include "bench_ops_common.h"
 #include "ops/hybrid_gemm.cuh"
 #include "ops/hybrid_gemm.h"
+#include "ops/hybrid_prefill.cuh"
 
 using namespace patchllm;
 
@@ -110,7 +116,48 @@ void release(Dev& d) {
   cudaFree(d.ws);
 }
 
+// The wgmma tile kernel's slab-load variants (hybrid_prefill.cuh PrefillVariant), launched here: the launcher runs
+// PV_BASE only. Same grid and parameters as the launcher's one-CTA-per-tile path.
+hp::Params prefill_params(const bench::Problem& P, const Dev& d, uint16_t* y, int64_t M) {
+  hp::Params p;
+  p.y = y;
+  p.M = int(M);
+  p.N = int(P.N);
+  p.K = int(P.K);
+  p.blob = d.blob;
+  p.kinds = d.kinds;
+  p.offsets = d.offsets;
+  p.RB = int(P.layout.row_blocks);
+  p.CT = int(P.layout.col_tiles);
+  return p;
+}
+template <int BN, bool BF16, int PV>
+cudaError_t launch_pv(const void* x, const hp::Params& p) {
+  CUtensorMap map;
+  cudaError_t e = hp::encode_x_map<BN, BF16>(&map, x, p);
+  if (e != cudaSuccess) return e;
+  auto kernel = hp::hybrid_prefill_kernel<BN, BF16, PV>;
+  e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, hp::Cfg<BN>::SMEM);
+  if (e != cudaSuccess) return e;
+  kernel<<<unsigned(int64_t(p.RB) * ((p.M + BN - 1) / BN)), hp::THREADS, hp::Cfg<BN>::SMEM>>>(map, p);
+  return cudaGetLastError();
+}
+template <int PV>
+cudaError_t launch_pv_bn(int bn, bool bf16, const void* x, const hp::Params& p) {
+  if (bn == 256) return bf16 ? launch_pv<256, true, PV>(x, p) : launch_pv<256, false, PV>(x, p);
+  return bf16 ? launch_pv<128, true, PV>(x, p) : launch_pv<128, false, PV>(x, p);
+}
+
 HybridLaunchResult run_hybrid(const bench::Problem& P, Dev& d, const uint16_t* x, uint16_t* y, int64_t M, int grid) {
+  if (grid == -15 || grid == -16) {  // PV_LEAN tile kernel, 128 / 256 tokens per CTA
+    HybridLaunchResult r;
+    if (cudaError_t e = launch_pv_bn<hp::PV_LEAN>(grid == -16 ? 256 : 128, P.bf16, x, prefill_params(P, d, y, M));
+        e != cudaSuccess) {
+      r.status = HYBRID_ERR_CUDA;
+      r.cuda_error = int(e);
+    }
+    return r;
+  }
   size_t need = hybrid_gemm_workspace_bytes(M, P.N, grid);
   if (need > d.ws_bytes) {
     cudaFree(d.ws);
@@ -206,8 +253,9 @@ double validate_one(const bench::Problem& P, Dev& d, int64_t M, int grid, uint64
     den += double(ref[i]) * ref[i];
   }
   bool same = std::memcmp(out[0].data(), out[1].data(), out[0].size() * 2) == 0;
-  // Twins that must give the same bits: -9 vs the workspace reduction on the same split (-10).
-  const int twin = grid == -9 ? -10 : 0;
+  // Twins that must give the same bits: -9 vs the workspace reduction on the same split (-10);
+  // PV_LEAN (-15 / -16) vs PV_BASE with the same tile width: the same A values into the same wgmmas.
+  const int twin = grid == -9 ? -10 : grid == -15 ? -128 : grid == -16 ? -256 : 0;
   if (twin) {
     BENCH_CUDA(cudaMemset(y, 0xff, size_t(M * P.N) * 2));
     if (run_hybrid(P, d, x, y, M, twin).status != HYBRID_OK) std::exit(1);
@@ -265,6 +313,7 @@ int validate(bool small, const std::vector<int>& only = {}) {
         if (M <= 128) grids.push_back(-9);  // v3g on a fixed split, bitwise against the workspace reduction
         if (M <= 16) grids.push_back(-13);  // v3h, 4-warp CTAs over the whole K
         if (M <= 16) grids.push_back(-14);  // v3h, 2-warp CTAs
+        if (M > 128 || small) grids.insert(grids.end(), {-15, -16});  // prefill tile kernel, PV_LEAN slab loads
         for (int g : grids) {
           if (!only.empty() && std::find(only.begin(), only.end(), g) == only.end()) continue;
           double rel = validate_one(P, d, M, g, uint64_t(M * 977 + g), true);
@@ -332,6 +381,89 @@ int time_versions() {
   return 0;
 }
 
+// Prefill slab-load ablation: PV_BASE, PV_LEAN and the timing probes of hybrid_prefill.cuh's PrefillVariant on one
+// problem, 128 and 256 tokens per CTA, cuBLAS on the masked dense weight in the same run. PV_LEAN must equal
+// PV_BASE bitwise first (the probes give wrong results by design); the launcher's auto choice and stream-K kernel
+// are timed too. Medians of 15 batches of 5 launches each; no weight rotation: at M >= 2048 every weight slab is
+// reused by M / BN CTAs anyway. Prints µs, TFLOP/s (effective: 2·M·N·K / t) and the ratio to PV_BASE of the same
+// width.
+int ablate(int64_t N, int64_t K, int64_t M, double f) {
+  bench::Problem P = bench::make_problem(N, K, f, 5);
+  Dev d = upload(P);
+  std::vector<uint16_t> hx(size_t(M * K));
+  for (size_t i = 0; i < hx.size(); ++i) hx[i] = bench::to16(bench::nonzero_value(bench::mix(77 + i)), P.bf16);
+  uint16_t *x, *y;
+  BENCH_CUDA(cudaMalloc(&x, hx.size() * 2));
+  BENCH_CUDA(cudaMemcpy(x, hx.data(), hx.size() * 2, cudaMemcpyHostToDevice));
+  BENCH_CUDA(cudaMalloc(&y, size_t(M * N) * 2));
+  cublasHandle_t h;
+  cublasCreate(&h);
+  const hp::Params p = prefill_params(P, d, y, M);
+  const double flop = 2.0 * double(M) * double(N) * double(K);
+  auto time = [&](const std::function<void()>& launch) {
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0);
+    cudaEventCreate(&e1);
+    std::vector<double> t;
+    for (int b = 0; b < 16; ++b) {
+      cudaEventRecord(e0);
+      for (int r = 0; r < 5; ++r) launch();
+      cudaEventRecord(e1);
+      cudaEventSynchronize(e1);
+      float ms;
+      cudaEventElapsedTime(&ms, e0, e1);
+      if (b) t.push_back(1e3 * ms / 5);
+    }
+    BENCH_CUDA(cudaGetLastError());
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    return bench::median(t);
+  };
+  const float one = 1.f, zero = 0.f;
+  const double us_cublas = time([&] {
+    cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(M), int(K), &one, d.wd, CUDA_R_16BF, int(K), x, CUDA_R_16BF,
+                 int(K), &zero, y, CUDA_R_16BF, int(N), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  });
+  std::printf("ablate N=%lld K=%lld M=%lld f=%.2f: cuBLAS %.1f us (%.0f TF/s)\n", (long long)N, (long long)K,
+              (long long)M, P.frac, us_cublas, flop / us_cublas * 1e-6);
+  for (int grid : {-3, -6}) {  // the launcher's choice and its stream-K kernel, for reference
+    const double us = time([&] { run_hybrid(P, d, x, y, M, grid); });
+    std::printf("  launcher %-12s %8.1f us %6.0f TF/s  x%.3f of cuBLAS\n", grid == -3 ? "auto" : "stream-K", us,
+                flop / us * 1e-6, us_cublas / us);
+  }
+  using Launch = cudaError_t (*)(int, bool, const void*, const hp::Params&);
+  const std::pair<const char*, Launch> variants[] = {
+      {"base", launch_pv_bn<hp::PV_BASE>},           {"lean", launch_pv_bn<hp::PV_LEAN>},
+      {"probe_a_once", launch_pv_bn<hp::PV_PROBE_A_ONCE>}, {"probe_w_once", launch_pv_bn<hp::PV_PROBE_W_ONCE>},
+      {"probe_x_once", launch_pv_bn<hp::PV_PROBE_X_ONCE>}, {"probe_none", launch_pv_bn<hp::PV_PROBE_NONE>}};
+  int rc = 0;
+  for (int bn : {256, 128}) {
+    // PV_LEAN against PV_BASE, bitwise, before timing
+    std::vector<uint16_t> out[2];
+    for (int v = 0; v < 2; ++v) {
+      BENCH_CUDA(cudaMemset(y, 0xff, size_t(M * N) * 2));
+      BENCH_CUDA(variants[v].second(bn, P.bf16, x, p));
+      BENCH_CUDA(cudaDeviceSynchronize());
+      out[v].resize(size_t(M * N));
+      BENCH_CUDA(cudaMemcpy(out[v].data(), y, out[v].size() * 2, cudaMemcpyDeviceToHost));
+    }
+    const bool same = out[0] == out[1];
+    if (!same) rc = 1;
+    std::printf("  BN=%d: lean %s base bitwise\n", bn, same ? "==" : "!= (FAIL)");
+    double base = 0;
+    for (const auto& [name, launch] : variants) {
+      const double us = time([&, launch = launch] { launch(bn, P.bf16, x, p); });
+      if (base == 0) base = us;
+      std::printf("  BN=%d %-13s %8.1f us %6.0f TF/s  x%.3f of base  x%.3f of cuBLAS\n", bn, name, us,
+                  flop / us * 1e-6, base / us, us_cublas / us);
+    }
+  }
+  cublasDestroy(h);
+  cudaFree(x);
+  cudaFree(y);
+  release(d);
+  return rc;
+}
 
 // Probe: one warp, one mma.sp m16n8k32 with distinct A/B values, under two metadata layouts (H1: the packed format's,
 // lane 4g+t holds rows g | g+8 for chunks 4t..4t+3; H2: lane 4g+t holds row g+8t, chunks 0..7) and two B layouts
@@ -449,8 +581,10 @@ int main(int argc, char** argv) {
     return validate(mode == "small", only);
   }
   if (mode == "time") return time_versions();
+  if (mode == "ablate" && argc == 6)
+    return ablate(std::atoll(argv[2]), std::atoll(argv[3]), std::atoll(argv[4]), std::atof(argv[5]));
   if (mode == "probe") return probe();
-  std::fprintf(stderr, "usage: %s validate [GRIDS] | small [GRIDS] | time | probe | one N K M f  (GRIDS: comma list)\n",
-               argv[0]);
+  std::fprintf(stderr, "usage: %s validate [GRIDS] | small [GRIDS] | time | probe | one N K M f | ablate N K M f\n"
+                       "  (GRIDS: comma list of grid codes)\n", argv[0]);
   return 2;
 }

@@ -113,38 +113,11 @@ cudaLaunchAttribute cluster_attr(int64_t S) {
 
 // ---- wgmma prefill kernel (hybrid_prefill.cuh) ----
 
-PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
-  static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
-    void* f = nullptr;
-    cudaDriverEntryPointQueryResult q{};
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q) != cudaSuccess ||
-        q != cudaDriverEntryPointSuccess)
-      f = nullptr;
-    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
-  }();
-  return fn;
-}
-
-// x as a 2-D tensor {K, M} (K innermost), box {64 K, BN tokens}, 128-byte swizzle, zero fill past M and K.
-template <int BN, bool BF16>
-cudaError_t encode_x_map(CUtensorMap* map, const void* x, const hp::Params& p) {
-  auto enc = tensor_map_encoder();
-  if (!enc) return cudaErrorNotSupported;
-  const cuuint64_t dims[2] = {cuuint64_t(p.K), cuuint64_t(p.M)};
-  const cuuint64_t strides[1] = {cuuint64_t(p.K) * 2};
-  const cuuint32_t box[2] = {cuuint32_t(hp::SLAB_K), cuuint32_t(BN)};
-  const cuuint32_t estr[2] = {1, 1};
-  CUresult cr = enc(map, BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2,
-                    const_cast<void*>(x), dims, strides, box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                    CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  return cr == CUDA_SUCCESS ? cudaSuccess : cudaErrorInvalidValue;
-}
-
 template <int BN, bool BF16>
 cudaError_t launch_prefill(const void* x, const hp::Params& p, cudaStream_t stream) {
   using C = hp::Cfg<BN>;
   CUtensorMap map;
-  cudaError_t em = encode_x_map<BN, BF16>(&map, x, p);
+  cudaError_t em = hp::encode_x_map<BN, BF16>(&map, x, p);
   if (em != cudaSuccess) return em;
   em = allow_dynamic_smem<hp::hybrid_prefill_kernel<BN, BF16>>(C::SMEM);
   if (em != cudaSuccess) return em;
@@ -159,7 +132,7 @@ cudaError_t launch_prefill(const void* x, const hp::Params& p, cudaStream_t stre
 template <bool BF16>
 cudaError_t launch_prefill_sk(const void* x, const hp::Params& p, int grid, cudaStream_t stream) {
   CUtensorMap map;
-  cudaError_t e = encode_x_map<hp::SK_BN, BF16>(&map, x, p);
+  cudaError_t e = hp::encode_x_map<hp::SK_BN, BF16>(&map, x, p);
   if (e != cudaSuccess) return e;
   e = allow_dynamic_smem<hp::hybrid_prefill_sk_kernel<BF16>>(hp::SK_SMEM);
   if (e != cudaSuccess) return e;

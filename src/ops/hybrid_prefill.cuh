@@ -21,6 +21,7 @@
 // and what limits them: dev/kernels/hybrid_gemm.cu, docs/BENCHMARKS.md §4.
 #pragma once
 #include <cuda.h>
+#include <cudaTypedefs.h>
 
 #include "ops/hybrid_gemm.cuh"
 #include "ops/hybrid_split.h"
@@ -56,6 +57,23 @@ struct Params {
   int TB = 1;              // 128-token blocks
   float* slots = nullptr;  // [G][2][128 × 128] fp32 partial tiles
   int* counters = nullptr; // [RB · TB] ≤ MAX_KEYS, zero between launches
+};
+
+// Slab-load variants of the tile kernel (template argument PV; the launcher and the stream-K kernel use PV_BASE).
+// Why: at f = 1 the kernel runs one 64-K slab per ~920 cycles against 512 at the tensor cores' 2:4 rate, and the
+// shared-memory traffic per slab (TMA writes of x and weights, wgmma's reads of x, lds of the A fragments: ~120 KB)
+// is about what 128 B/clk moves in that time, while v4e / v4f, which cut L2 -> SM bytes but not shared-memory
+// bytes, gained nothing (kernels.md, "Prefill: shared-memory bytes per slab"). PV_LEAN loads only the A registers
+// a slab's kind uses (2:4: two 16-byte fragments and the metadata, not four; dense: no metadata). The PV_PROBE_*
+// variants are timing probes for dev/kernels and give wrong results: after the first slabs (real data, so the tensor
+// cores' power draw stays realistic) they stop one stream of traffic to measure what it costs.
+enum PrefillVariant : int {
+  PV_BASE = 0,
+  PV_LEAN = 1,
+  PV_PROBE_A_ONCE = 2,  // PV_LEAN, but the A registers loaded for the first two slabs only (no lds after)
+  PV_PROBE_W_ONCE = 3,  // PV_PROBE_A_ONCE, and weight slabs copied into the first STAGES slabs only
+  PV_PROBE_X_ONCE = 4,  // PV_LEAN, but x boxes loaded into the first STAGES slabs only
+  PV_PROBE_NONE = 5,    // both: neither x nor weights after the first STAGES slabs (wgmma + barriers only)
 };
 
 // ---- wgmma wrappers (sm_90a) -----------------------------------------------------------------------------------
@@ -211,38 +229,90 @@ __device__ __forceinline__ uint4 lds128(const void* p) {
                : "r"(hg::smem_addr(p)));
   return v;
 }
+// Loads into v only where `on` (a warp-uniform flag), else leaves v as it was.
+__device__ __forceinline__ void lds128_if(uint4& v, const void* p, bool on) {
+  asm volatile("{ .reg .pred q; setp.ne.b32 q, %5, 0; @q ld.shared.v4.u32 {%0, %1, %2, %3}, [%4]; }"
+               : "+r"(v.x), "+r"(v.y), "+r"(v.z), "+r"(v.w)
+               : "r"(hg::smem_addr(p)), "r"(int(on)));
+}
+__device__ __forceinline__ void lds32_if(uint32_t& v, const void* p, bool on) {
+  asm volatile("{ .reg .pred q; setp.ne.b32 q, %2, 0; @q ld.shared.u32 %0, [%1]; }"
+               : "+r"(v)
+               : "r"(hg::smem_addr(p)), "r"(int(on)));
+}
 __device__ __forceinline__ uint32_t lds32(const void* p) {
   uint32_t v;
   asm volatile("ld.shared.u32 %0, [%1];" : "=r"(v) : "r"(hg::smem_addr(p)));
   return v;
 }
 
+// ---- host side: the x tensor map (the launcher and dev/kernels) ----
+// cuTensorMapEncodeTiled through the runtime's driver entry point, so nothing links libcuda directly.
+inline PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess)
+      f = nullptr;
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
+  }();
+  return fn;
+}
+
+// x as a 2-D tensor {K, M} (K innermost), box {64 K, BN tokens}, 128-byte swizzle, zero fill past M and K.
+template <int BN, bool BF16>
+cudaError_t encode_x_map(CUtensorMap* map, const void* x, const Params& p) {
+  auto enc = tensor_map_encoder();
+  if (!enc) return cudaErrorNotSupported;
+  const cuuint64_t dims[2] = {cuuint64_t(p.K), cuuint64_t(p.M)};
+  const cuuint64_t strides[1] = {cuuint64_t(p.K) * 2};
+  const cuuint32_t box[2] = {cuuint32_t(SLAB_K), cuuint32_t(BN)};
+  const cuuint32_t estr[2] = {1, 1};
+  CUresult cr = enc(map, BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2,
+                    const_cast<void*>(x), dims, strides, box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                    CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  return cr == CUDA_SUCCESS ? cudaSuccess : cudaErrorInvalidValue;
+}
+
 // ---- pieces shared by the tile kernel and the stream-K kernel -------------------------------------------------
 // Producer: slab s (64 K) of tile t (= rb·CT + k-tile) for the token block at tok0 into one stage: the x box by TMA
 // (zero-filled past M and K) and the weight slab by a bulk copy, both completing on the stage's full barrier.
-template <int BN>
+// (PV: PrefillVariant; the probes skip x or the weights once every stage holds real data, slab s >= STAGES.)
+template <int BN, int PV = PV_BASE, int STAGES = 0>
 __device__ __forceinline__ void issue_slab(uint8_t* stage, uint64_t* full, const CUtensorMap* xmap, const Params& p,
                                            int64_t t, int s, int tok0) {
   const uint32_t wbytes = __ldg(p.kinds + t) ? hg::SPARSE_UNIT : hg::DENSE_UNIT;
-  hg::mbar_expect_tx(full, Cfg<BN>::X_BYTES + wbytes);
-  tma_load_2d(stage, xmap, s * SLAB_K, tok0, full);
+  const bool skip_x = (PV == PV_PROBE_X_ONCE || PV == PV_PROBE_NONE) && s >= STAGES;
+  const bool skip_w = (PV == PV_PROBE_W_ONCE || PV == PV_PROBE_NONE) && s >= STAGES;
+  hg::mbar_expect_tx(full, (skip_x ? 0 : Cfg<BN>::X_BYTES) + (skip_w ? 0 : wbytes));
+  if (!skip_x) tma_load_2d(stage, xmap, s * SLAB_K, tok0, full);
   // Default L2 policy: unlike decode, a weight slab is read again by each token block.
-  hg::bulk_copy(stage + Cfg<BN>::X_BYTES, p.blob + __ldg(p.offsets + t) + (s & 1) * wbytes, wbytes, full);
+  if (!skip_w) hg::bulk_copy(stage + Cfg<BN>::X_BYTES, p.blob + __ldg(p.offsets + t) + (s & 1) * wbytes, wbytes, full);
 }
 
 // Consumer: one slab that has landed in `stage`: this lane's A registers into a, the slab's wgmmas issued, then wait
 // until only these are in flight (so the caller may release the previous slab's stage while the tensor cores work on
 // this one). Callers alternate two register buffers, so the in-flight wgmma's A registers stay untouched.
-template <int BN, bool BF16>
-__device__ __forceinline__ void mma_slab(float (&d)[BN / 2], uint4 (&a)[4], const uint8_t* stage, bool sparse,
-                                         int grp, int lane) {
-  // Branch-free A loads: dense k16 step j at unit + 512 j; 2:4 k32 step s at unit + 512 s, metadata at + 1024.
-  // (The extra loads of the unused registers stay inside the stage buffer and are ignored.)
+template <int BN, bool BF16, int PV = PV_BASE>
+__device__ __forceinline__ void mma_slab(float (&d)[BN / 2], uint4 (&a)[4], uint32_t& meta, const uint8_t* stage,
+                                         bool sparse, int grp, int lane, bool load = true) {
+  // A loads: dense k16 step j at unit + 512 j; 2:4 k32 step s at unit + 512 s, metadata at + 1024.
   const uint8_t* unit =
       stage + Cfg<BN>::X_BYTES + grp * (sparse ? HYBRID_SPARSE_UNIT_BYTES : HYBRID_DENSE_UNIT_BYTES);
+  if constexpr (PV == PV_BASE) {
+    // Branch-free: the loads of the registers a slab does not use stay inside the stage buffer and are ignored.
 #pragma unroll
-  for (int j = 0; j < 4; ++j) a[j] = lds128(unit + j * 512 + lane * 16);
-  const uint32_t meta = lds32(unit + HYBRID_SPARSE_VALUE_BYTES + lane * 4);
+    for (int j = 0; j < 4; ++j) a[j] = lds128(unit + j * 512 + lane * 16);
+    meta = lds32(unit + HYBRID_SPARSE_VALUE_BYTES + lane * 4);
+  } else {
+    // Predicated (warp-uniform flags, no branch around the wgmma block): 2:4 two fragments + metadata, dense four.
+    lds128_if(a[0], unit + lane * 16, load);
+    lds128_if(a[1], unit + 512 + lane * 16, load);
+    lds128_if(a[2], unit + 1024 + lane * 16, load && !sparse);
+    lds128_if(a[3], unit + 1536 + lane * 16, load && !sparse);
+    lds32_if(meta, unit + HYBRID_SPARSE_VALUE_BYTES + lane * 4, load && sparse);
+  }
   fence_acc(d);
   wg_fence();
   wgmma_slab<BN, BF16>(d, a, desc_sw128(hg::smem_addr(stage)), meta, sparse ? 1u : 0u);
@@ -306,7 +376,7 @@ __device__ __forceinline__ void init_stage_barriers(uint64_t* full, uint64_t* em
 
 // Producer warpgroup of the tile kernel: gives its registers to the consumers, and one thread streams the nslab
 // slabs of tile row t0 through the stage ring.
-template <int BN, int STAGES, int STAGE>
+template <int BN, int STAGES, int STAGE, int PV>
 __device__ __forceinline__ void produce_tiles(uint8_t* smem, uint64_t* full, uint64_t* empty, const CUtensorMap* xmap,
                                               const Params& p, int64_t t0, int nslab, int tok0) {
   asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
@@ -315,11 +385,11 @@ __device__ __forceinline__ void produce_tiles(uint8_t* smem, uint64_t* full, uin
   for (int s = 0; s < nslab; ++s) {
     const int st = s % STAGES;
     hg::mbar_wait(&empty[st], ((s / STAGES) & 1) ^ 1);
-    issue_slab<BN>(smem + st * STAGE, &full[st], xmap, p, t0 + (s >> 1), s, tok0);
+    issue_slab<BN, PV, STAGES>(smem + st * STAGE, &full[st], xmap, p, t0 + (s >> 1), s, tok0);
   }
 }
 
-template <int BN, bool BF16>
+template <int BN, bool BF16, int PV = PV_BASE>
 __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_kernel(const __grid_constant__ CUtensorMap xmap,
                                                                     const Params p) {
 #ifdef PATCHLLM_HAVE_WGMMA
@@ -337,7 +407,7 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_kernel(const __grid
   const int64_t tbase = int64_t(rb) * p.CT;
   init_stage_barriers<C::STAGES>(full, empty);
   if (wg == 0) {  // producer: one thread issues everything
-    produce_tiles<BN, C::STAGES, C::STAGE>(smem, full, empty, &xmap, p, tbase, nslab, tok0);
+    produce_tiles<BN, C::STAGES, C::STAGE, PV>(smem, full, empty, &xmap, p, tbase, nslab, tok0);
     return;
   }
 
@@ -347,17 +417,24 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_kernel(const __grid
   float d[C::ACC];
 #pragma unroll
   for (int i = 0; i < C::ACC; ++i) d[i] = 0.f;
-  auto slab = [&](int s, uint4 (&a)[4]) {
+  auto slab = [&](int s, uint4 (&a)[4], uint32_t& meta) {
     const int st = s % C::STAGES;
     const bool sparse = __ldg(p.kinds + tbase + (s >> 1)) != 0;
     hg::mbar_wait(&full[st], (s / C::STAGES) & 1);
-    mma_slab<BN, BF16>(d, a, smem + st * C::STAGE, sparse, grp, lane);
+    const bool load = !(PV == PV_PROBE_A_ONCE || PV == PV_PROBE_W_ONCE || PV == PV_PROBE_NONE) || s < 2;
+    mma_slab<BN, BF16, PV>(d, a, meta, smem + st * C::STAGE, sparse, grp, lane, load);
     if (s > 0 && tid == 0) hg::mbar_arrive(&empty[(s - 1) % C::STAGES]);
   };
   uint4 a0[4], a1[4];
+  uint32_t m0, m1;
+  if constexpr (PV != PV_BASE) {  // the predicated loads leave registers a slab does not use as they were
+#pragma unroll
+    for (int j = 0; j < 4; ++j) a0[j] = a1[j] = make_uint4(0, 0, 0, 0);
+    m0 = m1 = 0;
+  }
   for (int s = 0; s < nslab; s += 2) {
-    slab(s, a0);
-    if (s + 1 < nslab) slab(s + 1, a1);
+    slab(s, a0, m0);
+    if (s + 1 < nslab) slab(s + 1, a1, m1);
   }
   wg_wait<0>();
   fence_acc(d);
@@ -462,7 +539,8 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sk_kernel(const __g
   SkCursor cur(Lb, NS, p.TB, p.CT);
   auto slab = [&](uint4 (&a)[4]) {
     hg::mbar_wait(&full[st], uint32_t(ph));
-    mma_slab<BN, BF16>(d, a, smem + st * STAGE, __ldg(p.kinds + cur.t) != 0, grp, lane);
+    uint32_t meta;
+    mma_slab<BN, BF16>(d, a, meta, smem + st * STAGE, __ldg(p.kinds + cur.t) != 0, grp, lane);
     if (pending >= 0 && tid == 0) hg::mbar_arrive(&empty[pending]);
     pending = st;
     if (++st == STAGES) st = 0, ph ^= 1;
