@@ -2,12 +2,14 @@
 # GPU machine, repo root, one device-tool call: what limits the wgmma prefill tile kernel (hybrid_prefill.cuh).
 # Hypothesis under test (docs/benchmarks/kernels.md, "Prefill: shared-memory bytes per slab"): 2:4 slabs are bound by
 # shared-memory bandwidth, not L2 -> SM bytes. Builds the dev harness; checks PV_LEAN (only the A registers a slab
-# uses) against the fp32 reference and bitwise against PV_BASE (grids -15 / -16 = 128 / 256 tokens per CTA), under
-# compute-sanitizer on the small case; then `hg_dev ablate` times PV_BASE, PV_LEAN and the probes (A lds, weight
-# copies, x boxes stopped after the first slabs) beside cuBLAS on CASES (N:K:M:f, default below).
+# uses; grids -15 / -16 = 128 / 256 tokens per CTA) and v4g PV_GLOBAL_A (A registers from global memory, the weight
+# never in shared memory; -17 / -18) against the fp32 reference and bitwise against PV_BASE, under compute-sanitizer
+# on the small case; then `hg_dev ablate` times PV_BASE, PV_LEAN, the probes (A lds, weight copies, x boxes stopped
+# after the first slabs) and PV_GLOBAL_A beside cuBLAS on CASES (N:K:M:f, default below).
 # Reading it: lean/base at f = 1 ≈ 1.06 and probe_a_once well above lean → shared-memory reads matter; probe_w_once
-# above probe_a_once → the weight's trip through shared memory matters (then load A from global, skipping shared
-# memory, is the next kernel); probe_x_once far above lean with probe_a_once ≈ lean → x traffic (L2 or smem writes).
+# above probe_a_once → the weight's trip through shared memory matters, and global_a should approach probe_w_once;
+# probe_x_once far above lean with probe_a_once ≈ lean → x traffic (L2 or smem writes). If global_a wins, it becomes
+# the tile kernel's default (the launcher's PV), after `bash tools/ops_gpu_prefill.sh` passes with it.
 set -u -o pipefail
 OUT=${OUT:-/tmp/ops_out}
 mkdir -p "$OUT"
@@ -20,15 +22,15 @@ $NVCC -c src/ops/hybrid_gemm.cu -o /tmp/hg.o >"$OUT/build.log" 2>&1 &&
 grep -c "C7520" "$OUT/build.log" | sed 's/^/wgmma serialised (C7520) warnings: /'  # want 0
 echo "build $((SECONDS - T0))s"
 for tool in memcheck racecheck synccheck; do
-  timeout 90 compute-sanitizer --tool $tool /tmp/hg_dev small -15,-16,-3 >/tmp/san.txt 2>&1
+  timeout 90 compute-sanitizer --tool $tool /tmp/hg_dev small -15,-16,-17,-18,-3 >/tmp/san.txt 2>&1
   echo "compute-sanitizer $tool rc=$? :: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|validation:' /tmp/san.txt | tr '\n' ' ')" \
     | tee -a "$OUT/checks.txt"
   grep -E "FAIL|launch failed|Invalid|Race|hazard" /tmp/san.txt | head -4 | tee -a "$OUT/checks.txt"
 done
-timeout 200 /tmp/hg_dev validate -15,-16 >/tmp/validate.txt 2>&1
+timeout 240 /tmp/hg_dev validate -15,-16,-17,-18 >/tmp/validate.txt 2>&1
 rc=$?
 cat /tmp/validate.txt >>"$OUT/checks.txt"
-echo "validate -15,-16 rc=$rc ($((SECONDS - T0))s): $(grep -E 'validation:' /tmp/validate.txt)"
+echo "validate -15..-18 rc=$rc ($((SECONDS - T0))s): $(grep -E 'validation:' /tmp/validate.txt)"
 grep -E "FAIL|differ|launch failed" /tmp/validate.txt | head -8
 CASES=("$@")
 [ ${#CASES[@]} -gt 0 ] || CASES=(12288:4096:8192:1 12288:4096:8192:0.9 12288:4096:8192:0 4096:4096:2048:1

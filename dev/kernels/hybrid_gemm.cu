@@ -48,6 +48,8 @@
 //       slab uses (grids -15 / -16 here, bitwise against -128 / -256); the PV_PROBE_* variants stop the A loads,
 //       the weight copies or the x boxes after the first slabs (`ablate N K M f`, timing only) to test whether 2:4
 //       slabs are shared-memory bound (docs/benchmarks/kernels.md, "Prefill: shared-memory bytes per slab").
+//   v4g PV_GLOBAL_A: the weight never enters shared memory; each lane loads its A registers from global memory two
+//       slabs ahead (three register buffers), the stages carry x only (grids -17 / -18, bitwise against -128 / -256).
 //   next: v3 at M = 16: find what scales with the tokens (x ldmatrix per warp, partials, MMA issue); v4: deeper
 //       wgmma pipelining, persistent grid, find v4c's stall
 // Modes: probe = which mma.sp metadata / B layout the hardware uses; validate = sweep vs the v0 reference;
@@ -149,9 +151,13 @@ cudaError_t launch_pv_bn(int bn, bool bf16, const void* x, const hp::Params& p) 
 }
 
 HybridLaunchResult run_hybrid(const bench::Problem& P, Dev& d, const uint16_t* x, uint16_t* y, int64_t M, int grid) {
-  if (grid == -15 || grid == -16) {  // PV_LEAN tile kernel, 128 / 256 tokens per CTA
+  // -15 / -16: tile kernel with PV_LEAN slab loads, 128 / 256 tokens per CTA; -17 / -18: the same with PV_GLOBAL_A
+  if (grid <= -15 && grid >= -18) {
     HybridLaunchResult r;
-    if (cudaError_t e = launch_pv_bn<hp::PV_LEAN>(grid == -16 ? 256 : 128, P.bf16, x, prefill_params(P, d, y, M));
+    const int bn = grid == -16 || grid == -18 ? 256 : 128;
+    const hp::Params pp = prefill_params(P, d, y, M);
+    if (cudaError_t e = grid >= -16 ? launch_pv_bn<hp::PV_LEAN>(bn, P.bf16, x, pp)
+                                    : launch_pv_bn<hp::PV_GLOBAL_A>(bn, P.bf16, x, pp);
         e != cudaSuccess) {
       r.status = HYBRID_ERR_CUDA;
       r.cuda_error = int(e);
@@ -254,8 +260,9 @@ double validate_one(const bench::Problem& P, Dev& d, int64_t M, int grid, uint64
   }
   bool same = std::memcmp(out[0].data(), out[1].data(), out[0].size() * 2) == 0;
   // Twins that must give the same bits: -9 vs the workspace reduction on the same split (-10);
-  // PV_LEAN (-15 / -16) vs PV_BASE with the same tile width: the same A values into the same wgmmas.
-  const int twin = grid == -9 ? -10 : grid == -15 ? -128 : grid == -16 ? -256 : 0;
+  // PV_LEAN (-15 / -16) and PV_GLOBAL_A (-17 / -18) vs PV_BASE of the same tile width: the same A values into the
+  // same wgmmas.
+  const int twin = grid == -9 ? -10 : grid == -15 || grid == -17 ? -128 : grid == -16 || grid == -18 ? -256 : 0;
   if (twin) {
     BENCH_CUDA(cudaMemset(y, 0xff, size_t(M * P.N) * 2));
     if (run_hybrid(P, d, x, y, M, twin).status != HYBRID_OK) std::exit(1);
@@ -313,7 +320,7 @@ int validate(bool small, const std::vector<int>& only = {}) {
         if (M <= 128) grids.push_back(-9);  // v3g on a fixed split, bitwise against the workspace reduction
         if (M <= 16) grids.push_back(-13);  // v3h, 4-warp CTAs over the whole K
         if (M <= 16) grids.push_back(-14);  // v3h, 2-warp CTAs
-        if (M > 128 || small) grids.insert(grids.end(), {-15, -16});  // prefill tile kernel, PV_LEAN slab loads
+        if (M > 128 || small) grids.insert(grids.end(), {-15, -16, -17, -18});  // PV_LEAN, PV_GLOBAL_A (v4g)
         for (int g : grids) {
           if (!only.empty() && std::find(only.begin(), only.end(), g) == only.end()) continue;
           double rel = validate_one(P, d, M, g, uint64_t(M * 977 + g), true);
@@ -381,9 +388,9 @@ int time_versions() {
   return 0;
 }
 
-// Prefill slab-load ablation: PV_BASE, PV_LEAN and the timing probes of hybrid_prefill.cuh's PrefillVariant on one
-// problem, 128 and 256 tokens per CTA, cuBLAS on the masked dense weight in the same run. PV_LEAN must equal
-// PV_BASE bitwise first (the probes give wrong results by design); the launcher's auto choice and stream-K kernel
+// Prefill slab-load ablation: PV_BASE, PV_LEAN, PV_GLOBAL_A (v4g) and the timing probes of hybrid_prefill.cuh's PrefillVariant on one
+// problem, 128 and 256 tokens per CTA, cuBLAS on the masked dense weight in the same run. PV_LEAN and PV_GLOBAL_A
+// must equal PV_BASE bitwise first (the probes give wrong results by design); the launcher's auto choice and stream-K kernel
 // are timed too. Medians of 15 batches of 5 launches each; no weight rotation: at M >= 2048 every weight slab is
 // reused by M / BN CTAs anyway. Prints µs, TFLOP/s (effective: 2·M·N·K / t) and the ratio to PV_BASE of the same
 // width.
@@ -435,21 +442,24 @@ int ablate(int64_t N, int64_t K, int64_t M, double f) {
   const std::pair<const char*, Launch> variants[] = {
       {"base", launch_pv_bn<hp::PV_BASE>},           {"lean", launch_pv_bn<hp::PV_LEAN>},
       {"probe_a_once", launch_pv_bn<hp::PV_PROBE_A_ONCE>}, {"probe_w_once", launch_pv_bn<hp::PV_PROBE_W_ONCE>},
-      {"probe_x_once", launch_pv_bn<hp::PV_PROBE_X_ONCE>}, {"probe_none", launch_pv_bn<hp::PV_PROBE_NONE>}};
+      {"probe_x_once", launch_pv_bn<hp::PV_PROBE_X_ONCE>}, {"probe_none", launch_pv_bn<hp::PV_PROBE_NONE>},
+      {"global_a", launch_pv_bn<hp::PV_GLOBAL_A>}};
   int rc = 0;
   for (int bn : {256, 128}) {
-    // PV_LEAN against PV_BASE, bitwise, before timing
-    std::vector<uint16_t> out[2];
-    for (int v = 0; v < 2; ++v) {
+    // PV_LEAN and PV_GLOBAL_A against PV_BASE, bitwise, before timing
+    std::vector<uint16_t> out[3];
+    for (int v : {0, 1, 6}) {
+      auto& o = out[v == 6 ? 2 : v];
       BENCH_CUDA(cudaMemset(y, 0xff, size_t(M * N) * 2));
       BENCH_CUDA(variants[v].second(bn, P.bf16, x, p));
       BENCH_CUDA(cudaDeviceSynchronize());
-      out[v].resize(size_t(M * N));
-      BENCH_CUDA(cudaMemcpy(out[v].data(), y, out[v].size() * 2, cudaMemcpyDeviceToHost));
+      o.resize(size_t(M * N));
+      BENCH_CUDA(cudaMemcpy(o.data(), y, o.size() * 2, cudaMemcpyDeviceToHost));
     }
-    const bool same = out[0] == out[1];
+    const bool same = out[0] == out[1] && out[0] == out[2];
     if (!same) rc = 1;
-    std::printf("  BN=%d: lean %s base bitwise\n", bn, same ? "==" : "!= (FAIL)");
+    std::printf("  BN=%d: lean %s base, global_a %s base (bitwise)\n", bn, out[0] == out[1] ? "==" : "!= (FAIL)",
+                out[0] == out[2] ? "==" : "!= (FAIL)");
     double base = 0;
     for (const auto& [name, launch] : variants) {
       const double us = time([&, launch = launch] { launch(bn, P.bf16, x, p); });

@@ -74,6 +74,10 @@ enum PrefillVariant : int {
   PV_PROBE_W_ONCE = 3,  // PV_PROBE_A_ONCE, and weight slabs copied into the first STAGES slabs only
   PV_PROBE_X_ONCE = 4,  // PV_LEAN, but x boxes loaded into the first STAGES slabs only
   PV_PROBE_NONE = 5,    // both: neither x nor weights after the first STAGES slabs (wgmma + barriers only)
+  // v4g: the weight never enters shared memory. Each consumer lane loads its A registers (and metadata) from global
+  // memory two slabs ahead into a third register buffer; stages carry only x. Per 2:4 slab 96 KB of shared-memory
+  // traffic instead of 122 (dense 96 instead of 129). Correct results; opt-in until measured.
+  PV_GLOBAL_A = 6,
 };
 
 // ---- wgmma wrappers (sm_90a) -----------------------------------------------------------------------------------
@@ -240,6 +244,19 @@ __device__ __forceinline__ void lds32_if(uint32_t& v, const void* p, bool on) {
                : "+r"(v)
                : "r"(hg::smem_addr(p)), "r"(int(on)));
 }
+// Global loads of packed A fragments where `on` (warp-uniform), else v unchanged. Read-only, not reused by this SM
+// (L1::no_allocate); default L2 policy, since the other token blocks' CTAs read the same slab.
+__device__ __forceinline__ void ldg128_if(uint4& v, const void* p, bool on) {
+  asm volatile(
+      "{ .reg .pred q; setp.ne.b32 q, %5, 0; @q ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4]; }"
+      : "+r"(v.x), "+r"(v.y), "+r"(v.z), "+r"(v.w)
+      : "l"(p), "r"(int(on)));
+}
+__device__ __forceinline__ void ldg32_if(uint32_t& v, const void* p, bool on) {
+  asm volatile("{ .reg .pred q; setp.ne.b32 q, %2, 0; @q ld.global.nc.L1::no_allocate.u32 %0, [%1]; }"
+               : "+r"(v)
+               : "l"(p), "r"(int(on)));
+}
 __device__ __forceinline__ uint32_t lds32(const void* p) {
   uint32_t v;
   asm volatile("ld.shared.u32 %0, [%1];" : "=r"(v) : "r"(hg::smem_addr(p)));
@@ -284,7 +301,7 @@ __device__ __forceinline__ void issue_slab(uint8_t* stage, uint64_t* full, const
                                            int64_t t, int s, int tok0) {
   const uint32_t wbytes = __ldg(p.kinds + t) ? hg::SPARSE_UNIT : hg::DENSE_UNIT;
   const bool skip_x = (PV == PV_PROBE_X_ONCE || PV == PV_PROBE_NONE) && s >= STAGES;
-  const bool skip_w = (PV == PV_PROBE_W_ONCE || PV == PV_PROBE_NONE) && s >= STAGES;
+  const bool skip_w = PV == PV_GLOBAL_A || ((PV == PV_PROBE_W_ONCE || PV == PV_PROBE_NONE) && s >= STAGES);
   hg::mbar_expect_tx(full, (skip_x ? 0 : Cfg<BN>::X_BYTES) + (skip_w ? 0 : wbytes));
   if (!skip_x) tma_load_2d(stage, xmap, s * SLAB_K, tok0, full);
   // Default L2 policy: unlike decode, a weight slab is read again by each token block.
@@ -300,7 +317,9 @@ __device__ __forceinline__ void mma_slab(float (&d)[BN / 2], uint4 (&a)[4], uint
   // A loads: dense k16 step j at unit + 512 j; 2:4 k32 step s at unit + 512 s, metadata at + 1024.
   const uint8_t* unit =
       stage + Cfg<BN>::X_BYTES + grp * (sparse ? HYBRID_SPARSE_UNIT_BYTES : HYBRID_DENSE_UNIT_BYTES);
-  if constexpr (PV == PV_BASE) {
+  if constexpr (PV == PV_GLOBAL_A) {
+    (void)unit;  // a and meta were loaded from global memory two slabs ago (load_a_global)
+  } else if constexpr (PV == PV_BASE) {
     // Branch-free: the loads of the registers a slab does not use stay inside the stage buffer and are ignored.
 #pragma unroll
     for (int j = 0; j < 4; ++j) a[j] = lds128(unit + j * 512 + lane * 16);
@@ -319,6 +338,20 @@ __device__ __forceinline__ void mma_slab(float (&d)[BN / 2], uint4 (&a)[4], uint
   wg_commit();
   wg_wait<1>();
   fence_acc(d);
+}
+
+// v4g (PV_GLOBAL_A): lane `lane` of 16-row group grp loads slab s of tile t's A registers straight from the blob
+// (the same bytes the bulk copy would put in shared memory); nothing where !on (slabs past K).
+__device__ __forceinline__ void load_a_global(uint4 (&a)[4], uint32_t& meta, const Params& p, int64_t t, int s,
+                                              int grp, int lane, bool on) {
+  const bool sparse = __ldg(p.kinds + t) != 0;
+  const uint8_t* unit = p.blob + __ldg(p.offsets + t) + (s & 1) * (sparse ? hg::SPARSE_UNIT : hg::DENSE_UNIT) +
+                        grp * (sparse ? HYBRID_SPARSE_UNIT_BYTES : HYBRID_DENSE_UNIT_BYTES);
+  ldg128_if(a[0], unit + lane * 16, on);
+  ldg128_if(a[1], unit + 512 + lane * 16, on);
+  ldg128_if(a[2], unit + 1024 + lane * 16, on && !sparse);
+  ldg128_if(a[3], unit + 1536 + lane * 16, on && !sparse);
+  ldg32_if(meta, unit + HYBRID_SPARSE_VALUE_BYTES + lane * 4, on && sparse);
 }
 
 // Epilogue through shared memory: the D fragments (d[4j + e] = row 16·w4 + g + 8·(e >> 1) of the warpgroup,
@@ -432,9 +465,36 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_kernel(const __grid
     for (int j = 0; j < 4; ++j) a0[j] = a1[j] = make_uint4(0, 0, 0, 0);
     m0 = m1 = 0;
   }
-  for (int s = 0; s < nslab; s += 2) {
-    slab(s, a0, m0);
-    if (s + 1 < nslab) slab(s + 1, a1, m1);
+  if constexpr (PV == PV_GLOBAL_A) {
+    // Three register buffers, slab s in buffer s % 3: once slab s is issued and slab s - 1 has completed (mma_slab's
+    // wait_group 1), slab s - 1's buffer takes slab s + 2, so each load has about two slabs' time to land.
+    uint4 a2[4];
+    uint32_t m2 = 0;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) a2[j] = make_uint4(0, 0, 0, 0);
+    auto fetch = [&](int s, uint4 (&a)[4], uint32_t& meta) {
+      const int sc = s < nslab ? s : nslab - 1;  // in-range address, load off past K
+      load_a_global(a, meta, p, tbase + (sc >> 1), sc, grp, lane, s < nslab);
+    };
+    fetch(0, a0, m0);
+    fetch(1, a1, m1);
+    for (int s = 0; s < nslab; s += 3) {
+      slab(s, a0, m0);
+      fetch(s + 2, a2, m2);
+      if (s + 1 < nslab) {
+        slab(s + 1, a1, m1);
+        fetch(s + 3, a0, m0);
+      }
+      if (s + 2 < nslab) {
+        slab(s + 2, a2, m2);
+        fetch(s + 4, a1, m1);
+      }
+    }
+  } else {
+    for (int s = 0; s < nslab; s += 2) {
+      slab(s, a0, m0);
+      if (s + 1 < nslab) slab(s + 1, a1, m1);
+    }
   }
   wg_wait<0>();
   fence_acc(d);
