@@ -388,12 +388,12 @@ int time_versions() {
   return 0;
 }
 
-// Prefill slab-load ablation: PV_BASE, PV_LEAN, PV_GLOBAL_A (v4g) and the timing probes of hybrid_prefill.cuh's PrefillVariant on one
-// problem, 128 and 256 tokens per CTA, cuBLAS on the masked dense weight in the same run. PV_LEAN and PV_GLOBAL_A
-// must equal PV_BASE bitwise first (the probes give wrong results by design); the launcher's auto choice and stream-K kernel
-// are timed too. Medians of 15 batches of 5 launches each; no weight rotation: at M >= 2048 every weight slab is
-// reused by M / BN CTAs anyway. Prints µs, TFLOP/s (effective: 2·M·N·K / t) and the ratio to PV_BASE of the same
-// width.
+// Prefill slab-load ablation: PV_BASE, PV_LEAN, PV_GLOBAL_A (v4g) and the timing probes of hybrid_prefill.cuh's
+// PrefillVariant on one problem, 128 and 256 tokens per CTA, cuBLAS on the masked dense weight in the same run.
+// PV_LEAN and PV_GLOBAL_A must equal PV_BASE bitwise first (the probes give wrong results by design); the launcher's
+// auto choice and stream-K kernel are timed too. Medians of 15 batches of 5 launches each; no weight rotation: at
+// M >= 2048 every weight slab is reused by M / BN CTAs anyway. Prints µs, TFLOP/s (effective: 2·M·N·K / t) and the
+// ratio to PV_BASE of the same width.
 int ablate(int64_t N, int64_t K, int64_t M, double f) {
   bench::Problem P = bench::make_problem(N, K, f, 5);
   Dev d = upload(P);
