@@ -53,7 +53,8 @@
 //   next: v3 at M = 16: find what scales with the tokens (x ldmatrix per warp, partials, MMA issue); v4: deeper
 //       wgmma pipelining, persistent grid, find v4c's stall
 // Modes: probe = which mma.sp metadata / B layout the hardware uses; validate = sweep vs the v0 reference;
-// small = one case for compute-sanitizer; time = v2 on two shapes; one N K M f = three launches (for ncu).
+// small = one case for compute-sanitizer; time = v2 on two shapes; one N K M f [GRID] = three launches of the auto
+// choice or of grid code GRID (for ncu); ablate N K M f = the prefill slab-load variants timed.
 // Build (GPU machine): nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Isrc -Ibench \
 //   dev/kernels/hybrid_gemm.cu src/ops/hybrid_gemm.cu -lcublas -o hybrid_gemm_dev
 // Run: ./hybrid_gemm_dev probe | validate [GRIDS] | small [GRIDS] | time | ablate N K M f   (GRIDS: comma list of
@@ -558,7 +559,7 @@ int probe() {
 }
 
 // One problem, three launches of the auto-dispatched kernel (for ncu: profile the last one).
-int one(int64_t N, int64_t K, int64_t M, double f) {
+int one(int64_t N, int64_t K, int64_t M, double f, int grid) {
   bench::Problem P = bench::make_problem(N, K, f, 7);
   Dev d = upload(P);
   uint16_t *x, *y;
@@ -566,9 +567,10 @@ int one(int64_t N, int64_t K, int64_t M, double f) {
   BENCH_CUDA(cudaMemset(x, 0x3c, size_t(M * K) * 2));
   BENCH_CUDA(cudaMalloc(&y, size_t(M * N) * 2));
   for (int i = 0; i < 3; ++i)
-    if (run_hybrid(P, d, x, y, M, 0).status != HYBRID_OK) return 1;
+    if (run_hybrid(P, d, x, y, M, grid).status != HYBRID_OK) return 1;
   BENCH_CUDA(cudaDeviceSynchronize());
-  std::printf("one N=%lld K=%lld M=%lld f=%.2f: done\n", (long long)N, (long long)K, (long long)M, P.frac);
+  std::printf("one N=%lld K=%lld M=%lld f=%.2f grid=%d: done\n", (long long)N, (long long)K, (long long)M, P.frac,
+              grid);
   cudaFree(x);
   cudaFree(y);
   release(d);
@@ -577,7 +579,9 @@ int one(int64_t N, int64_t K, int64_t M, double f) {
 
 int main(int argc, char** argv) {
   std::string mode = argc > 1 ? argv[1] : "validate";
-  if (mode == "one" && argc == 6) return one(std::atoll(argv[2]), std::atoll(argv[3]), std::atoll(argv[4]), std::atof(argv[5]));
+  if (mode == "one" && (argc == 6 || argc == 7))  // optional grid code, e.g. -18 to profile v4g (default 0: auto)
+    return one(std::atoll(argv[2]), std::atoll(argv[3]), std::atoll(argv[4]), std::atof(argv[5]),
+               argc == 7 ? std::atoi(argv[6]) : 0);
   if (mode == "small" || mode == "validate") {
     std::vector<int> only;  // optional comma list of grid codes
     if (argc > 2)
@@ -594,7 +598,7 @@ int main(int argc, char** argv) {
   if (mode == "ablate" && argc == 6)
     return ablate(std::atoll(argv[2]), std::atoll(argv[3]), std::atoll(argv[4]), std::atof(argv[5]));
   if (mode == "probe") return probe();
-  std::fprintf(stderr, "usage: %s validate [GRIDS] | small [GRIDS] | time | probe | one N K M f | ablate N K M f\n"
-                       "  (GRIDS: comma list of grid codes)\n", argv[0]);
+  std::fprintf(stderr, "usage: %s validate [GRIDS] | small [GRIDS] | time | probe | one N K M f [GRID] |\n"
+                       "  ablate N K M f  (GRIDS: comma list of grid codes)\n", argv[0]);
   return 2;
 }
