@@ -22,15 +22,15 @@ $NVCC -c src/ops/hybrid_gemm.cu -o /tmp/hg.o >"$OUT/build.log" 2>&1 &&
 grep -c "C7520" "$OUT/build.log" | sed 's/^/wgmma serialised (C7520) warnings: /'  # want 0
 echo "build $((SECONDS - T0))s"
 for tool in memcheck racecheck synccheck; do
-  timeout 90 compute-sanitizer --tool $tool /tmp/hg_dev small -15,-16,-17,-18,-3 >/tmp/san.txt 2>&1
+  timeout 90 compute-sanitizer --tool $tool /tmp/hg_dev small -15,-16,-17,-18,-19,-3,-6 >/tmp/san.txt 2>&1
   echo "compute-sanitizer $tool rc=$? :: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|validation:' /tmp/san.txt | tr '\n' ' ')" \
     | tee -a "$OUT/checks.txt"
   grep -E "FAIL|launch failed|Invalid|Race|hazard" /tmp/san.txt | head -4 | tee -a "$OUT/checks.txt"
 done
-timeout 240 /tmp/hg_dev validate -15,-16,-17,-18 >/tmp/validate.txt 2>&1
+timeout 240 /tmp/hg_dev validate -15,-16,-17,-18,-19 >/tmp/validate.txt 2>&1
 rc=$?
 cat /tmp/validate.txt >>"$OUT/checks.txt"
-echo "validate -15..-18 rc=$rc ($((SECONDS - T0))s): $(grep -E 'validation:' /tmp/validate.txt)"
+echo "validate -15..-19 rc=$rc ($((SECONDS - T0))s): $(grep -E 'validation:' /tmp/validate.txt)"
 grep -E "FAIL|differ|launch failed" /tmp/validate.txt | head -8
 CASES=("$@")
 [ ${#CASES[@]} -gt 0 ] || CASES=(12288:4096:8192:1 12288:4096:8192:0.9 12288:4096:8192:0 4096:4096:2048:1

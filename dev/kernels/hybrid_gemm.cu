@@ -49,7 +49,8 @@
 //       the weight copies or the x boxes after the first slabs (`ablate N K M f`, timing only) to test whether 2:4
 //       slabs are shared-memory bound (docs/benchmarks/kernels.md, "Prefill: shared-memory bytes per slab").
 //   v4g PV_GLOBAL_A: the weight never enters shared memory; each lane loads its A registers from global memory two
-//       slabs ahead (three register buffers), the stages carry x only (grids -17 / -18, bitwise against -128 / -256).
+//       slabs ahead (three register buffers), the stages carry x only; HybridGemmArgs::prefill_global_a, tile and
+//       stream-K kernels (grids -17 / -18 / -19, bitwise against -128 / -256 / -6).
 //   next: v3 at M = 16: find what scales with the tokens (x ldmatrix per warp, partials, MMA issue); v4: deeper
 //       wgmma pipelining, persistent grid, find v4c's stall
 // Modes: probe = which mma.sp metadata / B layout the hardware uses; validate = sweep vs the v0 reference;
@@ -152,13 +153,9 @@ cudaError_t launch_pv_bn(int bn, bool bf16, const void* x, const hp::Params& p) 
 }
 
 HybridLaunchResult run_hybrid(const bench::Problem& P, Dev& d, const uint16_t* x, uint16_t* y, int64_t M, int grid) {
-  // -15 / -16: tile kernel with PV_LEAN slab loads, 128 / 256 tokens per CTA; -17 / -18: the same with PV_GLOBAL_A
-  if (grid <= -15 && grid >= -18) {
+  if (grid == -15 || grid == -16) {  // tile kernel with PV_LEAN slab loads, 128 / 256 tokens per CTA
     HybridLaunchResult r;
-    const int bn = grid == -16 || grid == -18 ? 256 : 128;
-    const hp::Params pp = prefill_params(P, d, y, M);
-    if (cudaError_t e = grid >= -16 ? launch_pv_bn<hp::PV_LEAN>(bn, P.bf16, x, pp)
-                                    : launch_pv_bn<hp::PV_GLOBAL_A>(bn, P.bf16, x, pp);
+    if (cudaError_t e = launch_pv_bn<hp::PV_LEAN>(grid == -16 ? 256 : 128, P.bf16, x, prefill_params(P, d, y, M));
         e != cudaSuccess) {
       r.status = HYBRID_ERR_CUDA;
       r.cuda_error = int(e);
@@ -186,18 +183,22 @@ HybridLaunchResult run_hybrid(const bench::Problem& P, Dev& d, const uint16_t* x
   a.workspace_bytes = d.ws_bytes;
   // grid 0: auto dispatch (decode kernel for M <= 32, wgmma prefill above); > 0: persistent kernel on that many
   // CTAs; -2: split-K decode kernel forced (any M); -4: the same, variant v3d; -3 / -128 / -256 / -6: wgmma prefill
-  // forced (auto / 128 / 256 tokens per CTA / stream-K)
-  const bool prefill = grid == -3 || grid == -128 || grid == -256 || grid == -6;
+  // forced (auto / 128 / 256 tokens per CTA / stream-K); -17 / -18 / -19: v4g (prefill_global_a) with 128 / 256
+  // tokens per CTA / stream-K
+  const bool v4g = grid == -17 || grid == -18 || grid == -19;
+  const bool prefill = grid == -3 || grid == -128 || grid == -256 || grid == -6 || v4g;
+  a.prefill_global_a = v4g;
   a.pdl = grid == -7;                          // -7: split-K decode kernel with programmatic dependent launch
   a.decode_reduction = grid == -8 || grid == -9 ? 1 : 0;  // -8: decode kernel, k-splits summed in a cluster (v3g)
   // -9: the cluster reduction on the fixed split of 2 CTAs per SM, -10: the workspace one on the same split (-9's twin:
   // both sum the same partials in split order, so validate_one requires the same bits)
   a.decode_ctas_per_sm = grid == -9 || grid == -10 ? 2 : 0;
   a.kernel = prefill ? 3 : grid < 0 ? 2 : grid > 0 ? 1 : 0;
-  a.prefill_schedule = grid == -6 ? 2 : grid == -128 || grid == -256 ? 1 : 0;
+  const bool tile_kernel = grid == -128 || grid == -256 || grid == -17 || grid == -18;
+  a.prefill_schedule = grid == -6 || grid == -19 ? 2 : tile_kernel ? 1 : 0;
   a.decode_variant = grid == -4 ? 1 : 0;  // -4: split-K decode kernel v3d (the default is v3e)
   a.decode_warps = grid == -13 ? 4 : grid == -14 ? 2 : 0;  // -13 / -14: v3h, row split over CTAs of 4 / 2 warps
-  a.prefill_bn = grid == -128 ? 128 : grid == -256 ? 256 : 0;
+  a.prefill_bn = grid == -128 || grid == -17 ? 128 : grid == -256 || grid == -18 ? 256 : 0;
   a.grid = grid > 0 ? grid : 0;
   return hybrid_gemm_launch(a);
 }
@@ -261,9 +262,13 @@ double validate_one(const bench::Problem& P, Dev& d, int64_t M, int grid, uint64
   }
   bool same = std::memcmp(out[0].data(), out[1].data(), out[0].size() * 2) == 0;
   // Twins that must give the same bits: -9 vs the workspace reduction on the same split (-10);
-  // PV_LEAN (-15 / -16) and PV_GLOBAL_A (-17 / -18) vs PV_BASE of the same tile width: the same A values into the
-  // same wgmmas.
-  const int twin = grid == -9 ? -10 : grid == -15 || grid == -17 ? -128 : grid == -16 || grid == -18 ? -256 : 0;
+  // PV_LEAN (-15 / -16) and v4g (-17 / -18 / -19) vs v4d of the same tile width or stream-K split: the same A values
+  // into the same wgmmas.
+  const int twin = grid == -9    ? -10
+                   : grid == -15 || grid == -17 ? -128
+                   : grid == -16 || grid == -18 ? -256
+                   : grid == -19 ? -6
+                                 : 0;
   if (twin) {
     BENCH_CUDA(cudaMemset(y, 0xff, size_t(M * P.N) * 2));
     if (run_hybrid(P, d, x, y, M, twin).status != HYBRID_OK) std::exit(1);
@@ -321,7 +326,7 @@ int validate(bool small, const std::vector<int>& only = {}) {
         if (M <= 128) grids.push_back(-9);  // v3g on a fixed split, bitwise against the workspace reduction
         if (M <= 16) grids.push_back(-13);  // v3h, 4-warp CTAs over the whole K
         if (M <= 16) grids.push_back(-14);  // v3h, 2-warp CTAs
-        if (M > 128 || small) grids.insert(grids.end(), {-15, -16, -17, -18});  // PV_LEAN, PV_GLOBAL_A (v4g)
+        if (M > 128 || small) grids.insert(grids.end(), {-15, -16, -17, -18, -19});  // PV_LEAN, v4g
         for (int g : grids) {
           if (!only.empty() && std::find(only.begin(), only.end(), g) == only.end()) continue;
           double rel = validate_one(P, d, M, g, uint64_t(M * 977 + g), true);
@@ -434,10 +439,10 @@ int ablate(int64_t N, int64_t K, int64_t M, double f) {
   });
   std::printf("ablate N=%lld K=%lld M=%lld f=%.2f: cuBLAS %.1f us (%.0f TF/s)\n", (long long)N, (long long)K,
               (long long)M, P.frac, us_cublas, flop / us_cublas * 1e-6);
-  for (int grid : {-3, -6}) {  // the launcher's choice and its stream-K kernel, for reference
+  for (int grid : {-3, -6, -19}) {  // the launcher's choice and its stream-K kernel (v4d, v4g), for reference
     const double us = time([&] { run_hybrid(P, d, x, y, M, grid); });
-    std::printf("  launcher %-12s %8.1f us %6.0f TF/s  x%.3f of cuBLAS\n", grid == -3 ? "auto" : "stream-K", us,
-                flop / us * 1e-6, us_cublas / us);
+    std::printf("  launcher %-12s %8.1f us %6.0f TF/s  x%.3f of cuBLAS\n",
+                grid == -3 ? "auto" : grid == -6 ? "stream-K" : "stream-K v4g", us, flop / us * 1e-6, us_cublas / us);
   }
   using Launch = cudaError_t (*)(int, bool, const void*, const hp::Params&);
   const std::pair<const char*, Launch> variants[] = {

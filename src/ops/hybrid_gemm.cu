@@ -113,31 +113,46 @@ cudaLaunchAttribute cluster_attr(int64_t S) {
 
 // ---- wgmma prefill kernel (hybrid_prefill.cuh) ----
 
-template <int BN, bool BF16>
+template <int BN, bool BF16, int PV>
 cudaError_t launch_prefill(const void* x, const hp::Params& p, cudaStream_t stream) {
   using C = hp::Cfg<BN>;
   CUtensorMap map;
   cudaError_t em = hp::encode_x_map<BN, BF16>(&map, x, p);
   if (em != cudaSuccess) return em;
-  em = allow_dynamic_smem<hp::hybrid_prefill_kernel<BN, BF16>>(C::SMEM);
+  em = allow_dynamic_smem<hp::hybrid_prefill_kernel<BN, BF16, PV>>(C::SMEM);
   if (em != cudaSuccess) return em;
   const int64_t ctas = int64_t(p.RB) * ((p.M + BN - 1) / BN);  // raster order inside the kernel (int indices)
   if (ctas >= (int64_t(1) << 31)) return cudaErrorInvalidConfiguration;
   const dim3 grid(static_cast<unsigned>(ctas));
-  hp::hybrid_prefill_kernel<BN, BF16><<<grid, hp::THREADS, C::SMEM, stream>>>(map, p);
+  hp::hybrid_prefill_kernel<BN, BF16, PV><<<grid, hp::THREADS, C::SMEM, stream>>>(map, p);
   return cudaGetLastError();
 }
 
 // Stream-K prefill (hybrid_prefill.cuh v5) on `grid` CTAs; p.TB, slots and counters set by the caller.
-template <bool BF16>
+template <bool BF16, int PV>
 cudaError_t launch_prefill_sk(const void* x, const hp::Params& p, int grid, cudaStream_t stream) {
   CUtensorMap map;
   cudaError_t e = hp::encode_x_map<hp::SK_BN, BF16>(&map, x, p);
   if (e != cudaSuccess) return e;
-  e = allow_dynamic_smem<hp::hybrid_prefill_sk_kernel<BF16>>(hp::SK_SMEM);
+  e = allow_dynamic_smem<hp::hybrid_prefill_sk_kernel<BF16, PV>>(hp::SK_SMEM);
   if (e != cudaSuccess) return e;
-  hp::hybrid_prefill_sk_kernel<BF16><<<grid, hp::THREADS, hp::SK_SMEM, stream>>>(map, p);
+  hp::hybrid_prefill_sk_kernel<BF16, PV><<<grid, hp::THREADS, hp::SK_SMEM, stream>>>(map, p);
   return cudaGetLastError();
+}
+// The prefill kernels' slab loads: through shared memory (v4d) or v4g's A registers from global memory.
+template <int PV>
+cudaError_t launch_prefill_pv(const void* x, const hp::Params& p, bool bf16, int bn, int sk_grid,
+                              cudaStream_t stream) {
+  if (sk_grid > 0)
+    return bf16 ? launch_prefill_sk<true, PV>(x, p, sk_grid, stream)
+                : launch_prefill_sk<false, PV>(x, p, sk_grid, stream);
+  if (bn == 256)
+    return bf16 ? launch_prefill<256, true, PV>(x, p, stream) : launch_prefill<256, false, PV>(x, p, stream);
+  return bf16 ? launch_prefill<128, true, PV>(x, p, stream) : launch_prefill<128, false, PV>(x, p, stream);
+}
+cudaError_t launch_prefill_any(const HybridGemmArgs& a, const hp::Params& p, int bn, int sk_grid, cudaStream_t stream) {
+  return a.prefill_global_a ? launch_prefill_pv<hp::PV_GLOBAL_A>(a.x, p, a.bf16, bn, sk_grid, stream)
+                            : launch_prefill_pv<hp::PV_BASE>(a.x, p, a.bf16, bn, sk_grid, stream);
 }
 
 // ---- split-K decode kernel (hybrid_decode.cuh) ----
@@ -357,7 +372,7 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
       p.counters = reinterpret_cast<int*>(ws);
       p.slots = reinterpret_cast<float*>(ws + hg::WS_COUNTER_BYTES + size_t(grid) * 16);
       const int g = int(std::min<int64_t>(grid, rb * tb * ((a.K + hp::SLAB_K - 1) / hp::SLAB_K)));
-      cudaError_t e = a.bf16 ? launch_prefill_sk<true>(a.x, p, g, stream) : launch_prefill_sk<false>(a.x, p, g, stream);
+      cudaError_t e = launch_prefill_any(a, p, hp::SK_BN, g, stream);
       if (e != cudaSuccess) {
         r.status = HYBRID_ERR_CUDA;
         r.cuda_error = int(e);
@@ -366,10 +381,7 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
     }
     const int64_t waves128 = (rb * tb + d.sms - 1) / d.sms, waves256 = (rb * ((a.M + 255) / 256) + d.sms - 1) / d.sms;
     const int bn = a.prefill_bn ? a.prefill_bn : (17 * waves256 < 10 * waves128 ? 256 : 128);
-    cudaError_t e = a.bf16 ? (bn == 256 ? launch_prefill<256, true>(a.x, p, stream)
-                                        : launch_prefill<128, true>(a.x, p, stream))
-                           : (bn == 256 ? launch_prefill<256, false>(a.x, p, stream)
-                                        : launch_prefill<128, false>(a.x, p, stream));
+    cudaError_t e = launch_prefill_any(a, p, bn, 0, stream);
     if (e != cudaSuccess) {
       r.status = HYBRID_ERR_CUDA;
       r.cuda_error = int(e);

@@ -37,6 +37,9 @@ struct HybridGemmArgs {
   int prefill_bn = 0;             // wgmma prefill kernel: tokens per CTA (128 or 256); 0 = by M and N
   int prefill_schedule = 0;       // wgmma prefill: 0 = auto, 1 = one CTA per output tile, 2 = stream-K (one CTA per
                                   // SM, equal shares of (tile, 64-K slab) units, split tiles reduced in the workspace)
+  bool prefill_global_a = false;  // wgmma prefill, v4g: each consumer lane loads its A registers straight from the
+                                  // blob (two slabs ahead) instead of through shared memory, which then holds x only.
+                                  // Same results bit for bit. Opt-in until measured (docs/benchmarks/kernels.md).
   int decode_ctas_per_sm = 0;     // split-K kernel: target CTAs per SM (1..16) that sets the k-split; 0 = by waves
                                   // of resident CTAs (decode_split_waves; 4 was the fixed default before)
   int decode_variant = 0;         // split-K kernel at M <= 16: 0 = v3e (runs of four 2:4 k-tiles in one load batch,

@@ -553,7 +553,8 @@ constexpr int SK_BN = 128;     // tokens per tile: one fp32 partial = 128 × 128
 constexpr int SK_STAGES = 5;   // 5 × 32 KB + the 34 KB epilogue buffer
 constexpr int SK_SMEM = SK_STAGES * Cfg<SK_BN>::STAGE + SK_BN * OSTR * 2 + 2 * SK_STAGES * 8 + 1024;
 
-template <bool BF16>
+// PV: PV_BASE or PV_GLOBAL_A (v4g's loads: A registers from global memory two units ahead, stages carry x only).
+template <bool BF16, int PV = PV_BASE>
 __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sk_kernel(const __grid_constant__ CUtensorMap xmap,
                                                                        const Params p) {
 #ifdef PATCHLLM_HAVE_WGMMA
@@ -581,7 +582,7 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sk_kernel(const __g
       SkCursor cur(Lb, NS, p.TB, p.CT);
       for (int i = 0, st = 0, ph = 0; i < n; ++i) {
         hg::mbar_wait(&empty[st], uint32_t(ph ^ 1));
-        issue_slab<BN>(smem + st * STAGE, &full[st], &xmap, p, cur.t, cur.s, cur.tb * BN);
+        issue_slab<BN, PV, STAGES>(smem + st * STAGE, &full[st], &xmap, p, cur.t, cur.s, cur.tb * BN);
         cur.next(p.CT);
         if (++st == STAGES) st = 0, ph ^= 1;
       }
@@ -597,10 +598,9 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sk_kernel(const __g
   int pending = -1;  // stage read by the wgmmas still in flight, released once they are done
   int st = 0, ph = 0;
   SkCursor cur(Lb, NS, p.TB, p.CT);
-  auto slab = [&](uint4 (&a)[4]) {
+  auto slab = [&](uint4 (&a)[4], uint32_t& meta) {
     hg::mbar_wait(&full[st], uint32_t(ph));
-    uint32_t meta;
-    mma_slab<BN, BF16>(d, a, meta, smem + st * STAGE, __ldg(p.kinds + cur.t) != 0, grp, lane);
+    mma_slab<BN, BF16, PV>(d, a, meta, smem + st * STAGE, __ldg(p.kinds + cur.t) != 0, grp, lane);
     if (pending >= 0 && tid == 0) hg::mbar_arrive(&empty[pending]);
     pending = st;
     if (++st == STAGES) st = 0, ph ^= 1;
@@ -665,6 +665,7 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sk_kernel(const __g
     for (int i = 0; i < ACC; ++i) d[i] = 0.f;
   };
   uint4 a0[4], a1[4];
+  uint32_t m0, m1;
   int done = 0;
   bool first = true;
   // After a slab: close its tile if the next unit starts another one or this CTA's range ends.
@@ -679,13 +680,47 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sk_kernel(const __g
       first = false;
     }
   };
-  for (int i = 0; i < n; i += 2) {
-    // Two slabs per iteration so that the two A-register buffers stay compile-time (no local-memory arrays).
-    slab(a0);
-    advance(i);
-    if (i + 1 < n) {
-      slab(a1);
-      advance(i + 1);
+  if constexpr (PV == PV_GLOBAL_A) {
+    // As in the tile kernel: unit i in buffer i % 3, unit i + 2's loads once unit i is issued (before a tile's
+    // epilogue, so they land while it runs). fc: the unit loaded next; it stays on the CTA's last unit.
+    uint4 a2[4];
+    uint32_t m2 = 0;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) a0[j] = a1[j] = a2[j] = make_uint4(0, 0, 0, 0);
+    m0 = m1 = 0;
+    SkCursor fc(Lb, NS, p.TB, p.CT);
+    int fi = 0;
+    auto fetch = [&](uint4 (&a)[4], uint32_t& meta) {
+      load_a_global(a, meta, p, fc.t, fc.s, grp, lane, fi < n);
+      if (fi + 1 < n) fc.next(p.CT);
+      ++fi;
+    };
+    fetch(a0, m0);
+    fetch(a1, m1);
+    for (int i = 0; i < n; i += 3) {
+      slab(a0, m0);
+      fetch(a2, m2);
+      advance(i);
+      if (i + 1 < n) {
+        slab(a1, m1);
+        fetch(a0, m0);
+        advance(i + 1);
+      }
+      if (i + 2 < n) {
+        slab(a2, m2);
+        fetch(a1, m1);
+        advance(i + 2);
+      }
+    }
+  } else {
+    for (int i = 0; i < n; i += 2) {
+      // Two slabs per iteration so that the two A-register buffers stay compile-time (no local-memory arrays).
+      slab(a0, m0);
+      advance(i);
+      if (i + 1 < n) {
+        slab(a1, m1);
+        advance(i + 1);
+      }
     }
   }
 #else
