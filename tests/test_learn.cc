@@ -169,7 +169,10 @@ TEST(LearnTile, LearnLoopHitsBudgetWithValidHybridMask) {
 
 // ---------------------------------------------------------------------------------------------------------------
 // Joint mode (2:4 pattern logits), checkpointing, resume.
+#include <algorithm>
+
 #include "core/error.h"
+#include "core/file.h"
 #include "learn/checkpoint.h"
 #include "learn/noise.h"
 #include "learn/pattern_mask.h"
@@ -449,6 +452,35 @@ TEST(LearnResume, StopAndResumeEqualsUninterrupted) {
     // A resume with different settings is refused.
     o.lr = 2e-3;
     EXPECT_THROW(patch_learn(*s.model, s.prior, s.train, o), InvalidArgument);
+  }
+}
+
+// A damaged state file (cut short, its middle overwritten, empty) stops a resume with one line naming the file. The
+// middle case loads as a zip and fails later, in LibTorch's record reads (CRC), which used to escape as a multi-line
+// c10::Error.
+TEST(LearnResume, DamagedStateGivesOneLineFormatError) {
+  auto s = tiny_learn_setup("damaged", 16, 0.35);
+  auto o = tiny_options("patch-joint");
+  auto dir = test::temp_dir("damaged-state");
+  o.state_path = dir + "/state.pt";
+  o.stop_after = 2;
+  ASSERT_FALSE(patch_learn(*s.model, s.prior, s.train, o).finished);
+  const std::string good = file_read(o.state_path);
+  ASSERT_GT(good.size(), 4096u);
+  std::string middle = good;
+  std::fill(middle.begin() + middle.size() / 4, middle.begin() + 3 * middle.size() / 4, '\0');
+  o.stop_after = -1;
+  o.resume = true;
+  for (const std::string& bad : {good.substr(0, good.size() / 2), middle, std::string()}) {
+    file_write_atomic(o.state_path, bad);
+    try {
+      patch_learn(*s.model, s.prior, s.train, o);
+      ADD_FAILURE() << "a damaged state of " << bad.size() << " bytes was accepted";
+    } catch (const FormatError& e) {
+      const std::string m = e.what();
+      EXPECT_NE(m.find(o.state_path), std::string::npos) << m;
+      EXPECT_EQ(m.find('\n'), std::string::npos) << m;
+    }
   }
 }
 

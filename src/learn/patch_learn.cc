@@ -174,36 +174,49 @@ void save_state(const std::string& path, int64_t step, const std::string& key, c
   PATCHLLM_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, Error, path, ": cannot rename the state file into place");
 }
 
+// Reads a state written by save_state. LibTorch's archive reader reports a truncated or damaged file, a missing
+// entry or a value of another type as c10::Error with a backtrace; each becomes one line naming the file, and a tensor
+// of another shape or dtype than this run's is refused before it is copied.
 int64_t load_state(const std::string& path, const std::string& key, std::vector<Slot>& slots,
                    torch::optim::Optimizer& opt) {
-  torch::serialize::InputArchive ar;
+  const auto damaged = [&](const std::string& what) {
+    const std::string line = what.substr(0, what.find('\n'));
+    return FormatError(str(path, ": not a readable learning state (", line, "); remove it to start over"));
+  };
   try {
+    torch::serialize::InputArchive ar;
     ar.load_from(path);
+    c10::IValue step, k;
+    ar.read("step", step);
+    ar.read("key", k);
+    PATCHLLM_CHECK(k.isString() && step.isInt(), FormatError, path, ": not a learning state (step or key missing)");
+    PATCHLLM_CHECK(k.toStringRef() == key, InvalidArgument, path,
+                   ": was written by a run with different settings or data; resume needs the same command (or "
+                   "remove the state file)");
+    torch::NoGradGuard ng;
+    const auto read_into = [&](const std::string& name, torch::Tensor& dst) {
+      torch::Tensor v;
+      ar.read(name, v);
+      PATCHLLM_CHECK(v.sizes() == dst.sizes() && v.scalar_type() == dst.scalar_type(), FormatError, path, ": ",
+                     name, " is ", v.scalar_type(), " ", v.sizes(), ", this run's is ", dst.scalar_type(), " ",
+                     dst.sizes());
+      dst.copy_(v);
+    };
+    for (size_t m = 0; m < slots.size(); ++m) {
+      if (slots[m].theta.defined()) read_into("theta." + std::to_string(m), slots[m].theta);
+      if (slots[m].phi.defined()) read_into("phi." + std::to_string(m), slots[m].phi);
+    }
+    torch::serialize::InputArchive oa;
+    ar.read("optimizer", oa);
+    opt.load(oa);
+    return step.toInt();
+  } catch (const Error&) {
+    throw;
+  } catch (const c10::Error& e) {
+    throw damaged(e.what_without_backtrace());
   } catch (const std::exception& e) {
-    throw FormatError(str(path, ": not a readable learning state (", e.what(), ")"));
+    throw damaged(e.what());
   }
-  c10::IValue step, k;
-  ar.read("step", step);
-  ar.read("key", k);
-  PATCHLLM_CHECK(k.toStringRef() == key, InvalidArgument, path,
-                 ": was written by a run with different settings or data; resume needs the same command (or "
-                 "remove the state file)");
-  torch::NoGradGuard ng;
-  for (size_t m = 0; m < slots.size(); ++m) {
-    torch::Tensor v;
-    if (slots[m].theta.defined()) {
-      ar.read("theta." + std::to_string(m), v);
-      slots[m].theta.copy_(v);
-    }
-    if (slots[m].phi.defined()) {
-      ar.read("phi." + std::to_string(m), v);
-      slots[m].phi.copy_(v);
-    }
-  }
-  torch::serialize::InputArchive oa;
-  ar.read("optimizer", oa);
-  opt.load(oa);
-  return step.toInt();
 }
 
 }  // namespace

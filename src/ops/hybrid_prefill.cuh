@@ -59,7 +59,8 @@ struct Params {
   int* counters = nullptr; // [RB · TB] ≤ MAX_KEYS, zero between launches
 };
 
-// Slab-load variants of the tile kernel (template argument PV; the launcher and the stream-K kernel use PV_BASE).
+// Slab-load variants (template argument PV). The launcher runs PV_BASE, or PV_GLOBAL_A where HybridGemmArgs asks for
+// it (tile and stream-K kernels); PV_LEAN and the probes are the tile kernel's, for dev/kernels.
 // Why: at f = 1 the kernel runs one 64-K slab per ~920 cycles against 512 at the tensor cores' 2:4 rate, and the
 // shared-memory traffic per slab (TMA writes of x and weights, wgmma's reads of x, lds of the A fragments: ~120 KB)
 // is about what 128 B/clk moves in that time, while v4e / v4f, which cut L2 -> SM bytes but not shared-memory
@@ -310,7 +311,8 @@ __device__ __forceinline__ void issue_slab(uint8_t* stage, uint64_t* full, const
 
 // Consumer: one slab that has landed in `stage`: this lane's A registers into a, the slab's wgmmas issued, then wait
 // until only these are in flight (so the caller may release the previous slab's stage while the tensor cores work on
-// this one). Callers alternate two register buffers, so the in-flight wgmma's A registers stay untouched.
+// this one). Callers alternate register buffers in PTX; ptxas may still give them the same registers (v4d's SASS
+// does), since the hardware reads a register A operand when the wgmma issues.
 template <int BN, bool BF16, int PV = PV_BASE>
 __device__ __forceinline__ void mma_slab(float (&d)[BN / 2], uint4 (&a)[4], uint32_t& meta, const uint8_t* stage,
                                          bool sparse, int grp, int lane, bool load = true) {
