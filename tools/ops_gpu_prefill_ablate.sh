@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# GPU machine, repo root, one device-tool call: what limits the wgmma prefill tile kernel (hybrid_prefill.cuh).
+# GPU machine, repo root, one device-tool call: what limits the wgmma prefill kernels (hybrid_prefill.cuh).
 # Hypothesis under test (docs/benchmarks/kernels.md, "Prefill: shared-memory bytes per slab"): 2:4 slabs are bound by
-# shared-memory bandwidth, not L2 -> SM bytes. Builds the dev harness; checks PV_LEAN (only the A registers a slab
-# uses; grids -15 / -16 = 128 / 256 tokens per CTA) and v4g PV_GLOBAL_A (A registers from global memory, the weight
-# never in shared memory; -17 / -18) against the fp32 reference and bitwise against PV_BASE, under compute-sanitizer
-# on the small case; then `hg_dev ablate` times PV_BASE, PV_LEAN, the probes (A lds, weight copies, x boxes stopped
-# after the first slabs) and PV_GLOBAL_A beside cuBLAS on CASES (N:K:M:f, default below).
-# Reading it: lean/base at f = 1 ≈ 1.06 and probe_a_once well above lean → shared-memory reads matter; probe_w_once
-# above probe_a_once → the weight's trip through shared memory matters, and global_a should approach probe_w_once;
-# probe_x_once far above lean with probe_a_once ≈ lean → x traffic (L2 or smem writes). If global_a wins, it becomes
-# the tile kernel's default (the launcher's PV), after `bash tools/ops_gpu_prefill.sh` passes with it.
+# shared-memory reads (wgmma's B operand + the A fragments' ld.shared), not by L2 -> SM bytes. Builds the dev harness;
+# checks PV_LEAN (only the A registers a slab uses; grids -15 / -16 = 128 / 256 tokens per CTA) and v4g (A registers
+# from global memory, the weight never in shared memory; -17 / -18 tile kernel, -19 stream-K) against the fp32
+# reference and bitwise against v4d, under compute-sanitizer on the small case; then `hg_dev ablate` times v4d
+# (base), PV_LEAN, the probes (A lds, weight copies, x boxes stopped after the first slabs) and v4g beside cuBLAS on
+# CASES (N:K:M:f, default below).
+# Reading it: lean/base at f = 1 up to ~1.1 (81 -> 73 KB of reads per slab) and probe_a_once above lean -> the reads
+# matter; probe_w_once above probe_a_once -> the weight's bytes matter (L2 or smem writes), and global_a should land
+# between probe_a_once and probe_w_once; probe_x_once far above the rest -> x traffic. If global_a wins, it becomes
+# the default (HybridGemmArgs::prefill_global_a's logic in the launcher), after `bash tools/ops_gpu_prefill.sh` passes
+# with it.
 set -u -o pipefail
 OUT=${OUT:-/tmp/ops_out}
 mkdir -p "$OUT"

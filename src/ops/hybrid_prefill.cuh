@@ -61,13 +61,13 @@ struct Params {
 
 // Slab-load variants (template argument PV). The launcher runs PV_BASE, or PV_GLOBAL_A where HybridGemmArgs asks for
 // it (tile and stream-K kernels); PV_LEAN and the probes are the tile kernel's, for dev/kernels.
-// Why: at f = 1 the kernel runs one 64-K slab per ~920 cycles against 512 at the tensor cores' 2:4 rate, and the
-// shared-memory traffic per slab (TMA writes of x and weights, wgmma's reads of x, lds of the A fragments: ~120 KB)
-// is about what 128 B/clk moves in that time, while v4e / v4f, which cut L2 -> SM bytes but not shared-memory
-// bytes, gained nothing (kernels.md, "Prefill: shared-memory bytes per slab"). PV_LEAN loads only the A registers
-// a slab's kind uses (2:4: two 16-byte fragments and the metadata, not four; dense: no metadata). The PV_PROBE_*
-// variants are timing probes for dev/kernels and give wrong results: after the first slabs (real data, so the tensor
-// cores' power draw stays realistic) they stop one stream of traffic to measure what it costs.
+// Why: at f = 1 the kernel runs one 64-K slab per ~920 cycles against 512 at the tensor cores' 2:4 rate, with its
+// shared-memory reads (wgmma's B operand, 64 KB per slab, and the A fragments' ld.shared, 17 KB) at ~79% of what
+// ncu's L1/TEX metric implies as peak and L2 at ~64% (kernels.md, "Prefill: shared-memory bytes per slab"); v4e /
+// v4f cut L2 -> SM bytes but not those reads and gained nothing. PV_LEAN loads only the A registers a slab's kind
+// uses (2:4: two 16-byte fragments and the metadata, not four; dense: no metadata). The PV_PROBE_* variants are
+// timing probes for dev/kernels and give wrong results: after the first slabs (real data, so the tensor cores'
+// power draw stays realistic) they stop one stream of traffic to measure what it costs.
 enum PrefillVariant : int {
   PV_BASE = 0,
   PV_LEAN = 1,
@@ -76,8 +76,8 @@ enum PrefillVariant : int {
   PV_PROBE_X_ONCE = 4,  // PV_LEAN, but x boxes loaded into the first STAGES slabs only
   PV_PROBE_NONE = 5,    // both: neither x nor weights after the first STAGES slabs (wgmma + barriers only)
   // v4g: the weight never enters shared memory. Each consumer lane loads its A registers (and metadata) from global
-  // memory two slabs ahead into a third register buffer; stages carry only x. Per 2:4 slab 96 KB of shared-memory
-  // traffic instead of 122 (dense 96 instead of 129). Correct results; opt-in until measured.
+  // memory two slabs ahead into a third register buffer; stages carry only x. Shared-memory reads per slab: the
+  // 64 KB of B instead of 81 KB. Correct results; opt-in until measured.
   PV_GLOBAL_A = 6,
 };
 
