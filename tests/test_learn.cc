@@ -455,9 +455,8 @@ TEST(LearnResume, StopAndResumeEqualsUninterrupted) {
   }
 }
 
-// A damaged state file (cut short, its middle overwritten, empty) stops a resume with one line naming the file. The
-// middle case loads as a zip and fails later, in LibTorch's record reads (CRC), which used to escape as a multi-line
-// c10::Error.
+// A damaged state file (cut short, its middle overwritten, empty) stops a resume with one line naming the file.
+// LibTorch's reader reports each with a backtrace, which used to reach the user as a multi-line error.
 TEST(LearnResume, DamagedStateGivesOneLineFormatError) {
   auto s = tiny_learn_setup("damaged", 16, 0.35);
   auto o = tiny_options("patch-joint");
