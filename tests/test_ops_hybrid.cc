@@ -358,8 +358,8 @@ TEST(OpsHybridLinear, BadInputsThrow) {
 
 // The CUDA kernels behind the front (split-K decode for M <= 32, the wgmma kernels above it on sm_90) against the CPU
 // reference on the same packed weight: ragged N and K, every tile mix, bf16 and fp16. Skips without a GPU.
-// Every launch option of the front (PDL, cluster reduction, row split, prefill A from global memory) on each case;
-// the options are restored after.
+// Every launch option of the front (PDL, cluster reduction, row split, prefill A from global memory, one wgmma group
+// per prefill slab) on each case; the options are restored after.
 TEST(OpsHybridLinear, CudaKernelsMatchTheCpuReference) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device (or a CPU-only LibTorch): kernels not run";
   const HybridKernelOptions saved = hybrid_kernel_options();
@@ -378,7 +378,8 @@ TEST(OpsHybridLinear, CudaKernelsMatchTheCpuReference) {
       for (int64_t M : {1, 16, 64, 65, 128, 129, 700}) {  // both sides of each auto-dispatch cut
         auto x = random_weight(M, c.K, c.dt, gen);
         auto want = hybrid_linear_ref(x, hw).to(torch::kFloat64);
-        for (const char* opts : {"plain", "pdl", "cluster", "pdl+cluster", "rows", "pdl+rows", "globala"}) {
+        for (const char* opts :
+             {"plain", "pdl", "cluster", "pdl+cluster", "rows", "pdl+rows", "globala", "batched", "globala+batched"}) {
           set_hybrid_kernel_options(parse_hybrid_kernel_options(opts));
           auto got = hybrid_linear(x.to(torch::kCUDA), hwc).cpu().to(torch::kFloat64);
           const std::string at = std::string(opts) + " N=" + std::to_string(c.N) + " K=" + std::to_string(c.K) +
@@ -396,7 +397,7 @@ TEST(OpsHybridLinear, CudaKernelsMatchTheCpuReference) {
 TEST(OpsHybridLinear, KernelOptionsParseAndPrint) {
   for (const char* s :
        {"plain", "pdl", "cluster", "rows", "globala", "pdl+cluster", "pdl+rows", "cluster+rows", "pdl+cluster+rows",
-        "pdl+globala", "pdl+cluster+rows+globala"})
+        "pdl+globala", "pdl+cluster+rows+globala", "batched", "globala+batched", "pdl+cluster+rows+globala+batched"})
     EXPECT_EQ(to_string(parse_hybrid_kernel_options(s)), s);
   const HybridKernelOptions o = parse_hybrid_kernel_options("rows+pdl");  // any order; printed canonically
   EXPECT_TRUE(o.pdl && o.row_split && !o.cluster_reduction);
@@ -407,6 +408,6 @@ TEST(OpsHybridLinear, KernelOptionsParseAndPrint) {
   EXPECT_EQ(to_string(g), "rows+globala");
   for (const char* bad :
        {"fast", "", "+", "pdl+", "+pdl", "pdl++cluster", "pdl+pdl", "plain+pdl", "PDL", "tall", "pdl+tall",
-        "globala+globala", "global"})
+        "globala+globala", "global", "batched+batched"})
     EXPECT_THROW(parse_hybrid_kernel_options(bad), InvalidArgument) << bad;
 }

@@ -47,10 +47,14 @@
 //   v4d-lean and probes: hybrid_prefill_kernel<BN, BF16, PV> (PrefillVariant). PV_LEAN loads only the A registers a
 //       slab uses (grids -15 / -16 here, bitwise against -128 / -256); the PV_PROBE_* variants stop the A loads,
 //       the weight copies or the x boxes after the first slabs (`ablate N K M f`, timing only) to test whether 2:4
-//       slabs are shared-memory bound (docs/benchmarks/kernels.md, "Prefill: shared-memory bytes per slab").
+//       slabs are shared-memory bound (docs/benchmarks/kernels.md, "Prefill: shared-memory reads and wgmma groups
+//       per slab").
 //   v4g PV_GLOBAL_A: the weight never enters shared memory; each lane loads its A registers from global memory two
 //       slabs ahead (three register buffers), the stages carry x only; HybridGemmArgs::prefill_global_a, tile and
 //       stream-K kernels (grids -17 / -18 / -19, bitwise against -128 / -256 / -6).
+//   v4i PV_BATCHED: one wgmma group per slab (v4d's predicated asm block makes every wgmma its own group plus an
+//       empty one, so its wait_group 1 waited for the slab just issued); HybridGemmArgs::prefill_batched (grids
+//       -20 … -22; with v4g -23 … -25)
 //   next: v3 at M = 16: find what scales with the tokens (x ldmatrix per warp, partials, MMA issue); v4: deeper
 //       wgmma pipelining, persistent grid, find v4c's stall
 // Modes: probe = which mma.sp metadata / B layout the hardware uses; validate = sweep vs the v0 reference;
@@ -120,8 +124,9 @@ void release(Dev& d) {
   cudaFree(d.ws);
 }
 
-// The wgmma tile kernel's slab-load variants (hybrid_prefill.cuh PrefillVariant), launched here: the launcher runs
-// PV_BASE only. Same grid and parameters as the launcher's one-CTA-per-tile path.
+// The wgmma tile kernel's variants (hybrid_prefill.cuh PrefillVariant), launched here: the launcher has only v4d,
+// v4g and v4i. Same grid and parameters as the launcher's one-CTA-per-tile path. fp16 only for PV_LEAN (validated on
+// the fp16 shape), to keep the build short; the rest are bf16 (ablate).
 hp::Params prefill_params(const bench::Problem& P, const Dev& d, uint16_t* y, int64_t M) {
   hp::Params p;
   p.y = y;
@@ -148,9 +153,16 @@ cudaError_t launch_pv(const void* x, const hp::Params& p) {
 }
 template <int PV>
 cudaError_t launch_pv_bn(int bn, bool bf16, const void* x, const hp::Params& p) {
-  if (bn == 256) return bf16 ? launch_pv<256, true, PV>(x, p) : launch_pv<256, false, PV>(x, p);
-  return bf16 ? launch_pv<128, true, PV>(x, p) : launch_pv<128, false, PV>(x, p);
+  if constexpr (PV == hp::PV_LEAN) {
+    if (!bf16) return bn == 256 ? launch_pv<256, false, PV>(x, p) : launch_pv<128, false, PV>(x, p);
+  } else if (!bf16) {
+    return cudaErrorNotSupported;
+  }
+  return bn == 256 ? launch_pv<256, true, PV>(x, p) : launch_pv<128, true, PV>(x, p);
 }
+
+// Grid codes -17 … -25 (launcher prefill variants, see run_hybrid) as 0 … 8; -1 for any other code.
+int prefill_variant_code(int grid) { return grid <= -17 && grid >= -25 ? -17 - grid : -1; }
 
 HybridLaunchResult run_hybrid(const bench::Problem& P, Dev& d, const uint16_t* x, uint16_t* y, int64_t M, int grid) {
   if (grid == -15 || grid == -16) {  // tile kernel with PV_LEAN slab loads, 128 / 256 tokens per CTA
@@ -183,22 +195,23 @@ HybridLaunchResult run_hybrid(const bench::Problem& P, Dev& d, const uint16_t* x
   a.workspace_bytes = d.ws_bytes;
   // grid 0: auto dispatch (decode kernel for M <= 32, wgmma prefill above); > 0: persistent kernel on that many
   // CTAs; -2: split-K decode kernel forced (any M); -4: the same, variant v3d; -3 / -128 / -256 / -6: wgmma prefill
-  // forced (auto / 128 / 256 tokens per CTA / stream-K); -17 / -18 / -19: v4g (prefill_global_a) with 128 / 256
-  // tokens per CTA / stream-K
-  const bool v4g = grid == -17 || grid == -18 || grid == -19;
-  const bool prefill = grid == -3 || grid == -128 || grid == -256 || grid == -6 || v4g;
-  a.prefill_global_a = v4g;
+  // forced (auto / 128 / 256 tokens per CTA / stream-K); -17 … -25: the launcher's prefill variants in threes (128
+  // tokens per CTA, 256, stream-K): -17 … -19 v4g (prefill_global_a), -20 … -22 v4i (prefill_batched), -23 … -25 both
+  const int pv_code = prefill_variant_code(grid), pv_kind = pv_code >= 0 ? pv_code % 3 : -1;
+  const bool prefill = grid == -3 || grid == -128 || grid == -256 || grid == -6 || pv_code >= 0;
+  a.prefill_global_a = pv_code >= 0 && pv_code / 3 != 1;
+  a.prefill_batched = pv_code >= 3;
   a.pdl = grid == -7;                          // -7: split-K decode kernel with programmatic dependent launch
   a.decode_reduction = grid == -8 || grid == -9 ? 1 : 0;  // -8: decode kernel, k-splits summed in a cluster (v3g)
   // -9: the cluster reduction on the fixed split of 2 CTAs per SM, -10: the workspace one on the same split (-9's twin:
   // both sum the same partials in split order, so validate_one requires the same bits)
   a.decode_ctas_per_sm = grid == -9 || grid == -10 ? 2 : 0;
   a.kernel = prefill ? 3 : grid < 0 ? 2 : grid > 0 ? 1 : 0;
-  const bool tile_kernel = grid == -128 || grid == -256 || grid == -17 || grid == -18;
-  a.prefill_schedule = grid == -6 || grid == -19 ? 2 : tile_kernel ? 1 : 0;
+  const bool tile_kernel = grid == -128 || grid == -256 || pv_kind == 0 || pv_kind == 1;
+  a.prefill_schedule = grid == -6 || pv_kind == 2 ? 2 : tile_kernel ? 1 : 0;
   a.decode_variant = grid == -4 ? 1 : 0;  // -4: split-K decode kernel v3d (the default is v3e)
   a.decode_warps = grid == -13 ? 4 : grid == -14 ? 2 : 0;  // -13 / -14: v3h, row split over CTAs of 4 / 2 warps
-  a.prefill_bn = grid == -128 || grid == -17 ? 128 : grid == -256 || grid == -18 ? 256 : 0;
+  a.prefill_bn = grid == -128 || pv_kind == 0 ? 128 : grid == -256 || pv_kind == 1 ? 256 : 0;
   a.grid = grid > 0 ? grid : 0;
   return hybrid_gemm_launch(a);
 }
@@ -262,13 +275,14 @@ double validate_one(const bench::Problem& P, Dev& d, int64_t M, int grid, uint64
   }
   bool same = std::memcmp(out[0].data(), out[1].data(), out[0].size() * 2) == 0;
   // Twins that must give the same bits: -9 vs the workspace reduction on the same split (-10);
-  // PV_LEAN (-15 / -16) and v4g (-17 / -18 / -19) vs v4d of the same tile width or stream-K split: the same A values
-  // into the same wgmmas.
-  const int twin = grid == -9    ? -10
-                   : grid == -15 || grid == -17 ? -128
-                   : grid == -16 || grid == -18 ? -256
-                   : grid == -19 ? -6
-                                 : 0;
+  // PV_LEAN (-15 / -16) and the launcher's variants (-17 … -25) vs v4d of the same tile width or stream-K split: the
+  // same A values into the same wgmmas in the same order.
+  const int pv_kind = prefill_variant_code(grid) >= 0 ? prefill_variant_code(grid) % 3 : -1;
+  const int twin = grid == -9                    ? -10
+                   : grid == -15 || pv_kind == 0 ? -128
+                   : grid == -16 || pv_kind == 1 ? -256
+                   : pv_kind == 2                ? -6
+                                                 : 0;
   if (twin) {
     BENCH_CUDA(cudaMemset(y, 0xff, size_t(M * P.N) * 2));
     if (run_hybrid(P, d, x, y, M, twin).status != HYBRID_OK) std::exit(1);
@@ -326,7 +340,8 @@ int validate(bool small, const std::vector<int>& only = {}) {
         if (M <= 128) grids.push_back(-9);  // v3g on a fixed split, bitwise against the workspace reduction
         if (M <= 16) grids.push_back(-13);  // v3h, 4-warp CTAs over the whole K
         if (M <= 16) grids.push_back(-14);  // v3h, 2-warp CTAs
-        if (M > 128 || small) grids.insert(grids.end(), {-15, -16, -17, -18, -19});  // PV_LEAN, v4g
+        if (M > 128 || small)  // PV_LEAN, then v4g, v4i and both through the launcher
+          grids.insert(grids.end(), {-15, -16, -17, -18, -19, -20, -21, -22, -23, -24, -25});
         for (int g : grids) {
           if (!only.empty() && std::find(only.begin(), only.end(), g) == only.end()) continue;
           double rel = validate_one(P, d, M, g, uint64_t(M * 977 + g), true);
@@ -394,12 +409,12 @@ int time_versions() {
   return 0;
 }
 
-// Prefill slab-load ablation: PV_BASE, PV_LEAN, PV_GLOBAL_A (v4g) and the timing probes of hybrid_prefill.cuh's
-// PrefillVariant on one problem, 128 and 256 tokens per CTA, cuBLAS on the masked dense weight in the same run.
-// PV_LEAN and PV_GLOBAL_A must equal PV_BASE bitwise first (the probes give wrong results by design); the launcher's
-// auto choice and stream-K kernel are timed too. Medians of 15 batches of 5 launches each; no weight rotation: at
-// M >= 2048 every weight slab is reused by M / BN CTAs anyway. Prints µs, TFLOP/s (effective: 2·M·N·K / t) and the
-// ratio to PV_BASE of the same width.
+// Prefill ablation: the variants of hybrid_prefill.cuh's PrefillVariant (v4d, PV_LEAN, v4g, v4i and their
+// combinations, then the timing probes on top of v4i + PV_LEAN) on one problem, 128 and 256 tokens per CTA, cuBLAS
+// on the masked dense weight in the same run. The exact variants must equal v4d bitwise first (the probes give wrong
+// results by design); the launcher's auto choice and its stream-K kernel (v4d, v4g, v4i, both) are timed too.
+// Medians of 15 batches of 5 launches each; no weight rotation: at M >= 2048 every weight slab is reused by M / BN
+// CTAs anyway. Prints µs, TFLOP/s (effective: 2·M·N·K / t) and the ratios to v4d of the same width and to cuBLAS.
 int ablate(int64_t N, int64_t K, int64_t M, double f) {
   bench::Problem P = bench::make_problem(N, K, f, 5);
   Dev d = upload(P);
@@ -439,38 +454,44 @@ int ablate(int64_t N, int64_t K, int64_t M, double f) {
   });
   std::printf("ablate N=%lld K=%lld M=%lld f=%.2f: cuBLAS %.1f us (%.0f TF/s)\n", (long long)N, (long long)K,
               (long long)M, P.frac, us_cublas, flop / us_cublas * 1e-6);
-  for (int grid : {-3, -6, -19}) {  // the launcher's choice and its stream-K kernel (v4d, v4g), for reference
-    const double us = time([&] { run_hybrid(P, d, x, y, M, grid); });
-    std::printf("  launcher %-12s %8.1f us %6.0f TF/s  x%.3f of cuBLAS\n",
-                grid == -3 ? "auto" : grid == -6 ? "stream-K" : "stream-K v4g", us, flop / us * 1e-6, us_cublas / us);
+  // The launcher's choice and its stream-K kernel as v4d, v4g, v4i and both, for reference
+  for (auto [grid, name] : {std::pair<int, const char*>{-3, "auto"}, {-6, "stream-K"}, {-19, "stream-K v4g"},
+                            {-22, "stream-K v4i"}, {-25, "stream-K v4g+v4i"}}) {
+    const double us = time([&, grid = grid] { run_hybrid(P, d, x, y, M, grid); });
+    std::printf("  launcher %-16s %8.1f us %6.0f TF/s  x%.3f of cuBLAS\n", name, us, flop / us * 1e-6,
+                us_cublas / us);
   }
   using Launch = cudaError_t (*)(int, bool, const void*, const hp::Params&);
+  // The first six give v4d's results bit for bit (checked below); the probes build on batched + lean.
+  constexpr int L = hp::PV_LEAN, G = hp::PV_GLOBAL_A, B = hp::PV_BATCHED, PA = hp::PV_PROBE_A_ONCE,
+                PW = hp::PV_PROBE_W_ONCE, PX = hp::PV_PROBE_X_ONCE;
   const std::pair<const char*, Launch> variants[] = {
-      {"base", launch_pv_bn<hp::PV_BASE>},           {"lean", launch_pv_bn<hp::PV_LEAN>},
-      {"probe_a_once", launch_pv_bn<hp::PV_PROBE_A_ONCE>}, {"probe_w_once", launch_pv_bn<hp::PV_PROBE_W_ONCE>},
-      {"probe_x_once", launch_pv_bn<hp::PV_PROBE_X_ONCE>}, {"probe_none", launch_pv_bn<hp::PV_PROBE_NONE>},
-      {"global_a", launch_pv_bn<hp::PV_GLOBAL_A>}};
+      {"base (v4d)", launch_pv_bn<hp::PV_BASE>},     {"lean", launch_pv_bn<L>},
+      {"global_a (v4g)", launch_pv_bn<G>},           {"batched (v4i)", launch_pv_bn<B>},
+      {"batched+lean", launch_pv_bn<B | L>},         {"batched+global_a", launch_pv_bn<B | G>},
+      {"b+l probe A once", launch_pv_bn<B | L | PA>}, {"b+l probe A+W once", launch_pv_bn<B | L | PA | PW>},
+      {"b+l probe X once", launch_pv_bn<B | L | PX>}, {"b+l probe A+W+X", launch_pv_bn<B | L | PA | PW | PX>}};
+  constexpr int n_exact = 6;
   int rc = 0;
   for (int bn : {256, 128}) {
-    // PV_LEAN and PV_GLOBAL_A against PV_BASE, bitwise, before timing
-    std::vector<uint16_t> out[3];
-    for (int v : {0, 1, 6}) {
-      auto& o = out[v == 6 ? 2 : v];
+    // The exact variants against v4d, bitwise, before timing
+    std::vector<uint16_t> out[n_exact];
+    for (int v = 0; v < n_exact; ++v) {
       BENCH_CUDA(cudaMemset(y, 0xff, size_t(M * N) * 2));
       BENCH_CUDA(variants[v].second(bn, P.bf16, x, p));
       BENCH_CUDA(cudaDeviceSynchronize());
-      o.resize(size_t(M * N));
-      BENCH_CUDA(cudaMemcpy(o.data(), y, o.size() * 2, cudaMemcpyDeviceToHost));
+      out[v].resize(size_t(M * N));
+      BENCH_CUDA(cudaMemcpy(out[v].data(), y, out[v].size() * 2, cudaMemcpyDeviceToHost));
+      if (v > 0 && out[v] != out[0]) {
+        rc = 1;
+        std::printf("  BN=%d: %s differs from v4d (FAIL)\n", bn, variants[v].first);
+      }
     }
-    const bool same = out[0] == out[1] && out[0] == out[2];
-    if (!same) rc = 1;
-    std::printf("  BN=%d: lean %s base, global_a %s base (bitwise)\n", bn, out[0] == out[1] ? "==" : "!= (FAIL)",
-                out[0] == out[2] ? "==" : "!= (FAIL)");
     double base = 0;
     for (const auto& [name, launch] : variants) {
       const double us = time([&, launch = launch] { launch(bn, P.bf16, x, p); });
       if (base == 0) base = us;
-      std::printf("  BN=%d %-13s %8.1f us %6.0f TF/s  x%.3f of base  x%.3f of cuBLAS\n", bn, name, us,
+      std::printf("  BN=%d %-19s %8.1f us %6.0f TF/s  x%.3f of base  x%.3f of cuBLAS\n", bn, name, us,
                   flop / us * 1e-6, base / us, us_cublas / us);
     }
   }

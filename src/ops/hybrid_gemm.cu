@@ -151,7 +151,11 @@ cudaError_t launch_prefill_pv(const void* x, const hp::Params& p, bool bf16, int
   return bf16 ? launch_prefill<128, true, PV>(x, p, stream) : launch_prefill<128, false, PV>(x, p, stream);
 }
 cudaError_t launch_prefill_any(const HybridGemmArgs& a, const hp::Params& p, int bn, int sk_grid, cudaStream_t stream) {
-  return a.prefill_global_a ? launch_prefill_pv<hp::PV_GLOBAL_A>(a.x, p, a.bf16, bn, sk_grid, stream)
+  constexpr int G = hp::PV_GLOBAL_A, B = hp::PV_BATCHED;
+  if (a.prefill_batched)
+    return a.prefill_global_a ? launch_prefill_pv<G | B>(a.x, p, a.bf16, bn, sk_grid, stream)
+                              : launch_prefill_pv<B>(a.x, p, a.bf16, bn, sk_grid, stream);
+  return a.prefill_global_a ? launch_prefill_pv<G>(a.x, p, a.bf16, bn, sk_grid, stream)
                             : launch_prefill_pv<hp::PV_BASE>(a.x, p, a.bf16, bn, sk_grid, stream);
 }
 

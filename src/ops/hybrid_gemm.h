@@ -40,6 +40,9 @@ struct HybridGemmArgs {
   bool prefill_global_a = false;  // wgmma prefill, v4g: each consumer lane loads its A registers straight from the
                                   // blob (two slabs ahead) instead of through shared memory, which then holds x only.
                                   // Same results bit for bit. Opt-in until measured (docs/benchmarks/kernels.md).
+  bool prefill_batched = false;   // wgmma prefill, v4i: one wgmma group per slab, so wait_group 1 overlaps a
+                                  // warpgroup's consecutive slabs (v4d's predicated block makes each wgmma its own
+                                  // group). Same results bit for bit. Opt-in until measured; combines with the above.
   int decode_ctas_per_sm = 0;     // split-K kernel: target CTAs per SM (1..16) that sets the k-split; 0 = by waves
                                   // of resident CTAs (decode_split_waves; 4 was the fixed default before)
   int decode_variant = 0;         // split-K kernel at M <= 16: 0 = v3e (runs of four 2:4 k-tiles in one load batch,

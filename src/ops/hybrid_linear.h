@@ -48,10 +48,12 @@ struct HybridKernelOptions {
                                    // (HybridGemmArgs::decode_warps = 4)
   bool prefill_global_a = false;   // wgmma prefill kernels, v4g: A registers straight from global memory
                                    // (HybridGemmArgs::prefill_global_a)
+  bool prefill_batched = false;    // wgmma prefill kernels, v4i: one wgmma group per slab
+                                   // (HybridGemmArgs::prefill_batched)
 };
 void set_hybrid_kernel_options(const HybridKernelOptions& o);
 HybridKernelOptions hybrid_kernel_options();
-// "plain", or pdl, cluster, rows and globala joined by '+' (any order, each once; what bench_model --hybrid-opts
+// "plain", or pdl, cluster, rows, globala and batched joined by '+' (any order, each once; what bench_model --hybrid-opts
 // and patchllm --hybrid-kernel take); throws InvalidArgument else. to_string gives the canonical order.
 HybridKernelOptions parse_hybrid_kernel_options(const std::string& s);
 std::string to_string(const HybridKernelOptions& o);

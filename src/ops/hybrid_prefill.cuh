@@ -13,8 +13,9 @@
 //
 // CTA = 3 warpgroups: WG0 produces (one thread: per 64-K slab one TMA 2-D load of the x box [BN tokens × 64 K],
 // zero-filled past M and K, plus one 1-D bulk copy of the 16 KB dense / 9 KB 2:4 weight slab, both completing on the
-// stage's full mbarrier); WG1 and WG2 consume (rows 0–63 and 64–127 of the row-block), keep one slab's wgmmas in
-// flight (wait_group 1) and release a stage on its empty mbarrier once the wgmmas that read it are done. The output
+// stage's full mbarrier); WG1 and WG2 consume (rows 0–63 and 64–127 of the row-block), wait_group 1 after each slab
+// (which in v4d's SASS still waits for the slab just issued; v4i, PV_BATCHED, fixes that) and release a stage on its
+// empty mbarrier once the wgmmas that read it are done. The output
 // tile leaves through shared memory as 16-byte rows. Grid: one CTA per (row-block, token block) in a grouped raster
 // order; one CTA per SM. v5 (hybrid_prefill_sk_kernel, below) runs the same pipeline stream-K for M where those tiles
 // are too few for the SMs. Measured versions (v4c, v4e and v4f, which cut the x traffic and ran slower, are removed)
@@ -59,27 +60,29 @@ struct Params {
   int* counters = nullptr; // [RB · TB] ≤ MAX_KEYS, zero between launches
 };
 
-// Slab-load variants (template argument PV). The launcher runs PV_BASE, or PV_GLOBAL_A where HybridGemmArgs asks for
-// it (tile and stream-K kernels); PV_LEAN and the probes are the tile kernel's, for dev/kernels.
-// Why: at f = 1 the kernel runs one 64-K slab per ~920 cycles against 512 at the tensor cores' 2:4 rate, with its
-// shared-memory reads (wgmma's B operand, 64 KB per slab, and the A fragments' ld.shared, 17 KB) at ~79% of what
-// ncu's L1/TEX metric implies as peak and L2 at ~64% (kernels.md, "Prefill: shared-memory bytes per slab"); v4e /
-// v4f cut L2 -> SM bytes but not those reads and gained nothing. PV_LEAN loads only the A registers a slab's kind
-// uses (2:4: two 16-byte fragments and the metadata, not four; dense: no metadata). The PV_PROBE_* variants are
-// timing probes for dev/kernels and give wrong results: after the first slabs (real data, so the tensor cores'
-// power draw stays realistic) they stop one stream of traffic to measure what it costs.
+// Variants of the prefill kernels (template argument PV, a set of flags; 0 = v4d, the launcher's default).
+// Why (kernels.md, "Prefill: shared-memory reads and wgmma groups per slab"): at f = 1 the kernel runs
+// one 64-K slab per ~920 cycles against 512 at the tensor cores' 2:4 rate, with its shared-memory reads (wgmma's B
+// operand, 64 KB per slab, and the A fragments' ld.shared, 17 KB) at ~79% of what ncu's L1/TEX metric implies as
+// peak and L2 at ~64%; and v4d's predicated dense/2:4 asm block makes ptxas emit each wgmma as its own group plus
+// an empty one, so its wait_group 1 waits for the whole slab just issued.
 enum PrefillVariant : int {
   PV_BASE = 0,
-  PV_LEAN = 1,
-  PV_PROBE_A_ONCE = 2,  // PV_LEAN, but the A registers loaded for the first two slabs only (no lds after)
-  PV_PROBE_W_ONCE = 3,  // PV_PROBE_A_ONCE, and weight slabs copied into the first STAGES slabs only
-  PV_PROBE_X_ONCE = 4,  // PV_LEAN, but x boxes loaded into the first STAGES slabs only
-  PV_PROBE_NONE = 5,    // both: neither x nor weights after the first STAGES slabs (wgmma + barriers only)
-  // v4g: the weight never enters shared memory. Each consumer lane loads its A registers (and metadata) from global
-  // memory two slabs ahead into a third register buffer; stages carry only x. Shared-memory reads per slab: the
-  // 64 KB of B instead of 81 KB. Correct results; opt-in until measured.
-  PV_GLOBAL_A = 6,
+  PV_LEAN = 1,       // ld.shared of only the A registers a slab's kind uses (2:4: two 16-byte fragments and the
+                     // metadata, not four; dense: no metadata), predicated by warp-uniform flags
+  PV_GLOBAL_A = 2,   // v4g: the weight never enters shared memory; each consumer lane loads its A registers (and
+                     // metadata) from global memory two slabs ahead into a third register buffer; stages carry only
+                     // x. Shared-memory reads per slab: the 64 KB of B instead of 81 KB.
+  PV_BATCHED = 4,    // v4i: one wgmma group per slab (a warp-uniform branch between a dense and a 2:4 asm block, each
+                     // committing its own group), so wait_group 1 leaves the slab just issued in flight
+  // Timing probes for dev/kernels, with PV_LEAN; wrong results by design. After the first slabs (real data, so the
+  // tensor cores' power draw stays realistic) each stops one stream of traffic to measure what it costs.
+  PV_PROBE_A_ONCE = 8,   // no A ld.shared after the first two slabs
+  PV_PROBE_W_ONCE = 16,  // no weight copies after the first STAGES slabs
+  PV_PROBE_X_ONCE = 32,  // no x boxes after the first STAGES slabs
+  PV_PROBES = PV_PROBE_A_ONCE | PV_PROBE_W_ONCE | PV_PROBE_X_ONCE,
 };
+constexpr bool pv_has(int pv, int flag) { return (pv & flag) != 0; }
 
 // ---- wgmma wrappers (sm_90a) -----------------------------------------------------------------------------------
 // Accumulator operand lists, written out because inline PTX needs literal operand numbers.
@@ -219,6 +222,79 @@ __device__ __forceinline__ void wgmma_slab(float (&d)[BN / 2], const uint4 (&a)[
 #endif
 }
 
+// v4i (PV_BATCHED): the same wgmmas as wgmma_slab, but as one group per slab. A predicated wgmma becomes a branch
+// in SASS, each wgmma its own group (gsb0), and the commit after them an extra empty wgmma, so wait_group 1 after
+// wgmma_slab leaves only that empty group in flight. Here a warp-uniform branch (VOTE) picks a dense or a 2:4 asm
+// block, each ending in its own commit: one group per slab, gsb0 on its last wgmma, no empty one (SASS checked).
+// Operands as wgmma_slab's, less `sparse`: accumulators, the 16 A registers, desc, meta.
+#define PATCHLLM_WGD(N, TY, ACC, A0, A1, A2, A3, DESC)                                                         \
+  "{ .reg .pred p; .reg .b64 d1, d2, d3; setp.ne.b32 p, 1, 0;"                                                 \
+  "add.s64 d1, " DESC ", 2; add.s64 d2, " DESC ", 4; add.s64 d3, " DESC ", 6;"                                 \
+  "wgmma.mma_async.sync.aligned.m64n" N "k16.f32." TY "." TY " " ACC ", " A0 ", " DESC ", p, 1, 1, 0;"         \
+  "wgmma.mma_async.sync.aligned.m64n" N "k16.f32." TY "." TY " " ACC ", " A1 ", d1, p, 1, 1, 0;"               \
+  "wgmma.mma_async.sync.aligned.m64n" N "k16.f32." TY "." TY " " ACC ", " A2 ", d2, p, 1, 1, 0;"               \
+  "wgmma.mma_async.sync.aligned.m64n" N "k16.f32." TY "." TY " " ACC ", " A3 ", d3, p, 1, 1, 0;"               \
+  "wgmma.commit_group.sync.aligned; }"
+#define PATCHLLM_WGS(N, TY, ACC, A0, A1, DESC, META)                                                           \
+  "{ .reg .pred p; .reg .b64 d2; setp.ne.b32 p, 1, 0; add.s64 d2, " DESC ", 4;"                               \
+  "wgmma.mma_async.sp.sync.aligned.m64n" N "k32.f32." TY "." TY " " ACC ", " A0 ", " DESC ", " META            \
+  ", 0, p, 1, 1, 0;"                                                                                           \
+  "wgmma.mma_async.sp.sync.aligned.m64n" N "k32.f32." TY "." TY " " ACC ", " A1 ", d2, " META ", 1, p, 1, 1, 0;" \
+  "wgmma.commit_group.sync.aligned; }"
+// (The _X forms expand their arguments first, so one argument may stand for several A operand lists.)
+#define PATCHLLM_WGD_X(...) PATCHLLM_WGD(__VA_ARGS__)
+#define PATCHLLM_WGS_X(...) PATCHLLM_WGS(__VA_ARGS__)
+#define PATCHLLM_WG_IN(a, desc, meta)                                                                          \
+  "r"(a[0].x), "r"(a[0].y), "r"(a[0].z), "r"(a[0].w), "r"(a[1].x), "r"(a[1].y), "r"(a[1].z), "r"(a[1].w),      \
+      "r"(a[2].x), "r"(a[2].y), "r"(a[2].z), "r"(a[2].w), "r"(a[3].x), "r"(a[3].y), "r"(a[3].z), "r"(a[3].w),  \
+      "l"(desc), "r"(meta)
+// Operand numbers: 64 (BN 128) or 128 (BN 256) accumulators first, then A, desc, meta.
+#define PATCHLLM_A128 "{%64, %65, %66, %67}", "{%68, %69, %70, %71}", "{%72, %73, %74, %75}", "{%76, %77, %78, %79}"
+#define PATCHLLM_A256 \
+  "{%128, %129, %130, %131}", "{%132, %133, %134, %135}", "{%136, %137, %138, %139}", "{%140, %141, %142, %143}"
+#define PATCHLLM_A128_2 "{%64, %65, %66, %67}", "{%68, %69, %70, %71}"
+#define PATCHLLM_A256_2 "{%128, %129, %130, %131}", "{%132, %133, %134, %135}"
+
+template <int BN, bool BF16>
+__device__ __forceinline__ void wgmma_slab_group(float (&d)[BN / 2], const uint4 (&a)[4], uint64_t desc,
+                                                 uint32_t meta, bool sparse) {
+#ifdef PATCHLLM_HAVE_WGMMA
+  if (__any_sync(0xffffffffu, sparse)) {  // the whole warp holds one tile: VOTE makes that visible to ptxas
+    if constexpr (BN == 128 && BF16)
+      asm volatile(PATCHLLM_WGS_X("128", "bf16", PATCHLLM_WG_D64, PATCHLLM_A128_2, "%80", "%81")
+                   : PATCHLLM_WG_ACC64(d) : PATCHLLM_WG_IN(a, desc, meta));
+    else if constexpr (BN == 128)
+      asm volatile(PATCHLLM_WGS_X("128", "f16", PATCHLLM_WG_D64, PATCHLLM_A128_2, "%80", "%81")
+                   : PATCHLLM_WG_ACC64(d) : PATCHLLM_WG_IN(a, desc, meta));
+    else if constexpr (BF16)
+      asm volatile(PATCHLLM_WGS_X("256", "bf16", PATCHLLM_WG_D128, PATCHLLM_A256_2, "%144", "%145")
+                   : PATCHLLM_WG_ACC128(d) : PATCHLLM_WG_IN(a, desc, meta));
+    else
+      asm volatile(PATCHLLM_WGS_X("256", "f16", PATCHLLM_WG_D128, PATCHLLM_A256_2, "%144", "%145")
+                   : PATCHLLM_WG_ACC128(d) : PATCHLLM_WG_IN(a, desc, meta));
+  } else {
+    if constexpr (BN == 128 && BF16)
+      asm volatile(PATCHLLM_WGD_X("128", "bf16", PATCHLLM_WG_D64, PATCHLLM_A128, "%80")
+                   : PATCHLLM_WG_ACC64(d) : PATCHLLM_WG_IN(a, desc, meta));
+    else if constexpr (BN == 128)
+      asm volatile(PATCHLLM_WGD_X("128", "f16", PATCHLLM_WG_D64, PATCHLLM_A128, "%80")
+                   : PATCHLLM_WG_ACC64(d) : PATCHLLM_WG_IN(a, desc, meta));
+    else if constexpr (BF16)
+      asm volatile(PATCHLLM_WGD_X("256", "bf16", PATCHLLM_WG_D128, PATCHLLM_A256, "%144")
+                   : PATCHLLM_WG_ACC128(d) : PATCHLLM_WG_IN(a, desc, meta));
+    else
+      asm volatile(PATCHLLM_WGD_X("256", "f16", PATCHLLM_WG_D128, PATCHLLM_A256, "%144")
+                   : PATCHLLM_WG_ACC128(d) : PATCHLLM_WG_IN(a, desc, meta));
+  }
+#else
+  (void)d;
+  (void)a;
+  (void)desc;
+  (void)meta;
+  (void)sparse;
+#endif
+}
+
 // 2-D TMA load of box (k0, m0) of the x tensor map into shared memory, completing bytes on bar.
 __device__ __forceinline__ void tma_load_2d(void* dst, const CUtensorMap* map, int k0, int m0, uint64_t* bar) {
   asm volatile(
@@ -245,17 +321,18 @@ __device__ __forceinline__ void lds32_if(uint32_t& v, const void* p, bool on) {
                : "+r"(v)
                : "r"(hg::smem_addr(p)), "r"(int(on)));
 }
-// Global loads of packed A fragments where `on` (warp-uniform), else v unchanged. Read-only, not reused by this SM
+// Global loads of packed A fragments where `on` (warp-uniform), else zeros. Read-only, not reused by this SM
 // (L1::no_allocate); default L2 policy, since the other token blocks' CTAs read the same slab.
-__device__ __forceinline__ void ldg128_if(uint4& v, const void* p, bool on) {
+__device__ __forceinline__ void ldg128_or_zero(uint4& v, const void* p, bool on) {
   asm volatile(
-      "{ .reg .pred q; setp.ne.b32 q, %5, 0; @q ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4]; }"
-      : "+r"(v.x), "+r"(v.y), "+r"(v.z), "+r"(v.w)
+      "{ .reg .pred q; setp.ne.b32 q, %5, 0; mov.b32 %0, 0; mov.b32 %1, 0; mov.b32 %2, 0; mov.b32 %3, 0;"
+      "@q ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4]; }"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
       : "l"(p), "r"(int(on)));
 }
-__device__ __forceinline__ void ldg32_if(uint32_t& v, const void* p, bool on) {
-  asm volatile("{ .reg .pred q; setp.ne.b32 q, %2, 0; @q ld.global.nc.L1::no_allocate.u32 %0, [%1]; }"
-               : "+r"(v)
+__device__ __forceinline__ void ldg32_or_zero(uint32_t& v, const void* p, bool on) {
+  asm volatile("{ .reg .pred q; setp.ne.b32 q, %2, 0; mov.b32 %0, 0; @q ld.global.nc.L1::no_allocate.u32 %0, [%1]; }"
+               : "=r"(v)
                : "l"(p), "r"(int(on)));
 }
 __device__ __forceinline__ uint32_t lds32(const void* p) {
@@ -301,8 +378,8 @@ template <int BN, int PV = PV_BASE, int STAGES = 0>
 __device__ __forceinline__ void issue_slab(uint8_t* stage, uint64_t* full, const CUtensorMap* xmap, const Params& p,
                                            int64_t t, int s, int tok0) {
   const uint32_t wbytes = __ldg(p.kinds + t) ? hg::SPARSE_UNIT : hg::DENSE_UNIT;
-  const bool skip_x = (PV == PV_PROBE_X_ONCE || PV == PV_PROBE_NONE) && s >= STAGES;
-  const bool skip_w = PV == PV_GLOBAL_A || ((PV == PV_PROBE_W_ONCE || PV == PV_PROBE_NONE) && s >= STAGES);
+  const bool skip_x = pv_has(PV, PV_PROBE_X_ONCE) && s >= STAGES;
+  const bool skip_w = pv_has(PV, PV_GLOBAL_A) || (pv_has(PV, PV_PROBE_W_ONCE) && s >= STAGES);
   hg::mbar_expect_tx(full, (skip_x ? 0 : Cfg<BN>::X_BYTES) + (skip_w ? 0 : wbytes));
   if (!skip_x) tma_load_2d(stage, xmap, s * SLAB_K, tok0, full);
   // Default L2 policy: unlike decode, a weight slab is read again by each token block.
@@ -311,17 +388,17 @@ __device__ __forceinline__ void issue_slab(uint8_t* stage, uint64_t* full, const
 
 // Consumer: one slab that has landed in `stage`: this lane's A registers into a, the slab's wgmmas issued, then wait
 // until only these are in flight (so the caller may release the previous slab's stage while the tensor cores work on
-// this one). Callers alternate register buffers in PTX; ptxas may still give them the same registers (v4d's SASS
-// does), since the hardware reads a register A operand when the wgmma issues.
+// this one). Callers alternate register buffers. (In v4d's SASS both buffers are the same registers, legally: there
+// wait_group 1 leaves only an empty group in flight, see wgmma_slab_group. With PV_BATCHED they are distinct.)
 template <int BN, bool BF16, int PV = PV_BASE>
 __device__ __forceinline__ void mma_slab(float (&d)[BN / 2], uint4 (&a)[4], uint32_t& meta, const uint8_t* stage,
                                          bool sparse, int grp, int lane, bool load = true) {
   // A loads: dense k16 step j at unit + 512 j; 2:4 k32 step s at unit + 512 s, metadata at + 1024.
   const uint8_t* unit =
       stage + Cfg<BN>::X_BYTES + grp * (sparse ? HYBRID_SPARSE_UNIT_BYTES : HYBRID_DENSE_UNIT_BYTES);
-  if constexpr (PV == PV_GLOBAL_A) {
+  if constexpr (pv_has(PV, PV_GLOBAL_A)) {
     (void)unit;  // a and meta were loaded from global memory two slabs ago (load_a_global)
-  } else if constexpr (PV == PV_BASE) {
+  } else if constexpr (!pv_has(PV, PV_LEAN | PV_PROBES)) {
     // Branch-free: the loads of the registers a slab does not use stay inside the stage buffer and are ignored.
 #pragma unroll
     for (int j = 0; j < 4; ++j) a[j] = lds128(unit + j * 512 + lane * 16);
@@ -336,24 +413,29 @@ __device__ __forceinline__ void mma_slab(float (&d)[BN / 2], uint4 (&a)[4], uint
   }
   fence_acc(d);
   wg_fence();
-  wgmma_slab<BN, BF16>(d, a, desc_sw128(hg::smem_addr(stage)), meta, sparse ? 1u : 0u);
-  wg_commit();
+  if constexpr (pv_has(PV, PV_BATCHED)) {
+    wgmma_slab_group<BN, BF16>(d, a, desc_sw128(hg::smem_addr(stage)), meta, sparse);  // commits its group
+  } else {
+    wgmma_slab<BN, BF16>(d, a, desc_sw128(hg::smem_addr(stage)), meta, sparse ? 1u : 0u);
+    wg_commit();
+  }
   wg_wait<1>();
   fence_acc(d);
 }
 
 // v4g (PV_GLOBAL_A): lane `lane` of 16-row group grp loads slab s of tile t's A registers straight from the blob
-// (the same bytes the bulk copy would put in shared memory); nothing where !on (slabs past K).
+// (the same bytes the bulk copy would put in shared memory); registers the slab does not use, and all of them where
+// !on (padding slabs past K), are zeros.
 __device__ __forceinline__ void load_a_global(uint4 (&a)[4], uint32_t& meta, const Params& p, int64_t t, int s,
                                               int grp, int lane, bool on) {
   const bool sparse = __ldg(p.kinds + t) != 0;
   const uint8_t* unit = p.blob + __ldg(p.offsets + t) + (s & 1) * (sparse ? hg::SPARSE_UNIT : hg::DENSE_UNIT) +
                         grp * (sparse ? HYBRID_SPARSE_UNIT_BYTES : HYBRID_DENSE_UNIT_BYTES);
-  ldg128_if(a[0], unit + lane * 16, on);
-  ldg128_if(a[1], unit + 512 + lane * 16, on);
-  ldg128_if(a[2], unit + 1024 + lane * 16, on && !sparse);
-  ldg128_if(a[3], unit + 1536 + lane * 16, on && !sparse);
-  ldg32_if(meta, unit + HYBRID_SPARSE_VALUE_BYTES + lane * 4, on && sparse);
+  ldg128_or_zero(a[0], unit + lane * 16, on);
+  ldg128_or_zero(a[1], unit + 512 + lane * 16, on);
+  ldg128_or_zero(a[2], unit + 1024 + lane * 16, on && !sparse);
+  ldg128_or_zero(a[3], unit + 1536 + lane * 16, on && !sparse);
+  ldg32_or_zero(meta, unit + HYBRID_SPARSE_VALUE_BYTES + lane * 4, on && sparse);
 }
 
 // Epilogue through shared memory: the D fragments (d[4j + e] = row 16·w4 + g + 8·(e >> 1) of the warpgroup,
@@ -410,17 +492,19 @@ __device__ __forceinline__ void init_stage_barriers(uint64_t* full, uint64_t* em
 }
 
 // Producer warpgroup of the tile kernel: gives its registers to the consumers, and one thread streams the nslab
-// slabs of tile row t0 through the stage ring.
+// slabs of tile row t0 through the stage ring, then nrun - nslab padding slabs (v4g; the last slab's x again, whose
+// A registers are zeros).
 template <int BN, int STAGES, int STAGE, int PV>
 __device__ __forceinline__ void produce_tiles(uint8_t* smem, uint64_t* full, uint64_t* empty, const CUtensorMap* xmap,
-                                              const Params& p, int64_t t0, int nslab, int tok0) {
+                                              const Params& p, int64_t t0, int nslab, int nrun, int tok0) {
   asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
   if (threadIdx.x != 0) return;
   asm volatile("prefetch.tensormap [%0];" ::"l"(xmap) : "memory");
-  for (int s = 0; s < nslab; ++s) {
+  for (int s = 0; s < nrun; ++s) {
     const int st = s % STAGES;
     hg::mbar_wait(&empty[st], ((s / STAGES) & 1) ^ 1);
-    issue_slab<BN, PV, STAGES>(smem + st * STAGE, &full[st], xmap, p, t0 + (s >> 1), s, tok0);
+    const int sc = s < nslab ? s : nslab - 1;
+    issue_slab<BN, PV, STAGES>(smem + st * STAGE, &full[st], xmap, p, t0 + (sc >> 1), sc, tok0);
   }
 }
 
@@ -439,10 +523,14 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_kernel(const __grid
   const int rb = rp.unit, tok0 = rp.tb * BN;
   const int wg = threadIdx.x >> 7, tid = threadIdx.x & 127;
   const int nslab = (p.K + SLAB_K - 1) / SLAB_K;  // slabs wholly past K (ragged last tile) are skipped
+  // v4g runs whole groups of four slabs: its loop, unrolled by four without branches inside, is the form in which
+  // ptxas keeps one wgmma group per slab in flight (with a guard per slab it serialises them all, C7514). The
+  // padding slabs (K not a multiple of 256) add zeros.
+  const int nrun = pv_has(PV, PV_GLOBAL_A) ? (nslab + 3) & ~3 : nslab;
   const int64_t tbase = int64_t(rb) * p.CT;
   init_stage_barriers<C::STAGES>(full, empty);
   if (wg == 0) {  // producer: one thread issues everything
-    produce_tiles<BN, C::STAGES, C::STAGE, PV>(smem, full, empty, &xmap, p, tbase, nslab, tok0);
+    produce_tiles<BN, C::STAGES, C::STAGE, PV>(smem, full, empty, &xmap, p, tbase, nslab, nrun, tok0);
     return;
   }
 
@@ -454,43 +542,45 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_kernel(const __grid
   for (int i = 0; i < C::ACC; ++i) d[i] = 0.f;
   auto slab = [&](int s, uint4 (&a)[4], uint32_t& meta) {
     const int st = s % C::STAGES;
-    const bool sparse = __ldg(p.kinds + tbase + (s >> 1)) != 0;
+    bool sparse;
+    if constexpr (pv_has(PV, PV_GLOBAL_A)) sparse = s < nslab && __ldg(p.kinds + tbase + (s >> 1)) != 0;
+    else sparse = __ldg(p.kinds + tbase + (s >> 1)) != 0;
     hg::mbar_wait(&full[st], (s / C::STAGES) & 1);
-    const bool load = !(PV == PV_PROBE_A_ONCE || PV == PV_PROBE_W_ONCE || PV == PV_PROBE_NONE) || s < 2;
+    const bool load = !pv_has(PV, PV_PROBE_A_ONCE) || s < 2;
     mma_slab<BN, BF16, PV>(d, a, meta, smem + st * C::STAGE, sparse, grp, lane, load);
     if (s > 0 && tid == 0) hg::mbar_arrive(&empty[(s - 1) % C::STAGES]);
   };
   uint4 a0[4], a1[4];
   uint32_t m0, m1;
-  if constexpr (PV != PV_BASE) {  // the predicated loads leave registers a slab does not use as they were
+  if constexpr (pv_has(PV, PV_LEAN | PV_GLOBAL_A | PV_PROBES)) {  // predicated loads leave unused registers as
+                                                                    // they were
 #pragma unroll
     for (int j = 0; j < 4; ++j) a0[j] = a1[j] = make_uint4(0, 0, 0, 0);
     m0 = m1 = 0;
   }
-  if constexpr (PV == PV_GLOBAL_A) {
-    // Three register buffers, slab s in buffer s % 3: once slab s is issued and slab s - 1 has completed (mma_slab's
-    // wait_group 1), slab s - 1's buffer takes slab s + 2, so each load has about two slabs' time to land.
-    uint4 a2[4];
-    uint32_t m2 = 0;
+  if constexpr (pv_has(PV, PV_GLOBAL_A)) {
+    // Four register buffers, slab s in buffer s % 4: once slab s is issued and slab s - 1 has completed (mma_slab's
+    // wait_group 1), slab s - 1's buffer takes slab s + 3, so each load has about three slabs' time to land.
+    uint4 a2[4], a3[4];
+    uint32_t m2 = 0, m3 = 0;
 #pragma unroll
-    for (int j = 0; j < 4; ++j) a2[j] = make_uint4(0, 0, 0, 0);
+    for (int j = 0; j < 4; ++j) a2[j] = a3[j] = make_uint4(0, 0, 0, 0);
     auto fetch = [&](int s, uint4 (&a)[4], uint32_t& meta) {
-      const int sc = s < nslab ? s : nslab - 1;  // in-range address, load off past K
+      const int sc = s < nslab ? s : nslab - 1;  // in-range address; zeros for padding slabs
       load_a_global(a, meta, p, tbase + (sc >> 1), sc, grp, lane, s < nslab);
     };
     fetch(0, a0, m0);
     fetch(1, a1, m1);
-    for (int s = 0; s < nslab; s += 3) {
+    fetch(2, a2, m2);
+    for (int s = 0; s < nrun; s += 4) {
       slab(s, a0, m0);
-      fetch(s + 2, a2, m2);
-      if (s + 1 < nslab) {
-        slab(s + 1, a1, m1);
-        fetch(s + 3, a0, m0);
-      }
-      if (s + 2 < nslab) {
-        slab(s + 2, a2, m2);
-        fetch(s + 4, a1, m1);
-      }
+      fetch(s + 3, a3, m3);
+      slab(s + 1, a1, m1);
+      fetch(s + 4, a0, m0);
+      slab(s + 2, a2, m2);
+      fetch(s + 5, a1, m1);
+      slab(s + 3, a3, m3);
+      fetch(s + 6, a2, m2);
     }
   } else {
     for (int s = 0; s < nslab; s += 2) {
@@ -555,7 +645,8 @@ constexpr int SK_BN = 128;     // tokens per tile: one fp32 partial = 128 × 128
 constexpr int SK_STAGES = 5;   // 5 × 32 KB + the 34 KB epilogue buffer
 constexpr int SK_SMEM = SK_STAGES * Cfg<SK_BN>::STAGE + SK_BN * OSTR * 2 + 2 * SK_STAGES * 8 + 1024;
 
-// PV: PV_BASE or PV_GLOBAL_A (v4g's loads: A registers from global memory two units ahead, stages carry x only).
+// PV: PV_BASE, PV_GLOBAL_A (v4g's loads: A registers from global memory two units ahead, stages carry x only),
+// PV_BATCHED (v4i) or both; not the probes.
 template <bool BF16, int PV = PV_BASE>
 __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sk_kernel(const __grid_constant__ CUtensorMap xmap,
                                                                        const Params p) {
@@ -682,7 +773,8 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sk_kernel(const __g
       first = false;
     }
   };
-  if constexpr (PV == PV_GLOBAL_A) {
+  static_assert(!pv_has(PV, PV_LEAN | PV_PROBES), "stream-K kernel: PV_GLOBAL_A and PV_BATCHED only");
+  if constexpr (pv_has(PV, PV_GLOBAL_A)) {
     // As in the tile kernel: unit i in buffer i % 3, unit i + 2's loads once unit i is issued (before a tile's
     // epilogue, so they land while it runs). fc: the unit loaded next; it stays on the CTA's last unit.
     uint4 a2[4];
