@@ -139,7 +139,7 @@ cudaError_t launch_prefill_sk(const void* x, const hp::Params& p, int grid, cuda
   hp::hybrid_prefill_sk_kernel<BF16, PV><<<grid, hp::THREADS, hp::SK_SMEM, stream>>>(map, p);
   return cudaGetLastError();
 }
-// The prefill kernels' slab loads: through shared memory (v4d) or v4g's A registers from global memory.
+// The prefill kernels as v4d, v4g (A registers from global memory), v4i (one wgmma group per slab) or both.
 template <int PV>
 cudaError_t launch_prefill_pv(const void* x, const hp::Params& p, bool bf16, int bn, int sk_grid,
                               cudaStream_t stream) {

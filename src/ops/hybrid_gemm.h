@@ -38,8 +38,8 @@ struct HybridGemmArgs {
   int prefill_schedule = 0;       // wgmma prefill: 0 = auto, 1 = one CTA per output tile, 2 = stream-K (one CTA per
                                   // SM, equal shares of (tile, 64-K slab) units, split tiles reduced in the workspace)
   bool prefill_global_a = false;  // wgmma prefill, v4g: each consumer lane loads its A registers straight from the
-                                  // blob (two slabs ahead) instead of through shared memory, which then holds x only.
-                                  // Same results bit for bit. Opt-in until measured (docs/benchmarks/kernels.md).
+                                  // blob (a few slabs ahead) instead of through shared memory, which then holds x
+                                  // only. Same results bit for bit. Opt-in until measured (docs/benchmarks/kernels.md).
   bool prefill_batched = false;   // wgmma prefill, v4i: one wgmma group per slab, so wait_group 1 overlaps a
                                   // warpgroup's consecutive slabs (v4d's predicated block makes each wgmma its own
                                   // group). Same results bit for bit. Opt-in until measured; combines with the above.
