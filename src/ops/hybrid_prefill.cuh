@@ -774,8 +774,29 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sk_kernel(const __g
     }
   };
   static_assert(!pv_has(PV, PV_LEAN | PV_PROBES), "stream-K kernel: PV_GLOBAL_A and PV_BATCHED only");
-  if constexpr (pv_has(PV, PV_GLOBAL_A)) {
-    // As in the tile kernel: unit i in buffer i % 3, unit i + 2's loads once unit i is issued (before a tile's
+  if constexpr (PV == PV_BATCHED) {
+    // Tile by tile, so that the inner loop holds only the slabs' loads and wgmmas. With finish() inside the loop (the
+    // flat form below), ptxas drains the wgmma pipeline at every iteration (an injected wait_group 0, C7517), which
+    // would undo v4i. Same units in the same order as the flat form, so the same bits.
+    for (int i = 0; i < n;) {
+      const int64_t key = cur.key, rb = cur.rb;
+      const int tb = cur.tb, cnt = min(NS - cur.s, n - i);  // this tile's units in the CTA's range
+      for (int j = 0; j < cnt; j += 2) {
+        slab(a0, m0);
+        cur.next(p.CT);
+        if (j + 1 < cnt) {
+          slab(a1, m1);
+          cur.next(p.CT);
+        }
+      }
+      i += cnt;
+      finish(key, rb, tb, cnt, first);
+      zero();
+      first = false;
+    }
+  } else if constexpr (pv_has(PV, PV_GLOBAL_A)) {
+    // (Flat, so ptxas drains the wgmma pipeline every three units here, C7517; with PV_BATCHED that is the known
+    // limit of this combination.) As in the tile kernel: unit i in buffer i % 3, unit i + 2's loads once unit i is issued (before a tile's
     // epilogue, so they land while it runs). fc: the unit loaded next; it stays on the CTA's last unit.
     uint4 a2[4];
     uint32_t m2 = 0;
