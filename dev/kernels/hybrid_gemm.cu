@@ -49,9 +49,10 @@
 //       the weight copies or the x boxes after the first slabs (`ablate N K M f`, timing only) to test whether 2:4
 //       slabs are shared-memory bound (docs/benchmarks/kernels.md, "Prefill: shared-memory reads and wgmma groups
 //       per slab").
-//   v4g PV_GLOBAL_A: the weight never enters shared memory; each lane loads its A registers from global memory two
-//       slabs ahead (three register buffers), the stages carry x only; HybridGemmArgs::prefill_global_a, tile and
-//       stream-K kernels (grids -17 / -18 / -19, bitwise against -128 / -256 / -6).
+//   v4g PV_GLOBAL_A: the weight never enters shared memory; each lane loads its A registers from global memory a
+//       few slabs ahead (tile kernel: four register buffers, whole groups of four slabs; stream-K: three), the
+//       stages carry x only; HybridGemmArgs::prefill_global_a (grids -17 / -18 / -19, bitwise against -128 / -256 /
+//       -6).
 //   v4i PV_BATCHED: one wgmma group per slab (v4d's predicated asm block makes every wgmma its own group plus an
 //       empty one, so its wait_group 1 waited for the slab just issued); HybridGemmArgs::prefill_batched (grids
 //       -20 … -22; with v4g -23 … -25)
