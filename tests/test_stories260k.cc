@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "core/file.h"
+#include "io/safetensors.h"
 #include "model/generate.h"
 #include "model/model.h"
 #include "test_util.h"
@@ -70,6 +71,44 @@ TEST(Stories260K, PerplexityOnValidationText) {
   EXPECT_EQ(j["n_windows"], 20);
   EXPECT_EQ(j["n_scored"], 20 * 511);
   EXPECT_EQ(j["provenance"]["inputs"].size(), 3u);
+}
+
+// eval logits checks its input file before the model sees it: each bad input is one line naming the file (before,
+// an id past the vocabulary was reported without the file, and float ids were truncated to integers silently).
+TEST(Stories260K, CliLogitsChecksItsInputs) {
+  PATCHLLM_REQUIRE_SHARED(shared, "models/stories260K");
+  std::string dir = test::stories260k_hf(shared), tmp = test::temp_dir("logits-in");
+  const auto ids = torch::tensor({1, 403, 2, 3}, torch::kLong).view({1, 4});
+  struct Case {
+    std::string name;
+    std::map<std::string, torch::Tensor> tensors;
+    std::string needle;  // empty: accepted
+  };
+  const std::vector<Case> cases = {
+      {"ok", {{"input_ids", ids}, {"attention_mask", torch::ones({1, 4}, torch::kLong)}}, ""},
+      {"oob", {{"input_ids", torch::tensor({1, 2, 512}, torch::kLong).view({1, 3})}}, "input_ids[0, 2] = 512"},
+      {"negative", {{"input_ids", torch::tensor({-1, 2}, torch::kLong).view({1, 2})}}, "input_ids[0, 0] = -1"},
+      {"float", {{"input_ids", ids.to(torch::kFloat)}}, "input_ids must be integers"},
+      {"flat", {{"input_ids", ids.view({4})}}, "non-empty [batch, seq]"},
+      {"empty", {{"input_ids", torch::zeros({1, 0}, torch::kLong)}}, "non-empty [batch, seq]"},
+      {"mask_shape", {{"input_ids", ids}, {"attention_mask", torch::ones({1, 2}, torch::kLong)}}, "shaped like"},
+      {"mask_values", {{"input_ids", ids}, {"attention_mask", torch::full({1, 4}, 2, torch::kLong)}}, "0 or 1"},
+      {"no_ids", {{"tokens", ids}}, "no tensor named 'input_ids'"},
+  };
+  for (const auto& c : cases) {
+    const std::string in = tmp + "/" + c.name + ".safetensors";
+    safetensors_write(in, c.tensors, {});
+    auto r = test::run_cli("eval logits -m '" + dir + "' -i '" + in + "' -o '" + tmp + "/out.safetensors'");
+    if (c.needle.empty()) {
+      EXPECT_EQ(r.code, 0) << c.name << ": " << r.err;
+      continue;
+    }
+    EXPECT_EQ(r.code, 1) << c.name << ": " << r.err;
+    const std::string last = r.err.substr(r.err.rfind("error: ") == std::string::npos ? 0 : r.err.rfind("error: "));
+    EXPECT_NE(last.find(in + ": "), std::string::npos) << c.name << ": " << r.err;
+    EXPECT_NE(last.find(c.needle), std::string::npos) << c.name << ": " << r.err;
+    EXPECT_EQ(std::count(last.begin(), last.end(), '\n'), 1) << c.name << ": " << r.err;
+  }
 }
 
 // Every bad input ends in a one-line "error: ..." naming the problem and a non-zero exit.
