@@ -17,7 +17,7 @@ SH=${PATCHLLM_SHARED_DIR:-../shared}
 JOBS=${JOBS:-$(nproc)}
 ALL="fuzz_gguf fuzz_tokenizer_json fuzz_tokenizer_spm fuzz_tokenizer_llama2c fuzz_tokenizer_encode fuzz_tokenizer_config
      fuzz_safetensors fuzz_model_config fuzz_model_weights fuzz_model_weights_packed fuzz_model_index fuzz_mask
-     fuzz_mask_npz fuzz_llama2c fuzz_gguf_convert fuzz_tasks"
+     fuzz_mask_npz fuzz_llama2c fuzz_gguf_convert fuzz_tasks fuzz_logits_input"
 TARGETS=${*:-$ALL}
 
 if [ ! -f "$BUILD/build.ninja" ]; then
@@ -30,7 +30,7 @@ ninja -C "$BUILD" -j "$JOBS" > /dev/null
 # Seeds: real files of every format. The model-based ones need ../shared and the release binary.
 SEEDS=$OUT/seeds
 mkdir -p "$SEEDS"/{gguf,json,tok_config,spm,llama2c_tok,text,safetensors,config,weights,packed,mask,npz,llama2c} \
-  "$SEEDS"/{gguf_model,tasks,index}
+  "$SEEDS"/{gguf_model,tasks,index,logits}
 cp tests/data/gguf/*.gguf "$SEEDS/gguf/"
 for d in tests/data/tokenizer/bytelevel_*; do cp "$d/tokenizer.json" "$SEEDS/json/$(basename "$d").json"; done
 for f in tests/data/tokenizer/*/tokenizer_config.json; do
@@ -39,6 +39,16 @@ done
 cp tests/data/tokenizer/texts.json "$SEEDS/text/"
 cp tests/data/gemma3-tiny/*.safetensors "$SEEDS/safetensors/"
 cp tests/data/gemma3-tiny/config.json "$SEEDS/config/gemma3.json"
+# fuzz_logits_input: input_ids [2, 3] and a 0/1 attention_mask, as tools/*_crosscheck.py write them (I64).
+python3 - "$SEEDS/logits/ids_mask.safetensors" <<'PY'
+import json, struct, sys
+ids, mask = [1, 2, 3, 4, 5, 6], [1, 1, 1, 0, 1, 1]
+blob = struct.pack("<6q", *ids) + struct.pack("<6q", *mask)
+h = json.dumps({"input_ids": {"dtype": "I64", "shape": [2, 3], "data_offsets": [0, 48]},
+                "attention_mask": {"dtype": "I64", "shape": [2, 3], "data_offsets": [48, 96]}}).encode()
+h += b" " * (-len(h) % 8)
+open(sys.argv[1], "wb").write(struct.pack("<Q", len(h)) + h + blob)
+PY
 HAVE_MODEL=0
 if [ -d "$SH/models/stories260K" ]; then
   if [ ! -x "$RELEASE/patchllm" ]; then
@@ -95,6 +105,7 @@ seed_of() {
     fuzz_model_weights_packed) echo packed ;; fuzz_model_index) echo index ;;
     fuzz_mask) echo mask ;; fuzz_mask_npz) echo npz ;;
     fuzz_llama2c) echo llama2c ;; fuzz_gguf_convert) echo gguf_model ;; fuzz_tasks) echo tasks ;;
+    fuzz_logits_input) echo logits ;;
   esac
 }
 ROWS=()
