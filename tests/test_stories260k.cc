@@ -127,6 +127,9 @@ TEST(Cli, BadInputsGiveOneLineErrors) {
       {"convert --from llama2c '" + dir + "/garbage.bin' --tokenizer x -o '" + dir + "/o'", "garbage.bin", 1},
       {"convert --from onnx x -o y", "unknown --from 'onnx'", 1},
       {"generate -m '" + dir + "' --device tpu", "unknown device", 1},
+      // sampling flags: refused before the model loads (they used to fail after the prompt was echoed, on its line)
+      {"generate -m '" + dir + "' -p hi --top-p 1.5", "--top-p must be in (0, 1], got 1.5", 1},
+      {"generate -m '" + dir + "' -p hi -n -2", "-n must be >= 0, got -2", 1},
       {"inspect --tile 30x30 -m '" + dir + "'", "multiple of 4", 1},
       {"eval ppl -m x", "", 2},  // missing required -f: usage error
       {"frobnicate", "", 2},
