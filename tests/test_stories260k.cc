@@ -111,6 +111,18 @@ TEST(Stories260K, CliLogitsChecksItsInputs) {
   }
 }
 
+// A calibration text too short for one window is named in the error (the library's check cannot name it).
+TEST(Stories260K, CliPruneNamesAShortCalibrationFile) {
+  PATCHLLM_REQUIRE_SHARED(shared, "models/stories260K");
+  std::string dir = test::stories260k_hf(shared), tmp = test::temp_dir("short-calib");
+  file_write_atomic(tmp + "/short.txt", "Once upon a time");
+  auto r = test::run_cli("prune -m '" + dir + "' --method wanda --pattern 2:4 -f '" + tmp +
+                         "/short.txt' --seqlen 64 -o '" + tmp + "/out'");
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_NE(r.err.find("error: " + tmp + "/short.txt: calibration text has "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("fewer than one window of 64 (--seqlen)"), std::string::npos) << r.err;
+}
+
 // Every bad input ends in a one-line "error: ..." naming the problem and a non-zero exit.
 TEST(Cli, BadInputsGiveOneLineErrors) {
   auto dir = test::temp_dir("bad");
@@ -130,6 +142,10 @@ TEST(Cli, BadInputsGiveOneLineErrors) {
       // sampling flags: refused before the model loads (they used to fail after the prompt was echoed, on its line)
       {"generate -m '" + dir + "' -p hi --top-p 1.5", "--top-p must be in (0, 1], got 1.5", 1},
       {"generate -m '" + dir + "' -p hi -n -2", "-n must be >= 0, got -2", 1},
+      // prune flags: refused before the model loads and the calibration text is read
+      {"prune -m '" + dir + "' --method wanda --pattern unstructured --sparsity 1.5 -f x -o '" + dir + "/p'",
+       "--sparsity 1.5: must be in [0, 1)", 1},
+      {"prune -m '" + dir + "' --method wanda --pattern 3:4 -f x -o '" + dir + "/p'", "--pattern 3:4: unknown", 1},
       {"inspect --tile 30x30 -m '" + dir + "'", "multiple of 4", 1},
       {"eval ppl -m x", "", 2},  // missing required -f: usage error
       {"frobnicate", "", 2},
