@@ -111,8 +111,8 @@ TEST(Stories260K, CliLogitsChecksItsInputs) {
   }
 }
 
-// A calibration text too short for one window is named in the error (the library's check cannot name it).
-TEST(Stories260K, CliPruneNamesAShortCalibrationFile) {
+// A calibration or perplexity text too short for one window is named in the error.
+TEST(Stories260K, CliShortTextsAreNamed) {
   PATCHLLM_REQUIRE_SHARED(shared, "models/stories260K");
   std::string dir = test::stories260k_hf(shared), tmp = test::temp_dir("short-calib");
   file_write_atomic(tmp + "/short.txt", "Once upon a time");
@@ -121,6 +121,9 @@ TEST(Stories260K, CliPruneNamesAShortCalibrationFile) {
   EXPECT_EQ(r.code, 1) << r.err;
   EXPECT_NE(r.err.find("error: " + tmp + "/short.txt: calibration text has "), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("fewer than one window of 64 (--seqlen)"), std::string::npos) << r.err;
+  auto p = test::run_cli("eval ppl -m '" + dir + "' -f '" + tmp + "/short.txt' -c 64");
+  EXPECT_EQ(p.code, 1) << p.err;
+  EXPECT_NE(p.err.find("error: " + tmp + "/short.txt: text has "), std::string::npos) << p.err;
 }
 
 // Every bad input ends in a one-line "error: ..." naming the problem and a non-zero exit.

@@ -84,6 +84,7 @@ void register_eval(CLI::App& app) {
              token_ids_sha256(ids));
     double mask_sparsity = -1;
     auto model = load_eval_model(o->model, o->masks, lo, &mask_sparsity);
+    o->ppl.source = o->file;
     auto r = ppl_evaluate(*model, ids, o->ppl);
     std::fprintf(stderr, "Final estimate: PPL = %.4f +/- %.4f (%lld windows of %lld, %.1f s)\n", r.ppl, r.ppl_stderr,
                  static_cast<long long>(r.n_windows), static_cast<long long>(r.ctx), r.seconds);

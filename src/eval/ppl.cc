@@ -65,7 +65,8 @@ PplResult ppl_evaluate(Model& model, const std::vector<int>& tokens, const PplOp
   r.head_rows = opt.head_rows;
   r.n_windows = r.n_tokens / r.ctx;
   if (opt.max_windows > 0) r.n_windows = std::min(r.n_windows, opt.max_windows);
-  PATCHLLM_CHECK(r.n_windows > 0, InvalidArgument, "text has ", r.n_tokens, " tokens, fewer than one window of ", r.ctx);
+  PATCHLLM_CHECK(r.n_windows > 0, InvalidArgument, opt.source.empty() ? std::string() : opt.source + ": ", "text has ",
+                 r.n_tokens, " tokens, fewer than one window of ", r.ctx);
   torch::NoGradGuard ng;
   auto all = torch::tensor(std::vector<int64_t>(tokens.begin(), tokens.begin() + r.n_windows * r.ctx))
                  .view({r.n_windows, r.ctx});

@@ -17,6 +17,7 @@ struct PplOptions {
   int64_t batch = 1;        // windows per forward
   int64_t max_windows = 0;  // 0 = all (--chunks)
   int64_t head_rows = 512;  // positions per LM-head + log-softmax chunk; 0 = all scored positions of the batch at once
+  std::string source;       // the text's file, named in the too-short error (empty: none)
 };
 
 struct PplResult {
