@@ -397,7 +397,7 @@ __device__ __forceinline__ void mma_slab(float (&d)[BN / 2], uint4 (&a)[4], uint
   const uint8_t* unit =
       stage + Cfg<BN>::X_BYTES + grp * (sparse ? HYBRID_SPARSE_UNIT_BYTES : HYBRID_DENSE_UNIT_BYTES);
   if constexpr (pv_has(PV, PV_GLOBAL_A)) {
-    (void)unit;  // a and meta were loaded from global memory two slabs ago (load_a_global)
+    (void)unit;  // a and meta were loaded from global memory a few slabs ago (load_a_global)
   } else if constexpr (!pv_has(PV, PV_LEAN | PV_PROBES)) {
     // Branch-free: the loads of the registers a slab does not use stay inside the stage buffer and are ignored.
 #pragma unroll
@@ -552,8 +552,7 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_kernel(const __grid
   };
   uint4 a0[4], a1[4];
   uint32_t m0, m1;
-  if constexpr (pv_has(PV, PV_LEAN | PV_GLOBAL_A | PV_PROBES)) {  // predicated loads leave unused registers as
-                                                                    // they were
+  if constexpr (pv_has(PV, PV_LEAN | PV_PROBES)) {  // predicated loads leave unused registers as they were
 #pragma unroll
     for (int j = 0; j < 4; ++j) a0[j] = a1[j] = make_uint4(0, 0, 0, 0);
     m0 = m1 = 0;
@@ -561,10 +560,8 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_kernel(const __grid
   if constexpr (pv_has(PV, PV_GLOBAL_A)) {
     // Four register buffers, slab s in buffer s % 4: once slab s is issued and slab s - 1 has completed (mma_slab's
     // wait_group 1), slab s - 1's buffer takes slab s + 3, so each load has about three slabs' time to land.
-    uint4 a2[4], a3[4];
-    uint32_t m2 = 0, m3 = 0;
-#pragma unroll
-    for (int j = 0; j < 4; ++j) a2[j] = a3[j] = make_uint4(0, 0, 0, 0);
+    uint4 a2[4], a3[4];  // every buffer is written whole by load_a_global (zeros where a slab has no data)
+    uint32_t m2, m3;
     auto fetch = [&](int s, uint4 (&a)[4], uint32_t& meta) {
       const int sc = s < nslab ? s : nslab - 1;  // in-range address; zeros for padding slabs
       load_a_global(a, meta, p, tbase + (sc >> 1), sc, grp, lane, s < nslab);
@@ -796,13 +793,11 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sk_kernel(const __g
     }
   } else if constexpr (pv_has(PV, PV_GLOBAL_A)) {
     // (Flat, so ptxas drains the wgmma pipeline every three units here, C7517; with PV_BATCHED that is the known
-    // limit of this combination.) As in the tile kernel: unit i in buffer i % 3, unit i + 2's loads once unit i is issued (before a tile's
-    // epilogue, so they land while it runs). fc: the unit loaded next; it stays on the CTA's last unit.
+    // limit of this combination.) As in the tile kernel: unit i in buffer i % 3, unit i + 2's loads once unit i is
+    // issued (before a tile's epilogue, so they land while it runs). fc: the unit loaded next; it stays on the CTA's
+    // last unit. Every buffer is written whole by load_a_global.
     uint4 a2[4];
-    uint32_t m2 = 0;
-#pragma unroll
-    for (int j = 0; j < 4; ++j) a0[j] = a1[j] = a2[j] = make_uint4(0, 0, 0, 0);
-    m0 = m1 = 0;
+    uint32_t m2;
     SkCursor fc(Lb, NS, p.TB, p.CT);
     int fi = 0;
     auto fetch = [&](uint4 (&a)[4], uint32_t& meta) {
