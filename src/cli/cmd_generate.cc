@@ -37,7 +37,7 @@ void register_generate(CLI::App& app) {
     PATCHLLM_CHECK(!(o->graph && o->no_graph), InvalidArgument, "--cuda-graph and --no-cuda-graph exclude each other");
     // The sampling flags, checked before anything loads or the prompt is echoed (an error after the echo would
     // share its line).
-    Sampler{o->s};
+    check_sampling_options(o->s);
     o->s.decode_graph = o->graph || (lo.device.is_cuda() && !o->no_graph);
     auto tok = tokenizer_load(o->model);
     auto model = Model::load(o->model, lo);

@@ -111,7 +111,7 @@ void run_learn(const PruneCommon& p, LearnCli& o) {
     po.tile_scores = l.method != "maskllm";
     PATCHLLM_CHECK(po.method == "magnitude" || po.method == "wanda" || po.method == "sparsegpt", InvalidArgument,
                    "--prior ", o.prior, ": unknown (wanda | magnitude | sparsegpt | maskllm-npz)");
-    auto windows = prune_calibration_windows(ids, p.nsamples, p.seqlen, p.seed);
+    auto windows = prune_calibration_windows(ids, p.nsamples, p.seqlen, p.seed, p.file);
     log_info("prior: ", o.prior, " 2:4", po.tile_scores ? str(" + unstructured tile scores at ", l.target_sparsity)
                                                          : std::string(),
              " from ", p.nsamples, "x", p.seqlen, " tokens");

@@ -74,10 +74,7 @@ void register_prune(CLI::App& app) {
     PATCHLLM_CHECK(o->p.tile_r > 0 && o->p.tile_c > 0 && o->p.tile_c % 4 == 0, InvalidArgument, "--tile ", o->tile,
                    ": sizes must be positive and the width a multiple of 4");
     // Flags before the (slow) model load and calibration.
-    PATCHLLM_CHECK(o->p.pattern == "2:4" || o->p.pattern == "unstructured", InvalidArgument, "--pattern ",
-                   o->p.pattern, ": unknown (2:4 | unstructured)");
-    PATCHLLM_CHECK(o->p.sparsity >= 0 && o->p.sparsity < 1, InvalidArgument, "--sparsity ", o->p.sparsity,
-                   ": must be in [0, 1)");
+    prune_check_pattern(o->p.pattern, o->p.sparsity);
     std::string mask_path = path_join(o->out, "masks.safetensors");
     PATCHLLM_CHECK(o->force || !file_exists(mask_path), InvalidArgument, mask_path,
                    ": exists (use --force to overwrite)");
@@ -104,10 +101,7 @@ void register_prune(CLI::App& app) {
         PATCHLLM_CHECK(file_exists(o->file), InvalidArgument, o->file, ": calibration text not found");
         auto tok = tokenizer_load(o->model);
         auto ids = tokenize_documents(*tok, file_read(o->file), unescape(o->split_on));
-        PATCHLLM_CHECK(static_cast<int64_t>(ids.size()) > o->seqlen, InvalidArgument, o->file,
-                       ": calibration text has ", ids.size(), " tokens, fewer than one window of ", o->seqlen,
-                       " (--seqlen)");
-        windows = prune_calibration_windows(ids, o->nsamples, o->seqlen, o->seed);
+        windows = prune_calibration_windows(ids, o->nsamples, o->seqlen, o->seed, o->file);
         ms.meta["calibration_sha256"] = sha256_file(o->file);
         ms.meta["calibration_file"] = o->file;
         ms.meta["nsamples"] = std::to_string(o->nsamples);

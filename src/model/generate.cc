@@ -10,10 +10,14 @@
 
 namespace patchllm {
 
-Sampler::Sampler(const SamplingOptions& opt) : _opt(opt), _state(opt.seed * 0x9E3779B97F4A7C15ull + 1) {
+void check_sampling_options(const SamplingOptions& opt) {
   PATCHLLM_CHECK(opt.temperature >= 0, InvalidArgument, "--temp must be >= 0, got ", opt.temperature);
   PATCHLLM_CHECK(opt.top_p > 0 && opt.top_p <= 1, InvalidArgument, "--top-p must be in (0, 1], got ", opt.top_p);
   PATCHLLM_CHECK(opt.max_new_tokens >= 0, InvalidArgument, "-n must be >= 0, got ", opt.max_new_tokens);
+}
+
+Sampler::Sampler(const SamplingOptions& opt) : _opt(opt), _state(opt.seed * 0x9E3779B97F4A7C15ull + 1) {
+  check_sampling_options(opt);
 }
 
 int Sampler::sample(const torch::Tensor& logits_in) {

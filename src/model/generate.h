@@ -28,6 +28,10 @@ struct GenerateStats {
 std::vector<int> generate(Model& model, const std::vector<int>& prompt, const SamplingOptions& opt,
                           const std::function<void(int)>& on_token = {}, GenerateStats* stats = nullptr);
 
+// InvalidArgument unless temperature >= 0, top_p in (0, 1] and max_new_tokens >= 0 (Sampler checks it too; the CLI
+// calls it before anything loads).
+void check_sampling_options(const SamplingOptions& opt);
+
 // Picks the next id from fp32 logits [vocab]; exposed for tests.
 class Sampler {
  public:

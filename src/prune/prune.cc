@@ -9,15 +9,18 @@
 
 namespace patchllm {
 
+void prune_check_pattern(const std::string& pattern, double sparsity) {
+  PATCHLLM_CHECK(pattern == "2:4" || pattern == "unstructured", InvalidArgument, "--pattern ", pattern,
+                 ": unknown (2:4 | unstructured)");
+  PATCHLLM_CHECK(sparsity >= 0 && sparsity < 1, InvalidArgument, "--sparsity ", sparsity, ": must be in [0, 1)");
+}
+
 namespace {
 
 void check_pattern(const std::string& pattern, double s, int64_t in) {
-  PATCHLLM_CHECK(pattern == "2:4" || pattern == "unstructured", InvalidArgument, "pattern '", pattern,
-                 "' is not 2:4 or unstructured");
+  prune_check_pattern(pattern, pattern == "2:4" ? 0.5 : s);  // 2:4 ignores s
   if (pattern == "2:4")
     PATCHLLM_CHECK(in % 4 == 0, InvalidArgument, "2:4 needs in_features divisible by 4, got ", in);
-  else
-    PATCHLLM_CHECK(s >= 0 && s < 1, InvalidArgument, "sparsity ", s, " must be in [0, 1)");
 }
 
 // A Linear that accumulates statistics of its inputs, then computes as the wrapped one.
@@ -158,10 +161,12 @@ torch::Tensor prune_sparsegpt(torch::Tensor& W, torch::Tensor H, const std::stri
   return keep;
 }
 
-torch::Tensor prune_calibration_windows(const std::vector<int>& tokens, int64_t n, int64_t len, uint64_t seed) {
+torch::Tensor prune_calibration_windows(const std::vector<int>& tokens, int64_t n, int64_t len, uint64_t seed,
+                                        const std::string& source) {
   PATCHLLM_CHECK(n > 0 && len > 1, InvalidArgument, "calibration needs nsamples > 0 and seqlen > 1");
-  PATCHLLM_CHECK(static_cast<int64_t>(tokens.size()) > len, InvalidArgument, "calibration text has ", tokens.size(),
-                 " tokens, fewer than one window of ", len);
+  PATCHLLM_CHECK(static_cast<int64_t>(tokens.size()) > len, InvalidArgument,
+                 source.empty() ? std::string() : source + ": ", "calibration text has ", tokens.size(),
+                 " tokens, fewer than one window of ", len, " (--seqlen)");
   std::mt19937_64 rng(seed);
   std::uniform_int_distribution<int64_t> pick(0, static_cast<int64_t>(tokens.size()) - len);
   auto out = torch::empty({n, len}, torch::kInt64);

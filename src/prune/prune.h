@@ -38,8 +38,14 @@ torch::Tensor prune_wanda(const torch::Tensor& w, const torch::Tensor& col_sq, c
 torch::Tensor prune_sparsegpt(torch::Tensor& w, torch::Tensor H, const std::string& pattern, double s,
                               int64_t blocksize = 128, double damp = 0.01);
 
-// N windows of L tokens at seeded random offsets in `tokens`: [N, L] int64.
-torch::Tensor prune_calibration_windows(const std::vector<int>& tokens, int64_t n, int64_t len, uint64_t seed);
+// InvalidArgument unless `pattern` is 2:4 or unstructured and `sparsity` is in [0, 1). The per-matrix pruners check
+// it with the sparsity they use (2:4: 0.5); the CLI calls it with the flags before anything loads.
+void prune_check_pattern(const std::string& pattern, double sparsity);
+
+// N windows of L tokens at seeded random offsets in `tokens`: [N, L] int64. `source` (the text's file) is named in
+// the error when the text is shorter than one window.
+torch::Tensor prune_calibration_windows(const std::vector<int>& tokens, int64_t n, int64_t len, uint64_t seed,
+                                        const std::string& source = "");
 
 // Prunes every decoder linear of `model` in place (weights masked; SparseGPT's updated) and returns the masks.
 MaskSet prune_model(Model& model, const torch::Tensor& windows, const PruneOptions& opt);
