@@ -147,8 +147,9 @@ cudaError_t launch_pv(const void* x, const hp::Params& p) {
   cudaError_t e = hp::encode_x_map<BN, BF16>(&map, x, p);
   if (e != cudaSuccess) return e;
   auto kernel = hp::hybrid_prefill_kernel<BN, BF16, PV>;
-  e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, hp::Cfg<BN>::SMEM);
-  if (e != cudaSuccess) return e;
+  static const cudaError_t attr =  // once per instance, as the launcher does, so ablate times no host setup
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, hp::Cfg<BN>::SMEM);
+  if (attr != cudaSuccess) return attr;
   kernel<<<unsigned(int64_t(p.RB) * ((p.M + BN - 1) / BN)), hp::THREADS, hp::Cfg<BN>::SMEM>>>(map, p);
   return cudaGetLastError();
 }
