@@ -364,10 +364,10 @@ int main(int argc, char** argv) {
           a.decode_reduction = 1;  // v3g: k-splits summed through a thread-block cluster, not the workspace
           add_row("hybrid-pdl-cl", time_hybrid());
           a.decode_reduction = 0;
-          if (M <= 16)  // v3h: row split over CTAs of 4 / 2 warps, each over the whole K, no reduction
-            for (int w : {4, 2}) {
+          if (M <= 16)  // v3h: row split over CTAs of 4 / 2 warps, each over the whole K, no reduction; 8: k-split
+            for (int w : {4, 2, 8}) {  // (hybrid-pdl is the launcher's auto choice between 4 and 8)
               a.decode_warps = w;
-              add_row(w == 4 ? "hybrid-pdl-w4" : "hybrid-pdl-w2", time_hybrid());
+              add_row(w == 4 ? "hybrid-pdl-w4" : w == 2 ? "hybrid-pdl-w2" : "hybrid-pdl-w8", time_hybrid());
             }
           a.decode_warps = 0;
           a.pdl = false;

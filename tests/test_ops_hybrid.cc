@@ -303,6 +303,18 @@ TEST(OpsHybridSplit, PlanPicksTheClusterWhereItCostsNoMore) {
   EXPECT_EQ(std::make_tuple(p.split.S, p.split.KPC, p.cluster), std::make_tuple(16, 2, false));
 }
 
+// The row split at 9..16 tokens: on 132 SMs the LLaMA shapes' row blocks (N / 128) give 2·RB CTAs; the rule takes
+// 132 ≤ 2·RB < 396, i.e. 66 ≤ RB ≤ 197.
+TEST(OpsHybridSplit, RowSplitWhereItsCtasFillTheSmsOnceOrTwice) {
+  for (auto [N, want] : {std::pair<int64_t, bool>{4096, false}, {6144, false}, {12288, true}, {14336, true},
+                         {22016, true}, {28672, false}})
+    EXPECT_EQ(decode_row_split_auto(N / 128, 132), want) << N;
+  EXPECT_FALSE(decode_row_split_auto(65, 132));  // 130 CTAs: two SMs idle
+  EXPECT_TRUE(decode_row_split_auto(66, 132));
+  EXPECT_TRUE(decode_row_split_auto(197, 132));  // 394 CTAs
+  EXPECT_FALSE(decode_row_split_auto(198, 132));
+}
+
 TEST(OpsHybridLinear, CpuReferenceMatchesFloat64Gemm) {
   auto gen = at::detail::createCPUGenerator(99);
   const int64_t N = 300, K = 256;
@@ -379,7 +391,7 @@ TEST(OpsHybridLinear, CudaKernelsMatchTheCpuReference) {
         auto x = random_weight(M, c.K, c.dt, gen);
         auto want = hybrid_linear_ref(x, hw).to(torch::kFloat64);
         for (const char* opts :
-             {"plain", "pdl", "cluster", "pdl+cluster", "rows", "pdl+rows", "globala", "batched", "globala+batched"}) {
+             {"plain", "pdl", "cluster", "pdl+cluster", "rows", "pdl+rows", "batched", "pdl+rows+batched"}) {
           set_hybrid_kernel_options(parse_hybrid_kernel_options(opts));
           auto got = hybrid_linear(x.to(torch::kCUDA), hwc).cpu().to(torch::kFloat64);
           const std::string at = std::string(opts) + " N=" + std::to_string(c.N) + " K=" + std::to_string(c.K) +
@@ -396,18 +408,18 @@ TEST(OpsHybridLinear, CudaKernelsMatchTheCpuReference) {
 
 TEST(OpsHybridLinear, KernelOptionsParseAndPrint) {
   for (const char* s :
-       {"plain", "pdl", "cluster", "rows", "globala", "pdl+cluster", "pdl+rows", "cluster+rows", "pdl+cluster+rows",
-        "pdl+globala", "pdl+cluster+rows+globala", "batched", "globala+batched", "pdl+cluster+rows+globala+batched"})
+       {"plain", "pdl", "cluster", "rows", "pdl+cluster", "pdl+rows", "cluster+rows", "pdl+cluster+rows", "batched",
+        "pdl+batched", "rows+batched", "pdl+cluster+rows+batched"})
     EXPECT_EQ(to_string(parse_hybrid_kernel_options(s)), s);
   const HybridKernelOptions o = parse_hybrid_kernel_options("rows+pdl");  // any order; printed canonically
   EXPECT_TRUE(o.pdl && o.row_split && !o.cluster_reduction);
   EXPECT_EQ(to_string(o), "pdl+rows");
   EXPECT_FALSE(parse_hybrid_kernel_options("cluster").pdl);
-  const HybridKernelOptions g = parse_hybrid_kernel_options("globala+rows");
-  EXPECT_TRUE(g.prefill_global_a && g.row_split && !g.pdl && !g.cluster_reduction);
-  EXPECT_EQ(to_string(g), "rows+globala");
+  const HybridKernelOptions g = parse_hybrid_kernel_options("batched+rows");
+  EXPECT_TRUE(g.prefill_batched && g.row_split && !g.pdl && !g.cluster_reduction);
+  EXPECT_EQ(to_string(g), "rows+batched");
   for (const char* bad :
        {"fast", "", "+", "pdl+", "+pdl", "pdl++cluster", "pdl+pdl", "plain+pdl", "PDL", "tall", "pdl+tall",
-        "globala+globala", "global", "batched+batched"})
+        "globala", "batched+globala", "batched+batched"})
     EXPECT_THROW(parse_hybrid_kernel_options(bad), InvalidArgument) << bad;
 }

@@ -2,7 +2,7 @@
 # GPU-machine profile of the hybrid kernels with Nsight Compute: why the prefill (wgmma) and decode (split-K) kernels
 # miss their targets. Builds the dev harness, then profiles the last of three launches of one problem per case.
 # Usage (repo root): bash tools/ops_gpu_profile.sh [CASE ...], CASE = tag:kernel-regex:N:K:M:f[:grid] (default: the
-# prefill and decode cases below; grid = a dev harness grid code, e.g. -18 for the prefill v4g with 256 tokens).
+# prefill and decode cases below; grid = a dev harness grid code, e.g. -21 for the prefill v4i with 256 tokens).
 # Full reports under $OUT (ncu_TAG.txt, with launch statistics and per-SASS-line stall sampling); key lines printed;
 # the decode kernel's SASS instruction histogram in $OUT/sass_decode.txt.
 set -u -o pipefail
@@ -21,10 +21,10 @@ prof() {  # tag kernel-regex N K M f grid
     "$OUT/ncu_$tag.txt" | sed 's/  */ /g' | head -40
 }
 CASES=("$@")
-# Default: v4d (auto picks 256-token tiles here) beside v4i (-21) and v4i + v4g (-24) at f = 0 and 1, and decode.
+# Default: v4d (auto picks 256-token tiles here) beside v4i (-21) at f = 0 and 1, and decode.
 [ ${#CASES[@]} -gt 0 ] || CASES=(prefill_f0:hybrid_prefill:12288:4096:8192:0.0 prefill_f1:hybrid_prefill:12288:4096:8192:1.0
   v4i_f0:hybrid_prefill:12288:4096:8192:0.0:-21 v4i_f1:hybrid_prefill:12288:4096:8192:1.0:-21
-  v4ig_f1:hybrid_prefill:12288:4096:8192:1.0:-24 decode_f09_m16:hybrid_decode:12288:4096:16:0.9)
+  decode_f09_m16:hybrid_decode:12288:4096:16:0.9)
 for c in "${CASES[@]}"; do IFS=: read -r tag re n k m f g <<<"$c"; prof "$tag" "$re" "$n" "$k" "$m" "$f" ${g:-0}; done
 cuobjdump -sass /tmp/hg_dev 2>/dev/null | awk '/Function : .*hybrid_decode/{on=1} /Function : /&&!/hybrid_decode/{on=0} on' \
   | grep -oE "^ +/\*[0-9a-f]+\*/ +[A-Z][A-Z0-9_.]+" | awk '{print $2}' | sort | uniq -c | sort -rn > "$OUT/sass_decode.txt"

@@ -49,13 +49,12 @@
 //       the weight copies or the x boxes after the first slabs (`ablate N K M f`, timing only) to test whether 2:4
 //       slabs are shared-memory bound (docs/benchmarks/kernels.md, "Prefill: shared-memory reads and wgmma groups
 //       per slab").
-//   v4g PV_GLOBAL_A: the weight never enters shared memory; each lane loads its A registers from global memory a
-//       few slabs ahead (tile kernel: four register buffers, whole groups of four slabs; stream-K: three), the
-//       stages carry x only; HybridGemmArgs::prefill_global_a (grids -17 / -18 / -19, bitwise against -128 / -256 /
-//       -6).
+//   v4g PV_GLOBAL_A: the weight never entered shared memory; each lane loaded its A registers from global memory a
+//       few slabs ahead, the stages carried x only. H100: 0.72–0.89× v4d; with v4i its tile kernel gave wrong,
+//       run-to-run different results (grids -17 … -19 and -23 … -25, validate). Removed.
 //   v4i PV_BATCHED: one wgmma group per slab (v4d's predicated asm block makes every wgmma its own group plus an
 //       empty one, so its wait_group 1 waited for the slab just issued); HybridGemmArgs::prefill_batched (grids
-//       -20 … -22; with v4g -23 … -25)
+//       -20 … -22). H100: 0.90–1.04× v4d, so opt-in.
 //   next: v3 at M = 16: find what scales with the tokens (x ldmatrix per warp, partials, MMA issue); v4: deeper
 //       wgmma pipelining, persistent grid, find v4c's stall
 // Modes: probe = which mma.sp metadata / B layout the hardware uses; validate = sweep vs the v0 reference;
@@ -125,8 +124,8 @@ void release(Dev& d) {
   cudaFree(d.ws);
 }
 
-// The wgmma tile kernel's variants (hybrid_prefill.cuh PrefillVariant), launched here: the launcher has only v4d,
-// v4g and v4i. Same grid and parameters as the launcher's one-CTA-per-tile path. fp16 only for PV_LEAN (validated on
+// The wgmma tile kernel's variants (hybrid_prefill.cuh PrefillVariant), launched here: the launcher has only v4d
+// and v4i. Same grid and parameters as the launcher's one-CTA-per-tile path. fp16 only for PV_LEAN (validated on
 // the fp16 shape), to keep the build short; the rest are bf16 (ablate).
 hp::Params prefill_params(const bench::Problem& P, const Dev& d, uint16_t* y, int64_t M) {
   hp::Params p;
@@ -163,8 +162,8 @@ cudaError_t launch_pv_bn(int bn, bool bf16, const void* x, const hp::Params& p) 
   return bn == 256 ? launch_pv<256, true, PV>(x, p) : launch_pv<128, true, PV>(x, p);
 }
 
-// Grid codes -17 … -25 (launcher prefill variants, see run_hybrid) as 0 … 8; -1 for any other code.
-int prefill_variant_code(int grid) { return grid <= -17 && grid >= -25 ? -17 - grid : -1; }
+// Grid codes -20 … -22 (the launcher's v4i, see run_hybrid) as 0 … 2; -1 for any other code.
+int prefill_variant_code(int grid) { return grid <= -20 && grid >= -22 ? -20 - grid : -1; }
 
 HybridLaunchResult run_hybrid(const bench::Problem& P, Dev& d, const uint16_t* x, uint16_t* y, int64_t M, int grid) {
   if (grid == -15 || grid == -16) {  // tile kernel with PV_LEAN slab loads, 128 / 256 tokens per CTA
@@ -197,12 +196,11 @@ HybridLaunchResult run_hybrid(const bench::Problem& P, Dev& d, const uint16_t* x
   a.workspace_bytes = d.ws_bytes;
   // grid 0: auto dispatch (decode kernel for M <= 32, wgmma prefill above); > 0: persistent kernel on that many
   // CTAs; -2: split-K decode kernel forced (any M); -4: the same, variant v3d; -3 / -128 / -256 / -6: wgmma prefill
-  // forced (auto / 128 / 256 tokens per CTA / stream-K); -17 … -25: the launcher's prefill variants in threes (128
-  // tokens per CTA, 256, stream-K): -17 … -19 v4g (prefill_global_a), -20 … -22 v4i (prefill_batched), -23 … -25 both
-  const int pv_code = prefill_variant_code(grid), pv_kind = pv_code >= 0 ? pv_code % 3 : -1;
-  const bool prefill = grid == -3 || grid == -128 || grid == -256 || grid == -6 || pv_code >= 0;
-  a.prefill_global_a = pv_code >= 0 && pv_code / 3 != 1;
-  a.prefill_batched = pv_code >= 3;
+  // forced (auto / 128 / 256 tokens per CTA / stream-K); -20 … -22: the launcher's v4i (prefill_batched) with 128
+  // tokens per CTA, 256, stream-K
+  const int pv_kind = prefill_variant_code(grid);
+  const bool prefill = grid == -3 || grid == -128 || grid == -256 || grid == -6 || pv_kind >= 0;
+  a.prefill_batched = pv_kind >= 0;
   a.pdl = grid == -7;                          // -7: split-K decode kernel with programmatic dependent launch
   a.decode_reduction = grid == -8 || grid == -9 ? 1 : 0;  // -8: decode kernel, k-splits summed in a cluster (v3g)
   // -9: the cluster reduction on the fixed split of 2 CTAs per SM, -10: the workspace one on the same split (-9's twin:
@@ -277,9 +275,9 @@ double validate_one(const bench::Problem& P, Dev& d, int64_t M, int grid, uint64
   }
   bool same = std::memcmp(out[0].data(), out[1].data(), out[0].size() * 2) == 0;
   // Twins that must give the same bits: -9 vs the workspace reduction on the same split (-10);
-  // PV_LEAN (-15 / -16) and the launcher's variants (-17 … -25) vs v4d of the same tile width or stream-K split: the
+  // PV_LEAN (-15 / -16) and the launcher's v4i (-20 … -22) vs v4d of the same tile width or stream-K split: the
   // same A values into the same wgmmas in the same order.
-  const int pv_kind = prefill_variant_code(grid) >= 0 ? prefill_variant_code(grid) % 3 : -1;
+  const int pv_kind = prefill_variant_code(grid);
   const int twin = grid == -9                    ? -10
                    : grid == -15 || pv_kind == 0 ? -128
                    : grid == -16 || pv_kind == 1 ? -256
@@ -342,8 +340,8 @@ int validate(bool small, const std::vector<int>& only = {}) {
         if (M <= 128) grids.push_back(-9);  // v3g on a fixed split, bitwise against the workspace reduction
         if (M <= 16) grids.push_back(-13);  // v3h, 4-warp CTAs over the whole K
         if (M <= 16) grids.push_back(-14);  // v3h, 2-warp CTAs
-        if (M > 128 || small)  // PV_LEAN, then v4g, v4i and both through the launcher
-          grids.insert(grids.end(), {-15, -16, -17, -18, -19, -20, -21, -22, -23, -24, -25});
+        if (M > 128 || small)  // PV_LEAN, then v4i through the launcher
+          grids.insert(grids.end(), {-15, -16, -20, -21, -22});
         for (int g : grids) {
           if (!only.empty() && std::find(only.begin(), only.end(), g) == only.end()) continue;
           double rel = validate_one(P, d, M, g, uint64_t(M * 977 + g), true);
@@ -411,10 +409,10 @@ int time_versions() {
   return 0;
 }
 
-// Prefill ablation: the variants of hybrid_prefill.cuh's PrefillVariant (v4d, PV_LEAN, v4g, v4i and their
-// combinations, then the timing probes on top of v4i + PV_LEAN) on one problem, 128 and 256 tokens per CTA, cuBLAS
+// Prefill ablation: the variants of hybrid_prefill.cuh's PrefillVariant (v4d, PV_LEAN, v4i and both, PV_PREFETCH_W
+// alone and with v4i, then the timing probes on top of v4i + PV_LEAN) on one problem, 128 and 256 tokens per CTA, cuBLAS
 // on the masked dense weight in the same run. The exact variants must equal v4d bitwise first (the probes give wrong
-// results by design); the launcher's auto choice and its stream-K kernel (v4d, v4g, v4i, both) are timed too.
+// results by design); the launcher's auto choice and its stream-K kernel (v4d, v4i) are timed too.
 // Medians of 15 batches of 5 launches each; no weight rotation: at M >= 2048 every weight slab is reused by M / BN
 // CTAs anyway. Prints µs, TFLOP/s (effective: 2·M·N·K / t) and the ratios to v4d of the same width and to cuBLAS.
 int ablate(int64_t N, int64_t K, int64_t M, double f) {
@@ -456,23 +454,23 @@ int ablate(int64_t N, int64_t K, int64_t M, double f) {
   });
   std::printf("ablate N=%lld K=%lld M=%lld f=%.2f: cuBLAS %.1f us (%.0f TF/s)\n", (long long)N, (long long)K,
               (long long)M, P.frac, us_cublas, flop / us_cublas * 1e-6);
-  // The launcher's choice and its stream-K kernel as v4d, v4g, v4i and both, for reference
-  for (auto [grid, name] : {std::pair<int, const char*>{-3, "auto"}, {-6, "stream-K"}, {-19, "stream-K v4g"},
-                            {-22, "stream-K v4i"}, {-25, "stream-K v4g+v4i"}}) {
+  // The launcher's choice and its stream-K kernel as v4d and v4i, for reference
+  for (auto [grid, name] : {std::pair<int, const char*>{-3, "auto"}, {-6, "stream-K"}, {-22, "stream-K v4i"}}) {
     const double us = time([&, grid = grid] { run_hybrid(P, d, x, y, M, grid); });
     std::printf("  launcher %-16s %8.1f us %6.0f TF/s  x%.3f of cuBLAS\n", name, us, flop / us * 1e-6,
                 us_cublas / us);
   }
   using Launch = cudaError_t (*)(int, bool, const void*, const hp::Params&);
   // The first six give v4d's results bit for bit (checked below); the probes build on batched + lean.
-  constexpr int L = hp::PV_LEAN, G = hp::PV_GLOBAL_A, B = hp::PV_BATCHED, PA = hp::PV_PROBE_A_ONCE,
-                PW = hp::PV_PROBE_W_ONCE, PX = hp::PV_PROBE_X_ONCE;
+  constexpr int L = hp::PV_LEAN, B = hp::PV_BATCHED, PA = hp::PV_PROBE_A_ONCE, PW = hp::PV_PROBE_W_ONCE,
+                PX = hp::PV_PROBE_X_ONCE, PF = hp::PV_PREFETCH_W;
   const std::pair<const char*, Launch> variants[] = {
-      {"base (v4d)", launch_pv_bn<hp::PV_BASE>},     {"lean", launch_pv_bn<L>},
-      {"global_a (v4g)", launch_pv_bn<G>},           {"batched (v4i)", launch_pv_bn<B>},
-      {"batched+lean", launch_pv_bn<B | L>},         {"batched+global_a", launch_pv_bn<B | G>},
-      {"b+l probe A once", launch_pv_bn<B | L | PA>}, {"b+l probe A+W once", launch_pv_bn<B | L | PA | PW>},
-      {"b+l probe X once", launch_pv_bn<B | L | PX>}, {"b+l probe A+W+X", launch_pv_bn<B | L | PA | PW | PX>}};
+      {"base (v4d)", launch_pv_bn<hp::PV_BASE>},      {"lean", launch_pv_bn<L>},
+      {"batched (v4i)", launch_pv_bn<B>},             {"batched+lean", launch_pv_bn<B | L>},
+      {"prefetch W", launch_pv_bn<PF>},               {"batched+prefetch W", launch_pv_bn<B | PF>},
+      {"b+l probe A once", launch_pv_bn<B | L | PA>}, {"b+l probe W once", launch_pv_bn<B | L | PW>},
+      {"b+l probe A+W once", launch_pv_bn<B | L | PA | PW>}, {"b+l probe X once", launch_pv_bn<B | L | PX>},
+      {"b+l probe A+W+X", launch_pv_bn<B | L | PA | PW | PX>}};
   constexpr int n_exact = 6;
   int rc = 0;
   for (int bn : {256, 128}) {
@@ -607,7 +605,7 @@ int one(int64_t N, int64_t K, int64_t M, double f, int grid) {
 
 int main(int argc, char** argv) {
   std::string mode = argc > 1 ? argv[1] : "validate";
-  if (mode == "one" && (argc == 6 || argc == 7))  // optional grid code, e.g. -18 to profile v4g (default 0: auto)
+  if (mode == "one" && (argc == 6 || argc == 7))  // optional grid code, e.g. -21 to profile v4i (default 0: auto)
     return one(std::atoll(argv[2]), std::atoll(argv[3]), std::atoll(argv[4]), std::atof(argv[5]),
                argc == 7 ? std::atoi(argv[6]) : 0);
   if (mode == "small" || mode == "validate") {

@@ -139,7 +139,7 @@ cudaError_t launch_prefill_sk(const void* x, const hp::Params& p, int grid, cuda
   hp::hybrid_prefill_sk_kernel<BF16, PV><<<grid, hp::THREADS, hp::SK_SMEM, stream>>>(map, p);
   return cudaGetLastError();
 }
-// The prefill kernels as v4d, v4g (A registers from global memory), v4i (one wgmma group per slab) or both.
+// The prefill kernels as v4d or v4i (one wgmma group per slab).
 template <int PV>
 cudaError_t launch_prefill_pv(const void* x, const hp::Params& p, bool bf16, int bn, int sk_grid,
                               cudaStream_t stream) {
@@ -151,12 +151,8 @@ cudaError_t launch_prefill_pv(const void* x, const hp::Params& p, bool bf16, int
   return bf16 ? launch_prefill<128, true, PV>(x, p, stream) : launch_prefill<128, false, PV>(x, p, stream);
 }
 cudaError_t launch_prefill_any(const HybridGemmArgs& a, const hp::Params& p, int bn, int sk_grid, cudaStream_t stream) {
-  constexpr int G = hp::PV_GLOBAL_A, B = hp::PV_BATCHED;
-  if (a.prefill_batched)
-    return a.prefill_global_a ? launch_prefill_pv<G | B>(a.x, p, a.bf16, bn, sk_grid, stream)
-                              : launch_prefill_pv<B>(a.x, p, a.bf16, bn, sk_grid, stream);
-  return a.prefill_global_a ? launch_prefill_pv<G>(a.x, p, a.bf16, bn, sk_grid, stream)
-                            : launch_prefill_pv<hp::PV_BASE>(a.x, p, a.bf16, bn, sk_grid, stream);
+  return a.prefill_batched ? launch_prefill_pv<hp::PV_BATCHED>(a.x, p, a.bf16, bn, sk_grid, stream)
+                           : launch_prefill_pv<hp::PV_BASE>(a.x, p, a.bf16, bn, sk_grid, stream);
 }
 
 // ---- split-K decode kernel (hybrid_decode.cuh) ----
@@ -314,7 +310,10 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
       p.CT = int(ct);
       p.counters = reinterpret_cast<int*>(ws);
       p.part = reinterpret_cast<float*>(ws + persistent_workspace_bytes(grid));
-      const int warps = a.decode_warps == 2 || a.decode_warps == 4 ? a.decode_warps : hd::WARPS;
+      // decode_warps 0: v3h's row split where decode_row_split_auto says so (v3e at 9..16 tokens, workspace reduction).
+      const bool auto_rows = a.decode_warps == 0 && nt == 2 && a.decode_variant == 0 && a.decode_reduction == 0 &&
+                             decode_row_split_auto(rb, d.sms);
+      const int warps = a.decode_warps == 2 || a.decode_warps == 4 ? a.decode_warps : auto_rows ? 4 : hd::WARPS;
       const cudaError_t e = with_decode_inst(nt, a.decode_variant, warps, a.bf16, [&](auto inst) {
         using I = decltype(inst);
         cudaLaunchConfig_t cfg = {};

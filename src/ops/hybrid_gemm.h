@@ -37,12 +37,10 @@ struct HybridGemmArgs {
   int prefill_bn = 0;             // wgmma prefill kernel: tokens per CTA (128 or 256); 0 = by M and N
   int prefill_schedule = 0;       // wgmma prefill: 0 = auto, 1 = one CTA per output tile, 2 = stream-K (one CTA per
                                   // SM, equal shares of (tile, 64-K slab) units, split tiles reduced in the workspace)
-  bool prefill_global_a = false;  // wgmma prefill, v4g: each consumer lane loads its A registers straight from the
-                                  // blob (a few slabs ahead) instead of through shared memory, which then holds x
-                                  // only. Same results bit for bit. Opt-in until measured (docs/benchmarks/kernels.md).
   bool prefill_batched = false;   // wgmma prefill, v4i: one wgmma group per slab, so wait_group 1 overlaps a
                                   // warpgroup's consecutive slabs (v4d's predicated block makes each wgmma its own
-                                  // group). Same results bit for bit. Opt-in until measured; combines with the above.
+                                  // group). Same results bit for bit. Opt-in: on the H100 it moves v4d by -10% … +4%
+                                  // (docs/benchmarks/kernels.md, "Prefill ablation").
   int decode_ctas_per_sm = 0;     // split-K kernel: target CTAs per SM (1..16) that sets the k-split; 0 = by waves
                                   // of resident CTAs (decode_split_waves; 4 was the fixed default before)
   int decode_variant = 0;         // split-K kernel at M <= 16: 0 = v3e (runs of four 2:4 k-tiles in one load batch,
@@ -52,10 +50,11 @@ struct HybridGemmArgs {
                                   // shared memory) where the waves rule's cluster split (S <= 8) costs no more
                                   // (sm_90), else the workspace. Opt-in: on the H200 it lifts two shapes at M = 16
                                   // by 7-12% and costs 17% end to end at batch 16 (docs/BENCHMARKS.md §4).
-  int decode_warps = 0;           // split-K kernel, v3e at M <= 16: warps (16 weight rows each) per CTA. 0 or 8 = a
-                                  // whole row block per CTA, K split by decode_plan; 2 or 4 = v3h, the row block's 8
-                                  // warp slices in 8/W CTAs, each over the whole K (no k-split, no reduction).
-                                  // Ignored elsewhere. Opt-in until measured.
+  int decode_warps = 0;           // split-K kernel, v3e at M <= 16: warps (16 weight rows each) per CTA. 8 = a whole
+                                  // row block per CTA, K split by decode_plan; 2 or 4 = v3h, the row block's 8 warp
+                                  // slices in 8/W CTAs, each over the whole K (no k-split, no reduction); 0 = auto:
+                                  // 4 at 9..16 tokens where decode_row_split_auto (hybrid_split.h) says so and
+                                  // decode_reduction = 0, else 8. Ignored elsewhere.
   bool pdl = false;               // split-K kernel on sm_90: programmatic dependent launch. The launch may start
                                   // while the previous kernel in the stream runs; it reads only the weight blob,
                                   // kinds and offsets before that kernel has finished, so those must not be written

@@ -38,7 +38,7 @@ HybridKernelOptions hybrid_kernel_options() { return kernel_options(); }
 HybridKernelOptions parse_hybrid_kernel_options(const std::string& s) {
   HybridKernelOptions o;
   if (s == "plain") return o;
-  // A '+'-joined set of pdl, cluster, rows, globala and batched, each at most once, in any order.
+  // A '+'-joined set of pdl, cluster, rows and batched, each at most once, in any order.
   bool bad = s.empty();
   for (size_t p = 0; !bad && p <= s.size();) {
     const size_t q = std::min(s.find('+', p), s.size());
@@ -46,7 +46,6 @@ HybridKernelOptions parse_hybrid_kernel_options(const std::string& s) {
     bool* flag = t == "pdl"       ? &o.pdl
                  : t == "cluster" ? &o.cluster_reduction
                  : t == "rows"    ? &o.row_split
-                 : t == "globala" ? &o.prefill_global_a
                  : t == "batched" ? &o.prefill_batched
                                   : nullptr;
     bad = flag == nullptr || *flag;
@@ -54,14 +53,14 @@ HybridKernelOptions parse_hybrid_kernel_options(const std::string& s) {
     p = q + 1;
   }
   PATCHLLM_CHECK(!bad, InvalidArgument, "hybrid kernel options '", s,
-                 "': expected plain, or pdl, cluster, rows, globala and batched joined by '+' (e.g. pdl+rows)");
+                 "': expected plain, or pdl, cluster, rows and batched joined by '+' (e.g. pdl+rows)");
   return o;
 }
 
 std::string to_string(const HybridKernelOptions& o) {
   std::string s;
   for (auto [on, name] : {std::pair<bool, const char*>{o.pdl, "pdl"}, {o.cluster_reduction, "cluster"},
-                          {o.row_split, "rows"}, {o.prefill_global_a, "globala"}, {o.prefill_batched, "batched"}})
+                          {o.row_split, "rows"}, {o.prefill_batched, "batched"}})
     if (on) s += (s.empty() ? "" : "+") + std::string(name);
   return s.empty() ? "plain" : s;
 }
@@ -184,7 +183,6 @@ torch::Tensor hybrid_linear(const torch::Tensor& x, const HybridWeight& hw) {
   a.pdl = ko.pdl;  // safe in stream order: x, y and ws only after the previous kernel; nothing writes hw's tensors
   a.decode_reduction = ko.cluster_reduction ? 1 : 0;
   a.decode_warps = ko.row_split ? 4 : 0;
-  a.prefill_global_a = ko.prefill_global_a;
   a.prefill_batched = ko.prefill_batched;
 #ifdef PATCHLLM_HAVE_TORCH_CUDA
   a.stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();

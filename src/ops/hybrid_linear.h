@@ -46,14 +46,12 @@ struct HybridKernelOptions {
   bool cluster_reduction = false;  // decode kernel, v3g: k-splits summed through a thread-block cluster
   bool row_split = false;          // decode kernel at M <= 16, v3h: 4-warp CTAs over the whole K, no k-split
                                    // (HybridGemmArgs::decode_warps = 4)
-  bool prefill_global_a = false;   // wgmma prefill kernels, v4g: A registers straight from global memory
-                                   // (HybridGemmArgs::prefill_global_a)
   bool prefill_batched = false;    // wgmma prefill kernels, v4i: one wgmma group per slab
                                    // (HybridGemmArgs::prefill_batched)
 };
 void set_hybrid_kernel_options(const HybridKernelOptions& o);
 HybridKernelOptions hybrid_kernel_options();
-// "plain", or pdl, cluster, rows, globala and batched joined by '+' (any order, each once; what bench_model --hybrid-opts
+// "plain", or pdl, cluster, rows and batched joined by '+' (any order, each once; what bench_model --hybrid-opts
 // and patchllm --hybrid-kernel take); throws InvalidArgument else. to_string gives the canonical order.
 HybridKernelOptions parse_hybrid_kernel_options(const std::string& s);
 std::string to_string(const HybridKernelOptions& o);

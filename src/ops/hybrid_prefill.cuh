@@ -61,18 +61,14 @@ struct Params {
 };
 
 // Variants of the prefill kernels (template argument PV, a set of flags; 0 = v4d, the launcher's default).
-// Why (kernels.md, "Prefill: shared-memory reads and wgmma groups per slab"): at f = 1 the kernel runs
-// one 64-K slab per ~920 cycles against 512 at the tensor cores' 2:4 rate, with its shared-memory reads (wgmma's B
-// operand, 64 KB per slab, and the A fragments' ld.shared, 17 KB) at ~79% of what ncu's L1/TEX metric implies as
-// peak and L2 at ~64%; and v4d's predicated dense/2:4 asm block makes ptxas emit each wgmma as its own group plus
-// an empty one, so its wait_group 1 waits for the whole slab just issued.
+// Measured on the H100 (kernels.md, "Prefill ablation"): PV_LEAN and PV_BATCHED move v4d by -14% … +8%, neither
+// wins across shapes, so both stay opt-in; the probes show what would pay: no weight copies and no A loads after the
+// first slabs +20–34% at f ≥ 0.9, no A loads alone ≤ +9%. v4g (A registers straight from global memory, no weight
+// in shared memory) ran 11–28% slower than v4d and is removed.
 enum PrefillVariant : int {
   PV_BASE = 0,
   PV_LEAN = 1,       // ld.shared of only the A registers a slab's kind uses (2:4: two 16-byte fragments and the
                      // metadata, not four; dense: no metadata), predicated by warp-uniform flags
-  PV_GLOBAL_A = 2,   // v4g: the weight never enters shared memory; each consumer lane loads its A registers (and
-                     // metadata) from global memory two slabs ahead into a third register buffer; stages carry only
-                     // x. Shared-memory reads per slab: the 64 KB of B instead of 81 KB.
   PV_BATCHED = 4,    // v4i: one wgmma group per slab (a warp-uniform branch between a dense and a 2:4 asm block, each
                      // committing its own group), so wait_group 1 leaves the slab just issued in flight
   // Timing probes for dev/kernels, with PV_LEAN; wrong results by design. After the first slabs (real data, so the
@@ -81,6 +77,9 @@ enum PrefillVariant : int {
   PV_PROBE_W_ONCE = 16,  // no weight copies after the first STAGES slabs
   PV_PROBE_X_ONCE = 32,  // no x boxes after the first STAGES slabs
   PV_PROBES = PV_PROBE_A_ONCE | PV_PROBE_W_ONCE | PV_PROBE_X_ONCE,
+  // Tile kernel only; exact. The producer asks L2 for the weight of the tile PF_TILES ahead (cp.async.bulk.prefetch),
+  // so a slab's copy finds it there: tests whether the "W once" probe's gain is the latency of weight reads from HBM.
+  PV_PREFETCH_W = 64,
 };
 constexpr bool pv_has(int pv, int flag) { return (pv & flag) != 0; }
 
@@ -321,20 +320,6 @@ __device__ __forceinline__ void lds32_if(uint32_t& v, const void* p, bool on) {
                : "+r"(v)
                : "r"(hg::smem_addr(p)), "r"(int(on)));
 }
-// Global loads of packed A fragments where `on` (warp-uniform), else zeros. Read-only, not reused by this SM
-// (L1::no_allocate); default L2 policy, since the other token blocks' CTAs read the same slab.
-__device__ __forceinline__ void ldg128_or_zero(uint4& v, const void* p, bool on) {
-  asm volatile(
-      "{ .reg .pred q; setp.ne.b32 q, %5, 0; mov.b32 %0, 0; mov.b32 %1, 0; mov.b32 %2, 0; mov.b32 %3, 0;"
-      "@q ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4]; }"
-      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-      : "l"(p), "r"(int(on)));
-}
-__device__ __forceinline__ void ldg32_or_zero(uint32_t& v, const void* p, bool on) {
-  asm volatile("{ .reg .pred q; setp.ne.b32 q, %2, 0; mov.b32 %0, 0; @q ld.global.nc.L1::no_allocate.u32 %0, [%1]; }"
-               : "=r"(v)
-               : "l"(p), "r"(int(on)));
-}
 __device__ __forceinline__ uint32_t lds32(const void* p) {
   uint32_t v;
   asm volatile("ld.shared.u32 %0, [%1];" : "=r"(v) : "r"(hg::smem_addr(p)));
@@ -379,7 +364,7 @@ __device__ __forceinline__ void issue_slab(uint8_t* stage, uint64_t* full, const
                                            int64_t t, int s, int tok0) {
   const uint32_t wbytes = __ldg(p.kinds + t) ? hg::SPARSE_UNIT : hg::DENSE_UNIT;
   const bool skip_x = pv_has(PV, PV_PROBE_X_ONCE) && s >= STAGES;
-  const bool skip_w = pv_has(PV, PV_GLOBAL_A) || (pv_has(PV, PV_PROBE_W_ONCE) && s >= STAGES);
+  const bool skip_w = pv_has(PV, PV_PROBE_W_ONCE) && s >= STAGES;
   hg::mbar_expect_tx(full, (skip_x ? 0 : Cfg<BN>::X_BYTES) + (skip_w ? 0 : wbytes));
   if (!skip_x) tma_load_2d(stage, xmap, s * SLAB_K, tok0, full);
   // Default L2 policy: unlike decode, a weight slab is read again by each token block.
@@ -396,9 +381,7 @@ __device__ __forceinline__ void mma_slab(float (&d)[BN / 2], uint4 (&a)[4], uint
   // A loads: dense k16 step j at unit + 512 j; 2:4 k32 step s at unit + 512 s, metadata at + 1024.
   const uint8_t* unit =
       stage + Cfg<BN>::X_BYTES + grp * (sparse ? HYBRID_SPARSE_UNIT_BYTES : HYBRID_DENSE_UNIT_BYTES);
-  if constexpr (pv_has(PV, PV_GLOBAL_A)) {
-    (void)unit;  // a and meta were loaded from global memory a few slabs ago (load_a_global)
-  } else if constexpr (!pv_has(PV, PV_LEAN | PV_PROBES)) {
+  if constexpr (!pv_has(PV, PV_LEAN | PV_PROBES)) {
     // Branch-free: the loads of the registers a slab does not use stay inside the stage buffer and are ignored.
 #pragma unroll
     for (int j = 0; j < 4; ++j) a[j] = lds128(unit + j * 512 + lane * 16);
@@ -421,21 +404,6 @@ __device__ __forceinline__ void mma_slab(float (&d)[BN / 2], uint4 (&a)[4], uint
   }
   wg_wait<1>();
   fence_acc(d);
-}
-
-// v4g (PV_GLOBAL_A): lane `lane` of 16-row group grp loads slab s of tile t's A registers straight from the blob
-// (the same bytes the bulk copy would put in shared memory); registers the slab does not use, and all of them where
-// !on (padding slabs past K), are zeros.
-__device__ __forceinline__ void load_a_global(uint4 (&a)[4], uint32_t& meta, const Params& p, int64_t t, int s,
-                                              int grp, int lane, bool on) {
-  const bool sparse = __ldg(p.kinds + t) != 0;
-  const uint8_t* unit = p.blob + __ldg(p.offsets + t) + (s & 1) * (sparse ? hg::SPARSE_UNIT : hg::DENSE_UNIT) +
-                        grp * (sparse ? HYBRID_SPARSE_UNIT_BYTES : HYBRID_DENSE_UNIT_BYTES);
-  ldg128_or_zero(a[0], unit + lane * 16, on);
-  ldg128_or_zero(a[1], unit + 512 + lane * 16, on);
-  ldg128_or_zero(a[2], unit + 1024 + lane * 16, on && !sparse);
-  ldg128_or_zero(a[3], unit + 1536 + lane * 16, on && !sparse);
-  ldg32_or_zero(meta, unit + HYBRID_SPARSE_VALUE_BYTES + lane * 4, on && sparse);
 }
 
 // Epilogue through shared memory: the D fragments (d[4j + e] = row 16·w4 + g + 8·(e >> 1) of the warpgroup,
@@ -491,20 +459,32 @@ __device__ __forceinline__ void init_stage_barriers(uint64_t* full, uint64_t* em
   __syncthreads();
 }
 
+constexpr int PF_TILES = 2;  // PV_PREFETCH_W: two tiles (four slabs) beyond the slab being copied
+__device__ __forceinline__ void prefetch_tile_l2(const Params& p, int64_t t) {  // tile t's blob into L2
+  const int64_t o = __ldg(p.offsets + t);
+  const uint32_t bytes = uint32_t(__ldg(p.offsets + t + 1) - o);
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p.blob + o), "r"(bytes) : "memory");
+}
+
 // Producer warpgroup of the tile kernel: gives its registers to the consumers, and one thread streams the nslab
-// slabs of tile row t0 through the stage ring, then nrun - nslab padding slabs (v4g; the last slab's x again, whose
-// A registers are zeros).
+// slabs of tile row t0 through the stage ring.
 template <int BN, int STAGES, int STAGE, int PV>
 __device__ __forceinline__ void produce_tiles(uint8_t* smem, uint64_t* full, uint64_t* empty, const CUtensorMap* xmap,
-                                              const Params& p, int64_t t0, int nslab, int nrun, int tok0) {
+                                              const Params& p, int64_t t0, int nslab, int tok0) {
   asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
   if (threadIdx.x != 0) return;
   asm volatile("prefetch.tensormap [%0];" ::"l"(xmap) : "memory");
-  for (int s = 0; s < nrun; ++s) {
+  const int ntile = (nslab + 1) >> 1;
+  if constexpr (pv_has(PV, PV_PREFETCH_W))
+    for (int t = 0; t < PF_TILES && t < ntile; ++t) prefetch_tile_l2(p, t0 + t);
+  for (int s = 0; s < nslab; ++s) {
     const int st = s % STAGES;
     hg::mbar_wait(&empty[st], ((s / STAGES) & 1) ^ 1);
-    const int sc = s < nslab ? s : nslab - 1;
-    issue_slab<BN, PV, STAGES>(smem + st * STAGE, &full[st], xmap, p, t0 + (sc >> 1), sc, tok0);
+    issue_slab<BN, PV, STAGES>(smem + st * STAGE, &full[st], xmap, p, t0 + (s >> 1), s, tok0);
+    if constexpr (pv_has(PV, PV_PREFETCH_W)) {
+      const int tn = (s >> 1) + PF_TILES;
+      if ((s & 1) == 0 && tn < ntile) prefetch_tile_l2(p, t0 + tn);
+    }
   }
 }
 
@@ -523,14 +503,10 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_kernel(const __grid
   const int rb = rp.unit, tok0 = rp.tb * BN;
   const int wg = threadIdx.x >> 7, tid = threadIdx.x & 127;
   const int nslab = (p.K + SLAB_K - 1) / SLAB_K;  // slabs wholly past K (ragged last tile) are skipped
-  // v4g runs whole groups of four slabs: its loop, unrolled by four without branches inside, is the form in which
-  // ptxas keeps one wgmma group per slab in flight (with a guard per slab it serialises them all, C7514). The
-  // padding slabs (K not a multiple of 256) add zeros.
-  const int nrun = pv_has(PV, PV_GLOBAL_A) ? (nslab + 3) & ~3 : nslab;
   const int64_t tbase = int64_t(rb) * p.CT;
   init_stage_barriers<C::STAGES>(full, empty);
   if (wg == 0) {  // producer: one thread issues everything
-    produce_tiles<BN, C::STAGES, C::STAGE, PV>(smem, full, empty, &xmap, p, tbase, nslab, nrun, tok0);
+    produce_tiles<BN, C::STAGES, C::STAGE, PV>(smem, full, empty, &xmap, p, tbase, nslab, tok0);
     return;
   }
 
@@ -542,9 +518,7 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_kernel(const __grid
   for (int i = 0; i < C::ACC; ++i) d[i] = 0.f;
   auto slab = [&](int s, uint4 (&a)[4], uint32_t& meta) {
     const int st = s % C::STAGES;
-    bool sparse;
-    if constexpr (pv_has(PV, PV_GLOBAL_A)) sparse = s < nslab && __ldg(p.kinds + tbase + (s >> 1)) != 0;
-    else sparse = __ldg(p.kinds + tbase + (s >> 1)) != 0;
+    const bool sparse = __ldg(p.kinds + tbase + (s >> 1)) != 0;
     hg::mbar_wait(&full[st], (s / C::STAGES) & 1);
     const bool load = !pv_has(PV, PV_PROBE_A_ONCE) || s < 2;
     mma_slab<BN, BF16, PV>(d, a, meta, smem + st * C::STAGE, sparse, grp, lane, load);
@@ -557,33 +531,9 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_kernel(const __grid
     for (int j = 0; j < 4; ++j) a0[j] = a1[j] = make_uint4(0, 0, 0, 0);
     m0 = m1 = 0;
   }
-  if constexpr (pv_has(PV, PV_GLOBAL_A)) {
-    // Four register buffers, slab s in buffer s % 4: once slab s is issued and slab s - 1 has completed (mma_slab's
-    // wait_group 1), slab s - 1's buffer takes slab s + 3, so each load has about three slabs' time to land.
-    uint4 a2[4], a3[4];  // every buffer is written whole by load_a_global (zeros where a slab has no data)
-    uint32_t m2, m3;
-    auto fetch = [&](int s, uint4 (&a)[4], uint32_t& meta) {
-      const int sc = s < nslab ? s : nslab - 1;  // in-range address; zeros for padding slabs
-      load_a_global(a, meta, p, tbase + (sc >> 1), sc, grp, lane, s < nslab);
-    };
-    fetch(0, a0, m0);
-    fetch(1, a1, m1);
-    fetch(2, a2, m2);
-    for (int s = 0; s < nrun; s += 4) {
-      slab(s, a0, m0);
-      fetch(s + 3, a3, m3);
-      slab(s + 1, a1, m1);
-      fetch(s + 4, a0, m0);
-      slab(s + 2, a2, m2);
-      fetch(s + 5, a1, m1);
-      slab(s + 3, a3, m3);
-      fetch(s + 6, a2, m2);
-    }
-  } else {
-    for (int s = 0; s < nslab; s += 2) {
-      slab(s, a0, m0);
-      if (s + 1 < nslab) slab(s + 1, a1, m1);
-    }
+  for (int s = 0; s < nslab; s += 2) {
+    slab(s, a0, m0);
+    if (s + 1 < nslab) slab(s + 1, a1, m1);
   }
   wg_wait<0>();
   fence_acc(d);
@@ -642,8 +592,7 @@ constexpr int SK_BN = 128;     // tokens per tile: one fp32 partial = 128 × 128
 constexpr int SK_STAGES = 5;   // 5 × 32 KB + the 34 KB epilogue buffer
 constexpr int SK_SMEM = SK_STAGES * Cfg<SK_BN>::STAGE + SK_BN * OSTR * 2 + 2 * SK_STAGES * 8 + 1024;
 
-// PV: PV_BASE, PV_GLOBAL_A (v4g's loads: A registers from global memory two units ahead, stages carry x only),
-// PV_BATCHED (v4i) or both; not the probes.
+// PV: PV_BASE or PV_BATCHED (v4i); not PV_LEAN or the probes.
 template <bool BF16, int PV = PV_BASE>
 __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sk_kernel(const __grid_constant__ CUtensorMap xmap,
                                                                        const Params p) {
@@ -770,7 +719,7 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sk_kernel(const __g
       first = false;
     }
   };
-  static_assert(!pv_has(PV, PV_LEAN | PV_PROBES), "stream-K kernel: PV_GLOBAL_A and PV_BATCHED only");
+  static_assert(!pv_has(PV, PV_LEAN | PV_PROBES | PV_PREFETCH_W), "stream-K kernel: PV_BASE or PV_BATCHED only");
   if constexpr (PV == PV_BATCHED) {
     // Tile by tile, so that the inner loop holds only the slabs' loads and wgmmas. With finish() inside the loop (the
     // flat form below), ptxas drains the wgmma pipeline at every iteration (an injected wait_group 0, C7517), which
@@ -790,37 +739,6 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sk_kernel(const __g
       finish(key, rb, tb, cnt, first);
       zero();
       first = false;
-    }
-  } else if constexpr (pv_has(PV, PV_GLOBAL_A)) {
-    // (Flat, so ptxas drains the wgmma pipeline every three units here, C7517; with PV_BATCHED that is the known
-    // limit of this combination.) As in the tile kernel: unit i in buffer i % 3, unit i + 2's loads once unit i is
-    // issued (before a tile's epilogue, so they land while it runs). fc: the unit loaded next; it stays on the CTA's
-    // last unit. Every buffer is written whole by load_a_global.
-    uint4 a2[4];
-    uint32_t m2;
-    SkCursor fc(Lb, NS, p.TB, p.CT);
-    int fi = 0;
-    auto fetch = [&](uint4 (&a)[4], uint32_t& meta) {
-      load_a_global(a, meta, p, fc.t, fc.s, grp, lane, fi < n);
-      if (fi + 1 < n) fc.next(p.CT);
-      ++fi;
-    };
-    fetch(a0, m0);
-    fetch(a1, m1);
-    for (int i = 0; i < n; i += 3) {
-      slab(a0, m0);
-      fetch(a2, m2);
-      advance(i);
-      if (i + 1 < n) {
-        slab(a1, m1);
-        fetch(a0, m0);
-        advance(i + 1);
-      }
-      if (i + 2 < n) {
-        slab(a2, m2);
-        fetch(a1, m1);
-        advance(i + 2);
-      }
     }
   } else {
     for (int i = 0; i < n; i += 2) {

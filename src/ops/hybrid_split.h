@@ -112,4 +112,11 @@ inline DecodePlan decode_plan(int64_t RB, int64_t CT, int64_t nchunks, int KB, i
   return plan;
 }
 
+// Auto choice at 9..16 tokens (one chunk, two n-tiles) between the k-split and v3h's row split over 2 CTAs of 4 warps
+// per row block (no k-split, no reduction): the row split where its 2·RB CTAs give every SM at least one and at most
+// two (sms ≤ 2·RB < 3·sms). Fewer CTAs leave SMs idle; at three or more per SM the k-split has little left to split.
+// H100, M = 16, × the k-split (docs/BENCHMARKS.md §4): 12288×4096 (192 CTAs) 1.10 / 1.03 at f = 0 / 0.9, 14336×4096
+// (224) 1.03 / 1.02, 22016×4096 (344) 1.01; 4096 and 6144 rows (64, 96 CTAs) 0.6–0.8, 28672 rows (448) 1.00 / 0.98.
+inline bool decode_row_split_auto(int64_t RB, int64_t sms) { return sms <= 2 * RB && 2 * RB < 3 * sms; }
+
 }  // namespace patchllm
