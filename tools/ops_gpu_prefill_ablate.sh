@@ -40,7 +40,7 @@ for check in "memcheck $VARIANTS,-3,-6" "racecheck -20,-21,-22,-3,-6" "racecheck
   grep -E "FAIL|launch failed|Invalid|Race|hazard" /tmp/san.txt | grep -oE "FAIL.*|Race.*|at [a-zA-Z_:]+[(]|in [a-z_]+[.]cuh:[0-9]+" |
     sort | uniq -c | head -8 | tee -a "$OUT/checks.txt"
 done
-left=$((570 - (SECONDS - T0)))
+left=$((${BUDGET:-570} - (SECONDS - T0)))  # BUDGET: seconds this script may take
 if [ $left -gt 30 ]; then timeout $left /tmp/hg_dev validate $VARIANTS >/tmp/validate.txt 2>&1; rc=$?
 else echo "validation: skipped, no time left" >/tmp/validate.txt; rc=124; fi
 cat /tmp/validate.txt >>"$OUT/checks.txt"
