@@ -410,7 +410,7 @@ int time_versions() {
 }
 
 // Prefill ablation: the variants of hybrid_prefill.cuh's PrefillVariant (v4d, PV_LEAN, v4i and both, PV_PREFETCH_W
-// alone and with v4i, then the timing probes on top of v4i + PV_LEAN) on one problem, 128 and 256 tokens per CTA, cuBLAS
+// alone and with v4i, PV_W_FIRST alone and with PV_PREFETCH_W, then the timing probes on top of v4i + PV_LEAN) on one problem, 128 and 256 tokens per CTA, cuBLAS
 // on the masked dense weight in the same run. The exact variants must equal v4d bitwise first (the probes give wrong
 // results by design); the launcher's auto choice and its stream-K kernel (v4d, v4i) are timed too.
 // Medians of 15 batches of 5 launches each; no weight rotation: at M >= 2048 every weight slab is reused by M / BN
@@ -463,15 +463,16 @@ int ablate(int64_t N, int64_t K, int64_t M, double f) {
   using Launch = cudaError_t (*)(int, bool, const void*, const hp::Params&);
   // The first six give v4d's results bit for bit (checked below); the probes build on batched + lean.
   constexpr int L = hp::PV_LEAN, B = hp::PV_BATCHED, PA = hp::PV_PROBE_A_ONCE, PW = hp::PV_PROBE_W_ONCE,
-                PX = hp::PV_PROBE_X_ONCE, PF = hp::PV_PREFETCH_W;
+                PX = hp::PV_PROBE_X_ONCE, PF = hp::PV_PREFETCH_W, WF = hp::PV_W_FIRST;
   const std::pair<const char*, Launch> variants[] = {
       {"base (v4d)", launch_pv_bn<hp::PV_BASE>},      {"lean", launch_pv_bn<L>},
       {"batched (v4i)", launch_pv_bn<B>},             {"batched+lean", launch_pv_bn<B | L>},
       {"prefetch W", launch_pv_bn<PF>},               {"batched+prefetch W", launch_pv_bn<B | PF>},
+      {"W first", launch_pv_bn<WF>},                  {"W first+prefetch W", launch_pv_bn<WF | PF>},
       {"b+l probe A once", launch_pv_bn<B | L | PA>}, {"b+l probe W once", launch_pv_bn<B | L | PW>},
       {"b+l probe A+W once", launch_pv_bn<B | L | PA | PW>}, {"b+l probe X once", launch_pv_bn<B | L | PX>},
       {"b+l probe A+W+X", launch_pv_bn<B | L | PA | PW | PX>}};
-  constexpr int n_exact = 6;
+  constexpr int n_exact = 8;
   int rc = 0;
   for (int bn : {256, 128}) {
     // The exact variants against v4d, bitwise, before timing
