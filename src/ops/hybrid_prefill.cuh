@@ -61,7 +61,7 @@ struct Params {
 };
 
 // Variants of the prefill kernels (template argument PV, a set of flags; 0 = v4d, the launcher's default).
-// Measured on the H100 (kernels.md, "Prefill ablation"): PV_LEAN and PV_BATCHED move v4d by -14% … +8%, neither
+// Measured on the H100 (kernels.md, "Prefill ablation"): PV_LEAN and PV_BATCHED move v4d by -14% … +7%, neither
 // wins across shapes, so both stay opt-in; the probes show what would pay: no weight copies and no A loads after the
 // first slabs +20–34% at f ≥ 0.9, no A loads alone ≤ +9%. v4g (A registers straight from global memory, no weight
 // in shared memory) ran 11–28% slower than v4d and is removed.
