@@ -4,12 +4,13 @@
 # variants bitwise against v4d, then times v4d, PV_LEAN, v4i (one wgmma group per slab), both, and the probes (on
 # v4i + PV_LEAN: A loads, weight copies, both, x boxes, all three stopped after the first slabs) beside cuBLAS on
 # CASES (N:K:M:f, default below). Then compute-sanitizer on the small case and the fp32-reference sweep of grids
-# -15 / -16 (PV_LEAN, 128 / 256 tokens) and -20 … -22 (v4i: tile 128, tile 256, stream-K), each also bitwise vs v4d.
+# -15 / -16 (PV_LEAN, 128 / 256 tokens), -20 … -22 (v4i: tile 128, tile 256, stream-K) and -23 / -24
+# (PV_W_FIRST + PV_PREFETCH_W, 128 / 256 tokens), each also bitwise vs v4d.
 # Reading it: "W once" vs "A once" says which half of the weight's traffic (its copies into shared memory, or the
 # A fragments' ld.shared) costs the time "A+W once" wins back; "X once" the same for x.
 set -u -o pipefail
 OUT=${OUT:-/tmp/ops_out}
-VARIANTS=-15,-16,-20,-21,-22
+VARIANTS=-15,-16,-20,-21,-22,-23,-24
 mkdir -p "$OUT"
 NVCC="nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -lineinfo -Isrc -Ibench"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
@@ -30,8 +31,8 @@ for c in "${CASES[@]}"; do
 done
 echo "ablate done $((SECONDS - T0))s; bitwise failures: $(grep -c FAIL "$OUT/ablate.txt")"
 # racecheck apart for PV_LEAN (-15 / -16, dev only): on the H100 it reported WAR hazards between the weight's bulk
-# copy and lean's predicated ld.shared (2026-12-05), so the launcher's kernels (-20 … -22, -3, -6) are checked alone.
-for check in "memcheck $VARIANTS,-3,-6" "racecheck -20,-21,-22,-3,-6" "racecheck -15,-16" "synccheck $VARIANTS,-3,-6"; do
+# copy and lean's predicated ld.shared (2026-12-05), so the others (-20 … -24, -3, -6) are checked without it.
+for check in "memcheck $VARIANTS,-3,-6" "racecheck -20,-21,-22,-23,-24,-3,-6" "racecheck -15,-16" "synccheck $VARIANTS,-3,-6"; do
   read -r tool grids <<<"$check"
   timeout 90 compute-sanitizer --tool $tool /tmp/hg_dev small $grids >/tmp/san.txt 2>&1
   rc=$?

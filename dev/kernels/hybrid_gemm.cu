@@ -55,6 +55,9 @@
 //   v4i PV_BATCHED: one wgmma group per slab (v4d's predicated asm block makes every wgmma its own group plus an
 //       empty one, so its wait_group 1 waited for the slab just issued); HybridGemmArgs::prefill_batched (grids
 //       -20 … -22). H100: 0.90–1.04× v4d, so opt-in.
+//   PV_W_FIRST, PV_PREFETCH_W (exact): the weight slab's bulk copy issued before the x box; the weight of the tile
+//       two ahead prefetched into L2. Why a 9 KB weight slab costs more than a 32 KB x box (kernels.md, "Prefill
+//       ablation"). Timed alone and together by `ablate`; together as grids -23 / -24 (128 / 256 tokens).
 //   next: v3 at M = 16: find what scales with the tokens (x ldmatrix per warp, partials, MMA issue); v4: deeper
 //       wgmma pipelining, persistent grid, find v4c's stall
 // Modes: probe = which mma.sp metadata / B layout the hardware uses; validate = sweep vs the v0 reference;
@@ -125,8 +128,8 @@ void release(Dev& d) {
 }
 
 // The wgmma tile kernel's variants (hybrid_prefill.cuh PrefillVariant), launched here: the launcher has only v4d
-// and v4i. Same grid and parameters as the launcher's one-CTA-per-tile path. fp16 only for PV_LEAN (validated on
-// the fp16 shape), to keep the build short; the rest are bf16 (ablate).
+// and v4i. Same grid and parameters as the launcher's one-CTA-per-tile path. fp16 only for the variants validate
+// runs (PV_LEAN, PV_W_FIRST + PV_PREFETCH_W; it has an fp16 shape), to keep the build short; the rest are bf16.
 hp::Params prefill_params(const bench::Problem& P, const Dev& d, uint16_t* y, int64_t M) {
   hp::Params p;
   p.y = y;
@@ -154,7 +157,7 @@ cudaError_t launch_pv(const void* x, const hp::Params& p) {
 }
 template <int PV>
 cudaError_t launch_pv_bn(int bn, bool bf16, const void* x, const hp::Params& p) {
-  if constexpr (PV == hp::PV_LEAN) {
+  if constexpr (PV == hp::PV_LEAN || PV == (hp::PV_W_FIRST | hp::PV_PREFETCH_W)) {
     if (!bf16) return bn == 256 ? launch_pv<256, false, PV>(x, p) : launch_pv<128, false, PV>(x, p);
   } else if (!bf16) {
     return cudaErrorNotSupported;
@@ -166,10 +169,15 @@ cudaError_t launch_pv_bn(int bn, bool bf16, const void* x, const hp::Params& p) 
 int prefill_variant_code(int grid) { return grid <= -20 && grid >= -22 ? -20 - grid : -1; }
 
 HybridLaunchResult run_hybrid(const bench::Problem& P, Dev& d, const uint16_t* x, uint16_t* y, int64_t M, int grid) {
-  if (grid == -15 || grid == -16) {  // tile kernel with PV_LEAN slab loads, 128 / 256 tokens per CTA
+  // Tile kernel variants launched directly, 128 / 256 tokens per CTA: -15 / -16 PV_LEAN slab loads, -23 / -24
+  // PV_W_FIRST + PV_PREFETCH_W (the weight's copy before the x box, its next tiles prefetched into L2).
+  if (grid == -15 || grid == -16 || grid == -23 || grid == -24) {
     HybridLaunchResult r;
-    if (cudaError_t e = launch_pv_bn<hp::PV_LEAN>(grid == -16 ? 256 : 128, P.bf16, x, prefill_params(P, d, y, M));
-        e != cudaSuccess) {
+    const int bn = grid == -16 || grid == -24 ? 256 : 128;
+    const hp::Params pp = prefill_params(P, d, y, M);
+    const cudaError_t e = grid >= -16 ? launch_pv_bn<hp::PV_LEAN>(bn, P.bf16, x, pp)
+                                      : launch_pv_bn<hp::PV_W_FIRST | hp::PV_PREFETCH_W>(bn, P.bf16, x, pp);
+    if (e != cudaSuccess) {
       r.status = HYBRID_ERR_CUDA;
       r.cuda_error = int(e);
     }
@@ -279,8 +287,8 @@ double validate_one(const bench::Problem& P, Dev& d, int64_t M, int grid, uint64
   // same A values into the same wgmmas in the same order.
   const int pv_kind = prefill_variant_code(grid);
   const int twin = grid == -9                    ? -10
-                   : grid == -15 || pv_kind == 0 ? -128
-                   : grid == -16 || pv_kind == 1 ? -256
+                   : grid == -15 || grid == -23 || pv_kind == 0 ? -128
+                   : grid == -16 || grid == -24 || pv_kind == 1 ? -256
                    : pv_kind == 2                ? -6
                                                  : 0;
   if (twin) {
@@ -341,7 +349,7 @@ int validate(bool small, const std::vector<int>& only = {}) {
         if (M <= 16) grids.push_back(-13);  // v3h, 4-warp CTAs over the whole K
         if (M <= 16) grids.push_back(-14);  // v3h, 2-warp CTAs
         if (M > 128 || small)  // PV_LEAN, then v4i through the launcher
-          grids.insert(grids.end(), {-15, -16, -20, -21, -22});
+          grids.insert(grids.end(), {-15, -16, -20, -21, -22, -23, -24});
         for (int g : grids) {
           if (!only.empty() && std::find(only.begin(), only.end(), g) == only.end()) continue;
           double rel = validate_one(P, d, M, g, uint64_t(M * 977 + g), true);
