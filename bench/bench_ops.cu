@@ -8,8 +8,8 @@
 // kernel beside the auto dispatch; --ms replaces the mode's token counts (e.g. --prefill --ms 32,64,128 to pick the
 // dispatch cut).
 // --decode times the decode kernel with and without PDL, with PDL and the cluster reduction, and (M <= 16) with PDL
-// and the row split over CTAs of 4 / 2 warps (v3h) or the k-split forced (w8; the auto choice picks 4 or 8); --extra adds
-// the k-split sweep (1/2/4/8 CTAs per SM, with and without PDL) and the earlier kernels v3d and v1.
+// and the row split over CTAs of 4 / 2 warps (v3h) or the k-split forced (w8; the auto choice picks 4 or 8);
+// --extra adds the k-split sweep (1/2/4/8 CTAs per SM, with and without PDL) and the earlier kernels v3d and v1.
 #include <cublas_v2.h>
 
 #include <algorithm>
