@@ -369,10 +369,12 @@ __device__ __forceinline__ void issue_slab(uint8_t* stage, uint64_t* full, const
   const bool skip_w = pv_has(PV, PV_PROBE_W_ONCE) && s >= STAGES;
   hg::mbar_expect_tx(full, (skip_x ? 0 : Cfg<BN>::X_BYTES) + (skip_w ? 0 : wbytes));
   // Default L2 policy: unlike decode, a weight slab is read again by each token block.
-  const uint8_t* w = p.blob + __ldg(p.offsets + t) + (s & 1) * wbytes;
-  if (pv_has(PV, PV_W_FIRST) && !skip_w) hg::bulk_copy(stage + Cfg<BN>::X_BYTES, w, wbytes, full);
+  auto copy_w = [&] {
+    if (!skip_w) hg::bulk_copy(stage + Cfg<BN>::X_BYTES, p.blob + __ldg(p.offsets + t) + (s & 1) * wbytes, wbytes, full);
+  };
+  if constexpr (pv_has(PV, PV_W_FIRST)) copy_w();
   if (!skip_x) tma_load_2d(stage, xmap, s * SLAB_K, tok0, full);
-  if (!pv_has(PV, PV_W_FIRST) && !skip_w) hg::bulk_copy(stage + Cfg<BN>::X_BYTES, w, wbytes, full);
+  if constexpr (!pv_has(PV, PV_W_FIRST)) copy_w();
 }
 
 // Consumer: one slab that has landed in `stage`: this lane's A registers into a, the slab's wgmmas issued, then wait
