@@ -80,7 +80,7 @@ enum PrefillVariant : int {
   // Tile kernel only; exact. The producer asks L2 for the weight of the tile PF_TILES ahead (cp.async.bulk.prefetch),
   // so a slab's copy finds it there: tests whether the "W once" probe's gain is the latency of weight reads from HBM.
   PV_PREFETCH_W = 64,
-  // Exact: the weight slab's bulk copy issued before the x box's TMA load (tests whether it waits behind the 32 KB box).
+  // Exact: the weight slab's bulk copy issued before the x box's TMA load (does it wait behind the 32 KB box?).
   PV_W_FIRST = 128,
 };
 constexpr bool pv_has(int pv, int flag) { return (pv & flag) != 0; }
@@ -370,7 +370,8 @@ __device__ __forceinline__ void issue_slab(uint8_t* stage, uint64_t* full, const
   hg::mbar_expect_tx(full, (skip_x ? 0 : Cfg<BN>::X_BYTES) + (skip_w ? 0 : wbytes));
   // Default L2 policy: unlike decode, a weight slab is read again by each token block.
   auto copy_w = [&] {
-    if (!skip_w) hg::bulk_copy(stage + Cfg<BN>::X_BYTES, p.blob + __ldg(p.offsets + t) + (s & 1) * wbytes, wbytes, full);
+    if (!skip_w)
+      hg::bulk_copy(stage + Cfg<BN>::X_BYTES, p.blob + __ldg(p.offsets + t) + (s & 1) * wbytes, wbytes, full);
   };
   if constexpr (pv_has(PV, PV_W_FIRST)) copy_w();
   if (!skip_x) tma_load_2d(stage, xmap, s * SLAB_K, tok0, full);
