@@ -44,8 +44,9 @@ torch::Tensor hybrid_linear(const torch::Tensor& x, const HybridWeight& hw);
 struct HybridKernelOptions {
   bool pdl = false;                // decode kernel: programmatic dependent launch (HybridGemmArgs::pdl)
   bool cluster_reduction = false;  // decode kernel, v3g: k-splits summed through a thread-block cluster
-  bool row_split = false;          // decode kernel at M <= 16, v3h: 4-warp CTAs over the whole K, no k-split
-                                   // (HybridGemmArgs::decode_warps = 4)
+  bool row_split = false;          // decode kernel at M <= 16, v3h: 4-warp CTAs over the whole K, no k-split,
+                                   // on every shape (HybridGemmArgs::decode_warps = 4); without it the launcher
+                                   // takes v3h at 9..16 tokens where decode_row_split_auto says so
   bool prefill_batched = false;    // wgmma prefill kernels, v4i: one wgmma group per slab
                                    // (HybridGemmArgs::prefill_batched)
 };
