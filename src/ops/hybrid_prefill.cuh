@@ -146,74 +146,53 @@ __device__ __forceinline__ void fence_acc(float (&d)[ACC]) {
   for (int i = 0; i < ACC; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
+// Inputs of the wgmma blocks below, after the accumulators: the lane's 16 A registers, desc, meta.
+#define PATCHLLM_WG_IN(a, desc, meta)                                                                          \
+  "r"(a[0].x), "r"(a[0].y), "r"(a[0].z), "r"(a[0].w), "r"(a[1].x), "r"(a[1].y), "r"(a[1].z), "r"(a[1].w),      \
+      "r"(a[2].x), "r"(a[2].y), "r"(a[2].z), "r"(a[2].w), "r"(a[3].x), "r"(a[3].y), "r"(a[3].z), "r"(a[3].w),  \
+      "l"(desc), "r"(meta)
+// Operand numbers: 64 (BN 128) or 128 (BN 256) accumulators first, then A, desc, meta.
+#define PATCHLLM_A128 "{%64, %65, %66, %67}", "{%68, %69, %70, %71}", "{%72, %73, %74, %75}", "{%76, %77, %78, %79}"
+#define PATCHLLM_A256 \
+  "{%128, %129, %130, %131}", "{%132, %133, %134, %135}", "{%136, %137, %138, %139}", "{%140, %141, %142, %143}"
+#define PATCHLLM_A128_2 "{%64, %65, %66, %67}", "{%68, %69, %70, %71}"
+#define PATCHLLM_A256_2 "{%128, %129, %130, %131}", "{%132, %133, %134, %135}"
+// (The _X forms of the block macros expand their arguments first, so one argument may stand for several A lists.)
+
 // One 64-K slab in one asm block: 4 × wgmma k16 (dense) or 2 × wgmma.sp k32 (2:4), chosen by a predicate inside the
 // block. (With a C++ branch around separate wgmma wrappers, ptxas cannot prove the branch warpgroup-uniform and
 // serialises the wgmmas, warning C7520.) a[0..3] = the lane's A registers of the four k16 steps (dense) or of the two
 // k32 steps in a[0], a[1] (2:4); desc = B descriptor at K offset 0 (k16 step j at +32 B, k32 step s at +64 B).
+// Operands: accumulators, the 16 A registers, desc, meta, sparse (SEL).
+#define PATCHLLM_WGP(N, TY, ACC, A0, A1, A2, A3, DESC, META, SEL)                                              \
+  "{ .reg .pred p, ds, ss; .reg .b64 d1, d2, d3;"                                                              \
+  "setp.ne.b32 p, 1, 0; setp.ne.b32 ss, " SEL ", 0; setp.eq.b32 ds, " SEL ", 0;"                               \
+  "add.s64 d1, " DESC ", 2; add.s64 d2, " DESC ", 4; add.s64 d3, " DESC ", 6;"                                 \
+  "@ds wgmma.mma_async.sync.aligned.m64n" N "k16.f32." TY "." TY " " ACC ", " A0 ", " DESC ", p, 1, 1, 0;"     \
+  "@ds wgmma.mma_async.sync.aligned.m64n" N "k16.f32." TY "." TY " " ACC ", " A1 ", d1, p, 1, 1, 0;"           \
+  "@ds wgmma.mma_async.sync.aligned.m64n" N "k16.f32." TY "." TY " " ACC ", " A2 ", d2, p, 1, 1, 0;"           \
+  "@ds wgmma.mma_async.sync.aligned.m64n" N "k16.f32." TY "." TY " " ACC ", " A3 ", d3, p, 1, 1, 0;"           \
+  "@ss wgmma.mma_async.sp.sync.aligned.m64n" N "k32.f32." TY "." TY " " ACC ", " A0 ", " DESC ", " META        \
+  ", 0, p, 1, 1, 0;"                                                                                           \
+  "@ss wgmma.mma_async.sp.sync.aligned.m64n" N "k32.f32." TY "." TY " " ACC ", " A1 ", d2, " META              \
+  ", 1, p, 1, 1, 0; }"
+#define PATCHLLM_WGP_X(...) PATCHLLM_WGP(__VA_ARGS__)
 template <int BN, bool BF16>
 __device__ __forceinline__ void wgmma_slab(float (&d)[BN / 2], const uint4 (&a)[4], uint64_t desc, uint32_t meta,
                                            uint32_t sparse) {
 #ifdef PATCHLLM_HAVE_WGMMA
-  if constexpr (BN == 128 && BF16) {
-    asm volatile("{ .reg .pred p, ds, ss; .reg .b64 d1, d2, d3;"
-                 "setp.ne.b32 p, 1, 0; setp.ne.b32 ss, %82, 0; setp.eq.b32 ds, %82, 0;"
-                 "add.s64 d1, %80, 2; add.s64 d2, %80, 4; add.s64 d3, %80, 6;"
-                 "@ds wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " PATCHLLM_WG_D64 ", {%64, %65, %66, %67}, %80, p, 1, 1, 0;"
-                 "@ds wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " PATCHLLM_WG_D64 ", {%68, %69, %70, %71}, d1, p, 1, 1, 0;"
-                 "@ds wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " PATCHLLM_WG_D64 ", {%72, %73, %74, %75}, d2, p, 1, 1, 0;"
-                 "@ds wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " PATCHLLM_WG_D64 ", {%76, %77, %78, %79}, d3, p, 1, 1, 0;"
-                 "@ss wgmma.mma_async.sp.sync.aligned.m64n128k32.f32.bf16.bf16 " PATCHLLM_WG_D64 ", {%64, %65, %66, %67}, %80, %81, 0, p, 1, 1, 0;"
-                 "@ss wgmma.mma_async.sp.sync.aligned.m64n128k32.f32.bf16.bf16 " PATCHLLM_WG_D64 ", {%68, %69, %70, %71}, d2, %81, 1, p, 1, 1, 0; }"
-                 : PATCHLLM_WG_ACC64(d)
-                 : "r"(a[0].x), "r"(a[0].y), "r"(a[0].z), "r"(a[0].w), "r"(a[1].x), "r"(a[1].y), "r"(a[1].z),
-                   "r"(a[1].w), "r"(a[2].x), "r"(a[2].y), "r"(a[2].z), "r"(a[2].w), "r"(a[3].x), "r"(a[3].y),
-                   "r"(a[3].z), "r"(a[3].w), "l"(desc), "r"(meta), "r"(sparse));
-  }
-  else if constexpr (BN == 128 && !BF16) {
-    asm volatile("{ .reg .pred p, ds, ss; .reg .b64 d1, d2, d3;"
-                 "setp.ne.b32 p, 1, 0; setp.ne.b32 ss, %82, 0; setp.eq.b32 ds, %82, 0;"
-                 "add.s64 d1, %80, 2; add.s64 d2, %80, 4; add.s64 d3, %80, 6;"
-                 "@ds wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 " PATCHLLM_WG_D64 ", {%64, %65, %66, %67}, %80, p, 1, 1, 0;"
-                 "@ds wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 " PATCHLLM_WG_D64 ", {%68, %69, %70, %71}, d1, p, 1, 1, 0;"
-                 "@ds wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 " PATCHLLM_WG_D64 ", {%72, %73, %74, %75}, d2, p, 1, 1, 0;"
-                 "@ds wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 " PATCHLLM_WG_D64 ", {%76, %77, %78, %79}, d3, p, 1, 1, 0;"
-                 "@ss wgmma.mma_async.sp.sync.aligned.m64n128k32.f32.f16.f16 " PATCHLLM_WG_D64 ", {%64, %65, %66, %67}, %80, %81, 0, p, 1, 1, 0;"
-                 "@ss wgmma.mma_async.sp.sync.aligned.m64n128k32.f32.f16.f16 " PATCHLLM_WG_D64 ", {%68, %69, %70, %71}, d2, %81, 1, p, 1, 1, 0; }"
-                 : PATCHLLM_WG_ACC64(d)
-                 : "r"(a[0].x), "r"(a[0].y), "r"(a[0].z), "r"(a[0].w), "r"(a[1].x), "r"(a[1].y), "r"(a[1].z),
-                   "r"(a[1].w), "r"(a[2].x), "r"(a[2].y), "r"(a[2].z), "r"(a[2].w), "r"(a[3].x), "r"(a[3].y),
-                   "r"(a[3].z), "r"(a[3].w), "l"(desc), "r"(meta), "r"(sparse));
-  }
-  else if constexpr (BN == 256 && BF16) {
-    asm volatile("{ .reg .pred p, ds, ss; .reg .b64 d1, d2, d3;"
-                 "setp.ne.b32 p, 1, 0; setp.ne.b32 ss, %146, 0; setp.eq.b32 ds, %146, 0;"
-                 "add.s64 d1, %144, 2; add.s64 d2, %144, 4; add.s64 d3, %144, 6;"
-                 "@ds wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 " PATCHLLM_WG_D128 ", {%128, %129, %130, %131}, %144, p, 1, 1, 0;"
-                 "@ds wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 " PATCHLLM_WG_D128 ", {%132, %133, %134, %135}, d1, p, 1, 1, 0;"
-                 "@ds wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 " PATCHLLM_WG_D128 ", {%136, %137, %138, %139}, d2, p, 1, 1, 0;"
-                 "@ds wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 " PATCHLLM_WG_D128 ", {%140, %141, %142, %143}, d3, p, 1, 1, 0;"
-                 "@ss wgmma.mma_async.sp.sync.aligned.m64n256k32.f32.bf16.bf16 " PATCHLLM_WG_D128 ", {%128, %129, %130, %131}, %144, %145, 0, p, 1, 1, 0;"
-                 "@ss wgmma.mma_async.sp.sync.aligned.m64n256k32.f32.bf16.bf16 " PATCHLLM_WG_D128 ", {%132, %133, %134, %135}, d2, %145, 1, p, 1, 1, 0; }"
-                 : PATCHLLM_WG_ACC128(d)
-                 : "r"(a[0].x), "r"(a[0].y), "r"(a[0].z), "r"(a[0].w), "r"(a[1].x), "r"(a[1].y), "r"(a[1].z),
-                   "r"(a[1].w), "r"(a[2].x), "r"(a[2].y), "r"(a[2].z), "r"(a[2].w), "r"(a[3].x), "r"(a[3].y),
-                   "r"(a[3].z), "r"(a[3].w), "l"(desc), "r"(meta), "r"(sparse));
-  }
-  else if constexpr (BN == 256 && !BF16) {
-    asm volatile("{ .reg .pred p, ds, ss; .reg .b64 d1, d2, d3;"
-                 "setp.ne.b32 p, 1, 0; setp.ne.b32 ss, %146, 0; setp.eq.b32 ds, %146, 0;"
-                 "add.s64 d1, %144, 2; add.s64 d2, %144, 4; add.s64 d3, %144, 6;"
-                 "@ds wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 " PATCHLLM_WG_D128 ", {%128, %129, %130, %131}, %144, p, 1, 1, 0;"
-                 "@ds wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 " PATCHLLM_WG_D128 ", {%132, %133, %134, %135}, d1, p, 1, 1, 0;"
-                 "@ds wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 " PATCHLLM_WG_D128 ", {%136, %137, %138, %139}, d2, p, 1, 1, 0;"
-                 "@ds wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 " PATCHLLM_WG_D128 ", {%140, %141, %142, %143}, d3, p, 1, 1, 0;"
-                 "@ss wgmma.mma_async.sp.sync.aligned.m64n256k32.f32.f16.f16 " PATCHLLM_WG_D128 ", {%128, %129, %130, %131}, %144, %145, 0, p, 1, 1, 0;"
-                 "@ss wgmma.mma_async.sp.sync.aligned.m64n256k32.f32.f16.f16 " PATCHLLM_WG_D128 ", {%132, %133, %134, %135}, d2, %145, 1, p, 1, 1, 0; }"
-                 : PATCHLLM_WG_ACC128(d)
-                 : "r"(a[0].x), "r"(a[0].y), "r"(a[0].z), "r"(a[0].w), "r"(a[1].x), "r"(a[1].y), "r"(a[1].z),
-                   "r"(a[1].w), "r"(a[2].x), "r"(a[2].y), "r"(a[2].z), "r"(a[2].w), "r"(a[3].x), "r"(a[3].y),
-                   "r"(a[3].z), "r"(a[3].w), "l"(desc), "r"(meta), "r"(sparse));
-  }
+  if constexpr (BN == 128 && BF16)
+    asm volatile(PATCHLLM_WGP_X("128", "bf16", PATCHLLM_WG_D64, PATCHLLM_A128, "%80", "%81", "%82")
+                 : PATCHLLM_WG_ACC64(d) : PATCHLLM_WG_IN(a, desc, meta), "r"(sparse));
+  else if constexpr (BN == 128)
+    asm volatile(PATCHLLM_WGP_X("128", "f16", PATCHLLM_WG_D64, PATCHLLM_A128, "%80", "%81", "%82")
+                 : PATCHLLM_WG_ACC64(d) : PATCHLLM_WG_IN(a, desc, meta), "r"(sparse));
+  else if constexpr (BF16)
+    asm volatile(PATCHLLM_WGP_X("256", "bf16", PATCHLLM_WG_D128, PATCHLLM_A256, "%144", "%145", "%146")
+                 : PATCHLLM_WG_ACC128(d) : PATCHLLM_WG_IN(a, desc, meta), "r"(sparse));
+  else
+    asm volatile(PATCHLLM_WGP_X("256", "f16", PATCHLLM_WG_D128, PATCHLLM_A256, "%144", "%145", "%146")
+                 : PATCHLLM_WG_ACC128(d) : PATCHLLM_WG_IN(a, desc, meta), "r"(sparse));
 #else
   (void)d;
   (void)a;
@@ -242,20 +221,8 @@ __device__ __forceinline__ void wgmma_slab(float (&d)[BN / 2], const uint4 (&a)[
   ", 0, p, 1, 1, 0;"                                                                                           \
   "wgmma.mma_async.sp.sync.aligned.m64n" N "k32.f32." TY "." TY " " ACC ", " A1 ", d2, " META ", 1, p, 1, 1, 0;" \
   "wgmma.commit_group.sync.aligned; }"
-// (The _X forms expand their arguments first, so one argument may stand for several A operand lists.)
 #define PATCHLLM_WGD_X(...) PATCHLLM_WGD(__VA_ARGS__)
 #define PATCHLLM_WGS_X(...) PATCHLLM_WGS(__VA_ARGS__)
-#define PATCHLLM_WG_IN(a, desc, meta)                                                                          \
-  "r"(a[0].x), "r"(a[0].y), "r"(a[0].z), "r"(a[0].w), "r"(a[1].x), "r"(a[1].y), "r"(a[1].z), "r"(a[1].w),      \
-      "r"(a[2].x), "r"(a[2].y), "r"(a[2].z), "r"(a[2].w), "r"(a[3].x), "r"(a[3].y), "r"(a[3].z), "r"(a[3].w),  \
-      "l"(desc), "r"(meta)
-// Operand numbers: 64 (BN 128) or 128 (BN 256) accumulators first, then A, desc, meta.
-#define PATCHLLM_A128 "{%64, %65, %66, %67}", "{%68, %69, %70, %71}", "{%72, %73, %74, %75}", "{%76, %77, %78, %79}"
-#define PATCHLLM_A256 \
-  "{%128, %129, %130, %131}", "{%132, %133, %134, %135}", "{%136, %137, %138, %139}", "{%140, %141, %142, %143}"
-#define PATCHLLM_A128_2 "{%64, %65, %66, %67}", "{%68, %69, %70, %71}"
-#define PATCHLLM_A256_2 "{%128, %129, %130, %131}", "{%132, %133, %134, %135}"
-
 template <int BN, bool BF16>
 __device__ __forceinline__ void wgmma_slab_group(float (&d)[BN / 2], const uint4 (&a)[4], uint64_t desc,
                                                  uint32_t meta, bool sparse) {
