@@ -14,12 +14,13 @@
 // CTA = 3 warpgroups: WG0 produces (one thread: per 64-K slab one TMA 2-D load of the x box [BN tokens × 64 K],
 // zero-filled past M and K, plus one 1-D bulk copy of the 16 KB dense / 9 KB 2:4 weight slab, both completing on the
 // stage's full mbarrier); WG1 and WG2 consume (rows 0–63 and 64–127 of the row-block), wait_group 1 after each slab
-// (which in v4d's SASS still waits for the slab just issued; v4i, PV_BATCHED, fixes that) and release a stage on its
-// empty mbarrier once the wgmmas that read it are done. The output
-// tile leaves through shared memory as 16-byte rows. Grid: one CTA per (row-block, token block) in a grouped raster
-// order; one CTA per SM. v5 (hybrid_prefill_sk_kernel, below) runs the same pipeline stream-K for M where those tiles
-// are too few for the SMs. Measured versions (v4c, v4e and v4f, which cut the x traffic and ran slower, are removed)
-// and what limits them: dev/kernels/hybrid_gemm.cu, docs/BENCHMARKS.md §4.
+// (which in v4d's SASS still waits for the slab just issued; v4i, PV_BATCHED, removes that wait but gains nothing
+// measurable, since the other consumer warpgroup fills the gap) and release a stage on its empty mbarrier once the
+// wgmmas that read it are done. The output tile leaves through shared memory as 16-byte rows. Grid: one CTA per
+// (row-block, token block) in a grouped raster order; one CTA per SM. v5 (hybrid_prefill_sk_kernel, below) runs the
+// same pipeline stream-K for M where those tiles are too few for the SMs. Measured versions (v4c, v4e and v4f, which
+// cut the x traffic, and v4g, which loaded A from global memory, all ran slower and are removed) and what limits
+// them: dev/kernels/hybrid_gemm.cu, docs/benchmarks/kernels.md, docs/BENCHMARKS.md §4.
 #pragma once
 #include <cuda.h>
 #include <cudaTypedefs.h>
