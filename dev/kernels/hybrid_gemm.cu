@@ -51,7 +51,7 @@
 //       per slab").
 //   v4g PV_GLOBAL_A: the weight never entered shared memory; each lane loaded its A registers from global memory a
 //       few slabs ahead, the stages carried x only. H100: 0.72–0.89× v4d; with v4i its tile kernel gave wrong,
-//       run-to-run different results (grids -17 … -19 and -23 … -25, validate). Removed.
+//       run-to-run different results (then grids -17 … -19 and -23 … -25, validate). Removed; -23 / -24 are reused.
 //   v4i PV_BATCHED: one wgmma group per slab (v4d's predicated asm block makes every wgmma its own group plus an
 //       empty one, so its wait_group 1 waited for the slab just issued); HybridGemmArgs::prefill_batched (grids
 //       -20 … -22). H100: 0.90–1.04× v4d, so opt-in.
