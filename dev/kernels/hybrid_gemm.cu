@@ -419,8 +419,9 @@ int time_versions() {
 
 // Prefill ablation: the variants of hybrid_prefill.cuh's PrefillVariant (v4d, PV_LEAN, v4i and both, PV_PREFETCH_W
 // alone and with v4i, PV_W_FIRST alone and with PV_PREFETCH_W, then the timing probes on top of v4i + PV_LEAN) on
-// one problem, 128 and 256 tokens per CTA, cuBLAS on the masked dense weight in the same run. The exact variants must equal v4d bitwise first (the probes give wrong
-// results by design); the launcher's auto choice and its stream-K kernel (v4d, v4i) are timed too.
+// one problem, 128 and 256 tokens per CTA, cuBLAS on the masked dense weight in the same run. The exact variants
+// must equal v4d bitwise first (the probes give wrong results by design); the launcher's auto choice and its
+// stream-K kernel (v4d, v4i) are timed too.
 // Medians of 15 batches of 5 launches each; no weight rotation: at M >= 2048 every weight slab is reused by M / BN
 // CTAs anyway. Prints µs, TFLOP/s (effective: 2·M·N·K / t) and the ratios to v4d of the same width and to cuBLAS.
 int ablate(int64_t N, int64_t K, int64_t M, double f) {
