@@ -286,11 +286,11 @@ double validate_one(const bench::Problem& P, Dev& d, int64_t M, int grid, uint64
   // PV_LEAN (-15 / -16) and the launcher's v4i (-20 … -22) vs v4d of the same tile width or stream-K split: the
   // same A values into the same wgmmas in the same order.
   const int pv_kind = prefill_variant_code(grid);
-  const int twin = grid == -9                    ? -10
+  const int twin = grid == -9                                   ? -10
                    : grid == -15 || grid == -23 || pv_kind == 0 ? -128
                    : grid == -16 || grid == -24 || pv_kind == 1 ? -256
-                   : pv_kind == 2                ? -6
-                                                 : 0;
+                   : pv_kind == 2                               ? -6
+                                                                : 0;
   if (twin) {
     BENCH_CUDA(cudaMemset(y, 0xff, size_t(M * P.N) * 2));
     if (run_hybrid(P, d, x, y, M, twin).status != HYBRID_OK) std::exit(1);
