@@ -59,7 +59,9 @@
 //       PV_PREFETCH_W, the weight of the tile two ahead prefetched into L2 (cp.async.bulk.prefetch), ran at
 //       0.78–0.96× v4d on the H100 (2026-12-05): the weight copies' cost is not HBM latency. Removed.
 //   PV_MC_W (exact): two token blocks of a row-block in a 2-CTA cluster, each CTA copying half of every weight slab
-//       and multicasting it into both (grids -25 / -26); stages released in both CTAs by remote arrives.
+//       and multicasting it into both, stages released in both CTAs by remote arrives. H200 (2026-12-05), four
+//       shapes: 0.88–1.04× v4d, so halving the weight's shared-memory fill traffic does not pay for the pair's
+//       lock step. Removed (commit 14c200f has it).
 //   next: v3 at M = 16: find what scales with the tokens (x ldmatrix per warp, partials, MMA issue); v4: deeper
 //       wgmma pipelining, persistent grid, find v4c's stall
 // Modes: probe = which mma.sp metadata / B layout the hardware uses; validate = sweep vs the v0 reference;
@@ -131,7 +133,7 @@ void release(Dev& d) {
 
 // The wgmma tile kernel's variants (hybrid_prefill.cuh PrefillVariant), launched here: the launcher has only v4d
 // and v4i. Same grid and parameters as the launcher's one-CTA-per-tile path. fp16 only for the variants validate
-// runs (PV_LEAN, PV_W_FIRST, PV_MC_W; it has an fp16 shape), to keep the build short; the rest are bf16.
+// runs (PV_LEAN, PV_W_FIRST; it has an fp16 shape), to keep the build short; the rest are bf16.
 hp::Params prefill_params(const bench::Problem& P, const Dev& d, uint16_t* y, int64_t M) {
   hp::Params p;
   p.y = y;
@@ -154,26 +156,12 @@ cudaError_t launch_pv(const void* x, const hp::Params& p) {
   static const cudaError_t attr =  // once per instance, as the launcher does, so ablate times no host setup
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, hp::Cfg<BN>::SMEM);
   if (attr != cudaSuccess) return attr;
-  const int64_t TB = (p.M + BN - 1) / BN;
-  if constexpr (hp::pv_has(PV, hp::PV_MC_W)) {  // 2-CTA clusters over token-block pairs
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(unsigned(int64_t(p.RB) * 2 * ((TB + 1) / 2)));
-    cfg.blockDim = dim3(hp::THREADS);
-    cfg.dynamicSmemBytes = hp::Cfg<BN>::SMEM;
-    cudaLaunchAttribute at;
-    at.id = cudaLaunchAttributeClusterDimension;
-    at.val.clusterDim.x = 2;
-    at.val.clusterDim.y = at.val.clusterDim.z = 1;
-    cfg.attrs = &at;
-    cfg.numAttrs = 1;
-    return cudaLaunchKernelEx(&cfg, kernel, map, p);
-  }
-  kernel<<<unsigned(int64_t(p.RB) * TB), hp::THREADS, hp::Cfg<BN>::SMEM>>>(map, p);
+  kernel<<<unsigned(int64_t(p.RB) * ((p.M + BN - 1) / BN)), hp::THREADS, hp::Cfg<BN>::SMEM>>>(map, p);
   return cudaGetLastError();
 }
 template <int PV>
 cudaError_t launch_pv_bn(int bn, bool bf16, const void* x, const hp::Params& p) {
-  if constexpr (PV == hp::PV_LEAN || PV == hp::PV_W_FIRST || PV == hp::PV_MC_W) {
+  if constexpr (PV == hp::PV_LEAN || PV == hp::PV_W_FIRST) {
     if (!bf16) return bn == 256 ? launch_pv<256, false, PV>(x, p) : launch_pv<128, false, PV>(x, p);
   } else if (!bf16) {
     return cudaErrorNotSupported;
@@ -186,14 +174,13 @@ int prefill_variant_code(int grid) { return grid <= -20 && grid >= -22 ? -20 - g
 
 HybridLaunchResult run_hybrid(const bench::Problem& P, Dev& d, const uint16_t* x, uint16_t* y, int64_t M, int grid) {
   // Tile kernel variants launched directly, 128 / 256 tokens per CTA: -15 / -16 PV_LEAN slab loads, -23 / -24
-  // PV_W_FIRST (the weight's copy before the x box), -25 / -26 PV_MC_W (weight slabs multicast in 2-CTA clusters).
-  if (grid == -15 || grid == -16 || grid == -23 || grid == -24 || grid == -25 || grid == -26) {
+  // PV_W_FIRST (the weight's copy before the x box).
+  if (grid == -15 || grid == -16 || grid == -23 || grid == -24) {
     HybridLaunchResult r;
-    const int bn = grid == -16 || grid == -24 || grid == -26 ? 256 : 128;
+    const int bn = grid == -16 || grid == -24 ? 256 : 128;
     const hp::Params pp = prefill_params(P, d, y, M);
-    const cudaError_t e = grid >= -16   ? launch_pv_bn<hp::PV_LEAN>(bn, P.bf16, x, pp)
-                          : grid >= -24 ? launch_pv_bn<hp::PV_W_FIRST>(bn, P.bf16, x, pp)
-                                        : launch_pv_bn<hp::PV_MC_W>(bn, P.bf16, x, pp);
+    const cudaError_t e = grid >= -16 ? launch_pv_bn<hp::PV_LEAN>(bn, P.bf16, x, pp)
+                                      : launch_pv_bn<hp::PV_W_FIRST>(bn, P.bf16, x, pp);
     if (e != cudaSuccess) {
       r.status = HYBRID_ERR_CUDA;
       r.cuda_error = int(e);
@@ -304,8 +291,8 @@ double validate_one(const bench::Problem& P, Dev& d, int64_t M, int grid, uint64
   // same A values into the same wgmmas in the same order.
   const int pv_kind = prefill_variant_code(grid);
   const int twin = grid == -9                                   ? -10
-                   : grid == -15 || grid == -23 || grid == -25 || pv_kind == 0 ? -128
-                   : grid == -16 || grid == -24 || grid == -26 || pv_kind == 1 ? -256
+                   : grid == -15 || grid == -23 || pv_kind == 0 ? -128
+                   : grid == -16 || grid == -24 || pv_kind == 1 ? -256
                    : pv_kind == 2                               ? -6
                                                                 : 0;
   if (twin) {
@@ -366,7 +353,7 @@ int validate(bool small, const std::vector<int>& only = {}) {
         if (M <= 16) grids.push_back(-13);  // v3h, 4-warp CTAs over the whole K
         if (M <= 16) grids.push_back(-14);  // v3h, 2-warp CTAs
         if (M > 128 || small)  // PV_LEAN, then v4i through the launcher
-          grids.insert(grids.end(), {-15, -16, -20, -21, -22, -23, -24, -25, -26});
+          grids.insert(grids.end(), {-15, -16, -20, -21, -22, -23, -24});
         for (int g : grids) {
           if (!only.empty() && std::find(only.begin(), only.end(), g) == only.end()) continue;
           double rel = validate_one(P, d, M, g, uint64_t(M * 977 + g), true);
@@ -434,8 +421,8 @@ int time_versions() {
   return 0;
 }
 
-// Prefill ablation: the variants of hybrid_prefill.cuh's PrefillVariant (v4d, PV_LEAN, v4i, PV_W_FIRST, PV_MC_W alone
-// and with each of the others, then the timing probes on top of v4i + PV_LEAN) on
+// Prefill ablation: the variants of hybrid_prefill.cuh's PrefillVariant (v4d, PV_LEAN, v4i, PV_W_FIRST, v4i with each
+// of the other two, then the timing probes on top of v4i + PV_LEAN) on
 // one problem, 128 and 256 tokens per CTA, cuBLAS on the masked dense weight in the same run. The exact variants
 // must equal v4d bitwise first (the probes give wrong results by design); the launcher's auto choice and its
 // stream-K kernel (v4d, v4i) are timed too.
@@ -487,18 +474,17 @@ int ablate(int64_t N, int64_t K, int64_t M, double f) {
                 us_cublas / us);
   }
   using Launch = cudaError_t (*)(int, bool, const void*, const hp::Params&);
-  // The first eight give v4d's results bit for bit (checked below); the probes build on batched + lean.
+  // The first six give v4d's results bit for bit (checked below); the probes build on batched + lean.
   constexpr int L = hp::PV_LEAN, B = hp::PV_BATCHED, PA = hp::PV_PROBE_A_ONCE, PW = hp::PV_PROBE_W_ONCE,
-                PX = hp::PV_PROBE_X_ONCE, WF = hp::PV_W_FIRST, MC = hp::PV_MC_W;
+                PX = hp::PV_PROBE_X_ONCE, WF = hp::PV_W_FIRST;
   const std::pair<const char*, Launch> variants[] = {
       {"base (v4d)", launch_pv_bn<hp::PV_BASE>},      {"lean", launch_pv_bn<L>},
       {"batched (v4i)", launch_pv_bn<B>},             {"W first", launch_pv_bn<WF>},
-      {"multicast W", launch_pv_bn<MC>},              {"multicast W+W first", launch_pv_bn<MC | WF>},
-      {"multicast W+batched", launch_pv_bn<MC | B>},  {"multicast W+lean", launch_pv_bn<MC | L>},
+      {"batched+lean", launch_pv_bn<B | L>},          {"W first+batched", launch_pv_bn<WF | B>},
       {"b+l probe A once", launch_pv_bn<B | L | PA>}, {"b+l probe W once", launch_pv_bn<B | L | PW>},
       {"b+l probe A+W once", launch_pv_bn<B | L | PA | PW>}, {"b+l probe X once", launch_pv_bn<B | L | PX>},
       {"b+l probe A+W+X", launch_pv_bn<B | L | PA | PW | PX>}};
-  constexpr int n_exact = 8;
+  constexpr int n_exact = 6;
   int rc = 0;
   for (int bn : {256, 128}) {
     // The exact variants against v4d, bitwise, before timing

@@ -19,8 +19,9 @@
 // wgmmas that read it are done. The output tile leaves through shared memory as 16-byte rows. Grid: one CTA per
 // (row-block, token block) in a grouped raster order; one CTA per SM. v5 (hybrid_prefill_sk_kernel, below) runs the
 // same pipeline stream-K for M where those tiles are too few for the SMs. Measured versions (v4c, v4e and v4f, which
-// cut the x traffic, and v4g, which loaded A from global memory, all ran slower and are removed) and what limits
-// them: dev/kernels/hybrid_gemm.cu, docs/benchmarks/kernels.md, docs/BENCHMARKS.md §4.
+// cut the x traffic, v4g, which loaded A from global memory, PV_PREFETCH_W and PV_MC_W, which prefetched or
+// multicast the weight, all ran slower and are removed) and what limits them: dev/kernels/hybrid_gemm.cu,
+// docs/benchmarks/kernels.md, docs/BENCHMARKS.md §4.
 #pragma once
 #include <cuda.h>
 #include <cudaTypedefs.h>
@@ -62,10 +63,11 @@ struct Params {
 };
 
 // Variants of the prefill kernels (template argument PV, a set of flags; 0 = v4d, the launcher's default).
-// Measured on the H100 (kernels.md, "Prefill ablation"): PV_LEAN and PV_BATCHED move v4d by -14% … +7%, neither
-// wins across shapes, so both stay opt-in; the probes show what would pay: no weight copies and no A loads after the
-// first slabs +20–34% at f ≥ 0.9, no A loads alone ≤ +9%. v4g (A registers straight from global memory, no weight
-// in shared memory) ran 11–28% slower than v4d and is removed.
+// Measured on the H100 and H200 (kernels.md, "Prefill ablation", "Session 16"): PV_LEAN, PV_BATCHED and PV_W_FIRST
+// move v4d by -14% … +10%, none wins across shapes, so all stay opt-in or dev-only; the probes show what would pay:
+// no weight copies and no A loads after the first slabs +5–35% at f ≥ 0.9, either alone inconsistent. v4g (A
+// registers straight from global memory, 0.72–0.89× v4d), PV_PREFETCH_W (the weight into L2 ahead, 0.78–1.04×) and
+// PV_MC_W (weight slabs multicast in 2-CTA clusters, 0.88–0.97×) are removed.
 enum PrefillVariant : int {
   PV_BASE = 0,
   PV_LEAN = 1,       // ld.shared of only the A registers a slab's kind uses (2:4: two 16-byte fragments and the
@@ -80,10 +82,6 @@ enum PrefillVariant : int {
   PV_PROBES = PV_PROBE_A_ONCE | PV_PROBE_W_ONCE | PV_PROBE_X_ONCE,
   // Exact: the weight slab's bulk copy issued before the x box's TMA load (does it wait behind the 32 KB box?).
   PV_W_FIRST = 128,
-  // Tile kernel only; exact. The CTAs of two neighbouring token blocks of one row-block form a 2-CTA cluster; each
-  // copies half of every weight slab and multicasts it into both, so a CTA pulls half the weight bytes from L2.
-  // A stage is refilled only once the consumers of both CTAs released it (remote arrives); launched as clusters.
-  PV_MC_W = 256,
 };
 constexpr bool pv_has(int pv, int flag) { return (pv & flag) != 0; }
 
@@ -286,33 +284,6 @@ __device__ __forceinline__ uint32_t lds32(const void* p) {
   return v;
 }
 
-// ---- 2-CTA clusters (PV_MC_W) ----
-__device__ __forceinline__ uint32_t cluster_rank() {
-  uint32_t r;
-  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
-  return r;
-}
-// Every thread of the cluster: the peer's barriers are initialised before anyone signals them.
-__device__ __forceinline__ void cluster_sync() {
-  asm volatile("barrier.cluster.arrive.release.aligned; barrier.cluster.wait.acquire.aligned;" ::: "memory");
-}
-// Arrive on the mbarrier at b's offset in cluster CTA `rank`. The default (.release.cta) form: the .release.cluster
-// form puts a MEMBAR.ALL.GPU before each arrive, which made v4c slow (dev/kernels/hybrid_gemm.cu).
-__device__ __forceinline__ void mbar_arrive_in(uint64_t* b, uint32_t rank) {
-  asm volatile("{ .reg .b32 ra; mapa.shared::cluster.u32 ra, %0, %1; mbarrier.arrive.shared::cluster.b64 _, [ra]; }" ::
-                   "r"(hg::smem_addr(b)), "r"(rank)
-               : "memory");
-}
-// Bulk copy into the same offset of every CTA in ctaMask, each completing bytes on its own mbarrier at bar's offset.
-__device__ __forceinline__ void bulk_copy_mc(void* dst, const void* src, uint32_t bytes, uint64_t* bar,
-                                             uint16_t mask) {
-  asm volatile(
-      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster [%0], [%1], %2, [%3], "
-      "%4;" ::"r"(hg::smem_addr(dst)),
-      "l"(src), "r"(bytes), "r"(hg::smem_addr(bar)), "h"(mask)
-      : "memory");
-}
-
 // ---- host side: the x tensor map (the launcher and dev/kernels) ----
 // cuTensorMapEncodeTiled through the runtime's driver entry point, so nothing links libcuda directly.
 inline PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
@@ -355,13 +326,8 @@ __device__ __forceinline__ void issue_slab(uint8_t* stage, uint64_t* full, const
   hg::mbar_expect_tx(full, (skip_x ? 0 : Cfg<BN>::X_BYTES) + (skip_w ? 0 : wbytes));
   // Default L2 policy: unlike decode, a weight slab is read again by each token block.
   auto copy_w = [&] {
-    const uint8_t* src = p.blob + __ldg(p.offsets + t) + (s & 1) * wbytes;
-    if constexpr (pv_has(PV, PV_MC_W)) {  // this CTA's half, into both CTAs of the pair (halves: multiples of 16 B)
-      const uint32_t half = wbytes / 2, off = cluster_rank() * half;
-      bulk_copy_mc(stage + Cfg<BN>::X_BYTES + off, src + off, half, full, 0x3);
-    } else if (!skip_w) {
-      hg::bulk_copy(stage + Cfg<BN>::X_BYTES, src, wbytes, full);
-    }
+    if (!skip_w)
+      hg::bulk_copy(stage + Cfg<BN>::X_BYTES, p.blob + __ldg(p.offsets + t) + (s & 1) * wbytes, wbytes, full);
   };
   if constexpr (pv_has(PV, PV_W_FIRST)) copy_w();
   if (!skip_x) tma_load_2d(stage, xmap, s * SLAB_K, tok0, full);
@@ -443,21 +409,27 @@ __device__ __forceinline__ void store_tile(const float (&d)[BN / 2], uint16_t* o
 }
 
 // Stage barriers of a pipeline: full[s] completes on the producer's arrive.expect_tx and the bytes it announced,
-// empty[s] on one arrival per consumer warp (RELEASERS) of each CTA that reads the stage (`ctas`: 2 with PV_MC_W).
-// Per warp, not per warpgroup: a warp's ld.shared of the A registers then precede its own arrive in program order;
-// one arrive per warpgroup ordered the other three warps' loads only through the wgmma they feed, which
-// compute-sanitizer racecheck reports as a write-after-read hazard against the next bulk copy.
+// empty[s] on one arrival per consumer warp (release_stage).
 constexpr int RELEASERS = 8;  // consumer warps
 template <int STAGES>
-__device__ __forceinline__ void init_stage_barriers(uint64_t* full, uint64_t* empty, int ctas = 1) {
+__device__ __forceinline__ void init_stage_barriers(uint64_t* full, uint64_t* empty) {
   if (threadIdx.x == 0) {
     for (int s = 0; s < STAGES; ++s) {
       hg::mbar_init(&full[s], 1);
-      hg::mbar_init(&empty[s], RELEASERS * ctas);
+      hg::mbar_init(&empty[s], RELEASERS);
     }
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
   __syncthreads();
+}
+
+// A consumer warp is done with a stage: every lane's ld.shared of it is ordered before the arrive (__syncwarp, then
+// lane 0), as the persistent kernel does. One arrive per warpgroup ordered the other warps' loads only through the
+// wgmma they feed, and racecheck reported write-after-read hazards between them and the next bulk copy (H100,
+// 2026-12-05); one per warp without the __syncwarp still left 31 lanes' loads unordered.
+__device__ __forceinline__ void release_stage(uint64_t* empty, int lane) {
+  __syncwarp();
+  if (lane == 0) hg::mbar_arrive(empty);
 }
 
 // Producer warpgroup of the tile kernel: gives its registers to the consumers, and one thread streams the nslab
@@ -473,10 +445,6 @@ __device__ __forceinline__ void produce_tiles(uint8_t* smem, uint64_t* full, uin
     hg::mbar_wait(&empty[st], ((s / STAGES) & 1) ^ 1);
     issue_slab<BN, PV, STAGES>(smem + st * STAGE, &full[st], xmap, p, t0 + (s >> 1), s, tok0);
   }
-  // PV_MC_W: the peer's consumers arrive on this CTA's empty barriers until they are done, so the CTA (kept by this
-  // thread) stays until every stage's last fill was released by both CTAs.
-  if constexpr (pv_has(PV, PV_MC_W))
-    for (int s = max(nslab - STAGES, 0); s < nslab; ++s) hg::mbar_wait(&empty[s % STAGES], (s / STAGES) & 1);
 }
 
 template <int BN, bool BF16, int PV = PV_BASE>
@@ -489,19 +457,13 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_kernel(const __grid
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + C::STAGES * C::STAGE);
   uint64_t* empty = full + C::STAGES;
-  // Grouped raster (hybrid_split.h): GROUP row-blocks × all token blocks per group. PV_MC_W: over pairs of token
-  // blocks, the pair's two CTAs (cluster ranks 0, 1) on one row-block; a CTA past M (odd block count) still copies
-  // its weight halves and consumes, and stores nothing.
-  constexpr bool pair = pv_has(PV, PV_MC_W);
-  const int TB = (p.M + BN - 1) / BN;
-  const RasterPos rp = pair ? grouped_raster(blockIdx.x >> 1, p.RB, (TB + 1) >> 1, GROUP)
-                            : grouped_raster(blockIdx.x, p.RB, TB, GROUP);
-  const int rb = rp.unit, tok0 = (pair ? 2 * rp.tb + int(cluster_rank()) : rp.tb) * BN;
+  // Grouped raster (hybrid_split.h): GROUP row-blocks × all token blocks per group.
+  const RasterPos rp = grouped_raster(blockIdx.x, p.RB, (p.M + BN - 1) / BN, GROUP);
+  const int rb = rp.unit, tok0 = rp.tb * BN;
   const int wg = threadIdx.x >> 7, tid = threadIdx.x & 127;
   const int nslab = (p.K + SLAB_K - 1) / SLAB_K;  // slabs wholly past K (ragged last tile) are skipped
   const int64_t tbase = int64_t(rb) * p.CT;
-  init_stage_barriers<C::STAGES>(full, empty, pair ? 2 : 1);
-  if constexpr (pair) cluster_sync();
+  init_stage_barriers<C::STAGES>(full, empty);
   if (wg == 0) {  // producer: one thread issues everything
     produce_tiles<BN, C::STAGES, C::STAGE, PV>(smem, full, empty, &xmap, p, tbase, nslab, tok0);
     return;
@@ -513,21 +475,13 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_kernel(const __grid
   float d[C::ACC];
 #pragma unroll
   for (int i = 0; i < C::ACC; ++i) d[i] = 0.f;
-  auto release = [&](int s) {  // by lane 0 of each consumer warp; PV_MC_W: in both CTAs of the pair
-    if constexpr (pair) {
-      mbar_arrive_in(&empty[s % C::STAGES], 0);
-      mbar_arrive_in(&empty[s % C::STAGES], 1);
-    } else {
-      hg::mbar_arrive(&empty[s % C::STAGES]);
-    }
-  };
   auto slab = [&](int s, uint4 (&a)[4], uint32_t& meta) {
     const int st = s % C::STAGES;
     const bool sparse = __ldg(p.kinds + tbase + (s >> 1)) != 0;
     hg::mbar_wait(&full[st], (s / C::STAGES) & 1);
     const bool load = !pv_has(PV, PV_PROBE_A_ONCE) || s < 2;
     mma_slab<BN, BF16, PV>(d, a, meta, smem + st * C::STAGE, sparse, grp, lane, load);
-    if (s > 0 && lane == 0) release(s - 1);
+    if (s > 0) release_stage(&empty[(s - 1) % C::STAGES], lane);
   };
   uint4 a0[4], a1[4];
   uint32_t m0, m1;
@@ -542,10 +496,7 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_kernel(const __grid
   }
   wg_wait<0>();
   fence_acc(d);
-  if constexpr (pair)  // the peer's producer waits for the last slab's release too (produce_tiles' tail)
-    if (lane == 0) release(nslab - 1);
-  // The stage buffers are free once both consumer warpgroups are past their last wgmma (store_tile's first barrier);
-  // with PV_MC_W every multicast into them has landed, as this CTA waited for all its full barriers.
+  // The stage buffers are free once both consumer warpgroups are past their last wgmma (store_tile's first barrier).
   store_tile<BN, BF16>(d, reinterpret_cast<uint16_t*>(smem), p, rb, tok0, c, w4, lane, threadIdx.x - 128);
 #else
   (void)xmap;
@@ -648,7 +599,7 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sk_kernel(const __g
   auto slab = [&](uint4 (&a)[4], uint32_t& meta) {
     hg::mbar_wait(&full[st], uint32_t(ph));
     mma_slab<BN, BF16, PV>(d, a, meta, smem + st * STAGE, __ldg(p.kinds + cur.t) != 0, grp, lane);
-    if (pending >= 0 && lane == 0) hg::mbar_arrive(&empty[pending]);
+    if (pending >= 0) release_stage(&empty[pending], lane);
     pending = st;
     if (++st == STAGES) st = 0, ph ^= 1;
   };
@@ -657,7 +608,7 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sk_kernel(const __g
   auto finish = [&](int64_t key, int64_t rb64, int tb, int done, bool first) {
     wg_wait<0>();
     fence_acc(d);
-    if (lane == 0) hg::mbar_arrive(&empty[pending]);
+    release_stage(&empty[pending], lane);
     pending = -1;
     const int rb = int(rb64), tok0 = tb * BN;
     if (done < NS) {
@@ -727,7 +678,7 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sk_kernel(const __g
       first = false;
     }
   };
-  static_assert(!pv_has(PV, PV_LEAN | PV_PROBES | PV_MC_W),
+  static_assert(!pv_has(PV, PV_LEAN | PV_PROBES),
                 "stream-K kernel: PV_BASE or PV_BATCHED only");
   if constexpr (PV == PV_BATCHED) {
     // Tile by tile, so that the inner loop holds only the slabs' loads and wgmmas. With finish() inside the loop (the
