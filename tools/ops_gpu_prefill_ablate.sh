@@ -31,8 +31,8 @@ for c in "${CASES[@]}"; do
 done
 echo "ablate done $((SECONDS - T0))s; bitwise failures: $(grep -c FAIL "$OUT/ablate.txt")"
 # racecheck in two groups, so that a report names its group: the launcher's kernels with the exact variants, and
-# PV_LEAN's predicated ld.shared. Before release_stage's __syncwarp both reported write-after-read hazards (bulk
-# copy after ld.shared, H100 and H200, 2026-12-05).
+# PV_LEAN's predicated ld.shared. Both report write-after-read hazards (bulk copy after ld.shared; H100 and H200,
+# 2026-12-05, before and after release_stage's per-warp arrives; cause open, kernels.md "Session 16").
 for check in "memcheck $VARIANTS,-3,-6" "racecheck -3,-6,-20,-21,-22,-23,-24" "racecheck -15,-16" \
   "synccheck $VARIANTS,-3,-6"; do
   read -r tool grids <<<"$check"
