@@ -45,14 +45,8 @@ constexpr int64_t PART_BYTES = int64_t(PART_FLOATS) * 4;
 constexpr int PSTRIDE = hg::TILE + 4;  // fp32 partial row in smem: the 4 token pairs of a store hit distinct banks
 constexpr int MAX_CLUSTER = 8;         // portable cluster size: the cluster reduction's largest S
 
-struct Params {
+struct Params : hg::PackedGemm {
   const uint16_t* x;       // [M, K]
-  uint16_t* y;             // [M, N]
-  int M, N, K;
-  const uint8_t* blob;
-  const uint8_t* kinds;    // [RB * CT]
-  const int64_t* offsets;  // [RB * CT + 1]
-  int RB, CT;
   int S, KPC;              // k-splits, k-tiles per split
   float* part;             // [nchunks][RB][S][PART_FLOATS]
   int* counters;           // [nchunks * RB], zero between launches

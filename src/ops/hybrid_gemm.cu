@@ -70,6 +70,19 @@ cudaError_t launch_nt(int nt, const hg::Params& p, int grid, cudaStream_t stream
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
+// The fields all three kernels share, for the launch's tokens [m0, m0 + M).
+void set_packed(hg::PackedGemm& p, const HybridGemmArgs& a, int64_t m0, int64_t M, int64_t rb, int64_t ct) {
+  p.y = static_cast<uint16_t*>(a.y) + m0 * a.N;
+  p.M = int(M);
+  p.N = int(a.N);
+  p.K = int(a.K);
+  p.blob = a.blob;
+  p.kinds = a.kinds;
+  p.offsets = a.offsets;
+  p.RB = int(rb);
+  p.CT = int(ct);
+}
+
 // ---- what the device code loaded for this GPU has ----
 // Whether it has the wgmma kernel (built for sm_90a) and sm_90+ code (griddepcontrol, clusters), asked once.
 // A build-time test cannot tell: a CUDA LibTorch resets CMAKE_CUDA_ARCHITECTURES and supplies its own -gencode list,
@@ -298,16 +311,8 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
       const int64_t Mi = std::min(a.M - m0, nch * hd::CHUNK_TOKENS);
       const int nt = Mi <= 8 ? 1 : Mi <= 16 ? 2 : Mi <= 32 ? 4 : 8;
       hd::Params p;
+      set_packed(p, a, m0, Mi, rb, ct);
       p.x = static_cast<const uint16_t*>(a.x) + m0 * a.K;
-      p.y = static_cast<uint16_t*>(a.y) + m0 * a.N;
-      p.M = int(Mi);
-      p.N = int(a.N);
-      p.K = int(a.K);
-      p.blob = a.blob;
-      p.kinds = a.kinds;
-      p.offsets = a.offsets;
-      p.RB = int(rb);
-      p.CT = int(ct);
       p.counters = reinterpret_cast<int*>(ws);
       p.part = reinterpret_cast<float*>(ws + persistent_workspace_bytes(grid));
       // decode_warps 0: v3h's row split where decode_row_split_auto says so (v3e at 9..16 tokens, workspace reduction).
@@ -358,15 +363,7 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
       return r;
     }
     hp::Params p;
-    p.y = static_cast<uint16_t*>(a.y);
-    p.M = int(a.M);
-    p.N = int(a.N);
-    p.K = int(a.K);
-    p.blob = a.blob;
-    p.kinds = a.kinds;
-    p.offsets = a.offsets;
-    p.RB = int(rb);
-    p.CT = int(ct);
+    set_packed(p, a, 0, a.M, rb, ct);
     const int64_t tb = (a.M + hp::SK_BN - 1) / hp::SK_BN;
     const bool sk = rb * tb <= hg::MAX_KEYS &&  // one counter per tile
                     (a.prefill_schedule == 2 || (a.prefill_schedule == 0 && a.prefill_bn == 0 && 2 * rb * tb <= d.sms));
@@ -398,16 +395,8 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
   for (int64_t m0 = 0; m0 < a.M; m0 += chunks_per_launch * mt) {
     const int64_t Mi = std::min(a.M - m0, chunks_per_launch * mt);
     hg::Params p;
+    set_packed(p, a, m0, Mi, rb, ct);
     p.x = static_cast<const uint16_t*>(a.x) + m0 * a.K;
-    p.y = static_cast<uint16_t*>(a.y) + m0 * a.N;
-    p.M = int(Mi);
-    p.N = int(a.N);
-    p.K = int(a.K);
-    p.blob = a.blob;
-    p.kinds = a.kinds;
-    p.offsets = a.offsets;
-    p.RB = int(rb);
-    p.CT = int((a.K + hg::TILE - 1) / hg::TILE);
     p.nchunks = int((Mi + mt - 1) / mt);
     p.counters = reinterpret_cast<int*>(ws);
     p.ranges = reinterpret_cast<int64_t*>(ws + hg::WS_COUNTER_BYTES);

@@ -42,14 +42,19 @@ constexpr int MAX_KEYS = 1 << 16;               // counters (chunk, row-block) p
 constexpr int MAX_CONTRIB = 512;                // contributors to one row-block <= its units = 2·K/128 (K <= 32768)
 constexpr int64_t WS_COUNTER_BYTES = int64_t(MAX_KEYS) * 4;  // fixed place, so counters stay zero whatever M is
 
-struct Params {
-  const uint16_t* x;      // [M, K]
-  uint16_t* y;            // [M, N]
+// What the parameters of every hybrid kernel (this one, hybrid_decode.cuh, hybrid_prefill.cuh) share: the output,
+// the shape and the packed weight (hybrid_format.h).
+struct PackedGemm {
+  uint16_t* y;             // [M, N]
   int M, N, K;
   const uint8_t* blob;
-  const uint8_t* kinds;   // [RB * CT]
-  const int64_t* offsets; // [RB * CT + 1]
-  int RB, CT;             // row-blocks, k-tiles
+  const uint8_t* kinds;    // [RB * CT]
+  const int64_t* offsets;  // [RB * CT + 1]
+  int RB, CT;              // row-blocks, k-tiles
+};
+
+struct Params : PackedGemm {
+  const uint16_t* x;      // [M, K]
   int nchunks;            // token chunks of MT
   float* slots;           // [G][2][SLOT_FLOATS]
   int* counters;          // [nchunks * RB] <= MAX_KEYS, zero between launches

@@ -49,13 +49,7 @@ struct Cfg {
   static constexpr int ACC = BN / 2;                              // fp32 accumulators per thread
 };
 
-struct Params {
-  uint16_t* y;             // [M, N]
-  int M, N, K;
-  const uint8_t* blob;
-  const uint8_t* kinds;    // [RB * CT]
-  const int64_t* offsets;  // [RB * CT + 1]
-  int RB, CT;
+struct Params : hg::PackedGemm {  // x comes through the tensor map
   // stream-K kernel only
   int TB = 1;              // 128-token blocks
   float* slots = nullptr;  // [G][2][128 × 128] fp32 partial tiles
