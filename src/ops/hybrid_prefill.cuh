@@ -419,8 +419,9 @@ __device__ __forceinline__ void init_stage_barriers(uint64_t* full, uint64_t* em
 
 // A consumer warp is done with a stage: every lane's ld.shared of it is ordered before the arrive (__syncwarp, then
 // lane 0), as the persistent kernel does. One arrive per warpgroup ordered the other warps' loads only through the
-// wgmma they feed. compute-sanitizer racecheck reports write-after-read hazards between these loads and the next
-// bulk copy either way (H100 / H200, 2026-12-05; outputs right in every run): kernels.md, "Session 16".
+// wgmma they feed. compute-sanitizer racecheck reported write-after-read hazards between these loads and the next
+// bulk copy in a group of grids either way (H100 / H200, 2026-12-05; outputs right in every run): kernels.md,
+// "Session 16".
 __device__ __forceinline__ void release_stage(uint64_t* empty, int lane) {
   __syncwarp();
   if (lane == 0) hg::mbar_arrive(empty);
