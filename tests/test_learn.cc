@@ -437,7 +437,7 @@ TEST(LearnResume, StopAndResumeEqualsUninterrupted) {
     auto o = tiny_options(method);
     auto full = patch_learn(*s.model, s.prior, s.train, o);
     auto dir = test::temp_dir("resume-state");
-    o.state_path = dir + "/state.pt";
+    o.state_path = dir + "/state.safetensors";
     o.checkpoint_every = 2;
     o.stop_after = 3;  // stops between checkpoints: the state saved at the stop is what counts
     auto part = patch_learn(*s.model, s.prior, s.train, o);
@@ -461,7 +461,7 @@ TEST(LearnResume, DamagedStateGivesOneLineFormatError) {
   auto s = tiny_learn_setup("damaged", 16, 0.35);
   auto o = tiny_options("patch-joint");
   auto dir = test::temp_dir("damaged-state");
-  o.state_path = dir + "/state.pt";
+  o.state_path = dir + "/state.safetensors";
   o.stop_after = 2;
   ASSERT_FALSE(patch_learn(*s.model, s.prior, s.train, o).finished);
   const std::string good = file_read(o.state_path);
@@ -481,6 +481,49 @@ TEST(LearnResume, DamagedStateGivesOneLineFormatError) {
       EXPECT_EQ(m.find('\n'), std::string::npos) << m;
     }
   }
+}
+
+// A LibTorch archive where the state should be is refused with one line, never parsed: LibTorch's archive reader,
+// which read the first state format, crashed (SEGV in its type parser) on a damaged file within 500 inputs of
+// fuzz_learn_state. Also a state whose tensor values were overwritten in place (its layout still valid) and one
+// with a tensor this run does not have.
+TEST(LearnResume, ForeignOrAlteredStateIsRefusedWithOneLine) {
+  auto s = tiny_learn_setup("foreign", 16, 0.35);
+  auto o = tiny_options("patch-tile");
+  auto dir = test::temp_dir("foreign-state");
+  o.state_path = dir + "/state.safetensors";
+  o.stop_after = 2;
+  ASSERT_FALSE(patch_learn(*s.model, s.prior, s.train, o).finished);
+  const std::string good = file_read(o.state_path);
+  o.stop_after = -1;
+  o.resume = true;
+  const auto expect_refused = [&](const std::string& bytes, const std::string& why, const std::string& what) {
+    file_write_atomic(o.state_path, bytes);
+    try {
+      patch_learn(*s.model, s.prior, s.train, o);
+      ADD_FAILURE() << what << " was accepted";
+    } catch (const FormatError& e) {
+      const std::string m = e.what();
+      EXPECT_NE(m.find(o.state_path), std::string::npos) << m;
+      EXPECT_NE(m.find(why), std::string::npos) << what << ": " << m;
+      EXPECT_EQ(m.find('\n'), std::string::npos) << m;
+    }
+  };
+  {
+    torch::serialize::OutputArchive ar;
+    ar.write("step", c10::IValue(int64_t(2)));
+    ar.write("theta.0", torch::zeros({4, 4}));
+    const std::string path = dir + "/archive.pt";
+    ar.save_to(path);
+    expect_refused(file_read(path), "safetensors", "a LibTorch archive");
+  }
+  // The last 4 bytes of the data section (a tensor value) flipped: same layout, other values.
+  std::string flipped = good;
+  for (size_t i = flipped.size() - 4; i < flipped.size(); ++i) flipped[i] = char(~flipped[i]);
+  expect_refused(flipped, "sha256", "a state with altered values");
+  // The state restored as written resumes (the two refusals above changed nothing).
+  file_write_atomic(o.state_path, good);
+  EXPECT_TRUE(patch_learn(*s.model, s.prior, s.train, o).finished);
 }
 
 TEST(LearnTile, PerLayerBudgetHoldsInEveryLayer) {
@@ -529,7 +572,7 @@ TEST(LearnCli, JointRunResumesAndRejectsBadInput) {
   r = test::run_cli(base + " --stop-after 2");  // as if killed after step 2
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_FALSE(file_exists(tmp + "/o/masks.safetensors"));
-  EXPECT_TRUE(file_exists(tmp + "/o/learn_state.pt"));
+  EXPECT_TRUE(file_exists(tmp + "/o/learn_state.safetensors"));
   EXPECT_EQ(count_lines(tmp + "/o/train_log.jsonl"), 2);
   r = test::run_cli(base + " --resume --export");
   ASSERT_EQ(r.code, 0) << r.err;
@@ -559,6 +602,12 @@ TEST(LearnCli, JointRunResumesAndRejectsBadInput) {
   EXPECT_TRUE(one_line_error(test::run_cli("-q prune -m '" + hf + "' --method patch-tile --sparsity 0.3 -f '" + tmp +
                                            "/missing.txt' -o '" + tmp + "/bad'"),
                              "not found"));
+  // --resume over the state file of an older version (a LibTorch archive, no longer read).
+  dir_create(tmp + "/old");
+  file_write_atomic(tmp + "/old/learn_state.pt", "PK\x03\x04 an archive");
+  EXPECT_TRUE(one_line_error(test::run_cli(pre.substr(0, pre.rfind(" -o ")) + " -o '" + tmp + "/old' --sparsity 0.3 "
+                                           "--resume"),
+                             "learn_state.pt: a learning state of an older patchllm"));
   // A MaskLLM prior made for another model.
   test::TinySpec spec;
   auto other = test::tiny_model_write(tmp + "/other", spec);

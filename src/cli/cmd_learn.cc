@@ -1,7 +1,7 @@
 // Mask learning behind `patchllm prune --method patch-tile|patch-joint|maskllm -m DIR --sparsity S -f TRAIN -o OUT`.
 // Writes OUT/masks.safetensors (mask file v1, hybrid tile maps), OUT/prior.safetensors (the one-shot prior),
 // OUT/patch_config.json (every setting, replayable), OUT/train_log.jsonl (one line per step),
-// OUT/learn_state.pt (resumable state), OUT/learn_report.json (provenance, achieved sparsity) and, with --export,
+// OUT/learn_state.safetensors (resumable state, learn/learn_state.h), OUT/learn_report.json (provenance, achieved sparsity) and, with --export,
 // OUT/hf (the pruned model with exact zeros).
 #include "cli/learn_cli.h"
 #include "core/error.h"
@@ -53,7 +53,7 @@ void add_learn_options(CLI::App* sub, LearnCli& o) {
       ->capture_default_str();
   g->add_option("--checkpoint-every", o.l.checkpoint_every, "save the resumable state every N steps")
       ->capture_default_str();
-  g->add_flag("--resume", o.l.resume, "continue from OUT/learn_state.pt (same command, same data)");
+  g->add_flag("--resume", o.l.resume, "continue from OUT/learn_state.safetensors (same command, same data)");
   g->add_option("--stop-after", o.l.stop_after, "stop after this many steps (state saved; finish with --resume)");
   g->add_flag("--export", o.export_hf, "also write OUT/hf: the pruned model with exact zeros");
   g->add_flag("--materialise-masks", o.l.materialise_masks,
@@ -84,6 +84,13 @@ void run_learn(const PruneCommon& p, LearnCli& o) {
   PATCHLLM_CHECK(static_cast<int64_t>(ids.size()) >= l.seqlen, InvalidArgument, p.file, ": ", ids.size(),
                  " tokens, fewer than one training sequence of ", l.seqlen, " (empty training text?)");
   dir_create(p.out);
+  l.state_path = path_join(p.out, "learn_state.safetensors");
+  // Older versions wrote the state as a LibTorch archive, learn_state.pt, whose reader crashed on damaged files
+  // (fuzz_learn_state), so it is no longer read. Said before the prior's minutes of work, not after.
+  const std::string legacy_state = path_join(p.out, "learn_state.pt");
+  PATCHLLM_CHECK(!l.resume || file_exists(l.state_path) || !file_exists(legacy_state), InvalidArgument, legacy_state,
+                 ": a learning state of an older patchllm (LibTorch archive), which this one does not read; finish "
+                 "the run with that version, or remove the file to start over");
   std::string desc, fp = model_fingerprint(p.model, &desc);
   const std::string train_sha = sha256_file(p.file);
 
@@ -136,7 +143,6 @@ void run_learn(const PruneCommon& p, LearnCli& o) {
   auto train = torch::tensor(std::vector<int64_t>(ids.begin(), ids.begin() + nblocks * L)).view({nblocks, L});
   auto model = Model::load(p.model, p.load);
   l.log_jsonl = path_join(p.out, "train_log.jsonl");
-  l.state_path = path_join(p.out, "learn_state.pt");
   nlohmann::json cfg = {{"method", l.method}, {"target_sparsity", l.target_sparsity},
                         {"tile", {l.tile_r, l.tile_c}}, {"steps", l.steps}, {"train_seqlen", L},
                         {"micro_batch", l.micro_batch}, {"grad_accum", l.grad_accum}, {"lr", l.lr},

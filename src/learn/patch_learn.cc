@@ -16,6 +16,7 @@
 #include "core/file.h"
 #include "core/log.h"
 #include "learn/checkpoint.h"
+#include "learn/learn_state.h"
 #include "learn/noise.h"
 #include "learn/pattern_mask.h"
 #include "learn/tile_mask.h"
@@ -139,84 +140,14 @@ std::string trajectory_key(const LearnOptions& o, int64_t n_windows) {
   return j.dump();
 }
 
-// required: the run stops here to be resumed, so a state that cannot be written is an error; otherwise (periodic and
-// final saves) a warning, so that a full disk does not cost the learned masks.
-void save_state(const std::string& path, int64_t step, const std::string& key, const std::vector<Slot>& slots,
-                torch::optim::Optimizer& opt, bool required) {
-  // LibTorch's archive writer aborts the process when the disk fills up (it throws from a destructor), so check the
-  // room first: the logits, and AdamW's two moments of each (the old file stays until the rename).
-  int64_t need = 16 << 20;
-  for (const auto& s : slots) {
-    if (s.theta.defined()) need += 3 * s.theta.numel() * 4;
-    if (s.phi.defined()) need += 3 * s.phi.numel() * 4;
-  }
-  const std::string dir = path.find('/') == std::string::npos ? "." : path.substr(0, path.find_last_of('/'));
-  const int64_t avail = disk_free_bytes(dir);
-  if (avail >= 0 && avail < need) {
-    const std::string why = str(path, ": not enough disk space for the learning state (needs ", need >> 20, " MiB, ",
-                                avail >> 20, " MiB free)");
-    PATCHLLM_CHECK(!required, Error, why);
-    log_warn(why, "; not saved, the run goes on (a --resume would start from the last saved state)");
-    return;
-  }
-  torch::serialize::OutputArchive ar;
-  ar.write("step", c10::IValue(step));
-  ar.write("key", c10::IValue(key));
+// The learned tensors of every slot, by name, for learn_state.h.
+std::vector<StateTensor> state_tensors(const std::vector<Slot>& slots) {
+  std::vector<StateTensor> ts;
   for (size_t m = 0; m < slots.size(); ++m) {
-    if (slots[m].theta.defined()) ar.write("theta." + std::to_string(m), slots[m].theta.detach().cpu());
-    if (slots[m].phi.defined()) ar.write("phi." + std::to_string(m), slots[m].phi.detach().cpu());
+    if (slots[m].theta.defined()) ts.push_back({"theta." + std::to_string(m), slots[m].theta});
+    if (slots[m].phi.defined()) ts.push_back({"phi." + std::to_string(m), slots[m].phi});
   }
-  torch::serialize::OutputArchive oa;
-  opt.save(oa);
-  ar.write("optimizer", oa);
-  const std::string tmp = path + ".tmp";
-  ar.save_to(tmp);
-  PATCHLLM_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, Error, path, ": cannot rename the state file into place");
-}
-
-// Reads a state written by save_state. LibTorch's archive reader reports a truncated or damaged file, a missing
-// entry or a value of another type as c10::Error with a backtrace; each becomes one line naming the file, and a tensor
-// of another shape or dtype than this run's is refused before it is copied.
-int64_t load_state(const std::string& path, const std::string& key, std::vector<Slot>& slots,
-                   torch::optim::Optimizer& opt) {
-  const auto damaged = [&](const std::string& what) {
-    const std::string line = what.substr(0, what.find('\n'));
-    return FormatError(str(path, ": not a readable learning state (", line, "); remove it to start over"));
-  };
-  try {
-    torch::serialize::InputArchive ar;
-    ar.load_from(path);
-    c10::IValue step, k;
-    ar.read("step", step);
-    ar.read("key", k);
-    PATCHLLM_CHECK(k.isString() && step.isInt(), FormatError, path, ": not a learning state (step or key missing)");
-    PATCHLLM_CHECK(k.toStringRef() == key, InvalidArgument, path,
-                   ": was written by a run with different settings or data; resume needs the same command (or "
-                   "remove the state file)");
-    torch::NoGradGuard ng;
-    const auto read_into = [&](const std::string& name, torch::Tensor& dst) {
-      torch::Tensor v;
-      ar.read(name, v);
-      PATCHLLM_CHECK(v.sizes() == dst.sizes() && v.scalar_type() == dst.scalar_type(), FormatError, path, ": ",
-                     name, " is ", v.scalar_type(), " ", v.sizes(), ", this run's is ", dst.scalar_type(), " ",
-                     dst.sizes());
-      dst.copy_(v);
-    };
-    for (size_t m = 0; m < slots.size(); ++m) {
-      if (slots[m].theta.defined()) read_into("theta." + std::to_string(m), slots[m].theta);
-      if (slots[m].phi.defined()) read_into("phi." + std::to_string(m), slots[m].phi);
-    }
-    torch::serialize::InputArchive oa;
-    ar.read("optimizer", oa);
-    opt.load(oa);
-    return step.toInt();
-  } catch (const Error&) {
-    throw;
-  } catch (const c10::Error& e) {
-    throw damaged(e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    throw damaged(e.what());
-  }
+  return ts;
 }
 
 }  // namespace
@@ -358,7 +289,7 @@ LearnResult patch_learn(Model& model, const MaskSet& prior, const torch::Tensor&
   const std::string key = trajectory_key(o, N);
   int64_t start = 0;
   if (o.resume && !o.state_path.empty() && file_exists(o.state_path)) {
-    start = load_state(o.state_path, key, slots, adam);
+    start = load_learn_state(o.state_path, key, state_tensors(slots), adam);
     log_info("resuming from ", o.state_path, " at step ", start, "/", o.steps);
   }
 
@@ -543,9 +474,12 @@ LearnResult patch_learn(Model& model, const MaskSet& prior, const torch::Tensor&
     prog.update(step + 1, line);
     if (!o.state_path.empty() && o.checkpoint_every > 0 && (step + 1) % o.checkpoint_every == 0 &&
         step + 1 < o.steps)
-      save_state(o.state_path, step + 1, key, slots, adam, false);
+      save_learn_state(o.state_path, step + 1, key, state_tensors(slots), adam, false);
   }
-  if (!o.state_path.empty()) save_state(o.state_path, step, key, slots, adam, /*required=*/step < o.steps);
+  if (!o.state_path.empty())
+    // Required when the run stops here to be resumed; the final save only warns when the disk is full, so that a
+    // full disk does not cost the learned masks.
+    save_learn_state(o.state_path, step, key, state_tensors(slots), adam, /*required=*/step < o.steps);
   for (auto& s : slots) *s.ptr = s.original;
   for (auto& s : slots) {
     if (s.theta.defined()) res.thetas[s.name] = s.theta.detach().to(torch::kCPU, torch::kFloat32);

@@ -4,10 +4,9 @@
 
 #include <cmath>
 #include <memory>
-#include <sstream>
-#include <type_traits>
 
 #include "core/error.h"
+#include "ops/adamw_state.h"
 #include "ops/philox.h"
 
 #if defined(PATCHLLM_HAVE_CUDA_KERNELS) && defined(PATCHLLM_TORCH_HAS_CUDA)
@@ -221,35 +220,6 @@ std::pair<torch::Tensor, torch::Tensor> joint_weff_grad_fused(const torch::Tenso
 #endif
 }
 
-#ifdef PATCHLLM_MASK_FUSED
-namespace {
-// The optimizer's per-parameter state map is keyed by the TensorImpl's address: printed into a string in LibTorch
-// 1.x (c10::guts::to_string, an ostream of the pointer), the pointer itself in 2.x. Templates, so that only the
-// installed version's branch is compiled.
-template <typename Key, typename Tensor>
-Key state_key(const Tensor& p) {
-  if constexpr (std::is_pointer_v<Key>) {
-    return p.unsafeGetTensorImpl();
-  } else {
-    std::ostringstream os;
-    os << static_cast<const void*>(p.unsafeGetTensorImpl());
-    return os.str();
-  }
-}
-template <typename Map, typename Tensor>
-auto* find_state(Map& st, const Tensor& p) {
-  auto it = st.find(state_key<typename Map::key_type>(p));
-  return it == st.end() ? nullptr : it->second.get();
-}
-template <typename Map, typename Tensor>
-auto* set_state(Map& st, const Tensor& p, std::unique_ptr<torch::optim::OptimizerParamState> s) {
-  auto& slot = st[state_key<typename Map::key_type>(p)];
-  slot = std::move(s);
-  return slot.get();
-}
-}  // namespace
-#endif
-
 bool adamw_step_fused(torch::optim::AdamW& opt, double max_norm) {
 #ifdef PATCHLLM_MASK_FUSED
   std::vector<torch::Tensor> ps;
@@ -276,13 +246,13 @@ bool adamw_step_fused(torch::optim::AdamW& opt, double max_norm) {
     auto& o = static_cast<torch::optim::AdamWOptions&>(group.options());
     for (auto& p : group.params()) {
       if (!p.grad().defined()) continue;
-      auto* st = static_cast<torch::optim::AdamWParamState*>(find_state(opt.state(), p));
+      auto* st = adamw_state(opt, p);
       if (!st) {  // as AdamW::step: zero moments at step 0
         auto fresh = std::make_unique<torch::optim::AdamWParamState>();
         fresh->step(0);
         fresh->exp_avg(torch::zeros_like(p, at::MemoryFormat::Preserve));
         fresh->exp_avg_sq(torch::zeros_like(p, at::MemoryFormat::Preserve));
-        st = static_cast<torch::optim::AdamWParamState*>(set_state(opt.state(), p, std::move(fresh)));
+        st = set_adamw_state(opt, p, std::move(fresh));
       }
       st->step(st->step() + 1);
       AdamWArgs a;
