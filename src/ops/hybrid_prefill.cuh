@@ -673,8 +673,7 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sk_kernel(const __g
       first = false;
     }
   };
-  static_assert(!pv_has(PV, PV_LEAN | PV_PROBES),
-                "stream-K kernel: PV_BASE or PV_BATCHED only");
+  static_assert(!pv_has(PV, PV_LEAN | PV_PROBES), "stream-K kernel: PV_BASE or PV_BATCHED only");
   if constexpr (PV == PV_BATCHED) {
     // Tile by tile, so that the inner loop holds only the slabs' loads and wgmmas. With finish() inside the loop (the
     // flat form below), ptxas drains the wgmma pipeline at every iteration (an injected wait_group 0, C7517), which
