@@ -57,7 +57,7 @@
 //       -20 … -22). H100: 0.90–1.04× v4d, so opt-in.
 //   PV_W_FIRST (exact): the weight slab's bulk copy issued before the x box (grids -23 / -24, 128 / 256 tokens).
 //       PV_PREFETCH_W, the weight of the tile two ahead prefetched into L2 (cp.async.bulk.prefetch), ran at
-//       0.78–0.96× v4d on the H100 (2026-12-05): the weight copies' cost is not HBM latency. Removed.
+//       0.78–1.04× v4d on the H100 (2026-12-05): the weight copies' cost is not HBM latency. Removed.
 //   PV_MC_W (exact): two token blocks of a row-block in a 2-CTA cluster, each CTA copying half of every weight slab
 //       and multicasting it into both, stages released in both CTAs by remote arrives. H200 (2026-12-05), four
 //       shapes: 0.88–1.04× v4d, so halving the weight's shared-memory fill traffic does not pay for the pair's
