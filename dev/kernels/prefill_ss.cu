@@ -1,0 +1,308 @@
+// dev/kernels: prefill v6, the weight as the wgmma A operand from shared memory (SS form), against v4d (RS form).
+//
+// Why: v4d takes the weight's A fragments through registers (bulk copy into shared memory, then ld.shared into the
+// mma.sync register order of packed format v1, then wgmma RS). The session-15/16 probes (kernels.md) found that
+// stopping both the weight's copies and the A ld.shared gains 5–35% at f ≥ 0.9, either half alone inconsistent, and
+// every variant that cut one half lost or tied. What was never tried is the form CUTLASS and cuSPARSELt use: A read
+// by the tensor cores straight from shared memory through a matrix descriptor, so the weight never passes through
+// the register file or the LSU. This file measures that before any format change: if v6 is not clearly faster than
+// v4d on the same data, packed format v2 (the weight pre-swizzled for descriptors) is not worth writing.
+//
+// v6: the pipeline, grid, raster and epilogue of v4d's tile kernel (BN 256, 4 stages, producer warpgroup + 2 consumer
+// warpgroups); per 64-K slab the producer loads by TMA the x box (as v4d) and the weight slab from one of two plain
+// row-major copies of the weight: dense tiles from W [N, K] (box 64 K × 128 rows, 128-byte swizzle, 16 KB), 2:4 tiles
+// from the compressed Wc [N, K/2] (each group's two kept values in ascending order; box 32 × 128, 64-byte swizzle,
+// 8 KB). The metadata stays in registers as the instruction requires: each consumer thread loads its word of the
+// slab from the packed v1 blob (the same word v4d reads from shared memory), one slab ahead. Exact: the same wgmmas
+// in the same order as v4d, only the A source differs, so the outputs are compared bit for bit with v4d's.
+// V6_META_CONST (probe, wrong results): the metadata word is a constant, to see what its global loads cost.
+//
+// Build (GPU machine): nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -Isrc \
+//   -Ibench dev/kernels/prefill_ss.cu -lcublas -o /tmp/prefill_ss
+// Run: /tmp/prefill_ss N K M f [N K M f ...]  (K a multiple of 64, N of 128)
+#include <cublas_v2.h>
+
+#include <cstdio>
+#include <functional>
+#include <vector>
+
+#include "bench_ops_common.h"
+#include "ops/hybrid_gemm.cuh"
+#include "ops/hybrid_prefill.cuh"
+
+using namespace patchllm;
+
+namespace v6 {
+constexpr int BN = 256;
+using C = hp::Cfg<BN>;  // the same stage size (x box + the largest weight slab) and stage count as v4d
+constexpr int X_BYTES = C::X_BYTES;
+constexpr int WD_BYTES = hg::TILE * hp::SLAB_K * 2;      // dense slab: 128 rows × 64 K
+constexpr int WS_BYTES = hg::TILE * hp::SLAB_K / 2 * 2;  // 2:4 slab: 128 rows × 32 kept values
+enum : int { V6_EXACT = 0, V6_META_CONST = 1 };
+
+// K-major, 64-byte swizzle (the compressed weight's TMA box): rows of 64 B, 8-row groups 512 B apart.
+__device__ __forceinline__ uint64_t desc_sw64(uint32_t saddr) {
+  return uint64_t((saddr & 0x3FFFF) >> 4) | (uint64_t(1) << 16) | (uint64_t(512 >> 4) << 32) | (uint64_t(2) << 62);
+}
+
+// One 64-K slab, both operands from shared memory: 4 × wgmma k16 (dense; A and B descriptors + 32 B per step) or
+// 2 × wgmma.sp k32 (2:4; A + 32 B, B + 64 B per step, sparsity selector 0 / 1 as in v4d), chosen by a predicate
+// inside the block (a C++ branch around the wgmmas makes ptxas serialise them, C7520).
+// Operands: 128 accumulators, A descriptor %128, B descriptor %129, metadata %130, sparse %131.
+#define V6_SS(TY)                                                                                                  \
+  "{ .reg .pred p, ds, ss; .reg .b64 a1, a2, a3, b1, b2, b3;"                                                      \
+  "setp.ne.b32 p, 1, 0; setp.ne.b32 ss, %131, 0; setp.eq.b32 ds, %131, 0;"                                         \
+  "add.s64 a1, %128, 2; add.s64 a2, %128, 4; add.s64 a3, %128, 6;"                                                 \
+  "add.s64 b1, %129, 2; add.s64 b2, %129, 4; add.s64 b3, %129, 6;"                                                 \
+  "@ds wgmma.mma_async.sync.aligned.m64n256k16.f32." TY "." TY " " PATCHLLM_WG_D128 ", %128, %129, p, 1, 1, 0, 0;" \
+  "@ds wgmma.mma_async.sync.aligned.m64n256k16.f32." TY "." TY " " PATCHLLM_WG_D128 ", a1, b1, p, 1, 1, 0, 0;"     \
+  "@ds wgmma.mma_async.sync.aligned.m64n256k16.f32." TY "." TY " " PATCHLLM_WG_D128 ", a2, b2, p, 1, 1, 0, 0;"     \
+  "@ds wgmma.mma_async.sync.aligned.m64n256k16.f32." TY "." TY " " PATCHLLM_WG_D128 ", a3, b3, p, 1, 1, 0, 0;"     \
+  "@ss wgmma.mma_async.sp.sync.aligned.m64n256k32.f32." TY "." TY " " PATCHLLM_WG_D128                             \
+  ", %128, %129, %130, 0, p, 1, 1, 0, 0;"                                                                          \
+  "@ss wgmma.mma_async.sp.sync.aligned.m64n256k32.f32." TY "." TY " " PATCHLLM_WG_D128                             \
+  ", a1, b2, %130, 1, p, 1, 1, 0, 0; }"
+
+__device__ __forceinline__ void wgmma_slab_ss(float (&d)[128], uint64_t adesc, uint64_t bdesc, uint32_t meta,
+                                              uint32_t sparse) {
+#ifdef PATCHLLM_HAVE_WGMMA
+  asm volatile(V6_SS("bf16") : PATCHLLM_WG_ACC128(d) : "l"(adesc), "l"(bdesc), "r"(meta), "r"(sparse));
+#else
+  (void)d, (void)adesc, (void)bdesc, (void)meta, (void)sparse;
+#endif
+}
+
+template <int PV6>
+__global__ void __launch_bounds__(hp::THREADS, 1)
+    prefill_ss_kernel(const __grid_constant__ CUtensorMap xmap, const __grid_constant__ CUtensorMap wdmap,
+                      const __grid_constant__ CUtensorMap wsmap, const hp::Params p) {
+#ifdef PATCHLLM_HAVE_WGMMA
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + C::STAGES * C::STAGE);
+  uint64_t* empty = full + C::STAGES;
+  const RasterPos rp = grouped_raster(blockIdx.x, p.RB, (p.M + BN - 1) / BN, hp::GROUP);
+  const int rb = rp.unit, tok0 = rp.tb * BN;
+  const int wg = threadIdx.x >> 7, tid = threadIdx.x & 127;
+  const int nslab = p.K / hp::SLAB_K;
+  const int64_t tbase = int64_t(rb) * p.CT;
+  hp::init_stage_barriers<C::STAGES>(full, empty);
+  if (wg == 0) {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
+    if (tid != 0) return;
+    for (int s = 0; s < nslab; ++s) {
+      const int st = s % C::STAGES;
+      hg::mbar_wait(&empty[st], ((s / C::STAGES) & 1) ^ 1);
+      uint8_t* stage = smem + st * C::STAGE;
+      const bool sparse = __ldg(p.kinds + tbase + (s >> 1)) != 0;
+      hg::mbar_expect_tx(&full[st], X_BYTES + (sparse ? WS_BYTES : WD_BYTES));
+      hp::tma_load_2d(stage, &xmap, s * hp::SLAB_K, tok0, &full[st]);
+      if (sparse)
+        hp::tma_load_2d(stage + X_BYTES, &wsmap, s * hp::SLAB_K / 2, rb * hg::TILE, &full[st]);
+      else
+        hp::tma_load_2d(stage + X_BYTES, &wdmap, s * hp::SLAB_K, rb * hg::TILE, &full[st]);
+    }
+    return;
+  }
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
+  const int c = wg - 1, w4 = tid >> 5, lane = tid & 31, grp = 4 * c + w4;
+  float d[C::ACC];
+#pragma unroll
+  for (int i = 0; i < C::ACC; ++i) d[i] = 0.f;
+  // This thread's metadata word of slab s (v1 blob: 2:4 unit of 16-row group grp, words after its 1 KB of values).
+  auto load_meta = [&](int s) -> uint32_t {
+    if constexpr (PV6 == V6_META_CONST) return 0x44444444u;  // kept (0, 1) in every group: probe only
+    const int64_t t = tbase + (s >> 1);
+    if (s >= nslab || __ldg(p.kinds + t) == 0) return 0u;
+    const uint8_t* u = p.blob + __ldg(p.offsets + t) + (s & 1) * hg::SPARSE_UNIT + grp * HYBRID_SPARSE_UNIT_BYTES;
+    return __ldg(reinterpret_cast<const uint32_t*>(u + HYBRID_SPARSE_VALUE_BYTES) + lane);
+  };
+  uint32_t meta = load_meta(0);
+  for (int s = 0; s < nslab; ++s) {
+    const int st = s % C::STAGES;
+    const uint32_t meta_next = load_meta(s + 1);  // one slab ahead: its L2 round trip overlaps this slab
+    const bool sparse = __ldg(p.kinds + tbase + (s >> 1)) != 0;
+    hg::mbar_wait(&full[st], (s / C::STAGES) & 1);
+    const uint32_t a = hg::smem_addr(smem + st * C::STAGE + X_BYTES);
+    const uint64_t adesc = sparse ? desc_sw64(a + c * 64 * 64) : hp::desc_sw128(a + c * 64 * 128);
+    hp::fence_acc(d);
+    hp::wg_fence();
+    wgmma_slab_ss(d, adesc, hp::desc_sw128(hg::smem_addr(smem + st * C::STAGE)), meta, sparse ? 1u : 0u);
+    hp::wg_commit();
+    hp::wg_wait<1>();
+    hp::fence_acc(d);
+    if (s > 0) hp::release_stage(&empty[(s - 1) % C::STAGES], lane);
+    meta = meta_next;
+  }
+  hp::wg_wait<0>();
+  hp::fence_acc(d);
+  hp::store_tile<BN, true>(d, reinterpret_cast<uint16_t*>(smem), p, rb, tok0, c, w4, lane, threadIdx.x - 128);
+#else
+  (void)xmap, (void)wdmap, (void)wsmap, (void)p;
+  __trap();
+#endif
+}
+
+// W [rows, cols] bf16 row-major as a 2-D tensor map, box {box_cols, 128 rows}.
+cudaError_t encode_w_map(CUtensorMap* map, const void* w, int64_t rows, int64_t cols, int box_cols,
+                         CUtensorMapSwizzle sw) {
+  auto enc = hp::tensor_map_encoder();
+  if (!enc) return cudaErrorNotSupported;
+  const cuuint64_t dims[2] = {cuuint64_t(cols), cuuint64_t(rows)};
+  const cuuint64_t strides[1] = {cuuint64_t(cols) * 2};
+  const cuuint32_t box[2] = {cuuint32_t(box_cols), cuuint32_t(hg::TILE)};
+  const cuuint32_t estr[2] = {1, 1};
+  return enc(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<void*>(w), dims, strides, box, estr,
+             CU_TENSOR_MAP_INTERLEAVE_NONE, sw, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+             CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS
+             ? cudaSuccess
+             : cudaErrorInvalidValue;
+}
+}  // namespace v6
+
+namespace {
+// Each 4-group's two kept values in ascending order (the order of the v1 blob's words): the compressed A operand.
+std::vector<uint16_t> compress24(const bench::Problem& P) {
+  std::vector<uint16_t> c(size_t(P.N * P.K / 2));
+  for (int64_t r = 0; r < P.N; ++r)
+    for (int64_t g = 0; g < P.K / 4; ++g) {
+      int n = 0;
+      for (int e = 0; e < 4; ++e)
+        if (P.keep[r * P.K + 4 * g + e]) c[size_t(r * (P.K / 2) + 2 * g + n++)] = P.w[r * P.K + 4 * g + e];
+      if (n != 2) {
+        std::fprintf(stderr, "prefill_ss: row %lld group %lld keeps %d of 4\n", (long long)r, (long long)g, n);
+        std::exit(2);
+      }
+    }
+  return c;
+}
+
+double rel_err(const std::vector<uint16_t>& a, const std::vector<uint16_t>& ref) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double x = bench::from16(a[i], true), y = bench::from16(ref[i], true);
+    num += (x - y) * (x - y);
+    den += y * y;
+  }
+  return std::sqrt(num / (den > 0 ? den : 1));
+}
+
+int run_case(int64_t N, int64_t K, int64_t M, double f) {
+  if (K % 64 || N % 128) {
+    std::fprintf(stderr, "prefill_ss: K must be a multiple of 64 and N of 128 (got N=%lld K=%lld)\n", (long long)N,
+                 (long long)K);
+    return 2;
+  }
+  bench::Problem P = bench::make_problem(N, K, f, 5);
+  const std::vector<uint16_t> md = bench::masked_dense(P), wc = compress24(P);
+  std::vector<uint16_t> hx(size_t(M * K));
+  for (size_t i = 0; i < hx.size(); ++i) hx[i] = bench::to16(bench::nonzero_value(bench::mix(77 + i)), true);
+  uint8_t *blob, *kinds;
+  int64_t* offsets;
+  uint16_t *wd, *ws, *x, *y;
+  BENCH_CUDA(cudaMalloc(&blob, P.blob.size()));
+  BENCH_CUDA(cudaMemcpy(blob, P.blob.data(), P.blob.size(), cudaMemcpyHostToDevice));
+  BENCH_CUDA(cudaMalloc(&kinds, P.layout.kinds.size()));
+  BENCH_CUDA(cudaMemcpy(kinds, P.layout.kinds.data(), P.layout.kinds.size(), cudaMemcpyHostToDevice));
+  BENCH_CUDA(cudaMalloc(&offsets, P.layout.offsets.size() * 8));
+  BENCH_CUDA(cudaMemcpy(offsets, P.layout.offsets.data(), P.layout.offsets.size() * 8, cudaMemcpyHostToDevice));
+  BENCH_CUDA(cudaMalloc(&wd, md.size() * 2));
+  BENCH_CUDA(cudaMemcpy(wd, md.data(), md.size() * 2, cudaMemcpyHostToDevice));
+  BENCH_CUDA(cudaMalloc(&ws, wc.size() * 2));
+  BENCH_CUDA(cudaMemcpy(ws, wc.data(), wc.size() * 2, cudaMemcpyHostToDevice));
+  BENCH_CUDA(cudaMalloc(&x, hx.size() * 2));
+  BENCH_CUDA(cudaMemcpy(x, hx.data(), hx.size() * 2, cudaMemcpyHostToDevice));
+  BENCH_CUDA(cudaMalloc(&y, size_t(M * N) * 2));
+
+  hp::Params p;
+  p.y = y;
+  p.M = int(M);
+  p.N = int(N);
+  p.K = int(K);
+  p.blob = blob;
+  p.kinds = kinds;
+  p.offsets = offsets;
+  p.RB = int(P.layout.row_blocks);
+  p.CT = int(P.layout.col_tiles);
+  CUtensorMap xmap, wdmap, wsmap;
+  BENCH_CUDA((hp::encode_x_map<v6::BN, true>(&xmap, x, p)));
+  BENCH_CUDA(v6::encode_w_map(&wdmap, wd, N, K, 64, CU_TENSOR_MAP_SWIZZLE_128B));
+  BENCH_CUDA(v6::encode_w_map(&wsmap, ws, N, K / 2, 32, CU_TENSOR_MAP_SWIZZLE_64B));
+  const unsigned grid = unsigned(int64_t(p.RB) * ((M + v6::BN - 1) / v6::BN));
+  auto v4d = hp::hybrid_prefill_kernel<v6::BN, true, hp::PV_BASE>;
+  auto ss = v6::prefill_ss_kernel<v6::V6_EXACT>;
+  auto ssc = v6::prefill_ss_kernel<v6::V6_META_CONST>;
+  for (auto k : {v4d}) BENCH_CUDA(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, v6::C::SMEM));
+  for (auto k : {ss, ssc}) BENCH_CUDA(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, v6::C::SMEM));
+  cublasHandle_t h;
+  cublasCreate(&h);
+  const float one = 1.f, zero = 0.f;
+  const std::function<void()> launches[] = {
+      [&] {
+        cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(M), int(K), &one, wd, CUDA_R_16BF, int(K), x,
+                     CUDA_R_16BF, int(K), &zero, y, CUDA_R_16BF, int(N), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+      },
+      [&] { v4d<<<grid, hp::THREADS, v6::C::SMEM>>>(xmap, p); },
+      [&] { ss<<<grid, hp::THREADS, v6::C::SMEM>>>(xmap, wdmap, wsmap, p); },
+      [&] { ssc<<<grid, hp::THREADS, v6::C::SMEM>>>(xmap, wdmap, wsmap, p); }};
+  const char* names[] = {"cuBLAS", "v4d (RS)", "v6 SS", "v6 SS const meta (probe)"};
+  constexpr int NL = 4;
+  // Outputs, each into a poisoned y: v6 must equal v4d bit for bit, both within 1e-2 of cuBLAS (fp32 accumulation).
+  std::vector<uint16_t> out[NL];
+  for (int i = 0; i < NL; ++i) {
+    BENCH_CUDA(cudaMemset(y, 0xff, size_t(M * N) * 2));
+    launches[i]();
+    BENCH_CUDA(cudaGetLastError());
+    BENCH_CUDA(cudaDeviceSynchronize());
+    out[i].resize(size_t(M * N));
+    BENCH_CUDA(cudaMemcpy(out[i].data(), y, out[i].size() * 2, cudaMemcpyDeviceToHost));
+  }
+  const double e4 = rel_err(out[1], out[0]), e6 = rel_err(out[2], out[0]);
+  const bool bitwise = out[2] == out[1];
+  const bool ok = e4 < 1e-2 && e6 < 1e-2 && bitwise;
+  auto time = [&](const std::function<void()>& launch) {
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0);
+    cudaEventCreate(&e1);
+    std::vector<double> t;
+    for (int b = 0; b < 16; ++b) {
+      cudaEventRecord(e0);
+      for (int r = 0; r < 5; ++r) launch();
+      cudaEventRecord(e1);
+      cudaEventSynchronize(e1);
+      float ms;
+      cudaEventElapsedTime(&ms, e0, e1);
+      if (b) t.push_back(1e3 * ms / 5);
+    }
+    BENCH_CUDA(cudaGetLastError());
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    return bench::median(t);
+  };
+  const double flop = 2.0 * double(M) * double(N) * double(K);
+  std::printf("N=%lld K=%lld M=%lld f=%.2f: v4d vs cuBLAS rel %.2e, v6 vs cuBLAS rel %.2e, v6 == v4d bitwise: %s%s\n",
+              (long long)N, (long long)K, (long long)M, P.frac, e4, e6, bitwise ? "yes" : "no",
+              ok ? "" : "  (FAIL)");
+  double us[NL];
+  for (int i = 0; i < NL; ++i) us[i] = time(launches[i]);
+  for (int i = 0; i < NL; ++i)
+    std::printf("  %-26s %8.1f us %6.0f TF/s  x%.3f of cuBLAS  x%.3f of v4d\n", names[i], us[i], flop / us[i] * 1e-6,
+                us[0] / us[i], us[1] / us[i]);
+  std::printf("csv,%lld,%lld,%lld,%.3f,%.1f,%.1f,%.1f,%.1f,%d\n", (long long)N, (long long)K, (long long)M, P.frac,
+              us[0], us[1], us[2], us[3], int(ok));
+  cublasDestroy(h);
+  for (void* q : {(void*)blob, (void*)kinds, (void*)offsets, (void*)wd, (void*)ws, (void*)x, (void*)y}) cudaFree(q);
+  return ok ? 0 : 1;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 5 || (argc - 1) % 4) {
+    std::fprintf(stderr, "usage: %s N K M f [N K M f ...]\n", argv[0]);
+    return 2;
+  }
+  int rc = 0;
+  for (int i = 1; i + 3 < argc; i += 4)
+    rc |= run_case(std::atoll(argv[i]), std::atoll(argv[i + 1]), std::atoll(argv[i + 2]), std::atof(argv[i + 3]));
+  return rc;
+}

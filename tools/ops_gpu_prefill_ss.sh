@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# GPU machine, repo root, one device-tool call: prefill v6 (the weight as wgmma A from shared memory, SS form;
+# dev/kernels/prefill_ss.cu) against v4d (RS form) and cuBLAS on CASES (N:K:M:f), v6 checked bit for bit against v4d
+# and both against cuBLAS; then compute-sanitizer on a small case of v6, and racecheck grid by grid on the launcher's
+# prefill kernels (dev harness grids -3 auto, -128 / -256 tile kernel, -6 stream-K), which a grouped run had flagged
+# (kernels.md, "Session 16"). Writes at most 8 files under $OUT (the device tool brings back eight).
+set -u -o pipefail
+OUT=${OUT:-/tmp/ops_out}
+mkdir -p "$OUT"
+NVCC="nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -lineinfo -Isrc -Ibench"
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
+T0=$SECONDS
+$NVCC -Xptxas -v dev/kernels/prefill_ss.cu -lcublas -o /tmp/prefill_ss >/tmp/build_ss.log 2>&1 &
+B1=$!
+{ $NVCC -c src/ops/hybrid_gemm.cu -o /tmp/hg.o && $NVCC dev/kernels/hybrid_gemm.cu /tmp/hg.o -lcublas -o /tmp/hg_dev; } \
+  >/tmp/build_hg.log 2>&1 &
+B2=$!
+wait $B1 || { grep -E "error" /tmp/build_ss.log | head -20; exit 1; }
+grep -E "spill|C7514|C7520" /tmp/build_ss.log | sort | uniq -c | tee "$OUT/build.txt"
+echo "build prefill_ss $((SECONDS - T0))s"
+CASES=("$@")
+[ ${#CASES[@]} -gt 0 ] || CASES=(12288:4096:8192:1 12288:4096:8192:0.9 12288:4096:8192:0 4096:4096:2048:1
+  28672:4096:2048:1 28672:4096:2048:0.9 4096:14336:2048:0.9 4096:14336:2048:0 22016:4096:2048:0.9)
+for c in "${CASES[@]}"; do
+  IFS=: read -r n k m f <<<"$c"
+  timeout 120 /tmp/prefill_ss "$n" "$k" "$m" "$f" >>"$OUT/ss.txt" 2>&1 || echo "prefill_ss $c rc=$?" | tee -a "$OUT/ss.txt"
+done
+echo "timing done $((SECONDS - T0))s; failures: $(grep -c FAIL "$OUT/ss.txt")"
+for tool in memcheck racecheck synccheck; do
+  timeout 90 compute-sanitizer --tool $tool /tmp/prefill_ss 256 512 300 0.5 >/tmp/san.txt 2>&1
+  echo "v6 $tool rc=$? :: $(grep -E 'SUMMARY|FAIL' /tmp/san.txt | tr '\n' ' ')" | tee -a "$OUT/checks.txt"
+done
+wait $B2 || { grep -E "error" /tmp/build_hg.log | head -20; exit 1; }
+for g in -3 -128 -256 -6; do
+  timeout 60 compute-sanitizer --tool racecheck /tmp/hg_dev small $g >/tmp/san.txt 2>&1
+  echo "racecheck grid $g rc=$? :: $(grep -E 'RACECHECK SUMMARY' /tmp/san.txt) $(grep -E 'validation:' /tmp/san.txt)" \
+    "$(grep -oE 'in [a-z_]+[.]cuh:[0-9]+' /tmp/san.txt | sort | uniq -c | tr -s ' ' | tr '\n' ';')" |
+    tee -a "$OUT/checks.txt"
+done
+echo "total $((SECONDS - T0))s"
+grep -E "^N=|^  " "$OUT/ss.txt"
