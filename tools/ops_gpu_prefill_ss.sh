@@ -28,10 +28,13 @@ done
 echo "timing done $((SECONDS - T0))s; failures: $(grep -c FAIL "$OUT/ss.txt")"
 for tool in memcheck racecheck synccheck; do
   timeout 90 compute-sanitizer --tool $tool /tmp/prefill_ss 256 512 300 0.5 >/tmp/san.txt 2>&1
-  echo "v6 $tool rc=$? :: $(grep -E 'SUMMARY|FAIL' /tmp/san.txt | tr '\n' ' ')" | tee -a "$OUT/checks.txt"
+  echo "v6 $tool rc=$? :: $(grep -E 'SUMMARY|FAIL' /tmp/san.txt | tr '\n' ' ')" \
+    "$(grep -oE '[a-z_]+[.]cuh?:[0-9]+' /tmp/san.txt | sort | uniq -c | sort -rn | head -8 | tr -s ' ' | tr '\n' ';')" |
+    tee -a "$OUT/checks.txt"
+  [ $tool = racecheck ] && grep -m 12 -E "Race|Write|Read|at 0x|in " /tmp/san.txt >>"$OUT/checks.txt"
 done
 wait $B2 || { grep -E "error" /tmp/build_hg.log | head -20; exit 1; }
-for g in -3 -128 -256 -6; do
+for g in -3 -128 -256 -6; do  # small mode runs -128 / -256 at M > 16 (since session 17)
   timeout 60 compute-sanitizer --tool racecheck /tmp/hg_dev small $g >/tmp/san.txt 2>&1
   echo "racecheck grid $g rc=$? :: $(grep -E 'RACECHECK SUMMARY' /tmp/san.txt) $(grep -E 'validation:' /tmp/san.txt)" \
     "$(grep -oE 'in [a-z_]+[.]cuh:[0-9]+' /tmp/san.txt | sort | uniq -c | tr -s ' ' | tr '\n' ';')" |

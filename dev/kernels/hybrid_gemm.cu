@@ -344,7 +344,7 @@ int validate(bool small, const std::vector<int>& only = {}) {
         // auto, and the other kernels forced: persistent on 7 / 500 CTAs, wgmma prefill with 128 / 256 tokens per CTA
         std::vector<int> grids = {0, -2, -128, -256, -6};
         if (M <= 128) grids = {0, 7, 500, -3, -6};
-        if (small) grids = {0, -3, -6};
+        if (small) grids = M > 16 ? std::vector<int>{0, -3, -6, -128, -256} : std::vector<int>{0, -3, -6};
         else if (s.N * s.K > (1 << 24)) grids = M <= 128 ? std::vector<int>{0, -6} : std::vector<int>{-128, -256, -6};
         if (M <= 16) grids.push_back(-4);  // v3d (the decode kernel before v3e) at every small M
         if (M <= 128) grids.push_back(-7);  // decode kernel with PDL, x written by the kernel before
