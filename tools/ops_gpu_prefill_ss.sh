@@ -3,11 +3,12 @@
 # dev/kernels/prefill_ss.cu) against v4d (RS form) and cuBLAS on CASES (N:K:M:f), v6 checked bit for bit against v4d
 # and both against cuBLAS; then compute-sanitizer on a small case of v6, and racecheck grid by grid on the launcher's
 # prefill kernels (dev harness grids -3 auto, -128 / -256 tile kernel, -6 stream-K), which a grouped run had flagged
-# (kernels.md, "Session 16"). Writes at most 8 files under $OUT (the device tool brings back eight).
+# (kernels.md, "Session 16"). DEFINES: extra nvcc flags, e.g. -DPATCHLLM_RELEASE_PROXY_FENCE. Writes at most 8
+# files under $OUT (the device tool brings back eight).
 set -u -o pipefail
 OUT=${OUT:-/tmp/ops_out}
 mkdir -p "$OUT"
-NVCC="nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -lineinfo -Isrc -Ibench"
+NVCC="nvcc ${DEFINES:-} -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -lineinfo -Isrc -Ibench"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
 T0=$SECONDS
 $NVCC -Xptxas -v dev/kernels/prefill_ss.cu -lcublas -o /tmp/prefill_ss >/tmp/build_ss.log 2>&1 &
