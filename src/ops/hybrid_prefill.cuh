@@ -423,9 +423,6 @@ __device__ __forceinline__ void init_stage_barriers(uint64_t* full, uint64_t* em
 // bulk copy in a group of grids either way (H100 / H200, 2026-12-05; outputs right in every run): kernels.md,
 // "Session 16".
 __device__ __forceinline__ void release_stage(uint64_t* empty, int lane) {
-#ifdef PATCHLLM_RELEASE_PROXY_FENCE  // dev experiment (tools/ops_gpu_prefill_ss.sh): the reads ordered before the
-  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");  // bulk copy's async-proxy writes explicitly
-#endif
   __syncwarp();
   if (lane == 0) hg::mbar_arrive(empty);
 }
