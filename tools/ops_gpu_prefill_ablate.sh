@@ -31,9 +31,8 @@ for c in "${CASES[@]}"; do
 done
 echo "ablate done $((SECONDS - T0))s; bitwise failures: $(grep -c FAIL "$OUT/ablate.txt")"
 # memcheck and synccheck over all grids at once; racecheck per grid, one summary line each, so that a report names its
-# kernel. Grouped (-3, -6, -20 … -24 together; -15 / -16), both groups reported write-after-read hazards (bulk copy
-# after ld.shared; H100 and H200, 2026-12-05, before and after release_stage's per-warp arrives), while session 12
-# found grids 0 and -6 clean one by one (kernels.md, "Session 16").
+# kernel. One by one (session 17, kernels.md): -3, -6, -128 clean; -256 reports write-after-read hazards (bulk copy
+# after ld.shared of the stage it refills; the only grid whose small case refills a stage); outputs right.
 for check in "memcheck $VARIANTS,-3,-6" "synccheck $VARIANTS,-3,-6"; do
   read -r tool grids <<<"$check"
   timeout 90 compute-sanitizer --tool $tool /tmp/hg_dev small $grids >/tmp/san.txt 2>&1

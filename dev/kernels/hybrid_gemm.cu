@@ -62,8 +62,9 @@
 //       and multicasting it into both, stages released in both CTAs by remote arrives. H200 (2026-12-05), four
 //       shapes: 0.88–1.04× v4d, so halving the weight's shared-memory fill traffic does not pay for the pair's
 //       lock step. Removed (commit 14c200f has it).
-//   next: v3 at M = 16: find what scales with the tokens (x ldmatrix per warp, partials, MMA issue); v4: deeper
-//       wgmma pipelining, persistent grid, find v4c's stall
+//   v6 (dev/kernels/prefill_ss.cu): the weight as wgmma A from shared memory by descriptor (SS form), exact;
+//       −3…+11% against v4d, +1…+8% at f = 1 with a layout a packed format could hold (H100 / H200, 2026-12-05).
+//       Not adopted. Per-tile fixed cost ≤ ~3% (v4d with 2× / 4× longer tiles), which bounds a persistent grid.
 // Modes: probe = which mma.sp metadata / B layout the hardware uses; validate = sweep vs the v0 reference;
 // small = one case for compute-sanitizer; time = v2 on two shapes; one N K M f [GRID] = three launches of the auto
 // choice or of grid code GRID (for ncu); ablate N K M f = the prefill slab-load variants timed.

@@ -20,6 +20,12 @@
 //   V6_BLOB: one 1-D bulk copy per slab of a pre-swizzled blob with v1's sizes and offsets (16 KB dense, 9 KB 2:4 =
 //     values + metadata), written on the host here: what a packed format v2 would hold. v4d's producer unchanged.
 //   V6_META_CONST (probe, wrong results): V6_TMA with the metadata word a constant (no metadata copy or load).
+// Beside them v4d_tmaw_kernel: v4d itself with the weight slab as a 2-D TMA box of the v1 blob.
+//
+// Measured (H100 and H200, 2026-12-05, docs/benchmarks/kernels.md "Session 17"): × v4d in the same run, V6_TMA
+// −3…+11%, V6_BLOB +1…+8% at f = 1, −4…+4% at f = 0.9, −7…+1% at f = 0; v4d with the TMA box 0.92–1.04. Not worth
+// a second packed format: v4d and format v1 stay. A first version that loaded the metadata word from global memory
+// one slab ahead ran at 0.60–0.72× v4d (a wgmma.sp in flight reads that register, so every slab waited for them).
 //
 // Build (GPU machine): nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -Isrc \
 //   -Ibench dev/kernels/prefill_ss.cu -lcublas -o /tmp/prefill_ss
@@ -117,7 +123,8 @@ __global__ void __launch_bounds__(hp::THREADS, 1)
       hp::tma_load_2d(stage, &xmap, s * hp::SLAB_K, tok0, &full[st]);
       if (sparse) {
         hp::tma_load_2d(stage + X_BYTES, &wsmap, s * hp::SLAB_K / 2, rb * hg::TILE, &full[st]);
-        if (meta) hg::bulk_copy(stage + X_BYTES + WS_BYTES, metas + (t * 2 + (s & 1)) * META_BYTES, META_BYTES, &full[st]);
+        if (meta)
+          hg::bulk_copy(stage + X_BYTES + WS_BYTES, metas + (t * 2 + (s & 1)) * META_BYTES, META_BYTES, &full[st]);
       } else {
         hp::tma_load_2d(stage + X_BYTES, &wdmap, s * hp::SLAB_K, rb * hg::TILE, &full[st]);
       }
@@ -416,7 +423,8 @@ int run_case(int64_t N, int64_t K, int64_t M, double f) {
     return bench::median(t);
   };
   const double flop = 2.0 * double(M) * double(N) * double(K);
-  std::printf("N=%lld K=%lld M=%lld f=%.2f: v4d vs cuBLAS rel %.2e, v6 vs cuBLAS rel %.2e, v6 (TMA, blob), v4d TMA W == v4d bitwise: %s%s\n",
+  std::printf("N=%lld K=%lld M=%lld f=%.2f: v4d vs cuBLAS rel %.2e, v6 vs cuBLAS rel %.2e, "
+              "v6 (TMA, blob), v4d TMA W == v4d bitwise: %s%s\n",
               (long long)N, (long long)K, (long long)M, P.frac, e4, e6, bitwise ? "yes" : "no",
               ok ? "" : "  (FAIL)");
   double us[NL];
@@ -427,7 +435,9 @@ int run_case(int64_t N, int64_t K, int64_t M, double f) {
   std::printf("csv,%lld,%lld,%lld,%.3f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%d\n", (long long)N, (long long)K,
               (long long)M, P.frac, us[0], us[1], us[2], us[3], us[4], us[5], int(ok));
   cublasDestroy(h);
-  for (void* q : {(void*)blob, (void*)blob2, (void*)metas, (void*)kinds, (void*)offsets, (void*)wd, (void*)ws, (void*)x, (void*)y}) cudaFree(q);
+  for (void* q : {(void*)blob, (void*)blob2, (void*)metas, (void*)kinds, (void*)offsets, (void*)wd, (void*)ws, (void*)x,
+                  (void*)y})
+    cudaFree(q);
   return ok ? 0 : 1;
 }
 }  // namespace

@@ -20,8 +20,9 @@
 // (row-block, token block) in a grouped raster order; one CTA per SM. v5 (hybrid_prefill_sk_kernel, below) runs the
 // same pipeline stream-K for M where those tiles are too few for the SMs. Measured versions (v4c, v4e and v4f, which
 // cut the x traffic, v4g, which loaded A from global memory, PV_PREFETCH_W and PV_MC_W, which prefetched or
-// multicast the weight, all ran slower and are removed) and what limits them: dev/kernels/hybrid_gemm.cu,
-// docs/benchmarks/kernels.md, docs/BENCHMARKS.md §4.
+// multicast the weight, all ran slower and are removed; v6, the weight as wgmma A from shared memory by descriptor,
+// dev/kernels/prefill_ss.cu, gains too little for a second packed format) and what limits them:
+// dev/kernels/hybrid_gemm.cu, docs/benchmarks/kernels.md, docs/BENCHMARKS.md §4.
 #pragma once
 #include <cuda.h>
 #include <cudaTypedefs.h>
@@ -419,9 +420,9 @@ __device__ __forceinline__ void init_stage_barriers(uint64_t* full, uint64_t* em
 
 // A consumer warp is done with a stage: every lane's ld.shared of it is ordered before the arrive (__syncwarp, then
 // lane 0), as the persistent kernel does. One arrive per warpgroup ordered the other warps' loads only through the
-// wgmma they feed. compute-sanitizer racecheck reported write-after-read hazards between these loads and the next
-// bulk copy in a group of grids either way (H100 / H200, 2026-12-05; outputs right in every run): kernels.md,
-// "Session 16".
+// wgmma they feed. compute-sanitizer racecheck still reports write-after-read hazards between these loads and the
+// bulk copy that refills the stage, in the 256-token tile kernel (the only one whose small case refills a stage),
+// with or without fence.proxy.async before the arrive; outputs right in every run (kernels.md, "Session 17").
 __device__ __forceinline__ void release_stage(uint64_t* empty, int lane) {
   __syncwarp();
   if (lane == 0) hg::mbar_arrive(empty);
