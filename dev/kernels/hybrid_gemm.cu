@@ -323,8 +323,9 @@ int validate(bool small, const std::vector<int>& only = {}) {
   struct Shape { int64_t N, K; bool bf16; std::vector<int64_t> Ms; };
   std::vector<Shape> shapes;
   if (small) {
-    // 1096: 9 k-tiles, room for v3e's runs of four 2:4 k-tiles
-    shapes = {{200, 264, true, {1, 5, 17, 300}}, {136, 1096, true, {1, 9}}};
+    // 1096: 9 k-tiles, room for v3e's runs of four 2:4 k-tiles; at M = 300, 18 slabs, so every pipelined kernel
+    // refills its stages (racecheck sees each stage reused)
+    shapes = {{200, 264, true, {1, 5, 17, 300}}, {136, 1096, true, {1, 9, 300}}};
   } else {
     shapes = {{1000, 1096, true, {1, 2, 3, 8, 13, 16, 24, 33, 64, 100, 128, 129, 300, 1000, 8192}},
               {256, 512, true, {1, 16, 128}},
@@ -345,7 +346,7 @@ int validate(bool small, const std::vector<int>& only = {}) {
         // auto, and the other kernels forced: persistent on 7 / 500 CTAs, wgmma prefill with 128 / 256 tokens per CTA
         std::vector<int> grids = {0, -2, -128, -256, -6};
         if (M <= 128) grids = {0, 7, 500, -3, -6};
-        if (small) grids = M > 16 ? std::vector<int>{0, -3, -6, -128, -256} : std::vector<int>{0, -3, -6};
+        if (small) grids = M > 16 ? std::vector<int>{0, 7, -3, -6, -128, -256} : std::vector<int>{0, -3, -6};
         else if (s.N * s.K > (1 << 24)) grids = M <= 128 ? std::vector<int>{0, -6} : std::vector<int>{-128, -256, -6};
         if (M <= 16) grids.push_back(-4);  // v3d (the decode kernel before v3e) at every small M
         if (M <= 128) grids.push_back(-7);  // decode kernel with PDL, x written by the kernel before
