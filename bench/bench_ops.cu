@@ -32,28 +32,7 @@ struct Row {
   double f, us, tbps, tflops, speedup, ideal;
 };
 
-double time_launches(const std::function<void(int)>& launch, int rot, int batches = 15) {
-  const int per = std::max(rot, 10);
-  for (int i = 0; i < rot; ++i) launch(i);  // warm-up (module load, handles, algorithm caches)
-  BENCH_CUDA(cudaDeviceSynchronize());
-  cudaEvent_t e0, e1;
-  BENCH_CUDA(cudaEventCreate(&e0));
-  BENCH_CUDA(cudaEventCreate(&e1));
-  std::vector<double> t;
-  for (int b = 0; b < batches; ++b) {
-    BENCH_CUDA(cudaEventRecord(e0));
-    for (int i = 0; i < per; ++i) launch(i % rot);
-    BENCH_CUDA(cudaEventRecord(e1));
-    BENCH_CUDA(cudaEventSynchronize(e1));
-    float ms;
-    BENCH_CUDA(cudaEventElapsedTime(&ms, e0, e1));
-    t.push_back(1e3 * ms / per);
-  }
-  BENCH_CUDA(cudaGetLastError());
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  return bench::median(t);
-}
+using bench::time_launches;
 
 // Device copies of one buffer, `rot` of them, so consecutive launches read different addresses.
 std::vector<void*> replicate(const void* host, size_t bytes, int rot) {

@@ -167,4 +167,29 @@ inline double median(std::vector<double> v) {
   return v.empty() ? 0.0 : (v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]));
 }
 
+// Median µs per launch: `rot` warm-up launches, then `batches` batches of max(rot, 10) back-to-back launches (CUDA
+// events on the legacy stream); launch(i) gets i < rot, so callers can rotate weight copies past L2.
+inline double time_launches(const std::function<void(int)>& launch, int rot, int batches = 15) {
+  const int per = std::max(rot, 10);
+  for (int i = 0; i < rot; ++i) launch(i);  // warm-up (module load, handles, algorithm caches)
+  BENCH_CUDA(cudaDeviceSynchronize());
+  cudaEvent_t e0, e1;
+  BENCH_CUDA(cudaEventCreate(&e0));
+  BENCH_CUDA(cudaEventCreate(&e1));
+  std::vector<double> t;
+  for (int b = 0; b < batches; ++b) {
+    BENCH_CUDA(cudaEventRecord(e0));
+    for (int i = 0; i < per; ++i) launch(i % rot);
+    BENCH_CUDA(cudaEventRecord(e1));
+    BENCH_CUDA(cudaEventSynchronize(e1));
+    float ms;
+    BENCH_CUDA(cudaEventElapsedTime(&ms, e0, e1));
+    t.push_back(1e3 * ms / per);
+  }
+  BENCH_CUDA(cudaGetLastError());
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  return median(t);
+}
+
 }  // namespace bench

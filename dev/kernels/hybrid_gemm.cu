@@ -443,24 +443,8 @@ int ablate(int64_t N, int64_t K, int64_t M, double f) {
   cublasCreate(&h);
   const hp::Params p = prefill_params(P, d, y, M);
   const double flop = 2.0 * double(M) * double(N) * double(K);
-  auto time = [&](const std::function<void()>& launch) {
-    cudaEvent_t e0, e1;
-    cudaEventCreate(&e0);
-    cudaEventCreate(&e1);
-    std::vector<double> t;
-    for (int b = 0; b < 16; ++b) {
-      cudaEventRecord(e0);
-      for (int r = 0; r < 5; ++r) launch();
-      cudaEventRecord(e1);
-      cudaEventSynchronize(e1);
-      float ms;
-      cudaEventElapsedTime(&ms, e0, e1);
-      if (b) t.push_back(1e3 * ms / 5);
-    }
-    BENCH_CUDA(cudaGetLastError());
-    cudaEventDestroy(e0);
-    cudaEventDestroy(e1);
-    return bench::median(t);
+  const auto time = [](const std::function<void()>& launch) {
+    return bench::time_launches([&](int) { launch(); }, 1);
   };
   const float one = 1.f, zero = 0.f;
   const double us_cublas = time([&] {

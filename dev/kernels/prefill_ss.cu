@@ -90,21 +90,37 @@ __device__ __forceinline__ void wgmma_slab_ss(float (&d)[128], uint64_t adesc, u
 #endif
 }
 
+// What both kernels here set up first, as v4d's tile kernel does: the 1024-byte aligned stage ring and its barriers
+// (initialised), this CTA's row block and token block in the grouped raster, the thread's warpgroup.
+struct Tile {
+  uint8_t* smem;
+  uint64_t *full, *empty;
+  int rb, tok0, wg, tid, nslab;
+  int64_t tbase;
+  __device__ Tile(uint8_t* raw, const hp::Params& p) {
+    smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(raw) + 1023) & ~uintptr_t(1023));
+    full = reinterpret_cast<uint64_t*>(smem + C::STAGES * C::STAGE);
+    empty = full + C::STAGES;
+    const RasterPos rp = grouped_raster(blockIdx.x, p.RB, (p.M + BN - 1) / BN, hp::GROUP);
+    rb = rp.unit, tok0 = rp.tb * BN;
+    wg = threadIdx.x >> 7, tid = threadIdx.x & 127;
+    nslab = p.K / hp::SLAB_K;
+    tbase = int64_t(rb) * p.CT;
+    hp::init_stage_barriers<C::STAGES>(full, empty);
+  }
+};
+
 template <int PV6>
 __global__ void __launch_bounds__(hp::THREADS, 1)
     prefill_ss_kernel(const __grid_constant__ CUtensorMap xmap, const __grid_constant__ CUtensorMap wdmap,
                       const __grid_constant__ CUtensorMap wsmap, const hp::Params p, const uint8_t* metas) {
 #ifdef PATCHLLM_HAVE_WGMMA
   extern __shared__ uint8_t smem_raw[];
-  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
-  uint64_t* full = reinterpret_cast<uint64_t*>(smem + C::STAGES * C::STAGE);
-  uint64_t* empty = full + C::STAGES;
-  const RasterPos rp = grouped_raster(blockIdx.x, p.RB, (p.M + BN - 1) / BN, hp::GROUP);
-  const int rb = rp.unit, tok0 = rp.tb * BN;
-  const int wg = threadIdx.x >> 7, tid = threadIdx.x & 127;
-  const int nslab = p.K / hp::SLAB_K;
-  const int64_t tbase = int64_t(rb) * p.CT;
-  hp::init_stage_barriers<C::STAGES>(full, empty);
+  const Tile T(smem_raw, p);
+  uint8_t* const smem = T.smem;
+  uint64_t *const full = T.full, *const empty = T.empty;
+  const int rb = T.rb, tok0 = T.tok0, wg = T.wg, tid = T.tid, nslab = T.nslab;
+  const int64_t tbase = T.tbase;
   if (wg == 0) {
     if constexpr (PV6 == V6_BLOB) {  // v4d's producer: the x box and one bulk copy of the slab
       hp::produce_tiles<BN, C::STAGES, C::STAGE, hp::PV_BASE>(smem, full, empty, &xmap, p, tbase, nslab, tok0);
@@ -191,15 +207,11 @@ __global__ void __launch_bounds__(hp::THREADS, 1)
                     const __grid_constant__ CUtensorMap bmap_s, const hp::Params p) {
 #ifdef PATCHLLM_HAVE_WGMMA
   extern __shared__ uint8_t smem_raw[];
-  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
-  uint64_t* full = reinterpret_cast<uint64_t*>(smem + C::STAGES * C::STAGE);
-  uint64_t* empty = full + C::STAGES;
-  const RasterPos rp = grouped_raster(blockIdx.x, p.RB, (p.M + BN - 1) / BN, hp::GROUP);
-  const int rb = rp.unit, tok0 = rp.tb * BN;
-  const int wg = threadIdx.x >> 7, tid = threadIdx.x & 127;
-  const int nslab = p.K / hp::SLAB_K;
-  const int64_t tbase = int64_t(rb) * p.CT;
-  hp::init_stage_barriers<C::STAGES>(full, empty);
+  const Tile T(smem_raw, p);
+  uint8_t* const smem = T.smem;
+  uint64_t *const full = T.full, *const empty = T.empty;
+  const int rb = T.rb, tok0 = T.tok0, wg = T.wg, tid = T.tid, nslab = T.nslab;
+  const int64_t tbase = T.tbase;
   if (wg == 0) {
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
     if (tid != 0) return;
@@ -403,24 +415,8 @@ int run_case(int64_t N, int64_t K, int64_t M, double f) {
   const double e4 = rel_err(out[1], out[0]), e6 = rel_err(out[2], out[0]);
   const bool bitwise = out[2] == out[1] && out[3] == out[1] && out[5] == out[1];
   const bool ok = e4 < 1e-2 && e6 < 1e-2 && bitwise;
-  auto time = [&](const std::function<void()>& launch) {
-    cudaEvent_t e0, e1;
-    cudaEventCreate(&e0);
-    cudaEventCreate(&e1);
-    std::vector<double> t;
-    for (int b = 0; b < 16; ++b) {
-      cudaEventRecord(e0);
-      for (int r = 0; r < 5; ++r) launch();
-      cudaEventRecord(e1);
-      cudaEventSynchronize(e1);
-      float ms;
-      cudaEventElapsedTime(&ms, e0, e1);
-      if (b) t.push_back(1e3 * ms / 5);
-    }
-    BENCH_CUDA(cudaGetLastError());
-    cudaEventDestroy(e0);
-    cudaEventDestroy(e1);
-    return bench::median(t);
+  const auto time = [](const std::function<void()>& launch) {
+    return bench::time_launches([&](int) { launch(); }, 1);
   };
   const double flop = 2.0 * double(M) * double(N) * double(K);
   std::printf("N=%lld K=%lld M=%lld f=%.2f: v4d vs cuBLAS rel %.2e, v6 vs cuBLAS rel %.2e, "
