@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # GPU machine, repo root, one device-tool call: prefill v6 (the weight as wgmma A from shared memory, SS form;
 # dev/kernels/prefill_ss.cu) against v4d (RS form) and cuBLAS on CASES (N:K:M:f), v6 checked bit for bit against v4d
-# and both against cuBLAS; then compute-sanitizer on a small case of v6, and racecheck grid by grid on the launcher's
-# prefill kernels (dev harness grids -3 auto, -128 / -256 tile kernel, -6 stream-K), which a grouped run had flagged
-# (kernels.md, "Session 16"). DEFINES: extra nvcc flags; SKIP_CHECKS=1: timing only. Writes at most 8 files under
-# $OUT (the device tool brings back eight).
+# and both against cuBLAS; then compute-sanitizer on a small case of v6, and racecheck grid by grid on the pipelined
+# kernels (dev harness grids -3 auto, -128 / -256 tile kernel, -6 stream-K, 7 mma.sync persistent), which a grouped
+# run had flagged (kernels.md, "Session 16"). DEFINES: extra nvcc flags; SKIP_CHECKS=1: timing only. Writes at most
+# 8 files under $OUT (the device tool brings back eight).
 set -u -o pipefail
 OUT=${OUT:-/tmp/ops_out}
 mkdir -p "$OUT"
@@ -36,7 +36,7 @@ for tool in memcheck racecheck synccheck; do
   [ $tool = racecheck ] && grep -m 12 -E "Race|Write|Read|at 0x|in " /tmp/san.txt >>"$OUT/checks.txt"
 done
 wait $B2 || { grep -E "error" /tmp/build_hg.log | head -20; exit 1; }
-for g in -3 -128 -256 -6; do  # small mode runs -128 / -256 at M > 16 (since session 17)
+for g in 7 -3 -128 -256 -6; do  # small mode: -128, -256 and the persistent kernel (7) at M > 16 (session 17)
   timeout 60 compute-sanitizer --tool racecheck /tmp/hg_dev small $g >/tmp/san.txt 2>&1
   echo "racecheck grid $g rc=$? :: $(grep -E 'RACECHECK SUMMARY' /tmp/san.txt) $(grep -E 'validation:' /tmp/san.txt)" \
     "$(grep -oE 'in [a-z_]+[.]cuh:[0-9]+' /tmp/san.txt | sort | uniq -c | tr -s ' ' | tr '\n' ';')" |
