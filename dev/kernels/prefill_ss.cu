@@ -219,11 +219,10 @@ std::vector<uint8_t> compact_meta(const bench::Problem& P) {
 }
 
 // The pre-swizzled blob (V6_BLOB): v1's tile sizes and offsets, each 64-K half the shared-memory image its
-// descriptor reads (dense: swz128 of W; 2:4: swz64 of the compressed values, then the 1 KB of metadata).
+// descriptor reads (dense: swz128 of W; 2:4: swz64 of the compressed values, then the slab's 1 KB of compact_meta).
 std::vector<uint8_t> swizzled_blob(const bench::Problem& P, const std::vector<uint16_t>& md,
-                                   const std::vector<uint16_t>& wc) {
+                                   const std::vector<uint16_t>& wc, const std::vector<uint8_t>& meta) {
   std::vector<uint8_t> b(P.blob.size(), 0);
-  const std::vector<uint8_t> meta = compact_meta(P);
   for (int64_t rb = 0; rb < P.layout.row_blocks; ++rb)
     for (int64_t ct = 0; ct < P.layout.col_tiles; ++ct) {
       const int64_t t = rb * P.layout.col_tiles + ct;
@@ -263,7 +262,7 @@ int run_case(int64_t N, int64_t K, int64_t M, double f) {
   }
   bench::Problem P = bench::make_problem(N, K, f, 5);
   const std::vector<uint16_t> md = bench::masked_dense(P), wc = compress24(P);
-  const std::vector<uint8_t> hmeta = compact_meta(P), hblob2 = swizzled_blob(P, md, wc);
+  const std::vector<uint8_t> hmeta = compact_meta(P), hblob2 = swizzled_blob(P, md, wc, hmeta);
   std::vector<uint16_t> hx(size_t(M * K));
   for (size_t i = 0; i < hx.size(); ++i) hx[i] = bench::to16(bench::nonzero_value(bench::mix(77 + i)), true);
   uint8_t *blob, *kinds, *metas, *blob2;

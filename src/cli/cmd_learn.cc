@@ -1,8 +1,8 @@
 // Mask learning behind `patchllm prune --method patch-tile|patch-joint|maskllm -m DIR --sparsity S -f TRAIN -o OUT`.
 // Writes OUT/masks.safetensors (mask file v1, hybrid tile maps), OUT/prior.safetensors (the one-shot prior),
 // OUT/patch_config.json (every setting, replayable), OUT/train_log.jsonl (one line per step),
-// OUT/learn_state.safetensors (resumable state, learn/learn_state.h), OUT/learn_report.json (provenance, achieved sparsity) and, with --export,
-// OUT/hf (the pruned model with exact zeros).
+// OUT/learn_state.safetensors (resumable state, learn/learn_state.h), OUT/learn_report.json (provenance, achieved
+// sparsity) and, with --export, OUT/hf (the pruned model with exact zeros).
 #include "cli/learn_cli.h"
 #include "core/error.h"
 #include "core/file.h"

@@ -32,6 +32,8 @@ std::string tensors_sha256(const std::vector<std::string>& names, BytesOf bytes_
   return sha256_hex(all.data(), all.size());
 }
 
+torch::Tensor host(const torch::Tensor& t) { return t.detach().cpu().contiguous(); }
+
 int64_t parse_step(const std::string& path, const std::string& what, const std::string& v) {
   PATCHLLM_CHECK(!v.empty() && v.size() <= 18 && v.find_first_not_of("0123456789") == std::string::npos, FormatError,
                  path, ": ", what, " '", v, "' is not a step count");
@@ -47,7 +49,7 @@ void save_learn_state(const std::string& path, int64_t step, const std::string& 
       {"format", FORMAT}, {"format_version", VERSION}, {"step", std::to_string(step)}, {"key", key}};
   for (const auto& t : tensors) {
     PATCHLLM_CHECK(!ts.count(t.name), InvalidArgument, path, ": two learning-state tensors named ", t.name);
-    ts[t.name] = t.t.detach().cpu().contiguous();
+    ts[t.name] = host(t.t);
   }
   const auto& groups = opt.param_groups();
   for (size_t g = 0; g < groups.size(); ++g) {
@@ -55,9 +57,9 @@ void save_learn_state(const std::string& path, int64_t step, const std::string& 
       const auto* st = adamw_state(opt, groups[g].params()[i]);
       if (!st) continue;  // before its first step
       const std::string n = adamw_name(g, i);
-      ts[n + ".exp_avg"] = st->exp_avg().detach().cpu().contiguous();
-      ts[n + ".exp_avg_sq"] = st->exp_avg_sq().detach().cpu().contiguous();
-      if (st->max_exp_avg_sq().defined()) ts[n + ".max_exp_avg_sq"] = st->max_exp_avg_sq().detach().cpu().contiguous();
+      ts[n + ".exp_avg"] = host(st->exp_avg());
+      ts[n + ".exp_avg_sq"] = host(st->exp_avg_sq());
+      if (st->max_exp_avg_sq().defined()) ts[n + ".max_exp_avg_sq"] = host(st->max_exp_avg_sq());
       meta[n + ".step"] = std::to_string(st->step());
     }
   }
