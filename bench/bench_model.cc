@@ -11,6 +11,8 @@
 // (Model::forward per token). With fusion the dense model is also timed unfused first ("dense unfused").
 // --hybrid-opts times each hybrid F under each set of launch options of the hybrid kernels (HybridKernelOptions:
 // plain, or pdl, cluster, rows and batched joined by '+'; default plain), rows "hybrid f=F OPTS".
+// --layer-ops fused,reference times every variant with the fused layer kernels (ops/layer_ops.h, the default) and
+// with the LibTorch references (rows suffixed " ref-ops"); the ratio column is against the first dense row.
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -25,6 +27,7 @@
 #include "model/model.h"
 #include "model/packed_linear.h"
 #include "ops/hybrid_linear.h"
+#include "ops/layer_ops.h"
 
 using namespace patchllm;
 
@@ -39,6 +42,7 @@ int main(int argc, char** argv) {
   std::vector<int64_t> batches = {1, 16};
   std::vector<double> hybrid_f;
   std::vector<std::string> hybrid_opts = {"plain"};
+  std::vector<bool> layer_ops = {true};  // fused layer kernels per pass (false: the references)
   bool cuda_graph = false, no_fuse = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -58,6 +62,16 @@ int main(int argc, char** argv) {
       hybrid_opts.clear();
       std::stringstream ss(next());
       for (std::string t; std::getline(ss, t, ',');) hybrid_opts.push_back(t);
+    } else if (a == "--layer-ops") {
+      layer_ops.clear();
+      std::stringstream ss(next());
+      for (std::string t; std::getline(ss, t, ',');) {
+        if (t != "fused" && t != "reference") {
+          std::fprintf(stderr, "error: --layer-ops takes fused and/or reference, got '%s'\n", t.c_str());
+          return 2;
+        }
+        layer_ops.push_back(t == "fused");
+      }
     } else if (a == "--batches") {
       batches.clear();
       std::stringstream ss(next());
@@ -65,7 +79,7 @@ int main(int argc, char** argv) {
     } else {
       std::fprintf(stderr, "usage: bench_model -m DIR [--device cuda|cpu] [--prefill N] [--batches 1,16] [--decode N] "
                            "[-r R] [--hybrid-f F1,F2,... [--seed S] [--hybrid-opts O1,O2,...]] [--cuda-graph] "
-                           "[--no-fuse]\n");
+                           "[--no-fuse] [--layer-ops fused,reference]\n");
       return 2;
     }
   }
@@ -142,7 +156,7 @@ int main(int argc, char** argv) {
       sync();
       return now_seconds() - a;
     };
-    auto bench = [&](const std::string& variant, bool fused_now) {
+    auto bench_one = [&](const std::string& variant, bool fused_now) {
       Row row{variant, 0, {}};
       const char* vn = variant.c_str();
       const char* fused_s = fused_now ? "true" : "false";
@@ -178,10 +192,20 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
       rows.push_back(row);
     };
+    // Each variant once per --layer-ops pass, in the same process.
+    auto bench = [&](const std::string& variant, bool fused_now) {
+      for (bool f : layer_ops) {
+        set_fused_layer_ops(f);
+        bench_one(variant + (f ? "" : " ref-ops"), fused_now);
+      }
+      set_fused_layer_ops(true);
+    };
     // With fusion, the dense model is first timed unfused too: the fused rows' gain over it is the fusion's alone.
     const std::string base = packed ? "packed" : "dense";
     if (fuse) {
-      bench(base + " unfused", false);
+      set_fused_layer_ops(layer_ops.front());
+      bench_one(base + " unfused" + (layer_ops.front() ? "" : " ref-ops"), false);
+      set_fused_layer_ops(true);
       fuse_now();
     }
     bench(base, fuse);
@@ -211,7 +235,13 @@ int main(int argc, char** argv) {
     std::printf("\n%-26s %15s", "variant", "prefill tok/s");
     for (bool graph : modes)
       for (int64_t B : batches) std::printf(" %14s", ((graph ? "graph b" : "decode b") + std::to_string(B)).c_str());
-    const Row& ref = rows[fuse ? 1 : 0];  // the dense (or packed) model as every other variant runs
+    const Row* refp = &rows[0];  // the dense (or packed) model as every other variant runs
+    for (const Row& r : rows)
+      if (r.variant == base) {
+        refp = &r;
+        break;
+      }
+    const Row& ref = *refp;
     std::printf("   (x vs %s)\n", ref.variant.c_str());
     for (const auto& r : rows) {
       std::printf("%-26s %8.0f %5.2fx", r.variant.c_str(), r.prefill_tps, r.prefill_tps / ref.prefill_tps);

@@ -61,7 +61,7 @@ torch::Tensor DecodeGraph::run() {
   auto mask = [&](int64_t window) {
     auto ok = _kpos <= _pos;
     if (window > 0) ok = ok.logical_and((_pos - _kpos) < window);
-    auto fopt = torch::TensorOptions().dtype(torch::kFloat32).device(_model.device);
+    auto fopt = torch::TensorOptions().dtype(_model.dtype).device(_model.device);  // as Model::make_context
     return torch::zeros({_kpos.size(0)}, fopt)
         .masked_fill(ok.logical_not(), -std::numeric_limits<float>::infinity())
         .view({1, 1, 1, -1});

@@ -37,20 +37,6 @@ const std::vector<std::string>& decoder_linear_names() {
   return names;
 }
 
-// HF LlamaRMSNorm: normalise in fp32, cast back, then scale by the weight.
-torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& w, double eps) {
-  auto xf = x.to(torch::kFloat32);
-  auto var = xf.pow(2).mean(-1, /*keepdim=*/true);
-  return w * (xf * torch::rsqrt(var + eps)).to(x.scalar_type());
-}
-
-// HF Gemma3RMSNorm: (x̂ * (1 + w)) in fp32, cast back afterwards (LLaMA casts before scaling).
-torch::Tensor rms_norm_gemma(const torch::Tensor& x, const torch::Tensor& w, double eps) {
-  auto xf = x.to(torch::kFloat32);
-  auto var = xf.pow(2).mean(-1, /*keepdim=*/true);
-  return (xf * torch::rsqrt(var + eps) * (1 + w.to(torch::kFloat32))).to(x.scalar_type());
-}
-
 torch::Tensor rope_inv_freq(const ModelConfig& c) {
   const int64_t d = c.head_dim;
   auto idx = torch::arange(0, d, 2, torch::kFloat64) / static_cast<double>(d);
@@ -70,14 +56,6 @@ torch::Tensor rope_inv_freq(const ModelConfig& c) {
     inv = torch::where(medium, smoothed, scaled);
   }
   return inv.to(torch::kFloat32);
-}
-
-// HF rotate_half convention: the two halves of each head are the (real, imaginary) pairs.
-torch::Tensor rope_apply(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
-  const int64_t h = x.size(-1) / 2;
-  auto x1 = x.narrow(-1, 0, h), x2 = x.narrow(-1, h, h);
-  auto rot = torch::cat({-x2, x1}, -1);
-  return x * cos.unsqueeze(1) + rot * sin.unsqueeze(1);
 }
 
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
@@ -243,7 +221,10 @@ LayerContext Model::make_context(int64_t batch, int64_t seq, int64_t past, const
     // Rows with nothing to attend to (padding queries) would give NaN; let them see themselves, output is ignored.
     auto empty_row = ok.logical_not().all(-1, /*keepdim=*/true);
     ok = ok.logical_or(empty_row.logical_and(kpos == qpos));
-    bias = torch::zeros(ok.sizes(), fopt).masked_fill(ok.logical_not(), -std::numeric_limits<float>::infinity()).unsqueeze(1);
+    // In the compute dtype (0 and -inf are exact there), so attention() has no cast per layer.
+    bias = torch::zeros(ok.sizes(), fopt.dtype(dtype))
+               .masked_fill(ok.logical_not(), -std::numeric_limits<float>::infinity())
+               .unsqueeze(1);
   };
   const bool per_layer = !config.sliding_layers.empty();  // Gemma 3: global layers have no window
   rope(inv_freq, ctx.cos, ctx.sin);
@@ -267,9 +248,11 @@ torch::Tensor Model::layer_forward(int64_t i, const torch::Tensor& h, const Laye
   const auto& c = config;
   DecoderLayer& L = layers.at(i);
   const bool gemma = c.is_gemma3();
+  const NormStyle ns = gemma ? NormStyle::Gemma : NormStyle::Llama;
   const bool local = !c.sliding_layers.empty() && c.sliding_layers.at(static_cast<size_t>(i));
   const int64_t B = h.size(0), T = h.size(1), D = c.head_dim;
-  auto x = gemma ? rms_norm_gemma(h, L.input_norm, c.rms_eps) : rms_norm(h, L.input_norm, c.rms_eps);
+  // The norms, RoPE and SwiGLU product go through ops/layer_ops.h: one kernel each on CUDA, the references elsewhere.
+  auto x = rms_norm_fused(h, L.input_norm, c.rms_eps, ns);
   torch::Tensor q, k, v;
   if (L.qkv.current({&L.q, &L.k, &L.v})) {  // one GEMM, outputs narrowed on the last dim
     auto y = L.qkv.forward(x);
@@ -277,17 +260,16 @@ torch::Tensor Model::layer_forward(int64_t i, const torch::Tensor& h, const Laye
   } else {
     q = L.q->forward(x), k = L.k->forward(x), v = L.v->forward(x);
   }
-  q = q.reshape({B, T, c.num_heads, D}).transpose(1, 2);
-  k = k.reshape({B, T, c.num_kv_heads, D}).transpose(1, 2);
+  q = q.reshape({B, T, c.num_heads, D});  // [B, T, heads, D]: views of a fused output
+  k = k.reshape({B, T, c.num_kv_heads, D});
   v = v.reshape({B, T, c.num_kv_heads, D}).transpose(1, 2);
   if (gemma) {  // QK-norm over each head, before RoPE
-    q = rms_norm_gemma(q, L.q_norm, c.rms_eps);
-    k = rms_norm_gemma(k, L.k_norm, c.rms_eps);
+    q = rms_norm_fused(q, L.q_norm, c.rms_eps, ns);
+    k = rms_norm_fused(k, L.k_norm, c.rms_eps, ns);
   }
-  const auto& cos = local ? ctx.cos_local : ctx.cos;
-  const auto& sin = local ? ctx.sin_local : ctx.sin;
-  q = rope_apply(q, cos, sin);
-  k = rope_apply(k, cos, sin);
+  std::tie(q, k) = local ? rope_qk_fused(q, k, ctx.cos_local, ctx.sin_local) : rope_qk_fused(q, k, ctx.cos, ctx.sin);
+  q = q.transpose(1, 2);  // [B, heads, T, D]
+  k = k.transpose(1, 2);
   if (cache && ctx.cache_pos.defined()) {  // static decode: write the slot, attend over the whole capacity
     cache->k[i].index_copy_(2, ctx.cache_pos, k);
     cache->v[i].index_copy_(2, ctx.cache_pos, v);
@@ -313,19 +295,19 @@ torch::Tensor Model::layer_forward(int64_t i, const torch::Tensor& h, const Laye
     return {L.gate->forward(y), L.up->forward(y)};
   };
   if (!gemma) {
-    auto h2 = h + L.o->forward(a);
-    auto [g, u] = gate_up(rms_norm(h2, L.post_attn_norm, c.rms_eps));
-    return h2 + L.down->forward(torch::silu(g) * u);
+    auto [h2, n2] = add_rms_norm_fused(h, L.o->forward(a), L.post_attn_norm, c.rms_eps, ns);
+    auto [g, u] = gate_up(n2);
+    return h2 + L.down->forward(silu_mul_fused(g, u));
   }
-  auto h2 = h + rms_norm_gemma(L.o->forward(a), L.post_attn_norm, c.rms_eps);
-  auto [g, u] = gate_up(rms_norm_gemma(h2, L.pre_ffn_norm, c.rms_eps));
+  auto h2 = h + rms_norm_fused(L.o->forward(a), L.post_attn_norm, c.rms_eps, ns);
+  auto [g, u] = gate_up(rms_norm_fused(h2, L.pre_ffn_norm, c.rms_eps, ns));
   auto m = L.down->forward(gelu_act(g, c.hidden_act) * u);
-  return h2 + rms_norm_gemma(m, L.post_ffn_norm, c.rms_eps);
+  return h2 + rms_norm_fused(m, L.post_ffn_norm, c.rms_eps, ns);
 }
 
 torch::Tensor Model::head(const torch::Tensor& h) const {
-  if (!config.is_gemma3()) return torch::linear(rms_norm(h, final_norm, config.rms_eps), lm_head).to(torch::kFloat32);
-  auto logits = torch::linear(rms_norm_gemma(h, final_norm, config.rms_eps), lm_head).to(torch::kFloat32);
+  const NormStyle ns = config.is_gemma3() ? NormStyle::Gemma : NormStyle::Llama;
+  auto logits = torch::linear(rms_norm_fused(h, final_norm, config.rms_eps, ns), lm_head).to(torch::kFloat32);
   const double cap = config.final_logit_softcapping;
   if (cap > 0) logits = torch::tanh(logits / cap) * cap;  // in fp32 (HF: compute dtype), more precise
   return logits;

@@ -13,6 +13,7 @@
 
 #include "model/config.h"
 #include "model/linear.h"
+#include "ops/layer_ops.h"
 
 namespace patchllm {
 
@@ -110,11 +111,8 @@ class Model {
 int model_fuse_projections(Model& model);
 
 // Building blocks, public so tests can check them against plain references.
-torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& w, double eps);  // computed in fp32
-// Gemma: normalised and scaled by (1 + w), both in fp32, then cast back.
-torch::Tensor rms_norm_gemma(const torch::Tensor& x, const torch::Tensor& w, double eps);
+// (rms_norm, rms_norm_gemma, rope_apply and their fused forms: ops/layer_ops.h.)
 torch::Tensor rope_inv_freq(const ModelConfig& c);  // [head_dim/2] fp32 (rope_theta, rope_scaling)
-torch::Tensor rope_apply(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);  // x [B,H,T,D]
 // q [B,H,T,D], k/v [B,Hkv,S,D], bias additive [.,1,T,S] or undefined with causal=true.
 // scale 0 = 1/sqrt(D); softcap > 0: scores = softcap * tanh(scores / softcap) before the mask (Gemma 2 style).
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,

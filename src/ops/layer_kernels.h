@@ -1,0 +1,73 @@
+// Raw launchers of the fused decoder-layer kernels (src/ops/layer_kernels.cu). Plain C++: no LibTorch, no CUDA
+// headers; the LibTorch front, with the reference each kernel is tested against, is src/ops/layer_ops.h.
+// Why: a decode step of a LLaMA layer is ~40 small LibTorch kernels around 4 GEMMs (RMSNorm alone is 8: cast,
+// square, mean, add, rsqrt, mul, cast, mul). At batch 1–16 each costs a launch, not bandwidth, so one kernel per
+// norm / residual-add + norm / RoPE of q and k / SiLU·mul keeps the step's time in the GEMMs.
+// Every kernel rounds where the LibTorch composition rounds (each op's result to the dtype), so the outputs match the
+// reference up to the fp32 summation order of the norm.
+#pragma once
+#include <cstdint>
+
+namespace patchllm {
+
+enum LayerDType : int { LAYER_F32 = 0, LAYER_BF16 = 1, LAYER_F16 = 2 };
+
+// A matrix of `rows` rows of `cols` contiguous elements whose row r starts at
+// (r / inner) · outer_stride + (r % inner) · inner_stride elements from `data`: a [.., inner, cols] view such as the
+// heads of a fused q|k|v output.
+struct LayerRows {
+  const void* data = nullptr;
+  int64_t inner = 1, outer_stride = 0, inner_stride = 0;
+};
+
+// y = RMSNorm(x) · w per row, the sum of squares in fp32. gemma = false (LLaMA): w · cast(x̂); true (Gemma):
+// cast(x̂ · (1 + w)). With residual.data set, x + residual is first rounded to the dtype, written to sum_out, and
+// normalised (the residual stream's add fused into the next norm).
+struct RmsNormArgs {
+  int dtype = LAYER_BF16;
+  int64_t rows = 0, cols = 0;
+  LayerRows x, residual;
+  void* sum_out = nullptr;  // [rows, cols] contiguous, with residual only
+  const void* w = nullptr;  // [cols]
+  void* y = nullptr;        // [rows, cols] contiguous
+  float eps = 1e-6f;
+  bool gemma = false;
+  void* stream = nullptr;  // cudaStream_t
+};
+int launch_rms_norm(const RmsNormArgs& a);
+
+// RoPE (HF rotate_half) of q and k in one launch: x [B, T, heads, D] with D contiguous, cos/sin [1 or B, T, D]
+// contiguous -> y [B, T, heads, D] contiguous. out[i] = x[i]·cos[i] − x[i+D/2]·sin[i], out[i+D/2] =
+// x[i+D/2]·cos[i+D/2] + x[i]·sin[i+D/2], each product and the sum rounded to the dtype.
+struct RopeTensor {
+  const void* x = nullptr;
+  int64_t heads = 0, sb = 0, st = 0, sh = 0;  // strides of x in elements
+  void* y = nullptr;
+};
+struct RopeArgs {
+  int dtype = LAYER_BF16;
+  int64_t B = 0, T = 0, D = 0;
+  RopeTensor q, k;  // k.heads = 0: q only
+  const void* cos = nullptr;
+  const void* sin = nullptr;
+  bool cos_per_batch = false;  // [B, T, D], else [1, T, D]
+  void* stream = nullptr;
+};
+int launch_rope(const RopeArgs& a);
+
+// y = cast(silu(g)) · u elementwise (the SwiGLU product), g and u rows of `cols` contiguous elements at row strides
+// gs / us (halves of a fused gate|up output), y [rows, cols] contiguous.
+struct SiluMulArgs {
+  int dtype = LAYER_BF16;
+  int64_t rows = 0, cols = 0;
+  const void* g = nullptr;
+  const void* u = nullptr;
+  int64_t gs = 0, us = 0;
+  void* y = nullptr;
+  void* stream = nullptr;
+};
+int launch_silu_mul(const SiluMulArgs& a);
+
+const char* layer_kernel_error_string(int err);
+
+}  // namespace patchllm

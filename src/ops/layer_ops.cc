@@ -1,0 +1,217 @@
+#include "ops/layer_ops.h"
+
+#include <atomic>
+
+#include "core/error.h"
+
+#if defined(PATCHLLM_HAVE_CUDA_KERNELS) && defined(PATCHLLM_TORCH_HAS_CUDA)
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "ops/layer_kernels.h"
+#define PATCHLLM_LAYER_KERNELS 1
+#endif
+
+namespace patchllm {
+
+// ---- references ----
+
+// HF LlamaRMSNorm: normalise in fp32, cast back, then scale by the weight.
+torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& w, double eps) {
+  auto xf = x.to(torch::kFloat32);
+  auto var = xf.pow(2).mean(-1, /*keepdim=*/true);
+  return w * (xf * torch::rsqrt(var + eps)).to(x.scalar_type());
+}
+
+// HF Gemma3RMSNorm: (x̂ * (1 + w)) in fp32, cast back afterwards (LLaMA casts before scaling).
+torch::Tensor rms_norm_gemma(const torch::Tensor& x, const torch::Tensor& w, double eps) {
+  auto xf = x.to(torch::kFloat32);
+  auto var = xf.pow(2).mean(-1, /*keepdim=*/true);
+  return (xf * torch::rsqrt(var + eps) * (1 + w.to(torch::kFloat32))).to(x.scalar_type());
+}
+
+// HF rotate_half convention: the two halves of each head are the (real, imaginary) pairs.
+torch::Tensor rope_apply(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+  const int64_t h = x.size(-1) / 2;
+  auto x1 = x.narrow(-1, 0, h), x2 = x.narrow(-1, h, h);
+  auto rot = torch::cat({-x2, x1}, -1);
+  return x * cos.unsqueeze(1) + rot * sin.unsqueeze(1);
+}
+
+namespace {
+
+std::atomic<bool> g_fused{true};
+
+torch::Tensor norm_ref(const torch::Tensor& x, const torch::Tensor& w, double eps, NormStyle style) {
+  return style == NormStyle::Llama ? rms_norm(x, w, eps) : rms_norm_gemma(x, w, eps);
+}
+
+#ifdef PATCHLLM_LAYER_KERNELS
+// The kernels run on CUDA tensors of one device and dtype (fp32, bf16, fp16) when nothing needs a gradient.
+bool use_kernels(std::initializer_list<const torch::Tensor*> ts) {
+  if (!g_fused.load(std::memory_order_relaxed)) return false;
+  const torch::Tensor& x = **ts.begin();
+  if (!x.defined() || !x.is_cuda()) return false;
+  const auto dt = x.scalar_type();
+  if (dt != torch::kFloat32 && dt != torch::kBFloat16 && dt != torch::kHalf) return false;
+  const bool grad = torch::GradMode::is_enabled();
+  for (const torch::Tensor* t : ts)
+    if (!t->defined() || t->device() != x.device() || t->scalar_type() != dt || (grad && t->requires_grad()))
+      return false;
+  return true;
+}
+
+int layer_dtype(const torch::Tensor& x) {
+  return x.scalar_type() == torch::kFloat32 ? LAYER_F32 : x.scalar_type() == torch::kBFloat16 ? LAYER_BF16 : LAYER_F16;
+}
+
+void* stream_of(const torch::Tensor& x) { return c10::cuda::getCurrentCUDAStream(x.device().index()).stream(); }
+
+void check_launch(int err, const char* what) {
+  if (err != 0)
+    throw CudaError(str(__FILE__, ":", __LINE__, ": ", what, ": CUDA error ", err, " (",
+                        layer_kernel_error_string(err), ")"));
+}
+
+// Whether dims [0, n) of x collapse into one index (size-1 dims ignored); stride = the collapsed index's stride.
+bool collapse(const torch::Tensor& x, int64_t n, int64_t& stride) {
+  stride = 0;
+  int64_t prev = -1;
+  for (int64_t i = n - 1; i >= 0; --i) {
+    if (x.size(i) == 1) continue;
+    if (prev >= 0 && x.stride(i) != x.stride(prev) * x.size(prev)) return false;
+    if (prev < 0) stride = x.stride(i);
+    prev = i;
+  }
+  return true;
+}
+
+// x [..., inner, C] with C contiguous as the kernels' LayerRows (leading dims collapsed); false if they do not
+// collapse.
+bool describe_rows(const torch::Tensor& x, LayerRows& m) {
+  const int64_t d = x.dim();
+  if (d == 0 || (x.size(-1) > 1 && x.stride(-1) != 1)) return false;
+  m.data = x.data_ptr();
+  if (d == 1) {
+    m.inner = 1, m.inner_stride = m.outer_stride = 0;
+    return true;
+  }
+  m.inner = x.size(d - 2);
+  m.inner_stride = x.stride(d - 2);
+  return collapse(x, d - 2, m.outer_stride);
+}
+
+// x itself, or a contiguous copy when its rows cannot be described.
+torch::Tensor rows_view(const torch::Tensor& x, LayerRows& m) {
+  if (describe_rows(x, m)) return x;
+  torch::Tensor c = x.contiguous();
+  describe_rows(c, m);
+  return c;
+}
+
+void run_norm(const torch::Tensor& x, const torch::Tensor* r, torch::Tensor* sum, const torch::Tensor& w,
+              torch::Tensor& y, double eps, NormStyle style) {
+  c10::cuda::CUDAGuard guard(x.device());
+  RmsNormArgs a;
+  a.dtype = layer_dtype(x);
+  a.cols = x.size(-1);
+  a.rows = a.cols == 0 ? 0 : x.numel() / a.cols;
+  torch::Tensor xv = rows_view(x, a.x), rv, wc = w.contiguous();
+  if (r) {
+    rv = rows_view(*r, a.residual);
+    *sum = torch::empty(x.sizes(), x.options());
+    a.sum_out = sum->data_ptr();
+  }
+  y = torch::empty(x.sizes(), x.options());
+  a.w = wc.data_ptr();
+  a.y = y.data_ptr();
+  a.eps = float(eps);
+  a.gemma = style == NormStyle::Gemma;
+  a.stream = stream_of(x);
+  check_launch(launch_rms_norm(a), "rms_norm_fused");
+}
+#endif
+
+}  // namespace
+
+void set_fused_layer_ops(bool on) { g_fused.store(on); }
+bool fused_layer_ops() { return g_fused.load(); }
+
+torch::Tensor rms_norm_fused(const torch::Tensor& x, const torch::Tensor& w, double eps, NormStyle style) {
+#ifdef PATCHLLM_LAYER_KERNELS
+  if (use_kernels({&x, &w}) && x.dim() >= 1 && w.dim() == 1 && w.size(0) == x.size(-1)) {
+    torch::Tensor y;
+    run_norm(x, nullptr, nullptr, w, y, eps, style);
+    return y;
+  }
+#endif
+  return norm_ref(x, w, eps, style);
+}
+
+std::pair<torch::Tensor, torch::Tensor> add_rms_norm_fused(const torch::Tensor& h, const torch::Tensor& r,
+                                                           const torch::Tensor& w, double eps, NormStyle style) {
+#ifdef PATCHLLM_LAYER_KERNELS
+  if (use_kernels({&h, &r, &w}) && h.dim() >= 1 && h.sizes() == r.sizes() && w.dim() == 1 &&
+      w.size(0) == h.size(-1)) {
+    torch::Tensor s, y;
+    run_norm(h, &r, &s, w, y, eps, style);
+    return {s, y};
+  }
+#endif
+  auto s = h + r;
+  return {s, norm_ref(s, w, eps, style)};
+}
+
+std::pair<torch::Tensor, torch::Tensor> rope_qk_fused(const torch::Tensor& q, const torch::Tensor& k,
+                                                      const torch::Tensor& cos, const torch::Tensor& sin) {
+#ifdef PATCHLLM_LAYER_KERNELS
+  auto fits = [&](const torch::Tensor& x) {
+    return x.dim() == 4 && x.size(0) == q.size(0) && x.size(1) == q.size(1) && x.size(3) == q.size(3) &&
+           (x.size(3) <= 1 || x.stride(3) == 1);
+  };
+  if (use_kernels({&q, &k, &cos, &sin}) && fits(q) && fits(k) && q.size(3) % 2 == 0 && cos.dim() == 3 &&
+      cos.sizes() == sin.sizes() && (cos.size(0) == 1 || cos.size(0) == q.size(0)) && cos.size(1) == q.size(1) &&
+      cos.size(2) == q.size(3)) {
+    c10::cuda::CUDAGuard guard(q.device());
+    torch::Tensor c = cos.contiguous(), s = sin.contiguous();
+    torch::Tensor yq = torch::empty(q.sizes(), q.options()), yk = torch::empty(k.sizes(), k.options());
+    RopeArgs a;
+    a.dtype = layer_dtype(q);
+    a.B = q.size(0), a.T = q.size(1), a.D = q.size(3);
+    a.q = {q.data_ptr(), q.size(2), q.stride(0), q.stride(1), q.stride(2), yq.data_ptr()};
+    a.k = {k.data_ptr(), k.size(2), k.stride(0), k.stride(1), k.stride(2), yk.data_ptr()};
+    a.cos = c.data_ptr();
+    a.sin = s.data_ptr();
+    a.cos_per_batch = c.size(0) > 1;
+    a.stream = stream_of(q);
+    check_launch(launch_rope(a), "rope_qk_fused");
+    return {yq, yk};
+  }
+#endif
+  return {rope_apply(q.transpose(1, 2), cos, sin).transpose(1, 2),
+          rope_apply(k.transpose(1, 2), cos, sin).transpose(1, 2)};
+}
+
+torch::Tensor silu_mul_fused(const torch::Tensor& g, const torch::Tensor& u) {
+#ifdef PATCHLLM_LAYER_KERNELS
+  int64_t gs = 0, us = 0;
+  if (use_kernels({&g, &u}) && g.dim() >= 1 && g.sizes() == u.sizes() && (g.size(-1) <= 1 || g.stride(-1) == 1) &&
+      (u.size(-1) <= 1 || u.stride(-1) == 1) && collapse(g, g.dim() - 1, gs) && collapse(u, u.dim() - 1, us)) {
+    c10::cuda::CUDAGuard guard(g.device());
+    torch::Tensor y = torch::empty(g.sizes(), g.options());
+    SiluMulArgs a;
+    a.dtype = layer_dtype(g);
+    a.cols = g.size(-1);
+    a.rows = a.cols == 0 ? 0 : g.numel() / a.cols;
+    a.g = g.data_ptr(), a.u = u.data_ptr();
+    a.gs = gs, a.us = us;
+    a.y = y.data_ptr();
+    a.stream = stream_of(g);
+    check_launch(launch_silu_mul(a), "silu_mul_fused");
+    return y;
+  }
+#endif
+  return torch::silu(g) * u;
+}
+
+}  // namespace patchllm

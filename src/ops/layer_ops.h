@@ -1,0 +1,37 @@
+// Decoder-layer building blocks besides the linears: RMSNorm, the residual add fused into the next norm, RoPE and the
+// SwiGLU product. Each *_fused function runs one CUDA kernel (src/ops/layer_kernels.h) on a CUDA tensor without
+// autograd, and otherwise (CPU, grad needed, a CPU-only LibTorch, or set_fused_layer_ops(false)) the plain LibTorch
+// reference beside it, which also is what the kernels are tested against (tests/test_ops_layer.cc).
+#pragma once
+#include <torch/torch.h>
+
+#include <utility>
+
+namespace patchllm {
+
+// References (LibTorch compositions, as HF computes them).
+torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& w, double eps);  // LLaMA: w · cast(x̂), x̂ in fp32
+// Gemma: normalised and scaled by (1 + w), both in fp32, then cast back.
+torch::Tensor rms_norm_gemma(const torch::Tensor& x, const torch::Tensor& w, double eps);
+// HF rotate_half RoPE: x [B, H, T, D], cos/sin [1 or B, T, D].
+torch::Tensor rope_apply(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
+
+enum class NormStyle { Llama, Gemma };
+
+// rms_norm / rms_norm_gemma of x [..., C] (last dim contiguous, w [C]).
+torch::Tensor rms_norm_fused(const torch::Tensor& x, const torch::Tensor& w, double eps, NormStyle style);
+// {h + r, norm(h + r)}: the residual stream's add (rounded to the dtype, as `h + r`) and the next layer norm.
+std::pair<torch::Tensor, torch::Tensor> add_rms_norm_fused(const torch::Tensor& h, const torch::Tensor& r,
+                                                           const torch::Tensor& w, double eps, NormStyle style);
+// RoPE of q and k given as [B, T, heads, D] (D contiguous; e.g. views into a fused q|k|v output), cos/sin
+// [1 or B, T, D]: rope_apply in the [B, T, heads, D] layout, both in one launch. Returns contiguous [B, T, heads, D].
+std::pair<torch::Tensor, torch::Tensor> rope_qk_fused(const torch::Tensor& q, const torch::Tensor& k,
+                                                      const torch::Tensor& cos, const torch::Tensor& sin);
+// silu(g) · u (SwiGLU), g and u of one shape [..., I] with the last dim contiguous (halves of a fused gate|up).
+torch::Tensor silu_mul_fused(const torch::Tensor& g, const torch::Tensor& u);
+
+// Process-wide switch (default on) so a benchmark can time the references in the same process.
+void set_fused_layer_ops(bool on);
+bool fused_layer_ops();
+
+}  // namespace patchllm

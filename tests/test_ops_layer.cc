@@ -1,0 +1,196 @@
+// Decoder-layer ops (ops/layer_ops.h). On the CPU: the fronts' contracts (the residual sum, RoPE in the
+// [B, T, heads, D] layout of strided q/k views, SwiGLU) against float64 formulas. On a GPU: each fused kernel against
+// the LibTorch reference on the same device (bf16, fp16, fp32; vector and scalar paths; strided views), and the
+// autograd fallback.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "ops/layer_ops.h"
+
+using namespace patchllm;
+
+namespace {
+
+torch::Tensor f64(const torch::Tensor& t) { return t.detach().cpu().to(torch::kFloat64); }
+
+// float64 RMSNorm of float64 rows.
+torch::Tensor norm64(const torch::Tensor& x, const torch::Tensor& w, double eps, NormStyle s) {
+  auto inv = torch::rsqrt(x.pow(2).mean(-1, true) + eps);
+  return s == NormStyle::Llama ? w * x * inv : x * inv * (1 + w);
+}
+
+// float64 RoPE of x [B, T, H, D] with cos/sin [1 or B, T, D].
+torch::Tensor rope64(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+  const int64_t h = x.size(-1) / 2;
+  auto rot = torch::cat({-x.narrow(-1, h, h), x.narrow(-1, 0, h)}, -1);
+  return x * cos.unsqueeze(2) + rot * sin.unsqueeze(2);
+}
+
+double max_rel(const torch::Tensor& got, const torch::Tensor& want) {
+  auto g = f64(got), w = f64(want);
+  return ((g - w).abs().max() / w.abs().max().clamp_min(1e-300)).item<double>();
+}
+
+// Largest |got − want| in units of the dtype's spacing at |want| (2^-7 relative for bf16, 2^-10 fp16, 2^-23 fp32).
+double max_ulps(const torch::Tensor& got, const torch::Tensor& want, torch::ScalarType dt) {
+  const double rel = dt == torch::kBFloat16 ? std::ldexp(1.0, -7) : dt == torch::kHalf ? std::ldexp(1.0, -10)
+                                                                                         : std::ldexp(1.0, -23);
+  auto g = f64(got), w = f64(want);
+  auto spacing = torch::exp2(torch::floor(torch::log2(w.abs().clamp_min(1e-30)))) * rel;
+  return ((g - w).abs() / spacing).max().item<double>();
+}
+
+struct CudaScope {  // fused kernels on, restored after
+  bool saved = fused_layer_ops();
+  ~CudaScope() { set_fused_layer_ops(saved); }
+};
+
+// The reference on the same device (the switch off), for comparison with the kernel's result.
+template <typename F>
+auto reference(F&& f) {
+  set_fused_layer_ops(false);
+  auto r = f();
+  set_fused_layer_ops(true);
+  return r;
+}
+
+}  // namespace
+
+TEST(OpsLayer, AddRmsNormGivesTheRoundedSumAndItsNorm) {
+  torch::manual_seed(3);
+  for (auto dt : {torch::kFloat32, torch::kBFloat16}) {
+    auto h = torch::randn({2, 3, 64}).to(dt), r = torch::randn({2, 3, 64}).to(dt), w = (1 + torch::randn({64}) / 4).to(dt);
+    for (NormStyle s : {NormStyle::Llama, NormStyle::Gemma}) {
+      auto [sum, y] = add_rms_norm_fused(h, r, w, 1e-5, s);
+      EXPECT_TRUE(sum.equal(h + r));
+      EXPECT_LE(max_rel(y, norm64(f64(sum), f64(w), 1e-5, s)), dt == torch::kFloat32 ? 1e-6 : 1e-2);
+      EXPECT_LE(max_rel(rms_norm_fused(h, w, 1e-5, s), norm64(f64(h), f64(w), 1e-5, s)),
+                dt == torch::kFloat32 ? 1e-6 : 1e-2);
+    }
+  }
+}
+
+TEST(OpsLayer, RopeQkRotatesStridedViewsInTokenMajorLayout) {
+  torch::manual_seed(4);
+  const int64_t B = 2, T = 3, Hq = 4, Hk = 2, D = 8;
+  // q and k as the model gets them: views into one fused [B, T, (Hq + 2 Hk) D] projection output.
+  auto qkv = torch::randn({B, T, (Hq + 2 * Hk) * D});
+  auto q = qkv.narrow(-1, 0, Hq * D).reshape({B, T, Hq, D});
+  auto k = qkv.narrow(-1, Hq * D, Hk * D).reshape({B, T, Hk, D});
+  auto ang = torch::rand({B, T, D / 2}) * 6;
+  auto emb = torch::cat({ang, ang}, -1);
+  auto [yq, yk] = rope_qk_fused(q, k, emb.cos(), emb.sin());
+  EXPECT_LE(max_rel(yq, rope64(f64(q), f64(emb.cos()), f64(emb.sin()))), 1e-6);
+  EXPECT_LE(max_rel(yk, rope64(f64(k), f64(emb.cos()), f64(emb.sin()))), 1e-6);
+  // One angle set for every batch row ([1, T, D]).
+  auto [yq1, yk1] = rope_qk_fused(q, k, emb.narrow(0, 0, 1).cos(), emb.narrow(0, 0, 1).sin());
+  auto c1 = f64(emb.narrow(0, 0, 1).cos()), s1 = f64(emb.narrow(0, 0, 1).sin());
+  EXPECT_LE(max_rel(yq1, rope64(f64(q), c1, s1)), 1e-6);
+  EXPECT_LE(max_rel(yk1, rope64(f64(k), c1, s1)), 1e-6);
+}
+
+TEST(OpsLayer, SiluMulIsTheSwiGluProduct) {
+  torch::manual_seed(5);
+  auto gu = torch::randn({3, 2, 40}) * 3;
+  auto g = gu.narrow(-1, 0, 20), u = gu.narrow(-1, 20, 20);
+  auto g64 = f64(g);
+  EXPECT_LE(max_rel(silu_mul_fused(g, u), g64 / (1 + torch::exp(-g64)) * f64(u)), 1e-6);
+}
+
+// Every kernel against the reference on the GPU: 16-bit types within two spacings of the dtype (the norm's fp32 sum
+// order differs), rope and the residual sum bit for bit, fp32 within a few ulps; both within the dtype's precision of float64.
+TEST(OpsLayerCuda, KernelsMatchTheReferences) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device (or a CPU-only LibTorch): kernels not run";
+  CudaScope scope;
+  set_fused_layer_ops(true);
+  torch::NoGradGuard ng;
+  torch::manual_seed(6);
+  const auto dev = torch::Device(torch::kCUDA, 0);
+  for (auto dt : {torch::kBFloat16, torch::kHalf, torch::kFloat32}) {
+    // 2 spacings: the LLaMA norm rounds x̂ and then w · x̂, so one spacing of x̂ times w (up to ~2) can be two of the
+    // output's (seen in fp16).
+    const double ulps = dt == torch::kFloat32 ? 8 : 2, tol64 = dt == torch::kFloat32 ? 1e-5 : dt == torch::kHalf ? 2e-3 : 1e-2;
+    // cols: vector path (4096, 640), scalar path (100 and 2050: not / not all rows a multiple of 4 elements).
+    for (int64_t cols : {4096, 640, 100, 2050, 6}) {
+      for (int64_t rows : {1, 16, 300}) {
+        SCOPED_TRACE(std::string(c10::toString(dt)) + " rows=" + std::to_string(rows) + " cols=" + std::to_string(cols));
+        // x and the residual as row-strided views (every other row block of a wider tensor).
+        auto xw = (torch::randn({rows, 2 * cols}) * 2).to(dt).to(dev), rw = torch::randn({rows, 2 * cols}).to(dt).to(dev);
+        auto x = xw.narrow(1, 0, cols), r = rw.narrow(1, cols, cols);
+        auto w = (1 + torch::randn({cols}) / 4).to(dt).to(dev);
+        for (NormStyle s : {NormStyle::Llama, NormStyle::Gemma}) {
+          auto y = rms_norm_fused(x, w, 1e-6, s);
+          auto want = reference([&] { return rms_norm_fused(x, w, 1e-6, s); });
+          EXPECT_LE(max_ulps(y, want, dt), ulps);
+          EXPECT_LE(max_rel(y, norm64(f64(x), f64(w), 1e-6, s)), tol64);
+          auto [sum, y2] = add_rms_norm_fused(x, r, w, 1e-6, s);
+          auto [sum_ref, y2_ref] = reference([&] { return add_rms_norm_fused(x, r, w, 1e-6, s); });
+          EXPECT_TRUE(sum.equal(sum_ref));
+          EXPECT_LE(max_ulps(y2, y2_ref, dt), ulps);
+        }
+        auto g = xw.narrow(1, cols, cols), u = rw.narrow(1, 0, cols);
+        auto sm = silu_mul_fused(g, u);
+        EXPECT_LE(max_ulps(sm, reference([&] { return silu_mul_fused(g, u); }), dt), ulps);
+      }
+    }
+    // RoPE on views into a fused q|k|v output; cos/sin per batch row and shared; head dims 64, 128 and 6.
+    for (int64_t D : {64, 128, 6}) {
+      for (int64_t T : {1, 7}) {
+        SCOPED_TRACE(std::string(c10::toString(dt)) + " D=" + std::to_string(D) + " T=" + std::to_string(T));
+        const int64_t B = 3, Hq = 8, Hk = 2;
+        auto qkv = torch::randn({B, T, (Hq + 2 * Hk) * D}).to(dt).to(dev);
+        auto q = qkv.narrow(-1, 0, Hq * D).reshape({B, T, Hq, D});
+        auto k = qkv.narrow(-1, Hq * D, Hk * D).reshape({B, T, Hk, D});
+        for (int64_t cb : {int64_t(1), B}) {
+          auto ang = torch::rand({cb, T, D / 2}).to(dev) * 100;
+          auto emb = torch::cat({ang, ang}, -1);
+          auto c = emb.cos().to(dt), sn = emb.sin().to(dt);
+          auto [yq, yk] = rope_qk_fused(q, k, c, sn);
+          auto [wq, wk] = reference([&] { return rope_qk_fused(q, k, c, sn); });
+          EXPECT_TRUE(yq.equal(wq.contiguous()));
+          EXPECT_TRUE(yk.equal(wk.contiguous()));
+          EXPECT_LE(max_rel(yq, rope64(f64(q), f64(c), f64(sn))), tol64);
+        }
+      }
+    }
+  }
+}
+
+// QK-norm's rows: heads of a [B, T, H, D] view into a fused output (inner/outer strides), and a layout whose rows do
+// not collapse (a transposed view, copied first).
+TEST(OpsLayerCuda, NormOfHeadViews) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device (or a CPU-only LibTorch): kernels not run";
+  CudaScope scope;
+  set_fused_layer_ops(true);
+  torch::NoGradGuard ng;
+  torch::manual_seed(7);
+  const auto dev = torch::Device(torch::kCUDA, 0);
+  auto qkv = torch::randn({2, 5, 12 * 32}).to(torch::kBFloat16).to(dev);
+  auto w = (1 + torch::randn({32}) / 4).to(torch::kBFloat16).to(dev);
+  for (const auto& x : {qkv.narrow(-1, 0, 8 * 32).reshape({2, 5, 8, 32}),
+                        qkv.narrow(-1, 0, 8 * 32).reshape({2, 5, 8, 32}).transpose(1, 2)}) {
+    auto y = rms_norm_fused(x, w, 1e-6, NormStyle::Gemma);
+    auto want = reference([&] { return rms_norm_fused(x, w, 1e-6, NormStyle::Gemma); });
+    EXPECT_EQ(y.sizes(), x.sizes());
+    EXPECT_LE(max_ulps(y, want, torch::kBFloat16), 1);
+  }
+}
+
+// With autograd the references run: gradients flow and equal the reference's.
+TEST(OpsLayerCuda, GradientsFallBackToTheReference) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device (or a CPU-only LibTorch): kernels not run";
+  CudaScope scope;
+  set_fused_layer_ops(true);
+  torch::manual_seed(8);
+  const auto dev = torch::Device(torch::kCUDA, 0);
+  auto x = torch::randn({4, 64}, torch::TensorOptions().device(dev)).requires_grad_(true);
+  auto w = (1 + torch::randn({64}) / 4).to(dev);
+  auto y = rms_norm_fused(x, w, 1e-6, NormStyle::Llama);
+  ASSERT_TRUE(y.requires_grad());
+  y.pow(2).sum().backward();
+  auto gx = x.grad().clone();
+  x.grad().zero_();
+  rms_norm(x, w, 1e-6).pow(2).sum().backward();
+  EXPECT_LE(max_rel(gx, x.grad()), 1e-6);
+}
