@@ -76,8 +76,9 @@ torch::Tensor DecodeGraph::run() {
     ctx.causal_only_local = false;
   }
   auto h = _model.embed_lookup(_tokens);
-  for (int64_t i = 0; i < c.num_layers; ++i) h = _model.layer_forward(i, h, ctx, &_cache);
-  return _model.head(h).select(1, 0);
+  torch::Tensor delta;  // each layer's last residual add fuses into the next one's input norm
+  for (int64_t i = 0; i < c.num_layers; ++i) std::tie(h, delta) = _model.layer_forward_split(i, h, delta, ctx, &_cache);
+  return _model.head(delta.defined() ? h + delta : h).select(1, 0);
 }
 
 torch::Tensor DecodeGraph::step(const torch::Tensor& tokens) {

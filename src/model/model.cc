@@ -245,14 +245,27 @@ torch::Tensor gelu_act(const torch::Tensor& x, const std::string& act) {
 }  // namespace
 
 torch::Tensor Model::layer_forward(int64_t i, const torch::Tensor& h, const LayerContext& ctx, KVCache* cache) {
+  auto [h2, delta] = layer_forward_split(i, h, {}, ctx, cache);
+  return h2 + delta;
+}
+
+std::pair<torch::Tensor, torch::Tensor> Model::layer_forward_split(int64_t i, const torch::Tensor& h_in,
+                                                                   const torch::Tensor& delta, const LayerContext& ctx,
+                                                                   KVCache* cache) {
   const auto& c = config;
   DecoderLayer& L = layers.at(i);
   const bool gemma = c.is_gemma3();
   const NormStyle ns = gemma ? NormStyle::Gemma : NormStyle::Llama;
   const bool local = !c.sliding_layers.empty() && c.sliding_layers.at(static_cast<size_t>(i));
-  const int64_t B = h.size(0), T = h.size(1), D = c.head_dim;
+  const int64_t B = h_in.size(0), T = h_in.size(1), D = c.head_dim;
   // The norms, RoPE and SwiGLU product go through ops/layer_ops.h: one kernel each on CUDA, the references elsewhere.
-  auto x = rms_norm_fused(h, L.input_norm, c.rms_eps, ns);
+  torch::Tensor h, x;
+  if (delta.defined()) {
+    std::tie(h, x) = add_rms_norm_fused(h_in, delta, L.input_norm, c.rms_eps, ns);
+  } else {
+    h = h_in;
+    x = rms_norm_fused(h, L.input_norm, c.rms_eps, ns);
+  }
   torch::Tensor q, k, v;
   if (L.qkv.current({&L.q, &L.k, &L.v})) {  // one GEMM, outputs narrowed on the last dim
     auto y = L.qkv.forward(x);
@@ -297,12 +310,12 @@ torch::Tensor Model::layer_forward(int64_t i, const torch::Tensor& h, const Laye
   if (!gemma) {
     auto [h2, n2] = add_rms_norm_fused(h, L.o->forward(a), L.post_attn_norm, c.rms_eps, ns);
     auto [g, u] = gate_up(n2);
-    return h2 + L.down->forward(silu_mul_fused(g, u));
+    return {h2, L.down->forward(silu_mul_fused(g, u))};
   }
   auto h2 = h + rms_norm_fused(L.o->forward(a), L.post_attn_norm, c.rms_eps, ns);
   auto [g, u] = gate_up(rms_norm_fused(h2, L.pre_ffn_norm, c.rms_eps, ns));
   auto m = L.down->forward(gelu_act(g, c.hidden_act) * u);
-  return h2 + rms_norm_fused(m, L.post_ffn_norm, c.rms_eps, ns);
+  return {h2, rms_norm_fused(m, L.post_ffn_norm, c.rms_eps, ns)};
 }
 
 torch::Tensor Model::head(const torch::Tensor& h) const {
@@ -328,9 +341,10 @@ torch::Tensor Model::hidden(const torch::Tensor& tokens, KVCache* cache, const t
   auto h = embed_tokens(tokens);
   const int64_t past = cache ? cache->length : 0;
   auto ctx = make_context(tokens.size(0), tokens.size(1), past, attn_mask);
-  for (int64_t i = 0; i < config.num_layers; ++i) h = layer_forward(i, h, ctx, cache);
+  torch::Tensor delta;
+  for (int64_t i = 0; i < config.num_layers; ++i) std::tie(h, delta) = layer_forward_split(i, h, delta, ctx, cache);
   if (cache) cache->length += tokens.size(1);
-  return h;
+  return delta.defined() ? h + delta : h;
 }
 
 torch::Tensor Model::forward(const torch::Tensor& tokens, KVCache* cache, const torch::Tensor& attn_mask) {

@@ -85,6 +85,12 @@ class Model {
   torch::Tensor embed_lookup(const torch::Tensor& tokens) const;
   LayerContext make_context(int64_t batch, int64_t seq, int64_t past = 0, const torch::Tensor& attn_mask = {}) const;
   torch::Tensor layer_forward(int64_t i, const torch::Tensor& h, const LayerContext& ctx, KVCache* cache = nullptr);
+  // The same with the residual stream's last add left to the caller: the layer's input is h + delta (delta
+  // undefined: h), its output first + second. Chained layers pass the pair on, so each add fuses into the next
+  // layer's input norm (add_rms_norm_fused): one kernel fewer per layer on CUDA, the same numbers.
+  std::pair<torch::Tensor, torch::Tensor> layer_forward_split(int64_t i, const torch::Tensor& h,
+                                                              const torch::Tensor& delta, const LayerContext& ctx,
+                                                              KVCache* cache = nullptr);
   torch::Tensor head(const torch::Tensor& h) const;  // final norm + LM head, fp32 logits
 
   KVCache make_cache(int64_t batch, int64_t capacity) const;
