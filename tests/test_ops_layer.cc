@@ -90,6 +90,33 @@ TEST(OpsLayer, RopeQkRotatesStridedViewsInTokenMajorLayout) {
   EXPECT_LE(max_rel(yk1, rope64(f64(k), c1, s1)), 1e-6);
 }
 
+// The static decode step's form: rotated k and plain v land in the caches at the given slots, nothing else changes.
+TEST(OpsLayer, RopeToCacheWritesTheSlots) {
+  torch::manual_seed(9);
+  const int64_t B = 2, T = 2, Hq = 4, Hk = 2, D = 8, cap = 6;
+  auto qkv = torch::randn({B, T, (Hq + 2 * Hk) * D});
+  auto q = qkv.narrow(-1, 0, Hq * D).reshape({B, T, Hq, D});
+  auto k = qkv.narrow(-1, Hq * D, Hk * D).reshape({B, T, Hk, D});
+  auto v = qkv.narrow(-1, (Hq + Hk) * D, Hk * D).reshape({B, T, Hk, D});
+  auto ang = torch::rand({1, T, D / 2}) * 6;
+  auto emb = torch::cat({ang, ang}, -1);
+  auto kc = torch::randn({B, Hk, cap, D}), vc = torch::randn({B, Hk, cap, D});
+  auto kc0 = kc.clone(), vc0 = vc.clone();
+  auto pos = torch::tensor({4, 1}, torch::kLong);
+  auto yq = rope_qk_to_cache(q, k, v, emb.cos(), emb.sin(), kc, vc, pos);
+  EXPECT_LE(max_rel(yq, rope64(f64(q), f64(emb.cos()), f64(emb.sin()))), 1e-6);
+  auto kr = rope64(f64(k), f64(emb.cos()), f64(emb.sin()));
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t p = pos[t].item<int64_t>();
+    EXPECT_LE(max_rel(kc.select(2, p), kr.select(1, t)), 1e-6);
+    EXPECT_TRUE(vc.select(2, p).equal(v.select(1, t)));
+  }
+  for (int64_t p : {0, 2, 3, 5}) {
+    EXPECT_TRUE(kc.select(2, p).equal(kc0.select(2, p)));
+    EXPECT_TRUE(vc.select(2, p).equal(vc0.select(2, p)));
+  }
+}
+
 TEST(OpsLayer, SiluMulIsTheSwiGluProduct) {
   torch::manual_seed(5);
   auto gu = torch::randn({3, 2, 40}) * 3;
@@ -154,6 +181,34 @@ TEST(OpsLayerCuda, KernelsMatchTheReferences) {
         }
       }
     }
+  }
+}
+
+// The cache-writing RoPE of the static decode step against its reference (index_copy_) on the GPU: bit for bit.
+TEST(OpsLayerCuda, RopeToCacheMatchesTheReference) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device (or a CPU-only LibTorch): kernels not run";
+  CudaScope scope;
+  set_fused_layer_ops(true);
+  torch::NoGradGuard ng;
+  torch::manual_seed(10);
+  const auto dev = torch::Device(torch::kCUDA, 0);
+  for (auto dt : {torch::kBFloat16, torch::kFloat32}) {
+    const int64_t B = 3, T = 1, Hq = 8, Hk = 2, D = 128, cap = 40;
+    auto qkv = torch::randn({B, T, (Hq + 2 * Hk) * D}).to(dt).to(dev);
+    auto q = qkv.narrow(-1, 0, Hq * D).reshape({B, T, Hq, D});
+    auto k = qkv.narrow(-1, Hq * D, Hk * D).reshape({B, T, Hk, D});
+    auto v = qkv.narrow(-1, (Hq + Hk) * D, Hk * D).reshape({B, T, Hk, D});
+    auto ang = (torch::rand({1, T, D / 2}) * 50).to(dev);
+    auto emb = torch::cat({ang, ang}, -1);
+    auto c = emb.cos().to(dt), sn = emb.sin().to(dt);
+    auto pos = torch::tensor({17}, torch::kLong).to(dev);
+    auto kc = torch::randn({B, Hk, cap, D}).to(dt).to(dev), vc = torch::randn({B, Hk, cap, D}).to(dt).to(dev);
+    auto kc_ref = kc.clone(), vc_ref = vc.clone();
+    auto yq = rope_qk_to_cache(q, k, v, c, sn, kc, vc, pos);
+    auto yq_ref = reference([&] { return rope_qk_to_cache(q, k, v, c, sn, kc_ref, vc_ref, pos); });
+    EXPECT_TRUE(yq.equal(yq_ref.contiguous())) << c10::toString(dt);
+    EXPECT_TRUE(kc.equal(kc_ref)) << c10::toString(dt);
+    EXPECT_TRUE(vc.equal(vc_ref)) << c10::toString(dt);
   }
 }
 

@@ -275,26 +275,30 @@ std::pair<torch::Tensor, torch::Tensor> Model::layer_forward_split(int64_t i, co
   }
   q = q.reshape({B, T, c.num_heads, D});  // [B, T, heads, D]: views of a fused output
   k = k.reshape({B, T, c.num_kv_heads, D});
-  v = v.reshape({B, T, c.num_kv_heads, D}).transpose(1, 2);
+  v = v.reshape({B, T, c.num_kv_heads, D});
   if (gemma) {  // QK-norm over each head, before RoPE
     q = rms_norm_fused(q, L.q_norm, c.rms_eps, ns);
     k = rms_norm_fused(k, L.k_norm, c.rms_eps, ns);
   }
-  std::tie(q, k) = local ? rope_qk_fused(q, k, ctx.cos_local, ctx.sin_local) : rope_qk_fused(q, k, ctx.cos, ctx.sin);
-  q = q.transpose(1, 2);  // [B, heads, T, D]
-  k = k.transpose(1, 2);
+  const auto& cos = local ? ctx.cos_local : ctx.cos;
+  const auto& sin = local ? ctx.sin_local : ctx.sin;
   if (cache && ctx.cache_pos.defined()) {  // static decode: write the slot, attend over the whole capacity
-    cache->k[i].index_copy_(2, ctx.cache_pos, k);
-    cache->v[i].index_copy_(2, ctx.cache_pos, v);
+    q = rope_qk_to_cache(q, k, v, cos, sin, cache->k[i], cache->v[i], ctx.cache_pos).transpose(1, 2);
     k = cache->k[i];
     v = cache->v[i];
-  } else if (cache) {
-    PATCHLLM_CHECK(cache->length + T <= cache->capacity, InvalidArgument, "KV cache full: ", cache->length, " + ", T,
-                   " > capacity ", cache->capacity);
-    cache->k[i].narrow(2, cache->length, T).copy_(k);
-    cache->v[i].narrow(2, cache->length, T).copy_(v);
-    k = cache->k[i].narrow(2, 0, cache->length + T);
-    v = cache->v[i].narrow(2, 0, cache->length + T);
+  } else {
+    std::tie(q, k) = rope_qk_fused(q, k, cos, sin);
+    q = q.transpose(1, 2);  // [B, heads, T, D]
+    k = k.transpose(1, 2);
+    v = v.transpose(1, 2);
+    if (cache) {
+      PATCHLLM_CHECK(cache->length + T <= cache->capacity, InvalidArgument, "KV cache full: ", cache->length, " + ",
+                     T, " > capacity ", cache->capacity);
+      cache->k[i].narrow(2, cache->length, T).copy_(k);
+      cache->v[i].narrow(2, cache->length, T).copy_(v);
+      k = cache->k[i].narrow(2, 0, cache->length + T);
+      v = cache->v[i].narrow(2, 0, cache->length + T);
+    }
   }
   const double scale = c.query_pre_attn_scalar > 0 ? 1.0 / std::sqrt(c.query_pre_attn_scalar) : 0.0;
   auto a = local ? attention(q, k, v, ctx.attn_bias_local, ctx.causal_only_local, scale, c.attn_logit_softcapping)

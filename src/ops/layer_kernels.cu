@@ -101,20 +101,33 @@ __global__ void __launch_bounds__(NORM_THREADS) rms_norm_kernel(RmsNormArgs a) {
   }
 }
 
-// One thread per (row, i < D/2) pair; rows of q first, then of k.
+// One thread per (row, i < D/2) pair; rows of q first, then of k, then (with the caches) of v.
 template <typename T>
 __global__ void rope_kernel(RopeArgs a) {
-  const int64_t half = a.D / 2, rows_q = a.B * a.T * a.q.heads, rows = rows_q + a.B * a.T * a.k.heads;
+  const int64_t half = a.D / 2, bt_rows = a.B * a.T, rows_q = bt_rows * a.q.heads, rows_k = bt_rows * a.k.heads;
+  const int64_t rows = rows_q + rows_k + (a.k_cache ? rows_k : 0);
   for (int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; idx < rows * half;
        idx += int64_t(gridDim.x) * blockDim.x) {
     int64_t row = idx / half;
     const int64_t i = idx % half;
-    const bool is_q = row < rows_q;
-    const RopeTensor& t = is_q ? a.q : a.k;
-    if (!is_q) row -= rows_q;
+    const int part = row < rows_q ? 0 : row < rows_q + rows_k ? 1 : 2;  // q, k, v
+    const RopeTensor& t = part == 0 ? a.q : part == 1 ? a.k : a.v;
+    row -= part == 0 ? 0 : part == 1 ? rows_q : rows_q + rows_k;
     const int64_t h = row % t.heads, bt = row / t.heads, b = bt / a.T, tt = bt % a.T;
     const T* x = static_cast<const T*>(t.x) + b * t.sb + tt * t.st + h * t.sh;
-    T* y = static_cast<T*>(t.y) + row * a.D;
+    T* y;
+    if (part == 0 || !a.k_cache) {
+      y = static_cast<T*>(t.y) + row * a.D;
+    } else {
+      const int64_t slot = a.pos[tt];
+      if (slot < 0 || slot >= a.capacity) continue;
+      y = static_cast<T*>(part == 1 ? a.k_cache : a.v_cache) + ((b * t.heads + h) * a.capacity + slot) * a.D;
+    }
+    if (part == 2) {  // v: copied as is
+      y[i] = x[i];
+      y[i + half] = x[i + half];
+      continue;
+    }
     const int64_t cs = ((a.cos_per_batch ? b : 0) * a.T + tt) * a.D;
     const T* cp = static_cast<const T*>(a.cos) + cs;
     const T* sp = static_cast<const T*>(a.sin) + cs;
@@ -206,9 +219,10 @@ int launch_rms_norm(const RmsNormArgs& a) {
 }
 
 int launch_rope(const RopeArgs& a) {
-  const int64_t pairs = a.B * a.T * (a.q.heads + a.k.heads) * (a.D / 2);
+  const int64_t pairs = a.B * a.T * (a.q.heads + a.k.heads * (a.k_cache ? 2 : 1)) * (a.D / 2);
   if (pairs <= 0) return 0;
-  if (a.D % 2 != 0) return int(cudaErrorInvalidValue);
+  if (a.D % 2 != 0 || (a.k_cache && (!a.v_cache || !a.pos || a.v.heads != a.k.heads)))
+    return int(cudaErrorInvalidValue);
   cudaStream_t s = static_cast<cudaStream_t>(a.stream);
   return by_dtype(a.dtype, [&](auto t) {
     rope_kernel<decltype(t)><<<grid_for(pairs, 256), 256, 0, s>>>(a);

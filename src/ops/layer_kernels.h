@@ -44,6 +44,9 @@ struct RopeTensor {
   int64_t heads = 0, sb = 0, st = 0, sh = 0;  // strides of x in elements
   void* y = nullptr;
 };
+// With k_cache set, rotated k goes to k_cache instead of k.y, and v (same shape as k, not rotated) to v_cache, both
+// [B, k.heads, capacity, D] contiguous at slot pos[t] (int64 on the device; out-of-range slots are skipped): the
+// static decode step's cache update in the same launch.
 struct RopeArgs {
   int dtype = LAYER_BF16;
   int64_t B = 0, T = 0, D = 0;
@@ -51,6 +54,11 @@ struct RopeArgs {
   const void* cos = nullptr;
   const void* sin = nullptr;
   bool cos_per_batch = false;  // [B, T, D], else [1, T, D]
+  void* k_cache = nullptr;
+  void* v_cache = nullptr;
+  RopeTensor v;  // v.x with the strides; v.heads = k.heads
+  const int64_t* pos = nullptr;
+  int64_t capacity = 0;
   void* stream = nullptr;
 };
 int launch_rope(const RopeArgs& a);

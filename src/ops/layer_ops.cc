@@ -162,34 +162,94 @@ std::pair<torch::Tensor, torch::Tensor> add_rms_norm_fused(const torch::Tensor& 
   return {s, norm_ref(s, w, eps, style)};
 }
 
-std::pair<torch::Tensor, torch::Tensor> rope_qk_fused(const torch::Tensor& q, const torch::Tensor& k,
-                                                      const torch::Tensor& cos, const torch::Tensor& sin) {
-#ifdef PATCHLLM_LAYER_KERNELS
+namespace {
+
+// The rope kernels' common conditions on q, k (and v), cos and sin.
+bool rope_fits(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& cos, const torch::Tensor& sin) {
   auto fits = [&](const torch::Tensor& x) {
     return x.dim() == 4 && x.size(0) == q.size(0) && x.size(1) == q.size(1) && x.size(3) == q.size(3) &&
            (x.size(3) <= 1 || x.stride(3) == 1);
   };
-  if (use_kernels({&q, &k, &cos, &sin}) && fits(q) && fits(k) && q.size(3) % 2 == 0 && cos.dim() == 3 &&
-      cos.sizes() == sin.sizes() && (cos.size(0) == 1 || cos.size(0) == q.size(0)) && cos.size(1) == q.size(1) &&
-      cos.size(2) == q.size(3)) {
-    c10::cuda::CUDAGuard guard(q.device());
-    torch::Tensor c = cos.contiguous(), s = sin.contiguous();
-    torch::Tensor yq = torch::empty(q.sizes(), q.options()), yk = torch::empty(k.sizes(), k.options());
-    RopeArgs a;
-    a.dtype = layer_dtype(q);
-    a.B = q.size(0), a.T = q.size(1), a.D = q.size(3);
-    a.q = {q.data_ptr(), q.size(2), q.stride(0), q.stride(1), q.stride(2), yq.data_ptr()};
-    a.k = {k.data_ptr(), k.size(2), k.stride(0), k.stride(1), k.stride(2), yk.data_ptr()};
-    a.cos = c.data_ptr();
-    a.sin = s.data_ptr();
-    a.cos_per_batch = c.size(0) > 1;
-    a.stream = stream_of(q);
-    check_launch(launch_rope(a), "rope_qk_fused");
+  return fits(q) && fits(k) && q.size(3) % 2 == 0 && cos.dim() == 3 && cos.sizes() == sin.sizes() &&
+         (cos.size(0) == 1 || cos.size(0) == q.size(0)) && cos.size(1) == q.size(1) && cos.size(2) == q.size(3);
+}
+
+std::pair<torch::Tensor, torch::Tensor> rope_ref(const torch::Tensor& q, const torch::Tensor& k,
+                                                 const torch::Tensor& cos, const torch::Tensor& sin) {
+  return {rope_apply(q.transpose(1, 2), cos, sin).transpose(1, 2),
+          rope_apply(k.transpose(1, 2), cos, sin).transpose(1, 2)};
+}
+
+#ifdef PATCHLLM_LAYER_KERNELS
+RopeTensor rope_tensor(const torch::Tensor& x, void* y) {
+  return {x.data_ptr(), x.size(2), x.stride(0), x.stride(1), x.stride(2), y};
+}
+
+// Launches the rope kernel; k_cache set: k and v go to the caches at pos.
+void run_rope(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& cos, const torch::Tensor& sin,
+              torch::Tensor& yq, torch::Tensor* yk, const torch::Tensor* v, torch::Tensor* k_cache,
+              torch::Tensor* v_cache, const torch::Tensor* pos) {
+  c10::cuda::CUDAGuard guard(q.device());
+  torch::Tensor c = cos.contiguous(), s = sin.contiguous();
+  yq = torch::empty(q.sizes(), q.options());
+  RopeArgs a;
+  a.dtype = layer_dtype(q);
+  a.B = q.size(0), a.T = q.size(1), a.D = q.size(3);
+  a.q = rope_tensor(q, yq.data_ptr());
+  a.cos = c.data_ptr();
+  a.sin = s.data_ptr();
+  a.cos_per_batch = c.size(0) > 1;
+  if (k_cache) {
+    a.k = rope_tensor(k, nullptr);
+    a.v = rope_tensor(*v, nullptr);
+    a.k_cache = k_cache->data_ptr();
+    a.v_cache = v_cache->data_ptr();
+    a.pos = pos->data_ptr<int64_t>();
+    a.capacity = k_cache->size(2);
+  } else {
+    *yk = torch::empty(k.sizes(), k.options());
+    a.k = rope_tensor(k, yk->data_ptr());
+  }
+  a.stream = stream_of(q);
+  check_launch(launch_rope(a), "rope_qk_fused");
+}
+#endif
+
+}  // namespace
+
+std::pair<torch::Tensor, torch::Tensor> rope_qk_fused(const torch::Tensor& q, const torch::Tensor& k,
+                                                      const torch::Tensor& cos, const torch::Tensor& sin) {
+#ifdef PATCHLLM_LAYER_KERNELS
+  if (use_kernels({&q, &k, &cos, &sin}) && rope_fits(q, k, cos, sin)) {
+    torch::Tensor yq, yk;
+    run_rope(q, k, cos, sin, yq, &yk, nullptr, nullptr, nullptr, nullptr);
     return {yq, yk};
   }
 #endif
-  return {rope_apply(q.transpose(1, 2), cos, sin).transpose(1, 2),
-          rope_apply(k.transpose(1, 2), cos, sin).transpose(1, 2)};
+  return rope_ref(q, k, cos, sin);
+}
+
+torch::Tensor rope_qk_to_cache(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                               const torch::Tensor& cos, const torch::Tensor& sin, torch::Tensor& k_cache,
+                               torch::Tensor& v_cache, const torch::Tensor& pos) {
+#ifdef PATCHLLM_LAYER_KERNELS
+  auto cache_fits = [&](const torch::Tensor& c) {
+    return c.dim() == 4 && c.is_contiguous() && c.size(0) == k.size(0) && c.size(1) == k.size(2) &&
+           c.size(3) == k.size(3);
+  };
+  if (use_kernels({&q, &k, &v, &cos, &sin, &k_cache, &v_cache}) && rope_fits(q, k, cos, sin) &&
+      v.sizes() == k.sizes() && (v.size(3) <= 1 || v.stride(3) == 1) && cache_fits(k_cache) &&
+      cache_fits(v_cache) && k_cache.size(2) == v_cache.size(2) && pos.device() == q.device() &&
+      pos.scalar_type() == torch::kLong && pos.dim() == 1 && pos.size(0) == q.size(1) && pos.is_contiguous()) {
+    torch::Tensor yq;
+    run_rope(q, k, cos, sin, yq, nullptr, &v, &k_cache, &v_cache, &pos);
+    return yq;
+  }
+#endif
+  auto [yq, yk] = rope_ref(q, k, cos, sin);
+  k_cache.index_copy_(2, pos, yk.transpose(1, 2));
+  v_cache.index_copy_(2, pos, v.transpose(1, 2));
+  return yq;
 }
 
 torch::Tensor silu_mul_fused(const torch::Tensor& g, const torch::Tensor& u) {

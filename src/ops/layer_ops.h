@@ -27,6 +27,12 @@ std::pair<torch::Tensor, torch::Tensor> add_rms_norm_fused(const torch::Tensor& 
 // [1 or B, T, D]: rope_apply in the [B, T, heads, D] layout, both in one launch. Returns contiguous [B, T, heads, D].
 std::pair<torch::Tensor, torch::Tensor> rope_qk_fused(const torch::Tensor& q, const torch::Tensor& k,
                                                       const torch::Tensor& cos, const torch::Tensor& sin);
+// rope_qk_fused for the static decode step: the rotated k and v ([B, T, kv_heads, D] like k) are written into the
+// caches [B, kv_heads, capacity, D] at slots pos [T] (int64, on the device), in the same launch on CUDA (the
+// reference: index_copy_). Returns the rotated q [B, T, heads, D].
+torch::Tensor rope_qk_to_cache(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                               const torch::Tensor& cos, const torch::Tensor& sin, torch::Tensor& k_cache,
+                               torch::Tensor& v_cache, const torch::Tensor& pos);
 // silu(g) · u (SwiGLU), g and u of one shape [..., I] with the last dim contiguous (halves of a fused gate|up).
 torch::Tensor silu_mul_fused(const torch::Tensor& g, const torch::Tensor& u);
 
