@@ -1,6 +1,6 @@
 // bench_model: load time vs bytes read, prefill tokens/s, decode tokens/s at several batch sizes, one JSON line per
 // measurement plus a table. The HF transformers twin is tools/bench_hf.py; tools/gpu_foundation.sh runs both.
-//   bench_model -m DIR [--device cuda] [--prefill 2048] [--batches 1,16] [--decode 64] [-r 5]
+//   bench_model -m DIR [--device cuda] [--prefill 2048] [--batches 1,16] [--decode 64] [--context 16] [-r 5]
 //               [--hybrid-f 0.5,0.9,1 [--seed S] [--hybrid-opts plain,pdl,pdl+cluster]] [--cuda-graph] [--no-fuse]
 // A packed directory (export --format packed) runs through its hybrid slots as loaded. --hybrid-f times the dense
 // model, then for each F packs it in memory (seeded random tile map with round(F * tiles) 2:4 tiles per linear,
@@ -38,7 +38,7 @@ static double median(std::vector<double> v) {
 
 int main(int argc, char** argv) {
   std::string dir, device = "cuda";
-  int64_t prefill = 2048, decode = 64, reps = 5, seed = 0;
+  int64_t prefill = 2048, decode = 64, reps = 5, seed = 0, context = 16;
   std::vector<int64_t> batches = {1, 16};
   std::vector<double> hybrid_f;
   std::vector<std::string> hybrid_opts = {"plain"};
@@ -51,6 +51,7 @@ int main(int argc, char** argv) {
     else if (a == "--device") device = next();
     else if (a == "--prefill") prefill = std::stoll(next());
     else if (a == "--decode") decode = std::stoll(next());
+    else if (a == "--context") context = std::stoll(next());
     else if (a == "-r") reps = std::stoll(next());
     else if (a == "--seed") seed = std::stoll(next());
     else if (a == "--cuda-graph") cuda_graph = true;
@@ -79,7 +80,7 @@ int main(int argc, char** argv) {
     } else {
       std::fprintf(stderr, "usage: bench_model -m DIR [--device cuda|cpu] [--prefill N] [--batches 1,16] [--decode N] "
                            "[-r R] [--hybrid-f F1,F2,... [--seed S] [--hybrid-opts O1,O2,...]] [--cuda-graph] "
-                           "[--no-fuse] [--layer-ops fused,reference]\n");
+                           "[--no-fuse] [--layer-ops fused,reference] [--context P]\n");
       return 2;
     }
   }
@@ -130,7 +131,7 @@ int main(int argc, char** argv) {
     if (cuda_graph) modes.push_back(true);
     // One decode run: prefill P tokens, then `decode` greedy steps timed. Seconds.
     auto decode_once = [&](int64_t B, bool graph, std::string& step_kind) {
-      const int64_t P = 16;
+      const int64_t P = context;  // prompt tokens before the timed decode steps
       auto p = torch::randint(3, V, {B, P}, torch::kLong).to(opt.device);
       if (graph) {
         DecodeGraph g(*model, B, P + decode + 1);
@@ -185,8 +186,9 @@ int main(int argc, char** argv) {
           double d = median(ds);
           std::printf(
               "{\"engine\":\"patchllm\",\"variant\":\"%s\",\"metric\":\"decode\",\"batch\":%lld,\"tokens\":%lld,"
-              "\"seconds\":%.4f,\"tok_per_s\":%.1f,\"fused\":%s,\"decode_step\":\"%s\"}\n", vn, (long long)B,
-              (long long)decode, d, B * decode / d, fused_s, kind.c_str());
+              "\"seconds\":%.4f,\"tok_per_s\":%.1f,\"fused\":%s,\"decode_step\":\"%s\",\"context\":%lld,"
+              "\"layer_ops\":\"%s\"}\n", vn, (long long)B, (long long)decode, d, B * decode / d, fused_s, kind.c_str(),
+              (long long)context, fused_layer_ops() ? "fused" : "reference");
           row.decode_tps.push_back(B * decode / d);
         }
       std::fflush(stdout);
