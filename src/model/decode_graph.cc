@@ -2,6 +2,8 @@
 // tokens [B, 1] int64, position int64 [1], cache K/V [B, Hkv, capacity, D] -> logits [B, vocab] fp32.
 #include "model/decode_graph.h"
 
+#include <limits>
+
 #include "core/error.h"
 #include "core/log.h"
 
@@ -31,6 +33,7 @@ DecodeGraph::DecodeGraph(Model& model, int64_t batch, int64_t capacity, bool cud
   auto lopt = torch::TensorOptions().dtype(torch::kLong).device(model.device);
   _tokens = torch::zeros({batch, 1}, lopt);
   _pos = torch::zeros({1}, lopt);
+  _kpos = torch::arange(capacity, lopt);
 }
 
 DecodeGraph::~DecodeGraph() = default;
@@ -54,9 +57,24 @@ torch::Tensor DecodeGraph::run() {
     cos = emb.cos().to(_model.dtype);
     sin = emb.sin().to(_model.dtype);
   };
-  // The mask is decode_attention_fused's (ops/layer_ops.h): slots up to _pos, within the layer's window.
+  // [1, 1, 1, capacity] additive: 0 where key slot <= pos (and pos - slot < window), -inf elsewhere.
+  auto mask = [&](int64_t window) {
+    auto ok = _kpos <= _pos;
+    if (window > 0) ok = ok.logical_and((_pos - _kpos) < window);
+    auto fopt = torch::TensorOptions().dtype(_model.dtype).device(_model.device);  // as Model::make_context
+    return torch::zeros({_kpos.size(0)}, fopt)
+        .masked_fill(ok.logical_not(), -std::numeric_limits<float>::infinity())
+        .view({1, 1, 1, -1});
+  };
+  const bool per_layer = !c.sliding_layers.empty();  // Gemma 3: global layers have no window
   rope(_model.inv_freq, ctx.cos, ctx.sin);
-  if (!c.sliding_layers.empty()) rope(_model.inv_freq_local, ctx.cos_local, ctx.sin_local);
+  ctx.attn_bias = mask(per_layer ? 0 : c.sliding_window);
+  ctx.causal_only = false;
+  if (per_layer) {
+    rope(_model.inv_freq_local, ctx.cos_local, ctx.sin_local);
+    ctx.attn_bias_local = mask(c.sliding_window);
+    ctx.causal_only_local = false;
+  }
   auto h = _model.embed_lookup(_tokens);
   torch::Tensor delta;  // each layer's last residual add fuses into the next one's input norm
   for (int64_t i = 0; i < c.num_layers; ++i) std::tie(h, delta) = _model.layer_forward_split(i, h, delta, ctx, &_cache);

@@ -48,7 +48,7 @@ class DecodeGraph {
   Model& _model;
   int64_t _batch;
   KVCache _cache;
-  torch::Tensor _tokens, _pos;  // int64 [B, 1] and [1], on the model's device
+  torch::Tensor _tokens, _pos, _kpos;  // int64 [B, 1], [1], [capacity] (0..capacity-1), on the model's device
   torch::Tensor _logits;               // the captured step's output
   bool _want_graph, _tried = false;
   std::string _fallback;

@@ -1,5 +1,7 @@
 #include "model/model.h"
 
+#include <torch/version.h>
+
 #include <cmath>
 
 #include "core/error.h"
@@ -54,6 +56,45 @@ torch::Tensor rope_inv_freq(const ModelConfig& c) {
     inv = torch::where(medium, smoothed, scaled);
   }
   return inv.to(torch::kFloat32);
+}
+
+torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                        const torch::Tensor& bias, bool causal, double scale, double softcap) {
+  const int64_t groups = q.size(1) / k.size(1);
+  auto kk = k, vv = v;
+  if (groups > 1) {  // grouped-query attention: each kv head serves `groups` query heads
+    kk = k.unsqueeze(2).expand({k.size(0), k.size(1), groups, k.size(2), k.size(3)}).reshape(
+        {k.size(0), k.size(1) * groups, k.size(2), k.size(3)});
+    vv = v.unsqueeze(2).expand({v.size(0), v.size(1), groups, v.size(2), v.size(3)}).reshape(
+        {v.size(0), v.size(1) * groups, v.size(2), v.size(3)});
+  }
+  const double default_scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+  if (scale <= 0) scale = default_scale;
+#if TORCH_VERSION_MAJOR >= 2
+  if (softcap <= 0) {
+    c10::optional<at::Tensor> m;
+    if (bias.defined()) m = bias.to(q.scalar_type());
+#if TORCH_VERSION_MAJOR > 2 || TORCH_VERSION_MINOR >= 1
+    if (scale != default_scale)  // SDPA takes a scale from LibTorch 2.1 on
+      return at::scaled_dot_product_attention(q, kk, vv, m, 0.0, causal && !bias.defined(), scale);
+#else
+    if (scale != default_scale)
+      return at::scaled_dot_product_attention(q * (scale / default_scale), kk, vv, m, 0.0, causal && !bias.defined());
+#endif
+    return at::scaled_dot_product_attention(q, kk, vv, m, 0.0, causal && !bias.defined());
+  }
+#endif
+  // LibTorch 1.x has no fused attention, and SDPA cannot soft-cap: explicit softmax in fp32.
+  auto s = torch::matmul(q.to(torch::kFloat32), kk.to(torch::kFloat32).transpose(-1, -2)) * scale;
+  if (softcap > 0) s = torch::tanh(s / softcap) * softcap;
+  if (bias.defined()) {
+    s = s + bias.to(torch::kFloat32);
+  } else if (causal) {
+    const int64_t T = q.size(2), S = kk.size(2);
+    auto mask = torch::ones({T, S}, torch::TensorOptions().dtype(torch::kBool).device(q.device())).triu(S - T + 1);
+    s = s.masked_fill(mask, -std::numeric_limits<float>::infinity());
+  }
+  return torch::matmul(torch::softmax(s, -1), vv.to(torch::kFloat32)).to(q.scalar_type());
 }
 
 namespace {
@@ -241,14 +282,10 @@ std::pair<torch::Tensor, torch::Tensor> Model::layer_forward_split(int64_t i, co
   }
   const auto& cos = local ? ctx.cos_local : ctx.cos;
   const auto& sin = local ? ctx.sin_local : ctx.sin;
-  const double scale = c.query_pre_attn_scalar > 0 ? 1.0 / std::sqrt(c.query_pre_attn_scalar) : 0.0;
-  torch::Tensor a;  // [B, T, heads · D]
-  if (cache && ctx.cache_pos.defined()) {
-    // Static decode: k and v written at the device-side slot, attention over the filled slots only (one kernel each
-    // on CUDA), so no shape depends on host state.
-    q = rope_qk_to_cache(q, k, v, cos, sin, cache->k[i], cache->v[i], ctx.cache_pos);
-    const int64_t window = c.sliding_layers.empty() || local ? c.sliding_window : 0;  // Gemma 3 global layers: none
-    a = decode_attention_fused(q, cache->k[i], cache->v[i], ctx.cache_pos, window, scale, c.attn_logit_softcapping);
+  if (cache && ctx.cache_pos.defined()) {  // static decode: write the slot, attend over the whole capacity
+    q = rope_qk_to_cache(q, k, v, cos, sin, cache->k[i], cache->v[i], ctx.cache_pos).transpose(1, 2);
+    k = cache->k[i];
+    v = cache->v[i];
   } else {
     std::tie(q, k) = rope_qk_fused(q, k, cos, sin);
     q = q.transpose(1, 2);  // [B, heads, T, D]
@@ -262,10 +299,11 @@ std::pair<torch::Tensor, torch::Tensor> Model::layer_forward_split(int64_t i, co
       k = cache->k[i].narrow(2, 0, cache->length + T);
       v = cache->v[i].narrow(2, 0, cache->length + T);
     }
-    a = local ? attention(q, k, v, ctx.attn_bias_local, ctx.causal_only_local, scale, c.attn_logit_softcapping)
-              : attention(q, k, v, ctx.attn_bias, ctx.causal_only, scale, c.attn_logit_softcapping);
-    a = a.transpose(1, 2).reshape({B, T, c.num_heads * D});
   }
+  const double scale = c.query_pre_attn_scalar > 0 ? 1.0 / std::sqrt(c.query_pre_attn_scalar) : 0.0;
+  auto a = local ? attention(q, k, v, ctx.attn_bias_local, ctx.causal_only_local, scale, c.attn_logit_softcapping)
+                 : attention(q, k, v, ctx.attn_bias, ctx.causal_only, scale, c.attn_logit_softcapping);
+  a = a.transpose(1, 2).reshape({B, T, c.num_heads * D});
   auto gate_up = [&](const torch::Tensor& y) -> std::pair<torch::Tensor, torch::Tensor> {
     if (L.gate_up.current({&L.gate, &L.up})) {
       auto gu = L.gate_up.forward(y);

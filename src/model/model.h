@@ -57,8 +57,8 @@ struct LayerContext {
   torch::Tensor cos_local, sin_local, attn_bias_local;
   bool causal_only_local = true;
   // Static decode (DecodeGraph): int64 [1] on the device, the cache slot of the single new token. K/V are written
-  // there and attention covers the slots up to it (decode_attention_fused: the mask is made from this, attn_bias is
-  // unused), so no shape depends on host state. Undefined: K/V appended at cache->length.
+  // there with index_copy_ and attention runs over the whole cache capacity (attn_bias masks the unused slots), so no
+  // shape depends on host state. Undefined: K/V appended at cache->length.
   torch::Tensor cache_pos;
 };
 
@@ -117,8 +117,13 @@ class Model {
 int model_fuse_projections(Model& model);
 
 // Building blocks, public so tests can check them against plain references.
-// (rms_norm, rms_norm_gemma, rope_apply, attention and their fused forms: ops/layer_ops.h.)
+// (rms_norm, rms_norm_gemma, rope_apply and their fused forms: ops/layer_ops.h.)
 torch::Tensor rope_inv_freq(const ModelConfig& c);  // [head_dim/2] fp32 (rope_theta, rope_scaling)
+// q [B,H,T,D], k/v [B,Hkv,S,D], bias additive [.,1,T,S] or undefined with causal=true.
+// scale 0 = 1/sqrt(D); softcap > 0: scores = softcap * tanh(scores / softcap) before the mask (Gemma 2 style).
+torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                        const torch::Tensor& bias, bool causal, double scale = 0, double softcap = 0);
+
 // The HF names of the seven decoder linears, in the order Model::linears() returns them.
 const std::vector<std::string>& decoder_linear_names();  // "self_attn.q_proj", ..., "mlp.down_proj"
 

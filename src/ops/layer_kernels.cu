@@ -153,105 +153,6 @@ __global__ void silu_mul_kernel(SiluMulArgs a) {
   }
 }
 
-// Flash-decoding, one block of ATTN_WARPS warps per (sequence·head, chunk). Each warp takes every ATTN_WARPS-th slot
-// of the chunk; a lane holds E = D / 32 consecutive elements of q, of the key/value rows and of its accumulator. The
-// warps' running (max, sum, acc) merge in shared memory; the block's result goes to y (one chunk) or to `partial`.
-constexpr int ATTN_WARPS = 4;
-
-template <typename T, int E>
-__global__ void __launch_bounds__(ATTN_WARPS * 32) decode_attn_kernel(DecodeAttnArgs a) {
-  const int64_t bh = blockIdx.x, b = bh / a.heads, h = bh % a.heads;
-  const int64_t kvh = h / (a.heads / a.kv_heads);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t pos = *a.pos, lo = a.window > 0 ? max(int64_t(0), pos - a.window + 1) : 0;
-  const int64_t c0 = int64_t(blockIdx.y) * DECODE_ATTN_CHUNK;
-  const int64_t first = max(lo, c0), last = min(pos, min(c0 + DECODE_ATTN_CHUNK, a.capacity) - 1);
-  float q[E], acc[E];
-  load<T, E>(static_cast<const T*>(a.q) + bh * a.D + lane * E, q);
-#pragma unroll
-  for (int j = 0; j < E; ++j) acc[j] = 0;
-  float m = -INFINITY, l = 0;
-  const int64_t row0 = (b * a.kv_heads + kvh) * a.capacity;
-  for (int64_t s = first + warp; s <= last; s += ATTN_WARPS) {
-    float kv[E];
-    load<T, E>(static_cast<const T*>(a.k_cache) + (row0 + s) * a.D + lane * E, kv);
-    float dot = 0;
-#pragma unroll
-    for (int j = 0; j < E; ++j) dot += q[j] * kv[j];
-    for (int o = 16; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
-    float sc = dot * a.scale;
-    if (a.softcap > 0) sc = a.softcap * tanhf(sc / a.softcap);
-    const float m2 = fmaxf(m, sc), corr = expf(m - m2), p = expf(sc - m2);
-    load<T, E>(static_cast<const T*>(a.v_cache) + (row0 + s) * a.D + lane * E, kv);
-    l = l * corr + p;
-#pragma unroll
-    for (int j = 0; j < E; ++j) acc[j] = acc[j] * corr + p * kv[j];
-    m = m2;
-  }
-  // Merge the warps: every warp rescales to the block's max.
-  __shared__ float wm[ATTN_WARPS], wl[ATTN_WARPS];
-  __shared__ float wacc[ATTN_WARPS][32 * E];
-  if (lane == 0) wm[warp] = m, wl[warp] = l;
-#pragma unroll
-  for (int j = 0; j < E; ++j) wacc[warp][lane * E + j] = acc[j];
-  __syncthreads();
-  float bm = -INFINITY;
-  for (int w = 0; w < ATTN_WARPS; ++w) bm = fmaxf(bm, wm[w]);
-  const int64_t chunks = gridDim.y;
-  for (int64_t d = threadIdx.x; d < a.D + 2; d += blockDim.x) {
-    float sl = 0, sa = 0;
-    for (int w = 0; w < ATTN_WARPS; ++w) {
-      if (wl[w] == 0) continue;  // a warp with no slot (its m is -inf)
-      const float c = expf(wm[w] - bm);
-      sl += wl[w] * c;
-      if (d < a.D) sa += wacc[w][d] * c;
-    }
-    if (chunks == 1) {
-      if (d < a.D) static_cast<T*>(a.y)[bh * a.D + d] = from_f<T>(sa / sl);
-    } else {
-      float* part = a.partial + (bh * chunks + blockIdx.y) * (a.D + 2);
-      part[d] = d < a.D ? sa : d == a.D ? bm : sl;  // [acc..., max, sum]; sum 0 = empty chunk
-    }
-  }
-}
-
-// The chunks' partials of one (sequence·head) merged: thread d sums its accumulator element over the chunks.
-template <typename T>
-__global__ void decode_attn_combine(DecodeAttnArgs a, int64_t chunks) {
-  const int64_t bh = blockIdx.x;
-  const float* part = a.partial + bh * chunks * (a.D + 2);
-  float gm = -INFINITY;
-  for (int64_t c = 0; c < chunks; ++c)
-    if (part[c * (a.D + 2) + a.D + 1] > 0) gm = fmaxf(gm, part[c * (a.D + 2) + a.D]);
-  for (int64_t d = threadIdx.x; d < a.D; d += blockDim.x) {
-    float sl = 0, sa = 0;
-    for (int64_t c = 0; c < chunks; ++c) {
-      const float* pc = part + c * (a.D + 2);
-      if (pc[a.D + 1] == 0) continue;
-      const float f = expf(pc[a.D] - gm);
-      sl += pc[a.D + 1] * f;
-      sa += pc[d] * f;
-    }
-    static_cast<T*>(a.y)[bh * a.D + d] = from_f<T>(sa / sl);
-  }
-}
-
-template <typename T>
-int decode_attention_t(const DecodeAttnArgs& a) {
-  const int64_t chunks = decode_attn_chunks(a.capacity);
-  cudaStream_t s = static_cast<cudaStream_t>(a.stream);
-  const dim3 grid(unsigned(a.B * a.heads), unsigned(chunks));
-  switch (a.D / 32) {
-    case 1: decode_attn_kernel<T, 1><<<grid, ATTN_WARPS * 32, 0, s>>>(a); break;
-    case 2: decode_attn_kernel<T, 2><<<grid, ATTN_WARPS * 32, 0, s>>>(a); break;
-    case 4: decode_attn_kernel<T, 4><<<grid, ATTN_WARPS * 32, 0, s>>>(a); break;
-    case 8: decode_attn_kernel<T, 8><<<grid, ATTN_WARPS * 32, 0, s>>>(a); break;
-    default: return int(cudaErrorInvalidValue);
-  }
-  if (chunks > 1) decode_attn_combine<T><<<unsigned(a.B * a.heads), 128, 0, s>>>(a, chunks);
-  return int(cudaGetLastError());
-}
-
 bool aligned(const void* p, int bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
 int grid_for(int64_t work, int threads) {
@@ -332,15 +233,6 @@ int launch_rope(const RopeArgs& a) {
 int launch_silu_mul(const SiluMulArgs& a) {
   if (a.rows <= 0 || a.cols <= 0) return 0;
   return by_dtype(a.dtype, [&](auto t) { return silu_mul_t<decltype(t)>(a); });
-}
-
-int launch_decode_attention(const DecodeAttnArgs& a) {
-  if (a.B <= 0 || a.heads <= 0) return 0;
-  const int64_t e = a.D / 32, chunks = decode_attn_chunks(a.capacity);
-  if (a.kv_heads <= 0 || a.heads % a.kv_heads != 0 || a.D % 32 != 0 || (e != 1 && e != 2 && e != 4 && e != 8) ||
-      a.capacity <= 0 || !a.pos || (chunks > 1 && !a.partial) || a.B * a.heads > 0x7fffffff || chunks > 65535)
-    return int(cudaErrorInvalidValue);
-  return by_dtype(a.dtype, [&](auto t) { return decode_attention_t<decltype(t)>(a); });
 }
 
 const char* layer_kernel_error_string(int err) { return cudaGetErrorString(cudaError_t(err)); }

@@ -76,31 +76,6 @@ struct SiluMulArgs {
 };
 int launch_silu_mul(const SiluMulArgs& a);
 
-// Attention of one new token per sequence over a KV cache (the static decode step): q [B, 1, heads, D] contiguous,
-// caches [B, kv_heads, capacity, D] contiguous (heads a multiple of kv_heads: grouped-query), keys at slots
-// lo..pos with pos = *pos_dev and lo = max(0, pos − window + 1) (window 0: lo = 0), so only the filled part of the
-// cache is read. scores = scale · q·k, softcap > 0: softcap · tanh(scores / softcap). y [B, 1, heads, D] contiguous
-// (the token-major layout the o projection takes, no transpose copy). Flash-decoding: the slots split into chunks of
-// DECODE_ATTN_CHUNK over grid.y = ceil(capacity / chunk) blocks (fixed for a capacity, so a CUDA graph can hold the
-// launch; blocks past pos exit), partial (max, sum, acc) per chunk in `partial`, then one combine launch; with one
-// chunk the single launch writes y. D % 32 == 0, D ≤ 256; fp32 accumulation.
-constexpr int DECODE_ATTN_CHUNK = 256;
-struct DecodeAttnArgs {
-  int dtype = LAYER_BF16;
-  int64_t B = 0, heads = 0, kv_heads = 0, D = 0, capacity = 0;
-  const void* q = nullptr;
-  const void* k_cache = nullptr;
-  const void* v_cache = nullptr;
-  const int64_t* pos = nullptr;
-  int64_t window = 0;
-  float scale = 1, softcap = 0;
-  float* partial = nullptr;  // [B · heads, chunks, D + 2] fp32 when chunks > 1
-  void* y = nullptr;
-  void* stream = nullptr;
-};
-inline int64_t decode_attn_chunks(int64_t capacity) { return (capacity + DECODE_ATTN_CHUNK - 1) / DECODE_ATTN_CHUNK; }
-int launch_decode_attention(const DecodeAttnArgs& a);
-
 const char* layer_kernel_error_string(int err);
 
 }  // namespace patchllm

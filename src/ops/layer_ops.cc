@@ -1,10 +1,6 @@
 #include "ops/layer_ops.h"
 
-#include <torch/version.h>
-
 #include <atomic>
-#include <cmath>
-#include <limits>
 
 #include "core/error.h"
 
@@ -40,45 +36,6 @@ torch::Tensor rope_apply(const torch::Tensor& x, const torch::Tensor& cos, const
   auto x1 = x.narrow(-1, 0, h), x2 = x.narrow(-1, h, h);
   auto rot = torch::cat({-x2, x1}, -1);
   return x * cos.unsqueeze(1) + rot * sin.unsqueeze(1);
-}
-
-torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                        const torch::Tensor& bias, bool causal, double scale, double softcap) {
-  const int64_t groups = q.size(1) / k.size(1);
-  auto kk = k, vv = v;
-  if (groups > 1) {  // grouped-query attention: each kv head serves `groups` query heads
-    kk = k.unsqueeze(2).expand({k.size(0), k.size(1), groups, k.size(2), k.size(3)}).reshape(
-        {k.size(0), k.size(1) * groups, k.size(2), k.size(3)});
-    vv = v.unsqueeze(2).expand({v.size(0), v.size(1), groups, v.size(2), v.size(3)}).reshape(
-        {v.size(0), v.size(1) * groups, v.size(2), v.size(3)});
-  }
-  const double default_scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
-  if (scale <= 0) scale = default_scale;
-#if TORCH_VERSION_MAJOR >= 2
-  if (softcap <= 0) {
-    c10::optional<at::Tensor> m;
-    if (bias.defined()) m = bias.to(q.scalar_type());
-#if TORCH_VERSION_MAJOR > 2 || TORCH_VERSION_MINOR >= 1
-    if (scale != default_scale)  // SDPA takes a scale from LibTorch 2.1 on
-      return at::scaled_dot_product_attention(q, kk, vv, m, 0.0, causal && !bias.defined(), scale);
-#else
-    if (scale != default_scale)
-      return at::scaled_dot_product_attention(q * (scale / default_scale), kk, vv, m, 0.0, causal && !bias.defined());
-#endif
-    return at::scaled_dot_product_attention(q, kk, vv, m, 0.0, causal && !bias.defined());
-  }
-#endif
-  // LibTorch 1.x has no fused attention, and SDPA cannot soft-cap: explicit softmax in fp32.
-  auto s = torch::matmul(q.to(torch::kFloat32), kk.to(torch::kFloat32).transpose(-1, -2)) * scale;
-  if (softcap > 0) s = torch::tanh(s / softcap) * softcap;
-  if (bias.defined()) {
-    s = s + bias.to(torch::kFloat32);
-  } else if (causal) {
-    const int64_t T = q.size(2), S = kk.size(2);
-    auto mask = torch::ones({T, S}, torch::TensorOptions().dtype(torch::kBool).device(q.device())).triu(S - T + 1);
-    s = s.masked_fill(mask, -std::numeric_limits<float>::infinity());
-  }
-  return torch::matmul(torch::softmax(s, -1), vv.to(torch::kFloat32)).to(q.scalar_type());
 }
 
 namespace {
@@ -293,53 +250,6 @@ torch::Tensor rope_qk_to_cache(const torch::Tensor& q, const torch::Tensor& k, c
   k_cache.index_copy_(2, pos, yk.transpose(1, 2));
   v_cache.index_copy_(2, pos, v.transpose(1, 2));
   return yq;
-}
-
-torch::Tensor decode_attention_fused(const torch::Tensor& q, const torch::Tensor& k_cache,
-                                     const torch::Tensor& v_cache, const torch::Tensor& pos, int64_t window,
-                                     double scale, double softcap) {
-  PATCHLLM_CHECK(q.dim() == 4 && q.size(1) == 1 && k_cache.dim() == 4 && v_cache.sizes() == k_cache.sizes() &&
-                     k_cache.size(0) == q.size(0) && k_cache.size(3) == q.size(3) && k_cache.size(1) > 0 &&
-                     q.size(2) % k_cache.size(1) == 0 && pos.numel() == 1,
-                 InvalidArgument, "decode_attention_fused: need q [B, 1, H, D] and caches [B, Hkv, S, D] with H % Hkv == 0, "
-                 "got ", q.sizes(), " and ", k_cache.sizes());
-  const int64_t B = q.size(0), H = q.size(2), D = q.size(3), cap = k_cache.size(2);
-#ifdef PATCHLLM_LAYER_KERNELS
-  const int64_t e = D / 32;
-  if (use_kernels({&q, &k_cache, &v_cache}) && q.is_contiguous() && k_cache.is_contiguous() &&
-      v_cache.is_contiguous() && D % 32 == 0 && (e == 1 || e == 2 || e == 4 || e == 8) &&
-      pos.device() == q.device() && pos.scalar_type() == torch::kLong && pos.is_contiguous() &&
-      decode_attn_chunks(cap) <= 65535) {
-    c10::cuda::CUDAGuard guard(q.device());
-    torch::Tensor y = torch::empty({B, 1, H * D}, q.options()), part;
-    DecodeAttnArgs a;
-    a.dtype = layer_dtype(q);
-    a.B = B, a.heads = H, a.kv_heads = k_cache.size(1), a.D = D, a.capacity = cap;
-    a.q = q.data_ptr();
-    a.k_cache = k_cache.data_ptr();
-    a.v_cache = v_cache.data_ptr();
-    a.pos = pos.data_ptr<int64_t>();
-    a.window = window;
-    a.scale = float(scale > 0 ? scale : 1.0 / std::sqrt(double(D)));
-    a.softcap = float(softcap);
-    if (decode_attn_chunks(cap) > 1) {
-      part = torch::empty({B * H * decode_attn_chunks(cap) * (D + 2)}, q.options().dtype(torch::kFloat32));
-      a.partial = part.data_ptr<float>();
-    }
-    a.y = y.data_ptr();
-    a.stream = stream_of(q);
-    check_launch(launch_decode_attention(a), "decode_attention_fused");
-    return y;
-  }
-#endif
-  // The reference: the whole capacity, slots outside lo..pos masked (additive, in the compute dtype).
-  auto kpos = torch::arange(cap, pos.options());
-  auto ok = kpos <= pos;
-  if (window > 0) ok = ok.logical_and((pos - kpos) < window);
-  auto bias = torch::zeros({cap}, q.options())
-                  .masked_fill(ok.logical_not(), -std::numeric_limits<float>::infinity())
-                  .view({1, 1, 1, -1});
-  return attention(q.transpose(1, 2), k_cache, v_cache, bias, false, scale, softcap).transpose(1, 2).reshape({B, 1, H * D});
 }
 
 torch::Tensor silu_mul_fused(const torch::Tensor& g, const torch::Tensor& u) {

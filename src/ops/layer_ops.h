@@ -16,11 +16,6 @@ torch::Tensor rms_norm_gemma(const torch::Tensor& x, const torch::Tensor& w, dou
 // HF rotate_half RoPE: x [B, H, T, D], cos/sin [1 or B, T, D].
 torch::Tensor rope_apply(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
 
-// q [B,H,T,D], k/v [B,Hkv,S,D], bias additive [.,1,T,S] or undefined with causal=true.
-// scale 0 = 1/sqrt(D); softcap > 0: scores = softcap * tanh(scores / softcap) before the mask (Gemma 2 style).
-torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                        const torch::Tensor& bias, bool causal, double scale = 0, double softcap = 0);
-
 enum class NormStyle { Llama, Gemma };
 
 // rms_norm / rms_norm_gemma of x [..., C] (last dim contiguous, w [C]).
@@ -38,14 +33,6 @@ std::pair<torch::Tensor, torch::Tensor> rope_qk_fused(const torch::Tensor& q, co
 torch::Tensor rope_qk_to_cache(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                const torch::Tensor& cos, const torch::Tensor& sin, torch::Tensor& k_cache,
                                torch::Tensor& v_cache, const torch::Tensor& pos);
-// The static decode step's attention: q [B, 1, heads, D] (the new token), caches [B, kv_heads, capacity, D], pos int64
-// [1] on the device (the new token's slot): attends to slots max(0, pos − window + 1) .. pos (window 0: from 0), with
-// attention()'s scale and softcap. Returns [B, 1, heads · D], the o projection's input. On CUDA one flash-decoding
-// kernel that reads only those slots (plus a combine launch past 256 slots of capacity); else attention() over the
-// whole capacity with the mask.
-torch::Tensor decode_attention_fused(const torch::Tensor& q, const torch::Tensor& k_cache,
-                                     const torch::Tensor& v_cache, const torch::Tensor& pos, int64_t window,
-                                     double scale, double softcap);
 // silu(g) · u (SwiGLU), g and u of one shape [..., I] with the last dim contiguous (halves of a fused gate|up).
 torch::Tensor silu_mul_fused(const torch::Tensor& g, const torch::Tensor& u);
 
