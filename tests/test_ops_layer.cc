@@ -34,16 +34,26 @@ double max_rel(const torch::Tensor& got, const torch::Tensor& want) {
 
 // Largest |got − want| in units of the dtype's spacing at |want| (2^-7 relative for bf16, 2^-10 fp16, 2^-23 fp32).
 double max_ulps(const torch::Tensor& got, const torch::Tensor& want, torch::ScalarType dt) {
-  const double rel = dt == torch::kBFloat16 ? std::ldexp(1.0, -7) : dt == torch::kHalf ? std::ldexp(1.0, -10)
-                                                                                         : std::ldexp(1.0, -23);
+  const double rel = dt == torch::kBFloat16 ? std::ldexp(1.0, -7)
+                     : dt == torch::kHalf   ? std::ldexp(1.0, -10)
+                                            : std::ldexp(1.0, -23);
   auto g = f64(got), w = f64(want);
   auto spacing = torch::exp2(torch::floor(torch::log2(w.abs().clamp_min(1e-30)))) * rel;
   return ((g - w).abs() / spacing).max().item<double>();
 }
 
-struct CudaScope {  // fused kernels on, restored after
-  bool saved = fused_layer_ops();
-  ~CudaScope() { set_fused_layer_ops(saved); }
+// GPU tests: skipped without a CUDA device; the fused kernels switched on, and the switch restored after.
+class OpsLayerCuda : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device (or a CPU-only LibTorch): kernels not run";
+    set_fused_layer_ops(true);
+  }
+  void TearDown() override { set_fused_layer_ops(saved_); }
+  const torch::Device dev{torch::kCUDA, 0};
+
+ private:
+  bool saved_ = fused_layer_ops();
 };
 
 // The reference on the same device (the switch off), for comparison with the kernel's result.
@@ -60,7 +70,8 @@ auto reference(F&& f) {
 TEST(OpsLayer, AddRmsNormGivesTheRoundedSumAndItsNorm) {
   torch::manual_seed(3);
   for (auto dt : {torch::kFloat32, torch::kBFloat16}) {
-    auto h = torch::randn({2, 3, 64}).to(dt), r = torch::randn({2, 3, 64}).to(dt), w = (1 + torch::randn({64}) / 4).to(dt);
+    auto h = torch::randn({2, 3, 64}).to(dt), r = torch::randn({2, 3, 64}).to(dt),
+         w = (1 + torch::randn({64}) / 4).to(dt);
     for (NormStyle s : {NormStyle::Llama, NormStyle::Gemma}) {
       auto [sum, y] = add_rms_norm_fused(h, r, w, 1e-5, s);
       EXPECT_TRUE(sum.equal(h + r));
@@ -126,24 +137,24 @@ TEST(OpsLayer, SiluMulIsTheSwiGluProduct) {
 }
 
 // Every kernel against the reference on the GPU: 16-bit types within two spacings of the dtype (the norm's fp32 sum
-// order differs), rope and the residual sum bit for bit, fp32 within a few ulps; both within the dtype's precision of float64.
-TEST(OpsLayerCuda, KernelsMatchTheReferences) {
-  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device (or a CPU-only LibTorch): kernels not run";
-  CudaScope scope;
-  set_fused_layer_ops(true);
+// order differs), rope and the residual sum bit for bit, fp32 within a few ulps; all within the dtype's precision of
+// float64.
+TEST_F(OpsLayerCuda, KernelsMatchTheReferences) {
   torch::NoGradGuard ng;
   torch::manual_seed(6);
-  const auto dev = torch::Device(torch::kCUDA, 0);
   for (auto dt : {torch::kBFloat16, torch::kHalf, torch::kFloat32}) {
     // 2 spacings: the LLaMA norm rounds x̂ and then w · x̂, so one spacing of x̂ times w (up to ~2) can be two of the
     // output's (seen in fp16).
-    const double ulps = dt == torch::kFloat32 ? 8 : 2, tol64 = dt == torch::kFloat32 ? 1e-5 : dt == torch::kHalf ? 2e-3 : 1e-2;
+    const double ulps = dt == torch::kFloat32 ? 8 : 2;
+    const double tol64 = dt == torch::kFloat32 ? 1e-5 : dt == torch::kHalf ? 2e-3 : 1e-2;
     // cols: vector path (4096, 640), scalar path (100 and 2050: not / not all rows a multiple of 4 elements).
     for (int64_t cols : {4096, 640, 100, 2050, 6}) {
       for (int64_t rows : {1, 16, 300}) {
-        SCOPED_TRACE(std::string(c10::toString(dt)) + " rows=" + std::to_string(rows) + " cols=" + std::to_string(cols));
+        SCOPED_TRACE(std::string(c10::toString(dt)) + " rows=" + std::to_string(rows) +
+                     " cols=" + std::to_string(cols));
         // x and the residual as row-strided views (every other row block of a wider tensor).
-        auto xw = (torch::randn({rows, 2 * cols}) * 2).to(dt).to(dev), rw = torch::randn({rows, 2 * cols}).to(dt).to(dev);
+        auto xw = (torch::randn({rows, 2 * cols}) * 2).to(dt).to(dev),
+             rw = torch::randn({rows, 2 * cols}).to(dt).to(dev);
         auto x = xw.narrow(1, 0, cols), r = rw.narrow(1, cols, cols);
         auto w = (1 + torch::randn({cols}) / 4).to(dt).to(dev);
         for (NormStyle s : {NormStyle::Llama, NormStyle::Gemma}) {
@@ -185,13 +196,9 @@ TEST(OpsLayerCuda, KernelsMatchTheReferences) {
 }
 
 // The cache-writing RoPE of the static decode step against its reference (index_copy_) on the GPU: bit for bit.
-TEST(OpsLayerCuda, RopeToCacheMatchesTheReference) {
-  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device (or a CPU-only LibTorch): kernels not run";
-  CudaScope scope;
-  set_fused_layer_ops(true);
+TEST_F(OpsLayerCuda, RopeToCacheMatchesTheReference) {
   torch::NoGradGuard ng;
   torch::manual_seed(10);
-  const auto dev = torch::Device(torch::kCUDA, 0);
   for (auto dt : {torch::kBFloat16, torch::kFloat32}) {
     const int64_t B = 3, T = 1, Hq = 8, Hk = 2, D = 128, cap = 40;
     auto qkv = torch::randn({B, T, (Hq + 2 * Hk) * D}).to(dt).to(dev);
@@ -214,13 +221,9 @@ TEST(OpsLayerCuda, RopeToCacheMatchesTheReference) {
 
 // QK-norm's rows: heads of a [B, T, H, D] view into a fused output (inner/outer strides), and a layout whose rows do
 // not collapse (a transposed view, copied first).
-TEST(OpsLayerCuda, NormOfHeadViews) {
-  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device (or a CPU-only LibTorch): kernels not run";
-  CudaScope scope;
-  set_fused_layer_ops(true);
+TEST_F(OpsLayerCuda, NormOfHeadViews) {
   torch::NoGradGuard ng;
   torch::manual_seed(7);
-  const auto dev = torch::Device(torch::kCUDA, 0);
   auto qkv = torch::randn({2, 5, 12 * 32}).to(torch::kBFloat16).to(dev);
   auto w = (1 + torch::randn({32}) / 4).to(torch::kBFloat16).to(dev);
   for (const auto& x : {qkv.narrow(-1, 0, 8 * 32).reshape({2, 5, 8, 32}),
@@ -233,12 +236,8 @@ TEST(OpsLayerCuda, NormOfHeadViews) {
 }
 
 // With autograd the references run: gradients flow and equal the reference's.
-TEST(OpsLayerCuda, GradientsFallBackToTheReference) {
-  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device (or a CPU-only LibTorch): kernels not run";
-  CudaScope scope;
-  set_fused_layer_ops(true);
+TEST_F(OpsLayerCuda, GradientsFallBackToTheReference) {
   torch::manual_seed(8);
-  const auto dev = torch::Device(torch::kCUDA, 0);
   auto x = torch::randn({4, 64}, torch::TensorOptions().device(dev)).requires_grad_(true);
   auto w = (1 + torch::randn({64}) / 4).to(dev);
   auto y = rms_norm_fused(x, w, 1e-6, NormStyle::Llama);

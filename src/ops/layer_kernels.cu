@@ -155,9 +155,7 @@ __global__ void silu_mul_kernel(SiluMulArgs a) {
 
 bool aligned(const void* p, int bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
-int grid_for(int64_t work, int threads) {
-  return int(std::min<int64_t>((work + threads - 1) / threads, 65535 * 8));
-}
+int grid_for(int64_t work, int threads) { return int(std::min<int64_t>((work + threads - 1) / threads, 65535 * 8)); }
 
 template <typename F>
 int by_width(bool wide, F&& f) {
@@ -172,7 +170,8 @@ int rms_norm_t(const RmsNormArgs& a) {
                     a.x.inner_stride % 4 == 0 && aligned(a.w, vb) && aligned(a.y, vb) &&
                     (!res || (aligned(a.residual.data, vb) && a.residual.outer_stride % 4 == 0 &&
                               a.residual.inner_stride % 4 == 0 && aligned(a.sum_out, vb)));
-  const int threads = int(std::min<int64_t>(NORM_THREADS, std::max<int64_t>(32, (a.cols / (wide ? 4 : 1) + 31) / 32 * 32)));
+  const int threads =
+      int(std::min<int64_t>(NORM_THREADS, std::max<int64_t>(32, (a.cols / (wide ? 4 : 1) + 31) / 32 * 32)));
   cudaStream_t s = static_cast<cudaStream_t>(a.stream);
   return by_width(wide, [&](auto v) {
     constexpr int V = decltype(v)::value;
@@ -189,8 +188,8 @@ int rms_norm_t(const RmsNormArgs& a) {
 template <typename T>
 int silu_mul_t(const SiluMulArgs& a) {
   const int vb = 4 * int(sizeof(T));
-  const bool wide = a.cols % 4 == 0 && a.gs % 4 == 0 && a.us % 4 == 0 && aligned(a.g, vb) && aligned(a.u, vb) &&
-                    aligned(a.y, vb);
+  const bool wide =
+      a.cols % 4 == 0 && a.gs % 4 == 0 && a.us % 4 == 0 && aligned(a.g, vb) && aligned(a.u, vb) && aligned(a.y, vb);
   cudaStream_t s = static_cast<cudaStream_t>(a.stream);
   return by_width(wide, [&](auto v) {
     constexpr int V = decltype(v)::value;

@@ -69,8 +69,8 @@ void* stream_of(const torch::Tensor& x) { return c10::cuda::getCurrentCUDAStream
 
 void check_launch(int err, const char* what) {
   if (err != 0)
-    throw CudaError(str(__FILE__, ":", __LINE__, ": ", what, ": CUDA error ", err, " (",
-                        layer_kernel_error_string(err), ")"));
+    throw CudaError(
+        str(__FILE__, ":", __LINE__, ": ", what, ": CUDA error ", err, " (", layer_kernel_error_string(err), ")"));
 }
 
 // Whether dims [0, n) of x collapse into one index (size-1 dims ignored); stride = the collapsed index's stride.
@@ -151,8 +151,7 @@ torch::Tensor rms_norm_fused(const torch::Tensor& x, const torch::Tensor& w, dou
 std::pair<torch::Tensor, torch::Tensor> add_rms_norm_fused(const torch::Tensor& h, const torch::Tensor& r,
                                                            const torch::Tensor& w, double eps, NormStyle style) {
 #ifdef PATCHLLM_LAYER_KERNELS
-  if (use_kernels({&h, &r, &w}) && h.dim() >= 1 && h.sizes() == r.sizes() && w.dim() == 1 &&
-      w.size(0) == h.size(-1)) {
+  if (use_kernels({&h, &r, &w}) && h.dim() >= 1 && h.sizes() == r.sizes() && w.dim() == 1 && w.size(0) == h.size(-1)) {
     torch::Tensor s, y;
     run_norm(h, &r, &s, w, y, eps, style);
     return {s, y};
@@ -238,9 +237,9 @@ torch::Tensor rope_qk_to_cache(const torch::Tensor& q, const torch::Tensor& k, c
            c.size(3) == k.size(3);
   };
   if (use_kernels({&q, &k, &v, &cos, &sin, &k_cache, &v_cache}) && rope_fits(q, k, cos, sin) &&
-      v.sizes() == k.sizes() && (v.size(3) <= 1 || v.stride(3) == 1) && cache_fits(k_cache) &&
-      cache_fits(v_cache) && k_cache.size(2) == v_cache.size(2) && pos.device() == q.device() &&
-      pos.scalar_type() == torch::kLong && pos.dim() == 1 && pos.size(0) == q.size(1) && pos.is_contiguous()) {
+      v.sizes() == k.sizes() && (v.size(3) <= 1 || v.stride(3) == 1) && cache_fits(k_cache) && cache_fits(v_cache) &&
+      k_cache.size(2) == v_cache.size(2) && pos.device() == q.device() && pos.scalar_type() == torch::kLong &&
+      pos.dim() == 1 && pos.size(0) == q.size(1) && pos.is_contiguous()) {
     torch::Tensor yq;
     run_rope(q, k, cos, sin, yq, nullptr, &v, &k_cache, &v_cache, &pos);
     return yq;
