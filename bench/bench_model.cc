@@ -173,7 +173,8 @@ int main(int argc, char** argv) {
       }
       double pf = median(ts);
       std::printf("{\"engine\":\"patchllm\",\"variant\":\"%s\",\"metric\":\"prefill\",\"tokens\":%lld,\"seconds\":%.4f,"
-                  "\"tok_per_s\":%.1f,\"fused\":%s}\n", vn, (long long)prefill, pf, prefill / pf, fused_s);
+                  "\"tok_per_s\":%.1f,\"fused\":%s,\"layer_ops\":\"%s\"}\n",
+                  vn, (long long)prefill, pf, prefill / pf, fused_s, fused_layer_ops() ? "fused" : "reference");
       row.prefill_tps = prefill / pf;
       for (bool graph : modes)
         for (int64_t B : batches) {

@@ -9,6 +9,7 @@
 #include "core/log.h"
 #include "core/provenance.h"
 #include "ops/hybrid_linear.h"
+#include "ops/layer_ops.h"
 
 int main(int argc, char** argv) {
   patchllm::provenance_set_argv(argc, argv);
@@ -37,8 +38,14 @@ int main(int argc, char** argv) {
           return std::string(e.what());
         }
       });
+  std::string layer_ops = "fused";
+  app.add_option("--layer-ops", layer_ops,
+                 "norms, RoPE (with the KV-cache write) and SwiGLU on CUDA: fused (one kernel each, ops/layer_ops.h) "
+                 "or reference (the LibTorch compositions they are tested against)")
+      ->check(CLI::IsMember({"fused", "reference"}));
   app.parse_complete_callback([&] {
     patchllm::set_hybrid_kernel_options(patchllm::parse_hybrid_kernel_options(hybrid_kernel));
+    patchllm::set_fused_layer_ops(layer_ops == "fused");
     if (verbose) patchllm::log_set_level(patchllm::LogLevel::DEBUG);
     if (quiet) patchllm::log_set_level(patchllm::LogLevel::ERROR);
     if (threads > 0) torch::set_num_threads(threads);

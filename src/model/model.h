@@ -57,8 +57,8 @@ struct LayerContext {
   torch::Tensor cos_local, sin_local, attn_bias_local;
   bool causal_only_local = true;
   // Static decode (DecodeGraph): int64 [1] on the device, the cache slot of the single new token. K/V are written
-  // there with index_copy_ and attention runs over the whole cache capacity (attn_bias masks the unused slots), so no
-  // shape depends on host state. Undefined: K/V appended at cache->length.
+  // there (rope_qk_to_cache) and attention runs over the whole cache capacity (attn_bias masks the unused slots), so
+  // no shape depends on host state. Undefined: K/V appended at cache->length.
   torch::Tensor cache_pos;
 };
 
