@@ -337,6 +337,14 @@ TEST(PackedModelErrors, OneLineErrors) {
   r = test::run_cli("-q --hybrid-kernel cluster+pdl eval logits -m '" + tmp + "/p' -i '" + tmp +
                     "/ids.safetensors' -o '" + tmp + "/l.st'");
   EXPECT_EQ(r.code, 0) << r.err;
+  // The layer-ops switch likewise: an unknown value is a usage error naming the flag, `reference` runs.
+  r = test::run_cli("-q --layer-ops fast eval logits -m '" + tmp + "/p' -i '" + tmp + "/ids.safetensors' -o '" + tmp +
+                    "/l.st'");
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_NE(r.err.find("--layer-ops"), std::string::npos) << r.err;
+  r = test::run_cli("-q --layer-ops reference eval logits -m '" + tmp + "/p' -i '" + tmp + "/ids.safetensors' -o '" +
+                    tmp + "/l.st'");
+  EXPECT_EQ(r.code, 0) << r.err;
 }
 
 // model_pack_random (bench --hybrid-f): the fraction of 2:4 tiles and the logits of the packed model against the
