@@ -73,6 +73,9 @@ void check_launch(int err, const char* what) {
         str(__FILE__, ":", __LINE__, ": ", what, ": CUDA error ", err, " (", layer_kernel_error_string(err), ")"));
 }
 
+// The kernels read the last dim as contiguous elements.
+bool last_dim_contiguous(const torch::Tensor& x) { return x.size(-1) <= 1 || x.stride(-1) == 1; }
+
 // Whether dims [0, n) of x collapse into one index (size-1 dims ignored); stride = the collapsed index's stride.
 bool collapse(const torch::Tensor& x, int64_t n, int64_t& stride) {
   stride = 0;
@@ -90,7 +93,7 @@ bool collapse(const torch::Tensor& x, int64_t n, int64_t& stride) {
 // collapse.
 bool describe_rows(const torch::Tensor& x, LayerRows& m) {
   const int64_t d = x.dim();
-  if (d == 0 || (x.size(-1) > 1 && x.stride(-1) != 1)) return false;
+  if (d == 0 || !last_dim_contiguous(x)) return false;
   m.data = x.data_ptr();
   if (d == 1) {
     m.inner = 1, m.inner_stride = m.outer_stride = 0;
@@ -163,16 +166,6 @@ std::pair<torch::Tensor, torch::Tensor> add_rms_norm_fused(const torch::Tensor& 
 
 namespace {
 
-// The rope kernels' common conditions on q, k (and v), cos and sin.
-bool rope_fits(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& cos, const torch::Tensor& sin) {
-  auto fits = [&](const torch::Tensor& x) {
-    return x.dim() == 4 && x.size(0) == q.size(0) && x.size(1) == q.size(1) && x.size(3) == q.size(3) &&
-           (x.size(3) <= 1 || x.stride(3) == 1);
-  };
-  return fits(q) && fits(k) && q.size(3) % 2 == 0 && cos.dim() == 3 && cos.sizes() == sin.sizes() &&
-         (cos.size(0) == 1 || cos.size(0) == q.size(0)) && cos.size(1) == q.size(1) && cos.size(2) == q.size(3);
-}
-
 std::pair<torch::Tensor, torch::Tensor> rope_ref(const torch::Tensor& q, const torch::Tensor& k,
                                                  const torch::Tensor& cos, const torch::Tensor& sin) {
   return {rope_apply(q.transpose(1, 2), cos, sin).transpose(1, 2),
@@ -180,6 +173,16 @@ std::pair<torch::Tensor, torch::Tensor> rope_ref(const torch::Tensor& q, const t
 }
 
 #ifdef PATCHLLM_LAYER_KERNELS
+// The rope kernels' common conditions on q, k (and v), cos and sin.
+bool rope_fits(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& cos, const torch::Tensor& sin) {
+  auto fits = [&](const torch::Tensor& x) {
+    return x.dim() == 4 && x.size(0) == q.size(0) && x.size(1) == q.size(1) && x.size(3) == q.size(3) &&
+           last_dim_contiguous(x);
+  };
+  return fits(q) && fits(k) && q.size(3) % 2 == 0 && cos.dim() == 3 && cos.sizes() == sin.sizes() &&
+         (cos.size(0) == 1 || cos.size(0) == q.size(0)) && cos.size(1) == q.size(1) && cos.size(2) == q.size(3);
+}
+
 RopeTensor rope_tensor(const torch::Tensor& x, void* y) {
   return {x.data_ptr(), x.size(2), x.stride(0), x.stride(1), x.stride(2), y};
 }
@@ -237,7 +240,7 @@ torch::Tensor rope_qk_to_cache(const torch::Tensor& q, const torch::Tensor& k, c
            c.size(3) == k.size(3);
   };
   if (use_kernels({&q, &k, &v, &cos, &sin, &k_cache, &v_cache}) && rope_fits(q, k, cos, sin) &&
-      v.sizes() == k.sizes() && (v.size(3) <= 1 || v.stride(3) == 1) && cache_fits(k_cache) && cache_fits(v_cache) &&
+      v.sizes() == k.sizes() && last_dim_contiguous(v) && cache_fits(k_cache) && cache_fits(v_cache) &&
       k_cache.size(2) == v_cache.size(2) && pos.device() == q.device() && pos.scalar_type() == torch::kLong &&
       pos.dim() == 1 && pos.size(0) == q.size(1) && pos.is_contiguous()) {
     torch::Tensor yq;
@@ -254,8 +257,8 @@ torch::Tensor rope_qk_to_cache(const torch::Tensor& q, const torch::Tensor& k, c
 torch::Tensor silu_mul_fused(const torch::Tensor& g, const torch::Tensor& u) {
 #ifdef PATCHLLM_LAYER_KERNELS
   int64_t gs = 0, us = 0;
-  if (use_kernels({&g, &u}) && g.dim() >= 1 && g.sizes() == u.sizes() && (g.size(-1) <= 1 || g.stride(-1) == 1) &&
-      (u.size(-1) <= 1 || u.stride(-1) == 1) && collapse(g, g.dim() - 1, gs) && collapse(u, u.dim() - 1, us)) {
+  if (use_kernels({&g, &u}) && g.dim() >= 1 && g.sizes() == u.sizes() && last_dim_contiguous(g) &&
+      last_dim_contiguous(u) && collapse(g, g.dim() - 1, gs) && collapse(u, u.dim() - 1, us)) {
     c10::cuda::CUDAGuard guard(g.device());
     torch::Tensor y = torch::empty(g.sizes(), g.options());
     SiluMulArgs a;
