@@ -8,7 +8,8 @@
 # model unfused as well. Needs a CUDA PyTorch (its LibTorch and python3 with transformers, for
 # tools/make_random_checkpoint.py). Env: PART=1|2|all (default all: one call may not fit the device tool's 10 minutes;
 # PART=1 then PART=2 in back-to-back calls reuse build-gpu and the checkpoints), TESTS="test_a test_b" builds those
-# ctest executables too and runs them first, REPS, FS (hybrid fractions), BENCH_ARGS (extra bench_model flags).
+# ctest executables too and runs them first, REPS, FS (hybrid fractions), BENCH_ARGS (extra bench_model flags),
+# MODEL (part 2's config in tools/model_configs.py, default llama2-7b).
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 source "$(dirname "$0")/gpu_common.sh"
@@ -78,15 +79,16 @@ for k, v in r.items():
 PY
 
 fi
-[ "$PART" = 1 ] && { ckpt llama2-7b /tmp/l2-7b bfloat16; echo "part 1 done, 7B checkpoint made: $(( $(date +%s) - t0 )) s"; exit 0; }
+[ "$PART" = 1 ] && { ckpt llama2-7b /tmp/llama2-7b bfloat16; echo "part 1 done, 7B checkpoint made: $(( $(date +%s) - t0 )) s"; exit 0; }
 
 # Part 2: speed on the full 7B shape.
-ckpt llama2-7b /tmp/l2-7b bfloat16
-$B/bench/bench_model -m /tmp/l2-7b --device cuda --prefill 2048 --batches 1,16 --decode 64 -r ${REPS:-5} \
+MODEL=${MODEL:-llama2-7b}
+ckpt $MODEL /tmp/$MODEL bfloat16
+$B/bench/bench_model -m /tmp/$MODEL --device cuda --prefill 2048 --batches 1,16 --decode 64 -r ${REPS:-5} \
   --hybrid-f ${FS:-0.5,0.9,1.0} --seed 0 --cuda-graph ${BENCH_ARGS:-} > "$OUT/e2e_bench.log" 2> "$OUT/e2e_bench.err" \
   || { tail -5 "$OUT/e2e_bench.err"; exit 1; }
 grep '^{' "$OUT/e2e_bench.log" > "$OUT/e2e_bench.jsonl"
 echo "total: $(( $(date +%s) - t0 )) s"
 [ -f "$OUT/e2e_check.log" ] && cat "$OUT/e2e_check.log"
-echo "LLaMA-2-7B-shaped random bf16, $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1), tok/s and x vs dense:"
+echo "$MODEL-shaped random bf16, $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1), tok/s and x vs dense:"
 grep -v '^{' "$OUT/e2e_bench.log" | sed '/^$/d'

@@ -3,11 +3,54 @@
 # kernel reverted in session 18; v2, two phases with four rows in flight per warp), each checked against a float64
 # reference with the unfilled cache slots NaN, then timed against the filled KV bytes' HBM bound. Arguments: cases
 # "B H Hk D len cap" ... (default: LLaMA-2-7B and LLaMA-3-8B heads, batch 1 and 16, contexts 80, 2048, 8192).
+# Then the baseline the model runs today, timed in PyTorch on the same cases: the static decode step's SDPA over the
+# whole capacity under a mask, with grouped-query k/v expanded to every query head first (model.cc attention()).
+# Env: TESTS="test_a test_b" also configures build-gpu, builds those ctest executables and runs them first.
 set -u -o pipefail
 OUT=${OUT:-/tmp/ops_out}
 mkdir -p "$OUT"
+source "$(dirname "$0")/gpu_common.sh"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
+if [ -n "${TESTS:-}" ]; then
+  t0=$(date +%s)
+  cmake -S . -B build-gpu -G Ninja -DCMAKE_PREFIX_PATH="$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')" \
+    -DPATCHLLM_BUILD_TESTS=ON -DPATCHLLM_PCRE2_INCLUDE=$PWD/.deps/include -DCMAKE_CUDA_ARCHITECTURES=90a \
+    > "$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
+  ninja -C build-gpu $TESTS > "$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -30; exit 1; }
+  echo "build: $(( $(date +%s) - t0 )) s"
+  run_tests "$TESTS"
+fi
 nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -lineinfo -Isrc -Ibench \
-  dev/kernels/decode_attn.cu -o /tmp/decode_attn >"$OUT/build.txt" 2>&1 || { tail -20 "$OUT/build.txt"; exit 1; }
-timeout 500 /tmp/decode_attn "$@" | tee "$OUT/decode_attn.txt"
+  dev/kernels/decode_attn.cu -o /tmp/decode_attn >"$OUT/build_attn.txt" 2>&1 || { tail -20 "$OUT/build_attn.txt"; exit 1; }
+timeout 300 /tmp/decode_attn "$@" | tee "$OUT/decode_attn.txt"
 echo "rc=$? failures: $(grep -c FAIL "$OUT/decode_attn.txt")"
+python3 - "$@" <<'PY' | tee "$OUT/decode_attn_sdpa.txt"
+import sys, torch, torch.nn.functional as F
+a = list(map(int, sys.argv[1:]))
+cases = [a[i:i + 6] for i in range(0, len(a), 6)] or [
+    (B, 32, Hk, 128, n, n + 64) for B in (1, 16) for Hk in (32, 8) for n in (80, 2048, 8192)]
+for B, H, Hk, D, n, cap in cases:
+    g = H // Hk
+    rot = max(2, min(16, 200_000_000 // (2 * B * Hk * cap * D * 2) + 1))
+    q = torch.randn(B, H, 1, D, device="cuda", dtype=torch.bfloat16)
+    ks = [torch.randn(B, Hk, cap, D, device="cuda", dtype=torch.bfloat16) for _ in range(rot)]
+    vs = [torch.randn(B, Hk, cap, D, device="cuda", dtype=torch.bfloat16) for _ in range(rot)]
+    mask = torch.zeros(B, 1, 1, cap, device="cuda", dtype=torch.bfloat16)
+    mask[..., n:] = float("-inf")
+    def step(r):
+        k, v = ks[r], vs[r]
+        if g > 1:
+            k = k.unsqueeze(2).expand(B, Hk, g, cap, D).reshape(B, H, cap, D)
+            v = v.unsqueeze(2).expand(B, Hk, g, cap, D).reshape(B, H, cap, D)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    times = []
+    for rep in range(15):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        for r in range(rot): step(r)
+        e.record(); torch.cuda.synchronize()
+        times.append(s.elapsed_time(e) * 1e3 / rot)
+    us = sorted(times)[len(times) // 2]
+    kv = 2.0 * B * Hk * n * D * 2
+    print(f"SDPA (model's way) B={B} H={H} Hk={Hk} D={D} len={n} cap={cap}: {us:8.2f} us  {kv / us / 1e3:7.1f} GB/s of filled KV")
+PY

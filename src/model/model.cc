@@ -61,6 +61,12 @@ torch::Tensor rope_inv_freq(const ModelConfig& c) {
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                         const torch::Tensor& bias, bool causal, double scale, double softcap) {
   const int64_t groups = q.size(1) / k.size(1);
+  if (groups > 1 && q.size(2) == 1 && (bias.defined() ? bias.size(1) == 1 : !causal)) {
+    // One query token (decode): a kv head's `groups` query heads become `groups` query rows over that head, so k/v
+    // are read as they are instead of being copied `groups` times below, a copy of the whole cache every step.
+    auto rows = attention(q.reshape({q.size(0), k.size(1), groups, q.size(3)}), k, v, bias, false, scale, softcap);
+    return rows.reshape({q.size(0), q.size(1), 1, q.size(3)});
+  }
   auto kk = k, vv = v;
   if (groups > 1) {  // grouped-query attention: each kv head serves `groups` query heads
     kk = k.unsqueeze(2).expand({k.size(0), k.size(1), groups, k.size(2), k.size(3)}).reshape(
