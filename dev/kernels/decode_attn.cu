@@ -12,6 +12,9 @@
 //   v2: two phases per chunk. QK: each warp scores 4 slots per step (4 independent loads and reductions in flight),
 //       scores to shared memory. Softmax over the chunk's scores (block max and sum). PV: thread t owns output
 //       elements, loops over the chunk's slots 4 at a time (independent coalesced loads).
+// Measured in session 19 (H100; docs/BENCHMARKS.md §4, "End to end"): v2 is slower than v1 in every case, and both
+// are slower than SDPA on a multi-head cache (v1 15–48% of HBM bandwidth at batch 1, SDPA 37–62%). Neither is used;
+// the grouped-query cost they would have removed is gone from the model by folding query heads into rows instead.
 // Both write per-chunk partials (max, sum, acc) that one combine launch merges (the same combine for both); with one
 // chunk the kernel writes the output itself.
 //
