@@ -10,7 +10,7 @@
 // one untimed step (warm-up + capture), then graph replay per token, in "graph bB" columns beside the eager ones
 // (Model::forward per token). With fusion the dense model is also timed unfused first ("dense unfused").
 // --hybrid-opts times each hybrid F under each set of launch options of the hybrid kernels (HybridKernelOptions:
-// plain, or pdl, cluster, rows and batched joined by '+'; default plain), rows "hybrid f=F OPTS".
+// plain, or pdl, cluster or workspace, rows and batched joined by '+'; default plain), rows "hybrid f=F OPTS".
 // --layer-ops fused,reference times every variant with the fused layer kernels (ops/layer_ops.h, the default) and
 // with the LibTorch references (rows suffixed " ref-ops"); the ratio column is against the first dense row.
 #include <torch/torch.h>

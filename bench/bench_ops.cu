@@ -340,9 +340,14 @@ int main(int argc, char** argv) {
           a.pdl = true;
           us_pdl = time_hybrid();
           add_row("hybrid-pdl", us_pdl);
-          a.decode_reduction = 1;  // v3g: k-splits summed through a thread-block cluster, not the workspace
+          // hybrid / hybrid-pdl are the launcher's default (decode_reduction 2: the cluster where the plan picks it,
+          // but v3h's row split where it takes that); -cl forces the cluster (no v3h), -ws the workspace (the default
+          // before session 19)
+          a.decode_reduction = 1;
           add_row("hybrid-pdl-cl", time_hybrid());
           a.decode_reduction = 0;
+          add_row("hybrid-pdl-ws", time_hybrid());
+          a.decode_reduction = 2;
           if (M <= 16)  // v3h: row split over CTAs of 4 / 2 warps, each over the whole K, no reduction; 8: k-split
             for (int w : {4, 2, 8}) {  // (hybrid-pdl is the launcher's auto choice between 4 and 8)
               a.decode_warps = w;

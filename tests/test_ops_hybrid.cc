@@ -391,7 +391,8 @@ TEST(OpsHybridLinear, CudaKernelsMatchTheCpuReference) {
         auto x = random_weight(M, c.K, c.dt, gen);
         auto want = hybrid_linear_ref(x, hw).to(torch::kFloat64);
         for (const char* opts :
-             {"plain", "pdl", "cluster", "pdl+cluster", "rows", "pdl+rows", "batched", "pdl+rows+batched"}) {
+             {"plain", "pdl", "cluster", "pdl+cluster", "workspace", "pdl+workspace", "rows", "pdl+rows", "batched",
+              "pdl+rows+batched"}) {
           set_hybrid_kernel_options(parse_hybrid_kernel_options(opts));
           auto got = hybrid_linear(x.to(torch::kCUDA), hwc).cpu().to(torch::kFloat64);
           const std::string at = std::string(opts) + " N=" + std::to_string(c.N) + " K=" + std::to_string(c.K) +
@@ -408,18 +409,23 @@ TEST(OpsHybridLinear, CudaKernelsMatchTheCpuReference) {
 
 TEST(OpsHybridLinear, KernelOptionsParseAndPrint) {
   for (const char* s :
-       {"plain", "pdl", "cluster", "rows", "pdl+cluster", "pdl+rows", "cluster+rows", "pdl+cluster+rows", "batched",
-        "pdl+batched", "rows+batched", "pdl+cluster+rows+batched"})
+       {"plain", "pdl", "cluster", "workspace", "rows", "pdl+cluster", "pdl+workspace", "pdl+rows", "cluster+rows",
+        "workspace+rows", "pdl+cluster+rows", "batched", "pdl+batched", "rows+batched", "pdl+cluster+rows+batched",
+        "pdl+workspace+rows+batched"})
     EXPECT_EQ(to_string(parse_hybrid_kernel_options(s)), s);
   const HybridKernelOptions o = parse_hybrid_kernel_options("rows+pdl");  // any order; printed canonically
   EXPECT_TRUE(o.pdl && o.row_split && !o.cluster_reduction);
   EXPECT_EQ(to_string(o), "pdl+rows");
   EXPECT_FALSE(parse_hybrid_kernel_options("cluster").pdl);
+  const HybridKernelOptions w = parse_hybrid_kernel_options("rows+workspace");
+  EXPECT_TRUE(w.workspace_reduction && w.row_split && !w.cluster_reduction);
+  EXPECT_EQ(to_string(w), "workspace+rows");
   const HybridKernelOptions g = parse_hybrid_kernel_options("batched+rows");
   EXPECT_TRUE(g.prefill_batched && g.row_split && !g.pdl && !g.cluster_reduction);
   EXPECT_EQ(to_string(g), "rows+batched");
   for (const char* bad :
        {"fast", "", "+", "pdl+", "+pdl", "pdl++cluster", "pdl+pdl", "plain+pdl", "PDL", "tall", "pdl+tall",
-        "globala", "batched+globala", "batched+batched"})
+        "globala", "batched+globala", "batched+batched", "cluster+workspace", "workspace+pdl+cluster",
+        "workspace+workspace"})
     EXPECT_THROW(parse_hybrid_kernel_options(bad), InvalidArgument) << bad;
 }

@@ -53,9 +53,9 @@ python3 - "$OUT/bench_decode.csv" <<'PY'
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
 us = {(r['shape'], r['M'], r['kernel'], round(float(r['f']), 1)): float(r['us']) for r in rows}
-alts = ['hybrid-pdl', 'hybrid-pdl-w8', 'hybrid-pdl-cl', 'hybrid-pdl-w4', 'hybrid-pdl-w2']
-print('| shape | M | f | cuBLAS µs | hybrid µs | x cuBLAS: pdl (auto) | pdl, k-split | pdl + cluster | pdl + w4 | pdl + w2 | ideal |')
-print('|---|---|---|---|---|---|---|---|---|---|---|')
+alts = ['hybrid-pdl', 'hybrid-pdl-ws', 'hybrid-pdl-w8', 'hybrid-pdl-cl', 'hybrid-pdl-w4', 'hybrid-pdl-w2']
+print('| shape | M | f | cuBLAS µs | hybrid µs | x cuBLAS: pdl (auto) | pdl, workspace (old auto) | pdl, k-split | pdl + cluster | pdl + w4 | pdl + w2 | ideal |')
+print('|---|---|---|---|---|---|---|---|---|---|---|---|')
 for (sh, m, k, f), t in us.items():
     if k != 'hybrid': continue
     cb = us[(sh, m, 'cublas', 0.0)]

@@ -215,7 +215,9 @@ HybridLaunchResult run_hybrid(const bench::Problem& P, Dev& d, const uint16_t* x
   const bool prefill = grid == -3 || grid == -128 || grid == -256 || grid == -6 || pv_kind >= 0;
   a.prefill_batched = pv_kind >= 0;
   a.pdl = grid == -7;                          // -7: split-K decode kernel with programmatic dependent launch
-  a.decode_reduction = grid == -8 || grid == -9 ? 1 : 0;  // -8: decode kernel, k-splits summed in a cluster (v3g)
+  // -8: decode kernel, k-splits summed in a cluster (v3g) wherever the plan picks it; 0 and -7: the launcher's default
+  // (the cluster where the plan picks it, v3h's row split where that is taken); the other codes: the workspace
+  a.decode_reduction = grid == -8 || grid == -9 ? 1 : grid == 0 || grid == -7 ? 2 : 0;
   // -9: the cluster reduction on the fixed split of 2 CTAs per SM, -10: the workspace one on the same split (-9's twin:
   // both sum the same partials in split order, so validate_one requires the same bits)
   a.decode_ctas_per_sm = grid == -9 || grid == -10 ? 2 : 0;

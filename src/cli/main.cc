@@ -26,10 +26,10 @@ int main(int argc, char** argv) {
   std::string hybrid_kernel = "plain";
   app.add_option("--hybrid-kernel", hybrid_kernel,
                  "launch options of the CUDA hybrid kernels for packed models (docs/BENCHMARKS.md §4): plain, or "
-                 "'+'-joined pdl (decode: programmatic dependent launch), cluster (decode: k-splits summed in a "
-                 "thread-block cluster), rows (decode, M <= 16: row split without k-split on every shape, not only "
-                 "where the default takes it) and batched (prefill: one wgmma group per slab); pdl and cluster did "
-                 "not beat plain end to end on an H200")
+                 "'+'-joined pdl (decode: programmatic dependent launch), cluster or workspace (decode: k-splits "
+                 "summed in a thread-block cluster wherever the plan picks it, or never; plain uses the cluster except "
+                 "where it takes the row split), rows (decode, M <= 16: row split without k-split on every shape, not "
+                 "only where the default takes it) and batched (prefill: one wgmma group per slab)")
       ->check([](const std::string& v) {
         try {
           patchllm::parse_hybrid_kernel_options(v);

@@ -18,8 +18,8 @@
 // of (z, rb) (atomic counter, reset by that CTA) sums the S partials in split order (deterministic) and writes y,
 // four rows per thread with the S loads in flight together (v3d; v3b's serial per-element sum was an M-scaled tail).
 // S = 1 writes y directly.
-// Cluster reduction (v3g, sm_90, Params::cluster; opt-in by HybridGemmArgs::decode_reduction = 1, written but not yet
-// run on a GPU): the S CTAs of a (chunk, row-block) are one thread-block cluster.
+// Cluster reduction (v3g, sm_90, Params::cluster; HybridGemmArgs::decode_reduction, the default since session 19 where
+// the launcher's plan picks it): the S CTAs of a (chunk, row-block) are one thread-block cluster.
 // Each writes its partial to its own shared memory; after a cluster barrier CTA s sums slice s of the tile from all
 // S partials through distributed shared memory, in split order (the same fp32 sums as the workspace path, so the
 // same bits), and writes y; a second barrier keeps every partial alive until read. No workspace store, fence,

@@ -300,7 +300,7 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
                                          (a.M <= DECODE_MAX_M_NO_WGMMA && !(d.major == 9 && wgmma_built()))));
   if (decode) {
     const bool pdl = a.pdl && hopper && sm90_built();
-    const bool cluster_ok = a.decode_reduction == 1 && hopper && sm90_built();
+    const bool cluster_ok = a.decode_reduction != 0 && hopper && sm90_built();
     const int64_t max_slots = decode_part_slots(a.N, d.sms);
     const int64_t nchunks_all = (a.M + hd::CHUNK_TOKENS - 1) / hd::CHUNK_TOKENS;
     // Chunks per launch: counters (nchunks·RB ≤ MAX_KEYS) and partial slots (nchunks·RB ≤ max_slots) must fit.
@@ -315,8 +315,9 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
       p.x = static_cast<const uint16_t*>(a.x) + m0 * a.K;
       p.counters = reinterpret_cast<int*>(ws);
       p.part = reinterpret_cast<float*>(ws + persistent_workspace_bytes(grid));
-      // decode_warps 0: v3h's row split where decode_row_split_auto says so (v3e at 9..16 tokens, workspace reduction).
-      const bool auto_rows = a.decode_warps == 0 && nt == 2 && a.decode_variant == 0 && a.decode_reduction == 0 &&
+      // decode_warps 0: v3h's row split where decode_row_split_auto says so (v3e at 9..16 tokens, unless the cluster
+      // reduction is forced).
+      const bool auto_rows = a.decode_warps == 0 && nt == 2 && a.decode_variant == 0 && a.decode_reduction != 1 &&
                              decode_row_split_auto(rb, d.sms);
       const int warps = a.decode_warps == 2 || a.decode_warps == 4 ? a.decode_warps : auto_rows ? 4 : hd::WARPS;
       const cudaError_t e = with_decode_inst(nt, a.decode_variant, warps, a.bf16, [&](auto inst) {
@@ -328,7 +329,7 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
           p.cluster = 0;
           cfg.gridDim = dim3(unsigned(hd::WARPS / I::W), unsigned(rb), unsigned(nch));
         } else {
-          // The k-split, and (decode_reduction = 1) whether it reduces through a cluster: decode_plan
+          // The k-split, and (decode_reduction 1 or 2) whether it reduces through a cluster: decode_plan
           // (hybrid_split.h).
           const int64_t target = int64_t(std::min(a.decode_ctas_per_sm, DECODE_MAX_CTAS_PER_SM)) * d.sms;
           const DecodePlan plan = decode_plan(rb, ct, nch, I::KB, int64_t(decode_occupancy<I>()) * d.sms, target,

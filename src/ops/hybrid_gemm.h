@@ -45,16 +45,18 @@ struct HybridGemmArgs {
                                   // of resident CTAs (decode_split_waves; 4 was the fixed default before)
   int decode_variant = 0;         // split-K kernel at M <= 16: 0 = v3e (runs of four 2:4 k-tiles in one load batch,
                                   // hybrid_decode.cuh RUN4), 1 = v3d (one or two k-tiles per batch; to compare)
-  int decode_reduction = 0;       // split-K kernel: how a row block's k-splits are summed. 0 = through the workspace
+  int decode_reduction = 2;       // split-K kernel: how a row block's k-splits are summed. 0 = through the workspace
                                   // (partials and a counter); 1 = v3g, through a thread-block cluster (distributed
                                   // shared memory) where the waves rule's cluster split (S <= 8) costs no more
-                                  // (sm_90), else the workspace. Opt-in: on the H200 it lifts two shapes at M = 16
-                                  // by 7-12% and costs 17% end to end at batch 16 (docs/BENCHMARKS.md §4).
+                                  // (sm_90), else the workspace, and never v3h's row split; 2 (default) = 1, except
+                                  // where decode_warps 0 takes v3h's row split. Before session 19 the default was 0:
+                                  // forcing 1 lost up to 12% where it displaced v3h, and 2 keeps v3h there
+                                  // (docs/BENCHMARKS.md §4).
   int decode_warps = 0;           // split-K kernel, v3e at M <= 16: warps (16 weight rows each) per CTA. 8 = a whole
                                   // row block per CTA, K split by decode_plan; 2 or 4 = v3h, the row block's 8 warp
                                   // slices in 8/W CTAs, each over the whole K (no k-split, no reduction); 0 = auto:
                                   // 4 at 9..16 tokens where decode_row_split_auto (hybrid_split.h) says so and
-                                  // decode_reduction = 0, else 8. Ignored elsewhere.
+                                  // decode_reduction != 1, else 8. Ignored elsewhere.
   bool pdl = false;               // split-K kernel on sm_90: programmatic dependent launch. The launch may start
                                   // while the previous kernel in the stream runs; it reads only the weight blob,
                                   // kinds and offsets before that kernel has finished, so those must not be written

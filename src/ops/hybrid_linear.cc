@@ -38,29 +38,33 @@ HybridKernelOptions hybrid_kernel_options() { return kernel_options(); }
 HybridKernelOptions parse_hybrid_kernel_options(const std::string& s) {
   HybridKernelOptions o;
   if (s == "plain") return o;
-  // A '+'-joined set of pdl, cluster, rows and batched, each at most once, in any order.
+  // A '+'-joined set of pdl, cluster or workspace, rows and batched, each at most once, in any order.
   bool bad = s.empty();
   for (size_t p = 0; !bad && p <= s.size();) {
     const size_t q = std::min(s.find('+', p), s.size());
     const std::string t = s.substr(p, q - p);
-    bool* flag = t == "pdl"       ? &o.pdl
-                 : t == "cluster" ? &o.cluster_reduction
-                 : t == "rows"    ? &o.row_split
-                 : t == "batched" ? &o.prefill_batched
-                                  : nullptr;
+    bool* flag = t == "pdl"         ? &o.pdl
+                 : t == "cluster"   ? &o.cluster_reduction
+                 : t == "workspace" ? &o.workspace_reduction
+                 : t == "rows"      ? &o.row_split
+                 : t == "batched"   ? &o.prefill_batched
+                                    : nullptr;
     bad = flag == nullptr || *flag;
     if (!bad) *flag = true;
     p = q + 1;
   }
-  PATCHLLM_CHECK(!bad, InvalidArgument, "hybrid kernel options '", s,
-                 "': expected plain, or pdl, cluster, rows and batched joined by '+' (e.g. pdl+rows)");
+  PATCHLLM_CHECK(!bad && !(o.cluster_reduction && o.workspace_reduction), InvalidArgument, "hybrid kernel options '", s,
+                 "': expected plain, or pdl, cluster or workspace, rows and batched joined by '+' (e.g. pdl+rows)");
   return o;
 }
 
 std::string to_string(const HybridKernelOptions& o) {
   std::string s;
-  for (auto [on, name] : {std::pair<bool, const char*>{o.pdl, "pdl"}, {o.cluster_reduction, "cluster"},
-                          {o.row_split, "rows"}, {o.prefill_batched, "batched"}})
+  for (auto [on, name] : {std::pair<bool, const char*>{o.pdl, "pdl"},
+                          {o.cluster_reduction, "cluster"},
+                          {o.workspace_reduction, "workspace"},
+                          {o.row_split, "rows"},
+                          {o.prefill_batched, "batched"}})
     if (on) s += (s.empty() ? "" : "+") + std::string(name);
   return s.empty() ? "plain" : s;
 }
@@ -139,8 +143,7 @@ torch::Tensor hybrid_linear(const torch::Tensor& x, const HybridWeight& hw) {
   PATCHLLM_CHECK(x.defined() && x.dim() >= 1, InvalidArgument, "hybrid_linear: x must have at least 1 dimension");
   const int64_t K = hw.in_features();
   [[maybe_unused]] const int64_t N = hw.out_features();
-  PATCHLLM_CHECK(x.size(-1) == K, InvalidArgument, "hybrid_linear: x has K=", x.size(-1), " but the weight has K=",
-                 K);
+  PATCHLLM_CHECK(x.size(-1) == K, InvalidArgument, "hybrid_linear: x has K=", x.size(-1), " but the weight has K=", K);
   PATCHLLM_CHECK(x.scalar_type() == hw.dtype, InvalidArgument, "hybrid_linear: x dtype ", x.scalar_type(),
                  " differs from the weight dtype ", hw.dtype);
   PATCHLLM_CHECK(x.device() == hw.device(), InvalidArgument, "hybrid_linear: x is on ", x.device(),
@@ -181,7 +184,7 @@ torch::Tensor hybrid_linear(const torch::Tensor& x, const HybridWeight& hw) {
   a.workspace_bytes = size_t(ws.numel());
   const HybridKernelOptions& ko = kernel_options();
   a.pdl = ko.pdl;  // safe in stream order: x, y and ws only after the previous kernel; nothing writes hw's tensors
-  a.decode_reduction = ko.cluster_reduction ? 1 : 0;
+  a.decode_reduction = ko.cluster_reduction ? 1 : ko.workspace_reduction ? 0 : 2;
   a.decode_warps = ko.row_split ? 4 : 0;
   a.prefill_batched = ko.prefill_batched;
 #ifdef PATCHLLM_HAVE_TORCH_CUDA
@@ -191,8 +194,8 @@ torch::Tensor hybrid_linear(const torch::Tensor& x, const HybridWeight& hw) {
   if (r.status == HYBRID_ERR_CUDA)
     throw CudaError(str(__FILE__, ":", __LINE__, ": hybrid_linear: CUDA error ", r.cuda_error, " (",
                         hybrid_cuda_error_string(r.cuda_error), ")"));
-  PATCHLLM_CHECK(r.status == HYBRID_OK, InvalidArgument, __FILE__, ":", __LINE__, ": hybrid_linear: ",
-                 hybrid_status_string(r.status));
+  PATCHLLM_CHECK(r.status == HYBRID_OK, InvalidArgument, __FILE__, ":", __LINE__,
+                 ": hybrid_linear: ", hybrid_status_string(r.status));
   return y.reshape(out_shape);
 #endif
 }

@@ -43,7 +43,11 @@ torch::Tensor hybrid_linear(const torch::Tensor& x, const HybridWeight& hw);
 // end; all only take effect on sm_90 device code. Set before launching, from one thread.
 struct HybridKernelOptions {
   bool pdl = false;                // decode kernel: programmatic dependent launch (HybridGemmArgs::pdl)
-  bool cluster_reduction = false;  // decode kernel, v3g: k-splits summed through a thread-block cluster
+  // Decode kernel, how k-splits are summed. Default (neither): through a thread-block cluster (v3g) where the
+  // launcher's plan picks it, except where it takes v3h's row split (HybridGemmArgs::decode_reduction = 2).
+  bool cluster_reduction = false;    // the cluster wherever the plan picks it, v3h's row split never (= 1)
+  bool workspace_reduction = false;  // never the cluster: partials through the workspace (= 0, the default before
+                                     // session 19)
   bool row_split = false;          // decode kernel at M <= 16, v3h: 4-warp CTAs over the whole K, no k-split,
                                    // on every shape (HybridGemmArgs::decode_warps = 4); without it the launcher
                                    // takes v3h at 9..16 tokens where decode_row_split_auto says so
@@ -52,8 +56,8 @@ struct HybridKernelOptions {
 };
 void set_hybrid_kernel_options(const HybridKernelOptions& o);
 HybridKernelOptions hybrid_kernel_options();
-// "plain", or pdl, cluster, rows and batched joined by '+' (any order, each once; what bench_model --hybrid-opts
-// and patchllm --hybrid-kernel take); throws InvalidArgument else. to_string gives the canonical order.
+// "plain", or pdl, cluster or workspace, rows and batched joined by '+' (any order, each once; what bench_model
+// --hybrid-opts and patchllm --hybrid-kernel take); throws InvalidArgument else. to_string gives the canonical order.
 HybridKernelOptions parse_hybrid_kernel_options(const std::string& s);
 std::string to_string(const HybridKernelOptions& o);
 
