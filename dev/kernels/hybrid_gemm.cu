@@ -75,6 +75,7 @@
 #include <cublas_v2.h>
 
 #include <algorithm>
+#include <chrono>
 
 #include "bench_ops_common.h"
 #include "ops/hybrid_gemm.cuh"
@@ -604,8 +605,45 @@ int one(int64_t N, int64_t K, int64_t M, double f, int grid) {
   return 0;
 }
 
+// Host cost of a launch: 200 launches enqueued without a sync (fewer than the launch queue holds, so the loop measures
+// the host, not the GPU), median of 7 rounds, per grid code. Why: eager decode is host-bound, and a cluster launch
+// (grid 0 where the plan picks the cluster, -8) may cost the host more than a plain one (-2: the workspace reduction).
+int hostcost(int64_t N, int64_t K, int64_t M, double f) {
+  bench::Problem P = bench::make_problem(N, K, f, 7);
+  Dev d = upload(P);
+  uint16_t *x, *y;
+  BENCH_CUDA(cudaMalloc(&x, size_t(M * K) * 2));
+  BENCH_CUDA(cudaMemset(x, 0x3c, size_t(M * K) * 2));
+  BENCH_CUDA(cudaMalloc(&y, size_t(M * N) * 2));
+  for (int grid : {-2, 0, -8, -2}) {
+    std::vector<double> host_us, gpu_us;
+    for (int round = 0; round < 8; ++round) {
+      BENCH_CUDA(cudaDeviceSynchronize());
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int i = 0; i < 200; ++i)
+        if (run_hybrid(P, d, x, y, M, grid).status != HYBRID_OK) return 1;
+      const auto t1 = std::chrono::steady_clock::now();
+      BENCH_CUDA(cudaDeviceSynchronize());
+      const auto t2 = std::chrono::steady_clock::now();
+      if (round == 0) continue;  // warm-up
+      host_us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count() / 200);
+      gpu_us.push_back(std::chrono::duration<double, std::micro>(t2 - t0).count() / 200);
+    }
+    std::sort(host_us.begin(), host_us.end());
+    std::sort(gpu_us.begin(), gpu_us.end());
+    std::printf("hostcost N=%lld K=%lld M=%lld f=%.2f grid %3d: host %.2f us per launch, host+GPU %.2f us\n",
+                (long long)N, (long long)K, (long long)M, P.frac, grid, host_us[3], gpu_us[3]);
+  }
+  cudaFree(x);
+  cudaFree(y);
+  release(d);
+  return 0;
+}
+
 int main(int argc, char** argv) {
   std::string mode = argc > 1 ? argv[1] : "validate";
+  if (mode == "hostcost" && argc == 6)
+    return hostcost(std::atoll(argv[2]), std::atoll(argv[3]), std::atoll(argv[4]), std::atof(argv[5]));
   if (mode == "one" && (argc == 6 || argc == 7))  // optional grid code, e.g. -21 to profile v4i (default 0: auto)
     return one(std::atoll(argv[2]), std::atoll(argv[3]), std::atoll(argv[4]), std::atof(argv[5]),
                argc == 7 ? std::atoi(argv[6]) : 0);
@@ -626,6 +664,6 @@ int main(int argc, char** argv) {
     return ablate(std::atoll(argv[2]), std::atoll(argv[3]), std::atoll(argv[4]), std::atof(argv[5]));
   if (mode == "probe") return probe();
   std::fprintf(stderr, "usage: %s validate [GRIDS] | small [GRIDS] | time | probe | one N K M f [GRID] |\n"
-                       "  ablate N K M f  (GRIDS: comma list of grid codes)\n", argv[0]);
+                       "  ablate N K M f | hostcost N K M f  (GRIDS: comma list of grid codes)\n", argv[0]);
   return 2;
 }
