@@ -586,22 +586,34 @@ int probe() {
   return matches ? 0 : 1;
 }
 
+// One problem on the device with a constant x [M, K] and an output y [M, N], for the modes that launch one shape.
+struct OneProblem {
+  bench::Problem P;
+  Dev d;
+  uint16_t *x = nullptr, *y = nullptr;
+  OneProblem(int64_t N, int64_t K, int64_t M, double f) : P(bench::make_problem(N, K, f, 7)), d(upload(P)) {
+    BENCH_CUDA(cudaMalloc(&x, size_t(M * K) * 2));
+    BENCH_CUDA(cudaMemset(x, 0x3c, size_t(M * K) * 2));
+    BENCH_CUDA(cudaMalloc(&y, size_t(M * N) * 2));
+  }
+  ~OneProblem() {
+    cudaFree(x);
+    cudaFree(y);
+    release(d);
+  }
+};
+
 // One problem, three launches of the auto-dispatched kernel (for ncu: profile the last one).
 int one(int64_t N, int64_t K, int64_t M, double f, int grid) {
-  bench::Problem P = bench::make_problem(N, K, f, 7);
-  Dev d = upload(P);
-  uint16_t *x, *y;
-  BENCH_CUDA(cudaMalloc(&x, size_t(M * K) * 2));
-  BENCH_CUDA(cudaMemset(x, 0x3c, size_t(M * K) * 2));
-  BENCH_CUDA(cudaMalloc(&y, size_t(M * N) * 2));
+  OneProblem o(N, K, M, f);
+  auto& P = o.P;
+  auto& d = o.d;
+  auto x = o.x, y = o.y;
   for (int i = 0; i < 3; ++i)
     if (run_hybrid(P, d, x, y, M, grid).status != HYBRID_OK) return 1;
   BENCH_CUDA(cudaDeviceSynchronize());
   std::printf("one N=%lld K=%lld M=%lld f=%.2f grid=%d: done\n", (long long)N, (long long)K, (long long)M, P.frac,
               grid);
-  cudaFree(x);
-  cudaFree(y);
-  release(d);
   return 0;
 }
 
@@ -609,12 +621,10 @@ int one(int64_t N, int64_t K, int64_t M, double f, int grid) {
 // the host, not the GPU), median of 7 rounds, per grid code. Why: eager decode is host-bound, and a cluster launch
 // (grid 0 where the plan picks the cluster, -8) may cost the host more than a plain one (-2: the workspace reduction).
 int hostcost(int64_t N, int64_t K, int64_t M, double f) {
-  bench::Problem P = bench::make_problem(N, K, f, 7);
-  Dev d = upload(P);
-  uint16_t *x, *y;
-  BENCH_CUDA(cudaMalloc(&x, size_t(M * K) * 2));
-  BENCH_CUDA(cudaMemset(x, 0x3c, size_t(M * K) * 2));
-  BENCH_CUDA(cudaMalloc(&y, size_t(M * N) * 2));
+  OneProblem o(N, K, M, f);
+  auto& P = o.P;
+  auto& d = o.d;
+  auto x = o.x, y = o.y;
   for (int grid : {-2, 0, -8, -2}) {
     std::vector<double> host_us, gpu_us;
     for (int round = 0; round < 8; ++round) {
@@ -634,9 +644,6 @@ int hostcost(int64_t N, int64_t K, int64_t M, double f) {
     std::printf("hostcost N=%lld K=%lld M=%lld f=%.2f grid %3d: host %.2f us per launch, host+GPU %.2f us\n",
                 (long long)N, (long long)K, (long long)M, P.frac, grid, host_us[3], gpu_us[3]);
   }
-  cudaFree(x);
-  cudaFree(y);
-  release(d);
   return 0;
 }
 
