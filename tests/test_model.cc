@@ -182,6 +182,41 @@ TEST_P(ModelFamilies, GreedyGenerationIsDeterministicAndUsesCache) {
   }
 }
 
+// Batched generation (left padding + attention mask): every row is what generate() gives for its prompt alone, greedy
+// and sampled with the same seed, with and without a stop id that ends one row early. A sliding window counts the
+// padding slots (HF's semantics), so with a window only the unpadded row is compared.
+TEST_P(ModelFamilies, BatchedGenerationEqualsOnePromptAtATime) {
+  auto dir = test::tiny_model_write(test::temp_dir("tiny"), GetParam());
+  auto m = Model::load(dir);
+  const std::vector<std::vector<int>> prompts = {{1, 5, 7}, {2, 9, 4, 11, 3, 8}, {6}};
+  for (double temp : {0.0, 0.8}) {
+    SamplingOptions so;
+    so.max_new_tokens = 7;
+    so.temperature = temp;
+    so.seed = 11;
+    const auto first = generate(*m, prompts[0], so);
+    ASSERT_EQ(first.size(), 7u);
+    // A stop id that row 0 first emits at step k >= 1 (so it ends after k + 1 tokens); the others may stop on it too.
+    size_t k = 1;
+    while (k < first.size() && std::find(first.begin(), first.begin() + k, first[k]) != first.begin() + k) ++k;
+    for (bool stop : {false, true}) {
+      if (stop) so.stop_ids = {first[std::min(k, first.size() - 1)]};
+      GenerateStats st;
+      const auto batch = generate_batch(*m, prompts, so, &st);
+      ASSERT_EQ(batch.size(), prompts.size());
+      int64_t sum = 0;
+      for (size_t b = 0; b < prompts.size(); ++b) {
+        sum += static_cast<int64_t>(batch[b].size());
+        if (GetParam().sliding_window > 0 && prompts[b].size() != 6) continue;
+        EXPECT_EQ(batch[b], generate(*m, prompts[b], so)) << "row " << b << " temp " << temp << " stop " << stop;
+      }
+      if (stop && k < first.size()) EXPECT_EQ(batch[0].size(), k + 1);
+      EXPECT_EQ(st.generated_tokens, sum);
+      EXPECT_EQ(st.prompt_tokens, 10);
+    }
+  }
+}
+
 static test::TinySpec spec(const char* arch, bool tied, bool bias, bool llama3, int64_t window = 0) {
   test::TinySpec s;
   s.arch = arch;

@@ -91,4 +91,69 @@ std::vector<int> generate(Model& model, const std::vector<int>& prompt, const Sa
   return out;
 }
 
+std::vector<std::vector<int>> generate_batch(Model& model, const std::vector<std::vector<int>>& prompts,
+                                             const SamplingOptions& opt, GenerateStats* stats) {
+  PATCHLLM_CHECK(!prompts.empty(), InvalidArgument, "generate_batch: no prompts");
+  int64_t L = 0;
+  for (const auto& p : prompts) {
+    PATCHLLM_CHECK(!p.empty(), InvalidArgument, "generation needs at least one prompt token in every prompt");
+    L = std::max<int64_t>(L, static_cast<int64_t>(p.size()));
+  }
+  torch::NoGradGuard ng;
+  const int64_t B = static_cast<int64_t>(prompts.size()), total = L + opt.max_new_tokens;
+  PATCHLLM_CHECK(total <= model.config.max_position || model.config.rope_scaling.type != "none", InvalidArgument,
+                 "longest prompt + new tokens = ", total, " exceeds the model's max_position_embeddings ",
+                 model.config.max_position);
+  std::vector<Sampler> samplers(static_cast<size_t>(B), Sampler(opt));
+  // Left padding: row b's prompt fills slots [L - len_b, L); the pad slots hold token 0 and are masked out.
+  auto tokens = torch::zeros({B, L}, torch::kLong);
+  auto mask = torch::zeros({B, total}, torch::kLong);
+  int64_t prompt_tokens = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    const auto& p = prompts[static_cast<size_t>(b)];
+    const int64_t n = static_cast<int64_t>(p.size()), pad = L - n;
+    prompt_tokens += n;
+    for (int64_t t = 0; t < n; ++t) tokens[b][pad + t] = p[static_cast<size_t>(t)];
+    mask.narrow(0, b, 1).narrow(1, pad, n).fill_(1);
+  }
+  mask.narrow(1, L, total - L).fill_(1);  // every generated slot is real
+  auto sync = [&] {
+    if (model.device.is_cuda()) torch::cuda::synchronize();
+  };
+  KVCache cache = model.make_cache(B, total);
+  const double t0 = now_seconds();
+  auto last = model.forward(tokens, &cache, mask.narrow(1, 0, L)).select(1, L - 1).to(torch::kCPU);  // [B, vocab]
+  std::vector<int> next(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; ++b) next[static_cast<size_t>(b)] = samplers[static_cast<size_t>(b)].sample(last[b]);
+  sync();
+  const double t1 = now_seconds();
+  std::vector<std::vector<int>> out(static_cast<size_t>(B));
+  std::vector<bool> done(static_cast<size_t>(B), opt.max_new_tokens == 0);
+  for (int64_t i = 0; i < opt.max_new_tokens; ++i) {
+    bool all_done = true;
+    for (size_t b = 0; b < out.size(); ++b) {
+      if (done[b]) continue;
+      out[b].push_back(next[b]);
+      done[b] = i + 1 == opt.max_new_tokens ||
+                std::find(opt.stop_ids.begin(), opt.stop_ids.end(), next[b]) != opt.stop_ids.end();
+      all_done = all_done && done[b];
+    }
+    if (all_done) break;
+    // Rows that are done still step (their ids are ignored), so the batch keeps one shape.
+    auto t = torch::tensor(std::vector<int64_t>(next.begin(), next.end())).view({B, 1});
+    last = model.forward(t, &cache, mask.narrow(1, 0, L + i + 1)).select(1, 0).to(torch::kCPU);
+    for (size_t b = 0; b < out.size(); ++b)
+      if (!done[b]) next[b] = samplers[b].sample(last[static_cast<int64_t>(b)]);
+  }
+  sync();
+  if (stats) {
+    stats->prompt_tokens = prompt_tokens;
+    stats->generated_tokens = 0;
+    for (const auto& o : out) stats->generated_tokens += static_cast<int64_t>(o.size());
+    stats->prompt_seconds = t1 - t0;
+    stats->decode_seconds = now_seconds() - t1;
+  }
+  return out;
+}
+
 }  // namespace patchllm
