@@ -256,8 +256,9 @@ TEST(Model, BadInputsAreClearErrors) {
   auto bad = test::temp_dir("bad");
   test::TinySpec s;
   test::tiny_model_write(bad, s);
-  file_write_atomic(bad + "/config.json",
-                    R"({"architectures":["LlamaForCausalLM"],"hidden_size":64,"intermediate_size":97,"num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,"vocab_size":97})");
+  file_write_atomic(
+      bad + "/config.json",
+      R"({"architectures":["LlamaForCausalLM"],"hidden_size":64,"intermediate_size":97,"num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,"vocab_size":97})");
   try {
     Model::load(bad);
     FAIL();

@@ -48,6 +48,42 @@ TEST(Stories260K, CliGenerateStreamsTheSameText) {
   EXPECT_NE(bad.err.find("exclude each other"), std::string::npos) << bad.err;
 }
 
+// generate --prompts: every prompt of a JSONL file in left-padded batches (here 3 prompts of different lengths in
+// batches of 2) gives, in the JSON, the completion that the single-prompt command streams for it.
+TEST(Stories260K, CliGenerateBatchedPromptsMatchOneAtATime) {
+  PATCHLLM_REQUIRE_SHARED(shared, "models/stories260K");
+  std::string dir = test::stories260k_hf(shared);
+  const std::string tmp = test::temp_dir("prompts");
+  const std::vector<std::string> prompts = {"Once upon a time", "The dog", "Lily and Tom went to the park. They"};
+  std::string jsonl;
+  for (const auto& p : prompts) jsonl += nlohmann::json{{"prompt", p}}.dump() + "\n\n";  // blank lines are skipped
+  file_write_atomic(tmp + "/p.jsonl", jsonl);
+  auto r = test::run_cli("generate -m '" + dir + "' --device cpu --prompts '" + tmp + "/p.jsonl' -o '" + tmp +
+                         "/out.json' -n 24 --temp 0 -b 2");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("batch 2/2"), std::string::npos) << r.err;
+  auto j = nlohmann::json::parse(file_read(tmp + "/out.json"));
+  ASSERT_EQ(j["results"].size(), prompts.size());
+  EXPECT_EQ(j["batch"], 2);
+  EXPECT_TRUE(j["provenance"]["inputs"].contains(tmp + "/p.jsonl")) << j["provenance"].dump();
+  int64_t generated = 0;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const auto& e = j["results"][i];
+    EXPECT_EQ(e["index"], i);
+    EXPECT_EQ(e["prompt"], prompts[i]);
+    auto one =
+        test::run_cli("generate -m '" + dir + "' --device cpu --no-cuda-graph -p '" + prompts[i] + "' -n 24 --temp 0");
+    ASSERT_EQ(one.code, 0) << one.err;
+    EXPECT_EQ(prompts[i] + e["completion"].get<std::string>() + "\n", one.out) << i;
+    if (e["generated_tokens"].get<int64_t>() < 24)
+      EXPECT_EQ(e["stop"], "eos");
+    else
+      EXPECT_TRUE(e["stop"] == "eos" || e["stop"] == "length") << e.dump();
+    generated += e["generated_tokens"].get<int64_t>();
+  }
+  EXPECT_EQ(j["speed"]["generated_tokens"], generated);
+}
+
 TEST(Stories260K, CliInspectReportsRaggedTiles) {
   PATCHLLM_REQUIRE_SHARED(shared, "models/stories260K");
   std::string dir = test::stories260k_hf(shared);
@@ -61,7 +97,8 @@ TEST(Stories260K, PerplexityOnValidationText) {
   PATCHLLM_REQUIRE_SHARED(shared, "data/tinystories/valid.txt");
   std::string dir = test::stories260k_hf(test::shared_dir() + "/models/stories260K");
   std::string json = test::temp_dir("ppl") + "/ppl.json";
-  auto r = test::run_cli("eval ppl -m '" + dir + "' -f '" + shared + "' -c 512 --chunks 20 --split-on '\\n<|endoftext|>\\n' --json '" + json + "'");
+  auto r = test::run_cli("eval ppl -m '" + dir + "' -f '" + shared +
+                         "' -c 512 --chunks 20 --split-on '\\n<|endoftext|>\\n' --json '" + json + "'");
   ASSERT_EQ(r.code, 0) << r.err;
   auto j = nlohmann::json::parse(file_read(json));
   // Upstream reports a validation loss of ~1.297 (PPL ~3.66) on its own split; a broken model or tokenizer gives
@@ -131,6 +168,8 @@ TEST(Cli, BadInputsGiveOneLineErrors) {
   auto dir = test::temp_dir("bad");
   file_write_atomic(dir + "/config.json", R"({"architectures":["FalconForCausalLM"],"hidden_size":8})");
   file_write_atomic(dir + "/garbage.bin", "xx");
+  file_write_atomic(dir + "/bad.jsonl", "{\"prompt\": \"a\"}\n{\"prompt\": \n");
+  file_write_atomic(dir + "/noprompt.jsonl", "{\"text\": \"a\"}\n");
   struct Case {
     std::string args, needle;
     int code;
@@ -145,6 +184,18 @@ TEST(Cli, BadInputsGiveOneLineErrors) {
       // sampling flags: refused before the model loads (they used to fail after the prompt was echoed, on its line)
       {"generate -m '" + dir + "' -p hi --top-p 1.5", "--top-p must be in (0, 1], got 1.5", 1},
       {"generate -m '" + dir + "' -p hi -n -2", "-n must be >= 0, got -2", 1},
+      // batched generation: flags first, then the prompts file, all before the model loads
+      {"generate -m '" + dir + "' --prompts x.jsonl", "--prompts needs -o/--output", 1},
+      {"generate -m '" + dir + "' -o out.json", "-o/--output needs --prompts", 1},
+      {"generate -m '" + dir + "' --prompts x.jsonl -o o.json -p hi", "-p/--prompt and --prompts exclude each other",
+       1},
+      {"generate -m '" + dir + "' --prompts x.jsonl -o o.json --cuda-graph", "--prompts decodes eagerly", 1},
+      {"generate -m '" + dir + "' --prompts x.jsonl -o o.json -b 0", "-b/--batch must be >= 1, got 0", 1},
+      {"generate -m '" + dir + "' --prompts /nonexistent.jsonl -o o.json", "/nonexistent.jsonl", 1},
+      {"generate -m '" + dir + "' --prompts '" + dir + "/bad.jsonl' -o o.json", "bad.jsonl:2: malformed JSON", 1},
+      {"generate -m '" + dir + "' --prompts '" + dir + "/noprompt.jsonl' -o o.json",
+       "noprompt.jsonl:1: expected an object with a string \"prompt\"", 1},
+      {"generate -m '" + dir + "' --prompts '" + dir + "/garbage.bin' -o o.json", "garbage.bin:1: malformed JSON", 1},
       // prune flags: refused before the model loads and the calibration text is read
       {"prune -m '" + dir + "' --method wanda --pattern unstructured --sparsity 1.5 -f x -o '" + dir + "/p'",
        "--sparsity 1.5: must be in [0, 1)", 1},

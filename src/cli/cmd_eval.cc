@@ -35,14 +35,6 @@ std::unique_ptr<Model> load_eval_model(const std::string& dir, const std::string
   return model;
 }
 
-// Provenance inputs of a model run: config.json, the mask file, the checkpoint's weight files.
-void append_model_inputs(std::vector<std::string>& inputs, const std::string& dir, const std::string& masks) {
-  inputs.push_back(path_join(dir, "config.json"));
-  if (!masks.empty()) inputs.push_back(masks);
-  Checkpoint ckpt(dir);
-  for (const auto& f : ckpt.files()) inputs.push_back(f);
-}
-
 }  // namespace
 
 void register_eval(CLI::App& app) {

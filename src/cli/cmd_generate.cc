@@ -1,18 +1,49 @@
 // patchllm generate -m DIR -p PROMPT -n N [--temp --top-p --seed --[no-]cuda-graph --no-fuse]: streamed text on stdout,
-// speed on stderr.
+// speed on stderr. With --prompts FILE.jsonl -o OUT.json: every prompt of the file, in batches of -b, into one JSON.
 #include <cstdio>
 #include <iostream>
+#include <sstream>
 
 #include "cli/common.h"
+#include "core/file.h"
 #include "core/log.h"
+#include "core/provenance.h"
 #include "model/generate.h"
 #include "tokenizer/tokenizer.h"
 
 namespace patchllm::cli {
 
+namespace {
+
+// One prompt per non-blank line: a JSON object with a string "prompt" (JSONL, so a prompt may hold newlines). Every
+// error names "<path>:<line>".
+std::vector<std::string> read_prompts(const std::string& path) {
+  std::istringstream in(file_read(path));
+  std::vector<std::string> out;
+  std::string s;
+  for (int64_t line = 1; std::getline(in, s); ++line) {
+    if (s.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const std::string where = str(path, ":", line);
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(s);
+    } catch (const nlohmann::json::exception& e) {
+      throw FormatError(str(where, ": malformed JSON (", e.what(), ")"));
+    }
+    PATCHLLM_CHECK(j.is_object() && j.contains("prompt") && j["prompt"].is_string(), FormatError, where,
+                   ": expected an object with a string \"prompt\"");
+    out.push_back(j["prompt"].get<std::string>());
+  }
+  PATCHLLM_CHECK(!out.empty(), FormatError, path, ": no prompts (one JSON object with a \"prompt\" per line)");
+  return out;
+}
+
+}  // namespace
+
 void register_generate(CLI::App& app) {
   struct Opts {
-    std::string model, prompt;
+    std::string model, prompt, prompts, output;
+    int64_t batch = 8;
     SamplingOptions s;
     DeviceOptions dev;
     bool no_bos = false, no_fuse = false, graph = false, no_graph = false;
@@ -31,37 +62,112 @@ void register_generate(CLI::App& app) {
                 "CPU the same steps run eagerly; a failed capture warns and decodes eagerly)");
   sub->add_flag("--no-cuda-graph", o->no_graph, "decode with Model::forward per token (eager)");
   sub->add_flag("--no-fuse", o->no_fuse, "keep q,k,v and gate,up as separate linears (fused: one GEMM each)");
+  sub->add_option("--prompts", o->prompts,
+                  "JSONL file, one {\"prompt\": ...} per line: generate for each (left-padded "
+                  "batches, eager decode) into the JSON of -o instead of streaming one prompt");
+  auto* output_opt = sub->add_option("-o,--output", o->output, "with --prompts: JSON results file ('-' = stdout)");
+  sub->add_option("-b,--batch", o->batch, "with --prompts: prompts per batch")->capture_default_str();
   o->dev.add(sub);
-  sub->callback([o] {
+  sub->callback([o, output_opt, sub] {
     auto lo = o->dev.resolve();
     PATCHLLM_CHECK(!(o->graph && o->no_graph), InvalidArgument, "--cuda-graph and --no-cuda-graph exclude each other");
+    const bool many = !o->prompts.empty();
+    PATCHLLM_CHECK(!many || output_opt->count() > 0, InvalidArgument, "--prompts needs -o/--output");
+    PATCHLLM_CHECK(many || output_opt->count() == 0, InvalidArgument, "-o/--output needs --prompts");
+    PATCHLLM_CHECK(!many || sub->count("--prompt") == 0, InvalidArgument,
+                   "-p/--prompt and --prompts exclude each other");
+    PATCHLLM_CHECK(!many || !o->graph, InvalidArgument,
+                   "--cuda-graph: --prompts decodes eagerly (the CUDA-graph step has no left padding)");
+    PATCHLLM_CHECK(o->batch >= 1, InvalidArgument, "-b/--batch must be >= 1, got ", o->batch);
     // The sampling flags, checked before anything loads or the prompt is echoed (an error after the echo would
     // share its line).
     check_sampling_options(o->s);
     o->s.decode_graph = o->graph || (lo.device.is_cuda() && !o->no_graph);
+    const std::vector<std::string> texts = many ? read_prompts(o->prompts) : std::vector<std::string>{};
     auto tok = tokenizer_load(o->model);
     auto model = Model::load(o->model, lo);
     log_info("model ", o->model, " (", model->config.architecture, ", ", model->num_parameters(), " params) on ",
              describe(lo));
     if (!o->no_fuse) model_fuse_projections(*model);
+    std::vector<int64_t> stop_ids = model->config.eos_token_ids;
+    if (tok->eos_id() >= 0) stop_ids.push_back(tok->eos_id());
+    if (many) {
+      o->s.stop_ids = stop_ids;
+      nlohmann::json results = nlohmann::json::array();
+      GenerateStats total;
+      const int64_t n = static_cast<int64_t>(texts.size()), batches = (n + o->batch - 1) / o->batch;
+      for (int64_t b0 = 0; b0 < n; b0 += o->batch) {
+        const int64_t b1 = std::min(n, b0 + o->batch);
+        std::vector<std::vector<int>> ids;
+        for (int64_t i = b0; i < b1; ++i) {
+          ids.push_back(tok->encode(texts[static_cast<size_t>(i)], !o->no_bos));
+          PATCHLLM_CHECK(!ids.back().empty() || tok->bos_id() >= 0, InvalidArgument, o->prompts, ": prompt ", i + 1,
+                         " is empty and the tokenizer has no BOS token");
+          if (ids.back().empty()) ids.back().push_back(tok->bos_id());
+        }
+        GenerateStats st;
+        const auto outs = generate_batch(*model, ids, o->s, &st);
+        for (int64_t i = b0; i < b1; ++i) {
+          const auto& out = outs[static_cast<size_t>(i - b0)];
+          const bool eos = !out.empty() && std::find(stop_ids.begin(), stop_ids.end(), out.back()) != stop_ids.end();
+          // Decoded after the prompt's ids, as the streamed single-prompt output is (leading spaces kept).
+          StreamDecoder dec(*tok);
+          for (int id : ids[static_cast<size_t>(i - b0)]) dec.push(id);
+          dec.flush();
+          std::string completion;
+          for (int id : out) completion += dec.push(id);
+          completion += dec.flush();
+          results.push_back({{"index", i},
+                             {"prompt", texts[static_cast<size_t>(i)]},
+                             {"completion", completion},
+                             {"prompt_tokens", ids[static_cast<size_t>(i - b0)].size()},
+                             {"generated_tokens", out.size()},
+                             {"stop", eos ? "eos" : "length"}});
+        }
+        total.prompt_tokens += st.prompt_tokens, total.generated_tokens += st.generated_tokens;
+        total.prompt_seconds += st.prompt_seconds, total.decode_seconds += st.decode_seconds;
+        log_info("batch ", b0 / o->batch + 1, "/", batches, ": prompts ", b0 + 1, "-", b1, ", ", st.generated_tokens,
+                 " tokens, ", st.generated_tokens / std::max(st.decode_seconds, 1e-9), " tok/s");
+      }
+      nlohmann::json j = {{"model", o->model},
+                          {"prompts", o->prompts},
+                          {"device", describe(lo)},
+                          {"batch", o->batch},
+                          {"sampling",
+                           {{"temperature", o->s.temperature},
+                            {"top_p", o->s.top_p},
+                            {"seed", o->s.seed},
+                            {"max_new_tokens", o->s.max_new_tokens},
+                            {"bos", !o->no_bos}}},
+                          {"results", results},
+                          {"speed",
+                           {{"prompt_tokens", total.prompt_tokens},
+                            {"prompt_seconds", total.prompt_seconds},
+                            {"generated_tokens", total.generated_tokens},
+                            {"decode_seconds", total.decode_seconds}}}};
+      std::vector<std::string> inputs = {o->prompts};
+      append_model_inputs(inputs, o->model);
+      j["provenance"] = provenance_json(inputs);
+      write_json(o->output, j);
+      return;
+    }
     std::vector<int> prompt = tok->encode(o->prompt, !o->no_bos);
     if (prompt.empty()) {
       PATCHLLM_CHECK(tok->bos_id() >= 0, InvalidArgument, "empty prompt and the tokenizer has no BOS token");
       prompt.push_back(tok->bos_id());
     }
-    o->s.stop_ids = model->config.eos_token_ids;
-    if (tok->eos_id() >= 0) o->s.stop_ids.push_back(tok->eos_id());
+    o->s.stop_ids = stop_ids;
     std::cout << o->prompt << std::flush;
     StreamDecoder dec(*tok);
     for (int id : prompt) dec.push(id);  // so the first generated piece is decoded in context (leading spaces)
     dec.flush();
     GenerateStats st;
-    generate(*model, prompt, o->s, [&](int id) { std::cout << dec.push(id) << std::flush; }, &st);
+    generate(
+        *model, prompt, o->s, [&](int id) { std::cout << dec.push(id) << std::flush; }, &st);
     std::cout << dec.flush() << std::endl;
     std::fprintf(stderr, "prompt: %lld tokens, %.1f tok/s | generation: %lld tokens, %.1f tok/s\n",
                  static_cast<long long>(st.prompt_tokens), st.prompt_tokens / std::max(st.prompt_seconds, 1e-9),
-                 static_cast<long long>(st.generated_tokens),
-                 st.generated_tokens / std::max(st.decode_seconds, 1e-9));
+                 static_cast<long long>(st.generated_tokens), st.generated_tokens / std::max(st.decode_seconds, 1e-9));
   });
 }
 

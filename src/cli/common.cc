@@ -4,8 +4,16 @@
 
 #include "core/error.h"
 #include "core/file.h"
+#include "io/safetensors.h"
 
 namespace patchllm::cli {
+
+void append_model_inputs(std::vector<std::string>& inputs, const std::string& dir, const std::string& masks) {
+  inputs.push_back(path_join(dir, "config.json"));
+  if (!masks.empty()) inputs.push_back(masks);
+  Checkpoint ckpt(dir);
+  for (const auto& f : ckpt.files()) inputs.push_back(f);
+}
 
 void DeviceOptions::add(CLI::App* sub) {
   sub->add_option("--device", device, "auto | cpu | cuda[:N]")->capture_default_str()->envname("PATCHLLM_ARG_DEVICE");
@@ -24,8 +32,8 @@ ModelLoadOptions DeviceOptions::resolve() const {
     } catch (const std::exception&) {
       throw InvalidArgument(str("--device: unknown device '", device, "' (auto, cpu, cuda[:N])"));
     }
-    PATCHLLM_CHECK(!o.device.is_cuda() || torch::cuda::is_available(), InvalidArgument,
-                   "--device ", device, ": CUDA is not available in this build/machine");
+    PATCHLLM_CHECK(!o.device.is_cuda() || torch::cuda::is_available(), InvalidArgument, "--device ", device,
+                   ": CUDA is not available in this build/machine");
   }
   if (dtype == "auto")
     o.dtype = o.device.is_cuda() ? torch::kBFloat16 : torch::kFloat32;

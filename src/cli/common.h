@@ -32,6 +32,8 @@ std::vector<int> tokenize_documents(const Tokenizer& tok, const std::string& tex
 // "128" or "128x64" -> (rows, cols); InvalidArgument naming the flag otherwise.
 std::pair<int64_t, int64_t> parse_tile(const std::string& s, const std::string& flag = "--tile");
 
+// Provenance inputs of a model run: config.json, the mask file (if any), the checkpoint's weight files.
+void append_model_inputs(std::vector<std::string>& inputs, const std::string& dir, const std::string& masks = "");
 // Writes JSON to `path` atomically ("-" = stdout).
 void write_json(const std::string& path, const nlohmann::json& j);
 std::string describe(const ModelLoadOptions& o);
