@@ -15,6 +15,14 @@ namespace patchllm::cli {
 
 namespace {
 
+struct GenerateOpts {
+  std::string model, prompt, prompts, output;
+  int64_t batch = 8;
+  SamplingOptions s;
+  DeviceOptions dev;
+  bool no_bos = false, no_fuse = false, graph = false, no_graph = false;
+};
+
 // One prompt per non-blank line: a JSON object with a string "prompt" (JSONL, so a prompt may hold newlines). Every
 // error names "<path>:<line>".
 std::vector<std::string> read_prompts(const std::string& path) {
@@ -38,17 +46,72 @@ std::vector<std::string> read_prompts(const std::string& path) {
   return out;
 }
 
+// --prompts: every prompt of the file through generate_batch in batches of o.batch, one JSON to o.output.
+void generate_prompts_file(const GenerateOpts& o, Model& model, const Tokenizer& tok, const ModelLoadOptions& lo,
+                           const std::vector<std::string>& texts) {
+  const auto& stop_ids = o.s.stop_ids;
+  nlohmann::json results = nlohmann::json::array();
+  GenerateStats total;
+  const int64_t n = static_cast<int64_t>(texts.size()), batches = (n + o.batch - 1) / o.batch;
+  for (int64_t b0 = 0; b0 < n; b0 += o.batch) {
+    const int64_t b1 = std::min(n, b0 + o.batch);
+    std::vector<std::vector<int>> ids;
+    for (int64_t i = b0; i < b1; ++i) {
+      ids.push_back(tok.encode(texts[static_cast<size_t>(i)], !o.no_bos));
+      PATCHLLM_CHECK(!ids.back().empty() || tok.bos_id() >= 0, InvalidArgument, o.prompts, ": prompt ", i + 1,
+                     " is empty and the tokenizer has no BOS token");
+      if (ids.back().empty()) ids.back().push_back(tok.bos_id());
+    }
+    GenerateStats st;
+    const auto outs = generate_batch(model, ids, o.s, &st);
+    for (int64_t i = b0; i < b1; ++i) {
+      const auto& out = outs[static_cast<size_t>(i - b0)];
+      const bool eos = !out.empty() && std::find(stop_ids.begin(), stop_ids.end(), out.back()) != stop_ids.end();
+      // Decoded after the prompt's ids, as the streamed single-prompt output is (leading spaces kept).
+      StreamDecoder dec(tok);
+      for (int id : ids[static_cast<size_t>(i - b0)]) dec.push(id);
+      dec.flush();
+      std::string completion;
+      for (int id : out) completion += dec.push(id);
+      completion += dec.flush();
+      results.push_back({{"index", i},
+                         {"prompt", texts[static_cast<size_t>(i)]},
+                         {"completion", completion},
+                         {"prompt_tokens", ids[static_cast<size_t>(i - b0)].size()},
+                         {"generated_tokens", out.size()},
+                         {"stop", eos ? "eos" : "length"}});
+    }
+    total.prompt_tokens += st.prompt_tokens, total.generated_tokens += st.generated_tokens;
+    total.prompt_seconds += st.prompt_seconds, total.decode_seconds += st.decode_seconds;
+    log_info("batch ", b0 / o.batch + 1, "/", batches, ": prompts ", b0 + 1, "-", b1, ", ", st.generated_tokens,
+             " tokens, ", st.generated_tokens / std::max(st.decode_seconds, 1e-9), " tok/s");
+  }
+  nlohmann::json j = {{"model", o.model},
+                      {"prompts", o.prompts},
+                      {"device", describe(lo)},
+                      {"batch", o.batch},
+                      {"sampling",
+                       {{"temperature", o.s.temperature},
+                        {"top_p", o.s.top_p},
+                        {"seed", o.s.seed},
+                        {"max_new_tokens", o.s.max_new_tokens},
+                        {"bos", !o.no_bos}}},
+                      {"results", results},
+                      {"speed",
+                       {{"prompt_tokens", total.prompt_tokens},
+                        {"prompt_seconds", total.prompt_seconds},
+                        {"generated_tokens", total.generated_tokens},
+                        {"decode_seconds", total.decode_seconds}}}};
+  std::vector<std::string> inputs = {o.prompts};
+  append_model_inputs(inputs, o.model);
+  j["provenance"] = provenance_json(inputs);
+  write_json(o.output, j);
+}
+
 }  // namespace
 
 void register_generate(CLI::App& app) {
-  struct Opts {
-    std::string model, prompt, prompts, output;
-    int64_t batch = 8;
-    SamplingOptions s;
-    DeviceOptions dev;
-    bool no_bos = false, no_fuse = false, graph = false, no_graph = false;
-  };
-  auto o = std::make_shared<Opts>();
+  auto o = std::make_shared<GenerateOpts>();
   auto* sub = app.add_subcommand("generate", "generate text (greedy at --temp 0)");
   sub->add_option("-m,--model", o->model, "Hugging Face model directory")->required()->envname("PATCHLLM_ARG_MODEL");
   sub->add_option("-p,--prompt", o->prompt, "prompt text (empty: start from BOS)")->capture_default_str();
@@ -89,66 +152,10 @@ void register_generate(CLI::App& app) {
     log_info("model ", o->model, " (", model->config.architecture, ", ", model->num_parameters(), " params) on ",
              describe(lo));
     if (!o->no_fuse) model_fuse_projections(*model);
-    std::vector<int64_t> stop_ids = model->config.eos_token_ids;
-    if (tok->eos_id() >= 0) stop_ids.push_back(tok->eos_id());
+    o->s.stop_ids = model->config.eos_token_ids;
+    if (tok->eos_id() >= 0) o->s.stop_ids.push_back(tok->eos_id());
     if (many) {
-      o->s.stop_ids = stop_ids;
-      nlohmann::json results = nlohmann::json::array();
-      GenerateStats total;
-      const int64_t n = static_cast<int64_t>(texts.size()), batches = (n + o->batch - 1) / o->batch;
-      for (int64_t b0 = 0; b0 < n; b0 += o->batch) {
-        const int64_t b1 = std::min(n, b0 + o->batch);
-        std::vector<std::vector<int>> ids;
-        for (int64_t i = b0; i < b1; ++i) {
-          ids.push_back(tok->encode(texts[static_cast<size_t>(i)], !o->no_bos));
-          PATCHLLM_CHECK(!ids.back().empty() || tok->bos_id() >= 0, InvalidArgument, o->prompts, ": prompt ", i + 1,
-                         " is empty and the tokenizer has no BOS token");
-          if (ids.back().empty()) ids.back().push_back(tok->bos_id());
-        }
-        GenerateStats st;
-        const auto outs = generate_batch(*model, ids, o->s, &st);
-        for (int64_t i = b0; i < b1; ++i) {
-          const auto& out = outs[static_cast<size_t>(i - b0)];
-          const bool eos = !out.empty() && std::find(stop_ids.begin(), stop_ids.end(), out.back()) != stop_ids.end();
-          // Decoded after the prompt's ids, as the streamed single-prompt output is (leading spaces kept).
-          StreamDecoder dec(*tok);
-          for (int id : ids[static_cast<size_t>(i - b0)]) dec.push(id);
-          dec.flush();
-          std::string completion;
-          for (int id : out) completion += dec.push(id);
-          completion += dec.flush();
-          results.push_back({{"index", i},
-                             {"prompt", texts[static_cast<size_t>(i)]},
-                             {"completion", completion},
-                             {"prompt_tokens", ids[static_cast<size_t>(i - b0)].size()},
-                             {"generated_tokens", out.size()},
-                             {"stop", eos ? "eos" : "length"}});
-        }
-        total.prompt_tokens += st.prompt_tokens, total.generated_tokens += st.generated_tokens;
-        total.prompt_seconds += st.prompt_seconds, total.decode_seconds += st.decode_seconds;
-        log_info("batch ", b0 / o->batch + 1, "/", batches, ": prompts ", b0 + 1, "-", b1, ", ", st.generated_tokens,
-                 " tokens, ", st.generated_tokens / std::max(st.decode_seconds, 1e-9), " tok/s");
-      }
-      nlohmann::json j = {{"model", o->model},
-                          {"prompts", o->prompts},
-                          {"device", describe(lo)},
-                          {"batch", o->batch},
-                          {"sampling",
-                           {{"temperature", o->s.temperature},
-                            {"top_p", o->s.top_p},
-                            {"seed", o->s.seed},
-                            {"max_new_tokens", o->s.max_new_tokens},
-                            {"bos", !o->no_bos}}},
-                          {"results", results},
-                          {"speed",
-                           {{"prompt_tokens", total.prompt_tokens},
-                            {"prompt_seconds", total.prompt_seconds},
-                            {"generated_tokens", total.generated_tokens},
-                            {"decode_seconds", total.decode_seconds}}}};
-      std::vector<std::string> inputs = {o->prompts};
-      append_model_inputs(inputs, o->model);
-      j["provenance"] = provenance_json(inputs);
-      write_json(o->output, j);
+      generate_prompts_file(*o, *model, *tok, lo, texts);
       return;
     }
     std::vector<int> prompt = tok->encode(o->prompt, !o->no_bos);
@@ -156,14 +163,13 @@ void register_generate(CLI::App& app) {
       PATCHLLM_CHECK(tok->bos_id() >= 0, InvalidArgument, "empty prompt and the tokenizer has no BOS token");
       prompt.push_back(tok->bos_id());
     }
-    o->s.stop_ids = stop_ids;
     std::cout << o->prompt << std::flush;
     StreamDecoder dec(*tok);
     for (int id : prompt) dec.push(id);  // so the first generated piece is decoded in context (leading spaces)
     dec.flush();
     GenerateStats st;
-    generate(
-        *model, prompt, o->s, [&](int id) { std::cout << dec.push(id) << std::flush; }, &st);
+    auto stream = [&](int id) { std::cout << dec.push(id) << std::flush; };
+    generate(*model, prompt, o->s, stream, &st);
     std::cout << dec.flush() << std::endl;
     std::fprintf(stderr, "prompt: %lld tokens, %.1f tok/s | generation: %lld tokens, %.1f tok/s\n",
                  static_cast<long long>(st.prompt_tokens), st.prompt_tokens / std::max(st.prompt_seconds, 1e-9),
