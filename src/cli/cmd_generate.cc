@@ -2,10 +2,10 @@
 // speed on stderr. With --prompts FILE.jsonl -o OUT.json: every prompt of the file, in batches of -b, into one JSON.
 #include <cstdio>
 #include <iostream>
-#include <sstream>
 
 #include "cli/common.h"
 #include "core/file.h"
+#include "core/json.h"
 #include "core/log.h"
 #include "core/provenance.h"
 #include "model/generate.h"
@@ -26,22 +26,13 @@ struct GenerateOpts {
 // One prompt per non-blank line: a JSON object with a string "prompt" (JSONL, so a prompt may hold newlines). Every
 // error names "<path>:<line>".
 std::vector<std::string> read_prompts(const std::string& path) {
-  std::istringstream in(file_read(path));
   std::vector<std::string> out;
-  std::string s;
-  for (int64_t line = 1; std::getline(in, s); ++line) {
-    if (s.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const std::string where = str(path, ":", line);
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(s);
-    } catch (const nlohmann::json::exception& e) {
-      throw FormatError(str(where, ": malformed JSON (", e.what(), ")"));
-    }
-    PATCHLLM_CHECK(j.is_object() && j.contains("prompt") && j["prompt"].is_string(), FormatError, where,
+  jsonl_for_each(path, file_read(path), [&](int64_t, const std::string& where, const nlohmann::json& j) {
+    PATCHLLM_CHECK(j.contains("prompt") && j["prompt"].is_string(), FormatError, where,
                    ": expected an object with a string \"prompt\"");
     out.push_back(j["prompt"].get<std::string>());
-  }
+    return true;
+  });
   PATCHLLM_CHECK(!out.empty(), FormatError, path, ": no prompts (one JSON object with a \"prompt\" per line)");
   return out;
 }

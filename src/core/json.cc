@@ -16,6 +16,28 @@ nlohmann::json json_read_file(const std::string& path) {
   }
 }
 
+void jsonl_for_each(const std::string& path, const std::string& text,
+                    const std::function<bool(int64_t line, const std::string& where, const nlohmann::json&)>& fn) {
+  size_t pos = 0;
+  for (int64_t line = 1; pos < text.size(); ++line) {
+    size_t end = text.find('\n', pos);
+    if (end == std::string::npos) end = text.size();
+    std::string s = text.substr(pos, end - pos);
+    pos = end + 1;
+    if (!s.empty() && s.back() == '\r') s.pop_back();
+    if (s.find_first_not_of(" \t") == std::string::npos) continue;  // blank lines (a trailing newline) are no rows
+    const std::string where = str(path, ":", line);
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(s);
+    } catch (const nlohmann::json::exception& e) {
+      throw FormatError(str(where, ": malformed JSON (", e.what(), ")"));
+    }
+    PATCHLLM_CHECK(j.is_object(), FormatError, where, ": not a JSON object");
+    if (!fn(line, where, j)) return;
+  }
+}
+
 bool json_int_in(const nlohmann::json& v, int64_t lo, int64_t hi, int64_t* out) {
   int64_t x;
   if (v.is_number_unsigned()) {

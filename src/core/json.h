@@ -1,6 +1,8 @@
 // JSON files: one reader, so that every JSON error (syntax, a number out of range, bad UTF-8) reaches the caller as
 // one FormatError naming the file.
 #pragma once
+#include <cstdint>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -9,6 +11,12 @@ namespace patchllm {
 // Parses the whole file; FormatError "<path>: malformed JSON (...)" for any nlohmann exception, and file_read's
 // error for a missing or unreadable file.
 nlohmann::json json_read_file(const std::string& path);
+
+// JSON Lines: fn(line number, "<path>:<line>", value) for each non-blank line of text (split on '\n', a trailing '\r'
+// dropped), in order, until fn returns false. FormatError "<path>:<line>: malformed JSON (...)" or "...: not a JSON
+// object" for a line that is not one JSON object.
+void jsonl_for_each(const std::string& path, const std::string& text,
+                    const std::function<bool(int64_t line, const std::string& where, const nlohmann::json&)>& fn);
 
 // True and *out = v when v is an integer in [lo, hi]. False for floats (1e22), strings, and out-of-range integers,
 // where nlohmann's get<int>() is undefined or wraps. Callers word their own FormatError.

@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "core/file.h"
+#include "core/json.h"
 #include "eval/ppl.h"
 
 namespace patchllm {
@@ -94,22 +95,7 @@ Task task_load(const std::string& name, const std::string& path, int64_t limit) 
   t.name = name;
   t.path = path;
   t.kind = spec->kind;
-  size_t pos = 0;
-  for (int64_t line = 1; pos < text.size() && (limit <= 0 || static_cast<int64_t>(t.rows.size()) < limit); ++line) {
-    size_t end = text.find('\n', pos);
-    if (end == std::string::npos) end = text.size();
-    std::string s = text.substr(pos, end - pos);
-    pos = end + 1;
-    if (!s.empty() && s.back() == '\r') s.pop_back();
-    if (s.find_first_not_of(" \t") == std::string::npos) continue;  // blank lines (a trailing newline) are no rows
-    const std::string where = str(path, ":", line);
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(s);
-    } catch (const nlohmann::json::exception& e) {
-      throw FormatError(str(where, ": malformed JSON (", e.what(), ")"));
-    }
-    PATCHLLM_CHECK(j.is_object(), FormatError, where, ": not a JSON object");
+  jsonl_for_each(path, text, [&](int64_t line, const std::string& where, const nlohmann::json& j) {
     RowReader r{j, where};
     TaskRow row;
     row.line = line;
@@ -135,7 +121,8 @@ Task task_load(const std::string& name, const std::string& path, int64_t limit) 
         break;
     }
     t.rows.push_back(std::move(row));
-  }
+    return limit <= 0 || static_cast<int64_t>(t.rows.size()) < limit;
+  });
   PATCHLLM_CHECK(!t.rows.empty(), FormatError, path, ": no rows");
   return t;
 }
