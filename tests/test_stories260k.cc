@@ -82,6 +82,25 @@ TEST(Stories260K, CliGenerateBatchedPromptsMatchOneAtATime) {
     generated += e["generated_tokens"].get<int64_t>();
   }
   EXPECT_EQ(j["speed"]["generated_tokens"], generated);
+
+  // Stopped after 2 batches of 1, then resumed: the same results; the partial file is gone once the JSON is written.
+  const std::string base = "generate -m '" + dir + "' --device cpu --prompts '" + tmp + "/p.jsonl' -o '" + tmp +
+                           "/r.json' -n 24 --temp 0 -b 1";
+  auto stopped = test::run_cli(base + " --stop-after 2");
+  ASSERT_EQ(stopped.code, 0) << stopped.err;
+  EXPECT_FALSE(file_exists(tmp + "/r.json"));
+  ASSERT_TRUE(file_exists(tmp + "/r.json.partial"));
+  EXPECT_EQ(nlohmann::json::parse(file_read(tmp + "/r.json.partial"))["results"].size(), 2u);
+  auto other = test::run_cli(base + " --resume -s 5");  // another seed: not this partial's run
+  EXPECT_EQ(other.code, 1);
+  EXPECT_NE(other.err.find("r.json.partial: written by another run"), std::string::npos) << other.err;
+  auto resumed = test::run_cli(base + " --resume");
+  ASSERT_EQ(resumed.code, 0) << resumed.err;
+  EXPECT_NE(resumed.err.find("2 of 3 prompts done"), std::string::npos) << resumed.err;
+  EXPECT_FALSE(file_exists(tmp + "/r.json.partial"));
+  auto r2 = nlohmann::json::parse(file_read(tmp + "/r.json"));
+  ASSERT_EQ(r2["results"].size(), prompts.size());
+  for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(r2["results"][i]["completion"], j["results"][i]["completion"]);
 }
 
 TEST(Stories260K, CliInspectReportsRaggedTiles) {
@@ -191,6 +210,8 @@ TEST(Cli, BadInputsGiveOneLineErrors) {
        1},
       {"generate -m '" + dir + "' --prompts x.jsonl -o o.json --cuda-graph", "--prompts decodes eagerly", 1},
       {"generate -m '" + dir + "' --prompts x.jsonl -o o.json -b 0", "-b/--batch must be >= 1, got 0", 1},
+      {"generate -m '" + dir + "' -p hi --resume", "--resume and --stop-after need --prompts", 1},
+      {"generate -m '" + dir + "' --prompts x.jsonl -o - --stop-after 1", "give -o a file, not '-'", 1},
       {"generate -m '" + dir + "' --prompts /nonexistent.jsonl -o o.json", "/nonexistent.jsonl", 1},
       {"generate -m '" + dir + "' --prompts '" + dir + "/bad.jsonl' -o o.json", "bad.jsonl:2: malformed JSON", 1},
       {"generate -m '" + dir + "' --prompts '" + dir + "/noprompt.jsonl' -o o.json",

@@ -17,10 +17,10 @@ namespace {
 
 struct GenerateOpts {
   std::string model, prompt, prompts, output;
-  int64_t batch = 8;
+  int64_t batch = 8, stop_after = 0;
   SamplingOptions s;
   DeviceOptions dev;
-  bool no_bos = false, no_fuse = false, graph = false, no_graph = false;
+  bool no_bos = false, no_fuse = false, graph = false, no_graph = false, resume = false;
 };
 
 // One prompt per non-blank line: a JSON object with a string "prompt" (JSONL, so a prompt may hold newlines). Every
@@ -37,14 +37,53 @@ std::vector<std::string> read_prompts(const std::string& path) {
   return out;
 }
 
-// --prompts: every prompt of the file through generate_batch in batches of o.batch, one JSON to o.output.
+// --prompts: every prompt of the file through generate_batch in batches of o.batch, one JSON to o.output. After each
+// batch the results so far go to OUTPUT.partial (atomically), which --resume continues from when it was written by the
+// same run (same prompts file contents, model, sampling, batch); it is removed once OUTPUT is written. A row does not
+// depend on the other rows of its batch beyond rounding, so a resumed run gives the uninterrupted one's results.
 void generate_prompts_file(const GenerateOpts& o, Model& model, const Tokenizer& tok, const ModelLoadOptions& lo,
                            const std::vector<std::string>& texts) {
   const auto& stop_ids = o.s.stop_ids;
+  const nlohmann::json run = {{"prompts_sha256", sha256_file(o.prompts)},
+                              {"model", o.model},
+                              {"batch", o.batch},
+                              {"sampling",
+                               {{"temperature", o.s.temperature},
+                                {"top_p", o.s.top_p},
+                                {"seed", o.s.seed},
+                                {"max_new_tokens", o.s.max_new_tokens},
+                                {"bos", !o.no_bos}}}};
+  const std::string partial = o.output == "-" ? "" : o.output + ".partial";
   nlohmann::json results = nlohmann::json::array();
   GenerateStats total;
   const int64_t n = static_cast<int64_t>(texts.size()), batches = (n + o.batch - 1) / o.batch;
-  for (int64_t b0 = 0; b0 < n; b0 += o.batch) {
+  int64_t start = 0;
+  if (o.resume && !partial.empty() && file_exists(partial)) {
+    const nlohmann::json p = json_read_file(partial);
+    PATCHLLM_CHECK(p.is_object() && p.value("run", nlohmann::json()) == run && p.contains("results") &&
+                       p["results"].is_array() && p["results"].size() <= static_cast<size_t>(n) &&
+                       p.contains("speed") && p["speed"].is_object(),
+                   InvalidArgument, partial,
+                   ": written by another run (prompts file, model, sampling or batch differ) or malformed; delete it "
+                   "to start over");
+    results = p["results"];
+    start = static_cast<int64_t>(results.size());
+    PATCHLLM_CHECK(start % o.batch == 0 || start == n, InvalidArgument, partial, ": ", start,
+                   " results is not a whole number of batches of ", o.batch);
+    total.prompt_tokens = p["speed"].value("prompt_tokens", int64_t(0));
+    total.generated_tokens = p["speed"].value("generated_tokens", int64_t(0));
+    total.prompt_seconds = p["speed"].value("prompt_seconds", 0.0);
+    total.decode_seconds = p["speed"].value("decode_seconds", 0.0);
+    log_info("resuming from ", partial, ": ", start, " of ", n, " prompts done");
+  }
+  auto speed = [&] {
+    return nlohmann::json{{"prompt_tokens", total.prompt_tokens},
+                          {"prompt_seconds", total.prompt_seconds},
+                          {"generated_tokens", total.generated_tokens},
+                          {"decode_seconds", total.decode_seconds}};
+  };
+  int64_t done_batches = 0;
+  for (int64_t b0 = start; b0 < n; b0 += o.batch) {
     const int64_t b1 = std::min(n, b0 + o.batch);
     std::vector<std::vector<int>> ids;
     for (int64_t i = b0; i < b1; ++i) {
@@ -76,6 +115,12 @@ void generate_prompts_file(const GenerateOpts& o, Model& model, const Tokenizer&
     total.prompt_seconds += st.prompt_seconds, total.decode_seconds += st.decode_seconds;
     log_info("batch ", b0 / o.batch + 1, "/", batches, ": prompts ", b0 + 1, "-", b1, ", ", st.generated_tokens,
              " tokens, ", st.generated_tokens / std::max(st.decode_seconds, 1e-9), " tok/s");
+    if (!partial.empty())
+      file_write_atomic(partial, nlohmann::json{{"run", run}, {"results", results}, {"speed", speed()}}.dump());
+    if (o.stop_after > 0 && ++done_batches == o.stop_after && b1 < n) {
+      log_info("stopped after ", o.stop_after, " batches; results so far in ", partial, " (continue with --resume)");
+      return;
+    }
   }
   nlohmann::json j = {{"model", o.model},
                       {"prompts", o.prompts},
@@ -88,15 +133,12 @@ void generate_prompts_file(const GenerateOpts& o, Model& model, const Tokenizer&
                         {"max_new_tokens", o.s.max_new_tokens},
                         {"bos", !o.no_bos}}},
                       {"results", results},
-                      {"speed",
-                       {{"prompt_tokens", total.prompt_tokens},
-                        {"prompt_seconds", total.prompt_seconds},
-                        {"generated_tokens", total.generated_tokens},
-                        {"decode_seconds", total.decode_seconds}}}};
+                      {"speed", speed()}};
   std::vector<std::string> inputs = {o.prompts};
   append_model_inputs(inputs, o.model);
   j["provenance"] = provenance_json(inputs);
   write_json(o.output, j);
+  if (!partial.empty()) std::remove(partial.c_str());
 }
 
 }  // namespace
@@ -121,6 +163,11 @@ void register_generate(CLI::App& app) {
                   "batches, eager decode) into the JSON of -o instead of streaming one prompt");
   auto* output_opt = sub->add_option("-o,--output", o->output, "with --prompts: JSON results file ('-' = stdout)");
   sub->add_option("-b,--batch", o->batch, "with --prompts: prompts per batch")->capture_default_str();
+  sub->add_flag("--resume", o->resume,
+                "with --prompts: continue from OUTPUT.partial, the results a stopped run of the same command wrote");
+  sub->add_option(
+      "--stop-after", o->stop_after,
+      "with --prompts: stop after this many batches (results kept in OUTPUT.partial; finish with --resume)");
   o->dev.add(sub);
   sub->callback([o, output_opt, sub] {
     auto lo = o->dev.resolve();
@@ -133,6 +180,11 @@ void register_generate(CLI::App& app) {
     PATCHLLM_CHECK(!many || !o->graph, InvalidArgument,
                    "--cuda-graph: --prompts decodes eagerly (the CUDA-graph step has no left padding)");
     PATCHLLM_CHECK(o->batch >= 1, InvalidArgument, "-b/--batch must be >= 1, got ", o->batch);
+    PATCHLLM_CHECK(many || (!o->resume && o->stop_after == 0), InvalidArgument,
+                   "--resume and --stop-after need --prompts");
+    PATCHLLM_CHECK(o->stop_after >= 0, InvalidArgument, "--stop-after must be >= 0, got ", o->stop_after);
+    PATCHLLM_CHECK(o->output != "-" || (!o->resume && o->stop_after == 0), InvalidArgument,
+                   "--resume and --stop-after keep results in OUTPUT.partial: give -o a file, not '-'");
     // The sampling flags, checked before anything loads or the prompt is echoed (an error after the echo would
     // share its line).
     check_sampling_options(o->s);
