@@ -126,12 +126,7 @@ void generate_prompts_file(const GenerateOpts& o, Model& model, const Tokenizer&
                       {"prompts", o.prompts},
                       {"device", describe(lo)},
                       {"batch", o.batch},
-                      {"sampling",
-                       {{"temperature", o.s.temperature},
-                        {"top_p", o.s.top_p},
-                        {"seed", o.s.seed},
-                        {"max_new_tokens", o.s.max_new_tokens},
-                        {"bos", !o.no_bos}}},
+                      {"sampling", run["sampling"]},
                       {"results", results},
                       {"speed", speed()}};
   std::vector<std::string> inputs = {o.prompts};

@@ -43,14 +43,22 @@ int Sampler::sample(const torch::Tensor& logits_in) {
   return idx[keep - 1];
 }
 
+namespace {
+
+// Positions past max_position_embeddings are refused unless RoPE scaling extends them.
+void check_fits(const Model& model, int64_t total, const char* what) {
+  PATCHLLM_CHECK(total <= model.config.max_position || model.config.rope_scaling.type != "none", InvalidArgument,
+                 what, " = ", total, " exceeds the model's max_position_embeddings ", model.config.max_position);
+}
+
+}  // namespace
+
 std::vector<int> generate(Model& model, const std::vector<int>& prompt, const SamplingOptions& opt,
                           const std::function<void(int)>& on_token, GenerateStats* stats) {
   PATCHLLM_CHECK(!prompt.empty(), InvalidArgument, "generation needs at least one prompt token");
   torch::NoGradGuard ng;
   const int64_t total = static_cast<int64_t>(prompt.size()) + opt.max_new_tokens;
-  PATCHLLM_CHECK(total <= model.config.max_position || model.config.rope_scaling.type != "none", InvalidArgument,
-                 "prompt + new tokens = ", total, " exceeds the model's max_position_embeddings ",
-                 model.config.max_position);
+  check_fits(model, total, "prompt + new tokens");
   Sampler sampler(opt);
   std::vector<int64_t> p64(prompt.begin(), prompt.end());
   auto sync = [&] {
@@ -101,22 +109,21 @@ std::vector<std::vector<int>> generate_batch(Model& model, const std::vector<std
   }
   torch::NoGradGuard ng;
   const int64_t B = static_cast<int64_t>(prompts.size()), total = L + opt.max_new_tokens;
-  PATCHLLM_CHECK(total <= model.config.max_position || model.config.rope_scaling.type != "none", InvalidArgument,
-                 "longest prompt + new tokens = ", total, " exceeds the model's max_position_embeddings ",
-                 model.config.max_position);
+  check_fits(model, total, "longest prompt + new tokens");
   std::vector<Sampler> samplers(static_cast<size_t>(B), Sampler(opt));
-  // Left padding: row b's prompt fills slots [L - len_b, L); the pad slots hold token 0 and are masked out.
-  auto tokens = torch::zeros({B, L}, torch::kLong);
-  auto mask = torch::zeros({B, total}, torch::kLong);
+  // Left padding: row b's prompt fills slots [L - len_b, L); the pad slots hold token 0 and are masked out. Built on
+  // the host in one buffer each, not element by element through tensor indexing.
+  std::vector<int64_t> tok(static_cast<size_t>(B * L), 0), keep(static_cast<size_t>(B * total), 1);
   int64_t prompt_tokens = 0;
   for (int64_t b = 0; b < B; ++b) {
     const auto& p = prompts[static_cast<size_t>(b)];
     const int64_t n = static_cast<int64_t>(p.size()), pad = L - n;
     prompt_tokens += n;
-    for (int64_t t = 0; t < n; ++t) tokens[b][pad + t] = p[static_cast<size_t>(t)];
-    mask.narrow(0, b, 1).narrow(1, pad, n).fill_(1);
+    std::copy(p.begin(), p.end(), tok.begin() + b * L + pad);
+    std::fill(keep.begin() + b * total, keep.begin() + b * total + pad, 0);  // generated slots stay 1
   }
-  mask.narrow(1, L, total - L).fill_(1);  // every generated slot is real
+  auto tokens = torch::tensor(tok).view({B, L});
+  auto mask = torch::tensor(keep).view({B, total});
   auto sync = [&] {
     if (model.device.is_cuda()) torch::cuda::synchronize();
   };
