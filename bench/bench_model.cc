@@ -1,14 +1,17 @@
 // bench_model: load time vs bytes read, prefill tokens/s, decode tokens/s at several batch sizes, one JSON line per
 // measurement plus a table. The HF transformers twin is tools/bench_hf.py; tools/gpu_foundation.sh runs both.
 //   bench_model -m DIR [--device cuda] [--prefill 2048] [--batches 1,16] [--decode 64] [--context 16] [-r 5]
-//               [--hybrid-f 0.5,0.9,1 [--seed S] [--hybrid-opts plain,pdl,pdl+cluster]] [--cuda-graph] [--no-fuse]
+//               [--hybrid-f 0.5,0.9,1 [--seed S] [--hybrid-opts plain,pdl,pdl+cluster]] [--cuda-graph [--span-min S]]
+//               [--no-fuse]
 // A packed directory (export --format packed) runs through its hybrid slots as loaded. --hybrid-f times the dense
 // model, then for each F packs it in memory (seeded random tile map with round(F * tiles) 2:4 tiles per linear,
 // magnitude 2:4 inside them, bf16, 128x128 tiles) and times that: dense vs hybrid in one run (tools/e2e_gpu_hybrid.sh).
 // On CUDA every variant (dense baseline and hybrid alike) runs with q|k|v and gate|up fused into one linear each
 // (model_fuse_projections; --no-fuse keeps them apart). --cuda-graph times decode with a DecodeGraph: eager prefill,
 // one untimed step (warm-up + capture), then graph replay per token, in "graph bB" columns beside the eager ones
-// (Model::forward per token). With fusion the dense model is also timed unfused first ("dense unfused").
+// (Model::forward per token). With fusion the dense model is also timed unfused first ("dense unfused"). The graph
+// attends over the whole capacity (P + decode + 1 slots) unless --span-min S gives DecodeGraph's spans of S·2^k slots
+// (generate's default is 256); then every span the timed steps enter is captured inside the timed loop, as in generate.
 // --hybrid-opts times each hybrid F under each set of launch options of the hybrid kernels (HybridKernelOptions:
 // plain, or pdl, cluster or workspace, rows and batched joined by '+'; default plain), rows "hybrid f=F OPTS".
 // --layer-ops fused,reference times every variant with the fused layer kernels (ops/layer_ops.h, the default) and
@@ -43,6 +46,7 @@ int main(int argc, char** argv) {
   std::vector<double> hybrid_f;
   std::vector<std::string> hybrid_opts = {"plain"};
   std::vector<bool> layer_ops = {true};  // fused layer kernels per pass (false: the references)
+  int64_t span_min = 0;  // DecodeGraph attention spans; 0: the whole capacity (a step at context P)
   bool cuda_graph = false, no_fuse = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -55,6 +59,7 @@ int main(int argc, char** argv) {
     else if (a == "-r") reps = std::stoll(next());
     else if (a == "--seed") seed = std::stoll(next());
     else if (a == "--cuda-graph") cuda_graph = true;
+    else if (a == "--span-min") span_min = std::stoll(next());
     else if (a == "--no-fuse") no_fuse = true;
     else if (a == "--hybrid-f") {
       std::stringstream ss(next());
@@ -80,7 +85,7 @@ int main(int argc, char** argv) {
     } else {
       std::fprintf(stderr, "usage: bench_model -m DIR [--device cuda|cpu] [--prefill N] [--batches 1,16] [--decode N] "
                            "[-r R] [--hybrid-f F1,F2,... [--seed S] [--hybrid-opts O1,O2,...]] [--cuda-graph] "
-                           "[--no-fuse] [--layer-ops fused,reference] [--context P]\n");
+                           "[--no-fuse] [--layer-ops fused,reference] [--context P] [--span-min S]\n");
       return 2;
     }
   }
@@ -134,7 +139,9 @@ int main(int argc, char** argv) {
       const int64_t P = context;  // prompt tokens before the timed decode steps
       auto p = torch::randint(3, V, {B, P}, torch::kLong).to(opt.device);
       if (graph) {
-        DecodeGraph g(*model, B, P + decode + 1);
+        DecodeGraphOptions go;
+        go.min_span = span_min;
+        DecodeGraph g(*model, B, P + decode + 1, go);
         auto next = g.prefill(p).select(1, -1).argmax(-1);
         next = g.step(next).argmax(-1);  // warm-up + capture, untimed
         step_kind = g.graph_captured() ? "cuda_graph" : opt.device.is_cuda() ? "static_eager_fallback" : "static";

@@ -1,7 +1,8 @@
 // DecodeGraph (static-shape decode step; on the CPU it runs eagerly, the same step a CUDA graph captures): after an
 // eager prefill, N static steps give the logits of Model::forward with a KVCache (fp32, <= 1e-5 relative) for LLaMA,
 // Qwen2 (q/k/v bias), Mistral (sliding window) and Gemma 3 (sliding layers, window shorter than the sequence), dense,
-// fused and packed; greedy generation through it equals eager generation; a full cache is a clear error.
+// fused and packed, also with left-padded rows and attention spans shorter than the capacity; greedy generation
+// through it equals eager generation; a full cache is a clear error.
 #include <gtest/gtest.h>
 
 #include "core/error.h"
@@ -99,6 +100,48 @@ TEST_P(DecodeGraphFamilies, GreedyGenerationEqualsEager) {
   EXPECT_EQ(st.generated_tokens, 10);
 }
 
+// Left-padded rows (batched generation) and attention spans shorter than the capacity: the static steps give the
+// logits of Model::forward with the attention mask and a KVCache, span by span (min_span 4: spans 8 then 16 here).
+TEST_P(DecodeGraphFamilies, LeftPaddedRowsAndSpansEqualEagerMaskedDecode) {
+  const Case& c = GetParam();
+  auto m = load(c, model_dir(c));
+  torch::NoGradGuard ng;
+  torch::manual_seed(6);
+  const int64_t B = 3, P = 6, T = 14, cap = 16;
+  const std::vector<int64_t> pads = {0, 2, 4};
+  auto ids = torch::randint(3, m->config.vocab_size, {B, T}, torch::kInt64);
+  auto mask = torch::ones({B, cap}, torch::kInt64);
+  for (int64_t b = 0; b < B; ++b) mask[b].narrow(0, 0, pads[size_t(b)]).zero_();
+  auto cache = m->make_cache(B, cap);
+  auto eager_prefill = m->forward(ids.slice(1, 0, P), &cache, mask.slice(1, 0, P));
+  std::vector<torch::Tensor> eager;
+  for (int64_t t = P; t < T; ++t)
+    eager.push_back(m->forward(ids.slice(1, t, t + 1), &cache, mask.slice(1, 0, t + 1)).select(1, 0));
+
+  DecodeGraphOptions go;
+  go.left_pad = pads;
+  go.min_span = 4;
+  DecodeGraph g(*m, B, cap, go);
+  EXPECT_THROW(g.step(ids.select(1, 0)), InvalidArgument);  // slot 0 is padding in rows 1 and 2: prefill first
+  EXPECT_TRUE(g.prefill(ids.slice(1, 0, P)).equal(eager_prefill));
+  std::vector<int64_t> spans;
+  for (int64_t t = P; t < T; ++t) {
+    spans.push_back(g.span());
+    EXPECT_LE(rel_diff(g.step(ids.slice(1, t, t + 1)), eager[size_t(t - P)]), 1e-5) << "position " << t;
+  }
+  EXPECT_EQ(spans, (std::vector<int64_t>{8, 8, 16, 16, 16, 16, 16, 16}));
+  EXPECT_EQ(g.graphs_captured(), 0);  // CPU: eager steps
+
+  // Bad options are one clear error each.
+  go.left_pad = {0, 1};
+  EXPECT_THROW(DecodeGraph(*m, B, cap, go), InvalidArgument);
+  go.left_pad = {0, 1, cap};
+  EXPECT_THROW(DecodeGraph(*m, B, cap, go), InvalidArgument);
+  go.left_pad = {};
+  go.min_span = -1;
+  EXPECT_THROW(DecodeGraph(*m, B, cap, go), InvalidArgument);
+}
+
 INSTANTIATE_TEST_SUITE_P(Families, DecodeGraphFamilies,
                          ::testing::Values(Case{"llama", 0, false, false}, Case{"llama_fused", 0, true, false},
                                            Case{"llama_packed_fused", 0, true, true},
@@ -135,6 +178,43 @@ TEST(DecodeGraphCuda, ReplayEqualsEagerOnTheGpu) {
       EXPECT_LE(rel_diff(got, want), c.packed ? 2e-2 : 1e-5) << "position " << t;
     }
     EXPECT_TRUE(g.graph_captured()) << g.fallback_reason();
+  }
+}
+
+// On a GPU: left-padded rows and two attention spans, each captured as its own graph; the replays equal eager masked
+// decode on the same device.
+TEST(DecodeGraphCuda, PaddedRowsAndSpansReplayEqualsEagerOnTheGpu) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device (or a CPU-only LibTorch): graph capture not run";
+  for (const Case& c : {Case{"llama_fused", 0, true, false}, Case{"qwen2_bias_packed_fused", 1, true, true},
+                        Case{"gemma3", 3, false, false}}) {
+    SCOPED_TRACE(c.name);
+    ModelLoadOptions o;
+    o.device = torch::Device(torch::kCUDA, 0);
+    o.dtype = c.packed ? torch::kBFloat16 : torch::kFloat32;
+    auto m = Model::load(model_dir(c), o);
+    if (c.packed) model_pack_random(*m, 0.5, 9, torch::kBFloat16);
+    if (c.fuse) model_fuse_projections(*m);
+    torch::NoGradGuard ng;
+    torch::manual_seed(7);
+    const int64_t B = 2, P = 5, T = 14, cap = 16;
+    auto ids = torch::randint(3, m->config.vocab_size, {B, T}, torch::kInt64).to(o.device);
+    auto mask = torch::ones({B, cap}, torch::kInt64);
+    mask[1].narrow(0, 0, 3).zero_();
+    mask = mask.to(o.device);
+    auto cache = m->make_cache(B, cap);
+    m->forward(ids.slice(1, 0, P), &cache, mask.slice(1, 0, P));
+    DecodeGraphOptions go;
+    go.left_pad = {0, 3};
+    go.min_span = 8;
+    DecodeGraph g(*m, B, cap, go);
+    g.prefill(ids.slice(1, 0, P));
+    for (int64_t t = P; t < T; ++t) {
+      auto want = m->forward(ids.slice(1, t, t + 1), &cache, mask.slice(1, 0, t + 1)).select(1, 0);
+      auto got = g.step(ids.slice(1, t, t + 1)).clone();
+      EXPECT_LE(rel_diff(got, want), c.packed ? 2e-2 : 1e-5) << "position " << t;
+    }
+    EXPECT_TRUE(g.graph_captured()) << g.fallback_reason();
+    EXPECT_EQ(g.graphs_captured(), 2);  // spans 8 and 16
   }
 }
 

@@ -126,6 +126,8 @@ void generate_prompts_file(const GenerateOpts& o, Model& model, const Tokenizer&
                       {"prompts", o.prompts},
                       {"device", describe(lo)},
                       {"batch", o.batch},
+                      // static: fixed-shape DecodeGraph steps (CUDA graphs on CUDA); eager: Model::forward per token
+                      {"decode", o.s.decode_graph ? "static" : "eager"},
                       {"sampling", run["sampling"]},
                       {"results", results},
                       {"speed", speed()}};
@@ -155,7 +157,7 @@ void register_generate(CLI::App& app) {
   sub->add_flag("--no-fuse", o->no_fuse, "keep q,k,v and gate,up as separate linears (fused: one GEMM each)");
   sub->add_option("--prompts", o->prompts,
                   "JSONL file, one {\"prompt\": ...} per line: generate for each (left-padded "
-                  "batches, eager decode) into the JSON of -o instead of streaming one prompt");
+                  "batches) into the JSON of -o instead of streaming one prompt");
   auto* output_opt = sub->add_option("-o,--output", o->output, "with --prompts: JSON results file ('-' = stdout)");
   sub->add_option("-b,--batch", o->batch, "with --prompts: prompts per batch")->capture_default_str();
   sub->add_flag("--resume", o->resume,
@@ -172,8 +174,6 @@ void register_generate(CLI::App& app) {
     PATCHLLM_CHECK(many || output_opt->count() == 0, InvalidArgument, "-o/--output needs --prompts");
     PATCHLLM_CHECK(!many || sub->count("--prompt") == 0, InvalidArgument,
                    "-p/--prompt and --prompts exclude each other");
-    PATCHLLM_CHECK(!many || !o->graph, InvalidArgument,
-                   "--cuda-graph: --prompts decodes eagerly (the CUDA-graph step has no left padding)");
     PATCHLLM_CHECK(o->batch >= 1, InvalidArgument, "-b/--batch must be >= 1, got ", o->batch);
     PATCHLLM_CHECK(many || (!o->resume && o->stop_after == 0), InvalidArgument,
                    "--resume and --stop-after need --prompts");

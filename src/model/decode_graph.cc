@@ -1,7 +1,9 @@
 // Static decode step (eager on the CPU) and its CUDA graph (CUDA LibTorch only). See decode_graph.h.
-// tokens [B, 1] int64, position int64 [1], cache K/V [B, Hkv, capacity, D] -> logits [B, vocab] fp32.
+// tokens [B, 1] int64, position int64 [1], cache K/V [B, Hkv, capacity, D] (attention over the first `span` slots)
+// -> logits [B, vocab] fp32.
 #include "model/decode_graph.h"
 
+#include <algorithm>
 #include <limits>
 
 #include "core/error.h"
@@ -20,17 +22,28 @@ namespace patchllm {
 #ifdef PATCHLLM_TORCH_HAS_CUDA
 struct DecodeGraph::Graph {
   at::cuda::CUDAGraph graph;
+  torch::Tensor logits;  // the captured step's output
 };
 #else
 struct DecodeGraph::Graph {};
 #endif
 
-DecodeGraph::DecodeGraph(Model& model, int64_t batch, int64_t capacity, bool cuda_graph)
-    : _model(model), _batch(batch), _want_graph(cuda_graph && model.device.is_cuda()) {
+DecodeGraph::DecodeGraph(Model& model, int64_t batch, int64_t capacity, const DecodeGraphOptions& opt)
+    : _model(model), _batch(batch), _opt(opt), _want_graph(opt.cuda_graph && model.device.is_cuda()) {
   PATCHLLM_CHECK(batch >= 1 && capacity >= 1, InvalidArgument, "decode graph needs batch >= 1 and capacity >= 1, got ",
                  batch, " and ", capacity);
-  _cache = model.make_cache(batch, capacity);
+  PATCHLLM_CHECK(opt.min_span >= 0, InvalidArgument, "decode graph: min_span must be >= 0, got ", opt.min_span);
+  PATCHLLM_CHECK(opt.left_pad.empty() || static_cast<int64_t>(opt.left_pad.size()) == batch, InvalidArgument,
+                 "decode graph: left_pad needs one entry per row (", batch, "), got ", opt.left_pad.size());
   auto lopt = torch::TensorOptions().dtype(torch::kLong).device(model.device);
+  if (!opt.left_pad.empty()) {
+    for (int64_t p : opt.left_pad)
+      PATCHLLM_CHECK(p >= 0 && p < capacity, InvalidArgument, "decode graph: left padding ", p,
+                     " outside [0, capacity ", capacity, ")");
+    _max_pad = *std::max_element(opt.left_pad.begin(), opt.left_pad.end());
+    _pad = torch::tensor(opt.left_pad, torch::kLong).to(model.device);
+  }
+  _cache = model.make_cache(batch, capacity);
   _tokens = torch::zeros({batch, 1}, lopt);
   _pos = torch::zeros({1}, lopt);
   _kpos = torch::arange(capacity, lopt);
@@ -38,33 +51,52 @@ DecodeGraph::DecodeGraph(Model& model, int64_t batch, int64_t capacity, bool cud
 
 DecodeGraph::~DecodeGraph() = default;
 
-bool DecodeGraph::graph_captured() const { return _graph != nullptr; }
+int64_t DecodeGraph::graphs_captured() const { return static_cast<int64_t>(_graphs.size()); }
+
+int64_t DecodeGraph::span() const {
+  if (_opt.min_span == 0) return _cache.capacity;
+  int64_t s = _opt.min_span;
+  while (s <= _cache.length && s < _cache.capacity) s *= 2;
+  return std::min(s, _cache.capacity);
+}
 
 torch::Tensor DecodeGraph::prefill(const torch::Tensor& tokens) {
   torch::NoGradGuard ng;
-  return _model.forward(tokens, &_cache);
+  if (!_pad.defined()) return _model.forward(tokens, &_cache);
+  const int64_t S = _cache.length + tokens.size(-1);
+  PATCHLLM_CHECK(tokens.dim() == 2 && S <= _cache.capacity, InvalidArgument, "decode graph prefill: tokens ",
+                 tokens.sizes(), " after ", _cache.length, " cached do not fit capacity ", _cache.capacity);
+  // 1 = token, 0 = padding: the slots before each row's padding end.
+  auto keep = (_kpos.narrow(0, 0, S).view({1, -1}) >= _pad.view({-1, 1})).to(torch::kLong);
+  return _model.forward(tokens, &_cache, keep);
 }
 
-// Mirrors Model::make_context for one query at position _pos (no padding) and Model::forward, without host reads.
-torch::Tensor DecodeGraph::run() {
+// Mirrors Model::make_context for one query at position _pos and Model::forward, without host reads.
+torch::Tensor DecodeGraph::run(int64_t span) {
   const ModelConfig& c = _model.config;
   LayerContext ctx;
   ctx.cache_pos = _pos;
-  auto pos = _pos.to(torch::kFloat32).view({1, 1});  // [1, T = 1]
+  ctx.cache_span = span;
+  // RoPE position: the slot, less the row's padding (left padding: positions count real tokens only).
+  auto pos = (_pad.defined() ? _pos - _pad : _pos).to(torch::kFloat32).view({-1, 1});  // [B or 1, T = 1]
   auto rope = [&](const torch::Tensor& inv, torch::Tensor& cos, torch::Tensor& sin) {
     auto freqs = pos.unsqueeze(-1) * inv.view({1, 1, -1});
     auto emb = torch::cat({freqs, freqs}, -1);
     cos = emb.cos().to(_model.dtype);
     sin = emb.sin().to(_model.dtype);
   };
-  // [1, 1, 1, capacity] additive: 0 where key slot <= pos (and pos - slot < window), -inf elsewhere.
+  // [B or 1, 1, 1, span] additive: 0 where key slot <= pos (and pos - slot < window, and slot past the row's padding),
+  // -inf elsewhere.
+  auto kpos = _kpos.narrow(0, 0, span);
   auto mask = [&](int64_t window) {
-    auto ok = _kpos <= _pos;
-    if (window > 0) ok = ok.logical_and((_pos - _kpos) < window);
+    auto ok = kpos <= _pos;
+    if (window > 0) ok = ok.logical_and((_pos - kpos) < window);
+    ok = ok.view({1, -1});
+    if (_pad.defined()) ok = ok.logical_and(kpos.view({1, -1}) >= _pad.view({-1, 1}));
     auto fopt = torch::TensorOptions().dtype(_model.dtype).device(_model.device);  // as Model::make_context
-    return torch::zeros({_kpos.size(0)}, fopt)
+    return torch::zeros(ok.sizes(), fopt)
         .masked_fill(ok.logical_not(), -std::numeric_limits<float>::infinity())
-        .view({1, 1, 1, -1});
+        .view({ok.size(0), 1, 1, -1});
   };
   const bool per_layer = !c.sliding_layers.empty();  // Gemma 3: global layers have no window
   rope(_model.inv_freq, ctx.cos, ctx.sin);
@@ -86,34 +118,39 @@ torch::Tensor DecodeGraph::step(const torch::Tensor& tokens) {
                  tokens.sizes());
   PATCHLLM_CHECK(_cache.length < _cache.capacity, InvalidArgument, "KV cache full: ", _cache.length, " + 1 > capacity ",
                  _cache.capacity);
+  PATCHLLM_CHECK(_cache.length > _max_pad, InvalidArgument, "decode step at slot ", _cache.length,
+                 " before a row's prompt (left padding ", _max_pad, "): prefill the prompts first");
   torch::NoGradGuard ng;
   _tokens.copy_(tokens.reshape({_batch, 1}));
   _pos.fill_(_cache.length);
+  const int64_t span = this->span();
   torch::Tensor out;
+  _last_captured = false;
 #ifdef PATCHLLM_TORCH_HAS_CUDA
-  if (_graph) {
-    _graph->graph.replay();
-    out = _logits;
-  } else if (_want_graph && !_tried) {
-    out = warm_up_and_capture();
+  auto it = _graphs.find(span);
+  if (it != _graphs.end()) {
+    it->second->graph.replay();
+    out = it->second->logits;
+    _last_captured = true;
+  } else if (_want_graph) {
+    out = warm_up_and_capture(span);
   } else {
-    out = run();
+    out = run(span);
   }
 #else
-  if (_want_graph && !_tried) {
-    _tried = true;
+  if (_want_graph) {
+    _want_graph = false;
     _fallback = "this LibTorch has no CUDA graphs";
     log_warn("decode graph: ", _fallback, "; decoding eagerly");
   }
-  out = run();
+  out = run(span);
 #endif
   _cache.length += 1;
   return out;
 }
 
 #ifdef PATCHLLM_TORCH_HAS_CUDA
-torch::Tensor DecodeGraph::warm_up_and_capture() {
-  _tried = true;
+torch::Tensor DecodeGraph::warm_up_and_capture(int64_t span) {
   torch::cuda::synchronize();  // the prefill and the buffer copies are done before the side stream starts
   auto g = std::make_unique<Graph>();
   torch::Tensor out;
@@ -122,13 +159,13 @@ torch::Tensor DecodeGraph::warm_up_and_capture() {
     c10::cuda::CUDAStreamGuard guard(c10::cuda::getStreamFromPool(false, _model.device.index()));
     // Warm-up: this token's real step, on the capture stream, so lazily made workspaces (hybrid kernels, cuBLAS)
     // exist before capture. Capture then records the same step without running it: the cache is written once.
-    out = run();
+    out = run(span);
     torch::cuda::synchronize();
     bool begun = false;
     try {
       g->graph.capture_begin();
       begun = true;
-      _logits = run();
+      g->logits = run(span);
       g->graph.capture_end();
       captured = true;
     } catch (const std::exception& e) {
@@ -141,19 +178,20 @@ torch::Tensor DecodeGraph::warm_up_and_capture() {
       (void)cudaGetLastError();
       std::string m = e.what();
       _fallback = m.substr(0, m.find('\n'));
-      _logits = torch::Tensor();
     }
   }
   torch::cuda::synchronize();
   if (captured) {
-    _graph = std::move(g);
+    _graphs[span] = std::move(g);
+    _last_captured = true;
   } else {
+    _want_graph = false;  // every later step, whatever its span, runs eagerly
     log_warn("decode graph: CUDA graph capture failed (", _fallback, "); decoding eagerly");
   }
   return out.clone();  // on the current stream, independent of the side stream's memory
 }
 #else
-torch::Tensor DecodeGraph::warm_up_and_capture() { return run(); }
+torch::Tensor DecodeGraph::warm_up_and_capture(int64_t span) { return run(span); }
 #endif
 
 }  // namespace patchllm

@@ -68,7 +68,7 @@ std::vector<int> generate(Model& model, const std::vector<int>& prompt, const Sa
   KVCache cache;
   std::unique_ptr<DecodeGraph> graph;
   if (opt.decode_graph)
-    graph = std::make_unique<DecodeGraph>(model, 1, total, /*cuda_graph=*/true);
+    graph = std::make_unique<DecodeGraph>(model, 1, total);
   else
     cache = model.make_cache(1, total);
   auto step = [&](int64_t id) -> torch::Tensor {  // logits [vocab] of the next position
@@ -127,9 +127,20 @@ std::vector<std::vector<int>> generate_batch(Model& model, const std::vector<std
   auto sync = [&] {
     if (model.device.is_cuda()) torch::cuda::synchronize();
   };
-  KVCache cache = model.make_cache(B, total);
+  // Eager: Model::forward with the mask. Static: the graph's own padding masks and positions (the same numbers).
+  KVCache cache;
+  std::unique_ptr<DecodeGraph> graph;
+  if (opt.decode_graph) {
+    DecodeGraphOptions go;
+    for (const auto& p : prompts) go.left_pad.push_back(L - static_cast<int64_t>(p.size()));
+    graph = std::make_unique<DecodeGraph>(model, B, total, go);
+  } else {
+    cache = model.make_cache(B, total);
+  }
   const double t0 = now_seconds();
-  auto last = model.forward(tokens, &cache, mask.narrow(1, 0, L)).select(1, L - 1).to(torch::kCPU);  // [B, vocab]
+  auto last = (graph ? graph->prefill(tokens) : model.forward(tokens, &cache, mask.narrow(1, 0, L)))
+                  .select(1, L - 1)
+                  .to(torch::kCPU);  // [B, vocab]
   std::vector<int> next(static_cast<size_t>(B));
   for (int64_t b = 0; b < B; ++b) next[static_cast<size_t>(b)] = samplers[static_cast<size_t>(b)].sample(last[b]);
   sync();
@@ -148,7 +159,8 @@ std::vector<std::vector<int>> generate_batch(Model& model, const std::vector<std
     if (all_done) break;
     // Rows that are done still step (their ids are ignored), so the batch keeps one shape.
     auto t = torch::tensor(std::vector<int64_t>(next.begin(), next.end())).view({B, 1});
-    last = model.forward(t, &cache, mask.narrow(1, 0, L + i + 1)).select(1, 0).to(torch::kCPU);
+    last = (graph ? graph->step(t) : model.forward(t, &cache, mask.narrow(1, 0, L + i + 1)).select(1, 0))
+               .to(torch::kCPU);
     for (size_t b = 0; b < out.size(); ++b)
       if (!done[b]) next[b] = samplers[b].sample(last[static_cast<int64_t>(b)]);
   }

@@ -31,9 +31,10 @@ std::vector<int> generate(Model& model, const std::vector<int>& prompt, const Sa
 // Several prompts in one batch: left-padded to the longest, with an attention mask, so every row is computed as it
 // would be alone (RoPE positions count real tokens only) up to rounding. Row b samples with its own Sampler seeded
 // opt.seed, so at temperature 0, and with the same seed, row b is what generate() gives for prompts[b] alone, up to
-// rounding. A row stops at its stop id or max_new_tokens; the batch ends when every row has. Eager decode
-// (Model::forward per step; DecodeGraph has no left padding). stats: prompt_tokens and generated_tokens summed over
-// the rows.
+// rounding. A row stops at its stop id or max_new_tokens; the batch ends when every row has (rows already done keep
+// stepping, their ids ignored, so the batch keeps one shape). opt.decode_graph decodes through a DecodeGraph with the
+// rows' left padding (CUDA graphs on CUDA), else Model::forward per step. stats: prompt_tokens and generated_tokens
+// summed over the rows.
 std::vector<std::vector<int>> generate_batch(Model& model, const std::vector<std::vector<int>>& prompts,
                                              const SamplingOptions& opt, GenerateStats* stats = nullptr);
 

@@ -288,10 +288,11 @@ std::pair<torch::Tensor, torch::Tensor> Model::layer_forward_split(int64_t i, co
   }
   const auto& cos = local ? ctx.cos_local : ctx.cos;
   const auto& sin = local ? ctx.sin_local : ctx.sin;
-  if (cache && ctx.cache_pos.defined()) {  // static decode: write the slot, attend over the whole capacity
+  if (cache && ctx.cache_pos.defined()) {  // static decode: write the slot, attend over the span
     q = rope_qk_to_cache(q, k, v, cos, sin, cache->k[i], cache->v[i], ctx.cache_pos).transpose(1, 2);
-    k = cache->k[i];
-    v = cache->v[i];
+    const int64_t span = ctx.cache_span > 0 ? ctx.cache_span : cache->capacity;
+    k = cache->k[i].narrow(2, 0, span);
+    v = cache->v[i].narrow(2, 0, span);
   } else {
     std::tie(q, k) = rope_qk_fused(q, k, cos, sin);
     q = q.transpose(1, 2);  // [B, heads, T, D]

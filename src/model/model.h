@@ -60,6 +60,9 @@ struct LayerContext {
   // there (rope_qk_to_cache) and attention runs over the whole cache capacity (attn_bias masks the unused slots), so
   // no shape depends on host state. Undefined: K/V appended at cache->length.
   torch::Tensor cache_pos;
+  // With cache_pos: attention reads slots [0, cache_span) only (> the position; attn_bias covers that span); 0: the
+  // whole capacity.
+  int64_t cache_span = 0;
 };
 
 struct ModelLoadOptions {
