@@ -2,7 +2,7 @@
 // measurement plus a table. The HF transformers twin is tools/bench_hf.py; tools/gpu_foundation.sh runs both.
 //   bench_model -m DIR [--device cuda] [--prefill 2048] [--batches 1,16] [--decode 64] [--context 16] [-r 5]
 //               [--hybrid-f 0.5,0.9,1 [--seed S] [--hybrid-opts plain,pdl,pdl+cluster]] [--cuda-graph [--span-min S]]
-//               [--no-fuse]
+//               [--graph-only] [--no-fuse]
 // A packed directory (export --format packed) runs through its hybrid slots as loaded. --hybrid-f times the dense
 // model, then for each F packs it in memory (seeded random tile map with round(F * tiles) 2:4 tiles per linear,
 // magnitude 2:4 inside them, bf16, 128x128 tiles) and times that: dense vs hybrid in one run (tools/e2e_gpu_hybrid.sh).
@@ -12,6 +12,7 @@
 // (Model::forward per token). With fusion the dense model is also timed unfused first ("dense unfused"). The graph
 // attends over the whole capacity (P + decode + 1 slots) unless --span-min S gives DecodeGraph's spans of S·2^k slots
 // (generate's default is 256); then every span the timed steps enter is captured inside the timed loop, as in generate.
+// --graph-only: --cuda-graph without the eager decode columns.
 // --hybrid-opts times each hybrid F under each set of launch options of the hybrid kernels (HybridKernelOptions:
 // plain, or pdl, cluster or workspace, rows and batched joined by '+'; default plain), rows "hybrid f=F OPTS".
 // --layer-ops fused,reference times every variant with the fused layer kernels (ops/layer_ops.h, the default) and
@@ -47,7 +48,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> hybrid_opts = {"plain"};
   std::vector<bool> layer_ops = {true};  // fused layer kernels per pass (false: the references)
   int64_t span_min = 0;  // DecodeGraph attention spans; 0: the whole capacity (a step at context P)
-  bool cuda_graph = false, no_fuse = false;
+  bool cuda_graph = false, no_fuse = false, graph_only = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&] { return std::string(i + 1 < argc ? argv[++i] : ""); };
@@ -60,6 +61,7 @@ int main(int argc, char** argv) {
     else if (a == "--seed") seed = std::stoll(next());
     else if (a == "--cuda-graph") cuda_graph = true;
     else if (a == "--span-min") span_min = std::stoll(next());
+    else if (a == "--graph-only") cuda_graph = graph_only = true;
     else if (a == "--no-fuse") no_fuse = true;
     else if (a == "--hybrid-f") {
       std::stringstream ss(next());
@@ -85,7 +87,7 @@ int main(int argc, char** argv) {
     } else {
       std::fprintf(stderr, "usage: bench_model -m DIR [--device cuda|cpu] [--prefill N] [--batches 1,16] [--decode N] "
                            "[-r R] [--hybrid-f F1,F2,... [--seed S] [--hybrid-opts O1,O2,...]] [--cuda-graph] "
-                           "[--no-fuse] [--layer-ops fused,reference] [--context P] [--span-min S]\n");
+                           "[--no-fuse] [--layer-ops fused,reference] [--context P] [--span-min S] [--graph-only]\n");
       return 2;
     }
   }
@@ -132,7 +134,8 @@ int main(int argc, char** argv) {
       std::vector<double> decode_tps;  // per decode mode (eager, then graph with --cuda-graph), per batch
     };
     std::vector<Row> rows;
-    std::vector<bool> modes = {false};  // decode through a DecodeGraph?
+    std::vector<bool> modes;  // decode through a DecodeGraph?
+    if (!graph_only) modes.push_back(false);
     if (cuda_graph) modes.push_back(true);
     // One decode run: prefill P tokens, then `decode` greedy steps timed. Seconds.
     auto decode_once = [&](int64_t B, bool graph, std::string& step_kind) {

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# GPU machine, repo root, one device-tool call: batched generation through the CUDA-graph decode step (DecodeGraph with
+# left padding) and its attention spans. Builds patchllm, bench_model and the tests in TESTS (default test_decode_graph
+# test_model) and runs the tests; makes a random LLaMA-2-7B bf16 checkpoint with the LLaMA-2 tokenizer
+# (.deps/gpu-data, carried); then
+#   1. `patchllm generate --prompts` (NPROMPTS prompts of 4 to 300 words, -b BATCH, -n NEW) with the CUDA graph and
+#      with --no-cuda-graph: decode tok/s of each and how many completions agree (greedy; bf16 rounding may split
+#      near-ties of a random model, so agreement is reported, not asserted);
+#   2. bench_model graph decode at batch SPAN_B from a 16-token context for SPAN_DECODE steps, attending over the whole
+#      capacity (--span-min 0) against the spans of generate's default (--span-min 256).
+# Env: OUT, TESTS, NPROMPTS (32), BATCH (16), NEW (256), SPAN_B (16), SPAN_DECODE (2048), MODEL (llama2-7b).
+set -u -o pipefail
+OUT=${OUT:-/tmp/gen_out}
+mkdir -p "$OUT"
+source "$(dirname "$0")/gpu_common.sh"
+t0=$(date +%s)
+TESTS=${TESTS-test_decode_graph test_model}
+MODEL=${MODEL:-llama2-7b}
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+cmake -S . -B build-gpu -G Ninja -DCMAKE_PREFIX_PATH="$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')" \
+  -DPATCHLLM_BUILD_TESTS=$([ -n "$TESTS" ] && echo ON || echo OFF) -DPATCHLLM_BUILD_BENCH=ON \
+  -DPATCHLLM_PCRE2_INCLUDE=$PWD/.deps/include -DCMAKE_CUDA_ARCHITECTURES=90a > "$OUT/cmake.log" 2>&1 \
+  || { tail -30 "$OUT/cmake.log"; exit 1; }
+ninja -C build-gpu patchllm bench_model $TESTS > "$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -30; exit 1; }
+echo "build: $(( $(date +%s) - t0 )) s"
+run_tests "$TESTS"
+ckpt "$MODEL" "/tmp/$MODEL" bfloat16
+[ -f "/tmp/$MODEL/tokenizer.model" ] || { echo "no tokenizer (carry .deps)"; exit 1; }
+echo "checkpoint: $(( $(date +%s) - t0 )) s"
+
+python3 - "${NPROMPTS:-32}" > /tmp/prompts.jsonl <<'PY'
+import json, random, sys
+r = random.Random(0)
+words = ("the a little dog cat ran over hill under bright sky said mother river quiet garden stone found light "
+         "because after when then happy old green small tree house road window bird song").split()
+for i in range(int(sys.argv[1])):
+    print(json.dumps({"prompt": " ".join(r.choice(words) for _ in range(r.randint(4, 300)))}))
+PY
+P=build-gpu/patchllm
+for mode in graph eager; do
+  flag=$([ $mode = eager ] && echo --no-cuda-graph || echo --cuda-graph)
+  $P generate -m /tmp/$MODEL --device cuda --prompts /tmp/prompts.jsonl -o "$OUT/gen_$mode.json" -b ${BATCH:-16} \
+    -n ${NEW:-256} --temp 0 $flag 2> "$OUT/gen_$mode.err" || { tail -3 "$OUT/gen_$mode.err"; exit 1; }
+done
+echo "generate: $(( $(date +%s) - t0 )) s"
+for s in 0 256; do
+  build-gpu/bench/bench_model -m /tmp/$MODEL --device cuda --prefill 128 --batches ${SPAN_B:-16} --context 16 \
+    --decode ${SPAN_DECODE:-2048} -r 1 --no-fuse --graph-only --span-min $s > "$OUT/span_$s.log" 2> "$OUT/span_$s.err" \
+    || { tail -3 "$OUT/span_$s.err"; exit 1; }
+done
+echo "total: $(( $(date +%s) - t0 )) s"
+python3 - "$OUT" <<'PY'
+import json, sys
+o = sys.argv[1]
+g, e = (json.load(open(f"{o}/gen_{m}.json")) for m in ("graph", "eager"))
+same = sum(a["completion"] == b["completion"] for a, b in zip(g["results"], e["results"]))
+print(f"generate --prompts ({len(g['results'])} prompts, batch {g['batch']}): decode {g['decode']} vs {e['decode']}")
+for name, j in (("graph", g), ("eager", e)):
+    s = j["speed"]
+    print(f"  {name:6s} {s['generated_tokens']} tokens, decode {s['generated_tokens'] / s['decode_seconds']:.0f} tok/s, "
+          f"prompt {s['prompt_tokens'] / s['prompt_seconds']:.0f} tok/s")
+print(f"  identical completions: {same} of {len(g['results'])}")
+for s in (0, 256):
+    for line in open(f"{o}/span_{s}.log"):
+        if line.startswith("{") and '"decode"' in line:
+            d = json.loads(line)
+            print(f"graph decode b{d['batch']} from context {d['context']}, {d['tokens']} steps, span-min {s}: "
+                  f"{d['tok_per_s']:.0f} tok/s ({d['decode_step']})")
+PY
