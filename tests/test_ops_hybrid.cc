@@ -303,16 +303,24 @@ TEST(OpsHybridSplit, PlanPicksTheClusterWhereItCostsNoMore) {
   EXPECT_EQ(std::make_tuple(p.split.S, p.split.KPC, p.cluster), std::make_tuple(16, 2, false));
 }
 
-// The row split at 9..16 tokens: on 132 SMs the LLaMA shapes' row blocks (N / 128) give 2·RB CTAs; the rule takes
-// 132 ≤ 2·RB < 396, i.e. 66 ≤ RB ≤ 197.
+// The row split at 9..16 tokens: on 132 SMs the LLaMA shapes' row blocks (N / 128) give 2·RB CTAs. With the
+// workspace reduction the rule takes 132 ≤ 2·RB < 396, i.e. 66 ≤ RB ≤ 197; with the cluster reduction 132 ≤ 2·RB <
+// 198, i.e. 66 ≤ RB ≤ 98.
 TEST(OpsHybridSplit, RowSplitWhereItsCtasFillTheSmsOnceOrTwice) {
   for (auto [N, want] : {std::pair<int64_t, bool>{4096, false}, {6144, false}, {12288, true}, {14336, true},
                          {22016, true}, {28672, false}})
-    EXPECT_EQ(decode_row_split_auto(N / 128, 132), want) << N;
-  EXPECT_FALSE(decode_row_split_auto(65, 132));  // 130 CTAs: two SMs idle
-  EXPECT_TRUE(decode_row_split_auto(66, 132));
-  EXPECT_TRUE(decode_row_split_auto(197, 132));  // 394 CTAs
-  EXPECT_FALSE(decode_row_split_auto(198, 132));
+    EXPECT_EQ(decode_row_split_auto(N / 128, 132, false), want) << N;
+  EXPECT_FALSE(decode_row_split_auto(65, 132, false));  // 130 CTAs: two SMs idle
+  EXPECT_TRUE(decode_row_split_auto(66, 132, false));
+  EXPECT_TRUE(decode_row_split_auto(197, 132, false));  // 394 CTAs
+  EXPECT_FALSE(decode_row_split_auto(198, 132, false));
+  for (auto [N, want] : {std::pair<int64_t, bool>{4096, false}, {6144, false}, {12288, true}, {14336, false},
+                         {22016, false}, {28672, false}})
+    EXPECT_EQ(decode_row_split_auto(N / 128, 132, true), want) << N;
+  EXPECT_FALSE(decode_row_split_auto(65, 132, true));
+  EXPECT_TRUE(decode_row_split_auto(66, 132, true));
+  EXPECT_TRUE(decode_row_split_auto(98, 132, true));  // 196 CTAs
+  EXPECT_FALSE(decode_row_split_auto(99, 132, true));  // 198 CTAs: 1.5 per SM
 }
 
 TEST(OpsHybridLinear, CpuReferenceMatchesFloat64Gemm) {

@@ -318,7 +318,7 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
       // decode_warps 0: v3h's row split where decode_row_split_auto says so (v3e at 9..16 tokens, unless the cluster
       // reduction is forced).
       const bool auto_rows = a.decode_warps == 0 && nt == 2 && a.decode_variant == 0 && a.decode_reduction != 1 &&
-                             decode_row_split_auto(rb, d.sms);
+                             decode_row_split_auto(rb, d.sms, cluster_ok);
       const int warps = a.decode_warps == 2 || a.decode_warps == 4 ? a.decode_warps : auto_rows ? 4 : hd::WARPS;
       const cudaError_t e = with_decode_inst(nt, a.decode_variant, warps, a.bf16, [&](auto inst) {
         using I = decltype(inst);

@@ -113,10 +113,18 @@ inline DecodePlan decode_plan(int64_t RB, int64_t CT, int64_t nchunks, int KB, i
 }
 
 // Auto choice at 9..16 tokens (one chunk, two n-tiles) between the k-split and v3h's row split over 2 CTAs of 4 warps
-// per row block (no k-split, no reduction): the row split where its 2·RB CTAs give every SM at least one and at most
-// two (sms ≤ 2·RB < 3·sms). Fewer CTAs leave SMs idle; at three or more per SM the k-split has little left to split.
-// H100, M = 16, × the k-split (docs/BENCHMARKS.md §4): 12288×4096 (192 CTAs) 1.10 / 1.03 at f = 0 / 0.9, 14336×4096
-// (224) 1.03 / 1.02, 22016×4096 (344) 1.01; 4096 and 6144 rows (64, 96 CTAs) 0.6–0.8, 28672 rows (448) 1.00 / 0.98.
-inline bool decode_row_split_auto(int64_t RB, int64_t sms) { return sms <= 2 * RB && 2 * RB < 3 * sms; }
+// per row block (no k-split, no reduction). Fewer CTAs than SMs leave SMs idle, so the row split needs sms ≤ 2·RB.
+// Its upper bound depends on the k-split's reduction:
+// - workspace reduction (no clusters: sm_8x, or HybridKernelOptions::workspace_reduction): 2·RB < 3·sms. H100,
+//   M = 16, v3h × the k-split (session 15): 12288×4096 (192 CTAs) 1.10 / 1.03 at f = 0 / 0.9, 14336×4096 (224)
+//   1.03 / 1.02, 22016×4096 (344) 1.01; 4096 and 6144 rows (64, 96 CTAs) 0.6–0.8, 28672 rows (448) 1.00 / 0.98.
+// - cluster reduction (Hopper, the default since session 19): 2·RB < 1.5·sms. The cluster k-split beats v3h from
+//   1.7 CTAs per SM on. H100, M = 16, v3h × the cluster k-split, sessions 16 / 19 (docs/benchmarks/data/
+//   decode_auto_h100.csv, decode_cluster_auto_h100.csv, `hybrid-pdl` against `hybrid-pdl-cl`): 12288×4096 (1.45 per
+//   SM) 1.08 / 1.09 at f = 0, 1.01 / 1.02 at f = 0.9, 1.14 / 1.15 at f = 1; 14336×4096 (1.70) 0.98 / 0.97,
+//   0.95 (f = 0.5, both), 0.95 at f = 0.9 (session 19), 0.94 at f = 1; 22016×4096 (2.6) 0.99–1.02.
+inline bool decode_row_split_auto(int64_t RB, int64_t sms, bool cluster_reduction) {
+  return sms <= 2 * RB && (cluster_reduction ? 4 * RB < 3 * sms : 2 * RB < 3 * sms);
+}
 
 }  // namespace patchllm
