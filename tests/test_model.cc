@@ -194,6 +194,8 @@ TEST_P(ModelFamilies, BatchedGenerationEqualsOnePromptAtATime) {
     so.max_new_tokens = 7;
     so.temperature = temp;
     so.seed = 11;
+    // Sampled rows also with top-k and the repetition penalty: each row's penalty sees its own prompt and output.
+    if (temp > 0) so.top_k = 20, so.repetition_penalty = 1.3;
     const auto first = generate(*m, prompts[0], so);
     ASSERT_EQ(first.size(), 7u);
     // A stop id that row 0 first emits at step k >= 1 (so it ends after k + 1 tokens); the others may stop on it too.
@@ -221,6 +223,32 @@ TEST_P(ModelFamilies, BatchedGenerationEqualsOnePromptAtATime) {
         EXPECT_EQ(st.prompt_tokens, 10);
       }
   }
+}
+
+// Greedy generation with the repetition penalty against a loop that recomputes the whole sequence without a cache and
+// applies the penalty with tensor ops (HF's RepetitionPenaltyLogitsProcessor: gather, where, scatter).
+TEST_P(ModelFamilies, RepetitionPenaltyGreedyMatchesRecomputedReference) {
+  auto dir = test::tiny_model_write(test::temp_dir("tiny"), GetParam());
+  auto m = Model::load(dir);
+  torch::NoGradGuard ng;
+  const std::vector<int> prompt = {1, 5, 7, 5};
+  SamplingOptions so;
+  so.max_new_tokens = 12;
+  so.repetition_penalty = 1.8;
+  const auto got = generate(*m, prompt, so);
+  std::vector<int64_t> seq(prompt.begin(), prompt.end());
+  std::vector<int> want;
+  for (int i = 0; i < 12; ++i) {
+    auto ids = torch::tensor(seq);
+    auto l = m->forward(ids.view({1, -1}))[0][-1];
+    auto g = l.gather(0, ids);
+    l = l.scatter(0, ids, torch::where(g < 0, g * 1.8, g / 1.8));
+    want.push_back(static_cast<int>(l.argmax().item<int64_t>()));
+    seq.push_back(want.back());
+  }
+  EXPECT_EQ(got, want);
+  so.repetition_penalty = 1.0;
+  EXPECT_NE(generate(*m, prompt, so), want) << "the penalty changes nothing here: the test cannot fail";
 }
 
 static test::TinySpec spec(const char* arch, bool tied, bool bias, bool llama3, int64_t window = 0) {
@@ -321,4 +349,56 @@ TEST(Config, RopeParametersOfTransformers5) {
   EXPECT_EQ(q.rope_theta, 1e6);
   EXPECT_EQ(q.rope_scaling.type, "none");
   EXPECT_TRUE(q.attention_bias);
+}
+
+// Sampler against hand-computed distributions: the repetition penalty's arithmetic, top-k, top-p and the two together
+// (frequencies over 20000 draws within 0.02 of the renormalised probabilities; ids outside the kept set never drawn).
+TEST(Sampler, PenaltyTopKAndTopPFollowHandComputedDistributions) {
+  SamplingOptions g;
+  g.repetition_penalty = 2.0;
+  Sampler greedy(g);
+  auto t = [](std::vector<float> v) { return torch::tensor(v); };
+  EXPECT_EQ(greedy.sample(t({2.0f, 1.5f, -1.0f}), {}), 0);
+  EXPECT_EQ(greedy.sample(t({2.0f, 1.5f, -1.0f}), {0}), 1);        // 2.0 / 2 = 1.0 < 1.5
+  EXPECT_EQ(greedy.sample(t({2.0f, 1.5f, -1.0f}), {0, 0, 1}), 0);  // 1.0 > 0.75; an id seen twice counts once
+  EXPECT_EQ(greedy.sample(t({-1.0f, -0.6f}), {1}), 0);             // negative: -0.6 · 2 = -1.2 < -1.0
+  g.repetition_penalty = 1.2;
+  EXPECT_EQ(Sampler(g).sample(t({2.0f, 1.5f, -1.0f}), {0}), 0);  // 2.0 / 1.2 = 1.67 > 1.5
+
+  // log-probabilities of [0.4, 0.3, 0.2, 0.1] at temperature 1.
+  const auto logits = torch::log(torch::tensor({0.3f, 0.1f, 0.4f, 0.2f}));  // sorted: ids 2, 0, 3, 1
+  auto freq = [&](int64_t top_k, double top_p) {
+    SamplingOptions o;
+    o.temperature = 1.0;
+    o.top_k = top_k;
+    o.top_p = top_p;
+    o.seed = 3;
+    Sampler s(o);
+    std::vector<double> f(4, 0.0);
+    const int n = 20000;
+    for (int i = 0; i < n; ++i) f[static_cast<size_t>(s.sample(logits))] += 1.0 / n;
+    return f;
+  };
+  auto near = [](const std::vector<double>& got, const std::vector<double>& want) {
+    for (size_t i = 0; i < want.size(); ++i) {
+      if (want[i] == 0) EXPECT_EQ(got[i], 0) << "id " << i;
+      EXPECT_NEAR(got[i], want[i], 0.02) << "id " << i;
+    }
+  };
+  near(freq(0, 1.0), {0.3, 0.1, 0.4, 0.2});
+  near(freq(1, 1.0), {0, 0, 1, 0});
+  near(freq(2, 1.0), {0.3 / 0.7, 0, 0.4 / 0.7, 0});
+  near(freq(0, 0.65), {0.3 / 0.7, 0, 0.4 / 0.7, 0});  // 0.4 < 0.65 <= 0.7
+  near(freq(0, 0.75), {0.3 / 0.9, 0, 0.4 / 0.9, 0.2 / 0.9});
+  // top-k 3 keeps 0.4, 0.3, 0.2 (mass 0.9); top-p 0.75 of that is 0.675: 0.4 + 0.3 = 0.7 reaches it.
+  near(freq(3, 0.75), {0.3 / 0.7, 0, 0.4 / 0.7, 0});
+  near(freq(3, 0.8), {0.3 / 0.9, 0, 0.4 / 0.9, 0.2 / 0.9});  // 0.8 · 0.9 = 0.72 > 0.7
+  near(freq(10, 1.0), {0.3, 0.1, 0.4, 0.2});                 // k past the vocabulary: all
+
+  SamplingOptions bad;
+  bad.top_k = -1;
+  EXPECT_THROW(Sampler{bad}, InvalidArgument);
+  bad.top_k = 0;
+  bad.repetition_penalty = 0;
+  EXPECT_THROW(Sampler{bad}, InvalidArgument);
 }

@@ -212,6 +212,8 @@ TEST(Cli, BadInputsGiveOneLineErrors) {
       // sampling flags: refused before the model loads (they used to fail after the prompt was echoed, on its line)
       {"generate -m '" + dir + "' -p hi --top-p 1.5", "--top-p must be in (0, 1], got 1.5", 1},
       {"generate -m '" + dir + "' -p hi -n -2", "-n must be >= 0, got -2", 1},
+      {"generate -m '" + dir + "' -p hi --top-k -1", "--top-k must be >= 0, got -1", 1},
+      {"generate -m '" + dir + "' -p hi --repetition-penalty 0", "--repetition-penalty must be > 0, got 0", 1},
       // batched generation: flags first, then the prompts file, all before the model loads
       {"generate -m '" + dir + "' --prompts x.jsonl", "--prompts needs -o/--output", 1},
       {"generate -m '" + dir + "' -o out.json", "-o/--output needs --prompts", 1},

@@ -1,5 +1,5 @@
-// patchllm generate -m DIR -p PROMPT -n N [--temp --top-p --seed --[no-]cuda-graph --no-fuse]: streamed text on stdout,
-// speed on stderr. With --prompts FILE.jsonl -o OUT.json: every prompt of the file, in batches of -b, into one JSON.
+// patchllm generate -m DIR -p PROMPT -n N [--temp --top-p --top-k --repetition-penalty --seed --[no-]cuda-graph
+// --no-fuse]: streamed text on stdout, speed on stderr. With --prompts FILE.jsonl -o OUT.json: every prompt of the file, in batches of -b, into one JSON.
 #include <cstdio>
 #include <iostream>
 
@@ -50,6 +50,8 @@ void generate_prompts_file(const GenerateOpts& o, Model& model, const Tokenizer&
                               {"sampling",
                                {{"temperature", o.s.temperature},
                                 {"top_p", o.s.top_p},
+                                {"top_k", o.s.top_k},
+                                {"repetition_penalty", o.s.repetition_penalty},
                                 {"seed", o.s.seed},
                                 {"max_new_tokens", o.s.max_new_tokens},
                                 {"bos", !o.no_bos}}}};
@@ -148,6 +150,12 @@ void register_generate(CLI::App& app) {
   sub->add_option("-n,--n-predict", o->s.max_new_tokens, "tokens to generate")->capture_default_str();
   sub->add_option("--temp", o->s.temperature, "sampling temperature, 0 = greedy")->capture_default_str();
   sub->add_option("--top-p", o->s.top_p, "nucleus sampling mass")->capture_default_str();
+  sub->add_option("--top-k", o->s.top_k, "sample among the k most likely ids (before --top-p); 0 = all")
+      ->capture_default_str();
+  sub->add_option("--repetition-penalty", o->s.repetition_penalty,
+                  "HF's repetition_penalty: the logit l of an id already in the prompt or output becomes l/p if l > 0, "
+                  "else l*p, also when greedy; 1 = off")
+      ->capture_default_str();
   sub->add_option("-s,--seed", o->s.seed, "sampling seed")->capture_default_str();
   sub->add_flag("--no-bos", o->no_bos, "do not add BOS/special tokens to the prompt");
   sub->add_flag("--cuda-graph", o->graph,

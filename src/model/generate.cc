@@ -13,6 +13,9 @@ namespace patchllm {
 void check_sampling_options(const SamplingOptions& opt) {
   PATCHLLM_CHECK(opt.temperature >= 0, InvalidArgument, "--temp must be >= 0, got ", opt.temperature);
   PATCHLLM_CHECK(opt.top_p > 0 && opt.top_p <= 1, InvalidArgument, "--top-p must be in (0, 1], got ", opt.top_p);
+  PATCHLLM_CHECK(opt.top_k >= 0, InvalidArgument, "--top-k must be >= 0, got ", opt.top_k);
+  PATCHLLM_CHECK(opt.repetition_penalty > 0, InvalidArgument, "--repetition-penalty must be > 0, got ",
+                 opt.repetition_penalty);
   PATCHLLM_CHECK(opt.max_new_tokens >= 0, InvalidArgument, "-n must be >= 0, got ", opt.max_new_tokens);
 }
 
@@ -20,19 +23,40 @@ Sampler::Sampler(const SamplingOptions& opt) : _opt(opt), _state(opt.seed * 0x9E
   check_sampling_options(opt);
 }
 
-int Sampler::sample(const torch::Tensor& logits_in) {
+int Sampler::sample(const torch::Tensor& logits_in, const std::vector<int>& seen) {
   auto logits = logits_in.to(torch::kCPU, torch::kFloat32).contiguous();
+  const int64_t n = logits.numel();
+  if (_opt.repetition_penalty != 1.0 && !seen.empty()) {
+    logits = logits.clone();  // .to() may have returned the caller's tensor
+    float* l = logits.data_ptr<float>();
+    const float p = static_cast<float>(_opt.repetition_penalty);
+    std::vector<bool> done(static_cast<size_t>(n), false);  // each id once, however often it was seen
+    for (int id : seen) {
+      if (id < 0 || id >= n || done[static_cast<size_t>(id)]) continue;
+      done[static_cast<size_t>(id)] = true;
+      l[id] = l[id] > 0 ? l[id] / p : l[id] * p;
+    }
+  }
   if (_opt.temperature == 0) return static_cast<int>(logits.argmax().item<int64_t>());
   auto probs = torch::softmax(logits / _opt.temperature, -1);
   const float* p = probs.data_ptr<float>();
-  const int64_t n = probs.numel();
   std::vector<int> idx(n);
   std::iota(idx.begin(), idx.end(), 0);
-  std::sort(idx.begin(), idx.end(), [&](int a, int b) { return p[a] > p[b]; });
-  // Nucleus: the smallest prefix whose mass reaches top_p.
+  // Top-k, then the nucleus within it (renormalised over the k kept, as HF's top-p after top-k).
+  const int64_t k = _opt.top_k > 0 ? std::min<int64_t>(_opt.top_k, n) : n;
+  auto by_prob = [&](int a, int b) { return p[a] > p[b] || (p[a] == p[b] && a < b); };
+  if (k < n) {
+    std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), by_prob);
+    idx.resize(static_cast<size_t>(k));
+  } else {
+    std::sort(idx.begin(), idx.end(), by_prob);
+  }
+  double total = 0;
+  for (int i : idx) total += p[i];
+  // Nucleus: the smallest prefix whose share of the kept mass reaches top_p.
   double mass = 0;
   int64_t keep = 0;
-  while (keep < n && (keep == 0 || mass < _opt.top_p)) mass += p[idx[keep++]];
+  while (keep < k && (keep == 0 || mass < _opt.top_p * total)) mass += p[idx[keep++]];
   // xorshift64*: a recorded, portable generator (std distributions differ between standard libraries).
   _state ^= _state >> 12, _state ^= _state << 25, _state ^= _state >> 27;
   double u = static_cast<double>((_state * 2685821657736338717ull) >> 11) / 9007199254740992.0 * mass;
@@ -78,16 +102,18 @@ std::vector<int> generate(Model& model, const std::vector<int>& prompt, const Sa
   double t0 = now_seconds();
   auto prompt_t = torch::tensor(p64).view({1, -1});
   auto logits = graph ? graph->prefill(prompt_t) : model.forward(prompt_t, &cache);
-  int next = sampler.sample(logits[0][-1]);
+  std::vector<int> seen = prompt;  // what the repetition penalty applies to
+  int next = sampler.sample(logits[0][-1], seen);
   sync();
   double t1 = now_seconds();
   std::vector<int> out;
   for (int64_t i = 0; i < opt.max_new_tokens; ++i) {
     out.push_back(next);
+    seen.push_back(next);
     if (on_token) on_token(next);
     if (std::find(opt.stop_ids.begin(), opt.stop_ids.end(), next) != opt.stop_ids.end()) break;
     if (i + 1 == opt.max_new_tokens) break;
-    next = sampler.sample(step(next));
+    next = sampler.sample(step(next), seen);
   }
   sync();
   if (stats) {
@@ -141,8 +167,9 @@ std::vector<std::vector<int>> generate_batch(Model& model, const std::vector<std
   auto last = (graph ? graph->prefill(tokens) : model.forward(tokens, &cache, mask.narrow(1, 0, L)))
                   .select(1, L - 1)
                   .to(torch::kCPU);  // [B, vocab]
+  std::vector<std::vector<int>> seen(prompts);  // per row, what its repetition penalty applies to
   std::vector<int> next(static_cast<size_t>(B));
-  for (int64_t b = 0; b < B; ++b) next[static_cast<size_t>(b)] = samplers[static_cast<size_t>(b)].sample(last[b]);
+  for (size_t b = 0; b < next.size(); ++b) next[b] = samplers[b].sample(last[static_cast<int64_t>(b)], seen[b]);
   sync();
   const double t1 = now_seconds();
   std::vector<std::vector<int>> out(static_cast<size_t>(B));
@@ -152,6 +179,7 @@ std::vector<std::vector<int>> generate_batch(Model& model, const std::vector<std
     for (size_t b = 0; b < out.size(); ++b) {
       if (done[b]) continue;
       out[b].push_back(next[b]);
+      seen[b].push_back(next[b]);
       done[b] = i + 1 == opt.max_new_tokens ||
                 std::find(opt.stop_ids.begin(), opt.stop_ids.end(), next[b]) != opt.stop_ids.end();
       all_done = all_done && done[b];
@@ -162,7 +190,7 @@ std::vector<std::vector<int>> generate_batch(Model& model, const std::vector<std
     last = (graph ? graph->step(t) : model.forward(t, &cache, mask.narrow(1, 0, L + i + 1)).select(1, 0))
                .to(torch::kCPU);
     for (size_t b = 0; b < out.size(); ++b)
-      if (!done[b]) next[b] = samplers[b].sample(last[static_cast<int64_t>(b)]);
+      if (!done[b]) next[b] = samplers[b].sample(last[static_cast<int64_t>(b)], seen[b]);
   }
   sync();
   if (stats) {

@@ -8,9 +8,14 @@
 
 namespace patchllm {
 
+// As HF generate() applies them: the repetition penalty to the raw logits (also when greedy), then temperature, top-k
+// and top-p.
 struct SamplingOptions {
   double temperature = 0.0;  // 0 = greedy
   double top_p = 1.0;
+  int64_t top_k = 0;                // keep the k most likely ids before top-p; 0 = all
+  double repetition_penalty = 1.0;  // HF's: the logit l of every id already in the prompt or the output becomes
+                                    // l / p if l > 0, else l · p (> 1 discourages repeats; 1 = off)
   uint64_t seed = 0;
   int64_t max_new_tokens = 128;
   std::vector<int64_t> stop_ids;  // generation ends after emitting one of these
@@ -38,15 +43,16 @@ std::vector<int> generate(Model& model, const std::vector<int>& prompt, const Sa
 std::vector<std::vector<int>> generate_batch(Model& model, const std::vector<std::vector<int>>& prompts,
                                              const SamplingOptions& opt, GenerateStats* stats = nullptr);
 
-// InvalidArgument unless temperature >= 0, top_p in (0, 1] and max_new_tokens >= 0 (Sampler checks it too; the CLI
-// calls it before anything loads).
+// InvalidArgument unless temperature >= 0, top_p in (0, 1], top_k >= 0, repetition_penalty > 0 and max_new_tokens >= 0
+// (Sampler checks it too; the CLI calls it before anything loads).
 void check_sampling_options(const SamplingOptions& opt);
 
-// Picks the next id from fp32 logits [vocab]; exposed for tests.
+// Picks the next id from fp32 logits [vocab]; `seen` (the prompt and the ids generated so far) is what the repetition
+// penalty applies to. Exposed for tests.
 class Sampler {
  public:
   explicit Sampler(const SamplingOptions& opt);
-  int sample(const torch::Tensor& logits);
+  int sample(const torch::Tensor& logits, const std::vector<int>& seen = {});
 
  private:
   SamplingOptions _opt;
