@@ -48,6 +48,42 @@ TEST(Stories260K, CliGenerateStreamsTheSameText) {
   EXPECT_NE(bad.err.find("exclude each other"), std::string::npos) << bad.err;
 }
 
+// --stop: the streamed text ends before the first occurrence of a stop string in the generated text, for the single
+// prompt and in --prompts' JSON (stop reason "stop", fewer tokens); a stop string that never occurs changes nothing.
+TEST(Stories260K, CliGenerateStopStrings) {
+  PATCHLLM_REQUIRE_SHARED(shared, "models/stories260K");
+  std::string dir = test::stories260k_hf(shared);
+  const std::string base = "generate -m '" + dir + "' -p 'Once upon a time' -n 40 --temp 0 --device cpu";
+  auto full = test::run_cli(base);
+  ASSERT_EQ(full.code, 0) << full.err;
+  const std::string prompt = "Once upon a time";
+  ASSERT_EQ(full.out.compare(0, prompt.size(), prompt), 0) << full.out;
+  const std::string gen = full.out.substr(prompt.size(), full.out.size() - prompt.size() - 1);  // without the "\n"
+  ASSERT_GT(gen.size(), 40u) << gen;
+  const std::string stop = gen.substr(25, 4);  // somewhere in the middle of the generated text
+  const std::string cut = gen.substr(0, gen.find(stop));
+  auto r = test::run_cli(base + " --stop 'zzqq' --stop '" + stop + "'");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, prompt + cut + "\n");
+  auto none = test::run_cli(base + " --stop 'zzqq'");
+  EXPECT_EQ(none.out, full.out);
+
+  const std::string tmp = test::temp_dir("stop");
+  file_write_atomic(tmp + "/p.jsonl", nlohmann::json{{"prompt", prompt}}.dump() + "\n" +
+                                          nlohmann::json{{"prompt", "The dog"}}.dump() + "\n");
+  auto b = test::run_cli("generate -m '" + dir + "' --device cpu --prompts '" + tmp + "/p.jsonl' -o '" + tmp +
+                         "/o.json' -n 40 --temp 0 --stop '" + stop + "'");
+  ASSERT_EQ(b.code, 0) << b.err;
+  auto j = nlohmann::json::parse(file_read(tmp + "/o.json"));
+  EXPECT_EQ(j["results"][0]["completion"], cut);
+  EXPECT_EQ(j["results"][0]["stop"], "stop");
+  EXPECT_LT(j["results"][0]["generated_tokens"].get<int64_t>(), 40);
+  EXPECT_EQ(j["sampling"]["stop"], nlohmann::json::array({stop}));
+  auto empty = test::run_cli(base + " --stop ''");
+  EXPECT_EQ(empty.code, 1);
+  EXPECT_NE(empty.err.find("--stop must not be empty"), std::string::npos) << empty.err;
+}
+
 // generate --prompts: every prompt of a JSONL file in left-padded batches (here 3 prompts of different lengths in
 // batches of 2) gives, in the JSON, the completion that the single-prompt command streams for it.
 TEST(Stories260K, CliGenerateBatchedPromptsMatchOneAtATime) {

@@ -318,6 +318,48 @@ TEST(Tokenizer, StreamDecoderNeverSplitsACodePoint) {
   EXPECT_EQ(sd.flush(), "\xEF\xBF\xBD");
 }
 
+// Stop strings: the streamed pieces concatenate to the text cut before the first occurrence of the stop string (taken
+// at many offsets of each text, so many span several tokens), and a stop string that never occurs changes nothing.
+TEST(Tokenizer, StopStringDecoderCutsBeforeTheFirstStop) {
+  std::vector<TokenizerPtr> toks;
+  toks.push_back(tokenizer_load(data_dir() + "/bytelevel_llama3"));
+  toks.push_back(tokenizer_load(data_dir() + "/bytelevel_qwen2"));
+  int spanning = 0;
+  for (auto& tok : toks) {
+    for (const auto& t : load_json(data_dir() + "/texts.json")) {
+      auto ids = tok->encode(t.get<std::string>());
+      const std::string full = tok->decode(ids);
+      auto run = [&](const std::vector<std::string>& stops, bool& stopped) {
+        StopStringDecoder sd(*tok, stops);
+        std::string acc;
+        for (int id : ids) acc += sd.push(id);
+        acc += sd.flush();
+        stopped = sd.stopped();
+        return acc;
+      };
+      bool stopped = true;
+      EXPECT_EQ(run({"\x01never\x02"}, stopped), full);
+      EXPECT_FALSE(stopped);
+      for (size_t at = 0; at + 4 <= full.size(); at += 5) {
+        const std::string stop = full.substr(at, 4);
+        const size_t first = full.find(stop);
+        EXPECT_EQ(run({"\x01never\x02", stop}, stopped), full.substr(0, first)) << stop;
+        EXPECT_TRUE(stopped);
+        // How many of them span a token boundary: some prefix of the ids decodes to text ending inside the stop.
+        for (size_t n = 1; n < ids.size(); ++n) {
+          const size_t len = tok->decode(std::vector<int>(ids.begin(), ids.begin() + n)).size();
+          if (len > first && len < first + stop.size()) {
+            ++spanning;
+            break;
+          }
+        }
+      }
+    }
+  }
+  EXPECT_GT(spanning, 20);
+  EXPECT_THROW(StopStringDecoder(*toks[0], {"x", ""}), InvalidArgument);
+}
+
 // ------------------------------------------------------------------------------------------------ errors
 std::string write_temp(const std::string& name, const std::string& content) {
   std::string dir = test::temp_dir("tok");

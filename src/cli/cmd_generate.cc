@@ -17,6 +17,7 @@ namespace {
 
 struct GenerateOpts {
   std::string model, prompt, prompts, output;
+  std::vector<std::string> stops;  // --stop, escapes resolved (cli::unescape)
   int64_t batch = 8, stop_after = 0;
   SamplingOptions s;
   DeviceOptions dev;
@@ -52,6 +53,7 @@ void generate_prompts_file(const GenerateOpts& o, Model& model, const Tokenizer&
                                 {"top_p", o.s.top_p},
                                 {"top_k", o.s.top_k},
                                 {"repetition_penalty", o.s.repetition_penalty},
+                                {"stop", o.stops},
                                 {"seed", o.s.seed},
                                 {"max_new_tokens", o.s.max_new_tokens},
                                 {"bos", !o.no_bos}}}};
@@ -94,24 +96,30 @@ void generate_prompts_file(const GenerateOpts& o, Model& model, const Tokenizer&
                      " is empty and the tokenizer has no BOS token");
       if (ids.back().empty()) ids.back().push_back(tok.bos_id());
     }
+    // Each row's text as it is generated, decoded after the prompt's ids as the streamed single-prompt output is
+    // (leading spaces kept), cut before a stop string, which also ends the row.
+    std::vector<StopStringDecoder> decs;
+    std::vector<std::string> completions(ids.size());
+    for (const auto& p : ids) {
+      decs.emplace_back(tok, o.stops);
+      decs.back().prime(p);
+    }
     GenerateStats st;
-    const auto outs = generate_batch(model, ids, o.s, &st);
+    const auto outs = generate_batch(model, ids, o.s, &st, [&](size_t row, int id) {
+      completions[row] += decs[row].push(id);
+      return decs[row].stopped();
+    });
     for (int64_t i = b0; i < b1; ++i) {
-      const auto& out = outs[static_cast<size_t>(i - b0)];
+      const size_t r = static_cast<size_t>(i - b0);
+      const auto& out = outs[r];
+      completions[r] += decs[r].flush();
       const bool eos = !out.empty() && std::find(stop_ids.begin(), stop_ids.end(), out.back()) != stop_ids.end();
-      // Decoded after the prompt's ids, as the streamed single-prompt output is (leading spaces kept).
-      StreamDecoder dec(tok);
-      for (int id : ids[static_cast<size_t>(i - b0)]) dec.push(id);
-      dec.flush();
-      std::string completion;
-      for (int id : out) completion += dec.push(id);
-      completion += dec.flush();
       results.push_back({{"index", i},
                          {"prompt", texts[static_cast<size_t>(i)]},
-                         {"completion", completion},
-                         {"prompt_tokens", ids[static_cast<size_t>(i - b0)].size()},
+                         {"completion", completions[r]},
+                         {"prompt_tokens", ids[r].size()},
                          {"generated_tokens", out.size()},
-                         {"stop", eos ? "eos" : "length"}});
+                         {"stop", decs[r].stopped() ? "stop" : eos ? "eos" : "length"}});
     }
     total.prompt_tokens += st.prompt_tokens, total.generated_tokens += st.generated_tokens;
     total.prompt_seconds += st.prompt_seconds, total.decode_seconds += st.decode_seconds;
@@ -157,6 +165,11 @@ void register_generate(CLI::App& app) {
                   "else l*p, also when greedy; 1 = off")
       ->capture_default_str();
   sub->add_option("-s,--seed", o->s.seed, "sampling seed")->capture_default_str();
+  sub->add_option("--stop", o->stops,
+                  "stop string (repeatable): generation of a prompt ends once its text contains it, and the text is "
+                  "cut before it; \\n and \\t are read as escapes, as in eval ppl --split-on")
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   sub->add_flag("--no-bos", o->no_bos, "do not add BOS/special tokens to the prompt");
   sub->add_flag("--cuda-graph", o->graph,
                 "decode with fixed-shape steps captured once as a CUDA graph and replayed (the default on CUDA; on the "
@@ -191,6 +204,10 @@ void register_generate(CLI::App& app) {
     // The sampling flags, checked before anything loads or the prompt is echoed (an error after the echo would
     // share its line).
     check_sampling_options(o->s);
+    for (auto& st : o->stops) {
+      PATCHLLM_CHECK(!st.empty(), InvalidArgument, "--stop must not be empty");
+      st = unescape(st);
+    }
     o->s.decode_graph = o->graph || (lo.device.is_cuda() && !o->no_graph);
     const std::vector<std::string> texts = many ? read_prompts(o->prompts) : std::vector<std::string>{};
     auto tok = tokenizer_load(o->model);
@@ -210,12 +227,14 @@ void register_generate(CLI::App& app) {
       prompt.push_back(tok->bos_id());
     }
     std::cout << o->prompt << std::flush;
-    StreamDecoder dec(*tok);
-    for (int id : prompt) dec.push(id);  // so the first generated piece is decoded in context (leading spaces)
-    dec.flush();
+    StopStringDecoder dec(*tok, o->stops);
+    dec.prime(prompt);  // so the first generated piece is decoded in context (leading spaces)
     GenerateStats st;
-    auto stream = [&](int id) { std::cout << dec.push(id) << std::flush; };
-    generate(*model, prompt, o->s, stream, &st);
+    auto stream = [&](size_t, int id) {
+      std::cout << dec.push(id) << std::flush;
+      return dec.stopped();
+    };
+    generate(*model, prompt, o->s, {}, &st, stream);
     std::cout << dec.flush() << std::endl;
     std::fprintf(stderr, "prompt: %lld tokens, %.1f tok/s | generation: %lld tokens, %.1f tok/s\n",
                  static_cast<long long>(st.prompt_tokens), st.prompt_tokens / std::max(st.prompt_seconds, 1e-9),

@@ -78,7 +78,7 @@ void check_fits(const Model& model, int64_t total, const char* what) {
 }  // namespace
 
 std::vector<int> generate(Model& model, const std::vector<int>& prompt, const SamplingOptions& opt,
-                          const std::function<void(int)>& on_token, GenerateStats* stats) {
+                          const std::function<void(int)>& on_token, GenerateStats* stats, const StopCheck& stop) {
   PATCHLLM_CHECK(!prompt.empty(), InvalidArgument, "generation needs at least one prompt token");
   torch::NoGradGuard ng;
   const int64_t total = static_cast<int64_t>(prompt.size()) + opt.max_new_tokens;
@@ -111,6 +111,7 @@ std::vector<int> generate(Model& model, const std::vector<int>& prompt, const Sa
     out.push_back(next);
     seen.push_back(next);
     if (on_token) on_token(next);
+    if (stop && stop(0, next)) break;
     if (std::find(opt.stop_ids.begin(), opt.stop_ids.end(), next) != opt.stop_ids.end()) break;
     if (i + 1 == opt.max_new_tokens) break;
     next = sampler.sample(step(next), seen);
@@ -126,7 +127,8 @@ std::vector<int> generate(Model& model, const std::vector<int>& prompt, const Sa
 }
 
 std::vector<std::vector<int>> generate_batch(Model& model, const std::vector<std::vector<int>>& prompts,
-                                             const SamplingOptions& opt, GenerateStats* stats) {
+                                             const SamplingOptions& opt, GenerateStats* stats,
+                                             const StopCheck& stop) {
   PATCHLLM_CHECK(!prompts.empty(), InvalidArgument, "generate_batch: no prompts");
   int64_t L = 0;
   for (const auto& p : prompts) {
@@ -180,7 +182,8 @@ std::vector<std::vector<int>> generate_batch(Model& model, const std::vector<std
       if (done[b]) continue;
       out[b].push_back(next[b]);
       seen[b].push_back(next[b]);
-      done[b] = i + 1 == opt.max_new_tokens ||
+      const bool stopped = stop && stop(b, next[b]);  // first: it sees every id
+      done[b] = stopped || i + 1 == opt.max_new_tokens ||
                 std::find(opt.stop_ids.begin(), opt.stop_ids.end(), next[b]) != opt.stop_ids.end();
       all_done = all_done && done[b];
     }

@@ -29,9 +29,14 @@ struct GenerateStats {
   double prompt_seconds = 0, decode_seconds = 0;
 };
 
+// Called with a row's index (0 for generate) and each id it generates, in order, before any other stop rule is
+// looked at; true ends the row after this id (text-level rules such as stop strings: cli's StopStringDecoder).
+using StopCheck = std::function<bool(size_t row, int id)>;
+
 // Returns the generated ids (prompt excluded). on_token is called for every generated id as soon as it exists.
 std::vector<int> generate(Model& model, const std::vector<int>& prompt, const SamplingOptions& opt,
-                          const std::function<void(int)>& on_token = {}, GenerateStats* stats = nullptr);
+                          const std::function<void(int)>& on_token = {}, GenerateStats* stats = nullptr,
+                          const StopCheck& stop = {});
 
 // Several prompts in one batch: left-padded to the longest, with an attention mask, so every row is computed as it
 // would be alone (RoPE positions count real tokens only) up to rounding. Row b samples with its own Sampler seeded
@@ -41,7 +46,8 @@ std::vector<int> generate(Model& model, const std::vector<int>& prompt, const Sa
 // rows' left padding (CUDA graphs on CUDA), else Model::forward per step. stats: prompt_tokens and generated_tokens
 // summed over the rows.
 std::vector<std::vector<int>> generate_batch(Model& model, const std::vector<std::vector<int>>& prompts,
-                                             const SamplingOptions& opt, GenerateStats* stats = nullptr);
+                                             const SamplingOptions& opt, GenerateStats* stats = nullptr,
+                                             const StopCheck& stop = {});
 
 // InvalidArgument unless temperature >= 0, top_p in (0, 1], top_k >= 0, repetition_penalty > 0 and max_new_tokens >= 0
 // (Sampler checks it too; the CLI calls it before anything loads).

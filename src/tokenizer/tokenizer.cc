@@ -7,6 +7,8 @@
 #include "core/json.h"
 #include "tokenizer/utf8.h"
 
+#include <algorithm>
+
 namespace patchllm {
 
 using json = nlohmann::json;
@@ -82,6 +84,56 @@ std::string StreamDecoder::flush() {
   _prefix = _emitted = _ids.size();
   if (next.size() > prev.size() && next.compare(0, prev.size(), prev) == 0) return next.substr(prev.size());
   return "";
+}
+
+StopStringDecoder::StopStringDecoder(const Tokenizer& tok, std::vector<std::string> stops)
+    : _dec(tok), _stops(std::move(stops)) {
+  for (const auto& st : _stops) PATCHLLM_CHECK(!st.empty(), InvalidArgument, "a stop string must not be empty");
+}
+
+void StopStringDecoder::prime(const std::vector<int>& ids) {
+  for (int id : ids) _dec.push(id);
+  _dec.flush();
+}
+
+std::string StopStringDecoder::push(int id) {
+  if (_stopped) return "";
+  _pending += _dec.push(id);
+  // The earliest stop string in the pending text. None can start in text already returned: that text's every suffix
+  // was no prefix of a stop string when it was returned.
+  size_t cut = std::string::npos;
+  for (const auto& st : _stops) cut = std::min(cut, _pending.find(st));
+  if (cut != std::string::npos) {
+    _stopped = true;
+    std::string out = _pending.substr(0, cut);
+    _pending.clear();
+    return out;
+  }
+  // Hold back the longest tail that is a prefix of some stop string.
+  size_t hold = 0;
+  for (const auto& st : _stops)
+    for (size_t k = std::min(st.size() - 1, _pending.size()); k > hold; --k)
+      if (_pending.compare(_pending.size() - k, k, st, 0, k) == 0) {
+        hold = k;
+        break;
+      }
+  std::string out = _pending.substr(0, _pending.size() - hold);
+  _pending.erase(0, _pending.size() - hold);
+  return out;
+}
+
+std::string StopStringDecoder::flush() {
+  if (_stopped) return "";
+  std::string out = _pending + _dec.flush();
+  // The flushed tail may complete a stop string.
+  size_t cut = std::string::npos;
+  for (const auto& st : _stops) cut = std::min(cut, out.find(st));
+  if (cut != std::string::npos) {
+    _stopped = true;
+    out.resize(cut);
+  }
+  _pending.clear();
+  return out;
 }
 
 }  // namespace patchllm

@@ -43,6 +43,27 @@ class StreamDecoder {
   size_t _prefix = 0;   // decoding restarts at _ids[_prefix] so that a push costs O(window), not O(all ids)
 };
 
+// Streaming detokenizer with stop strings: the text is cut before the first occurrence of any stop string (one may
+// span several ids), and push() returns only text that no stop string can still start in, so a streamed output never
+// shows part of one. Empty stop strings are refused (InvalidArgument).
+class StopStringDecoder {
+ public:
+  StopStringDecoder(const Tokenizer& tok, std::vector<std::string> stops);
+  // Decodes ids (the prompt) without output, so the first generated piece decodes in context (leading spaces).
+  void prime(const std::vector<int>& ids);
+  // The text newly safe to show; "" once stopped.
+  std::string push(int id);
+  // At the end of generation: the text held back, unless stopped.
+  std::string flush();
+  bool stopped() const { return _stopped; }
+
+ private:
+  StreamDecoder _dec;
+  std::vector<std::string> _stops;
+  std::string _pending;  // decoded, not yet returned: a stop string may start in it
+  bool _stopped = false;
+};
+
 // Builds a tokenizer from an in-memory tokenizer.json (and tokenizer_config.json, may be null); `origin` names the
 // file in error messages.
 TokenizerPtr tokenizer_from_json(const nlohmann::json& tokenizer_json, const nlohmann::json& tokenizer_config,
