@@ -151,71 +151,47 @@ INSTANTIATE_TEST_SUITE_P(Families, DecodeGraphFamilies,
                                            Case{"gemma3", 3, false, false}, Case{"gemma3_fused", 3, true, false}),
                          [](const ::testing::TestParamInfo<Case>& i) { return std::string(i.param.name); });
 
-// On a GPU: the step is captured once as a CUDA graph and replayed; replayed logits equal eager cache decode on the
-// same device (fp32 dense, fused; bf16 packed through the hybrid kernels with their 128x128 tiles, ragged here).
+// On a GPU: the step is captured as a CUDA graph and replayed; replayed logits equal eager cache decode on the same
+// device (fp32 dense, fused; bf16 packed through the hybrid kernels with their 128x128 tiles, ragged here). Then with
+// a left-padded row and two attention spans (min_span 8: spans 8 and 16), each captured as its own graph, against
+// eager decode with the attention mask.
 TEST(DecodeGraphCuda, ReplayEqualsEagerOnTheGpu) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device (or a CPU-only LibTorch): graph capture not run";
   for (const Case& c : {Case{"llama_fused", 0, true, false}, Case{"qwen2_bias_packed_fused", 1, true, true},
-                        Case{"gemma3", 3, false, false}}) {
-    SCOPED_TRACE(c.name);
-    ModelLoadOptions o;
-    o.device = torch::Device(torch::kCUDA, 0);
-    o.dtype = c.packed ? torch::kBFloat16 : torch::kFloat32;
-    auto m = Model::load(model_dir(c), o);
-    if (c.packed) model_pack_random(*m, 0.5, 9, torch::kBFloat16);
-    if (c.fuse) model_fuse_projections(*m);
-    torch::NoGradGuard ng;
-    torch::manual_seed(4);
-    const int64_t B = 2, P = 5, T = 14, cap = 16;
-    auto ids = torch::randint(3, m->config.vocab_size, {B, T}, torch::kInt64).to(o.device);
-    auto cache = m->make_cache(B, cap);
-    m->forward(ids.slice(1, 0, P), &cache);
-    DecodeGraph g(*m, B, cap);
-    g.prefill(ids.slice(1, 0, P));
-    for (int64_t t = P; t < T; ++t) {
-      auto want = m->forward(ids.slice(1, t, t + 1), &cache).select(1, 0);
-      auto got = g.step(ids.slice(1, t, t + 1)).clone();
-      EXPECT_LE(rel_diff(got, want), c.packed ? 2e-2 : 1e-5) << "position " << t;
+                        Case{"gemma3", 3, false, false}})
+    for (bool padded : {false, true}) {
+      SCOPED_TRACE(std::string(c.name) + (padded ? " padded, spans" : ""));
+      ModelLoadOptions o;
+      o.device = torch::Device(torch::kCUDA, 0);
+      o.dtype = c.packed ? torch::kBFloat16 : torch::kFloat32;
+      auto m = Model::load(model_dir(c), o);
+      if (c.packed) model_pack_random(*m, 0.5, 9, torch::kBFloat16);
+      if (c.fuse) model_fuse_projections(*m);
+      torch::NoGradGuard ng;
+      torch::manual_seed(4);
+      const int64_t B = 2, P = 5, T = 14, cap = 16;
+      auto ids = torch::randint(3, m->config.vocab_size, {B, T}, torch::kInt64).to(o.device);
+      auto mask = torch::ones({B, cap}, torch::kInt64);
+      DecodeGraphOptions go;
+      if (padded) {
+        mask[1].narrow(0, 0, 3).zero_();
+        go.left_pad = {0, 3};
+        go.min_span = 8;
+      }
+      mask = mask.to(o.device);
+      auto upto = [&](int64_t n) { return padded ? mask.slice(1, 0, n) : torch::Tensor(); };  // no mask: plain path
+      auto cache = m->make_cache(B, cap);
+      m->forward(ids.slice(1, 0, P), &cache, upto(P));
+      DecodeGraph g(*m, B, cap, go);
+      g.prefill(ids.slice(1, 0, P));
+      for (int64_t t = P; t < T; ++t) {
+        auto want = m->forward(ids.slice(1, t, t + 1), &cache, upto(t + 1)).select(1, 0);
+        auto got = g.step(ids.slice(1, t, t + 1)).clone();
+        EXPECT_LE(rel_diff(got, want), c.packed ? 2e-2 : 1e-5) << "position " << t;
+      }
+      EXPECT_TRUE(g.graph_captured()) << g.fallback_reason();
+      EXPECT_EQ(g.graphs_captured(), padded ? 2 : 1);
     }
-    EXPECT_TRUE(g.graph_captured()) << g.fallback_reason();
-  }
-}
-
-// On a GPU: left-padded rows and two attention spans, each captured as its own graph; the replays equal eager masked
-// decode on the same device.
-TEST(DecodeGraphCuda, PaddedRowsAndSpansReplayEqualsEagerOnTheGpu) {
-  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device (or a CPU-only LibTorch): graph capture not run";
-  for (const Case& c : {Case{"llama_fused", 0, true, false}, Case{"qwen2_bias_packed_fused", 1, true, true},
-                        Case{"gemma3", 3, false, false}}) {
-    SCOPED_TRACE(c.name);
-    ModelLoadOptions o;
-    o.device = torch::Device(torch::kCUDA, 0);
-    o.dtype = c.packed ? torch::kBFloat16 : torch::kFloat32;
-    auto m = Model::load(model_dir(c), o);
-    if (c.packed) model_pack_random(*m, 0.5, 9, torch::kBFloat16);
-    if (c.fuse) model_fuse_projections(*m);
-    torch::NoGradGuard ng;
-    torch::manual_seed(7);
-    const int64_t B = 2, P = 5, T = 14, cap = 16;
-    auto ids = torch::randint(3, m->config.vocab_size, {B, T}, torch::kInt64).to(o.device);
-    auto mask = torch::ones({B, cap}, torch::kInt64);
-    mask[1].narrow(0, 0, 3).zero_();
-    mask = mask.to(o.device);
-    auto cache = m->make_cache(B, cap);
-    m->forward(ids.slice(1, 0, P), &cache, mask.slice(1, 0, P));
-    DecodeGraphOptions go;
-    go.left_pad = {0, 3};
-    go.min_span = 8;
-    DecodeGraph g(*m, B, cap, go);
-    g.prefill(ids.slice(1, 0, P));
-    for (int64_t t = P; t < T; ++t) {
-      auto want = m->forward(ids.slice(1, t, t + 1), &cache, mask.slice(1, 0, t + 1)).select(1, 0);
-      auto got = g.step(ids.slice(1, t, t + 1)).clone();
-      EXPECT_LE(rel_diff(got, want), c.packed ? 2e-2 : 1e-5) << "position " << t;
-    }
-    EXPECT_TRUE(g.graph_captured()) << g.fallback_reason();
-    EXPECT_EQ(g.graphs_captured(), 2);  // spans 8 and 16
-  }
 }
 
 // On a GPU: the fused layer kernels (ops/layer_ops.h) inside the model give the references' logits (fp32 ≤ 1e-5
