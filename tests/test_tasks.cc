@@ -266,6 +266,34 @@ TEST(Tasks, MetricsFromHandMadeFiles) {
                     json + "'");
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(nlohmann::json::parse(file_read(json))["results"]["arc_easy"]["n"].get<int64_t>(), 2);
+
+  // Stopped after one task, then resumed: the same results and samples as the uninterrupted run above; the partial
+  // file is kept until the JSON is written. A resume with another --limit (another run) is refused.
+  const std::string base = "eval tasks -m '" + dir + "' --data-dir '" + data +
+                           "' --tasks arc_easy,winogrande,lambada_openai -b 3 --log-samples --json '" + data +
+                           "/s.json'";
+  r = test::run_cli(base + " --stop-after 1");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_FALSE(file_exists(data + "/s.json"));
+  ASSERT_TRUE(file_exists(data + "/s.json.partial"));
+  auto other = test::run_cli(base + " --limit 2 --resume");
+  EXPECT_EQ(other.code, 1);
+  EXPECT_NE(other.err.find("s.json.partial: written by another run"), std::string::npos) << other.err;
+  r = test::run_cli(base + " --resume");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("1 of 3 tasks done"), std::string::npos) << r.err;
+  EXPECT_NE(r.out.find("winogrande"), std::string::npos) << r.out;
+  EXPECT_FALSE(file_exists(data + "/s.json.partial"));
+  auto s = nlohmann::json::parse(file_read(data + "/s.json"));
+  for (const char* t : {"arc_easy", "winogrande", "lambada_openai"}) {
+    auto a = s["results"][t], b = j["results"][t];
+    a.erase("seconds"), b.erase("seconds");
+    EXPECT_EQ(a, b) << t;
+    EXPECT_EQ(s["samples"][t], j["samples"][t]) << t;
+  }
+  auto bad = test::run_cli("eval tasks -m '" + dir + "' --data-dir '" + data + "' --tasks arc_easy --resume");
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.err.find("give --json a file"), std::string::npos) << bad.err;
 }
 
 // Bad task files: one line "error: <file>:<line>: <problem>", exit 1, before any model is loaded (the tiny model

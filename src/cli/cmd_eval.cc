@@ -5,6 +5,7 @@
 
 #include "cli/common.h"
 #include "core/file.h"
+#include "core/json.h"
 #include "core/log.h"
 #include "core/provenance.h"
 #include "eval/logits_input.h"
@@ -99,7 +100,8 @@ void register_eval(CLI::App& app) {
   struct TaskOpts {
     std::string model, data_dir, json, masks;
     std::vector<std::string> tasks = task_names();
-    int64_t limit = 0;
+    int64_t limit = 0, stop_after = 0;
+    bool resume = false;
     TaskOptions task;
     DeviceOptions dev;
   };
@@ -125,21 +127,65 @@ void register_eval(CLI::App& app) {
   tk->add_flag("--log-samples,--log_samples", to->task.log_samples,
                "with --json: per row its line, gold, predicted index (pred, pred_norm) and log-likelihoods");
   tk->add_option("--masks", to->masks, "apply this mask file (masks.safetensors or MaskLLM .npz) before evaluating");
+  tk->add_flag("--resume", to->resume,
+               "with --json FILE: skip the tasks a stopped run of the same command finished (kept in FILE.partial)");
+  tk->add_option("--stop-after", to->stop_after,
+                 "with --json FILE: stop after this many tasks (results kept in FILE.partial; finish with --resume)");
   to->dev.add(tk);
   tk->callback([to] {
     auto lo = to->dev.resolve();
     PATCHLLM_CHECK(to->limit >= 0, InvalidArgument, "--limit must be >= 0 (0 = all), got ", to->limit);
     PATCHLLM_CHECK(to->task.batch >= 1, InvalidArgument, "--batch-size must be >= 1, got ", to->task.batch);
     PATCHLLM_CHECK(dir_exists(to->data_dir), InvalidArgument, to->data_dir, ": task data directory not found");
+    PATCHLLM_CHECK(to->stop_after >= 0, InvalidArgument, "--stop-after must be >= 0, got ", to->stop_after);
+    PATCHLLM_CHECK((!to->resume && to->stop_after == 0) || (!to->json.empty() && to->json != "-"), InvalidArgument,
+                   "--resume and --stop-after keep results in JSON.partial: give --json a file");
     // Every task file is read and checked before the model loads, so a bad row fails in a second, not after an hour.
     std::vector<Task> tasks;
     for (const auto& name : to->tasks)
       tasks.push_back(task_load(name, path_join(to->data_dir, name + ".jsonl"), to->limit));
+    // After each task the results so far go to JSON.partial (atomically); --resume takes the finished tasks from it
+    // when it was written by the same command (model, task files' contents, limit, batch, length, masks, device).
+    nlohmann::json run = {{"model", to->model},
+                          {"limit", to->limit},
+                          {"batch_size", to->task.batch},
+                          {"max_length", to->task.max_len},
+                          {"log_samples", to->task.log_samples},
+                          {"device", describe(lo)},
+                          {"masks", to->masks.empty() ? "" : sha256_file(to->masks)}};
+    for (const auto& t : tasks) run["tasks"].push_back({{"name", t.name}, {"sha256", sha256_file(t.path)}});
+    const std::string partial = to->json.empty() || to->json == "-" ? "" : to->json + ".partial";
+    nlohmann::json done = nlohmann::json::object();  // task name -> {"result", "samples"}
+    if (to->resume && file_exists(partial)) {
+      const nlohmann::json p = json_read_file(partial);
+      PATCHLLM_CHECK(p.is_object() && p.value("run", nlohmann::json()) == run && p.contains("done") &&
+                         p["done"].is_object(),
+                     InvalidArgument, partial,
+                     ": written by another run (model, task files, limit, batch, length, masks or device differ) or "
+                     "malformed; delete it to start over");
+      done = p["done"];
+      log_info("resuming from ", partial, ": ", done.size(), " of ", tasks.size(), " tasks done");
+    }
     auto tok = tokenizer_load(to->model);
     double mask_sparsity = -1;
     auto model = load_eval_model(to->model, to->masks, lo, &mask_sparsity);
     std::vector<TaskResult> results;
-    for (const auto& t : tasks) results.push_back(task_evaluate(*model, *tok, t, to->task));
+    int64_t evaluated = 0;
+    for (const auto& t : tasks) {
+      if (done.contains(t.name)) {
+        const auto& e = done[t.name];
+        results.push_back(TaskResult::from_json(t.name, e.value("result", nlohmann::json()), partial));
+        results.back().samples = e.value("samples", nlohmann::json::array());
+        continue;
+      }
+      results.push_back(task_evaluate(*model, *tok, t, to->task));
+      done[t.name] = {{"result", results.back().to_json()}, {"samples", results.back().samples}};
+      if (!partial.empty()) file_write_atomic(partial, nlohmann::json{{"run", run}, {"done", done}}.dump());
+      if (to->stop_after > 0 && ++evaluated == to->stop_after && results.size() < tasks.size()) {
+        log_info("stopped after ", to->stop_after, " tasks; results so far in ", partial, " (continue with --resume)");
+        return;
+      }
+    }
     std::printf("%-15s %6s %8s %9s %8s  %s\n", "task", "n", "acc", "acc_norm", "stderr", "");
     for (const auto& r : results) {
       char buf[32] = "-";
@@ -170,6 +216,7 @@ void register_eval(CLI::App& app) {
       append_model_inputs(inputs, to->model, to->masks);
       j["provenance"] = provenance_json(inputs);
       write_json(to->json, j);
+      if (!partial.empty()) std::remove(partial.c_str());
     }
   });
 

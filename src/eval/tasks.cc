@@ -234,6 +234,28 @@ nlohmann::json TaskResult::to_json() const {
   return j;
 }
 
+TaskResult TaskResult::from_json(const std::string& name, const nlohmann::json& j, const std::string& origin) {
+  auto num = [&](const char* key, double fallback, bool required) {
+    if (!j.is_object() || !j.contains(key)) {
+      PATCHLLM_CHECK(!required, FormatError, origin, ": result of task '", name, "' has no \"", key, "\"");
+      return fallback;
+    }
+    PATCHLLM_CHECK(j[key].is_number(), FormatError, origin, ": result of task '", name, "': \"", key,
+                   "\" is not a number");
+    return j[key].get<double>();
+  };
+  TaskResult r;
+  r.name = name;
+  r.n = static_cast<int64_t>(num("n", 0, true));
+  r.acc = num("acc,none", 0, true);
+  r.acc_stderr = num("acc_stderr,none", 0, true);
+  r.acc_norm = num("acc_norm,none", -1, false);
+  r.acc_norm_stderr = num("acc_norm_stderr,none", -1, false);
+  r.ppl = num("perplexity,none", -1, false);
+  r.seconds = num("seconds", 0, false);
+  return r;
+}
+
 TaskResult task_evaluate(Model& model, const Tokenizer& tok, const Task& task, const TaskOptions& opt) {
   const double t0 = now_seconds();
   std::vector<TaskTokens> pairs;

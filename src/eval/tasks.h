@@ -77,6 +77,9 @@ struct TaskResult {
   double seconds = 0;
   nlohmann::json samples = nlohmann::json::array();  // per row, with TaskOptions::log_samples
   nlohmann::json to_json() const;                    // lm-eval keys: "acc,none", "acc_stderr,none", ...
+  // The inverse of to_json (samples apart), for results read back from a stopped run's file (eval tasks --resume);
+  // FormatError naming `origin` when a key is missing or of the wrong type.
+  static TaskResult from_json(const std::string& name, const nlohmann::json& j, const std::string& origin);
 };
 
 // Length normalisation of acc_norm: the choice's length in Unicode code points, as lm-eval's len(choice) in Python
