@@ -174,8 +174,10 @@ void register_eval(CLI::App& app) {
     for (const auto& t : tasks) {
       if (done.contains(t.name)) {
         const auto& e = done[t.name];
-        results.push_back(TaskResult::from_json(t.name, e.value("result", nlohmann::json()), partial));
-        results.back().samples = e.value("samples", nlohmann::json::array());
+        PATCHLLM_CHECK(e.is_object() && e.contains("result") && e.contains("samples") && e["samples"].is_array(),
+                       FormatError, partial, ": entry of task '", t.name, "' is malformed; delete the file to start over");
+        results.push_back(TaskResult::from_json(t.name, e["result"], partial));
+        results.back().samples = e["samples"];
         continue;
       }
       results.push_back(task_evaluate(*model, *tok, t, to->task));
