@@ -122,6 +122,9 @@ TEST(Stories260K, CliGenerateBatchedPromptsMatchOneAtATime) {
     generated += e["generated_tokens"].get<int64_t>();
   }
   EXPECT_EQ(j["speed"]["generated_tokens"], generated);
+  // Batches are formed longest prompt first (prompts 2 and 0 together, then 1), the results in the file's order.
+  const auto pt = [&](size_t i) { return std::to_string(j["results"][i]["prompt_tokens"].get<int64_t>()); };
+  EXPECT_NE(r.err.find("batch 1/2: 2 prompts of " + pt(0) + "-" + pt(2) + " tokens"), std::string::npos) << r.err;
   auto jg = nlohmann::json::parse(file_read(tmp + "/graph.json"));
   ASSERT_EQ(jg["results"].size(), prompts.size());
   for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(jg["results"][i]["completion"], j["results"][i]["completion"]);

@@ -1,6 +1,8 @@
 // patchllm generate -m DIR -p PROMPT -n N [--temp --top-p --top-k --repetition-penalty --seed --[no-]cuda-graph
 // --no-fuse]: streamed text on stdout, speed on stderr. With --prompts FILE.jsonl -o OUT.json: every prompt of the file, in batches of -b, into one JSON.
+#include <algorithm>
 #include <cstdio>
+#include <numeric>
 #include <iostream>
 
 #include "cli/common.h"
@@ -38,16 +40,19 @@ std::vector<std::string> read_prompts(const std::string& path) {
   return out;
 }
 
-// --prompts: every prompt of the file through generate_batch in batches of o.batch, one JSON to o.output. After each
-// batch the results so far go to OUTPUT.partial (atomically), which --resume continues from when it was written by the
-// same run (same prompts file contents, model, sampling, batch); it is removed once OUTPUT is written. A row does not
-// depend on the other rows of its batch beyond rounding, so a resumed run gives the uninterrupted one's results.
+// --prompts: every prompt of the file through generate_batch in batches of o.batch, one JSON to o.output (results in
+// the file's order). Batches are formed longest prompt first, so prompts of similar length share a batch and little
+// of the prefill goes to padding. After each batch the results so far go to OUTPUT.partial (atomically), which
+// --resume continues from when it was written by the same run (same prompts file contents, model, sampling, batch);
+// it is removed once OUTPUT is written. A row does not depend on the other rows of its batch beyond rounding, so a
+// resumed run gives the uninterrupted one's results.
 void generate_prompts_file(const GenerateOpts& o, Model& model, const Tokenizer& tok, const ModelLoadOptions& lo,
                            const std::vector<std::string>& texts) {
   const auto& stop_ids = o.s.stop_ids;
   const nlohmann::json run = {{"prompts_sha256", sha256_file(o.prompts)},
                               {"model", o.model},
                               {"batch", o.batch},
+                              {"order", "longest first"},
                               {"sampling",
                                {{"temperature", o.s.temperature},
                                 {"top_p", o.s.top_p},
@@ -71,6 +76,10 @@ void generate_prompts_file(const GenerateOpts& o, Model& model, const Tokenizer&
                    ": written by another run (prompts file, model, sampling or batch differ) or malformed; delete it "
                    "to start over");
     results = p["results"];
+    for (const auto& e : results)
+      PATCHLLM_CHECK(e.is_object() && e.contains("index") && e["index"].is_number_integer() &&
+                         e["index"].get<int64_t>() >= 0 && e["index"].get<int64_t>() < n,
+                     InvalidArgument, partial, ": a result without a valid \"index\"; delete it to start over");
     start = static_cast<int64_t>(results.size());
     PATCHLLM_CHECK(start % o.batch == 0 || start == n, InvalidArgument, partial, ": ", start,
                    " results is not a whole number of batches of ", o.batch);
@@ -86,16 +95,22 @@ void generate_prompts_file(const GenerateOpts& o, Model& model, const Tokenizer&
                           {"generated_tokens", total.generated_tokens},
                           {"decode_seconds", total.decode_seconds}};
   };
+  std::vector<std::vector<int>> all_ids;
+  for (int64_t i = 0; i < n; ++i) {
+    all_ids.push_back(tok.encode(texts[static_cast<size_t>(i)], !o.no_bos));
+    PATCHLLM_CHECK(!all_ids.back().empty() || tok.bos_id() >= 0, InvalidArgument, o.prompts, ": prompt ", i + 1,
+                   " is empty and the tokenizer has no BOS token");
+    if (all_ids.back().empty()) all_ids.back().push_back(tok.bos_id());
+  }
+  std::vector<int64_t> order(static_cast<size_t>(n));  // processing order: longest first, ties in file order
+  std::iota(order.begin(), order.end(), int64_t(0));
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t a, int64_t b) { return all_ids[size_t(a)].size() > all_ids[size_t(b)].size(); });
   int64_t done_batches = 0;
   for (int64_t b0 = start; b0 < n; b0 += o.batch) {
     const int64_t b1 = std::min(n, b0 + o.batch);
     std::vector<std::vector<int>> ids;
-    for (int64_t i = b0; i < b1; ++i) {
-      ids.push_back(tok.encode(texts[static_cast<size_t>(i)], !o.no_bos));
-      PATCHLLM_CHECK(!ids.back().empty() || tok.bos_id() >= 0, InvalidArgument, o.prompts, ": prompt ", i + 1,
-                     " is empty and the tokenizer has no BOS token");
-      if (ids.back().empty()) ids.back().push_back(tok.bos_id());
-    }
+    for (int64_t k = b0; k < b1; ++k) ids.push_back(all_ids[static_cast<size_t>(order[size_t(k)])]);
     // Each row's text as it is generated, decoded after the prompt's ids as the streamed single-prompt output is
     // (leading spaces kept), cut before a stop string, which also ends the row.
     std::vector<StopStringDecoder> decs;
@@ -109,8 +124,9 @@ void generate_prompts_file(const GenerateOpts& o, Model& model, const Tokenizer&
       completions[row] += decs[row].push(id);
       return decs[row].stopped();
     });
-    for (int64_t i = b0; i < b1; ++i) {
-      const size_t r = static_cast<size_t>(i - b0);
+    for (int64_t k = b0; k < b1; ++k) {
+      const size_t r = static_cast<size_t>(k - b0);
+      const int64_t i = order[static_cast<size_t>(k)];
       const auto& out = outs[r];
       completions[r] += decs[r].flush();
       const bool eos = !out.empty() && std::find(stop_ids.begin(), stop_ids.end(), out.back()) != stop_ids.end();
@@ -123,8 +139,9 @@ void generate_prompts_file(const GenerateOpts& o, Model& model, const Tokenizer&
     }
     total.prompt_tokens += st.prompt_tokens, total.generated_tokens += st.generated_tokens;
     total.prompt_seconds += st.prompt_seconds, total.decode_seconds += st.decode_seconds;
-    log_info("batch ", b0 / o.batch + 1, "/", batches, ": prompts ", b0 + 1, "-", b1, ", ", st.generated_tokens,
-             " tokens, ", st.generated_tokens / std::max(st.decode_seconds, 1e-9), " tok/s");
+    log_info("batch ", b0 / o.batch + 1, "/", batches, ": ", b1 - b0, " prompts of ", ids.back().size(), "-",
+             ids.front().size(), " tokens, ", st.generated_tokens, " generated, ",
+             st.generated_tokens / std::max(st.decode_seconds, 1e-9), " tok/s");
     if (!partial.empty())
       file_write_atomic(partial, nlohmann::json{{"run", run}, {"results", results}, {"speed", speed()}}.dump());
     if (o.stop_after > 0 && ++done_batches == o.stop_after && b1 < n) {
@@ -132,6 +149,9 @@ void generate_prompts_file(const GenerateOpts& o, Model& model, const Tokenizer&
       return;
     }
   }
+  std::sort(results.begin(), results.end(), [](const nlohmann::json& a, const nlohmann::json& b) {
+    return a["index"].get<int64_t>() < b["index"].get<int64_t>();
+  });
   nlohmann::json j = {{"model", o.model},
                       {"prompts", o.prompts},
                       {"device", describe(lo)},
