@@ -160,6 +160,39 @@ TEST(Stories260K, CliInspectReportsRaggedTiles) {
   EXPECT_NE(r.out.find("last row 12 of 32"), std::string::npos) << r.out;  // 172 = 5*32 + 12
 }
 
+// eval ppl stopped after 2 batches and resumed gives the uninterrupted run's numbers exactly (the fp64 sums are
+// kept in the partial file); a partial from another run (another batch size) is refused.
+TEST(Stories260K, PerplexityStopsAndResumesExactly) {
+  PATCHLLM_REQUIRE_SHARED(shared, "data/tinystories/valid.txt");
+  std::string dir = test::stories260k_hf(test::shared_dir() + "/models/stories260K");
+  const std::string tmp = test::temp_dir("ppl_resume");
+  auto cmd = [&](const std::string& json, const std::string& extra) {
+    return "eval ppl -m '" + dir + "' -f '" + shared + "' -c 128 --chunks 9 -b 2 --json '" + tmp + "/" + json + "' " +
+           extra;
+  };
+  auto full = test::run_cli(cmd("a.json", ""));
+  ASSERT_EQ(full.code, 0) << full.err;
+  auto stopped = test::run_cli(cmd("b.json", "--stop-after 2"));
+  ASSERT_EQ(stopped.code, 0) << stopped.err;
+  EXPECT_FALSE(file_exists(tmp + "/b.json"));
+  ASSERT_TRUE(file_exists(tmp + "/b.json.partial"));
+  EXPECT_EQ(nlohmann::json::parse(file_read(tmp + "/b.json.partial"))["state"]["windows"], 4);
+  auto other = test::run_cli("eval ppl -m '" + dir + "' -f '" + shared + "' -c 128 --chunks 9 -b 1 --json '" + tmp +
+                             "/b.json' --resume");
+  EXPECT_EQ(other.code, 1);
+  EXPECT_NE(other.err.find("b.json.partial: written by another run"), std::string::npos) << other.err;
+  auto resumed = test::run_cli(cmd("b.json", "--resume"));
+  ASSERT_EQ(resumed.code, 0) << resumed.err;
+  EXPECT_NE(resumed.err.find("4 windows done"), std::string::npos) << resumed.err;
+  EXPECT_FALSE(file_exists(tmp + "/b.json.partial"));
+  auto a = nlohmann::json::parse(file_read(tmp + "/a.json")), b = nlohmann::json::parse(file_read(tmp + "/b.json"));
+  EXPECT_EQ(b["n_windows"], 9);
+  EXPECT_EQ(b["n_scored"], a["n_scored"]);
+  EXPECT_EQ(b["nll_mean"].get<double>(), a["nll_mean"].get<double>());
+  EXPECT_EQ(b["ppl_stderr"].get<double>(), a["ppl_stderr"].get<double>());
+  EXPECT_EQ(resumed.out, full.out);
+}
+
 TEST(Stories260K, PerplexityOnValidationText) {
   PATCHLLM_REQUIRE_SHARED(shared, "data/tinystories/valid.txt");
   std::string dir = test::stories260k_hf(test::shared_dir() + "/models/stories260K");

@@ -1,6 +1,8 @@
-// patchllm eval ppl -m DIR -f TEXT [-c CTX] [--chunks N] [--head-rows R] [--masks F] [--json OUT]
+// patchllm eval ppl -m DIR -f TEXT [-c CTX] [--chunks N] [--head-rows R] [--masks F] [--json OUT [--resume]
+//   [--stop-after N]]
 // patchllm eval logits -m DIR -i IDS.safetensors -o OUT.safetensors [--masks F]
 // patchllm eval tasks -m DIR --data-dir DIR [--tasks a,b] [--limit N] [-b B] [--masks F] [--json OUT] [--log-samples]
+//   [--resume] [--stop-after N]
 #include <cstdio>
 
 #include "cli/common.h"
@@ -45,6 +47,8 @@ void register_eval(CLI::App& app) {
     std::string model, file, json, split_on, masks;
     PplOptions ppl;
     DeviceOptions dev;
+    bool resume = false;
+    int64_t stop_after = 0;
   };
   auto o = std::make_shared<Opts>();
   auto* sub = ev->add_subcommand("ppl", "perplexity, paper protocol (non-overlapping windows, tail dropped)");
@@ -61,12 +65,19 @@ void register_eval(CLI::App& app) {
                   "dropped, documents concatenated (e.g. TinyStories: '\\n<|endoftext|>\\n')");
   sub->add_option("--json", o->json, "write results as JSON to this file ('-' = stdout)");
   sub->add_option("--masks", o->masks, "apply this mask file (masks.safetensors or MaskLLM .npz) before evaluating");
+  sub->add_flag("--resume", o->resume,
+                "with --json FILE: continue from the windows a stopped run of the same command scored (FILE.partial)");
+  sub->add_option("--stop-after", o->stop_after,
+                  "with --json FILE: stop after this many batches (state kept in FILE.partial; finish with --resume)");
   o->dev.add(sub);
   sub->callback([o] {
     auto lo = o->dev.resolve();
     PATCHLLM_CHECK(o->ppl.head_rows >= 0, InvalidArgument, "--head-rows must be >= 0 (0 = all at once), got ",
                    o->ppl.head_rows);
     PATCHLLM_CHECK(file_exists(o->file), InvalidArgument, o->file, ": text file not found");
+    PATCHLLM_CHECK(o->stop_after >= 0, InvalidArgument, "--stop-after must be >= 0, got ", o->stop_after);
+    PATCHLLM_CHECK((!o->resume && o->stop_after == 0) || (!o->json.empty() && o->json != "-"), InvalidArgument,
+                   "--resume and --stop-after keep the state in JSON.partial: give --json a file");
     std::string text = file_read(o->file);
     PATCHLLM_CHECK(!text.empty(), InvalidArgument, o->file, ": text file is empty");
     auto tok = tokenizer_load(o->model);
@@ -75,10 +86,45 @@ void register_eval(CLI::App& app) {
     std::vector<int> ids = tokenize_documents(*tok, text, sep);
     log_info("tokenized ", o->file, ": ", ids.size(), " tokens in ", now_seconds() - t0, " s, ids sha256 (int32 LE) ",
              token_ids_sha256(ids));
+    // The state so far goes to JSON.partial (atomically) every 10 s and when stopped; --resume continues from it when
+    // it was written by the same command (the same ids, model, window, batch, chunks, head rows, masks, device).
+    const nlohmann::json run = {{"ids_sha256", token_ids_sha256(ids)},
+                                {"model", o->model},
+                                {"ctx", o->ppl.ctx},
+                                {"batch", o->ppl.batch},
+                                {"chunks", o->ppl.max_windows},
+                                {"head_rows", o->ppl.head_rows},
+                                {"masks", o->masks.empty() ? "" : sha256_file(o->masks)},
+                                {"device", describe(lo)}};
+    const std::string partial = o->json.empty() || o->json == "-" ? "" : o->json + ".partial";
+    if (o->resume && file_exists(partial)) {
+      const nlohmann::json p = json_read_file(partial);
+      PATCHLLM_CHECK(p.is_object() && p.value("run", nlohmann::json()) == run && p.contains("state"), InvalidArgument,
+                     partial, ": written by another run (text, model, window, batch, chunks, masks or device differ) or "
+                     "malformed; delete it to start over");
+      o->ppl.resume = PplState::from_json(p["state"], partial);
+      log_info("resuming from ", partial, ": ", o->ppl.resume.windows, " windows done");
+    }
+    int64_t batches = 0;
+    double last_write = now_seconds();
+    if (!partial.empty())
+      o->ppl.checkpoint = [&](const PplState& st) {
+        const bool stop = o->stop_after > 0 && ++batches == o->stop_after;
+        if (stop || now_seconds() - last_write > 10) {
+          file_write_atomic(partial, nlohmann::json{{"run", run}, {"state", st.to_json()}}.dump());
+          last_write = now_seconds();
+        }
+        return !stop;
+      };
     double mask_sparsity = -1;
     auto model = load_eval_model(o->model, o->masks, lo, &mask_sparsity);
     o->ppl.source = o->file;
     auto r = ppl_evaluate(*model, ids, o->ppl);
+    if (r.stopped) {
+      log_info("stopped after ", o->stop_after, " batches (", r.n_windows, " windows); state in ", partial,
+               " (continue with --resume)");
+      return;
+    }
     std::fprintf(stderr, "Final estimate: PPL = %.4f +/- %.4f (%lld windows of %lld, %.1f s)\n", r.ppl, r.ppl_stderr,
                  static_cast<long long>(r.n_windows), static_cast<long long>(r.ctx), r.seconds);
     std::printf("%.4f\n", r.ppl);
@@ -93,6 +139,7 @@ void register_eval(CLI::App& app) {
       append_model_inputs(inputs, o->model, o->masks);
       j["provenance"] = provenance_json(inputs);
       write_json(o->json, j);
+      if (!partial.empty()) std::remove(partial.c_str());
     }
   });
 

@@ -26,6 +26,24 @@ nlohmann::json PplResult::to_json() const {
           {"seconds", seconds}};
 }
 
+nlohmann::json PplState::to_json() const {
+  // nlohmann writes doubles with 17 significant digits: the sums read back exactly.
+  return {{"windows", windows}, {"n_scored", n_scored}, {"sum", sum}, {"sum2", sum2}, {"seconds", seconds}};
+}
+
+PplState PplState::from_json(const nlohmann::json& j, const std::string& origin) {
+  for (const char* k : {"windows", "n_scored", "sum", "sum2", "seconds"})
+    PATCHLLM_CHECK(j.is_object() && j.contains(k) && j[k].is_number(), FormatError, origin, ": perplexity state has no "
+                   "number \"", k, "\"");
+  PplState s;
+  s.windows = j["windows"].get<int64_t>();
+  s.n_scored = j["n_scored"].get<int64_t>();
+  s.sum = j["sum"].get<double>();
+  s.sum2 = j["sum2"].get<double>();
+  s.seconds = j["seconds"].get<double>();
+  return s;
+}
+
 std::string token_ids_sha256(const std::vector<int>& ids) {
   std::string buf(ids.size() * 4, '\0');
   for (size_t i = 0; i < ids.size(); ++i) {
@@ -70,12 +88,17 @@ PplResult ppl_evaluate(Model& model, const std::vector<int>& tokens, const PplOp
   torch::NoGradGuard ng;
   auto all = torch::tensor(std::vector<int64_t>(tokens.begin(), tokens.begin() + r.n_windows * r.ctx))
                  .view({r.n_windows, r.ctx});
-  double sum = 0, sum2 = 0;
   const int64_t B = std::max<int64_t>(1, opt.batch);
+  const PplState& from = opt.resume;
+  PATCHLLM_CHECK(from.windows >= 0 && from.windows <= r.n_windows && (from.windows % B == 0 || from.windows == r.n_windows),
+                 InvalidArgument, "perplexity resume at window ", from.windows, ": not a whole number of batches of ", B,
+                 " within ", r.n_windows, " windows");
+  double sum = from.sum, sum2 = from.sum2;
+  r.n_scored = from.n_scored;
   Progress prog("ppl", r.n_windows);
-  double t0 = now_seconds();
+  double t0 = now_seconds() - from.seconds;
   const int64_t S = r.ctx - 1;  // scored positions per window
-  for (int64_t w = 0; w < r.n_windows; w += B) {
+  for (int64_t w = from.windows; w < r.n_windows; w += B) {
     int64_t b = std::min(B, r.n_windows - w);
     auto x = all.narrow(0, w, b).to(model.device);
     auto h = model.hidden(x);  // the head goes chunk by chunk below
@@ -91,6 +114,13 @@ PplResult ppl_evaluate(Model& model, const std::vector<int>& tokens, const PplOp
       r.n_scored += n;
     }
     prog.update(w + b, str("ppl ", std::exp(sum / r.n_scored)));
+    if (opt.checkpoint && !opt.checkpoint(PplState{w + b, r.n_scored, sum, sum2, now_seconds() - t0}) &&
+        w + b < r.n_windows) {
+      r.stopped = true;
+      r.n_windows = w + b;  // the windows done, no estimate
+      r.seconds = now_seconds() - t0;
+      return r;
+    }
   }
   r.seconds = now_seconds() - t0;
   r.nll_mean = sum / r.n_scored;

@@ -4,6 +4,7 @@
 // The LM head and log-softmax run head_rows positions at a time, so a window never holds its full [ctx, vocab] fp32
 // logits (Gemma 3: 262k vocabulary, 4.3 GB per 4096-token window); each row's NLL is that of the full logits.
 #pragma once
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -12,18 +13,33 @@
 
 namespace patchllm {
 
+// Where a perplexity run stands: its first `windows` windows scored. The sums are what the result is computed from,
+// so a run continued from a state (PplOptions::resume) gives the uninterrupted run's numbers exactly.
+struct PplState {
+  int64_t windows = 0, n_scored = 0;
+  double sum = 0, sum2 = 0, seconds = 0;  // NLL sum, squared-NLL sum (fp64), time spent so far
+  nlohmann::json to_json() const;
+  // FormatError naming origin when a key is missing or not a number.
+  static PplState from_json(const nlohmann::json& j, const std::string& origin);
+};
+
 struct PplOptions {
   int64_t ctx = 0;          // 0 = min(4096, max_position_embeddings)
   int64_t batch = 1;        // windows per forward
   int64_t max_windows = 0;  // 0 = all (--chunks)
   int64_t head_rows = 512;  // positions per LM-head + log-softmax chunk; 0 = all scored positions of the batch at once
   std::string source;       // the text's file, named in the too-short error (empty: none)
+  PplState resume;          // continue after resume.windows windows (a multiple of batch, or all of them)
+  // Called after every batch with the state so far (e.g. to save it); returning false stops the run there if windows
+  // remain: ppl_evaluate then returns a result with stopped set, n_windows = the windows done and no estimate.
+  std::function<bool(const PplState&)> checkpoint;
 };
 
 struct PplResult {
   int64_t ctx = 0, n_tokens = 0, n_windows = 0, n_scored = 0;
   double nll_mean = 0, nll_std = 0, ppl = 0, ppl_stderr = 0, seconds = 0;
   int64_t head_rows = 0;
+  bool stopped = false;    // PplOptions::checkpoint stopped the run before its last window
   std::string ids_sha256;  // sha256 of all n_tokens ids as int32 little-endian (tools/ppl_transformers.py's too)
   nlohmann::json to_json() const;
 };
