@@ -17,7 +17,7 @@ SH=${PATCHLLM_SHARED_DIR:-../shared}
 JOBS=${JOBS:-$(nproc)}
 ALL="fuzz_gguf fuzz_tokenizer_json fuzz_tokenizer_spm fuzz_tokenizer_llama2c fuzz_tokenizer_encode fuzz_tokenizer_config
      fuzz_safetensors fuzz_model_config fuzz_model_weights fuzz_model_weights_packed fuzz_model_index fuzz_mask
-     fuzz_mask_npz fuzz_llama2c fuzz_gguf_convert fuzz_tasks fuzz_logits_input fuzz_learn_state"
+     fuzz_mask_npz fuzz_llama2c fuzz_gguf_convert fuzz_tasks fuzz_logits_input fuzz_learn_state fuzz_partial"
 TARGETS=${*:-$ALL}
 
 if [ ! -f "$BUILD/build.ninja" ]; then
@@ -30,7 +30,7 @@ ninja -C "$BUILD" -j "$JOBS" > /dev/null
 # Seeds: real files of every format. The model-based ones need ../shared and the release binary.
 SEEDS=$OUT/seeds
 mkdir -p "$SEEDS"/{gguf,json,tok_config,spm,llama2c_tok,text,safetensors,config,weights,packed,mask,npz,llama2c} \
-  "$SEEDS"/{gguf_model,tasks,index,logits,learn_state}
+  "$SEEDS"/{gguf_model,tasks,index,logits,learn_state,partial}
 cp tests/data/gguf/*.gguf "$SEEDS/gguf/"
 for d in tests/data/tokenizer/bytelevel_*; do cp "$d/tokenizer.json" "$SEEDS/json/$(basename "$d").json"; done
 for f in tests/data/tokenizer/*/tokenizer_config.json; do
@@ -51,6 +51,8 @@ open(sys.argv[1], "wb").write(struct.pack("<Q", len(h)) + h + blob)
 PY
 # fuzz_learn_state: a valid state of the target's own run, written by the target (LLVMFuzzerInitialize).
 PATCHLLM_FUZZ_WRITE_SEED="$SEEDS/learn_state/learn_state.safetensors" "$BUILD/fuzz/fuzz_learn_state" -runs=0 > /dev/null 2>&1
+# fuzz_partial: a valid partial file (perplexity state and a finished task), written by the target.
+PATCHLLM_FUZZ_WRITE_SEED="$SEEDS/partial/out.json.partial" "$BUILD/fuzz/fuzz_partial" -runs=0 > /dev/null 2>&1
 HAVE_MODEL=0
 if [ -d "$SH/models/stories260K" ]; then
   if [ ! -x "$RELEASE/patchllm" ]; then
@@ -107,7 +109,7 @@ seed_of() {
     fuzz_model_weights_packed) echo packed ;; fuzz_model_index) echo index ;;
     fuzz_mask) echo mask ;; fuzz_mask_npz) echo npz ;;
     fuzz_llama2c) echo llama2c ;; fuzz_gguf_convert) echo gguf_model ;; fuzz_tasks) echo tasks ;;
-    fuzz_logits_input) echo logits ;; fuzz_learn_state) echo learn_state ;;
+    fuzz_logits_input) echo logits ;; fuzz_learn_state) echo learn_state ;; fuzz_partial) echo partial ;;
   esac
 }
 ROWS=()

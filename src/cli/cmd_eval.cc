@@ -98,11 +98,7 @@ void register_eval(CLI::App& app) {
                                 {"device", describe(lo)}};
     const std::string partial = o->json.empty() || o->json == "-" ? "" : o->json + ".partial";
     if (o->resume && file_exists(partial)) {
-      const nlohmann::json p = json_read_file(partial);
-      PATCHLLM_CHECK(p.is_object() && p.value("run", nlohmann::json()) == run && p.contains("state"), InvalidArgument,
-                     partial, ": written by another run (text, model, window, batch, chunks, masks or device differ) or "
-                     "malformed; delete it to start over");
-      o->ppl.resume = PplState::from_json(p["state"], partial);
+      o->ppl.resume = ppl_partial_read(partial, run);
       log_info("resuming from ", partial, ": ", o->ppl.resume.windows, " windows done");
     }
     int64_t batches = 0;
@@ -202,29 +198,21 @@ void register_eval(CLI::App& app) {
                           {"masks", to->masks.empty() ? "" : sha256_file(to->masks)}};
     for (const auto& t : tasks) run["tasks"].push_back({{"name", t.name}, {"sha256", sha256_file(t.path)}});
     const std::string partial = to->json.empty() || to->json == "-" ? "" : to->json + ".partial";
-    nlohmann::json done = nlohmann::json::object();  // task name -> {"result", "samples"}
+    std::map<std::string, TaskResult> finished;
     if (to->resume && file_exists(partial)) {
-      const nlohmann::json p = json_read_file(partial);
-      PATCHLLM_CHECK(p.is_object() && p.value("run", nlohmann::json()) == run && p.contains("done") &&
-                         p["done"].is_object(),
-                     InvalidArgument, partial,
-                     ": written by another run (model, task files, limit, batch, length, masks or device differ) or "
-                     "malformed; delete it to start over");
-      done = p["done"];
-      log_info("resuming from ", partial, ": ", done.size(), " of ", tasks.size(), " tasks done");
+      finished = task_partial_read(partial, run);
+      log_info("resuming from ", partial, ": ", finished.size(), " of ", tasks.size(), " tasks done");
     }
+    nlohmann::json done = nlohmann::json::object();  // what the partial file holds: name -> {"result", "samples"}
+    for (const auto& [name, r] : finished) done[name] = {{"result", r.to_json()}, {"samples", r.samples}};
     auto tok = tokenizer_load(to->model);
     double mask_sparsity = -1;
     auto model = load_eval_model(to->model, to->masks, lo, &mask_sparsity);
     std::vector<TaskResult> results;
     int64_t evaluated = 0;
     for (const auto& t : tasks) {
-      if (done.contains(t.name)) {
-        const auto& e = done[t.name];
-        PATCHLLM_CHECK(e.is_object() && e.contains("result") && e.contains("samples") && e["samples"].is_array(),
-                       FormatError, partial, ": entry of task '", t.name, "' is malformed; delete the file to start over");
-        results.push_back(TaskResult::from_json(t.name, e["result"], partial));
-        results.back().samples = e["samples"];
+      if (finished.count(t.name)) {
+        results.push_back(finished.at(t.name));
         continue;
       }
       results.push_back(task_evaluate(*model, *tok, t, to->task));

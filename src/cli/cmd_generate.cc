@@ -68,13 +68,10 @@ void generate_prompts_file(const GenerateOpts& o, Model& model, const Tokenizer&
   const int64_t n = static_cast<int64_t>(texts.size()), batches = (n + o.batch - 1) / o.batch;
   int64_t start = 0;
   if (o.resume && !partial.empty() && file_exists(partial)) {
-    const nlohmann::json p = json_read_file(partial);
-    PATCHLLM_CHECK(p.is_object() && p.value("run", nlohmann::json()) == run && p.contains("results") &&
-                       p["results"].is_array() && p["results"].size() <= static_cast<size_t>(n) &&
+    const nlohmann::json p = partial_read(partial, run);
+    PATCHLLM_CHECK(p.contains("results") && p["results"].is_array() && p["results"].size() <= static_cast<size_t>(n) &&
                        p.contains("speed") && p["speed"].is_object(),
-                   InvalidArgument, partial,
-                   ": written by another run (prompts file, model, sampling or batch differ) or malformed; delete it "
-                   "to start over");
+                   FormatError, partial, ": malformed (no results or speed); delete it to start over");
     results = p["results"];
     for (const auto& e : results)
       PATCHLLM_CHECK(e.is_object() && e.contains("index") && e["index"].is_number_integer() &&

@@ -16,6 +16,14 @@ nlohmann::json json_read_file(const std::string& path) {
   }
 }
 
+nlohmann::json partial_read(const std::string& path, const nlohmann::json& run) {
+  nlohmann::json p = json_read_file(path);
+  PATCHLLM_CHECK(p.is_object() && p.contains("run") && p["run"] == run, InvalidArgument, path,
+                 ": written by another run (the command's inputs or settings differ) or malformed; delete it to start "
+                 "over");
+  return p;
+}
+
 void jsonl_for_each(const std::string& path, const std::string& text,
                     const std::function<bool(int64_t line, const std::string& where, const nlohmann::json&)>& fn) {
   size_t pos = 0;

@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/file.h"
+#include "core/json.h"
 #include "core/log.h"
 
 namespace patchllm {
@@ -42,6 +43,12 @@ PplState PplState::from_json(const nlohmann::json& j, const std::string& origin)
   s.sum2 = j["sum2"].get<double>();
   s.seconds = j["seconds"].get<double>();
   return s;
+}
+
+PplState ppl_partial_read(const std::string& path, const nlohmann::json& run) {
+  const nlohmann::json p = partial_read(path, run);
+  PATCHLLM_CHECK(p.contains("state"), FormatError, path, ": no \"state\"");
+  return PplState::from_json(p["state"], path);
 }
 
 std::string token_ids_sha256(const std::vector<int>& ids) {

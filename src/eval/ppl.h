@@ -53,5 +53,7 @@ std::string token_ids_sha256(const std::vector<int>& ids);
 torch::Tensor token_nll(const torch::Tensor& logits, const torch::Tensor& targets);
 
 PplResult ppl_evaluate(Model& model, const std::vector<int>& tokens, const PplOptions& opt);
+// The state in a stopped run's partial file (core/json partial_read: refused unless written under `run`).
+PplState ppl_partial_read(const std::string& path, const nlohmann::json& run);
 
 }  // namespace patchllm

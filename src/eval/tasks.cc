@@ -256,6 +256,20 @@ TaskResult TaskResult::from_json(const std::string& name, const nlohmann::json& 
   return r;
 }
 
+std::map<std::string, TaskResult> task_partial_read(const std::string& path, const nlohmann::json& run) {
+  const nlohmann::json p = partial_read(path, run);
+  PATCHLLM_CHECK(p.contains("done") && p["done"].is_object(), FormatError, path, ": no object \"done\"");
+  std::map<std::string, TaskResult> out;
+  for (const auto& [name, e] : p["done"].items()) {
+    PATCHLLM_CHECK(e.is_object() && e.contains("result") && e.contains("samples") && e["samples"].is_array(),
+                   FormatError, path, ": entry of task '", name, "' is malformed; delete the file to start over");
+    TaskResult r = TaskResult::from_json(name, e["result"], path);
+    r.samples = e["samples"];
+    out.emplace(name, std::move(r));
+  }
+  return out;
+}
+
 TaskResult task_evaluate(Model& model, const Tokenizer& tok, const Task& task, const TaskOptions& opt) {
   const double t0 = now_seconds();
   std::vector<TaskTokens> pairs;

@@ -13,6 +13,7 @@
 // Qwen2.5), the same rule as eval ppl; lm-eval's HFLM adds none by default for most models, so for BOS-adding
 // tokenizers its numbers may differ slightly from ours.
 #pragma once
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -89,5 +90,9 @@ int64_t task_choice_length(const std::string& utf8);
 double task_stderr(double p, int64_t n);
 
 TaskResult task_evaluate(Model& model, const Tokenizer& tok, const Task& task, const TaskOptions& opt);
+
+// The finished tasks in a stopped run's partial file ({"run", "done": {name: {"result", "samples"}}}; core/json
+// partial_read: refused unless written under `run`), samples included, by name.
+std::map<std::string, TaskResult> task_partial_read(const std::string& path, const nlohmann::json& run);
 
 }  // namespace patchllm
