@@ -118,7 +118,7 @@ torch::Tensor DecodeGraph::step(const torch::Tensor& tokens) {
                  tokens.sizes());
   PATCHLLM_CHECK(_cache.length < _cache.capacity, InvalidArgument, "KV cache full: ", _cache.length, " + 1 > capacity ",
                  _cache.capacity);
-  PATCHLLM_CHECK(_cache.length > _max_pad, InvalidArgument, "decode step at slot ", _cache.length,
+  PATCHLLM_CHECK(!_pad.defined() || _cache.length > _max_pad, InvalidArgument, "decode step at slot ", _cache.length,
                  " before a row's prompt (left padding ", _max_pad, "): prefill the prompts first");
   torch::NoGradGuard ng;
   _tokens.copy_(tokens.reshape({_batch, 1}));
