@@ -122,7 +122,7 @@ inline DecodePlan decode_plan(int64_t RB, int64_t CT, int64_t nchunks, int KB, i
 //   1.7 CTAs per SM on. H100, M = 16, v3h × the cluster k-split, sessions 16 / 19 (docs/benchmarks/data/
 //   decode_auto_h100.csv, decode_cluster_auto_h100.csv, `hybrid-pdl` against `hybrid-pdl-cl`): 12288×4096 (1.45 per
 //   SM) 1.08 / 1.09 at f = 0, 1.01 / 1.02 at f = 0.9, 1.14 / 1.15 at f = 1; 14336×4096 (1.70) 0.98 / 0.97,
-//   0.95 (f = 0.5, both), 0.95 at f = 0.9 (session 19), 0.94 at f = 1; 22016×4096 (2.6) 0.99–1.02.
+//   0.95 / 0.95, 0.94 / 0.95 and 0.93 / 0.94 at f = 0, 0.5, 0.9, 1; 22016×4096 (2.6) 0.99–1.02.
 inline bool decode_row_split_auto(int64_t RB, int64_t sms, bool cluster_reduction) {
   return sms <= 2 * RB && (cluster_reduction ? 4 * RB < 3 * sms : 2 * RB < 3 * sms);
 }
