@@ -161,6 +161,8 @@ std::vector<std::vector<int>> generate_batch(Model& model, const std::vector<std
   if (opt.decode_graph) {
     DecodeGraphOptions go;
     for (const auto& p : prompts) go.left_pad.push_back(L - static_cast<int64_t>(p.size()));
+    if (std::all_of(go.left_pad.begin(), go.left_pad.end(), [](int64_t p) { return p == 0; }))
+      go.left_pad.clear();  // no padding: the plain step (one RoPE row and mask for the batch)
     graph = std::make_unique<DecodeGraph>(model, B, total, go);
   } else {
     cache = model.make_cache(B, total);
