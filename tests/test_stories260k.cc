@@ -92,7 +92,11 @@ TEST(Stories260K, CliGenerateBatchedPromptsMatchOneAtATime) {
   const std::string tmp = test::temp_dir("prompts");
   const std::vector<std::string> prompts = {"Once upon a time", "The dog", "Lily and Tom went to the park. They"};
   std::string jsonl;
-  for (const auto& p : prompts) jsonl += nlohmann::json{{"prompt", p}}.dump() + "\n\n";  // blank lines are skipped
+  for (const auto& p : prompts) {
+    nlohmann::json line = {{"prompt", p}};
+    if (p == prompts[1]) line["id"] = {{"row", 7}};  // any JSON value, echoed in the result
+    jsonl += line.dump() + "\n\n";  // blank lines are skipped
+  }
   file_write_atomic(tmp + "/p.jsonl", jsonl);
   auto r = test::run_cli("generate -m '" + dir + "' --device cpu --prompts '" + tmp + "/p.jsonl' -o '" + tmp +
                          "/out.json' -n 24 --temp 0 -b 2");
@@ -122,6 +126,8 @@ TEST(Stories260K, CliGenerateBatchedPromptsMatchOneAtATime) {
     generated += e["generated_tokens"].get<int64_t>();
   }
   EXPECT_EQ(j["speed"]["generated_tokens"], generated);
+  EXPECT_EQ(j["results"][1]["id"], (nlohmann::json{{"row", 7}}));
+  EXPECT_FALSE(j["results"][0].contains("id"));
   // Batches are formed longest prompt first (prompts 2 and 0 together, then 1), the results in the file's order.
   const auto pt = [&](size_t i) { return std::to_string(j["results"][i]["prompt_tokens"].get<int64_t>()); };
   EXPECT_NE(r.err.find("batch 1/2: 2 prompts of " + pt(0) + "-" + pt(2) + " tokens"), std::string::npos) << r.err;

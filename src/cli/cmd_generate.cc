@@ -26,14 +26,19 @@ struct GenerateOpts {
   bool no_bos = false, no_fuse = false, graph = false, no_graph = false, resume = false;
 };
 
-// One prompt per non-blank line: a JSON object with a string "prompt" (JSONL, so a prompt may hold newlines). Every
-// error names "<path>:<line>".
-std::vector<std::string> read_prompts(const std::string& path) {
-  std::vector<std::string> out;
+struct PromptLine {
+  std::string text;
+  nlohmann::json id;  // the line's "id" (any JSON value), echoed in its result; null when absent
+};
+
+// One prompt per non-blank line: a JSON object with a string "prompt" (JSONL, so a prompt may hold newlines) and an
+// optional "id". Every error names "<path>:<line>".
+std::vector<PromptLine> read_prompts(const std::string& path) {
+  std::vector<PromptLine> out;
   jsonl_for_each(path, file_read(path), [&](int64_t, const std::string& where, const nlohmann::json& j) {
-    PATCHLLM_CHECK(j.contains("prompt") && j["prompt"].is_string(), FormatError, where,
+    PATCHLLM_CHECK(j.is_object() && j.contains("prompt") && j["prompt"].is_string(), FormatError, where,
                    ": expected an object with a string \"prompt\"");
-    out.push_back(j["prompt"].get<std::string>());
+    out.push_back({j["prompt"].get<std::string>(), j.value("id", nlohmann::json())});
     return true;
   });
   PATCHLLM_CHECK(!out.empty(), FormatError, path, ": no prompts (one JSON object with a \"prompt\" per line)");
@@ -47,7 +52,7 @@ std::vector<std::string> read_prompts(const std::string& path) {
 // it is removed once OUTPUT is written. A row does not depend on the other rows of its batch beyond rounding, so a
 // resumed run gives the uninterrupted one's results.
 void generate_prompts_file(const GenerateOpts& o, Model& model, const Tokenizer& tok, const ModelLoadOptions& lo,
-                           const std::vector<std::string>& texts) {
+                           const std::vector<PromptLine>& texts) {
   const auto& stop_ids = o.s.stop_ids;
   const nlohmann::json run = {{"prompts_sha256", sha256_file(o.prompts)},
                               {"model", o.model},
@@ -94,7 +99,7 @@ void generate_prompts_file(const GenerateOpts& o, Model& model, const Tokenizer&
   };
   std::vector<std::vector<int>> all_ids;
   for (int64_t i = 0; i < n; ++i) {
-    all_ids.push_back(tok.encode(texts[static_cast<size_t>(i)], !o.no_bos));
+    all_ids.push_back(tok.encode(texts[static_cast<size_t>(i)].text, !o.no_bos));
     PATCHLLM_CHECK(!all_ids.back().empty() || tok.bos_id() >= 0, InvalidArgument, o.prompts, ": prompt ", i + 1,
                    " is empty and the tokenizer has no BOS token");
     if (all_ids.back().empty()) all_ids.back().push_back(tok.bos_id());
@@ -127,12 +132,14 @@ void generate_prompts_file(const GenerateOpts& o, Model& model, const Tokenizer&
       const auto& out = outs[r];
       completions[r] += decs[r].flush();
       const bool eos = !out.empty() && std::find(stop_ids.begin(), stop_ids.end(), out.back()) != stop_ids.end();
+      const PromptLine& line = texts[static_cast<size_t>(i)];
       results.push_back({{"index", i},
-                         {"prompt", texts[static_cast<size_t>(i)]},
+                         {"prompt", line.text},
                          {"completion", completions[r]},
                          {"prompt_tokens", ids[r].size()},
                          {"generated_tokens", out.size()},
                          {"stop", decs[r].stopped() ? "stop" : eos ? "eos" : "length"}});
+      if (!line.id.is_null()) results.back()["id"] = line.id;
     }
     total.prompt_tokens += st.prompt_tokens, total.generated_tokens += st.generated_tokens;
     total.prompt_seconds += st.prompt_seconds, total.decode_seconds += st.decode_seconds;
@@ -226,7 +233,7 @@ void register_generate(CLI::App& app) {
       st = unescape(st);
     }
     o->s.decode_graph = o->graph || (lo.device.is_cuda() && !o->no_graph);
-    const std::vector<std::string> texts = many ? read_prompts(o->prompts) : std::vector<std::string>{};
+    const std::vector<PromptLine> texts = many ? read_prompts(o->prompts) : std::vector<PromptLine>{};
     auto tok = tokenizer_load(o->model);
     auto model = Model::load(o->model, lo);
     log_info("model ", o->model, " (", model->config.architecture, ", ", model->num_parameters(), " params) on ",
