@@ -202,26 +202,30 @@ TEST_P(ModelFamilies, BatchedGenerationEqualsOnePromptAtATime) {
     size_t k = 1;
     while (k < first.size() && std::find(first.begin(), first.begin() + k, first[k]) != first.begin() + k) ++k;
     // Eager batches (Model::forward with the mask) and static steps (DecodeGraph with the rows' left padding; on the
-    // CPU the same step a CUDA graph captures, run eagerly), against eager single-prompt generation.
+    // CPU the same step a CUDA graph captures, run eagerly), against eager single-prompt generation; all prompts as
+    // rows, or 2 rows with continuous batching (prompt 2 goes into the first row that finishes, prefilled into that
+    // row's slots before the current one).
     for (bool stop : {false, true})
-      for (bool graph : {false, true}) {
-        SCOPED_TRACE(std::string("temp ") + std::to_string(temp) + (stop ? " stop" : "") + (graph ? " graph" : ""));
-        if (stop) so.stop_ids = {first[std::min(k, first.size() - 1)]};
-        SamplingOptions bo = so;
-        bo.decode_graph = graph;
-        GenerateStats st;
-        const auto batch = generate_batch(*m, prompts, bo, &st);
-        ASSERT_EQ(batch.size(), prompts.size());
-        int64_t sum = 0;
-        for (size_t b = 0; b < prompts.size(); ++b) {
-          sum += static_cast<int64_t>(batch[b].size());
-          if (GetParam().sliding_window > 0 && prompts[b].size() != 6) continue;
-          EXPECT_EQ(batch[b], generate(*m, prompts[b], so)) << "row " << b;
+      for (bool graph : {false, true})
+        for (int64_t rows : {0, 2}) {
+          SCOPED_TRACE(std::string("temp ") + std::to_string(temp) + (stop ? " stop" : "") + (graph ? " graph" : "") +
+                       " rows " + std::to_string(rows));
+          if (stop) so.stop_ids = {first[std::min(k, first.size() - 1)]};
+          SamplingOptions bo = so;
+          bo.decode_graph = graph;
+          GenerateStats st;
+          const auto batch = generate_batch(*m, prompts, bo, &st, {}, rows);
+          ASSERT_EQ(batch.size(), prompts.size());
+          int64_t sum = 0;
+          for (size_t b = 0; b < prompts.size(); ++b) {
+            sum += static_cast<int64_t>(batch[b].size());
+            if (GetParam().sliding_window > 0 && prompts[b].size() != 6) continue;
+            EXPECT_EQ(batch[b], generate(*m, prompts[b], so)) << "row " << b;
+          }
+          if (stop && k < first.size()) EXPECT_EQ(batch[0].size(), k + 1);
+          EXPECT_EQ(st.generated_tokens, sum);
+          EXPECT_EQ(st.prompt_tokens, 10);
         }
-        if (stop && k < first.size()) EXPECT_EQ(batch[0].size(), k + 1);
-        EXPECT_EQ(st.generated_tokens, sum);
-        EXPECT_EQ(st.prompt_tokens, 10);
-      }
   }
 }
 

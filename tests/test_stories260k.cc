@@ -105,10 +105,11 @@ TEST(Stories260K, CliGenerateBatchedPromptsMatchOneAtATime) {
   auto rg = test::run_cli("generate -m '" + dir + "' --device cpu --prompts '" + tmp + "/p.jsonl' -o '" + tmp +
                           "/graph.json' -n 24 --temp 0 -b 2 --cuda-graph");
   ASSERT_EQ(rg.code, 0) << rg.err;
-  EXPECT_NE(r.err.find("batch 2/2"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("round 1/1"), std::string::npos) << r.err;  // -b 2 rows, rounds of 4 x 2 prompts
   auto j = nlohmann::json::parse(file_read(tmp + "/out.json"));
   ASSERT_EQ(j["results"].size(), prompts.size());
   EXPECT_EQ(j["batch"], 2);
+  EXPECT_EQ(j["round"], 8);
   EXPECT_TRUE(j["provenance"]["inputs"].contains(tmp + "/p.jsonl")) << j["provenance"].dump();
   int64_t generated = 0;
   for (size_t i = 0; i < prompts.size(); ++i) {
@@ -128,18 +129,18 @@ TEST(Stories260K, CliGenerateBatchedPromptsMatchOneAtATime) {
   EXPECT_EQ(j["speed"]["generated_tokens"], generated);
   EXPECT_EQ(j["results"][1]["id"], (nlohmann::json{{"row", 7}}));
   EXPECT_FALSE(j["results"][0].contains("id"));
-  // Batches are formed longest prompt first (prompts 2 and 0 together, then 1), the results in the file's order.
+  // Prompts go longest first (2 and 0 in the two rows, then 1 into the first row free), results in the file's order.
   const auto pt = [&](size_t i) { return std::to_string(j["results"][i]["prompt_tokens"].get<int64_t>()); };
-  EXPECT_NE(r.err.find("batch 1/2: 2 prompts of " + pt(0) + "-" + pt(2) + " tokens"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("round 1/1: 3 prompts of " + pt(1) + "-" + pt(2) + " tokens"), std::string::npos) << r.err;
   auto jg = nlohmann::json::parse(file_read(tmp + "/graph.json"));
   ASSERT_EQ(jg["results"].size(), prompts.size());
   for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(jg["results"][i]["completion"], j["results"][i]["completion"]);
   EXPECT_EQ(j["decode"], "eager");
   EXPECT_EQ(jg["decode"], "static");
 
-  // Stopped after 2 batches of 1, then resumed: the same results; the partial file is gone once the JSON is written.
+  // Stopped after 2 rounds of 1, then resumed: the same results; the partial file is gone once the JSON is written.
   const std::string base = "generate -m '" + dir + "' --device cpu --prompts '" + tmp + "/p.jsonl' -o '" + tmp +
-                           "/r.json' -n 24 --temp 0 -b 1";
+                           "/r.json' -n 24 --temp 0 -b 1 --round 1";
   auto stopped = test::run_cli(base + " --stop-after 2");
   ASSERT_EQ(stopped.code, 0) << stopped.err;
   EXPECT_FALSE(file_exists(tmp + "/r.json"));

@@ -1,5 +1,6 @@
 // patchllm generate -m DIR -p PROMPT -n N [--temp --top-p --top-k --repetition-penalty --seed --[no-]cuda-graph
-// --no-fuse]: streamed text on stdout, speed on stderr. With --prompts FILE.jsonl -o OUT.json: every prompt of the file, in batches of -b, into one JSON.
+// --no-fuse]: streamed text on stdout, speed on stderr. With --prompts FILE.jsonl -o OUT.json: every prompt of the
+// file, -b rows at a time with continuous batching, in rounds of --round prompts, into one JSON.
 #include <algorithm>
 #include <cstdio>
 #include <numeric>
@@ -20,7 +21,7 @@ namespace {
 struct GenerateOpts {
   std::string model, prompt, prompts, output;
   std::vector<std::string> stops;  // --stop, escapes resolved (cli::unescape)
-  int64_t batch = 8, stop_after = 0;
+  int64_t batch = 8, round = 0, stop_after = 0;  // round 0: 4 x batch
   SamplingOptions s;
   DeviceOptions dev;
   bool no_bos = false, no_fuse = false, graph = false, no_graph = false, resume = false;
@@ -45,18 +46,20 @@ std::vector<PromptLine> read_prompts(const std::string& path) {
   return out;
 }
 
-// --prompts: every prompt of the file through generate_batch in batches of o.batch, one JSON to o.output (results in
-// the file's order). Batches are formed longest prompt first, so prompts of similar length share a batch and little
-// of the prefill goes to padding. After each batch the results so far go to OUTPUT.partial (atomically), which
-// --resume continues from when it was written by the same run (same prompts file contents, model, sampling, batch);
-// it is removed once OUTPUT is written. A row does not depend on the other rows of its batch beyond rounding, so a
-// resumed run gives the uninterrupted one's results.
+// --prompts: every prompt of the file through generate_batch, one JSON to o.output (results in the file's order). The
+// prompts go longest first in rounds of o.round; within a round o.batch rows decode together and a row whose prompt is
+// done takes the round's next prompt (continuous batching), so prompts of similar length share rows and little of
+// the prefill goes to padding. After each round the results so far go to OUTPUT.partial (atomically), which --resume
+// continues from when it was written by the same run (same prompts file contents, model, sampling, batch, round); it
+// is removed once OUTPUT is written. A row does not depend on the other rows beyond rounding, so a resumed run gives
+// the uninterrupted one's results.
 void generate_prompts_file(const GenerateOpts& o, Model& model, const Tokenizer& tok, const ModelLoadOptions& lo,
                            const std::vector<PromptLine>& texts) {
   const auto& stop_ids = o.s.stop_ids;
   const nlohmann::json run = {{"prompts_sha256", sha256_file(o.prompts)},
                               {"model", o.model},
                               {"batch", o.batch},
+                              {"round", o.round},
                               {"order", "longest first"},
                               {"sampling",
                                {{"temperature", o.s.temperature},
@@ -70,7 +73,7 @@ void generate_prompts_file(const GenerateOpts& o, Model& model, const Tokenizer&
   const std::string partial = o.output == "-" ? "" : o.output + ".partial";
   nlohmann::json results = nlohmann::json::array();
   GenerateStats total;
-  const int64_t n = static_cast<int64_t>(texts.size()), batches = (n + o.batch - 1) / o.batch;
+  const int64_t n = static_cast<int64_t>(texts.size()), rounds = (n + o.round - 1) / o.round;
   int64_t start = 0;
   if (o.resume && !partial.empty() && file_exists(partial)) {
     const nlohmann::json p = partial_read(partial, run);
@@ -83,8 +86,8 @@ void generate_prompts_file(const GenerateOpts& o, Model& model, const Tokenizer&
                          e["index"].get<int64_t>() >= 0 && e["index"].get<int64_t>() < n,
                      InvalidArgument, partial, ": a result without a valid \"index\"; delete it to start over");
     start = static_cast<int64_t>(results.size());
-    PATCHLLM_CHECK(start % o.batch == 0 || start == n, InvalidArgument, partial, ": ", start,
-                   " results is not a whole number of batches of ", o.batch);
+    PATCHLLM_CHECK(start % o.round == 0 || start == n, InvalidArgument, partial, ": ", start,
+                   " results is not a whole number of rounds of ", o.round);
     total.prompt_tokens = p["speed"].value("prompt_tokens", int64_t(0));
     total.generated_tokens = p["speed"].value("generated_tokens", int64_t(0));
     total.prompt_seconds = p["speed"].value("prompt_seconds", 0.0);
@@ -108,12 +111,12 @@ void generate_prompts_file(const GenerateOpts& o, Model& model, const Tokenizer&
   std::iota(order.begin(), order.end(), int64_t(0));
   std::stable_sort(order.begin(), order.end(),
                    [&](int64_t a, int64_t b) { return all_ids[size_t(a)].size() > all_ids[size_t(b)].size(); });
-  int64_t done_batches = 0;
-  for (int64_t b0 = start; b0 < n; b0 += o.batch) {
-    const int64_t b1 = std::min(n, b0 + o.batch);
+  int64_t done_rounds = 0;
+  for (int64_t b0 = start; b0 < n; b0 += o.round) {
+    const int64_t b1 = std::min(n, b0 + o.round);
     std::vector<std::vector<int>> ids;
     for (int64_t k = b0; k < b1; ++k) ids.push_back(all_ids[static_cast<size_t>(order[size_t(k)])]);
-    // Each row's text as it is generated, decoded after the prompt's ids as the streamed single-prompt output is
+    // Each prompt's text as it is generated, decoded after its ids as the streamed single-prompt output is
     // (leading spaces kept), cut before a stop string, which also ends the row.
     std::vector<StopStringDecoder> decs;
     std::vector<std::string> completions(ids.size());
@@ -122,10 +125,13 @@ void generate_prompts_file(const GenerateOpts& o, Model& model, const Tokenizer&
       decs.back().prime(p);
     }
     GenerateStats st;
-    const auto outs = generate_batch(model, ids, o.s, &st, [&](size_t row, int id) {
-      completions[row] += decs[row].push(id);
-      return decs[row].stopped();
-    });
+    const auto outs = generate_batch(
+        model, ids, o.s, &st,
+        [&](size_t k, int id) {  // k: the prompt within the round
+          completions[k] += decs[k].push(id);
+          return decs[k].stopped();
+        },
+        o.batch);
     for (int64_t k = b0; k < b1; ++k) {
       const size_t r = static_cast<size_t>(k - b0);
       const int64_t i = order[static_cast<size_t>(k)];
@@ -143,13 +149,13 @@ void generate_prompts_file(const GenerateOpts& o, Model& model, const Tokenizer&
     }
     total.prompt_tokens += st.prompt_tokens, total.generated_tokens += st.generated_tokens;
     total.prompt_seconds += st.prompt_seconds, total.decode_seconds += st.decode_seconds;
-    log_info("batch ", b0 / o.batch + 1, "/", batches, ": ", b1 - b0, " prompts of ", ids.back().size(), "-",
+    log_info("round ", b0 / o.round + 1, "/", rounds, ": ", b1 - b0, " prompts of ", ids.back().size(), "-",
              ids.front().size(), " tokens, ", st.generated_tokens, " generated, ",
              st.generated_tokens / std::max(st.decode_seconds, 1e-9), " tok/s");
     if (!partial.empty())
       file_write_atomic(partial, nlohmann::json{{"run", run}, {"results", results}, {"speed", speed()}}.dump());
-    if (o.stop_after > 0 && ++done_batches == o.stop_after && b1 < n) {
-      log_info("stopped after ", o.stop_after, " batches; results so far in ", partial, " (continue with --resume)");
+    if (o.stop_after > 0 && ++done_rounds == o.stop_after && b1 < n) {
+      log_info("stopped after ", o.stop_after, " rounds; results so far in ", partial, " (continue with --resume)");
       return;
     }
   }
@@ -160,6 +166,7 @@ void generate_prompts_file(const GenerateOpts& o, Model& model, const Tokenizer&
                       {"prompts", o.prompts},
                       {"device", describe(lo)},
                       {"batch", o.batch},
+                      {"round", o.round},
                       // static: fixed-shape DecodeGraph steps (CUDA graphs on CUDA); eager: Model::forward per token
                       {"decode", o.s.decode_graph ? "static" : "eager"},
                       {"sampling", run["sampling"]},
@@ -201,15 +208,19 @@ void register_generate(CLI::App& app) {
   sub->add_flag("--no-cuda-graph", o->no_graph, "decode with Model::forward per token (eager)");
   sub->add_flag("--no-fuse", o->no_fuse, "keep q,k,v and gate,up as separate linears (fused: one GEMM each)");
   sub->add_option("--prompts", o->prompts,
-                  "JSONL file, one {\"prompt\": ...} per line: generate for each (left-padded "
-                  "batches) into the JSON of -o instead of streaming one prompt");
+                  "JSONL file, one {\"prompt\": ...} per line: generate for each (-b rows with "
+                  "continuous batching) into the JSON of -o instead of streaming one prompt");
   auto* output_opt = sub->add_option("-o,--output", o->output, "with --prompts: JSON results file ('-' = stdout)");
-  sub->add_option("-b,--batch", o->batch, "with --prompts: prompts per batch")->capture_default_str();
+  sub->add_option("-b,--batch", o->batch, "with --prompts: rows decoded together (continuous batching)")
+      ->capture_default_str();
+  sub->add_option("--round", o->round,
+                  "with --prompts: prompts per round (results saved after each, for --resume); 0 = 4 x --batch")
+      ->capture_default_str();
   sub->add_flag("--resume", o->resume,
                 "with --prompts: continue from OUTPUT.partial, the results a stopped run of the same command wrote");
   sub->add_option(
       "--stop-after", o->stop_after,
-      "with --prompts: stop after this many batches (results kept in OUTPUT.partial; finish with --resume)");
+      "with --prompts: stop after this many rounds (results kept in OUTPUT.partial; finish with --resume)");
   o->dev.add(sub);
   sub->callback([o, output_opt, sub] {
     auto lo = o->dev.resolve();
@@ -220,6 +231,8 @@ void register_generate(CLI::App& app) {
     PATCHLLM_CHECK(!many || sub->count("--prompt") == 0, InvalidArgument,
                    "-p/--prompt and --prompts exclude each other");
     PATCHLLM_CHECK(o->batch >= 1, InvalidArgument, "-b/--batch must be >= 1, got ", o->batch);
+    PATCHLLM_CHECK(o->round >= 0, InvalidArgument, "--round must be >= 0, got ", o->round);
+    if (o->round == 0) o->round = 4 * o->batch;
     PATCHLLM_CHECK(many || (!o->resume && o->stop_after == 0), InvalidArgument,
                    "--resume and --stop-after need --prompts");
     PATCHLLM_CHECK(o->stop_after >= 0, InvalidArgument, "--stop-after must be >= 0, got ", o->stop_after);

@@ -40,8 +40,9 @@ DecodeGraph::DecodeGraph(Model& model, int64_t batch, int64_t capacity, const De
     for (int64_t p : opt.left_pad)
       PATCHLLM_CHECK(p >= 0 && p < capacity, InvalidArgument, "decode graph: left padding ", p,
                      " outside [0, capacity ", capacity, ")");
-    _max_pad = *std::max_element(opt.left_pad.begin(), opt.left_pad.end());
-    _pad = torch::tensor(opt.left_pad, torch::kLong).to(model.device);
+    _pads = opt.left_pad;
+    _max_pad = *std::max_element(_pads.begin(), _pads.end());
+    _pad = torch::tensor(_pads, torch::kLong).to(model.device);
   }
   _cache = model.make_cache(batch, capacity);
   _tokens = torch::zeros({batch, 1}, lopt);
@@ -69,6 +70,27 @@ torch::Tensor DecodeGraph::prefill(const torch::Tensor& tokens) {
   // 1 = token, 0 = padding: the slots before each row's padding end.
   auto keep = (_kpos.narrow(0, 0, S).view({1, -1}) >= _pad.view({-1, 1})).to(torch::kLong);
   return _model.forward(tokens, &_cache, keep);
+}
+
+torch::Tensor DecodeGraph::prefill_row(int64_t row, const torch::Tensor& tokens) {
+  torch::NoGradGuard ng;
+  const int64_t cur = _cache.length, n = tokens.dim() == 2 ? tokens.size(1) : 0;
+  PATCHLLM_CHECK(
+      _pad.defined() && row >= 0 && row < _batch && tokens.dim() == 2 && tokens.size(0) == 1 && n >= 1 && n <= cur,
+      InvalidArgument, "decode graph prefill_row: needs left padding, a row in [0, ", _batch,
+      ") and tokens [1, n] with 1 <= n <= ", cur, " cached slots; got row ", row, ", tokens ", tokens.sizes());
+  _pads[static_cast<size_t>(row)] = cur - n;
+  _max_pad = *std::max_element(_pads.begin(), _pads.end());
+  _pad[row].fill_(cur - n);
+  KVCache rc;  // the row's views of the cache, filled up to the new prompt's first slot
+  for (size_t i = 0; i < _cache.k.size(); ++i) {
+    rc.k.push_back(_cache.k[i].narrow(0, row, 1));
+    rc.v.push_back(_cache.v[i].narrow(0, row, 1));
+  }
+  rc.length = cur - n;
+  rc.capacity = _cache.capacity;
+  auto keep = (_kpos.narrow(0, 0, cur).view({1, -1}) >= cur - n).to(torch::kLong);
+  return _model.forward(tokens, &rc, keep);
 }
 
 // Mirrors Model::make_context for one query at position _pos and Model::forward, without host reads.

@@ -45,6 +45,10 @@ class DecodeGraph {
 
   // Eager forward of tokens [B, T] into the cache at cache().length; logits [B, T, vocab] fp32.
   torch::Tensor prefill(const torch::Tensor& tokens);
+  // Continuous batching: a new prompt tokens [1, n] (n <= cache().length) for row `row`, written into that row's slots
+  // [length - n, length), which become its prompt; the slots before are its padding from now on (the graphs read the
+  // padding from the device, so they stay valid). Needs left_pad (all zeros is fine). Logits [1, n, vocab] fp32.
+  torch::Tensor prefill_row(int64_t row, const torch::Tensor& tokens);
   // tokens [B] or [B, 1] integer ids (any device) at position cache().length. Logits [B, vocab] fp32; once the
   // span's graph is captured this is its static output, overwritten by its next replay (clone it to keep it).
   torch::Tensor step(const torch::Tensor& tokens);
@@ -70,6 +74,7 @@ class DecodeGraph {
   KVCache _cache;
   torch::Tensor _tokens, _pos, _kpos;  // int64 [B, 1], [1], [capacity] (0..capacity-1), on the model's device
   torch::Tensor _pad;                  // int64 [B] on the device (left_pad), undefined without padding
+  std::vector<int64_t> _pads;          // the same on the host
   int64_t _max_pad = 0;
   bool _want_graph, _last_captured = false;
   std::string _fallback;

@@ -71,8 +71,8 @@ namespace {
 
 // Positions past max_position_embeddings are refused unless RoPE scaling extends them.
 void check_fits(const Model& model, int64_t total, const char* what) {
-  PATCHLLM_CHECK(total <= model.config.max_position || model.config.rope_scaling.type != "none", InvalidArgument,
-                 what, " = ", total, " exceeds the model's max_position_embeddings ", model.config.max_position);
+  PATCHLLM_CHECK(total <= model.config.max_position || model.config.rope_scaling.type != "none", InvalidArgument, what,
+                 " = ", total, " exceeds the model's max_position_embeddings ", model.config.max_position);
 }
 
 }  // namespace
@@ -127,83 +127,143 @@ std::vector<int> generate(Model& model, const std::vector<int>& prompt, const Sa
 }
 
 std::vector<std::vector<int>> generate_batch(Model& model, const std::vector<std::vector<int>>& prompts,
-                                             const SamplingOptions& opt, GenerateStats* stats,
-                                             const StopCheck& stop) {
+                                             const SamplingOptions& opt, GenerateStats* stats, const StopCheck& stop,
+                                             int64_t rows) {
   PATCHLLM_CHECK(!prompts.empty(), InvalidArgument, "generate_batch: no prompts");
-  int64_t L = 0;
+  PATCHLLM_CHECK(rows >= 0, InvalidArgument, "generate_batch: rows must be >= 0, got ", rows);
+  int64_t longest = 0, prompt_tokens = 0;
   for (const auto& p : prompts) {
     PATCHLLM_CHECK(!p.empty(), InvalidArgument, "generation needs at least one prompt token in every prompt");
-    L = std::max<int64_t>(L, static_cast<int64_t>(p.size()));
+    longest = std::max<int64_t>(longest, static_cast<int64_t>(p.size()));
+    prompt_tokens += static_cast<int64_t>(p.size());
   }
+  check_fits(model, longest + opt.max_new_tokens, "longest prompt + new tokens");
   torch::NoGradGuard ng;
-  const int64_t B = static_cast<int64_t>(prompts.size()), total = L + opt.max_new_tokens;
-  check_fits(model, total, "longest prompt + new tokens");
-  std::vector<Sampler> samplers(static_cast<size_t>(B), Sampler(opt));
-  // Left padding: row b's prompt fills slots [L - len_b, L); the pad slots hold token 0 and are masked out. Built on
-  // the host in one buffer each, not element by element through tensor indexing.
-  std::vector<int64_t> tok(static_cast<size_t>(B * L), 0), keep(static_cast<size_t>(B * total), 1);
-  int64_t prompt_tokens = 0;
-  for (int64_t b = 0; b < B; ++b) {
-    const auto& p = prompts[static_cast<size_t>(b)];
-    const int64_t n = static_cast<int64_t>(p.size()), pad = L - n;
-    prompt_tokens += n;
-    std::copy(p.begin(), p.end(), tok.begin() + b * L + pad);
-    std::fill(keep.begin() + b * total, keep.begin() + b * total + pad, 0);  // generated slots stay 1
-  }
-  auto tokens = torch::tensor(tok).view({B, L});
-  auto mask = torch::tensor(keep).view({B, total});
+  const int64_t P = static_cast<int64_t>(prompts.size()), R = rows > 0 ? std::min(rows, P) : P;
+  const int64_t max_new = opt.max_new_tokens;
   auto sync = [&] {
     if (model.device.is_cuda()) torch::cuda::synchronize();
   };
-  // Eager: Model::forward with the mask. Static: the graph's own padding masks and positions (the same numbers).
-  KVCache cache;
-  std::unique_ptr<DecodeGraph> graph;
-  if (opt.decode_graph) {
-    DecodeGraphOptions go;
-    for (const auto& p : prompts) go.left_pad.push_back(L - static_cast<int64_t>(p.size()));
-    if (std::all_of(go.left_pad.begin(), go.left_pad.end(), [](int64_t p) { return p == 0; }))
-      go.left_pad.clear();  // no padding: the plain step (one RoPE row and mask for the batch)
-    graph = std::make_unique<DecodeGraph>(model, B, total, go);
-  } else {
-    cache = model.make_cache(B, total);
-  }
-  const double t0 = now_seconds();
-  auto last = (graph ? graph->prefill(tokens) : model.forward(tokens, &cache, mask.narrow(1, 0, L)))
-                  .select(1, L - 1)
-                  .to(torch::kCPU);  // [B, vocab]
-  std::vector<std::vector<int>> seen(prompts);  // per row, what its repetition penalty applies to
-  std::vector<int> next(static_cast<size_t>(B));
-  for (size_t b = 0; b < next.size(); ++b) next[b] = samplers[b].sample(last[static_cast<int64_t>(b)], seen[b]);
-  sync();
-  const double t1 = now_seconds();
-  std::vector<std::vector<int>> out(static_cast<size_t>(B));
-  std::vector<bool> done(static_cast<size_t>(B), opt.max_new_tokens == 0);
-  for (int64_t i = 0; i < opt.max_new_tokens; ++i) {
-    bool all_done = true;
-    for (size_t b = 0; b < out.size(); ++b) {
-      if (done[b]) continue;
-      out[b].push_back(next[b]);
-      seen[b].push_back(next[b]);
-      const bool stopped = stop && stop(b, next[b]);  // first: it sees every id
-      done[b] = stopped || i + 1 == opt.max_new_tokens ||
-                std::find(opt.stop_ids.begin(), opt.stop_ids.end(), next[b]) != opt.stop_ids.end();
-      all_done = all_done && done[b];
+  std::vector<std::vector<int>> out(static_cast<size_t>(P));
+  double prompt_seconds = 0, decode_seconds = 0;
+  int64_t next_prompt = 0;
+  while (next_prompt < P && max_new > 0) {
+    // One wave: a KV cache (and DecodeGraph) for B rows, left-padded to the longest of their first prompts. With
+    // prompts left over, the cache has max_new more slots, and a row whose prompt is done takes the next prompt as
+    // long as it fits before the current slot and its generation fits before the end.
+    const int64_t B = std::min(R, P - next_prompt);
+    const bool refill = next_prompt + B < P;
+    int64_t L = 0;
+    for (int64_t b = 0; b < B; ++b)
+      L = std::max<int64_t>(L, static_cast<int64_t>(prompts[size_t(next_prompt + b)].size()));
+    const int64_t C = L + max_new + (refill ? max_new : 0);
+    // Row b's prompt fills slots [pad_b, L); the pad slots hold token 0 and are masked out. Host buffers, not
+    // element-by-element tensor indexing.
+    std::vector<int64_t> tok(static_cast<size_t>(B * L), 0), keep(static_cast<size_t>(B * C), 1), pads;
+    std::vector<int64_t> row_prompt(static_cast<size_t>(B), -1);  // the prompt a row generates for, -1: idle
+    for (int64_t b = 0; b < B; ++b) {
+      const auto& p = prompts[size_t(next_prompt + b)];
+      const int64_t pad = L - static_cast<int64_t>(p.size());
+      std::copy(p.begin(), p.end(), tok.begin() + b * L + pad);
+      std::fill(keep.begin() + b * C, keep.begin() + b * C + pad, 0);
+      pads.push_back(pad);
+      row_prompt[size_t(b)] = next_prompt + b;
     }
-    if (all_done) break;
-    // Rows that are done still step (their ids are ignored), so the batch keeps one shape.
-    auto t = torch::tensor(std::vector<int64_t>(next.begin(), next.end())).view({B, 1});
-    last = (graph ? graph->step(t) : model.forward(t, &cache, mask.narrow(1, 0, L + i + 1)).select(1, 0))
-               .to(torch::kCPU);
-    for (size_t b = 0; b < out.size(); ++b)
-      if (!done[b]) next[b] = samplers[b].sample(last[static_cast<int64_t>(b)], seen[b]);
+    next_prompt += B;
+    auto mask = torch::tensor(keep).view({B, C});  // eager path; refills rewrite a row
+    KVCache cache;
+    std::unique_ptr<DecodeGraph> graph;
+    if (opt.decode_graph) {
+      DecodeGraphOptions go;
+      go.left_pad = pads;
+      if (!refill && std::all_of(pads.begin(), pads.end(), [](int64_t p) { return p == 0; }))
+        go.left_pad.clear();  // no padding ever: the plain step (one RoPE row and mask for the batch)
+      graph = std::make_unique<DecodeGraph>(model, B, C, go);
+    } else {
+      cache = model.make_cache(B, C);
+    }
+    // Per row: its sampler (seeded opt.seed, as generate() for the prompt alone) and what the penalty applies to.
+    std::vector<Sampler> samplers(static_cast<size_t>(B), Sampler(opt));
+    std::vector<std::vector<int>> seen(static_cast<size_t>(B));
+    std::vector<int> next(static_cast<size_t>(B), 0);
+    double t0 = now_seconds();
+    auto last = (graph ? graph->prefill(torch::tensor(tok).view({B, L}))
+                       : model.forward(torch::tensor(tok).view({B, L}), &cache, mask.narrow(1, 0, L)))
+                    .select(1, L - 1)
+                    .to(torch::kCPU);  // [B, vocab]
+    for (size_t b = 0; b < size_t(B); ++b) {
+      seen[b] = prompts[size_t(row_prompt[b])];
+      next[b] = samplers[b].sample(last[int64_t(b)], seen[b]);
+    }
+    sync();
+    prompt_seconds += now_seconds() - t0;
+    t0 = now_seconds();
+    // Row b emits next[b]: appended to its prompt's output; true when that output is finished.
+    auto emit = [&](size_t b) {
+      auto& o = out[size_t(row_prompt[b])];
+      o.push_back(next[b]);
+      seen[b].push_back(next[b]);
+      const bool stopped = stop && stop(size_t(row_prompt[b]), next[b]);  // first: it sees every id
+      return stopped || static_cast<int64_t>(o.size()) == max_new ||
+             std::find(opt.stop_ids.begin(), opt.stop_ids.end(), next[b]) != opt.stop_ids.end();
+    };
+    for (int64_t cur = L;; ++cur) {  // cur: the slot the next step writes
+      bool any = false;
+      for (size_t b = 0; b < size_t(B); ++b) {
+        while (row_prompt[b] >= 0 && emit(b)) {
+          row_prompt[b] = -1;
+          const int64_t n = next_prompt < P ? static_cast<int64_t>(prompts[size_t(next_prompt)].size()) : 0;
+          if (!refill || next_prompt >= P || n > cur || cur + max_new > C) break;  // idle from now on
+          // Refill: the next prompt into this row's slots [cur - n, cur); its first id (from that prefill) is emitted
+          // at once, like every row's first id after the wave's prefill.
+          const double tp = now_seconds();
+          const auto& p = prompts[size_t(next_prompt)];
+          auto ids = torch::tensor(std::vector<int64_t>(p.begin(), p.end())).view({1, n});
+          torch::Tensor logits;
+          if (graph) {
+            logits = graph->prefill_row(int64_t(b), ids);
+          } else {
+            mask[int64_t(b)].narrow(0, 0, cur - n).zero_();
+            mask[int64_t(b)].narrow(0, cur - n, C - (cur - n)).fill_(1);
+            KVCache rc;  // the row's views of the cache, filled up to the new prompt's first slot
+            for (size_t i = 0; i < cache.k.size(); ++i) {
+              rc.k.push_back(cache.k[i].narrow(0, int64_t(b), 1));
+              rc.v.push_back(cache.v[i].narrow(0, int64_t(b), 1));
+            }
+            rc.length = cur - n;
+            rc.capacity = C;
+            logits = model.forward(ids, &rc, mask[int64_t(b)].narrow(0, 0, cur).view({1, cur}));
+          }
+          row_prompt[b] = next_prompt++;
+          samplers[b] = Sampler(opt);
+          seen[b] = p;
+          next[b] = samplers[b].sample(logits[0][n - 1], seen[b]);
+          sync();
+          prompt_seconds += now_seconds() - tp;
+          t0 += now_seconds() - tp;  // prefill time is not decode time
+        }
+        any = any || row_prompt[b] >= 0;
+      }
+      if (!any) break;
+      // Idle rows still step (token 0, output ignored), so the batch keeps one shape.
+      std::vector<int64_t> t64(size_t(B), 0);
+      for (size_t b = 0; b < size_t(B); ++b)
+        if (row_prompt[b] >= 0) t64[b] = next[b];
+      auto t = torch::tensor(t64).view({B, 1});
+      last =
+          (graph ? graph->step(t) : model.forward(t, &cache, mask.narrow(1, 0, cur + 1)).select(1, 0)).to(torch::kCPU);
+      for (size_t b = 0; b < size_t(B); ++b)
+        if (row_prompt[b] >= 0) next[b] = samplers[b].sample(last[int64_t(b)], seen[b]);
+    }
+    sync();
+    decode_seconds += now_seconds() - t0;
   }
-  sync();
   if (stats) {
     stats->prompt_tokens = prompt_tokens;
     stats->generated_tokens = 0;
     for (const auto& o : out) stats->generated_tokens += static_cast<int64_t>(o.size());
-    stats->prompt_seconds = t1 - t0;
-    stats->decode_seconds = now_seconds() - t1;
+    stats->prompt_seconds = prompt_seconds;
+    stats->decode_seconds = decode_seconds;
   }
   return out;
 }

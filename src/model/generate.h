@@ -47,7 +47,7 @@ std::vector<int> generate(Model& model, const std::vector<int>& prompt, const Sa
 // summed over the rows.
 std::vector<std::vector<int>> generate_batch(Model& model, const std::vector<std::vector<int>>& prompts,
                                              const SamplingOptions& opt, GenerateStats* stats = nullptr,
-                                             const StopCheck& stop = {});
+                                             const StopCheck& stop = {}, int64_t rows = 0);
 
 // InvalidArgument unless temperature >= 0, top_p in (0, 1], top_k >= 0, repetition_penalty > 0 and max_new_tokens >= 0
 // (Sampler checks it too; the CLI calls it before anything loads).
