@@ -82,13 +82,7 @@ torch::Tensor DecodeGraph::prefill_row(int64_t row, const torch::Tensor& tokens)
   _pads[static_cast<size_t>(row)] = cur - n;
   _max_pad = *std::max_element(_pads.begin(), _pads.end());
   _pad[row].fill_(cur - n);
-  KVCache rc;  // the row's views of the cache, filled up to the new prompt's first slot
-  for (size_t i = 0; i < _cache.k.size(); ++i) {
-    rc.k.push_back(_cache.k[i].narrow(0, row, 1));
-    rc.v.push_back(_cache.v[i].narrow(0, row, 1));
-  }
-  rc.length = cur - n;
-  rc.capacity = _cache.capacity;
+  KVCache rc = _cache.row(row, cur - n);  // filled up to the new prompt's first slot
   auto keep = (_kpos.narrow(0, 0, cur).view({1, -1}) >= cur - n).to(torch::kLong);
   return _model.forward(tokens, &rc, keep);
 }

@@ -225,13 +225,7 @@ std::vector<std::vector<int>> generate_batch(Model& model, const std::vector<std
           } else {
             mask[int64_t(b)].narrow(0, 0, cur - n).zero_();
             mask[int64_t(b)].narrow(0, cur - n, C - (cur - n)).fill_(1);
-            KVCache rc;  // the row's views of the cache, filled up to the new prompt's first slot
-            for (size_t i = 0; i < cache.k.size(); ++i) {
-              rc.k.push_back(cache.k[i].narrow(0, int64_t(b), 1));
-              rc.v.push_back(cache.v[i].narrow(0, int64_t(b), 1));
-            }
-            rc.length = cur - n;
-            rc.capacity = C;
+            KVCache rc = cache.row(int64_t(b), cur - n);  // filled up to the new prompt's first slot
             logits = model.forward(ids, &rc, mask[int64_t(b)].narrow(0, 0, cur).view({1, cur}));
           }
           row_prompt[b] = next_prompt++;

@@ -46,6 +46,18 @@ struct KVCache {
   std::vector<torch::Tensor> k, v;
   int64_t length = 0;
   int64_t capacity = 0;
+  // Row b alone ([1, ...] views sharing this cache's memory) with `length` slots counted as filled: a forward into it
+  // writes that row's slots from there on (continuous batching puts a new prompt into one row).
+  KVCache row(int64_t b, int64_t length) const {
+    KVCache r;
+    for (size_t i = 0; i < k.size(); ++i) {
+      r.k.push_back(k[i].narrow(0, b, 1));
+      r.v.push_back(v[i].narrow(0, b, 1));
+    }
+    r.length = length;
+    r.capacity = capacity;
+    return r;
+  }
 };
 
 // What every layer of one forward call shares: RoPE tables for the positions and the additive attention mask.
