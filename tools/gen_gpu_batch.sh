@@ -3,12 +3,14 @@
 # left padding) and its attention spans. Builds patchllm, bench_model and the tests in TESTS (default test_decode_graph
 # test_model) and runs the tests; makes a random LLaMA-2-7B bf16 checkpoint with the LLaMA-2 tokenizer
 # (.deps/gpu-data, carried); then
-#   1. `patchllm generate --prompts` (NPROMPTS prompts of 4 to 300 words, -b BATCH, -n NEW) with the CUDA graph and
-#      with --no-cuda-graph: decode tok/s of each and how many completions agree (greedy; bf16 rounding may split
-#      near-ties of a random model, so agreement is reported, not asserted);
+#   1. `patchllm generate --prompts` (NPROMPTS prompts of 4 to 300 words, -b BATCH, -n NEW, --stop STOP so that the
+#      random model's rows end at different steps) with the CUDA graph and continuous batching (default rounds of
+#      4 x BATCH), with the CUDA graph and --round BATCH (no refills: every round one batch), and with --no-cuda-graph:
+#      decode tok/s of each and how many completions agree (greedy; bf16 rounding may split near-ties of a random
+#      model, so agreement is reported, not asserted);
 #   2. bench_model graph decode at batch SPAN_B from a 16-token context for SPAN_DECODE steps, attending over the whole
 #      capacity (--span-min 0) against the spans of generate's default (--span-min 256).
-# Env: OUT, TESTS, NPROMPTS (32), BATCH (16), NEW (256), SPAN_B (16), SPAN_DECODE (2048), MODEL (llama2-7b).
+# Env: OUT, TESTS, NPROMPTS (64), BATCH (16), NEW (256), STOP (at), SPAN_B (16), SPAN_DECODE (2048), MODEL (llama2-7b).
 set -u -o pipefail
 OUT=${OUT:-/tmp/gen_out}
 mkdir -p "$OUT"
@@ -28,7 +30,7 @@ ckpt "$MODEL" "/tmp/$MODEL" bfloat16
 [ -f "/tmp/$MODEL/tokenizer.model" ] || { echo "no tokenizer (carry .deps)"; exit 1; }
 echo "checkpoint: $(( $(date +%s) - t0 )) s"
 
-python3 - "${NPROMPTS:-32}" > /tmp/prompts.jsonl <<'PY'
+python3 - "${NPROMPTS:-64}" > /tmp/prompts.jsonl <<'PY'
 import json, random, sys
 r = random.Random(0)
 words = ("the a little dog cat ran over hill under bright sky said mother river quiet garden stone found light "
@@ -37,10 +39,12 @@ for i in range(int(sys.argv[1])):
     print(json.dumps({"prompt": " ".join(r.choice(words) for _ in range(r.randint(4, 300)))}))
 PY
 P=build-gpu/patchllm
-for mode in graph eager; do
-  flag=$([ $mode = eager ] && echo --no-cuda-graph || echo --cuda-graph)
+for mode in graph norefill eager; do
+  case $mode in
+    graph) flag=--cuda-graph ;; norefill) flag="--cuda-graph --round ${BATCH:-16}" ;; eager) flag=--no-cuda-graph ;;
+  esac
   $P generate -m /tmp/$MODEL --device cuda --prompts /tmp/prompts.jsonl -o "$OUT/gen_$mode.json" -b ${BATCH:-16} \
-    -n ${NEW:-256} --temp 0 $flag 2> "$OUT/gen_$mode.err" || { tail -3 "$OUT/gen_$mode.err"; exit 1; }
+    -n ${NEW:-256} --temp 0 --stop "${STOP:-at}" $flag 2> "$OUT/gen_$mode.err" || { tail -3 "$OUT/gen_$mode.err"; exit 1; }
 done
 echo "generate: $(( $(date +%s) - t0 )) s"
 for s in 0 256; do
@@ -52,12 +56,12 @@ echo "total: $(( $(date +%s) - t0 )) s"
 python3 - "$OUT" <<'PY'
 import json, sys
 o = sys.argv[1]
-g, e = (json.load(open(f"{o}/gen_{m}.json")) for m in ("graph", "eager"))
+g, nr, e = (json.load(open(f"{o}/gen_{m}.json")) for m in ("graph", "norefill", "eager"))
 same = sum(a["completion"] == b["completion"] for a, b in zip(g["results"], e["results"]))
 print(f"generate --prompts ({len(g['results'])} prompts, batch {g['batch']}): decode {g['decode']} vs {e['decode']}")
-for name, j in (("graph", g), ("eager", e)):
+for name, j in (("graph, continuous", g), ("graph, no refill", nr), ("eager, continuous", e)):
     s = j["speed"]
-    print(f"  {name:6s} {s['generated_tokens']} tokens, decode {s['generated_tokens'] / s['decode_seconds']:.0f} tok/s, "
+    print(f"  {name:18s} {s['generated_tokens']} tokens, decode {s['generated_tokens'] / s['decode_seconds']:.0f} tok/s, "
           f"prompt {s['prompt_tokens'] / s['prompt_seconds']:.0f} tok/s")
 print(f"  identical completions: {same} of {len(g['results'])}")
 for s in (0, 256):
