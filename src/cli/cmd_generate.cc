@@ -232,9 +232,9 @@ void register_generate(CLI::App& app) {
                    "-p/--prompt and --prompts exclude each other");
     PATCHLLM_CHECK(o->batch >= 1, InvalidArgument, "-b/--batch must be >= 1, got ", o->batch);
     PATCHLLM_CHECK(o->round >= 0, InvalidArgument, "--round must be >= 0, got ", o->round);
+    PATCHLLM_CHECK(many || (!o->resume && o->stop_after == 0 && o->round == 0), InvalidArgument,
+                   "--resume, --stop-after and --round need --prompts");
     if (o->round == 0) o->round = 4 * o->batch;
-    PATCHLLM_CHECK(many || (!o->resume && o->stop_after == 0), InvalidArgument,
-                   "--resume and --stop-after need --prompts");
     PATCHLLM_CHECK(o->stop_after >= 0, InvalidArgument, "--stop-after must be >= 0, got ", o->stop_after);
     PATCHLLM_CHECK(o->output != "-" || (!o->resume && o->stop_after == 0), InvalidArgument,
                    "--resume and --stop-after keep results in OUTPUT.partial: give -o a file, not '-'");
