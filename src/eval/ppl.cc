@@ -36,6 +36,10 @@ PplState PplState::from_json(const nlohmann::json& j, const std::string& origin)
   for (const char* k : {"windows", "n_scored", "sum", "sum2", "seconds"})
     PATCHLLM_CHECK(j.is_object() && j.contains(k) && j[k].is_number(), FormatError, origin, ": perplexity state has no "
                    "number \"", k, "\"");
+  // Counts as integers (a float such as 1e300 would not convert), never negative.
+  for (const char* k : {"windows", "n_scored"})
+    PATCHLLM_CHECK(j[k].is_number_integer() && j[k].get<int64_t>() >= 0, FormatError, origin, ": perplexity state: \"",
+                   k, "\" is not a count");
   PplState s;
   s.windows = j["windows"].get<int64_t>();
   s.n_scored = j["n_scored"].get<int64_t>();

@@ -246,7 +246,10 @@ TaskResult TaskResult::from_json(const std::string& name, const nlohmann::json& 
   };
   TaskResult r;
   r.name = name;
-  r.n = static_cast<int64_t>(num("n", 0, true));
+  num("n", 0, true);
+  PATCHLLM_CHECK(j["n"].is_number_integer() && j["n"].get<int64_t>() >= 0, FormatError, origin, ": result of task '",
+                 name, "': \"n\" is not a count");
+  r.n = j["n"].get<int64_t>();
   r.acc = num("acc,none", 0, true);
   r.acc_stderr = num("acc_stderr,none", 0, true);
   r.acc_norm = num("acc_norm,none", -1, false);
