@@ -75,9 +75,7 @@ void register_eval(CLI::App& app) {
     PATCHLLM_CHECK(o->ppl.head_rows >= 0, InvalidArgument, "--head-rows must be >= 0 (0 = all at once), got ",
                    o->ppl.head_rows);
     PATCHLLM_CHECK(file_exists(o->file), InvalidArgument, o->file, ": text file not found");
-    PATCHLLM_CHECK(o->stop_after >= 0, InvalidArgument, "--stop-after must be >= 0, got ", o->stop_after);
-    PATCHLLM_CHECK((!o->resume && o->stop_after == 0) || (!o->json.empty() && o->json != "-"), InvalidArgument,
-                   "--resume and --stop-after keep the state in JSON.partial: give --json a file");
+    const std::string partial = partial_path(o->json, o->resume, o->stop_after, "--json");
     std::string text = file_read(o->file);
     PATCHLLM_CHECK(!text.empty(), InvalidArgument, o->file, ": text file is empty");
     auto tok = tokenizer_load(o->model);
@@ -96,7 +94,6 @@ void register_eval(CLI::App& app) {
                                 {"head_rows", o->ppl.head_rows},
                                 {"masks", o->masks.empty() ? "" : sha256_file(o->masks)},
                                 {"device", describe(lo)}};
-    const std::string partial = o->json.empty() || o->json == "-" ? "" : o->json + ".partial";
     if (o->resume && file_exists(partial)) {
       o->ppl.resume = ppl_partial_read(partial, run);
       log_info("resuming from ", partial, ": ", o->ppl.resume.windows, " windows done");
@@ -107,7 +104,7 @@ void register_eval(CLI::App& app) {
       o->ppl.checkpoint = [&](const PplState& st) {
         const bool stop = o->stop_after > 0 && ++batches == o->stop_after;
         if (stop || now_seconds() - last_write > 10) {
-          file_write_atomic(partial, nlohmann::json{{"run", run}, {"state", st.to_json()}}.dump());
+          partial_write(partial, run, {{"state", st.to_json()}});
           last_write = now_seconds();
         }
         return !stop;
@@ -180,9 +177,7 @@ void register_eval(CLI::App& app) {
     PATCHLLM_CHECK(to->limit >= 0, InvalidArgument, "--limit must be >= 0 (0 = all), got ", to->limit);
     PATCHLLM_CHECK(to->task.batch >= 1, InvalidArgument, "--batch-size must be >= 1, got ", to->task.batch);
     PATCHLLM_CHECK(dir_exists(to->data_dir), InvalidArgument, to->data_dir, ": task data directory not found");
-    PATCHLLM_CHECK(to->stop_after >= 0, InvalidArgument, "--stop-after must be >= 0, got ", to->stop_after);
-    PATCHLLM_CHECK((!to->resume && to->stop_after == 0) || (!to->json.empty() && to->json != "-"), InvalidArgument,
-                   "--resume and --stop-after keep results in JSON.partial: give --json a file");
+    const std::string partial = partial_path(to->json, to->resume, to->stop_after, "--json");
     // Every task file is read and checked before the model loads, so a bad row fails in a second, not after an hour.
     std::vector<Task> tasks;
     for (const auto& name : to->tasks)
@@ -197,7 +192,6 @@ void register_eval(CLI::App& app) {
                           {"device", describe(lo)},
                           {"masks", to->masks.empty() ? "" : sha256_file(to->masks)}};
     for (const auto& t : tasks) run["tasks"].push_back({{"name", t.name}, {"sha256", sha256_file(t.path)}});
-    const std::string partial = to->json.empty() || to->json == "-" ? "" : to->json + ".partial";
     std::map<std::string, TaskResult> finished;
     if (to->resume && file_exists(partial)) {
       finished = task_partial_read(partial, run);
@@ -217,7 +211,7 @@ void register_eval(CLI::App& app) {
       }
       results.push_back(task_evaluate(*model, *tok, t, to->task));
       done[t.name] = {{"result", results.back().to_json()}, {"samples", results.back().samples}};
-      if (!partial.empty()) file_write_atomic(partial, nlohmann::json{{"run", run}, {"done", done}}.dump());
+      if (!partial.empty()) partial_write(partial, run, {{"done", done}});
       if (to->stop_after > 0 && ++evaluated == to->stop_after && results.size() < tasks.size()) {
         log_info("stopped after ", to->stop_after, " tasks; results so far in ", partial, " (continue with --resume)");
         return;

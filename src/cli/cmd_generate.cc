@@ -19,7 +19,7 @@ namespace patchllm::cli {
 namespace {
 
 struct GenerateOpts {
-  std::string model, prompt, prompts, output;
+  std::string model, prompt, prompts, output, partial;  // partial: OUTPUT.partial ("" for '-')
   std::vector<std::string> stops;  // --stop, escapes resolved (cli::unescape)
   int64_t batch = 8, round = 0, stop_after = 0;  // round 0: 4 x batch
   SamplingOptions s;
@@ -70,12 +70,12 @@ void generate_prompts_file(const GenerateOpts& o, Model& model, const Tokenizer&
                                 {"seed", o.s.seed},
                                 {"max_new_tokens", o.s.max_new_tokens},
                                 {"bos", !o.no_bos}}}};
-  const std::string partial = o.output == "-" ? "" : o.output + ".partial";
+  const std::string& partial = o.partial;
   nlohmann::json results = nlohmann::json::array();
   GenerateStats total;
   const int64_t n = static_cast<int64_t>(texts.size()), rounds = (n + o.round - 1) / o.round;
   int64_t start = 0;
-  if (o.resume && !partial.empty() && file_exists(partial)) {
+  if (o.resume && file_exists(partial)) {
     const nlohmann::json p = partial_read(partial, run);
     PATCHLLM_CHECK(p.contains("results") && p["results"].is_array() && p["results"].size() <= static_cast<size_t>(n) &&
                        p.contains("speed") && p["speed"].is_object(),
@@ -152,8 +152,7 @@ void generate_prompts_file(const GenerateOpts& o, Model& model, const Tokenizer&
     log_info("round ", b0 / o.round + 1, "/", rounds, ": ", b1 - b0, " prompts of ", ids.back().size(), "-",
              ids.front().size(), " tokens, ", st.generated_tokens, " generated, ",
              st.generated_tokens / std::max(st.decode_seconds, 1e-9), " tok/s");
-    if (!partial.empty())
-      file_write_atomic(partial, nlohmann::json{{"run", run}, {"results", results}, {"speed", speed()}}.dump());
+    if (!partial.empty()) partial_write(partial, run, {{"results", results}, {"speed", speed()}});
     if (o.stop_after > 0 && ++done_rounds == o.stop_after && b1 < n) {
       log_info("stopped after ", o.stop_after, " rounds; results so far in ", partial, " (continue with --resume)");
       return;
@@ -235,9 +234,7 @@ void register_generate(CLI::App& app) {
     PATCHLLM_CHECK(many || (!o->resume && o->stop_after == 0 && o->round == 0), InvalidArgument,
                    "--resume, --stop-after and --round need --prompts");
     if (o->round == 0) o->round = 4 * o->batch;
-    PATCHLLM_CHECK(o->stop_after >= 0, InvalidArgument, "--stop-after must be >= 0, got ", o->stop_after);
-    PATCHLLM_CHECK(o->output != "-" || (!o->resume && o->stop_after == 0), InvalidArgument,
-                   "--resume and --stop-after keep results in OUTPUT.partial: give -o a file, not '-'");
+    o->partial = partial_path(o->output, o->resume, o->stop_after, "-o");
     // The sampling flags, checked before anything loads or the prompt is echoed (an error after the echo would
     // share its line).
     check_sampling_options(o->s);

@@ -15,6 +15,15 @@ void append_model_inputs(std::vector<std::string>& inputs, const std::string& di
   for (const auto& f : ckpt.files()) inputs.push_back(f);
 }
 
+std::string partial_path(const std::string& out, bool resume, int64_t stop_after, const std::string& flag) {
+  PATCHLLM_CHECK(stop_after >= 0, InvalidArgument, "--stop-after must be >= 0, got ", stop_after);
+  const bool file = !out.empty() && out != "-";
+  PATCHLLM_CHECK(file || (!resume && stop_after == 0), InvalidArgument,
+                 "--resume and --stop-after keep results in a .partial file beside the output: give ", flag,
+                 " a file, not '-'");
+  return file ? out + ".partial" : "";
+}
+
 void DeviceOptions::add(CLI::App* sub) {
   sub->add_option("--device", device, "auto | cpu | cuda[:N]")->capture_default_str()->envname("PATCHLLM_ARG_DEVICE");
   sub->add_option("--dtype", dtype, "compute dtype: auto (fp32 on CPU, bf16 on CUDA) | fp32 | bf16 | fp16")

@@ -34,6 +34,10 @@ std::pair<int64_t, int64_t> parse_tile(const std::string& s, const std::string& 
 
 // Provenance inputs of a model run: config.json, the mask file (if any), the checkpoint's weight files.
 void append_model_inputs(std::vector<std::string>& inputs, const std::string& dir, const std::string& masks = "");
+// The partial file of a resumable job whose results go to `out`: out + ".partial", or "" when out is "" or "-" (nothing
+// kept). InvalidArgument when --resume or --stop-after (which must be >= 0) have no file to keep it beside; `flag`
+// names the output option in that message.
+std::string partial_path(const std::string& out, bool resume, int64_t stop_after, const std::string& flag);
 // Writes JSON to `path` atomically ("-" = stdout).
 void write_json(const std::string& path, const nlohmann::json& j);
 std::string describe(const ModelLoadOptions& o);

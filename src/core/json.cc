@@ -24,6 +24,11 @@ nlohmann::json partial_read(const std::string& path, const nlohmann::json& run) 
   return p;
 }
 
+void partial_write(const std::string& path, const nlohmann::json& run, nlohmann::json body) {
+  body["run"] = run;
+  file_write_atomic(path, body.dump());
+}
+
 void jsonl_for_each(const std::string& path, const std::string& text,
                     const std::function<bool(int64_t line, const std::string& where, const nlohmann::json&)>& fn) {
   size_t pos = 0;

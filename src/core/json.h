@@ -12,9 +12,11 @@ namespace patchllm {
 // error for a missing or unreadable file.
 nlohmann::json json_read_file(const std::string& path);
 // The partial file of a resumable job (OUT.partial: results so far plus "run", the key of the command that wrote
-// it): its JSON object. InvalidArgument naming the file when it is not an object or its "run" differs from `run` (another
-// command's, or malformed: delete it to start over); FormatError when it is not JSON.
+// it): its JSON object. InvalidArgument naming the file when it is not an object or its "run" differs from `run`
+// (another command's, or malformed: delete it to start over); FormatError when it is not JSON.
 nlohmann::json partial_read(const std::string& path, const nlohmann::json& run);
+// Writes body with "run" set to `run` to path atomically: what partial_read reads back.
+void partial_write(const std::string& path, const nlohmann::json& run, nlohmann::json body);
 
 // JSON Lines: fn(line number, "<path>:<line>", value) for each non-blank line of text (split on '\n', a trailing '\r'
 // dropped), in order, until fn returns false. FormatError "<path>:<line>: malformed JSON (...)" or "...: not a JSON

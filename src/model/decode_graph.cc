@@ -41,7 +41,6 @@ DecodeGraph::DecodeGraph(Model& model, int64_t batch, int64_t capacity, const De
       PATCHLLM_CHECK(p >= 0 && p < capacity, InvalidArgument, "decode graph: left padding ", p,
                      " outside [0, capacity ", capacity, ")");
     _pads = opt.left_pad;
-    _max_pad = *std::max_element(_pads.begin(), _pads.end());
     _pad = torch::tensor(_pads, torch::kLong).to(model.device);
   }
   _cache = model.make_cache(batch, capacity);
@@ -80,7 +79,6 @@ torch::Tensor DecodeGraph::prefill_row(int64_t row, const torch::Tensor& tokens)
       InvalidArgument, "decode graph prefill_row: needs left padding, a row in [0, ", _batch,
       ") and tokens [1, n] with 1 <= n <= ", cur, " cached slots; got row ", row, ", tokens ", tokens.sizes());
   _pads[static_cast<size_t>(row)] = cur - n;
-  _max_pad = *std::max_element(_pads.begin(), _pads.end());
   _pad[row].fill_(cur - n);
   KVCache rc = _cache.row(row, cur - n);  // filled up to the new prompt's first slot
   auto keep = (_kpos.narrow(0, 0, cur).view({1, -1}) >= cur - n).to(torch::kLong);
@@ -134,8 +132,9 @@ torch::Tensor DecodeGraph::step(const torch::Tensor& tokens) {
                  tokens.sizes());
   PATCHLLM_CHECK(_cache.length < _cache.capacity, InvalidArgument, "KV cache full: ", _cache.length, " + 1 > capacity ",
                  _cache.capacity);
-  PATCHLLM_CHECK(!_pad.defined() || _cache.length > _max_pad, InvalidArgument, "decode step at slot ", _cache.length,
-                 " before a row's prompt (left padding ", _max_pad, "): prefill the prompts first");
+  const int64_t max_pad = _pads.empty() ? -1 : *std::max_element(_pads.begin(), _pads.end());
+  PATCHLLM_CHECK(_cache.length > max_pad, InvalidArgument, "decode step at slot ", _cache.length,
+                 " before a row's prompt (left padding ", max_pad, "): prefill the prompts first");
   torch::NoGradGuard ng;
   _tokens.copy_(tokens.reshape({_batch, 1}));
   _pos.fill_(_cache.length);

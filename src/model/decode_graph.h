@@ -75,10 +75,10 @@ class DecodeGraph {
   torch::Tensor _tokens, _pos, _kpos;  // int64 [B, 1], [1], [capacity] (0..capacity-1), on the model's device
   torch::Tensor _pad;                  // int64 [B] on the device (left_pad), undefined without padding
   std::vector<int64_t> _pads;          // the same on the host
-  int64_t _max_pad = 0;
   bool _want_graph, _last_captured = false;
   std::string _fallback;
-  std::map<int64_t, std::unique_ptr<Graph>> _graphs;  // per span; null: capture tried and failed
+  std::map<int64_t, std::unique_ptr<Graph>> _graphs;  // the captured graphs, per span (a failed capture turns
+                                                      // _want_graph off instead)
 };
 
 }  // namespace patchllm

@@ -29,22 +29,24 @@ struct GenerateStats {
   double prompt_seconds = 0, decode_seconds = 0;
 };
 
-// Called with a row's index (0 for generate) and each id it generates, in order, before any other stop rule is
-// looked at; true ends the row after this id (text-level rules such as stop strings: cli's StopStringDecoder).
-using StopCheck = std::function<bool(size_t row, int id)>;
+// Called with a prompt's index (0 for generate) and each id generated for it, in order, before any other stop rule is
+// looked at; true ends that prompt's output after this id (text-level rules such as stop strings: StopStringDecoder).
+using StopCheck = std::function<bool(size_t prompt, int id)>;
 
 // Returns the generated ids (prompt excluded). on_token is called for every generated id as soon as it exists.
 std::vector<int> generate(Model& model, const std::vector<int>& prompt, const SamplingOptions& opt,
                           const std::function<void(int)>& on_token = {}, GenerateStats* stats = nullptr,
                           const StopCheck& stop = {});
 
-// Several prompts in one batch: left-padded to the longest, with an attention mask, so every row is computed as it
-// would be alone (RoPE positions count real tokens only) up to rounding. Row b samples with its own Sampler seeded
-// opt.seed, so at temperature 0, and with the same seed, row b is what generate() gives for prompts[b] alone, up to
-// rounding. A row stops at its stop id or max_new_tokens; the batch ends when every row has (rows already done keep
-// stepping, their ids ignored, so the batch keeps one shape). opt.decode_graph decodes through a DecodeGraph with the
-// rows' left padding (CUDA graphs on CUDA), else Model::forward per step. stats: prompt_tokens and generated_tokens
-// summed over the rows.
+// Several prompts decoded together, `rows` at a time (0: all), with continuous batching: the first `rows` prompts are
+// left-padded to the longest of them, with an attention mask, so every row is computed as it would be alone (RoPE
+// positions count real tokens only) up to rounding; a row whose prompt is done (stop id, `stop`, max_new_tokens)
+// takes the next prompt, prefilled into that row's slots before the current one. The cache then has max_new_tokens
+// extra slots; when a prompt no longer fits, a new wave with its own cache starts. Rows left idle still step (ids
+// ignored), so the batch keeps one shape. Each prompt samples with its own Sampler seeded opt.seed, so at temperature
+// 0, and with the same seed, output[i] is what generate() gives for prompts[i] alone, up to rounding. stop is called
+// with the prompt's index. opt.decode_graph decodes through a DecodeGraph (CUDA graphs on CUDA), else Model::forward
+// per step. stats: tokens summed over the prompts; prefill time (refills included) is prompt time.
 std::vector<std::vector<int>> generate_batch(Model& model, const std::vector<std::vector<int>>& prompts,
                                              const SamplingOptions& opt, GenerateStats* stats = nullptr,
                                              const StopCheck& stop = {}, int64_t rows = 0);
