@@ -2,12 +2,16 @@
 // LLaMA-2/Mistral, with their normalizers, pre-tokenizers, decoders, added/special tokens, post-processor BOS/EOS),
 // SentencePiece .model files, and llama2.c tokenizer.bin. One interface for all of them.
 #pragma once
-#include <nlohmann/json.hpp>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 namespace patchllm {
+
+namespace jinja {
+class Template;
+}
 
 class Tokenizer {
  public:
@@ -18,8 +22,8 @@ class Tokenizer {
   // skip_special: drop special/control tokens, as HF decode(skip_special_tokens=True).
   virtual std::string decode(const std::vector<int>& ids, bool skip_special = true) const = 0;
   virtual int vocab_size() const = 0;
-  virtual int bos_id() const = 0;  // -1 if none
-  virtual int eos_id() const = 0;  // -1 if none
+  virtual int bos_id() const = 0;                    // -1 if none
+  virtual int eos_id() const = 0;                    // -1 if none
   virtual std::string token_text(int id) const = 0;  // raw piece, for debugging and inspect
 };
 using TokenizerPtr = std::unique_ptr<Tokenizer>;
@@ -62,6 +66,35 @@ class StopStringDecoder {
   std::vector<std::string> _stops;
   std::string _pending;  // decoded, not yet returned: a stop string may start in it
   bool _stopped = false;
+};
+
+// A model's chat template, rendered as transformers' tokenizer.apply_chat_template(messages, add_generation_prompt=...,
+// tokenize=False) renders it: the template sees `messages`, `tools` and `documents` (none), `add_generation_prompt`,
+// the special tokens' texts (bos_token, eos_token, unk_token, pad_token, ... as tokenizer_config.json names them) and
+// HF's globals raise_exception and strftime_now. The text is then encoded with encode(text, /*add_special=*/false), as
+// apply_chat_template(tokenize=True) does: the template writes BOS and the turn markers itself.
+class ChatTemplate {
+ public:
+  // `source` is Jinja (syntax errors throw FormatError naming `origin` and the line); `variables` is a JSON object of
+  // top-level variables every render gets (the special tokens).
+  ChatTemplate(const std::string& source, std::string origin, nlohmann::ordered_json variables = {});
+  ~ChatTemplate();
+  // The template of a model directory: `template_file` if given, else chat_template.jinja (where newer transformers
+  // save it), else tokenizer_config.json's "chat_template" (a string, or a list of {"name", "template"} of which
+  // "default" is taken); nullptr when there is none. Special tokens come from tokenizer_config.json; `tok`, if given,
+  // supplies bos_token / eos_token where the config has none (a tokenizer.model-only directory).
+  static std::unique_ptr<ChatTemplate> load(const std::string& model_dir, const Tokenizer* tok = nullptr,
+                                            const std::string& template_file = "");
+  // messages: a JSON array of objects, each with a string "role". `extra` adds or overrides top-level variables (HF's
+  // **template_kwargs). Errors (the template's raise_exception, a missing value) throw FormatError naming the origin.
+  std::string render(const nlohmann::ordered_json& messages, bool add_generation_prompt,
+                     const nlohmann::ordered_json& extra = nlohmann::ordered_json::object()) const;
+  const std::string& origin() const { return _origin; }
+
+ private:
+  std::string _origin;
+  std::unique_ptr<jinja::Template> _tpl;
+  nlohmann::ordered_json _vars;
 };
 
 // Builds a tokenizer from an in-memory tokenizer.json (and tokenizer_config.json, may be null); `origin` names the
