@@ -158,6 +158,61 @@ TEST(Stories260K, CliGenerateBatchedPromptsMatchOneAtATime) {
   for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(r2["results"][i]["completion"], j["results"][i]["completion"]);
 }
 
+// generate --chat: the prompt goes through a chat template (here a --chat-template file that writes BOS, the system
+// message and the user's text, so the tokens equal the plain prompt's: the template's "<s>" must become the BOS id)
+// and only the reply is printed; --prompts lines may be conversations ("messages"), echoed in the JSON. A model without
+// a template, --system without --chat, and a line with both "prompt" and "messages" are refused with one line.
+TEST(Stories260K, CliGenerateChatRendersTheTemplate) {
+  PATCHLLM_REQUIRE_SHARED(shared, "models/stories260K");
+  std::string dir = test::stories260k_hf(shared);
+  const std::string tmp = test::temp_dir("chat");
+  file_write_atomic(tmp + "/t.jinja",
+                    "{{ bos_token }}{% for m in messages %}{{ m.content }}{% if not loop.last %} {% endif %}"
+                    "{% endfor %}\n");
+  const std::string base = "generate -m '" + dir + "' -n 20 --temp 0 --device cpu ";
+  auto plain = test::run_cli(base + "-p 'Once upon a time'");
+  ASSERT_EQ(plain.code, 0) << plain.err;
+  auto chat = test::run_cli(base + "--chat-template '" + tmp + "/t.jinja' --system 'Once upon' -p 'a time'");
+  ASSERT_EQ(chat.code, 0) << chat.err;
+  EXPECT_EQ("Once upon a time" + chat.out, plain.out);  // the reply alone, the same tokens
+
+  const nlohmann::json conv = {{"messages", {{{"role", "system"}, {"content", "Once upon"}},
+                                             {{"role", "user"}, {"content", "a time"}}}}};
+  file_write_atomic(tmp + "/p.jsonl", conv.dump() + "\n" + nlohmann::json({{"prompt", "The dog"}}).dump() + "\n");
+  auto r = test::run_cli(base + "--chat-template '" + tmp + "/t.jinja' --prompts '" + tmp + "/p.jsonl' -o '" + tmp +
+                         "/out.json'");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(file_read(tmp + "/out.json"));
+  EXPECT_EQ(j["chat_template"], tmp + "/t.jinja");
+  EXPECT_EQ(j["results"][0]["messages"], conv["messages"]);
+  EXPECT_EQ(j["results"][0]["completion"].get<std::string>() + "\n", chat.out);
+  EXPECT_EQ(j["results"][1]["prompt"], "The dog");  // with --chat, a plain prompt is the user's message
+  auto dog = test::run_cli(base + "-p 'The dog'");
+  ASSERT_EQ(dog.code, 0) << dog.err;
+  EXPECT_EQ("The dog" + j["results"][1]["completion"].get<std::string>() + "\n", dog.out);
+
+  auto none = test::run_cli(base + "--chat -p hi");
+  EXPECT_EQ(none.code, 1);
+  EXPECT_NE(none.err.find(dir + ": no chat template"), std::string::npos) << none.err;
+  auto conv_none = test::run_cli(base + "--prompts '" + tmp + "/p.jsonl' -o '" + tmp + "/x.json'");
+  EXPECT_EQ(conv_none.code, 1);
+  EXPECT_NE(conv_none.err.find("no chat template"), std::string::npos) << conv_none.err;
+  auto sys = test::run_cli(base + "--system x -p hi");
+  EXPECT_EQ(sys.code, 1);
+  EXPECT_NE(sys.err.find("--system needs --chat"), std::string::npos) << sys.err;
+  file_write_atomic(tmp + "/bad.jsonl", "{\"prompt\": \"a\"}\n{\"prompt\": \"b\", \"messages\": []}\n");
+  auto bad = test::run_cli(base + "--chat-template '" + tmp + "/t.jinja' --prompts '" + tmp + "/bad.jsonl' -o '" +
+                           tmp + "/y.json'");
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.err.find(tmp + "/bad.jsonl:2: expected an object with a string \"prompt\" or an array \"messages\""),
+            std::string::npos)
+      << bad.err;
+  file_write_atomic(tmp + "/broken.jinja", "{% for m in messages %}");
+  auto broken = test::run_cli(base + "--chat-template '" + tmp + "/broken.jinja' -p hi");
+  EXPECT_EQ(broken.code, 1);
+  EXPECT_NE(broken.err.find(tmp + "/broken.jinja line 1: unexpected end of template"), std::string::npos) << broken.err;
+}
+
 TEST(Stories260K, CliInspectReportsRaggedTiles) {
   PATCHLLM_REQUIRE_SHARED(shared, "models/stories260K");
   std::string dir = test::stories260k_hf(shared);

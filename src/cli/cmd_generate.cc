@@ -1,10 +1,11 @@
 // patchllm generate -m DIR -p PROMPT -n N [--temp --top-p --top-k --repetition-penalty --seed --[no-]cuda-graph
-// --no-fuse]: streamed text on stdout, speed on stderr. With --prompts FILE.jsonl -o OUT.json: every prompt of the
-// file, -b rows at a time with continuous batching, in rounds of --round prompts, into one JSON.
+// --no-fuse] [--chat [--system S] [--chat-template FILE]]: streamed text on stdout, speed on stderr. With --prompts
+// FILE.jsonl -o OUT.json: every prompt (or conversation) of the file, -b rows at a time with continuous batching, in
+// rounds of --round prompts, into one JSON.
 #include <algorithm>
 #include <cstdio>
-#include <numeric>
 #include <iostream>
+#include <numeric>
 
 #include "cli/common.h"
 #include "core/file.h"
@@ -20,30 +21,97 @@ namespace {
 
 struct GenerateOpts {
   std::string model, prompt, prompts, output, partial;  // partial: OUTPUT.partial ("" for '-')
-  std::vector<std::string> stops;  // --stop, escapes resolved (cli::unescape)
-  int64_t batch = 8, round = 0, stop_after = 0;  // round 0: 4 x batch
+  std::string system, chat_template;                    // --system, --chat-template
+  std::vector<std::string> stops;                       // --stop, escapes resolved (cli::unescape)
+  int64_t batch = 8, round = 0, stop_after = 0;         // round 0: 4 x batch
   SamplingOptions s;
   DeviceOptions dev;
-  bool no_bos = false, no_fuse = false, graph = false, no_graph = false, resume = false;
+  bool no_bos = false, no_fuse = false, graph = false, no_graph = false, resume = false, chat = false;
 };
 
 struct PromptLine {
-  std::string text;
-  nlohmann::json id;  // the line's "id" (any JSON value), echoed in its result; null when absent
+  std::string text;                 // "prompt"
+  nlohmann::ordered_json messages;  // or "messages" (key order kept, as the template's tojson shows it); else null
+  nlohmann::ordered_json tools;     // with "messages": the template's `tools` (function schemas); else null
+  nlohmann::json id;                // the line's "id" (any JSON value), echoed in its result; null when absent
 };
 
-// One prompt per non-blank line: a JSON object with a string "prompt" (JSONL, so a prompt may hold newlines) and an
-// optional "id". Every error names "<path>:<line>".
+// One prompt per non-blank line: a JSON object with a string "prompt" (JSONL, so a prompt may hold newlines) or a
+// conversation "messages" (an array of {"role", "content", ...} objects, rendered by the chat template, with optional
+// "tools" as apply_chat_template's tools=), and an optional "id". Every error names "<path>:<line>".
 std::vector<PromptLine> read_prompts(const std::string& path) {
   std::vector<PromptLine> out;
-  jsonl_for_each(path, file_read(path), [&](int64_t, const std::string& where, const nlohmann::json& j) {
-    PATCHLLM_CHECK(j.is_object() && j.contains("prompt") && j["prompt"].is_string(), FormatError, where,
-                   ": expected an object with a string \"prompt\"");
-    out.push_back({j["prompt"].get<std::string>(), j.value("id", nlohmann::json())});
+  const std::string text = file_read(path);
+  std::vector<std::string> lines;  // for the ordered re-parse of "messages"
+  for (size_t a = 0; a <= text.size();) {
+    size_t b = text.find('\n', a);
+    if (b == std::string::npos) b = text.size();
+    lines.push_back(text.substr(a, b - a));
+    a = b + 1;
+  }
+  jsonl_for_each(path, text, [&](int64_t line, const std::string& where, const nlohmann::json& j) {
+    const bool has_prompt = j.is_object() && j.contains("prompt"),
+               has_messages = j.is_object() && j.contains("messages");
+    PATCHLLM_CHECK(has_prompt != has_messages, FormatError, where,
+                   ": expected an object with a string \"prompt\" or an array \"messages\" (one of them)");
+    PromptLine p{"", nullptr, nullptr, j.value("id", nlohmann::json())};
+    if (has_prompt) {
+      PATCHLLM_CHECK(j["prompt"].is_string(), FormatError, where, ": \"prompt\" must be a string");
+      p.text = j["prompt"].get<std::string>();
+    } else {
+      const auto ordered = nlohmann::ordered_json::parse(lines.at(static_cast<size_t>(line - 1)));
+      p.messages = ordered["messages"];
+      if (ordered.contains("tools")) {
+        p.tools = ordered["tools"];
+        PATCHLLM_CHECK(p.tools.is_array(), FormatError, where, ": \"tools\" must be an array");
+      }
+      PATCHLLM_CHECK(p.messages.is_array() && !p.messages.empty(), FormatError, where,
+                     ": \"messages\" must be a non-empty array");
+      for (const auto& m : p.messages)
+        PATCHLLM_CHECK(m.is_object() && m.contains("role") && m["role"].is_string(), FormatError, where,
+                       ": every message needs a string \"role\"");
+    }
+    out.push_back(std::move(p));
     return true;
   });
   PATCHLLM_CHECK(!out.empty(), FormatError, path, ": no prompts (one JSON object with a \"prompt\" per line)");
   return out;
+}
+
+// A prompt's ids: through the chat template (as apply_chat_template(tokenize=True, add_generation_prompt=True): no
+// BOS added, the template writes it) for a conversation, or for a prompt with --chat (an optional --system message,
+// then the prompt as the user's); else the text with BOS as the tokenizer adds it (unless --no-bos).
+std::vector<int> prompt_ids(const GenerateOpts& o, const Tokenizer& tok, const ChatTemplate* ct, const PromptLine& p,
+                            const std::string& where) {
+  nlohmann::ordered_json messages = p.messages;
+  if (messages.is_null() && o.chat) {
+    messages = nlohmann::ordered_json::array();
+    if (!o.system.empty()) messages.push_back({{"role", "system"}, {"content", o.system}});
+    messages.push_back({{"role", "user"}, {"content", p.text}});
+  }
+  std::vector<int> ids;
+  if (messages.is_null()) {
+    ids = tok.encode(p.text, !o.no_bos);
+  } else {
+    PATCHLLM_CHECK(
+        ct, InvalidArgument, where, ": a conversation needs a chat template, and ", o.model,
+        " has none (no chat_template in tokenizer_config.json, no chat_template.jinja); pass --chat-template "
+        "FILE");
+    const std::string text =
+        ct->render(messages, true,
+                   p.tools.is_null() ? nlohmann::ordered_json::object() : nlohmann::ordered_json{{"tools", p.tools}});
+    ids = tok.encode(text, false);
+    if (log_get_level() >= LogLevel::DEBUG) {
+      std::string list;
+      for (int id : ids) list += (list.empty() ? "" : ",") + std::to_string(id);
+      log_debug(where, ": chat prompt ", nlohmann::json(text).dump(), " -> ", ids.size(), " ids [", list, "]");
+    }
+  }
+  if (ids.empty()) {
+    PATCHLLM_CHECK(tok.bos_id() >= 0, InvalidArgument, where, ": empty prompt and the tokenizer has no BOS token");
+    ids.push_back(tok.bos_id());
+  }
+  return ids;
 }
 
 // --prompts: every prompt of the file through generate_batch, one JSON to o.output (results in the file's order). The
@@ -53,8 +121,8 @@ std::vector<PromptLine> read_prompts(const std::string& path) {
 // continues from when it was written by the same run (same prompts file contents, model, sampling, batch, round); it
 // is removed once OUTPUT is written. A row does not depend on the other rows beyond rounding, so a resumed run gives
 // the uninterrupted one's results.
-void generate_prompts_file(const GenerateOpts& o, Model& model, const Tokenizer& tok, const ModelLoadOptions& lo,
-                           const std::vector<PromptLine>& texts) {
+void generate_prompts_file(const GenerateOpts& o, Model& model, const Tokenizer& tok, const ChatTemplate* ct,
+                           const ModelLoadOptions& lo, const std::vector<PromptLine>& texts) {
   const auto& stop_ids = o.s.stop_ids;
   const nlohmann::json run = {{"prompts_sha256", sha256_file(o.prompts)},
                               {"model", o.model},
@@ -69,7 +137,11 @@ void generate_prompts_file(const GenerateOpts& o, Model& model, const Tokenizer&
                                 {"stop", o.stops},
                                 {"seed", o.s.seed},
                                 {"max_new_tokens", o.s.max_new_tokens},
-                                {"bos", !o.no_bos}}}};
+                                {"bos", !o.no_bos}}},
+                              {"chat", o.chat},
+                              {"system", o.system},
+                              {"chat_template", ct ? ct->origin() : ""},
+                              {"chat_template_sha256", ct ? ct->source_sha256() : ""}};
   const std::string& partial = o.partial;
   nlohmann::json results = nlohmann::json::array();
   GenerateStats total;
@@ -101,12 +173,8 @@ void generate_prompts_file(const GenerateOpts& o, Model& model, const Tokenizer&
                           {"decode_seconds", total.decode_seconds}};
   };
   std::vector<std::vector<int>> all_ids;
-  for (int64_t i = 0; i < n; ++i) {
-    all_ids.push_back(tok.encode(texts[static_cast<size_t>(i)].text, !o.no_bos));
-    PATCHLLM_CHECK(!all_ids.back().empty() || tok.bos_id() >= 0, InvalidArgument, o.prompts, ": prompt ", i + 1,
-                   " is empty and the tokenizer has no BOS token");
-    if (all_ids.back().empty()) all_ids.back().push_back(tok.bos_id());
-  }
+  for (int64_t i = 0; i < n; ++i)
+    all_ids.push_back(prompt_ids(o, tok, ct, texts[static_cast<size_t>(i)], str(o.prompts, ": prompt ", i + 1)));
   std::vector<int64_t> order(static_cast<size_t>(n));  // processing order: longest first, ties in file order
   std::iota(order.begin(), order.end(), int64_t(0));
   std::stable_sort(order.begin(), order.end(),
@@ -140,11 +208,15 @@ void generate_prompts_file(const GenerateOpts& o, Model& model, const Tokenizer&
       const bool eos = !out.empty() && std::find(stop_ids.begin(), stop_ids.end(), out.back()) != stop_ids.end();
       const PromptLine& line = texts[static_cast<size_t>(i)];
       results.push_back({{"index", i},
-                         {"prompt", line.text},
+                         {"prompt", line.messages.is_null() ? nlohmann::json(line.text) : nlohmann::json()},
                          {"completion", completions[r]},
                          {"prompt_tokens", ids[r].size()},
                          {"generated_tokens", out.size()},
-                         {"stop", decs[r].stopped() ? "stop" : eos ? "eos" : "length"}});
+                         {"stop", decs[r].stopped() ? "stop"
+                                  : eos             ? "eos"
+                                                    : "length"}});
+      if (!line.messages.is_null()) results.back()["messages"] = nlohmann::json::parse(line.messages.dump());
+      if (!line.tools.is_null()) results.back()["tools"] = nlohmann::json::parse(line.tools.dump());
       if (!line.id.is_null()) results.back()["id"] = line.id;
     }
     total.prompt_tokens += st.prompt_tokens, total.generated_tokens += st.generated_tokens;
@@ -169,9 +241,11 @@ void generate_prompts_file(const GenerateOpts& o, Model& model, const Tokenizer&
                       // static: fixed-shape DecodeGraph steps (CUDA graphs on CUDA); eager: Model::forward per token
                       {"decode", o.s.decode_graph ? "static" : "eager"},
                       {"sampling", run["sampling"]},
+                      {"chat_template", run["chat_template"]},
                       {"results", results},
                       {"speed", speed()}};
   std::vector<std::string> inputs = {o.prompts};
+  if (!o.chat_template.empty()) inputs.push_back(o.chat_template);
   append_model_inputs(inputs, o.model);
   j["provenance"] = provenance_json(inputs);
   write_json(o.output, j);
@@ -201,14 +275,24 @@ void register_generate(CLI::App& app) {
       ->expected(1)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   sub->add_flag("--no-bos", o->no_bos, "do not add BOS/special tokens to the prompt");
+  sub->add_flag("--chat", o->chat,
+                "the prompt is a user message, rendered with the model's chat template (tokenizer_config.json "
+                "chat_template or chat_template.jinja) with the assistant's turn opened, as HF's apply_chat_template("
+                "add_generation_prompt=True); only the reply is printed");
+  sub->add_option("--system", o->system, "with --chat: a system message before the prompt");
+  sub->add_option("--chat-template", o->chat_template,
+                  "Jinja file to use instead of the model's chat template (implies --chat)")
+      ->check(CLI::ExistingFile);
   sub->add_flag("--cuda-graph", o->graph,
                 "decode with fixed-shape steps captured once as a CUDA graph and replayed (the default on CUDA; on the "
                 "CPU the same steps run eagerly; a failed capture warns and decodes eagerly)");
   sub->add_flag("--no-cuda-graph", o->no_graph, "decode with Model::forward per token (eager)");
   sub->add_flag("--no-fuse", o->no_fuse, "keep q,k,v and gate,up as separate linears (fused: one GEMM each)");
-  sub->add_option("--prompts", o->prompts,
-                  "JSONL file, one {\"prompt\": ...} per line: generate for each (-b rows with "
-                  "continuous batching) into the JSON of -o instead of streaming one prompt");
+  sub->add_option(
+      "--prompts", o->prompts,
+      "JSONL file, one {\"prompt\": ...} or {\"messages\": [...], \"tools\": [...]} (a conversation for the "
+      "chat template) per line: generate for each (-b rows with continuous batching) into the JSON of -o "
+      "instead of streaming one prompt");
   auto* output_opt = sub->add_option("-o,--output", o->output, "with --prompts: JSON results file ('-' = stdout)");
   sub->add_option("-b,--batch", o->batch, "with --prompts: rows decoded together (continuous batching)")
       ->capture_default_str();
@@ -217,9 +301,8 @@ void register_generate(CLI::App& app) {
       ->capture_default_str();
   sub->add_flag("--resume", o->resume,
                 "with --prompts: continue from OUTPUT.partial, the results a stopped run of the same command wrote");
-  sub->add_option(
-      "--stop-after", o->stop_after,
-      "with --prompts: stop after this many rounds (results kept in OUTPUT.partial; finish with --resume)");
+  sub->add_option("--stop-after", o->stop_after,
+                  "with --prompts: stop after this many rounds (results kept in OUTPUT.partial; finish with --resume)");
   o->dev.add(sub);
   sub->callback([o, output_opt, sub] {
     auto lo = o->dev.resolve();
@@ -234,6 +317,10 @@ void register_generate(CLI::App& app) {
     PATCHLLM_CHECK(many || (!o->resume && o->stop_after == 0 && o->round == 0), InvalidArgument,
                    "--resume, --stop-after and --round need --prompts");
     if (o->round == 0) o->round = 4 * o->batch;
+    if (!o->chat_template.empty()) o->chat = true;
+    PATCHLLM_CHECK(o->system.empty() || o->chat, InvalidArgument, "--system needs --chat");
+    PATCHLLM_CHECK(!(o->chat && o->no_bos), InvalidArgument,
+                   "--no-bos does nothing with --chat: the chat template writes BOS (or not) itself");
     o->partial = partial_path(o->output, o->resume, o->stop_after, "-o");
     // The sampling flags, checked before anything loads or the prompt is echoed (an error after the echo would
     // share its line).
@@ -245,6 +332,14 @@ void register_generate(CLI::App& app) {
     o->s.decode_graph = o->graph || (lo.device.is_cuda() && !o->no_graph);
     const std::vector<PromptLine> texts = many ? read_prompts(o->prompts) : std::vector<PromptLine>{};
     auto tok = tokenizer_load(o->model);
+    const bool conversations =
+        std::any_of(texts.begin(), texts.end(), [](const PromptLine& p) { return !p.messages.is_null(); });
+    // Loaded (and so checked) whenever it may be needed, before the model.
+    std::unique_ptr<ChatTemplate> ct;
+    if (o->chat || conversations) ct = ChatTemplate::load(o->model, tok.get(), o->chat_template);
+    PATCHLLM_CHECK(!(o->chat || conversations) || ct, InvalidArgument, o->model,
+                   ": no chat template (no chat_template in tokenizer_config.json, no chat_template.jinja); pass "
+                   "--chat-template FILE");
     auto model = Model::load(o->model, lo);
     log_info("model ", o->model, " (", model->config.architecture, ", ", model->num_parameters(), " params) on ",
              describe(lo));
@@ -252,15 +347,12 @@ void register_generate(CLI::App& app) {
     o->s.stop_ids = model->config.eos_token_ids;
     if (tok->eos_id() >= 0) o->s.stop_ids.push_back(tok->eos_id());
     if (many) {
-      generate_prompts_file(*o, *model, *tok, lo, texts);
+      generate_prompts_file(*o, *model, *tok, ct.get(), lo, texts);
       return;
     }
-    std::vector<int> prompt = tok->encode(o->prompt, !o->no_bos);
-    if (prompt.empty()) {
-      PATCHLLM_CHECK(tok->bos_id() >= 0, InvalidArgument, "empty prompt and the tokenizer has no BOS token");
-      prompt.push_back(tok->bos_id());
-    }
-    std::cout << o->prompt << std::flush;
+    const std::vector<int> prompt =
+        prompt_ids(*o, *tok, ct.get(), {o->prompt, nullptr, nullptr, nullptr}, "-p/--prompt");
+    if (!o->chat) std::cout << o->prompt << std::flush;  // a chat prints only the reply
     StopStringDecoder dec(*tok, o->stops);
     dec.prime(prompt);  // so the first generated piece is decoded in context (leading spaces)
     GenerateStats st;

@@ -13,6 +13,7 @@ using ojson = nlohmann::ordered_json;
 
 ChatTemplate::ChatTemplate(const std::string& source, std::string origin, ojson variables)
     : _origin(std::move(origin)),
+      _sha256(sha256_hex(source.data(), source.size())),
       _tpl(std::make_unique<jinja::Template>(source, _origin)),
       _vars(variables.is_object() ? std::move(variables) : ojson::object()) {}
 

@@ -90,9 +90,10 @@ class ChatTemplate {
   std::string render(const nlohmann::ordered_json& messages, bool add_generation_prompt,
                      const nlohmann::ordered_json& extra = nlohmann::ordered_json::object()) const;
   const std::string& origin() const { return _origin; }
+  const std::string& source_sha256() const { return _sha256; }  // of the Jinja source, for provenance
 
  private:
-  std::string _origin;
+  std::string _origin, _sha256;
   std::unique_ptr<jinja::Template> _tpl;
   nlohmann::ordered_json _vars;
 };
