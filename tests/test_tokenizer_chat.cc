@@ -94,6 +94,23 @@ TEST(Jinja, BoundsRecursionLoopsAndOutput) {
   EXPECT_THROW(jinja::Template("{{ 'x' * 1000000000000 }}", "big").render(none), FormatError);
   EXPECT_THROW(jinja::Template("{{ 9223372036854775807 + 1 }}", "ovf").render(none), FormatError);
   EXPECT_THROW(jinja::Template("{{ 1 // 0 }}", "div").render(none), FormatError);
+  // The one mutable value, a namespace, cannot build unbounded nesting, cycles or sizes.
+  const char* grow[] = {
+      "{% set ns = namespace(l=[]) %}{% for i in range(300) %}{% set ns.l = [ns.l] %}{% endfor %}{{ ns.l }}",
+      "{% set ns = namespace(s='xy') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
+      "{% set ns = namespace(l=[1]) %}{% for i in range(40) %}{% set ns.l = ns.l + ns.l %}{% endfor %}",
+      "{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s.replace('a', ns.s) %}{% endfor %}",
+      "{% set ns = namespace() %}{% set ns.me = ns %}",
+      "{% set a = namespace() %}{% set b = namespace(x=[a]) %}",
+      "{{ [1] * 100000000 }}",
+  };
+  for (const char* t : grow) EXPECT_THROW(jinja::Template(t, "grow").render(none), FormatError) << t;
+  // The same forms within the bounds render.
+  EXPECT_EQ(jinja::Template("{% set ns = namespace(l=[]) %}{% for i in range(3) %}{% set ns.l = [ns.l] %}{% endfor %}"
+                            "{{ ns.l }}",
+                            "ok")
+                .render(none),
+            "[[[[]]]]");
 }
 
 // A fresh model directory holding `tok_files` copied from `tok_dir`.

@@ -16,6 +16,7 @@ SECS=${SECONDS_PER_TARGET:-60}
 SH=${PATCHLLM_SHARED_DIR:-../shared}
 JOBS=${JOBS:-$(nproc)}
 ALL="fuzz_gguf fuzz_tokenizer_json fuzz_tokenizer_spm fuzz_tokenizer_llama2c fuzz_tokenizer_encode fuzz_tokenizer_config
+     fuzz_chat_template
      fuzz_safetensors fuzz_model_config fuzz_model_weights fuzz_model_weights_packed fuzz_model_index fuzz_mask
      fuzz_mask_npz fuzz_llama2c fuzz_gguf_convert fuzz_tasks fuzz_logits_input fuzz_learn_state fuzz_partial"
 TARGETS=${*:-$ALL}
@@ -30,13 +31,21 @@ ninja -C "$BUILD" -j "$JOBS" > /dev/null
 # Seeds: real files of every format. The model-based ones need ../shared and the release binary.
 SEEDS=$OUT/seeds
 mkdir -p "$SEEDS"/{gguf,json,tok_config,spm,llama2c_tok,text,safetensors,config,weights,packed,mask,npz,llama2c} \
-  "$SEEDS"/{gguf_model,tasks,index,logits,learn_state,partial}
+  "$SEEDS"/{gguf_model,tasks,index,logits,learn_state,partial,chat}
 cp tests/data/gguf/*.gguf "$SEEDS/gguf/"
 for d in tests/data/tokenizer/bytelevel_*; do cp "$d/tokenizer.json" "$SEEDS/json/$(basename "$d").json"; done
 for f in tests/data/tokenizer/*/tokenizer_config.json; do
   cp "$f" "$SEEDS/tok_config/$(basename "$(dirname "$f")").json"
 done
 cp tests/data/tokenizer/texts.json "$SEEDS/text/"
+# fuzz_chat_template: every template of the chat-template golden file (Jinja feature cases and three chat styles).
+python3 - tests/data/tokenizer/chat_golden.json "$SEEDS/chat" <<'PY'
+import json, sys
+g = json.load(open(sys.argv[1]))
+templates = [c["template"] for c in g["jinja"]] + list(g["templates"].values())
+for i, t in enumerate(templates):
+    open(f"{sys.argv[2]}/{i:03d}.jinja", "w").write(t)
+PY
 cp tests/data/gemma3-tiny/*.safetensors "$SEEDS/safetensors/"
 cp tests/data/gemma3-tiny/config.json "$SEEDS/config/gemma3.json"
 # fuzz_logits_input: input_ids [2, 3] and a 0/1 attention_mask, as tools/*_crosscheck.py write them (I64).
@@ -104,7 +113,7 @@ seed_of() {
   case $1 in
     fuzz_gguf) echo gguf ;; fuzz_tokenizer_json) echo json ;; fuzz_tokenizer_spm) echo spm ;;
     fuzz_tokenizer_llama2c) echo llama2c_tok ;; fuzz_tokenizer_encode) echo text ;;
-    fuzz_tokenizer_config) echo tok_config ;;
+    fuzz_tokenizer_config) echo tok_config ;; fuzz_chat_template) echo chat ;;
     fuzz_safetensors) echo safetensors ;; fuzz_model_config) echo config ;; fuzz_model_weights) echo weights ;;
     fuzz_model_weights_packed) echo packed ;; fuzz_model_index) echo index ;;
     fuzz_mask) echo mask ;; fuzz_mask_npz) echo npz ;;

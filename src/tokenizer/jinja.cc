@@ -21,6 +21,8 @@ constexpr int kMaxNesting = 200;                 // parser recursion (expression
 constexpr int kMaxCallDepth = 100;               // macro recursion
 constexpr size_t kMaxOutput = size_t(64) << 20;  // rendered bytes
 constexpr int64_t kMaxSteps = 2'000'000;         // loop iterations and range() elements, in all
+constexpr size_t kMaxItems = 1'000'000;          // elements of one list
+constexpr int kMaxDepth = 256;                   // lists and dicts inside each other (recursion in repr, ==, tojson)
 
 // An error while rendering; Template::render adds the origin and the line.
 struct Fail {
@@ -44,6 +46,7 @@ struct Value {
   enum Kind { kUndefined, kNone, kBool, kInt, kFloat, kStr, kList, kDict, kFunc } kind = kUndefined;
   bool b = false;
   bool tuple = false;  // a list that came from a tuple (items(), dictsort, `(a, b)`): repr() uses parentheses
+  int depth = 0;       // lists / dicts: 1 + the deepest element's depth (bounded by kMaxDepth)
   int64_t i = 0;
   double f = 0;
   std::string s;  // the string; for an undefined value, why it is undefined (jinja's UndefinedError message)
@@ -77,21 +80,13 @@ struct Value {
     v.s = std::move(x);
     return v;
   }
-  static Value of_list(List x) {
-    Value v = with(kList);
-    v.list = std::make_shared<List>(std::move(x));
-    return v;
-  }
+  static Value of_list(List x);
   static Value of_tuple(List x) {
     Value v = of_list(std::move(x));
     v.tuple = true;
     return v;
   }
-  static Value of_dict(std::shared_ptr<Dict> d) {
-    Value v = with(kDict);
-    v.dict = std::move(d);
-    return v;
-  }
+  static Value of_dict(std::shared_ptr<Dict> d);
   static Value func(std::string name, std::function<Value(State&, List&, Kwargs&)> call) {
     Value v = with(kFunc);
     v.fn = std::make_shared<Func>(Func{std::move(name), std::move(call)});
@@ -127,6 +122,41 @@ struct Dict {
     items.emplace_back(k, std::move(v));
   }
 };
+
+Value Value::of_list(List x) {
+  if (x.size() > kMaxItems) fail(patchllm::str("a list of more than ", kMaxItems, " items"));
+  Value v = with(kList);
+  for (const Value& e : x) v.depth = std::max(v.depth, e.depth + 1);
+  if (v.depth == 0) v.depth = 1;
+  if (v.depth > kMaxDepth) fail(patchllm::str("lists and dicts nested deeper than ", kMaxDepth));
+  v.list = std::make_shared<List>(std::move(x));
+  return v;
+}
+
+Value Value::of_dict(std::shared_ptr<Dict> d) {
+  Value v = with(kDict);
+  for (const auto& kv : d->items) v.depth = std::max(v.depth, kv.second.depth + 1);
+  if (v.depth == 0) v.depth = 1;
+  if (v.depth > kMaxDepth) fail(patchllm::str("lists and dicts nested deeper than ", kMaxDepth));
+  v.dict = std::move(d);
+  return v;
+}
+
+// A namespace is the one mutable value; it may not hold another namespace, so no value can contain itself and the
+// depth recorded when a list or dict is built stays within 2 x kMaxDepth (recursion stays bounded).
+bool holds_namespace(const Value& v) {
+  if (v.kind == Value::kList)
+    return std::any_of(v.list->begin(), v.list->end(), [](const Value& e) { return holds_namespace(e); });
+  if (v.kind == Value::kDict)
+    return v.dict->is_namespace || std::any_of(v.dict->items.begin(), v.dict->items.end(),
+                                               [](const auto& kv) { return holds_namespace(kv.second); });
+  return false;
+}
+
+// Strings built by the template (concatenation, replace, join, indent, repr) stay below the output bound.
+void check_size(size_t bytes) {
+  if (bytes > kMaxOutput) fail(str("a string longer than ", kMaxOutput >> 20, " MiB"));
+}
 
 const char* type_name(const Value& v) {
   switch (v.kind) {
@@ -243,7 +273,10 @@ std::string to_str(const Value& v) {
     case Value::kStr: return v.s;
     case Value::kList: {
       std::string out = v.tuple ? "(" : "[";
-      for (size_t k = 0; k < v.list->size(); ++k) out += (k ? ", " : "") + repr((*v.list)[k]);
+      for (size_t k = 0; k < v.list->size(); ++k) {
+        out += (k ? ", " : "") + repr((*v.list)[k]);
+        check_size(out.size());
+      }
       if (v.tuple && v.list->size() == 1) out += ",";
       return out + (v.tuple ? ")" : "]");
     }
@@ -252,6 +285,7 @@ std::string to_str(const Value& v) {
       bool first = true;
       for (const auto& [key, x] : v.dict->items) {
         out += (first ? "" : ", ") + py_repr_str(key) + ": " + repr(x);
+        check_size(out.size());
         first = false;
       }
       return out + (v.dict->is_namespace ? "}>" : "}");
@@ -332,6 +366,7 @@ void to_json(const Value& v, const JsonStyle& st, int level, std::string& out) {
         if (k) out += st.item_sep;
         newline(level + 1);
         to_json((*v.list)[k], st, level + 1, out);
+        check_size(out.size());
       }
       newline(level);
       out += "]";
@@ -352,6 +387,7 @@ void to_json(const Value& v, const JsonStyle& st, int level, std::string& out) {
         json_escape(items[k]->first, st.ensure_ascii, out);
         out += st.key_sep;
         to_json(items[k]->second, st, level + 1, out);
+        check_size(out.size());
       }
       newline(level);
       out += "}";
@@ -541,6 +577,7 @@ std::string py_replace(const std::string& s, const std::string& from, const std:
     for (const auto& c : cs) {
       if (count < 0 || n < count) out += to, ++n;
       out += c;
+      check_size(out.size());
     }
     if (count < 0 || n < count) out += to;
     return out;
@@ -551,6 +588,7 @@ std::string py_replace(const std::string& s, const std::string& from, const std:
     const size_t j = s.find(from, i);
     if (j == std::string::npos) break;
     out += s.substr(i, j - i) + to;
+    check_size(out.size());
     i = j + from.size();
     ++n;
   }
@@ -1094,7 +1132,10 @@ Value arith(const std::string& op, const Value& a, const Value& b) {
       (a.kind == Value::kInt || a.kind == Value::kBool) && (b.kind == Value::kInt || b.kind == Value::kBool);
   const int64_t x = a.kind == Value::kInt ? a.i : a.b, y = b.kind == Value::kInt ? b.i : b.b;
   if (op == "+") {
-    if (a.kind == Value::kStr && b.kind == Value::kStr) return Value::str(a.s + b.s);
+    if (a.kind == Value::kStr && b.kind == Value::kStr) {
+      check_size(a.s.size() + b.s.size());
+      return Value::str(a.s + b.s);
+    }
     if (a.kind == Value::kList && b.kind == Value::kList) {
       List l = *a.list;
       l.insert(l.end(), b.list->begin(), b.list->end());
@@ -1109,7 +1150,8 @@ Value arith(const std::string& op, const Value& a, const Value& b) {
     if (seq && (cnt->kind == Value::kInt || cnt->kind == Value::kBool)) {
       const int64_t n = std::max<int64_t>(0, cnt->kind == Value::kInt ? cnt->i : cnt->b);
       const int64_t unit = seq->kind == Value::kStr ? int64_t(seq->s.size()) : int64_t(seq->list->size());
-      if (unit > 0 && n > int64_t(kMaxOutput) / unit) fail("repetition too large");
+      const int64_t bound = seq->kind == Value::kStr ? int64_t(kMaxOutput) : int64_t(kMaxItems);
+      if (unit > 0 && n > bound / unit) fail("repetition too large");
       if (seq->kind == Value::kStr) {
         std::string s;
         for (int64_t k = 0; k < n; ++k) s += seq->s;
@@ -1177,7 +1219,11 @@ struct Binary : Expr {
   Value eval(State& st) const override {
     Value x = (*a)(st), y = (*b)(st);
     st.line = line;
-    if (op == "~") return Value::str(to_str(x) + to_str(y));
+    if (op == "~") {
+      std::string l = to_str(x), r = to_str(y);
+      check_size(l.size() + r.size());
+      return Value::str(l + r);
+    }
     return arith(op, x, y);
   }
 };
@@ -1345,6 +1391,8 @@ struct SetStmt : Stmt {
       Value obj = st.lookup(ns);
       if (obj.kind != Value::kDict || !obj.dict->is_namespace)
         fail(str("cannot assign attribute on non-namespace object '", ns, "'"));
+      if (holds_namespace(v)) fail("a namespace cannot hold a namespace");
+      if (v.depth + 1 > kMaxDepth) fail(str("lists and dicts nested deeper than ", kMaxDepth));
       obj.dict->set(attr, std::move(v));
     } else {
       bind_targets(st, targets, v);
@@ -1985,6 +2033,7 @@ Value method(const Value& obj, const std::string& name) {
         for (const Value& v : iterate(a[0])) {
           if (v.kind != Value::kStr) fail(str("join(): expected str instance, ", type_name(v), " found"));
           out += (first ? "" : s) + v.s;
+          check_size(out.size());
           first = false;
         }
         return Value::str(std::move(out));
@@ -2139,6 +2188,7 @@ const std::map<std::string, FilterFn>& filters() {
       bool first = true;
       for (const Value& x : iterate(v)) {
         out += (first ? "" : d) + to_str(attribute ? attr_path(x, *attribute) : x);
+        check_size(out.size());
         first = false;
       }
       return Value::str(std::move(out));
@@ -2448,6 +2498,8 @@ const Frame& globals() {
         for (const auto& [k, v] : x.dict->items) d->set(k, v);
       }
       for (const auto& [k, v] : kw) d->set(k, v);
+      for (const auto& kv : d->items)
+        if (holds_namespace(kv.second)) fail("a namespace cannot hold a namespace");
       return Value::of_dict(d);
     });
     f["dict"] = Value::func("dict", [](State&, List& a, Kwargs& kw) {
