@@ -10,7 +10,10 @@
 #      model, so agreement is reported, not asserted);
 #   2. bench_model graph decode at batch SPAN_B from a 16-token context for SPAN_DECODE steps, attending over the whole
 #      capacity (--span-min 0) against the spans of generate's default (--span-min 256).
-# Env: OUT, TESTS, NPROMPTS (64), BATCH (16), NEW (256), STOP (at), SPAN_B (16), SPAN_DECODE (2048), MODEL (llama2-7b).
+#   (MODES, default "graph norefill eager", picks the generate runs; "cudnn" is graph with PATCHLLM_SDPA_CUDNN=1, i.e.
+#   with PyTorch's cuDNN attention left on; SPAN=0 skips step 2; tools/sdpa_first_call.py runs first when SDPA=1.)
+# Env: OUT, TESTS, NPROMPTS (64), BATCH (16), NEW (256), STOP (at), SPAN_B (16), SPAN_DECODE (2048), MODEL (llama2-7b),
+#      MODES, SPAN (1), SDPA (0).
 set -u -o pipefail
 OUT=${OUT:-/tmp/gen_out}
 mkdir -p "$OUT"
@@ -19,6 +22,7 @@ t0=$(date +%s)
 TESTS=${TESTS-test_decode_graph test_model}
 MODEL=${MODEL:-llama2-7b}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+[ "${SDPA:-0}" = 1 ] && python3 tools/sdpa_first_call.py
 cmake -S . -B build-gpu -G Ninja -DCMAKE_PREFIX_PATH="$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')" \
   -DPATCHLLM_BUILD_TESTS=$([ -n "$TESTS" ] && echo ON || echo OFF) -DPATCHLLM_BUILD_BENCH=ON \
   -DPATCHLLM_PCRE2_INCLUDE=$PWD/.deps/include -DCMAKE_CUDA_ARCHITECTURES=90a > "$OUT/cmake.log" 2>&1 \
@@ -39,15 +43,18 @@ for i in range(int(sys.argv[1])):
     print(json.dumps({"prompt": " ".join(r.choice(words) for _ in range(r.randint(4, 300)))}))
 PY
 P=build-gpu/patchllm
-for mode in graph norefill eager; do
+MODES=${MODES:-graph norefill eager}
+for mode in $MODES; do
+  env=""
   case $mode in
     graph) flag=--cuda-graph ;; norefill) flag="--cuda-graph --round ${BATCH:-16}" ;; eager) flag=--no-cuda-graph ;;
+    cudnn) flag=--cuda-graph; env="PATCHLLM_SDPA_CUDNN=1" ;;
   esac
-  $P generate -m /tmp/$MODEL --device cuda --prompts /tmp/prompts.jsonl -o "$OUT/gen_$mode.json" -b ${BATCH:-16} \
+  env $env $P generate -m /tmp/$MODEL --device cuda --prompts /tmp/prompts.jsonl -o "$OUT/gen_$mode.json" -b ${BATCH:-16} \
     -n ${NEW:-256} --temp 0 --stop "${STOP:-at}" $flag 2> "$OUT/gen_$mode.err" || { tail -3 "$OUT/gen_$mode.err"; exit 1; }
 done
 echo "generate: $(( $(date +%s) - t0 )) s"
-for s in 0 256; do
+for s in $([ "${SPAN:-1}" = 1 ] && echo 0 256); do
   build-gpu/bench/bench_model -m /tmp/$MODEL --device cuda --prefill 128 --batches ${SPAN_B:-16} --context 16 \
     --decode ${SPAN_DECODE:-2048} -r 1 --no-fuse --graph-only --span-min $s > "$OUT/span_$s.log" 2> "$OUT/span_$s.err" \
     || { tail -3 "$OUT/span_$s.err"; exit 1; }
@@ -56,15 +63,21 @@ echo "total: $(( $(date +%s) - t0 )) s"
 python3 - "$OUT" <<'PY'
 import json, sys
 o = sys.argv[1]
-g, nr, e = (json.load(open(f"{o}/gen_{m}.json")) for m in ("graph", "norefill", "eager"))
-same = sum(a["completion"] == b["completion"] for a, b in zip(g["results"], e["results"]))
-print(f"generate --prompts ({len(g['results'])} prompts, batch {g['batch']}): decode {g['decode']} vs {e['decode']}")
-for name, j in (("graph, continuous", g), ("graph, no refill", nr), ("eager, continuous", e)):
+import os
+names = {"graph": "graph, continuous", "norefill": "graph, no refill", "eager": "eager, continuous",
+         "cudnn": "graph, continuous, cuDNN SDPA"}
+runs = {m: json.load(open(f"{o}/gen_{m}.json")) for m in names if os.path.exists(f"{o}/gen_{m}.json")}
+for m, j in runs.items():
     s = j["speed"]
-    print(f"  {name:18s} {s['generated_tokens']} tokens, decode {s['generated_tokens'] / s['decode_seconds']:.0f} tok/s, "
-          f"prompt {s['prompt_tokens'] / s['prompt_seconds']:.0f} tok/s")
-print(f"  identical completions: {same} of {len(g['results'])}")
+    print(f"  {names[m]:30s} {len(j['results'])} prompts, batch {j['batch']}: {s['generated_tokens']} tokens, decode "
+          f"{s['generated_tokens'] / s['decode_seconds']:.0f} tok/s, prompt {s['prompt_tokens'] / s['prompt_seconds']:.0f} "
+          f"tok/s, wall {s['decode_seconds'] + s['prompt_seconds']:.2f} s")
+if "graph" in runs and "eager" in runs:
+    same = sum(a["completion"] == b["completion"] for a, b in zip(runs["graph"]["results"], runs["eager"]["results"]))
+    print(f"  identical completions, graph and eager: {same} of {len(runs['graph']['results'])}")
 for s in (0, 256):
+    if not os.path.exists(f"{o}/span_{s}.log"):
+        continue
     for line in open(f"{o}/span_{s}.log"):
         if line.startswith("{") and '"decode"' in line:
             d = json.loads(line)
