@@ -123,11 +123,15 @@ CASES = [
      {}),
     ("integer_float_json", "{{ big }} {{ neg }} {{ fl }} {{ 10 / 4 }} {{ 1e16 }} {{ 123456789012345.0 }} {{ 0.0001 }} "
      "{{ 1.5e-7 }} {{ -0.5 }} {{ 3 // 2 * 1.0 }}", {"big": 9007199254740993, "neg": -5, "fl": 0.1}),
+    ("undefined_forgiving", "{{ 'a' in nothing }} {{ nothing | length }} {{ nothing is none }} {{ nothing == nothing }} "
+     "{{ nothing ~ 'a' }} {{ nothing or 'd' }} {{ 'x' if nothing else 'y' }} {{ nothing | default('z') | upper }} "
+     "{% for x in nothing %}never{% endfor %}", {}),
     # templates that must fail: the expected value is the error text
     ("raise_exception", "{% if messages[0].role != 'user' %}{{ raise_exception('Conversation must start with user') }}"
      "{% endif %}ok", {"messages": MSGS}),
     ("undefined_in_arithmetic", "{{ missing + 1 }}", {}),
     ("undefined_attribute_of_undefined", "{{ d.nothing.deeper }}", {"d": {}}),
+    ("undefined_to_json", "{{ nothing | tojson }}", {}),
     ("set_attr_on_non_namespace", "{% set d = {} %}{% set d.x = 1 %}", {}),
     ("add_int_and_str", "{{ 1 + 2 ~ 3 }}", {}),
     ("iterate_none", "{% for x in none %}{% endfor %}", {}),

@@ -477,7 +477,7 @@ bool contains(const Value& container, const Value& x) {
         if (equal(e, x)) return true;
       return false;
     case Value::kDict: return x.kind == Value::kStr && container.dict->find(x.s) != nullptr;
-    case Value::kUndefined: fail_undefined(container);
+    case Value::kUndefined: return false;  // jinja2's Undefined iterates as empty
     default: fail(str("argument of type '", type_name(container), "' is not iterable"));
   }
 }
