@@ -1042,16 +1042,24 @@ struct Slice : Expr {
   }
 };
 
-struct Call : Expr {
-  ExprPtr callee;
+// The arguments of a call or a filter, evaluated in order.
+struct CallArgs {
   std::vector<ExprPtr> args;
   std::vector<std::pair<std::string, ExprPtr>> kwargs;
+  void eval(State& st, List& a, Kwargs& kw) const {
+    for (const auto& e : args) a.push_back((*e)(st));
+    for (const auto& [n, e] : kwargs) kw.emplace_back(n, (*e)(st));
+  }
+};
+
+struct Call : Expr {
+  ExprPtr callee;
+  CallArgs call;
   Value eval(State& st) const override {
     Value f = (*callee)(st);
     List a;
     Kwargs kw;
-    for (const auto& e : args) a.push_back((*e)(st));
-    for (const auto& [n, e] : kwargs) kw.emplace_back(n, (*e)(st));
+    call.eval(st, a, kw);
     st.line = line;
     return call_value(st, f, a, kw);
   }
@@ -1065,14 +1073,12 @@ const std::map<std::string, TestFn>& tests();
 struct FilterExpr : Expr {
   ExprPtr value;
   const FilterFn* fn = nullptr;
-  std::vector<ExprPtr> args;
-  std::vector<std::pair<std::string, ExprPtr>> kwargs;
+  CallArgs call;
   Value eval(State& st) const override {
     Value v = (*value)(st);
     List a;
     Kwargs kw;
-    for (const auto& e : args) a.push_back((*e)(st));
-    for (const auto& [n, e] : kwargs) kw.emplace_back(n, (*e)(st));
+    call.eval(st, a, kw);
     st.line = line;
     return (*fn)(st, v, a, kw);
   }
@@ -1878,6 +1884,13 @@ class Parser {
     }
   }
 
+  ExprPtr parse_call(ExprPtr callee) {  // after '('
+    auto c = node<Call>();
+    c->callee = std::move(callee);
+    parse_call_args(c->call.args, c->call.kwargs);
+    return c;
+  }
+
   ExprPtr parse_postfix(ExprPtr e) {
     while (true) {
       if (skip_op(".")) {
@@ -1916,10 +1929,7 @@ class Parser {
           e = std::move(g);
         }
       } else if (skip_op("(")) {
-        auto c = node<Call>();
-        c->callee = std::move(e);
-        parse_call_args(c->args, c->kwargs);
-        e = std::move(c);
+        e = parse_call(std::move(e));
       } else {
         return e;
       }
@@ -1935,7 +1945,7 @@ class Parser {
         if (it == filters().end()) error(str("no filter named '", name, "'"));
         f->fn = &it->second;
         f->value = std::move(e);
-        if (skip_op("(")) parse_call_args(f->args, f->kwargs);
+        if (skip_op("(")) parse_call_args(f->call.args, f->call.kwargs);
         e = std::move(f);
       } else if (skip_name("is")) {
         auto t = node<TestExpr>();
@@ -1961,10 +1971,7 @@ class Parser {
         }
         e = std::move(t);
       } else if (skip_op("(")) {
-        auto c = node<Call>();
-        c->callee = std::move(e);
-        parse_call_args(c->args, c->kwargs);
-        e = std::move(c);
+        e = parse_call(std::move(e));
       } else {
         return e;
       }
