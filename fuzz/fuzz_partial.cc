@@ -26,7 +26,8 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
     r.samples = nlohmann::json::array({{{"line", 1}, {"pred", 0}, {"loglik", {-1.5, -2.25}}}});
     nlohmann::json j = {{"run", run_key()},
                         {"state", st.to_json()},
-                        {"done", {{"arc_easy", {{"result", r.to_json()}, {"samples", r.samples}}}}}};
+                        {"done", {{"arc_easy", {{"result", r.to_json()}, {"samples", r.samples}}}}},
+                        {"current", patchllm::task_current_json("piqa", 2, {{-1.5, true}, {-0.25, false}})}};
     patchllm::file_write_atomic(seed, j.dump());
   }
   return 0;

@@ -114,7 +114,8 @@ TEST(Tasks, BatchedEqualsOneAtATime) {
     auto got = task_loglik(*model, pairs, o);
     ASSERT_EQ(got.size(), ref.size());
     for (size_t i = 0; i < ref.size(); ++i) {
-      EXPECT_NEAR(got[i].loglik, ref[i].loglik, 1e-5 * std::max(1.0, std::abs(ref[i].loglik))) << "batch " << b << " pair " << i;
+      EXPECT_NEAR(got[i].loglik, ref[i].loglik, 1e-5 * std::max(1.0, std::abs(ref[i].loglik)))
+          << "batch " << b << " pair " << i;
       EXPECT_EQ(got[i].is_greedy, ref[i].is_greedy) << "batch " << b << " pair " << i;
     }
   }
@@ -159,14 +160,15 @@ TEST(Tasks, MetricsFromHandMadeFiles) {
   auto model = Model::load(dir);
   std::string data = test::temp_dir("tasks_data");
   // Choices of very different lengths, so that acc and acc_norm can disagree; "é" counts 1 character, 2 bytes.
-  write_file(data, "arc_easy.jsonl",
-             "{\"query\": \"Question: What did Lily see?\", \"choices\": [\"a dog\", \"a big red ball in the park\", "
-             "\"the sun\"], \"gold\": 1}\n"
-             "{\"gold\": 0, \"choices\": [\"happy\", \"sad and very tired after the long day\"], \"query\": \"Question: "
-             "How was Tom?\"}\n"
-             "\n"
-             "{\"query\": \"Question: Where did they go?\", \"choices\": [\"to the café\", \"home\", \"to the "
-             "park\"], \"gold\": 2}\n");
+  write_file(
+      data, "arc_easy.jsonl",
+      "{\"query\": \"Question: What did Lily see?\", \"choices\": [\"a dog\", \"a big red ball in the park\", "
+      "\"the sun\"], \"gold\": 1}\n"
+      "{\"gold\": 0, \"choices\": [\"happy\", \"sad and very tired after the long day\"], \"query\": \"Question: "
+      "How was Tom?\"}\n"
+      "\n"
+      "{\"query\": \"Question: Where did they go?\", \"choices\": [\"to the café\", \"home\", \"to the "
+      "park\"], \"gold\": 2}\n");
   write_file(data, "winogrande.jsonl",
              "{\"context_options\": [\"Lily gave Tom the ball because Lily\", \"Lily gave Tom the ball because Tom\"], "
              "\"continuation\": \"wanted to play.\", \"gold\": 1}\n"
@@ -262,13 +264,15 @@ TEST(Tasks, MetricsFromHandMadeFiles) {
   EXPECT_EQ(j["samples"]["arc_easy"].size(), 3u);
   EXPECT_TRUE(j.contains("provenance"));
   EXPECT_NE(r.out.find("arc_easy"), std::string::npos) << r.out;
-  r = test::run_cli("eval tasks -m '" + dir + "' --data-dir '" + data + "' --tasks arc_easy --limit 2 --json '" +
-                    json + "'");
+  r = test::run_cli("eval tasks -m '" + dir + "' --data-dir '" + data + "' --tasks arc_easy --limit 2 --json '" + json +
+                    "'");
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(nlohmann::json::parse(file_read(json))["results"]["arc_easy"]["n"].get<int64_t>(), 2);
 
-  // Stopped after one task, then resumed: the same results and samples as the uninterrupted run above; the partial
-  // file is kept until the JSON is written. A resume with another --limit (another run) is refused.
+  // Stopped in the middle of a task, twice, and resumed each time: the same results and samples as the uninterrupted
+  // run above. With -b 3, arc_easy's 8 requests are 3 batches and winogrande's 4 are 2: the first run stops in
+  // arc_easy after batch 1, the second (3 more batches) in winogrande after its batch 1. The partial file is kept until
+  // the JSON is written. A resume with another --limit (another run) is refused.
   const std::string base = "eval tasks -m '" + dir + "' --data-dir '" + data +
                            "' --tasks arc_easy,winogrande,lambada_openai -b 3 --log-samples --json '" + data +
                            "/s.json'";
@@ -276,12 +280,23 @@ TEST(Tasks, MetricsFromHandMadeFiles) {
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_FALSE(file_exists(data + "/s.json"));
   ASSERT_TRUE(file_exists(data + "/s.json.partial"));
+  auto p1 = nlohmann::json::parse(file_read(data + "/s.json.partial"));
+  EXPECT_EQ(p1["current"]["task"], "arc_easy");
+  EXPECT_EQ(p1["current"]["batches"], 1);
+  EXPECT_TRUE(p1["done"].empty());
   auto other = test::run_cli(base + " --limit 2 --resume");
   EXPECT_EQ(other.code, 1);
   EXPECT_NE(other.err.find("s.json.partial: written by another run"), std::string::npos) << other.err;
+  r = test::run_cli(base + " --resume --stop-after 3");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("0 of 3 tasks done, arc_easy from batch 2"), std::string::npos) << r.err;
+  auto p2 = nlohmann::json::parse(file_read(data + "/s.json.partial"));
+  EXPECT_EQ(p2["current"]["task"], "winogrande");
+  EXPECT_EQ(p2["current"]["batches"], 1);
+  EXPECT_TRUE(p2["done"].contains("arc_easy"));
   r = test::run_cli(base + " --resume");
   ASSERT_EQ(r.code, 0) << r.err;
-  EXPECT_NE(r.err.find("1 of 3 tasks done"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("1 of 3 tasks done, winogrande from batch 2"), std::string::npos) << r.err;
   EXPECT_NE(r.out.find("winogrande"), std::string::npos) << r.out;
   EXPECT_FALSE(file_exists(data + "/s.json.partial"));
   auto s = nlohmann::json::parse(file_read(data + "/s.json"));
@@ -291,6 +306,34 @@ TEST(Tasks, MetricsFromHandMadeFiles) {
     EXPECT_EQ(a, b) << t;
     EXPECT_EQ(s["samples"][t], j["samples"][t]) << t;
   }
+  // The resumed run takes the stopped batches' results from the file rather than scoring them again: results
+  // changed in the file (every scored request of batch 1 at log-likelihood +5) show in its samples.
+  r = test::run_cli(base + " --stop-after 1");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto p3 = nlohmann::json::parse(file_read(data + "/s.json.partial"));
+  auto forged = p3;
+  int changed = 0;
+  for (auto& x : forged["current"]["loglik"])
+    if (x.get<double>() != 0) x = 5.0, ++changed;
+  EXPECT_EQ(changed, 3);  // one batch of 3
+  file_write_atomic(data + "/forged.json.partial", forged.dump());
+  r = test::run_cli("eval tasks -m '" + dir + "' --data-dir '" + data +
+                    "' --tasks arc_easy,winogrande,lambada_openai -b 3 --log-samples --json '" + data +
+                    "/forged.json' --resume");
+  ASSERT_EQ(r.code, 0) << r.err;
+  int fives = 0;
+  const auto forged_out = nlohmann::json::parse(file_read(data + "/forged.json"));
+  for (const auto& row : forged_out["samples"]["arc_easy"])
+    for (const auto& l : row["logliks"]) fives += l.get<double>() == 5.0;
+  EXPECT_EQ(fives, 3) << r.err;
+  // A state that does not fit the task (here one result too few) is refused, naming the file.
+  p3["current"]["loglik"].erase(0);
+  p3["current"]["is_greedy"].erase(0);
+  file_write_atomic(data + "/s.json.partial", p3.dump());
+  auto misfit = test::run_cli(base + " --resume");
+  EXPECT_EQ(misfit.code, 1);
+  EXPECT_NE(misfit.err.find("s.json.partial: resume state has 7 results for a task of 8 requests"), std::string::npos)
+      << misfit.err;
   auto bad = test::run_cli("eval tasks -m '" + dir + "' --data-dir '" + data + "' --tasks arc_easy --resume");
   EXPECT_EQ(bad.code, 1);
   EXPECT_NE(bad.err.find("give --json a file"), std::string::npos) << bad.err;

@@ -19,7 +19,6 @@
 
 namespace patchllm::cli {
 
-
 namespace {
 
 // The model as every eval subcommand runs it: loaded, the mask file (if any) applied to the frozen weights, q|k|v and
@@ -146,8 +145,9 @@ void register_eval(CLI::App& app) {
     DeviceOptions dev;
   };
   auto to = std::make_shared<TaskOpts>();
-  auto* tk = ev->add_subcommand("tasks", "zero-shot tasks (piqa, arc, openbook_qa, boolq, winogrande, lambada), "
-                                         "lm-eval log-likelihood scoring");
+  auto* tk = ev->add_subcommand("tasks",
+                                "zero-shot tasks (piqa, arc, openbook_qa, boolq, winogrande, lambada), "
+                                "lm-eval log-likelihood scoring");
   tk->add_option("-m,--model", to->model, "Hugging Face model directory")->required()->envname("PATCHLLM_ARG_MODEL");
   // Required rather than guessed: the binary has no fixed place relative to a checkout. Tests use ../shared beside it.
   tk->add_option("--data-dir", to->data_dir,
@@ -168,9 +168,10 @@ void register_eval(CLI::App& app) {
                "with --json: per row its line, gold, predicted index (pred, pred_norm) and log-likelihoods");
   tk->add_option("--masks", to->masks, "apply this mask file (masks.safetensors or MaskLLM .npz) before evaluating");
   tk->add_flag("--resume", to->resume,
-               "with --json FILE: skip the tasks a stopped run of the same command finished (kept in FILE.partial)");
+               "with --json FILE: continue a stopped run of the same command from FILE.partial (its finished tasks "
+               "and the scored batches of the task it stopped in)");
   tk->add_option("--stop-after", to->stop_after,
-                 "with --json FILE: stop after this many tasks (results kept in FILE.partial; finish with --resume)");
+                 "with --json FILE: stop after this many batches (state kept in FILE.partial; finish with --resume)");
   to->dev.add(tk);
   tk->callback([to] {
     auto lo = to->dev.resolve();
@@ -182,8 +183,10 @@ void register_eval(CLI::App& app) {
     std::vector<Task> tasks;
     for (const auto& name : to->tasks)
       tasks.push_back(task_load(name, path_join(to->data_dir, name + ".jsonl"), to->limit));
-    // After each task the results so far go to JSON.partial (atomically); --resume takes the finished tasks from it
-    // when it was written by the same command (model, task files' contents, limit, batch, length, masks, device).
+    // After each task, every 10 s and when stopped, the results so far go to JSON.partial (atomically): the finished
+    // tasks and the scored batches of the current one. --resume continues from it when it was written by the same
+    // command (model, task files' contents, limit, batch, length, masks, device); batches are independent, so the
+    // resumed run gives the uninterrupted one's numbers.
     nlohmann::json run = {{"model", to->model},
                           {"limit", to->limit},
                           {"batch_size", to->task.batch},
@@ -192,38 +195,59 @@ void register_eval(CLI::App& app) {
                           {"device", describe(lo)},
                           {"masks", to->masks.empty() ? "" : sha256_file(to->masks)}};
     for (const auto& t : tasks) run["tasks"].push_back({{"name", t.name}, {"sha256", sha256_file(t.path)}});
-    std::map<std::string, TaskResult> finished;
+    TaskPartial resumed;
     if (to->resume && file_exists(partial)) {
-      finished = task_partial_read(partial, run);
-      log_info("resuming from ", partial, ": ", finished.size(), " of ", tasks.size(), " tasks done");
+      resumed = task_partial_read(partial, run);
+      log_info(
+          "resuming from ", partial, ": ", resumed.done.size(), " of ", tasks.size(), " tasks done",
+          resumed.current.empty() ? std::string() : str(", ", resumed.current, " from batch ", resumed.batches + 1));
     }
+    const std::map<std::string, TaskResult>& finished = resumed.done;
     nlohmann::json done = nlohmann::json::object();  // what the partial file holds: name -> {"result", "samples"}
     for (const auto& [name, r] : finished) done[name] = {{"result", r.to_json()}, {"samples", r.samples}};
     auto tok = tokenizer_load(to->model);
     double mask_sparsity = -1;
     auto model = load_eval_model(to->model, to->masks, lo, &mask_sparsity);
     std::vector<TaskResult> results;
-    int64_t evaluated = 0;
+    int64_t batches_run = 0;
+    double last_write = now_seconds();
+    struct Stop {};  // thrown from after_batch once --stop-after batches have run
     for (const auto& t : tasks) {
       if (finished.count(t.name)) {
         results.push_back(finished.at(t.name));
         continue;
       }
-      results.push_back(task_evaluate(*model, *tok, t, to->task));
+      TaskOptions topt = to->task;
+      if (resumed.current == t.name) topt.resume_batches = resumed.batches, topt.resume_ll = resumed.ll;
+      topt.after_batch = [&](int64_t batches, const std::vector<TaskLoglik>& ll) {
+        const bool stop = to->stop_after > 0 && ++batches_run == to->stop_after;
+        if (!partial.empty() && (stop || now_seconds() - last_write > 10)) {
+          partial_write(partial, run, {{"done", done}, {"current", task_current_json(t.name, batches, ll)}});
+          last_write = now_seconds();
+        }
+        if (stop) throw Stop{};
+      };
+      try {
+        results.push_back(task_evaluate(*model, *tok, t, topt));
+      } catch (const Stop&) {
+        log_info("stopped after ", to->stop_after, " batches, in ", t.name, "; state in ", partial,
+                 " (continue with --resume)");
+        return;
+      } catch (const InvalidArgument& e) {  // a resume state that does not fit the task
+        if (resumed.current != t.name) throw;
+        throw FormatError(str(partial, ": ", e.what(), "; delete the file to start over"));
+      }
       done[t.name] = {{"result", results.back().to_json()}, {"samples", results.back().samples}};
       if (!partial.empty()) partial_write(partial, run, {{"done", done}});
-      if (to->stop_after > 0 && ++evaluated == to->stop_after && results.size() < tasks.size()) {
-        log_info("stopped after ", to->stop_after, " tasks; results so far in ", partial, " (continue with --resume)");
-        return;
-      }
+      last_write = now_seconds();
     }
     std::printf("%-15s %6s %8s %9s %8s  %s\n", "task", "n", "acc", "acc_norm", "stderr", "");
     for (const auto& r : results) {
       char buf[32] = "-";
       if (r.acc_norm >= 0) std::snprintf(buf, sizeof buf, "%.4f", r.acc_norm);
       std::string extra = r.ppl >= 0 ? str("ppl ", r.ppl) : "";
-      std::printf("%-15s %6lld %8.4f %9s %8.4f  %s\n", r.name.c_str(), static_cast<long long>(r.n), r.acc,
-                  buf, r.acc_stderr, extra.c_str());
+      std::printf("%-15s %6lld %8.4f %9s %8.4f  %s\n", r.name.c_str(), static_cast<long long>(r.n), r.acc, buf,
+                  r.acc_stderr, extra.c_str());
     }
     if (!to->json.empty()) {
       nlohmann::json j;

@@ -116,9 +116,7 @@ Task task_load(const std::string& name, const std::string& path, int64_t limit) 
         for (const auto& o : options) row.requests.emplace_back(o + " ", cont);
         break;
       }
-      case TaskKind::LAMBADA:
-        row.requests.emplace_back(r.string("context") + " ", r.string("continuation"));
-        break;
+      case TaskKind::LAMBADA: row.requests.emplace_back(r.string("context") + " ", r.string("continuation")); break;
     }
     t.rows.push_back(std::move(row));
     return limit <= 0 || static_cast<int64_t>(t.rows.size()) < limit;
@@ -165,7 +163,14 @@ std::vector<TaskLoglik> task_loglik(Model& model, const std::vector<TaskTokens>&
   std::vector<TaskLoglik> out(n);
   torch::NoGradGuard ng;
   size_t done = 0;
-  for (size_t o = 0; o < n; o += static_cast<size_t>(B)) {
+  if (opt.resume_batches > 0) {  // batches are independent, so the resumed task scores what the whole run would
+    PATCHLLM_CHECK(opt.resume_ll.size() == n, InvalidArgument, "resume state has ", opt.resume_ll.size(),
+                   " results for a task of ", n, " requests");
+    out = opt.resume_ll;
+    done = std::min(n, static_cast<size_t>(opt.resume_batches) * static_cast<size_t>(B));
+    if (progress) progress->update(static_cast<long>(done));
+  }
+  for (size_t o = done; o < n; o += static_cast<size_t>(B)) {
     const int64_t b = std::min<int64_t>(B, static_cast<int64_t>(n - o));
     const int64_t T = in_len[order[o]];  // longest of the batch
     // Right padding with token 0 and no attention mask: attention is causal, so a real token never sees the padding
@@ -201,6 +206,7 @@ std::vector<TaskLoglik> task_loglik(Model& model, const std::vector<TaskTokens>&
     for (int64_t j = 0; j < b; ++j) {
       const size_t i = order[o + static_cast<size_t>(j)];
       TaskLoglik& res = out[i];
+      res = TaskLoglik{};
       res.is_greedy = true;
       for (size_t k = 0; k < pairs[i].continuation.size(); ++k, ++r) {
         res.loglik -= nll_p[r];
@@ -209,6 +215,8 @@ std::vector<TaskLoglik> task_loglik(Model& model, const std::vector<TaskTokens>&
     }
     done += static_cast<size_t>(b);
     if (progress) progress->update(static_cast<long>(done));
+    if (opt.after_batch)
+      opt.after_batch(static_cast<int64_t>((done + static_cast<size_t>(B) - 1) / static_cast<size_t>(B)), out);
   }
   return out;
 }
@@ -219,9 +227,7 @@ int64_t task_choice_length(const std::string& utf8) {
   return n;
 }
 
-double task_stderr(double p, int64_t n) {
-  return n < 2 ? 0.0 : std::sqrt(p * (1 - p) / static_cast<double>(n - 1));
-}
+double task_stderr(double p, int64_t n) { return n < 2 ? 0.0 : std::sqrt(p * (1 - p) / static_cast<double>(n - 1)); }
 
 nlohmann::json TaskResult::to_json() const {
   nlohmann::json j = {{"alias", name}, {"n", n}, {"acc,none", acc}, {"acc_stderr,none", acc_stderr}};
@@ -259,16 +265,39 @@ TaskResult TaskResult::from_json(const std::string& name, const nlohmann::json& 
   return r;
 }
 
-std::map<std::string, TaskResult> task_partial_read(const std::string& path, const nlohmann::json& run) {
+nlohmann::json task_current_json(const std::string& task, int64_t batches, const std::vector<TaskLoglik>& ll) {
+  std::vector<double> loglik;
+  std::vector<bool> greedy;
+  for (const auto& r : ll) loglik.push_back(r.loglik), greedy.push_back(r.is_greedy);
+  return {{"task", task}, {"batches", batches}, {"loglik", loglik}, {"is_greedy", greedy}};
+}
+
+TaskPartial task_partial_read(const std::string& path, const nlohmann::json& run) {
   const nlohmann::json p = partial_read(path, run);
   PATCHLLM_CHECK(p.contains("done") && p["done"].is_object(), FormatError, path, ": no object \"done\"");
-  std::map<std::string, TaskResult> out;
+  TaskPartial out;
   for (const auto& [name, e] : p["done"].items()) {
     PATCHLLM_CHECK(e.is_object() && e.contains("result") && e.contains("samples") && e["samples"].is_array(),
                    FormatError, path, ": entry of task '", name, "' is malformed; delete the file to start over");
     TaskResult r = TaskResult::from_json(name, e["result"], path);
     r.samples = e["samples"];
-    out.emplace(name, std::move(r));
+    out.done.emplace(name, std::move(r));
+  }
+  if (p.contains("current")) {
+    const auto& c = p["current"];
+    int64_t batches = 0;
+    PATCHLLM_CHECK(c.is_object() && c.contains("task") && c["task"].is_string() && c.contains("batches") &&
+                       json_int_in(c["batches"], 0, INT64_MAX / 1024, &batches) && c.contains("loglik") &&
+                       c["loglik"].is_array() && c.contains("is_greedy") && c["is_greedy"].is_array() &&
+                       c["loglik"].size() == c["is_greedy"].size(),
+                   FormatError, path, ": \"current\" is malformed; delete the file to start over");
+    out.current = c["task"].get<std::string>();
+    out.batches = batches;
+    for (size_t i = 0; i < c["loglik"].size(); ++i) {
+      PATCHLLM_CHECK(c["loglik"][i].is_number() && c["is_greedy"][i].is_boolean(), FormatError, path,
+                     ": \"current\" holds a result that is not a number and a flag; delete the file to start over");
+      out.ll.push_back({c["loglik"][i].get<double>(), c["is_greedy"][i].get<bool>()});
+    }
   }
   return out;
 }

@@ -13,6 +13,7 @@
 // Qwen2.5), the same rule as eval ppl; lm-eval's HFLM adds none by default for most models, so for BOS-adding
 // tokenizers its numbers may differ slightly from ours.
 #pragma once
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -61,6 +62,13 @@ struct TaskOptions {
   int64_t batch = 8;    // sequences per forward
   int64_t max_len = 0;  // 0 = the model's max_position_embeddings
   bool log_samples = false;
+  // Resuming a task stopped in the middle: the first resume_batches batches of task_loglik's order are not scored
+  // again; their results come from resume_ll (one entry per pair, in the order of the pairs).
+  int64_t resume_batches = 0;
+  std::vector<TaskLoglik> resume_ll;
+  // Called after each batch is scored with the batches done so far and every pair's result (those of pairs not yet
+  // scored are zero): what a partial file keeps so that a stopped task can resume. It may throw to stop the task.
+  std::function<void(int64_t batches, const std::vector<TaskLoglik>& ll)> after_batch;
 };
 
 // Scores every pair: sequences sorted by length (longest first, so the padding per batch stays small and a memory
@@ -91,8 +99,17 @@ double task_stderr(double p, int64_t n);
 
 TaskResult task_evaluate(Model& model, const Tokenizer& tok, const Task& task, const TaskOptions& opt);
 
-// The finished tasks in a stopped run's partial file ({"run", "done": {name: {"result", "samples"}}}; core/json
-// partial_read: refused unless written under `run`), samples included, by name.
-std::map<std::string, TaskResult> task_partial_read(const std::string& path, const nlohmann::json& run);
+// A stopped run's partial file: {"run", "done": {name: {"result", "samples"}}, "current": {"task", "batches",
+// "loglik", "is_greedy"}} ("current": the task stopped in the middle, if any; TaskOptions::resume_*). Read with
+// core/json partial_read, so refused unless written under `run`; FormatError naming the file when malformed.
+struct TaskPartial {
+  std::map<std::string, TaskResult> done;  // finished tasks, samples included, by name
+  std::string current;                     // the task stopped in the middle ("" if none), and its state:
+  int64_t batches = 0;
+  std::vector<TaskLoglik> ll;
+};
+TaskPartial task_partial_read(const std::string& path, const nlohmann::json& run);
+// The "current" entry for a task stopped after `batches` batches with results `ll`.
+nlohmann::json task_current_json(const std::string& task, int64_t batches, const std::vector<TaskLoglik>& ll);
 
 }  // namespace patchllm
