@@ -10,8 +10,9 @@
 #      model, so agreement is reported, not asserted);
 #   2. bench_model graph decode at batch SPAN_B from a 16-token context for SPAN_DECODE steps, attending over the whole
 #      capacity (--span-min 0) against the spans of generate's default (--span-min 256).
-#   (MODES, default "graph norefill eager", picks the generate runs; "cudnn" is graph with PATCHLLM_SDPA_CUDNN=1, i.e.
-#   with PyTorch's cuDNN attention left on; SPAN=0 skips step 2; tools/sdpa_first_call.py runs first when SDPA=1.)
+#   (MODES, default "graph norefill eager", picks the generate runs; "nocudnn" is graph with PATCHLLM_SDPA_NO_CUDNN=1,
+#   PyTorch's cuDNN attention kept out of SDPA; SPAN=0 skips step 2; tools/sdpa_first_call.py runs first when SDPA=1.
+#   Next: SDPA=1 TESTS="" MODES="graph nocudnn norefill" SPAN=0, whether refills pay a per-shape attention plan.)
 # Env: OUT, TESTS, NPROMPTS (64), BATCH (16), NEW (256), STOP (at), SPAN_B (16), SPAN_DECODE (2048), MODEL (llama2-7b),
 #      MODES, SPAN (1), SDPA (0).
 set -u -o pipefail
@@ -48,7 +49,7 @@ for mode in $MODES; do
   env=""
   case $mode in
     graph) flag=--cuda-graph ;; norefill) flag="--cuda-graph --round ${BATCH:-16}" ;; eager) flag=--no-cuda-graph ;;
-    cudnn) flag=--cuda-graph; env="PATCHLLM_SDPA_CUDNN=1" ;;
+    nocudnn) flag=--cuda-graph; env="PATCHLLM_SDPA_NO_CUDNN=1" ;;
   esac
   env $env $P generate -m /tmp/$MODEL --device cuda --prompts /tmp/prompts.jsonl -o "$OUT/gen_$mode.json" -b ${BATCH:-16} \
     -n ${NEW:-256} --temp 0 --stop "${STOP:-at}" $flag 2> "$OUT/gen_$mode.err" || { tail -3 "$OUT/gen_$mode.err"; exit 1; }
@@ -65,7 +66,7 @@ import json, sys
 o = sys.argv[1]
 import os
 names = {"graph": "graph, continuous", "norefill": "graph, no refill", "eager": "eager, continuous",
-         "cudnn": "graph, continuous, cuDNN SDPA"}
+         "nocudnn": "graph, continuous, no cuDNN SDPA"}
 runs = {m: json.load(open(f"{o}/gen_{m}.json")) for m in names if os.path.exists(f"{o}/gen_{m}.json")}
 for m, j in runs.items():
     s = j["speed"]

@@ -3,6 +3,7 @@
 #include <torch/version.h>
 
 #include <cmath>
+#include <cstdlib>
 
 #include "core/error.h"
 #include "core/file.h"
@@ -119,6 +120,12 @@ torch::Tensor load_checked(const Checkpoint& ckpt, const std::string& name, std:
 
 std::unique_ptr<Model> Model::load(const std::string& dir, const ModelLoadOptions& opt) {
   PATCHLLM_CHECK(dir_exists(dir), FormatError, dir, ": model directory does not exist");
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 5)
+  // Experiment switch, off by default: PATCHLLM_SDPA_NO_CUDNN=1 keeps PyTorch's cuDNN attention out of SDPA's choice.
+  // Suspected (not yet measured, docs/BENCHMARKS.md session 21): cuDNN builds a plan per new shape, which every
+  // prefill of a new prompt length pays (continuous batching's refills); tools/gen_gpu_batch.sh MODES=nocudnn.
+  if (opt.device.is_cuda() && std::getenv("PATCHLLM_SDPA_NO_CUDNN")) at::globalContext().setSDPUseCuDNN(false);
+#endif
   auto m = std::make_unique<Model>();
   m->dir = dir;
   m->config = config_load(dir);
