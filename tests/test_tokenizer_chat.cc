@@ -87,6 +87,12 @@ TEST(Jinja, BoundsRecursionLoopsAndOutput) {
   EXPECT_THROW(jinja::Template("{{ " + std::string(5000, '-') + "1 }}", "deep"), FormatError);
   EXPECT_THROW(jinja::Template("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", "rec").render(none),
                FormatError);
+  // Recursion through deep expressions: each call nests 150 expressions, so the evaluation depth, not the macro
+  // depth, is what stops it (before the C++ stack runs out).
+  EXPECT_THROW(
+      jinja::Template("{% macro f(n) %}{{ " + std::string(150, '-') + "f(n + 1) }}{% endmacro %}{{ f(0) }}", "deep rec")
+          .render(none),
+      FormatError);
   EXPECT_THROW(
       jinja::Template("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "loop")
           .render(none),

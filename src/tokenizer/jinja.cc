@@ -19,6 +19,7 @@ namespace {
 // Bounds that keep a hostile or broken template from exhausting the stack, memory or time.
 constexpr int kMaxNesting = 200;                 // parser recursion (expressions and blocks)
 constexpr int kMaxCallDepth = 100;               // macro recursion
+constexpr int kMaxEvalDepth = 1500;              // expressions being evaluated inside each other (macros multiply)
 constexpr size_t kMaxOutput = size_t(64) << 20;  // rendered bytes
 constexpr int64_t kMaxSteps = 2'000'000;         // loop iterations and range() elements, in all
 constexpr size_t kMaxItems = 1'000'000;          // elements of one list
@@ -887,7 +888,8 @@ struct State {
   const Frame* globals = nullptr;
   std::string* out = nullptr;
   int line = 0;
-  int depth = 0;
+  int depth = 0;       // macro calls in progress
+  int eval_depth = 0;  // Expr evaluations in progress (the C++ stack they take)
   int64_t steps = 0;
   void step(int64_t n = 1) {
     steps += n;
@@ -915,7 +917,10 @@ struct Expr {
   virtual Value eval(State& st) const = 0;
   Value operator()(State& st) const {
     st.line = line;
-    return eval(st);
+    if (++st.eval_depth > kMaxEvalDepth) fail(str("expressions nested deeper than ", kMaxEvalDepth));
+    Value v = eval(st);
+    --st.eval_depth;
+    return v;
   }
 };
 using ExprPtr = std::unique_ptr<Expr>;
