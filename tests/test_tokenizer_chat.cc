@@ -93,6 +93,12 @@ TEST(Jinja, BoundsRecursionLoopsAndOutput) {
       jinja::Template("{% macro f(n) %}{{ " + std::string(150, '-') + "f(n + 1) }}{% endmacro %}{{ f(0) }}", "deep rec")
           .render(none),
       FormatError);
+  std::string ifs, ends;  // the same through nested blocks
+  for (int k = 0; k < 40; ++k) ifs += "{% if true %}", ends += "{% endif %}";
+  EXPECT_THROW(
+      jinja::Template("{% macro f(n) %}" + ifs + "{{ f(n + 1) }}" + ends + "{% endmacro %}{{ f(0) }}", "deep blocks")
+          .render(none),
+      FormatError);
   EXPECT_THROW(
       jinja::Template("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "loop")
           .render(none),

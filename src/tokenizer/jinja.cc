@@ -19,7 +19,7 @@ namespace {
 // Bounds that keep a hostile or broken template from exhausting the stack, memory or time.
 constexpr int kMaxNesting = 200;                 // parser recursion (expressions and blocks)
 constexpr int kMaxCallDepth = 100;               // macro recursion
-constexpr int kMaxEvalDepth = 1500;              // expressions being evaluated inside each other (macros multiply)
+constexpr int kMaxEvalDepth = 1500;              // expressions and blocks inside each other (macros multiply)
 constexpr size_t kMaxOutput = size_t(64) << 20;  // rendered bytes
 constexpr int64_t kMaxSteps = 2'000'000;         // loop iterations and range() elements, in all
 constexpr size_t kMaxItems = 1'000'000;          // elements of one list
@@ -1282,11 +1282,17 @@ using StmtPtr = std::unique_ptr<Stmt>;
 struct Body {
   std::vector<StmtPtr> stmts;
   Flow exec(State& st) const {
+    // Bodies inside bodies count with the expressions: a recursive macro nests both.
+    if (++st.eval_depth > kMaxEvalDepth) fail(str("blocks and expressions nested deeper than ", kMaxEvalDepth));
     for (const auto& s : stmts) {
       st.line = s->line;
       const Flow f = s->exec(st);
-      if (f != Flow::kNormal) return f;
+      if (f != Flow::kNormal) {
+        --st.eval_depth;
+        return f;
+      }
     }
+    --st.eval_depth;
     return Flow::kNormal;
   }
 };
