@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""Checks patchllm's chat-template rendering and tokenization of a real model against transformers.
+
+  python3 tools/chat_template_check.py MODEL_DIR CONVERSATIONS.jsonl [--patchllm build/patchllm]
+
+CONVERSATIONS.jsonl: one {"messages": [...], "tools": [...]} (tools optional) or {"prompt": "..."} per line, as
+`patchllm generate --chat --prompts` reads them. patchllm runs once (`-v generate --chat --prompts ... -n 1`, which
+logs each rendered prompt and its ids); transformers renders the same conversations with
+tokenizer.apply_chat_template(add_generation_prompt=True). Prints one line per conversation and exits 1 on any
+difference. Needs transformers (and jinja2); no torch.
+"""
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+
+import transformers
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model")
+    ap.add_argument("conversations")
+    ap.add_argument("--patchllm", default="build/patchllm")
+    args = ap.parse_args()
+    lines = [json.loads(l) for l in open(args.conversations) if l.strip()]
+    with tempfile.TemporaryDirectory() as tmp:
+        r = subprocess.run([args.patchllm, "-v", "generate", "-m", args.model, "--chat", "--prompts", args.conversations,
+                            "-o", f"{tmp}/out.json", "-n", "1", "--temp", "0"], capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"patchllm failed: {r.stderr.strip().splitlines()[-1]}")
+    ours = {}
+    for m in re.finditer(r": prompt (\d+): chat prompt (\".*\") -> \d+ ids \[([0-9,]*)\]", r.stderr):
+        ours[int(m.group(1)) - 1] = (json.loads(m.group(2)), [int(x) for x in m.group(3).split(",") if x])
+    tok = transformers.AutoTokenizer.from_pretrained(args.model)
+    bad = 0
+    for i, line in enumerate(lines):
+        messages = line.get("messages") or [{"role": "user", "content": line["prompt"]}]
+        kw = {"tools": line["tools"]} if "tools" in line else {}
+        text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **kw)
+        ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, **kw)
+        if isinstance(ids, dict):
+            ids = ids["input_ids"]
+        got_text, got_ids = ours.get(i, (None, None))
+        ok = got_text == text and got_ids == list(ids)
+        bad += not ok
+        print(f"conversation {i + 1}: text {'equal' if got_text == text else 'DIFFERENT'}, ids "
+              f"{'equal' if got_ids == list(ids) else 'DIFFERENT'} ({len(ids)} tokens)")
+    print(f"transformers {transformers.__version__}: {len(lines) - bad} of {len(lines)} conversations identical")
+    sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()
