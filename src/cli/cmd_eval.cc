@@ -233,8 +233,8 @@ void register_eval(CLI::App& app) {
         log_info("stopped after ", to->stop_after, " batches, in ", t.name, "; state in ", partial,
                  " (continue with --resume)");
         return;
-      } catch (const InvalidArgument& e) {  // a resume state that does not fit the task
-        if (resumed.current != t.name) throw;
+      } catch (const InvalidArgument& e) {  // a resume state that does not fit the task (task_loglik's check)
+        if (resumed.current != t.name || std::string(e.what()).rfind("resume state", 0) != 0) throw;
         throw FormatError(str(partial, ": ", e.what(), "; delete the file to start over"));
       }
       done[t.name] = {{"result", results.back().to_json()}, {"samples", results.back().samples}};
