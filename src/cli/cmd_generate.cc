@@ -80,7 +80,8 @@ std::vector<PromptLine> read_prompts(const std::string& path) {
 
 // A prompt's ids: through the chat template (as apply_chat_template(tokenize=True, add_generation_prompt=True): no
 // BOS added, the template writes it) for a conversation, or for a prompt with --chat (an optional --system message,
-// then the prompt as the user's); else the text with BOS as the tokenizer adds it (unless --no-bos).
+// then the prompt as the user's); else the text with BOS as the tokenizer adds it (unless --no-bos). The caller has
+// loaded `ct` (or refused the command) wherever a conversation can occur.
 std::vector<int> prompt_ids(const GenerateOpts& o, const Tokenizer& tok, const ChatTemplate* ct, const PromptLine& p,
                             const std::string& where) {
   nlohmann::ordered_json messages = p.messages;
@@ -93,10 +94,6 @@ std::vector<int> prompt_ids(const GenerateOpts& o, const Tokenizer& tok, const C
   if (messages.is_null()) {
     ids = tok.encode(p.text, !o.no_bos);
   } else {
-    PATCHLLM_CHECK(
-        ct, InvalidArgument, where, ": a conversation needs a chat template, and ", o.model,
-        " has none (no chat_template in tokenizer_config.json, no chat_template.jinja); pass --chat-template "
-        "FILE");
     const std::string text =
         ct->render(messages, true,
                    p.tools.is_null() ? nlohmann::ordered_json::object() : nlohmann::ordered_json{{"tools", p.tools}});

@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "core/file.h"
+#include "core/json.h"
 #include "tokenizer/jinja.h"
 #include "tokenizer/tokenizer.h"
 
@@ -22,7 +23,7 @@ ChatTemplate::~ChatTemplate() = default;
 namespace {
 
 // A special token in tokenizer_config.json: a string, or an AddedToken object {"content": ...}.
-bool token_text(const ojson& v, std::string* out) {
+bool token_text(const nlohmann::json& v, std::string* out) {
   if (v.is_string()) return *out = v.get<std::string>(), true;
   if (v.is_object() && v.contains("content") && v["content"].is_string())
     return *out = v["content"].get<std::string>(), true;
@@ -34,15 +35,8 @@ bool token_text(const ojson& v, std::string* out) {
 std::unique_ptr<ChatTemplate> ChatTemplate::load(const std::string& model_dir, const Tokenizer* tok,
                                                  const std::string& template_file) {
   const std::string cfg_path = path_join(model_dir, "tokenizer_config.json");
-  ojson cfg = ojson::object();
-  if (file_exists(cfg_path)) {
-    try {
-      cfg = ojson::parse(file_read(cfg_path));
-    } catch (const ojson::exception& e) {
-      throw FormatError(str(cfg_path, ": not valid JSON (", e.what(), ")"));
-    }
-    PATCHLLM_CHECK(cfg.is_object(), FormatError, cfg_path, ": expected a JSON object");
-  }
+  const nlohmann::json cfg = file_exists(cfg_path) ? json_read_file(cfg_path) : nlohmann::json::object();
+  PATCHLLM_CHECK(cfg.is_object(), FormatError, cfg_path, ": expected a JSON object");
   // Special tokens as transformers' special_tokens_map passes them (unset ones are left out).
   ojson vars = ojson::object();
   for (const char* name :
@@ -67,7 +61,7 @@ std::unique_ptr<ChatTemplate> ChatTemplate::load(const std::string& model_dir, c
   const std::string jinja_path = path_join(model_dir, "chat_template.jinja");
   if (file_exists(jinja_path)) return std::make_unique<ChatTemplate>(file_read(jinja_path), jinja_path, vars);
   if (!cfg.contains("chat_template") || cfg["chat_template"].is_null()) return nullptr;
-  const ojson& ct = cfg["chat_template"];
+  const nlohmann::json& ct = cfg["chat_template"];
   const std::string origin = cfg_path + " chat_template";
   if (ct.is_string()) return std::make_unique<ChatTemplate>(ct.get<std::string>(), origin, vars);
   // HF's named templates: [{"name": "default", "template": "..."}, {"name": "tool_use", ...}].
