@@ -105,6 +105,8 @@ TEST(Jinja, BoundsRecursionLoopsAndOutput) {
       FormatError);
   EXPECT_THROW(jinja::Template("{{ 'x' * 1000000000000 }}", "big").render(none), FormatError);
   EXPECT_THROW(jinja::Template("{{ 9223372036854775807 + 1 }}", "ovf").render(none), FormatError);
+  EXPECT_THROW(jinja::Template("{{ -(-9223372036854775807 - 1) }}", "ovf").render(none), FormatError);
+  EXPECT_EQ(jinja::Template("{{ -(3) }} {{ +4 }} {{ -true }} {{ -2.5 }}", "neg").render(none), "-3 4 -1 -2.5");
   EXPECT_THROW(jinja::Template("{{ 1 // 0 }}", "div").render(none), FormatError);
   // The one mutable value, a namespace, cannot build unbounded nesting, cycles or sizes.
   const char* grow[] = {

@@ -1106,14 +1106,16 @@ struct Not : Expr {
   ExprPtr e;
   Value eval(State& st) const override { return Value::boolean(!truthy((*e)(st))); }
 };
+Value arith(const std::string& op, const Value& a, const Value& b);
+
 struct Neg : Expr {
   ExprPtr e;
   bool minus = true;
   Value eval(State& st) const override {
     Value v = (*e)(st);
     st.line = line;
-    if (v.kind == Value::kInt || v.kind == Value::kBool)
-      return Value::integer(minus ? -(v.kind == Value::kInt ? v.i : v.b) : (v.kind == Value::kInt ? v.i : v.b));
+    if (v.kind == Value::kInt || v.kind == Value::kBool)  // 0 - v: arith's overflow check covers -INT64_MIN
+      return minus ? arith("-", Value::integer(0), v) : Value::integer(v.kind == Value::kInt ? v.i : v.b);
     if (v.kind == Value::kFloat) return Value::real(minus ? -v.f : v.f);
     if (v.is_undefined()) fail_undefined(v);
     fail(str("bad operand type for unary ", minus ? "-" : "+", ": '", type_name(v), "'"));
