@@ -17,13 +17,13 @@
 // plain, or pdl, cluster or workspace, rows and batched joined by '+'; default plain), rows "hybrid f=F OPTS".
 // --layer-ops fused,reference times every variant with the fused layer kernels (ops/layer_ops.h, the default) and
 // with the LibTorch references (rows suffixed " ref-ops"); the ratio column is against the first dense row.
+#include <sys/stat.h>
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <sstream>
-#include <sys/stat.h>
 
 #include "core/log.h"
 #include "io/safetensors.h"
@@ -47,22 +47,33 @@ int main(int argc, char** argv) {
   std::vector<double> hybrid_f;
   std::vector<std::string> hybrid_opts = {"plain"};
   std::vector<bool> layer_ops = {true};  // fused layer kernels per pass (false: the references)
-  int64_t span_min = 0;  // DecodeGraph attention spans; 0: the whole capacity (a step at context P)
+  int64_t span_min = 0;                  // DecodeGraph attention spans; 0: the whole capacity (a step at context P)
   bool cuda_graph = false, no_fuse = false, graph_only = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&] { return std::string(i + 1 < argc ? argv[++i] : ""); };
-    if (a == "-m") dir = next();
-    else if (a == "--device") device = next();
-    else if (a == "--prefill") prefill = std::stoll(next());
-    else if (a == "--decode") decode = std::stoll(next());
-    else if (a == "--context") context = std::stoll(next());
-    else if (a == "-r") reps = std::stoll(next());
-    else if (a == "--seed") seed = std::stoll(next());
-    else if (a == "--cuda-graph") cuda_graph = true;
-    else if (a == "--span-min") span_min = std::stoll(next());
-    else if (a == "--graph-only") cuda_graph = graph_only = true;
-    else if (a == "--no-fuse") no_fuse = true;
+    if (a == "-m")
+      dir = next();
+    else if (a == "--device")
+      device = next();
+    else if (a == "--prefill")
+      prefill = std::stoll(next());
+    else if (a == "--decode")
+      decode = std::stoll(next());
+    else if (a == "--context")
+      context = std::stoll(next());
+    else if (a == "-r")
+      reps = std::stoll(next());
+    else if (a == "--seed")
+      seed = std::stoll(next());
+    else if (a == "--cuda-graph")
+      cuda_graph = true;
+    else if (a == "--span-min")
+      span_min = std::stoll(next());
+    else if (a == "--graph-only")
+      cuda_graph = graph_only = true;
+    else if (a == "--no-fuse")
+      no_fuse = true;
     else if (a == "--hybrid-f") {
       std::stringstream ss(next());
       for (std::string t; std::getline(ss, t, ',');) hybrid_f.push_back(std::stod(t));
@@ -85,9 +96,10 @@ int main(int argc, char** argv) {
       std::stringstream ss(next());
       for (std::string t; std::getline(ss, t, ',');) batches.push_back(std::stoll(t));
     } else {
-      std::fprintf(stderr, "usage: bench_model -m DIR [--device cuda|cpu] [--prefill N] [--batches 1,16] [--decode N] "
-                           "[-r R] [--hybrid-f F1,F2,... [--seed S] [--hybrid-opts O1,O2,...]] [--cuda-graph] "
-                           "[--no-fuse] [--layer-ops fused,reference] [--context P] [--span-min S] [--graph-only]\n");
+      std::fprintf(stderr,
+                   "usage: bench_model -m DIR [--device cuda|cpu] [--prefill N] [--batches 1,16] [--decode N] "
+                   "[-r R] [--hybrid-f F1,F2,... [--seed S] [--hybrid-opts O1,O2,...]] [--cuda-graph] "
+                   "[--no-fuse] [--layer-ops fused,reference] [--context P] [--span-min S] [--graph-only]\n");
       return 2;
     }
   }
@@ -145,7 +157,7 @@ int main(int argc, char** argv) {
         DecodeGraphOptions go;
         go.min_span = span_min;
         DecodeGraph g(*model, B, P + decode + 1, go);
-        auto next = g.prefill(p).select(1, -1).argmax(-1);
+        auto next = g.prefill(p).argmax(-1);
         next = g.step(next).argmax(-1);  // warm-up + capture, untimed
         step_kind = g.graph_captured() ? "cuda_graph" : opt.device.is_cuda() ? "static_eager_fallback" : "static";
         sync();
@@ -182,9 +194,10 @@ int main(int argc, char** argv) {
         if (r > 0) ts.push_back(now_seconds() - a);  // first run warms up allocators and kernels
       }
       double pf = median(ts);
-      std::printf("{\"engine\":\"patchllm\",\"variant\":\"%s\",\"metric\":\"prefill\",\"tokens\":%lld,\"seconds\":%.4f,"
-                  "\"tok_per_s\":%.1f,\"fused\":%s,\"layer_ops\":\"%s\"}\n",
-                  vn, (long long)prefill, pf, prefill / pf, fused_s, fused_layer_ops() ? "fused" : "reference");
+      std::printf(
+          "{\"engine\":\"patchllm\",\"variant\":\"%s\",\"metric\":\"prefill\",\"tokens\":%lld,\"seconds\":%.4f,"
+          "\"tok_per_s\":%.1f,\"fused\":%s,\"layer_ops\":\"%s\"}\n",
+          vn, (long long)prefill, pf, prefill / pf, fused_s, fused_layer_ops() ? "fused" : "reference");
       row.prefill_tps = prefill / pf;
       for (bool graph : modes)
         for (int64_t B : batches) {
@@ -198,8 +211,9 @@ int main(int argc, char** argv) {
           std::printf(
               "{\"engine\":\"patchllm\",\"variant\":\"%s\",\"metric\":\"decode\",\"batch\":%lld,\"tokens\":%lld,"
               "\"seconds\":%.4f,\"tok_per_s\":%.1f,\"fused\":%s,\"decode_step\":\"%s\",\"context\":%lld,"
-              "\"layer_ops\":\"%s\"}\n", vn, (long long)B, (long long)decode, d, B * decode / d, fused_s, kind.c_str(),
-              (long long)context, fused_layer_ops() ? "fused" : "reference");
+              "\"layer_ops\":\"%s\"}\n",
+              vn, (long long)B, (long long)decode, d, B * decode / d, fused_s, kind.c_str(), (long long)context,
+              fused_layer_ops() ? "fused" : "reference");
           row.decode_tps.push_back(B * decode / d);
         }
       std::fflush(stdout);
@@ -231,8 +245,10 @@ int main(int argc, char** argv) {
         double a = now_seconds();
         double got = model_pack_random(*model, f, uint64_t(seed));
         sync();
-        std::printf("{\"engine\":\"patchllm\",\"metric\":\"pack\",\"hybrid_f\":%.3f,\"sparse_tile_fraction\":%.4f,"
-                    "\"seconds\":%.2f}\n", f, got, now_seconds() - a);
+        std::printf(
+            "{\"engine\":\"patchllm\",\"metric\":\"pack\",\"hybrid_f\":%.3f,\"sparse_tile_fraction\":%.4f,"
+            "\"seconds\":%.2f}\n",
+            f, got, now_seconds() - a);
         fuse_now();
         for (const HybridKernelOptions& ko : kopts) {
           set_hybrid_kernel_options(ko);

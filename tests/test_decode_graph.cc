@@ -64,7 +64,7 @@ TEST_P(DecodeGraphFamilies, StaticStepsEqualEagerCacheDecode) {
   for (int64_t t = P; t < T; ++t) eager.push_back(m->forward(ids.slice(1, t, t + 1), &cache).select(1, 0));
 
   DecodeGraph g(*m, B, cap);
-  EXPECT_TRUE(g.prefill(ids.slice(1, 0, P)).equal(eager_prefill));
+  EXPECT_LE(rel_diff(g.prefill(ids.slice(1, 0, P)), eager_prefill.select(1, -1)), 1e-6);  // last position only
   EXPECT_EQ(g.cache().length, P);
   for (int64_t t = P; t < T; ++t) {
     auto got = g.step(ids.slice(1, t, t + 1));
@@ -123,7 +123,7 @@ TEST_P(DecodeGraphFamilies, LeftPaddedRowsAndSpansEqualEagerMaskedDecode) {
   go.min_span = 4;
   DecodeGraph g(*m, B, cap, go);
   EXPECT_THROW(g.step(ids.select(1, 0)), InvalidArgument);  // slot 0 is padding in rows 1 and 2: prefill first
-  EXPECT_TRUE(g.prefill(ids.slice(1, 0, P)).equal(eager_prefill));
+  EXPECT_LE(rel_diff(g.prefill(ids.slice(1, 0, P)), eager_prefill.select(1, -1)), 1e-6);  // last position only
   std::vector<int64_t> spans;
   for (int64_t t = P; t < T; ++t) {
     spans.push_back(g.span());
@@ -147,8 +147,8 @@ INSTANTIATE_TEST_SUITE_P(Families, DecodeGraphFamilies,
                                            Case{"llama_packed_fused", 0, true, true},
                                            Case{"qwen2_bias", 1, false, false},
                                            Case{"qwen2_bias_packed_fused", 1, true, true},
-                                           Case{"mistral_window", 2, false, false},
-                                           Case{"gemma3", 3, false, false}, Case{"gemma3_fused", 3, true, false}),
+                                           Case{"mistral_window", 2, false, false}, Case{"gemma3", 3, false, false},
+                                           Case{"gemma3_fused", 3, true, false}),
                          [](const ::testing::TestParamInfo<Case>& i) { return std::string(i.param.name); });
 
 // On a GPU: the step is captured as a CUDA graph and replayed; replayed logits equal eager cache decode on the same

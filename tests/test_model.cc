@@ -182,6 +182,57 @@ TEST_P(ModelFamilies, GreedyGenerationIsDeterministicAndUsesCache) {
   }
 }
 
+// Continuous batching's refill: a prompt written into one row's slots of a used cache gives the logits and K/V of a
+// fresh prefill of that prompt alone, and touches no other row and none of the row's earlier slots (later slots take
+// the bucket padding, which the caller overwrites). Poisoned cache, so stray reads or writes show.
+TEST_P(ModelFamilies, PrefillRowEqualsAFreshPrefillInItsOwnSlots) {
+  auto dir = test::tiny_model_write(test::temp_dir("tiny"), GetParam());
+  auto m = Model::load(dir);
+  torch::NoGradGuard ng;
+  torch::manual_seed(3);
+  const int64_t n = 7, cap = 40;
+  auto ids = torch::randint(0, GetParam().vocab, {1, n}, torch::kLong);
+  auto fresh = m->make_cache(1, n);
+  auto want = m->forward(ids, &fresh)[0][-1];
+  for (int64_t slot : {int64_t(10), cap - n}) {  // bucket 16 fits after slot 10; at cap - n it is cut to n
+    SCOPED_TRACE("slot " + std::to_string(slot));
+    auto cache = m->make_cache(3, cap);
+    for (auto* t : {&cache.k, &cache.v})
+      for (auto& x : *t) x.copy_(torch::randn_like(x) * 1e3);
+    cache.length = 30;
+    std::vector<torch::Tensor> before;
+    for (const auto& x : cache.k) before.push_back(x.clone());
+    auto got = m->prefill_row(ids, cache, 1, slot);
+    ASSERT_EQ(got.sizes(), (std::vector<int64_t>{1, GetParam().vocab}));
+    EXPECT_TRUE(torch::allclose(got[0], want, 1e-4, 1e-4));
+    EXPECT_EQ(cache.length, 30);
+    const int64_t written = std::min(refill_bucket(n), cap - slot);
+    for (size_t i = 0; i < cache.k.size(); ++i) {
+      EXPECT_TRUE(torch::allclose(cache.k[i][1].narrow(1, slot, n), fresh.k[i][0], 1e-5, 1e-5)) << "layer " << i;
+      EXPECT_TRUE(torch::allclose(cache.v[i][1].narrow(1, slot, n), fresh.v[i][0], 1e-5, 1e-5)) << "layer " << i;
+      for (int64_t r : {0, 2}) EXPECT_TRUE(cache.k[i][r].equal(before[i][r])) << "row " << r << " layer " << i;
+      EXPECT_TRUE(cache.k[i][1].narrow(1, 0, slot).equal(before[i][1].narrow(1, 0, slot)));
+      const int64_t end = slot + written;
+      EXPECT_TRUE(cache.k[i][1].narrow(1, end, cap - end).equal(before[i][1].narrow(1, end, cap - end)));
+    }
+  }
+  auto cache = m->make_cache(2, cap);
+  EXPECT_THROW(m->prefill_row(ids, cache, 0, cap - n + 1), InvalidArgument);  // past the capacity
+  EXPECT_THROW(m->prefill_row(ids, cache, 2, 0), InvalidArgument);            // no such row
+  EXPECT_THROW(m->prefill_row(ids.view({-1}), cache, 0, 0), InvalidArgument);
+}
+
+TEST(Model, RefillBucketRoundsUpToAQuarterOctave) {
+  // Hand values: multiples of max(16, a quarter of the power of two at or below n).
+  const std::vector<std::pair<int64_t, int64_t>> cases = {{1, 16},  {16, 16},   {17, 32},   {33, 48},   {64, 64},
+                                                          {65, 80}, {150, 160}, {300, 320}, {513, 640}, {1000, 1024}};
+  for (auto [n, want] : cases) EXPECT_EQ(refill_bucket(n), want) << "n " << n;
+  for (int64_t n = 1; n < 5000; ++n) {
+    const int64_t b = refill_bucket(n);
+    ASSERT_TRUE(b >= n && (b - n < 16 || (b - n) * 4 < n)) << "n " << n << " bucket " << b;  // < max(16, n / 4)
+  }
+}
+
 // Batched generation (left padding + attention mask): every row is what generate() gives for its prompt alone, greedy
 // and sampled with the same seed, with and without a stop id that ends one row early. A sliding window counts the
 // padding slots (HF's semantics), so with a window only the unpadded row is compared.

@@ -62,13 +62,13 @@ int64_t DecodeGraph::span() const {
 
 torch::Tensor DecodeGraph::prefill(const torch::Tensor& tokens) {
   torch::NoGradGuard ng;
-  if (!_pad.defined()) return _model.forward(tokens, &_cache);
+  if (!_pad.defined()) return _model.forward_last(tokens, &_cache);
   const int64_t S = _cache.length + tokens.size(-1);
   PATCHLLM_CHECK(tokens.dim() == 2 && S <= _cache.capacity, InvalidArgument, "decode graph prefill: tokens ",
                  tokens.sizes(), " after ", _cache.length, " cached do not fit capacity ", _cache.capacity);
   // 1 = token, 0 = padding: the slots before each row's padding end.
   auto keep = (_kpos.narrow(0, 0, S).view({1, -1}) >= _pad.view({-1, 1})).to(torch::kLong);
-  return _model.forward(tokens, &_cache, keep);
+  return _model.forward_last(tokens, &_cache, keep);
 }
 
 torch::Tensor DecodeGraph::prefill_row(int64_t row, const torch::Tensor& tokens) {
@@ -80,9 +80,8 @@ torch::Tensor DecodeGraph::prefill_row(int64_t row, const torch::Tensor& tokens)
       ") and tokens [1, n] with 1 <= n <= ", cur, " cached slots; got row ", row, ", tokens ", tokens.sizes());
   _pads[static_cast<size_t>(row)] = cur - n;
   _pad[row].fill_(cur - n);
-  KVCache rc = _cache.row(row, cur - n);  // filled up to the new prompt's first slot
-  auto keep = (_kpos.narrow(0, 0, cur).view({1, -1}) >= cur - n).to(torch::kLong);
-  return _model.forward(tokens, &rc, keep);
+  // Its bucket padding lands in slots >= cur, which the next step writes (slot cur) or masks (kpos > pos) first.
+  return _model.prefill_row(tokens, _cache, row, cur - n);
 }
 
 // Mirrors Model::make_context for one query at position _pos and Model::forward, without host reads.

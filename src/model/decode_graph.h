@@ -43,11 +43,12 @@ class DecodeGraph {
   DecodeGraph(const DecodeGraph&) = delete;
   DecodeGraph& operator=(const DecodeGraph&) = delete;
 
-  // Eager forward of tokens [B, T] into the cache at cache().length; logits [B, T, vocab] fp32.
+  // Eager forward of tokens [B, T] into the cache at cache().length; the last position's logits [B, vocab] fp32.
   torch::Tensor prefill(const torch::Tensor& tokens);
   // Continuous batching: a new prompt tokens [1, n] (n <= cache().length) for row `row`, written into that row's slots
   // [length - n, length), which become its prompt; the slots before are its padding from now on (the graphs read the
-  // padding from the device, so they stay valid). Needs left_pad (all zeros is fine). Logits [1, n, vocab] fp32.
+  // padding from the device, so they stay valid). Needs left_pad (all zeros is fine). Runs as Model::prefill_row (a
+  // causal prefill over the prompt's own slots, bucketed length). The last prompt token's logits [1, vocab] fp32.
   torch::Tensor prefill_row(int64_t row, const torch::Tensor& tokens);
   // tokens [B] or [B, 1] integer ids (any device) at position cache().length. Logits [B, vocab] fp32; once the
   // span's graph is captured this is its static output, overwritten by its next replay (clone it to keep it).

@@ -101,9 +101,9 @@ std::vector<int> generate(Model& model, const std::vector<int>& prompt, const Sa
   };
   double t0 = now_seconds();
   auto prompt_t = torch::tensor(p64).view({1, -1});
-  auto logits = graph ? graph->prefill(prompt_t) : model.forward(prompt_t, &cache);
+  auto logits = graph ? graph->prefill(prompt_t) : model.forward_last(prompt_t, &cache);  // [1, vocab]
   std::vector<int> seen = prompt;  // what the repetition penalty applies to
-  int next = sampler.sample(logits[0][-1], seen);
+  int next = sampler.sample(logits[0], seen);
   sync();
   double t1 = now_seconds();
   std::vector<int> out;
@@ -188,8 +188,7 @@ std::vector<std::vector<int>> generate_batch(Model& model, const std::vector<std
     std::vector<int> next(static_cast<size_t>(B), 0);
     double t0 = now_seconds();
     auto last = (graph ? graph->prefill(torch::tensor(tok).view({B, L}))
-                       : model.forward(torch::tensor(tok).view({B, L}), &cache, mask.narrow(1, 0, L)))
-                    .select(1, L - 1)
+                       : model.forward_last(torch::tensor(tok).view({B, L}), &cache, mask.narrow(1, 0, L)))
                     .to(torch::kCPU);  // [B, vocab]
     for (size_t b = 0; b < size_t(B); ++b) {
       seen[b] = prompts[size_t(row_prompt[b])];
@@ -219,19 +218,19 @@ std::vector<std::vector<int>> generate_batch(Model& model, const std::vector<std
           const double tp = now_seconds();
           const auto& p = prompts[size_t(next_prompt)];
           auto ids = torch::tensor(std::vector<int64_t>(p.begin(), p.end())).view({1, n});
-          torch::Tensor logits;
+          torch::Tensor logits;  // [1, vocab]
           if (graph) {
             logits = graph->prefill_row(int64_t(b), ids);
           } else {
             mask[int64_t(b)].narrow(0, 0, cur - n).zero_();
             mask[int64_t(b)].narrow(0, cur - n, C - (cur - n)).fill_(1);
-            KVCache rc = cache.row(int64_t(b), cur - n);  // filled up to the new prompt's first slot
-            logits = model.forward(ids, &rc, mask[int64_t(b)].narrow(0, 0, cur).view({1, cur}));
+            // Bucket padding goes to slots >= cur: the next step appends at cur, and its mask stops at cur + 1.
+            logits = model.prefill_row(ids, cache, int64_t(b), cur - n);
           }
           row_prompt[b] = next_prompt++;
           samplers[b] = Sampler(opt);
           seen[b] = p;
-          next[b] = samplers[b].sample(logits[0][n - 1], seen[b]);
+          next[b] = samplers[b].sample(logits[0], seen[b]);
           sync();
           prompt_seconds += now_seconds() - tp;
           t0 += now_seconds() - tp;  // prefill time is not decode time

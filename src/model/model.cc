@@ -30,7 +30,6 @@ double cuda_peak_gib(const torch::Device& d, bool reset) {
   return 0;
 }
 
-
 const std::vector<std::string>& decoder_linear_names() {
   static const std::vector<std::string> names = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
                                                  "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
@@ -70,10 +69,12 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
   }
   auto kk = k, vv = v;
   if (groups > 1) {  // grouped-query attention: each kv head serves `groups` query heads
-    kk = k.unsqueeze(2).expand({k.size(0), k.size(1), groups, k.size(2), k.size(3)}).reshape(
-        {k.size(0), k.size(1) * groups, k.size(2), k.size(3)});
-    vv = v.unsqueeze(2).expand({v.size(0), v.size(1), groups, v.size(2), v.size(3)}).reshape(
-        {v.size(0), v.size(1) * groups, v.size(2), v.size(3)});
+    kk = k.unsqueeze(2)
+             .expand({k.size(0), k.size(1), groups, k.size(2), k.size(3)})
+             .reshape({k.size(0), k.size(1) * groups, k.size(2), k.size(3)});
+    vv = v.unsqueeze(2)
+             .expand({v.size(0), v.size(1), groups, v.size(2), v.size(3)})
+             .reshape({v.size(0), v.size(1) * groups, v.size(2), v.size(3)});
   }
   const double default_scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
   if (scale <= 0) scale = default_scale;
@@ -111,8 +112,8 @@ torch::Tensor load_checked(const Checkpoint& ckpt, const std::string& name, std:
   const auto& e = ckpt.entry(name);
   PATCHLLM_CHECK(e.shape == shape, FormatError, ckpt.files()[0], ": tensor '", name, "' has shape ",
                  c10::IntArrayRef(e.shape), ", config expects ", c10::IntArrayRef(shape));
-  PATCHLLM_CHECK(e.dtype == "F32" || e.dtype == "F16" || e.dtype == "BF16", FormatError, ckpt.files()[0],
-                 ": tensor '", name, "' has dtype ", e.dtype, " (expected F32, F16 or BF16)");
+  PATCHLLM_CHECK(e.dtype == "F32" || e.dtype == "F16" || e.dtype == "BF16", FormatError, ckpt.files()[0], ": tensor '",
+                 name, "' has dtype ", e.dtype, " (expected F32, F16 or BF16)");
   return ckpt.load(name).to(opt.device, opt.dtype);
 }
 
@@ -172,7 +173,8 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const ModelLoadOption
     m->layers.push_back(std::move(L));
   }
   if (c.is_gemma3())
-    m->embed_scale = torch::scalar_tensor(std::sqrt(static_cast<double>(H)), torch::kFloat32).to(opt.dtype).to(opt.device);
+    m->embed_scale =
+        torch::scalar_tensor(std::sqrt(static_cast<double>(H)), torch::kFloat32).to(opt.dtype).to(opt.device);
   m->inv_freq = rope_inv_freq(c).to(opt.device);
   if (!c.sliding_layers.empty()) {
     ModelConfig local = c;
@@ -306,8 +308,8 @@ std::pair<torch::Tensor, torch::Tensor> Model::layer_forward_split(int64_t i, co
     k = k.transpose(1, 2);
     v = v.transpose(1, 2);
     if (cache) {
-      PATCHLLM_CHECK(cache->length + T <= cache->capacity, InvalidArgument, "KV cache full: ", cache->length, " + ",
-                     T, " > capacity ", cache->capacity);
+      PATCHLLM_CHECK(cache->length + T <= cache->capacity, InvalidArgument, "KV cache full: ", cache->length, " + ", T,
+                     " > capacity ", cache->capacity);
       cache->k[i].narrow(2, cache->length, T).copy_(k);
       cache->v[i].narrow(2, cache->length, T).copy_(v);
       k = cache->k[i].narrow(2, 0, cache->length + T);
@@ -367,6 +369,41 @@ torch::Tensor Model::hidden(const torch::Tensor& tokens, KVCache* cache, const t
 
 torch::Tensor Model::forward(const torch::Tensor& tokens, KVCache* cache, const torch::Tensor& attn_mask) {
   return head(hidden(tokens, cache, attn_mask));
+}
+
+torch::Tensor Model::forward_last(const torch::Tensor& tokens, KVCache* cache, const torch::Tensor& attn_mask) {
+  auto h = hidden(tokens, cache, attn_mask);
+  return head(h.narrow(1, h.size(1) - 1, 1)).select(1, 0);
+}
+
+int64_t refill_bucket(int64_t n) {
+  // A quarter of the power of two at or below n (at least 16): at most 4 shapes per octave, < max(16, n / 4) pads.
+  int64_t p = 1;
+  while (p * 2 <= n) p *= 2;
+  const int64_t g = std::max<int64_t>(16, p / 4);
+  return (n + g - 1) / g * g;
+}
+
+torch::Tensor Model::prefill_row(const torch::Tensor& ids, KVCache& cache, int64_t row, int64_t slot) {
+  const int64_t n = ids.dim() == 2 ? ids.size(1) : 0;
+  const int64_t B = cache.k.empty() ? 0 : cache.k[0].size(0);
+  PATCHLLM_CHECK(
+      ids.dim() == 2 && ids.size(0) == 1 && n >= 1 && row >= 0 && row < B && slot >= 0 && slot + n <= cache.capacity,
+      InvalidArgument, "prefill_row: needs ids [1, n] with n >= 1, a row in [0, ", B,
+      ") and slots [slot, slot + n) inside capacity ", cache.capacity, "; got ids ", ids.sizes(), ", row ", row,
+      ", slot ", slot);
+  torch::NoGradGuard ng;
+  const int64_t nb = std::min(refill_bucket(n), cache.capacity - slot);
+  auto padded = ids.to(torch::kLong);
+  if (nb > n) padded = torch::cat({padded, padded.narrow(1, n - 1, 1).expand({1, nb - n})}, 1);
+  KVCache rc;  // the row's slots [slot, slot + nb) as an empty cache: K/V land in place, attention sees only them
+  for (size_t i = 0; i < cache.k.size(); ++i) {
+    rc.k.push_back(cache.k[i].narrow(0, row, 1).narrow(2, slot, nb));
+    rc.v.push_back(cache.v[i].narrow(0, row, 1).narrow(2, slot, nb));
+  }
+  rc.capacity = nb;
+  auto h = hidden(padded, &rc);
+  return head(h.narrow(1, n - 1, 1)).select(1, 0);
 }
 
 std::vector<std::pair<std::string, LinearPtr*>> Model::linears() {

@@ -93,6 +93,17 @@ class Model {
   // The same up to the last decoder layer: [B, T, hidden] before the final norm, for callers that apply head() to a
   // few rows or in chunks (perplexity, zero-shot scoring).
   torch::Tensor hidden(const torch::Tensor& tokens, KVCache* cache = nullptr, const torch::Tensor& attn_mask = {});
+  // forward() for generation: the logits of the last position only, [B, vocab] fp32 (the LM head over every position
+  // would cost B * T * vocab * 4 bytes, 3 GB for a batch of 16 prompts of 400 tokens at a 128K vocabulary).
+  torch::Tensor forward_last(const torch::Tensor& tokens, KVCache* cache = nullptr,
+                             const torch::Tensor& attn_mask = {});
+  // Continuous batching's refill: a new prompt ids [1, n] into row `row` of `cache` at slots [slot, slot + n), run as
+  // a fresh causal prefill (positions 0 .. n-1, attending over those slots only: the row's earlier slots are its
+  // padding). The forward is right-padded to a bucketed length (refill_bucket) with the prompt's last id, which
+  // causal attention keeps away from the prompt, so prompts of many lengths share a few shapes; the padding's K/V go
+  // to slots [slot + n, slot + bucket), which the caller must not read before writing them (they are the row's
+  // future slots). Leaves cache.length alone. Returns the last prompt token's logits [1, vocab] fp32.
+  torch::Tensor prefill_row(const torch::Tensor& ids, KVCache& cache, int64_t row, int64_t slot);
 
   // Pieces for layer-by-layer jobs (calibration, pruning, mask learning with per-layer checkpointing).
   torch::Tensor embed_tokens(const torch::Tensor& tokens) const;  // [B, T, hidden] compute dtype
@@ -110,7 +121,8 @@ class Model {
 
   KVCache make_cache(int64_t batch, int64_t capacity) const;
 
-  // Every decoder linear as (HF parameter name of its weight, pointer to its slot), in layer order q k v o gate up down.
+  // Every decoder linear as (HF parameter name of its weight, pointer to its slot), in layer order q k v o gate up
+  // down.
   std::vector<std::pair<std::string, LinearPtr*>> linears();
   int64_t num_parameters() const;
 
@@ -130,6 +142,10 @@ class Model {
 // in_features, every part but the last a whole number of row blocks). The parts' weights become views into the
 // fused weight, so no memory is duplicated; other layers stay unfused. Returns the number of fused groups.
 int model_fuse_projections(Model& model);
+
+// The length Model::prefill_row runs a refill of n prompt tokens at: n rounded up to a multiple of a quarter of the
+// power of two at or below it (at least 16), so at most 4 lengths per octave and fewer than max(16, n / 4) pads.
+int64_t refill_bucket(int64_t n);
 
 // Building blocks, public so tests can check them against plain references.
 // (rms_norm, rms_norm_gemma, rope_apply and their fused forms: ops/layer_ops.h.)
