@@ -41,39 +41,33 @@ struct PromptLine {
 // "tools" as apply_chat_template's tools=), and an optional "id". Every error names "<path>:<line>".
 std::vector<PromptLine> read_prompts(const std::string& path) {
   std::vector<PromptLine> out;
-  const std::string text = file_read(path);
-  std::vector<std::string> lines;  // for the ordered re-parse of "messages"
-  for (size_t a = 0; a <= text.size();) {
-    size_t b = text.find('\n', a);
-    if (b == std::string::npos) b = text.size();
-    lines.push_back(text.substr(a, b - a));
-    a = b + 1;
-  }
-  jsonl_for_each(path, text, [&](int64_t line, const std::string& where, const nlohmann::json& j) {
-    const bool has_prompt = j.is_object() && j.contains("prompt"),
-               has_messages = j.is_object() && j.contains("messages");
-    PATCHLLM_CHECK(has_prompt != has_messages, FormatError, where,
-                   ": expected an object with a string \"prompt\" or an array \"messages\" (one of them)");
-    PromptLine p{"", nullptr, nullptr, j.value("id", nlohmann::json())};
-    if (has_prompt) {
-      PATCHLLM_CHECK(j["prompt"].is_string(), FormatError, where, ": \"prompt\" must be a string");
-      p.text = j["prompt"].get<std::string>();
-    } else {
-      const auto ordered = nlohmann::ordered_json::parse(lines.at(static_cast<size_t>(line - 1)));
-      p.messages = ordered["messages"];
-      if (ordered.contains("tools")) {
-        p.tools = ordered["tools"];
-        PATCHLLM_CHECK(p.tools.is_array(), FormatError, where, ": \"tools\" must be an array");
-      }
-      PATCHLLM_CHECK(p.messages.is_array() && !p.messages.empty(), FormatError, where,
-                     ": \"messages\" must be a non-empty array");
-      for (const auto& m : p.messages)
-        PATCHLLM_CHECK(m.is_object() && m.contains("role") && m["role"].is_string(), FormatError, where,
-                       ": every message needs a string \"role\"");
-    }
-    out.push_back(std::move(p));
-    return true;
-  });
+  jsonl_for_each(
+      path, file_read(path), [&](int64_t, const std::string& where, const nlohmann::json& j, const std::string& line) {
+        const bool has_prompt = j.is_object() && j.contains("prompt"),
+                   has_messages = j.is_object() && j.contains("messages");
+        PATCHLLM_CHECK(has_prompt != has_messages, FormatError, where,
+                       ": expected an object with a string \"prompt\" or an array \"messages\" (one of them)");
+        PromptLine p{"", nullptr, nullptr, j.value("id", nlohmann::json())};
+        if (has_prompt) {
+          PATCHLLM_CHECK(j["prompt"].is_string(), FormatError, where, ": \"prompt\" must be a string");
+          p.text = j["prompt"].get<std::string>();
+        } else {
+          const auto ordered =
+              nlohmann::ordered_json::parse(line);  // messages' keys in file order, as the template sees
+          p.messages = ordered["messages"];
+          if (ordered.contains("tools")) {
+            p.tools = ordered["tools"];
+            PATCHLLM_CHECK(p.tools.is_array(), FormatError, where, ": \"tools\" must be an array");
+          }
+          PATCHLLM_CHECK(p.messages.is_array() && !p.messages.empty(), FormatError, where,
+                         ": \"messages\" must be a non-empty array");
+          for (const auto& m : p.messages)
+            PATCHLLM_CHECK(m.is_object() && m.contains("role") && m["role"].is_string(), FormatError, where,
+                           ": every message needs a string \"role\"");
+        }
+        out.push_back(std::move(p));
+        return true;
+      });
   PATCHLLM_CHECK(!out.empty(), FormatError, path, ": no prompts (one JSON object with a \"prompt\" per line)");
   return out;
 }

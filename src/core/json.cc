@@ -29,8 +29,7 @@ void partial_write(const std::string& path, const nlohmann::json& run, nlohmann:
   file_write_atomic(path, body.dump());
 }
 
-void jsonl_for_each(const std::string& path, const std::string& text,
-                    const std::function<bool(int64_t line, const std::string& where, const nlohmann::json&)>& fn) {
+void jsonl_for_each(const std::string& path, const std::string& text, const JsonlLineFn& fn) {
   size_t pos = 0;
   for (int64_t line = 1; pos < text.size(); ++line) {
     size_t end = text.find('\n', pos);
@@ -47,7 +46,7 @@ void jsonl_for_each(const std::string& path, const std::string& text,
       throw FormatError(str(where, ": malformed JSON (", e.what(), ")"));
     }
     PATCHLLM_CHECK(j.is_object(), FormatError, where, ": not a JSON object");
-    if (!fn(line, where, j)) return;
+    if (!fn(line, where, j, s)) return;
   }
 }
 

@@ -18,11 +18,13 @@ nlohmann::json partial_read(const std::string& path, const nlohmann::json& run);
 // Writes body with "run" set to `run` to path atomically: what partial_read reads back.
 void partial_write(const std::string& path, const nlohmann::json& run, nlohmann::json body);
 
-// JSON Lines: fn(line number, "<path>:<line>", value) for each non-blank line of text (split on '\n', a trailing '\r'
-// dropped), in order, until fn returns false. FormatError "<path>:<line>: malformed JSON (...)" or "...: not a JSON
-// object" for a line that is not one JSON object.
-void jsonl_for_each(const std::string& path, const std::string& text,
-                    const std::function<bool(int64_t line, const std::string& where, const nlohmann::json&)>& fn);
+// JSON Lines: fn(line number, "<path>:<line>", value, the line's text) for each non-blank line of text (split on
+// '\n', a trailing '\r' dropped), in order, until fn returns false. FormatError "<path>:<line>: malformed JSON (...)"
+// or "...: not a JSON object" for a line that is not one JSON object. (The text is for a caller that needs the keys
+// in file order: nlohmann::ordered_json::parse of it cannot fail.)
+using JsonlLineFn =
+    std::function<bool(int64_t line, const std::string& where, const nlohmann::json&, const std::string& text)>;
+void jsonl_for_each(const std::string& path, const std::string& text, const JsonlLineFn& fn);
 
 // True and *out = v when v is an integer in [lo, hi]. False for floats (1e22), strings, and out-of-range integers,
 // where nlohmann's get<int>() is undefined or wraps. Callers word their own FormatError.

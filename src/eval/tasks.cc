@@ -95,7 +95,7 @@ Task task_load(const std::string& name, const std::string& path, int64_t limit) 
   t.name = name;
   t.path = path;
   t.kind = spec->kind;
-  jsonl_for_each(path, text, [&](int64_t line, const std::string& where, const nlohmann::json& j) {
+  jsonl_for_each(path, text, [&](int64_t line, const std::string& where, const nlohmann::json& j, const std::string&) {
     RowReader r{j, where};
     TaskRow row;
     row.line = line;
