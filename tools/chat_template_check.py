@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Checks patchllm's chat-template rendering and tokenization of a real model against transformers.
 
-  python3 tools/chat_template_check.py MODEL_DIR CONVERSATIONS.jsonl [--patchllm build/patchllm]
+  python3 tools/chat_template_check.py MODEL_DIR CONVERSATIONS.jsonl [--patchllm build/patchllm] [--chat-template F]
 
 CONVERSATIONS.jsonl: one {"messages": [...], "tools": [...]} (tools optional) or {"prompt": "..."} per line, as
 `patchllm generate --chat --prompts` reads them. patchllm runs once (`-v generate --chat --prompts ... -n 1`, which
 logs each rendered prompt and its ids); transformers renders the same conversations with
 tokenizer.apply_chat_template(add_generation_prompt=True). Prints one line per conversation and exits 1 on any
-difference. Needs transformers (and jinja2); no torch.
+difference. --chat-template F renders with template file F instead of the model's own, on both sides (other models'
+templates through this model's tokenizer). Needs transformers (and jinja2); no torch.
 """
 import argparse
 import json
@@ -24,11 +25,14 @@ def main():
     ap.add_argument("model")
     ap.add_argument("conversations")
     ap.add_argument("--patchllm", default="build/patchllm")
+    ap.add_argument("--chat-template")
     args = ap.parse_args()
     lines = [json.loads(l) for l in open(args.conversations) if l.strip()]
     with tempfile.TemporaryDirectory() as tmp:
         r = subprocess.run([args.patchllm, "-v", "generate", "-m", args.model, "--chat", "--prompts", args.conversations,
-                            "-o", f"{tmp}/out.json", "-n", "1", "--temp", "0"], capture_output=True, text=True)
+                            "-o", f"{tmp}/out.json", "-n", "1", "--temp", "0"] +
+                           (["--chat-template", args.chat_template] if args.chat_template else []),
+                           capture_output=True, text=True)
     if r.returncode != 0:
         sys.exit(f"patchllm failed: {r.stderr.strip().splitlines()[-1]}")
     ours = {}
@@ -39,6 +43,8 @@ def main():
     for i, line in enumerate(lines):
         messages = line.get("messages") or [{"role": "user", "content": line["prompt"]}]
         kw = {"tools": line["tools"]} if "tools" in line else {}
+        if args.chat_template:
+            kw["chat_template"] = open(args.chat_template).read()
         text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **kw)
         ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, **kw)
         if isinstance(ids, dict):
