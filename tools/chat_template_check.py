@@ -20,6 +20,14 @@ import tempfile
 import transformers
 
 
+def render(tok, line, template_file, tokenize):
+    messages = line.get("messages") or [{"role": "user", "content": line["prompt"]}]
+    kw = {"tools": line["tools"]} if "tools" in line else {}
+    if template_file:
+        kw["chat_template"] = open(template_file).read()
+    return tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=tokenize, **kw)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("model")
@@ -33,20 +41,28 @@ def main():
                             "-o", f"{tmp}/out.json", "-n", "1", "--temp", "0"] +
                            (["--chat-template", args.chat_template] if args.chat_template else []),
                            capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.exit(f"patchllm failed: {r.stderr.strip().splitlines()[-1]}")
+    tok = transformers.AutoTokenizer.from_pretrained(args.model)
+    if r.returncode != 0:  # agreement only if transformers refuses one of the conversations too
+        ours = r.stderr.strip().splitlines()[-1]
+        for line in lines:
+            try:
+                render(tok, line, args.chat_template, tokenize=False)
+            except Exception as e:  # jinja2's errors, raise_exception's, transformers' own
+                print(f"both fail: patchllm {ours!r}; transformers {type(e).__name__}: {e}")
+                sys.exit(0)
+        sys.exit(f"patchllm failed where transformers renders every conversation: {ours}")
     ours = {}
     for m in re.finditer(r": prompt (\d+): chat prompt (\".*\") -> \d+ ids \[([0-9,]*)\]", r.stderr):
         ours[int(m.group(1)) - 1] = (json.loads(m.group(2)), [int(x) for x in m.group(3).split(",") if x])
-    tok = transformers.AutoTokenizer.from_pretrained(args.model)
     bad = 0
     for i, line in enumerate(lines):
-        messages = line.get("messages") or [{"role": "user", "content": line["prompt"]}]
-        kw = {"tools": line["tools"]} if "tools" in line else {}
-        if args.chat_template:
-            kw["chat_template"] = open(args.chat_template).read()
-        text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **kw)
-        ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, **kw)
+        try:
+            text = render(tok, line, args.chat_template, tokenize=False)
+            ids = render(tok, line, args.chat_template, tokenize=True)
+        except Exception as e:  # patchllm rendered what transformers refuses: a difference too
+            bad += 1
+            print(f"conversation {i + 1}: transformers fails ({type(e).__name__}: {e}), patchllm renders it")
+            continue
         if isinstance(ids, dict):
             ids = ids["input_ids"]
         got_text, got_ids = ours.get(i, (None, None))

@@ -137,6 +137,24 @@ CASES = [
     ("iterate_none", "{% for x in none %}{% endfor %}", {}),
 ]
 # Syntax errors: jinja2 refuses these at compile time, and so must the C++ parser.
+# Session 22: what real templates (DeepSeek-V3.2 / V4, Hunyuan, FireFunction) needed.
+CASES += [
+    ("unknown_filter_in_if_not_taken", "{% if false %}{{ x | from_json }}{% elif false %}{{ 1 is nope }}{% endif %}ok",
+     {}),
+    ("unknown_filter_in_if_taken", "{% if true %}{{ 1 | no_such }}{% endif %}", {}),
+    ("unknown_test_in_if_taken", "{% if 1 is no_such %}x{% endif %}", {}),
+    ("unknown_filter_in_cond_expr", "{{ (1 | no_such) if false else 2 }}|{{ 3 if true else (4 | nope) }}", {}),
+    ("unknown_filter_in_cond_expr_taken", "{{ (1 | no_such) if true else 2 }}", {}),
+    ("filter_block", "{% filter upper %}ab{{ 1 }}{% endfilter %}|{% filter trim|replace('A', 'b') %}  A a  {% endfilter %}"
+     "|{% set x %}{% filter trim %}\n  in set\n{% endfilter %}{% endset %}{{ x }}", {}),
+    ("str_format", "{{ '{}-{}'.format(1, 'a') }}|{{ '{1}{0}{1}'.format('x', 'y') }}|{{ '{a}={b}'.format(a=1, b=[2]) }}|"
+     "{{ '{{}}{}'.format(none) }}|{{ 'no fields'.format(1) }}", {}),
+    ("str_format_mixed", "{{ '{}{1}'.format(1, 2) }}", {}),
+    ("str_format_index", "{{ '{2}'.format(1, 2) }}", {}),
+    ("str_format_name", "{{ '{x}'.format(y=1) }}", {}),
+    ("str_format_brace", "{{ 'a}b'.format() }}", {}),
+]
+
 SYNTAX_ERRORS = [
     ("unclosed_if", "{% if true %}x"),
     ("unclosed_tag", "{{ 1 + "),
@@ -147,6 +165,10 @@ SYNTAX_ERRORS = [
     ("bad_token", "{{ 1 $ 2 }}"),
     ("unterminated_string", "{{ 'abc }}"),
     ("include", "{% include 'x.jinja' %}"),
+    ("unknown_filter_in_loop_in_if", "{% if true %}{% for x in [1] %}{{ x | no_such }}{% endfor %}{% endif %}"),
+    ("unknown_filter_in_macro_in_if", "{% if false %}{% macro m() %}{{ 1 | no_such }}{% endmacro %}{% endif %}"),
+    ("unknown_filter_block_in_if", "{% if false %}{% filter no_such %}x{% endfilter %}{% endif %}"),
+    ("unclosed_filter_block", "{% filter upper %}x"),
 ]
 
 # ---- chat templates in the styles of three families (written here)

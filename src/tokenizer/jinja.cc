@@ -1075,11 +1075,15 @@ using TestFn = std::function<bool(State&, const Value&, List&)>;
 const std::map<std::string, FilterFn>& filters();
 const std::map<std::string, TestFn>& tests();
 
+// An unknown filter or test (fn null) fails when evaluated: the parser lets that happen only where jinja2 defers the
+// error to run time (inside an if statement or a conditional expression), so a branch not taken renders.
 struct FilterExpr : Expr {
   ExprPtr value;
   const FilterFn* fn = nullptr;
+  std::string name;
   CallArgs call;
   Value eval(State& st) const override {
+    if (!fn) fail(str("No filter named '", name, "' found."));  // jinja2's TemplateRuntimeError
     Value v = (*value)(st);
     List a;
     Kwargs kw;
@@ -1091,9 +1095,11 @@ struct FilterExpr : Expr {
 struct TestExpr : Expr {
   ExprPtr value;
   const TestFn* fn = nullptr;
+  std::string name;
   std::vector<ExprPtr> args;
   bool negate = false;
   Value eval(State& st) const override {
+    if (!fn) fail(str("No test named '", name, "' found."));
     Value v = (*value)(st);
     List a;
     for (const auto& e : args) a.push_back((*e)(st));
@@ -1298,8 +1304,18 @@ struct Body {
     return Flow::kNormal;
   }
 };
-
 namespace {
+// {% filter f %}body{% endfilter %}: the body rendered to a string, then filtered (the filters wrap this node).
+struct BodyExpr : Expr {
+  Body body;
+  Value eval(State& st) const override {
+    std::string buf, *saved = st.out;
+    st.out = &buf;
+    body.exec(st);
+    st.out = saved;
+    return Value::str(std::move(buf));
+  }
+};
 
 struct TextStmt : Stmt {
   std::string text;
@@ -1476,6 +1492,11 @@ class Parser {
     auto body = std::make_unique<Body>();
     std::string end = parse_body(*body, {});
     (void)end;
+    for (const Unknown& u : _unknown)
+      if (!u.soft) {
+        _line = u.line;
+        error(u.what);
+      }
     return body;
   }
 
@@ -1488,6 +1509,22 @@ class Parser {
   int _line = 0;
   int _nesting = 0;
   int _loops = 0;  // enclosing for loops (break / continue are allowed inside one)
+  // jinja2's "soft frame": inside an if statement or a conditional expression an unknown filter or test is an error
+  // only when evaluated; a for loop's body, a macro or a block starts a hard frame again. _unknown holds the lines
+  // and names seen so far, with whether they were soft; a hard one fails the parse (parse()).
+  bool _soft = false;
+  struct Unknown {
+    int line;
+    std::string what;
+    bool soft;
+  };
+  std::vector<Unknown> _unknown;
+  struct SoftScope {
+    Parser& p;
+    bool saved;
+    SoftScope(Parser& pp, bool soft) : p(pp), saved(pp._soft) { p._soft = soft; }
+    ~SoftScope() { p._soft = saved; }
+  };
 
   [[noreturn]] void error(const std::string& m) const { throw FormatError(str(_origin, " line ", _line, ": ", m)); }
 
@@ -1573,6 +1610,7 @@ class Parser {
   StmtPtr parse_statement(const std::string& tag, const std::vector<std::string>& outer) {
     const int line = _line;
     if (tag == "if") {
+      SoftScope soft(*this, true);
       auto s = node<IfStmt>();
       ExprPtr cond = parse_expr();
       expect_end();
@@ -1601,6 +1639,7 @@ class Parser {
       while (skip_op(","));
       if (!skip_name("in")) error("expected 'in' in the for loop");
       s->iter = parse_or();
+      SoftScope hard(*this, false);
       if (skip_name("if")) s->filter = parse_expr();
       if (is_name("recursive")) error("recursive for loops are not supported");
       expect_end();
@@ -1631,6 +1670,7 @@ class Parser {
       }
       if (s->targets.size() != 1 || !s->ns.empty()) error("a block set takes one name");
       expect_end();
+      SoftScope hard(*this, false);
       parse_body(s->block, {"endset"});
       expect_end();
       return s;
@@ -1649,6 +1689,7 @@ class Parser {
       expect_end();
       const int loops = _loops;
       _loops = 0;
+      SoftScope hard(*this, false);
       parse_body(s->body, {"endmacro"});
       _loops = loops;
       if (peek().kind == Token::kName && peek().text == s->name) ++_k;
@@ -1662,6 +1703,19 @@ class Parser {
       s->flow = tag == "break" ? Flow::kBreak : Flow::kContinue;
       return s;
     }
+    if (tag == "filter") {           // {% filter a(x)|b %}...{% endfilter %}
+      SoftScope hard(*this, false);  // jinja2 checks a filter block's filters in an inner (hard) frame
+      auto b = node<BodyExpr>();
+      Body* body = &b->body;
+      ExprPtr e = parse_filter_call(std::move(b));
+      while (skip_op("|")) e = parse_filter_call(std::move(e));
+      expect_end();
+      parse_body(*body, {"endfilter"});
+      expect_end();
+      auto o = node<OutputStmt>();
+      o->e = std::move(e);
+      return o;
+    }
     if (tag == "generation") {
       expect_end();
       auto s = node<BlockStmt>();
@@ -1672,7 +1726,8 @@ class Parser {
     (void)line;
     for (const auto& e : outer)
       if (e == tag) error(str("unexpected {% ", tag, " %}"));
-    static const char* const known_end[] = {"endif", "endfor", "endset", "endmacro", "endgeneration", "elif", "else"};
+    static const char* const known_end[] = {"endif",         "endfor",    "endset", "endmacro",
+                                            "endgeneration", "endfilter", "elif",   "else"};
     for (const char* e : known_end)
       if (tag == e) error(str("unexpected {% ", tag, " %}"));
     error(str("unsupported tag '", tag, "'"));
@@ -1694,8 +1749,11 @@ class Parser {
 
   ExprPtr parse_expr() {
     Nest nest(*this);
+    const size_t unknown_before = _unknown.size();
     ExprPtr e = parse_or();
     while (skip_name("if")) {
+      for (size_t i = unknown_before; i < _unknown.size(); ++i) _unknown[i].soft = true;
+      SoftScope soft(*this, true);
       auto c = node<CondExpr>();
       c->cond = parse_or();
       c->yes = std::move(e);
@@ -1949,17 +2007,24 @@ class Parser {
     }
   }
 
+  // A filter's name and arguments (after the '|'), applied to e.
+  ExprPtr parse_filter_call(ExprPtr e) {
+    auto f = node<FilterExpr>();
+    f->name = expect_name();
+    auto it = filters().find(f->name);
+    if (it != filters().end())
+      f->fn = &it->second;
+    else
+      _unknown.push_back({_line, str("no filter named '", f->name, "'"), _soft});
+    f->value = std::move(e);
+    if (skip_op("(")) parse_call_args(f->call.args, f->call.kwargs);
+    return f;
+  }
+
   ExprPtr parse_filters(ExprPtr e) {
     while (true) {
       if (skip_op("|")) {
-        auto f = node<FilterExpr>();
-        std::string name = expect_name();
-        auto it = filters().find(name);
-        if (it == filters().end()) error(str("no filter named '", name, "'"));
-        f->fn = &it->second;
-        f->value = std::move(e);
-        if (skip_op("(")) parse_call_args(f->call.args, f->call.kwargs);
-        e = std::move(f);
+        e = parse_filter_call(std::move(e));
       } else if (skip_name("is")) {
         auto t = node<TestExpr>();
         t->negate = skip_name("not");
@@ -1969,8 +2034,11 @@ class Parser {
                 ? _t[_k++].text
                 : expect_name();
         auto it = tests().find(name);
-        if (it == tests().end()) error(str("no test named '", name, "'"));
-        t->fn = &it->second;
+        t->name = name;
+        if (it != tests().end())
+          t->fn = &it->second;
+        else
+          _unknown.push_back({_line, str("no test named '", name, "'"), _soft});
         t->value = std::move(e);
         if (skip_op("(")) {
           std::vector<std::pair<std::string, ExprPtr>> kw;
@@ -2055,6 +2123,56 @@ Value method(const Value& obj, const std::string& name) {
           out += (first ? "" : s) + v.s;
           check_size(out.size());
           first = false;
+        }
+        return Value::str(std::move(out));
+      });
+    if (name == "format")  // str.format: {} / {0} / {name} fields and {{ }}; no format specs or conversions
+      return make_method(name, [s](List& a, Kwargs& kw) {
+        std::string out;
+        size_t next = 0;
+        bool numbered = false, automatic = false;
+        for (size_t i = 0; i < s.size(); ++i) {
+          const char c = s[i];
+          if ((c == '{' || c == '}') && i + 1 < s.size() && s[i + 1] == c) {
+            out += c;
+            ++i;
+            continue;
+          }
+          if (c == '}') fail("Single '}' encountered in format string");
+          if (c != '{') {
+            out += c;
+            continue;
+          }
+          const size_t end = s.find('}', i);
+          if (end == std::string::npos) fail("Single '{' encountered in format string");
+          const std::string field = s.substr(i + 1, end - i - 1);
+          if (field.find_first_of(":!.[{") != std::string::npos)
+            fail(str("format(): the field '{", field, "}' is not supported (only {}, {N} and {name})"));
+          const Value* v = nullptr;
+          if (field.empty() || std::isdigit(static_cast<unsigned char>(field[0]))) {
+            size_t k = next;
+            if (field.empty()) {
+              automatic = true;
+              ++next;
+            } else {
+              numbered = true;
+              if (field.size() > 9 || field.find_first_not_of("0123456789") != std::string::npos)
+                fail(str("format(): bad field '{", field, "}'"));
+              k = std::stoul(field);
+            }
+            // jinja2's sandbox formats through string.Formatter: its messages, not str.format's.
+            if (automatic && numbered)
+              fail("cannot switch from manual field specification to automatic field numbering");
+            if (k >= a.size()) fail("tuple index out of range");
+            v = &a[k];
+          } else {
+            for (const auto& [key, val] : kw)
+              if (key == field) v = &val;
+            if (!v) fail(str("'", field, "'"));  // Python: KeyError: 'name'
+          }
+          out += to_str(*v);
+          check_size(out.size());
+          i = end;
         }
         return Value::str(std::move(out));
       });
