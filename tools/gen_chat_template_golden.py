@@ -153,6 +153,9 @@ CASES += [
     ("str_format_index", "{{ '{2}'.format(1, 2) }}", {}),
     ("str_format_name", "{{ '{x}'.format(y=1) }}", {}),
     ("str_format_brace", "{{ 'a}b'.format() }}", {}),
+    ("select_map_on_falsy", "{{ none | selectattr('type', 'equalto', 'x') | list }}|{{ none | map(attribute='a') | list }}|"
+     "{{ '' | reject | list }}|{{ tools | rejectattr('t') | list | length }}|{{ none | map('nope') | list }}",
+     {"tools": None}),
 ]
 
 SYNTAX_ERRORS = [

@@ -2238,6 +2238,7 @@ Value attr_path(const Value& v, const Value& attribute) {
 
 Value filter_select(State& st, const Value& v, List& a, Kwargs&, bool keep, bool by_attr) {
   List out;
+  if (!truthy(v)) return Value::of_list({});  // jinja2: `if value:` first, so none | selectattr(...) is empty
   size_t k = 0;
   Value attribute;
   if (by_attr) {
@@ -2460,6 +2461,7 @@ const std::map<std::string, FilterFn>& filters() {
     };
     m["map"] = [](State& st, const Value& v, List& a, Kwargs& kw) {
       List out;
+      if (!truthy(v)) return Value::of_list({});  // as select: a falsy value maps to nothing, arguments unchecked
       const Value* attribute = arg({}, kw, 0, "attribute");
       const Value* dflt = arg({}, kw, 0, "default");
       if (attribute) {
