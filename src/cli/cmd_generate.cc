@@ -52,8 +52,8 @@ std::vector<PromptLine> read_prompts(const std::string& path) {
           PATCHLLM_CHECK(j["prompt"].is_string(), FormatError, where, ": \"prompt\" must be a string");
           p.text = j["prompt"].get<std::string>();
         } else {
-          const auto ordered =
-              nlohmann::ordered_json::parse(line);  // messages' keys in file order, as the template sees
+          // Again as ordered_json: the template sees the messages' keys in file order.
+          const auto ordered = nlohmann::ordered_json::parse(line);
           p.messages = ordered["messages"];
           if (ordered.contains("tools")) {
             p.tools = ordered["tools"];
