@@ -3,6 +3,7 @@
 #include "tokenizer/jinja.h"
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <cmath>
 #include <ctime>
