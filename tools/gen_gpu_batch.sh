@@ -12,7 +12,8 @@
 #      capacity (--span-min 0) against the spans of generate's default (--span-min 256).
 #   (MODES, default "graph norefill eager", picks the generate runs; "nocudnn" is graph with PATCHLLM_SDPA_NO_CUDNN=1,
 #   PyTorch's cuDNN attention kept out of SDPA; SPAN=0 skips step 2; tools/sdpa_first_call.py runs first when SDPA=1.
-#   Next: SDPA=1 TESTS="" MODES="graph nocudnn norefill" SPAN=0, whether refills pay a per-shape attention plan.)
+#   Next: TESTS="" MODES="graph nocudnn norefill" SPAN=0, whether the bucketed refills still pay cuDNN's per-shape
+#   plans; session 22 measured SDPA's first call per shape with SDPA=1.)
 # Env: OUT, TESTS, NPROMPTS (64), BATCH (16), NEW (256), STOP (at), SPAN_B (16), SPAN_DECODE (2048), MODEL (llama2-7b),
 #      MODES, SPAN (1), SDPA (0).
 set -u -o pipefail

@@ -123,8 +123,8 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const ModelLoadOption
   PATCHLLM_CHECK(dir_exists(dir), FormatError, dir, ": model directory does not exist");
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 5)
   // Experiment switch, off by default: PATCHLLM_SDPA_NO_CUDNN=1 keeps PyTorch's cuDNN attention out of SDPA's choice.
-  // Suspected (not yet measured, docs/BENCHMARKS.md session 21): cuDNN builds a plan per new shape, which every
-  // prefill of a new prompt length pays (continuous batching's refills); tools/gen_gpu_batch.sh MODES=nocudnn.
+  // SDPA's default pays 37-328 ms on the first call of each new shape (H100, docs/BENCHMARKS.md session 22); whether
+  // that is what continuous batching's bucketed refills still pay: tools/gen_gpu_batch.sh MODES=nocudnn.
   if (opt.device.is_cuda() && std::getenv("PATCHLLM_SDPA_NO_CUDNN")) at::globalContext().setSDPUseCuDNN(false);
 #endif
   auto m = std::make_unique<Model>();
