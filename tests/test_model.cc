@@ -1,6 +1,8 @@
 // Model building blocks against plain loop references; KV cache == full recompute; padded batch == single rows.
 #include <gtest/gtest.h>
 
+#include <torch/version.h>
+
 #include <cmath>
 
 #include "core/error.h"
@@ -233,6 +235,32 @@ TEST(Model, RefillBucketRoundsUpToAQuarterOctave) {
   }
 }
 
+// Generation keeps cuDNN attention out of SDPA while it runs (cuDNN's per-shape plans) and gives the setting back,
+// also when guards nest; on the CPU the guard does nothing.
+TEST(Model, SdpaCudnnOffRestoresTheSetting) {
+  EXPECT_FALSE(SdpaCudnnOff(torch::kCPU).active());
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 5)
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "needs a CUDA device";
+  auto& ctx = at::globalContext();
+  const bool before = ctx.userEnabledCuDNNSDP();
+  ctx.setSDPUseCuDNN(true);
+  {
+    SdpaCudnnOff outer(torch::kCUDA);
+    EXPECT_TRUE(outer.active());
+    EXPECT_FALSE(ctx.userEnabledCuDNNSDP());
+    {
+      SdpaCudnnOff inner(torch::kCUDA);
+      EXPECT_FALSE(inner.active());  // already off: the outer guard restores it
+    }
+    EXPECT_FALSE(ctx.userEnabledCuDNNSDP());
+  }
+  EXPECT_TRUE(ctx.userEnabledCuDNNSDP());
+  ctx.setSDPUseCuDNN(before);
+#else
+  GTEST_SKIP() << "LibTorch before 2.5 has no SDPA backend switch";
+#endif
+}
+
 // Batched generation (left padding + attention mask): every row is what generate() gives for its prompt alone, greedy
 // and sampled with the same seed, with and without a stop id that ends one row early. A sliding window counts the
 // padding slots (HF's semantics), so with a window only the unpadded row is compared.
@@ -276,6 +304,15 @@ TEST_P(ModelFamilies, BatchedGenerationEqualsOnePromptAtATime) {
           if (stop && k < first.size()) EXPECT_EQ(batch[0].size(), k + 1);
           EXPECT_EQ(st.generated_tokens, sum);
           EXPECT_EQ(st.prompt_tokens, 10);
+          // With 2 rows the third prompt (1 token) is one refill, prefilled at its bucket (16) or less where the
+          // cache ends first.
+          ASSERT_EQ(st.refills.size(), rows == 2 ? 1u : 0u);
+          if (rows == 2) {
+            EXPECT_EQ(st.refills[0].tokens, 1);
+            EXPECT_TRUE(st.refills[0].bucket >= 1 && st.refills[0].bucket <= 16) << st.refills[0].bucket;
+            EXPECT_GT(st.refills[0].seconds, 0);
+            EXPECT_LE(st.refills[0].seconds, st.prompt_seconds);
+          }
         }
   }
 }

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Summarise a Kineto Chrome trace (PATCHLLM_PROFILE) by CUDA kernel: total time per kind and the top kernels.
+"""Summarise a Kineto Chrome trace (PATCHLLM_PROFILE) by CUDA kernel (total time per kind, the top kernels) and by
+host op (the top ops by inclusive time).
 Usage: profile_summary.py TRACE.json [LABEL] -> a short text table on stdout."""
 import collections, json, re, sys
 
@@ -37,6 +38,21 @@ for k, _ in KINDS:
 print("  top kernels (ms, calls):")
 for name, d in by_name.most_common(14):
     print(f"    {d:8.1f} {n_name[name]:6d}  {name[:110]}")
+
+# Host side: where the wall time goes when the GPU waits (per-shape plans, allocations, syncs). Inclusive times, so a
+# parent op counts its children too.
+cpu = [e for e in ev if e.get("cat") == "cpu_op"]
+if cpu:
+    w0 = min(e["ts"] for e in cpu); w1 = max(e["ts"] + e.get("dur", 0) for e in cpu)
+    tot, cnt = collections.Counter(), collections.Counter()
+    for e in cpu:
+        tot[e["name"]] += e.get("dur", 0) / 1000.0; cnt[e["name"]] += 1
+    print(f"  host ops over a {(w1 - w0) / 1000:.1f} ms window, top by inclusive time (ms, calls, max ms):")
+    mx = collections.Counter()
+    for e in cpu:
+        mx[e["name"]] = max(mx[e["name"]], e.get("dur", 0) / 1000.0)
+    for name, d in tot.most_common(12):
+        print(f"    {d:8.1f} {cnt[name]:6d} {mx[name]:8.2f}  {name[:100]}")
 
 # With PATCHLLM_PROFILE_MEMORY=1 the trace holds the allocator's events: the CUDA peak and the ops around it.
 mem = [e for e in trace.get("traceEvents", []) if e.get("name") == "[memory]" and e.get("ph") == "i"

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <iostream>
 #include <numeric>
+#include <set>
 
 #include "cli/common.h"
 #include "core/file.h"
@@ -136,6 +137,9 @@ void generate_prompts_file(const GenerateOpts& o, Model& model, const Tokenizer&
   const std::string& partial = o.partial;
   nlohmann::json results = nlohmann::json::array();
   GenerateStats total;
+  int64_t n_refills = 0;  // continuous batching's refills and their time (part of prompt_seconds)
+  double refill_seconds = 0;
+  std::set<int64_t> buckets;  // the refill lengths seen in this process: a new one may pay first-call costs
   const int64_t n = static_cast<int64_t>(texts.size()), rounds = (n + o.round - 1) / o.round;
   int64_t start = 0;
   if (o.resume && file_exists(partial)) {
@@ -155,13 +159,17 @@ void generate_prompts_file(const GenerateOpts& o, Model& model, const Tokenizer&
     total.generated_tokens = p["speed"].value("generated_tokens", int64_t(0));
     total.prompt_seconds = p["speed"].value("prompt_seconds", 0.0);
     total.decode_seconds = p["speed"].value("decode_seconds", 0.0);
+    n_refills = p["speed"].value("refills", int64_t(0));
+    refill_seconds = p["speed"].value("refill_seconds", 0.0);
     log_info("resuming from ", partial, ": ", start, " of ", n, " prompts done");
   }
   auto speed = [&] {
     return nlohmann::json{{"prompt_tokens", total.prompt_tokens},
                           {"prompt_seconds", total.prompt_seconds},
                           {"generated_tokens", total.generated_tokens},
-                          {"decode_seconds", total.decode_seconds}};
+                          {"decode_seconds", total.decode_seconds},
+                          {"refills", n_refills},
+                          {"refill_seconds", refill_seconds}};
   };
   std::vector<std::vector<int>> all_ids;
   for (int64_t i = 0; i < n; ++i)
@@ -212,6 +220,12 @@ void generate_prompts_file(const GenerateOpts& o, Model& model, const Tokenizer&
     }
     total.prompt_tokens += st.prompt_tokens, total.generated_tokens += st.generated_tokens;
     total.prompt_seconds += st.prompt_seconds, total.decode_seconds += st.decode_seconds;
+    for (const auto& r : st.refills) {
+      const bool fresh = buckets.insert(r.bucket).second;
+      log_debug("refill ", ++n_refills, ": ", r.tokens, " tokens at length ", r.bucket, fresh ? " (new)" : "", ", ",
+                1000 * r.seconds, " ms");
+      refill_seconds += r.seconds;
+    }
     log_info("round ", b0 / o.round + 1, "/", rounds, ": ", b1 - b0, " prompts of ", ids.back().size(), "-",
              ids.front().size(), " tokens, ", st.generated_tokens, " generated, ",
              st.generated_tokens / std::max(st.decode_seconds, 1e-9), " tok/s");

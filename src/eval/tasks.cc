@@ -162,6 +162,7 @@ std::vector<TaskLoglik> task_loglik(Model& model, const std::vector<TaskTokens>&
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return in_len[a] > in_len[b]; });
   std::vector<TaskLoglik> out(n);
   torch::NoGradGuard ng;
+  SdpaCudnnOff no_cudnn_plans(model.device);  // nearly every batch has a new length: a new attention shape
   size_t done = 0;
   if (opt.resume_batches > 0) {  // batches are independent, so the resumed task scores what the whole run would
     PATCHLLM_CHECK(opt.resume_ll.size() == n, InvalidArgument, "resume state has ", opt.resume_ll.size(),

@@ -7,11 +7,6 @@
 #include <numeric>
 #include <set>
 
-#if __has_include(<torch/csrc/autograd/profiler_kineto.h>)
-#include <torch/csrc/autograd/profiler_kineto.h>
-#define PATCHLLM_HAVE_KINETO 1
-#endif
-
 #include "core/error.h"
 #include "core/file.h"
 #include "core/log.h"
@@ -20,6 +15,7 @@
 #include "learn/noise.h"
 #include "learn/pattern_mask.h"
 #include "learn/tile_mask.h"
+#include "model/profile.h"
 #include "ops/mask_fused.h"
 
 namespace patchllm {
@@ -91,39 +87,6 @@ struct TileLogits {
 };
 
 double linear_schedule(double a, double b, double frac) { return a + (b - a) * frac; }
-
-// PATCHLLM_PROFILE=FILE: the third step of this process under LibTorch's Kineto profiler (CPU ops and CUDA kernels),
-// saved as a Chrome trace to FILE, to see where a step's time goes (tools/learn_gpu_scale.sh summarises it).
-// PATCHLLM_PROFILE_MEMORY=1 adds the allocator's events, to see which op holds the memory peak.
-struct StepProfiler {
-  std::string path;
-  bool memory = false;
-  bool on = false;
-  StepProfiler() {
-    if (const char* p = std::getenv("PATCHLLM_PROFILE")) path = p;
-    const char* m = std::getenv("PATCHLLM_PROFILE_MEMORY");
-    memory = m && std::string(m) == "1";
-  }
-  void begin(int64_t nth_step) {
-#ifdef PATCHLLM_HAVE_KINETO
-    if (path.empty() || nth_step != 2) return;
-    namespace prof = torch::profiler::impl;
-    const prof::ProfilerConfig cfg(prof::ProfilerState::KINETO, /*report_input_shapes=*/false, memory);
-    const std::set<prof::ActivityType> acts = {prof::ActivityType::CPU, prof::ActivityType::CUDA};
-    torch::autograd::profiler::prepareProfiler(cfg, acts);
-    torch::autograd::profiler::enableProfiler(cfg, acts);
-    on = true;
-#endif
-  }
-  void end() {
-#ifdef PATCHLLM_HAVE_KINETO
-    if (!on) return;
-    on = false;
-    torch::autograd::profiler::disableProfiler()->save(path);
-    log_info("profile of one step written to ", path);
-#endif
-  }
-};
 
 // The trajectory-defining options, stored with the state: resuming with different ones is an error.
 std::string trajectory_key(const LearnOptions& o, int64_t n_windows) {
@@ -307,10 +270,11 @@ LearnResult patch_learn(Model& model, const MaskSet& prior, const torch::Tensor&
   const double t_start = now_seconds();
   const int64_t tokens_per_step = o.micro_batch * o.grad_accum * train.size(1);
   int64_t step = start;
-  StepProfiler profiler;
+  // PATCHLLM_PROFILE=FILE: the third step of this process (tools/learn_gpu_scale.sh summarises it).
+  KinetoWindow profiler = KinetoWindow::from_env();
   for (; step < o.steps; ++step) {
     if (o.stop_after >= 0 && step >= o.stop_after) break;
-    profiler.begin(step - start);
+    if (step - start == 2) profiler.begin();
     const double t_step = now_seconds();
     const double frac = std::min(1.0, double(step) / double(o.steps));
     const double tau = linear_schedule(o.tau0, o.tau1, frac), kappa = linear_schedule(o.kappa0, o.kappa1, frac);
@@ -457,9 +421,9 @@ LearnResult patch_learn(Model& model, const MaskSet& prior, const torch::Tensor&
     const double ce_v = ce_sum.item<double>() / o.grad_accum;  // waits for the step's work: the timing includes it
     const double dens_v = dens.item<double>() / o.grad_accum, rw_v = rw_sum.item<double>() / o.grad_accum;
     const double ms = 1000 * (now_seconds() - t_step);
-    if (profiler.on) {
+    if (profiler.active()) {
       if (dev.is_cuda()) torch::cuda::synchronize();
-      profiler.end();
+      profiler.end("one step");
     }
     nlohmann::json rec = {{"step", step + 1}, {"steps", o.steps}, {"ce", ce_v}, {"density", dens_v},
                           {"target_density", d_target}, {"weight_reg_term", rw_v}, {"tau", tau}, {"kappa", kappa},

@@ -1,12 +1,17 @@
 #include "model/generate.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <memory>
 #include <numeric>
+#include <set>
+#include <sstream>
+#include <string>
 
 #include "core/error.h"
 #include "core/log.h"
 #include "model/decode_graph.h"
+#include "model/profile.h"
 
 namespace patchllm {
 
@@ -81,6 +86,7 @@ std::vector<int> generate(Model& model, const std::vector<int>& prompt, const Sa
                           const std::function<void(int)>& on_token, GenerateStats* stats, const StopCheck& stop) {
   PATCHLLM_CHECK(!prompt.empty(), InvalidArgument, "generation needs at least one prompt token");
   torch::NoGradGuard ng;
+  SdpaCudnnOff no_cudnn_plans(model.device);  // each prompt length is a new attention shape
   const int64_t total = static_cast<int64_t>(prompt.size()) + opt.max_new_tokens;
   check_fits(model, total, "prompt + new tokens");
   Sampler sampler(opt);
@@ -139,6 +145,7 @@ std::vector<std::vector<int>> generate_batch(Model& model, const std::vector<std
   }
   check_fits(model, longest + opt.max_new_tokens, "longest prompt + new tokens");
   torch::NoGradGuard ng;
+  SdpaCudnnOff no_cudnn_plans(model.device);  // each prompt length is a new attention shape
   const int64_t P = static_cast<int64_t>(prompts.size()), R = rows > 0 ? std::min(rows, P) : P;
   const int64_t max_new = opt.max_new_tokens;
   auto sync = [&] {
@@ -147,6 +154,16 @@ std::vector<std::vector<int>> generate_batch(Model& model, const std::vector<std
   std::vector<std::vector<int>> out(static_cast<size_t>(P));
   double prompt_seconds = 0, decode_seconds = 0;
   int64_t next_prompt = 0;
+  std::vector<GenerateStats::Refill> refills;
+  // PATCHLLM_PROFILE=FILE with PATCHLLM_PROFILE_REFILLS=K[,K...]: the K-th refills of this call under the Kineto
+  // profiler, each saved to FILE.K (tools/profile_summary.py).
+  const char* profile_path = std::getenv("PATCHLLM_PROFILE");
+  std::set<int64_t> profile_refills;
+  if (const char* l = std::getenv("PATCHLLM_PROFILE_REFILLS"); profile_path && l) {
+    std::stringstream ss(l);
+    for (std::string k; std::getline(ss, k, ',');) profile_refills.insert(std::atoll(k.c_str()));
+  }
+  int64_t n_refills = 0;
   while (next_prompt < P && max_new > 0) {
     // One wave: a KV cache (and DecodeGraph) for B rows, left-padded to the longest of their first prompts. With
     // prompts left over, the cache has max_new more slots, and a row whose prompt is done takes the next prompt as
@@ -216,6 +233,8 @@ std::vector<std::vector<int>> generate_batch(Model& model, const std::vector<std
           // Refill: the next prompt into this row's slots [cur - n, cur); its first id (from that prefill) is emitted
           // at once, like every row's first id after the wave's prefill.
           const double tp = now_seconds();
+          KinetoWindow profiler(profile_refills.count(++n_refills) ? str(profile_path, ".", n_refills) : "");
+          profiler.begin();
           const auto& p = prompts[size_t(next_prompt)];
           auto ids = torch::tensor(std::vector<int64_t>(p.begin(), p.end())).view({1, n});
           torch::Tensor logits;  // [1, vocab]
@@ -232,8 +251,11 @@ std::vector<std::vector<int>> generate_batch(Model& model, const std::vector<std
           seen[b] = p;
           next[b] = samplers[b].sample(logits[0], seen[b]);
           sync();
-          prompt_seconds += now_seconds() - tp;
-          t0 += now_seconds() - tp;  // prefill time is not decode time
+          const double dt = now_seconds() - tp;
+          profiler.end("refill " + std::to_string(n_refills));
+          prompt_seconds += dt;
+          t0 += now_seconds() - tp;  // prefill time is not decode time (nor is the profiler's)
+          refills.push_back({n, std::min(refill_bucket(n), C - (cur - n)), dt});
         }
         any = any || row_prompt[b] >= 0;
       }
@@ -257,6 +279,7 @@ std::vector<std::vector<int>> generate_batch(Model& model, const std::vector<std
     for (const auto& o : out) stats->generated_tokens += static_cast<int64_t>(o.size());
     stats->prompt_seconds = prompt_seconds;
     stats->decode_seconds = decode_seconds;
+    stats->refills = std::move(refills);
   }
   return out;
 }

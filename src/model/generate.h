@@ -27,6 +27,13 @@ struct SamplingOptions {
 struct GenerateStats {
   int64_t prompt_tokens = 0, generated_tokens = 0;
   double prompt_seconds = 0, decode_seconds = 0;
+  // generate_batch's refills, in order: the prompt's length, the length its prefill ran at (refill_bucket, cut at
+  // the cache's end) and the wall time of the prefill and the first sample (part of prompt_seconds).
+  struct Refill {
+    int64_t tokens = 0, bucket = 0;
+    double seconds = 0;
+  };
+  std::vector<Refill> refills;
 };
 
 // Called with a prompt's index (0 for generate) and each id generated for it, in order, before any other stop rule is

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <string>
 
 #include "core/error.h"
 #include "core/file.h"
@@ -121,12 +122,6 @@ torch::Tensor load_checked(const Checkpoint& ckpt, const std::string& name, std:
 
 std::unique_ptr<Model> Model::load(const std::string& dir, const ModelLoadOptions& opt) {
   PATCHLLM_CHECK(dir_exists(dir), FormatError, dir, ": model directory does not exist");
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 5)
-  // Experiment switch, off by default: PATCHLLM_SDPA_NO_CUDNN=1 keeps PyTorch's cuDNN attention out of SDPA's choice.
-  // SDPA's default pays 37-328 ms on the first call of each new shape (H100, docs/BENCHMARKS.md session 22); whether
-  // that is what continuous batching's bucketed refills still pay: tools/gen_gpu_batch.sh MODES=nocudnn.
-  if (opt.device.is_cuda() && std::getenv("PATCHLLM_SDPA_NO_CUDNN")) at::globalContext().setSDPUseCuDNN(false);
-#endif
   auto m = std::make_unique<Model>();
   m->dir = dir;
   m->config = config_load(dir);
@@ -374,6 +369,27 @@ torch::Tensor Model::forward(const torch::Tensor& tokens, KVCache* cache, const 
 torch::Tensor Model::forward_last(const torch::Tensor& tokens, KVCache* cache, const torch::Tensor& attn_mask) {
   auto h = hidden(tokens, cache, attn_mask);
   return head(h.narrow(1, h.size(1) - 1, 1)).select(1, 0);
+}
+
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 5)
+#define PATCHLLM_SDPA_CUDNN_SWITCH 1
+#endif
+
+SdpaCudnnOff::SdpaCudnnOff(const torch::Device& d) {
+#ifdef PATCHLLM_SDPA_CUDNN_SWITCH
+  const char* keep = std::getenv("PATCHLLM_SDPA_CUDNN");
+  if (!d.is_cuda() || (keep && std::string(keep) == "1") || !at::globalContext().userEnabledCuDNNSDP()) return;
+  at::globalContext().setSDPUseCuDNN(false);
+  _restore = true;
+#else
+  (void)d;
+#endif
+}
+
+SdpaCudnnOff::~SdpaCudnnOff() {
+#ifdef PATCHLLM_SDPA_CUDNN_SWITCH
+  if (_restore) at::globalContext().setSDPUseCuDNN(true);
+#endif
 }
 
 int64_t refill_bucket(int64_t n) {

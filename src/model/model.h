@@ -147,6 +147,24 @@ int model_fuse_projections(Model& model);
 // power of two at or below it (at least 16), so at most 4 lengths per octave and fewer than max(16, n / 4) pads.
 int64_t refill_bucket(int64_t n);
 
+// While it lives, PyTorch's cuDNN attention is kept out of SDPA's choice on CUDA (the previous setting comes back
+// after). Generation runs under it: every new prompt length is a new attention shape, and cuDNN builds a plan per
+// shape, ~45 ms on an H100 against ~8 ms for the whole batch-1 prefill of a 7B model (docs/BENCHMARKS.md §4, session
+// 23); flash and memory-efficient attention have no plan. So does zero-shot scoring (a new length nearly every
+// batch). Fixed-shape work (eval ppl, training) keeps cuDNN, which is faster on long sequences once its plan exists. PATCHLLM_SDPA_CUDNN=1 disables the guard, for comparisons.
+// A no-op on the CPU and with LibTorch before 2.5.
+class SdpaCudnnOff {
+ public:
+  explicit SdpaCudnnOff(const torch::Device& d);
+  ~SdpaCudnnOff();
+  SdpaCudnnOff(const SdpaCudnnOff&) = delete;
+  SdpaCudnnOff& operator=(const SdpaCudnnOff&) = delete;
+  bool active() const { return _restore; }
+
+ private:
+  bool _restore = false;  // cuDNN SDPA was on and is off until the destructor
+};
+
 // Building blocks, public so tests can check them against plain references.
 // (rms_norm, rms_norm_gemma, rope_apply and their fused forms: ops/layer_ops.h.)
 torch::Tensor rope_inv_freq(const ModelConfig& c);  // [head_dim/2] fp32 (rope_theta, rope_scaling)
