@@ -158,6 +158,94 @@ CASES += [
      {"tools": None}),
 ]
 
+# Dict keys that are not strings (ByteDance Seed-OSS's template looks budgets up in {0: 0, 512: 128, ...}),
+# loop.changed() and the loop object, recursive for loops, printf-style %-formatting.
+TREE = [{"n": "a", "c": [{"n": "b", "c": [{"n": "c"}]}, {"n": "d", "c": []}]}, {"n": "e"}]
+CASES += [
+    ("dict_int_keys", "{% set d = {1: 'a', 2: 'b', 10: 'c'} %}{{ d }} {{ d[1] }} {{ d.2 }} {{ d[10] }} "
+     "{{ d.items() | list }} {{ d.keys() | list }} {{ 1 in d }} {{ '1' in d }} {{ 3 not in d }} {{ d | tojson }} "
+     "{{ d | length }} {% for k in d %}{{ k + 1 }},{% endfor %} {% for k, v in d | dictsort(reverse=true) %}{{ k }}={{ v }} "
+     "{% endfor %}{{ d.get(2) }} {{ d.get(5, 'none') }} {{ d | items | list }} {{ d[5] is defined }} {{ d | list | sum }}",
+     {}),
+    ("dict_key_equality", "{{ {1: 'a', 1.0: 'b', true: 'c'} }} {{ {1.0: 'a', 1: 'b'} }} {{ {1: 'x'}[1.0] }} "
+     "{{ {true: 'y'}[1] }} {{ {0: 'z'}[false] }} {{ {1: 'x'} == {1.0: 'x'} }} {{ 1.0 in {1: 0} }} {{ true in {1: 0} }} "
+     "{{ {1: 1, 'a': 2}.get(true) }} {{ {1: 'a', 1.0: 'b'} | tojson }} {{ {'1': 'a', 1: 'b'} }}", {}),
+    ("dict_other_keys", "{{ {none: 1, 1.5: 2, false: 3, (1, 'x'): 4, 'k': 5, -2: 6} }} "
+     "{{ {none: 1, 1.5: 2, false: 3, 'k': 5, -2: 6, 1e20: 7, true: 8} | tojson }} {{ {(1, 'x'): 4}[(1, 'x')] }} "
+     "{{ {none: 'n'}[none] }} {{ (1, 'x') in {(1, 'x'): 0} }} {{ {missing: 1} }} {{ [missing, (missing,)] }} "
+     "{% for k, v in {2.5: 'f', none: 'n'}.items() %}{{ k }}:{{ v }} {% endfor %}{{ {1: 2} | dictsort }}", {}),
+    ("dict_tojson_sort_keys", "{{ {10: 1, 9: 2, 100: 3} | tojson(sort_keys=true) }} "
+     "{{ {2.5: 'a', 1: 'b', -1: 'c'} | tojson(sort_keys=true, indent=1) }} {{ {'b': {2: 1, 1: 2}} | tojson(sort_keys=true) }}",
+     {}),
+    ("dict_seed_oss_budget", "{%- set budget_reflections = {0: 0, 512: 128, 1024: 256, 2048: 512, 4096: 512, "
+     "8192: 1024, 16384: 1024} -%}\n{%- for thinking_budget in budgets -%}\n"
+     "{%- set ns = namespace(interval=None) -%}\n{%- for k, v in budget_reflections | dictsort -%}\n"
+     "{%- if ns.interval is none and thinking_budget <= k -%}{%- set ns.interval = v -%}{%- endif -%}\n{%- endfor -%}\n"
+     "{%- if ns.interval is none -%}{%- set ns.interval = budget_reflections[16384] -%}{%- endif -%}\n"
+     "{{ thinking_budget }}:{{ ns.interval }},\n{%- endfor %}", {"budgets": [-1, 0, 1, 512, 513, 5000, 16384, 20000]}),
+    ("dict_unhashable_key", "{{ {[1]: 2} }}", {}),
+    ("dict_in_unhashable", "{{ [1] in {1: 2} }}", {}),
+    ("dict_missing_int_key", "{{ {1: 2}[5] + 1 }}", {}),
+    ("dict_tojson_tuple_key", "{{ {(1, 2): 3} | tojson }}", {}),
+    ("dictsort_mixed_keys", "{{ {1: 1, 'a': 2} | dictsort }}", {}),
+    ("loop_changed", "{% for x in [1, 1, 2, 3, 3, 1] %}{{ loop.changed(x) }},{% endfor %}|{% for m in messages %}"
+     "{% if loop.changed(m.role) %}[{{ m.role }}]{% endif %}{% endfor %}|{% for x in [1, 1, 2] %}"
+     "{{ loop.changed(x, loop.index // 2) }}{{ loop.changed() }};{% endfor %}|{% for x in ['a', 'b'] %}"
+     "{% for y in [1, 1] %}{{ loop.changed(y) }}{% endfor %}{% endfor %}",
+     {"messages": [{"role": "user"}, {"role": "user"}, {"role": "assistant"}, {"role": "user"}]}),
+    ("loop_object", "{% for x in [1, 2] %}{{ loop }} {{ loop is mapping }} {{ loop is callable }} {{ loop['index'] }} "
+     "{{ loop.length }} {{ loop.nope is defined }} {{ loop == loop }} {{ loop.cycle('a', 'b', 'c') }} "
+     "{{ loop.previtem is defined }} {{ loop.nextitem }};{% endfor %}", {}),
+    ("loop_not_recursive", "{% for x in [1, 2] %}{{ loop([x]) }}{% endfor %}", {}),
+    ("loop_no_previous_item", "{% for x in [1, 2] %}{{ loop.previtem + 1 }}{% endfor %}", {}),
+    ("for_recursive", "{% for x in tree recursive %}[{{ x.n }}:{{ loop.depth }}/{{ loop.depth0 }}/{{ loop.index }}/"
+     "{{ loop.length }}{{ loop.cycle('+', '-') }}{{ loop.changed(1) }}{% if x.c %}{{ loop(x.c) }}{% endif %}]{% endfor %}",
+     {"tree": TREE}),
+    ("for_recursive_filter_else_scope", "{% set outer = 'o' %}{% for x in tree if x.n != 'b' recursive %}<{{ x.n }}"
+     "{{ outer }}{% set outer = 'i' %}{{ loop(x.c) }}{{ outer }}>{% else %}E{% endfor %}{{ outer }}|"
+     "{% for x in tree recursive %}{{ x.n }}{% if x.c %}{{ loop(x.c) }}{% endif %}{% if loop.first %}{% continue %}"
+     "{% endif %}!{% if x.n == 'd' %}{% break %}{% endif %}{% endfor %}|{% for x in [1] recursive %}"
+     "{{ loop(iterable=[]) }}ok{% endfor %}", {"tree": TREE}),
+    ("for_recursive_nested", "{% for x in [[1, [2, [3]]], 4] recursive %}{% if x is iterable %}({{ loop(x) }})"
+     "{% else %}{{ x }}@{{ loop.depth }}{% endif %}{% endfor %}|{% for k, v in schema | dictsort recursive %}{{ k }}"
+     "{% if v is mapping %}({{ loop(v | dictsort) }}){% else %}={{ v }}{% endif %};{% endfor %}|"
+     "{% macro walk(nodes, pfx) %}{% for x in nodes recursive %}{{ pfx }}{{ x.n }}{% for y in [1] %}{{ loop.depth }}"
+     "{% endfor %}{% if x.c %}{{ loop(x.c) | upper }}{% endif %}{% endfor %}{% endmacro %}{{ walk(tree, '-') }}",
+     {"tree": TREE, "schema": {"b": {"y": 1, "x": {"q": 2}}, "a": 3}}),
+    ("for_recursive_not_iterable", "{% for x in [1] recursive %}{{ loop(5) }}{% endfor %}", {}),
+    ("format_filter", "{{ '%s|%5.2f|%-6s|%05d|%x|%%|%r|%+d|%.3e' | format('a', 3.14159, 'ab', 42, 255, 'q', 7, 12345.678) }}"
+     "\n{{ '%(name)s is %(age)d, %(age)05.1f' | format(name='Bob', age=42) }}|{{ '%s' | format(a=1) }}|{{ 5 | format }}|"
+     "{{ '%s' | format([1, 'x']) }}|{{ '%s' | format((1, 2)) }}|{{ ['%s!', '<%s>'] | map('format', 'v') | join }}\n"
+     "{{ '%d|%i|%u|%d|%d|%.3d|%.0d|%5.3x|%05.3d|% d|%+d|%-5d|' | format(3.99, -2.5, true, 1e20, -7, 5, 0, 10, 7, 5, -5, 3) }}"
+     "\n{{ '%o|%#o|%x|%#x|%X|%#X|%+#010x|%-#8x|' | format(8, 8, 255, 255, 255, -255, 255, 255) }}\n"
+     "{{ '%e|%E|%g|%G|%.3g|%#g|%#.0f|%F|%010.3f|%-9.2e|%+.1f' | format(12345.678, 0.00012, 1e20, 1e-5, 3.14159, 2.0, 3.0, "
+     "inf | float, -2.5, 1.5, 0.05) }}|{{ '%f|%E|%05f' | format(nan | float, -(inf | float), inf | float) }}\n"
+     "{{ '%5s|%-5s|%05s|%.0s|%.2s|%3.1s|%s|%r|%a|%c|%c|%3c|%-3c|' | format('a', 'b', 'c', 'd', '\u00e9t\u00e9', 'xyz', none, "
+     "'\u00e9', '\u00e9', 233, 'z', 65, 'b') }}\n{{ '%*d|%-*d|%.*f|%*s' | format(5, 1, 3, 2, 2, 3.14159, -4, 'x') }}|"
+     "{{ '%hd %ld %Lf' | format(1, 2, 3) }}|{{ '%s|%r|%s' | format(missing, missing, {1: missing}) }}|"
+     "{{ 'abc' | format }}", {"inf": "inf", "nan": "nan"}),
+    ("percent_operator", "{{ '%s-%s' % (1, 'a') }}|{{ '%s' % 'x' }}|{{ '%s' % [1, 2] }}|{{ '%d%%' % 50 }}|"
+     "{{ '%(a)s/%(b)r' % {'a': 1, 'b': 'x'} }}|{{ '%s %(a)s' % {'a': 1} }}|{{ 'abc' % {} }}|{{ 'abc' % [] }}|"
+     "{{ '%s' % missing }}|{{ 'abc' % missing }}|{{ '%.1f' % (2 / 3) }}|{{ ('%s' % 1) ~ 2 }}|{{ '%s' % none }}|"
+     "{{ 7 % 3 }}|{{ ('%s and %s' % ('x', 'y')) | upper }}|{{ '%s' % ('x', 'y') | upper }}", {}),
+    ("format_too_few_arguments", "{{ '%s %s' | format(1) }}", {}),
+    ("format_too_many_arguments", "{{ '%s' | format(1, 2) }}", {}),
+    ("format_args_and_kwargs", "{{ '%s' | format(1, a=1) }}", {}),
+    ("format_missing_key", "{{ '%(a)s' | format(b=1) }}", {}),
+    ("format_needs_mapping", "{{ '%(a)s' % (1,) }}", {}),
+    ("format_bad_character", "{{ '\u00e9%y' % 1 }}", {}),
+    ("format_incomplete", "{{ 'x%' % () }}", {}),
+    ("format_incomplete_key", "{{ '%(a' % {} }}", {}),
+    ("format_int_of_str", "{{ '%d' % 'x' }}", {}),
+    ("format_hex_of_float", "{{ '%x' % 3.0 }}", {}),
+    ("format_float_of_str", "{{ '%f' | format('x') }}", {}),
+    ("format_star_not_int", "{{ '%*d' % ('a', 1) }}", {}),
+    ("format_char_range", "{{ '%c' % -1 }}", {}),
+    ("format_int_of_nan", "{{ '%d' % (v | float) }}", {"v": "nan"}),
+    ("format_not_all_converted", "{{ 'abc' % 5 }}", {}),
+    ("format_int_of_undefined", "{{ '%d' % missing }}", {}),
+]
+
 SYNTAX_ERRORS = [
     ("unclosed_if", "{% if true %}x"),
     ("unclosed_tag", "{{ 1 + "),

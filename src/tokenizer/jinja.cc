@@ -9,6 +9,7 @@
 #include <ctime>
 #include <functional>
 #include <map>
+#include <optional>
 #include <unordered_map>
 
 #include "core/error.h"
@@ -42,6 +43,7 @@ using Kwargs = std::vector<std::pair<std::string, Value>>;
 struct Func {
   std::string name;
   std::function<Value(State&, List&, Kwargs&)> call;
+  std::shared_ptr<Dict> attrs;  // a for loop's `loop`: a callable object with attributes (index, cycle, ...)
 };
 
 struct Value {
@@ -91,7 +93,7 @@ struct Value {
   static Value of_dict(std::shared_ptr<Dict> d);
   static Value func(std::string name, std::function<Value(State&, List&, Kwargs&)> call) {
     Value v = with(kFunc);
-    v.fn = std::make_shared<Func>(Func{std::move(name), std::move(call)});
+    v.fn = std::make_shared<Func>(Func{std::move(name), std::move(call), nullptr});
     return v;
   }
   bool is_undefined() const { return kind == kUndefined; }
@@ -106,23 +108,32 @@ struct Value {
   }
 };
 
-// Insertion-ordered, as Python dicts (and so tojson output) are.
+bool key_equal(const Value& a, const Value& b);
+
+// Insertion-ordered, as Python dicts (and so tojson output) are. Keys are any hashable value (see unhashable()) and
+// compare as Python's do: 1, 1.0 and True are one key, and the first one given stays.
 struct Dict {
-  std::vector<std::pair<std::string, Value>> items;
+  std::vector<std::pair<Value, Value>> items;
   bool is_namespace = false;  // namespace(): the only object `set obj.attr = ...` may change
-  const Value* find(const std::string& k) const {
+  const Value* find(const Value& k) const {
     for (const auto& [key, v] : items)
-      if (key == k) return &v;
+      if (key_equal(key, k)) return &v;
     return nullptr;
   }
-  void set(const std::string& k, Value v) {
+  const Value* find(const std::string& k) const {
+    for (const auto& [key, v] : items)
+      if (key.kind == Value::kStr && key.s == k) return &v;
+    return nullptr;
+  }
+  void set(Value k, Value v) {
     for (auto& [key, old] : items)
-      if (key == k) {
+      if (key_equal(key, k)) {
         old = std::move(v);
         return;
       }
-    items.emplace_back(k, std::move(v));
+    items.emplace_back(std::move(k), std::move(v));
   }
+  void set(const std::string& k, Value v) { set(Value::str(k), std::move(v)); }
 };
 
 Value Value::of_list(List x) {
@@ -137,7 +148,7 @@ Value Value::of_list(List x) {
 
 Value Value::of_dict(std::shared_ptr<Dict> d) {
   Value v = with(kDict);
-  for (const auto& kv : d->items) v.depth = std::max(v.depth, kv.second.depth + 1);
+  for (const auto& kv : d->items) v.depth = std::max({v.depth, kv.first.depth + 1, kv.second.depth + 1});
   if (v.depth == 0) v.depth = 1;
   if (v.depth > kMaxDepth) fail(patchllm::str("lists and dicts nested deeper than ", kMaxDepth));
   v.dict = std::move(d);
@@ -145,14 +156,16 @@ Value Value::of_dict(std::shared_ptr<Dict> d) {
 }
 
 // A namespace is the one mutable value; it may not hold another namespace, so no value can contain itself and the
-// depth recorded when a list or dict is built stays within 2 x kMaxDepth (recursion stays bounded).
+// depth recorded when a list or dict is built stays within 2 x kMaxDepth (recursion stays bounded). Nor may it hold
+// a loop object, whose items and loop.changed() state could hold the namespace (a reference cycle).
 bool holds_namespace(const Value& v) {
   if (v.kind == Value::kList)
     return std::any_of(v.list->begin(), v.list->end(), [](const Value& e) { return holds_namespace(e); });
   if (v.kind == Value::kDict)
-    return v.dict->is_namespace || std::any_of(v.dict->items.begin(), v.dict->items.end(),
-                                               [](const auto& kv) { return holds_namespace(kv.second); });
-  return false;
+    return v.dict->is_namespace || std::any_of(v.dict->items.begin(), v.dict->items.end(), [](const auto& kv) {
+             return holds_namespace(kv.first) || holds_namespace(kv.second);
+           });
+  return v.kind == Value::kFunc && v.fn->attrs;
 }
 
 // Strings built by the template (concatenation, replace, join, indent, repr) stay below the output bound.
@@ -168,8 +181,8 @@ const char* type_name(const Value& v) {
     case Value::kInt: return "int";
     case Value::kFloat: return "float";
     case Value::kStr: return "str";
-    case Value::kList: return "list";
-    case Value::kDict: return "dict";
+    case Value::kList: return v.tuple ? "tuple" : "list";
+    case Value::kDict: return v.dict->is_namespace ? "Namespace" : "dict";
     case Value::kFunc: return "function";
   }
   return "?";
@@ -286,17 +299,27 @@ std::string to_str(const Value& v) {
       std::string out = v.dict->is_namespace ? "<Namespace {" : "{";
       bool first = true;
       for (const auto& [key, x] : v.dict->items) {
-        out += (first ? "" : ", ") + py_repr_str(key) + ": " + repr(x);
+        out += (first ? "" : ", ") + repr(key) + ": " + repr(x);
         check_size(out.size());
         first = false;
       }
       return out + (v.dict->is_namespace ? "}>" : "}");
     }
-    case Value::kFunc: return "<function " + v.fn->name + ">";
+    case Value::kFunc:
+      if (v.fn->attrs) {  // jinja2's LoopContext.__repr__
+        const Value *i = v.fn->attrs->find("index"), *n = v.fn->attrs->find("length");
+        return str("<LoopContext ", i ? to_str(*i) : "", "/", n ? to_str(*n) : "", ">");
+      }
+      return "<function " + v.fn->name + ">";
   }
   return "";
 }
-std::string repr(const Value& v) { return v.kind == Value::kStr ? py_repr_str(v.s) : to_str(v); }
+std::string repr(const Value& v) {
+  if (v.kind == Value::kUndefined) return "Undefined";
+  return v.kind == Value::kStr ? py_repr_str(v.s) : to_str(v);
+}
+
+int compare(const Value& a, const Value& b);
 
 void json_escape(const std::string& s, bool ensure_ascii, std::string& out) {
   out += '"';
@@ -378,15 +401,24 @@ void to_json(const Value& v, const JsonStyle& st, int level, std::string& out) {
         out += "{}";
         return;
       }
-      std::vector<const std::pair<std::string, Value>*> items;
+      std::vector<const std::pair<Value, Value>*> items;
       for (const auto& kv : v.dict->items) items.push_back(&kv);
+      // json.dumps sorts by the keys as they are (so 9 before 10), then writes them as strings.
       if (st.sort_keys)
-        std::stable_sort(items.begin(), items.end(), [](auto* a, auto* b) { return a->first < b->first; });
+        std::stable_sort(items.begin(), items.end(), [](auto* a, auto* b) { return compare(a->first, b->first) < 0; });
       out += "{";
       for (size_t k = 0; k < items.size(); ++k) {
         if (k) out += st.item_sep;
         newline(level + 1);
-        json_escape(items[k]->first, st.ensure_ascii, out);
+        const Value& key = items[k]->first;
+        switch (key.kind) {
+          case Value::kStr: json_escape(key.s, st.ensure_ascii, out); break;
+          case Value::kInt:
+          case Value::kFloat:
+          case Value::kBool:
+          case Value::kNone: out += '"', to_json(key, st, level, out), out += '"'; break;
+          default: fail(str("keys must be str, int, float, bool or None, not ", type_name(key)));
+        }
         out += st.key_sep;
         to_json(items[k]->second, st, level + 1, out);
         check_size(out.size());
@@ -418,7 +450,7 @@ Value from_json(const nlohmann::ordered_json& j) {
     }
     case nlohmann::ordered_json::value_t::object: {
       auto d = std::make_shared<Dict>();
-      for (const auto& [k, e] : j.items()) d->items.emplace_back(k, from_json(e));
+      for (const auto& [k, e] : j.items()) d->items.emplace_back(Value::str(k), from_json(e));
       return Value::of_dict(d);
     }
     default: return Value::none();  // binary / discarded: not produced by the JSON parser
@@ -442,6 +474,7 @@ bool equal(const Value& a, const Value& b) {
         if (!equal((*a.list)[k], (*b.list)[k])) return false;
       return true;
     case Value::kDict:
+      if (a.dict->is_namespace || b.dict->is_namespace) return a.dict == b.dict;  // Python objects: identity
       if (a.dict->items.size() != b.dict->items.size()) return false;
       for (const auto& [k, v] : a.dict->items) {
         const Value* o = b.dict->find(k);
@@ -451,6 +484,30 @@ bool equal(const Value& a, const Value& b) {
     case Value::kFunc: return a.fn == b.fn;
     default: return false;
   }
+}
+
+// Python's hash(): lists and dicts have none, a tuple has one if its items have; namespaces and functions hash by
+// identity, undefined as jinja2's Undefined does. Returns the unhashable type's name, or null.
+const char* unhashable(const Value& v) {
+  if (v.kind == Value::kList) {
+    if (!v.tuple) return "list";
+    for (const Value& e : *v.list)
+      if (const char* t = unhashable(e)) return t;
+  }
+  if (v.kind == Value::kDict && !v.dict->is_namespace) return "dict";
+  return nullptr;
+}
+void require_hashable(const Value& v) {
+  if (const char* t = unhashable(v)) fail(str("unhashable type: '", t, "'"));
+}
+
+// Dict keys compare with ==, except that a list (never a key) matches nothing, not even a tuple of the same items.
+bool key_equal(const Value& a, const Value& b) {
+  if (a.kind != Value::kList && b.kind != Value::kList) return equal(a, b);
+  if (a.kind != b.kind || !a.tuple || !b.tuple || a.list->size() != b.list->size()) return false;
+  for (size_t k = 0; k < a.list->size(); ++k)
+    if (!key_equal((*a.list)[k], (*b.list)[k])) return false;
+  return true;
 }
 
 // Python's <, for numbers, strings and lists; -1, 0, 1.
@@ -478,7 +535,9 @@ bool contains(const Value& container, const Value& x) {
       for (const Value& e : *container.list)
         if (equal(e, x)) return true;
       return false;
-    case Value::kDict: return x.kind == Value::kStr && container.dict->find(x.s) != nullptr;
+    case Value::kDict:
+      require_hashable(x);  // Python's TypeError, as for a dict literal's key
+      return container.dict->find(x) != nullptr;
     case Value::kUndefined: return false;  // jinja2's Undefined iterates as empty
     default: fail(str("argument of type '", type_name(container), "' is not iterable"));
   }
@@ -491,7 +550,7 @@ List iterate(const Value& v) {
     case Value::kList: return *v.list;
     case Value::kDict: {
       List out;
-      for (const auto& kv : v.dict->items) out.push_back(Value::str(kv.first));
+      for (const auto& kv : v.dict->items) out.push_back(kv.first);
       return out;
     }
     case Value::kStr: {
@@ -615,6 +674,251 @@ std::string ascii_case(std::string s, int mode) {  // 0 lower, 1 upper, 2 title,
   return s;
 }
 
+// Python's ascii(): repr() with the non-ASCII characters escaped.
+std::string py_ascii(const Value& v) {
+  const std::string r = repr(v);
+  std::string out;
+  for (size_t i = 0; i < r.size();) {
+    const size_t n = utf8_char_len(r, i);
+    if (n <= 1) {  // ASCII, or an invalid byte: kept
+      out += r[i++];
+      continue;
+    }
+    const uint32_t cp = utf8_next(r, i);
+    char b[16];
+    std::snprintf(b, sizeof b, cp < 0x100 ? "\\x%02x" : cp < 0x10000 ? "\\u%04x" : "\\U%08x", cp);
+    out += b;
+  }
+  return out;
+}
+
+// Python's printf-style formatting, `fmt % args` (the % operator on a string, and the format filter), as CPython's
+// PyUnicode_Format does it, errors included. args is a tuple of values, a mapping for %(name)s (a dict, or what
+// PyMapping_Check also accepts: a list, jinja2's Undefined), or one value.
+std::string py_percent(const std::string& fmt, const Value& given) {
+  const bool tuple = given.kind == Value::kList && given.tuple;
+  const bool mapping = !tuple && ((given.kind == Value::kDict && !given.dict->is_namespace) ||
+                                  given.kind == Value::kList || given.kind == Value::kUndefined);
+  Value args = given;  // %(name)... replaces it by the mapping's item
+  int64_t arglen = tuple ? int64_t(given.list->size()) : -1, argidx = tuple ? 0 : -2;
+  auto next_arg = [&]() -> Value {
+    if (argidx >= arglen) fail("not enough arguments for format string");
+    ++argidx;
+    return arglen < 0 ? args : (*args.list)[size_t(argidx - 1)];
+  };
+  auto digit = [](char c) { return c >= '0' && c <= '9'; };
+  std::string out;
+  size_t i = 0;
+  auto get = [&]() -> char {
+    if (i >= fmt.size()) fail("incomplete format");
+    return fmt[i++];
+  };
+  while (i < fmt.size()) {
+    const size_t pct = fmt.find('%', i);
+    out.append(fmt, i, pct == std::string::npos ? std::string::npos : pct - i);
+    if (pct == std::string::npos) break;
+    i = pct + 1;
+    char c = get();
+    if (c == '%') {
+      out += '%';
+      continue;
+    }
+    if (c == '(') {
+      if (!mapping) fail("format requires a mapping");
+      const size_t start = i;
+      for (int open = 1; open > 0;) {
+        if (i >= fmt.size()) fail("incomplete format key");
+        open += fmt[i] == '(' ? 1 : fmt[i] == ')' ? -1 : 0;
+        ++i;
+      }
+      const std::string key = fmt.substr(start, i - 1 - start);
+      if (given.kind == Value::kUndefined) fail_undefined(given);
+      if (given.kind == Value::kList) fail("list indices must be integers or slices, not str");
+      const Value* item = given.dict->find(key);
+      if (!item) fail(py_repr_str(key));  // Python's KeyError
+      args = *item, arglen = -1, argidx = -2;
+      c = get();
+    }
+    bool ljust = false, plus = false, blank = false, alt = false, zero = false;
+    for (;; c = get()) {
+      if (c == '-')
+        ljust = true;
+      else if (c == '+')
+        plus = true;
+      else if (c == ' ')
+        blank = true;
+      else if (c == '#')
+        alt = true;
+      else if (c == '0')
+        zero = true;
+      else
+        break;
+    }
+    // Width and precision: digits, or * for the next argument. Beyond the output bound nothing could render.
+    auto star = [&]() {
+      const Value v = next_arg();
+      if (v.kind != Value::kInt && v.kind != Value::kBool) fail("* wants int");
+      const int64_t x = v.kind == Value::kInt ? v.i : v.b;
+      check_size(size_t(x < 0 ? -std::max<int64_t>(x, -int64_t(kMaxOutput) - 1) : x));
+      return x;
+    };
+    int64_t width = -1, prec = -1;
+    if (c == '*') {
+      width = star();
+      if (width < 0) ljust = true, width = -width;
+      c = get();
+    } else if (digit(c)) {
+      for (width = c - '0'; digit(c = get());) {
+        width = width * 10 + (c - '0');
+        check_size(size_t(width));
+      }
+    }
+    if (c == '.') {
+      prec = 0;
+      c = get();
+      if (c == '*') {
+        prec = std::max<int64_t>(star(), 0);
+        c = get();
+      } else if (digit(c)) {
+        for (prec = c - '0'; digit(c = get());) {
+          prec = prec * 10 + (c - '0');
+          if (prec > INT32_MAX) fail("precision too big");
+        }
+      }
+    }
+    if (c == 'h' || c == 'l' || c == 'L') c = get();
+    const Value v = next_arg();
+    std::string body;      // the converted value, before padding
+    bool numeric = false;  // a number: the sign and 0 flags apply
+    switch (c) {
+      case 's': body = to_str(v); break;
+      case 'r': body = repr(v); break;
+      case 'a': body = py_ascii(v); break;
+      case 'd':
+      case 'i':
+      case 'u':
+      case 'o':
+      case 'x':
+      case 'X': {
+        const bool based = c == 'o' || c == 'x' || c == 'X';
+        if (v.is_undefined() && !based) fail_undefined(v);  // int(Undefined) raises; Undefined has no __index__
+        if (!v.is_number() || (based && v.kind == Value::kFloat))
+          fail(str("%", c, " format: ", based ? "an integer" : "a real number", " is required, not ", type_name(v)));
+        std::string digits;
+        bool neg = false;
+        if (v.kind == Value::kFloat) {  // int(x): any size, so printed from the double
+          if (std::isnan(v.f)) fail("cannot convert float NaN to integer");
+          if (std::isinf(v.f)) fail("cannot convert float infinity to integer");
+          const double t = std::trunc(v.f);
+          neg = t < 0;
+          char b[400];
+          std::snprintf(b, sizeof b, "%.0f", std::fabs(t));
+          digits = b;
+        } else {
+          const int64_t x = v.kind == Value::kInt ? v.i : v.b;
+          neg = x < 0;
+          uint64_t m = neg ? 0 - uint64_t(x) : uint64_t(x);
+          const int base = c == 'o' ? 8 : based ? 16 : 10;
+          do digits.insert(digits.begin(), "0123456789abcdef"[m % base]);
+          while (m /= base);
+        }
+        if (prec > int64_t(digits.size())) {
+          check_size(size_t(prec));
+          digits.insert(0, size_t(prec) - digits.size(), '0');
+        }
+        body = std::string(neg ? "-" : "") + (alt && based ? std::string("0") + (c == 'o' ? 'o' : 'x') : "") + digits;
+        if (c == 'X') body = ascii_case(body, 1);
+        numeric = true;
+        break;
+      }
+      case 'e':
+      case 'E':
+      case 'f':
+      case 'F':
+      case 'g':
+      case 'G': {
+        if (v.is_undefined()) fail_undefined(v);
+        if (!v.is_number()) fail(str("must be real number, not ", type_name(v)));
+        const double x = v.num();
+        const bool upper = c == 'E' || c == 'F' || c == 'G';
+        if (std::isnan(x) || std::isinf(x)) {  // Python's spelling: no sign on nan
+          body = std::isnan(x) ? "nan" : x < 0 ? "-inf" : "inf";
+          if (upper) body = ascii_case(body, 1);
+        } else {
+          const int p = int(prec < 0 ? 6 : prec);
+          check_size(size_t(p));
+          const std::string f = std::string("%") + (alt ? "#" : "") + ".*" + c;  // C's printf spells floats as Python
+          body.resize(size_t(std::snprintf(nullptr, 0, f.c_str(), p, x)));
+          std::snprintf(body.data(), body.size() + 1, f.c_str(), p, x);
+        }
+        numeric = true;
+        break;
+      }
+      case 'c':
+        if (v.kind == Value::kStr && chars_of(v.s).size() == 1) {
+          body = v.s;
+        } else if (v.kind == Value::kInt || v.kind == Value::kBool) {
+          const int64_t x = v.kind == Value::kInt ? v.i : v.b;
+          if (x < 0 || x > 0x10FFFF) fail("%c arg not in range(0x110000)");
+          utf8_append(body, uint32_t(x));
+        } else {
+          fail("%c requires int or char");
+        }
+        break;
+      default: {
+        const size_t at = i - 1;
+        size_t j = at;
+        const uint32_t cp = utf8_char_len(fmt, at) > 0 ? utf8_next(fmt, j) : static_cast<unsigned char>(fmt[at]);
+        char hex[16];
+        std::snprintf(hex, sizeof hex, "%x", cp);
+        fail(str("unsupported format character '", cp >= 31 && cp <= 126 ? char(cp) : '?', "' (0x", hex, ") at index ",
+                 chars_of(fmt.substr(0, at)).size()));
+      }
+    }
+    // Padding, as CPython's unicode_format_arg_output: the sign and a 0x / 0o prefix go before zeros, after spaces.
+    const char fill = numeric && zero ? '0' : ' ';
+    const auto chars = chars_of(body);
+    int64_t len = int64_t(chars.size());
+    if ((c == 's' || c == 'r' || c == 'a') && prec >= 0 && len > prec) len = prec;
+    size_t at = 0;  // next character of body to write
+    char sign = 0;
+    if (numeric) {
+      if (body[0] == '-' || body[0] == '+')
+        sign = body[0], --len, ++at;
+      else if (plus)
+        sign = '+';
+      else if (blank)
+        sign = ' ';
+    }
+    if (width < len) width = len;
+    std::string res;
+    if (sign) {
+      if (fill != ' ') res += sign;
+      if (width > len) --width;
+    }
+    const bool prefix = alt && (c == 'x' || c == 'X' || c == 'o');
+    if (prefix) {
+      if (fill != ' ') res += body.substr(at, 2), at += 2;
+      width = std::max<int64_t>(width - 2, 0);
+      len -= 2;
+    }
+    if (width > len && !ljust) {
+      res.append(size_t(width - len), fill);
+      width = len;
+    }
+    if (fill == ' ') {
+      if (sign) res += sign;
+      if (prefix) res += body.substr(at, 2), at += 2;
+    }
+    for (int64_t k = 0; k < len; ++k) res += chars[at + size_t(k)];
+    if (width > len) res.append(size_t(width - len), ' ');
+    out += res;
+    check_size(out.size());
+  }
+  if (argidx < arglen && !mapping) fail("not all arguments converted during string formatting");
+  return out;
+}
+
 // Python slicing of n items: the indices it selects.
 std::vector<int64_t> slice_indices(int64_t n, const Value& start, const Value& stop, const Value& step) {
   const int64_t st = step.kind == Value::kNone || step.is_undefined() ? 1 : as_int(step, "slice step");
@@ -696,10 +1000,12 @@ std::vector<Piece> split_template(const std::string& src, const std::string& ori
     const int tag_line = line;
     size_t body = k + 2;
     if (body < src.size() && (src[body] == '-' || src[body] == '+')) ++body;
-    // Find the closing delimiter outside string literals.
+    // Find the closing delimiter outside string literals and brackets (jinja2's lexer skips an end token while
+    // brackets are open, so {{ {'a': {'b': 1}} }} is one tag).
     const std::string close = kind == '{' ? "}}" : kind == '%' ? "%}" : "#}";
     size_t e = body;
     char quote = 0;
+    int open = 0;
     for (; e < src.size(); ++e) {
       const char c = src[e];
       if (kind == '#') {
@@ -713,8 +1019,12 @@ std::vector<Piece> split_template(const std::string& src, const std::string& ori
           quote = 0;
       } else if (c == '\'' || c == '"') {
         quote = c;
-      } else if (src.compare(e, 2, close) == 0) {
+      } else if (open <= 0 && src.compare(e, 2, close) == 0) {
         break;
+      } else if (c == '(' || c == '[' || c == '{') {
+        ++open;
+      } else if (c == ')' || c == ']' || c == '}') {
+        --open;
       }
     }
     if (e >= src.size())
@@ -949,8 +1259,10 @@ struct DictExpr : Expr {
     auto d = std::make_shared<Dict>();
     for (const auto& [k, v] : items) {
       Value key = (*k)(st);
-      if (key.kind != Value::kStr) fail(str("dict keys must be strings here, not ", type_name(key)));
-      d->set(key.s, (*v)(st));
+      Value val = (*v)(st);
+      st.line = line;
+      require_hashable(key);
+      d->set(std::move(key), std::move(val));
     }
     return Value::of_dict(d);
   }
@@ -972,22 +1284,32 @@ const Value* arg(const List& args, const Kwargs& kwargs, size_t k, const char* n
 
 Value method(const Value& obj, const std::string& name);
 
+// jinja2's object_type_repr: how its undefined-value messages name an object.
+std::string object_type_repr(const Value& v) {
+  if (v.kind == Value::kNone) return "None";
+  if (v.kind == Value::kFunc && v.fn->attrs) return "jinja2.runtime.LoopContext object";
+  return str(type_name(v), " object");
+}
+
 // obj.name: jinja2 tries the attribute (a method) first, then the item.
 Value get_attr(const Value& obj, const std::string& name) {
   if (obj.is_undefined()) fail_undefined(obj);
+  if (obj.kind == Value::kFunc && obj.fn->attrs) {
+    if (const Value* v = obj.fn->attrs->find(name)) return *v;
+  }
   Value m = method(obj, name);
   if (!m.is_undefined()) return m;
   if (obj.kind == Value::kDict) {
     if (const Value* v = obj.dict->find(name)) return *v;
   }
-  return Value::undefined(str("'", type_name(obj), " object' has no attribute '", name, "'"));
+  return Value::undefined(str("'", object_type_repr(obj), "' has no attribute '", name, "'"));
 }
 
-// obj[key]: the item first, then the attribute.
+// obj[key]: the item first, then the attribute. An unhashable key finds nothing (jinja2 catches Python's TypeError).
 Value get_item(const Value& obj, const Value& key) {
   if (obj.is_undefined()) fail_undefined(obj);
-  if (obj.kind == Value::kDict && key.kind == Value::kStr) {
-    if (const Value* v = obj.dict->find(key.s)) return *v;
+  if (obj.kind == Value::kDict && !unhashable(key)) {
+    if (const Value* v = obj.dict->find(key)) return *v;
   } else if ((obj.kind == Value::kList || obj.kind == Value::kStr) &&
              (key.kind == Value::kInt || key.kind == Value::kBool)) {
     int64_t k = key.kind == Value::kInt ? key.i : key.b;
@@ -1004,7 +1326,7 @@ Value get_item(const Value& obj, const Value& key) {
     return Value::undefined(str(type_name(obj), " object has no element ", key.kind == Value::kInt ? key.i : key.b));
   }
   if (key.kind == Value::kStr) return get_attr(obj, key.s);
-  return Value::undefined(str("'", type_name(obj), " object' has no element ", repr(key)));
+  return Value::undefined(str(object_type_repr(obj), " has no element ", repr(key)));
 }
 
 struct GetAttr : Expr {
@@ -1146,6 +1468,7 @@ struct CondExpr : Expr {
 };
 
 Value arith(const std::string& op, const Value& a, const Value& b) {
+  if (op == "%" && a.kind == Value::kStr) return Value::str(py_percent(a.s, b));  // str.__mod__ takes any operand
   if (a.is_undefined()) fail_undefined(a);
   if (b.is_undefined()) fail_undefined(b);
   const bool ints =
@@ -1182,10 +1505,8 @@ Value arith(const std::string& op, const Value& a, const Value& b) {
       return Value::of_list(std::move(l));
     }
   }
-  if (!a.is_number() || !b.is_number()) {
-    if (op == "%" && a.kind == Value::kStr) fail("Python %-formatting of strings is not supported");
+  if (!a.is_number() || !b.is_number())
     fail(str("unsupported operand type(s) for ", op, ": '", type_name(a), "' and '", type_name(b), "'"));
-  }
   if (op == "/") {
     if (b.num() == 0) fail("division by zero");
     return Value::real(a.num() / b.num());
@@ -1354,14 +1675,25 @@ void bind_targets(State& st, const std::vector<std::string>& names, const Value&
 }
 
 // Every iteration runs in a fresh frame, so a `set` inside the loop body is not seen by the next iteration or after
-// the loop (jinja2's scoping; templates carry state across iterations in a namespace()).
+// the loop (jinja2's scoping; templates carry state across iterations in a namespace()). In a recursive loop the body
+// may call loop(items): the same loop over those items one level deeper, in the scope where the loop started,
+// rendered to a string. Those calls count with macro calls against kMaxCallDepth.
 struct ForStmt : Stmt {
+  using Scope = std::vector<std::weak_ptr<Frame>>;  // weak: a loop object kept somewhere must not keep frames alive
   std::vector<std::string> targets;
   ExprPtr iter, filter;
+  bool recursive = false;
   Body body, else_body;
   Flow exec(State& st) const override {
     Value seq = (*iter)(st);
     st.line = line;
+    auto scope = std::make_shared<Scope>();
+    if (recursive) scope->assign(st.frames.begin(), st.frames.end());
+    return run(st, seq, 0, scope);
+  }
+
+  // One level of the loop: the items of `seq`, depth0 recursive calls deep.
+  Flow run(State& st, const Value& seq, int64_t depth0, const std::shared_ptr<const Scope>& scope) const {
     if (seq.kind == Value::kNone) fail("'NoneType' object is not iterable");
     List items = iterate(seq);
     if (filter) {
@@ -1375,27 +1707,47 @@ struct ForStmt : Stmt {
       }
       items = std::move(kept);
     }
+    // loop.changed()'s last arguments, shared by this level's iterations and owned by this call: they may hold this
+    // level's loop object, which holds loop.changed, so that holds them weakly (no reference cycle).
+    auto last = std::make_shared<std::optional<Value>>();
+    const Value changed = Value::func("loop.changed", [weak = std::weak_ptr(last)](State&, List& a, Kwargs&) {
+      const auto prev = weak.lock();
+      if (!prev) fail("loop.changed() called after its loop ended");
+      Value now = Value::of_tuple(a);
+      if (*prev && equal(**prev, now)) return Value::boolean(false);
+      *prev = std::move(now);
+      return Value::boolean(true);
+    });
+    std::function<Value(State&, List&, Kwargs&)> call = [](State&, List&, Kwargs&) -> Value {
+      fail("The loop must have the 'recursive' marker to be called recursively.");
+    };
+    if (recursive)
+      call = [this, scope, depth0](State& s, List& a, Kwargs& kw) { return recurse(s, a, kw, depth0, scope); };
     const int64_t n = int64_t(items.size());
     for (int64_t k = 0; k < n; ++k) {
       st.step();
       st.frames.push_back(std::make_shared<Frame>());
-      auto loop = std::make_shared<Dict>();
-      loop->set("index", Value::integer(k + 1));
-      loop->set("index0", Value::integer(k));
-      loop->set("revindex", Value::integer(n - k));
-      loop->set("revindex0", Value::integer(n - k - 1));
-      loop->set("first", Value::boolean(k == 0));
-      loop->set("last", Value::boolean(k == n - 1));
-      loop->set("length", Value::integer(n));
-      loop->set("depth", Value::integer(1));
-      loop->set("depth0", Value::integer(0));
-      loop->set("previtem", k > 0 ? items[size_t(k - 1)] : Value::undefined("there is no previous item"));
-      loop->set("nextitem", k + 1 < n ? items[size_t(k + 1)] : Value::undefined("there is no next item"));
-      loop->set("cycle", Value::func("loop.cycle", [k](State&, List& a, Kwargs&) {
-                  if (a.empty()) fail("no items for cycling given");
-                  return a[size_t(k) % a.size()];
-                }));
-      st.assign("loop", Value::of_dict(loop));
+      auto attrs = std::make_shared<Dict>();
+      auto put = [&](const char* name, Value v) { attrs->items.emplace_back(Value::str(name), std::move(v)); };
+      put("index", Value::integer(k + 1));
+      put("index0", Value::integer(k));
+      put("revindex", Value::integer(n - k));
+      put("revindex0", Value::integer(n - k - 1));
+      put("first", Value::boolean(k == 0));
+      put("last", Value::boolean(k == n - 1));
+      put("length", Value::integer(n));
+      put("depth", Value::integer(depth0 + 1));
+      put("depth0", Value::integer(depth0));
+      put("previtem", k > 0 ? items[size_t(k - 1)] : Value::undefined("there is no previous item"));
+      put("nextitem", k + 1 < n ? items[size_t(k + 1)] : Value::undefined("there is no next item"));
+      put("cycle", Value::func("loop.cycle", [k](State&, List& a, Kwargs&) {
+            if (a.empty()) fail("no items for cycling given");
+            return a[size_t(k) % a.size()];
+          }));
+      put("changed", changed);
+      Value loop = Value::func("loop", call);
+      loop.fn->attrs = std::move(attrs);
+      st.assign("loop", std::move(loop));
       bind_targets(st, targets, items[size_t(k)]);
       const Flow f = body.exec(st);
       st.frames.pop_back();
@@ -1403,6 +1755,32 @@ struct ForStmt : Stmt {
     }
     if (n == 0) return else_body.exec(st);
     return Flow::kNormal;
+  }
+
+  // loop(iterable) in a recursive loop's body (Python's argument rules and messages).
+  Value recurse(State& st, List& a, Kwargs& kw, int64_t depth0, const std::shared_ptr<const Scope>& scope) const {
+    const char* fn = "LoopContext.__call__()";
+    if (a.size() > 1) fail(str(fn, " takes 2 positional arguments but ", a.size() + 1, " were given"));
+    for (const auto& [name, v] : kw) {
+      if (name != "iterable") fail(str(fn, " got an unexpected keyword argument '", name, "'"));
+      if (!a.empty()) fail(str(fn, " got multiple values for argument 'iterable'"));
+    }
+    const Value* seq = arg(a, kw, 0, "iterable");
+    if (!seq) fail(str(fn, " missing 1 required positional argument: 'iterable'"));
+    if (++st.depth > kMaxCallDepth) fail(str("loop recursion deeper than ", kMaxCallDepth));
+    std::vector<std::shared_ptr<Frame>> frames;
+    for (const auto& w : *scope) {
+      frames.push_back(w.lock());
+      if (!frames.back()) fail("loop() called after its loop ended");
+    }
+    std::swap(frames, st.frames);
+    std::string buf, *out = st.out;
+    st.out = &buf;
+    run(st, *seq, depth0 + 1, scope);
+    st.out = out;
+    std::swap(frames, st.frames);
+    --st.depth;
+    return Value::str(std::move(buf));
   }
 };
 
@@ -1427,7 +1805,7 @@ struct SetStmt : Stmt {
       Value obj = st.lookup(ns);
       if (obj.kind != Value::kDict || !obj.dict->is_namespace)
         fail(str("cannot assign attribute on non-namespace object '", ns, "'"));
-      if (holds_namespace(v)) fail("a namespace cannot hold a namespace");
+      if (holds_namespace(v)) fail("a namespace cannot hold a namespace or a loop object");
       if (v.depth + 1 > kMaxDepth) fail(str("lists and dicts nested deeper than ", kMaxDepth));
       obj.dict->set(attr, std::move(v));
     } else {
@@ -1443,14 +1821,15 @@ struct MacroStmt : Stmt {
   Body body;
   Flow exec(State& st) const override {
     const MacroStmt* self = this;
-    auto root = st.frames.front();
+    std::weak_ptr<Frame> root = st.frames.front();  // weak: the macro is a value in that frame (no cycle)
     st.assign(
         name, Value::func(name, [self, root](State& s, List& args, Kwargs& kwargs) {
           if (args.size() > self->params.size())
             fail(str("macro '", self->name, "' takes ", self->params.size(), " arguments"));
           if (++s.depth > kMaxCallDepth) fail(str("macro recursion deeper than ", kMaxCallDepth));
           auto frame = std::make_shared<Frame>();
-          std::vector<std::shared_ptr<Frame>> saved = {root, frame};
+          std::vector<std::shared_ptr<Frame>> saved = {root.lock(), frame};
+          if (!saved[0]) fail(str("macro '", self->name, "' called after its template ended"));
           std::swap(saved, s.frames);
           for (size_t k = 0; k < self->params.size(); ++k) {
             const auto& [pname, dflt] = self->params[k];
@@ -1642,7 +2021,7 @@ class Parser {
       s->iter = parse_or();
       SoftScope hard(*this, false);
       if (skip_name("if")) s->filter = parse_expr();
-      if (is_name("recursive")) error("recursive for loops are not supported");
+      s->recursive = skip_name("recursive");
       expect_end();
       ++_loops;
       std::string end = parse_body(s->body, {"else", "endfor"});
@@ -2201,17 +2580,17 @@ Value method(const Value& obj, const std::string& name) {
         List out;
         for (const auto& [k, v] : d->items) {
           if (name == "items")
-            out.push_back(Value::of_tuple({Value::str(k), v}));
+            out.push_back(Value::of_tuple({k, v}));
           else
-            out.push_back(name == "keys" ? Value::str(k) : v);
+            out.push_back(name == "keys" ? k : v);
         }
         return Value::of_list(std::move(out));
       });
     if (name == "get")
       return make_method(name, [d](List& a, Kwargs&) {
         if (a.empty() || a.size() > 2) fail("get() takes one or two arguments");
-        if (a[0].kind == Value::kStr)
-          if (const Value* v = d->find(a[0].s)) return *v;
+        require_hashable(a[0]);
+        if (const Value* v = d->find(a[0])) return *v;
         return a.size() > 1 ? a[1] : Value::none();
       });
   }
@@ -2284,6 +2663,17 @@ const std::map<std::string, FilterFn>& filters() {
       to_json(v, s, 0, out);
       return Value::str(std::move(out));
     };
+    // jinja2's format: `str(value) % args`, or % kwargs (a mapping); not both.
+    m["format"] = [](State&, const Value& v, List& a, Kwargs& kw) {
+      if (!a.empty() && !kw.empty()) fail("can't handle positional and keyword arguments at the same time");
+      Value args = Value::of_tuple(a);
+      if (!kw.empty()) {
+        auto d = std::make_shared<Dict>();
+        for (const auto& [k, x] : kw) d->set(k, x);
+        args = Value::of_dict(d);
+      }
+      return Value::str(py_percent(to_str(v), args));
+    };
     m["trim"] = [](State&, const Value& v, List& a, Kwargs& kw) {
       return Value::str(py_strip(require_str(v, "trim"), arg(a, kw, 0, "chars"), true, true));
     };
@@ -2345,7 +2735,7 @@ const std::map<std::string, FilterFn>& filters() {
       if (v.is_undefined()) return Value::of_list({});
       if (v.kind != Value::kDict) fail(str("items expects a mapping, not ", type_name(v)));
       List out;
-      for (const auto& [k, x] : v.dict->items) out.push_back(Value::of_tuple({Value::str(k), x}));
+      for (const auto& [k, x] : v.dict->items) out.push_back(Value::of_tuple({k, x}));
       return Value::of_list(std::move(out));
     };
     m["int"] = [](State&, const Value& v, List& a, Kwargs& kw) {
@@ -2543,7 +2933,7 @@ const std::map<std::string, FilterFn>& filters() {
       const bool by_value = by && by->kind == Value::kStr && by->s == "value";
       const bool sensitive = cs && truthy(*cs);
       List l;
-      for (const auto& [k, x] : v.dict->items) l.push_back(Value::of_tuple({Value::str(k), x}));
+      for (const auto& [k, x] : v.dict->items) l.push_back(Value::of_tuple({k, x}));
       auto key = [&](const Value& p) {
         Value k = (*p.list)[by_value ? 1 : 0];
         if (!sensitive && k.kind == Value::kStr) k.s = ascii_case(k.s, 0);
@@ -2640,7 +3030,8 @@ const Frame& globals() {
       }
       for (const auto& [k, v] : kw) d->set(k, v);
       for (const auto& kv : d->items)
-        if (holds_namespace(kv.second)) fail("a namespace cannot hold a namespace");
+        if (holds_namespace(kv.first) || holds_namespace(kv.second))
+          fail("a namespace cannot hold a namespace or a loop object");
       return Value::of_dict(d);
     });
     f["dict"] = Value::func("dict", [](State&, List& a, Kwargs& kw) {

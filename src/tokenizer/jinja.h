@@ -2,9 +2,10 @@
 // tokenizer.h). It renders as transformers' apply_chat_template does: jinja2's sandboxed environment with
 // trim_blocks and lstrip_blocks, the loopcontrols extension (break / continue), the {% generation %} tag, HF's
 // tojson (ensure_ascii=False), raise_exception and strftime_now. Values follow Python: truthiness, str() and repr()
-// of lists and dicts, float formatting, slicing, the string and dict methods templates call.
-// Not supported (an error naming the line): template inheritance and includes, {% call %}, {% filter %}, Python
-// %-formatting, dict keys that are not strings.
+// of lists and dicts, float formatting, slicing, %-formatting, dict keys of any hashable type (1, 1.0 and True one
+// key), the string and dict methods templates call. For loops have jinja2's loop object (changed, cycle, previtem,
+// nextitem) and may be recursive.
+// Not supported (an error naming the line): template inheritance and includes, {% call %}.
 #pragma once
 #include <memory>
 #include <nlohmann/json.hpp>
