@@ -4,6 +4,7 @@
 #include <torch/version.h>
 
 #include <cmath>
+#include <numeric>
 
 #include "core/error.h"
 #include "model/generate.h"
@@ -315,6 +316,71 @@ TEST_P(ModelFamilies, BatchedGenerationEqualsOnePromptAtATime) {
           }
         }
   }
+}
+
+// The sampler ranks only as many ids as a draw needs (and first only the likeliest); it must draw what ranking the
+// whole vocabulary gives: a reference with a full sort and the same generator, over flat, peaked and tied logits
+// (ties: logits rounded to a few values), with and without top-k, top-p and the penalty, greedy included.
+TEST(Sampler, DrawsWhatAFullSortDraws) {
+  auto reference = [](const SamplingOptions& o, uint64_t& state, torch::Tensor logits, const std::vector<int>& seen) {
+    logits = logits.clone();
+    float* l = logits.data_ptr<float>();
+    const int64_t n = logits.numel();
+    std::vector<bool> done(static_cast<size_t>(n), false);
+    if (o.repetition_penalty != 1.0)
+      for (int id : seen)
+        if (!done[size_t(id)]) done[size_t(id)] = true, l[id] = l[id] > 0 ? l[id] / 1.1f : l[id] * 1.1f;
+    if (o.temperature == 0) return static_cast<int>(logits.argmax().item<int64_t>());
+    auto probs = torch::softmax(logits / o.temperature, -1);
+    const float* p = probs.data_ptr<float>();
+    std::vector<int> idx(static_cast<size_t>(n));
+    std::iota(idx.begin(), idx.end(), 0);
+    std::sort(idx.begin(), idx.end(), [&](int a, int b) { return p[a] > p[b] || (p[a] == p[b] && a < b); });
+    const int64_t k = o.top_k > 0 ? std::min<int64_t>(o.top_k, n) : n;
+    double total = 0;
+    if (k < n)
+      for (int64_t i = 0; i < k; ++i) total += p[idx[size_t(i)]];
+    else
+      for (int64_t i = 0; i < n; ++i) total += p[i];
+    double mass = 0;
+    int64_t keep = 0;
+    while (keep < k && (keep == 0 || mass < o.top_p * total)) mass += p[idx[size_t(keep++)]];
+    if (o.top_p >= 1) mass = total;
+    state ^= state >> 12, state ^= state << 25, state ^= state >> 27;
+    double u = static_cast<double>((state * 2685821657736338717ull) >> 11) / 9007199254740992.0 * mass;
+    for (int64_t i = 0; i < keep; ++i)
+      if ((u -= p[idx[size_t(i)]]) <= 0) return idx[size_t(i)];
+    return idx[size_t(keep - 1)];
+  };
+  torch::manual_seed(5);
+  int64_t draws = 0;
+  for (int64_t n : {7, 300, 5000})
+    for (int shape = 0; shape < 4; ++shape)
+      for (double temp : {0.0, 0.7, 1.3})
+        for (int64_t top_k : {int64_t(0), int64_t(1), int64_t(5), int64_t(50), n + 3})
+          for (double top_p : {1.0, 0.9, 0.4})
+            for (double penalty : {1.0, 1.1}) {
+              if (temp == 0 && (top_k > 0 || top_p < 1)) continue;  // greedy ignores them
+              SamplingOptions o;
+              o.temperature = temp, o.top_k = top_k, o.top_p = top_p, o.repetition_penalty = penalty, o.seed = 9;
+              Sampler s(o);
+              uint64_t state = o.seed * 0x9E3779B97F4A7C15ull + 1;  // the generator's documented start
+              for (int rep = 0; rep < 8; ++rep) {
+                auto x = torch::randn({n});
+                if (shape == 1) x = x * 6;                                   // peaked: a few ids hold the mass
+                if (shape == 2) x = torch::round(x * 2) / 2;                 // many exact ties
+                if (shape == 3) x = -2.0 * torch::log(torch::randperm(n, torch::kFloat32) + 1);  // Zipf-like
+                const std::vector<int> seen = {0, 3, 3, int(n - 1)};
+                ASSERT_EQ(s.sample(x, seen), reference(o, state, x, seen))
+                    << "n " << n << " shape " << shape << " temp " << temp << " top-k " << top_k << " top-p " << top_p
+                    << " penalty " << penalty << " draw " << rep;
+                ++draws;
+              }
+            }
+  EXPECT_GT(draws, 2000);
+  SamplingOptions o;
+  o.temperature = 1.0;
+  EXPECT_THROW(Sampler(o).sample(torch::tensor({0.5f, NAN, 1.0f})), InvalidArgument);  // a broken model, not an id
 }
 
 // Greedy generation with the repetition penalty against a loop that recomputes the whole sequence without a cache and
