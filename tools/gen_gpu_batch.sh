@@ -11,8 +11,9 @@
 #   2. bench_model graph decode at batch SPAN_B from a 16-token context for SPAN_DECODE steps, attending over the whole
 #      capacity (--span-min 0) against the spans of generate's default (--span-min 256).
 #   (MODES, default "graph norefill eager", picks the generate runs; "cudnn" is graph with PATCHLLM_SDPA_CUDNN=1,
-#   PyTorch's cuDNN attention left in SDPA's choice during generation (as before session 23); "profile" is graph with the refills PROFILE_REFILLS (default 1,2,40)
-#   under the Kineto profiler, summarised by tools/profile_summary.py into profile.txt; SPAN=0 skips step 2;
+#   PyTorch's cuDNN attention left in SDPA's choice during generation (as before session 23); "profile" is graph
+#   with the refills PROFILE_REFILLS (default 1,2,40) under the Kineto profiler, summarised by
+#   tools/profile_summary.py into profile.txt; a digit after a mode repeats it (graph2); SPAN=0 skips step 2;
 #   tools/sdpa_first_call.py runs first when SDPA=1. Every generate run logs each refill (-v: its length, bucket,
 #   whether the bucket is new in the process, ms), summarised as new-bucket against repeated-bucket refill times.)
 # Env: OUT, TESTS, NPROMPTS (64), BATCH (16), NEW (256), STOP (at), SPAN_B (16), SPAN_DECODE (2048), MODEL (llama2-7b),

@@ -114,8 +114,9 @@ int Sampler::sample(const torch::Tensor& logits_in, const std::vector<int>& seen
     return keep <= m ? at(keep - 1) : -1;
   };
   // First only the ids within 2^-12 of the most likely one, then 2^-24, then all: a trained model's draw nearly
-  // always ends among the first (Qwen2.5-Coder-0.5B-Instruct on 68 tokens of code and prose at temperature 0.8: a median
-  // of 849 ids lie within 2^-30 of the top, and the 0.9 nucleus is a median of 1 id); a random model's needs them all.
+  // always ends among the first (Qwen2.5-Coder-0.5B-Instruct on 68 tokens of code and prose at temperature 0.8: a
+  // median of 849 ids lie within 2^-30 of the top, and the 0.9 nucleus is a median of 1 id); a random model's needs
+  // them all.
   const float top = *std::max_element(p, p + n);
   for (float tau : {top * 0x1p-12f, top * 0x1p-24f})
     if (const int64_t id = draw(tau); id >= 0) return static_cast<int>(id);

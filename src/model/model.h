@@ -151,8 +151,8 @@ int64_t refill_bucket(int64_t n);
 // after). Generation runs under it: every new prompt length is a new attention shape, and cuDNN builds a plan per
 // shape, ~45 ms on an H100 against ~8 ms for the whole batch-1 prefill of a 7B model (docs/BENCHMARKS.md §4, session
 // 23); flash and memory-efficient attention have no plan. So does zero-shot scoring (a new length nearly every
-// batch). Fixed-shape work (eval ppl, training) keeps cuDNN, which is faster on long sequences once its plan exists. PATCHLLM_SDPA_CUDNN=1 disables the guard, for comparisons.
-// A no-op on the CPU and with LibTorch before 2.5.
+// batch). Fixed-shape work (eval ppl, training) keeps cuDNN, which is faster on long sequences once its plan exists.
+// PATCHLLM_SDPA_CUDNN=1 disables the guard, for comparisons. A no-op on the CPU and with LibTorch before 2.5.
 class SdpaCudnnOff {
  public:
   explicit SdpaCudnnOff(const torch::Device& d);
