@@ -316,7 +316,7 @@ std::vector<std::vector<int>> generate_batch(Model& model, const std::vector<std
           profiler.end("refill " + std::to_string(n_refills));
           prompt_seconds += dt;
           t0 += now_seconds() - tp;  // prefill time is not decode time (nor is the profiler's)
-          refills.push_back({n, std::min(refill_bucket(n), C - (cur - n)), dt});
+          refills.push_back({n, refill_length(n, C - (cur - n)), dt});
         }
         any = any || row_prompt[b] >= 0;
       }

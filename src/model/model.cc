@@ -400,6 +400,8 @@ int64_t refill_bucket(int64_t n) {
   return (n + g - 1) / g * g;
 }
 
+int64_t refill_length(int64_t n, int64_t room) { return std::min(refill_bucket(n), room); }
+
 torch::Tensor Model::prefill_row(const torch::Tensor& ids, KVCache& cache, int64_t row, int64_t slot) {
   const int64_t n = ids.dim() == 2 ? ids.size(1) : 0;
   const int64_t B = cache.k.empty() ? 0 : cache.k[0].size(0);
@@ -409,7 +411,7 @@ torch::Tensor Model::prefill_row(const torch::Tensor& ids, KVCache& cache, int64
       ") and slots [slot, slot + n) inside capacity ", cache.capacity, "; got ids ", ids.sizes(), ", row ", row,
       ", slot ", slot);
   torch::NoGradGuard ng;
-  const int64_t nb = std::min(refill_bucket(n), cache.capacity - slot);
+  const int64_t nb = refill_length(n, cache.capacity - slot);
   auto padded = ids.to(torch::kLong);
   if (nb > n) padded = torch::cat({padded, padded.narrow(1, n - 1, 1).expand({1, nb - n})}, 1);
   KVCache rc;  // the row's slots [slot, slot + nb) as an empty cache: K/V land in place, attention sees only them

@@ -146,6 +146,8 @@ int model_fuse_projections(Model& model);
 // The length Model::prefill_row runs a refill of n prompt tokens at: n rounded up to a multiple of a quarter of the
 // power of two at or below it (at least 16), so at most 4 lengths per octave and fewer than max(16, n / 4) pads.
 int64_t refill_bucket(int64_t n);
+// The length prefill_row runs n tokens at with `room` slots from its first one: refill_bucket(n), cut at the room.
+int64_t refill_length(int64_t n, int64_t room);
 
 // While it lives, PyTorch's cuDNN attention is kept out of SDPA's choice on CUDA (the previous setting comes back
 // after). Generation runs under it: every new prompt length is a new attention shape, and cuDNN builds a plan per

@@ -1202,6 +1202,15 @@ struct State {
   int depth = 0;       // macro calls in progress
   int eval_depth = 0;  // Expr evaluations in progress (the C++ stack they take)
   int64_t steps = 0;
+  // What f writes, as a string: set blocks, filter blocks, macro calls and recursive loop calls render this way.
+  template <typename F>
+  std::string capture(F&& f) {
+    std::string buf, *saved = out;
+    out = &buf;
+    f();
+    out = saved;
+    return buf;
+  }
   void step(int64_t n = 1) {
     steps += n;
     if (steps > kMaxSteps) fail(str("more than ", kMaxSteps, " loop iterations"));
@@ -1631,11 +1640,7 @@ namespace {
 struct BodyExpr : Expr {
   Body body;
   Value eval(State& st) const override {
-    std::string buf, *saved = st.out;
-    st.out = &buf;
-    body.exec(st);
-    st.out = saved;
-    return Value::str(std::move(buf));
+    return Value::str(st.capture([&] { body.exec(st); }));
   }
 };
 
@@ -1774,13 +1779,10 @@ struct ForStmt : Stmt {
       if (!frames.back()) fail("loop() called after its loop ended");
     }
     std::swap(frames, st.frames);
-    std::string buf, *out = st.out;
-    st.out = &buf;
-    run(st, *seq, depth0 + 1, scope);
-    st.out = out;
+    std::string text = st.capture([&] { run(st, *seq, depth0 + 1, scope); });
     std::swap(frames, st.frames);
     --st.depth;
-    return Value::str(std::move(buf));
+    return Value::str(std::move(text));
   }
 };
 
@@ -1794,11 +1796,7 @@ struct SetStmt : Stmt {
     if (value) {
       v = (*value)(st);
     } else {
-      std::string buf, *saved = st.out;
-      st.out = &buf;
-      block.exec(st);
-      st.out = saved;
-      v = Value::str(std::move(buf));
+      v = Value::str(st.capture([&] { block.exec(st); }));
     }
     st.line = line;
     if (!ns.empty()) {
@@ -1841,13 +1839,10 @@ struct MacroStmt : Stmt {
             for (const auto& p : self->params) known |= p.first == n;
             if (!known) fail(str("macro '", self->name, "' takes no keyword argument '", n, "'"));
           }
-          std::string buf, *out = s.out;
-          s.out = &buf;
-          self->body.exec(s);
-          s.out = out;
+          std::string text = s.capture([&] { self->body.exec(s); });
           std::swap(saved, s.frames);
           --s.depth;
-          return Value::str(std::move(buf));
+          return Value::str(std::move(text));
         }));
     return Flow::kNormal;
   }
