@@ -273,11 +273,13 @@ int main(int argc, char** argv) {
         int64_t M;
         int decode_warps;
       };
-      std::vector<Check> checks = {{16, 0}, {16, 4}};
+      // 4: v3i; -4: v3h (decode_warps 4, decode_variant 2); -8: decode_variant 3 (the k-split with two batches too)
+      std::vector<Check> checks = {{16, 0}, {16, 4}, {16, -4}, {16, -8}};
       if (prefill) checks.insert(checks.end(), {{512, 0}, {513, 0}});
       for (const Check& ck : checks) {
         const int64_t Mv = ck.M;
-        a.decode_warps = ck.decode_warps;
+        a.decode_warps = ck.decode_warps == -8 ? 0 : ck.decode_warps < 0 ? -ck.decode_warps : ck.decode_warps;
+        a.decode_variant = ck.decode_warps == -8 ? 3 : ck.decode_warps < 0 ? 2 : 0;
         std::vector<uint16_t> md = bench::masked_dense(H);
         void *Wm, *yr;
         BENCH_CUDA(cudaMalloc(&Wm, wbytes));
@@ -311,6 +313,7 @@ int main(int argc, char** argv) {
         cudaFree(yr);
       }
       a.decode_warps = 0;
+      a.decode_variant = 0;
       // Times `a` as it is set now (kernel, variant, tokens per CTA, k-split), weights rotated over the copies.
       auto time_hybrid = [&]() {
         return time_launches(
@@ -352,8 +355,18 @@ int main(int argc, char** argv) {
             for (int w : {4, 2, 8}) {  // (hybrid-pdl is the launcher's auto choice between 4 and 8)
               a.decode_warps = w;
               add_row(w == 4 ? "hybrid-pdl-w4" : w == 2 ? "hybrid-pdl-w2" : "hybrid-pdl-w8", time_hybrid());
+              if (w == 4) {  // -w4 is v3i (two load batches in flight per warp); -w4v3h the one-batch v3h before it
+                a.decode_variant = 2;
+                add_row("hybrid-pdl-w4v3h", time_hybrid());
+                a.decode_variant = 0;
+              }
             }
           a.decode_warps = 0;
+          if (M <= 16) {  // two load batches in flight per warp for the k-split's 8-warp CTAs too (decode_variant 3)
+            a.decode_variant = 3;
+            add_row("hybrid-pdl-db", time_hybrid());
+            a.decode_variant = 0;
+          }
           a.pdl = false;
         }
         if (extra && decode && M <= 16 && (H.frac < 0.02 || std::fabs(H.frac - 0.9) < 0.02)) {  // k-split sweep

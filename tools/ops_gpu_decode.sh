@@ -2,8 +2,8 @@
 # GPU machine, repo root, one device-tool call: check and time the split-K decode kernel (hybrid_decode.cuh). Builds
 # with plain nvcc (no CMake/LibTorch); validates every kernel against the fp32 reference (hg_dev validate: outputs
 # NaN-poisoned, reruns bitwise; grid -7 = PDL with x written by the kernel just before, -8 = the cluster reduction
-# v3g, -9 = v3g bitwise against the workspace reduction on the same split, -4 = v3d, -13 / -14 = v3h, the row split
-# over CTAs of 4 / 2 warps); shows the PDL check catches a
+# v3g, -9 = v3g bitwise against the workspace reduction on the same split, -4 = v3d, -13 / -14 = the row split
+# over CTAs of 4 warps (v3i, bitwise against v3h) / 2 warps (v3h)); shows the PDL check catches a
 # missing griddepcontrol.wait (a copy built without it must fail grid -7); memcheck, racecheck and synccheck on the
 # small case; then bench_ops --decode (MS, default 1,16; EXTRA=1 adds the k-split sweep and v3d/v1) beside cuBLAS,
 # weights rotated past L2. Logs and tables under $OUT: eight files, as many as the device tool brings back (build logs
@@ -31,14 +31,14 @@ grep -E "Compiling entry|registers|spill" /tmp/build_lib.log | grep -A2 "decode_
   sed -E "s/${re}registers.*/NT=\1 KB=\2 bf16=\3 RUN4=\4: \6 registers, \5 B spilled/" | sort -u | tr '\n' ';'
 echo " build ${SECONDS}s"
 # the auto dispatch and the decode-kernel codes (the prefill codes are ops_gpu_prefill.sh's)
-timeout 200 /tmp/hg_dev validate ${GRIDS:-0,-2,-4,-7,-8,-9,-13,-14} >"$OUT/validate.txt" 2>&1; echo "validate rc=$? ($((SECONDS - T0))s)"
+timeout 200 /tmp/hg_dev validate ${GRIDS:-0,-2,-4,-7,-8,-9,-13,-14,-31} >"$OUT/validate.txt" 2>&1; echo "validate rc=$? ($((SECONDS - T0))s)"
 grep -E "FAIL|validation:|launch failed" "$OUT/validate.txt" | head -8
 timeout 60 /tmp/hg_dev_nowait small -7 >/tmp/validate_nowait.txt 2>&1
 echo "negative control (no griddepcontrol.wait, grid -7) rc=$? :: $(grep -c FAIL /tmp/validate_nowait.txt) FAIL \
 lines; $(grep validation: /tmp/validate_nowait.txt)"
 # memcheck on every small case; racecheck and synccheck (slow) on auto dispatch and the decode paths PDL and cluster
 for tool in memcheck racecheck synccheck; do
-  only=""; [ $tool != memcheck ] && only="0,-7,-8,-9,-13,-14"
+  only=""; [ $tool != memcheck ] && only="0,-7,-8,-9,-13,-14,-31"
   timeout 120 compute-sanitizer --tool $tool /tmp/hg_dev small $only >>"$OUT/sanitizer.txt" 2>&1
   echo "$tool rc=$? :: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|validation:' "$OUT/sanitizer.txt" | tail -2 |
     tr '\n' ' ')"
@@ -53,9 +53,9 @@ python3 - "$OUT/bench_decode.csv" <<'PY'
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
 us = {(r['shape'], r['M'], r['kernel'], round(float(r['f']), 1)): float(r['us']) for r in rows}
-alts = ['hybrid-pdl', 'hybrid-pdl-ws', 'hybrid-pdl-w8', 'hybrid-pdl-cl', 'hybrid-pdl-w4', 'hybrid-pdl-w2']
-print('| shape | M | f | cuBLAS µs | hybrid µs | x cuBLAS: pdl (auto) | pdl, workspace (old auto) | pdl, k-split | pdl + cluster | pdl + w4 | pdl + w2 | ideal |')
-print('|---|---|---|---|---|---|---|---|---|---|---|---|')
+alts = ['hybrid-pdl', 'hybrid-pdl-ws', 'hybrid-pdl-w8', 'hybrid-pdl-cl', 'hybrid-pdl-w4', 'hybrid-pdl-w4v3h', 'hybrid-pdl-w2', 'hybrid-pdl-db']
+print('| shape | M | f | cuBLAS µs | hybrid µs | x cuBLAS: pdl (auto) | pdl, workspace (old auto) | pdl, k-split | pdl + cluster | pdl + w4 (v3i) | pdl + w4 v3h | pdl + w2 | pdl, 2 batches everywhere | ideal |')
+print('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|')
 for (sh, m, k, f), t in us.items():
     if k != 'hybrid': continue
     cb = us[(sh, m, 'cublas', 0.0)]

@@ -26,12 +26,13 @@ if 'nomma' in ts:
                     flags=re.S)
     assert n1 == 1 and n2 == 1
 if 'nox' in ts:
-    h, n = re.subn(r'  for \(int q = threadIdx.x; q < pieces; q \+= THREADS\) \{.*?\n  \}\n', '  (void)pieces;\n', h,
+    h, n = re.subn(r'  for \(int q = threadIdx.x; q < pieces; q \+= NTHREADS\) \{.*?\n  \}\n', '  (void)pieces;\n', h,
                    count=1, flags=re.S)
     assert n == 1
 if 'noreduce' in ts:
-    assert 'if (p.S == 1) {' in h and 'if (p.cluster) {' in h
-    h = h.replace('if (p.S == 1) {', 'if (true) {').replace('if (p.cluster) {', 'if (false) {')
+    assert 'if (W < WARPS || p.S == 1) {' in h and 'if (W == WARPS && p.cluster) {' in h
+    h = h.replace('if (W < WARPS || p.S == 1) {', 'if (true) {').replace('if (W == WARPS && p.cluster) {',
+                                                                        'if (false) {')
 if 'relfence' in ts:
     a = ('  __threadfence();\n  __syncthreads();\n  __shared__ int last;\n  if (threadIdx.x == 0) {\n'
          '    const int old = atomicAdd(p.counters + key, 1);\n')
@@ -43,8 +44,8 @@ if 'relfence' in ts:
 open(d + '/hybrid_gemm.cuh', 'w').write(g); open(d + '/hybrid_decode.cuh', 'w').write(h)
 PY
 }
-VARS="base nomma nox noreduce nomma_nox relfence"
-mk base; mk nomma nomma; mk nox nox; mk noreduce noreduce; mk nomma_nox nomma nox; mk relfence relfence
+VARS=${VARS:-"base nomma nox noreduce nomma_nox relfence"}
+for v in $VARS; do mk $v $(echo $v | tr _ ' '); done
 for v in $VARS; do
   ( $NVCC -I/tmp/diag/$v/src -c /tmp/diag/$v/src/ops/hybrid_gemm.cu -o /tmp/diag/$v/hg.o &&
     $NVCC -I/tmp/diag/$v/src bench/bench_ops.cu /tmp/diag/$v/hg.o -lcublas -o /tmp/diag/$v/bench_ops ) \
@@ -55,7 +56,7 @@ for v in $VARS; do [ -x /tmp/diag/$v/bench_ops ] || { echo "build $v failed"; ta
 echo "build ${SECONDS}s"
 for v in $VARS; do
   extra=""; [ $v = base ] && extra="--extra"
-  timeout 200 /tmp/diag/$v/bench_ops --quick --decode $extra --ms 1,16 --out /tmp/diag/$v/b >/dev/null \
+  timeout 200 /tmp/diag/$v/bench_ops --quick --decode $extra --ms ${MS:-1,16} --out /tmp/diag/$v/b >/dev/null \
     2>/tmp/diag/$v/bench.log
   echo "$v rc=$? ($((SECONDS - T0))s)"
 done

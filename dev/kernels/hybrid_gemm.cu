@@ -44,6 +44,9 @@
 //       v4c's slowdown was the .release.cluster fence. Removed with v4e.
 //   v3h the k-split's alternative at M <= 16: a row block's eight 16-row warp slices in 8/W CTAs of W = 4 or 2
 //       warps, every CTA over the whole K, so no reduction at all (decode_warps = W; grids -13 / -14 here).
+//   v3i v3h (4-warp CTAs) with two load batches in flight per warp and x double-buffered, x landing counted on an
+//       mbarrier (cp.async.wait_all also waited for the next batch's loads). The 4-warp row split's default since
+//       session 24: grid -13 here, bitwise against v3h (decode_variant = 2, grid -30).
 //   v4d-lean and probes: hybrid_prefill_kernel<BN, BF16, PV> (PrefillVariant). PV_LEAN loads only the A registers a
 //       slab uses (grids -15 / -16 here, bitwise against -128 / -256); the PV_PROBE_* variants stop the A loads,
 //       the weight copies or the x boxes after the first slabs (`ablate N K M f`, timing only) to test whether 2:4
@@ -225,8 +228,12 @@ HybridLaunchResult run_hybrid(const bench::Problem& P, Dev& d, const uint16_t* x
   a.kernel = prefill ? 3 : grid < 0 ? 2 : grid > 0 ? 1 : 0;
   const bool tile_kernel = grid == -128 || grid == -256 || pv_kind == 0 || pv_kind == 1;
   a.prefill_schedule = grid == -6 || pv_kind == 2 ? 2 : tile_kernel ? 1 : 0;
-  a.decode_variant = grid == -4 ? 1 : 0;  // -4: split-K decode kernel v3d (the default is v3e)
-  a.decode_warps = grid == -13 ? 4 : grid == -14 ? 2 : 0;  // -13 / -14: v3h, row split over CTAs of 4 / 2 warps
+  // -4: split-K decode kernel v3d (the default is v3e); -31: two load batches in flight per warp everywhere (v3i, and
+  // its 8-warp twin for the k-split)
+  a.decode_variant = grid == -4 ? 1 : grid == -30 ? 2 : grid == -31 ? 3 : 0;
+  // -13 / -14: the row split over CTAs of 4 / 2 warps (v3i, the default for 4 warps since session 24 / v3h); -30: v3h
+  // with 4 warps (one load batch in flight per warp: -13's twin)
+  a.decode_warps = grid == -13 || grid == -30 ? 4 : grid == -14 ? 2 : 0;
   a.prefill_bn = grid == -128 || pv_kind == 0 ? 128 : grid == -256 || pv_kind == 1 ? 256 : 0;
   a.grid = grid > 0 ? grid : 0;
   return hybrid_gemm_launch(a);
@@ -295,6 +302,7 @@ double validate_one(const bench::Problem& P, Dev& d, int64_t M, int grid, uint64
   // same A values into the same wgmmas in the same order.
   const int pv_kind = prefill_variant_code(grid);
   const int twin = grid == -9                                   ? -10
+                   : grid == -13                                ? -30
                    : grid == -15 || grid == -23 || pv_kind == 0 ? -128
                    : grid == -16 || grid == -24 || pv_kind == 1 ? -256
                    : pv_kind == 2                               ? -6
@@ -355,8 +363,9 @@ int validate(bool small, const std::vector<int>& only = {}) {
         if (M <= 128) grids.push_back(-7);  // decode kernel with PDL, x written by the kernel before
         if (M <= 128) grids.push_back(-8);  // decode kernel with the cluster reduction (v3g)
         if (M <= 128) grids.push_back(-9);  // v3g on a fixed split, bitwise against the workspace reduction
-        if (M <= 16) grids.push_back(-13);  // v3h, 4-warp CTAs over the whole K
+        if (M <= 16) grids.push_back(-13);  // v3i, 4-warp CTAs over the whole K (bitwise against v3h, -30)
         if (M <= 16) grids.push_back(-14);  // v3h, 2-warp CTAs
+        if (M <= 16) grids.push_back(-31);  // two load batches in flight per warp, k-split included
         if (M > 128 || small)  // PV_LEAN, then v4i through the launcher
           grids.insert(grids.end(), {-15, -16, -20, -21, -22, -23, -24});
         for (int g : grids) {

@@ -79,8 +79,9 @@ __device__ __forceinline__ uint32_t ld_stream4(const void* p, uint64_t pol) {
 // x slice, tokens [tok0, tok0 + MT) × K [c·128, c·128 + xw), into xs (row stride XSTRIDE) and visible to the whole
 // CTA: 16-byte cp.async pieces (src size 0 = zero fill for tokens ≥ mc and K past the edge). Called after the batch's
 // weight loads are issued, so that its L2 latency hides under theirs.
+// issue_x: the copies only (this thread's pieces, not waited for); stage_x: copies, wait, CTA barrier.
 template <int MT, int XSTRIDE, int NTHREADS>
-__device__ __forceinline__ void stage_x(uint16_t* xs, const Params& p, int c, int xw, int tok0, int mc) {
+__device__ __forceinline__ void issue_x(uint16_t* xs, const Params& p, int c, int xw, int tok0, int mc) {
   const int pieces = MT * xw / 8, per_row = xw / 8;
   for (int q = threadIdx.x; q < pieces; q += NTHREADS) {
     const int r = q / per_row, col = (q - r * per_row) * 8, k = c * hg::TILE + col;
@@ -90,6 +91,10 @@ __device__ __forceinline__ void stage_x(uint16_t* xs, const Params& p, int c, in
                  "l"(src), "r"(ok ? 16 : 0)
                  : "memory");
   }
+}
+template <int MT, int XSTRIDE, int NTHREADS>
+__device__ __forceinline__ void stage_x(uint16_t* xs, const Params& p, int c, int xw, int tok0, int mc) {
+  issue_x<MT, XSTRIDE, NTHREADS>(xs, p, c, xw, tok0, mc);
   asm volatile("cp.async.wait_all;" ::: "memory");
   __syncthreads();
 }
@@ -100,6 +105,101 @@ __device__ __forceinline__ void load_sparse_unit(const uint8_t* u, int lane, uin
   a0 = ld_stream16(u + lane * 16, pol);
   a1 = ld_stream16(u + 512 + lane * 16, pol);
   meta = ld_stream4(u + HYBRID_SPARSE_VALUE_BYTES + lane * 4, pol);
+}
+
+// The kernel's end, shared by v3e and v3i: y straight from the accumulators (S = 1 or the row split), or the S
+// k-splits' partials summed through the cluster (v3g) or the workspace (last CTA of the row block), in split order.
+// smem: at least MT × PSTRIDE fp32 (the cluster partial), free once every warp is past its last x read.
+template <int NT, int W, bool BF16>
+__device__ __forceinline__ void store_or_reduce(const Params& p, const float (&acc)[NT][4], unsigned char* smem, int s,
+                                                int rb, int z, int tok0, int mc, int warp, int lane) {
+  const int g = lane >> 2, tq = lane & 3;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (W == WARPS && p.cluster) {
+    namespace cg = cooperative_groups;
+    cg::cluster_group cl = cg::this_cluster();
+    float* ps = reinterpret_cast<float*>(smem);
+    __syncthreads();  // every warp is done reading the x slice that the partial overwrites
+#pragma unroll
+    for (int n = 0; n < NT; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int r = warp * 16 + g + 8 * (e >> 1), tl = n * 8 + 2 * tq + (e & 1);
+        if (tl < mc) ps[tl * PSTRIDE + r] = acc[n][e];
+      }
+    hg::cluster_sync_acq_rel();  // all S partials of the cluster written and visible
+    // CTA s sums float4 groups [s·per, (s+1)·per) of the mc × 128 tile, the S partials in split order.
+    const int groups = mc * (hg::TILE / 4), per = (groups + p.S - 1) / p.S, me = int(cl.block_rank());
+    for (int i4 = me * per + threadIdx.x; i4 < min(groups, (me + 1) * per); i4 += W * 32) {
+      const int tl = i4 / (hg::TILE / 4), r = (i4 - tl * (hg::TILE / 4)) * 4, row = rb * hg::TILE + r;
+      float4* mine = reinterpret_cast<float4*>(ps + tl * PSTRIDE + r);
+      float4 v[MAX_CLUSTER];
+#pragma unroll
+      for (int j = 0; j < MAX_CLUSTER; ++j)  // all S loads in flight, then summed in order
+        if (j < p.S) v[j] = *cl.map_shared_rank(mine, j);
+      float4 sum = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+      for (int j = 0; j < MAX_CLUSTER; ++j)
+        if (j < p.S) sum.x += v[j].x, sum.y += v[j].y, sum.z += v[j].z, sum.w += v[j].w;
+      store_y4<BF16>(p, tok0 + tl, row, sum);
+    }
+    // No CTA leaves while a peer may still read its partial. Relaxed: this CTA's reads of its peers have returned
+    // (their values are in the stores above), and a release would make every thread wait for its y stores.
+    hg::cluster_sync_relaxed();
+    return;
+  }
+#endif
+  // D fragment: rows (weights) g, g+8 of the warp's 16; columns (tokens) 2t, 2t+1 of each n-tile.
+  if (W < WARPS || p.S == 1) {
+#pragma unroll
+    for (int n = 0; n < NT; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int row = rb * hg::TILE + warp * 16 + g + 8 * (e >> 1), tl = n * 8 + 2 * tq + (e & 1);
+        if (row < p.N && tl < mc) p.y[int64_t(tok0 + tl) * p.N + row] = hg::to_half_bits<BF16>(acc[n][e]);
+      }
+    return;
+  }
+  const int64_t key = int64_t(z) * p.RB + rb;
+  float* base = p.part + key * p.S * PART_FLOATS;
+  float* sl = base + int64_t(s) * PART_FLOATS;
+#pragma unroll
+  for (int n = 0; n < NT; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int r = warp * 16 + g + 8 * (e >> 1), tl = n * 8 + 2 * tq + (e & 1);
+      if (tl < mc) __stcg(sl + tl * hg::TILE + r, acc[n][e]);
+    }
+  __threadfence();
+  __syncthreads();
+  __shared__ int last;
+  if (threadIdx.x == 0) {
+    const int old = atomicAdd(p.counters + key, 1);
+    last = old == p.S - 1;
+    if (last) p.counters[key] = 0;  // clean for the next launch
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  // Four rows per thread (float4) and the S loads of a group issued together (unrolled), still summed in split order:
+  // v3b summed one element per iteration over S dependent L2 round trips, mc·128/256·S of them in a row per thread
+  // (48 at M = 16, S = 6), a serial tail on the last CTA of every row-block that grew with the tokens.
+  const float4* base4 = reinterpret_cast<const float4*>(base);
+  for (int i4 = threadIdx.x; i4 < mc * hg::TILE / 4; i4 += THREADS) {
+    float4 v[4];
+    float4 sum = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int j0 = 0; j0 < p.S; j0 += 4) {
+      const int nj = min(4, p.S - j0);
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+        if (j < nj) v[j] = __ldcg(base4 + int64_t(j0 + j) * (PART_FLOATS / 4) + i4);
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+        if (j < nj) sum.x += v[j].x, sum.y += v[j].y, sum.z += v[j].z, sum.w += v[j].w;
+    }
+    const int idx = i4 * 4, tl = idx / hg::TILE, r = idx - tl * hg::TILE, row = rb * hg::TILE + r;
+    store_y4<BF16>(p, tok0 + tl, row, sum);
+  }
 }
 
 // NT n-tiles of 8 tokens (NT·8 ≤ 64), KB k-tiles per load batch.
@@ -118,8 +218,7 @@ __global__ void __launch_bounds__(W * 32, 2 * WARPS / W) hybrid_decode_kernel(co
   static_assert(W == 2 || W == 4 || W == WARPS, "a row block's 8 warp slices in 8/W CTAs");
   const int s = W == WARPS ? blockIdx.x : 0, rb = blockIdx.y, z = blockIdx.z;
   // warp: this warp's 16-row slice of the row block (its fragment units and output rows)
-  const int warp = (W == WARPS ? 0 : blockIdx.x * W) + (threadIdx.x >> 5), lane = threadIdx.x & 31, g = lane >> 2,
-            tq = lane & 3;
+  const int warp = (W == WARPS ? 0 : blockIdx.x * W) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
   const int ct0 = s * p.KPC, ct1 = min(p.CT, ct0 + p.KPC);
   const int tok0 = z * CHUNK_TOKENS, mc = min(CHUNK_TOKENS, p.M - tok0);
   const int64_t tbase = int64_t(rb) * p.CT;
@@ -243,92 +342,194 @@ __global__ void __launch_bounds__(W * 32, 2 * WARPS / W) hybrid_decode_kernel(co
   }
 
   hg::pdl_grid_dependency_wait();  // already passed unless the k-range was empty; before any write
+  store_or_reduce<NT, W, BF16>(p, acc, smem, s, rb, z, tok0, mc, warp, lane);
+}
+
+// ---- v3i: v3h with two load batches in flight per warp (session 24) -------------------------------------------
+// v3h (the row split: a row block's eight warp slices in 2 CTAs of 4 warps, each over the whole K, no reduction)
+// issues a batch's weight loads only after the previous batch's MMAs, so each warp has one batch in flight. v3i issues
+// batch i+1's loads before batch i's x wait and MMAs, and copies batch i+1's x slice into a second buffer right after
+// batch i's barrier. Why: dev/kernels/stream_probe.cu on the H100 (61 MB read once, 768 warps in 192 CTAs of 4, loads
+// and an XOR only): 8 KB batches one at a time per warp stream 2.21 TB/s, two in flight 2.65, a grid-stride read 2.66;
+// v3h at M = 16, f = 0.9 on 12288×4096 streams 2.22 TB/s (session 24, docs/benchmarks/kernels.md). Per warp the
+// MMAs are v3h's in the same order, so the results are the same bits (dev grid -30, twin -13).
+struct Batch2 {
+  uint4 a[2][2][4];     // A registers [k-tile][half][4]; a run of four 2:4 k-tiles puts tile j at [j/2][h][2(j%2)..+1]
+  uint32_t meta[4][2];  // 2:4 metadata [k-tile][half]
+  int c, n;             // first k-tile and k-tiles of the batch; n = 0: no batch
+  bool run4;            // four 2:4 k-tiles (x covers 4 k-tiles), else up to KB = 2 k-tiles of either kind
+  uint32_t sp;          // KB = 2 batch: bit b set = k-tile c + b is 2:4
+};
+// mbarrier phase wait on every architecture the decode kernels build for: try_wait is sm_90, test_wait sm_80.
+__device__ __forceinline__ void mbar_wait_any(uint64_t* b, uint32_t parity) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  if (W == WARPS && p.cluster) {
-    namespace cg = cooperative_groups;
-    cg::cluster_group cl = cg::this_cluster();
-    float* ps = reinterpret_cast<float*>(smem);
-    __syncthreads();  // every warp is done reading the x slice that the partial overwrites
-#pragma unroll
-    for (int n = 0; n < NT; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int r = warp * 16 + g + 8 * (e >> 1), tl = n * 8 + 2 * tq + (e & 1);
-        if (tl < mc) ps[tl * PSTRIDE + r] = acc[n][e];
-      }
-    hg::cluster_sync_acq_rel();  // all S partials of the cluster written and visible
-    // CTA s sums float4 groups [s·per, (s+1)·per) of the mc × 128 tile, the S partials in split order.
-    const int groups = mc * (hg::TILE / 4), per = (groups + p.S - 1) / p.S, me = int(cl.block_rank());
-    for (int i4 = me * per + threadIdx.x; i4 < min(groups, (me + 1) * per); i4 += W * 32) {
-      const int tl = i4 / (hg::TILE / 4), r = (i4 - tl * (hg::TILE / 4)) * 4, row = rb * hg::TILE + r;
-      float4* mine = reinterpret_cast<float4*>(ps + tl * PSTRIDE + r);
-      float4 v[MAX_CLUSTER];
-#pragma unroll
-      for (int j = 0; j < MAX_CLUSTER; ++j)  // all S loads in flight, then summed in order
-        if (j < p.S) v[j] = *cl.map_shared_rank(mine, j);
-      float4 sum = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll
-      for (int j = 0; j < MAX_CLUSTER; ++j)
-        if (j < p.S) sum.x += v[j].x, sum.y += v[j].y, sum.z += v[j].z, sum.w += v[j].w;
-      store_y4<BF16>(p, tok0 + tl, row, sum);
-    }
-    // No CTA leaves while a peer may still read its partial. Relaxed: this CTA's reads of its peers have returned
-    // (their values are in the stores above), and a release would make every thread wait for its y stores.
-    hg::cluster_sync_relaxed();
-    return;
-  }
+  hg::mbar_wait(b, parity);
+#else
+  uint32_t ok = 0;
+  while (!ok)
+    asm volatile("{ .reg .pred p; mbarrier.test_wait.parity.shared.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
+                 : "=r"(ok)
+                 : "r"(hg::smem_addr(b)), "r"(parity)
+                 : "memory");
 #endif
-  // D fragment: rows (weights) g, g+8 of the warp's 16; columns (tokens) 2t, 2t+1 of each n-tile.
-  if (W < WARPS || p.S == 1) {
+}
+struct IndexWindow {    // kinds and offsets of 32 k-tiles, one per lane, and which of them are 2:4
+  int kind = 0;
+  int64_t off = 0;
+  uint32_t sparse = 0;
+};
+
+// Issues the weight loads of the batch starting at k-tile c of the CTA's range [ct0, ct1) (c - ct0 even) of row
+// block tbase / CT; the same batching as v3e.
+__device__ __forceinline__ void load_batch2(Batch2& b, int c, int ct0, int ct1, const Params& p, int64_t tbase,
+                                            int warp, int lane, uint64_t pol, IndexWindow& w) {
+  b.c = c, b.n = 0, b.run4 = false, b.sp = 0;
+  if (c >= ct1) return;
+  const int i = (c - ct0) & 31;
+  if (i == 0) {  // the next 32 k-tiles' index: one per lane
+    const int ct = c + lane;
+    if (ct < ct1) w.kind = __ldg(p.kinds + tbase + ct), w.off = __ldg(p.offsets + tbase + ct);
+    w.sparse = __ballot_sync(0xffffffffu, ct < ct1 && w.kind != 0);
+  }
+  if (i <= 28 && ((w.sparse >> i) & 0xFu) == 0xFu) {
 #pragma unroll
-    for (int n = 0; n < NT; ++n)
+    for (int j = 0; j < 4; ++j) {
+      const int64_t off = __shfl_sync(0xffffffffu, w.off, i + j);
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int row = rb * hg::TILE + warp * 16 + g + 8 * (e >> 1), tl = n * 8 + 2 * tq + (e & 1);
-        if (row < p.N && tl < mc) p.y[int64_t(tok0 + tl) * p.N + row] = hg::to_half_bits<BF16>(acc[n][e]);
+      for (int h = 0; h < 2; ++h)
+        load_sparse_unit(p.blob + off + h * hg::SPARSE_UNIT + warp * HYBRID_SPARSE_UNIT_BYTES, lane, pol,
+                         b.a[j >> 1][h][2 * (j & 1)], b.a[j >> 1][h][2 * (j & 1) + 1], b.meta[j][h]);
+    }
+    b.n = 4, b.run4 = true;
+    return;
+  }
+#pragma unroll
+  for (int k = 0; k < 2; ++k) {
+    const int kind = __shfl_sync(0xffffffffu, w.kind, i + k);
+    const int64_t off = __shfl_sync(0xffffffffu, w.off, i + k);
+    if (c + k < ct1) {
+      const uint8_t* base = p.blob + off;
+      if (kind != 0) {
+        b.sp |= 1u << k;
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+          load_sparse_unit(base + h * hg::SPARSE_UNIT + warp * HYBRID_SPARSE_UNIT_BYTES, lane, pol, b.a[k][h][0],
+                           b.a[k][h][1], b.meta[k][h]);
+      } else {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const uint8_t* u = base + h * hg::DENSE_UNIT + warp * HYBRID_DENSE_UNIT_BYTES;
+#pragma unroll
+          for (int j = 0; j < 4; ++j) b.a[k][h][j] = ld_stream16(u + j * 512 + lane * 16, pol);
+        }
+      }
+    }
+  }
+  b.n = min(2, ct1 - c);
+}
+
+// The batch's MMAs; xl = this lane's ldmatrix address in the batch's x slice (row stride XSTRIDE).
+template <int NT, int XSTRIDE, bool BF16>
+__device__ __forceinline__ void mma_batch2(float (&acc)[NT][4], const Batch2& b, const uint16_t* xl) {
+  if (b.run4) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int kofs = (2 * j + h) * hg::UNIT_K;
+#pragma unroll
+        for (int n = 0; n < NT; ++n) {
+          uint32_t bx[2][4];
+          hg::ldmatrix_x4(bx[0], xl + n * 8 * XSTRIDE + kofs);
+          hg::ldmatrix_x4(bx[1], xl + n * 8 * XSTRIDE + kofs + 32);
+          hg::mma_sp<BF16, 0>(acc[n], b.a[j >> 1][h][2 * (j & 1)], bx[0], b.meta[j][h]);
+          hg::mma_sp<BF16, 1>(acc[n], b.a[j >> 1][h][2 * (j & 1) + 1], bx[1], b.meta[j][h]);
+        }
       }
     return;
   }
-  const int64_t key = int64_t(z) * p.RB + rb;
-  float* base = p.part + key * p.S * PART_FLOATS;
-  float* sl = base + int64_t(s) * PART_FLOATS;
 #pragma unroll
-  for (int n = 0; n < NT; ++n)
+  for (int k = 0; k < 2; ++k) {
+    if (k >= b.n) continue;
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int r = warp * 16 + g + 8 * (e >> 1), tl = n * 8 + 2 * tq + (e & 1);
-      if (tl < mc) __stcg(sl + tl * hg::TILE + r, acc[n][e]);
+    for (int h = 0; h < 2; ++h) {
+      const int kofs = (2 * k + h) * hg::UNIT_K;
+#pragma unroll
+      for (int n = 0; n < NT; ++n) {
+        uint32_t bx[2][4];
+        hg::ldmatrix_x4(bx[0], xl + n * 8 * XSTRIDE + kofs);
+        hg::ldmatrix_x4(bx[1], xl + n * 8 * XSTRIDE + kofs + 32);
+        if ((b.sp >> k) & 1u) {
+          hg::mma_sp<BF16, 0>(acc[n], b.a[k][h][0], bx[0], b.meta[k][h]);
+          hg::mma_sp<BF16, 1>(acc[n], b.a[k][h][1], bx[1], b.meta[k][h]);
+        } else {
+#pragma unroll
+          for (int j = 0; j < 4; ++j)
+            hg::mma_dense<BF16>(acc[n], b.a[k][h][j], bx[j >> 1][2 * (j & 1)], bx[j >> 1][2 * (j & 1) + 1]);
+        }
+      }
     }
-  __threadfence();
-  __syncthreads();
-  __shared__ int last;
-  if (threadIdx.x == 0) {
-    const int old = atomicAdd(p.counters + key, 1);
-    last = old == p.S - 1;
-    if (last) p.counters[key] = 0;  // clean for the next launch
   }
+}
+
+constexpr int V3I_WARPS = 4;
+// W = 4: the row split, grid (2, RB, token chunks), S = 1, KPC = CT (the launcher's v3h setup). W = 8 (opt-in,
+// decode_variant 3): the k-split kernel's grid, split and reductions (store_or_reduce) with two batches in flight.
+// NT n-tiles of 8 tokens. Two batches take ~205 registers: two CTAs of 4 warps or one of 8 per SM (launch bound).
+template <int NT, bool BF16, int W = V3I_WARPS>
+__global__ void __launch_bounds__(W * 32, W == WARPS ? 1 : 2) hybrid_decode_v3i_kernel(const Params p) {
+  static_assert(W == V3I_WARPS || W == WARPS, "the row split over 4-warp CTAs, or the k-split");
+  constexpr int MT = NT * 8, XW = 4 * hg::TILE, XSTRIDE = XW + 8;
+  static_assert(2 * MT * XSTRIDE * 2 >= MT * PSTRIDE * 4, "the cluster partial reuses the x slices");
+  const int s = W == WARPS ? blockIdx.x : 0, rb = blockIdx.y, z = blockIdx.z;
+  const int warp = (W == WARPS ? 0 : blockIdx.x * W) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+  const int ct0 = s * p.KPC, ct1 = min(p.CT, ct0 + p.KPC);
+  const int tok0 = z * CHUNK_TOKENS, mc = min(CHUNK_TOKENS, p.M - tok0);
+  const int64_t tbase = int64_t(rb) * p.CT;
+  const uint64_t pol = hg::policy_evict_first();
+  hg::pdl_launch_dependents();
+  __shared__ __align__(16) uint16_t xs[2][MT * XSTRIDE];  // x slices of the batch in MMA and the next one
+  // x landed in xs[j]: every thread's cp.async pieces, counted by cp.async.mbarrier.arrive. Not cp.async.wait_all:
+  // that compiled to a scoreboard wait which also covered the next batch's weight loads (a first v3i with it ran at
+  // 0.85-0.93x v3h on the H100, session 24), i.e. one batch in flight again.
+  __shared__ __align__(8) uint64_t xbar[2];
+  if (threadIdx.x == 0) hg::mbar_init(&xbar[0], W * 32), hg::mbar_init(&xbar[1], W * 32);
   __syncthreads();
-  if (!last) return;
-  __threadfence();
-  // Four rows per thread (float4) and the S loads of a group issued together (unrolled), still summed in split order:
-  // v3b summed one element per iteration over S dependent L2 round trips, mc·128/256·S of them in a row per thread
-  // (48 at M = 16, S = 6), a serial tail on the last CTA of every row-block that grew with the tokens.
-  const float4* base4 = reinterpret_cast<const float4*>(base);
-  for (int i4 = threadIdx.x; i4 < mc * hg::TILE / 4; i4 += THREADS) {
-    float4 v[4];
-    float4 sum = make_float4(0.f, 0.f, 0.f, 0.f);
-    for (int j0 = 0; j0 < p.S; j0 += 4) {
-      const int nj = min(4, p.S - j0);
+  uint32_t xphase = 0;  // bit j: parity of xbar[j]'s next phase
+  const int lofs = (lane & 7) * XSTRIDE + (lane >> 3) * 8;
+  float acc[NT][4];
 #pragma unroll
-      for (int j = 0; j < 4; ++j)
-        if (j < nj) v[j] = __ldcg(base4 + int64_t(j0 + j) * (PART_FLOATS / 4) + i4);
-#pragma unroll
-      for (int j = 0; j < 4; ++j)
-        if (j < nj) sum.x += v[j].x, sum.y += v[j].y, sum.z += v[j].z, sum.w += v[j].w;
+  for (int n = 0; n < NT; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+  IndexWindow w;
+  Batch2 b0, b1;
+  // One step: batch `cur` (x in xc) waits for its x, then next's x slice goes into xn (free: every warp passed this
+  // barrier after the MMAs of the batch before cur, the last reader of xn), then cur's MMAs.
+  auto step = [&](const Batch2& cur, int jc, const Batch2& next) {
+    mbar_wait_any(&xbar[jc], (xphase >> jc) & 1u);
+    xphase ^= 1u << jc;
+    __syncthreads();
+    if (next.n) {
+      issue_x<MT, XSTRIDE, W * 32>(xs[jc ^ 1], p, next.c, (next.run4 ? 4 : 2) * hg::TILE, tok0, mc);
+      hg::cp_async_mbar_arrive(&xbar[jc ^ 1]);
     }
-    const int idx = i4 * 4, tl = idx / hg::TILE, r = idx - tl * hg::TILE, row = rb * hg::TILE + r;
-    store_y4<BF16>(p, tok0 + tl, row, sum);
+    mma_batch2<NT, XSTRIDE, BF16>(acc, cur, xs[jc] + lofs);
+  };
+  load_batch2(b0, ct0, ct0, ct1, p, tbase, warp, lane, pol, w);
+  hg::pdl_grid_dependency_wait();  // x comes from the previous kernel; the first weights are already on their way
+  issue_x<MT, XSTRIDE, W * 32>(xs[0], p, ct0, (b0.run4 ? 4 : 2) * hg::TILE, tok0, mc);
+  hg::cp_async_mbar_arrive(&xbar[0]);
+  int c = ct0 + b0.n;
+  for (;;) {
+    load_batch2(b1, c, ct0, ct1, p, tbase, warp, lane, pol, w);
+    c += b1.n;
+    step(b0, 0, b1);
+    if (b1.n == 0) break;
+    load_batch2(b0, c, ct0, ct1, p, tbase, warp, lane, pol, w);
+    c += b0.n;
+    step(b1, 1, b0);
+    if (b0.n == 0) break;
   }
+  store_or_reduce<NT, W, BF16>(p, acc, reinterpret_cast<unsigned char*>(&xs[0][0]), s, rb, z, tok0, mc, warp, lane);
 }
 
 }  // namespace hd

@@ -198,8 +198,18 @@ struct DecodeInst {
   static constexpr int KB = KB_, W = W_, THREADS = W_ * 32;
   static constexpr auto kernel = hd::hybrid_decode_kernel<NT, KB_, BF16, RUN4, W_>;
 };
+// v3i (hybrid_decode.cuh): v3h's row split over 4-warp CTAs with two load batches in flight per warp; the 4-warp row
+// split runs it unless decode_variant 2 asks for v3h (one batch in flight) to compare.
+// decode_variant 3: the same two batches in flight for the k-split's 8-warp CTAs too (opt-in).
+template <int NT, bool BF16, int W_ = hd::V3I_WARPS>
+struct DecodeInstV3i {
+  static constexpr int KB = 2, W = W_, THREADS = W_ * 32;
+  static constexpr auto kernel = hd::hybrid_decode_v3i_kernel<NT, BF16, W_>;
+};
 template <int NT, bool BF16, typename F>
-auto with_decode_inst_v3e(int warps, F&& f) {
+auto with_decode_inst_v3e(int variant, int warps, F&& f) {
+  if ((variant == 0 || variant == 3) && warps == hd::V3I_WARPS) return f(DecodeInstV3i<NT, BF16>{});
+  if (variant == 3 && warps == hd::WARPS) return f(DecodeInstV3i<NT, BF16, hd::WARPS>{});
   switch (warps) {
     case 2: return f(DecodeInst<NT, 2, true, BF16, 2>{});
     case 4: return f(DecodeInst<NT, 2, true, BF16, 4>{});
@@ -209,8 +219,8 @@ auto with_decode_inst_v3e(int warps, F&& f) {
 template <bool BF16, typename F>
 auto with_decode_inst_t(int nt, int variant, int warps, F&& f) {
   switch (nt) {
-    case 1: return variant == 1 ? f(DecodeInst<1, 2, false, BF16>{}) : with_decode_inst_v3e<1, BF16>(warps, f);
-    case 2: return variant == 1 ? f(DecodeInst<2, 2, false, BF16>{}) : with_decode_inst_v3e<2, BF16>(warps, f);
+    case 1: return variant == 1 ? f(DecodeInst<1, 2, false, BF16>{}) : with_decode_inst_v3e<1, BF16>(variant, warps, f);
+    case 2: return variant == 1 ? f(DecodeInst<2, 2, false, BF16>{}) : with_decode_inst_v3e<2, BF16>(variant, warps, f);
     case 4: return f(DecodeInst<4, 1, false, BF16>{});
     default: return f(DecodeInst<8, 1, false, BF16>{});
   }
@@ -270,7 +280,8 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
   if (a.M <= 0 || a.N <= 0 || a.K <= 0 || a.tile_rows != hg::TILE || a.tile_cols != hg::TILE || a.M > (1 << 30) ||
       a.N > (1 << 30) || a.K > 128 * hg::MAX_CONTRIB / 2 ||
       (a.prefill_bn != 0 && a.prefill_bn != 128 && a.prefill_bn != 256) ||
-      (a.decode_warps != 0 && a.decode_warps != 2 && a.decode_warps != 4 && a.decode_warps != 8)) {
+      (a.decode_warps != 0 && a.decode_warps != 2 && a.decode_warps != 4 && a.decode_warps != 8) ||
+      a.decode_variant < 0 || a.decode_variant > 3) {
     r.status = HYBRID_ERR_SHAPE;
     return r;
   }
@@ -317,7 +328,8 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
       p.part = reinterpret_cast<float*>(ws + persistent_workspace_bytes(grid));
       // decode_warps 0: v3h's row split where decode_row_split_auto says so (v3e at 9..16 tokens, unless the cluster
       // reduction is forced).
-      const bool auto_rows = a.decode_warps == 0 && nt == 2 && a.decode_variant == 0 && a.decode_reduction != 1 &&
+      const bool auto_rows = a.decode_warps == 0 && nt == 2 && (a.decode_variant == 0 || a.decode_variant == 3) &&
+                             a.decode_reduction != 1 &&
                              decode_row_split_auto(rb, d.sms, cluster_ok);
       const int warps = a.decode_warps == 2 || a.decode_warps == 4 ? a.decode_warps : auto_rows ? 4 : hd::WARPS;
       const cudaError_t e = with_decode_inst(nt, a.decode_variant, warps, a.bf16, [&](auto inst) {

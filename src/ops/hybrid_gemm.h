@@ -44,7 +44,11 @@ struct HybridGemmArgs {
   int decode_ctas_per_sm = 0;     // split-K kernel: target CTAs per SM (1..16) that sets the k-split; 0 = by waves
                                   // of resident CTAs (decode_split_waves; 4 was the fixed default before)
   int decode_variant = 0;         // split-K kernel at M <= 16: 0 = v3e (runs of four 2:4 k-tiles in one load batch,
-                                  // hybrid_decode.cuh RUN4), 1 = v3d (one or two k-tiles per batch; to compare)
+                                  // hybrid_decode.cuh RUN4), and where v3h's row split over 4-warp CTAs runs, v3i
+                                  // (the same with two load batches in flight per warp; session 24); 1 = v3d (one
+                                  // or two k-tiles per batch; to compare); 2 = v3e everywhere, so the 4-warp row
+                                  // split is v3h with one batch in flight (to compare); 3 = two batches in flight
+                                  // everywhere: v3i, and for the k-split's 8-warp CTAs its twin (one CTA per SM)
   int decode_reduction = 2;       // split-K kernel: how a row block's k-splits are summed. 0 = through the workspace
                                   // (partials and a counter); 1 = v3g, through a thread-block cluster (distributed
                                   // shared memory) where the waves rule's cluster split (S <= 8) costs no more
