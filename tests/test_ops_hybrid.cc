@@ -323,6 +323,18 @@ TEST(OpsHybridSplit, RowSplitWhereItsCtasFillTheSmsOnceOrTwice) {
   EXPECT_FALSE(decode_row_split_auto(99, 132, true));  // 198 CTAs: 1.5 per SM
 }
 
+// The pipelined k-split at 9..16 tokens: one wave (ctas ≤ resident) that fills ≥ 90% of the SMs. On 132 SMs with
+// one CTA per SM: the N = 4096 shapes' plan of 32 row blocks × 4 splits = 128 CTAs takes it; 6144 rows × 2 splits
+// (96 CTAs) and 28672 rows (224 CTAs) do not.
+TEST(OpsHybridSplit, PipelinedKSplitOnlyForOneNearlyFullWave) {
+  EXPECT_TRUE(decode_pipelined_k_split_auto(128, 132, 132));
+  EXPECT_TRUE(decode_pipelined_k_split_auto(119, 132, 132));   // 90.2%
+  EXPECT_FALSE(decode_pipelined_k_split_auto(118, 132, 132));  // 89.4%
+  EXPECT_FALSE(decode_pipelined_k_split_auto(96, 132, 132));
+  EXPECT_FALSE(decode_pipelined_k_split_auto(224, 132, 132));
+  EXPECT_FALSE(decode_pipelined_k_split_auto(128, 124, 132));  // clusters leave fewer resident slots than CTAs
+}
+
 TEST(OpsHybridLinear, CpuReferenceMatchesFloat64Gemm) {
   auto gen = at::detail::createCPUGenerator(99);
   const int64_t N = 300, K = 256;

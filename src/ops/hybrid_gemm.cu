@@ -262,6 +262,17 @@ int64_t decode_cluster_slots(int64_t S) {
   return std::max(c, 0);
 }
 
+// decode_pipelined_k_split_auto (hybrid_split.h) for the 16-token pipelined k-split's own plan and occupancy.
+template <bool BF16>
+bool pipelined_k_split_fits(int64_t rb, int64_t ct, int64_t nch, int sms, bool cluster_ok, int64_t max_slots) {
+  using I = DecodeInstV3i<2, BF16, hd::WARPS>;
+  const int64_t slots = int64_t(decode_occupancy<I>()) * sms;
+  const DecodePlan plan =
+      decode_plan(rb, ct, nch, I::KB, slots, 0, cluster_ok, decode_cluster_slots<I>, hd::MAX_CLUSTER, max_slots);
+  const int64_t resident = plan.cluster ? decode_cluster_slots<I>(plan.split.S) : slots;
+  return decode_pipelined_k_split_auto(rb * nch * plan.split.S, resident, sms);
+}
+
 }  // namespace
 
 // Workspace: [counters: MAX_KEYS ints, fixed place, shared by both kernels][ranges: G × 2 int64]
@@ -332,7 +343,11 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
                              a.decode_reduction != 1 &&
                              decode_row_split_auto(rb, d.sms, cluster_ok);
       const int warps = a.decode_warps == 2 || a.decode_warps == 4 ? a.decode_warps : auto_rows ? 4 : hd::WARPS;
-      const cudaError_t e = with_decode_inst(nt, a.decode_variant, warps, a.bf16, [&](auto inst) {
+      // The k-split at 9..16 tokens: two load batches in flight per warp where that plan is one nearly full wave.
+      const bool pipelined = a.decode_variant == 0 && a.decode_warps == 0 && nt == 2 && warps == hd::WARPS &&
+                             (a.bf16 ? pipelined_k_split_fits<true>(rb, ct, nch, d.sms, cluster_ok, max_slots)
+                                     : pipelined_k_split_fits<false>(rb, ct, nch, d.sms, cluster_ok, max_slots));
+      const cudaError_t e = with_decode_inst(nt, pipelined ? 3 : a.decode_variant, warps, a.bf16, [&](auto inst) {
         using I = decltype(inst);
         cudaLaunchConfig_t cfg = {};
         if (I::W < hd::WARPS) {  // v3h: the row block's warp slices over WARPS / W CTAs, each the whole K

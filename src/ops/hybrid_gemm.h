@@ -45,7 +45,9 @@ struct HybridGemmArgs {
                                   // of resident CTAs (decode_split_waves; 4 was the fixed default before)
   int decode_variant = 0;         // split-K kernel at M <= 16: 0 = v3e (runs of four 2:4 k-tiles in one load batch,
                                   // hybrid_decode.cuh RUN4), and where v3h's row split over 4-warp CTAs runs, v3i
-                                  // (the same with two load batches in flight per warp; session 24); 1 = v3d (one
+                                  // (the same with two load batches in flight per warp; session 24); at 9..16 tokens
+                                  // also the k-split with two batches where decode_pipelined_k_split_auto
+                                  // (hybrid_split.h) says so and decode_warps is 0; 1 = v3d (one
                                   // or two k-tiles per batch; to compare); 2 = v3e everywhere, so the 4-warp row
                                   // split is v3h with one batch in flight (to compare); 3 = two batches in flight
                                   // everywhere: v3i, and for the k-split's 8-warp CTAs its twin (one CTA per SM)

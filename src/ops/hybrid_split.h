@@ -127,4 +127,17 @@ inline bool decode_row_split_auto(int64_t RB, int64_t sms, bool cluster_reductio
   return sms <= 2 * RB && (cluster_reduction ? 4 * RB < 3 * sms : 2 * RB < 3 * sms);
 }
 
+// Auto choice at 9..16 tokens where the k-split runs: its 8-warp CTAs with two load batches in flight per warp
+// (hybrid_decode.cuh v3i, W = 8: one CTA per SM by registers) instead of v3e's one batch (two CTAs per SM), when the
+// pipelined plan's `ctas` all fit in one wave of `resident` CTAs and fill at least 90% of the SMs. Why: both forms
+// have 16 load batches in flight per SM; the pipelined one keeps them in flight through the MMAs and the x waits,
+// but a partial second wave or idle SMs cost it more than it gains. Measured in session 24 (M = 16, × cuBLAS with
+// PDL, pipelined / v3e, docs/benchmarks/data/decode_v3i_db_h100.csv and ..._h200.csv): N = 4096 row blocks (32; 128
+// CTAs of K / 4 each) H100 f = 0.9 4096×4096 1.66 / 1.59, 4096×11008 1.48 / 1.46, 4096×14336 1.50 / 1.48, f = 1
+// +2…10%; H200 +1…6% except 4096×14336 at f = 0.9 (1.41 / 1.44). 6144×4096 (96 CTAs: 73% of the SMs) 1.12 / 1.57
+// and 28672×4096 (224 CTAs: 1.7 waves) 1.34 / 1.54 at f = 0.9 on the H100, the losses the bounds exclude.
+inline bool decode_pipelined_k_split_auto(int64_t ctas, int64_t resident, int64_t sms) {
+  return ctas <= resident && 10 * ctas >= 9 * sms;
+}
+
 }  // namespace patchllm
