@@ -9,7 +9,11 @@
 // the ceiling of a kernel built on that mechanism.
 //
 // Run: stream_probe [MB] (default 61: the f = 0.9 blob of 12288×4096). Buffers rotated past L2 (8 copies); median of
-// 15 batches of launches; prints µs and TB/s per variant and the fraction of the best.
+// 15 batches of launches; prints the bytes each variant reads (its share per warp or CTA is rounded down to whole
+// batches), µs, TB/s and the fraction of the best rate.
+// Measured (session 24, docs/benchmarks/data/stream_probe_h100.md, _h200.md), 61 MB, 192 CTAs × 4 warps (v3h's grid
+// at 12288×4096): one 8 KB batch in flight per warp 2.23 TB/s on the H100 (2.60 H200), two 2.67 (3.54), a
+// grid-stride read 2.65 (3.47), the bulk-copy ring 2.65 (3.51). The barrier per batch costs nothing.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -21,38 +25,35 @@
 #include <vector>
 
 #include "bench_ops_common.h"
+#include "ops/hybrid_decode.cuh"
 
 namespace {
 
-__device__ __forceinline__ uint64_t evict_first() {
-  uint64_t p;
-  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(p));
-  return p;
-}
-__device__ __forceinline__ uint4 ldg16(const void* p, uint64_t pol) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0,%1,%2,%3}, [%4], %5;"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p), "l"(pol));
-  return v;
-}
+using namespace patchllm;
+// The decode kernel's own load and mbarrier helpers, so the probe measures the same instructions.
+using hd::ld_stream16;
+using hg::mbar_arrive;
+using hg::mbar_expect_tx;
+using hg::mbar_init;
+using hg::mbar_wait;
+using hg::policy_evict_first;
 __device__ __forceinline__ uint32_t fold(uint4 v) { return v.x ^ v.y ^ v.z ^ v.w; }
 
 // Grid-stride: U independent 16-byte loads per thread per step.
 template <int U>
 __global__ void __launch_bounds__(256) grid_stride(const uint4* __restrict__ src, int64_t n16, uint32_t* out) {
-  const uint64_t pol = evict_first();
+  const uint64_t pol = policy_evict_first();
   const int64_t stride = int64_t(gridDim.x) * blockDim.x, t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   uint32_t acc = 0;
   int64_t i = t;
   for (; i + (U - 1) * stride < n16; i += U * stride) {
     uint4 v[U];
 #pragma unroll
-    for (int u = 0; u < U; ++u) v[u] = ldg16(src + i + u * stride, pol);
+    for (int u = 0; u < U; ++u) v[u] = ld_stream16(src + i + u * stride, pol);
 #pragma unroll
     for (int u = 0; u < U; ++u) acc ^= fold(v[u]);
   }
-  for (; i < n16; i += stride) acc ^= fold(ldg16(src + i, pol));
+  for (; i < n16; i += stride) acc ^= fold(ld_stream16(src + i, pol));
   out[t] = acc;
 }
 
@@ -61,7 +62,7 @@ __global__ void __launch_bounds__(256) grid_stride(const uint4* __restrict__ src
 // batch i (two batches in flight). SYNC: a CTA barrier after each batch, as the x staging imposes.
 template <int B, int DB, bool SYNC>
 __global__ void warp_batches(const uint8_t* __restrict__ src, int64_t per_warp, uint32_t* out) {
-  const uint64_t pol = evict_first();
+  const uint64_t pol = policy_evict_first();
   const int lane = threadIdx.x & 31;
   const int64_t warp = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
   const uint8_t* base = src + warp * per_warp + lane * 16;
@@ -70,7 +71,7 @@ __global__ void warp_batches(const uint8_t* __restrict__ src, int64_t per_warp, 
   uint4 a[B], b[B];
   auto load = [&](uint4(&r)[B], int64_t i) {
 #pragma unroll
-    for (int j = 0; j < B; ++j) r[j] = ldg16(base + i * B * 512 + j * 512, pol);
+    for (int j = 0; j < B; ++j) r[j] = ld_stream16(base + i * B * 512 + j * 512, pol);
   };
   auto use = [&](const uint4(&r)[B]) {
 #pragma unroll
@@ -97,25 +98,6 @@ __global__ void warp_batches(const uint8_t* __restrict__ src, int64_t per_warp, 
   out[(int64_t(blockIdx.x) * blockDim.x + threadIdx.x)] = acc;
 }
 
-__device__ __forceinline__ uint32_t saddr(const void* p) { return uint32_t(__cvta_generic_to_shared(p)); }
-__device__ __forceinline__ void mbar_init(uint64_t* b, int n) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(saddr(b)), "r"(n) : "memory");
-}
-__device__ __forceinline__ void mbar_expect_tx(uint64_t* b, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(saddr(b)), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(uint64_t* b) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(saddr(b)) : "memory");
-}
-__device__ __forceinline__ void mbar_wait(uint64_t* b, uint32_t parity) {
-  uint32_t ok = 0;
-  while (!ok)
-    asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
-                 : "=r"(ok)
-                 : "r"(saddr(b)), "r"(parity)
-                 : "memory");
-}
-
 // Bulk-copy ring: one producer thread per CTA copies CHUNK-byte pieces of the CTA's contiguous range into STAGES
 // shared-memory slots (cp.async.bulk, L2 evict-first); W consumer warps wait for a slot, read it (16 bytes per lane
 // per 512, ld.shared) and release it.
@@ -136,15 +118,15 @@ __global__ void __launch_bounds__((W + 1) * 32) bulk_ring(const uint8_t* __restr
   uint32_t acc = 0;
   if (warp == W) {
     if (lane == 0) {
-      const uint64_t pol = evict_first();
+      const uint64_t pol = policy_evict_first();
       for (int64_t c = 0; c < nc; ++c) {
         const int s = int(c % STAGES);
         if (c >= STAGES) mbar_wait(&empty[s], uint32_t((c / STAGES - 1) & 1));
         mbar_expect_tx(&full[s], CHUNK);
         asm volatile(
             "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], "
-            "%4;" ::"r"(saddr(smem + s * CHUNK)),
-            "l"(base + c * CHUNK), "r"(CHUNK), "r"(saddr(&full[s])), "l"(pol)
+            "%4;" ::"r"(hg::smem_addr(smem + s * CHUNK)),
+            "l"(base + c * CHUNK), "r"(CHUNK), "r"(hg::smem_addr(&full[s])), "l"(pol)
             : "memory");
       }
     }
@@ -213,6 +195,7 @@ int main(int argc, char** argv) {
   auto warps_case = [&](int ctas, int w, auto inst, const char* what) {
     using I = decltype(inst);
     const int64_t nw = int64_t(ctas) * w, per = bytes / nw / (I::B * 512) * (I::B * 512);
+    if (per == 0) return;  // less than one batch per warp
     run(std::string(what) + ", " + std::to_string(ctas) + " CTAs x " + std::to_string(w) + " warps", per * nw,
         [&, per](const uint8_t* s) { I::k<<<ctas, w * 32>>>(s, per, out); });
   };

@@ -29,6 +29,10 @@
 // loads its index and first weight batch before waiting for the previous grid; x, y, the partials and the counters
 // are touched only after that wait. Weights and index are read-only for the launch's lifetime, so back-to-back
 // linears overlap one kernel's tail (last wave, split reduction) with the next one's first HBM round trip.
+// v3i (session 24, hybrid_decode_v3i_kernel below): the same batches with two in flight per warp (the next batch's
+// loads issued before this one's x wait and MMAs); the 4-warp row split's kernel, and at 9..16 tokens the k-split's
+// where its one-CTA-per-SM plan is one nearly full wave. With one batch in flight a warp idles HBM for a round trip
+// per batch, and that, not the MMAs or the x staging, bounded decode at M = 16 (dev/kernels/stream_probe.cu).
 #pragma once
 #include <cooperative_groups.h>
 
@@ -202,6 +206,121 @@ __device__ __forceinline__ void store_or_reduce(const Params& p, const float (&a
   }
 }
 
+// One load batch: KB k-tiles of either kind, or (RUN4, KB = 2 only) a run of four 2:4 k-tiles in the registers of
+// two dense ones.
+template <int KB, bool RUN4>
+struct LoadBatch {
+  static_assert(!RUN4 || KB == 2, "RUN4 packs four 2:4 k-tiles into the registers of two dense ones");
+  uint4 a[KB][2][4];                // A registers [k-tile][half][4]; a run of four puts tile j at [j/2][h][2(j%2)..+1]
+  uint32_t meta[RUN4 ? 4 : KB][2];  // 2:4 metadata [k-tile][half]
+  int c, n;                         // first k-tile and k-tiles of the batch; n = 0: no batch
+  bool run4;                        // a run of four (x covers 4 k-tiles), else up to KB k-tiles
+  uint32_t sp;                      // bit b set = k-tile c + b is 2:4
+};
+struct IndexWindow {    // kinds and offsets of 32 k-tiles, one per lane, and which of them are 2:4
+  int kind = 0;
+  int64_t off = 0;
+  uint32_t sparse = 0;
+};
+
+// Issues the weight loads of the batch starting at k-tile c of the CTA's range [ct0, ct1) (c - ct0 a multiple of KB)
+// of row block tbase / CT. KB divides 32, so a batch never straddles two index windows.
+template <int KB, bool RUN4>
+__device__ __forceinline__ void load_batch(LoadBatch<KB, RUN4>& b, int c, int ct0, int ct1, const Params& p,
+                                           int64_t tbase, int warp, int lane, uint64_t pol, IndexWindow& w) {
+  b.c = c, b.n = 0, b.run4 = false, b.sp = 0;
+  if (c >= ct1) return;
+  const int i = (c - ct0) & 31;
+  if (i == 0) {  // the next 32 k-tiles' index: one per lane
+    const int ct = c + lane;
+    if (ct < ct1) w.kind = __ldg(p.kinds + tbase + ct), w.off = __ldg(p.offsets + tbase + ct);
+    if (RUN4) w.sparse = __ballot_sync(0xffffffffu, ct < ct1 && w.kind != 0);
+  }
+  if (RUN4 && i <= 28 && ((w.sparse >> i) & 0xFu) == 0xFu) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int64_t off = __shfl_sync(0xffffffffu, w.off, i + j);
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+        load_sparse_unit(p.blob + off + h * hg::SPARSE_UNIT + warp * HYBRID_SPARSE_UNIT_BYTES, lane, pol,
+                         b.a[(j >> 1) % KB][h][2 * (j & 1)], b.a[(j >> 1) % KB][h][2 * (j & 1) + 1],
+                         b.meta[j % (RUN4 ? 4 : KB)][h]);
+    }
+    b.n = 4, b.run4 = true;
+    return;
+  }
+#pragma unroll
+  for (int k = 0; k < KB; ++k) {
+    const int kind = __shfl_sync(0xffffffffu, w.kind, i + k);
+    const int64_t off = __shfl_sync(0xffffffffu, w.off, i + k);
+    if (c + k < ct1) {
+      const uint8_t* base = p.blob + off;
+      if (kind != 0) {
+        b.sp |= 1u << k;
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+          load_sparse_unit(base + h * hg::SPARSE_UNIT + warp * HYBRID_SPARSE_UNIT_BYTES, lane, pol, b.a[k][h][0],
+                           b.a[k][h][1], b.meta[k][h]);
+      } else {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const uint8_t* u = base + h * hg::DENSE_UNIT + warp * HYBRID_DENSE_UNIT_BYTES;
+#pragma unroll
+          for (int j = 0; j < 4; ++j) b.a[k][h][j] = ld_stream16(u + j * 512 + lane * 16, pol);
+        }
+      }
+    }
+  }
+  b.n = min(KB, ct1 - c);
+}
+
+// One 64-K half tile into acc: per n-tile the x fragments of the half (two ldmatrix.x4 at xk, row stride XSTRIDE),
+// then the unit's MMAs, 2:4 (a0, a1 and the metadata word) or dense (a0 … a3).
+template <int NT, int XSTRIDE, bool BF16>
+__device__ __forceinline__ void mma_half(float (&acc)[NT][4], const uint16_t* xk, bool sparse, uint32_t meta,
+                                         const uint4& a0, const uint4& a1, const uint4& a2, const uint4& a3) {
+#pragma unroll
+  for (int n = 0; n < NT; ++n) {
+    uint32_t bx[2][4];  // bx[q][i] = x[token 8n + g][32q + 8i + 2t, +1] of the half
+    hg::ldmatrix_x4(bx[0], xk + n * 8 * XSTRIDE);
+    hg::ldmatrix_x4(bx[1], xk + n * 8 * XSTRIDE + 32);
+    if (sparse) {
+      hg::mma_sp<BF16, 0>(acc[n], a0, bx[0], meta);
+      hg::mma_sp<BF16, 1>(acc[n], a1, bx[1], meta);
+    } else {
+      hg::mma_dense<BF16>(acc[n], a0, bx[0][0], bx[0][1]);
+      hg::mma_dense<BF16>(acc[n], a1, bx[0][2], bx[0][3]);
+      hg::mma_dense<BF16>(acc[n], a2, bx[1][0], bx[1][1]);
+      hg::mma_dense<BF16>(acc[n], a3, bx[1][2], bx[1][3]);
+    }
+  }
+}
+
+// The batch's MMAs; xl = this lane's ldmatrix address in the batch's x slice (row stride XSTRIDE).
+template <int NT, int XSTRIDE, bool BF16, int KB, bool RUN4>
+__device__ __forceinline__ void mma_batch(float (&acc)[NT][4], const LoadBatch<KB, RUN4>& b, const uint16_t* xl) {
+  if (RUN4 && b.run4) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const uint4& a0 = b.a[(j >> 1) % KB][h][2 * (j & 1)];
+        const uint4& a1 = b.a[(j >> 1) % KB][h][2 * (j & 1) + 1];
+        mma_half<NT, XSTRIDE, BF16>(acc, xl + (2 * j + h) * hg::UNIT_K, true, b.meta[j % (RUN4 ? 4 : KB)][h], a0, a1,
+                                    a0, a1);
+      }
+    return;
+  }
+#pragma unroll
+  for (int k = 0; k < KB; ++k) {
+    if (k >= b.n) continue;
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+      mma_half<NT, XSTRIDE, BF16>(acc, xl + (2 * k + h) * hg::UNIT_K, (b.sp >> k) & 1u, b.meta[k][h], b.a[k][h][0],
+                                  b.a[k][h][1], b.a[k][h][2], b.a[k][h][3]);
+  }
+}
+
 // NT n-tiles of 8 tokens (NT·8 ≤ 64), KB k-tiles per load batch.
 // RUN4 (v3e, KB = 2 only; the default at M ≤ 16): four 2:4 k-tiles in a row are one batch (4 × 72 B per lane, about a
 // dense batch's 2 × 128 B), so a 2:4 stream gets as many bytes per memory round trip as a dense one. Why: ncu on the
@@ -238,107 +357,14 @@ __global__ void __launch_bounds__(W * 32, 2 * WARPS / W) hybrid_decode_kernel(co
 #pragma unroll
   for (int n = 0; n < NT; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
 
-  int my_kind = 0;
-  int64_t my_off = 0;
-  uint32_t win_sparse = 0;  // RUN4: bit i = k-tile (window start + i) is in range and 2:4
-  for (int c = ct0, step = KB; c < ct1; c += step) {
-    if (((c - ct0) & 31) == 0) {  // index of the next 32 k-tiles: one per lane
-      const int ct = c + lane;
-      if (ct < ct1) {
-        my_kind = __ldg(p.kinds + tbase + ct);
-        my_off = __ldg(p.offsets + tbase + ct);
-      }
-      if (RUN4) win_sparse = __ballot_sync(0xffffffffu, ct < ct1 && my_kind != 0);
-    }
+  IndexWindow w;
+  LoadBatch<KB, RUN4> b;
+  for (int c = ct0; c < ct1; c += b.n) {
     if (c != ct0) __syncthreads();  // every warp is done with the previous batch's x slice
-    uint4 a[KB][2][4];
-    uint32_t meta[KB][2];
-    bool sp[KB], in[KB];
-    if (RUN4) {
-      // Four 2:4 k-tiles inside this index window: one batch. Tile j's two units use a[j/2][h][2(j%2) .. +1]
-      // (the slots of a dense unit), its metadata meta4[j][h]; x covers 4 k-tiles. step stays even, so a window
-      // start (a multiple of 32 from ct0) is never skipped.
-      const int i = (c - ct0) & 31;
-      if (i <= 28 && ((win_sparse >> i) & 0xFu) == 0xFu) {
-        uint32_t meta4[4][2];
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          const int64_t off = __shfl_sync(0xffffffffu, my_off, i + j);
-#pragma unroll
-          for (int h = 0; h < 2; ++h)
-            load_sparse_unit(p.blob + off + h * hg::SPARSE_UNIT + warp * HYBRID_SPARSE_UNIT_BYTES, lane, pol,
-                             a[j >> 1][h][2 * (j & 1)], a[j >> 1][h][2 * (j & 1) + 1], meta4[j][h]);
-        }
-        if (c == ct0) hg::pdl_grid_dependency_wait();  // x comes from the previous kernel
-        stage_x<MT, XSTRIDE, W * 32>(xs, p, c, 4 * hg::TILE, tok0, mc);
-#pragma unroll
-        for (int j = 0; j < 4; ++j)
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const int kofs = (2 * j + h) * hg::UNIT_K;
-#pragma unroll
-            for (int n = 0; n < NT; ++n) {
-              uint32_t bx[2][4];
-              hg::ldmatrix_x4(bx[0], xl + n * 8 * XSTRIDE + kofs);
-              hg::ldmatrix_x4(bx[1], xl + n * 8 * XSTRIDE + kofs + 32);
-              hg::mma_sp<BF16, 0>(acc[n], a[j >> 1][h][2 * (j & 1)], bx[0], meta4[j][h]);
-              hg::mma_sp<BF16, 1>(acc[n], a[j >> 1][h][2 * (j & 1) + 1], bx[1], meta4[j][h]);
-            }
-          }
-        step = 4;
-        continue;
-      }
-      step = KB;
-    }
-#pragma unroll
-    for (int b = 0; b < KB; ++b) {
-      const int i = (c - ct0 + b) & 31;  // KB divides 32: a batch never straddles two index loads
-      const int kind = __shfl_sync(0xffffffffu, my_kind, i);
-      const int64_t off = __shfl_sync(0xffffffffu, my_off, i);
-      in[b] = c + b < ct1;
-      sp[b] = kind != 0;
-      if (in[b]) {
-        const uint8_t* base = p.blob + off;
-        if (sp[b]) {
-#pragma unroll
-          for (int h = 0; h < 2; ++h)
-            load_sparse_unit(base + h * hg::SPARSE_UNIT + warp * HYBRID_SPARSE_UNIT_BYTES, lane, pol, a[b][h][0],
-                             a[b][h][1], meta[b][h]);
-        } else {
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const uint8_t* u = base + h * hg::DENSE_UNIT + warp * HYBRID_DENSE_UNIT_BYTES;
-#pragma unroll
-            for (int j = 0; j < 4; ++j) a[b][h][j] = ld_stream16(u + j * 512 + lane * 16, pol);
-          }
-        }
-      }
-    }
-    if (c == ct0) hg::pdl_grid_dependency_wait();
-    stage_x<MT, XSTRIDE, W * 32>(xs, p, c, XW, tok0, mc);
-#pragma unroll
-    for (int b = 0; b < KB; ++b) {
-      if (!in[b]) continue;
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int kofs = (2 * b + h) * hg::UNIT_K;
-#pragma unroll
-        for (int n = 0; n < NT; ++n) {
-          // bx[q][i] = x[token 8n + g][kofs + 32q + 8i + 2t, +1]
-          uint32_t bx[2][4];
-          hg::ldmatrix_x4(bx[0], xl + n * 8 * XSTRIDE + kofs);
-          hg::ldmatrix_x4(bx[1], xl + n * 8 * XSTRIDE + kofs + 32);
-          if (sp[b]) {
-            hg::mma_sp<BF16, 0>(acc[n], a[b][h][0], bx[0], meta[b][h]);
-            hg::mma_sp<BF16, 1>(acc[n], a[b][h][1], bx[1], meta[b][h]);
-          } else {
-#pragma unroll
-            for (int j = 0; j < 4; ++j)
-              hg::mma_dense<BF16>(acc[n], a[b][h][j], bx[j >> 1][2 * (j & 1)], bx[j >> 1][2 * (j & 1) + 1]);
-          }
-        }
-      }
-    }
+    load_batch(b, c, ct0, ct1, p, tbase, warp, lane, pol, w);
+    if (c == ct0) hg::pdl_grid_dependency_wait();  // x comes from the previous kernel
+    stage_x<MT, XSTRIDE, W * 32>(xs, p, c, b.run4 ? 4 * hg::TILE : XW, tok0, mc);
+    mma_batch<NT, XSTRIDE, BF16>(acc, b, xl);
   }
 
   hg::pdl_grid_dependency_wait();  // already passed unless the k-range was empty; before any write
@@ -350,16 +376,10 @@ __global__ void __launch_bounds__(W * 32, 2 * WARPS / W) hybrid_decode_kernel(co
 // issues a batch's weight loads only after the previous batch's MMAs, so each warp has one batch in flight. v3i issues
 // batch i+1's loads before batch i's x wait and MMAs, and copies batch i+1's x slice into a second buffer right after
 // batch i's barrier. Why: dev/kernels/stream_probe.cu on the H100 (61 MB read once, 768 warps in 192 CTAs of 4, loads
-// and an XOR only): 8 KB batches one at a time per warp stream 2.21 TB/s, two in flight 2.65, a grid-stride read 2.66;
-// v3h at M = 16, f = 0.9 on 12288×4096 streams 2.22 TB/s (session 24, docs/benchmarks/kernels.md). Per warp the
-// MMAs are v3h's in the same order, so the results are the same bits (dev grid -30, twin -13).
-struct Batch2 {
-  uint4 a[2][2][4];     // A registers [k-tile][half][4]; a run of four 2:4 k-tiles puts tile j at [j/2][h][2(j%2)..+1]
-  uint32_t meta[4][2];  // 2:4 metadata [k-tile][half]
-  int c, n;             // first k-tile and k-tiles of the batch; n = 0: no batch
-  bool run4;            // four 2:4 k-tiles (x covers 4 k-tiles), else up to KB = 2 k-tiles of either kind
-  uint32_t sp;          // KB = 2 batch: bit b set = k-tile c + b is 2:4
-};
+// and an XOR only): 8 KB batches one at a time per warp stream 2.23 TB/s, two in flight 2.67, a grid-stride read 2.65;
+// v3h at M = 16, f = 0.9 on 12288×4096 streamed 2.22 TB/s. v3i: 1.41× → 1.52× cuBLAS there (session 24,
+// docs/benchmarks/kernels.md). Per warp the MMAs are v3h's in the same order, so the results are the same bits (dev
+// grid -13, twin -30).
 // mbarrier phase wait on every architecture the decode kernels build for: try_wait is sm_90, test_wait sm_80.
 __device__ __forceinline__ void mbar_wait_any(uint64_t* b, uint32_t parity) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -372,104 +392,6 @@ __device__ __forceinline__ void mbar_wait_any(uint64_t* b, uint32_t parity) {
                  : "r"(hg::smem_addr(b)), "r"(parity)
                  : "memory");
 #endif
-}
-struct IndexWindow {    // kinds and offsets of 32 k-tiles, one per lane, and which of them are 2:4
-  int kind = 0;
-  int64_t off = 0;
-  uint32_t sparse = 0;
-};
-
-// Issues the weight loads of the batch starting at k-tile c of the CTA's range [ct0, ct1) (c - ct0 even) of row
-// block tbase / CT; the same batching as v3e.
-__device__ __forceinline__ void load_batch2(Batch2& b, int c, int ct0, int ct1, const Params& p, int64_t tbase,
-                                            int warp, int lane, uint64_t pol, IndexWindow& w) {
-  b.c = c, b.n = 0, b.run4 = false, b.sp = 0;
-  if (c >= ct1) return;
-  const int i = (c - ct0) & 31;
-  if (i == 0) {  // the next 32 k-tiles' index: one per lane
-    const int ct = c + lane;
-    if (ct < ct1) w.kind = __ldg(p.kinds + tbase + ct), w.off = __ldg(p.offsets + tbase + ct);
-    w.sparse = __ballot_sync(0xffffffffu, ct < ct1 && w.kind != 0);
-  }
-  if (i <= 28 && ((w.sparse >> i) & 0xFu) == 0xFu) {
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int64_t off = __shfl_sync(0xffffffffu, w.off, i + j);
-#pragma unroll
-      for (int h = 0; h < 2; ++h)
-        load_sparse_unit(p.blob + off + h * hg::SPARSE_UNIT + warp * HYBRID_SPARSE_UNIT_BYTES, lane, pol,
-                         b.a[j >> 1][h][2 * (j & 1)], b.a[j >> 1][h][2 * (j & 1) + 1], b.meta[j][h]);
-    }
-    b.n = 4, b.run4 = true;
-    return;
-  }
-#pragma unroll
-  for (int k = 0; k < 2; ++k) {
-    const int kind = __shfl_sync(0xffffffffu, w.kind, i + k);
-    const int64_t off = __shfl_sync(0xffffffffu, w.off, i + k);
-    if (c + k < ct1) {
-      const uint8_t* base = p.blob + off;
-      if (kind != 0) {
-        b.sp |= 1u << k;
-#pragma unroll
-        for (int h = 0; h < 2; ++h)
-          load_sparse_unit(base + h * hg::SPARSE_UNIT + warp * HYBRID_SPARSE_UNIT_BYTES, lane, pol, b.a[k][h][0],
-                           b.a[k][h][1], b.meta[k][h]);
-      } else {
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const uint8_t* u = base + h * hg::DENSE_UNIT + warp * HYBRID_DENSE_UNIT_BYTES;
-#pragma unroll
-          for (int j = 0; j < 4; ++j) b.a[k][h][j] = ld_stream16(u + j * 512 + lane * 16, pol);
-        }
-      }
-    }
-  }
-  b.n = min(2, ct1 - c);
-}
-
-// The batch's MMAs; xl = this lane's ldmatrix address in the batch's x slice (row stride XSTRIDE).
-template <int NT, int XSTRIDE, bool BF16>
-__device__ __forceinline__ void mma_batch2(float (&acc)[NT][4], const Batch2& b, const uint16_t* xl) {
-  if (b.run4) {
-#pragma unroll
-    for (int j = 0; j < 4; ++j)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int kofs = (2 * j + h) * hg::UNIT_K;
-#pragma unroll
-        for (int n = 0; n < NT; ++n) {
-          uint32_t bx[2][4];
-          hg::ldmatrix_x4(bx[0], xl + n * 8 * XSTRIDE + kofs);
-          hg::ldmatrix_x4(bx[1], xl + n * 8 * XSTRIDE + kofs + 32);
-          hg::mma_sp<BF16, 0>(acc[n], b.a[j >> 1][h][2 * (j & 1)], bx[0], b.meta[j][h]);
-          hg::mma_sp<BF16, 1>(acc[n], b.a[j >> 1][h][2 * (j & 1) + 1], bx[1], b.meta[j][h]);
-        }
-      }
-    return;
-  }
-#pragma unroll
-  for (int k = 0; k < 2; ++k) {
-    if (k >= b.n) continue;
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int kofs = (2 * k + h) * hg::UNIT_K;
-#pragma unroll
-      for (int n = 0; n < NT; ++n) {
-        uint32_t bx[2][4];
-        hg::ldmatrix_x4(bx[0], xl + n * 8 * XSTRIDE + kofs);
-        hg::ldmatrix_x4(bx[1], xl + n * 8 * XSTRIDE + kofs + 32);
-        if ((b.sp >> k) & 1u) {
-          hg::mma_sp<BF16, 0>(acc[n], b.a[k][h][0], bx[0], b.meta[k][h]);
-          hg::mma_sp<BF16, 1>(acc[n], b.a[k][h][1], bx[1], b.meta[k][h]);
-        } else {
-#pragma unroll
-          for (int j = 0; j < 4; ++j)
-            hg::mma_dense<BF16>(acc[n], b.a[k][h][j], bx[j >> 1][2 * (j & 1)], bx[j >> 1][2 * (j & 1) + 1]);
-        }
-      }
-    }
-  }
 }
 
 constexpr int V3I_WARPS = 4;
@@ -501,10 +423,10 @@ __global__ void __launch_bounds__(W * 32, W == WARPS ? 1 : 2) hybrid_decode_v3i_
 #pragma unroll
   for (int n = 0; n < NT; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
   IndexWindow w;
-  Batch2 b0, b1;
+  LoadBatch<2, true> b0, b1;
   // One step: batch `cur` (x in xc) waits for its x, then next's x slice goes into xn (free: every warp passed this
   // barrier after the MMAs of the batch before cur, the last reader of xn), then cur's MMAs.
-  auto step = [&](const Batch2& cur, int jc, const Batch2& next) {
+  auto step = [&](const LoadBatch<2, true>& cur, int jc, const LoadBatch<2, true>& next) {
     mbar_wait_any(&xbar[jc], (xphase >> jc) & 1u);
     xphase ^= 1u << jc;
     __syncthreads();
@@ -512,19 +434,19 @@ __global__ void __launch_bounds__(W * 32, W == WARPS ? 1 : 2) hybrid_decode_v3i_
       issue_x<MT, XSTRIDE, W * 32>(xs[jc ^ 1], p, next.c, (next.run4 ? 4 : 2) * hg::TILE, tok0, mc);
       hg::cp_async_mbar_arrive(&xbar[jc ^ 1]);
     }
-    mma_batch2<NT, XSTRIDE, BF16>(acc, cur, xs[jc] + lofs);
+    mma_batch<NT, XSTRIDE, BF16>(acc, cur, xs[jc] + lofs);
   };
-  load_batch2(b0, ct0, ct0, ct1, p, tbase, warp, lane, pol, w);
+  load_batch(b0, ct0, ct0, ct1, p, tbase, warp, lane, pol, w);
   hg::pdl_grid_dependency_wait();  // x comes from the previous kernel; the first weights are already on their way
   issue_x<MT, XSTRIDE, W * 32>(xs[0], p, ct0, (b0.run4 ? 4 : 2) * hg::TILE, tok0, mc);
   hg::cp_async_mbar_arrive(&xbar[0]);
   int c = ct0 + b0.n;
   for (;;) {
-    load_batch2(b1, c, ct0, ct1, p, tbase, warp, lane, pol, w);
+    load_batch(b1, c, ct0, ct1, p, tbase, warp, lane, pol, w);
     c += b1.n;
     step(b0, 0, b1);
     if (b1.n == 0) break;
-    load_batch2(b0, c, ct0, ct1, p, tbase, warp, lane, pol, w);
+    load_batch(b0, c, ct0, ct1, p, tbase, warp, lane, pol, w);
     c += b0.n;
     step(b1, 1, b0);
     if (b0.n == 0) break;

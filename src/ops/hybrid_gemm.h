@@ -59,7 +59,8 @@ struct HybridGemmArgs {
                                   // forcing 1 lost up to 12% where it displaced v3h, and 2 keeps v3h there
                                   // (docs/BENCHMARKS.md §4).
   int decode_warps = 0;           // split-K kernel, v3e at M <= 16: warps (16 weight rows each) per CTA. 8 = a whole
-                                  // row block per CTA, K split by decode_plan; 2 or 4 = v3h, the row block's 8 warp
+                                  // row block per CTA, K split by decode_plan; 2 or 4 = v3h (4: v3i unless
+                                  // decode_variant 2), the row block's 8 warp
                                   // slices in 8/W CTAs, each over the whole K (no k-split, no reduction); 0 = auto:
                                   // 4 at 9..16 tokens where decode_row_split_auto (hybrid_split.h) says so and
                                   // decode_reduction != 1, else 8. Ignored elsewhere.

@@ -48,9 +48,10 @@ struct HybridKernelOptions {
   bool cluster_reduction = false;    // the cluster wherever the plan picks it, v3h's row split never (= 1)
   bool workspace_reduction = false;  // never the cluster: partials through the workspace (= 0, the default before
                                      // session 19)
-  bool row_split = false;          // decode kernel at M <= 16, v3h: 4-warp CTAs over the whole K, no k-split,
+  bool row_split = false;          // decode kernel at M <= 16, the row split (v3h; v3i since session 24, two load
+                                   // batches in flight per warp): 4-warp CTAs over the whole K, no k-split,
                                    // on every shape (HybridGemmArgs::decode_warps = 4); without it the launcher
-                                   // takes v3h at 9..16 tokens where decode_row_split_auto says so
+                                   // takes it at 9..16 tokens where decode_row_split_auto says so
   bool prefill_batched = false;    // wgmma prefill kernels, v4i: one wgmma group per slab
                                    // (HybridGemmArgs::prefill_batched)
 };
