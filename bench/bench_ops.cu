@@ -334,41 +334,51 @@ int main(int argc, char** argv) {
           rows.push_back({sh.name, N, K, M, kernel, H.frac, t, (hb + (M * K + M * N) * 2) / t * 1e-6,
                           2.0 * M * N * K / t * 1e-6, cublas_us[M] / t, ideal});
         };
-        const double us = time_hybrid();
-        add_row("hybrid", us);
+        double us = 0, us_pdl = 0;
+        if (decode) {
+          // Every decode variant is timed in kRounds rounds, the order rotated each round, and reported as the median
+          // of its rounds. Timed one after another once, the first PDL column read 2–3% below later columns that
+          // launched the same kernel (session 24, docs/benchmarks/kernels.md).
+          // hybrid / hybrid-pdl are the launcher's default (decode_reduction 2: the cluster where the plan picks it,
+          // the row split where it takes that); -cl forces the cluster (never the row split), -ws the workspace (the
+          // default before session 19); at M <= 16 -w4 / -w2 / -w8 force 4-warp (v3i), 2-warp (v3h) or 8-warp CTAs,
+          // -w4v3h the one-batch v3h that v3i replaced, -db two load batches per warp everywhere (decode_variant 3).
+          struct DecodeVariant {
+            const char* name;
+            bool pdl;
+            int reduction, warps, variant;
+          };
+          std::vector<DecodeVariant> vs = {{"hybrid", false, 2, 0, 0},
+                                           {"hybrid-pdl", true, 2, 0, 0},
+                                           {"hybrid-pdl-cl", true, 1, 0, 0},
+                                           {"hybrid-pdl-ws", true, 0, 0, 0}};
+          if (M <= 16)
+            vs.insert(vs.end(), {{"hybrid-pdl-w4", true, 2, 4, 0},
+                                 {"hybrid-pdl-w4v3h", true, 2, 4, 2},
+                                 {"hybrid-pdl-w2", true, 2, 2, 0},
+                                 {"hybrid-pdl-w8", true, 2, 8, 0},
+                                 {"hybrid-pdl-db", true, 2, 0, 3}});
+          constexpr int kRounds = 3;
+          std::vector<std::vector<double>> t(vs.size());
+          for (int r = 0; r < kRounds; ++r)
+            for (size_t j = 0; j < vs.size(); ++j) {
+              const size_t i = (j + size_t(r)) % vs.size();
+              a.pdl = vs[i].pdl;
+              a.decode_reduction = vs[i].reduction;
+              a.decode_warps = vs[i].warps;
+              a.decode_variant = vs[i].variant;
+              t[i].push_back(time_hybrid());
+            }
+          a.pdl = false, a.decode_reduction = 2, a.decode_warps = 0, a.decode_variant = 0;
+          for (size_t i = 0; i < vs.size(); ++i) add_row(vs[i].name, bench::median(t[i]));
+          us = bench::median(t[0]);
+          us_pdl = bench::median(t[1]);
+        } else {
+          us = time_hybrid();
+          add_row("hybrid", us);
+        }
         std::fprintf(stderr, "row %s M=%lld f=%.2f hybrid %.1f us cublas %.1f us speedup %.2f (ideal %.2f)\n", sh.name,
                      (long long)M, H.frac, us, cublas_us[M], cublas_us[M] / us, ideal);
-        double us_pdl = 0;
-        if (decode) {  // programmatic dependent launch: back-to-back launches overlap (HybridGemmArgs::pdl)
-          a.pdl = true;
-          us_pdl = time_hybrid();
-          add_row("hybrid-pdl", us_pdl);
-          // hybrid / hybrid-pdl are the launcher's default (decode_reduction 2: the cluster where the plan picks it,
-          // but v3h's row split where it takes that); -cl forces the cluster (no v3h), -ws the workspace (the default
-          // before session 19)
-          a.decode_reduction = 1;
-          add_row("hybrid-pdl-cl", time_hybrid());
-          a.decode_reduction = 0;
-          add_row("hybrid-pdl-ws", time_hybrid());
-          a.decode_reduction = 2;
-          if (M <= 16)  // v3h: row split over CTAs of 4 / 2 warps, each over the whole K, no reduction; 8: k-split
-            for (int w : {4, 2, 8}) {  // (hybrid-pdl is the launcher's auto choice between 4 and 8)
-              a.decode_warps = w;
-              add_row(w == 4 ? "hybrid-pdl-w4" : w == 2 ? "hybrid-pdl-w2" : "hybrid-pdl-w8", time_hybrid());
-              if (w == 4) {  // -w4 is v3i (two load batches in flight per warp); -w4v3h the one-batch v3h before it
-                a.decode_variant = 2;
-                add_row("hybrid-pdl-w4v3h", time_hybrid());
-                a.decode_variant = 0;
-              }
-            }
-          a.decode_warps = 0;
-          if (M <= 16) {  // two load batches in flight per warp for the k-split's 8-warp CTAs too (decode_variant 3)
-            a.decode_variant = 3;
-            add_row("hybrid-pdl-db", time_hybrid());
-            a.decode_variant = 0;
-          }
-          a.pdl = false;
-        }
         if (extra && decode && M <= 16 && (H.frac < 0.02 || std::fabs(H.frac - 0.9) < 0.02)) {  // k-split sweep
           for (int pdl : {0, 1})
             for (int per_sm : {1, 2, 4, 8}) {  // fixed CTA targets (4 was the default before the waves rule)
