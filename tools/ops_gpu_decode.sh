@@ -6,8 +6,8 @@
 # over CTAs of 4 warps (v3i, bitwise against v3h) / 2 warps (v3h)); shows the PDL check catches a
 # missing griddepcontrol.wait (a copy built without it must fail grid -7); memcheck, racecheck and synccheck on the
 # small case; then bench_ops --decode (MS, default 1,16; EXTRA=1 adds the k-split sweep and v3d/v1) beside cuBLAS,
-# weights rotated past L2 (CHECKS=0: the timing only). Logs and tables under $OUT: eight files, as many as the device tool brings back (build logs
-# stay in /tmp; their tail is printed when a build fails).
+# weights rotated past L2 (CHECKS=0: the timing only). Logs and tables under $OUT: eight files, as many as the
+# device tool brings back (build logs stay in /tmp; their tail is printed when a build fails).
 set -u -o pipefail
 OUT=${OUT:-/tmp/ops_out}
 mkdir -p "$OUT"
