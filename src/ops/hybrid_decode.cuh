@@ -371,15 +371,6 @@ __global__ void __launch_bounds__(W * 32, 2 * WARPS / W) hybrid_decode_kernel(co
   store_or_reduce<NT, W, BF16>(p, acc, smem, s, rb, z, tok0, mc, warp, lane);
 }
 
-// ---- v3i: v3h with two load batches in flight per warp (session 24) -------------------------------------------
-// v3h (the row split: a row block's eight warp slices in 2 CTAs of 4 warps, each over the whole K, no reduction)
-// issues a batch's weight loads only after the previous batch's MMAs, so each warp has one batch in flight. v3i issues
-// batch i+1's loads before batch i's x wait and MMAs, and copies batch i+1's x slice into a second buffer right after
-// batch i's barrier. Why: dev/kernels/stream_probe.cu on the H100 (61 MB read once, 768 warps in 192 CTAs of 4, loads
-// and an XOR only): 8 KB batches one at a time per warp stream 2.23 TB/s, two in flight 2.67, a grid-stride read 2.65;
-// v3h at M = 16, f = 0.9 on 12288×4096 streamed 2.22 TB/s. v3i: 1.41× → 1.52× cuBLAS there (session 24,
-// docs/benchmarks/kernels.md). Per warp the MMAs are v3h's in the same order, so the results are the same bits (dev
-// grid -13, twin -30).
 // mbarrier phase wait on every architecture the decode kernels build for: try_wait is sm_90, test_wait sm_80.
 __device__ __forceinline__ void mbar_wait_any(uint64_t* b, uint32_t parity) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -394,9 +385,19 @@ __device__ __forceinline__ void mbar_wait_any(uint64_t* b, uint32_t parity) {
 #endif
 }
 
+// ---- v3i: v3h with two load batches in flight per warp (session 24) -------------------------------------------
+// v3h (the row split: a row block's eight warp slices in 2 CTAs of 4 warps, each over the whole K, no reduction)
+// issues a batch's weight loads only after the previous batch's MMAs, so each warp has one batch in flight. v3i issues
+// batch i+1's loads before batch i's x wait and MMAs, and copies batch i+1's x slice into a second buffer right after
+// batch i's barrier. Why: dev/kernels/stream_probe.cu on the H100 (61 MB read once, 768 warps in 192 CTAs of 4, loads
+// and an XOR only): 8 KB batches one at a time per warp stream 2.23 TB/s, two in flight 2.67, a grid-stride read 2.65;
+// v3h at M = 16, f = 0.9 on 12288×4096 streamed 2.22 TB/s. v3i: 1.41× → 1.52× cuBLAS there (session 24,
+// docs/benchmarks/kernels.md). Per warp the MMAs are v3h's in the same order, so the results are the same bits (dev
+// grid -13, twin -30).
 constexpr int V3I_WARPS = 4;
-// W = 4: the row split, grid (2, RB, token chunks), S = 1, KPC = CT (the launcher's v3h setup). W = 8 (opt-in,
-// decode_variant 3): the k-split kernel's grid, split and reductions (store_or_reduce) with two batches in flight.
+// W = 4: the row split, grid (2, RB, token chunks), S = 1, KPC = CT (the launcher's v3h setup). W = 8: the k-split
+// kernel's grid, split and reductions (store_or_reduce) with two batches in flight; the launcher takes it at 9..16
+// tokens where decode_pipelined_k_split_auto says so, and everywhere at M ≤ 16 with decode_variant 3.
 // NT n-tiles of 8 tokens. Two batches take ~205 registers: two CTAs of 4 warps or one of 8 per SM (launch bound).
 template <int NT, bool BF16, int W = V3I_WARPS>
 __global__ void __launch_bounds__(W * 32, W == WARPS ? 1 : 2) hybrid_decode_v3i_kernel(const Params p) {

@@ -337,8 +337,8 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
       p.x = static_cast<const uint16_t*>(a.x) + m0 * a.K;
       p.counters = reinterpret_cast<int*>(ws);
       p.part = reinterpret_cast<float*>(ws + persistent_workspace_bytes(grid));
-      // decode_warps 0: v3h's row split where decode_row_split_auto says so (v3e at 9..16 tokens, unless the cluster
-      // reduction is forced).
+      // decode_warps 0: the row split (v3i; v3h with decode_variant 2) where decode_row_split_auto says so (at 9..16
+      // tokens, unless the cluster reduction is forced).
       const bool auto_rows = a.decode_warps == 0 && nt == 2 && (a.decode_variant == 0 || a.decode_variant == 3) &&
                              a.decode_reduction != 1 &&
                              decode_row_split_auto(rb, d.sms, cluster_ok);
