@@ -6,7 +6,8 @@
 # relfence (the workspace reduction's GPU-scope fence in every thread replaced by one acq_rel atomic per CTA after the
 # CTA barrier, as CUTLASS's split-K semaphore does; bench_ops validates it against cuBLAS, and its VALIDATION lines
 # are printed). Times each with bench_ops --quick --decode --ms 1,16 beside the real kernel, whose run also sweeps
-# fixed k-splits with and without PDL. Prints µs per variant; logs under $OUT.
+# fixed k-splits with and without PDL. Prints µs per variant; logs under $OUT. VARS picks the variants (default all,
+# e.g. VARS="base nox"), MS the token counts (default 1,16).
 set -u -o pipefail
 OUT=${OUT:-/tmp/ops_out}
 mkdir -p "$OUT"
