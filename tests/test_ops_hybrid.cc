@@ -324,8 +324,8 @@ TEST(OpsHybridSplit, RowSplitWhereItsCtasFillTheSmsOnceOrTwice) {
 }
 
 // The pipelined k-split at 9..16 tokens: one wave (ctas ≤ resident) that fills ≥ 90% of the SMs. On 132 SMs with
-// one CTA per SM: the N = 4096 shapes' plan of 32 row blocks × 4 splits = 128 CTAs takes it; 6144 rows × 2 splits
-// (96 CTAs) and 28672 rows (224 CTAs) do not.
+// one CTA per SM the N = 4096 shapes' plans (32 row blocks × 4 splits = 128 CTAs) take it; the plans of 6144 rows
+// (8 splits, 384 CTAs), 28672 rows (4 splits, 896 CTAs) and 14336 rows (no split, 112 CTAs: 85%) do not.
 TEST(OpsHybridSplit, PipelinedKSplitOnlyForOneNearlyFullWave) {
   EXPECT_TRUE(decode_pipelined_k_split_auto(128, 132, 132));
   EXPECT_TRUE(decode_pipelined_k_split_auto(119, 132, 132));   // 90.2%
@@ -333,6 +333,19 @@ TEST(OpsHybridSplit, PipelinedKSplitOnlyForOneNearlyFullWave) {
   EXPECT_FALSE(decode_pipelined_k_split_auto(96, 132, 132));
   EXPECT_FALSE(decode_pipelined_k_split_auto(224, 132, 132));
   EXPECT_FALSE(decode_pipelined_k_split_auto(128, 124, 132));  // clusters leave fewer resident slots than CTAs
+  // The plans behind those counts: decode_plan with one resident CTA per SM (132 slots, clusters fill them all).
+  const int64_t big = INT64_MAX;
+  auto one_per_sm = [](int64_t) { return int64_t(132); };
+  for (int64_t ct : {32, 86, 112}) {  // K = 4096, 11008, 14336 with N = 4096: 32 row blocks
+    const DecodePlan p = decode_plan(32, ct, 1, 2, 132, 0, true, one_per_sm, 8, big);
+    EXPECT_EQ(p.split.S, 4) << ct;
+    EXPECT_TRUE(decode_pipelined_k_split_auto(32 * p.split.S, 132, 132)) << ct;
+  }
+  for (auto [rb, want_s] : {std::pair<int64_t, int>{48, 8}, {224, 4}, {112, 1}}) {
+    const DecodePlan p = decode_plan(rb, 32, 1, 2, 132, 0, true, one_per_sm, 8, big);
+    EXPECT_EQ(p.split.S, want_s) << rb;
+    EXPECT_FALSE(decode_pipelined_k_split_auto(rb * p.split.S, 132, 132)) << rb;
+  }
 }
 
 TEST(OpsHybridLinear, CpuReferenceMatchesFloat64Gemm) {

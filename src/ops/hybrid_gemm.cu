@@ -200,7 +200,8 @@ struct DecodeInst {
 };
 // v3i (hybrid_decode.cuh): v3h's row split over 4-warp CTAs with two load batches in flight per warp; the 4-warp row
 // split runs it unless decode_variant 2 asks for v3h (one batch in flight) to compare.
-// decode_variant 3: the same two batches in flight for the k-split's 8-warp CTAs too (opt-in).
+// W = 8: the same two batches in flight for the k-split's 8-warp CTAs, where pipelined_k_split_fits at 9..16 tokens
+// and everywhere with decode_variant 3.
 template <int NT, bool BF16, int W_ = hd::V3I_WARPS>
 struct DecodeInstV3i {
   static constexpr int KB = 2, W = W_, THREADS = W_ * 32;

@@ -134,8 +134,9 @@ inline bool decode_row_split_auto(int64_t RB, int64_t sms, bool cluster_reductio
 // but a partial second wave or idle SMs cost it more than it gains. Measured in session 24 (M = 16, × cuBLAS with
 // PDL, pipelined / v3e, docs/benchmarks/data/decode_v3i_db_h100.csv and ..._h200.csv): N = 4096 row blocks (32; 128
 // CTAs of K / 4 each) H100 f = 0.9 4096×4096 1.66 / 1.59, 4096×11008 1.48 / 1.46, 4096×14336 1.50 / 1.48, f = 1
-// +2…10%; H200 +1…6% except 4096×14336 at f = 0.9 (1.41 / 1.44). 6144×4096 (96 CTAs: 73% of the SMs) 1.12 / 1.57
-// and 28672×4096 (224 CTAs: 1.7 waves) 1.34 / 1.54 at f = 0.9 on the H100, the losses the bounds exclude.
+// +2…10%; H200 +1…6% except 4096×14336 at f = 0.9 (1.41 / 1.44). 6144×4096 (its plan: 384 CTAs, 2.9 waves)
+// 1.12 / 1.57 and 28672×4096 (896 CTAs, 6.8 waves) 1.34 / 1.54 at f = 0.9 on the H100: the losses the bounds
+// exclude. 14336×4096 (112 CTAs, 85% of the SMs) is left out too: +1…3% on the H100, −3…+2% on the H200.
 inline bool decode_pipelined_k_split_auto(int64_t ctas, int64_t resident, int64_t sms) {
   return ctas <= resident && 10 * ctas >= 9 * sms;
 }
