@@ -216,6 +216,7 @@ struct LoadBatch {
   int c, n;                         // first k-tile and k-tiles of the batch; n = 0: no batch
   bool run4;                        // a run of four (x covers 4 k-tiles), else up to KB k-tiles
   uint32_t sp;                      // bit b set = k-tile c + b is 2:4
+  __device__ __forceinline__ int x_width() const { return (run4 ? 4 : KB) * hg::TILE; }  // K of its x slice
 };
 struct IndexWindow {    // kinds and offsets of 32 k-tiles, one per lane, and which of them are 2:4
   int kind = 0;
@@ -346,7 +347,7 @@ __global__ void __launch_bounds__(W * 32, 2 * WARPS / W) hybrid_decode_kernel(co
 
   // x slice of a batch (MT tokens × KB·128 K) in shared memory, rows ≥ mc and K beyond the edge zero-filled;
   // B fragments by ldmatrix (row stride KB·128 + 8 elements: the 8 rows of an 8×8 matrix hit distinct bank groups).
-  constexpr int MT = NT * 8, XW = KB * hg::TILE, XWMAX = (RUN4 ? 4 : KB) * hg::TILE, XSTRIDE = XWMAX + 8;
+  constexpr int MT = NT * 8, XWMAX = (RUN4 ? 4 : KB) * hg::TILE, XSTRIDE = XWMAX + 8;
   // The cluster reduction's fp32 partial [MT][PSTRIDE] reuses the x slice's shared memory after the k loop.
   constexpr int SMEM = MT * XSTRIDE * 2 > MT * PSTRIDE * 4 ? MT * XSTRIDE * 2 : MT * PSTRIDE * 4;
   __shared__ __align__(16) unsigned char smem[SMEM];
@@ -363,26 +364,12 @@ __global__ void __launch_bounds__(W * 32, 2 * WARPS / W) hybrid_decode_kernel(co
     if (c != ct0) __syncthreads();  // every warp is done with the previous batch's x slice
     load_batch(b, c, ct0, ct1, p, tbase, warp, lane, pol, w);
     if (c == ct0) hg::pdl_grid_dependency_wait();  // x comes from the previous kernel
-    stage_x<MT, XSTRIDE, W * 32>(xs, p, c, b.run4 ? 4 * hg::TILE : XW, tok0, mc);
+    stage_x<MT, XSTRIDE, W * 32>(xs, p, c, b.x_width(), tok0, mc);
     mma_batch<NT, XSTRIDE, BF16>(acc, b, xl);
   }
 
   hg::pdl_grid_dependency_wait();  // already passed unless the k-range was empty; before any write
   store_or_reduce<NT, W, BF16>(p, acc, smem, s, rb, z, tok0, mc, warp, lane);
-}
-
-// mbarrier phase wait on every architecture the decode kernels build for: try_wait is sm_90, test_wait sm_80.
-__device__ __forceinline__ void mbar_wait_any(uint64_t* b, uint32_t parity) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  hg::mbar_wait(b, parity);
-#else
-  uint32_t ok = 0;
-  while (!ok)
-    asm volatile("{ .reg .pred p; mbarrier.test_wait.parity.shared.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
-                 : "=r"(ok)
-                 : "r"(hg::smem_addr(b)), "r"(parity)
-                 : "memory");
-#endif
 }
 
 // ---- v3i: v3h with two load batches in flight per warp (session 24) -------------------------------------------
@@ -413,8 +400,8 @@ __global__ void __launch_bounds__(W * 32, W == WARPS ? 1 : 2) hybrid_decode_v3i_
   hg::pdl_launch_dependents();
   __shared__ __align__(16) uint16_t xs[2][MT * XSTRIDE];  // x slices of the batch in MMA and the next one
   // x landed in xs[j]: every thread's cp.async pieces, counted by cp.async.mbarrier.arrive. Not cp.async.wait_all:
-  // that compiled to a scoreboard wait which also covered the next batch's weight loads (a first v3i with it ran at
-  // 0.85-0.93x v3h on the H100, session 24), i.e. one batch in flight again.
+  // a first v3i with it ran at 0.85-0.93x v3h on the H100 (session 24), most likely because its scoreboard wait also
+  // covered the next batch's weight loads (one batch in flight again; not confirmed in that version's SASS).
   __shared__ __align__(8) uint64_t xbar[2];
   if (threadIdx.x == 0) hg::mbar_init(&xbar[0], W * 32), hg::mbar_init(&xbar[1], W * 32);
   __syncthreads();
@@ -428,18 +415,18 @@ __global__ void __launch_bounds__(W * 32, W == WARPS ? 1 : 2) hybrid_decode_v3i_
   // One step: batch `cur` (x in xc) waits for its x, then next's x slice goes into xn (free: every warp passed this
   // barrier after the MMAs of the batch before cur, the last reader of xn), then cur's MMAs.
   auto step = [&](const LoadBatch<2, true>& cur, int jc, const LoadBatch<2, true>& next) {
-    mbar_wait_any(&xbar[jc], (xphase >> jc) & 1u);
+    hg::mbar_wait(&xbar[jc], (xphase >> jc) & 1u);
     xphase ^= 1u << jc;
     __syncthreads();
     if (next.n) {
-      issue_x<MT, XSTRIDE, W * 32>(xs[jc ^ 1], p, next.c, (next.run4 ? 4 : 2) * hg::TILE, tok0, mc);
+      issue_x<MT, XSTRIDE, W * 32>(xs[jc ^ 1], p, next.c, next.x_width(), tok0, mc);
       hg::cp_async_mbar_arrive(&xbar[jc ^ 1]);
     }
     mma_batch<NT, XSTRIDE, BF16>(acc, cur, xs[jc] + lofs);
   };
   load_batch(b0, ct0, ct0, ct1, p, tbase, warp, lane, pol, w);
   hg::pdl_grid_dependency_wait();  // x comes from the previous kernel; the first weights are already on their way
-  issue_x<MT, XSTRIDE, W * 32>(xs[0], p, ct0, (b0.run4 ? 4 : 2) * hg::TILE, tok0, mc);
+  issue_x<MT, XSTRIDE, W * 32>(xs[0], p, ct0, b0.x_width(), tok0, mc);
   hg::cp_async_mbar_arrive(&xbar[0]);
   int c = ct0 + b0.n;
   for (;;) {

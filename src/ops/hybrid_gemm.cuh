@@ -82,14 +82,23 @@ __device__ __forceinline__ void mbar_expect_tx(uint64_t* b, uint32_t bytes) {
 __device__ __forceinline__ void mbar_arrive(uint64_t* b) {
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_addr(b)) : "memory");
 }
+// try_wait (sm_90) suspends the thread until the phase flips or a timeout; test_wait (sm_80, for the decode kernel's
+// Ampere build) only polls.
 __device__ __forceinline__ void mbar_wait(uint64_t* b, uint32_t parity) {
   uint32_t ok = 0;
   while (!ok) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+    asm volatile("{ .reg .pred p; mbarrier.test_wait.parity.shared.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
+                 : "=r"(ok)
+                 : "r"(smem_addr(b)), "r"(parity)
+                 : "memory");
+#else
     asm volatile(
         "{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
         : "=r"(ok)
         : "r"(smem_addr(b)), "r"(parity)
         : "memory");
+#endif
   }
 }
 // Weights are read once: evict them first so x, slots and counters stay in L2.
