@@ -111,13 +111,34 @@ __device__ __forceinline__ void load_sparse_unit(const uint8_t* u, int lane, uin
   meta = ld_stream4(u + HYBRID_SPARSE_VALUE_BYTES + lane * 4, pol);
 }
 
+// What a CTA of W warps works on, and this thread's place in it: k-split s (W = 8; 0 for the row split), row block
+// rb, token chunk z (tokens tok0 … tok0 + mc), k-tiles [ct0, ct1), the row block's first index entry tbase, and the
+// thread's 16-row warp slice (its fragment units and output rows) and lane.
+template <int W>
+struct CtaWork {
+  int s, rb, z, warp, lane, ct0, ct1, tok0, mc;
+  int64_t tbase;
+  __device__ __forceinline__ explicit CtaWork(const Params& p)
+      : s(W == WARPS ? blockIdx.x : 0),
+        rb(blockIdx.y),
+        z(blockIdx.z),
+        warp((W == WARPS ? 0 : blockIdx.x * W) + (threadIdx.x >> 5)),
+        lane(threadIdx.x & 31),
+        ct0(s * p.KPC),
+        ct1(min(p.CT, ct0 + p.KPC)),
+        tok0(z * CHUNK_TOKENS),
+        mc(min(CHUNK_TOKENS, p.M - tok0)),
+        tbase(int64_t(rb) * p.CT) {}
+};
+
 // The kernel's end, shared by v3e and v3i: y straight from the accumulators (S = 1 or the row split), or the S
 // k-splits' partials summed through the cluster (v3g) or the workspace (last CTA of the row block), in split order.
 // smem: at least MT × PSTRIDE fp32 (the cluster partial), free once every warp is past its last x read.
 template <int NT, int W, bool BF16>
-__device__ __forceinline__ void store_or_reduce(const Params& p, const float (&acc)[NT][4], unsigned char* smem, int s,
-                                                int rb, int z, int tok0, int mc, int warp, int lane) {
-  const int g = lane >> 2, tq = lane & 3;
+__device__ __forceinline__ void store_or_reduce(const Params& p, const float (&acc)[NT][4], unsigned char* smem,
+                                                const CtaWork<W>& cw) {
+  const int s = cw.s, rb = cw.rb, z = cw.z, tok0 = cw.tok0, mc = cw.mc, warp = cw.warp;
+  const int g = cw.lane >> 2, tq = cw.lane & 3;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   if (W == WARPS && p.cluster) {
     namespace cg = cooperative_groups;
@@ -224,11 +245,13 @@ struct IndexWindow {    // kinds and offsets of 32 k-tiles, one per lane, and wh
   uint32_t sparse = 0;
 };
 
-// Issues the weight loads of the batch starting at k-tile c of the CTA's range [ct0, ct1) (c - ct0 a multiple of KB)
-// of row block tbase / CT. KB divides 32, so a batch never straddles two index windows.
-template <int KB, bool RUN4>
-__device__ __forceinline__ void load_batch(LoadBatch<KB, RUN4>& b, int c, int ct0, int ct1, const Params& p,
-                                           int64_t tbase, int warp, int lane, uint64_t pol, IndexWindow& w) {
+// Issues the weight loads of the batch starting at k-tile c of the CTA's range [ct0, ct1) (c - ct0 a multiple of KB).
+// KB divides 32, so a batch never straddles two index windows.
+template <int KB, bool RUN4, int W>
+__device__ __forceinline__ void load_batch(LoadBatch<KB, RUN4>& b, int c, const CtaWork<W>& cw, const Params& p,
+                                           uint64_t pol, IndexWindow& w) {
+  const int ct0 = cw.ct0, ct1 = cw.ct1, warp = cw.warp, lane = cw.lane;
+  const int64_t tbase = cw.tbase;
   b.c = c, b.n = 0, b.run4 = false, b.sp = 0;
   if (c >= ct1) return;
   const int i = (c - ct0) & 31;
@@ -336,12 +359,7 @@ template <int NT, int KB, bool BF16, bool RUN4 = false, int W = WARPS>
 __global__ void __launch_bounds__(W * 32, 2 * WARPS / W) hybrid_decode_kernel(const Params p) {
   static_assert(!RUN4 || KB == 2, "RUN4 packs four 2:4 k-tiles into the registers of two dense ones");
   static_assert(W == 2 || W == 4 || W == WARPS, "a row block's 8 warp slices in 8/W CTAs");
-  const int s = W == WARPS ? blockIdx.x : 0, rb = blockIdx.y, z = blockIdx.z;
-  // warp: this warp's 16-row slice of the row block (its fragment units and output rows)
-  const int warp = (W == WARPS ? 0 : blockIdx.x * W) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
-  const int ct0 = s * p.KPC, ct1 = min(p.CT, ct0 + p.KPC);
-  const int tok0 = z * CHUNK_TOKENS, mc = min(CHUNK_TOKENS, p.M - tok0);
-  const int64_t tbase = int64_t(rb) * p.CT;
+  const CtaWork<W> cw(p);
   const uint64_t pol = hg::policy_evict_first();
   hg::pdl_launch_dependents();
 
@@ -352,7 +370,7 @@ __global__ void __launch_bounds__(W * 32, 2 * WARPS / W) hybrid_decode_kernel(co
   constexpr int SMEM = MT * XSTRIDE * 2 > MT * PSTRIDE * 4 ? MT * XSTRIDE * 2 : MT * PSTRIDE * 4;
   __shared__ __align__(16) unsigned char smem[SMEM];
   uint16_t* xs = reinterpret_cast<uint16_t*>(smem);
-  const uint16_t* xl = xs + (lane & 7) * XSTRIDE + (lane >> 3) * 8;
+  const uint16_t* xl = xs + (cw.lane & 7) * XSTRIDE + (cw.lane >> 3) * 8;
 
   float acc[NT][4];
 #pragma unroll
@@ -360,16 +378,16 @@ __global__ void __launch_bounds__(W * 32, 2 * WARPS / W) hybrid_decode_kernel(co
 
   IndexWindow w;
   LoadBatch<KB, RUN4> b;
-  for (int c = ct0; c < ct1; c += b.n) {
-    if (c != ct0) __syncthreads();  // every warp is done with the previous batch's x slice
-    load_batch(b, c, ct0, ct1, p, tbase, warp, lane, pol, w);
-    if (c == ct0) hg::pdl_grid_dependency_wait();  // x comes from the previous kernel
-    stage_x<MT, XSTRIDE, W * 32>(xs, p, c, b.x_width(), tok0, mc);
+  for (int c = cw.ct0; c < cw.ct1; c += b.n) {
+    if (c != cw.ct0) __syncthreads();  // every warp is done with the previous batch's x slice
+    load_batch(b, c, cw, p, pol, w);
+    if (c == cw.ct0) hg::pdl_grid_dependency_wait();  // x comes from the previous kernel
+    stage_x<MT, XSTRIDE, W * 32>(xs, p, c, b.x_width(), cw.tok0, cw.mc);
     mma_batch<NT, XSTRIDE, BF16>(acc, b, xl);
   }
 
   hg::pdl_grid_dependency_wait();  // already passed unless the k-range was empty; before any write
-  store_or_reduce<NT, W, BF16>(p, acc, smem, s, rb, z, tok0, mc, warp, lane);
+  store_or_reduce<NT, W, BF16>(p, acc, smem, cw);
 }
 
 // ---- v3i: v3h with two load batches in flight per warp (session 24) -------------------------------------------
@@ -391,11 +409,7 @@ __global__ void __launch_bounds__(W * 32, W == WARPS ? 1 : 2) hybrid_decode_v3i_
   static_assert(W == V3I_WARPS || W == WARPS, "the row split over 4-warp CTAs, or the k-split");
   constexpr int MT = NT * 8, XW = 4 * hg::TILE, XSTRIDE = XW + 8;
   static_assert(2 * MT * XSTRIDE * 2 >= MT * PSTRIDE * 4, "the cluster partial reuses the x slices");
-  const int s = W == WARPS ? blockIdx.x : 0, rb = blockIdx.y, z = blockIdx.z;
-  const int warp = (W == WARPS ? 0 : blockIdx.x * W) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
-  const int ct0 = s * p.KPC, ct1 = min(p.CT, ct0 + p.KPC);
-  const int tok0 = z * CHUNK_TOKENS, mc = min(CHUNK_TOKENS, p.M - tok0);
-  const int64_t tbase = int64_t(rb) * p.CT;
+  const CtaWork<W> cw(p);
   const uint64_t pol = hg::policy_evict_first();
   hg::pdl_launch_dependents();
   __shared__ __align__(16) uint16_t xs[2][MT * XSTRIDE];  // x slices of the batch in MMA and the next one
@@ -406,7 +420,7 @@ __global__ void __launch_bounds__(W * 32, W == WARPS ? 1 : 2) hybrid_decode_v3i_
   if (threadIdx.x == 0) hg::mbar_init(&xbar[0], W * 32), hg::mbar_init(&xbar[1], W * 32);
   __syncthreads();
   uint32_t xphase = 0;  // bit j: parity of xbar[j]'s next phase
-  const int lofs = (lane & 7) * XSTRIDE + (lane >> 3) * 8;
+  const int lofs = (cw.lane & 7) * XSTRIDE + (cw.lane >> 3) * 8;
   float acc[NT][4];
 #pragma unroll
   for (int n = 0; n < NT; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
@@ -419,27 +433,27 @@ __global__ void __launch_bounds__(W * 32, W == WARPS ? 1 : 2) hybrid_decode_v3i_
     xphase ^= 1u << jc;
     __syncthreads();
     if (next.n) {
-      issue_x<MT, XSTRIDE, W * 32>(xs[jc ^ 1], p, next.c, next.x_width(), tok0, mc);
+      issue_x<MT, XSTRIDE, W * 32>(xs[jc ^ 1], p, next.c, next.x_width(), cw.tok0, cw.mc);
       hg::cp_async_mbar_arrive(&xbar[jc ^ 1]);
     }
     mma_batch<NT, XSTRIDE, BF16>(acc, cur, xs[jc] + lofs);
   };
-  load_batch(b0, ct0, ct0, ct1, p, tbase, warp, lane, pol, w);
+  load_batch(b0, cw.ct0, cw, p, pol, w);
   hg::pdl_grid_dependency_wait();  // x comes from the previous kernel; the first weights are already on their way
-  issue_x<MT, XSTRIDE, W * 32>(xs[0], p, ct0, b0.x_width(), tok0, mc);
+  issue_x<MT, XSTRIDE, W * 32>(xs[0], p, cw.ct0, b0.x_width(), cw.tok0, cw.mc);
   hg::cp_async_mbar_arrive(&xbar[0]);
-  int c = ct0 + b0.n;
+  int c = cw.ct0 + b0.n;
   for (;;) {
-    load_batch(b1, c, ct0, ct1, p, tbase, warp, lane, pol, w);
+    load_batch(b1, c, cw, p, pol, w);
     c += b1.n;
     step(b0, 0, b1);
     if (b1.n == 0) break;
-    load_batch(b0, c, ct0, ct1, p, tbase, warp, lane, pol, w);
+    load_batch(b0, c, cw, p, pol, w);
     c += b0.n;
     step(b1, 1, b0);
     if (b0.n == 0) break;
   }
-  store_or_reduce<NT, W, BF16>(p, acc, reinterpret_cast<unsigned char*>(&xs[0][0]), s, rb, z, tok0, mc, warp, lane);
+  store_or_reduce<NT, W, BF16>(p, acc, reinterpret_cast<unsigned char*>(&xs[0][0]), cw);
 }
 
 }  // namespace hd
