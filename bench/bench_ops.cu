@@ -271,15 +271,15 @@ int main(int argc, char** argv) {
       // auto dispatch; 513 leaves a ragged token block).
       struct Check {
         int64_t M;
-        int decode_warps;
+        int decode_warps, decode_variant;
       };
-      // 4: v3i; -4: v3h (decode_warps 4, decode_variant 2); -8: decode_variant 3 (the k-split with two batches too)
-      std::vector<Check> checks = {{16, 0}, {16, 4}, {16, -4}, {16, -8}};
-      if (prefill) checks.insert(checks.end(), {{512, 0}, {513, 0}});
+      // decode_warps 4: v3i, with decode_variant 2 v3h; decode_variant 3: the k-split with two batches in flight too
+      std::vector<Check> checks = {{16, 0, 0}, {16, 4, 0}, {16, 4, 2}, {16, 0, 3}};
+      if (prefill) checks.insert(checks.end(), {{512, 0, 0}, {513, 0, 0}});
       for (const Check& ck : checks) {
         const int64_t Mv = ck.M;
-        a.decode_warps = ck.decode_warps == -8 ? 0 : ck.decode_warps < 0 ? -ck.decode_warps : ck.decode_warps;
-        a.decode_variant = ck.decode_warps == -8 ? 3 : ck.decode_warps < 0 ? 2 : 0;
+        a.decode_warps = ck.decode_warps;
+        a.decode_variant = ck.decode_variant;
         std::vector<uint16_t> md = bench::masked_dense(H);
         void *Wm, *yr;
         BENCH_CUDA(cudaMalloc(&Wm, wbytes));
@@ -302,12 +302,12 @@ int main(int argc, char** argv) {
         }
         double rel = std::sqrt(num / den);
         if (r.status != HYBRID_OK || !(rel < 1e-2)) {
-          std::fprintf(stderr, "VALIDATION FAILED %s f=%.2f M=%lld decode_warps=%d: status %d rel %.3e\n", sh.name,
-                       f, (long long)Mv, a.decode_warps, r.status, rel);
+          std::fprintf(stderr, "VALIDATION FAILED %s f=%.2f M=%lld decode_warps=%d variant=%d: status %d rel %.3e\n",
+                       sh.name, f, (long long)Mv, a.decode_warps, a.decode_variant, r.status, rel);
           ++failures;
         } else {
-          std::fprintf(stderr, "validated %s f=%.2f M=%lld decode_warps=%d: rel %.2e vs cuBLAS on masked weight\n",
-                       sh.name, H.frac, (long long)Mv, a.decode_warps, rel);
+          std::fprintf(stderr, "validated %s f=%.2f M=%lld decode_warps=%d variant=%d: rel %.2e vs cuBLAS on masked "
+                       "weight\n", sh.name, H.frac, (long long)Mv, a.decode_warps, a.decode_variant, rel);
         }
         cudaFree(Wm);
         cudaFree(yr);
