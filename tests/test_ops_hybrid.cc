@@ -425,7 +425,7 @@ TEST(OpsHybridLinear, CudaKernelsMatchTheCpuReference) {
         auto want = hybrid_linear_ref(x, hw).to(torch::kFloat64);
         for (const char* opts :
              {"plain", "pdl", "cluster", "pdl+cluster", "workspace", "pdl+workspace", "rows", "pdl+rows", "batched",
-              "pdl+rows+batched"}) {
+              "pdl+rows+batched", "onebatch", "pdl+rows+onebatch"}) {
           set_hybrid_kernel_options(parse_hybrid_kernel_options(opts));
           auto got = hybrid_linear(x.to(torch::kCUDA), hwc).cpu().to(torch::kFloat64);
           const std::string at = std::string(opts) + " N=" + std::to_string(c.N) + " K=" + std::to_string(c.K) +
@@ -444,8 +444,11 @@ TEST(OpsHybridLinear, KernelOptionsParseAndPrint) {
   for (const char* s :
        {"plain", "pdl", "cluster", "workspace", "rows", "pdl+cluster", "pdl+workspace", "pdl+rows", "cluster+rows",
         "workspace+rows", "pdl+cluster+rows", "batched", "pdl+batched", "rows+batched", "pdl+cluster+rows+batched",
-        "pdl+workspace+rows+batched"})
+        "pdl+workspace+rows+batched", "onebatch", "pdl+onebatch", "pdl+cluster+rows+batched+onebatch"})
     EXPECT_EQ(to_string(parse_hybrid_kernel_options(s)), s);
+  const HybridKernelOptions b = parse_hybrid_kernel_options("onebatch+pdl");
+  EXPECT_TRUE(b.one_batch && b.pdl && !b.row_split && !b.prefill_batched);
+  EXPECT_EQ(to_string(b), "pdl+onebatch");
   const HybridKernelOptions o = parse_hybrid_kernel_options("rows+pdl");  // any order; printed canonically
   EXPECT_TRUE(o.pdl && o.row_split && !o.cluster_reduction);
   EXPECT_EQ(to_string(o), "pdl+rows");
@@ -459,6 +462,6 @@ TEST(OpsHybridLinear, KernelOptionsParseAndPrint) {
   for (const char* bad :
        {"fast", "", "+", "pdl+", "+pdl", "pdl++cluster", "pdl+pdl", "plain+pdl", "PDL", "tall", "pdl+tall",
         "globala", "batched+globala", "batched+batched", "cluster+workspace", "workspace+pdl+cluster",
-        "workspace+workspace"})
+        "workspace+workspace", "onebatch+onebatch", "one_batch", "v3h"})
     EXPECT_THROW(parse_hybrid_kernel_options(bad), InvalidArgument) << bad;
 }

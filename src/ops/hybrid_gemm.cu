@@ -340,7 +340,7 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
       p.part = reinterpret_cast<float*>(ws + persistent_workspace_bytes(grid));
       // decode_warps 0: the row split (v3i; v3h with decode_variant 2) where decode_row_split_auto says so (at 9..16
       // tokens, unless the cluster reduction is forced).
-      const bool auto_rows = a.decode_warps == 0 && nt == 2 && (a.decode_variant == 0 || a.decode_variant == 3) &&
+      const bool auto_rows = a.decode_warps == 0 && nt == 2 && a.decode_variant != 1 &&
                              a.decode_reduction != 1 &&
                              decode_row_split_auto(rb, d.sms, cluster_ok);
       const int warps = a.decode_warps == 2 || a.decode_warps == 4 ? a.decode_warps : auto_rows ? 4 : hd::WARPS;

@@ -48,8 +48,9 @@ struct HybridGemmArgs {
                                   // (the same with two load batches in flight per warp; session 24); at 9..16 tokens
                                   // also the k-split with two batches where decode_pipelined_k_split_auto
                                   // (hybrid_split.h) says so and decode_warps is 0; 1 = v3d (one
-                                  // or two k-tiles per batch; to compare); 2 = v3e everywhere, so the 4-warp row
-                                  // split is v3h with one batch in flight (to compare); 3 = two batches in flight
+                                  // or two k-tiles per batch; to compare); 2 = one batch in flight everywhere: v3e,
+                                  // and v3h for the 4-warp row split (the launcher of sessions 15-23, to compare);
+                                  // 3 = two batches in flight
                                   // everywhere: v3i, and for the k-split's 8-warp CTAs its twin (one CTA per SM)
   int decode_reduction = 2;       // split-K kernel: how a row block's k-splits are summed. 0 = through the workspace
                                   // (partials and a counter); 1 = v3g, through a thread-block cluster (distributed

@@ -54,10 +54,13 @@ struct HybridKernelOptions {
                                    // takes it at 9..16 tokens where decode_row_split_auto says so
   bool prefill_batched = false;    // wgmma prefill kernels, v4i: one wgmma group per slab
                                    // (HybridGemmArgs::prefill_batched)
+  bool one_batch = false;          // decode kernel at M <= 16: one load batch in flight per warp everywhere (v3e's
+                                   // k-split, v3h's row split), the default before session 24, kept to compare end
+                                   // to end (HybridGemmArgs::decode_variant = 2)
 };
 void set_hybrid_kernel_options(const HybridKernelOptions& o);
 HybridKernelOptions hybrid_kernel_options();
-// "plain", or pdl, cluster or workspace, rows and batched joined by '+' (any order, each once; what bench_model
+// "plain", or pdl, cluster or workspace, rows, batched and onebatch joined by '+' (any order, each once; what bench_model
 // --hybrid-opts and patchllm --hybrid-kernel take); throws InvalidArgument else. to_string gives the canonical order.
 HybridKernelOptions parse_hybrid_kernel_options(const std::string& s);
 std::string to_string(const HybridKernelOptions& o);
