@@ -15,6 +15,7 @@
 // --graph-only: --cuda-graph without the eager decode columns.
 // --hybrid-opts times each hybrid F under each set of launch options of the hybrid kernels (HybridKernelOptions:
 // plain, or pdl, cluster or workspace, rows, batched and onebatch joined by '+'; default plain), rows "hybrid f=F OPTS".
+// Where one of them has pdl, the dense model is timed with it too ("dense pdl": the fused layer kernels take it).
 // --layer-ops fused,reference times every variant with the fused layer kernels (ops/layer_ops.h, the default) and
 // with the LibTorch references (rows suffixed " ref-ops"); the ratio column is against the first dense row.
 #include <sys/stat.h>
@@ -236,6 +237,15 @@ int main(int argc, char** argv) {
       fuse_now();
     }
     bench(base, fuse);
+    // pdl also launches the fused layer kernels with programmatic dependent launch: the dense model with it too, when
+    // some hybrid row has it, so that its gain over the plain hybrid row is not credited to the hybrid kernels alone.
+    if (std::any_of(kopts.begin(), kopts.end(), [](const HybridKernelOptions& k) { return k.pdl; })) {
+      HybridKernelOptions p;
+      p.pdl = true;
+      set_hybrid_kernel_options(p);
+      bench(base + " pdl", fuse);
+      set_hybrid_kernel_options({});
+    }
     if (!hybrid_f.empty()) {
       std::vector<LinearPtr> dense;
       for (auto& [name, slot] : model->linears()) dense.push_back(*slot);

@@ -2,7 +2,8 @@
 // eager prefill, N static steps give the logits of Model::forward with a KVCache (fp32, <= 1e-5 relative) for LLaMA,
 // Qwen2 (q/k/v bias), Mistral (sliding window) and Gemma 3 (sliding layers, window shorter than the sequence), dense,
 // fused and packed, also with left-padded rows and attention spans shorter than the capacity; greedy generation
-// through it equals eager generation; a full cache is a clear error.
+// through it equals eager generation; a full cache is a clear error. On a GPU also: graph replay against eager decode,
+// the fused layer kernels against their references, and launches with programmatic dependent launch against plain.
 #include <gtest/gtest.h>
 
 #include "core/error.h"
@@ -10,6 +11,8 @@
 #include "model/generate.h"
 #include "model/model.h"
 #include "model/packed_linear.h"
+#include "ops/hybrid_linear.h"
+#include "ops/layer_ops.h"
 #include "test_util.h"
 #include "tiny_model.h"
 
@@ -244,4 +247,42 @@ TEST(DecodeGraphCuda, FusedLayerOpsGiveTheReferenceLogits) {
       set_fused_layer_ops(saved);
     }
   }
+}
+
+// On a GPU: programmatic dependent launch through the decode step (HybridKernelOptions::pdl: the hybrid decode kernels
+// and the fused layer kernels may start during the kernel before them) changes timing only. A bf16 packed, fused
+// LLaMA's prefill, eager decode steps and CUDA-graph replays give the plain launches' logits bit for bit.
+TEST(DecodeGraphCuda, PdlStepsEqualPlainLaunches) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device (or a CPU-only LibTorch): kernels not run";
+  const HybridKernelOptions saved = hybrid_kernel_options();
+  const bool saved_fused = fused_layer_ops();
+  set_fused_layer_ops(true);
+  const Case c{"llama_packed_fused", 0, true, true};
+  ModelLoadOptions o;
+  o.device = torch::Device(torch::kCUDA, 0);
+  o.dtype = torch::kBFloat16;
+  auto m = Model::load(model_dir(c), o);
+  model_pack_random(*m, 0.5, 9, torch::kBFloat16);
+  model_fuse_projections(*m);
+  torch::NoGradGuard ng;
+  torch::manual_seed(6);
+  const int64_t B = 3, P = 5, T = 12;
+  auto ids = torch::randint(3, m->config.vocab_size, {B, T}, torch::kInt64).to(o.device);
+  auto run = [&](bool pdl) {
+    HybridKernelOptions ko = saved;
+    ko.pdl = pdl;
+    set_hybrid_kernel_options(ko);
+    auto cache = m->make_cache(B, T);
+    std::vector<torch::Tensor> out = {m->forward(ids.slice(1, 0, P), &cache)};
+    for (int64_t t = P; t < T; ++t) out.push_back(m->forward(ids.slice(1, t, t + 1), &cache));
+    DecodeGraph g(*m, B, T);
+    g.prefill(ids.slice(1, 0, P));
+    for (int64_t t = P; t < T; ++t) out.push_back(g.step(ids.slice(1, t, t + 1)).clone().unsqueeze(1));
+    EXPECT_TRUE(g.graph_captured()) << g.fallback_reason();
+    return torch::cat(out, 1);
+  };
+  auto want = run(false), got = run(true);
+  set_hybrid_kernel_options(saved);
+  set_fused_layer_ops(saved_fused);
+  EXPECT_TRUE(got.equal(want)) << "max |diff| " << (got - want).abs().max().item<double>();
 }

@@ -1,11 +1,12 @@
 // Decoder-layer ops (ops/layer_ops.h). On the CPU: the fronts' contracts (the residual sum, RoPE in the
 // [B, T, heads, D] layout of strided q/k views, SwiGLU) against float64 formulas. On a GPU: each fused kernel against
-// the LibTorch reference on the same device (bf16, fp16, fp32; vector and scalar paths; strided views), and the
-// autograd fallback.
+// the LibTorch reference on the same device (bf16, fp16, fp32; vector and scalar paths; strided views), the autograd
+// fallback, and chains of them launched with programmatic dependent launch against plain launches.
 #include <gtest/gtest.h>
 
 #include <cmath>
 
+#include "ops/hybrid_linear.h"
 #include "ops/layer_ops.h"
 
 using namespace patchllm;
@@ -233,6 +234,47 @@ TEST_F(OpsLayerCuda, NormOfHeadViews) {
     EXPECT_EQ(y.sizes(), x.sizes());
     EXPECT_LE(max_ulps(y, want, torch::kBFloat16), 1);
   }
+}
+
+// The kernels launched with programmatic dependent launch (HybridKernelOptions::pdl), each reading what the one before
+// it wrote: bit for bit the plain launches' results. Each kernel lets the next start at once, so a kernel that read
+// before its grid-dependency wait would see the previous iteration's (different) values in the reused buffers.
+// Sizes: a SiLU·mul of 64 M elements (tens of µs on an H100) ahead of each norm, so the norm starts long before its
+// input is complete. On a GPU without sm_90 code the launches are plain and the test passes trivially.
+TEST_F(OpsLayerCuda, PdlChainsMatchPlainLaunches) {
+  torch::NoGradGuard ng;
+  torch::manual_seed(9);
+  const HybridKernelOptions saved = hybrid_kernel_options();
+  const int64_t rows = 4096, cols = 16384, B = 4, T = 8, H = 16, D = 128;
+  auto chain = [&](const torch::Tensor& g, const torch::Tensor& u, const torch::Tensor& w, const torch::Tensor& c,
+                   const torch::Tensor& sn) {
+    auto a = silu_mul_fused(g, u);                                         // 64 M elements
+    auto y = rms_norm_fused(a, w, 1e-6, NormStyle::Llama);                 // reads a
+    auto [sum, y2] = add_rms_norm_fused(y, a, w, 1e-6, NormStyle::Llama);  // reads y and a
+    auto b = silu_mul_fused(y2, sum);                                      // reads y2 and sum
+    auto q = b.narrow(0, 0, B * T).narrow(1, 0, H * D).reshape({B, T, H, D});
+    auto k = b.narrow(0, B * T, B * T).narrow(1, 0, H * D).reshape({B, T, H, D});
+    auto [yq, yk] = rope_qk_fused(q, k, c, sn);                            // reads b
+    return std::vector<torch::Tensor>{a, y, sum, y2, b, yq, yk};
+  };
+  for (int it = 0; it < 4; ++it) {
+    SCOPED_TRACE("iteration " + std::to_string(it));
+    auto g = torch::randn({rows, cols}).to(torch::kBFloat16).to(dev);
+    auto u = torch::randn({rows, cols}).to(torch::kBFloat16).to(dev);
+    auto w = (1 + torch::randn({cols}) / 4).to(torch::kBFloat16).to(dev);
+    auto ang = torch::rand({1, T, D / 2}).to(dev) * 100;
+    auto emb = torch::cat({ang, ang}, -1);
+    auto c = emb.cos().to(torch::kBFloat16), sn = emb.sin().to(torch::kBFloat16);
+    HybridKernelOptions o = saved;
+    o.pdl = false;
+    set_hybrid_kernel_options(o);
+    const auto want = chain(g, u, w, c, sn);
+    o.pdl = true;
+    set_hybrid_kernel_options(o);
+    const auto got = chain(g, u, w, c, sn);
+    for (size_t i = 0; i < want.size(); ++i) EXPECT_TRUE(got[i].equal(want[i])) << "output " << i;
+  }
+  set_hybrid_kernel_options(saved);
 }
 
 // With autograd the references run: gradients flow and equal the reference's.

@@ -25,6 +25,7 @@
 #include <cstdint>
 
 #include "ops/hybrid_format.h"
+#include "ops/pdl.cuh"
 
 namespace patchllm {
 namespace hg {
@@ -166,20 +167,10 @@ __device__ __forceinline__ void mma_sp(float (&d)[4], const uint4& a, const uint
                  : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b[0]), "r"(b[1]), "r"(b[2]), "r"(b[3]), "r"(meta),
                    "n"(SEL));
 }
-// Programmatic dependent launch (sm_90+; no-ops in older device code, and when the grid was launched without it).
-// launch_dependents: the next grid in the stream may be scheduled once every CTA of this one has passed here.
-// grid_dependency_wait: returns once the previous grid has completed and its writes are visible; a kernel reads
-// nothing a previous kernel may write, and writes nothing, before it.
-__device__ __forceinline__ void pdl_launch_dependents() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void pdl_grid_dependency_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
+// Programmatic dependent launch (ops/pdl.cuh): launch_dependents lets the next grid be scheduled, and
+// grid_dependency_wait returns once the previous grid has completed and its writes are visible.
+using patchllm::pdl_grid_dependency_wait;
+using patchllm::pdl_launch_dependents;
 // Thread-block cluster barrier (sm_90): every thread of every CTA of the cluster arrives and waits. The acq_rel form
 // publishes this CTA's shared-memory writes to the cluster (ptxas emits a GPU-scope MEMBAR for its release); the
 // relaxed form orders nothing, enough where a CTA only has to outlive its peers' finished reads of its memory.

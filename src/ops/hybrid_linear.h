@@ -42,7 +42,9 @@ torch::Tensor hybrid_linear(const torch::Tensor& x, const HybridWeight& hw);
 // How hybrid_linear launches the CUDA kernels on sm_90, process-wide. All are off by default until measured end to
 // end; all only take effect on sm_90 device code. Set before launching, from one thread.
 struct HybridKernelOptions {
-  bool pdl = false;                // decode kernel: programmatic dependent launch (HybridGemmArgs::pdl)
+  bool pdl = false;                // programmatic dependent launch in the decode step: the hybrid decode kernel
+                                   // (HybridGemmArgs::pdl) and the fused layer kernels (ops/layer_ops.h), so each
+                                   // may start during the tail of the kernel before it
   // Decode kernel, how k-splits are summed. Default (neither): through a thread-block cluster (v3g) where the
   // launcher's plan picks it, except where it takes v3h's row split (HybridGemmArgs::decode_reduction = 2).
   bool cluster_reduction = false;    // the cluster wherever the plan picks it, v3h's row split never (= 1)

@@ -1,13 +1,18 @@
 // Fused decoder-layer kernels (interface and semantics: layer_kernels.h). Memory-bound and tiny at decode: one block
 // per row for the norm (a row is at most a few KB, so the second pass re-reads it from L1/L2), one thread per element
 // pair / element group for RoPE and SiLU·mul. Vector accesses of 4 elements where sizes, strides and addresses allow.
+// Every kernel first lets the next grid be scheduled and then waits for the previous one (ops/pdl.cuh): a hybrid
+// decode kernel launched with PDL after a norm or SiLU·mul loads its first weights while they run, and with
+// pdl set these kernels themselves start during the tail of the kernel before them.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <utility>
 
 #include "ops/layer_kernels.h"
+#include "ops/pdl.cuh"
 
 namespace patchllm {
 namespace {
@@ -68,6 +73,8 @@ __device__ __forceinline__ float block_sum(float v) {
 // (reads back x, or the sum this same thread stored).
 template <typename T, int V, bool RES, bool GEMMA>
 __global__ void __launch_bounds__(NORM_THREADS) rms_norm_kernel(RmsNormArgs a) {
+  pdl_launch_dependents();
+  pdl_grid_dependency_wait();
   const int64_t r = blockIdx.x;
   const T* x = reinterpret_cast<const T*>(row_ptr(a.x, r, sizeof(T)));
   const T* res = RES ? reinterpret_cast<const T*>(row_ptr(a.residual, r, sizeof(T))) : nullptr;
@@ -104,6 +111,8 @@ __global__ void __launch_bounds__(NORM_THREADS) rms_norm_kernel(RmsNormArgs a) {
 // One thread per (row, i < D/2) pair; rows of q first, then of k, then (with the caches) of v.
 template <typename T>
 __global__ void rope_kernel(RopeArgs a) {
+  pdl_launch_dependents();
+  pdl_grid_dependency_wait();
   const int64_t half = a.D / 2, bt_rows = a.B * a.T, rows_q = bt_rows * a.q.heads, rows_k = bt_rows * a.k.heads;
   const int64_t rows = rows_q + rows_k + (a.k_cache ? rows_k : 0);
   for (int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; idx < rows * half;
@@ -141,6 +150,8 @@ __global__ void rope_kernel(RopeArgs a) {
 // One thread per V consecutive elements of a row.
 template <typename T, int V>
 __global__ void silu_mul_kernel(SiluMulArgs a) {
+  pdl_launch_dependents();
+  pdl_grid_dependency_wait();
   const int64_t per_row = a.cols / V, n = a.rows * per_row;
   for (int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; idx < n; idx += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = idx / per_row, c = idx % per_row * V;
@@ -156,6 +167,35 @@ __global__ void silu_mul_kernel(SiluMulArgs a) {
 bool aligned(const void* p, int bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
 int grid_for(int64_t work, int threads) { return int(std::min<int64_t>((work + threads - 1) / threads, 65535 * 8)); }
+
+// Whether the device code loaded for this GPU was built from sm_90+ PTX, so that its kernels wait for the previous
+// grid (griddepcontrol); a PDL launch of older code would race with it. Every kernel here comes from the same
+// -gencode list, so one answers for all; asked once (one GPU kind per process, as the hybrid kernels assume).
+// cudaFuncGetAttributes does not synchronise, so the first call may come inside a CUDA-graph capture.
+bool pdl_code_loaded() {
+  static const bool ok = [] {
+    cudaFuncAttributes fa;
+    return cudaFuncGetAttributes(&fa, silu_mul_kernel<float, 1>) == cudaSuccess && fa.ptxVersion >= 90;
+  }();
+  return ok;
+}
+
+// <<<grid, block, 0, s>>>, with programmatic dependent launch where asked and the code waits for it.
+template <typename... P, typename... A>
+int launch(void (*kernel)(P...), unsigned grid, unsigned block, cudaStream_t s, bool pdl, A&&... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(grid);
+  cfg.blockDim = dim3(block);
+  cfg.stream = s;
+  cudaLaunchAttribute at[1];
+  if (pdl && pdl_code_loaded()) {
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = 1;
+  }
+  return int(cudaLaunchKernelEx(&cfg, kernel, std::forward<A>(args)...));
+}
 
 template <typename F>
 int by_width(bool wide, F&& f) {
@@ -175,13 +215,9 @@ int rms_norm_t(const RmsNormArgs& a) {
   cudaStream_t s = static_cast<cudaStream_t>(a.stream);
   return by_width(wide, [&](auto v) {
     constexpr int V = decltype(v)::value;
-    if (res)
-      a.gemma ? rms_norm_kernel<T, V, true, true><<<unsigned(a.rows), threads, 0, s>>>(a)
-              : rms_norm_kernel<T, V, true, false><<<unsigned(a.rows), threads, 0, s>>>(a);
-    else
-      a.gemma ? rms_norm_kernel<T, V, false, true><<<unsigned(a.rows), threads, 0, s>>>(a)
-              : rms_norm_kernel<T, V, false, false><<<unsigned(a.rows), threads, 0, s>>>(a);
-    return int(cudaGetLastError());
+    auto* k = res ? (a.gemma ? rms_norm_kernel<T, V, true, true> : rms_norm_kernel<T, V, true, false>)
+                  : (a.gemma ? rms_norm_kernel<T, V, false, true> : rms_norm_kernel<T, V, false, false>);
+    return launch(k, unsigned(a.rows), unsigned(threads), s, a.pdl, a);
   });
 }
 
@@ -193,8 +229,7 @@ int silu_mul_t(const SiluMulArgs& a) {
   cudaStream_t s = static_cast<cudaStream_t>(a.stream);
   return by_width(wide, [&](auto v) {
     constexpr int V = decltype(v)::value;
-    silu_mul_kernel<T, V><<<grid_for(a.rows * a.cols / V, 256), 256, 0, s>>>(a);
-    return int(cudaGetLastError());
+    return launch(silu_mul_kernel<T, V>, unsigned(grid_for(a.rows * a.cols / V, 256)), 256, s, a.pdl, a);
   });
 }
 
@@ -224,8 +259,7 @@ int launch_rope(const RopeArgs& a) {
     return int(cudaErrorInvalidValue);
   cudaStream_t s = static_cast<cudaStream_t>(a.stream);
   return by_dtype(a.dtype, [&](auto t) {
-    rope_kernel<decltype(t)><<<grid_for(pairs, 256), 256, 0, s>>>(a);
-    return int(cudaGetLastError());
+    return launch(rope_kernel<decltype(t)>, unsigned(grid_for(pairs, 256)), 256, s, a.pdl, a);
   });
 }
 

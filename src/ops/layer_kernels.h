@@ -33,6 +33,7 @@ struct RmsNormArgs {
   float eps = 1e-6f;
   bool gemma = false;
   void* stream = nullptr;  // cudaStream_t
+  bool pdl = false;  // programmatic dependent launch (sm_90 code): may start during the previous kernel
 };
 int launch_rms_norm(const RmsNormArgs& a);
 
@@ -60,6 +61,7 @@ struct RopeArgs {
   const int64_t* pos = nullptr;
   int64_t capacity = 0;
   void* stream = nullptr;
+  bool pdl = false;  // programmatic dependent launch (sm_90 code): may start during the previous kernel
 };
 int launch_rope(const RopeArgs& a);
 
@@ -73,6 +75,7 @@ struct SiluMulArgs {
   int64_t gs = 0, us = 0;
   void* y = nullptr;
   void* stream = nullptr;
+  bool pdl = false;  // programmatic dependent launch (sm_90 code): may start during the previous kernel
 };
 int launch_silu_mul(const SiluMulArgs& a);
 

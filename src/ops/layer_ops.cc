@@ -8,6 +8,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include "ops/hybrid_linear.h"
 #include "ops/layer_kernels.h"
 #define PATCHLLM_LAYER_KERNELS 1
 #endif
@@ -131,6 +132,7 @@ void run_norm(const torch::Tensor& x, const torch::Tensor* r, torch::Tensor* sum
   a.eps = float(eps);
   a.gemma = style == NormStyle::Gemma;
   a.stream = stream_of(x);
+  a.pdl = hybrid_kernel_options().pdl;  // the decode step's launch option (HybridKernelOptions::pdl)
   check_launch(launch_rms_norm(a), "rms_norm_fused");
 }
 #endif
@@ -213,6 +215,7 @@ void run_rope(const torch::Tensor& q, const torch::Tensor& k, const torch::Tenso
     a.k = rope_tensor(k, yk->data_ptr());
   }
   a.stream = stream_of(q);
+  a.pdl = hybrid_kernel_options().pdl;  // the decode step's launch option (HybridKernelOptions::pdl)
   check_launch(launch_rope(a), "rope_qk_fused");
 }
 #endif
@@ -269,6 +272,7 @@ torch::Tensor silu_mul_fused(const torch::Tensor& g, const torch::Tensor& u) {
     a.gs = gs, a.us = us;
     a.y = y.data_ptr();
     a.stream = stream_of(g);
+    a.pdl = hybrid_kernel_options().pdl;  // the decode step's launch option (HybridKernelOptions::pdl)
     check_launch(launch_silu_mul(a), "silu_mul_fused");
     return y;
   }
