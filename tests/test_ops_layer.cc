@@ -237,30 +237,29 @@ TEST_F(OpsLayerCuda, NormOfHeadViews) {
 }
 
 // The kernels launched with programmatic dependent launch (HybridKernelOptions::pdl), each reading what the one before
-// it wrote: bit for bit the plain launches' results. Each kernel lets the next start at once, so a kernel that read
-// before its grid-dependency wait would see the previous iteration's (different) values in the reused buffers.
-// Sizes: a SiLU·mul of 64 M elements (tens of µs on an H100) ahead of each norm, so the norm starts long before its
-// input is complete. On a GPU without sm_90 code the launches are plain and the test passes trivially.
+// it wrote: bit for bit the plain launches' results. Each kernel lets the next one be scheduled at once, so a kernel
+// that read before its grid-dependency wait would see the previous iteration's (different) values in the reused
+// buffers. The rows are decode-shaped (16, so the norms' 16 CTAs are all resident and trigger at once) and long
+// (4 M elements: each norm CTA streams for a long while), so the window is wide: a build without the wait fails
+// (negative control, docs/BENCHMARKS.md). On a GPU without sm_90 code the launches are plain.
 TEST_F(OpsLayerCuda, PdlChainsMatchPlainLaunches) {
   torch::NoGradGuard ng;
   torch::manual_seed(9);
   const HybridKernelOptions saved = hybrid_kernel_options();
-  const int64_t rows = 4096, cols = 16384, B = 4, T = 8, H = 16, D = 128;
-  auto chain = [&](const torch::Tensor& g, const torch::Tensor& u, const torch::Tensor& w, const torch::Tensor& c,
-                   const torch::Tensor& sn) {
-    auto a = silu_mul_fused(g, u);                                         // 64 M elements
-    auto y = rms_norm_fused(a, w, 1e-6, NormStyle::Llama);                 // reads a
-    auto [sum, y2] = add_rms_norm_fused(y, a, w, 1e-6, NormStyle::Llama);  // reads y and a
+  const int64_t rows = 16, cols = int64_t(1) << 22, B = 2, T = 8, H = 16, D = 128;
+  auto chain = [&](const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& c, const torch::Tensor& sn) {
+    auto y = rms_norm_fused(x, w, 1e-6, NormStyle::Llama);                 // 16 long CTAs
+    auto a = silu_mul_fused(y, x);                                         // reads y
+    auto [sum, y2] = add_rms_norm_fused(a, y, w, 1e-6, NormStyle::Llama);  // reads a and y
     auto b = silu_mul_fused(y2, sum);                                      // reads y2 and sum
-    auto q = b.narrow(0, 0, B * T).narrow(1, 0, H * D).reshape({B, T, H, D});
-    auto k = b.narrow(0, B * T, B * T).narrow(1, 0, H * D).reshape({B, T, H, D});
-    auto [yq, yk] = rope_qk_fused(q, k, c, sn);                            // reads b
-    return std::vector<torch::Tensor>{a, y, sum, y2, b, yq, yk};
+    auto q = b.narrow(1, 0, H * D).reshape({B, T, H, D});
+    auto k = b.narrow(1, H * D, H * D).reshape({B, T, H, D});
+    auto [yq, yk] = rope_qk_fused(q, k, c, sn);  // reads b
+    return std::vector<torch::Tensor>{y, a, sum, y2, b, yq, yk};
   };
   for (int it = 0; it < 4; ++it) {
     SCOPED_TRACE("iteration " + std::to_string(it));
-    auto g = torch::randn({rows, cols}).to(torch::kBFloat16).to(dev);
-    auto u = torch::randn({rows, cols}).to(torch::kBFloat16).to(dev);
+    auto x = torch::randn({rows, cols}).to(torch::kBFloat16).to(dev);
     auto w = (1 + torch::randn({cols}) / 4).to(torch::kBFloat16).to(dev);
     auto ang = torch::rand({1, T, D / 2}).to(dev) * 100;
     auto emb = torch::cat({ang, ang}, -1);
@@ -268,10 +267,10 @@ TEST_F(OpsLayerCuda, PdlChainsMatchPlainLaunches) {
     HybridKernelOptions o = saved;
     o.pdl = false;
     set_hybrid_kernel_options(o);
-    const auto want = chain(g, u, w, c, sn);
+    const auto want = chain(x, w, c, sn);
     o.pdl = true;
     set_hybrid_kernel_options(o);
-    const auto got = chain(g, u, w, c, sn);
+    const auto got = chain(x, w, c, sn);
     for (size_t i = 0; i < want.size(); ++i) EXPECT_TRUE(got[i].equal(want[i])) << "output " << i;
   }
   set_hybrid_kernel_options(saved);
