@@ -14,8 +14,9 @@
 // (generate's default is 256); then every span the timed steps enter is captured inside the timed loop, as in generate.
 // --graph-only: --cuda-graph without the eager decode columns.
 // --hybrid-opts times each hybrid F under each set of launch options of the hybrid kernels (HybridKernelOptions:
-// plain, or pdl, cluster or workspace, rows, batched and onebatch joined by '+'; default plain), rows "hybrid f=F OPTS".
-// Where one of them has pdl, the dense model is timed with it too ("dense pdl": the fused layer kernels take it).
+// plain, or pdl, cluster or workspace, rows, batched and onebatch joined by '+'), rows "hybrid f=F OPTS".
+// The default is the library's (pdl). Where one of them lacks pdl, the dense model is timed without it too ("dense
+// plain": the fused layer kernels take it).
 // --layer-ops fused,reference times every variant with the fused layer kernels (ops/layer_ops.h, the default) and
 // with the LibTorch references (rows suffixed " ref-ops"); the ratio column is against the first dense row.
 #include <sys/stat.h>
@@ -46,7 +47,7 @@ int main(int argc, char** argv) {
   int64_t prefill = 2048, decode = 64, reps = 5, seed = 0, context = 16;
   std::vector<int64_t> batches = {1, 16};
   std::vector<double> hybrid_f;
-  std::vector<std::string> hybrid_opts = {"plain"};
+  std::vector<std::string> hybrid_opts = {to_string(HybridKernelOptions{})};  // the library's default
   std::vector<bool> layer_ops = {true};  // fused layer kernels per pass (false: the references)
   int64_t span_min = 0;                  // DecodeGraph attention spans; 0: the whole capacity (a step at context P)
   bool cuda_graph = false, no_fuse = false, graph_only = false;
@@ -237,13 +238,11 @@ int main(int argc, char** argv) {
       fuse_now();
     }
     bench(base, fuse);
-    // pdl also launches the fused layer kernels with programmatic dependent launch: the dense model with it too, when
-    // some hybrid row has it, so that its gain over the plain hybrid row is not credited to the hybrid kernels alone.
-    if (std::any_of(kopts.begin(), kopts.end(), [](const HybridKernelOptions& k) { return k.pdl; })) {
-      HybridKernelOptions p;
-      p.pdl = true;
-      set_hybrid_kernel_options(p);
-      bench(base + " pdl", fuse);
+    // pdl (the default) also launches the fused layer kernels with programmatic dependent launch: the dense model is
+    // timed without it too when some hybrid row is, so that pdl's gain is not credited to the hybrid kernels alone.
+    if (std::any_of(kopts.begin(), kopts.end(), [](const HybridKernelOptions& k) { return !k.pdl; })) {
+      set_hybrid_kernel_options(parse_hybrid_kernel_options("plain"));
+      bench(base + " plain", fuse);
       set_hybrid_kernel_options({});
     }
     if (!hybrid_f.empty()) {

@@ -446,6 +446,8 @@ TEST(OpsHybridLinear, KernelOptionsParseAndPrint) {
         "workspace+rows", "pdl+cluster+rows", "batched", "pdl+batched", "rows+batched", "pdl+cluster+rows+batched",
         "pdl+workspace+rows+batched", "onebatch", "pdl+onebatch", "pdl+cluster+rows+batched+onebatch"})
     EXPECT_EQ(to_string(parse_hybrid_kernel_options(s)), s);
+  EXPECT_EQ(to_string(HybridKernelOptions{}), "pdl");  // the default: PDL in the decode step, nothing else
+  EXPECT_FALSE(parse_hybrid_kernel_options("plain").pdl);
   const HybridKernelOptions b = parse_hybrid_kernel_options("onebatch+pdl");
   EXPECT_TRUE(b.one_batch && b.pdl && !b.row_split && !b.prefill_batched);
   EXPECT_EQ(to_string(b), "pdl+onebatch");

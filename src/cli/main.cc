@@ -23,10 +23,10 @@ int main(int argc, char** argv) {
   app.add_flag("-q,--quiet", quiet, "errors only");
   int threads = 0;
   app.add_option("-t,--threads", threads, "CPU threads (0 = LibTorch default)")->envname("PATCHLLM_ARG_THREADS");
-  std::string hybrid_kernel = "plain";
+  std::string hybrid_kernel = "pdl";
   app.add_option("--hybrid-kernel", hybrid_kernel,
-                 "launch options of the CUDA hybrid kernels for packed models (docs/BENCHMARKS.md §4): plain, or "
-                 "'+'-joined pdl (decode: programmatic dependent launch of the hybrid and fused layer kernels), "
+                 "launch options of the CUDA hybrid kernels for packed models (docs/BENCHMARKS.md §4): plain (all "
+                 "off), or '+'-joined pdl (decode: programmatic dependent launch of the hybrid and fused layer kernels), "
                  "cluster or workspace (decode: k-splits summed in a thread-block cluster wherever the plan picks "
                  "it, or never; plain uses the cluster except where it takes the row split), rows (decode, M <= 16: "
                  "row split without k-split on every shape, not only where the default takes it), batched "

@@ -37,6 +37,7 @@ HybridKernelOptions hybrid_kernel_options() { return kernel_options(); }
 
 HybridKernelOptions parse_hybrid_kernel_options(const std::string& s) {
   HybridKernelOptions o;
+  o.pdl = false;  // the string names every option that is on; the default (pdl) is "pdl"
   if (s == "plain") return o;
   // A '+'-joined set of pdl, cluster or workspace, rows, batched and onebatch, each at most once, in any order.
   bool bad = s.empty();
