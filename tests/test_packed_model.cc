@@ -334,8 +334,10 @@ TEST(PackedModelErrors, OneLineErrors) {
   r = test::run_cli("-q --hybrid-kernel pdl+cluster+pdl eval logits -m '" + tmp + "/p' -i '" + tmp +
                     "/ids.safetensors' -o '" + tmp + "/l.st'");
   EXPECT_EQ(r.code, 2) << r.err;  // an option twice
+  // On the CPU: this model's 16x64 tiles are for the reference path (the CUDA kernels need 128x128, a one-line
+  // error on a GPU machine, where eval's device would default to CUDA).
   r = test::run_cli("-q --hybrid-kernel cluster+pdl eval logits -m '" + tmp + "/p' -i '" + tmp +
-                    "/ids.safetensors' -o '" + tmp + "/l.st'");
+                    "/ids.safetensors' -o '" + tmp + "/l.st' --device cpu");
   EXPECT_EQ(r.code, 0) << r.err;
   // The layer-ops switch likewise: an unknown value is a usage error naming the flag, `reference` runs.
   r = test::run_cli("-q --layer-ops fast eval logits -m '" + tmp + "/p' -i '" + tmp + "/ids.safetensors' -o '" + tmp +
@@ -343,7 +345,7 @@ TEST(PackedModelErrors, OneLineErrors) {
   EXPECT_EQ(r.code, 2) << r.err;
   EXPECT_NE(r.err.find("--layer-ops"), std::string::npos) << r.err;
   r = test::run_cli("-q --layer-ops reference eval logits -m '" + tmp + "/p' -i '" + tmp + "/ids.safetensors' -o '" +
-                    tmp + "/l.st'");
+                    tmp + "/l.st' --device cpu");
   EXPECT_EQ(r.code, 0) << r.err;
 }
 
