@@ -26,9 +26,10 @@ int main(int argc, char** argv) {
   std::string hybrid_kernel = "pdl";
   app.add_option("--hybrid-kernel", hybrid_kernel,
                  "launch options of the CUDA hybrid kernels for packed models (docs/BENCHMARKS.md §4): plain (all "
-                 "off), or '+'-joined pdl (decode: programmatic dependent launch of the hybrid and fused layer kernels), "
-                 "cluster or workspace (decode: k-splits summed in a thread-block cluster wherever the plan picks "
-                 "it, or never; plain uses the cluster except where it takes the row split), rows (decode, M <= 16: "
+                 "off), or '+'-joined pdl (the default; decode: programmatic dependent launch of the hybrid and "
+                 "fused layer kernels), cluster or workspace (decode: k-splits summed in a thread-block cluster "
+                 "wherever the plan picks it, or never; the default uses the cluster except where it takes the row "
+                 "split), rows (decode, M <= 16: "
                  "row split without k-split on every shape, not only where the default takes it), batched "
                  "(prefill: one wgmma group per slab) and onebatch (decode, M <= 16: one load batch in flight per "
                  "warp, the kernels before session 24, to compare)")

@@ -56,7 +56,8 @@ HybridKernelOptions parse_hybrid_kernel_options(const std::string& s) {
     p = q + 1;
   }
   PATCHLLM_CHECK(!bad && !(o.cluster_reduction && o.workspace_reduction), InvalidArgument, "hybrid kernel options '", s,
-                 "': expected plain, or pdl, cluster or workspace, rows, batched and onebatch joined by '+' (e.g. pdl+rows)");
+                 "': expected plain, or pdl, cluster or workspace, rows, batched and onebatch joined by '+' (e.g. "
+                 "pdl+rows)");
   return o;
 }
 

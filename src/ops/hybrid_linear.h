@@ -39,13 +39,13 @@ torch::Tensor hybrid_linear_ref(const torch::Tensor& x, const HybridWeight& hw);
 // The one front. x: [..., K] on hw's device, dtype == hw.dtype. CPU -> reference; CUDA -> hybrid kernels.
 torch::Tensor hybrid_linear(const torch::Tensor& x, const HybridWeight& hw);
 
-// How hybrid_linear launches the CUDA kernels on sm_90, process-wide. All are off by default until measured end to
-// end; all only take effect on sm_90 device code. Set before launching, from one thread.
+// How hybrid_linear launches the CUDA kernels on sm_90, process-wide. pdl is on by default (measured end to end); the
+// others are off, for experiments. All only take effect on sm_90 device code. Set before launching, from one thread.
 struct HybridKernelOptions {
   bool pdl = true;                 // programmatic dependent launch in the decode step: the hybrid decode kernel
                                    // (HybridGemmArgs::pdl) and the fused layer kernels (ops/layer_ops.h), so each
                                    // may start during the tail of the kernel before it. The default since session
-                                   // 25 (end to end +6…8% decode tok/s with the hybrid model, H100; no-op before
+                                   // 25 (end to end +6…13% decode tok/s with the hybrid model, H100; no-op before
                                    // sm_90); "plain" turns it off
   // Decode kernel, how k-splits are summed. Default (neither): through a thread-block cluster (v3g) where the
   // launcher's plan picks it, except where it takes v3h's row split (HybridGemmArgs::decode_reduction = 2).
@@ -64,8 +64,9 @@ struct HybridKernelOptions {
 };
 void set_hybrid_kernel_options(const HybridKernelOptions& o);
 HybridKernelOptions hybrid_kernel_options();
-// "plain" (every option off), or pdl, cluster or workspace, rows, batched and onebatch joined by '+' (any order, each once; what bench_model
-// --hybrid-opts and patchllm --hybrid-kernel take); throws InvalidArgument else. to_string gives the canonical order.
+// "plain" (every option off), or pdl, cluster or workspace, rows, batched and onebatch joined by '+' (any order,
+// each once; what bench_model --hybrid-opts and patchllm --hybrid-kernel take); throws InvalidArgument else.
+// to_string gives the canonical order.
 HybridKernelOptions parse_hybrid_kernel_options(const std::string& s);
 std::string to_string(const HybridKernelOptions& o);
 
