@@ -89,31 +89,42 @@ void set_packed(hg::PackedGemm& p, const HybridGemmArgs& a, int64_t m0, int64_t 
 // and a CMake-level check on it disabled the kernel in exactly those builds (found in the end-to-end benchmark).
 // A PDL launch of code without griddepcontrol.wait would race with the previous kernel, and a cluster launch of code
 // without the cluster reduction would sum nothing, hence the second bit.
-// One probe per process (one GPU kind assumed, as for the attribute caches); it synchronises, so the first prefill
-// or PDL call must not be inside a CUDA-graph capture.
-constexpr int BUILT_RAN = 1, BUILT_WGMMA = 2, BUILT_SM90 = 4;
+// One probe per process (one GPU kind assumed, as for the attribute caches). It runs on a stream of its own with this
+// thread's capture mode relaxed, so that a first call inside a CUDA-graph capture (a caller capturing a step without
+// an eager warm-up) still probes: on the capturing or legacy stream it would fail, or break the capture, and cache
+// "no sm_90 code" for the process (tests/test_hybrid_capture.cc).
 __device__ int g_built;
 __global__ void built_probe() {
-  int v = BUILT_RAN;
+  int v = HYBRID_CODE_RAN;
 #ifdef PATCHLLM_HAVE_WGMMA
-  v |= BUILT_WGMMA;
+  v |= HYBRID_CODE_WGMMA;
 #endif
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  v |= BUILT_SM90;
+  v |= HYBRID_CODE_SM90;
 #endif
   g_built = v;
 }
 int built_features() {
   static const int built = [] {
-    built_probe<<<1, 1>>>();
+    cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+    cudaThreadExchangeStreamCaptureMode(&mode);  // capture-safe probe
     int v = 0;
-    if (cudaGetLastError() != cudaSuccess || cudaMemcpyFromSymbol(&v, g_built, sizeof(int)) != cudaSuccess) v = 0;
+    cudaStream_t s = nullptr;
+    if (cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) == cudaSuccess) {
+      built_probe<<<1, 1, 0, s>>>();
+      if (cudaGetLastError() != cudaSuccess ||
+          cudaMemcpyFromSymbolAsync(&v, g_built, sizeof(int), 0, cudaMemcpyDeviceToHost, s) != cudaSuccess ||
+          cudaStreamSynchronize(s) != cudaSuccess)
+        v = 0;
+      cudaStreamDestroy(s);
+    }
+    cudaThreadExchangeStreamCaptureMode(&mode);  // capture-safe probe: the caller's mode back
     return v;
   }();
   return built;
 }
-bool wgmma_built() { return built_features() & BUILT_WGMMA; }
-bool sm90_built() { return built_features() & BUILT_SM90; }  // griddepcontrol, clusters
+bool wgmma_built() { return built_features() & HYBRID_CODE_WGMMA; }
+bool sm90_built() { return built_features() & HYBRID_CODE_SM90; }  // griddepcontrol, clusters
 
 // Launch attribute: clusters of S CTAs along x.
 cudaLaunchAttribute cluster_attr(int64_t S) {
@@ -439,6 +450,8 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
   }
   return r;
 }
+
+int hybrid_device_code() { return built_features(); }
 
 const char* hybrid_status_string(int status) {
   switch (status) {

@@ -79,6 +79,11 @@ struct HybridLaunchResult {
 // Bytes of workspace a launch with these sizes needs on the current device.
 size_t hybrid_gemm_workspace_bytes(int64_t M, int64_t N, int grid = 0);
 HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a);
+// What the device code loaded for the current GPU has, probed once per process (also from inside another stream's
+// CUDA-graph capture): the probe ran; the wgmma prefill kernels (built for sm_90a); sm_90 code (griddepcontrol for
+// PDL, clusters). The launcher uses each only where it is there. 0: the probe could not run.
+constexpr int HYBRID_CODE_RAN = 1, HYBRID_CODE_WGMMA = 2, HYBRID_CODE_SM90 = 4;
+int hybrid_device_code();
 const char* hybrid_status_string(int status);
 const char* hybrid_cuda_error_string(int cuda_error);
 
