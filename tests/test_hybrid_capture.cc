@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include "ops/hybrid_linear.h"
+#include "torch_test_util.h"
 
 #if defined(PATCHLLM_HAVE_CUDA_KERNELS) && defined(PATCHLLM_TORCH_HAS_CUDA)
 #include <ATen/cuda/CUDAGraph.h>
@@ -25,9 +26,7 @@ TEST(HybridCapture, FirstCallInsideAGraphCaptureProbesTheDeviceCode) {
   torch::manual_seed(3);
   const int64_t N = 256, K = 384, M = 16;
   auto w = (torch::rand({N, K}) + 0.5) * (torch::rand({N, K}).lt(0.5).to(torch::kFloat32) * 2 - 1);  // |w| >= 0.5
-  // 2:4 keep mask: the two largest of four random scores per group.
-  auto top = std::get<1>(torch::rand({N, K / 4, 4}).topk(2, -1));
-  auto keep = torch::zeros({N, K / 4, 4}, torch::kBool).scatter_(2, top, true).view({N, K});
+  auto keep = test::random_24(N, K, 3).to(torch::kBool);
   auto tmap = torch::tensor({1, 0, 1, 0, 1, 1}, torch::kUInt8).view({2, 3});  // half the tiles 2:4
   auto hw = hybrid_pack(w.to(torch::kBFloat16), tmap, keep);
   auto hwc = hw.to(torch::Device(torch::kCUDA, 0));

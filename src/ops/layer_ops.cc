@@ -67,6 +67,9 @@ int layer_dtype(const torch::Tensor& x) {
 }
 
 void* stream_of(const torch::Tensor& x) { return c10::cuda::getCurrentCUDAStream(x.device().index()).stream(); }
+// The decode step's launch option (HybridKernelOptions::pdl, on by default): programmatic dependent launch for the
+// layer kernels as for the hybrid decode kernels between them.
+bool launch_with_pdl() { return hybrid_kernel_options().pdl; }
 
 void check_launch(int err, const char* what) {
   if (err != 0)
@@ -132,7 +135,7 @@ void run_norm(const torch::Tensor& x, const torch::Tensor* r, torch::Tensor* sum
   a.eps = float(eps);
   a.gemma = style == NormStyle::Gemma;
   a.stream = stream_of(x);
-  a.pdl = hybrid_kernel_options().pdl;  // the decode step's launch option (HybridKernelOptions::pdl)
+  a.pdl = launch_with_pdl();
   check_launch(launch_rms_norm(a), "rms_norm_fused");
 }
 #endif
@@ -215,7 +218,7 @@ void run_rope(const torch::Tensor& q, const torch::Tensor& k, const torch::Tenso
     a.k = rope_tensor(k, yk->data_ptr());
   }
   a.stream = stream_of(q);
-  a.pdl = hybrid_kernel_options().pdl;  // the decode step's launch option (HybridKernelOptions::pdl)
+  a.pdl = launch_with_pdl();
   check_launch(launch_rope(a), "rope_qk_fused");
 }
 #endif
@@ -272,7 +275,7 @@ torch::Tensor silu_mul_fused(const torch::Tensor& g, const torch::Tensor& u) {
     a.gs = gs, a.us = us;
     a.y = y.data_ptr();
     a.stream = stream_of(g);
-    a.pdl = hybrid_kernel_options().pdl;  // the decode step's launch option (HybridKernelOptions::pdl)
+    a.pdl = launch_with_pdl();
     check_launch(launch_silu_mul(a), "silu_mul_fused");
     return y;
   }
