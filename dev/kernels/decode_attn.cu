@@ -18,6 +18,10 @@
 // Both write per-chunk partials (max, sum, acc) that one combine launch merges (the same combine for both); with one
 // chunk the kernel writes the output itself.
 //
+//   v3: the model's kernel (src/ops/layer_kernels.cu, launch_decode_attention, session 26): up to 8 query heads of a
+//       kv head per CTA (k/v read once per group), 8 loads of 16 bytes per lane in flight, scores to shared memory,
+//       chunks of 128..1024 slots (auto: about four CTAs per SM) and a combine launch when there are several. Timed
+//       with the auto chunk and each fixed chunk.
 // Run: decode_attn [B H Hk D len cap]... (no arguments: the LLaMA-2-7B / LLaMA-3-8B decode cases). Each case is
 // checked against a float64 CPU reference (slots past pos are NaN in the device cache, so reading them fails the
 // check), then timed (median of 15 batches, caches rotated past L2) against the filled KV bytes' HBM bound.
@@ -31,6 +35,7 @@
 #include <vector>
 
 #include "bench_ops_common.h"
+#include "ops/layer_kernels.h"
 
 namespace {
 
@@ -260,9 +265,33 @@ void run_case(int B, int H, int Hk, int D, int len, int cap) {
   const double kv_bytes = 2.0 * B * Hk * double(len) * D * 2;
   std::printf("B=%d H=%d Hk=%d D=%d len=%d cap=%d (%d chunks), filled KV %.1f MB\n", B, H, Hk, D, len, cap, chunks,
               kv_bytes / 1e6);
-  for (int ver : {1, 2}) {
+  // v3: the library kernel; its workspace for the smallest chunk (the most chunks).
+  patchllm::DecodeAttnArgs la;
+  la.dtype = patchllm::LAYER_BF16;
+  la.B = B, la.H = H, la.Hk = Hk, la.D = D, la.capacity = cap, la.span = cap;
+  la.q = dq, la.pos = dpos, la.scale = float(scale), la.y = dy;
+  la.chunk = 128;
+  float* dws = nullptr;
+  BENCH_CUDA(cudaMalloc(&dws, size_t(patchllm::decode_attention_workspace(la)) * 4 + 4));
+  la.workspace = dws;
+  // ver 1, 2: the dev kernels; 3: the library kernel with chunk (ver - 3)·128 slots, 0 = auto.
+  for (int ver : {1, 2, 3, 4, 5, 7, 11}) {
+    la.chunk = ver >= 3 ? (ver - 3) * 128 : 0;
+    if (ver > 3 && la.chunk >= 2 * cap) continue;
+    auto run = [&](int r) {
+      if (ver < 3) {
+        Args ar = a;
+        ar.k = dk + nc * r, ar.v = dv + nc * r;
+        launch(ver, ar);
+      } else {
+        patchllm::DecodeAttnArgs lr = la;
+        lr.k_cache = dk + nc * r, lr.v_cache = dv + nc * r;
+        const int e = patchllm::launch_decode_attention(lr);
+        if (e != 0) std::printf("launch_decode_attention: %s\n", patchllm::layer_kernel_error_string(e)), std::exit(1);
+      }
+    };
     BENCH_CUDA(cudaMemset(dy, 0xff, nq * 2));  // poisoned (NaN) before the checked run
-    launch(ver, a);
+    run(0);
     BENCH_CUDA(cudaDeviceSynchronize());
     std::vector<uint16_t> hy(nq);
     BENCH_CUDA(cudaMemcpy(hy.data(), dy, nq * 2, cudaMemcpyDeviceToHost));
@@ -272,16 +301,16 @@ void run_case(int B, int H, int Hk, int D, int len, int cap) {
       ref = std::max(ref, std::fabs(want[i]));
     }
     const bool ok = err / ref <= 1e-2;  // NaN fails too
-    const double us = bench::time_launches(
-        [&](int r) {
-          Args ar = a;
-          ar.k = dk + nc * r, ar.v = dv + nc * r;
-          launch(ver, ar);
-        },
-        rot);
-    std::printf("  v%d: %s rel err %.2e  %8.2f us  %7.1f GB/s  %5.1f%% of 3.35 TB/s\n", ver, ok ? "ok  " : "FAIL",
+    const double us = bench::time_launches(run, rot);
+    char name[32];
+    if (ver < 3)
+      std::snprintf(name, sizeof name, "v%d", ver);
+    else
+      std::snprintf(name, sizeof name, "v3 chunk %d", int(patchllm::decode_attention_chunk(la)));
+    std::printf("  %-15s %s rel err %.2e  %8.2f us  %7.1f GB/s  %5.1f%% of 3.35 TB/s\n", name, ok ? "ok  " : "FAIL",
                 err / ref, us, kv_bytes / us / 1e3, 100 * kv_bytes / us / 1e3 / 3350);
   }
+  cudaFree(dws);
   cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(dy), cudaFree(dpos), cudaFree(dpart);
 }
 
@@ -308,5 +337,7 @@ int main(int argc, char** argv) {
   for (int B : {1, 16})
     for (int Hk : {32, 8})
       for (int len : {80, 2048, 8192}) run_case(B, 32, Hk, 128, len, len + 64);
+  run_case(1, 14, 2, 64, 2048, 2112);  // Qwen2.5-0.5B: 7 query heads per kv head, D = 64
+  run_case(4, 4, 1, 256, 1000, 1024);  // Gemma 3 1B: D = 256
   return 0;
 }

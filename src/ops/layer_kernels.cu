@@ -164,6 +164,241 @@ __global__ void silu_mul_kernel(SiluMulArgs a) {
   }
 }
 
+// ---- Decode attention (flash-decoding; semantics in layer_kernels.h) ----
+// Memory-bound: per step a row reads its filled K and V once. A CTA of 4 warps takes G query heads of one kv head
+// over `chunk` slots. Each lane loads 16 bytes (8 elements) of a key row, so a key is LPK = D / 8 lanes and a warp
+// load covers KPL = 32 / LPK consecutive keys; every lane has U such loads in flight per round (the session-19 dev
+// kernels kept about one row in flight per warp and reached 15–48% of HBM bandwidth). Scores go to shared memory,
+// then a softmax over the chunk, then the V pass with the same load pattern.
+constexpr int ATTN_WARPS = 4, ATTN_THREADS = ATTN_WARPS * 32, ATTN_MAX_CHUNK = 1024, ATTN_CHUNK_STEP = 128;
+
+__device__ __forceinline__ void unpack8(const uint4& r, float (&f)[8], __nv_bfloat16) {
+  const __nv_bfloat162* p = reinterpret_cast<const __nv_bfloat162*>(&r);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 t = __bfloat1622float2(p[i]);
+    f[2 * i] = t.x, f[2 * i + 1] = t.y;
+  }
+}
+__device__ __forceinline__ void unpack8(const uint4& r, float (&f)[8], __half) {
+  const __half2* p = reinterpret_cast<const __half2*>(&r);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 t = __half22float2(p[i]);
+    f[2 * i] = t.x, f[2 * i + 1] = t.y;
+  }
+}
+
+// Sum of N values over the O·2 lanes of an xor group (O a power of two), leaving each lane a share of the sums:
+// every step sends the half of the values the partner keeps and adds the half it keeps (N/2 shuffles instead of N),
+// so v[i] then holds the sum of value rs_index<N, O>(lane) + i; once one value is left, plain xor-adds finish it.
+template <int N, int O>
+__device__ __forceinline__ void reduce_scatter(float* v, int lane) {
+  if constexpr (O >= 1) {
+    if constexpr (N >= 2) {
+      const bool up = (lane & O) != 0;
+#pragma unroll
+      for (int i = 0; i < N / 2; ++i) {
+        const float send = up ? v[i] : v[i + N / 2], keep = up ? v[i + N / 2] : v[i];
+        v[i] = keep + __shfl_xor_sync(0xffffffffu, send, O);
+      }
+      reduce_scatter<N / 2, O / 2>(v, lane);
+    } else {
+      v[0] += __shfl_xor_sync(0xffffffffu, v[0], O);
+      reduce_scatter<1, O / 2>(v, lane);
+    }
+  }
+}
+template <int N, int O>
+__device__ __forceinline__ int rs_index(int lane) {
+  if constexpr (O >= 1 && N >= 2)
+    return ((lane & O) ? N / 2 : 0) + rs_index<N / 2, O / 2>(lane);
+  else
+    return 0;
+}
+
+template <int G>
+__device__ __forceinline__ float* attn_stats(float* sm, int chunk, int D) {  // m[G], l[G] after the scores / sums
+  return sm + max(G * chunk, ATTN_WARPS * G * D);
+}
+
+template <typename T, int D, int G>
+__global__ void __launch_bounds__(ATTN_THREADS) decode_attn_kernel(DecodeAttnArgs a, int chunk, int groups) {
+  pdl_launch_dependents();
+  pdl_grid_dependency_wait();
+  constexpr int LPK = D / 8, KPL = 32 / LPK, U = G >= 8 ? 4 : 8, KPR = ATTN_WARPS * KPL * U, N = U * G;
+  constexpr int NF = N >= LPK ? N / LPK : 1;  // reduced scores per lane
+  extern __shared__ float sm[];
+  float* sc = sm;  // [G][chunk] scores, then probabilities; afterwards [WARPS][G][D] partial outputs
+  float* stat = attn_stats<G>(sm, chunk, D);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, sub = lane / LPK, li = lane % LPK;
+  const int64_t gz = blockIdx.x % groups, bk = blockIdx.x / groups, b = bk / a.Hk, kvh = bk % a.Hk;
+  const int64_t per_kv = a.H / a.Hk, h0 = kvh * per_kv + gz * G;
+  const int nh = int(min(int64_t(G), per_kv - gz * G));
+  const int64_t pos = *a.pos;
+  int64_t lo = a.pad ? a.pad[b] : 0;
+  if (a.window > 0) lo = max(lo, pos - a.window + 1);
+  const int64_t c0 = int64_t(blockIdx.y) * chunk;
+  const int64_t first = max(lo, c0), last = min(min(pos, a.span - 1), c0 + chunk - 1);
+  const int nch = int(gridDim.y);
+  T* y = static_cast<T*>(a.y);
+  float* part = a.workspace;  // [B·H][nch][D + 2]: unnormalised sums, then max and sum of the chunk
+  auto part_at = [&](int gi) { return part + ((b * a.H + h0 + gi) * nch + blockIdx.y) * (D + 2); };
+  if (first > last) {  // no visible slot here
+    for (int i = threadIdx.x; i < nh * D; i += ATTN_THREADS) {
+      const int gi = i / D, d = i % D;
+      if (nch == 1) {
+        y[(b * a.H + h0 + gi) * D + d] = from_f<T>(0.f);
+      } else if (d == 0) {
+        part_at(gi)[D] = -INFINITY;
+        part_at(gi)[D + 1] = 0.f;
+      }
+    }
+    return;
+  }
+  const int jlo = int(first - c0), n = int(last - c0 + 1), rounds = (n + KPR - 1) / KPR;
+  float q[G][8];
+#pragma unroll
+  for (int gi = 0; gi < G; ++gi) {
+    if (gi < nh) {
+      const uint4 r = *reinterpret_cast<const uint4*>(static_cast<const T*>(a.q) + (b * a.H + h0 + gi) * D + li * 8);
+      unpack8(r, q[gi], T{});
+    } else {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) q[gi][e] = 0.f;
+    }
+  }
+  const int64_t row0 = ((b * a.Hk + kvh) * a.capacity + c0) * D + li * 8;
+  const T* kb = static_cast<const T*>(a.k_cache) + row0;
+  const T* vb = static_cast<const T*>(a.v_cache) + row0;
+  auto key_of = [&](int r, int u) { return r * KPR + (warp * U + u) * KPL + sub; };
+  // Scores.
+  for (int r = 0; r < rounds; ++r) {
+    uint4 kr[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int j = key_of(r, u);
+      kr[u] = j >= jlo && j < n ? __ldg(reinterpret_cast<const uint4*>(kb + int64_t(j) * D)) : make_uint4(0, 0, 0, 0);
+    }
+    float v[N];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      float kf[8];
+      unpack8(kr[u], kf, T{});
+#pragma unroll
+      for (int gi = 0; gi < G; ++gi) {
+        float d = 0.f;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) d = fmaf(q[gi][e], kf[e], d);
+        v[u * G + gi] = d;
+      }
+    }
+    reduce_scatter<N, LPK / 2>(v, li);
+    const bool owner = N >= LPK || (li & (LPK / N - 1)) == 0;
+    const int base = rs_index<N, LPK / 2>(li);
+#pragma unroll
+    for (int i = 0; i < NF; ++i) {
+      const int idx = base + i, u = idx / G, gi = idx % G, j = key_of(r, u);
+      float s = v[i] * a.scale;
+      if (a.softcap > 0.f) s = a.softcap * tanhf(s / a.softcap);
+      if (owner) sc[gi * chunk + j] = j >= jlo && j < n ? s : -INFINITY;
+    }
+  }
+  __syncthreads();
+  // Softmax per head over the chunk (one warp per head).
+  const int nr = rounds * KPR;
+  for (int gi = warp; gi < nh; gi += ATTN_WARPS) {
+    float m = -INFINITY;
+    for (int j = lane; j < nr; j += 32) m = fmaxf(m, sc[gi * chunk + j]);
+    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+    float l = 0.f;
+    for (int j = lane; j < nr; j += 32) {
+      const float s = sc[gi * chunk + j], p = s == -INFINITY ? 0.f : __expf(s - m);
+      sc[gi * chunk + j] = p;
+      l += p;
+    }
+    for (int o = 16; o > 0; o >>= 1) l += __shfl_xor_sync(0xffffffffu, l, o);
+    if (lane == 0) stat[gi] = m, stat[G + gi] = l;
+  }
+  __syncthreads();
+  // Weighted sum of v: each lane its 8 elements over its keys, then over the warp's KPL keys and the warps.
+  float acc[G][8];
+#pragma unroll
+  for (int gi = 0; gi < G; ++gi)
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc[gi][e] = 0.f;
+  for (int r = 0; r < rounds; ++r) {
+    uint4 vr[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int j = key_of(r, u);
+      vr[u] = j >= jlo && j < n ? __ldg(reinterpret_cast<const uint4*>(vb + int64_t(j) * D)) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      float vf[8];
+      unpack8(vr[u], vf, T{});
+      const int j = key_of(r, u);
+#pragma unroll
+      for (int gi = 0; gi < G; ++gi) {
+        const float p = sc[gi * chunk + j];
+#pragma unroll
+        for (int e = 0; e < 8; ++e) acc[gi][e] = fmaf(p, vf[e], acc[gi][e]);
+      }
+    }
+  }
+#pragma unroll
+  for (int o = LPK; o < 32; o <<= 1)
+#pragma unroll
+    for (int gi = 0; gi < G; ++gi)
+#pragma unroll
+      for (int e = 0; e < 8; ++e) acc[gi][e] += __shfl_xor_sync(0xffffffffu, acc[gi][e], o);
+  __syncthreads();  // the probabilities are read; their space takes the warps' sums
+  float* red = sm;
+  if (sub == 0)
+#pragma unroll
+    for (int gi = 0; gi < G; ++gi)
+#pragma unroll
+      for (int e = 0; e < 8; ++e) red[(warp * G + gi) * D + li * 8 + e] = acc[gi][e];
+  __syncthreads();
+  for (int i = threadIdx.x; i < nh * D; i += ATTN_THREADS) {
+    const int gi = i / D, d = i % D;
+    float s = 0.f;
+#pragma unroll
+    for (int w = 0; w < ATTN_WARPS; ++w) s += red[(w * G + gi) * D + d];
+    if (nch == 1) {
+      y[(b * a.H + h0 + gi) * D + d] = from_f<T>(s / stat[G + gi]);
+    } else {
+      float* pc = part_at(gi);
+      pc[d] = s;
+      if (d == 0) pc[D] = stat[gi], pc[D + 1] = stat[G + gi];
+    }
+  }
+}
+
+// One CTA per (row, query head): the chunks' partial softmaxes rescaled to the largest maximum and summed.
+template <typename T>
+__global__ void decode_attn_combine_kernel(DecodeAttnArgs a, int nch) {
+  pdl_launch_dependents();
+  pdl_grid_dependency_wait();
+  const int64_t bh = blockIdx.x, D = a.D;
+  const float* p = a.workspace + bh * nch * (D + 2);
+  float m = -INFINITY;
+  for (int c = 0; c < nch; ++c)
+    if (p[c * (D + 2) + D + 1] > 0.f) m = fmaxf(m, p[c * (D + 2) + D]);
+  for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
+    float l = 0.f, s = 0.f;
+    for (int c = 0; c < nch; ++c) {
+      const float* pc = p + c * (D + 2);
+      if (pc[D + 1] == 0.f) continue;
+      const float f = __expf(pc[D] - m);
+      l += pc[D + 1] * f;
+      s += pc[d] * f;
+    }
+    static_cast<T*>(a.y)[bh * D + d] = from_f<T>(l > 0.f ? s / l : 0.f);
+  }
+}
+
 bool aligned(const void* p, int bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
 int grid_for(int64_t work, int threads) { return int(std::min<int64_t>((work + threads - 1) / threads, 65535 * 8)); }
@@ -182,10 +417,11 @@ bool pdl_code_loaded() {
 
 // <<<grid, block, 0, s>>>, with programmatic dependent launch where asked and the code waits for it.
 template <typename... P, typename... A>
-int launch(void (*kernel)(P...), unsigned grid, unsigned block, cudaStream_t s, bool pdl, A&&... args) {
+int launch(void (*kernel)(P...), dim3 grid, unsigned block, unsigned smem, cudaStream_t s, bool pdl, A&&... args) {
   cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(grid);
+  cfg.gridDim = grid;
   cfg.blockDim = dim3(block);
+  cfg.dynamicSmemBytes = smem;
   cfg.stream = s;
   cudaLaunchAttribute at[1];
   if (pdl && pdl_code_loaded()) {
@@ -217,7 +453,7 @@ int rms_norm_t(const RmsNormArgs& a) {
     constexpr int V = decltype(v)::value;
     auto* k = res ? (a.gemma ? rms_norm_kernel<T, V, true, true> : rms_norm_kernel<T, V, true, false>)
                   : (a.gemma ? rms_norm_kernel<T, V, false, true> : rms_norm_kernel<T, V, false, false>);
-    return launch(k, unsigned(a.rows), unsigned(threads), s, a.pdl, a);
+    return launch(k, unsigned(a.rows), unsigned(threads), 0, s, a.pdl, a);
   });
 }
 
@@ -229,7 +465,7 @@ int silu_mul_t(const SiluMulArgs& a) {
   cudaStream_t s = static_cast<cudaStream_t>(a.stream);
   return by_width(wide, [&](auto v) {
     constexpr int V = decltype(v)::value;
-    return launch(silu_mul_kernel<T, V>, unsigned(grid_for(a.rows * a.cols / V, 256)), 256, s, a.pdl, a);
+    return launch(silu_mul_kernel<T, V>, unsigned(grid_for(a.rows * a.cols / V, 256)), 256, 0, s, a.pdl, a);
   });
 }
 
@@ -241,6 +477,32 @@ int by_dtype(int dtype, F&& f) {
     case LAYER_F16: return f(__half{});
     default: return int(cudaErrorInvalidValue);
   }
+}
+
+// Query heads per CTA: the group of a kv head, up to 8 (larger groups take several CTAs).
+int attn_heads_per_cta(int64_t per_kv) { return per_kv >= 5 ? 8 : per_kv >= 3 ? 4 : int(per_kv); }
+
+int sm_count() {
+  static const int n = [] {
+    int dev = 0, v = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+      return 132;  // an H100's
+    return v;
+  }();
+  return n;
+}
+
+template <typename T, int D, int G>
+int decode_attention_tdg(const DecodeAttnArgs& a, int chunk, int groups, int nch) {
+  const size_t smem = (size_t(std::max(G * chunk, ATTN_WARPS * G * D)) + 2 * G) * sizeof(float);
+  cudaStream_t s = static_cast<cudaStream_t>(a.stream);
+  const dim3 grid(unsigned(a.B * a.Hk * groups), unsigned(nch));
+  int err = launch(decode_attn_kernel<T, D, G>, grid, ATTN_THREADS, unsigned(smem), s, a.pdl, a, chunk, groups);
+  if (err == 0 && nch > 1)
+    err = launch(decode_attn_combine_kernel<T>, unsigned(a.B * a.H), unsigned(std::min<int64_t>(D, 256)), 0, s, a.pdl,
+                 a, nch);
+  return err;
 }
 
 }  // namespace
@@ -259,13 +521,66 @@ int launch_rope(const RopeArgs& a) {
     return int(cudaErrorInvalidValue);
   cudaStream_t s = static_cast<cudaStream_t>(a.stream);
   return by_dtype(a.dtype, [&](auto t) {
-    return launch(rope_kernel<decltype(t)>, unsigned(grid_for(pairs, 256)), 256, s, a.pdl, a);
+    return launch(rope_kernel<decltype(t)>, unsigned(grid_for(pairs, 256)), 256, 0, s, a.pdl, a);
   });
 }
 
 int launch_silu_mul(const SiluMulArgs& a) {
   if (a.rows <= 0 || a.cols <= 0) return 0;
   return by_dtype(a.dtype, [&](auto t) { return silu_mul_t<decltype(t)>(a); });
+}
+
+bool decode_attention_supported(const DecodeAttnArgs& a) {
+  return (a.dtype == LAYER_BF16 || a.dtype == LAYER_F16) && (a.D == 64 || a.D == 128 || a.D == 256) && a.B > 0 &&
+         a.Hk > 0 && a.H % a.Hk == 0 && a.span > 0 && a.span <= a.capacity && a.chunk >= 0 &&
+         a.chunk <= ATTN_MAX_CHUNK && a.chunk % ATTN_CHUNK_STEP == 0 &&
+         (a.span + ATTN_MAX_CHUNK - 1) / ATTN_MAX_CHUNK <= 65535 && a.B * a.H <= 0x7fffffff;
+}
+
+// Enough CTAs for about four per SM (each has U loads of 16 bytes per lane in flight), in chunks of 128..1024
+// slots; one chunk (no combine launch) when the span is that short anyway.
+int64_t decode_attention_chunk(const DecodeAttnArgs& a) {
+  if (a.chunk > 0) return a.chunk;
+  const int64_t per_kv = a.Hk > 0 ? a.H / a.Hk : 1, G = attn_heads_per_cta(per_kv);
+  const int64_t ctas = std::max<int64_t>(1, a.B * a.Hk * ((per_kv + G - 1) / G));
+  const int64_t want = std::max<int64_t>(1, (4 * sm_count() + ctas - 1) / ctas);  // chunks per (row, kv head)
+  int64_t c = (a.span + want - 1) / want;
+  c = (c + ATTN_CHUNK_STEP - 1) / ATTN_CHUNK_STEP * ATTN_CHUNK_STEP;
+  return std::min<int64_t>(ATTN_MAX_CHUNK, std::max<int64_t>(ATTN_CHUNK_STEP, c));
+}
+
+int64_t decode_attention_workspace(const DecodeAttnArgs& a) {
+  const int64_t c = decode_attention_chunk(a), nch = (a.span + c - 1) / c;
+  return nch > 1 ? a.B * a.H * nch * (a.D + 2) : 0;
+}
+
+int launch_decode_attention(const DecodeAttnArgs& a) {
+  if (!decode_attention_supported(a) || !a.q || !a.k_cache || !a.v_cache || !a.pos || !a.y)
+    return int(cudaErrorInvalidValue);
+  if (!aligned(a.q, 16) || !aligned(a.k_cache, 16) || !aligned(a.v_cache, 16)) return int(cudaErrorInvalidValue);
+  const int chunk = int(decode_attention_chunk(a));
+  const int64_t nch = (a.span + chunk - 1) / chunk;
+  if (nch > 65535 || (nch > 1 && !a.workspace)) return int(cudaErrorInvalidValue);
+  const int64_t per_kv = a.H / a.Hk;
+  const int G = attn_heads_per_cta(per_kv), groups = int((per_kv + G - 1) / G);
+  auto by_g = [&](auto t, auto d) {
+    using T = decltype(t);
+    constexpr int D = decltype(d)::value;
+    switch (G) {
+      case 1: return decode_attention_tdg<T, D, 1>(a, chunk, groups, int(nch));
+      case 2: return decode_attention_tdg<T, D, 2>(a, chunk, groups, int(nch));
+      case 4: return decode_attention_tdg<T, D, 4>(a, chunk, groups, int(nch));
+      default: return decode_attention_tdg<T, D, 8>(a, chunk, groups, int(nch));
+    }
+  };
+  auto by_d = [&](auto t) {
+    switch (a.D) {
+      case 64: return by_g(t, std::integral_constant<int, 64>{});
+      case 128: return by_g(t, std::integral_constant<int, 128>{});
+      default: return by_g(t, std::integral_constant<int, 256>{});
+    }
+  };
+  return a.dtype == LAYER_BF16 ? by_d(__nv_bfloat16{}) : by_d(__half{});
 }
 
 const char* layer_kernel_error_string(int err) { return cudaGetErrorString(cudaError_t(err)); }

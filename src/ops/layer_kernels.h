@@ -79,6 +79,39 @@ struct SiluMulArgs {
 };
 int launch_silu_mul(const SiluMulArgs& a);
 
+// Attention of one new token per row over a static decode step's KV cache (flash-decoding): q [B, H, D] contiguous
+// (the new token's heads, as rope_qk_to_cache returns them), caches [B, Hk, capacity, D] contiguous with H a multiple
+// of Hk (grouped-query: query head h reads kv head h / (H / Hk)). Row b attends to the slots s of [0, span) with
+// lo_b <= s <= pos, where lo_b = pad[b] (0 without pad) and, with window > 0, at least pos - window + 1; no other
+// slot is read. score = scale · q·k (then softcap · tanh(score / softcap) when softcap > 0), softmax and the weighted
+// sum of v in fp32, y [B, H·D] (token-major, as the o-projection reads it) rounded once. A row that sees no slot gets
+// zeros. bf16 and fp16, D in {64, 128, 256}. Each CTA takes up to 8 query heads of one kv head over one chunk of slots
+// (k/v read once for the group); with several chunks a second kernel merges the chunks' partial softmaxes from
+// `workspace` (decode_attention_workspace floats). Both kernels are PDL-launched with pdl, like the others here.
+struct DecodeAttnArgs {
+  int dtype = LAYER_BF16;
+  int64_t B = 0, H = 0, Hk = 0, D = 0;
+  int64_t capacity = 0, span = 0;
+  const void* q = nullptr;
+  const void* k_cache = nullptr;
+  const void* v_cache = nullptr;
+  const int64_t* pos = nullptr;  // [1] on the device
+  const int64_t* pad = nullptr;  // [B] on the device, or null
+  int64_t window = 0;
+  float scale = 1.f, softcap = 0.f;
+  void* y = nullptr;
+  float* workspace = nullptr;
+  int64_t chunk = 0;  // slots per CTA, a multiple of 128 up to 1024; 0: decode_attention_chunk's choice
+  void* stream = nullptr;
+  bool pdl = false;
+};
+// Whether the kernel takes these sizes (dtype, D, H / Hk, span, chunk).
+bool decode_attention_supported(const DecodeAttnArgs& a);
+// The chunk a launch with these arguments uses, and the fp32 workspace it needs (0 with one chunk).
+int64_t decode_attention_chunk(const DecodeAttnArgs& a);
+int64_t decode_attention_workspace(const DecodeAttnArgs& a);
+int launch_decode_attention(const DecodeAttnArgs& a);
+
 const char* layer_kernel_error_string(int err);
 
 }  // namespace patchllm
