@@ -19,6 +19,8 @@
 // plain": the fused layer kernels take it).
 // --layer-ops fused,reference times every variant with the fused layer kernels (ops/layer_ops.h, the default) and
 // with the LibTorch references (rows suffixed " ref-ops"); the ratio column is against the first dense row.
+// --decode-attn kernel,sdpa times every variant with the static decode step's attention kernel (the default) and with
+// SDPA over the masked span instead (rows suffixed " sdpa"); only graph columns (DecodeGraph) differ.
 #include <sys/stat.h>
 #include <torch/torch.h>
 
@@ -49,6 +51,7 @@ int main(int argc, char** argv) {
   std::vector<double> hybrid_f;
   std::vector<std::string> hybrid_opts = {to_string(HybridKernelOptions{})};  // the library's default
   std::vector<bool> layer_ops = {true};  // fused layer kernels per pass (false: the references)
+  std::vector<bool> decode_attn = {true};  // the decode-attention kernel per pass (false: SDPA)
   int64_t span_min = 0;                  // DecodeGraph attention spans; 0: the whole capacity (a step at context P)
   bool cuda_graph = false, no_fuse = false, graph_only = false;
   for (int i = 1; i < argc; ++i) {
@@ -93,6 +96,16 @@ int main(int argc, char** argv) {
         }
         layer_ops.push_back(t == "fused");
       }
+    } else if (a == "--decode-attn") {
+      decode_attn.clear();
+      std::stringstream ss(next());
+      for (std::string t; std::getline(ss, t, ',');) {
+        if (t != "kernel" && t != "sdpa") {
+          std::fprintf(stderr, "error: --decode-attn takes kernel and/or sdpa, got '%s'\n", t.c_str());
+          return 2;
+        }
+        decode_attn.push_back(t == "kernel");
+      }
     } else if (a == "--batches") {
       batches.clear();
       std::stringstream ss(next());
@@ -101,7 +114,8 @@ int main(int argc, char** argv) {
       std::fprintf(stderr,
                    "usage: bench_model -m DIR [--device cuda|cpu] [--prefill N] [--batches 1,16] [--decode N] "
                    "[-r R] [--hybrid-f F1,F2,... [--seed S] [--hybrid-opts O1,O2,...]] [--cuda-graph] "
-                   "[--no-fuse] [--layer-ops fused,reference] [--context P] [--span-min S] [--graph-only]\n");
+                   "[--no-fuse] [--layer-ops fused,reference] [--decode-attn kernel,sdpa] [--context P] [--span-min S] "
+                   "[--graph-only]\n");
       return 2;
     }
   }
@@ -198,8 +212,9 @@ int main(int argc, char** argv) {
       double pf = median(ts);
       std::printf(
           "{\"engine\":\"patchllm\",\"variant\":\"%s\",\"metric\":\"prefill\",\"tokens\":%lld,\"seconds\":%.4f,"
-          "\"tok_per_s\":%.1f,\"fused\":%s,\"layer_ops\":\"%s\"}\n",
-          vn, (long long)prefill, pf, prefill / pf, fused_s, fused_layer_ops() ? "fused" : "reference");
+          "\"tok_per_s\":%.1f,\"fused\":%s,\"layer_ops\":\"%s\",\"decode_attn\":\"%s\"}\n",
+          vn, (long long)prefill, pf, prefill / pf, fused_s, fused_layer_ops() ? "fused" : "reference",
+          fused_decode_attention() ? "kernel" : "sdpa");
       row.prefill_tps = prefill / pf;
       for (bool graph : modes)
         for (int64_t B : batches) {
@@ -213,21 +228,24 @@ int main(int argc, char** argv) {
           std::printf(
               "{\"engine\":\"patchllm\",\"variant\":\"%s\",\"metric\":\"decode\",\"batch\":%lld,\"tokens\":%lld,"
               "\"seconds\":%.4f,\"tok_per_s\":%.1f,\"fused\":%s,\"decode_step\":\"%s\",\"context\":%lld,"
-              "\"layer_ops\":\"%s\"}\n",
+              "\"layer_ops\":\"%s\",\"decode_attn\":\"%s\"}\n",
               vn, (long long)B, (long long)decode, d, B * decode / d, fused_s, kind.c_str(), (long long)context,
-              fused_layer_ops() ? "fused" : "reference");
+              fused_layer_ops() ? "fused" : "reference", fused_decode_attention() ? "kernel" : "sdpa");
           row.decode_tps.push_back(B * decode / d);
         }
       std::fflush(stdout);
       rows.push_back(row);
     };
-    // Each variant once per --layer-ops pass, in the same process.
+    // Each variant once per --layer-ops and --decode-attn pass, in the same process.
     auto bench = [&](const std::string& variant, bool fused_now) {
-      for (bool f : layer_ops) {
-        set_fused_layer_ops(f);
-        bench_one(variant + (f ? "" : " ref-ops"), fused_now);
-      }
+      for (bool f : layer_ops)
+        for (bool at : decode_attn) {
+          set_fused_layer_ops(f);
+          set_fused_decode_attention(at);
+          bench_one(variant + (f ? "" : " ref-ops") + (at ? "" : " sdpa"), fused_now);
+        }
       set_fused_layer_ops(true);
+      set_fused_decode_attention(true);
     };
     // With fusion, the dense model is first timed unfused too: the fused rows' gain over it is the fusion's alone.
     const std::string base = packed ? "packed" : "dense";

@@ -286,3 +286,48 @@ TEST(DecodeGraphCuda, PdlStepsEqualPlainLaunches) {
   set_fused_layer_ops(saved_fused);
   EXPECT_TRUE(got.equal(want)) << "max |diff| " << (got - want).abs().max().item<double>();
 }
+
+// On a GPU: the decode-attention kernel in the static step (head_dim 64 here, so the kernel takes it) gives the
+// logits of the SDPA path it replaces, within the dtype's precision, for LLaMA (4 kv heads), Qwen2 (one kv head for
+// four query heads, biases) and Mistral (window 3), bf16 and fp16, with a left-padded row and two attention spans,
+// through CUDA-graph replays.
+TEST(DecodeGraphCuda, DecodeAttentionKernelGivesTheSdpaLogits) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device (or a CPU-only LibTorch): kernels not run";
+  const bool saved = fused_decode_attention(), saved_ops = fused_layer_ops();
+  set_fused_layer_ops(true);
+  for (int family : {0, 1, 2})
+    for (auto dt : {torch::kBFloat16, torch::kHalf}) {
+      test::TinySpec s;
+      s.hidden = 256, s.inter = 128, s.heads = 4, s.kv_heads = family == 0 ? 4 : family == 1 ? 1 : 2;
+      if (family == 1) s.arch = "Qwen2ForCausalLM", s.tied = s.bias = true;
+      if (family == 2) s.arch = "MistralForCausalLM", s.sliding_window = 3;
+      SCOPED_TRACE(s.arch + " " + c10::toString(dt));
+      ModelLoadOptions o;
+      o.device = torch::Device(torch::kCUDA, 0);
+      o.dtype = dt;
+      auto m = Model::load(test::tiny_model_write(test::temp_dir("decode_attn_" + s.arch), s), o);
+      model_fuse_projections(*m);
+      torch::NoGradGuard ng;
+      torch::manual_seed(7);
+      const int64_t B = 2, P = 5, T = 14, cap = 16;
+      ASSERT_TRUE(decode_attention_fusable(torch::empty({B, 1, s.heads, 64}, torch::TensorOptions(o.device).dtype(dt)),
+                                           m->make_cache(B, cap).k[0]));
+      auto ids = torch::randint(3, m->config.vocab_size, {B, T}, torch::kInt64).to(o.device);
+      DecodeGraphOptions go;
+      go.left_pad = {0, 3};
+      go.min_span = 8;
+      auto run = [&](bool kernel) {
+        set_fused_decode_attention(kernel);
+        DecodeGraph g(*m, B, cap, go);
+        g.prefill(ids.slice(1, 0, P));
+        std::vector<torch::Tensor> out;
+        for (int64_t t = P; t < T; ++t) out.push_back(g.step(ids.slice(1, t, t + 1)).clone());
+        EXPECT_TRUE(g.graph_captured()) << g.fallback_reason();
+        return torch::stack(out);
+      };
+      auto want = run(false), got = run(true);
+      EXPECT_LE(rel_diff(got, want), 3e-2);
+    }
+  set_fused_decode_attention(saved);
+  set_fused_layer_ops(saved_ops);
+}

@@ -1,10 +1,13 @@
 // Decoder-layer ops (ops/layer_ops.h). On the CPU: the fronts' contracts (the residual sum, RoPE in the
 // [B, T, heads, D] layout of strided q/k views, SwiGLU) against float64 formulas. On a GPU: each fused kernel against
 // the LibTorch reference on the same device (bf16, fp16, fp32; vector and scalar paths; strided views), the autograd
-// fallback, and chains of them launched with programmatic dependent launch against plain launches.
+// fallback, and chains of them launched with programmatic dependent launch against plain launches. The decode
+// attention: its fp32 reference against float64 loops (CPU), its kernel against float64 with the hidden slots NaN (GPU).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "ops/hybrid_linear.h"
 #include "ops/layer_ops.h"
@@ -288,4 +291,122 @@ TEST_F(OpsLayerCuda, GradientsFallBackToTheReference) {
   x.grad().zero_();
   rms_norm(x, w, 1e-6).pow(2).sum().backward();
   EXPECT_LE(max_rel(gx, x.grad()), 1e-6);
+}
+
+namespace {
+
+// float64 loops of the static decode step's attention (layer_ops.h decode_attention_ref's contract): q [B, 1, H, D],
+// caches [B, Hk, cap, D]; row b sees slots s < span with pad[b] <= s <= pos and pos - s < window (window > 0).
+torch::Tensor decode_attention64(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, int64_t pos,
+                                 const std::vector<int64_t>& pad, int64_t span, int64_t window, double scale,
+                                 double softcap) {
+  auto q64 = f64(q), k64 = f64(k), v64 = f64(v);
+  const int64_t B = q.size(0), H = q.size(2), D = q.size(3), Hk = k.size(1);
+  auto y = torch::zeros({B, 1, H * D}, torch::kFloat64);
+  auto qa = q64.accessor<double, 4>();
+  auto ka = k64.accessor<double, 4>(), va = v64.accessor<double, 4>();
+  auto ya = y.accessor<double, 3>();
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t kh = h / (H / Hk);
+      std::vector<double> p;
+      std::vector<int64_t> slots;
+      for (int64_t s = 0; s < span; ++s) {
+        if (s > pos || s < (pad.empty() ? 0 : pad[size_t(b)]) || (window > 0 && pos - s >= window)) continue;
+        double d = 0;
+        for (int64_t j = 0; j < D; ++j) d += qa[b][0][h][j] * ka[b][kh][s][j];
+        d *= scale;
+        if (softcap > 0) d = softcap * std::tanh(d / softcap);
+        p.push_back(d);
+        slots.push_back(s);
+      }
+      if (p.empty()) continue;  // no visible slot: zeros
+      const double m = *std::max_element(p.begin(), p.end());
+      double l = 0;
+      for (double& e : p) l += (e = std::exp(e - m));
+      for (int64_t j = 0; j < D; ++j) {
+        double acc = 0;
+        for (size_t i = 0; i < p.size(); ++i) acc += p[i] * va[b][kh][slots[i]][j];
+        ya[b][0][h * D + j] = acc / l;
+      }
+    }
+  return y;
+}
+
+}  // namespace
+
+// The reference (fp32 LibTorch) against float64 loops: grouped-query heads, per-row padding, a sliding window, a soft
+// cap, a span shorter than the cache, and a row whose padding hides every slot (zeros).
+TEST(OpsLayer, DecodeAttentionReferenceMatchesLoops) {
+  torch::manual_seed(21);
+  const int64_t B = 3, H = 6, Hk = 2, D = 16, cap = 40, span = 32, pos = 20;
+  auto q = torch::randn({B, 1, H, D}), k = torch::randn({B, Hk, cap, D}), v = torch::randn({B, Hk, cap, D});
+  const std::vector<int64_t> pad = {0, 7, 25};  // row 2 sees nothing: its padding ends past pos
+  auto padt = torch::tensor(pad, torch::kLong), post = torch::tensor({pos}, torch::kLong);
+  for (int64_t window : {int64_t(0), int64_t(5)})
+    for (double softcap : {0.0, 2.0}) {
+      SCOPED_TRACE("window " + std::to_string(window) + " softcap " + std::to_string(softcap));
+      auto got = decode_attention_ref(q, k, v, post, padt, span, window, 0.3, softcap);
+      auto want = decode_attention64(q, k, v, pos, pad, span, window, 0.3, softcap);
+      EXPECT_LE((f64(got) - want).abs().max().item<double>(), 1e-5 * want.abs().max().item<double>());
+      EXPECT_EQ(f64(got)[2].abs().max().item<double>(), 0.0);
+      // The front falls back to it where the kernel cannot run (here: the CPU).
+      EXPECT_FALSE(decode_attention_fusable(q, k));
+      EXPECT_TRUE(decode_attention_fused(q, k, v, post, padt, span, window, 0.3, softcap).equal(got));
+    }
+}
+
+// The decode-attention kernel against float64 on bf16 and fp16 caches whose hidden slots (past pos, before a row's
+// padding, behind the window, past the span) hold NaN, so reading one fails: head groups of 1, 2, 4, 7 (one CTA of
+// 8 with a spare) and 16 (two CTAs), D 64, 128 and 256, one chunk (no combine launch) and several, and a chunk that
+// a row's padding hides entirely.
+TEST_F(OpsLayerCuda, DecodeAttentionKernelMatchesFloat64) {
+  struct Shape {
+    int64_t B, H, Hk, D, cap, span, pos;
+  };
+  const Shape shapes[] = {{2, 4, 4, 64, 96, 96, 60},         {3, 8, 4, 128, 700, 640, 600},
+                          {2, 8, 2, 128, 2100, 2048, 1900},   {1, 14, 2, 64, 300, 300, 299},
+                          {2, 32, 2, 64, 1200, 1024, 1000},   {2, 4, 1, 256, 520, 512, 400}};
+  for (auto dt : {torch::kBFloat16, torch::kHalf})
+    for (const Shape& s : shapes)
+      for (int variant = 0; variant < 2; ++variant) {  // 0: plain; 1: padding, window, soft cap
+        SCOPED_TRACE(std::string(c10::toString(dt)) + " B " + std::to_string(s.B) + " H " + std::to_string(s.H) +
+                     " Hk " + std::to_string(s.Hk) + " D " + std::to_string(s.D) + " span " + std::to_string(s.span) +
+                     " variant " + std::to_string(variant));
+        torch::manual_seed(s.H * 7 + s.D + variant);
+        auto o = torch::TensorOptions().dtype(dt);
+        auto q = torch::randn({s.B, 1, s.H, s.D}, o), k = torch::randn({s.B, s.Hk, s.cap, s.D}, o),
+             v = torch::randn({s.B, s.Hk, s.cap, s.D}, o);
+        std::vector<int64_t> pad;
+        int64_t window = 0;
+        double softcap = 0;
+        if (variant == 1) {
+          for (int64_t b = 0; b < s.B; ++b) pad.push_back(b == 1 ? s.pos / 2 + 3 : b * 3);
+          window = s.pos / 3 + 1;
+          softcap = 3.0;
+        }
+        const double scale = 1.0 / std::sqrt(double(s.D));
+        auto want = decode_attention64(q, k, v, s.pos, pad, s.span, window, scale, softcap);
+        // Poison every slot no row may read.
+        auto kp = k.clone(), vp = v.clone();
+        for (int64_t b = 0; b < s.B; ++b) {
+          int64_t lo = pad.empty() ? 0 : pad[size_t(b)];
+          if (window > 0) lo = std::max(lo, s.pos - window + 1);
+          for (auto* c : {&kp, &vp}) {
+            (*c)[b].narrow(1, s.pos + 1, s.cap - s.pos - 1).fill_(NAN);
+            if (lo > 0) (*c)[b].narrow(1, 0, lo).fill_(NAN);
+          }
+        }
+        auto padt = pad.empty() ? torch::Tensor() : torch::tensor(pad, torch::kLong).to(dev);
+        auto post = torch::tensor({s.pos}, torch::kLong).to(dev);
+        auto qd = q.to(dev), kd = kp.to(dev), vd = vp.to(dev);
+        ASSERT_TRUE(decode_attention_fusable(qd, kd));
+        auto got = decode_attention_fused(qd, kd, vd, post, padt, s.span, window, scale, softcap);
+        ASSERT_EQ(got.sizes(), torch::IntArrayRef({s.B, 1, s.H * s.D}));
+        EXPECT_LE(max_rel(got, want), 1e-2);
+        EXPECT_FALSE(got.isnan().any().item<bool>());
+        // The LibTorch reference on the clean cache, on the device, agrees too.
+        auto ref = decode_attention_ref(qd, k.to(dev), v.to(dev), post, padt, s.span, window, scale, softcap);
+        EXPECT_LE(max_rel(ref, want), 1e-2);
+      }
 }

@@ -90,6 +90,7 @@ torch::Tensor DecodeGraph::run(int64_t span) {
   LayerContext ctx;
   ctx.cache_pos = _pos;
   ctx.cache_span = span;
+  ctx.cache_pad = _pad;
   // RoPE position: the slot, less the row's padding (left padding: positions count real tokens only).
   auto pos = (_pad.defined() ? _pos - _pad : _pos).to(torch::kFloat32).view({-1, 1});  // [B or 1, T = 1]
   auto rope = [&](const torch::Tensor& inv, torch::Tensor& cos, torch::Tensor& sin) {

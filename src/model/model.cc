@@ -292,9 +292,18 @@ std::pair<torch::Tensor, torch::Tensor> Model::layer_forward_split(int64_t i, co
   }
   const auto& cos = local ? ctx.cos_local : ctx.cos;
   const auto& sin = local ? ctx.sin_local : ctx.sin;
+  const double scale = c.query_pre_attn_scalar > 0 ? 1.0 / std::sqrt(c.query_pre_attn_scalar) : 0.0;
+  torch::Tensor a;  // attention output [B, T, heads · D]
   if (cache && ctx.cache_pos.defined()) {  // static decode: write the slot, attend over the span
-    q = rope_qk_to_cache(q, k, v, cos, sin, cache->k[i], cache->v[i], ctx.cache_pos).transpose(1, 2);
+    q = rope_qk_to_cache(q, k, v, cos, sin, cache->k[i], cache->v[i], ctx.cache_pos);
     const int64_t span = ctx.cache_span > 0 ? ctx.cache_span : cache->capacity;
+    if (decode_attention_fusable(q, cache->k[i])) {  // reads only the visible slots, writes token-major
+      const int64_t window = local || c.sliding_layers.empty() ? c.sliding_window : 0;  // as DecodeGraph's masks
+      a = decode_attention_fused(q, cache->k[i], cache->v[i], ctx.cache_pos, ctx.cache_pad, span, window,
+                                 scale > 0 ? scale : 1.0 / std::sqrt(static_cast<double>(D)),
+                                 c.attn_logit_softcapping);
+    }
+    q = q.transpose(1, 2);
     k = cache->k[i].narrow(2, 0, span);
     v = cache->v[i].narrow(2, 0, span);
   } else {
@@ -311,10 +320,11 @@ std::pair<torch::Tensor, torch::Tensor> Model::layer_forward_split(int64_t i, co
       v = cache->v[i].narrow(2, 0, cache->length + T);
     }
   }
-  const double scale = c.query_pre_attn_scalar > 0 ? 1.0 / std::sqrt(c.query_pre_attn_scalar) : 0.0;
-  auto a = local ? attention(q, k, v, ctx.attn_bias_local, ctx.causal_only_local, scale, c.attn_logit_softcapping)
-                 : attention(q, k, v, ctx.attn_bias, ctx.causal_only, scale, c.attn_logit_softcapping);
-  a = a.transpose(1, 2).reshape({B, T, c.num_heads * D});
+  if (!a.defined()) {
+    a = local ? attention(q, k, v, ctx.attn_bias_local, ctx.causal_only_local, scale, c.attn_logit_softcapping)
+              : attention(q, k, v, ctx.attn_bias, ctx.causal_only, scale, c.attn_logit_softcapping);
+    a = a.transpose(1, 2).reshape({B, T, c.num_heads * D});
+  }
   auto gate_up = [&](const torch::Tensor& y) -> std::pair<torch::Tensor, torch::Tensor> {
     if (L.gate_up.current({&L.gate, &L.up})) {
       auto gu = L.gate_up.forward(y);

@@ -75,6 +75,10 @@ struct LayerContext {
   // With cache_pos: attention reads slots [0, cache_span) only (> the position; attn_bias covers that span); 0: the
   // whole capacity.
   int64_t cache_span = 0;
+  // With cache_pos: int64 [B] on the device, each row's left padding (the slots before it are masked), or undefined.
+  // Where the decode-attention kernel runs (decode_attention_fusable), it reads this and cache_pos instead of
+  // attn_bias.
+  torch::Tensor cache_pad;
 };
 
 struct ModelLoadOptions {

@@ -1,6 +1,7 @@
 #include "ops/layer_ops.h"
 
 #include <atomic>
+#include <limits>
 
 #include "core/error.h"
 
@@ -41,7 +42,7 @@ torch::Tensor rope_apply(const torch::Tensor& x, const torch::Tensor& cos, const
 
 namespace {
 
-std::atomic<bool> g_fused{true};
+std::atomic<bool> g_fused{true}, g_fused_attention{true};
 
 torch::Tensor norm_ref(const torch::Tensor& x, const torch::Tensor& w, double eps, NormStyle style) {
   return style == NormStyle::Llama ? rms_norm(x, w, eps) : rms_norm_gemma(x, w, eps);
@@ -144,6 +145,8 @@ void run_norm(const torch::Tensor& x, const torch::Tensor* r, torch::Tensor* sum
 
 void set_fused_layer_ops(bool on) { g_fused.store(on); }
 bool fused_layer_ops() { return g_fused.load(); }
+void set_fused_decode_attention(bool on) { g_fused_attention.store(on); }
+bool fused_decode_attention() { return g_fused_attention.load(); }
 
 torch::Tensor rms_norm_fused(const torch::Tensor& x, const torch::Tensor& w, double eps, NormStyle style) {
 #ifdef PATCHLLM_LAYER_KERNELS
@@ -281,6 +284,83 @@ torch::Tensor silu_mul_fused(const torch::Tensor& g, const torch::Tensor& u) {
   }
 #endif
   return torch::silu(g) * u;
+}
+
+torch::Tensor decode_attention_ref(const torch::Tensor& q, const torch::Tensor& k_cache, const torch::Tensor& v_cache,
+                                   const torch::Tensor& pos, const torch::Tensor& pad, int64_t span, int64_t window,
+                                   double scale, double softcap) {
+  PATCHLLM_CHECK(q.dim() == 4 && q.size(1) == 1 && k_cache.dim() == 4 && v_cache.sizes() == k_cache.sizes() &&
+                     k_cache.size(0) == q.size(0) && k_cache.size(3) == q.size(3) && k_cache.size(1) > 0 &&
+                     q.size(2) % k_cache.size(1) == 0 && span > 0 && span <= k_cache.size(2),
+                 InvalidArgument, "decode attention: q ", q.sizes(), " and caches ", k_cache.sizes(), " over span ",
+                 span, " do not fit");
+  const int64_t B = q.size(0), H = q.size(2), D = q.size(3), Hk = k_cache.size(1);
+  auto f32 = torch::kFloat32;
+  auto qf = q.reshape({B, Hk, H / Hk, D}).to(f32);  // a kv head's query heads as rows
+  auto s = torch::matmul(qf, k_cache.narrow(2, 0, span).to(f32).transpose(-1, -2)) * scale;  // [B, Hk, H/Hk, span]
+  if (softcap > 0) s = torch::tanh(s / softcap) * softcap;
+  auto kpos = torch::arange(span, torch::TensorOptions().dtype(torch::kLong).device(q.device()));
+  auto p0 = pos.reshape({1}).to(q.device());
+  auto ok = (kpos <= p0).view({1, -1});
+  if (window > 0) ok = ok.logical_and(((p0 - kpos) < window).view({1, -1}));
+  if (pad.defined()) ok = ok.logical_and(kpos.view({1, -1}) >= pad.to(q.device()).view({-1, 1}));
+  s = s.masked_fill(ok.logical_not().view({ok.size(0), 1, 1, span}), -std::numeric_limits<float>::infinity());
+  auto p = torch::softmax(s, -1).nan_to_num(0.0);  // a row with no visible slot: zeros
+  auto y = torch::matmul(p, v_cache.narrow(2, 0, span).to(f32));  // [B, Hk, H/Hk, D]
+  return y.reshape({B, 1, H * D}).to(q.scalar_type());
+}
+
+bool decode_attention_fusable(const torch::Tensor& q, const torch::Tensor& k_cache) {
+#ifdef PATCHLLM_LAYER_KERNELS
+  if (!g_fused_attention.load(std::memory_order_relaxed) || !use_kernels({&q, &k_cache})) return false;
+  const auto dt = q.scalar_type();
+  const int64_t D = q.dim() == 4 ? q.size(3) : 0;
+  return (dt == torch::kBFloat16 || dt == torch::kHalf) && (D == 64 || D == 128 || D == 256) && q.size(1) == 1 &&
+         q.is_contiguous() && k_cache.dim() == 4 && k_cache.is_contiguous() && k_cache.size(0) == q.size(0) &&
+         k_cache.size(3) == D && k_cache.size(1) > 0 && q.size(2) % k_cache.size(1) == 0;
+#else
+  (void)q;
+  (void)k_cache;
+  return false;
+#endif
+}
+
+torch::Tensor decode_attention_fused(const torch::Tensor& q, const torch::Tensor& k_cache,
+                                     const torch::Tensor& v_cache, const torch::Tensor& pos, const torch::Tensor& pad,
+                                     int64_t span, int64_t window, double scale, double softcap) {
+#ifdef PATCHLLM_LAYER_KERNELS
+  const int64_t B = q.dim() == 4 ? q.size(0) : 0;
+  auto on_device_long = [&](const torch::Tensor& t, int64_t n) {
+    return t.device() == q.device() && t.scalar_type() == torch::kLong && t.dim() == 1 && t.size(0) == n &&
+           t.is_contiguous();
+  };
+  if (decode_attention_fusable(q, k_cache) && v_cache.sizes() == k_cache.sizes() && v_cache.is_contiguous() &&
+      v_cache.device() == q.device() && v_cache.scalar_type() == q.scalar_type() && on_device_long(pos, 1) &&
+      (!pad.defined() || on_device_long(pad, B))) {
+    DecodeAttnArgs a;
+    a.dtype = layer_dtype(q);
+    a.B = B, a.H = q.size(2), a.Hk = k_cache.size(1), a.D = q.size(3);
+    a.capacity = k_cache.size(2), a.span = span;
+    a.window = window;
+    a.scale = float(scale), a.softcap = float(softcap);
+    if (decode_attention_supported(a)) {
+      c10::cuda::CUDAGuard guard(q.device());
+      torch::Tensor y = torch::empty({B, 1, a.H * a.D}, q.options()), ws;
+      if (const int64_t n = decode_attention_workspace(a); n > 0)
+        ws = torch::empty({n}, q.options().dtype(torch::kFloat32));
+      a.q = q.data_ptr(), a.k_cache = k_cache.data_ptr(), a.v_cache = v_cache.data_ptr();
+      a.pos = pos.data_ptr<int64_t>();
+      a.pad = pad.defined() ? pad.data_ptr<int64_t>() : nullptr;
+      a.y = y.data_ptr();
+      a.workspace = ws.defined() ? ws.data_ptr<float>() : nullptr;
+      a.stream = stream_of(q);
+      a.pdl = launch_with_pdl();
+      check_launch(launch_decode_attention(a), "decode_attention_fused");
+      return y;
+    }
+  }
+#endif
+  return decode_attention_ref(q, k_cache, v_cache, pos, pad, span, window, scale, softcap);
 }
 
 }  // namespace patchllm

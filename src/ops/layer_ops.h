@@ -36,8 +36,29 @@ torch::Tensor rope_qk_to_cache(const torch::Tensor& q, const torch::Tensor& k, c
 // silu(g) · u (SwiGLU), g and u of one shape [..., I] with the last dim contiguous (halves of a fused gate|up).
 torch::Tensor silu_mul_fused(const torch::Tensor& g, const torch::Tensor& u);
 
-// Process-wide switch (default on) so a benchmark can time the references in the same process.
+// Attention of the static decode step's one new token per row (DecodeGraph): q [B, 1, H, D] (rope_qk_to_cache's
+// output), caches [B, Hk, capacity, D] with H a multiple of Hk, pos int64 [1] and pad int64 [B] (or undefined) on the
+// device. Row b sees the slots s < span with pad[b] <= s <= pos and, with window > 0, pos - s < window. Scores are
+// scale · q·k, soft-capped as softcap · tanh(score / softcap) when softcap > 0. Returns [B, 1, H·D] in q's dtype
+// (token-major, as the o-projection reads it); a row that sees no slot gets zeros.
+// decode_attention_ref: in fp32 over the span, masked, then cast (the reference the kernel is tested against).
+torch::Tensor decode_attention_ref(const torch::Tensor& q, const torch::Tensor& k_cache, const torch::Tensor& v_cache,
+                                   const torch::Tensor& pos, const torch::Tensor& pad, int64_t span, int64_t window,
+                                   double scale, double softcap);
+// Whether decode_attention_fused runs its kernel (layer_kernels.h launch_decode_attention: reads only the visible
+// slots, one launch, or two for long spans) for this q and cache: CUDA, bf16 or fp16, D in {64, 128, 256}, no
+// gradient, contiguous, the fused ops and set_fused_decode_attention on. Elsewhere the model keeps its SDPA path.
+bool decode_attention_fusable(const torch::Tensor& q, const torch::Tensor& k_cache);
+// The kernel where decode_attention_fusable holds, else decode_attention_ref.
+torch::Tensor decode_attention_fused(const torch::Tensor& q, const torch::Tensor& k_cache,
+                                     const torch::Tensor& v_cache, const torch::Tensor& pos, const torch::Tensor& pad,
+                                     int64_t span, int64_t window, double scale, double softcap);
+
+// Process-wide switches (default on) so a benchmark can time the references in the same process; the second keeps
+// the decode-attention kernel alone out (the model's static decode step then attends through SDPA).
 void set_fused_layer_ops(bool on);
 bool fused_layer_ops();
+void set_fused_decode_attention(bool on);
+bool fused_decode_attention();
 
 }  // namespace patchllm
