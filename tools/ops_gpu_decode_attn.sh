@@ -21,9 +21,14 @@ if [ -n "${TESTS:-}" ]; then
   echo "build: $(( $(date +%s) - t0 )) s"
   run_tests "$TESTS"
 fi
-nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -lineinfo -Isrc -Ibench \
-  dev/kernels/decode_attn.cu src/ops/layer_kernels.cu -o /tmp/decode_attn >"$OUT/build_attn.txt" 2>&1 || { tail -20 "$OUT/build_attn.txt"; exit 1; }
-timeout 300 /tmp/decode_attn "$@" | tee "$OUT/decode_attn.txt"
+# Two builds: the library's kernel as it is, and without its one-round-ahead loads (PATCHLLM_ATTN_NO_PREFETCH).
+for v in "" NO_PREFETCH; do
+  nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -lineinfo -Isrc -Ibench \
+    ${v:+-DPATCHLLM_ATTN_$v} dev/kernels/decode_attn.cu src/ops/layer_kernels.cu -o /tmp/decode_attn$v \
+    >"$OUT/build_attn.txt" 2>&1 || { tail -20 "$OUT/build_attn.txt"; exit 1; }
+  echo "== build ${v:-default}" | tee -a "$OUT/decode_attn.txt"
+  timeout 300 /tmp/decode_attn$v "$@" | tee -a "$OUT/decode_attn.txt"
+done
 echo "rc=$? failures: $(grep -c FAIL "$OUT/decode_attn.txt")"
 python3 - "$@" <<'PY' | tee "$OUT/decode_attn_sdpa.txt"
 import sys, torch, torch.nn.functional as F

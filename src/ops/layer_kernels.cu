@@ -272,13 +272,35 @@ __global__ void __launch_bounds__(ATTN_THREADS) decode_attn_kernel(DecodeAttnArg
   const T* kb = static_cast<const T*>(a.k_cache) + row0;
   const T* vb = static_cast<const T*>(a.v_cache) + row0;
   auto key_of = [&](int r, int u) { return r * KPR + (warp * U + u) * KPL + sub; };
-  // Scores.
-  for (int r = 0; r < rounds; ++r) {
-    uint4 kr[U];
+  // One round ahead: round r + 1's loads (k, then v's first round after the last k round, landing during the
+  // softmax) are issued before round r is computed, so about 2·U loads per lane are in flight. (The dev harness
+  // builds it without, -DPATCHLLM_ATTN_NO_PREFETCH, to compare.)
+#ifdef PATCHLLM_ATTN_NO_PREFETCH
+  constexpr bool ahead = false;
+#else
+  constexpr bool ahead = true;
+#endif
+  uint4 next[U];
+  auto issue = [&](const T* base, int r) {
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int j = key_of(r, u);
-      kr[u] = j >= jlo && j < n ? __ldg(reinterpret_cast<const uint4*>(kb + int64_t(j) * D)) : make_uint4(0, 0, 0, 0);
+      next[u] = make_uint4(0, 0, 0, 0);
+      if (j >= jlo && j < n) next[u] = __ldg(reinterpret_cast<const uint4*>(base + int64_t(j) * D));
+    }
+  };
+  if (ahead) issue(kb, 0);
+  // Scores.
+  for (int r = 0; r < rounds; ++r) {
+    if (!ahead) issue(kb, r);
+    uint4 kr[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) kr[u] = next[u];
+    if (ahead) {
+      if (r + 1 < rounds)
+        issue(kb, r + 1);
+      else
+        issue(vb, 0);
     }
     float v[N];
 #pragma unroll
@@ -328,12 +350,11 @@ __global__ void __launch_bounds__(ATTN_THREADS) decode_attn_kernel(DecodeAttnArg
 #pragma unroll
     for (int e = 0; e < 8; ++e) acc[gi][e] = 0.f;
   for (int r = 0; r < rounds; ++r) {
+    if (!ahead) issue(vb, r);
     uint4 vr[U];
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int j = key_of(r, u);
-      vr[u] = j >= jlo && j < n ? __ldg(reinterpret_cast<const uint4*>(vb + int64_t(j) * D)) : make_uint4(0, 0, 0, 0);
-    }
+    for (int u = 0; u < U; ++u) vr[u] = next[u];
+    if (ahead && r + 1 < rounds) issue(vb, r + 1);
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       float vf[8];
@@ -537,16 +558,17 @@ bool decode_attention_supported(const DecodeAttnArgs& a) {
          (a.span + ATTN_MAX_CHUNK - 1) / ATTN_MAX_CHUNK <= 65535 && a.B * a.H <= 0x7fffffff;
 }
 
-// Enough CTAs for about four per SM (each has U loads of 16 bytes per lane in flight), in chunks of 128..1024
-// slots; one chunk (no combine launch) when the span is that short anyway.
+// One chunk (no combine launch) up to 256 slots; longer spans in chunks of 128 or 256 slots, 128 while that is
+// needed for about eight CTAs per SM. Larger chunks serialise more rounds of loads in one CTA: H100, session 26
+// (docs/benchmarks/data/decode_attn_s26_h100.txt), batch 1 at 8K slots 66 µs in chunks of 256 against 80 / 123 in
+// 512 / 1024; batch 16 at 8K 761 against 800 (1024); batch 1 at 2K 30 µs (128) against 40 (256).
 int64_t decode_attention_chunk(const DecodeAttnArgs& a) {
   if (a.chunk > 0) return a.chunk;
+  if (a.span <= 2 * ATTN_CHUNK_STEP) return (a.span + ATTN_CHUNK_STEP - 1) / ATTN_CHUNK_STEP * ATTN_CHUNK_STEP;
   const int64_t per_kv = a.Hk > 0 ? a.H / a.Hk : 1, G = attn_heads_per_cta(per_kv);
   const int64_t ctas = std::max<int64_t>(1, a.B * a.Hk * ((per_kv + G - 1) / G));
-  const int64_t want = std::max<int64_t>(1, (4 * sm_count() + ctas - 1) / ctas);  // chunks per (row, kv head)
-  int64_t c = (a.span + want - 1) / want;
-  c = (c + ATTN_CHUNK_STEP - 1) / ATTN_CHUNK_STEP * ATTN_CHUNK_STEP;
-  return std::min<int64_t>(ATTN_MAX_CHUNK, std::max<int64_t>(ATTN_CHUNK_STEP, c));
+  const int64_t want = (8 * sm_count() + ctas - 1) / ctas;  // chunks per (row, kv head, head group)
+  return want * ATTN_CHUNK_STEP >= a.span ? ATTN_CHUNK_STEP : 2 * ATTN_CHUNK_STEP;
 }
 
 int64_t decode_attention_workspace(const DecodeAttnArgs& a) {
