@@ -2,7 +2,7 @@
 // [B, T, heads, D] layout of strided q/k views, SwiGLU) against float64 formulas. On a GPU: each fused kernel against
 // the LibTorch reference on the same device (bf16, fp16, fp32; vector and scalar paths; strided views), the autograd
 // fallback, and chains of them launched with programmatic dependent launch against plain launches. The decode
-// attention: its fp32 reference against float64 loops (CPU), its kernel against float64 with the hidden slots NaN (GPU).
+// attention: its fp32 reference against float64 loops (CPU), its kernel against float64 with hidden slots NaN (GPU).
 #include <gtest/gtest.h>
 
 #include <algorithm>
