@@ -558,17 +558,19 @@ bool decode_attention_supported(const DecodeAttnArgs& a) {
          (a.span + ATTN_MAX_CHUNK - 1) / ATTN_MAX_CHUNK <= 65535 && a.B * a.H <= 0x7fffffff;
 }
 
-// One chunk (no combine launch) up to 256 slots; longer spans in chunks of 128 or 256 slots, 128 while that is
-// needed for about eight CTAs per SM. Larger chunks serialise more rounds of loads in one CTA: H100, session 26
-// (docs/benchmarks/data/decode_attn_s26_h100.txt), batch 1 at 8K slots 66 µs in chunks of 256 against 80 / 123 in
-// 512 / 1024; batch 16 at 8K 761 against 800 (1024); batch 1 at 2K 30 µs (128) against 40 (256).
+// One chunk (no combine launch) up to 256 slots; longer spans in chunks of 128, 256, 512 or 1024 slots, the
+// smallest that gives about two CTAs per SM. That choice was the fastest (or within 6% of it) in each of 12 cases of H100, session 26
+// (docs/benchmarks/data/decode_attn_s26_h100.txt): batch 1 and 16, 32 and 8 kv heads, 2K and 8K slots, D 64 and 256;
+// e.g. batch 1, 8 kv heads, 8K slots: 28 µs in chunks of 256 against 39 in chunks of 128 (four CTAs per SM).
 int64_t decode_attention_chunk(const DecodeAttnArgs& a) {
   if (a.chunk > 0) return a.chunk;
   if (a.span <= 2 * ATTN_CHUNK_STEP) return (a.span + ATTN_CHUNK_STEP - 1) / ATTN_CHUNK_STEP * ATTN_CHUNK_STEP;
   const int64_t per_kv = a.Hk > 0 ? a.H / a.Hk : 1, G = attn_heads_per_cta(per_kv);
   const int64_t ctas = std::max<int64_t>(1, a.B * a.Hk * ((per_kv + G - 1) / G));
-  const int64_t want = (8 * sm_count() + ctas - 1) / ctas;  // chunks per (row, kv head, head group)
-  return want * ATTN_CHUNK_STEP >= a.span ? ATTN_CHUNK_STEP : 2 * ATTN_CHUNK_STEP;
+  const int64_t want = std::max<int64_t>(1, (2 * sm_count() + ctas - 1) / ctas);  // chunks per CTA column
+  int64_t c = ATTN_CHUNK_STEP;  // 128, 256, 512 or 1024: the smallest that covers span / want
+  while (c < ATTN_MAX_CHUNK && c * want < a.span) c *= 2;
+  return c;
 }
 
 int64_t decode_attention_workspace(const DecodeAttnArgs& a) {
