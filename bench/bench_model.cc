@@ -21,12 +21,15 @@
 // with the LibTorch references (rows suffixed " ref-ops"); the ratio column is against the first dense row.
 // --decode-attn kernel,sdpa times every variant with the static decode step's attention kernel (the default) and with
 // SDPA over the masked span instead (rows suffixed " sdpa"); only graph columns (DecodeGraph) differ.
+// --sdpa-cudnn off keeps PyTorch's cuDNN attention out of SDPA for the whole run, as generate and eval tasks do
+// (SdpaCudnnOff); the default leaves SDPA's own choice.
 #include <sys/stat.h>
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <iostream>
+#include <memory>
 #include <sstream>
 
 #include "core/log.h"
@@ -53,7 +56,7 @@ int main(int argc, char** argv) {
   std::vector<bool> layer_ops = {true};  // fused layer kernels per pass (false: the references)
   std::vector<bool> decode_attn = {true};  // the decode-attention kernel per pass (false: SDPA)
   int64_t span_min = 0;                  // DecodeGraph attention spans; 0: the whole capacity (a step at context P)
-  bool cuda_graph = false, no_fuse = false, graph_only = false;
+  bool cuda_graph = false, no_fuse = false, graph_only = false, sdpa_cudnn = true;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&] { return std::string(i + 1 < argc ? argv[++i] : ""); };
@@ -106,6 +109,13 @@ int main(int argc, char** argv) {
         }
         decode_attn.push_back(t == "kernel");
       }
+    } else if (a == "--sdpa-cudnn") {
+      const std::string v = next();
+      if (v != "on" && v != "off") {
+        std::fprintf(stderr, "error: --sdpa-cudnn takes on or off, got '%s'\n", v.c_str());
+        return 2;
+      }
+      sdpa_cudnn = v == "on";
     } else if (a == "--batches") {
       batches.clear();
       std::stringstream ss(next());
@@ -114,8 +124,8 @@ int main(int argc, char** argv) {
       std::fprintf(stderr,
                    "usage: bench_model -m DIR [--device cuda|cpu] [--prefill N] [--batches 1,16] [--decode N] "
                    "[-r R] [--hybrid-f F1,F2,... [--seed S] [--hybrid-opts O1,O2,...]] [--cuda-graph] "
-                   "[--no-fuse] [--layer-ops fused,reference] [--decode-attn kernel,sdpa] [--context P] [--span-min S] "
-                   "[--graph-only]\n");
+                   "[--no-fuse] [--layer-ops fused,reference] [--decode-attn kernel,sdpa] [--sdpa-cudnn on|off] "
+                   "[--context P] [--span-min S] [--graph-only]\n");
       return 2;
     }
   }
@@ -129,6 +139,8 @@ int main(int argc, char** argv) {
     ModelLoadOptions opt;
     opt.device = torch::Device(device);
     opt.dtype = opt.device.is_cuda() ? torch::kBFloat16 : torch::kFloat32;
+    std::unique_ptr<SdpaCudnnOff> no_cudnn;
+    if (!sdpa_cudnn) no_cudnn = std::make_unique<SdpaCudnnOff>(opt.device);
     auto sync = [&] {
       if (opt.device.is_cuda()) torch::cuda::synchronize();
     };
@@ -212,9 +224,9 @@ int main(int argc, char** argv) {
       double pf = median(ts);
       std::printf(
           "{\"engine\":\"patchllm\",\"variant\":\"%s\",\"metric\":\"prefill\",\"tokens\":%lld,\"seconds\":%.4f,"
-          "\"tok_per_s\":%.1f,\"fused\":%s,\"layer_ops\":\"%s\",\"decode_attn\":\"%s\"}\n",
+          "\"tok_per_s\":%.1f,\"fused\":%s,\"layer_ops\":\"%s\",\"decode_attn\":\"%s\",\"sdpa_cudnn\":%s}\n",
           vn, (long long)prefill, pf, prefill / pf, fused_s, fused_layer_ops() ? "fused" : "reference",
-          fused_decode_attention() ? "kernel" : "sdpa");
+          fused_decode_attention() ? "kernel" : "sdpa", sdpa_cudnn ? "true" : "false");
       row.prefill_tps = prefill / pf;
       for (bool graph : modes)
         for (int64_t B : batches) {
@@ -228,9 +240,10 @@ int main(int argc, char** argv) {
           std::printf(
               "{\"engine\":\"patchllm\",\"variant\":\"%s\",\"metric\":\"decode\",\"batch\":%lld,\"tokens\":%lld,"
               "\"seconds\":%.4f,\"tok_per_s\":%.1f,\"fused\":%s,\"decode_step\":\"%s\",\"context\":%lld,"
-              "\"layer_ops\":\"%s\",\"decode_attn\":\"%s\"}\n",
+              "\"layer_ops\":\"%s\",\"decode_attn\":\"%s\",\"sdpa_cudnn\":%s}\n",
               vn, (long long)B, (long long)decode, d, B * decode / d, fused_s, kind.c_str(), (long long)context,
-              fused_layer_ops() ? "fused" : "reference", fused_decode_attention() ? "kernel" : "sdpa");
+              fused_layer_ops() ? "fused" : "reference", fused_decode_attention() ? "kernel" : "sdpa",
+              sdpa_cudnn ? "true" : "false");
           row.decode_tps.push_back(B * decode / d);
         }
       std::fflush(stdout);
