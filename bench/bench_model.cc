@@ -89,25 +89,19 @@ int main(int argc, char** argv) {
       hybrid_opts.clear();
       std::stringstream ss(next());
       for (std::string t; std::getline(ss, t, ',');) hybrid_opts.push_back(t);
-    } else if (a == "--layer-ops") {
-      layer_ops.clear();
+    } else if (a == "--layer-ops" || a == "--decode-attn") {
+      const bool ops = a == "--layer-ops";
+      const std::string on = ops ? "fused" : "kernel", off = ops ? "reference" : "sdpa";
+      std::vector<bool>& passes = ops ? layer_ops : decode_attn;
+      passes.clear();
       std::stringstream ss(next());
       for (std::string t; std::getline(ss, t, ',');) {
-        if (t != "fused" && t != "reference") {
-          std::fprintf(stderr, "error: --layer-ops takes fused and/or reference, got '%s'\n", t.c_str());
+        if (t != on && t != off) {
+          std::fprintf(stderr, "error: %s takes %s and/or %s, got '%s'\n", a.c_str(), on.c_str(), off.c_str(),
+                       t.c_str());
           return 2;
         }
-        layer_ops.push_back(t == "fused");
-      }
-    } else if (a == "--decode-attn") {
-      decode_attn.clear();
-      std::stringstream ss(next());
-      for (std::string t; std::getline(ss, t, ',');) {
-        if (t != "kernel" && t != "sdpa") {
-          std::fprintf(stderr, "error: --decode-attn takes kernel and/or sdpa, got '%s'\n", t.c_str());
-          return 2;
-        }
-        decode_attn.push_back(t == "kernel");
+        passes.push_back(t == on);
       }
     } else if (a == "--sdpa-cudnn") {
       const std::string v = next();

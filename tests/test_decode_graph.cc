@@ -3,7 +3,8 @@
 // Qwen2 (q/k/v bias), Mistral (sliding window) and Gemma 3 (sliding layers, window shorter than the sequence), dense,
 // fused and packed, also with left-padded rows and attention spans shorter than the capacity; greedy generation
 // through it equals eager generation; a full cache is a clear error. On a GPU also: graph replay against eager decode,
-// the fused layer kernels against their references, and launches with programmatic dependent launch against plain.
+// the fused layer kernels against their references, launches with programmatic dependent launch against plain, and
+// the decode-attention kernel against the SDPA path.
 #include <gtest/gtest.h>
 
 #include "core/error.h"
