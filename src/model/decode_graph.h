@@ -6,7 +6,9 @@
 // sliding layers and Mistral also mask slots a window or more behind). The span is the smallest min_span·2^k (at most
 // the capacity) past the position, each span its own graph, so the early steps of a long generation do not read the
 // whole cache. Rows may be left-padded (batched generation): per-row RoPE positions and padding masks, computed on
-// the device from the position. Logits [B, vocab] fp32.
+// the device from the position. Where the decode-attention kernel applies (ops/layer_ops.h decode_attention_fusable:
+// CUDA, bf16/fp16, head_dim 64/128/256) it reads only each row's visible slots instead of the masked span. Logits
+// [B, vocab] fp32.
 #pragma once
 #include <torch/torch.h>
 

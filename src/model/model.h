@@ -69,8 +69,9 @@ struct LayerContext {
   torch::Tensor cos_local, sin_local, attn_bias_local;
   bool causal_only_local = true;
   // Static decode (DecodeGraph): int64 [1] on the device, the cache slot of the single new token. K/V are written
-  // there (rope_qk_to_cache) and attention runs over the whole cache capacity (attn_bias masks the unused slots), so
-  // no shape depends on host state. Undefined: K/V appended at cache->length.
+  // there (rope_qk_to_cache) and attention runs over the whole cache capacity (attn_bias masks the unused slots; the
+  // decode-attention kernel, where it runs, reads only the visible ones), so no shape depends on host state.
+  // Undefined: K/V appended at cache->length.
   torch::Tensor cache_pos;
   // With cache_pos: attention reads slots [0, cache_span) only (> the position; attn_bias covers that span); 0: the
   // whole capacity.
