@@ -167,9 +167,10 @@ __global__ void silu_mul_kernel(SiluMulArgs a) {
 // ---- Decode attention (flash-decoding; semantics in layer_kernels.h) ----
 // Memory-bound: per step a row reads its filled K and V once. A CTA of 4 warps takes G query heads of one kv head
 // over `chunk` slots. Each lane loads 16 bytes (8 elements) of a key row, so a key is LPK = D / 8 lanes and a warp
-// load covers KPL = 32 / LPK consecutive keys; every lane has U such loads in flight per round (the session-19 dev
-// kernels kept about one row in flight per warp and reached 15–48% of HBM bandwidth). Scores go to shared memory,
-// then a softmax over the chunk, then the V pass with the same load pattern.
+// load covers KPL = 32 / LPK consecutive keys; every lane has U such loads per round and the next round's in flight
+// (the session-19 dev kernels kept about one row in flight per warp and reached 15–48% of HBM bandwidth; this one
+// 47–90% where there are enough CTAs, docs/BENCHMARKS.md §4 session 26). Scores go to shared memory, then a softmax
+// over the chunk, then the V pass with the same load pattern.
 constexpr int ATTN_WARPS = 4, ATTN_THREADS = ATTN_WARPS * 32, ATTN_MAX_CHUNK = 1024, ATTN_CHUNK_STEP = 128;
 
 __device__ __forceinline__ void unpack8(const uint4& r, float (&f)[8], __nv_bfloat16) {
