@@ -2,15 +2,20 @@
 // [B, T, heads, D] layout of strided q/k views, SwiGLU) against float64 formulas. On a GPU: each fused kernel against
 // the LibTorch reference on the same device (bf16, fp16, fp32; vector and scalar paths; strided views), the autograd
 // fallback, and chains of them launched with programmatic dependent launch against plain launches. The decode
-// attention: its fp32 reference against float64 loops (CPU), its kernel against float64 with hidden slots NaN (GPU).
+// attention: its fp32 reference against float64 loops and its launcher's host rules (CPU), its kernel against float64
+// with hidden slots NaN (GPU).
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <vector>
 
 #include "ops/hybrid_linear.h"
 #include "ops/layer_ops.h"
+#ifdef PATCHLLM_HAVE_CUDA_KERNELS
+#include "ops/layer_kernels.h"
+#endif
 
 using namespace patchllm;
 
@@ -410,3 +415,46 @@ TEST_F(OpsLayerCuda, DecodeAttentionKernelMatchesFloat64) {
         EXPECT_LE(max_rel(ref, want), 1e-2);
       }
 }
+
+#ifdef PATCHLLM_HAVE_CUDA_KERNELS
+// The decode-attention launcher's host rules (no GPU needed): which sizes it takes, one chunk up to 256 slots, chunks
+// of 128..1024 slots that grow with the span and shrink as the grid fills, an explicit chunk kept, and the workspace
+// its chunks need.
+TEST(OpsLayer, DecodeAttentionLaunchRules) {
+  DecodeAttnArgs a;
+  a.B = 1, a.H = 32, a.Hk = 8, a.D = 128, a.capacity = 9000, a.span = 100;
+  EXPECT_TRUE(decode_attention_supported(a));
+  const std::vector<std::function<void(DecodeAttnArgs&)>> bads = {
+      [](DecodeAttnArgs& x) { x.D = 32; },       [](DecodeAttnArgs& x) { x.dtype = LAYER_F32; },
+      [](DecodeAttnArgs& x) { x.H = 30; },       [](DecodeAttnArgs& x) { x.span = 9001; },
+      [](DecodeAttnArgs& x) { x.span = 0; },     [](DecodeAttnArgs& x) { x.chunk = 100; },
+      [](DecodeAttnArgs& x) { x.chunk = 2048; }};
+  for (const auto& bad : bads) {
+    DecodeAttnArgs b = a;
+    bad(b);
+    EXPECT_FALSE(decode_attention_supported(b));
+    EXPECT_NE(launch_decode_attention(b), 0);  // refused before any launch
+  }
+  for (int64_t span : {1, 100, 128, 129, 256}) {
+    a.span = span;
+    EXPECT_GE(decode_attention_chunk(a), span);
+    EXPECT_EQ(decode_attention_workspace(a), 0) << span;  // one chunk: no combine, no workspace
+  }
+  int64_t prev = 0;
+  for (int64_t span = 257; span <= 9000; span += 379) {
+    a.span = span;
+    const int64_t c = decode_attention_chunk(a), n = (span + c - 1) / c;
+    EXPECT_TRUE(c == 128 || c == 256 || c == 512 || c == 1024) << c;
+    EXPECT_GE(c, prev) << span;
+    prev = c;
+    EXPECT_EQ(decode_attention_workspace(a), n > 1 ? a.B * a.H * n * (a.D + 2) : 0) << span;
+  }
+  a.span = 8192;
+  const int64_t one_row = decode_attention_chunk(a);
+  a.B = 64;
+  EXPECT_LE(one_row, decode_attention_chunk(a));  // more CTA columns: no smaller chunks
+  a.chunk = 256;
+  EXPECT_EQ(decode_attention_chunk(a), 256);
+  EXPECT_EQ(decode_attention_workspace(a), 64 * 32 * 32 * 130);
+}
+#endif
