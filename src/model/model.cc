@@ -302,10 +302,11 @@ std::pair<torch::Tensor, torch::Tensor> Model::layer_forward_split(int64_t i, co
       a = decode_attention_fused(q, cache->k[i], cache->v[i], ctx.cache_pos, ctx.cache_pad, span, window,
                                  scale > 0 ? scale : 1.0 / std::sqrt(static_cast<double>(D)),
                                  c.attn_logit_softcapping);
+    } else {  // SDPA over the span, attn_bias masking the rest
+      q = q.transpose(1, 2);
+      k = cache->k[i].narrow(2, 0, span);
+      v = cache->v[i].narrow(2, 0, span);
     }
-    q = q.transpose(1, 2);
-    k = cache->k[i].narrow(2, 0, span);
-    v = cache->v[i].narrow(2, 0, span);
   } else {
     std::tie(q, k) = rope_qk_fused(q, k, cos, sin);
     q = q.transpose(1, 2);  // [B, heads, T, D]

@@ -8,6 +8,7 @@
 // kernel for every M (64-token chunks).
 #include <cudaTypedefs.h>
 
+#include "ops/device_info.cuh"
 #include "ops/hybrid_gemm.cuh"
 #include "ops/hybrid_decode.cuh"
 #include "ops/hybrid_prefill.cuh"
@@ -19,21 +20,6 @@
 namespace patchllm {
 
 namespace {
-
-struct DeviceInfo {
-  int sms = 0, major = 0;
-};
-DeviceInfo device_info() {
-  static DeviceInfo cache[64];
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return {};
-  DeviceInfo& d = cache[dev];
-  if (d.sms == 0) {
-    cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, dev);
-    cudaDeviceGetAttribute(&d.major, cudaDevAttrComputeCapabilityMajor, dev);
-  }
-  return d;
-}
 
 // Tokens per chunk: the narrowest n that holds M, up to 128 (16 n-tiles); larger M loops over chunks.
 int tiles_for(int64_t M) { return M <= 8 ? 1 : M <= 16 ? 2 : M <= 32 ? 4 : M <= 64 ? 8 : 16; }

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "ops/device_info.cuh"
 #include "ops/layer_kernels.h"
 #include "ops/pdl.cuh"
 
@@ -505,14 +506,8 @@ int by_dtype(int dtype, F&& f) {
 int attn_heads_per_cta(int64_t per_kv) { return per_kv >= 5 ? 8 : per_kv >= 3 ? 4 : int(per_kv); }
 
 int sm_count() {
-  static const int n = [] {
-    int dev = 0, v = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
-      return 132;  // an H100's
-    return v;
-  }();
-  return n;
+  const int n = device_info().sms;
+  return n > 0 ? n : 132;  // no device (host-side rules, tests on the CPU): an H100's
 }
 
 template <typename T, int D, int G>
