@@ -19,9 +19,9 @@
 // chunk the kernel writes the output itself.
 //
 //   v3: the model's kernel (src/ops/layer_kernels.cu, launch_decode_attention, session 26): up to 8 query heads of a
-//       kv head per CTA (k/v read once per group), 8 loads of 16 bytes per lane in flight, scores to shared memory,
-//       chunks of 128..1024 slots (auto: about four CTAs per SM) and a combine launch when there are several. Timed
-//       with the auto chunk and each fixed chunk.
+//       kv head per CTA (k/v read once per group), 8 loads of 16 bytes per lane per round with the next round's in
+//       flight, scores to shared memory, chunks of 128..1024 slots (auto: about two CTAs per SM) and a combine launch
+//       when there are several. Timed with the auto chunk and each fixed chunk.
 // Run: decode_attn [B H Hk D len cap]... (no arguments: the LLaMA-2-7B / LLaMA-3-8B decode cases). Each case is
 // checked against a float64 CPU reference (slots past pos are NaN in the device cache, so reading them fails the
 // check), then timed (median of 15 batches, caches rotated past L2) against the filled KV bytes' HBM bound.
