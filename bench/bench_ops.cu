@@ -10,6 +10,9 @@
 // --decode times the decode kernel with and without PDL, with PDL and the cluster reduction, and (M <= 16) with PDL
 // and the row split over CTAs of 4 / 2 warps (v3h) or the k-split forced (w8; the auto choice picks 4 or 8);
 // --extra adds the k-split sweep (1/2/4/8 CTAs per SM, with and without PDL) and the earlier kernels v3d and v1.
+// --shapes qkv,down keeps the shapes whose name contains one of the words; --fs 0.9,1 replaces the tile mixes.
+// With PATCHLLM_PROFILE_MARKS=1 the cuBLAS, cuSPARSELt and (auto) hybrid timings each end with one launch inside an
+// NVTX range "cublas" / "cusparselt" / "hybrid" for Nsight Compute (tools/ops_gpu_prefill_ncu.sh).
 #include <cublas_v2.h>
 
 #include <algorithm>
@@ -100,7 +103,7 @@ std::string fmt(double v, int prec = 2) {
 
 int main(int argc, char** argv) {
   bool quick = false, decode = false, prefill = false, extra = false;
-  std::string prefix = "bench_ops", ms_arg;  // --ms 64,128: these M instead of the mode's list
+  std::string prefix = "bench_ops", ms_arg, shapes_arg, fs_arg;  // --ms 64,128: these M instead of the mode's list
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--quick") quick = true;
@@ -109,6 +112,8 @@ int main(int argc, char** argv) {
     else if (a == "--extra") extra = true;
     else if (a == "--out" && i + 1 < argc) prefix = argv[++i];
     else if (a == "--ms" && i + 1 < argc) ms_arg = argv[++i];
+    else if (a == "--shapes" && i + 1 < argc) shapes_arg = argv[++i];
+    else if (a == "--fs" && i + 1 < argc) fs_arg = argv[++i];
   }
   cudaDeviceProp prop;
   BENCH_CUDA(cudaGetDeviceProperties(&prop, 0));
@@ -145,13 +150,32 @@ int main(int argc, char** argv) {
   if (prefill) {  // compute-bound sizes: the wgmma kernel (auto dispatch) with 128 and 256 tokens per CTA beside it
     Ms = quick ? std::vector<int64_t>{512, 2048, 8192} : std::vector<int64_t>{256, 512, 2048, 8192};
   }
+  auto split = [](const std::string& list) {
+    std::vector<std::string> out;
+    for (size_t p = 0; p < list.size();) {
+      const size_t q = list.find(',', p);
+      out.push_back(list.substr(p, q == std::string::npos ? std::string::npos : q - p));
+      p = q == std::string::npos ? list.size() : q + 1;
+    }
+    return out;
+  };
   if (!ms_arg.empty()) {
     Ms.clear();
-    for (size_t p = 0; p < ms_arg.size();) {
-      size_t q = ms_arg.find(',', p);
-      Ms.push_back(std::stoll(ms_arg.substr(p, q - p)));
-      p = q == std::string::npos ? ms_arg.size() : q + 1;
-    }
+    for (const std::string& m : split(ms_arg)) Ms.push_back(std::stoll(m));
+  }
+  if (!fs_arg.empty()) {
+    fs.clear();
+    for (const std::string& f : split(fs_arg)) fs.push_back(std::stod(f));
+  }
+  if (!shapes_arg.empty()) {
+    std::vector<Shape> kept;
+    for (const Shape& sh : shapes)
+      for (const std::string& w : split(shapes_arg))
+        if (std::string(sh.name).find(w) != std::string::npos) {
+          kept.push_back(sh);
+          break;
+        }
+    shapes = kept;
   }
   std::vector<Row> rows;
   int failures = 0;
@@ -176,7 +200,7 @@ int main(int argc, char** argv) {
     BENCH_CUDA(cudaMemset(ws, 0, wsb));
     std::map<int64_t, double> cublas_us;
     for (int64_t M : Ms) {
-      double us = time_launches([&](int i) { cublas_gemm(cub, Wd[i], x, y, M, N, K); }, rot);
+      double us = time_launches([&](int i) { cublas_gemm(cub, Wd[i], x, y, M, N, K); }, rot, 15, "cublas");
       cublas_us[M] = us;
       rows.push_back({sh.name, N, K, M, "cublas", 0.0, us, (wbytes + (M * K + M * N) * 2) / us * 1e-6,
                       2.0 * M * N * K / us * 1e-6, 1.0, 1.0});
@@ -224,7 +248,8 @@ int main(int argc, char** argv) {
             BENCH_CUDA(cudaMemcpy(comps[i], comp0, pl.compressed, cudaMemcpyDeviceToDevice));
           }
           double us = time_launches(
-              [&](int i) { cusparseLtMatmul(&csl, &pl.plan, &one, comps[i], xp, &zero, yp, yp, cws, &st, 1); }, crot);
+              [&](int i) { cusparseLtMatmul(&csl, &pl.plan, &one, comps[i], xp, &zero, yp, yp, cws, &st, 1); }, crot,
+              15, "cusparselt");
           rows.push_back({sh.name, N, K, M, "cusparselt", 1.0, us, (pl.compressed + (Mp * K + Mp * N) * 2) / us * 1e-6,
                           2.0 * M * N * K / us * 1e-6, cublas_us[M] / us, 1.0 / (1 - (M <= 128 ? 0.4375 : 0.5))});
           for (int i = 1; i < crot; ++i) cudaFree(comps[i]);
@@ -315,7 +340,7 @@ int main(int argc, char** argv) {
       a.decode_warps = 0;
       a.decode_variant = 0;
       // Times `a` as it is set now (kernel, variant, tokens per CTA, k-split), weights rotated over the copies.
-      auto time_hybrid = [&]() {
+      auto time_hybrid = [&](const char* mark = nullptr) {
         return time_launches(
             [&](int i) {
               a.blob = static_cast<uint8_t*>(blobs[i]);
@@ -325,7 +350,7 @@ int main(int argc, char** argv) {
                 std::exit(1);
               }
             },
-            hrot);
+            hrot, 15, mark);
       };
       for (int64_t M : Ms) {
         a.M = M;
@@ -374,7 +399,7 @@ int main(int argc, char** argv) {
           us = bench::median(t[0]);
           us_pdl = bench::median(t[1]);
         } else {
-          us = time_hybrid();
+          us = time_hybrid("hybrid");
           add_row("hybrid", us);
         }
         std::fprintf(stderr, "row %s M=%lld f=%.2f hybrid %.1f us cublas %.1f us speedup %.2f (ideal %.2f)\n", sh.name,

@@ -3,6 +3,7 @@
 // No LibTorch: these programs build with plain nvcc on the GPU machine.
 #pragma once
 #include <cuda_runtime.h>
+#include <nvtx3/nvToolsExt.h>
 
 #include <algorithm>
 #include <cmath>
@@ -167,9 +168,23 @@ inline double median(std::vector<double> v) {
   return v.empty() ? 0.0 : (v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]));
 }
 
+// With PATCHLLM_PROFILE_MARKS set, time_launches(..., mark) ends with one more launch inside an NVTX range named
+// `mark`, so Nsight Compute can profile exactly that launch (`ncu --nvtx --nvtx-include "mark/"`) and not the warm-up,
+// the timed batches or cuSPARSELt's algorithm search.
+inline void profile_mark(const char* mark, const std::function<void(int)>& launch) {
+  static const bool on = std::getenv("PATCHLLM_PROFILE_MARKS") != nullptr;
+  if (!on || !mark) return;
+  BENCH_CUDA(cudaDeviceSynchronize());
+  nvtxRangePushA(mark);
+  launch(0);
+  BENCH_CUDA(cudaDeviceSynchronize());
+  nvtxRangePop();
+}
+
 // Median µs per launch: `rot` warm-up launches, then `batches` batches of max(rot, 10) back-to-back launches (CUDA
 // events on the legacy stream); launch(i) gets i < rot, so callers can rotate weight copies past L2.
-inline double time_launches(const std::function<void(int)>& launch, int rot, int batches = 15) {
+inline double time_launches(const std::function<void(int)>& launch, int rot, int batches = 15,
+                            const char* mark = nullptr) {
   const int per = std::max(rot, 10);
   for (int i = 0; i < rot; ++i) launch(i);  // warm-up (module load, handles, algorithm caches)
   BENCH_CUDA(cudaDeviceSynchronize());
@@ -189,6 +204,7 @@ inline double time_launches(const std::function<void(int)>& launch, int rot, int
   BENCH_CUDA(cudaGetLastError());
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
+  profile_mark(mark, launch);
   return median(t);
 }
 

@@ -4,16 +4,9 @@
 set -u -o pipefail
 OUT=${OUT:-/tmp/ops_out}
 mkdir -p "$OUT"
-CSL=$(python3 -c "import nvidia.cusparselt as m,os;print(os.path.dirname(m.__file__))" 2>/dev/null || true)
-[ -z "$CSL" ] && CSL=$(find / -path /proc -prune -o -type d -path '*site-packages/nvidia/cusparselt' -print 2>/dev/null | head -1)
-EXTRA=""
-if [ -n "$CSL" ] && [ -f "$CSL/include/cusparseLt.h" ]; then
-  LIB=$(ls "$CSL"/lib/libcusparseLt.so* | head -1)
-  EXTRA="-DPATCHLLM_HAVE_CUSPARSELT -I$CSL/include -L$CSL/lib -l:$(basename "$LIB") -Xlinker -rpath=$CSL/lib"
-  echo "cuSPARSELt from $CSL ($(basename "$LIB"))"
-else
-  echo "cuSPARSELt not found: baseline skipped"
-fi
+source "$(dirname "$0")/gpu_common.sh"
+EXTRA=$(cusparselt_flags)
+[ -n "$EXTRA" ] && echo "cuSPARSELt: $EXTRA" || echo "cuSPARSELt not found: baseline skipped"
 nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -lineinfo -Isrc -Ibench \
   bench/bench_ops.cu src/ops/hybrid_gemm.cu -lcublas $EXTRA -o /tmp/bench_ops >"$OUT/build_bench.log" 2>&1 \
   || { tail -20 "$OUT/build_bench.log"; exit 1; }

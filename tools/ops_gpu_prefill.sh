@@ -8,14 +8,8 @@ set -u -o pipefail
 OUT=${OUT:-/tmp/ops_out}
 mkdir -p "$OUT"
 NVCC="nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -lineinfo -Isrc -Ibench"
-CSL=$(python3 -c "import nvidia.cusparselt as m,os;print(os.path.dirname(m.__file__))" 2>/dev/null || true)
-[ -z "$CSL" ] && CSL=$(find / -path /proc -prune -o -type d -path '*site-packages/nvidia/cusparselt' -print 2>/dev/null | head -1)
-[ -z "$CSL" ] && CSL=$(find / -path /proc -prune -o -type d -path '*site-packages/nvidia/cusparselt' -print 2>/dev/null | head -1)
-EXTRA=""
-if [ -n "$CSL" ] && [ -f "$CSL/include/cusparseLt.h" ]; then
-  LIB=$(ls "$CSL"/lib/libcusparseLt.so* | head -1)
-  EXTRA="-DPATCHLLM_HAVE_CUSPARSELT -I$CSL/include -L$CSL/lib -l:$(basename "$LIB") -Xlinker -rpath=$CSL/lib"
-fi
+source "$(dirname "$0")/gpu_common.sh"
+EXTRA=$(cusparselt_flags)
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem --format=csv,noheader | tee "$OUT/checks.txt"
 T0=$SECONDS
 $NVCC -Xptxas -v -c src/ops/hybrid_gemm.cu -o /tmp/hg.o >"$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -20; exit 1; }

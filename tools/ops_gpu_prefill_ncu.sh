@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# GPU machine, repo root, one device-tool call: Nsight Compute on one launch each of cuBLAS, cuSPARSELt (the algorithm
+# its search picked) and the hybrid prefill kernel (auto dispatch), same problem and process (bench_ops' NVTX marks).
+# The question: what does the baseline that meets the f = 1 target do differently? Kernel name (tile, cluster,
+# stages), grid, registers, shared memory, tensor-pipe activity, shared-memory and L2 traffic.
+# Usage: bash tools/ops_gpu_prefill_ncu.sh [CASE ...], CASE = shape-word:M:f-list (bench_ops --shapes / --ms / --fs),
+# default qkv:8192:0.9,1 down:2048:1. Reports ($OUT/ncu_TAG.ncu-rep), their raw pages as CSV and a summary table.
+set -u -o pipefail
+OUT=${OUT:-/tmp/ops_out}
+mkdir -p "$OUT"
+source "$(dirname "$0")/gpu_common.sh"
+EXTRA=$(cusparselt_flags)
+[ -n "$EXTRA" ] || { echo "cuSPARSELt not found: nothing to compare against"; exit 1; }
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu_ncu.txt"
+nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -lineinfo -Isrc -Ibench \
+  bench/bench_ops.cu src/ops/hybrid_gemm.cu -lcublas $EXTRA -o /tmp/bench_ops_ncu >"$OUT/build_ncu.log" 2>&1 \
+  || { tail -20 "$OUT/build_ncu.log"; exit 1; }
+CASES=("$@")
+[ ${#CASES[@]} -gt 0 ] || CASES=(qkv:8192:0.9,1 down:2048:1)
+for c in "${CASES[@]}"; do
+  IFS=: read -r word m fs <<<"$c"
+  tag="${word}_${m}"
+  PATCHLLM_PROFILE_MARKS=1 timeout 300 ncu --nvtx --nvtx-include "cublas/" --nvtx-include "cusparselt/" \
+    --nvtx-include "hybrid/" --set full -f -o "$OUT/ncu_$tag" /tmp/bench_ops_ncu --prefill --shapes "$word" --ms "$m" \
+    --fs "$fs" --out /tmp/bench_ncu >"$OUT/ncu_$tag.log" 2>&1
+  echo "== $c: ncu rc=$? ($(grep -c '==PROF==' "$OUT/ncu_$tag.log") profiler lines)"
+  ncu -i "$OUT/ncu_$tag.ncu-rep" --page raw --csv --print-units base >"$OUT/raw_$tag.csv" 2>/dev/null
+  grep -E "^row |VALIDATION" "$OUT/ncu_$tag.log" | head -6
+done
+python3 - "$OUT"/raw_*.csv <<'PY' | tee "$OUT/ncu_summary.md"
+import csv, re, sys
+# Per kernel: what it is, and the traffic that bounds a 2:4 GEMM (session 14's model: shared-memory bytes per MMA).
+want = [("time us", "gpu__time_duration.sum", 1e-3), ("grid", "launch__grid_size", 1), ("block", "launch__block_size", 1),
+        ("cluster", "launch__cluster_size", 1), ("regs", "launch__registers_per_thread", 1),
+        ("smem KB", "launch__shared_mem_per_block_dynamic", 1 / 1024), ("SM %", "sm__throughput.avg.pct_of_peak_sustained_elapsed", 1),
+        ("tensor %", "sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_elapsed", 1),
+        ("L1/smem %", "l1tex__throughput.avg.pct_of_peak_sustained_elapsed", 1),
+        ("smem rd MB", "l1tex__data_bank_reads.sum.bytes", 1e-6), ("smem wr MB", "l1tex__data_bank_writes.sum.bytes", 1e-6),
+        ("L2 %", "lts__throughput.avg.pct_of_peak_sustained_elapsed", 1), ("L2 MB", "lts__t_bytes.sum", 1e-6),
+        ("DRAM MB", "dram__bytes.sum", 1e-6), ("cycles", "sm__cycles_elapsed.avg", 1)]
+for path in sys.argv[1:]:
+    rows = list(csv.reader(open(path)))
+    if len(rows) < 3: continue
+    head, units = rows[0], rows[1]
+    col = {h: i for i, h in enumerate(head)}
+    def val(r, name, scale):
+        i = col.get(name)
+        if i is None or not r[i].strip(): return "–"
+        try:
+            v = float(r[i].replace(",", ""))
+        except ValueError:
+            return r[i]
+        return f"{v * scale:.4g}"  # base units: ns, bytes
+    print(f"\n### {path.split('/')[-1]}\n")
+    print("| kernel | " + " | ".join(w[0] for w in want) + " |")
+    print("|---" * (len(want) + 1) + "|")
+    for r in rows[2:]:
+        name = r[col["Kernel Name"]] if "Kernel Name" in col else "?"
+        print(f"| {name[:70]} | " + " | ".join(val(r, n, s) for _, n, s in want) + " |")
+    missing = [n for _, n, _ in want if n not in col]
+    if missing: print("\nnot in this report:", ", ".join(missing))
+    for r in rows[2:]:  # the full names carry cuSPARSELt's and cuBLAS' tile shapes
+        print("-", r[col["Kernel Name"]] if "Kernel Name" in col else "?")
+PY
