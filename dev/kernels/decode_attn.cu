@@ -21,7 +21,8 @@
 //   v3: the model's kernel (src/ops/layer_kernels.cu, launch_decode_attention, session 26): up to 8 query heads of a
 //       kv head per CTA (k/v read once per group), 8 loads of 16 bytes per lane per round with the next round's in
 //       flight, scores to shared memory, chunks of 128..1024 slots (auto: about two CTAs per SM) and a combine launch
-//       when there are several. Timed with the auto chunk and each fixed chunk.
+//       when there are several. Timed as the launcher chooses ("auto"), then with every pair of heads per CTA
+//       (g1..g8: fewer heads, more CTAs, k/v read more often) and chunk (c64..c1024) it takes (session 27).
 // Run: decode_attn [B H Hk D len cap]... (no arguments: the LLaMA-2-7B / LLaMA-3-8B decode cases). Each case is
 // checked against a float64 CPU reference (slots past pos are NaN in the device cache, so reading them fails the
 // check), then timed (median of 15 batches, caches rotated past L2) against the filled KV bytes' HBM bound.
@@ -270,14 +271,26 @@ void run_case(int B, int H, int Hk, int D, int len, int cap) {
   la.dtype = patchllm::LAYER_BF16;
   la.B = B, la.H = H, la.Hk = Hk, la.D = D, la.capacity = cap, la.span = cap;
   la.q = dq, la.pos = dpos, la.scale = float(scale), la.y = dy;
-  la.chunk = 128;
+  la.chunk = 64;
+  la.heads_per_cta = 1;
   float* dws = nullptr;
   BENCH_CUDA(cudaMalloc(&dws, size_t(patchllm::decode_attention_workspace(la)) * 4 + 4));
   la.workspace = dws;
-  // ver 1, 2: the dev kernels; 3: the library kernel with chunk (ver - 3)·128 slots, 0 = auto.
-  for (int ver : {1, 2, 3, 4, 5, 7, 11}) {
-    la.chunk = ver >= 3 ? (ver - 3) * 128 : 0;
-    if (ver > 3 && la.chunk >= 2 * cap) continue;
+  // ver 1, 2: the dev kernels; 3: the library kernel, first as its launcher chooses (heads per CTA and chunk), then
+  // with every valid pair of heads per CTA (up to the group rounded up to a power of two) and chunk of 64..1024 slots.
+  struct Variant {
+    int ver, heads, chunk;
+  };
+  std::vector<Variant> variants = {{1, 0, 0}, {2, 0, 0}, {3, 0, 0}};
+  for (int g = 1; g <= 8 && g < 2 * (H / Hk); g *= 2)
+    for (int c = 64; c <= 1024 && c < 2 * cap; c *= 2) {
+      patchllm::DecodeAttnArgs t = la;
+      t.heads_per_cta = g, t.chunk = c;
+      if (patchllm::decode_attention_supported(t)) variants.push_back({3, g, c});
+    }
+  for (const Variant& var : variants) {
+    const int ver = var.ver;
+    la.heads_per_cta = var.heads, la.chunk = var.chunk;
     auto run = [&](int r) {
       if (ver < 3) {
         Args ar = a;
@@ -306,8 +319,9 @@ void run_case(int B, int H, int Hk, int D, int len, int cap) {
     if (ver < 3)
       std::snprintf(name, sizeof name, "v%d", ver);
     else
-      std::snprintf(name, sizeof name, "v3 chunk %d", int(patchllm::decode_attention_chunk(la)));
-    std::printf("  %-15s %s rel err %.2e  %8.2f us  %7.1f GB/s  %5.1f%% of 3.35 TB/s\n", name, ok ? "ok  " : "FAIL",
+      std::snprintf(name, sizeof name, "v3%s g%d c%d", var.heads ? "" : " auto", int(patchllm::decode_attention_heads(la)),
+                    int(patchllm::decode_attention_chunk(la)));
+    std::printf("  %-17s %s rel err %.2e  %8.2f us  %7.1f GB/s  %5.1f%% of 3.35 TB/s\n", name, ok ? "ok  " : "FAIL",
                 err / ref, us, kv_bytes / us / 1e3, 100 * kv_bytes / us / 1e3 / 3350);
   }
   cudaFree(dws);

@@ -173,6 +173,9 @@ __global__ void silu_mul_kernel(SiluMulArgs a) {
 // 47–90% where there are enough CTAs, docs/BENCHMARKS.md §4 session 26). Scores go to shared memory, then a softmax
 // over the chunk, then the V pass with the same load pattern.
 constexpr int ATTN_WARPS = 4, ATTN_THREADS = ATTN_WARPS * 32, ATTN_MAX_CHUNK = 1024, ATTN_CHUNK_STEP = 128;
+// Loads per lane per round (fewer with 8 heads: their scores take the registers) and the keys a round covers.
+constexpr int attn_loads_per_lane(int G) { return G >= 8 ? 4 : 8; }
+constexpr int attn_keys_per_round(int D, int G) { return ATTN_WARPS * (32 / (D / 8)) * attn_loads_per_lane(G); }
 
 __device__ __forceinline__ void unpack8(const uint4& r, float (&f)[8], __nv_bfloat16) {
   const __nv_bfloat162* p = reinterpret_cast<const __nv_bfloat162*>(&r);
@@ -228,7 +231,7 @@ template <typename T, int D, int G>
 __global__ void __launch_bounds__(ATTN_THREADS) decode_attn_kernel(DecodeAttnArgs a, int chunk, int groups) {
   pdl_launch_dependents();
   pdl_grid_dependency_wait();
-  constexpr int LPK = D / 8, KPL = 32 / LPK, U = G >= 8 ? 4 : 8, KPR = ATTN_WARPS * KPL * U, N = U * G;
+  constexpr int LPK = D / 8, KPL = 32 / LPK, U = attn_loads_per_lane(G), KPR = attn_keys_per_round(D, G), N = U * G;
   constexpr int NF = N >= LPK ? N / LPK : 1;  // reduced scores per lane
   extern __shared__ float sm[];
   float* sc = sm;  // [G][chunk] scores, then probabilities; afterwards [WARPS][G][D] partial outputs
@@ -548,10 +551,23 @@ int launch_silu_mul(const SiluMulArgs& a) {
 }
 
 bool decode_attention_supported(const DecodeAttnArgs& a) {
-  return (a.dtype == LAYER_BF16 || a.dtype == LAYER_F16) && (a.D == 64 || a.D == 128 || a.D == 256) && a.B > 0 &&
-         a.Hk > 0 && a.H % a.Hk == 0 && a.span > 0 && a.span <= a.capacity && a.chunk >= 0 &&
-         a.chunk <= ATTN_MAX_CHUNK && a.chunk % ATTN_CHUNK_STEP == 0 &&
-         (a.span + ATTN_MAX_CHUNK - 1) / ATTN_MAX_CHUNK <= 65535 && a.B * a.H <= 0x7fffffff;
+  const int64_t g = a.heads_per_cta;
+  if (!((a.dtype == LAYER_BF16 || a.dtype == LAYER_F16) && (a.D == 64 || a.D == 128 || a.D == 256) && a.B > 0 &&
+        a.Hk > 0 && a.H % a.Hk == 0 && a.span > 0 && a.span <= a.capacity && (g == 0 || g == 1 || g == 2 || g == 4 ||
+        g == 8) && (a.span + ATTN_MAX_CHUNK - 1) / ATTN_MAX_CHUNK <= 65535 && a.B * a.H <= 0x7fffffff))
+    return false;
+  // A chunk holds whole rounds of keys: the scores of a round go to the chunk's rows of shared memory.
+  return a.chunk == 0 || (a.chunk > 0 && a.chunk <= ATTN_MAX_CHUNK && a.chunk % 64 == 0 &&
+                          a.chunk % decode_attention_keys_per_round(a) == 0);
+}
+
+int64_t decode_attention_heads(const DecodeAttnArgs& a) {
+  return a.heads_per_cta > 0 ? a.heads_per_cta : attn_heads_per_cta(a.Hk > 0 ? a.H / a.Hk : 1);
+}
+
+int64_t decode_attention_keys_per_round(const DecodeAttnArgs& a) {
+  const int64_t G = decode_attention_heads(a);
+  return (a.D == 64 || a.D == 128 || a.D == 256) && G >= 1 && G <= 8 ? attn_keys_per_round(int(a.D), int(G)) : 0;
 }
 
 // One chunk (no combine launch) up to 256 slots; longer spans in chunks of 128, 256, 512 or 1024 slots, the
@@ -562,7 +578,7 @@ bool decode_attention_supported(const DecodeAttnArgs& a) {
 int64_t decode_attention_chunk(const DecodeAttnArgs& a) {
   if (a.chunk > 0) return a.chunk;
   if (a.span <= 2 * ATTN_CHUNK_STEP) return (a.span + ATTN_CHUNK_STEP - 1) / ATTN_CHUNK_STEP * ATTN_CHUNK_STEP;
-  const int64_t per_kv = a.Hk > 0 ? a.H / a.Hk : 1, G = attn_heads_per_cta(per_kv);
+  const int64_t per_kv = a.Hk > 0 ? a.H / a.Hk : 1, G = decode_attention_heads(a);
   const int64_t ctas = std::max<int64_t>(1, a.B * a.Hk * ((per_kv + G - 1) / G));
   const int64_t want = std::max<int64_t>(1, (2 * sm_count() + ctas - 1) / ctas);  // chunks per CTA column
   int64_t c = ATTN_CHUNK_STEP;  // 128, 256, 512 or 1024: the smallest that covers span / want
@@ -583,7 +599,7 @@ int launch_decode_attention(const DecodeAttnArgs& a) {
   const int64_t nch = (a.span + chunk - 1) / chunk;
   if (nch > 65535 || (nch > 1 && !a.workspace)) return int(cudaErrorInvalidValue);
   const int64_t per_kv = a.H / a.Hk;
-  const int G = attn_heads_per_cta(per_kv), groups = int((per_kv + G - 1) / G);
+  const int G = int(decode_attention_heads(a)), groups = int((per_kv + G - 1) / G);
   auto by_g = [&](auto t, auto d) {
     using T = decltype(t);
     constexpr int D = decltype(d)::value;
