@@ -32,12 +32,16 @@ import csv, re, sys
 # Per kernel: what it is, and the traffic that bounds a 2:4 GEMM (session 14's model: shared-memory bytes per MMA).
 want = [("time us", "gpu__time_duration.sum", 1e-3), ("grid", "launch__grid_size", 1), ("block", "launch__block_size", 1),
         ("cluster", "launch__cluster_size", 1), ("regs", "launch__registers_per_thread", 1),
-        ("smem KB", "launch__shared_mem_per_block_dynamic", 1 / 1024), ("SM %", "sm__throughput.avg.pct_of_peak_sustained_elapsed", 1),
-        ("tensor %", "sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_elapsed", 1),
-        ("L1/smem %", "l1tex__throughput.avg.pct_of_peak_sustained_elapsed", 1),
-        ("smem rd MB", "l1tex__data_bank_reads.sum.bytes", 1e-6), ("smem wr MB", "l1tex__data_bank_writes.sum.bytes", 1e-6),
-        ("L2 %", "lts__throughput.avg.pct_of_peak_sustained_elapsed", 1), ("L2 MB", "lts__t_bytes.sum", 1e-6),
-        ("DRAM MB", "dram__bytes.sum", 1e-6), ("cycles", "sm__cycles_elapsed.avg", 1)]
+        ("smem KB", "launch__shared_mem_per_block_dynamic", 1 / 1024),
+        ("tensor %", "sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_elapsed", 1),
+        ("smem wavefronts M", "l1tex__data_pipe_lsu_wavefronts_mem_shared.sum", 1e-6),
+        ("of which ld.shared M", "l1tex__data_pipe_lsu_wavefronts_mem_shared_op_ld.sum", 1e-6),
+        ("smem pipe %", "l1tex__data_pipe_lsu_wavefronts_mem_shared.sum.pct_of_peak_sustained_elapsed", 1),
+        ("gmma inst M", "smsp__sass_inst_executed_op_shared_gmma.sum", 1e-6),
+        ("L2 %", "lts__throughput.avg.pct_of_peak_sustained_elapsed", 1), ("L2 sectors M", "lts__t_sectors.sum", 1e-6),
+        ("DRAM rd MB", "dram__bytes_read.sum", 1e-6),
+        ("stall wg-arrive", "smsp__pcsamp_warps_issue_stalled_warpgroup_arrive", 1),
+        ("stall short-sb", "smsp__pcsamp_warps_issue_stalled_short_scoreboard", 1)]
 for path in sys.argv[1:]:
     rows = list(csv.reader(open(path)))
     if len(rows) < 3: continue
