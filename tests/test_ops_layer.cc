@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <functional>
 #include <vector>
@@ -428,7 +429,10 @@ TEST(OpsLayer, DecodeAttentionLaunchRules) {
       [](DecodeAttnArgs& x) { x.D = 32; },       [](DecodeAttnArgs& x) { x.dtype = LAYER_F32; },
       [](DecodeAttnArgs& x) { x.H = 30; },       [](DecodeAttnArgs& x) { x.span = 9001; },
       [](DecodeAttnArgs& x) { x.span = 0; },     [](DecodeAttnArgs& x) { x.chunk = 100; },
-      [](DecodeAttnArgs& x) { x.chunk = 2048; }};
+      [](DecodeAttnArgs& x) { x.chunk = 2048; }, [](DecodeAttnArgs& x) { x.heads_per_cta = 3; },
+      [](DecodeAttnArgs& x) { x.heads_per_cta = 16; },
+      // D = 64 with 4 heads per CTA: a round of loads covers 4 warps × 4 keys × 8 loads = 128 slots, more than 64
+      [](DecodeAttnArgs& x) { x.D = 64, x.heads_per_cta = 4, x.chunk = 64; }};
   for (const auto& bad : bads) {
     DecodeAttnArgs b = a;
     bad(b);
@@ -449,6 +453,16 @@ TEST(OpsLayer, DecodeAttentionLaunchRules) {
     prev = c;
     EXPECT_EQ(decode_attention_workspace(a), n > 1 ? a.B * a.H * n * (a.D + 2) : 0) << span;
   }
+  // Rounds of keys by hand: 4 warps × (32 lanes / (D / 8) lanes per key) keys × 8 loads per lane (4 with 8 heads).
+  for (auto [d, g, kpr] : std::vector<std::array<int64_t, 3>>{{64, 4, 128}, {64, 8, 64}, {128, 1, 64}, {128, 8, 32},
+                                                               {256, 2, 32}, {256, 8, 16}}) {
+    DecodeAttnArgs t = a;
+    t.D = d, t.heads_per_cta = g;
+    EXPECT_EQ(decode_attention_heads(t), g);
+    EXPECT_EQ(decode_attention_keys_per_round(t), kpr) << d << " " << g;
+    t.chunk = 64;
+    EXPECT_EQ(decode_attention_supported(t), kpr <= 64) << d << " " << g;
+  }
   a.span = 8192;
   const int64_t one_row = decode_attention_chunk(a);
   a.B = 64;
@@ -456,5 +470,52 @@ TEST(OpsLayer, DecodeAttentionLaunchRules) {
   a.chunk = 256;
   EXPECT_EQ(decode_attention_chunk(a), 256);
   EXPECT_EQ(decode_attention_workspace(a), 64 * 32 * 32 * 130);
+}
+// Every heads-per-CTA and chunk the launcher takes gives the float64 result: fewer heads than the group (a group split
+// over CTAs), chunks of 64 (one round of loads) up to one chunk for the span, with padding, a window and NaN in every
+// slot no row may read. Direct launches, the stream torch uses here (the legacy default).
+TEST_F(OpsLayerCuda, DecodeAttentionEveryHeadsAndChunk) {
+  for (auto [B, H, Hk, D] : std::vector<std::array<int64_t, 4>>{{2, 8, 2, 128}, {1, 14, 2, 64}, {2, 4, 1, 256}}) {
+    const int64_t cap = 720, span = 700, pos = 650, window = 500;
+    const std::vector<int64_t> pad = B == 2 ? std::vector<int64_t>{0, 200} : std::vector<int64_t>{5};
+    torch::manual_seed(H + D);
+    auto q = torch::randn({B, 1, H, D}).to(torch::kBFloat16), k = torch::randn({B, Hk, cap, D}).to(torch::kBFloat16),
+         v = torch::randn({B, Hk, cap, D}).to(torch::kBFloat16);
+    const double scale = 1.0 / std::sqrt(double(D));
+    auto want = decode_attention64(q, k, v, pos, pad, span, window, scale, 0.0);
+    auto kp = k.clone(), vp = v.clone();
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t lo = std::max(pad[size_t(b)], pos - window + 1);
+      for (auto* c : {&kp, &vp}) {
+        (*c)[b].narrow(1, pos + 1, cap - pos - 1).fill_(NAN);
+        (*c)[b].narrow(1, 0, lo).fill_(NAN);
+      }
+    }
+    auto qd = q.to(dev), kd = kp.to(dev), vd = vp.to(dev);
+    auto post = torch::tensor({pos}, torch::kLong).to(dev), padt = torch::tensor(pad, torch::kLong).to(dev);
+    int runs = 0;
+    for (int64_t g : {1, 2, 4, 8})
+      for (int64_t chunk : {0, 64, 128, 256, 1024}) {
+        DecodeAttnArgs a;
+        a.dtype = LAYER_BF16;
+        a.B = B, a.H = H, a.Hk = Hk, a.D = D, a.capacity = cap, a.span = span, a.window = window;
+        a.scale = float(scale);
+        a.heads_per_cta = g, a.chunk = chunk;
+        if (!decode_attention_supported(a)) continue;
+        SCOPED_TRACE("H " + std::to_string(H) + " Hk " + std::to_string(Hk) + " D " + std::to_string(D) + " heads " +
+                     std::to_string(g) + " chunk " + std::to_string(chunk));
+        auto y = torch::full({B, 1, H * D}, NAN, qd.options());
+        auto ws = torch::full({std::max<int64_t>(1, decode_attention_workspace(a))}, NAN,
+                              qd.options().dtype(torch::kFloat32));
+        a.q = qd.data_ptr(), a.k_cache = kd.data_ptr(), a.v_cache = vd.data_ptr();
+        a.pos = post.data_ptr<int64_t>(), a.pad = padt.data_ptr<int64_t>();
+        a.y = y.data_ptr(), a.workspace = ws.data_ptr<float>();
+        ASSERT_EQ(launch_decode_attention(a), 0);
+        EXPECT_LE(max_rel(y, want), 1e-2);
+        EXPECT_FALSE(y.isnan().any().item<bool>());
+        ++runs;
+      }
+    EXPECT_GE(runs, 12);  // chunk 64 is refused only where a round covers 128 slots (D = 64, fewer than 8 heads)
+  }
 }
 #endif
