@@ -419,8 +419,8 @@ TEST_F(OpsLayerCuda, DecodeAttentionKernelMatchesFloat64) {
 
 #ifdef PATCHLLM_HAVE_CUDA_KERNELS
 // The decode-attention launcher's host rules (no GPU needed): which sizes it takes, one chunk up to 256 slots, chunks
-// of 128..1024 slots that grow with the span and shrink as the grid fills, an explicit chunk kept, and the workspace
-// its chunks need.
+// of 128..1024 slots that grow with the span and shrink as the grid fills, heads per CTA halved while the grid is
+// small, explicit chunks and heads kept, and the workspace its chunks need.
 TEST(OpsLayer, DecodeAttentionLaunchRules) {
   DecodeAttnArgs a;
   a.B = 1, a.H = 32, a.Hk = 8, a.D = 128, a.capacity = 9000, a.span = 100;
@@ -444,14 +444,19 @@ TEST(OpsLayer, DecodeAttentionLaunchRules) {
     EXPECT_GE(decode_attention_chunk(a), span);
     EXPECT_EQ(decode_attention_workspace(a), 0) << span;  // one chunk: no combine, no workspace
   }
-  int64_t prev = 0;
+  int64_t prev = 0, prev_heads = 1;
   for (int64_t span = 257; span <= 9000; span += 379) {
     a.span = span;
+    const int64_t heads = decode_attention_heads(a);  // more heads per CTA as the span gives more chunks
+    EXPECT_GE(heads, prev_heads) << span;
+    prev_heads = heads;
+    a.heads_per_cta = 4;  // chunks grow with the span at a fixed CTA count per chunk
     const int64_t c = decode_attention_chunk(a), n = (span + c - 1) / c;
     EXPECT_TRUE(c == 128 || c == 256 || c == 512 || c == 1024) << c;
     EXPECT_GE(c, prev) << span;
     prev = c;
     EXPECT_EQ(decode_attention_workspace(a), n > 1 ? a.B * a.H * n * (a.D + 2) : 0) << span;
+    a.heads_per_cta = 0;
   }
   // Rounds of keys by hand: 4 warps × (32 lanes / (D / 8) lanes per key) keys × 8 loads per lane (4 with 8 heads).
   for (auto [d, g, kpr] : std::vector<std::array<int64_t, 3>>{{64, 4, 128}, {64, 8, 64}, {128, 1, 64}, {128, 8, 32},
@@ -462,6 +467,24 @@ TEST(OpsLayer, DecodeAttentionLaunchRules) {
     EXPECT_EQ(decode_attention_keys_per_round(t), kpr) << d << " " << g;
     t.chunk = 64;
     EXPECT_EQ(decode_attention_supported(t), kpr <= 64) << d << " " << g;
+  }
+  // Heads per CTA, by hand for 132 SMs (an H100's; also the rule's count without a device): halved while
+  // B · Hk · CTAs per kv head · ceil(span / 128) < 264.
+  struct HeadsCase {
+    int64_t B, H, Hk, span, heads, chunk;
+  };
+  if (layer_kernels_sm_count() != 132) GTEST_SKIP() << "the cases below are worked out for 132 SMs";
+  for (const HeadsCase& c : std::vector<HeadsCase>{
+           {1, 32, 8, 2048, 1, 256},   // 8·16 = 128, 16·16 = 256 < 264, then 32 CTA columns: chunks of 256
+           {1, 32, 8, 8192, 4, 256},   // 8·64 = 512: the group of 4 stays
+           {1, 32, 8, 80, 1, 128},     // one chunk
+           {16, 32, 8, 2048, 4, 1024}, // 128·16
+           {1, 14, 2, 2048, 1, 128},   // 7 heads: 8 -> 4 -> 2 -> 1 (14·16 = 224 < 264)
+           {1, 32, 32, 2048, 1, 256}}) {
+    DecodeAttnArgs t = a;
+    t.B = c.B, t.H = c.H, t.Hk = c.Hk, t.span = c.span, t.heads_per_cta = 0, t.chunk = 0;
+    EXPECT_EQ(decode_attention_heads(t), c.heads) << c.B << " " << c.Hk << " " << c.span;
+    EXPECT_EQ(decode_attention_chunk(t), c.chunk) << c.B << " " << c.Hk << " " << c.span;
   }
   a.span = 8192;
   const int64_t one_row = decode_attention_chunk(a);

@@ -561,8 +561,18 @@ bool decode_attention_supported(const DecodeAttnArgs& a) {
                           a.chunk % decode_attention_keys_per_round(a) == 0);
 }
 
+// The group's query heads per CTA (up to 8), halved while even chunks of 128 slots would leave fewer than two CTAs per
+// SM. A CTA's time is mostly its chain of load rounds, so with few CTAs more of them (each reading k/v again, from L2
+// after the first) beat fewer with more heads each. Session 27's sweep (H100, every heads / chunk pair,
+// docs/benchmarks/data/decode_attn_s27_heads_sweep_h100.txt): batch 1, 8 kv heads of 4, 2048 slots 16.6 -> 15.5 µs,
+// 80 slots 6.9 -> 5.3; Qwen2.5-0.5B (2 kv heads of 7) 14.7 -> 12.0; batch 16 and long contexts keep the group.
 int64_t decode_attention_heads(const DecodeAttnArgs& a) {
-  return a.heads_per_cta > 0 ? a.heads_per_cta : attn_heads_per_cta(a.Hk > 0 ? a.H / a.Hk : 1);
+  if (a.heads_per_cta > 0) return a.heads_per_cta;
+  const int64_t per_kv = a.Hk > 0 ? a.H / a.Hk : 1;
+  const int64_t chunks = std::max<int64_t>(1, (a.span + ATTN_CHUNK_STEP - 1) / ATTN_CHUNK_STEP);
+  int64_t G = attn_heads_per_cta(per_kv);
+  while (G > 1 && a.B * a.Hk * ((per_kv + G - 1) / G) * chunks < 2 * sm_count()) G /= 2;
+  return G;
 }
 
 int64_t decode_attention_keys_per_round(const DecodeAttnArgs& a) {
@@ -619,6 +629,8 @@ int launch_decode_attention(const DecodeAttnArgs& a) {
   };
   return a.dtype == LAYER_BF16 ? by_d(__nv_bfloat16{}) : by_d(__half{});
 }
+
+int layer_kernels_sm_count() { return sm_count(); }
 
 const char* layer_kernel_error_string(int err) { return cudaGetErrorString(cudaError_t(err)); }
 

@@ -119,6 +119,8 @@ int64_t decode_attention_keys_per_round(const DecodeAttnArgs& a);
 int64_t decode_attention_chunk(const DecodeAttnArgs& a);
 int64_t decode_attention_workspace(const DecodeAttnArgs& a);
 int launch_decode_attention(const DecodeAttnArgs& a);
+// The SM count these rules assume: the current device's, or an H100's 132 without one.
+int layer_kernels_sm_count();
 
 const char* layer_kernel_error_string(int err);
 
