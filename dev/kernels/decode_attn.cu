@@ -319,8 +319,8 @@ void run_case(int B, int H, int Hk, int D, int len, int cap) {
     if (ver < 3)
       std::snprintf(name, sizeof name, "v%d", ver);
     else
-      std::snprintf(name, sizeof name, "v3%s g%d c%d", var.heads ? "" : " auto", int(patchllm::decode_attention_heads(la)),
-                    int(patchllm::decode_attention_chunk(la)));
+      std::snprintf(name, sizeof name, "v3%s g%d c%d", var.heads ? "" : " auto",
+                    int(patchllm::decode_attention_heads(la)), int(patchllm::decode_attention_chunk(la)));
     std::printf("  %-17s %s rel err %.2e  %8.2f us  %7.1f GB/s  %5.1f%% of 3.35 TB/s\n", name, ok ? "ok  " : "FAIL",
                 err / ref, us, kv_bytes / us / 1e3, 100 * kv_bytes / us / 1e3 / 3350);
   }
