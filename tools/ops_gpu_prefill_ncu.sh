@@ -4,28 +4,46 @@
 # The question: what does the baseline that meets the f = 1 target do differently? Kernel name (tile, cluster,
 # stages), grid, registers, shared memory, tensor-pipe activity, shared-memory and L2 traffic.
 # Usage: bash tools/ops_gpu_prefill_ncu.sh [CASE ...], CASE = shape-word:M:f-list (bench_ops --shapes / --ms / --fs),
-# default qkv:8192:0.9,1 down:2048:1. Reports ($OUT/ncu_TAG.ncu-rep), their raw pages as CSV and a summary table.
+# default qkv:8192:0.9,1 down:2048:1; CASES=none skips them. V6="N:K:M:f ..." also profiles the dev kernel v6 (the
+# weight as wgmma A by descriptor, packed-format-v2 layout: dev/kernels/prefill_ss.cu) on those problems. Reports in
+# /tmp/ncu_reps, their raw pages as CSV ($OUT/raw_TAG.csv) and a summary table ($OUT/ncu_summary.md).
 set -u -o pipefail
 OUT=${OUT:-/tmp/ops_out}
 mkdir -p "$OUT"
 source "$(dirname "$0")/gpu_common.sh"
-EXTRA=$(cusparselt_flags)
-[ -n "$EXTRA" ] || { echo "cuSPARSELt not found: nothing to compare against"; exit 1; }
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu_ncu.txt"
-nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -lineinfo -Isrc -Ibench \
-  bench/bench_ops.cu src/ops/hybrid_gemm.cu -lcublas $EXTRA -o /tmp/bench_ops_ncu >"$OUT/build_ncu.log" 2>&1 \
-  || { tail -20 "$OUT/build_ncu.log"; exit 1; }
+REPS=/tmp/ncu_reps
+mkdir -p "$REPS"
 CASES=("$@")
 [ ${#CASES[@]} -gt 0 ] || CASES=(qkv:8192:0.9,1 down:2048:1)
+[ "${CASES[0]}" = none ] && CASES=()
+if [ ${#CASES[@]} -gt 0 ]; then
+  EXTRA=$(cusparselt_flags)
+  [ -n "$EXTRA" ] || { echo "cuSPARSELt not found: nothing to compare against"; exit 1; }
+  nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -lineinfo -Isrc -Ibench \
+    bench/bench_ops.cu src/ops/hybrid_gemm.cu -lcublas $EXTRA -o /tmp/bench_ops_ncu >"$OUT/build_ncu.log" 2>&1 \
+    || { tail -20 "$OUT/build_ncu.log"; exit 1; }
+fi
+for c in ${V6:-}; do
+  [ -x /tmp/prefill_ss ] || nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -lineinfo \
+    -Isrc -Ibench dev/kernels/prefill_ss.cu -lcublas -o /tmp/prefill_ss >"$OUT/build_ss.log" 2>&1 \
+    || { tail -20 "$OUT/build_ss.log"; exit 1; }
+  IFS=: read -r n k m f <<<"$c"
+  tag="v6_${n}x${k}_${m}_f$f"
+  timeout 300 ncu --kernel-name-base demangled -k "regex:prefill_ss_kernel<1" -s 2 -c 1 --set full -f -o "$REPS/ncu_$tag" \
+    /tmp/prefill_ss "$n" "$k" "$m" "$f" >"/tmp/ncu_$tag.log" 2>&1
+  echo "== v6 $c: ncu rc=$?; $(grep -cE 'FAIL' "/tmp/ncu_$tag.log") failures"
+  ncu -i "$REPS/ncu_$tag.ncu-rep" --page raw --csv --print-units base >"$OUT/raw_$tag.csv" 2>/dev/null
+done
 for c in "${CASES[@]}"; do
   IFS=: read -r word m fs <<<"$c"
   tag="${word}_${m}"
   PATCHLLM_PROFILE_MARKS=1 timeout 300 ncu --nvtx --nvtx-include "cublas/" --nvtx-include "cusparselt/" \
-    --nvtx-include "hybrid/" --set full -f -o "$OUT/ncu_$tag" /tmp/bench_ops_ncu --prefill --shapes "$word" --ms "$m" \
-    --fs "$fs" --out /tmp/bench_ncu >"$OUT/ncu_$tag.log" 2>&1
-  echo "== $c: ncu rc=$? ($(grep -c '==PROF==' "$OUT/ncu_$tag.log") profiler lines)"
-  ncu -i "$OUT/ncu_$tag.ncu-rep" --page raw --csv --print-units base >"$OUT/raw_$tag.csv" 2>/dev/null
-  grep -E "^row |VALIDATION" "$OUT/ncu_$tag.log" | head -6
+    --nvtx-include "hybrid/" --set full -f -o "$REPS/ncu_$tag" /tmp/bench_ops_ncu --prefill --shapes "$word" --ms "$m" \
+    --fs "$fs" --out /tmp/bench_ncu >"/tmp/ncu_$tag.log" 2>&1
+  echo "== $c: ncu rc=$? ($(grep -c '==PROF==' "/tmp/ncu_$tag.log") profiler lines)"
+  ncu -i "$REPS/ncu_$tag.ncu-rep" --page raw --csv --print-units base >"$OUT/raw_$tag.csv" 2>/dev/null
+  grep -E "^row |VALIDATION" "/tmp/ncu_$tag.log" | head -6
 done
 python3 - "$OUT"/raw_*.csv <<'PY' | tee "$OUT/ncu_summary.md"
 import csv, re, sys
