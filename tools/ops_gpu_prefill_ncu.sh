@@ -30,9 +30,10 @@ for c in ${V6:-}; do
     || { tail -20 "$OUT/build_ss.log"; exit 1; }
   IFS=: read -r n k m f <<<"$c"
   tag="v6_${n}x${k}_${m}_f$f"
-  timeout 300 ncu --kernel-name-base demangled -k "regex:prefill_ss_kernel<1" -s 2 -c 1 --set full -f -o "$REPS/ncu_$tag" \
+  timeout 300 ncu --kernel-name-base mangled -k "regex:prefill_ss_kernelILi1E" -s 2 -c 1 --set full -f -o "$REPS/ncu_$tag" \
     /tmp/prefill_ss "$n" "$k" "$m" "$f" >"/tmp/ncu_$tag.log" 2>&1
   echo "== v6 $c: ncu rc=$?; $(grep -cE 'FAIL' "/tmp/ncu_$tag.log") failures"
+  grep -E "==(WARNING|ERROR)==" "/tmp/ncu_$tag.log" | head -3
   ncu -i "$REPS/ncu_$tag.ncu-rep" --page raw --csv --print-units base >"$OUT/raw_$tag.csv" 2>/dev/null
 done
 for c in "${CASES[@]}"; do
