@@ -28,6 +28,9 @@
 // a second packed format: v4d and format v1 stay. A first version that loaded the metadata word from global memory
 // one slab ahead ran at 0.60–0.72× v4d (a wgmma.sp in flight reads that register, so every slab waited for them).
 //
+// v6b (V6_BLOB_GROUPED, session 27): v6 blob with one wgmma group per slab. × v4d on an H100: 1.04–1.09 at f = 1
+// (v6 blob 1.00–1.04 in the same run), 0.92–1.02 at f = 0.9 (kernels.md, "Session 27").
+//
 // Build (GPU machine): nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -Isrc \
 //   -Ibench dev/kernels/prefill_ss.cu -lcublas -o /tmp/prefill_ss
 // Run: /tmp/prefill_ss N K M f [N K M f ...]  (K a multiple of 64, N of 128)
