@@ -18,8 +18,8 @@ ckpt() {
 cusparselt_flags() {
   local csl lib
   csl=$(python3 -c "import nvidia.cusparselt as m,os;print(os.path.dirname(m.__file__))" 2>/dev/null || true)
-  [ -z "$csl" ] && csl=$(find / -path /proc -prune -o -type d -path '*site-packages/nvidia/cusparselt' -print 2>/dev/null \
-    | head -1)
+  [ -z "$csl" ] && csl=$(find / -path /proc -prune -o -type d -path '*site-packages/nvidia/cusparselt' -print \
+    2>/dev/null | head -1)
   if [ -n "$csl" ] && [ -f "$csl/include/cusparseLt.h" ]; then
     lib=$(ls "$csl"/lib/libcusparseLt.so* | head -1)
     echo "-DPATCHLLM_HAVE_CUSPARSELT -I$csl/include -L$csl/lib -l:$(basename "$lib") -Xlinker -rpath=$csl/lib"

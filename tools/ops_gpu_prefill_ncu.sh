@@ -25,13 +25,13 @@ if [ ${#CASES[@]} -gt 0 ]; then
     || { tail -20 "$OUT/build_ncu.log"; exit 1; }
 fi
 for c in ${V6:-}; do
-  [ -x /tmp/prefill_ss ] || nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -lineinfo \
-    -Isrc -Ibench dev/kernels/prefill_ss.cu -lcublas -o /tmp/prefill_ss >"$OUT/build_ss.log" 2>&1 \
+  [ -x /tmp/prefill_ss ] || nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a --expt-relaxed-constexpr \
+    -lineinfo -Isrc -Ibench dev/kernels/prefill_ss.cu -lcublas -o /tmp/prefill_ss >"$OUT/build_ss.log" 2>&1 \
     || { tail -20 "$OUT/build_ss.log"; exit 1; }
   IFS=: read -r n k m f <<<"$c"
   tag="v6_${n}x${k}_${m}_f$f"
-  timeout 300 ncu --kernel-name-base mangled -k "regex:prefill_ss_kernelILi1E" -s 2 -c 1 --set full -f -o "$REPS/ncu_$tag" \
-    /tmp/prefill_ss "$n" "$k" "$m" "$f" >"/tmp/ncu_$tag.log" 2>&1
+  timeout 300 ncu --kernel-name-base mangled -k "regex:prefill_ss_kernelILi1E" -s 2 -c 1 --set full -f \
+    -o "$REPS/ncu_$tag" /tmp/prefill_ss "$n" "$k" "$m" "$f" >"/tmp/ncu_$tag.log" 2>&1
   echo "== v6 $c: ncu rc=$?; $(grep -cE 'FAIL' "/tmp/ncu_$tag.log") failures"
   grep -E "==(WARNING|ERROR)==" "/tmp/ncu_$tag.log" | head -3
   ncu -i "$REPS/ncu_$tag.ncu-rep" --page raw --csv --print-units base >"$OUT/raw_$tag.csv" 2>/dev/null
@@ -49,7 +49,8 @@ done
 python3 - "$OUT"/raw_*.csv <<'PY' | tee "$OUT/ncu_summary.md"
 import csv, re, sys
 # Per kernel: what it is, and the traffic that bounds a 2:4 GEMM (session 14's model: shared-memory bytes per MMA).
-want = [("time us", "gpu__time_duration.sum", 1e-3), ("grid", "launch__grid_size", 1), ("block", "launch__block_size", 1),
+want = [("time us", "gpu__time_duration.sum", 1e-3), ("grid", "launch__grid_size", 1),
+        ("block", "launch__block_size", 1),
         ("cluster", "launch__cluster_size", 1), ("regs", "launch__registers_per_thread", 1),
         ("smem KB", "launch__shared_mem_per_block_dynamic", 1 / 1024),
         ("tensor %", "sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_elapsed", 1),

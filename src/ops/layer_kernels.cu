@@ -580,10 +580,10 @@ int64_t decode_attention_keys_per_round(const DecodeAttnArgs& a) {
   return (a.D == 64 || a.D == 128 || a.D == 256) && G >= 1 && G <= 8 ? attn_keys_per_round(int(a.D), int(G)) : 0;
 }
 
-// One chunk (no combine launch) up to 256 slots; longer spans in chunks of 128, 256, 512 or 1024 slots, the
-// smallest that gives about two CTAs per SM with decode_attention_heads' heads per CTA. Of the chunks timed on the H100 in session 26
-// (docs/benchmarks/data/decode_attn_s26_h100.txt: batch 1 and 16, 32 and 8 kv heads, 2K and 8K slots, D 64 and
-// 256), this picks the fastest or one within 3% of it; e.g. batch 1, 8 kv heads, 8K slots: 28 µs in chunks of 256
+// One chunk (no combine launch) up to 256 slots; longer spans in chunks of 128, 256, 512 or 1024 slots, the smallest
+// that gives about two CTAs per SM with decode_attention_heads' heads per CTA. Of the chunks timed on the H100 in
+// session 26 (docs/benchmarks/data/decode_attn_s26_h100.txt: batch 1 and 16, 32 and 8 kv heads, 2K and 8K slots, D 64
+// and 256), this picks the fastest or one within 3% of it; e.g. batch 1, 8 kv heads, 8K slots: 28 µs in chunks of 256
 // against 39 in chunks of 128 (four CTAs per SM).
 int64_t decode_attention_chunk(const DecodeAttnArgs& a) {
   if (a.chunk > 0) return a.chunk;

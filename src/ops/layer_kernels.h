@@ -101,8 +101,9 @@ struct DecodeAttnArgs {
   float scale = 1.f, softcap = 0.f;
   void* y = nullptr;
   float* workspace = nullptr;
-  // Slots per CTA: a multiple of 64 up to 1024 and of the slots one round of loads covers (64 or 128 with D = 64,
-  // 32..64 otherwise: decode_attention_keys_per_round); 0: decode_attention_chunk's choice.
+  // Slots per CTA: a multiple of 64 up to 1024 and of the slots one round of loads covers
+  // (decode_attention_keys_per_round: 128 with D = 64, 64 with 128, 32 with 256; half that with 8 heads per CTA);
+  // 0: decode_attention_chunk's choice.
   int64_t chunk = 0;
   // Query heads per CTA, 1, 2, 4 or 8 (k/v are read once per CTA, so fewer heads per CTA read them more often but
   // give more CTAs); 0: decode_attention_heads' choice.
@@ -110,7 +111,7 @@ struct DecodeAttnArgs {
   void* stream = nullptr;
   bool pdl = false;
 };
-// Whether the kernel takes these sizes (dtype, D, H / Hk, span, chunk).
+// Whether the kernel takes these sizes (dtype, D, H / Hk, span, chunk, heads per CTA).
 bool decode_attention_supported(const DecodeAttnArgs& a);
 // The query heads per CTA, the slots one round of a CTA's loads covers, the chunk a launch with these arguments uses,
 // and the fp32 workspace it needs (0 with one chunk).
