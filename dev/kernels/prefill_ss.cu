@@ -68,22 +68,28 @@ __device__ __forceinline__ uint64_t desc_sw64(uint32_t saddr) {
 }
 
 // One 64-K slab, both operands from shared memory: 4 × wgmma k16 (dense; A and B descriptors + 32 B per step) or
-// 2 × wgmma.sp k32 (2:4; A + 32 B, B + 64 B per step, sparsity selector 0 / 1 as in v4d), chosen by a predicate
-// inside the block (a C++ branch around the wgmmas makes ptxas serialise them, C7520).
-// Operands: 128 accumulators, A descriptor %128, B descriptor %129, metadata %130, sparse %131.
+// 2 × wgmma.sp k32 (2:4; A + 32 B, B + 64 B per step, sparsity selector 0 / 1 as in v4d). Each line under the guard
+// G ("@ds " / "@ss ", or "" where a branch picks the block). Operands: 128 accumulators, A descriptor %128,
+// B descriptor %129, metadata %130 (v6: sparse %131).
+#define V6_DESCS                                                                                                   \
+  "add.s64 a1, %128, 2; add.s64 a2, %128, 4; add.s64 a3, %128, 6;"                                                 \
+  "add.s64 b1, %129, 2; add.s64 b2, %129, 4; add.s64 b3, %129, 6;"
+#define V6_DENSE4(G, TY)                                                                                           \
+  G "wgmma.mma_async.sync.aligned.m64n256k16.f32." TY "." TY " " PATCHLLM_WG_D128 ", %128, %129, p, 1, 1, 0, 0;"   \
+  G "wgmma.mma_async.sync.aligned.m64n256k16.f32." TY "." TY " " PATCHLLM_WG_D128 ", a1, b1, p, 1, 1, 0, 0;"       \
+  G "wgmma.mma_async.sync.aligned.m64n256k16.f32." TY "." TY " " PATCHLLM_WG_D128 ", a2, b2, p, 1, 1, 0, 0;"       \
+  G "wgmma.mma_async.sync.aligned.m64n256k16.f32." TY "." TY " " PATCHLLM_WG_D128 ", a3, b3, p, 1, 1, 0, 0;"
+#define V6_SPARSE2(G, TY)                                                                                          \
+  G "wgmma.mma_async.sp.sync.aligned.m64n256k32.f32." TY "." TY " " PATCHLLM_WG_D128                               \
+  ", %128, %129, %130, 0, p, 1, 1, 0, 0;"                                                                          \
+  G "wgmma.mma_async.sp.sync.aligned.m64n256k32.f32." TY "." TY " " PATCHLLM_WG_D128                               \
+  ", a1, b2, %130, 1, p, 1, 1, 0, 0;"
+// v6: dense or 2:4 chosen by a predicate inside the block (a C++ branch around the wgmmas makes ptxas serialise
+// them, C7520).
 #define V6_SS(TY)                                                                                                  \
   "{ .reg .pred p, ds, ss; .reg .b64 a1, a2, a3, b1, b2, b3;"                                                      \
-  "setp.ne.b32 p, 1, 0; setp.ne.b32 ss, %131, 0; setp.eq.b32 ds, %131, 0;"                                         \
-  "add.s64 a1, %128, 2; add.s64 a2, %128, 4; add.s64 a3, %128, 6;"                                                 \
-  "add.s64 b1, %129, 2; add.s64 b2, %129, 4; add.s64 b3, %129, 6;"                                                 \
-  "@ds wgmma.mma_async.sync.aligned.m64n256k16.f32." TY "." TY " " PATCHLLM_WG_D128 ", %128, %129, p, 1, 1, 0, 0;" \
-  "@ds wgmma.mma_async.sync.aligned.m64n256k16.f32." TY "." TY " " PATCHLLM_WG_D128 ", a1, b1, p, 1, 1, 0, 0;"     \
-  "@ds wgmma.mma_async.sync.aligned.m64n256k16.f32." TY "." TY " " PATCHLLM_WG_D128 ", a2, b2, p, 1, 1, 0, 0;"     \
-  "@ds wgmma.mma_async.sync.aligned.m64n256k16.f32." TY "." TY " " PATCHLLM_WG_D128 ", a3, b3, p, 1, 1, 0, 0;"     \
-  "@ss wgmma.mma_async.sp.sync.aligned.m64n256k32.f32." TY "." TY " " PATCHLLM_WG_D128                             \
-  ", %128, %129, %130, 0, p, 1, 1, 0, 0;"                                                                          \
-  "@ss wgmma.mma_async.sp.sync.aligned.m64n256k32.f32." TY "." TY " " PATCHLLM_WG_D128                             \
-  ", a1, b2, %130, 1, p, 1, 1, 0, 0; }"
+  "setp.ne.b32 p, 1, 0; setp.ne.b32 ss, %131, 0; setp.eq.b32 ds, %131, 0;" V6_DESCS V6_DENSE4("@ds ", TY)          \
+  V6_SPARSE2("@ss ", TY) " }"
 
 __device__ __forceinline__ void wgmma_slab_ss(float (&d)[128], uint64_t adesc, uint64_t bdesc, uint32_t meta,
                                               uint32_t sparse) {
@@ -99,21 +105,11 @@ __device__ __forceinline__ void wgmma_slab_ss(float (&d)[128], uint64_t adesc, u
 // group, so wait_group 1 keeps the previous slab's wgmmas in flight instead of an empty group. The session-27 profile
 // found v6 and v4d issuing 1.5 wgmma per cuSPARSELt one, with twice its fixed-latency stalls.
 #define V6_SS_DENSE(TY)                                                                                            \
-  "{ .reg .pred p; .reg .b64 a1, a2, a3, b1, b2, b3; setp.ne.b32 p, 1, 0;"                                         \
-  "add.s64 a1, %128, 2; add.s64 a2, %128, 4; add.s64 a3, %128, 6;"                                                 \
-  "add.s64 b1, %129, 2; add.s64 b2, %129, 4; add.s64 b3, %129, 6;"                                                 \
-  "wgmma.mma_async.sync.aligned.m64n256k16.f32." TY "." TY " " PATCHLLM_WG_D128 ", %128, %129, p, 1, 1, 0, 0;"     \
-  "wgmma.mma_async.sync.aligned.m64n256k16.f32." TY "." TY " " PATCHLLM_WG_D128 ", a1, b1, p, 1, 1, 0, 0;"         \
-  "wgmma.mma_async.sync.aligned.m64n256k16.f32." TY "." TY " " PATCHLLM_WG_D128 ", a2, b2, p, 1, 1, 0, 0;"         \
-  "wgmma.mma_async.sync.aligned.m64n256k16.f32." TY "." TY " " PATCHLLM_WG_D128 ", a3, b3, p, 1, 1, 0, 0;"         \
+  "{ .reg .pred p; .reg .b64 a1, a2, a3, b1, b2, b3; setp.ne.b32 p, 1, 0;" V6_DESCS V6_DENSE4("", TY)              \
   "wgmma.commit_group.sync.aligned; }"
 #define V6_SS_SPARSE(TY)                                                                                           \
   "{ .reg .pred p; .reg .b64 a1, b2; setp.ne.b32 p, 1, 0; add.s64 a1, %128, 2; add.s64 b2, %129, 4;"               \
-  "wgmma.mma_async.sp.sync.aligned.m64n256k32.f32." TY "." TY " " PATCHLLM_WG_D128                                 \
-  ", %128, %129, %130, 0, p, 1, 1, 0, 0;"                                                                          \
-  "wgmma.mma_async.sp.sync.aligned.m64n256k32.f32." TY "." TY " " PATCHLLM_WG_D128                                 \
-  ", a1, b2, %130, 1, p, 1, 1, 0, 0;"                                                                              \
-  "wgmma.commit_group.sync.aligned; }"
+  V6_SPARSE2("", TY) "wgmma.commit_group.sync.aligned; }"
 
 __device__ __forceinline__ void wgmma_slab_ss_group(float (&d)[128], uint64_t adesc, uint64_t bdesc, uint32_t meta,
                                                     bool sparse) {
