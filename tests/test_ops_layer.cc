@@ -468,6 +468,13 @@ TEST(OpsLayer, DecodeAttentionLaunchRules) {
     t.chunk = 64;
     EXPECT_EQ(decode_attention_supported(t), kpr <= 64) << d << " " << g;
   }
+  a.span = 8192;
+  const int64_t one_row = decode_attention_chunk(a);
+  a.B = 64;
+  EXPECT_LE(one_row, decode_attention_chunk(a));  // more CTA columns: no smaller chunks
+  a.chunk = 256;
+  EXPECT_EQ(decode_attention_chunk(a), 256);
+  EXPECT_EQ(decode_attention_workspace(a), 64 * 32 * 32 * 130);
   // Heads per CTA, by hand for 132 SMs (an H100's; also the rule's count without a device): halved while
   // B · Hk · CTAs per kv head · ceil(span / 128) < 264.
   struct HeadsCase {
@@ -486,13 +493,6 @@ TEST(OpsLayer, DecodeAttentionLaunchRules) {
     EXPECT_EQ(decode_attention_heads(t), c.heads) << c.B << " " << c.Hk << " " << c.span;
     EXPECT_EQ(decode_attention_chunk(t), c.chunk) << c.B << " " << c.Hk << " " << c.span;
   }
-  a.span = 8192;
-  const int64_t one_row = decode_attention_chunk(a);
-  a.B = 64;
-  EXPECT_LE(one_row, decode_attention_chunk(a));  // more CTA columns: no smaller chunks
-  a.chunk = 256;
-  EXPECT_EQ(decode_attention_chunk(a), 256);
-  EXPECT_EQ(decode_attention_workspace(a), 64 * 32 * 32 * 130);
 }
 // Every heads-per-CTA and chunk the launcher takes gives the float64 result: fewer heads than the group (a group split
 // over CTAs), chunks of 64 (one round of loads) up to one chunk for the span, with padding, a window and NaN in every

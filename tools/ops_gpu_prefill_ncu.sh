@@ -4,7 +4,7 @@
 # The question: what does the baseline that meets the f = 1 target do differently? Kernel name (tile, cluster,
 # stages), grid, registers, shared memory, tensor-pipe activity, shared-memory and L2 traffic.
 # Usage: bash tools/ops_gpu_prefill_ncu.sh [CASE ...], CASE = shape-word:M:f-list (bench_ops --shapes / --ms / --fs),
-# default qkv:8192:0.9,1 down:2048:1; CASES=none skips them. V6="N:K:M:f ..." also profiles the dev kernel v6 (the
+# default qkv:8192:0.9,1 down:2048:1; the argument none runs none. V6="N:K:M:f ..." also profiles the dev kernel v6 (the
 # weight as wgmma A by descriptor, packed-format-v2 layout: dev/kernels/prefill_ss.cu) on those problems. Reports in
 # /tmp/ncu_reps, their raw pages as CSV ($OUT/raw_TAG.csv) and a summary table ($OUT/ncu_summary.md).
 set -u -o pipefail
@@ -47,7 +47,7 @@ for c in "${CASES[@]}"; do
   grep -E "^row |VALIDATION" "/tmp/ncu_$tag.log" | head -6
 done
 python3 - "$OUT"/raw_*.csv <<'PY' | tee "$OUT/ncu_summary.md"
-import csv, re, sys
+import csv, sys
 # Per kernel: what it is, and the traffic that bounds a 2:4 GEMM (session 14's model: shared-memory bytes per MMA).
 want = [("time us", "gpu__time_duration.sum", 1e-3), ("grid", "launch__grid_size", 1),
         ("block", "launch__block_size", 1),
@@ -65,7 +65,7 @@ want = [("time us", "gpu__time_duration.sum", 1e-3), ("grid", "launch__grid_size
 for path in sys.argv[1:]:
     rows = list(csv.reader(open(path)))
     if len(rows) < 3: continue
-    head, units = rows[0], rows[1]
+    head = rows[0]  # rows[1]: units (base: ns, bytes)
     col = {h: i for i, h in enumerate(head)}
     def val(r, name, scale):
         i = col.get(name)
