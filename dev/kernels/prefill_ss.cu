@@ -632,7 +632,7 @@ int run_case(int64_t N, int64_t K, int64_t M, double f) {
       [&] { v7cp(); },
       [&] { v7rs(); }};
   const char* names[] = {"cuBLAS", "v4d (RS)", "v6 SS, TMA W", "v6 SS, swizzled blob", "v6 const meta (probe)",
-                         "v6b blob, a group per slab", "v7 persistent", "v7 cluster 2 (x shared)",
+                         "v6b blob, a group per slab", "v7 persistent (C7514)", "v7 cluster 2 (x shared)",
                          "v7 cluster 2, persistent", "v7 RS (v1), cluster 2, pers."};
   constexpr int NL = 10;
   // Outputs, each into a poisoned y: v6 must equal v4d bit for bit, both within 1e-2 of cuBLAS (fp32 accumulation).
