@@ -271,7 +271,9 @@ __device__ __forceinline__ void mbar_arrive_rank(uint64_t* bar, uint32_t rank) {
 }
 
 // v6b's slab (one wgmma group), the first wgmma's scale-d from %131: 0 starts a tile (the accumulators' old
-// values ignored). Zeroing them in C++ between tiles of the persistent loop made ptxas serialise every wgmma (C7514).
+// values ignored), as CUTLASS does, instead of zeroing them in C++ between tiles. ptxas still serialises the wgmmas
+// (C7514) of every CL = 1 instance, persistent or not, and of none with CL = 2; the cause was not found (not the
+// zeroing, the raster, the TMA form, the cluster barriers or the release loop).
 #define V7_SS_DENSE(TY)                                                                                            \
   "{ .reg .pred p, z; .reg .b64 a1, a2, a3, b1, b2, b3; setp.ne.b32 p, 1, 0; setp.ne.b32 z, %131, 0;" V6_DESCS     \
   V6_DENSE4("", TY, "z") "wgmma.commit_group.sync.aligned; }"
