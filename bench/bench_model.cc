@@ -14,7 +14,7 @@
 // (generate's default is 256); then every span the timed steps enter is captured inside the timed loop, as in generate.
 // --graph-only: --cuda-graph without the eager decode columns.
 // --hybrid-opts times each hybrid F under each set of launch options of the hybrid kernels (HybridKernelOptions:
-// plain, or pdl, cluster or workspace, rows, batched and onebatch joined by '+'), rows "hybrid f=F OPTS".
+// plain, or pdl, cluster or workspace, rows, batched, onebatch and sharex joined by '+'), rows "hybrid f=F OPTS".
 // The default is the library's (pdl). Where one of them lacks pdl, the dense model is timed without it too ("dense
 // plain": the fused layer kernels take it).
 // --layer-ops fused,reference times every variant with the fused layer kernels (ops/layer_ops.h, the default) and

@@ -403,8 +403,8 @@ TEST(OpsHybridLinear, BadInputsThrow) {
 
 // The CUDA kernels behind the front (split-K decode for M <= 32, the wgmma kernels above it on sm_90) against the CPU
 // reference on the same packed weight: ragged N and K, every tile mix, bf16 and fp16. Skips without a GPU.
-// Every launch option of the front (PDL, cluster reduction, row split, prefill A from global memory, one wgmma group
-// per prefill slab) on each case; the options are restored after.
+// Every launch option of the front (PDL, cluster reduction, row split, one wgmma group per prefill slab, one decode
+// load batch, v7's clusters sharing x: odd row-block counts give it a pad CTA) on each case; restored after.
 TEST(OpsHybridLinear, CudaKernelsMatchTheCpuReference) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device (or a CPU-only LibTorch): kernels not run";
   const HybridKernelOptions saved = hybrid_kernel_options();
@@ -420,12 +420,13 @@ TEST(OpsHybridLinear, CudaKernelsMatchTheCpuReference) {
       auto tmap = torch::rand({RB, CT}, gen).lt(f).to(torch::kUInt8);
       auto hw = hybrid_pack(w, tmap, keep);
       auto hwc = hw.to(torch::Device(torch::kCUDA, 0));
-      for (int64_t M : {1, 16, 64, 65, 128, 129, 700}) {  // both sides of each auto-dispatch cut
+      // Both sides of each auto-dispatch cut; 4096: several units per cluster in v7's persistent loop (2900 rows).
+      for (int64_t M : {1, 16, 64, 65, 128, 129, 700, 4096}) {
         auto x = random_weight(M, c.K, c.dt, gen);
         auto want = hybrid_linear_ref(x, hw).to(torch::kFloat64);
         for (const char* opts :
              {"plain", "pdl", "cluster", "pdl+cluster", "workspace", "pdl+workspace", "rows", "pdl+rows", "batched",
-              "pdl+rows+batched", "onebatch", "pdl+rows+onebatch"}) {
+              "pdl+rows+batched", "onebatch", "pdl+rows+onebatch", "sharex"}) {
           set_hybrid_kernel_options(parse_hybrid_kernel_options(opts));
           auto got = hybrid_linear(x.to(torch::kCUDA), hwc).cpu().to(torch::kFloat64);
           const std::string at = std::string(opts) + " N=" + std::to_string(c.N) + " K=" + std::to_string(c.K) +
@@ -444,7 +445,8 @@ TEST(OpsHybridLinear, KernelOptionsParseAndPrint) {
   for (const char* s :
        {"plain", "pdl", "cluster", "workspace", "rows", "pdl+cluster", "pdl+workspace", "pdl+rows", "cluster+rows",
         "workspace+rows", "pdl+cluster+rows", "batched", "pdl+batched", "rows+batched", "pdl+cluster+rows+batched",
-        "pdl+workspace+rows+batched", "onebatch", "pdl+onebatch", "pdl+cluster+rows+batched+onebatch"})
+        "pdl+workspace+rows+batched", "onebatch", "pdl+onebatch", "pdl+cluster+rows+batched+onebatch", "sharex",
+        "pdl+sharex", "pdl+cluster+rows+batched+onebatch+sharex"})
     EXPECT_EQ(to_string(parse_hybrid_kernel_options(s)), s);
   EXPECT_EQ(to_string(HybridKernelOptions{}), "pdl");  // the default: PDL in the decode step, nothing else
   EXPECT_FALSE(parse_hybrid_kernel_options("plain").pdl);
@@ -464,6 +466,6 @@ TEST(OpsHybridLinear, KernelOptionsParseAndPrint) {
   for (const char* bad :
        {"fast", "", "+", "pdl+", "+pdl", "pdl++cluster", "pdl+pdl", "plain+pdl", "PDL", "tall", "pdl+tall",
         "globala", "batched+globala", "batched+batched", "cluster+workspace", "workspace+pdl+cluster",
-        "workspace+workspace", "onebatch+onebatch", "one_batch", "v3h"})
+        "workspace+workspace", "onebatch+onebatch", "one_batch", "v3h", "sharex+sharex", "share_x"})
     EXPECT_THROW(parse_hybrid_kernel_options(bad), InvalidArgument) << bad;
 }

@@ -292,37 +292,8 @@ __device__ __forceinline__ void wgmma_slab_v7(float (&d)[128], uint64_t adesc, u
 #endif
 }
 
-// The RS form (v4d's: A registers from ld.shared of packed format v1) with the same scale-d operand: operands are
-// the accumulators, the 16 A registers %128–%143, the B descriptor %144, metadata %145, accumulate %146.
-#define V7_RS_PRED "setp.ne.b32 p, 1, 0; setp.ne.b32 z, %146, 0;"
-#define V7_RS_K16(A, DESC, P) \
-  "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 " PATCHLLM_WG_D128 ", " A ", " DESC ", " P ", 1, 1, 0;"
-#define V7_RS_DENSE                                                                                                \
-  "{ .reg .pred p, z; .reg .b64 d1, d2, d3;" V7_RS_PRED "add.s64 d1, %144, 2; add.s64 d2, %144, 4;"                \
-  "add.s64 d3, %144, 6;" V7_RS_K16("{%128, %129, %130, %131}", "%144", "z")                                        \
-  V7_RS_K16("{%132, %133, %134, %135}", "d1", "p") V7_RS_K16("{%136, %137, %138, %139}", "d2", "p")               \
-  V7_RS_K16("{%140, %141, %142, %143}", "d3", "p") "wgmma.commit_group.sync.aligned; }"
-#define V7_RS_SPARSE                                                                                               \
-  "{ .reg .pred p, z; .reg .b64 d2;" V7_RS_PRED "add.s64 d2, %144, 4;"                                             \
-  "wgmma.mma_async.sp.sync.aligned.m64n256k32.f32.bf16.bf16 " PATCHLLM_WG_D128                                    \
-  ", {%128, %129, %130, %131}, %144, %145, 0, z, 1, 1, 0;"                                                        \
-  "wgmma.mma_async.sp.sync.aligned.m64n256k32.f32.bf16.bf16 " PATCHLLM_WG_D128                                    \
-  ", {%132, %133, %134, %135}, d2, %145, 1, p, 1, 1, 0;"                                                          \
-  "wgmma.commit_group.sync.aligned; }"
-__device__ __forceinline__ void wgmma_slab_v7_rs(float (&d)[128], const uint4 (&a)[4], uint64_t desc, uint32_t meta,
-                                                 bool sparse, uint32_t accumulate) {
-#ifdef PATCHLLM_HAVE_WGMMA
-  if (__any_sync(0xffffffffu, sparse))
-    asm volatile(V7_RS_SPARSE : PATCHLLM_WG_ACC128(d) : PATCHLLM_WG_IN(a, desc, meta), "r"(accumulate));
-  else
-    asm volatile(V7_RS_DENSE : PATCHLLM_WG_ACC128(d) : PATCHLLM_WG_IN(a, desc, meta), "r"(accumulate));
-#else
-  (void)d, (void)a, (void)desc, (void)meta, (void)sparse, (void)accumulate;
-#endif
-}
-
-// SS: the weight by descriptor from the pre-swizzled blob (v6b); else RS from the v1 blob (v4i's loads and groups).
-template <int CL, bool PERSIST, bool SS>
+// (The RS form, format v1 through registers, is the library's hybrid_prefill_cl_kernel, timed beside these.)
+template <int CL, bool PERSIST>
 __global__ void __launch_bounds__(hp::THREADS, 1) prefill_v7_kernel(const __grid_constant__ CUtensorMap xmap,
                                                                      const hp::Params p) {
 #ifdef PATCHLLM_HAVE_WGMMA
@@ -397,40 +368,28 @@ __global__ void __launch_bounds__(hp::THREADS, 1) prefill_v7_kernel(const __grid
       int rb, tok0;
       unit_pos(u, rb, tok0);
       const int64_t tbase = int64_t(rb) * p.CT;
-      auto slab = [&](int s, uint4 (&ar)[4], uint32_t& meta) {
+      auto slab = [&](int s, uint32_t& meta) {
         const bool sparse = __ldg(p.kinds + tbase + (s >> 1)) != 0;
         hg::mbar_wait(&full[st], uint32_t(ph));
         const uint8_t* stage = smem + st * STAGE;
         const uint8_t* a = stage + X_BYTES;
         const uint64_t bdesc = hp::desc_sw128(hg::smem_addr(stage));
-        if constexpr (SS) {
-          meta = hp::lds32(a + v6::WS_BYTES + grp * 128 + lane * 4);  // (dense: a harmless read, unused)
-          const uint64_t adesc = sparse ? v6::desc_sw64(hg::smem_addr(a) + c * 64 * 64)
-                                        : hp::desc_sw128(hg::smem_addr(a) + c * 64 * 128);
-          hp::fence_acc(d);
-          hp::wg_fence();
-          wgmma_slab_v7(d, adesc, bdesc, meta, sparse, s > 0);
-        } else {  // v4d's branch-free loads: those a slab's kind does not use stay inside the stage, ignored
-          const uint8_t* u = a + grp * (sparse ? HYBRID_SPARSE_UNIT_BYTES : HYBRID_DENSE_UNIT_BYTES);
-#pragma unroll
-          for (int j = 0; j < 4; ++j) ar[j] = hp::lds128(u + j * 512 + lane * 16);
-          meta = hp::lds32(u + HYBRID_SPARSE_VALUE_BYTES + lane * 4);
-          hp::fence_acc(d);
-          hp::wg_fence();
-          wgmma_slab_v7_rs(d, ar, bdesc, meta, sparse, s > 0);
-        }
+        meta = hp::lds32(a + v6::WS_BYTES + grp * 128 + lane * 4);  // (dense: a harmless read, unused)
+        const uint64_t adesc = sparse ? v6::desc_sw64(hg::smem_addr(a) + c * 64 * 64)
+                                      : hp::desc_sw128(hg::smem_addr(a) + c * 64 * 128);
+        hp::fence_acc(d);
+        hp::wg_fence();
+        wgmma_slab_v7(d, adesc, bdesc, meta, sparse, s > 0);
         hp::wg_wait<1>();
         hp::fence_acc(d);
         if (pending >= 0) release(pending);
         pending = st;
         if (++st == STAGES) st = 0, ph ^= 1;
       };
-      // Alternating registers: the wgmmas still in flight read the previous slab's.
-      uint4 a0[4], a1[4];
-      uint32_t m0, m1;
+      uint32_t m0, m1;  // alternating: a wgmma.sp still in flight reads the previous slab's register
       for (int s = 0; s < nslab; s += 2) {
-        slab(s, a0, m0);
-        if (s + 1 < nslab) slab(s + 1, a1, m1);
+        slab(s, m0);
+        if (s + 1 < nslab) slab(s + 1, m1);
       }
       hp::wg_wait<0>();
       hp::fence_acc(d);
@@ -454,18 +413,19 @@ __global__ void __launch_bounds__(hp::THREADS, 1) prefill_v7_kernel(const __grid
 }
 
 // Grid and launch: CL-CTA clusters; persistent = as many clusters as fit at once (at most one per unit).
-template <int CL, bool PERSIST, bool SS = true>
+using KernelFn = void (*)(CUtensorMap, hp::Params);
+template <int CL, bool PERSIST>
 struct Launcher {
   CUtensorMap xmap;
   hp::Params p;
   unsigned grid = 0;
   cudaLaunchConfig_t cfg{};
   cudaLaunchAttribute attr[1];
-  Launcher(const void* x, const hp::Params& pp) : p(pp) {
-    auto k = prefill_v7_kernel<CL, PERSIST, SS>;
+  KernelFn k;
+  Launcher(const void* x, const hp::Params& pp, KernelFn kern = prefill_v7_kernel<CL, PERSIST>) : p(pp), k(kern) {
     BENCH_CUDA(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM));
     BENCH_CUDA((hp::encode_x_map<BN / CL, true>(&xmap, x, p)));  // box: this CTA's share of the tokens
-    const int units = p.RB / CL * ((p.M + BN - 1) / BN);
+    const int units = (p.RB + CL - 1) / CL * ((p.M + BN - 1) / BN);
     cfg.blockDim = dim3(hp::THREADS);
     cfg.dynamicSmemBytes = SMEM;
     attr[0].id = cudaLaunchAttributeClusterDimension;
@@ -483,7 +443,7 @@ struct Launcher {
     grid = unsigned(clusters * CL);
     cfg.gridDim = dim3(grid);
   }
-  void operator()() { BENCH_CUDA(cudaLaunchKernelEx(&cfg, prefill_v7_kernel<CL, PERSIST, SS>, xmap, p)); }
+  void operator()() { BENCH_CUDA(cudaLaunchKernelEx(&cfg, k, xmap, p)); }
 };
 }  // namespace v7
 
@@ -618,7 +578,7 @@ int run_case(int64_t N, int64_t K, int64_t M, double f) {
   v7::Launcher<1, true> v7p(x, p2);
   v7::Launcher<2, false> v7c(x, p2);
   v7::Launcher<2, true> v7cp(x, p2);
-  v7::Launcher<2, true, false> v7rs(x, p);  // RS: format v1 as it is
+  v7::Launcher<2, true> v7rs(x, p, hp::hybrid_prefill_cl_kernel<true>);  // RS: format v1 as it is
   const std::function<void()> launches[] = {
       [&] {
         cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(M), int(K), &one, wd, CUDA_R_16BF, int(K), x,
@@ -635,7 +595,7 @@ int run_case(int64_t N, int64_t K, int64_t M, double f) {
       [&] { v7rs(); }};
   const char* names[] = {"cuBLAS", "v4d (RS)", "v6 SS, TMA W", "v6 SS, swizzled blob", "v6 const meta (probe)",
                          "v6b blob, a group per slab", "v7 persistent (C7514)", "v7 cluster 2 (x shared)",
-                         "v7 cluster 2, persistent", "v7 RS (v1), cluster 2, pers."};
+                         "v7 cluster 2, persistent", "v7 RS (library, format v1)"};
   constexpr int NL = 10;
   // Outputs, each into a poisoned y: v6 must equal v4d bit for bit, both within 1e-2 of cuBLAS (fp32 accumulation).
   std::vector<uint16_t> out[NL];

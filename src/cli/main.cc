@@ -31,8 +31,9 @@ int main(int argc, char** argv) {
                  "wherever the plan picks it, or never; the default uses the cluster except where it takes the row "
                  "split), rows (decode, M <= 16: "
                  "row split without k-split on every shape, not only where the default takes it), batched "
-                 "(prefill: one wgmma group per slab) and onebatch (decode, M <= 16: one load batch in flight per "
-                 "warp, the kernels before session 24, to compare)")
+                 "(prefill: one wgmma group per slab), onebatch (decode, M <= 16: one load batch in flight per "
+                 "warp, the kernels before session 24, to compare) and sharex (prefill, M > 32: v7, persistent "
+                 "2-CTA clusters sharing x)")
       ->check([](const std::string& v) {
         try {
           patchllm::parse_hybrid_kernel_options(v);

@@ -149,6 +149,35 @@ cudaError_t launch_prefill_sk(const void* x, const hp::Params& p, int grid, cuda
   hp::hybrid_prefill_sk_kernel<BF16, PV><<<grid, hp::THREADS, hp::SK_SMEM, stream>>>(map, p);
   return cudaGetLastError();
 }
+// Persistent 2-CTA-cluster prefill (hybrid_prefill.cuh v7): as many clusters as are resident at once (queried once
+// per process, as the shared-memory attribute), at most one per unit.
+template <bool BF16>
+cudaError_t launch_prefill_cl(const void* x, const hp::Params& p, cudaStream_t stream) {
+  auto kernel = hp::hybrid_prefill_cl_kernel<BF16>;
+  CUtensorMap map;
+  cudaError_t e = hp::encode_x_map<hp::CL_TOKENS_PER_CTA, BF16>(&map, x, p);
+  if (e != cudaSuccess) return e;
+  e = allow_dynamic_smem<hp::hybrid_prefill_cl_kernel<BF16>>(hp::CL_SMEM);
+  if (e != cudaSuccess) return e;
+  cudaLaunchConfig_t cfg{};
+  cudaLaunchAttribute attr[1] = {cluster_attr(hp::CL_CTAS)};
+  cfg.blockDim = dim3(hp::THREADS);
+  cfg.dynamicSmemBytes = hp::CL_SMEM;
+  cfg.stream = stream;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  static int resident = 0;
+  if (resident <= 0) {
+    cfg.gridDim = dim3(unsigned(hp::CL_CTAS * device_info().sms));
+    e = cudaOccupancyMaxActiveClusters(&resident, kernel, &cfg);
+    if (e != cudaSuccess) return e;
+    if (resident <= 0) return cudaErrorInvalidConfiguration;
+  }
+  const int64_t units = hp::cl_units(p.RB, p.M);
+  cfg.gridDim = dim3(unsigned(hp::CL_CTAS * std::min<int64_t>(units, resident)));
+  return cudaLaunchKernelEx(&cfg, kernel, map, p);
+}
+
 // The prefill kernels as v4d or v4i (one wgmma group per slab).
 template <int PV>
 cudaError_t launch_prefill_pv(const void* x, const hp::Params& p, bool bf16, int bn, int sk_grid,
@@ -288,7 +317,8 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
   HybridLaunchResult r;
   if (a.M <= 0 || a.N <= 0 || a.K <= 0 || a.tile_rows != hg::TILE || a.tile_cols != hg::TILE || a.M > (1 << 30) ||
       a.N > (1 << 30) || a.K > 128 * hg::MAX_CONTRIB / 2 ||
-      (a.prefill_bn != 0 && a.prefill_bn != 128 && a.prefill_bn != 256) ||
+      (a.prefill_bn != 0 && a.prefill_bn != 128 && a.prefill_bn != 256) || a.prefill_schedule < 0 ||
+      a.prefill_schedule > 3 ||
       (a.decode_warps != 0 && a.decode_warps != 2 && a.decode_warps != 4 && a.decode_warps != 8) ||
       a.decode_variant < 0 || a.decode_variant > 3) {
     r.status = HYBRID_ERR_SHAPE;
@@ -405,6 +435,14 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
       }
       return r;
     }
+    if (a.prefill_schedule == 3) {  // v7: persistent, 2-CTA clusters sharing x (256 tokens per unit)
+      cudaError_t e = a.bf16 ? launch_prefill_cl<true>(a.x, p, stream) : launch_prefill_cl<false>(a.x, p, stream);
+      if (e != cudaSuccess) {
+        r.status = HYBRID_ERR_CUDA;
+        r.cuda_error = int(e);
+      }
+      return r;
+    }
     const int64_t waves128 = (rb * tb + d.sms - 1) / d.sms, waves256 = (rb * ((a.M + 255) / 256) + d.sms - 1) / d.sms;
     const int bn = a.prefill_bn ? a.prefill_bn : (17 * waves256 < 10 * waves128 ? 256 : 128);
     cudaError_t e = launch_prefill_any(a, p, bn, 0, stream);
@@ -444,7 +482,7 @@ const char* hybrid_status_string(int status) {
     case HYBRID_OK: return "ok";
     case HYBRID_ERR_SHAPE:
       return "unsupported shape or option (need 128x128 tiles, 0 < M, N < 2^30, 0 < K <= 32768; prefill_bn 0, 128 "
-             "or 256; decode_warps 0, 2, 4 or 8)";
+             "or 256; prefill_schedule 0..3; decode_warps 0, 2, 4 or 8; decode_variant 0..3)";
     case HYBRID_ERR_ALIGN: return "x, weight blob and workspace must be 16-byte aligned and K % 8 == 0";
     case HYBRID_ERR_ARCH:
       return "the hybrid kernels need an sm_80 or newer GPU, and the persistent (1) and wgmma (3) kernels sm_90";

@@ -36,7 +36,9 @@ struct HybridGemmArgs {
                                   // 2 = split-K decode kernel (any M, 64-token chunks), 3 = wgmma prefill (sm_90a)
   int prefill_bn = 0;             // wgmma prefill kernel: tokens per CTA (128 or 256); 0 = by M and N
   int prefill_schedule = 0;       // wgmma prefill: 0 = auto, 1 = one CTA per output tile, 2 = stream-K (one CTA per
-                                  // SM, equal shares of (tile, 64-K slab) units, split tiles reduced in the workspace)
+                                  // SM, equal shares of (tile, 64-K slab) units, split tiles reduced in the workspace),
+                                  // 3 = v7: persistent 2-CTA clusters sharing x by TMA multicast (256 tokens per
+                                  // unit; prefill_bn and prefill_batched ignored; session 28)
   bool prefill_batched = false;   // wgmma prefill, v4i: one wgmma group per slab, so wait_group 1 overlaps a
                                   // warpgroup's consecutive slabs (v4d's predicated block makes each wgmma its own
                                   // group). Same results bit for bit. Opt-in: on the H100 it moves v4d by -10% … +4%

@@ -39,7 +39,7 @@ HybridKernelOptions parse_hybrid_kernel_options(const std::string& s) {
   HybridKernelOptions o;
   o.pdl = false;  // the string names every option that is on; the default (pdl) is "pdl"
   if (s == "plain") return o;
-  // A '+'-joined set of pdl, cluster or workspace, rows, batched and onebatch, each at most once, in any order.
+  // A '+'-joined set of pdl, cluster or workspace, rows, batched, onebatch and sharex, each at most once, any order.
   bool bad = s.empty();
   for (size_t p = 0; !bad && p <= s.size();) {
     const size_t q = std::min(s.find('+', p), s.size());
@@ -50,14 +50,15 @@ HybridKernelOptions parse_hybrid_kernel_options(const std::string& s) {
                  : t == "rows"      ? &o.row_split
                  : t == "batched"   ? &o.prefill_batched
                  : t == "onebatch"  ? &o.one_batch
+                 : t == "sharex"    ? &o.prefill_sharex
                                     : nullptr;
     bad = flag == nullptr || *flag;
     if (!bad) *flag = true;
     p = q + 1;
   }
   PATCHLLM_CHECK(!bad && !(o.cluster_reduction && o.workspace_reduction), InvalidArgument, "hybrid kernel options '", s,
-                 "': expected plain, or pdl, cluster or workspace, rows, batched and onebatch joined by '+' (e.g. "
-                 "pdl+rows)");
+                 "': expected plain, or pdl, cluster or workspace, rows, batched, onebatch and sharex joined by '+' "
+                 "(e.g. pdl+rows)");
   return o;
 }
 
@@ -68,7 +69,8 @@ std::string to_string(const HybridKernelOptions& o) {
                           {o.workspace_reduction, "workspace"},
                           {o.row_split, "rows"},
                           {o.prefill_batched, "batched"},
-                          {o.one_batch, "onebatch"}})
+                          {o.one_batch, "onebatch"},
+                          {o.prefill_sharex, "sharex"}})
     if (on) s += (s.empty() ? "" : "+") + std::string(name);
   return s.empty() ? "plain" : s;
 }
@@ -191,6 +193,7 @@ torch::Tensor hybrid_linear(const torch::Tensor& x, const HybridWeight& hw) {
   a.decode_reduction = ko.cluster_reduction ? 1 : ko.workspace_reduction ? 0 : 2;
   a.decode_warps = ko.row_split ? 4 : 0;
   a.prefill_batched = ko.prefill_batched;
+  if (ko.prefill_sharex) a.prefill_schedule = 3;
   if (ko.one_batch) a.decode_variant = 2;
 #ifdef PATCHLLM_HAVE_TORCH_CUDA
   a.stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();

@@ -61,11 +61,13 @@ struct HybridKernelOptions {
   bool one_batch = false;          // decode kernel at M <= 16: one load batch in flight per warp everywhere (v3e's
                                    // k-split, v3h's row split), the default before session 24, kept to compare end
                                    // to end (HybridGemmArgs::decode_variant = 2)
+  bool prefill_sharex = false;     // every wgmma prefill launch (M > 32) as v7: persistent 2-CTA clusters sharing x
+                                   // by TMA multicast (HybridGemmArgs::prefill_schedule = 3; session 28)
 };
 void set_hybrid_kernel_options(const HybridKernelOptions& o);
 HybridKernelOptions hybrid_kernel_options();
-// "plain" (every option off), or pdl, cluster or workspace, rows, batched and onebatch joined by '+' (any order,
-// each once; what bench_model --hybrid-opts and patchllm --hybrid-kernel take); throws InvalidArgument else.
+// "plain" (every option off), or pdl, cluster or workspace, rows, batched, onebatch and sharex joined by '+' (any
+// order, each once; what bench_model --hybrid-opts and patchllm --hybrid-kernel take); throws InvalidArgument else.
 // to_string gives the canonical order.
 HybridKernelOptions parse_hybrid_kernel_options(const std::string& s);
 std::string to_string(const HybridKernelOptions& o);

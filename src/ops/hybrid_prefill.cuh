@@ -713,5 +713,216 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sk_kernel(const __g
 #endif
 }
 
+// ---- persistent cluster kernel (v7, session 28) ----------------------------------------------------------------
+// Why: Nsight Compute put cuSPARSELt's prefill kernel (session 27) on v4d's own tile, 128 rows × 256 tokens × 64 K,
+// with the tensor pipe 71% busy against v4d's 55%. Two of the differences found are independent of the weight's
+// format: cuSPARSELt's grid is persistent, and its 2–4-CTA clusters share the x operand (v4d moves 31% more L2
+// sectors). v7 is v4i (v4d's pipeline and RS wgmmas, one group per slab) with both:
+// - Clusters of 2 CTAs take adjacent row-blocks of one 256-token block. Each loads half of the x box (128 tokens) by
+//   TMA multicast into both, so x leaves L2 once per pair: 25 instead of 41 KB per slab and CTA at f = 1. Both
+//   producers write a stage, so every consumer warp releases it in both CTAs, with the plain (.release.cta) remote
+//   arrive (the .release.cluster form is a GPU-scope MEMBAR per slab, which made v4c 0.4× in session 11). An odd
+//   last row-block is paired with a pad CTA that loads its half of x, skips the weights and stores nothing.
+// - One cluster per SM pair loops over the units (row-block pair, token block) in the grouped raster order, and the
+//   stage ring runs on across units: the producer fills the next unit's stages while the consumers store the last
+//   one. The epilogue has its own buffer, half a tile (34 KB) beside four 48 KB stages, stored in two passes.
+// - Each unit's first wgmma has scale-d 0 (the accumulators' old values ignored, as CUTLASS does), instead of a
+//   zeroing loop between units.
+// The wgmmas per slab are v4d's in the same order, so outputs are v4d's bit for bit. Measured: kernels.md,
+// "Session 28".
+constexpr int CL_BN = 256, CL_STAGES = 4, CL_OT_TOK = 128;
+constexpr int CL_USED = CL_STAGES * Cfg<CL_BN>::STAGE + CL_OT_TOK * OSTR * 2 + 2 * CL_STAGES * 8;
+constexpr int CL_SMEM = 227 * 1024;  // all of it: CL_USED leaves 960 B to align the stages to 1024 (checked)
+static_assert(CL_USED <= CL_SMEM, "v7: stages + epilogue buffer exceed 227 KB");
+
+__device__ __forceinline__ uint32_t cluster_rank() {
+  uint32_t r;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+  return r;
+}
+__device__ __forceinline__ void cluster_sync_all() {
+  asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;" ::: "memory");
+}
+// The 2-D box (k0, m0) into dst of every CTA in `mask`, each completing the bytes on its barrier at bar's offset.
+__device__ __forceinline__ void tma_load_2d_multicast(void* dst, const CUtensorMap* map, int k0, int m0, uint64_t* bar,
+                                                      uint16_t mask) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster"
+      " [%0], [%1, {%2, %3}], [%4], %5;" ::"r"(hg::smem_addr(dst)),
+      "l"(map), "r"(k0), "r"(m0), "r"(hg::smem_addr(bar)), "h"(mask)
+      : "memory");
+}
+// Arrive on the barrier at bar's offset in cluster CTA `rank`, with the default .release.cta semantics (CUTLASS's
+// ClusterBarrier::arrive(cta_id)): what it orders is this warp's reads of the stage, done, before the refill.
+__device__ __forceinline__ void mbar_arrive_cta(uint64_t* bar, uint32_t rank) {
+  asm volatile("{ .reg .b32 ra; mapa.shared::cluster.u32 ra, %0, %1; mbarrier.arrive.shared::cluster.b64 _, [ra]; }" ::
+                   "r"(hg::smem_addr(bar)),
+               "r"(rank)
+               : "memory");
+}
+
+// v4i's slab blocks (PATCHLLM_WGD / PATCHLLM_WGS at N = 256) with the first wgmma's scale-d from %146 (0: start).
+// Operands: 128 accumulators, the 16 A registers %128–%143, the B descriptor %144, metadata %145, accumulate %146.
+#define PATCHLLM_CL_K16(TY, A, DESC, P) \
+  "wgmma.mma_async.sync.aligned.m64n256k16.f32." TY "." TY " " PATCHLLM_WG_D128 ", " A ", " DESC ", " P ", 1, 1, 0;"
+#define PATCHLLM_CL_K32(TY, A, DESC, SEL, P)                                                                   \
+  "wgmma.mma_async.sp.sync.aligned.m64n256k32.f32." TY "." TY " " PATCHLLM_WG_D128 ", " A ", " DESC ", %145, " SEL \
+  ", " P ", 1, 1, 0;"
+#define PATCHLLM_CL_PRED "setp.ne.b32 p, 1, 0; setp.ne.b32 z, %146, 0;"
+#define PATCHLLM_CL_DENSE(TY)                                                                                  \
+  "{ .reg .pred p, z; .reg .b64 d1, d2, d3;" PATCHLLM_CL_PRED                                                  \
+  "add.s64 d1, %144, 2; add.s64 d2, %144, 4; add.s64 d3, %144, 6;"                                             \
+  PATCHLLM_CL_K16(TY, "{%128, %129, %130, %131}", "%144", "z") PATCHLLM_CL_K16(TY, "{%132, %133, %134, %135}", \
+  "d1", "p") PATCHLLM_CL_K16(TY, "{%136, %137, %138, %139}", "d2", "p")                                       \
+  PATCHLLM_CL_K16(TY, "{%140, %141, %142, %143}", "d3", "p") "wgmma.commit_group.sync.aligned; }"
+#define PATCHLLM_CL_SPARSE(TY)                                                                                 \
+  "{ .reg .pred p, z; .reg .b64 d2;" PATCHLLM_CL_PRED "add.s64 d2, %144, 4;"                                   \
+  PATCHLLM_CL_K32(TY, "{%128, %129, %130, %131}", "%144", "0", "z")                                            \
+  PATCHLLM_CL_K32(TY, "{%132, %133, %134, %135}", "d2", "1", "p") "wgmma.commit_group.sync.aligned; }"
+template <bool BF16>
+__device__ __forceinline__ void wgmma_slab_start(float (&d)[128], const uint4 (&a)[4], uint64_t desc, uint32_t meta,
+                                                 bool sparse, uint32_t accumulate) {
+#ifdef PATCHLLM_HAVE_WGMMA
+  if (__any_sync(0xffffffffu, sparse)) {  // warp-uniform (one tile per warpgroup): VOTE lets ptxas see it
+    if constexpr (BF16)
+      asm volatile(PATCHLLM_CL_SPARSE("bf16") : PATCHLLM_WG_ACC128(d) : PATCHLLM_WG_IN(a, desc, meta), "r"(accumulate));
+    else
+      asm volatile(PATCHLLM_CL_SPARSE("f16") : PATCHLLM_WG_ACC128(d) : PATCHLLM_WG_IN(a, desc, meta), "r"(accumulate));
+  } else {
+    if constexpr (BF16)
+      asm volatile(PATCHLLM_CL_DENSE("bf16") : PATCHLLM_WG_ACC128(d) : PATCHLLM_WG_IN(a, desc, meta), "r"(accumulate));
+    else
+      asm volatile(PATCHLLM_CL_DENSE("f16") : PATCHLLM_WG_ACC128(d) : PATCHLLM_WG_IN(a, desc, meta), "r"(accumulate));
+  }
+#else
+  (void)d, (void)a, (void)desc, (void)meta, (void)sparse, (void)accumulate;
+#endif
+}
+
+// Launch: 2-CTA clusters (cluster dimension attribute), grid = 2 × min(units, clusters resident at once), x map
+// with a 128-token box (encode_x_map<CL_TOKENS_PER_CTA>).
+constexpr int CL_CTAS = 2;
+constexpr int CL_TOKENS_PER_CTA = CL_BN / CL_CTAS;
+__host__ __device__ constexpr int cl_units(int RB, int M) { return (RB + 1) / 2 * ((M + CL_BN - 1) / CL_BN); }
+
+template <bool BF16>
+__global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_cl_kernel(const __grid_constant__ CUtensorMap xmap,
+                                                                       const Params p) {
+#ifdef PATCHLLM_HAVE_WGMMA
+  constexpr int STAGE = Cfg<CL_BN>::STAGE, X_BYTES = Cfg<CL_BN>::X_BYTES, ACC = Cfg<CL_BN>::ACC;
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+  if (smem + CL_USED > smem_raw + CL_SMEM) __trap();  // (the dynamic window starts 1024-aligned in practice)
+  uint16_t* ot = reinterpret_cast<uint16_t*>(smem + CL_STAGES * STAGE);
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + CL_STAGES * STAGE + CL_OT_TOK * OSTR * 2);
+  uint64_t* empty = full + CL_STAGES;
+  const uint32_t rank = cluster_rank();
+  const int TB = (p.M + CL_BN - 1) / CL_BN, RBP = (p.RB + 1) / 2, units = RBP * TB;
+  const int cid = int(blockIdx.x) / CL_CTAS, step = int(gridDim.x) / CL_CTAS;
+  const int nslab = (p.K + SLAB_K - 1) / SLAB_K;  // slabs wholly past K (ragged last tile) are skipped
+  const int wg = threadIdx.x >> 7, tid = threadIdx.x & 127;
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < CL_STAGES; ++s) {
+      hg::mbar_init(&full[s], 1);
+      hg::mbar_init(&empty[s], RELEASERS * CL_CTAS);  // every consumer warp of both CTAs: both write the stage
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  cluster_sync_all();  // the peer's multicasts and arrivals target these barriers
+  auto unit_pos = [&](int u, int& rb, int& tok0) {
+    const RasterPos rp = grouped_raster(u, RBP, TB, GROUP / CL_CTAS);
+    rb = rp.unit * CL_CTAS + int(rank);
+    tok0 = rp.tb * CL_BN;
+  };
+  if (wg == 0) {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
+    if (threadIdx.x == 0) {
+      asm volatile("prefetch.tensormap [%0];" ::"l"(&xmap) : "memory");
+      int st = 0, ph = 0;
+      for (int u = cid; u < units; u += step) {
+        int rb, tok0;
+        unit_pos(u, rb, tok0);
+        const bool pad = rb >= p.RB;
+        const int64_t tbase = int64_t(rb) * p.CT;
+        for (int s = 0; s < nslab; ++s) {
+          hg::mbar_wait(&empty[st], uint32_t(ph ^ 1));
+          uint8_t* stage = smem + st * STAGE;
+          const int64_t t = tbase + (s >> 1);
+          const uint32_t wbytes = pad ? 0u : __ldg(p.kinds + t) ? hg::SPARSE_UNIT : hg::DENSE_UNIT;
+          hg::mbar_expect_tx(&full[st], X_BYTES + wbytes);  // both halves of x land here
+          tma_load_2d_multicast(stage + rank * (X_BYTES / CL_CTAS), &xmap, s * SLAB_K,
+                                tok0 + int(rank) * CL_TOKENS_PER_CTA, &full[st], uint16_t((1u << CL_CTAS) - 1));
+          if (!pad)
+            hg::bulk_copy(stage + X_BYTES, p.blob + __ldg(p.offsets + t) + (s & 1) * wbytes, wbytes, &full[st]);
+          if (++st == CL_STAGES) st = 0, ph ^= 1;
+        }
+      }
+    }
+  } else {
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
+    const int c = wg - 1, w4 = tid >> 5, lane = tid & 31, grp = 4 * c + w4, ctid = threadIdx.x - 128;
+    int st = 0, ph = 0, pending = -1;
+    auto release = [&](int s) {  // in both CTAs, once this warp's reads of stage s are done
+      __syncwarp();
+      if (lane == 0)
+        for (uint32_t r = 0; r < uint32_t(CL_CTAS); ++r) mbar_arrive_cta(&empty[s], r);
+    };
+    float d[ACC];
+#pragma unroll
+    for (int i = 0; i < ACC; ++i) d[i] = 0.f;  // (never read: each unit's first wgmma has scale-d 0)
+    for (int u = cid; u < units; u += step) {
+      int rb, tok0;
+      unit_pos(u, rb, tok0);
+      const bool pad = rb >= p.RB;  // the pad CTA runs the wgmmas on whatever its stages hold, and stores nothing
+      const int64_t tbase = int64_t(rb) * p.CT;
+      auto slab = [&](int s, uint4 (&a)[4], uint32_t& meta) {
+        const bool sparse = !pad && __ldg(p.kinds + tbase + (s >> 1)) != 0;
+        hg::mbar_wait(&full[st], uint32_t(ph));
+        const uint8_t* stage = smem + st * STAGE;
+        // v4d's branch-free loads: the registers a slab's kind does not use come from inside the stage, ignored.
+        const uint8_t* unit =
+            stage + X_BYTES + grp * (sparse ? HYBRID_SPARSE_UNIT_BYTES : HYBRID_DENSE_UNIT_BYTES);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) a[j] = lds128(unit + j * 512 + lane * 16);
+        meta = lds32(unit + HYBRID_SPARSE_VALUE_BYTES + lane * 4);
+        fence_acc(d);
+        wg_fence();
+        wgmma_slab_start<BF16>(d, a, desc_sw128(hg::smem_addr(stage)), meta, sparse, s > 0);
+        wg_wait<1>();
+        fence_acc(d);
+        if (pending >= 0) release(pending);
+        pending = st;
+        if (++st == CL_STAGES) st = 0, ph ^= 1;
+      };
+      uint4 a0[4], a1[4];  // alternating: the wgmmas still in flight read the previous slab's registers
+      uint32_t m0, m1;
+      for (int s = 0; s < nslab; s += 2) {
+        slab(s, a0, m0);
+        if (s + 1 < nslab) slab(s + 1, a1, m1);
+      }
+      wg_wait<0>();
+      fence_acc(d);
+      release(pending);
+      pending = -1;
+      if (!pad) {  // uniform over the CTA, so the consumer barriers inside see all 256 threads
+#pragma unroll
+        for (int h = 0; h < CL_BN / CL_OT_TOK; ++h) {
+          hg::consumer_sync();  // every consumer thread is done with ot's previous contents
+#pragma unroll
+          for (int i = 0; i < CL_OT_TOK / 2; ++i)
+            ot[ot_pos(i, c, w4, lane)] = hg::to_half_bits<BF16>(d[h * (CL_OT_TOK / 2) + i]);
+          store_rows<CL_OT_TOK>(ot, p, rb, tok0 + h * CL_OT_TOK, ctid);
+        }
+      }
+    }
+  }
+  cluster_sync_all();  // the peer may still multicast into, or arrive on, this CTA's stages until it is done
+#else
+  (void)xmap;
+  (void)p;
+  __trap();
+#endif
+}
+
 }  // namespace hp
 }  // namespace patchllm
