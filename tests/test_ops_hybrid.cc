@@ -184,6 +184,84 @@ TEST(OpsHybridFormat, MetadataComesFromTheMaskNotFromZeros) {
   EXPECT_TRUE(torch::equal(got.view(torch::kInt16), torch::where(keep, w, torch::zeros_like(w)).view(torch::kInt16)));
 }
 
+// The prefill image (hybrid_format.h): positions worked out by hand from the swizzle rules, the metadata words
+// copied, and every element of a ragged weight found where the rules put it (against hybrid_unpack).
+TEST(OpsHybridFormat, PrefillImagePutsEachValueWhereTheDescriptorsRead) {
+  auto gen = at::detail::createCPUGenerator(11);
+  {
+    const int64_t N = 128, K = 256;  // tile 0 dense, tile 1 2:4
+    auto w = random_weight(N, K, torch::kBFloat16, gen);
+    auto keep = random_keep_mask(N, K, gen);
+    auto tmap = torch::tensor({0, 1}, torch::kUInt8).view({1, 2});
+    auto hw = hybrid_pack(w, tmap, keep);
+    hybrid_add_prefill_image(hw);
+    ASSERT_EQ(hw.prefill_image.numel(), hw.data.numel());
+    const uint8_t* im = hw.prefill_image.data_ptr<uint8_t>();
+    auto at16 = [&](int64_t byte) {
+      uint16_t v;
+      std::memcpy(&v, im + byte, 2);
+      return v;
+    };
+    // Dense (9, 70): slab 1 at 16384, row at 9·128, k 6 in chunk 0, chunk 0 ^ (9 mod 8) = 1, byte 2·6 = 12 in it.
+    EXPECT_EQ(at16(16384 + 1152 + 16 + 12), bits(w, 9, 70));
+    EXPECT_EQ(at16(16384 + 1152 + 16 + 14), bits(w, 9, 71));
+    // 2:4 row 5, columns 200..203: tile 1 (offset 32768), slab 1 (+9216), group 2 of that slab, so compressed
+    // columns 4 and 5: row at 5·64, chunk 0 ^ ((5 / 2) mod 4) = 2, byte 8 in it.
+    std::vector<uint16_t> kept;
+    for (int64_t c = 200; c < 204; ++c)
+      if (keep[5][c].item<bool>()) kept.push_back(bits(w, 5, c));
+    ASSERT_EQ(kept.size(), 2u);
+    EXPECT_EQ(at16(32768 + 9216 + 320 + 32 + 8), kept[0]);
+    EXPECT_EQ(at16(32768 + 9216 + 320 + 32 + 10), kept[1]);
+    // Metadata: v1's words of slab 1, group g at 8192 + 128 g of the image slab.
+    for (int g = 0; g < 8; ++g)
+      EXPECT_EQ(std::memcmp(im + 32768 + 9216 + 8192 + 128 * g,
+                            hw.data.data_ptr<uint8_t>() + 32768 + 9216 + g * HYBRID_SPARSE_UNIT_BYTES + 1024, 128),
+                0)
+          << "group " << g;
+  }
+  // Ragged weight, random mix: decode the image by the rules and compare with the blob's own unpack.
+  const int64_t N = 300, K = 392;
+  auto w = random_weight(N, K, torch::kBFloat16, gen);
+  auto keep = random_keep_mask(N, K, gen);
+  auto tmap = torch::rand({3, 4}, gen).lt(0.5).to(torch::kUInt8);
+  auto hw = hybrid_pack(w, tmap, keep);
+  hybrid_add_prefill_image(hw);
+  auto want = hybrid_unpack(hw);
+  std::vector<uint16_t> got(size_t(N * K), 0);
+  const uint8_t* im = hw.prefill_image.data_ptr<uint8_t>();
+  const HybridLayout& L = hw.layout;
+  for (int64_t rb = 0; rb < L.row_blocks; ++rb)
+    for (int64_t ct = 0; ct < L.col_tiles; ++ct) {
+      const int64_t t = rb * L.col_tiles + ct;
+      const bool sparse = L.kinds[t] == HYBRID_TILE_SPARSE24;
+      for (int h = 0; h < 2; ++h) {
+        const uint8_t* slab = im + L.offsets[t] + h * 8 * (sparse ? HYBRID_SPARSE_UNIT_BYTES : HYBRID_DENSE_UNIT_BYTES);
+        for (int r = 0; r < 128; ++r)
+          for (int c = 0; c < 16; ++c) {  // 4-groups of the slab
+            const int64_t row = rb * 128 + r, col = ct * 128 + h * 64 + 4 * c;
+            uint16_t v[4] = {0, 0, 0, 0};
+            if (!sparse) {
+              for (int e = 0; e < 4; ++e) std::memcpy(&v[e], slab + hybrid_image_dense_byte(r, 4 * c + e), 2);
+            } else {
+              uint32_t word;
+              std::memcpy(&word, slab + HYBRID_IMAGE_META_OFFSET + 128 * (r / 16) + 4 * (4 * (r % 8) + c / 4), 4);
+              int i0, i1;
+              hybrid_decode_nibble((word >> (4 * ((c % 4) + 4 * ((r % 16) / 8)))) & 0xf, &i0, &i1);
+              std::memcpy(&v[i0], slab + hybrid_image_sparse_byte(r, 2 * c), 2);
+              std::memcpy(&v[i1], slab + hybrid_image_sparse_byte(r, 2 * c + 1), 2);
+            }
+            for (int e = 0; e < 4; ++e)
+              if (row < N && col + e < K) got[size_t(row * K + col + e)] = v[e];
+          }
+      }
+    }
+  EXPECT_EQ(std::memcmp(got.data(), want.data_ptr(), got.size() * 2), 0);
+  auto small = hybrid_pack(w.narrow(0, 0, 64).narrow(1, 0, 64).contiguous(), torch::zeros({1, 1}, torch::kUInt8),
+                           keep.narrow(0, 0, 64).narrow(1, 0, 64), 64, 64);
+  EXPECT_THROW(hybrid_add_prefill_image(small), InvalidArgument);  // the image is for 128 × 128 tiles only
+}
+
 // The decode kernel's k-split: every split covers K exactly with whole KB-groups and fits the partial slots (the
 // kernel relies on both); the waves rule picks, on the H200's 132 SMs × 2 resident CTAs, the settings worked out by
 // hand from its cost waves · (kpc + 1), which the sweep in docs/BENCHMARKS.md §4 found fastest or near it.
@@ -420,16 +498,21 @@ TEST(OpsHybridLinear, CudaKernelsMatchTheCpuReference) {
       auto tmap = torch::rand({RB, CT}, gen).lt(f).to(torch::kUInt8);
       auto hw = hybrid_pack(w, tmap, keep);
       auto hwc = hw.to(torch::Device(torch::kCUDA, 0));
+      HybridWeight hwi = hw;  // with the prefill image: v7 reads it by descriptor (SS) instead of hwc's blob (RS)
+      hybrid_add_prefill_image(hwi);
+      hwi = hwi.to(torch::Device(torch::kCUDA, 0));
       // Both sides of each auto-dispatch cut; 4096: several units per cluster in v7's persistent loop (2900 rows).
       for (int64_t M : {1, 16, 64, 65, 128, 129, 700, 4096}) {
         auto x = random_weight(M, c.K, c.dt, gen);
         auto want = hybrid_linear_ref(x, hw).to(torch::kFloat64);
         for (const char* opts :
              {"plain", "pdl", "cluster", "pdl+cluster", "workspace", "pdl+workspace", "rows", "pdl+rows", "batched",
-              "pdl+rows+batched", "onebatch", "pdl+rows+onebatch", "sharex"}) {
-          set_hybrid_kernel_options(parse_hybrid_kernel_options(opts));
-          auto got = hybrid_linear(x.to(torch::kCUDA), hwc).cpu().to(torch::kFloat64);
-          const std::string at = std::string(opts) + " N=" + std::to_string(c.N) + " K=" + std::to_string(c.K) +
+              "pdl+rows+batched", "onebatch", "pdl+rows+onebatch", "sharex", "sharex+image"}) {
+          const std::string o(opts);
+          const bool image = o == "sharex+image";  // not an option string: sharex on the weight with the image
+          set_hybrid_kernel_options(parse_hybrid_kernel_options(image ? "sharex" : o));
+          auto got = hybrid_linear(x.to(torch::kCUDA), image ? hwi : hwc).cpu().to(torch::kFloat64);
+          const std::string at = o + " N=" + std::to_string(c.N) + " K=" + std::to_string(c.K) +
                                  " M=" + std::to_string(M) + " f=" + std::to_string(f);
           ASSERT_TRUE(torch::isfinite(got).all().item<bool>()) << at;
           const double err = (got - want).norm().item<double>() / want.norm().item<double>();

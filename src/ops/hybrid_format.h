@@ -228,4 +228,52 @@ inline void hybrid_unpack_raw(const uint8_t* blob, const HybridLayout& L, uint16
     }
 }
 
+// ---- prefill image (session 28): the same tiles with each 64-K slab in the wgmma-descriptor (SS) order ----
+// Why: the prefill kernel v7 reads the weight as the wgmma A operand straight from shared memory by descriptor; the
+// v1 blob's register order only feeds the RS form, which gained 0.92–1.09× where the SS form gained 1.14–1.27× over
+// v4d (docs/benchmarks/kernels.md, "Session 28"). The image has the blob's size, kinds and offsets; only the bytes
+// inside each slab move (a permutation of 32-bit words), so it is built from the blob alone, metadata included.
+// Slab of a dense tile (16 KB): 128 rows × 64 K, row r at byte 128 r, its 16-byte chunk i (8 values) at chunk
+//   i ^ (r mod 8): the 128-byte swizzle of the TMA and of wgmma's K-major descriptors.
+// Slab of a 2:4 tile (9 KB): 128 rows × 32 kept values (each 4-group's two in ascending order, as v1 keeps them), row r
+//   at byte 64 r, chunk i at i ^ ((r / 2) mod 4) (the 64-byte swizzle), then the slab's 8 metadata words per lane of
+//   v1 (group g's 128 bytes at 8192 + 128 g), which wgmma.sp takes from a register as mma.sp does.
+inline int64_t hybrid_image_dense_byte(int r, int k) {
+  return int64_t(r) * 128 + ((((k * 2) >> 4) ^ (r & 7)) << 4) + ((k * 2) & 15);
+}
+inline int64_t hybrid_image_sparse_byte(int r, int q) {  // q: compressed column 0..31
+  return int64_t(r) * 64 + ((((q * 2) >> 4) ^ ((r >> 1) & 3)) << 4) + ((q * 2) & 15);
+}
+constexpr int HYBRID_IMAGE_META_OFFSET = 128 * 32 * 2;  // 8192: after a 2:4 slab's values
+
+// Writes the image of blob (same size, L.offsets.back() bytes) into image. Needs 128 × 128 tiles.
+inline void hybrid_prefill_image_raw(const uint8_t* blob, const HybridLayout& L, uint8_t* image) {
+  const int slabs = L.tile_cols / HYBRID_SLAB_COLS, groups = L.tile_rows / HYBRID_GROUP_ROWS;
+  for (int64_t t = 0; t < int64_t(L.kinds.size()); ++t) {
+    const bool sparse = L.kinds[t] == HYBRID_TILE_SPARSE24;
+    const int unit = sparse ? HYBRID_SPARSE_UNIT_BYTES : HYBRID_DENSE_UNIT_BYTES;
+    for (int h = 0; h < slabs; ++h) {
+      const int64_t slab = L.offsets[t] + int64_t(h) * groups * unit;
+      for (int gr = 0; gr < groups; ++gr) {
+        const uint8_t* u = blob + slab + int64_t(gr) * unit;
+        uint8_t* o = image + slab;
+        if (!sparse) {
+          for (int word = 0; word < HYBRID_DENSE_UNIT_BYTES / 4; ++word) {
+            int r, k;
+            hybrid_dense_word_coords(word, &r, &k);
+            std::memcpy(o + hybrid_image_dense_byte(16 * gr + r, k), u + 4 * word, 4);
+          }
+          continue;
+        }
+        for (int word = 0; word < HYBRID_SPARSE_VALUE_BYTES / 4; ++word) {
+          int r, c;
+          hybrid_sparse_word_coords(word, &r, &c);
+          std::memcpy(o + hybrid_image_sparse_byte(16 * gr + r, 2 * c), u + 4 * word, 4);
+        }
+        std::memcpy(o + HYBRID_IMAGE_META_OFFSET + 128 * gr, u + HYBRID_SPARSE_VALUE_BYTES, 128);
+      }
+    }
+  }
+}
+
 }  // namespace patchllm

@@ -151,13 +151,13 @@ cudaError_t launch_prefill_sk(const void* x, const hp::Params& p, int grid, cuda
 }
 // Persistent 2-CTA-cluster prefill (hybrid_prefill.cuh v7): as many clusters as are resident at once (queried once
 // per process, as the shared-memory attribute), at most one per unit.
-template <bool BF16>
+template <bool BF16, bool SS>
 cudaError_t launch_prefill_cl(const void* x, const hp::Params& p, cudaStream_t stream) {
-  auto kernel = hp::hybrid_prefill_cl_kernel<BF16>;
+  auto kernel = hp::hybrid_prefill_cl_kernel<BF16, SS>;
   CUtensorMap map;
   cudaError_t e = hp::encode_x_map<hp::CL_TOKENS_PER_CTA, BF16>(&map, x, p);
   if (e != cudaSuccess) return e;
-  e = allow_dynamic_smem<hp::hybrid_prefill_cl_kernel<BF16>>(hp::CL_SMEM);
+  e = allow_dynamic_smem<hp::hybrid_prefill_cl_kernel<BF16, SS>>(hp::CL_SMEM);
   if (e != cudaSuccess) return e;
   cudaLaunchConfig_t cfg{};
   cudaLaunchAttribute attr[1] = {cluster_attr(hp::CL_CTAS)};
@@ -324,7 +324,8 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
     r.status = HYBRID_ERR_SHAPE;
     return r;
   }
-  if (a.K % 8 != 0 || !aligned16(a.x) || !aligned16(a.blob) || !aligned16(a.workspace)) {
+  if (a.K % 8 != 0 || !aligned16(a.x) || !aligned16(a.blob) || !aligned16(a.workspace) ||
+      !aligned16(a.prefill_image)) {
     r.status = HYBRID_ERR_ALIGN;
     return r;
   }
@@ -436,7 +437,12 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
       return r;
     }
     if (a.prefill_schedule == 3) {  // v7: persistent, 2-CTA clusters sharing x (256 tokens per unit)
-      cudaError_t e = a.bf16 ? launch_prefill_cl<true>(a.x, p, stream) : launch_prefill_cl<false>(a.x, p, stream);
+      const bool ss = a.prefill_image != nullptr;
+      if (ss) p.blob = a.prefill_image;  // same offsets, slabs in the descriptor order
+      cudaError_t e = a.bf16 ? (ss ? launch_prefill_cl<true, true>(a.x, p, stream)
+                                   : launch_prefill_cl<true, false>(a.x, p, stream))
+                             : (ss ? launch_prefill_cl<false, true>(a.x, p, stream)
+                                   : launch_prefill_cl<false, false>(a.x, p, stream));
       if (e != cudaSuccess) {
         r.status = HYBRID_ERR_CUDA;
         r.cuda_error = int(e);

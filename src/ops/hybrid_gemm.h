@@ -39,6 +39,9 @@ struct HybridGemmArgs {
                                   // SM, equal shares of (tile, 64-K slab) units, split tiles reduced in the workspace),
                                   // 3 = v7: persistent 2-CTA clusters sharing x by TMA multicast (256 tokens per
                                   // unit; prefill_bn and prefill_batched ignored; session 28)
+  const uint8_t* prefill_image = nullptr;  // prefill_schedule 3: the blob's prefill image (hybrid_format.h), read as
+                                           // the wgmma A operand by descriptor (SS); null = the blob through
+                                           // registers (RS)
   bool prefill_batched = false;   // wgmma prefill, v4i: one wgmma group per slab, so wait_group 1 overlaps a
                                   // warpgroup's consecutive slabs (v4d's predicated block makes each wgmma its own
                                   // group). Same results bit for bit. Opt-in: on the H100 it moves v4d by -10% … +4%

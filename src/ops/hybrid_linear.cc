@@ -87,8 +87,22 @@ HybridWeight HybridWeight::to(torch::Device device) const {
   out.data = data.to(device);
   out.tile_kinds = tile_kinds.to(device);
   out.tile_offsets = tile_offsets.to(device);
+  if (prefill_image.defined()) out.prefill_image = prefill_image.to(device);
   out.workspace = std::make_shared<torch::Tensor>();
   return out;
+}
+
+void hybrid_add_prefill_image(HybridWeight& hw) {
+  const HybridLayout& L = hw.layout;
+  PATCHLLM_CHECK(L.tile_rows == 128 && L.tile_cols == 128, InvalidArgument,
+                 "hybrid_add_prefill_image: needs 128x128 tiles, weight has ", L.tile_rows, "x", L.tile_cols);
+  PATCHLLM_CHECK(hw.data.defined() && hw.data.numel() == (L.offsets.empty() ? 0 : L.offsets.back()), FormatError,
+                 "hybrid_add_prefill_image: packed data has ", hw.data.defined() ? hw.data.numel() : 0,
+                 " bytes but the layout needs ", L.offsets.empty() ? 0 : L.offsets.back());
+  torch::Tensor blob = hw.data.to(torch::kCPU).contiguous();
+  torch::Tensor image = torch::empty_like(blob);
+  hybrid_prefill_image_raw(blob.data_ptr<uint8_t>(), L, image.data_ptr<uint8_t>());
+  hw.prefill_image = image.to(hw.data.device());
 }
 
 HybridWeight hybrid_pack(const torch::Tensor& weight, const torch::Tensor& tile_is_sparse,
@@ -194,6 +208,7 @@ torch::Tensor hybrid_linear(const torch::Tensor& x, const HybridWeight& hw) {
   a.decode_warps = ko.row_split ? 4 : 0;
   a.prefill_batched = ko.prefill_batched;
   if (ko.prefill_sharex) a.prefill_schedule = 3;
+  if (ko.prefill_sharex && hw.prefill_image.defined()) a.prefill_image = hw.prefill_image.data_ptr<uint8_t>();
   if (ko.one_batch) a.decode_variant = 2;
 #ifdef PATCHLLM_HAVE_TORCH_CUDA
   a.stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();

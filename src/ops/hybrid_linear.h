@@ -18,13 +18,16 @@ struct HybridWeight {
   torch::ScalarType dtype = torch::kBFloat16;  // kBFloat16 or kHalf
   HybridLayout layout;         // host copy of the geometry, kinds and offsets
   int version = HYBRID_FORMAT_VERSION;
+  // Optional prefill image (hybrid_format.h, hybrid_add_prefill_image): data's slabs in the wgmma-descriptor order,
+  // same size and offsets, same device. Where present, the prefill kernel v7 (option sharex) reads it instead.
+  torch::Tensor prefill_image;
   // CUDA workspace (split row-block partials + counters), grown on demand; one stream at a time per weight.
   std::shared_ptr<torch::Tensor> workspace = std::make_shared<torch::Tensor>();
 
   int64_t out_features() const { return layout.rows; }
   int64_t in_features() const { return layout.cols; }
   torch::Device device() const { return data.device(); }
-  HybridWeight to(torch::Device device) const;  // copy of data/kinds/offsets on device (new workspace)
+  HybridWeight to(torch::Device device) const;  // copy of data/kinds/offsets (and image) on device (new workspace)
   double sparse_tile_fraction() const;
 };
 
@@ -32,6 +35,9 @@ struct HybridWeight {
 // exactly 2 of every 4 consecutive K elements kept inside 2:4 tiles (ignored in dense tiles). Packs on the CPU.
 HybridWeight hybrid_pack(const torch::Tensor& weight, const torch::Tensor& tile_is_sparse,
                          const torch::Tensor& keep_mask, int tile_rows = 128, int tile_cols = 128);
+// Adds hw.prefill_image, built on the CPU from hw.data and put on hw's device: as many bytes again as the weight,
+// for v7's faster prefill (1.14–1.27× v4d where the v1 blob gives 0.92–1.09×, H100, session 28). Needs 128×128 tiles.
+void hybrid_add_prefill_image(HybridWeight& hw);
 // Dense [N, K] weight the packed one represents: dense tiles as stored, 2:4 tiles with pruned entries exactly +0.
 torch::Tensor hybrid_unpack(const HybridWeight& hw);
 // Reference: unpack, fp32 GEMM, cast to x's dtype. x: [..., K] -> [..., N]. The oracle for the kernels.

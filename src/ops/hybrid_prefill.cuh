@@ -728,6 +728,9 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sk_kernel(const __g
 //   one. The epilogue has its own buffer, half a tile (34 KB) beside four 48 KB stages, stored in two passes.
 // - Each unit's first wgmma has scale-d 0 (the accumulators' old values ignored, as CUTLASS does), instead of a
 //   zeroing loop between units.
+// - SS (with the prefill image, hybrid_format.h): the weight is the wgmma A operand from shared memory by descriptor,
+//   not through ld.shared and registers (session 27's v6b). Only with it do the clusters pay: 1.14–1.27× v4d at
+//   f ≥ 0.9, against 0.92–1.09× with the v1 blob (RS).
 // The wgmmas per slab are v4d's in the same order, so outputs are v4d's bit for bit. Measured: kernels.md,
 // "Session 28".
 constexpr int CL_BN = 256, CL_STAGES = 4, CL_OT_TOK = 128;
@@ -761,7 +764,7 @@ __device__ __forceinline__ void mbar_arrive_cta(uint64_t* bar, uint32_t rank) {
                : "memory");
 }
 
-// v4i's slab blocks (PATCHLLM_WGD / PATCHLLM_WGS at N = 256) with the first wgmma's scale-d from %146 (0: start).
+// RS: v4i's slab blocks (PATCHLLM_WGD / PATCHLLM_WGS at N = 256) with the first wgmma's scale-d from %146 (0: start).
 // Operands: 128 accumulators, the 16 A registers %128–%143, the B descriptor %144, metadata %145, accumulate %146.
 #define PATCHLLM_CL_K16(TY, A, DESC, P) \
   "wgmma.mma_async.sync.aligned.m64n256k16.f32." TY "." TY " " PATCHLLM_WG_D128 ", " A ", " DESC ", " P ", 1, 1, 0;"
@@ -779,6 +782,54 @@ __device__ __forceinline__ void mbar_arrive_cta(uint64_t* bar, uint32_t rank) {
   "{ .reg .pred p, z; .reg .b64 d2;" PATCHLLM_CL_PRED "add.s64 d2, %144, 4;"                                   \
   PATCHLLM_CL_K32(TY, "{%128, %129, %130, %131}", "%144", "0", "z")                                            \
   PATCHLLM_CL_K32(TY, "{%132, %133, %134, %135}", "d2", "1", "p") "wgmma.commit_group.sync.aligned; }"
+// The SS form (session 27's v6b): A from the prefill image by descriptor. Operands: 128 accumulators, the A
+// descriptor %128 (k16 / k32 step at +32 B), the B descriptor %129 (+32 B dense, +64 B 2:4), metadata %130,
+// accumulate %131.
+#define PATCHLLM_CL_SS_PRED "setp.ne.b32 p, 1, 0; setp.ne.b32 z, %131, 0;"
+#define PATCHLLM_CL_SS_K16(TY, A, B, P) \
+  "wgmma.mma_async.sync.aligned.m64n256k16.f32." TY "." TY " " PATCHLLM_WG_D128 ", " A ", " B ", " P ", 1, 1, 0, 0;"
+#define PATCHLLM_CL_SS_K32(TY, A, B, SEL, P)                                                                   \
+  "wgmma.mma_async.sp.sync.aligned.m64n256k32.f32." TY "." TY " " PATCHLLM_WG_D128 ", " A ", " B ", %130, " SEL  \
+  ", " P ", 1, 1, 0, 0;"
+#define PATCHLLM_CL_SS_DENSE(TY)                                                                               \
+  "{ .reg .pred p, z; .reg .b64 a1, a2, a3, b1, b2, b3;" PATCHLLM_CL_SS_PRED                                   \
+  "add.s64 a1, %128, 2; add.s64 a2, %128, 4; add.s64 a3, %128, 6;"                                             \
+  "add.s64 b1, %129, 2; add.s64 b2, %129, 4; add.s64 b3, %129, 6;"                                             \
+  PATCHLLM_CL_SS_K16(TY, "%128", "%129", "z") PATCHLLM_CL_SS_K16(TY, "a1", "b1", "p")                          \
+  PATCHLLM_CL_SS_K16(TY, "a2", "b2", "p") PATCHLLM_CL_SS_K16(TY, "a3", "b3", "p")                              \
+  "wgmma.commit_group.sync.aligned; }"
+#define PATCHLLM_CL_SS_SPARSE(TY)                                                                              \
+  "{ .reg .pred p, z; .reg .b64 a1, b2;" PATCHLLM_CL_SS_PRED "add.s64 a1, %128, 2; add.s64 b2, %129, 4;"       \
+  PATCHLLM_CL_SS_K32(TY, "%128", "%129", "0", "z") PATCHLLM_CL_SS_K32(TY, "a1", "b2", "1", "p")                \
+  "wgmma.commit_group.sync.aligned; }"
+template <bool BF16>
+__device__ __forceinline__ void wgmma_slab_start_ss(float (&d)[128], uint64_t adesc, uint64_t bdesc, uint32_t meta,
+                                                    bool sparse, uint32_t accumulate) {
+#ifdef PATCHLLM_HAVE_WGMMA
+  if (__any_sync(0xffffffffu, sparse)) {
+    if constexpr (BF16)
+      asm volatile(PATCHLLM_CL_SS_SPARSE("bf16")
+                   : PATCHLLM_WG_ACC128(d) : "l"(adesc), "l"(bdesc), "r"(meta), "r"(accumulate));
+    else
+      asm volatile(PATCHLLM_CL_SS_SPARSE("f16")
+                   : PATCHLLM_WG_ACC128(d) : "l"(adesc), "l"(bdesc), "r"(meta), "r"(accumulate));
+  } else {
+    if constexpr (BF16)
+      asm volatile(PATCHLLM_CL_SS_DENSE("bf16")
+                   : PATCHLLM_WG_ACC128(d) : "l"(adesc), "l"(bdesc), "r"(meta), "r"(accumulate));
+    else
+      asm volatile(PATCHLLM_CL_SS_DENSE("f16")
+                   : PATCHLLM_WG_ACC128(d) : "l"(adesc), "l"(bdesc), "r"(meta), "r"(accumulate));
+  }
+#else
+  (void)d, (void)adesc, (void)bdesc, (void)meta, (void)sparse, (void)accumulate;
+#endif
+}
+// K-major, 64-byte swizzle (a 2:4 slab of the prefill image: rows of 32 kept values), 8-row groups 512 B apart.
+__device__ __forceinline__ uint64_t desc_sw64(uint32_t saddr) {
+  return uint64_t((saddr & 0x3FFFF) >> 4) | (uint64_t(1) << 16) | (uint64_t(512 >> 4) << 32) | (uint64_t(2) << 62);
+}
+
 template <bool BF16>
 __device__ __forceinline__ void wgmma_slab_start(float (&d)[128], const uint4 (&a)[4], uint64_t desc, uint32_t meta,
                                                  bool sparse, uint32_t accumulate) {
@@ -805,7 +856,8 @@ constexpr int CL_CTAS = 2;
 constexpr int CL_TOKENS_PER_CTA = CL_BN / CL_CTAS;
 __host__ __device__ constexpr int cl_units(int RB, int M) { return (RB + 1) / 2 * ((M + CL_BN - 1) / CL_BN); }
 
-template <bool BF16>
+// SS: p.blob is the prefill image and the weight is the A operand by descriptor; else the v1 blob through registers.
+template <bool BF16, bool SS>
 __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_cl_kernel(const __grid_constant__ CUtensorMap xmap,
                                                                        const Params p) {
 #ifdef PATCHLLM_HAVE_WGMMA
@@ -879,15 +931,24 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_cl_kernel(const __g
         const bool sparse = !pad && __ldg(p.kinds + tbase + (s >> 1)) != 0;
         hg::mbar_wait(&full[st], uint32_t(ph));
         const uint8_t* stage = smem + st * STAGE;
-        // v4d's branch-free loads: the registers a slab's kind does not use come from inside the stage, ignored.
-        const uint8_t* unit =
-            stage + X_BYTES + grp * (sparse ? HYBRID_SPARSE_UNIT_BYTES : HYBRID_DENSE_UNIT_BYTES);
+        const uint8_t* w = stage + X_BYTES;
+        if constexpr (SS) {
+          meta = lds32(w + HYBRID_IMAGE_META_OFFSET + grp * 128 + lane * 4);  // (dense: read, unused)
+          const uint64_t adesc = sparse ? desc_sw64(hg::smem_addr(w) + c * 64 * 64)
+                                        : desc_sw128(hg::smem_addr(w) + c * 64 * 128);
+          fence_acc(d);
+          wg_fence();
+          wgmma_slab_start_ss<BF16>(d, adesc, desc_sw128(hg::smem_addr(stage)), meta, sparse, s > 0);
+        } else {
+          // v4d's branch-free loads: the registers a slab's kind does not use come from inside the stage, ignored.
+          const uint8_t* unit = w + grp * (sparse ? HYBRID_SPARSE_UNIT_BYTES : HYBRID_DENSE_UNIT_BYTES);
 #pragma unroll
-        for (int j = 0; j < 4; ++j) a[j] = lds128(unit + j * 512 + lane * 16);
-        meta = lds32(unit + HYBRID_SPARSE_VALUE_BYTES + lane * 4);
-        fence_acc(d);
-        wg_fence();
-        wgmma_slab_start<BF16>(d, a, desc_sw128(hg::smem_addr(stage)), meta, sparse, s > 0);
+          for (int j = 0; j < 4; ++j) a[j] = lds128(unit + j * 512 + lane * 16);
+          meta = lds32(unit + HYBRID_SPARSE_VALUE_BYTES + lane * 4);
+          fence_acc(d);
+          wg_fence();
+          wgmma_slab_start<BF16>(d, a, desc_sw128(hg::smem_addr(stage)), meta, sparse, s > 0);
+        }
         wg_wait<1>();
         fence_acc(d);
         if (pending >= 0) release(pending);
