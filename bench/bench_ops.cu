@@ -282,6 +282,13 @@ int main(int argc, char** argv) {
       const size_t hb = H.blob.size();
       const int hrot = int(std::max<int64_t>(2, ((400ll << 20) + int64_t(hb) - 1) / int64_t(hb)));
       std::vector<void*> blobs = replicate(H.blob.data(), hb, hrot);
+      std::vector<void*> images;  // prefill mode: the blob's prefill image for v7's SS form, rotated the same way
+      if (prefill) {
+        std::vector<uint8_t> image(hb);
+        hybrid_prefill_image_raw(H.blob.data(), H.layout, image.data());
+        images = replicate(image.data(), hb, hrot);
+      }
+      bool use_image = false;
       HybridGemmArgs a;
       a.x = x;
       a.y = y;
@@ -344,6 +351,7 @@ int main(int argc, char** argv) {
         return time_launches(
             [&](int i) {
               a.blob = static_cast<uint8_t*>(blobs[i]);
+              a.prefill_image = use_image ? static_cast<uint8_t*>(images[i]) : nullptr;
               HybridLaunchResult r = hybrid_gemm_launch(a);
               if (r.status != HYBRID_OK) {
                 std::fprintf(stderr, "hybrid launch failed: %s\n", hybrid_status_string(r.status));
@@ -430,6 +438,13 @@ int main(int argc, char** argv) {
             add_row("hybrid-sk", time_hybrid());
             a.prefill_schedule = 0;
           }
+          // v7: persistent 2-CTA clusters sharing x, on the prefill image (SS) and on the v1 blob (RS)
+          a.prefill_schedule = 3;
+          use_image = true;
+          add_row("hybrid-v7", time_hybrid("hybrid-v7"));
+          use_image = false;
+          add_row("hybrid-v7rs", time_hybrid());
+          a.prefill_schedule = 0;
           a.kernel = 0;
           if (M <= 2048) {  // the split-K mma.sync/mma.sp kernel: what sm_8x runs for every M (timed here on sm_90)
             a.kernel = 2;
@@ -449,6 +464,7 @@ int main(int argc, char** argv) {
         }
       }
       free_all(blobs);
+      free_all(images);
       cudaFree(kinds);
       cudaFree(offs);
     }
