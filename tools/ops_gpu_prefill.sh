@@ -15,30 +15,32 @@ EXTRA=$(cusparselt_flags)
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem --format=csv,noheader | tee "$OUT/checks.txt"
 T0=$SECONDS
 $NVCC -Xptxas -v -c src/ops/hybrid_gemm.cu -o /tmp/hg.o >"$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -20; exit 1; }
-[ "${SKIP_CHECKS:-0}" = 1 ] || $NVCC dev/kernels/hybrid_gemm.cu /tmp/hg.o -lcublas -o /tmp/hg_dev >>"$OUT/build.log" 2>&1 &
+SKIP=${SKIP_CHECKS:-0}
+[ "$SKIP" = 1 ] || $NVCC dev/kernels/hybrid_gemm.cu /tmp/hg.o -lcublas -o /tmp/hg_dev >>"$OUT/build.log" 2>&1 &
 $NVCC bench/bench_ops.cu /tmp/hg.o -lcublas $EXTRA -o /tmp/bench_ops >>"$OUT/build.log" 2>&1 &
 wait
-{ [ -x /tmp/hg_dev ] || [ "${SKIP_CHECKS:-0}" = 1 ]; } && [ -x /tmp/bench_ops ] || { tail -20 "$OUT/build.log"; exit 1; }
+{ [ -x /tmp/hg_dev ] || [ "$SKIP" = 1 ]; } && [ -x /tmp/bench_ops ] || { tail -20 "$OUT/build.log"; exit 1; }
 grep -A2 -E "prefill_(sk_)?kernel" "$OUT/build.log" | grep -E "registers|spill" | sort | uniq -c
 grep -cE "C7514|C7520" "$OUT/build.log" | sed 's/^/wgmma serialised (C7514, C7520) messages: /'  # want 0
 echo "build ${SECONDS}s"
 # All check logs in one file ($OUT brings back at most 8 files).
-[ "${SKIP_CHECKS:-0}" = 1 ] && echo "checks skipped (SKIP_CHECKS=1)" | tee -a "$OUT/checks.txt"
-for tool in $([ "${SKIP_CHECKS:-0}" = 1 ] || echo memcheck racecheck synccheck); do
+[ "$SKIP" = 1 ] && echo "checks skipped (SKIP_CHECKS=1)" | tee -a "$OUT/checks.txt"
+for tool in $([ "$SKIP" = 1 ] || echo memcheck racecheck synccheck); do
   timeout 60 compute-sanitizer --tool $tool /tmp/hg_dev small >/tmp/san.txt 2>&1
   echo "compute-sanitizer $tool rc=$? :: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|validation:' /tmp/san.txt | tr '\n' ' ')" \
     | tee -a "$OUT/checks.txt"
   grep -E "FAIL|launch failed|Invalid|Race|hazard" /tmp/san.txt | head -4 | tee -a "$OUT/checks.txt"
 done
 rc=0
-[ "${SKIP_CHECKS:-0}" = 1 ] || { timeout 300 /tmp/hg_dev validate >/tmp/validate.txt 2>&1; rc=$?; }
+[ "$SKIP" = 1 ] || { timeout 300 /tmp/hg_dev validate >/tmp/validate.txt 2>&1; rc=$?; }
 touch /tmp/validate.txt
 cat /tmp/validate.txt >>"$OUT/checks.txt"
 echo "validate rc=$rc ($((SECONDS - T0))s)"
 grep -E "FAIL|validation:|launch failed" /tmp/validate.txt | head -12
 [ $rc -eq 0 ] || exit 1
 [ "${1:-}" = "--check-only" ] && exit 0
-timeout $((${BUDGET:-560} - (SECONDS - T0))) /tmp/bench_ops --prefill "$@" --out "$OUT/bench_prefill" >"$OUT/bench_summary.md" 2>"$OUT/bench.log"
+timeout $((${BUDGET:-560} - (SECONDS - T0))) /tmp/bench_ops --prefill "$@" --out "$OUT/bench_prefill" \
+  >"$OUT/bench_summary.md" 2>"$OUT/bench.log"
 echo "bench rc=$? ($((SECONDS - T0))s)"
 grep -E "VALIDATION|cuSPARSELt" "$OUT/bench.log" | head -10
 python3 - "$OUT/bench_prefill.json" <<'PY'

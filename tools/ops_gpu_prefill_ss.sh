@@ -16,8 +16,8 @@ $NVCC -Xptxas -v dev/kernels/prefill_ss.cu -lcublas -o /tmp/prefill_ss >/tmp/bui
 B1=$!
 B2=
 if [ "${HG_RACECHECK:-0}" = 1 ]; then
-  { $NVCC -c src/ops/hybrid_gemm.cu -o /tmp/hg.o && $NVCC dev/kernels/hybrid_gemm.cu /tmp/hg.o -lcublas -o /tmp/hg_dev; } \
-    >/tmp/build_hg.log 2>&1 &
+  { $NVCC -c src/ops/hybrid_gemm.cu -o /tmp/hg.o &&
+    $NVCC dev/kernels/hybrid_gemm.cu /tmp/hg.o -lcublas -o /tmp/hg_dev; } >/tmp/build_hg.log 2>&1 &
   B2=$!
 fi
 wait $B1 || { grep -E "error" /tmp/build_ss.log | head -20; exit 1; }

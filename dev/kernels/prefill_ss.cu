@@ -63,15 +63,12 @@ enum : int { V6_TMA = 0, V6_BLOB = 1, V6_META_CONST = 2, V6_BLOB_GROUPED = 3 };
 inline int swz128(int r, int k) { return r * 128 + ((((k * 2) >> 4) ^ (r & 7)) << 4) + (k * 2 & 15); }
 inline int swz64(int r, int k) { return r * 64 + ((((k * 2) >> 4) ^ ((r >> 1) & 3)) << 4) + (k * 2 & 15); }
 
-// K-major, 64-byte swizzle (the compressed weight's TMA box): rows of 64 B, 8-row groups 512 B apart.
-__device__ __forceinline__ uint64_t desc_sw64(uint32_t saddr) {
-  return uint64_t((saddr & 0x3FFFF) >> 4) | (uint64_t(1) << 16) | (uint64_t(512 >> 4) << 32) | (uint64_t(2) << 62);
-}
+using hp::desc_sw64;  // K-major, 64-byte swizzle (the compressed weight's TMA box)
 
 // One 64-K slab, both operands from shared memory: 4 × wgmma k16 (dense; A and B descriptors + 32 B per step) or
 // 2 × wgmma.sp k32 (2:4; A + 32 B, B + 64 B per step, sparsity selector 0 / 1 as in v4d). Each line under the guard
-// G ("@ds " / "@ss ", or "" where a branch picks the block); P0 = the first wgmma's scale-d predicate. Operands: 128 accumulators, A descriptor %128,
-// B descriptor %129, metadata %130 (v6: sparse %131).
+// G ("@ds " / "@ss ", or "" where a branch picks the block); P0 = the first wgmma's scale-d predicate. Operands:
+// 128 accumulators, A descriptor %128, B descriptor %129, metadata %130 (v6: sparse %131).
 #define V6_DESCS                                                                                                   \
   "add.s64 a1, %128, 2; add.s64 a2, %128, 4; add.s64 a3, %128, 6;"                                                 \
   "add.s64 b1, %129, 2; add.s64 b2, %129, 4; add.s64 b3, %129, 6;"
@@ -89,8 +86,8 @@ __device__ __forceinline__ uint64_t desc_sw64(uint32_t saddr) {
 // them, C7520).
 #define V6_SS(TY)                                                                                                  \
   "{ .reg .pred p, ds, ss; .reg .b64 a1, a2, a3, b1, b2, b3;"                                                      \
-  "setp.ne.b32 p, 1, 0; setp.ne.b32 ss, %131, 0; setp.eq.b32 ds, %131, 0;" V6_DESCS V6_DENSE4("@ds ", TY, "p")          \
-  V6_SPARSE2("@ss ", TY, "p") " }"
+  "setp.ne.b32 p, 1, 0; setp.ne.b32 ss, %131, 0; setp.eq.b32 ds, %131, 0;" V6_DESCS                            \
+  V6_DENSE4("@ds ", TY, "p") V6_SPARSE2("@ss ", TY, "p") " }"
 
 __device__ __forceinline__ void wgmma_slab_ss(float (&d)[128], uint64_t adesc, uint64_t bdesc, uint32_t meta,
                                               uint32_t sparse) {
@@ -106,8 +103,8 @@ __device__ __forceinline__ void wgmma_slab_ss(float (&d)[128], uint64_t adesc, u
 // group, so wait_group 1 keeps the previous slab's wgmmas in flight instead of an empty group. The session-27 profile
 // found v6 and v4d issuing 1.5 wgmma per cuSPARSELt one, with twice its fixed-latency stalls.
 #define V6_SS_DENSE(TY)                                                                                            \
-  "{ .reg .pred p; .reg .b64 a1, a2, a3, b1, b2, b3; setp.ne.b32 p, 1, 0;" V6_DESCS V6_DENSE4("", TY, "p")              \
-  "wgmma.commit_group.sync.aligned; }"
+  "{ .reg .pred p; .reg .b64 a1, a2, a3, b1, b2, b3; setp.ne.b32 p, 1, 0;" V6_DESCS                              \
+  V6_DENSE4("", TY, "p") "wgmma.commit_group.sync.aligned; }"
 #define V6_SS_SPARSE(TY)                                                                                           \
   "{ .reg .pred p; .reg .b64 a1, b2; setp.ne.b32 p, 1, 0; add.s64 a1, %128, 2; add.s64 b2, %129, 4;"               \
   V6_SPARSE2("", TY, "p") "wgmma.commit_group.sync.aligned; }"
@@ -450,7 +447,8 @@ int run_case(int64_t N, int64_t K, int64_t M, double f) {
   for (int i = 0; i < NL; ++i) std::printf(",%.1f", us[i]);
   std::printf(",%d\n", int(ok));
   cublasDestroy(h);
-  for (void* q : {(void*)blob, (void*)blob2, (void*)image, (void*)metas, (void*)kinds, (void*)offsets, (void*)wd, (void*)ws, (void*)x,
+  for (void* q : {(void*)blob, (void*)blob2, (void*)image, (void*)metas, (void*)kinds, (void*)offsets, (void*)wd,
+                  (void*)ws, (void*)x,
                   (void*)y})
     cudaFree(q);
   return ok ? 0 : 1;

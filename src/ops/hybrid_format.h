@@ -230,7 +230,7 @@ inline void hybrid_unpack_raw(const uint8_t* blob, const HybridLayout& L, uint16
 
 // ---- prefill image (session 28): the same tiles with each 64-K slab in the wgmma-descriptor (SS) order ----
 // Why: the prefill kernel v7 reads the weight as the wgmma A operand straight from shared memory by descriptor; the
-// v1 blob's register order only feeds the RS form, which gained 0.92–1.09× where the SS form gained 1.14–1.27× over
+// v1 blob's register order only feeds the RS form, which gained 0.92–1.09× where the SS form gained 1.10–1.27× over
 // v4d (docs/benchmarks/kernels.md, "Session 28"). The image has the blob's size, kinds and offsets; only the bytes
 // inside each slab move (a permutation of 32-bit words), so it is built from the blob alone, metadata included.
 // Slab of a dense tile (16 KB): 128 rows × 64 K, row r at byte 128 r, its 16-byte chunk i (8 values) at chunk

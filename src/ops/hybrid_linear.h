@@ -36,7 +36,7 @@ struct HybridWeight {
 HybridWeight hybrid_pack(const torch::Tensor& weight, const torch::Tensor& tile_is_sparse,
                          const torch::Tensor& keep_mask, int tile_rows = 128, int tile_cols = 128);
 // Adds hw.prefill_image, built on the CPU from hw.data and put on hw's device: as many bytes again as the weight,
-// for v7's faster prefill (1.14–1.27× v4d where the v1 blob gives 0.92–1.09×, H100, session 28). Needs 128×128 tiles.
+// for v7's faster prefill (1.10–1.27× v4d where the v1 blob gives 0.92–1.09×, H100, session 28). Needs 128×128 tiles.
 void hybrid_add_prefill_image(HybridWeight& hw);
 // Dense [N, K] weight the packed one represents: dense tiles as stored, 2:4 tiles with pruned entries exactly +0.
 torch::Tensor hybrid_unpack(const HybridWeight& hw);

@@ -729,7 +729,7 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sk_kernel(const __g
 // - Each unit's first wgmma has scale-d 0 (the accumulators' old values ignored, as CUTLASS does), instead of a
 //   zeroing loop between units.
 // - SS (with the prefill image, hybrid_format.h): the weight is the wgmma A operand from shared memory by descriptor,
-//   not through ld.shared and registers (session 27's v6b). Only with it do the clusters pay: 1.14–1.27× v4d at
+//   not through ld.shared and registers (session 27's v6b). Only with it do the clusters pay: 1.10–1.27× v4d at
 //   f ≥ 0.9, against 0.92–1.09× with the v1 blob (RS).
 // The wgmmas per slab are v4d's in the same order, so outputs are v4d's bit for bit. Measured: kernels.md,
 // "Session 28".
