@@ -30,6 +30,9 @@
 //
 // v6b (V6_BLOB_GROUPED, session 27): v6 blob with one wgmma group per slab. × v4d on an H100: 1.04–1.09 at f = 1
 // (v6 blob 1.00–1.04 in the same run), 0.92–1.02 at f = 0.9 (kernels.md, "Session 27").
+// v7 (session 28, below): the library's hybrid_prefill_cl_kernel on the prefill image, v6b with 2-CTA clusters sharing
+// x and a persistent grid: 1.10–1.27× v4d at f ≥ 0.9; the harness also checks the library's image against the dev
+// blob built here from W and the mask (kernels.md, "Session 28").
 //
 // Build (GPU machine): nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -Isrc \
 //   -Ibench dev/kernels/prefill_ss.cu -lcublas -o /tmp/prefill_ss
@@ -223,7 +226,7 @@ cudaError_t encode_w_map(CUtensorMap* map, const void* w, int64_t rows, int64_t 
 // ---- v7 (session 28): the library's hybrid_prefill_cl_kernel, timed here beside v4d and v6b ---------------------
 // v6b made persistent, with x shared by the two CTAs of a cluster (TMA multicast), on the prefill image (SS) or the v1
 // blob (RS); design notes in hybrid_prefill.cuh. The dev versions before it (kernels.md, "Session 28", raw data
-// prefill_v7_s28_h100.txt) measured each ingredient alone: clusters without persistence 1.04–1.26× v4d, persistence
+// prefill_v7_s28_h100.txt) measured each ingredient alone: clusters without persistence 1.04–1.27× v4d, persistence
 // without clusters (CL = 1) lost, but ptxas serialised the wgmmas (C7514) of every CL = 1 instance, cause not found.
 namespace v7 {
 constexpr int BN = hp::CL_BN, CL = hp::CL_CTAS;
