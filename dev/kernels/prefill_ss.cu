@@ -60,11 +60,6 @@ constexpr int WS_BYTES = hg::TILE * hp::SLAB_K / 2 * 2;  // 2:4 slab: 128 rows �
 constexpr int META_BYTES = 8 * 32 * 4;                   // 8 16-row groups × 32 lanes × one word
 enum : int { V6_TMA = 0, V6_BLOB = 1, V6_META_CONST = 2, V6_BLOB_GROUPED = 3 };
 
-// Byte offset of element (r, k) of a slab image in shared memory: rows of 128 B (dense, 64 K) with the 16-byte chunk
-// index XORed with r mod 8, or rows of 64 B (compressed, 32 values) with it XORed with (r / 2) mod 4: the TMA's
-// 128- and 64-byte swizzles (address bits [4, 7) ^= [7, 10), or [4, 6) ^= [7, 9)).
-inline int swz128(int r, int k) { return r * 128 + ((((k * 2) >> 4) ^ (r & 7)) << 4) + (k * 2 & 15); }
-inline int swz64(int r, int k) { return r * 64 + ((((k * 2) >> 4) ^ ((r >> 1) & 3)) << 4) + (k * 2 & 15); }
 
 using hp::desc_sw64;  // K-major, 64-byte swizzle (the compressed weight's TMA box)
 
@@ -242,7 +237,7 @@ struct Launcher {
   Launcher(const void* x, const hp::Params& pp, KernelFn kern) : p(pp), k(kern) {
     BENCH_CUDA(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, hp::CL_SMEM));
     BENCH_CUDA((hp::encode_x_map<BN / CL, true>(&xmap, x, p)));  // box: this CTA's share of the tokens
-    const int units = (p.RB + CL - 1) / CL * ((p.M + BN - 1) / BN);
+    const int units = hp::cl_units(p.RB, p.M);
     cfg.blockDim = dim3(hp::THREADS);
     cfg.dynamicSmemBytes = hp::CL_SMEM;
     attr[0].id = cudaLaunchAttributeClusterDimension;
@@ -294,7 +289,8 @@ std::vector<uint8_t> compact_meta(const bench::Problem& P) {
 }
 
 // The pre-swizzled blob (V6_BLOB): v1's tile sizes and offsets, each 64-K half the shared-memory image its
-// descriptor reads (dense: swz128 of W; 2:4: swz64 of the compressed values, then the slab's 1 KB of compact_meta).
+// descriptor reads (the prefill image's swizzles, hybrid_format.h: W, or the compressed values then the slab's
+// 1 KB of compact_meta), built here from W and the mask rather than from the blob.
 std::vector<uint8_t> swizzled_blob(const bench::Problem& P, const std::vector<uint16_t>& md,
                                    const std::vector<uint16_t>& wc, const std::vector<uint8_t>& meta) {
   std::vector<uint8_t> b(P.blob.size(), 0);
@@ -309,9 +305,10 @@ std::vector<uint8_t> swizzled_blob(const bench::Problem& P, const std::vector<ui
           const int64_t row = rb * 128 + r;
           if (sparse)
             for (int q = 0; q < 32; ++q)
-              std::memcpy(o + v6::swz64(r, q), &wc[size_t(row * (P.K / 2) + k0 / 2 + q)], 2);
+              std::memcpy(o + hybrid_image_sparse_byte(r, q), &wc[size_t(row * (P.K / 2) + k0 / 2 + q)], 2);
           else
-            for (int k = 0; k < 64; ++k) std::memcpy(o + v6::swz128(r, k), &md[size_t(row * P.K + k0 + k)], 2);
+            for (int k = 0; k < 64; ++k)
+              std::memcpy(o + hybrid_image_dense_byte(r, k), &md[size_t(row * P.K + k0 + k)], 2);
         }
         if (sparse) std::memcpy(o + v6::WS_BYTES, &meta[size_t((t * 2 + h) * v6::META_BYTES)], v6::META_BYTES);
       }

@@ -92,14 +92,20 @@ HybridWeight HybridWeight::to(torch::Device device) const {
   return out;
 }
 
+// hw's blob as a contiguous CPU tensor, after checking it has the bytes its layout needs (`who` names the caller).
+static torch::Tensor cpu_blob(const HybridWeight& hw, const char* who) {
+  const HybridLayout& L = hw.layout;
+  PATCHLLM_CHECK(hw.data.defined() && hw.data.numel() == (L.offsets.empty() ? 0 : L.offsets.back()), FormatError,
+                 who, ": packed data has ", hw.data.defined() ? hw.data.numel() : 0, " bytes but the layout needs ",
+                 L.offsets.empty() ? 0 : L.offsets.back());
+  return hw.data.to(torch::kCPU).contiguous();
+}
+
 void hybrid_add_prefill_image(HybridWeight& hw) {
   const HybridLayout& L = hw.layout;
   PATCHLLM_CHECK(L.tile_rows == 128 && L.tile_cols == 128, InvalidArgument,
                  "hybrid_add_prefill_image: needs 128x128 tiles, weight has ", L.tile_rows, "x", L.tile_cols);
-  PATCHLLM_CHECK(hw.data.defined() && hw.data.numel() == (L.offsets.empty() ? 0 : L.offsets.back()), FormatError,
-                 "hybrid_add_prefill_image: packed data has ", hw.data.defined() ? hw.data.numel() : 0,
-                 " bytes but the layout needs ", L.offsets.empty() ? 0 : L.offsets.back());
-  torch::Tensor blob = hw.data.to(torch::kCPU).contiguous();
+  torch::Tensor blob = cpu_blob(hw, "hybrid_add_prefill_image");
   torch::Tensor image = torch::empty_like(blob);
   hybrid_prefill_image_raw(blob.data_ptr<uint8_t>(), L, image.data_ptr<uint8_t>());
   hw.prefill_image = image.to(hw.data.device());
@@ -150,10 +156,7 @@ HybridWeight hybrid_pack(const torch::Tensor& weight, const torch::Tensor& tile_
 
 torch::Tensor hybrid_unpack(const HybridWeight& hw) {
   const HybridLayout& L = hw.layout;
-  PATCHLLM_CHECK(hw.data.defined() && hw.data.numel() == (L.offsets.empty() ? 0 : L.offsets.back()), FormatError,
-                 "hybrid_unpack: packed data has ", hw.data.defined() ? hw.data.numel() : 0,
-                 " bytes but the layout needs ", L.offsets.empty() ? 0 : L.offsets.back());
-  torch::Tensor blob = hw.data.to(torch::kCPU).contiguous();
+  torch::Tensor blob = cpu_blob(hw, "hybrid_unpack");
   torch::Tensor w = torch::empty({L.rows, L.cols}, torch::TensorOptions().dtype(hw.dtype));
   hybrid_unpack_raw(blob.data_ptr<uint8_t>(), L, reinterpret_cast<uint16_t*>(w.data_ptr()));
   return w;
@@ -207,8 +210,10 @@ torch::Tensor hybrid_linear(const torch::Tensor& x, const HybridWeight& hw) {
   a.decode_reduction = ko.cluster_reduction ? 1 : ko.workspace_reduction ? 0 : 2;
   a.decode_warps = ko.row_split ? 4 : 0;
   a.prefill_batched = ko.prefill_batched;
-  if (ko.prefill_sharex) a.prefill_schedule = 3;
-  if (ko.prefill_sharex && hw.prefill_image.defined()) a.prefill_image = hw.prefill_image.data_ptr<uint8_t>();
+  if (ko.prefill_sharex) {
+    a.prefill_schedule = 3;
+    if (hw.prefill_image.defined()) a.prefill_image = hw.prefill_image.data_ptr<uint8_t>();
+  }
   if (ko.one_batch) a.decode_variant = 2;
 #ifdef PATCHLLM_HAVE_TORCH_CUDA
   a.stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();

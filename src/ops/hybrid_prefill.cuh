@@ -733,7 +733,11 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sk_kernel(const __g
 //   f ≥ 0.9, against 0.92–1.09× with the v1 blob (RS).
 // The wgmmas per slab are v4d's in the same order, so outputs are v4d's bit for bit. Measured: kernels.md,
 // "Session 28".
-constexpr int CL_BN = 256, CL_STAGES = 4, CL_OT_TOK = 128;
+constexpr int CL_BN = 256, CL_CTAS = 2, CL_STAGES = 4, CL_OT_TOK = 128;
+constexpr int CL_TOKENS_PER_CTA = CL_BN / CL_CTAS;  // each CTA's share of the x box (the x map's box height)
+// Row-block groups (the last one padded where RB is odd) of a cluster unit, and units (group, 256-token block).
+__host__ __device__ constexpr int cl_row_groups(int RB) { return (RB + CL_CTAS - 1) / CL_CTAS; }
+__host__ __device__ constexpr int cl_units(int RB, int M) { return cl_row_groups(RB) * ((M + CL_BN - 1) / CL_BN); }
 constexpr int CL_USED = CL_STAGES * Cfg<CL_BN>::STAGE + CL_OT_TOK * OSTR * 2 + 2 * CL_STAGES * 8;
 constexpr int CL_SMEM = 227 * 1024;  // all of it: CL_USED leaves 960 B to align the stages to 1024 (checked)
 static_assert(CL_USED <= CL_SMEM, "v7: stages + epilogue buffer exceed 227 KB");
@@ -850,12 +854,8 @@ __device__ __forceinline__ void wgmma_slab_start(float (&d)[128], const uint4 (&
 #endif
 }
 
-// Launch: 2-CTA clusters (cluster dimension attribute), grid = 2 × min(units, clusters resident at once), x map
+// Launch: 2-CTA clusters (cluster dimension attribute), grid = 2 × min(cl_units, clusters resident at once), x map
 // with a 128-token box (encode_x_map<CL_TOKENS_PER_CTA>).
-constexpr int CL_CTAS = 2;
-constexpr int CL_TOKENS_PER_CTA = CL_BN / CL_CTAS;
-__host__ __device__ constexpr int cl_units(int RB, int M) { return (RB + 1) / 2 * ((M + CL_BN - 1) / CL_BN); }
-
 // SS: p.blob is the prefill image and the weight is the A operand by descriptor; else the v1 blob through registers.
 template <bool BF16, bool SS>
 __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_cl_kernel(const __grid_constant__ CUtensorMap xmap,
@@ -869,7 +869,7 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_cl_kernel(const __g
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + CL_STAGES * STAGE + CL_OT_TOK * OSTR * 2);
   uint64_t* empty = full + CL_STAGES;
   const uint32_t rank = cluster_rank();
-  const int TB = (p.M + CL_BN - 1) / CL_BN, RBP = (p.RB + 1) / 2, units = RBP * TB;
+  const int TB = (p.M + CL_BN - 1) / CL_BN, RBP = cl_row_groups(p.RB), units = cl_units(p.RB, p.M);
   const int cid = int(blockIdx.x) / CL_CTAS, step = int(gridDim.x) / CL_CTAS;
   const int nslab = (p.K + SLAB_K - 1) / SLAB_K;  // slabs wholly past K (ragged last tile) are skipped
   const int wg = threadIdx.x >> 7, tid = threadIdx.x & 127;
