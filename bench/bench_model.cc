@@ -284,6 +284,10 @@ int main(int argc, char** argv) {
             "\"seconds\":%.2f}\n",
             f, got, now_seconds() - a);
         fuse_now();
+        // sharex reads the weights by descriptor from their prefill images: built once for all option sets
+        if (opt.device.is_cuda() &&
+            std::any_of(kopts.begin(), kopts.end(), [](const HybridKernelOptions& k) { return k.prefill_sharex; }))
+          std::fprintf(stderr, "prefill images: %lld packed linears\n", (long long)model_add_prefill_images(*model));
         for (const HybridKernelOptions& ko : kopts) {
           set_hybrid_kernel_options(ko);
           char name[64];

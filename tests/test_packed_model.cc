@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 
@@ -373,6 +374,34 @@ TEST(PackedModel, PackRandomMatchesMaskedDense) {
     auto a = m->forward(ids), b = ref->forward(ids);
     EXPECT_LE((a - b).abs().max().item<double>(), 1e-2 * b.abs().max().item<double>()) << f;
   }
+}
+
+// model_add_prefill_images (--hybrid-kernel sharex): an image on exactly the packed linears the forward runs (a
+// current fused group instead of its parts; a dense slot none), each the permutation of that linear's own blob.
+TEST(PackedModel, PrefillImagesOnTheLinearsTheForwardRuns) {
+  std::string tmp = test::temp_dir("packed_images");
+  std::string dir = test::tiny_model_write(tmp + "/m", {"LlamaForCausalLM", 256, 384, 2, 4, 2, 97, 128});
+  ModelLoadOptions bf;
+  bf.dtype = torch::kBFloat16;
+  auto m = Model::load(dir, bf);
+  model_pack_random(*m, 0.5, 3);
+  ASSERT_EQ(model_fuse_projections(*m), 4);
+  // Layer 1's v dense: its q|k|v runs unfused, so q and k get their own images and v none.
+  auto& L1 = m->layers[1];
+  L1.v = std::make_shared<Linear>(hybrid_unpack(dynamic_cast<PackedHybridLinear*>(L1.v.get())->hw), torch::Tensor());
+  auto image = [](const LinearPtr& l) { return dynamic_cast<PackedHybridLinear&>(*l).hw.prefill_image; };
+  EXPECT_EQ(model_add_prefill_images(*m), 4 + 5);  // layer 0: qkv, gate_up, o, down; layer 1: q, k, gate_up, o, down
+  EXPECT_EQ(model_add_prefill_images(*m), 0);      // built once
+  DecoderLayer& L0 = m->layers[0];
+  for (const LinearPtr* l : {&L0.qkv.linear, &L0.gate_up.linear, &L0.o, &L0.down, &L1.q, &L1.k, &L1.gate_up.linear}) {
+    const HybridWeight& hw = dynamic_cast<PackedHybridLinear&>(**l).hw;
+    ASSERT_TRUE(hw.prefill_image.defined());
+    std::vector<uint8_t> want(size_t(hw.data.numel()));
+    hybrid_prefill_image_raw(hw.data.data_ptr<uint8_t>(), hw.layout, want.data());
+    EXPECT_EQ(std::memcmp(want.data(), hw.prefill_image.data_ptr<uint8_t>(), want.size()), 0);
+  }
+  for (const LinearPtr* l : {&L0.q, &L0.k, &L0.v, &L0.gate, &L0.up}) EXPECT_FALSE(image(*l).defined());
+  EXPECT_EQ(dynamic_cast<PackedHybridLinear*>(L1.v.get()), nullptr);
 }
 
 TEST(PackedModel, Stories260KGenerateAndPpl) {

@@ -33,6 +33,7 @@ std::unique_ptr<Model> load_eval_model(const std::string& dir, const std::string
     log_info("applied masks ", masks, ": decoder-linear sparsity ", sparsity);
   }
   if (lo.device.is_cuda()) model_fuse_projections(*model);
+  add_prefill_images_for_sharex(*model, lo);
   if (mask_sparsity) *mask_sparsity = sparsity;
   return model;
 }

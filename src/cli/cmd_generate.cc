@@ -349,6 +349,7 @@ void register_generate(CLI::App& app) {
     log_info("model ", o->model, " (", model->config.architecture, ", ", model->num_parameters(), " params) on ",
              describe(lo));
     if (!o->no_fuse) model_fuse_projections(*model);
+    add_prefill_images_for_sharex(*model, lo);
     o->s.stop_ids = model->config.eos_token_ids;
     if (tok->eos_id() >= 0) o->s.stop_ids.push_back(tok->eos_id());
     if (many) {

@@ -4,7 +4,10 @@
 
 #include "core/error.h"
 #include "core/file.h"
+#include "core/log.h"
 #include "io/safetensors.h"
+#include "model/packed_linear.h"
+#include "ops/hybrid_linear.h"
 
 namespace patchllm::cli {
 
@@ -105,6 +108,12 @@ std::pair<int64_t, int64_t> parse_tile(const std::string& s, const std::string& 
 }
 
 std::string describe(const ModelLoadOptions& o) { return str(o.device.str(), " ", c10::toString(o.dtype)); }
+
+void add_prefill_images_for_sharex(Model& model, const ModelLoadOptions& o) {
+  if (!o.device.is_cuda() || !hybrid_kernel_options().prefill_sharex) return;
+  const int64_t n = model_add_prefill_images(model);
+  if (n > 0) log_info("sharex: prefill images of ", n, " packed linears (as many bytes again as their weights)");
+}
 
 void write_json(const std::string& path, const nlohmann::json& j) {
   if (path == "-") {

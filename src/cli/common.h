@@ -41,5 +41,8 @@ std::string partial_path(const std::string& out, bool resume, int64_t stop_after
 // Writes JSON to `path` atomically ("-" = stdout).
 void write_json(const std::string& path, const nlohmann::json& j);
 std::string describe(const ModelLoadOptions& o);
+// With --hybrid-kernel sharex on a CUDA model, after fusion: the prefill images of its packed linears
+// (model_add_prefill_images), so the sharex prefill kernel reads them by descriptor; logs what it built.
+void add_prefill_images_for_sharex(Model& model, const ModelLoadOptions& o);
 
 }  // namespace patchllm::cli

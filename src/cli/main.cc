@@ -33,8 +33,8 @@ int main(int argc, char** argv) {
                  "row split without k-split on every shape, not only where the default takes it), batched "
                  "(prefill: one wgmma group per slab), onebatch (decode, M <= 16: one load batch in flight per "
                  "warp, the kernels before session 24, to compare) and sharex (prefill, M > 32: v7, persistent "
-                 "2-CTA clusters sharing x; on a weight without a prefill image, which the model loader does not "
-                 "make yet, its register form, 0.92-1.09x the default)")
+                 "2-CTA clusters sharing x; generate and eval then give every packed linear a prefill image, a "
+                 "second copy of the weight in the layout its descriptors read)")
       ->check([](const std::string& v) {
         try {
           patchllm::parse_hybrid_kernel_options(v);

@@ -158,6 +158,29 @@ void model_require_dense(Model& model, const std::string& what) {
                    "`export --format hf` directory)");
 }
 
+int64_t model_add_prefill_images(Model& model) {
+  std::vector<Linear*> run;  // the linears the forward calls: a current fused group instead of its parts
+  for (DecoderLayer& L : model.layers) {
+    if (L.qkv.current({&L.q, &L.k, &L.v}))
+      run.push_back(L.qkv.linear.get());
+    else
+      run.insert(run.end(), {L.q.get(), L.k.get(), L.v.get()});
+    if (L.gate_up.current({&L.gate, &L.up}))
+      run.push_back(L.gate_up.linear.get());
+    else
+      run.insert(run.end(), {L.gate.get(), L.up.get()});
+    run.insert(run.end(), {L.o.get(), L.down.get()});
+  }
+  int64_t built = 0;
+  for (Linear* lin : run) {
+    auto* p = dynamic_cast<PackedHybridLinear*>(lin);
+    if (!p || p->hw.prefill_image.defined() || p->hw.layout.tile_rows != 128 || p->hw.layout.tile_cols != 128) continue;
+    hybrid_add_prefill_image(p->hw);
+    ++built;
+  }
+  return built;
+}
+
 double model_pack_random(Model& model, double f, uint64_t seed, c10::ScalarType dtype, int tile_rows, int tile_cols) {
   PATCHLLM_CHECK(f >= 0 && f <= 1, InvalidArgument, "2:4 tile fraction ", f, " is not in [0, 1]");
   auto slots = model.linears();

@@ -62,6 +62,12 @@ void checkpoint_require_dense(const Checkpoint& ckpt, const std::string& dir, co
 // The same for a loaded model (any PackedHybridLinear slot).
 void model_require_dense(Model& model, const std::string& what);
 
+// Adds the prefill image (hybrid_add_prefill_image) to every packed linear with 128 × 128 tiles that the forward
+// runs: a current fused q|k|v or gate|up (model_fuse_projections: call it first) instead of its parts. The prefill
+// kernel v7 (HybridKernelOptions::prefill_sharex) then reads the weight by descriptor (SS form) instead of through
+// registers. As many bytes again as those weights. Returns the number of images built.
+int64_t model_add_prefill_images(Model& model);
+
 // Packs every decoder linear of a loaded dense model in place (bench and tests): per linear a seeded random tile map
 // with round(f * tiles) 2:4 tiles and magnitude 2:4 masks inside them; weights cast to dtype. Returns the packed
 // sparse-tile fraction over all linears.
