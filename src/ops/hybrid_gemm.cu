@@ -150,14 +150,14 @@ cudaError_t launch_prefill_sk(const void* x, const hp::Params& p, int grid, cuda
   return cudaGetLastError();
 }
 // Persistent 2-CTA-cluster prefill (hybrid_prefill.cuh v7): as many clusters as are resident at once (queried once
-// per process, as the shared-memory attribute), at most one per unit.
-template <bool BF16, bool SS>
+// per process and kernel, as the shared-memory attribute), at most one per unit.
+template <bool BF16, bool SS, bool SPARSE_ONLY>
 cudaError_t launch_prefill_cl(const void* x, const hp::Params& p, cudaStream_t stream) {
-  auto kernel = hp::hybrid_prefill_cl_kernel<BF16, SS>;
+  auto kernel = hp::hybrid_prefill_cl_kernel<BF16, SS, SPARSE_ONLY>;
   CUtensorMap map;
   cudaError_t e = hp::encode_x_map<hp::CL_TOKENS_PER_CTA, BF16>(&map, x, p);
   if (e != cudaSuccess) return e;
-  e = allow_dynamic_smem<hp::hybrid_prefill_cl_kernel<BF16, SS>>(hp::CL_SMEM);
+  e = allow_dynamic_smem<hp::hybrid_prefill_cl_kernel<BF16, SS, SPARSE_ONLY>>(hp::CL_SMEM);
   if (e != cudaSuccess) return e;
   cudaLaunchConfig_t cfg{};
   cudaLaunchAttribute attr[1] = {cluster_attr(hp::CL_CTAS)};
@@ -176,6 +176,10 @@ cudaError_t launch_prefill_cl(const void* x, const hp::Params& p, cudaStream_t s
   const int64_t units = hp::cl_units(p.RB, p.M);
   cfg.gridDim = dim3(unsigned(hp::CL_CTAS * std::min<int64_t>(units, resident)));
   return cudaLaunchKernelEx(&cfg, kernel, map, p);
+}
+template <bool BF16, bool SS>
+cudaError_t launch_prefill_cl(const void* x, const hp::Params& p, bool sparse_only, cudaStream_t stream) {
+  return sparse_only ? launch_prefill_cl<BF16, SS, true>(x, p, stream) : launch_prefill_cl<BF16, SS, false>(x, p, stream);
 }
 
 // The prefill kernels as v4d or v4i (one wgmma group per slab).
@@ -439,10 +443,11 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
     if (a.prefill_schedule == 3) {  // v7: persistent, 2-CTA clusters sharing x (256 tokens per unit)
       const bool ss = a.prefill_image != nullptr;
       if (ss) p.blob = a.prefill_image;  // same offsets, slabs in the descriptor order
-      cudaError_t e = a.bf16 ? (ss ? launch_prefill_cl<true, true>(a.x, p, stream)
-                                   : launch_prefill_cl<true, false>(a.x, p, stream))
-                             : (ss ? launch_prefill_cl<false, true>(a.x, p, stream)
-                                   : launch_prefill_cl<false, false>(a.x, p, stream));
+      const bool so = a.prefill_all_sparse;
+      cudaError_t e = a.bf16 ? (ss ? launch_prefill_cl<true, true>(a.x, p, so, stream)
+                                   : launch_prefill_cl<true, false>(a.x, p, so, stream))
+                             : (ss ? launch_prefill_cl<false, true>(a.x, p, so, stream)
+                                   : launch_prefill_cl<false, false>(a.x, p, so, stream));
       if (e != cudaSuccess) {
         r.status = HYBRID_ERR_CUDA;
         r.cuda_error = int(e);

@@ -42,6 +42,9 @@ struct HybridGemmArgs {
   const uint8_t* prefill_image = nullptr;  // prefill_schedule 3: the blob's prefill image (hybrid_format.h), read as
                                            // the wgmma A operand by descriptor (SS); null = the blob through
                                            // registers (RS)
+  bool prefill_all_sparse = false;  // prefill_schedule 3: the caller's promise that every tile is 2:4; v7 then sizes
+                                    // its stages for 2:4 slabs (five of 41 KB instead of four of 48 KB). A dense
+                                    // tile under it gives wrong values (read as 2:4), never a fault
   bool prefill_batched = false;   // wgmma prefill, v4i: one wgmma group per slab, so wait_group 1 overlaps a
                                   // warpgroup's consecutive slabs (v4d's predicated block makes each wgmma its own
                                   // group). Same results bit for bit. Opt-in: on the H100 it moves v4d by -10% … +4%

@@ -213,6 +213,9 @@ torch::Tensor hybrid_linear(const torch::Tensor& x, const HybridWeight& hw) {
   if (ko.prefill_sharex) {
     a.prefill_schedule = 3;
     if (hw.prefill_image.defined()) a.prefill_image = hw.prefill_image.data_ptr<uint8_t>();
+    // every tile 2:4: stages sized for 2:4 slabs (a pass over the host kinds, small beside a prefill launch)
+    a.prefill_all_sparse = std::all_of(hw.layout.kinds.begin(), hw.layout.kinds.end(),
+                                       [](uint8_t k) { return k == HYBRID_TILE_SPARSE24; });
   }
   if (ko.one_batch) a.decode_variant = 2;
 #ifdef PATCHLLM_HAVE_TORCH_CUDA

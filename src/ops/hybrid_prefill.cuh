@@ -731,16 +731,29 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sk_kernel(const __g
 // - SS (with the prefill image, hybrid_format.h): the weight is the wgmma A operand from shared memory by descriptor,
 //   not through ld.shared and registers (session 27's v6b). Only with it do the clusters pay: 1.10–1.27× v4d at
 //   f ≥ 0.9, against 0.92–1.09× with the v1 blob (RS).
+// - Session 29: where every tile is 2:4 (HybridGemmArgs::prefill_all_sparse), stages sized for 2:4 slabs, five of
+//   41 KB instead of four of 48 KB (ClCfg): 1.11–1.18× the four-stage kernel at f = 1 on an H100; and the epilogue
+//   packs pairs and stores them transposed with stmatrix (store_pass_cl).
 // The wgmmas per slab are v4d's in the same order, so outputs are v4d's bit for bit. Measured: kernels.md,
-// "Session 28".
-constexpr int CL_BN = 256, CL_CTAS = 2, CL_STAGES = 4, CL_OT_TOK = 128;
+// "Session 28" and "Session 29".
+constexpr int CL_BN = 256, CL_CTAS = 2;
 constexpr int CL_TOKENS_PER_CTA = CL_BN / CL_CTAS;  // each CTA's share of the x box (the x map's box height)
 // Row-block groups (the last one padded where RB is odd) of a cluster unit, and units (group, 256-token block).
 __host__ __device__ constexpr int cl_row_groups(int RB) { return (RB + CL_CTAS - 1) / CL_CTAS; }
 __host__ __device__ constexpr int cl_units(int RB, int M) { return cl_row_groups(RB) * ((M + CL_BN - 1) / CL_BN); }
-constexpr int CL_USED = CL_STAGES * Cfg<CL_BN>::STAGE + CL_OT_TOK * OSTR * 2 + 2 * CL_STAGES * 8;
-constexpr int CL_SMEM = 227 * 1024;  // all of it: CL_USED leaves 960 B to align the stages to 1024 (checked)
-static_assert(CL_USED <= CL_SMEM, "v7: stages + epilogue buffer exceed 227 KB");
+constexpr int CL_SMEM = 227 * 1024;  // all of it (the stages aligned to 1024 inside, checked)
+// Stages and epilogue buffer. A stage holds the x box and the largest weight slab it may meet: 16 KB dense, so four
+// stages and a 128-token epilogue buffer. SPARSE_ONLY (every tile 2:4, the launcher's promise): 9 KB slabs, so five
+// stages of 41 KB and a 64-token buffer (four passes), as cuSPARSELt sizes its stages for 2:4 slabs.
+template <bool SPARSE_ONLY>
+struct ClCfg {
+  static constexpr int STAGE = Cfg<CL_BN>::X_BYTES + (SPARSE_ONLY ? hg::SPARSE_UNIT : hg::DENSE_UNIT);
+  static constexpr int STAGES = SPARSE_ONLY ? 5 : 4;
+  static constexpr int OT_TOK = SPARSE_ONLY ? 64 : 128;
+  static constexpr int USED = STAGES * STAGE + OT_TOK * OSTR * 2 + 2 * STAGES * 8;
+  static_assert(STAGE % 1024 == 0, "v7: stages must stay 1024-aligned (128-byte swizzle atoms)");
+  static_assert(USED <= CL_SMEM, "v7: stages + epilogue buffer exceed 227 KB");  // (alignment: checked at run time)
+};
 
 __device__ __forceinline__ uint32_t cluster_rank() {
   uint32_t r;
@@ -834,6 +847,86 @@ __device__ __forceinline__ uint64_t desc_sw64(uint32_t saddr) {
   return uint64_t((saddr & 0x3FFFF) >> 4) | (uint64_t(1) << 16) | (uint64_t(512 >> 4) << 32) | (uint64_t(2) << 62);
 }
 
+// v7's epilogue, one pass of OT tokens (accumulators d0[0, OT / 2)) through ot to y. Pairs of accumulators (one
+// weight row, two adjacent tokens) are rounded as to_half_bits does and stored transposed by stmatrix: one
+// instruction per four 8 × 8 blocks, each block row a token's eight consecutive weight rows (16 B), against eight
+// st.shared.u16 before session 29. Each token row then leaves as 16-byte stores, every load of the pass before the
+// first store. The first barrier: every consumer thread is done reading ot's previous contents.
+// Session 29 measured those stores at 8–10% of v7's time with four stages (probe PATCHLLM_CL_PROBE_NO_GSTORE), 2%
+// with five. PATCHLLM_CL_BULK_STORE (dev, off: written but never run on a GPU, no device time was left) sends each
+// token row (256 B) as one bulk copy instead, so the copy engine writes y while the consumers go on.
+template <bool BF16>
+__device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
+  if constexpr (BF16) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&h);
+  } else {
+    __half2 h = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+}
+// Each issuer waits until its bulk copies have read ot (a no-op without them).
+__device__ __forceinline__ void bulk_store_wait_read() {
+#ifdef PATCHLLM_CL_BULK_STORE
+  asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
+#endif
+}
+template <int OT, bool BF16>
+__device__ __forceinline__ void store_pass_cl(const float* d0, uint16_t* ot, const Params& p, int rb, int tok0, int c,
+                                              int w4, int lane, int ctid) {
+  bulk_store_wait_read();
+  hg::consumer_sync();
+  const int m = lane >> 3;  // the 8 × 8 block this lane addresses: tokens + 8 · (m >> 1), weight rows + 8 · (m & 1)
+  uint16_t* base = ot + (8 * (m >> 1) + (lane & 7)) * OSTR + 64 * c + 16 * w4 + 8 * (m & 1);
+#pragma unroll
+  for (int k = 0; k < OT / 16; ++k) {  // 16 tokens: d0[8k .. 8k + 7]
+    const float* e = d0 + 8 * k;
+    asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1, %2, %3, %4};" ::"r"(
+                     hg::smem_addr(base + 16 * k * OSTR)),
+                 "r"(pack_half2<BF16>(e[0], e[1])), "r"(pack_half2<BF16>(e[2], e[3])),
+                 "r"(pack_half2<BF16>(e[4], e[5])), "r"(pack_half2<BF16>(e[6], e[7]))
+                 : "memory");
+  }
+#ifdef PATCHLLM_CL_BULK_STORE
+  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");  // ot's new contents visible to the copy engine
+#endif
+  hg::consumer_sync();
+#ifdef PATCHLLM_CL_PROBE_NO_GSTORE  // dev probe (wrong results): the epilogue without writing y
+  return;
+#endif
+  const int row0 = rb * hg::TILE;
+  if ((p.N & 7) != 0 || (reinterpret_cast<uintptr_t>(p.y) & 15) != 0) {  // rows not 16-byte aligned: element-wise
+    for (int q = ctid; q < OT * 16; q += 256) {
+      const int tl = q >> 4, ch = q & 15, tok = tok0 + tl, row = row0 + 8 * ch;
+      if (tok >= p.M || row >= p.N) continue;
+      for (int e = 0; e < 8 && row + e < p.N; ++e) p.y[int64_t(tok) * p.N + row + e] = ot[tl * OSTR + 8 * ch + e];
+    }
+    return;
+  }
+#ifdef PATCHLLM_CL_BULK_STORE
+  const int tok = tok0 + ctid;
+  if (ctid < OT && tok < p.M && row0 < p.N)
+    asm volatile(
+        "cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;\n"
+        "cp.async.bulk.commit_group;" ::"l"(p.y + int64_t(tok) * p.N + row0),
+        "r"(hg::smem_addr(ot + ctid * OSTR)), "r"(uint32_t(min(hg::TILE, p.N - row0)) * 2)
+        : "memory");
+#else
+  constexpr int PER = OT * 16 / 256;  // 16-byte chunks per thread
+  uint4 v[PER];
+#pragma unroll
+  for (int i = 0; i < PER; ++i) {
+    const int q = ctid + 256 * i;
+    v[i] = *reinterpret_cast<const uint4*>(ot + (q >> 4) * OSTR + 8 * (q & 15));
+  }
+#pragma unroll
+  for (int i = 0; i < PER; ++i) {
+    const int q = ctid + 256 * i, tok = tok0 + (q >> 4), row = row0 + 8 * (q & 15);
+    if (tok < p.M && row < p.N) *reinterpret_cast<uint4*>(p.y + int64_t(tok) * p.N + row) = v[i];
+  }
+#endif
+}
+
 template <bool BF16>
 __device__ __forceinline__ void wgmma_slab_start(float (&d)[128], const uint4 (&a)[4], uint64_t desc, uint32_t meta,
                                                  bool sparse, uint32_t accumulate) {
@@ -857,14 +950,16 @@ __device__ __forceinline__ void wgmma_slab_start(float (&d)[128], const uint4 (&
 // Launch: 2-CTA clusters (cluster dimension attribute), grid = 2 × min(cl_units, clusters resident at once), x map
 // with a 128-token box (encode_x_map<CL_TOKENS_PER_CTA>).
 // SS: p.blob is the prefill image and the weight is the A operand by descriptor; else the v1 blob through registers.
-template <bool BF16, bool SS>
+template <bool BF16, bool SS, bool SPARSE_ONLY>
 __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_cl_kernel(const __grid_constant__ CUtensorMap xmap,
                                                                        const Params p) {
 #ifdef PATCHLLM_HAVE_WGMMA
-  constexpr int STAGE = Cfg<CL_BN>::STAGE, X_BYTES = Cfg<CL_BN>::X_BYTES, ACC = Cfg<CL_BN>::ACC;
+  using CC = ClCfg<SPARSE_ONLY>;
+  constexpr int STAGE = CC::STAGE, CL_STAGES = CC::STAGES, CL_OT_TOK = CC::OT_TOK;
+  constexpr int X_BYTES = Cfg<CL_BN>::X_BYTES, ACC = Cfg<CL_BN>::ACC;
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
-  if (smem + CL_USED > smem_raw + CL_SMEM) __trap();  // (the dynamic window starts 1024-aligned in practice)
+  if (smem + CC::USED > smem_raw + CL_SMEM) __trap();  // (the dynamic window starts 1024-aligned in practice)
   uint16_t* ot = reinterpret_cast<uint16_t*>(smem + CL_STAGES * STAGE);
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + CL_STAGES * STAGE + CL_OT_TOK * OSTR * 2);
   uint64_t* empty = full + CL_STAGES;
@@ -879,6 +974,16 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_cl_kernel(const __g
       hg::mbar_init(&empty[s], RELEASERS * CL_CTAS);  // every consumer warp of both CTAs: both write the stage
     }
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  if constexpr (SPARSE_ONLY) {
+    // A pad CTA's stages never get weight bytes, and it reads them as 2:4 slabs: start every stage's weight part as
+    // 0x44 bytes, so each metadata word is valid (kept pair 0, 1) until a real slab lands.
+    for (int i = threadIdx.x; i < CL_STAGES * hg::SPARSE_UNIT / 16; i += THREADS) {
+      const int sidx = i / (hg::SPARSE_UNIT / 16), off = i % (hg::SPARSE_UNIT / 16);
+      *reinterpret_cast<uint4*>(smem + sidx * STAGE + X_BYTES + off * 16) =
+          make_uint4(0x44444444u, 0x44444444u, 0x44444444u, 0x44444444u);
+    }
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");  // before the bulk copies that overwrite them
   }
   cluster_sync_all();  // the peer's multicasts and arrivals target these barriers
   auto unit_pos = [&](int u, int& rb, int& tok0) {
@@ -900,7 +1005,10 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_cl_kernel(const __g
           hg::mbar_wait(&empty[st], uint32_t(ph ^ 1));
           uint8_t* stage = smem + st * STAGE;
           const int64_t t = tbase + (s >> 1);
-          const uint32_t wbytes = pad ? 0u : __ldg(p.kinds + t) ? hg::SPARSE_UNIT : hg::DENSE_UNIT;
+          // (SPARSE_ONLY: never more than a 2:4 slab, whatever the kinds say, so a stage cannot overflow)
+          const uint32_t wbytes = pad                             ? 0u
+                                  : SPARSE_ONLY || __ldg(p.kinds + t) ? hg::SPARSE_UNIT
+                                                                      : hg::DENSE_UNIT;
           hg::mbar_expect_tx(&full[st], X_BYTES + wbytes);  // both halves of x land here
           tma_load_2d_multicast(stage + rank * (X_BYTES / CL_CTAS), &xmap, s * SLAB_K,
                                 tok0 + int(rank) * CL_TOKENS_PER_CTA, &full[st], uint16_t((1u << CL_CTAS) - 1));
@@ -928,7 +1036,8 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_cl_kernel(const __g
       const bool pad = rb >= p.RB;  // the pad CTA runs the wgmmas on whatever its stages hold, and stores nothing
       const int64_t tbase = int64_t(rb) * p.CT;
       auto slab = [&](int s, uint4 (&a)[4], uint32_t& meta) {
-        const bool sparse = !pad && __ldg(p.kinds + tbase + (s >> 1)) != 0;
+        // SPARSE_ONLY: the pad CTA too runs 2:4 wgmmas on its stale stages (valid metadata: filled at the start)
+        const bool sparse = SPARSE_ONLY || (!pad && __ldg(p.kinds + tbase + (s >> 1)) != 0);
         hg::mbar_wait(&full[st], uint32_t(ph));
         const uint8_t* stage = smem + st * STAGE;
         const uint8_t* w = stage + X_BYTES;
@@ -943,7 +1052,7 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_cl_kernel(const __g
           // v4d's branch-free loads: the registers a slab's kind does not use come from inside the stage, ignored.
           const uint8_t* unit = w + grp * (sparse ? HYBRID_SPARSE_UNIT_BYTES : HYBRID_DENSE_UNIT_BYTES);
 #pragma unroll
-          for (int j = 0; j < 4; ++j) a[j] = lds128(unit + j * 512 + lane * 16);
+          for (int j = 0; j < (SPARSE_ONLY ? 2 : 4); ++j) a[j] = lds128(unit + j * 512 + lane * 16);
           meta = lds32(unit + HYBRID_SPARSE_VALUE_BYTES + lane * 4);
           fence_acc(d);
           wg_fence();
@@ -967,16 +1076,12 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_cl_kernel(const __g
       pending = -1;
       if (!pad) {  // uniform over the CTA, so the consumer barriers inside see all 256 threads
 #pragma unroll
-        for (int h = 0; h < CL_BN / CL_OT_TOK; ++h) {
-          hg::consumer_sync();  // every consumer thread is done with ot's previous contents
-#pragma unroll
-          for (int i = 0; i < CL_OT_TOK / 2; ++i)
-            ot[ot_pos(i, c, w4, lane)] = hg::to_half_bits<BF16>(d[h * (CL_OT_TOK / 2) + i]);
-          store_rows<CL_OT_TOK>(ot, p, rb, tok0 + h * CL_OT_TOK, ctid);
-        }
+        for (int h = 0; h < CL_BN / CL_OT_TOK; ++h)
+          store_pass_cl<CL_OT_TOK, BF16>(d + h * (CL_OT_TOK / 2), ot, p, rb, tok0 + h * CL_OT_TOK, c, w4, lane, ctid);
       }
     }
   }
+  bulk_store_wait_read();  // (PATCHLLM_CL_BULK_STORE) the last copies have read ot before the shared memory goes
   cluster_sync_all();  // the peer may still multicast into, or arrive on, this CTA's stages until it is done
 #else
   (void)xmap;
