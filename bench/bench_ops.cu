@@ -440,14 +440,16 @@ int main(int argc, char** argv) {
           }
           // v7: persistent 2-CTA clusters sharing x, on the prefill image (SS) and on the v1 blob (RS)
           // (every tile 2:4: stages sized for 2:4 slabs, as the library does; the four dense-sized stages beside)
+          const bool all_sparse = std::all_of(H.layout.kinds.begin(), H.layout.kinds.end(),
+                                              [](uint8_t k) { return k == HYBRID_TILE_SPARSE24; });
           a.prefill_schedule = 3;
-          a.prefill_all_sparse = std::all_of(H.layout.kinds.begin(), H.layout.kinds.end(),
-                                             [](uint8_t k) { return k == HYBRID_TILE_SPARSE24; });
+          a.prefill_all_sparse = all_sparse;
           use_image = true;
           add_row("hybrid-v7", time_hybrid("hybrid-v7"));
-          if (a.prefill_all_sparse) {
+          if (all_sparse) {
             a.prefill_all_sparse = false;
             add_row("hybrid-v7-4st", time_hybrid());
+            a.prefill_all_sparse = true;
           }
           use_image = false;
           add_row("hybrid-v7rs", time_hybrid());
