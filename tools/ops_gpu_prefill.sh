@@ -60,6 +60,7 @@ for r in rows:
     v74 = get(r["shape"], r["M"], "hybrid-v7-4st", r["f"])  # f = 1: v7 with the four dense-sized stages
     print(f"| {r['shape']} | {r['M']} | {cu['us']:.1f} ({cu['tflops']:.0f}) | {sp(cs):.2f} | "
           f"{r['f']:.2f} | {r['us']:.1f} | {r['tflops']:.0f} | {r['speedup_vs_cublas']:.2f} | {r['ideal']:.2f} | "
-          f"{sp(b1):.2f} | {sp(b2):.2f} | {sp(v7):.2f} | {sp(v7) / sp(cs) if cs and v7 else 0:.2f} | {sp(v74) if v74 else float('nan'):.2f} | "
+          f"{sp(b1):.2f} | {sp(b2):.2f} | {sp(v7):.2f} | {sp(v7) / sp(cs) if cs and v7 else 0:.2f} | "
+          f"{sp(v74) if v74 else float('nan'):.2f} | "
           f"{sp(v7rs):.2f} |")
 PY

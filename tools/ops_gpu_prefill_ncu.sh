@@ -41,8 +41,8 @@ for c in "${CASES[@]}"; do
   IFS=: read -r word m fs <<<"$c"
   tag="${word}_${m}"
   PATCHLLM_PROFILE_MARKS=1 timeout 300 ncu --nvtx --nvtx-include "cublas/" --nvtx-include "cusparselt/" \
-    --nvtx-include "hybrid/" --nvtx-include "hybrid-v7/" --set full -f -o "$REPS/ncu_$tag" /tmp/bench_ops_ncu --prefill --shapes "$word" --ms "$m" \
-    --fs "$fs" --out /tmp/bench_ncu >"/tmp/ncu_$tag.log" 2>&1
+    --nvtx-include "hybrid/" --nvtx-include "hybrid-v7/" --set full -f -o "$REPS/ncu_$tag" /tmp/bench_ops_ncu \
+    --prefill --shapes "$word" --ms "$m" --fs "$fs" --out /tmp/bench_ncu >"/tmp/ncu_$tag.log" 2>&1
   echo "== $c: ncu rc=$? ($(grep -c '==PROF==' "/tmp/ncu_$tag.log") profiler lines)"
   ncu -i "$REPS/ncu_$tag.ncu-rep" --page raw --csv --print-units base >"$OUT/raw_$tag.csv" 2>/dev/null
   grep -E "^row |VALIDATION" "/tmp/ncu_$tag.log" | head -6

@@ -179,7 +179,8 @@ cudaError_t launch_prefill_cl(const void* x, const hp::Params& p, cudaStream_t s
 }
 template <bool BF16, bool SS>
 cudaError_t launch_prefill_cl(const void* x, const hp::Params& p, bool sparse_only, cudaStream_t stream) {
-  return sparse_only ? launch_prefill_cl<BF16, SS, true>(x, p, stream) : launch_prefill_cl<BF16, SS, false>(x, p, stream);
+  return sparse_only ? launch_prefill_cl<BF16, SS, true>(x, p, stream)
+                     : launch_prefill_cl<BF16, SS, false>(x, p, stream);
 }
 
 // The prefill kernels as v4d or v4i (one wgmma group per slab).
