@@ -440,8 +440,7 @@ int main(int argc, char** argv) {
           }
           // v7: persistent 2-CTA clusters sharing x, on the prefill image (SS) and on the v1 blob (RS)
           // (every tile 2:4: stages sized for 2:4 slabs, as the library does; the four dense-sized stages beside)
-          const bool all_sparse = std::all_of(H.layout.kinds.begin(), H.layout.kinds.end(),
-                                              [](uint8_t k) { return k == HYBRID_TILE_SPARSE24; });
+          const bool all_sparse = H.frac == 1.0;  // (ns / T: exactly 1 when every tile is 2:4)
           a.prefill_schedule = 3;
           a.prefill_all_sparse = all_sparse;
           use_image = true;

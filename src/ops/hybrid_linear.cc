@@ -213,9 +213,9 @@ torch::Tensor hybrid_linear(const torch::Tensor& x, const HybridWeight& hw) {
   if (ko.prefill_sharex) {
     a.prefill_schedule = 3;
     if (hw.prefill_image.defined()) a.prefill_image = hw.prefill_image.data_ptr<uint8_t>();
-    // every tile 2:4: stages sized for 2:4 slabs (a pass over the host kinds, small beside a prefill launch)
-    a.prefill_all_sparse = std::all_of(hw.layout.kinds.begin(), hw.layout.kinds.end(),
-                                       [](uint8_t k) { return k == HYBRID_TILE_SPARSE24; });
+    // no dense tile: v7's stages sized for 2:4 slabs (one memchr over the host kinds, at decode sizes too)
+    const std::vector<uint8_t>& kinds = hw.layout.kinds;
+    a.prefill_all_sparse = std::memchr(kinds.data(), HYBRID_TILE_DENSE, kinds.size()) == nullptr;
   }
   if (ko.one_batch) a.decode_variant = 2;
 #ifdef PATCHLLM_HAVE_TORCH_CUDA

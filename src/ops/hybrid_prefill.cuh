@@ -375,11 +375,11 @@ __device__ __forceinline__ int ot_pos(int i, int c, int w4, int lane) {
   return (8 * (i >> 2) + 2 * (lane & 3) + (i & 1)) * OSTR + 64 * c + 16 * w4 + (lane >> 2) + 8 * ((i >> 1) & 1);
 }
 // Once both consumer warpgroups have written their part of ot (the barrier), each token row leaves as 16-byte stores
-// (rows past N skipped).
+// (rows past N skipped; element by element where y's rows are not 16-byte aligned).
 template <int BN>
 __device__ __forceinline__ void store_rows(const uint16_t* ot, const Params& p, int rb, int tok0, int ctid) {
   hg::consumer_sync();
-  const bool vec = (p.N & 7) == 0;  // 16-byte aligned rows of y
+  const bool vec = (p.N & 7) == 0 && (reinterpret_cast<uintptr_t>(p.y) & 15) == 0;  // 16-byte aligned rows of y
   for (int q = ctid; q < BN * 16; q += 256) {
     const int tl = q >> 4, ch = q & 15;
     const int tok = tok0 + tl, row = rb * hg::TILE + 8 * ch;
@@ -819,25 +819,25 @@ __device__ __forceinline__ void mbar_arrive_cta(uint64_t* bar, uint32_t rank) {
   "{ .reg .pred p, z; .reg .b64 a1, b2;" PATCHLLM_CL_SS_PRED "add.s64 a1, %128, 2; add.s64 b2, %129, 4;"       \
   PATCHLLM_CL_SS_K32(TY, "%128", "%129", "0", "z") PATCHLLM_CL_SS_K32(TY, "a1", "b2", "1", "p")                \
   "wgmma.commit_group.sync.aligned; }"
+// One slab's asm block in the caller's dtype (BF16) into its accumulators d: BLOCK(TY) is one of the slab macros
+// above (PATCHLLM_CL_DENSE, _SPARSE, _SS_DENSE, _SS_SPARSE), OPS its input operands.
+#define PATCHLLM_CL_ASM(BLOCK, OPS)                              \
+  do {                                                           \
+    if constexpr (BF16)                                          \
+      asm volatile(BLOCK("bf16") : PATCHLLM_WG_ACC128(d) : OPS); \
+    else                                                         \
+      asm volatile(BLOCK("f16") : PATCHLLM_WG_ACC128(d) : OPS);  \
+  } while (0)
 template <bool BF16>
 __device__ __forceinline__ void wgmma_slab_start_ss(float (&d)[128], uint64_t adesc, uint64_t bdesc, uint32_t meta,
                                                     bool sparse, uint32_t accumulate) {
 #ifdef PATCHLLM_HAVE_WGMMA
-  if (__any_sync(0xffffffffu, sparse)) {
-    if constexpr (BF16)
-      asm volatile(PATCHLLM_CL_SS_SPARSE("bf16")
-                   : PATCHLLM_WG_ACC128(d) : "l"(adesc), "l"(bdesc), "r"(meta), "r"(accumulate));
-    else
-      asm volatile(PATCHLLM_CL_SS_SPARSE("f16")
-                   : PATCHLLM_WG_ACC128(d) : "l"(adesc), "l"(bdesc), "r"(meta), "r"(accumulate));
-  } else {
-    if constexpr (BF16)
-      asm volatile(PATCHLLM_CL_SS_DENSE("bf16")
-                   : PATCHLLM_WG_ACC128(d) : "l"(adesc), "l"(bdesc), "r"(meta), "r"(accumulate));
-    else
-      asm volatile(PATCHLLM_CL_SS_DENSE("f16")
-                   : PATCHLLM_WG_ACC128(d) : "l"(adesc), "l"(bdesc), "r"(meta), "r"(accumulate));
-  }
+#define PATCHLLM_CL_SS_OPS "l"(adesc), "l"(bdesc), "r"(meta), "r"(accumulate)
+  if (__any_sync(0xffffffffu, sparse))
+    PATCHLLM_CL_ASM(PATCHLLM_CL_SS_SPARSE, PATCHLLM_CL_SS_OPS);
+  else
+    PATCHLLM_CL_ASM(PATCHLLM_CL_SS_DENSE, PATCHLLM_CL_SS_OPS);
+#undef PATCHLLM_CL_SS_OPS
 #else
   (void)d, (void)adesc, (void)bdesc, (void)meta, (void)sparse, (void)accumulate;
 #endif
@@ -850,11 +850,9 @@ __device__ __forceinline__ uint64_t desc_sw64(uint32_t saddr) {
 // v7's epilogue, one pass of OT tokens (accumulators d0[0, OT / 2)) through ot to y. Pairs of accumulators (one
 // weight row, two adjacent tokens) are rounded as to_half_bits does and stored transposed by stmatrix: one
 // instruction per four 8 × 8 blocks, each block row a token's eight consecutive weight rows (16 B), against eight
-// st.shared.u16 before session 29. Each token row then leaves as 16-byte stores, every load of the pass before the
-// first store. The first barrier: every consumer thread is done reading ot's previous contents.
-// Session 29 measured those stores at 8–10% of v7's time with four stages (probe PATCHLLM_CL_PROBE_NO_GSTORE), 2%
-// with five. PATCHLLM_CL_BULK_STORE (dev, off: written but never run on a GPU, no device time was left) sends each
-// token row (256 B) as one bulk copy instead, so the copy engine writes y while the consumers go on.
+// st.shared.u16 before session 29; then store_rows. The first barrier: every consumer thread is done reading ot's
+// previous contents. Session 29 measured the global stores at 8–10% of v7's time with four stages (probe
+// PATCHLLM_CL_PROBE_NO_GSTORE, wrong results), 2% with five.
 template <bool BF16>
 __device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
   if constexpr (BF16) {
@@ -865,16 +863,9 @@ __device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
     return *reinterpret_cast<uint32_t*>(&h);
   }
 }
-// Each issuer waits until its bulk copies have read ot (a no-op without them).
-__device__ __forceinline__ void bulk_store_wait_read() {
-#ifdef PATCHLLM_CL_BULK_STORE
-  asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
-#endif
-}
 template <int OT, bool BF16>
 __device__ __forceinline__ void store_pass_cl(const float* d0, uint16_t* ot, const Params& p, int rb, int tok0, int c,
                                               int w4, int lane, int ctid) {
-  bulk_store_wait_read();
   hg::consumer_sync();
   const int m = lane >> 3;  // the 8 × 8 block this lane addresses: tokens + 8 · (m >> 1), weight rows + 8 · (m & 1)
   uint16_t* base = ot + (8 * (m >> 1) + (lane & 7)) * OSTR + 64 * c + 16 * w4 + 8 * (m & 1);
@@ -887,43 +878,10 @@ __device__ __forceinline__ void store_pass_cl(const float* d0, uint16_t* ot, con
                  "r"(pack_half2<BF16>(e[4], e[5])), "r"(pack_half2<BF16>(e[6], e[7]))
                  : "memory");
   }
-#ifdef PATCHLLM_CL_BULK_STORE
-  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");  // ot's new contents visible to the copy engine
-#endif
+#ifdef PATCHLLM_CL_PROBE_NO_GSTORE
   hg::consumer_sync();
-#ifdef PATCHLLM_CL_PROBE_NO_GSTORE  // dev probe (wrong results): the epilogue without writing y
-  return;
-#endif
-  const int row0 = rb * hg::TILE;
-  if ((p.N & 7) != 0 || (reinterpret_cast<uintptr_t>(p.y) & 15) != 0) {  // rows not 16-byte aligned: element-wise
-    for (int q = ctid; q < OT * 16; q += 256) {
-      const int tl = q >> 4, ch = q & 15, tok = tok0 + tl, row = row0 + 8 * ch;
-      if (tok >= p.M || row >= p.N) continue;
-      for (int e = 0; e < 8 && row + e < p.N; ++e) p.y[int64_t(tok) * p.N + row + e] = ot[tl * OSTR + 8 * ch + e];
-    }
-    return;
-  }
-#ifdef PATCHLLM_CL_BULK_STORE
-  const int tok = tok0 + ctid;
-  if (ctid < OT && tok < p.M && row0 < p.N)
-    asm volatile(
-        "cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;\n"
-        "cp.async.bulk.commit_group;" ::"l"(p.y + int64_t(tok) * p.N + row0),
-        "r"(hg::smem_addr(ot + ctid * OSTR)), "r"(uint32_t(min(hg::TILE, p.N - row0)) * 2)
-        : "memory");
 #else
-  constexpr int PER = OT * 16 / 256;  // 16-byte chunks per thread
-  uint4 v[PER];
-#pragma unroll
-  for (int i = 0; i < PER; ++i) {
-    const int q = ctid + 256 * i;
-    v[i] = *reinterpret_cast<const uint4*>(ot + (q >> 4) * OSTR + 8 * (q & 15));
-  }
-#pragma unroll
-  for (int i = 0; i < PER; ++i) {
-    const int q = ctid + 256 * i, tok = tok0 + (q >> 4), row = row0 + 8 * (q & 15);
-    if (tok < p.M && row < p.N) *reinterpret_cast<uint4*>(p.y + int64_t(tok) * p.N + row) = v[i];
-  }
+  store_rows<OT>(ot, p, rb, tok0, ctid);
 #endif
 }
 
@@ -931,17 +889,12 @@ template <bool BF16>
 __device__ __forceinline__ void wgmma_slab_start(float (&d)[128], const uint4 (&a)[4], uint64_t desc, uint32_t meta,
                                                  bool sparse, uint32_t accumulate) {
 #ifdef PATCHLLM_HAVE_WGMMA
-  if (__any_sync(0xffffffffu, sparse)) {  // warp-uniform (one tile per warpgroup): VOTE lets ptxas see it
-    if constexpr (BF16)
-      asm volatile(PATCHLLM_CL_SPARSE("bf16") : PATCHLLM_WG_ACC128(d) : PATCHLLM_WG_IN(a, desc, meta), "r"(accumulate));
-    else
-      asm volatile(PATCHLLM_CL_SPARSE("f16") : PATCHLLM_WG_ACC128(d) : PATCHLLM_WG_IN(a, desc, meta), "r"(accumulate));
-  } else {
-    if constexpr (BF16)
-      asm volatile(PATCHLLM_CL_DENSE("bf16") : PATCHLLM_WG_ACC128(d) : PATCHLLM_WG_IN(a, desc, meta), "r"(accumulate));
-    else
-      asm volatile(PATCHLLM_CL_DENSE("f16") : PATCHLLM_WG_ACC128(d) : PATCHLLM_WG_IN(a, desc, meta), "r"(accumulate));
-  }
+#define PATCHLLM_CL_RS_OPS PATCHLLM_WG_IN(a, desc, meta), "r"(accumulate)
+  if (__any_sync(0xffffffffu, sparse))  // warp-uniform (one tile per warpgroup): VOTE lets ptxas see it
+    PATCHLLM_CL_ASM(PATCHLLM_CL_SPARSE, PATCHLLM_CL_RS_OPS);
+  else
+    PATCHLLM_CL_ASM(PATCHLLM_CL_DENSE, PATCHLLM_CL_RS_OPS);
+#undef PATCHLLM_CL_RS_OPS
 #else
   (void)d, (void)a, (void)desc, (void)meta, (void)sparse, (void)accumulate;
 #endif
@@ -1081,7 +1034,6 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_cl_kernel(const __g
       }
     }
   }
-  bulk_store_wait_read();  // (PATCHLLM_CL_BULK_STORE) the last copies have read ot before the shared memory goes
   cluster_sync_all();  // the peer may still multicast into, or arrive on, this CTA's stages until it is done
 #else
   (void)xmap;
