@@ -283,10 +283,15 @@ int main(int argc, char** argv) {
       const int hrot = int(std::max<int64_t>(2, ((400ll << 20) + int64_t(hb) - 1) / int64_t(hb)));
       std::vector<void*> blobs = replicate(H.blob.data(), hb, hrot);
       std::vector<void*> images;  // prefill mode: the blob's prefill image for v7's SS form, rotated the same way
+      void* order = nullptr;      // and v8's slab order (kinds only: one copy)
       if (prefill) {
         std::vector<uint8_t> image(hb);
         hybrid_prefill_image_raw(H.blob.data(), H.layout, image.data());
         images = replicate(image.data(), hb, hrot);
+        std::vector<uint32_t> ord(size_t(hybrid_prefill_order_words(H.layout)));
+        hybrid_prefill_order_raw(H.layout, ord.data());
+        BENCH_CUDA(cudaMalloc(&order, ord.size() * 4));
+        BENCH_CUDA(cudaMemcpy(order, ord.data(), ord.size() * 4, cudaMemcpyHostToDevice));
       }
       bool use_image = false;
       HybridGemmArgs a;
@@ -450,6 +455,12 @@ int main(int argc, char** argv) {
             add_row("hybrid-v7-4st", time_hybrid());
             a.prefill_all_sparse = true;
           }
+          // v8: each row-block pair's all-2:4 slabs first (at f = 1 too, where the library keeps v7's five stages)
+          a.prefill_order = static_cast<uint32_t*>(order);
+          a.prefill_all_sparse = false;
+          add_row("hybrid-v8", time_hybrid("hybrid-v8"));
+          a.prefill_order = nullptr;
+          a.prefill_all_sparse = all_sparse;
           use_image = false;
           add_row("hybrid-v7rs", time_hybrid());
           a.prefill_schedule = 0;
@@ -474,6 +485,7 @@ int main(int argc, char** argv) {
       }
       free_all(blobs);
       free_all(images);
+      cudaFree(order);
       cudaFree(kinds);
       cudaFree(offs);
     }

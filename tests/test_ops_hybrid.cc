@@ -262,6 +262,26 @@ TEST(OpsHybridFormat, PrefillImagePutsEachValueWhereTheDescriptorsRead) {
   EXPECT_THROW(hybrid_add_prefill_image(small), InvalidArgument);  // the image is for 128 × 128 tiles only
 }
 
+// v8's slab order (hybrid_prefill_order_raw), written out by hand for 3 row blocks × 4 tiles of a ragged K = 440
+// (7 slabs: tile 3 has one). Kinds (1 = 2:4): row block 0: 1 1 0 1, row block 1: 1 0 1 0, row block 2: 0 1 1 0.
+// Pair 0 (row blocks 0, 1): both 2:4 in tile 0 (section A: slabs 0, 1), then (2:4, dense) tiles 1 and 3 alternating
+// with the (dense, 2:4) tile 2: tile 1, tile 2, tile 3, none dense in both. Pair 1: row block 2 with itself (no
+// row block 3): tiles 1, 2 in section A, then tiles 0 and 3, dense.
+TEST(OpsHybridFormat, PrefillOrderRunsEachPairsAll24SlabsFirst) {
+  HybridLayout L;
+  L.rows = 300, L.cols = 440, L.row_blocks = 3, L.col_tiles = 4;
+  L.kinds = {1, 1, 0, 1, 1, 0, 1, 0, 0, 1, 1, 0};
+  ASSERT_EQ(hybrid_prefill_order_stride(L), 8);
+  ASSERT_EQ(hybrid_prefill_order_words(L), 16);
+  std::vector<uint32_t> o(16, 0xdeadbeefu);
+  hybrid_prefill_order_raw(L, o.data());
+  const uint32_t A0 = 1u << 30, A1 = 1u << 31;  // 2:4 in the pair's first / second row block
+  const std::vector<uint32_t> want = {
+      2, 0 | A0 | A1, 1 | A0 | A1, 2 | A0, 3 | A0, 4 | A1, 5 | A1, 6 | A0,  // pair 0
+      4, 2 | A0 | A1, 3 | A0 | A1, 4 | A0 | A1, 5 | A0 | A1, 0, 1, 6};      // pair 1 (row block 2 twice)
+  EXPECT_EQ(o, want);
+}
+
 // The decode kernel's k-split: every split covers K exactly with whole KB-groups and fits the partial slots (the
 // kernel relies on both); the waves rule picks, on the H200's 132 SMs × 2 resident CTAs, the settings worked out by
 // hand from its cost waves · (kpc + 1), which the sweep in docs/BENCHMARKS.md §4 found fastest or near it.

@@ -49,8 +49,8 @@ rows = json.load(open(sys.argv[1]))["rows"]
 get = lambda sh, M, k, f=None: next((r for r in rows if r["shape"] == sh and r["M"] == M and r["kernel"] == k
                                      and (f is None or abs(r["f"] - f) < 0.02)), None)
 print("| shape | M | cuBLAS µs (TF) | cuSPARSELt × | f | hybrid µs | TFLOP/s | × cuBLAS | ideal | bn128 × | bn256 × "
-      "| v7 × | v7 / cuSPARSELt | v7 4 stages × | v7rs × |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+      "| v7 × | v7 / cuSPARSELt | v7 4 stages × | v7rs × | v8 × | v8 / cuSPARSELt |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 sp = lambda r: r["speedup_vs_cublas"] if r else 0
 for r in rows:
     if r["kernel"] != "hybrid": continue
@@ -58,9 +58,10 @@ for r in rows:
     b1, b2 = get(r["shape"], r["M"], "hybrid-bn128", r["f"]), get(r["shape"], r["M"], "hybrid-bn256", r["f"])
     v7, v7rs = get(r["shape"], r["M"], "hybrid-v7", r["f"]), get(r["shape"], r["M"], "hybrid-v7rs", r["f"])
     v74 = get(r["shape"], r["M"], "hybrid-v7-4st", r["f"])  # f = 1: v7 with the four dense-sized stages
+    v8 = get(r["shape"], r["M"], "hybrid-v8", r["f"])
     print(f"| {r['shape']} | {r['M']} | {cu['us']:.1f} ({cu['tflops']:.0f}) | {sp(cs):.2f} | "
           f"{r['f']:.2f} | {r['us']:.1f} | {r['tflops']:.0f} | {r['speedup_vs_cublas']:.2f} | {r['ideal']:.2f} | "
           f"{sp(b1):.2f} | {sp(b2):.2f} | {sp(v7):.2f} | {sp(v7) / sp(cs) if cs and v7 else 0:.2f} | "
           f"{sp(v74) if v74 else float('nan'):.2f} | "
-          f"{sp(v7rs):.2f} |")
+          f"{sp(v7rs):.2f} | {sp(v8):.2f} | {sp(v8) / sp(cs) if cs and v8 else 0:.2f} |")
 PY

@@ -7,6 +7,7 @@
 // order of mma.sync m16n8k16 (dense) or mma.sp::ordered_metadata m16n8k32 (2:4); wgmma/wgmma.sp with A in registers
 // use the same per-warp order.
 #pragma once
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -273,6 +274,44 @@ inline void hybrid_prefill_image_raw(const uint8_t* blob, const HybridLayout& L,
         std::memcpy(o + HYBRID_IMAGE_META_OFFSET + 128 * gr, u + HYBRID_SPARSE_VALUE_BYTES, 128);
       }
     }
+  }
+}
+
+// ---- prefill order (session 31): each row-block pair's 64-K slabs in the order the prefill kernel v8 runs them --
+// v8 (hybrid_prefill.cuh) runs a pair of row-blocks (2g, 2g + 1) as one unit, both CTAs on the same x slab: first
+// the slabs where both tiles are 2:4 (section A, in K order), then the rest (section B): (2:4, dense) and
+// (dense, 2:4) slabs alternating, then (dense, dense). Per pair, stride hybrid_prefill_order_stride words: the number
+// of section A slabs, then every slab (slabs past K skipped) as slab index | 2:4 bit of row-block 2g << 30 | of
+// 2g + 1 << 31. Where the row-block count is odd, the last pair's missing row-block takes its partner's bits (the
+// kernel's pad CTA runs its partner's slabs). Needs 128 × 128 tiles; built from the kinds alone.
+inline int64_t hybrid_prefill_order_stride(const HybridLayout& L) { return (L.cols + 63) / 64 + 1; }
+inline int64_t hybrid_prefill_order_words(const HybridLayout& L) {
+  return (L.row_blocks + 1) / 2 * hybrid_prefill_order_stride(L);
+}
+inline void hybrid_prefill_order_raw(const HybridLayout& L, uint32_t* out) {
+  const int64_t nslab = (L.cols + 63) / 64, CT = L.col_tiles, stride = nslab + 1;
+  std::vector<int64_t> both, first, second, none;  // tiles: 2:4 in both, only in 2g, only in 2g + 1, in neither
+  for (int64_t g = 0; g < (L.row_blocks + 1) / 2; ++g) {
+    const int64_t r0 = 2 * g, r1 = std::min(2 * g + 1, L.row_blocks - 1);
+    both.clear(), first.clear(), second.clear(), none.clear();
+    for (int64_t t = 0; t < CT; ++t) {
+      const bool s0 = L.kinds[r0 * CT + t] == HYBRID_TILE_SPARSE24, s1 = L.kinds[r1 * CT + t] == HYBRID_TILE_SPARSE24;
+      (s0 && s1 ? both : s0 ? first : s1 ? second : none).push_back(t);
+    }
+    uint32_t* o = out + g * stride;
+    int64_t n = 0;
+    auto put = [&](int64_t t) {
+      const uint32_t bits = (uint32_t(L.kinds[r0 * CT + t] == HYBRID_TILE_SPARSE24) << 30) |
+                            (uint32_t(L.kinds[r1 * CT + t] == HYBRID_TILE_SPARSE24) << 31);
+      for (int64_t s = 2 * t; s < std::min(2 * t + 2, nslab); ++s) o[1 + n++] = uint32_t(s) | bits;
+    };
+    for (int64_t t : both) put(t);
+    o[0] = uint32_t(n);
+    for (size_t i = 0; i < std::max(first.size(), second.size()); ++i) {
+      if (i < first.size()) put(first[i]);
+      if (i < second.size()) put(second[i]);
+    }
+    for (int64_t t : none) put(t);
   }
 }
 

@@ -149,15 +149,14 @@ cudaError_t launch_prefill_sk(const void* x, const hp::Params& p, int grid, cuda
   hp::hybrid_prefill_sk_kernel<BF16, PV><<<grid, hp::THREADS, hp::SK_SMEM, stream>>>(map, p);
   return cudaGetLastError();
 }
-// Persistent 2-CTA-cluster prefill (hybrid_prefill.cuh v7): as many clusters as are resident at once (queried once
-// per process and kernel, as the shared-memory attribute), at most one per unit.
-template <bool BF16, bool SS, bool SPARSE_ONLY>
-cudaError_t launch_prefill_cl(const void* x, const hp::Params& p, cudaStream_t stream) {
-  auto kernel = hp::hybrid_prefill_cl_kernel<BF16, SS, SPARSE_ONLY>;
+// Persistent 2-CTA-cluster prefill (hybrid_prefill.cuh v7 and v8): x map with a 128-token box; as many clusters as
+// are resident at once (queried once per process and kernel, as the shared-memory attribute), at most one per unit.
+template <auto KERNEL, bool BF16>
+cudaError_t launch_cl(const void* x, const hp::Params& p, cudaStream_t stream) {
   CUtensorMap map;
   cudaError_t e = hp::encode_x_map<hp::CL_TOKENS_PER_CTA, BF16>(&map, x, p);
   if (e != cudaSuccess) return e;
-  e = allow_dynamic_smem<hp::hybrid_prefill_cl_kernel<BF16, SS, SPARSE_ONLY>>(hp::CL_SMEM);
+  e = allow_dynamic_smem<KERNEL>(hp::CL_SMEM);
   if (e != cudaSuccess) return e;
   cudaLaunchConfig_t cfg{};
   cudaLaunchAttribute attr[1] = {cluster_attr(hp::CL_CTAS)};
@@ -169,18 +168,18 @@ cudaError_t launch_prefill_cl(const void* x, const hp::Params& p, cudaStream_t s
   static int resident = 0;
   if (resident <= 0) {
     cfg.gridDim = dim3(unsigned(hp::CL_CTAS * device_info().sms));
-    e = cudaOccupancyMaxActiveClusters(&resident, kernel, &cfg);
+    e = cudaOccupancyMaxActiveClusters(&resident, KERNEL, &cfg);
     if (e != cudaSuccess) return e;
     if (resident <= 0) return cudaErrorInvalidConfiguration;
   }
   const int64_t units = hp::cl_units(p.RB, p.M);
   cfg.gridDim = dim3(unsigned(hp::CL_CTAS * std::min<int64_t>(units, resident)));
-  return cudaLaunchKernelEx(&cfg, kernel, map, p);
+  return cudaLaunchKernelEx(&cfg, KERNEL, map, p);
 }
 template <bool BF16, bool SS>
 cudaError_t launch_prefill_cl(const void* x, const hp::Params& p, bool sparse_only, cudaStream_t stream) {
-  return sparse_only ? launch_prefill_cl<BF16, SS, true>(x, p, stream)
-                     : launch_prefill_cl<BF16, SS, false>(x, p, stream);
+  return sparse_only ? launch_cl<hp::hybrid_prefill_cl_kernel<BF16, SS, true>, BF16>(x, p, stream)
+                     : launch_cl<hp::hybrid_prefill_cl_kernel<BF16, SS, false>, BF16>(x, p, stream);
 }
 
 // The prefill kernels as v4d or v4i (one wgmma group per slab).
@@ -445,10 +444,18 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
       const bool ss = a.prefill_image != nullptr;
       if (ss) p.blob = a.prefill_image;  // same offsets, slabs in the descriptor order
       const bool so = a.prefill_all_sparse;
-      cudaError_t e = a.bf16 ? (ss ? launch_prefill_cl<true, true>(a.x, p, so, stream)
-                                   : launch_prefill_cl<true, false>(a.x, p, so, stream))
-                             : (ss ? launch_prefill_cl<false, true>(a.x, p, so, stream)
-                                   : launch_prefill_cl<false, false>(a.x, p, so, stream));
+      // v8 where some tile is dense: the pair's all-2:4 slabs first, in five 2:4-sized stages (where every tile is 2:4,
+      // v7 has five stages throughout, without v8's indirection)
+      if (ss && a.prefill_order && !so) p.order = a.prefill_order;
+      cudaError_t e;
+      if (p.order)
+        e = a.bf16 ? launch_cl<hp::hybrid_prefill_sorted_kernel<true>, true>(a.x, p, stream)
+                   : launch_cl<hp::hybrid_prefill_sorted_kernel<false>, false>(a.x, p, stream);
+      else
+        e = a.bf16 ? (ss ? launch_prefill_cl<true, true>(a.x, p, so, stream)
+                         : launch_prefill_cl<true, false>(a.x, p, so, stream))
+                   : (ss ? launch_prefill_cl<false, true>(a.x, p, so, stream)
+                         : launch_prefill_cl<false, false>(a.x, p, so, stream));
       if (e != cudaSuccess) {
         r.status = HYBRID_ERR_CUDA;
         r.cuda_error = int(e);

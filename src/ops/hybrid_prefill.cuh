@@ -27,6 +27,8 @@
 #include <cuda.h>
 #include <cudaTypedefs.h>
 
+#include <type_traits>
+
 #include "ops/hybrid_gemm.cuh"
 #include "ops/hybrid_split.h"
 
@@ -55,6 +57,8 @@ struct Params : hg::PackedGemm {  // x comes through the tensor map
   int TB = 1;              // 128-token blocks
   float* slots = nullptr;  // [G][2][128 × 128] fp32 partial tiles
   int* counters = nullptr; // [RB · TB] ≤ MAX_KEYS, zero between launches
+  // v8 (hybrid_prefill_sorted_kernel) only: hybrid_prefill_order_raw's table
+  const uint32_t* order = nullptr;
 };
 
 // Variants of the prefill kernels (template argument PV, a set of flags; 0 = v4d, the launcher's default).
@@ -1031,6 +1035,248 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_cl_kernel(const __g
 #pragma unroll
         for (int h = 0; h < CL_BN / CL_OT_TOK; ++h)
           store_pass_cl<CL_OT_TOK, BF16>(d + h * (CL_OT_TOK / 2), ot, p, rb, tok0 + h * CL_OT_TOK, c, w4, lane, ctid);
+      }
+    }
+  }
+  cluster_sync_all();  // the peer may still multicast into, or arrive on, this CTA's stages until it is done
+#else
+  (void)xmap;
+  (void)p;
+  __trap();
+#endif
+}
+
+// ---- v8 (session 31): v7's SS form with each row-block pair's slabs sorted, 2:4 slabs in five stages ---------
+// Why: v7 with five 2:4-sized stages runs 1.11–1.18× its four dense-sized ones, but only where every tile is 2:4;
+// reading each slab's kind at run time in a ring that takes either kind cost ~25% (session 30). The sum over K does
+// not depend on the order of the slabs, so a pair of row-blocks (one cluster unit, both CTAs reading the same x
+// slab) can run first the slabs where both its tiles are 2:4 (section A, p.order), in five 41 KB stages with the
+// kind fixed at compile time, and then the rest (section B: a 2:4 tile beside a dense one, then both dense) in four
+// 48 KB stages with the kind read per slab, as v7 does. The two rings share the same bytes: after a change of ring,
+// the new one starts again behind the other's oldest stage, and each of its stages waits, before its first fill,
+// for the other ring's stages under it to be released. Units alternate A-then-B and B-then-A, so the ring changes once per unit. Section B alternates (2:4, dense)
+// and (dense, 2:4) slabs so that both CTAs get the same share of dense work (they keep in step through x).
+// A pad CTA (odd row-block count) runs its partner's slabs and kinds (hybrid_prefill_order_raw gives it its
+// partner's kinds) and stores nothing. Results are not v4d's bit for bit (another order of the fp32 sums).
+// p.order: hybrid_prefill_order_raw (hybrid_format.h): per row-block pair, the slab count of section A, then every
+// slab (index | 2:4 bit of the pair's first row-block << 30 | of the second << 31).
+// Status (session 31): experimental, reached only through HybridGemmArgs::prefill_order (bench_ops' hybrid-v8 row,
+// dev/kernels/prefill_sorted.cu), not from hybrid_linear. Its first build gave wrong sums wherever section A ran
+// (right under compute-sanitizer synccheck) and ran 0.85–1.12× v7; section A then got v7's vote before its wgmmas
+// (below), a build not yet run on a GPU. Measured: docs/benchmarks/kernels.md, "Session 31".
+struct SoCfg {
+  using A = ClCfg<true>;
+  using B = ClCfg<false>;
+  static constexpr int RING = A::STAGES * A::STAGE > B::STAGES * B::STAGE ? A::STAGES * A::STAGE
+                                                                           : B::STAGES * B::STAGE;
+  static constexpr int OT_TOK = 64;
+  static constexpr int USED = RING + OT_TOK * OSTR * 2 + 2 * (A::STAGES + B::STAGES) * 8;
+  static_assert(RING % 1024 == 0 && USED <= CL_SMEM, "v8: rings + epilogue buffer exceed 227 KB");
+};
+// One ring's position: the next stage st, and per stage the phase parity of its next use (bit i: stage i). Per-stage
+// parities let a ring start again at any stage when the other ring hands the bytes back (ring_restart).
+struct RingPos {
+  int st = 0;
+  uint32_t bits = 0;
+  __device__ __forceinline__ uint32_t parity() const { return (bits >> st) & 1u; }
+  __device__ __forceinline__ void advance(int n) {
+    bits ^= 1u << st;
+    if (++st == n) st = 0;
+  }
+};
+// Where a ring of stages of TO bytes (N of them) starts again after the other ring (stages of FROM bytes), whose next
+// stage, `oldest`, holds its least recently filled slab: at the first of its stages that begins at or after that
+// one, so its fills follow the consumers' releases up through memory.
+template <int FROM, int TO, int N>
+__device__ __forceinline__ int ring_restart(int oldest) {
+  return (FROM * oldest + TO - 1) / TO % N;
+}
+
+template <bool BF16>
+__global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sorted_kernel(const __grid_constant__ CUtensorMap xmap,
+                                                                           const Params p) {
+#ifdef PATCHLLM_HAVE_WGMMA
+  using A = SoCfg::A;
+  using B = SoCfg::B;
+  constexpr int X_BYTES = Cfg<CL_BN>::X_BYTES, ACC = Cfg<CL_BN>::ACC;
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+  if (smem + SoCfg::USED > smem_raw + CL_SMEM) __trap();
+  uint16_t* ot = reinterpret_cast<uint16_t*>(smem + SoCfg::RING);
+  uint64_t* full_a = reinterpret_cast<uint64_t*>(smem + SoCfg::RING + SoCfg::OT_TOK * OSTR * 2);
+  uint64_t* empty_a = full_a + A::STAGES;
+  uint64_t* full_b = empty_a + A::STAGES;
+  uint64_t* empty_b = full_b + B::STAGES;
+  const uint32_t rank = cluster_rank();
+  const int TB = (p.M + CL_BN - 1) / CL_BN, RBP = cl_row_groups(p.RB), units = cl_units(p.RB, p.M);
+  const int cid = int(blockIdx.x) / CL_CTAS, step = int(gridDim.x) / CL_CTAS;
+  const int nslab = (p.K + SLAB_K - 1) / SLAB_K;
+  const int wg = threadIdx.x >> 7, tid = threadIdx.x & 127;
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < A::STAGES; ++s) hg::mbar_init(&full_a[s], 1), hg::mbar_init(&empty_a[s], RELEASERS * CL_CTAS);
+    for (int s = 0; s < B::STAGES; ++s) hg::mbar_init(&full_b[s], 1), hg::mbar_init(&empty_b[s], RELEASERS * CL_CTAS);
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  cluster_sync_all();
+  // Unit u: row-block pair g, this CTA's row-block rb, first token.
+  auto unit_pos = [&](int u, int& g, int& rb, int& tok0) {
+    const RasterPos rp = grouped_raster(u, RBP, TB, GROUP / CL_CTAS);
+    g = rp.unit;
+    rb = g * CL_CTAS + int(rank);
+    tok0 = rp.tb * CL_BN;
+  };
+  const int ostride = nslab + 1;
+  // Both sides walk the same sections: a unit's non-empty ones, A first where the unit's count k is even. On a
+  // change of ring, the new ring starts again after the other ring's oldest stage (ring_restart).
+  auto section_bounds = [&](int k, int half, int na, bool& sa, int& i0, int& i1) {
+    sa = (half == 0) == ((k & 1) == 0);
+    i0 = sa ? 0 : na;
+    i1 = sa ? na : nslab;
+  };
+  if (wg == 0) {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
+    if (threadIdx.x == 0) {
+      asm volatile("prefetch.tensormap [%0];" ::"l"(&xmap) : "memory");
+      RingPos ra, rbp;
+      int cur = -1, check = 0;  // the ring last filled (0 = A, 1 = B); fills left that check the other ring
+      // Slabs i0 .. i1 - 1 of the order row into ring A (SA: 2:4, five stages) or B (either kind, four stages). The
+      // first fill of each stage after a change of ring first waits until the other ring's stages it overlaps are
+      // released (their last fills read by every consumer of both CTAs: the peer's producer waits on its own
+      // barriers, which count this CTA's consumers too, before it multicasts into these bytes).
+      auto fill = [&](auto sec_a, const uint32_t* ord, int i0, int i1, int64_t tbase, int tok0, RingPos& r,
+                      const RingPos& o) {
+        constexpr bool SA = decltype(sec_a)::value;
+        constexpr int STAGE = SA ? A::STAGE : B::STAGE, N = SA ? A::STAGES : B::STAGES;
+        constexpr int OSTAGE = SA ? B::STAGE : A::STAGE, ON = SA ? B::STAGES : A::STAGES;
+        uint64_t* full = SA ? full_a : full_b;
+        uint64_t* empty = SA ? empty_a : empty_b;
+        uint64_t* oempty = SA ? empty_b : empty_a;
+        for (int i = i0; i < i1; ++i) {
+          const uint32_t e = __ldg(ord + 1 + i);
+          const int s = int(e & 0x3fffffffu);
+          const uint32_t wbytes = SA || ((e >> (30 + rank)) & 1u) ? hg::SPARSE_UNIT : hg::DENSE_UNIT;
+          const int64_t woff = __ldg(p.offsets + tbase + (s >> 1)) + (s & 1) * wbytes;
+          if (check > 0) {
+            --check;
+#pragma unroll
+            for (int j = 0; j < ON; ++j)
+              if (j * OSTAGE < (r.st + 1) * STAGE && r.st * STAGE < (j + 1) * OSTAGE)
+                hg::mbar_wait(&oempty[j], ((o.bits >> j) & 1u) ^ 1u);
+          }
+          hg::mbar_wait(&empty[r.st], r.parity() ^ 1u);
+          uint8_t* stage = smem + r.st * STAGE;
+          hg::mbar_expect_tx(&full[r.st], X_BYTES + wbytes);
+          tma_load_2d_multicast(stage + rank * (X_BYTES / CL_CTAS), &xmap, s * SLAB_K,
+                                tok0 + int(rank) * CL_TOKENS_PER_CTA, &full[r.st], uint16_t((1u << CL_CTAS) - 1));
+          hg::bulk_copy(stage + X_BYTES, p.blob + woff, wbytes, &full[r.st]);
+          r.advance(N);
+        }
+      };
+      int k = 0;
+      for (int u = cid; u < units; u += step, ++k) {
+        int g, rb, tok0;
+        unit_pos(u, g, rb, tok0);
+        const int rbw = rb < p.RB ? rb : rb - 1;  // the pad CTA loads its partner's tiles
+        const int64_t tbase = int64_t(rbw) * p.CT;
+        const uint32_t* ord = p.order + int64_t(g) * ostride;
+        const int na = int(__ldg(ord));
+        for (int half = 0; half < 2; ++half) {
+          bool sa;
+          int i0, i1;
+          section_bounds(k, half, na, sa, i0, i1);
+          if (i0 == i1) continue;
+          if (cur == int(sa)) {  // (cur 1 = B, so cur == sa means a change of ring)
+            if (sa)
+              ra.st = ring_restart<B::STAGE, A::STAGE, A::STAGES>(rbp.st);
+            else
+              rbp.st = ring_restart<A::STAGE, B::STAGE, B::STAGES>(ra.st);
+            check = sa ? A::STAGES : B::STAGES;
+          }
+          cur = int(!sa);
+          if (sa)
+            fill(std::true_type(), ord, i0, i1, tbase, tok0, ra, rbp);
+          else
+            fill(std::false_type(), ord, i0, i1, tbase, tok0, rbp, ra);
+        }
+      }
+    }
+  } else {
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
+    const int c = wg - 1, w4 = tid >> 5, lane = tid & 31, grp = 4 * c + w4, ctid = threadIdx.x - 128;
+    RingPos ra, rbp;
+    int cur = -1;
+    uint64_t* pending = nullptr;
+    auto release = [&](uint64_t* bar) {  // in both CTAs, once this warp's reads of that stage are done
+      __syncwarp();
+      if (lane == 0)
+        for (uint32_t r = 0; r < uint32_t(CL_CTAS); ++r) mbar_arrive_cta(bar, r);
+    };
+    float d[ACC];
+#pragma unroll
+    for (int i = 0; i < ACC; ++i) d[i] = 0.f;  // (never read: each unit's first wgmma has scale-d 0)
+    uint32_t acc = 0;  // 0: the unit's first wgmma starts the sums
+    // Slabs i0 .. i1 - 1 of the order row from ring A (SA: every slab 2:4) or B (the kind read per slab). Section A
+    // too goes through wgmma_slab_start_ss: its vote reconverges the warp after the barrier wait, before the
+    // .aligned wgmmas (a first build without it gave wrong sums, and right ones under compute-sanitizer synccheck).
+    auto consume = [&](auto sec_a, const uint32_t* ord, int i0, int i1, RingPos& r) {
+      constexpr bool SA = decltype(sec_a)::value;
+      constexpr int STAGE = SA ? A::STAGE : B::STAGE, N = SA ? A::STAGES : B::STAGES;
+      uint64_t* full = SA ? full_a : full_b;
+      uint64_t* empty = SA ? empty_a : empty_b;
+      for (int i = i0; i < i1; ++i) {
+        const bool sparse = SA || ((__ldg(ord + 1 + i) >> (30 + rank)) & 1u);
+        hg::mbar_wait(&full[r.st], r.parity());
+        const uint8_t* stage = smem + r.st * STAGE;
+        const uint8_t* w = stage + X_BYTES;
+        const uint32_t meta = lds32(w + HYBRID_IMAGE_META_OFFSET + grp * 128 + lane * 4);  // (dense: unused)
+        const uint64_t adesc = sparse ? desc_sw64(hg::smem_addr(w) + c * 64 * 64)
+                                      : desc_sw128(hg::smem_addr(w) + c * 64 * 128);
+        fence_acc(d);
+        wg_fence();
+        wgmma_slab_start_ss<BF16>(d, adesc, desc_sw128(hg::smem_addr(stage)), meta, sparse, acc);
+        wg_wait<1>();
+        fence_acc(d);
+        if (pending) release(pending);
+        pending = &empty[r.st];
+        r.advance(N);
+        acc = 1;
+      }
+    };
+    int k = 0;
+    for (int u = cid; u < units; u += step, ++k) {
+      int g, rb, tok0;
+      unit_pos(u, g, rb, tok0);
+      const uint32_t* ord = p.order + int64_t(g) * ostride;
+      const int na = int(__ldg(ord));
+      acc = 0;
+      for (int half = 0; half < 2; ++half) {
+        bool sa;
+        int i0, i1;
+        section_bounds(k, half, na, sa, i0, i1);
+        if (i0 == i1) continue;
+        if (cur == int(sa)) {
+          if (sa)
+            ra.st = ring_restart<B::STAGE, A::STAGE, A::STAGES>(rbp.st);
+          else
+            rbp.st = ring_restart<A::STAGE, B::STAGE, B::STAGES>(ra.st);
+        }
+        cur = int(!sa);
+        if (sa)
+          consume(std::true_type(), ord, i0, i1, ra);
+        else
+          consume(std::false_type(), ord, i0, i1, rbp);
+        // Release the section's last stage now: the other ring's first fills may wait for it, so holding it until
+        // the next slab's wgmmas are issued could deadlock.
+        wg_wait<0>();
+        fence_acc(d);
+        release(pending);
+        pending = nullptr;
+      }
+      if (rb < p.RB) {  // uniform over the CTA, so the consumer barriers inside see all 256 threads
+#pragma unroll
+        for (int h = 0; h < CL_BN / SoCfg::OT_TOK; ++h)
+          store_pass_cl<SoCfg::OT_TOK, BF16>(d + h * (SoCfg::OT_TOK / 2), ot, p, rb, tok0 + h * SoCfg::OT_TOK, c, w4,
+                                              lane, ctid);
       }
     }
   }

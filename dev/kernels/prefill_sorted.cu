@@ -1,0 +1,95 @@
+// dev/kernels: prefill v8 (hybrid_prefill_sorted_kernel, session 31) against an fp64 reference, beside v7's SS form.
+//
+// Why: v8 reorders each row-block pair's slabs (all-2:4 slabs first, in five 2:4-sized stages; the rest in four), so
+// its sums are not v4d's bit for bit and dev/kernels/prefill_ss.cu's bitwise check does not apply. This file checks
+// both kernels through hybrid_gemm_launch against the masked weight in fp64 on small ragged cases: an odd row-block
+// count (the pad CTA runs its partner's slabs), a ragged last K tile (one slab), every mix from all dense to all 2:4,
+// outputs poisoned with NaN before each launch. Small enough for compute-sanitizer.
+// Build (GPU machine, repo root):
+//   nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -Isrc -Ibench \
+//     dev/kernels/prefill_sorted.cu src/ops/hybrid_gemm.cu -lcublas -o /tmp/prefill_sorted
+// Run: /tmp/prefill_sorted (exit 1 on any failure); under compute-sanitizer --tool memcheck / synccheck.
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdio>
+#include <vector>
+
+#include "bench_ops_common.h"
+#include "ops/hybrid_gemm.h"
+
+using namespace patchllm;
+
+namespace {
+template <typename T>
+T* to_device(const std::vector<T>& h) {
+  void* d = nullptr;
+  if (cudaMalloc(&d, h.size() * sizeof(T)) != cudaSuccess) return nullptr;
+  cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice);
+  return static_cast<T*>(d);
+}
+}  // namespace
+
+int main() {
+  struct Case {
+    int64_t N, K, M;
+    double f;
+  };
+  int bad = 0;
+  // 2900 rows: 23 row blocks (a pad CTA); K 520 and 1096: a last tile with one slab; f 0 … 1.
+  for (const Case c : {Case{2900, 520, 700, 0.5}, Case{384, 1096, 300, 0.9}, Case{1000, 1096, 513, 1.0},
+                       Case{640, 768, 260, 0.0}, Case{2900, 1096, 1030, 0.7}}) {
+    bench::Problem P = bench::make_problem(c.N, c.K, c.f, 7, true, true);
+    std::vector<uint16_t> md = bench::masked_dense(P), x(size_t(c.M * c.K));
+    for (size_t i = 0; i < x.size(); ++i) x[i] = bench::f32_to_bf16(float((i * 2654435761u) % 2001) / 1000.f - 1.f);
+    std::vector<uint8_t> image(P.blob.size());
+    hybrid_prefill_image_raw(P.blob.data(), P.layout, image.data());
+    std::vector<uint32_t> ord(size_t(hybrid_prefill_order_words(P.layout)));
+    hybrid_prefill_order_raw(P.layout, ord.data());
+    uint16_t* dx = to_device(x);
+    uint8_t* dim = to_device(image);
+    uint8_t* dk = to_device(P.layout.kinds);
+    int64_t* doff = to_device(P.layout.offsets);
+    uint32_t* dord = to_device(ord);
+    void *dy = nullptr, *dws = nullptr;
+    const size_t wsb = hybrid_gemm_workspace_bytes(c.M, c.N);
+    cudaMalloc(&dy, size_t(c.M * c.N) * 2);
+    cudaMalloc(&dws, wsb);
+    cudaMemset(dws, 0, wsb);
+    std::vector<double> ref(size_t(c.M * c.N));
+    bench::parallel_for(c.M, [&](int64_t m0, int64_t m1) {
+      for (int64_t m = m0; m < m1; ++m)
+        for (int64_t n = 0; n < c.N; ++n) {
+          double s = 0;
+          for (int64_t k = 0; k < c.K; ++k)
+            s += double(bench::bf16_to_f32(x[m * c.K + k])) * bench::bf16_to_f32(md[n * c.K + k]);
+          ref[m * c.N + n] = s;
+        }
+    });
+    for (int v8 = 0; v8 < 2; ++v8) {
+      HybridGemmArgs a;
+      a.x = dx, a.y = dy, a.M = c.M, a.N = c.N, a.K = c.K;
+      a.blob = dim, a.kinds = dk, a.offsets = doff, a.workspace = dws, a.workspace_bytes = wsb;
+      a.kernel = 3, a.prefill_schedule = 3, a.prefill_image = dim;
+      a.prefill_order = v8 ? dord : nullptr;  // (prefill_all_sparse off: v8 at f = 1 too; v7 with four stages)
+      cudaMemset(dy, 0xff, size_t(c.M * c.N) * 2);  // NaN in bf16
+      const HybridLaunchResult r = hybrid_gemm_launch(a);
+      const cudaError_t e = cudaDeviceSynchronize();
+      std::vector<uint16_t> y(size_t(c.M * c.N));
+      cudaMemcpy(y.data(), dy, y.size() * 2, cudaMemcpyDeviceToHost);
+      double num = 0, den = 0;
+      for (size_t i = 0; i < ref.size(); ++i) {
+        const double d = double(bench::bf16_to_f32(y[i])) - ref[i];
+        num += d * d, den += ref[i] * ref[i];
+      }
+      const double rel = std::sqrt(num / den);  // NaN left anywhere fails too
+      const bool ok = r.status == HYBRID_OK && e == cudaSuccess && rel < 1e-2;
+      bad += !ok;
+      std::printf("%s N=%lld K=%lld M=%lld f=%.2f %s: status %d cuda %d rel %.3e\n", ok ? "ok  " : "FAIL",
+                  (long long)c.N, (long long)c.K, (long long)c.M, c.f, v8 ? "v8" : "v7 SS", r.status, int(e), rel);
+    }
+    for (void* p : {(void*)dx, (void*)dy, (void*)dim, (void*)dk, (void*)doff, (void*)dord, dws}) cudaFree(p);
+  }
+  std::printf("prefill_sorted: %d failures\n", bad);
+  return bad != 0;
+}
