@@ -329,7 +329,7 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
     return r;
   }
   if (a.K % 8 != 0 || !aligned16(a.x) || !aligned16(a.blob) || !aligned16(a.workspace) ||
-      !aligned16(a.prefill_image)) {
+      !aligned16(a.prefill_image) || reinterpret_cast<uintptr_t>(a.prefill_order) % 4 != 0) {
     r.status = HYBRID_ERR_ALIGN;
     return r;
   }

@@ -10,7 +10,7 @@ namespace patchllm {
 enum HybridStatus : int {
   HYBRID_OK = 0,
   HYBRID_ERR_SHAPE = 1,      // M, N, K or tile size not supported by the kernels
-  HYBRID_ERR_ALIGN = 2,      // a pointer is not 16-byte aligned, or K % 8 != 0
+  HYBRID_ERR_ALIGN = 2,      // a pointer is not 16-byte aligned (prefill_order: 4-byte), or K % 8 != 0
   HYBRID_ERR_ARCH = 3,       // device older than sm_80, or kernel 1/3 asked for on sm_8x (they need sm_90)
   HYBRID_ERR_WORKSPACE = 4,  // workspace missing or too small
   HYBRID_ERR_CUDA = 5,       // a CUDA runtime call failed; cuda_error holds its code
