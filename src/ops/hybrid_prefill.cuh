@@ -1054,8 +1054,9 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_cl_kernel(const __g
 // kind fixed at compile time, and then the rest (section B: a 2:4 tile beside a dense one, then both dense) in four
 // 48 KB stages with the kind read per slab, as v7 does. The two rings share the same bytes: after a change of ring,
 // the new one starts again behind the other's oldest stage, and each of its stages waits, before its first fill,
-// for the other ring's stages under it to be released. Units alternate A-then-B and B-then-A, so the ring changes once per unit. Section B alternates (2:4, dense)
-// and (dense, 2:4) slabs so that both CTAs get the same share of dense work (they keep in step through x).
+// for the other ring's stages under it to be released. Units alternate A-then-B and B-then-A, so the ring changes
+// once per unit. Section B alternates (2:4, dense) and (dense, 2:4) slabs so that both CTAs get the same share of
+// dense work (they keep in step through x).
 // A pad CTA (odd row-block count) runs its partner's slabs and kinds (hybrid_prefill_order_raw gives it its
 // partner's kinds) and stores nothing. Results are not v4d's bit for bit (another order of the fp32 sums).
 // p.order: hybrid_prefill_order_raw (hybrid_format.h): per row-block pair, the slab count of section A, then every
@@ -1126,19 +1127,32 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sorted_kernel(const
     tok0 = rp.tb * CL_BN;
   };
   const int ostride = nslab + 1;
-  // Both sides walk the same sections: a unit's non-empty ones, A first where the unit's count k is even. On a
-  // change of ring, the new ring starts again after the other ring's oldest stage (ring_restart).
-  auto section_bounds = [&](int k, int half, int na, bool& sa, int& i0, int& i1) {
+  // Both sides walk the same sections through this: a unit's non-empty ones, A first where the unit's count k is
+  // even. Sets section `half`'s ring (sa) and slabs [i0, i1); false where it is empty. On a change of ring (cur: the
+  // ring last used, 0 = A, 1 = B, -1 none yet) the new ring starts again after the other ring's oldest stage
+  // (ring_restart), and `changed` is set.
+  auto enter_section = [&](int k, int half, int na, bool& sa, int& i0, int& i1, int& cur, RingPos& ra, RingPos& rbp,
+                           bool& changed) {
     sa = (half == 0) == ((k & 1) == 0);
     i0 = sa ? 0 : na;
     i1 = sa ? na : nslab;
+    if (i0 == i1) return false;
+    changed = cur == int(sa);  // (cur 1 = B: so cur == sa means the other ring)
+    if (changed) {
+      if (sa)
+        ra.st = ring_restart<B::STAGE, A::STAGE, A::STAGES>(rbp.st);
+      else
+        rbp.st = ring_restart<A::STAGE, B::STAGE, B::STAGES>(ra.st);
+    }
+    cur = int(!sa);
+    return true;
   };
   if (wg == 0) {
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
     if (threadIdx.x == 0) {
       asm volatile("prefetch.tensormap [%0];" ::"l"(&xmap) : "memory");
       RingPos ra, rbp;
-      int cur = -1, check = 0;  // the ring last filled (0 = A, 1 = B); fills left that check the other ring
+      int cur = -1, check = 0;  // the ring last filled (enter_section); fills left that check the other ring
       // Slabs i0 .. i1 - 1 of the order row into ring A (SA: 2:4, five stages) or B (either kind, four stages). The
       // first fill of each stage after a change of ring first waits until the other ring's stages it overlaps are
       // released (their last fills read by every consumer of both CTAs: the peer's producer waits on its own
@@ -1181,18 +1195,10 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sorted_kernel(const
         const uint32_t* ord = p.order + int64_t(g) * ostride;
         const int na = int(__ldg(ord));
         for (int half = 0; half < 2; ++half) {
-          bool sa;
+          bool sa, changed;
           int i0, i1;
-          section_bounds(k, half, na, sa, i0, i1);
-          if (i0 == i1) continue;
-          if (cur == int(sa)) {  // (cur 1 = B, so cur == sa means a change of ring)
-            if (sa)
-              ra.st = ring_restart<B::STAGE, A::STAGE, A::STAGES>(rbp.st);
-            else
-              rbp.st = ring_restart<A::STAGE, B::STAGE, B::STAGES>(ra.st);
-            check = sa ? A::STAGES : B::STAGES;
-          }
-          cur = int(!sa);
+          if (!enter_section(k, half, na, sa, i0, i1, cur, ra, rbp, changed)) continue;
+          if (changed) check = sa ? A::STAGES : B::STAGES;
           if (sa)
             fill(std::true_type(), ord, i0, i1, tbase, tok0, ra, rbp);
           else
@@ -1250,17 +1256,9 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sorted_kernel(const
       const int na = int(__ldg(ord));
       acc = 0;
       for (int half = 0; half < 2; ++half) {
-        bool sa;
+        bool sa, changed;
         int i0, i1;
-        section_bounds(k, half, na, sa, i0, i1);
-        if (i0 == i1) continue;
-        if (cur == int(sa)) {
-          if (sa)
-            ra.st = ring_restart<B::STAGE, A::STAGE, A::STAGES>(rbp.st);
-          else
-            rbp.st = ring_restart<A::STAGE, B::STAGE, B::STAGES>(ra.st);
-        }
-        cur = int(!sa);
+        if (!enter_section(k, half, na, sa, i0, i1, cur, ra, rbp, changed)) continue;
         if (sa)
           consume(std::true_type(), ord, i0, i1, ra);
         else
