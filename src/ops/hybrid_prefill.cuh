@@ -127,6 +127,9 @@ __device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.alig
 __device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
 template <int N>
 __device__ __forceinline__ void wg_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory"); }
+// Holds v in its register up to here: a wgmma reads its register operands (the 2:4 metadata) while it runs, until
+// the wait_group that retires it, and the compiler does not know that.
+__device__ __forceinline__ void keep_reg(uint32_t& v) { asm volatile("" : "+r"(v)::"memory"); }
 // Keeps the compiler from moving accumulator reads or writes across the asynchronous wgmmas.
 template <int ACC>
 __device__ __forceinline__ void fence_acc(float (&d)[ACC]) {
@@ -1062,9 +1065,9 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_cl_kernel(const __g
 // p.order: hybrid_prefill_order_raw (hybrid_format.h): per row-block pair, the slab count of section A, then every
 // slab (index | 2:4 bit of the pair's first row-block << 30 | of the second << 31).
 // Status (session 31): experimental, reached only through HybridGemmArgs::prefill_order (bench_ops' hybrid-v8 row,
-// dev/kernels/prefill_sorted.cu), not from hybrid_linear. Its first build gave wrong sums wherever section A ran
-// (right under compute-sanitizer synccheck) and ran 0.85–1.12× v7; section A then got v7's vote before its wgmmas
-// (below), a build not yet run on a GPU. Measured: docs/benchmarks/kernels.md, "Session 31".
+// dev/kernels/prefill_sorted.cu), not from hybrid_linear. Its session 31 builds gave wrong sums wherever 2:4 slabs
+// ran back to back: one register held every slab's metadata, overwritten while the previous wgmma still read it
+// (session 32: two alternating registers, keep_reg). Measured: docs/benchmarks/kernels.md, "Session 31" and "32".
 struct SoCfg {
   using A = ClCfg<true>;
   using B = ClCfg<false>;
@@ -1221,20 +1224,22 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sorted_kernel(const
 #pragma unroll
     for (int i = 0; i < ACC; ++i) d[i] = 0.f;  // (never read: each unit's first wgmma has scale-d 0)
     uint32_t acc = 0;  // 0: the unit's first wgmma starts the sums
-    // Slabs i0 .. i1 - 1 of the order row from ring A (SA: every slab 2:4) or B (the kind read per slab). Section A
-    // too goes through wgmma_slab_start_ss: its vote reconverges the warp after the barrier wait, before the
-    // .aligned wgmmas (a first build without it gave wrong sums, and right ones under compute-sanitizer synccheck).
+    // Slabs i0 .. i1 - 1 of the order row from ring A (SA: every slab 2:4) or B (the kind read per slab). The 2:4
+    // wgmma reads its metadata register while it runs, after the next slab's is loaded: two registers alternate, and
+    // each is held (keep_reg) until the wait that retires its slab. (A first build with one register gave wrong sums
+    // wherever a 2:4 slab followed one, and right ones under compute-sanitizer synccheck, which slows the issue.)
+    uint32_t m0 = 0, m1 = 0;
     auto consume = [&](auto sec_a, const uint32_t* ord, int i0, int i1, RingPos& r) {
       constexpr bool SA = decltype(sec_a)::value;
       constexpr int STAGE = SA ? A::STAGE : B::STAGE, N = SA ? A::STAGES : B::STAGES;
       uint64_t* full = SA ? full_a : full_b;
       uint64_t* empty = SA ? empty_a : empty_b;
-      for (int i = i0; i < i1; ++i) {
+      auto slab = [&](int i, uint32_t& meta, uint32_t& prev) {
         const bool sparse = SA || ((__ldg(ord + 1 + i) >> (30 + rank)) & 1u);
         hg::mbar_wait(&full[r.st], r.parity());
         const uint8_t* stage = smem + r.st * STAGE;
         const uint8_t* w = stage + X_BYTES;
-        const uint32_t meta = lds32(w + HYBRID_IMAGE_META_OFFSET + grp * 128 + lane * 4);  // (dense: unused)
+        meta = lds32(w + HYBRID_IMAGE_META_OFFSET + grp * 128 + lane * 4);  // (dense: unused)
         const uint64_t adesc = sparse ? desc_sw64(hg::smem_addr(w) + c * 64 * 64)
                                       : desc_sw128(hg::smem_addr(w) + c * 64 * 128);
         fence_acc(d);
@@ -1242,10 +1247,15 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sorted_kernel(const
         wgmma_slab_start_ss<BF16>(d, adesc, desc_sw128(hg::smem_addr(stage)), meta, sparse, acc);
         wg_wait<1>();
         fence_acc(d);
+        keep_reg(prev);  // the previous slab's wgmmas, now done, read it up to here
         if (pending) release(pending);
         pending = &empty[r.st];
         r.advance(N);
         acc = 1;
+      };
+      for (int i = i0; i < i1; i += 2) {
+        slab(i, m0, m1);
+        if (i + 1 < i1) slab(i + 1, m1, m0);
       }
     };
     int k = 0;
@@ -1267,6 +1277,8 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sorted_kernel(const
         // the next slab's wgmmas are issued could deadlock.
         wg_wait<0>();
         fence_acc(d);
+        keep_reg(m0);
+        keep_reg(m1);
         release(pending);
         pending = nullptr;
       }
