@@ -257,6 +257,16 @@ TEST(OpsHybridFormat, PrefillImagePutsEachValueWhereTheDescriptorsRead) {
       }
     }
   EXPECT_EQ(std::memcmp(got.data(), want.data_ptr(), got.size() * 2), 0);
+  // The order comes with the image: per row-block pair (2 here: rows 0-1, row 2 with itself), its section A count is
+  // the pair's slabs where both tiles are 2:4 (K = 392: tiles of 2, 2, 2 and 1 slabs).
+  ASSERT_TRUE(hw.prefill_order.defined());
+  ASSERT_EQ(hw.prefill_order.numel(), 2 * (7 + 1));
+  for (int64_t g = 0; g < 2; ++g) {
+    int64_t both = 0;
+    for (int64_t ct = 0; ct < 4; ++ct)
+      both += (tmap[2 * g][ct].item<int>() && tmap[std::min<int64_t>(2 * g + 1, 2)][ct].item<int>()) * (ct < 3 ? 2 : 1);
+    EXPECT_EQ(hw.prefill_order[g * 8].item<int32_t>(), both) << "pair " << g;
+  }
   auto small = hybrid_pack(w.narrow(0, 0, 64).narrow(1, 0, 64).contiguous(), torch::zeros({1, 1}, torch::kUInt8),
                            keep.narrow(0, 0, 64).narrow(1, 0, 64), 64, 64);
   EXPECT_THROW(hybrid_add_prefill_image(small), InvalidArgument);  // the image is for 128 × 128 tiles only
@@ -519,20 +529,27 @@ TEST(OpsHybridLinear, CudaKernelsMatchTheCpuReference) {
       auto tmap = torch::rand({RB, CT}, gen).lt(f).to(torch::kUInt8);
       auto hw = hybrid_pack(w, tmap, keep);
       auto hwc = hw.to(torch::Device(torch::kCUDA, 0));
-      HybridWeight hwi = hw;  // with the prefill image: v7 reads it by descriptor (SS) instead of hwc's blob (RS)
+      // With the prefill image: v7 reads it by descriptor (SS) instead of hwc's blob (RS); where a tile is dense, v8
+      // runs instead (the image's slab order); hwi7 has no order, so v7 runs there too.
+      HybridWeight hwi = hw;
       hybrid_add_prefill_image(hwi);
+      ASSERT_TRUE(hwi.prefill_order.defined());
       hwi = hwi.to(torch::Device(torch::kCUDA, 0));
+      HybridWeight hwi7 = hwi;
+      hwi7.prefill_order = torch::Tensor();
       // Both sides of each auto-dispatch cut; 4096: several units per cluster in v7's persistent loop (2900 rows).
       for (int64_t M : {1, 16, 64, 65, 128, 129, 700, 4096}) {
         auto x = random_weight(M, c.K, c.dt, gen);
         auto want = hybrid_linear_ref(x, hw).to(torch::kFloat64);
         for (const char* opts :
              {"plain", "pdl", "cluster", "pdl+cluster", "workspace", "pdl+workspace", "rows", "pdl+rows", "batched",
-              "pdl+rows+batched", "onebatch", "pdl+rows+onebatch", "sharex", "sharex+image"}) {
+              "pdl+rows+batched", "onebatch", "pdl+rows+onebatch", "sharex", "sharex+image", "sharex+image-v7"}) {
           const std::string o(opts);
-          const bool image = o == "sharex+image";  // not an option string: sharex on the weight with the image
+          // not option strings: sharex on the weight with the image (and order), or with the image alone
+          const bool image = o.rfind("sharex+image", 0) == 0;
           set_hybrid_kernel_options(parse_hybrid_kernel_options(image ? "sharex" : o));
-          auto got = hybrid_linear(x.to(torch::kCUDA), image ? hwi : hwc).cpu().to(torch::kFloat64);
+          const HybridWeight& use = !image ? hwc : o == "sharex+image" ? hwi : hwi7;
+          auto got = hybrid_linear(x.to(torch::kCUDA), use).cpu().to(torch::kFloat64);
           const std::string at = o + " N=" + std::to_string(c.N) + " K=" + std::to_string(c.K) +
                                  " M=" + std::to_string(M) + " f=" + std::to_string(f);
           ASSERT_TRUE(torch::isfinite(got).all().item<bool>()) << at;

@@ -21,6 +21,9 @@ struct HybridWeight {
   // Optional prefill image (hybrid_format.h, hybrid_add_prefill_image): data's slabs in the wgmma-descriptor order,
   // same size and offsets, same device. Where present, the prefill kernel v7 (option sharex) reads it instead.
   torch::Tensor prefill_image;
+  // Built with the image: int32 [hybrid_prefill_order_words], each row-block pair's slabs with the all-2:4 ones first
+  // (hybrid_prefill_order_raw), for the prefill kernel v8 (option sharex, where some tile is dense).
+  torch::Tensor prefill_order;
   // CUDA workspace (split row-block partials + counters), grown on demand; one stream at a time per weight.
   std::shared_ptr<torch::Tensor> workspace = std::make_shared<torch::Tensor>();
 
@@ -35,8 +38,9 @@ struct HybridWeight {
 // exactly 2 of every 4 consecutive K elements kept inside 2:4 tiles (ignored in dense tiles). Packs on the CPU.
 HybridWeight hybrid_pack(const torch::Tensor& weight, const torch::Tensor& tile_is_sparse,
                          const torch::Tensor& keep_mask, int tile_rows = 128, int tile_cols = 128);
-// Adds hw.prefill_image, built on the CPU from hw.data and put on hw's device: as many bytes again as the weight,
-// for v7's faster prefill (1.10–1.27× v4d where the v1 blob gives 0.92–1.09×, H100, session 28). Needs 128×128 tiles.
+// Adds hw.prefill_image and hw.prefill_order, built on the CPU from hw.data and put on hw's device: as many bytes
+// again as the weight, for v7's and v8's faster prefill (v7: 1.10–1.27× v4d where the v1 blob gives 0.92–1.09×, H100,
+// session 28; v8: 1.01–1.07× v7 in the median, session 32). Needs 128×128 tiles.
 void hybrid_add_prefill_image(HybridWeight& hw);
 // Dense [N, K] weight the packed one represents: dense tiles as stored, 2:4 tiles with pruned entries exactly +0.
 torch::Tensor hybrid_unpack(const HybridWeight& hw);
@@ -70,7 +74,8 @@ struct HybridKernelOptions {
   bool prefill_sharex = false;     // every wgmma prefill launch (M > 32) as v7: persistent 2-CTA clusters sharing x
                                    // by TMA multicast (HybridGemmArgs::prefill_schedule = 3; session 28), reading
                                    // the weight's prefill_image where it has one (SS form, 1.10–1.27× the default
-                                   // at f ≥ 0.9), else its blob through registers (0.92–1.09×)
+                                   // at f ≥ 0.9; v8 with its prefill_order where some tile is dense, session 32),
+                                   // else its blob through registers (0.92–1.09×)
 };
 void set_hybrid_kernel_options(const HybridKernelOptions& o);
 HybridKernelOptions hybrid_kernel_options();

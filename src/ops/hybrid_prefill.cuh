@@ -130,6 +130,10 @@ __device__ __forceinline__ void wg_wait() { asm volatile("wgmma.wait_group.sync.
 // Holds v in its register up to here: a wgmma reads its register operands (the 2:4 metadata) while it runs, until
 // the wait_group that retires it, and the compiler does not know that.
 __device__ __forceinline__ void keep_reg(uint32_t& v) { asm volatile("" : "+r"(v)::"memory"); }
+__device__ __forceinline__ void keep_reg(uint4 (&a)[4]) {
+#pragma unroll
+  for (int j = 0; j < 4; ++j) asm volatile("" : "+r"(a[j].x), "+r"(a[j].y), "+r"(a[j].z), "+r"(a[j].w)::"memory");
+}
 // Keeps the compiler from moving accumulator reads or writes across the asynchronous wgmmas.
 template <int ACC>
 __device__ __forceinline__ void fence_acc(float (&d)[ACC]) {
@@ -995,7 +999,8 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_cl_kernel(const __g
       unit_pos(u, rb, tok0);
       const bool pad = rb >= p.RB;  // the pad CTA runs the wgmmas on whatever its stages hold, and stores nothing
       const int64_t tbase = int64_t(rb) * p.CT;
-      auto slab = [&](int s, uint4 (&a)[4], uint32_t& meta) {
+      // a, meta: this slab's registers; pa, pm: the previous slab's, held until the wait that retires it (keep_reg)
+      auto slab = [&](int s, uint4 (&a)[4], uint32_t& meta, uint4 (&pa)[4], uint32_t& pm) {
         // SPARSE_ONLY: the pad CTA too runs 2:4 wgmmas on its stale stages (valid metadata: filled at the start)
         const bool sparse = SPARSE_ONLY || (!pad && __ldg(p.kinds + tbase + (s >> 1)) != 0);
         hg::mbar_wait(&full[st], uint32_t(ph));
@@ -1020,15 +1025,17 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_cl_kernel(const __g
         }
         wg_wait<1>();
         fence_acc(d);
+        keep_reg(pm);
+        if constexpr (!SS) keep_reg(pa);
         if (pending >= 0) release(pending);
         pending = st;
         if (++st == CL_STAGES) st = 0, ph ^= 1;
       };
-      uint4 a0[4], a1[4];  // alternating: the wgmmas still in flight read the previous slab's registers
-      uint32_t m0, m1;
+      uint4 a0[4] = {}, a1[4] = {};  // alternating: the wgmmas still in flight read the previous slab's registers
+      uint32_t m0 = 0, m1 = 0;
       for (int s = 0; s < nslab; s += 2) {
-        slab(s, a0, m0);
-        if (s + 1 < nslab) slab(s + 1, a1, m1);
+        slab(s, a0, m0, a1, m1);
+        if (s + 1 < nslab) slab(s + 1, a1, m1, a0, m0);
       }
       wg_wait<0>();
       fence_acc(d);
@@ -1064,10 +1071,10 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_cl_kernel(const __g
 // partner's kinds) and stores nothing. Results are not v4d's bit for bit (another order of the fp32 sums).
 // p.order: hybrid_prefill_order_raw (hybrid_format.h): per row-block pair, the slab count of section A, then every
 // slab (index | 2:4 bit of the pair's first row-block << 30 | of the second << 31).
-// Status (session 31): experimental, reached only through HybridGemmArgs::prefill_order (bench_ops' hybrid-v8 row,
-// dev/kernels/prefill_sorted.cu), not from hybrid_linear. Its session 31 builds gave wrong sums wherever 2:4 slabs
-// ran back to back: one register held every slab's metadata, overwritten while the previous wgmma still read it
-// (session 32: two alternating registers, keep_reg). Measured: docs/benchmarks/kernels.md, "Session 31" and "32".
+// Status: hybrid_linear's sharex path where some tile is dense (since session 32; 1.01–1.07× v7 in the median).
+// Session 31's builds gave wrong sums wherever 2:4 slabs ran back to back: one register held every slab's metadata,
+// overwritten while the previous wgmma still read it (session 32: two alternating registers, keep_reg). Measured:
+// docs/benchmarks/kernels.md, "Session 31" and "Session 32".
 struct SoCfg {
   using A = ClCfg<true>;
   using B = ClCfg<false>;
