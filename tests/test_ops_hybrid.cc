@@ -512,7 +512,8 @@ TEST(OpsHybridLinear, BadInputsThrow) {
 // The CUDA kernels behind the front (split-K decode for M <= 32, the wgmma kernels above it on sm_90) against the CPU
 // reference on the same packed weight: ragged N and K, every tile mix, bf16 and fp16. Skips without a GPU.
 // Every launch option of the front (PDL, cluster reduction, row split, one wgmma group per prefill slab, one decode
-// load batch, v7's clusters sharing x: odd row-block counts give it a pad CTA) on each case; restored after.
+// load batch, v7's clusters sharing x: odd row-block counts give it a pad CTA; v8 on weights with a prefill image
+// and order where a tile is dense) on each case; restored after.
 TEST(OpsHybridLinear, CudaKernelsMatchTheCpuReference) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device (or a CPU-only LibTorch): kernels not run";
   const HybridKernelOptions saved = hybrid_kernel_options();

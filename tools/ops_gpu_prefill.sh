@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU-machine check + prefill benchmark of the wgmma hybrid kernel (hybrid_prefill.cuh), one device-tool call:
 # builds with plain nvcc, validates every kernel against the fp32 reference (NaN-poisoned outputs, bitwise reruns,
-# M = 1 … 8192, ragged shapes, f ∈ {0, 0.5, 0.9, 1}), runs compute-sanitizer on a small case, then (only if all that
+# M = 1 … 8192, ragged shapes, f ∈ {0, 0.5, 0.9, 1}; v8 in dev/kernels/prefill_sorted.cu against fp64, plain and
+# under memcheck), runs compute-sanitizer on a small case, then (only if all that
 # passed) times M ∈ {256, 512, 2048, 8192} beside cuBLAS and cuSPARSELt with weights rotated past L2.
 # Usage (repo root): bash tools/ops_gpu_prefill.sh [--quick | --check-only] [bench_ops filters: --shapes, --ms,
 # --fs]. SKIP_CHECKS=1: the timings only (no dev harness, sanitizers or validation); BUDGET: seconds for all (560).
@@ -17,9 +18,11 @@ T0=$SECONDS
 $NVCC -Xptxas -v -c src/ops/hybrid_gemm.cu -o /tmp/hg.o >"$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -20; exit 1; }
 SKIP=${SKIP_CHECKS:-0}
 [ "$SKIP" = 1 ] || $NVCC dev/kernels/hybrid_gemm.cu /tmp/hg.o -lcublas -o /tmp/hg_dev >>"$OUT/build.log" 2>&1 &
+[ "$SKIP" = 1 ] || $NVCC dev/kernels/prefill_sorted.cu /tmp/hg.o -lcublas -o /tmp/prefill_sorted >>"$OUT/build.log" 2>&1 &
 $NVCC bench/bench_ops.cu /tmp/hg.o -lcublas $EXTRA -o /tmp/bench_ops >>"$OUT/build.log" 2>&1 &
 wait
-{ [ -x /tmp/hg_dev ] || [ "$SKIP" = 1 ]; } && [ -x /tmp/bench_ops ] || { tail -20 "$OUT/build.log"; exit 1; }
+{ { [ -x /tmp/hg_dev ] && [ -x /tmp/prefill_sorted ]; } || [ "$SKIP" = 1 ]; } && [ -x /tmp/bench_ops ] \
+  || { tail -20 "$OUT/build.log"; exit 1; }
 grep -A2 -E "prefill_(sk_)?kernel" "$OUT/build.log" | grep -E "registers|spill" | sort | uniq -c
 grep -cE "C7514|C7520" "$OUT/build.log" | sed 's/^/wgmma serialised (C7514, C7520) messages: /'  # want 0
 echo "build ${SECONDS}s"
@@ -31,8 +34,18 @@ for tool in $([ "$SKIP" = 1 ] || echo memcheck racecheck synccheck); do
     | tee -a "$OUT/checks.txt"
   grep -E "FAIL|launch failed|Invalid|Race|hazard" /tmp/san.txt | head -4 | tee -a "$OUT/checks.txt"
 done
+# v8 (its own harness: another order of the sums, so against fp64 rather than v4d bit for bit), plain and memcheck
 rc=0
-[ "$SKIP" = 1 ] || { timeout 300 /tmp/hg_dev validate >/tmp/validate.txt 2>&1; rc=$?; }
+for tool in $([ "$SKIP" = 1 ] || echo none memcheck); do
+  [ $tool = none ] && pre="" || pre="compute-sanitizer --tool $tool"
+  timeout 120 $pre /tmp/prefill_sorted >/tmp/ps.txt 2>&1
+  psrc=$?
+  [ $psrc -eq 0 ] || rc=1
+  echo "prefill_sorted ($tool) rc=$psrc :: $(grep -E 'prefill_sorted:|ERROR SUMMARY' /tmp/ps.txt | tr '\n' ' ')" \
+    | tee -a "$OUT/checks.txt"
+  grep -E "FAIL" /tmp/ps.txt | head -4 | tee -a "$OUT/checks.txt"
+done
+[ "$SKIP" = 1 ] || { timeout 300 /tmp/hg_dev validate >/tmp/validate.txt 2>&1 || rc=1; }
 touch /tmp/validate.txt
 cat /tmp/validate.txt >>"$OUT/checks.txt"
 echo "validate rc=$rc ($((SECONDS - T0))s)"
