@@ -343,7 +343,8 @@ __device__ __forceinline__ void issue_slab(uint8_t* stage, uint64_t* full, const
 // Consumer: one slab that has landed in `stage`: this lane's A registers into a, the slab's wgmmas issued, then wait
 // until only these are in flight (so the caller may release the previous slab's stage while the tensor cores work on
 // this one). Callers alternate register buffers. (In v4d's SASS both buffers are the same registers, legally: there
-// wait_group 1 leaves only an empty group in flight, see wgmma_slab_group. With PV_BATCHED they are distinct.)
+// wait_group 1 leaves only an empty group in flight, see wgmma_slab_group. With PV_BATCHED the previous slab's are
+// still read, so the callers hold them, keep_reg, until this wait.)
 template <int BN, bool BF16, int PV = PV_BASE>
 __device__ __forceinline__ void mma_slab(float (&d)[BN / 2], uint4 (&a)[4], uint32_t& meta, const uint8_t* stage,
                                          bool sparse, int grp, int lane, bool load = true) {
@@ -482,24 +483,26 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_kernel(const __grid
   float d[C::ACC];
 #pragma unroll
   for (int i = 0; i < C::ACC; ++i) d[i] = 0.f;
-  auto slab = [&](int s, uint4 (&a)[4], uint32_t& meta) {
+  // pa, pm: the previous slab's registers, which its wgmmas (PV_BATCHED: still in flight) read until mma_slab's wait
+  auto slab = [&](int s, uint4 (&a)[4], uint32_t& meta, uint4 (&pa)[4], uint32_t& pm) {
     const int st = s % C::STAGES;
     const bool sparse = __ldg(p.kinds + tbase + (s >> 1)) != 0;
     hg::mbar_wait(&full[st], (s / C::STAGES) & 1);
     const bool load = !pv_has(PV, PV_PROBE_A_ONCE) || s < 2;
     mma_slab<BN, BF16, PV>(d, a, meta, smem + st * C::STAGE, sparse, grp, lane, load);
+    if constexpr (pv_has(PV, PV_BATCHED)) keep_reg(pa), keep_reg(pm);
     if (s > 0) release_stage(&empty[(s - 1) % C::STAGES], lane);
   };
   uint4 a0[4], a1[4];
   uint32_t m0, m1;
-  if constexpr (pv_has(PV, PV_LEAN | PV_PROBES)) {  // predicated loads leave unused registers as they were
-#pragma unroll
+  if constexpr (pv_has(PV, PV_LEAN | PV_PROBES | PV_BATCHED)) {  // predicated loads leave unused registers as they
+#pragma unroll                                                      // were; PV_BATCHED holds both sets (keep_reg)
     for (int j = 0; j < 4; ++j) a0[j] = a1[j] = make_uint4(0, 0, 0, 0);
     m0 = m1 = 0;
   }
   for (int s = 0; s < nslab; s += 2) {
-    slab(s, a0, m0);
-    if (s + 1 < nslab) slab(s + 1, a1, m1);
+    slab(s, a0, m0, a1, m1);
+    if (s + 1 < nslab) slab(s + 1, a1, m1, a0, m0);
   }
   wg_wait<0>();
   fence_acc(d);
@@ -603,9 +606,11 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sk_kernel(const __g
   int pending = -1;  // stage read by the wgmmas still in flight, released once they are done
   int st = 0, ph = 0;
   SkCursor cur(Lb, NS, p.TB, p.CT);
-  auto slab = [&](uint4 (&a)[4], uint32_t& meta) {
+  // pa, pm: the previous slab's registers, which its wgmmas (PV_BATCHED: still in flight) read until mma_slab's wait
+  auto slab = [&](uint4 (&a)[4], uint32_t& meta, uint4 (&pa)[4], uint32_t& pm) {
     hg::mbar_wait(&full[st], uint32_t(ph));
     mma_slab<BN, BF16, PV>(d, a, meta, smem + st * STAGE, __ldg(p.kinds + cur.t) != 0, grp, lane);
+    if constexpr (PV == PV_BATCHED) keep_reg(pa), keep_reg(pm);
     if (pending >= 0) release_stage(&empty[pending], lane);
     pending = st;
     if (++st == STAGES) st = 0, ph ^= 1;
@@ -669,8 +674,8 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sk_kernel(const __g
 #pragma unroll
     for (int i = 0; i < ACC; ++i) d[i] = 0.f;
   };
-  uint4 a0[4], a1[4];
-  uint32_t m0, m1;
+  uint4 a0[4] = {}, a1[4] = {};
+  uint32_t m0 = 0, m1 = 0;
   int done = 0;
   bool first = true;
   // After a slab: close its tile if the next unit starts another one or this CTA's range ends.
@@ -694,10 +699,10 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sk_kernel(const __g
       const int64_t key = cur.key, rb = cur.rb;
       const int tb = cur.tb, cnt = min(NS - cur.s, n - i);  // this tile's units in the CTA's range
       for (int j = 0; j < cnt; j += 2) {
-        slab(a0, m0);
+        slab(a0, m0, a1, m1);
         cur.next(p.CT);
         if (j + 1 < cnt) {
-          slab(a1, m1);
+          slab(a1, m1, a0, m0);
           cur.next(p.CT);
         }
       }
@@ -709,10 +714,10 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sk_kernel(const __g
   } else {
     for (int i = 0; i < n; i += 2) {
       // Two slabs per iteration so that the two A-register buffers stay compile-time (no local-memory arrays).
-      slab(a0, m0);
+      slab(a0, m0, a1, m1);
       advance(i);
       if (i + 1 < n) {
-        slab(a1, m1);
+        slab(a1, m1, a0, m0);
         advance(i + 1);
       }
     }
