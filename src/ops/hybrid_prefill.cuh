@@ -343,11 +343,12 @@ __device__ __forceinline__ void issue_slab(uint8_t* stage, uint64_t* full, const
 // Consumer: one slab that has landed in `stage`: this lane's A registers into a, the slab's wgmmas issued, then wait
 // until only these are in flight (so the caller may release the previous slab's stage while the tensor cores work on
 // this one). Callers alternate register buffers. (In v4d's SASS both buffers are the same registers, legally: there
-// wait_group 1 leaves only an empty group in flight, see wgmma_slab_group. With PV_BATCHED the previous slab's are
-// still read, so the callers hold them, keep_reg, until this wait.)
+// wait_group 1 leaves only an empty group in flight, see wgmma_slab_group. With PV_BATCHED the previous slab's
+// registers pa, pm are still read until this wait, so they are held (keep_reg) up to it.)
 template <int BN, bool BF16, int PV = PV_BASE>
-__device__ __forceinline__ void mma_slab(float (&d)[BN / 2], uint4 (&a)[4], uint32_t& meta, const uint8_t* stage,
-                                         bool sparse, int grp, int lane, bool load = true) {
+__device__ __forceinline__ void mma_slab(float (&d)[BN / 2], uint4 (&a)[4], uint32_t& meta, uint4 (&pa)[4],
+                                         uint32_t& pm, const uint8_t* stage, bool sparse, int grp, int lane,
+                                         bool load = true) {
   // A loads: dense k16 step j at unit + 512 j; 2:4 k32 step s at unit + 512 s, metadata at + 1024.
   const uint8_t* unit =
       stage + Cfg<BN>::X_BYTES + grp * (sparse ? HYBRID_SPARSE_UNIT_BYTES : HYBRID_DENSE_UNIT_BYTES);
@@ -374,6 +375,7 @@ __device__ __forceinline__ void mma_slab(float (&d)[BN / 2], uint4 (&a)[4], uint
   }
   wg_wait<1>();
   fence_acc(d);
+  if constexpr (pv_has(PV, PV_BATCHED)) keep_reg(pa), keep_reg(pm);
 }
 
 // Epilogue through shared memory: the D fragments (d[4j + e] = row 16·w4 + g + 8·(e >> 1) of the warpgroup,
@@ -483,14 +485,13 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_kernel(const __grid
   float d[C::ACC];
 #pragma unroll
   for (int i = 0; i < C::ACC; ++i) d[i] = 0.f;
-  // pa, pm: the previous slab's registers, which its wgmmas (PV_BATCHED: still in flight) read until mma_slab's wait
+  // pa, pm: the previous slab's registers (mma_slab holds them until its wait)
   auto slab = [&](int s, uint4 (&a)[4], uint32_t& meta, uint4 (&pa)[4], uint32_t& pm) {
     const int st = s % C::STAGES;
     const bool sparse = __ldg(p.kinds + tbase + (s >> 1)) != 0;
     hg::mbar_wait(&full[st], (s / C::STAGES) & 1);
     const bool load = !pv_has(PV, PV_PROBE_A_ONCE) || s < 2;
-    mma_slab<BN, BF16, PV>(d, a, meta, smem + st * C::STAGE, sparse, grp, lane, load);
-    if constexpr (pv_has(PV, PV_BATCHED)) keep_reg(pa), keep_reg(pm);
+    mma_slab<BN, BF16, PV>(d, a, meta, pa, pm, smem + st * C::STAGE, sparse, grp, lane, load);
     if (s > 0) release_stage(&empty[(s - 1) % C::STAGES], lane);
   };
   uint4 a0[4], a1[4];
@@ -606,11 +607,10 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sk_kernel(const __g
   int pending = -1;  // stage read by the wgmmas still in flight, released once they are done
   int st = 0, ph = 0;
   SkCursor cur(Lb, NS, p.TB, p.CT);
-  // pa, pm: the previous slab's registers, which its wgmmas (PV_BATCHED: still in flight) read until mma_slab's wait
+  // pa, pm: the previous slab's registers (mma_slab holds them until its wait)
   auto slab = [&](uint4 (&a)[4], uint32_t& meta, uint4 (&pa)[4], uint32_t& pm) {
     hg::mbar_wait(&full[st], uint32_t(ph));
-    mma_slab<BN, BF16, PV>(d, a, meta, smem + st * STAGE, __ldg(p.kinds + cur.t) != 0, grp, lane);
-    if constexpr (PV == PV_BATCHED) keep_reg(pa), keep_reg(pm);
+    mma_slab<BN, BF16, PV>(d, a, meta, pa, pm, smem + st * STAGE, __ldg(p.kinds + cur.t) != 0, grp, lane);
     if (pending >= 0) release_stage(&empty[pending], lane);
     pending = st;
     if (++st == STAGES) st = 0, ph ^= 1;
@@ -900,6 +900,16 @@ __device__ __forceinline__ void store_pass_cl(const float* d0, uint16_t* ot, con
   store_rows<OT>(ot, p, rb, tok0, ctid);
 #endif
 }
+// A cluster unit's 128 × CL_BN outputs, CL_BN / OT passes through ot. Only where rb < p.RB (not the pad CTA), which
+// is uniform over the CTA, so the consumer barriers inside see all 256 threads.
+template <int OT, bool BF16>
+__device__ __forceinline__ void store_unit_cl(const float* d, uint16_t* ot, const Params& p, int rb, int tok0, int c,
+                                              int w4, int lane, int ctid) {
+  if (rb >= p.RB) return;
+#pragma unroll
+  for (int h = 0; h < CL_BN / OT; ++h)
+    store_pass_cl<OT, BF16>(d + h * (OT / 2), ot, p, rb, tok0 + h * OT, c, w4, lane, ctid);
+}
 
 template <bool BF16>
 __device__ __forceinline__ void wgmma_slab_start(float (&d)[128], const uint4 (&a)[4], uint64_t desc, uint32_t meta,
@@ -1046,11 +1056,7 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_cl_kernel(const __g
       fence_acc(d);
       release(pending);
       pending = -1;
-      if (!pad) {  // uniform over the CTA, so the consumer barriers inside see all 256 threads
-#pragma unroll
-        for (int h = 0; h < CL_BN / CL_OT_TOK; ++h)
-          store_pass_cl<CL_OT_TOK, BF16>(d + h * (CL_OT_TOK / 2), ot, p, rb, tok0 + h * CL_OT_TOK, c, w4, lane, ctid);
-      }
+      store_unit_cl<CL_OT_TOK, BF16>(d, ot, p, rb, tok0, c, w4, lane, ctid);
     }
   }
   cluster_sync_all();  // the peer may still multicast into, or arrive on, this CTA's stages until it is done
@@ -1294,12 +1300,7 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sorted_kernel(const
         release(pending);
         pending = nullptr;
       }
-      if (rb < p.RB) {  // uniform over the CTA, so the consumer barriers inside see all 256 threads
-#pragma unroll
-        for (int h = 0; h < CL_BN / SoCfg::OT_TOK; ++h)
-          store_pass_cl<SoCfg::OT_TOK, BF16>(d + h * (SoCfg::OT_TOK / 2), ot, p, rb, tok0 + h * SoCfg::OT_TOK, c, w4,
-                                              lane, ctid);
-      }
+      store_unit_cl<SoCfg::OT_TOK, BF16>(d, ot, p, rb, tok0, c, w4, lane, ctid);
     }
   }
   cluster_sync_all();  // the peer may still multicast into, or arrive on, this CTA's stages until it is done
