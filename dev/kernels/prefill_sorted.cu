@@ -4,7 +4,10 @@
 // its sums are not v4d's bit for bit and dev/kernels/prefill_ss.cu's bitwise check does not apply. This file checks
 // both kernels through hybrid_gemm_launch against the masked weight in fp64 on small ragged cases: an odd row-block
 // count (the pad CTA runs its partner's slabs), a ragged last K tile (one slab), every mix from all dense to all 2:4,
-// outputs poisoned with NaN before each launch. Small enough for compute-sanitizer.
+// outputs poisoned with NaN before each launch. Small enough for compute-sanitizer. Since session 33 every kernel also
+// runs with prefill_hold (HeldUnit: outputs stored during the next unit's slabs), checked bit for bit against its
+// plain run; the last two cases give each cluster several units (the held outputs cross units), the last one a unit
+// of one slab (fewer slabs than held passes).
 // Build (GPU machine, repo root):
 //   nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -Isrc -Ibench \
 //     dev/kernels/prefill_sorted.cu src/ops/hybrid_gemm.cu -lcublas -o /tmp/prefill_sorted
@@ -38,7 +41,8 @@ int main() {
   int bad = 0;
   // 2900 rows: 23 row blocks (a pad CTA); K 520 and 1096: a last tile with one slab; f 0 … 1.
   for (const Case c : {Case{2900, 520, 700, 0.5}, Case{384, 1096, 300, 0.9}, Case{1000, 1096, 513, 1.0},
-                       Case{640, 768, 260, 0.0}, Case{2900, 1096, 1030, 0.7}}) {
+                       Case{640, 768, 260, 0.0}, Case{2900, 1096, 1030, 0.7}, Case{2900, 520, 4100, 0.9},
+                       Case{1000, 64, 9000, 1.0}}) {
     bench::Problem P = bench::make_problem(c.N, c.K, c.f, 7, true, true);
     std::vector<uint16_t> md = bench::masked_dense(P), x(size_t(c.M * c.K));
     for (size_t i = 0; i < x.size(); ++i) x[i] = bench::f32_to_bf16(float((i * 2654435761u) % 2001) / 1000.f - 1.f);
@@ -66,27 +70,37 @@ int main() {
           ref[m * c.N + n] = s;
         }
     });
-    for (int v8 = 0; v8 < 2; ++v8) {
-      HybridGemmArgs a;
-      a.x = dx, a.y = dy, a.M = c.M, a.N = c.N, a.K = c.K;
-      a.blob = dim, a.kinds = dk, a.offsets = doff, a.workspace = dws, a.workspace_bytes = wsb;
-      a.kernel = 3, a.prefill_schedule = 3, a.prefill_image = dim;
-      a.prefill_order = v8 ? dord : nullptr;  // (prefill_all_sparse off: v8 at f = 1 too; v7 with four stages)
-      cudaMemset(dy, 0xff, size_t(c.M * c.N) * 2);  // NaN in bf16
-      const HybridLaunchResult r = hybrid_gemm_launch(a);
-      const cudaError_t e = cudaDeviceSynchronize();
-      std::vector<uint16_t> y(size_t(c.M * c.N));
-      cudaMemcpy(y.data(), dy, y.size() * 2, cudaMemcpyDeviceToHost);
-      double num = 0, den = 0;
-      for (size_t i = 0; i < ref.size(); ++i) {
-        const double d = double(bench::bf16_to_f32(y[i])) - ref[i];
-        num += d * d, den += ref[i] * ref[i];
+    // v: 0 = v7 SS (four stages), 1 = v7 SS five stages (f = 1 only: prefill_all_sparse), 2 = v8
+    for (int v = 0; v < 3; ++v) {
+      if (v == 1 && c.f != 1.0) continue;
+      std::vector<uint16_t> plain;
+      for (int hold = 0; hold < 2; ++hold) {
+        HybridGemmArgs a;
+        a.x = dx, a.y = dy, a.M = c.M, a.N = c.N, a.K = c.K;
+        a.blob = dim, a.kinds = dk, a.offsets = doff, a.workspace = dws, a.workspace_bytes = wsb;
+        a.kernel = 3, a.prefill_schedule = 3, a.prefill_image = dim;
+        a.prefill_order = v == 2 ? dord : nullptr;  // (prefill_all_sparse off: v8 at f = 1 too)
+        a.prefill_all_sparse = v == 1;
+        a.prefill_hold = hold;
+        cudaMemset(dy, 0xff, size_t(c.M * c.N) * 2);  // NaN in bf16
+        const HybridLaunchResult r = hybrid_gemm_launch(a);
+        const cudaError_t e = cudaDeviceSynchronize();
+        std::vector<uint16_t> y(size_t(c.M * c.N));
+        cudaMemcpy(y.data(), dy, y.size() * 2, cudaMemcpyDeviceToHost);
+        double num = 0, den = 0;
+        for (size_t i = 0; i < ref.size(); ++i) {
+          const double d = double(bench::bf16_to_f32(y[i])) - ref[i];
+          num += d * d, den += ref[i] * ref[i];
+        }
+        const double rel = std::sqrt(num / den);  // NaN left anywhere fails too
+        const bool same = !hold || y == plain;     // held outputs: the plain run's bit for bit
+        const bool ok = r.status == HYBRID_OK && e == cudaSuccess && rel < 1e-2 && same;
+        bad += !ok;
+        std::printf("%s N=%lld K=%lld M=%lld f=%.2f %s%s: status %d cuda %d rel %.3e%s\n", ok ? "ok  " : "FAIL",
+                    (long long)c.N, (long long)c.K, (long long)c.M, c.f, v == 2 ? "v8" : v ? "v7 SS 5st" : "v7 SS",
+                    hold ? " hold" : "", r.status, int(e), rel, hold ? (same ? ", = plain" : ", differs from plain") : "");
+        if (!hold) plain = y;
       }
-      const double rel = std::sqrt(num / den);  // NaN left anywhere fails too
-      const bool ok = r.status == HYBRID_OK && e == cudaSuccess && rel < 1e-2;
-      bad += !ok;
-      std::printf("%s N=%lld K=%lld M=%lld f=%.2f %s: status %d cuda %d rel %.3e\n", ok ? "ok  " : "FAIL",
-                  (long long)c.N, (long long)c.K, (long long)c.M, c.f, v8 ? "v8" : "v7 SS", r.status, int(e), rel);
     }
     for (void* p : {(void*)dx, (void*)dy, (void*)dim, (void*)dk, (void*)doff, (void*)dord, dws}) cudaFree(p);
   }
