@@ -450,9 +450,6 @@ int main(int argc, char** argv) {
           a.prefill_all_sparse = all_sparse;
           use_image = true;
           add_row("hybrid-v7", time_hybrid("hybrid-v7"));
-          a.prefill_hold = true;  // -h: half of each unit's outputs stored during the next unit's slabs (session 33)
-          add_row("hybrid-v7h", time_hybrid("hybrid-v7h"));
-          a.prefill_hold = false;
           if (all_sparse) {
             a.prefill_all_sparse = false;
             add_row("hybrid-v7-4st", time_hybrid());
@@ -462,9 +459,6 @@ int main(int argc, char** argv) {
           a.prefill_order = static_cast<uint32_t*>(order);
           a.prefill_all_sparse = false;
           add_row("hybrid-v8", time_hybrid("hybrid-v8"));
-          a.prefill_hold = true;
-          add_row("hybrid-v8h", time_hybrid("hybrid-v8h"));
-          a.prefill_hold = false;
           a.prefill_order = nullptr;
           a.prefill_all_sparse = all_sparse;
           use_image = false;

@@ -176,19 +176,10 @@ cudaError_t launch_cl(const void* x, const hp::Params& p, cudaStream_t stream) {
   cfg.gridDim = dim3(unsigned(hp::CL_CTAS * std::min<int64_t>(units, resident)));
   return cudaLaunchKernelEx(&cfg, KERNEL, map, p);
 }
-template <bool BF16, bool SS, bool HOLD = false>
+template <bool BF16, bool SS>
 cudaError_t launch_prefill_cl(const void* x, const hp::Params& p, bool sparse_only, cudaStream_t stream) {
-  return sparse_only ? launch_cl<hp::hybrid_prefill_cl_kernel<BF16, SS, true, HOLD>, BF16>(x, p, stream)
-                     : launch_cl<hp::hybrid_prefill_cl_kernel<BF16, SS, false, HOLD>, BF16>(x, p, stream);
-}
-// v7 / v8 on the prefill image, each unit's outputs stored between units or (hold) partly during the next one's slabs
-template <bool BF16>
-cudaError_t launch_prefill_image(const void* x, const hp::Params& p, bool sparse_only, bool hold, cudaStream_t stream) {
-  if (p.order)
-    return hold ? launch_cl<hp::hybrid_prefill_sorted_kernel<BF16, true>, BF16>(x, p, stream)
-                : launch_cl<hp::hybrid_prefill_sorted_kernel<BF16, false>, BF16>(x, p, stream);
-  return hold ? launch_prefill_cl<BF16, true, true>(x, p, sparse_only, stream)
-              : launch_prefill_cl<BF16, true, false>(x, p, sparse_only, stream);
+  return sparse_only ? launch_cl<hp::hybrid_prefill_cl_kernel<BF16, SS, true>, BF16>(x, p, stream)
+                     : launch_cl<hp::hybrid_prefill_cl_kernel<BF16, SS, false>, BF16>(x, p, stream);
 }
 
 // The prefill kernels as v4d or v4i (one wgmma group per slab).
@@ -457,12 +448,14 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
       // v7 has five stages throughout, without v8's indirection)
       if (ss && a.prefill_order && !so) p.order = a.prefill_order;
       cudaError_t e;
-      if (ss)
-        e = a.bf16 ? launch_prefill_image<true>(a.x, p, so, a.prefill_hold, stream)
-                   : launch_prefill_image<false>(a.x, p, so, a.prefill_hold, stream);
+      if (p.order)
+        e = a.bf16 ? launch_cl<hp::hybrid_prefill_sorted_kernel<true>, true>(a.x, p, stream)
+                   : launch_cl<hp::hybrid_prefill_sorted_kernel<false>, false>(a.x, p, stream);
       else
-        e = a.bf16 ? launch_prefill_cl<true, false>(a.x, p, so, stream)
-                   : launch_prefill_cl<false, false>(a.x, p, so, stream);
+        e = a.bf16 ? (ss ? launch_prefill_cl<true, true>(a.x, p, so, stream)
+                         : launch_prefill_cl<true, false>(a.x, p, so, stream))
+                   : (ss ? launch_prefill_cl<false, true>(a.x, p, so, stream)
+                         : launch_prefill_cl<false, false>(a.x, p, so, stream));
       if (e != cudaSuccess) {
         r.status = HYBRID_ERR_CUDA;
         r.cuda_error = int(e);

@@ -49,9 +49,6 @@ struct HybridGemmArgs {
   bool prefill_all_sparse = false;  // prefill_schedule 3: the caller's promise that every tile is 2:4; v7 then sizes
                                     // its stages for 2:4 slabs (five of 41 KB instead of four of 48 KB). A dense
                                     // tile under it gives wrong values (read as 2:4), never a fault
-  bool prefill_hold = false;      // prefill_schedule 3 on the prefill image (v7 SS, v8): half of each unit's outputs
-                                  // leave during the next unit's first slabs instead of between units (session 33,
-                                  // hybrid_prefill.cuh HeldUnit). Same results bit for bit
   bool prefill_batched = false;   // wgmma prefill, v4i: one wgmma group per slab, so wait_group 1 overlaps a
                                   // warpgroup's consecutive slabs (v4d's predicated block makes each wgmma its own
                                   // group). Same results bit for bit. Opt-in: on the H100 it moves v4d by -10% … +4%

@@ -911,88 +911,6 @@ __device__ __forceinline__ void store_unit_cl(const float* d, uint16_t* ot, cons
     store_pass_cl<OT, BF16>(d + h * (OT / 2), ot, p, rb, tok0 + h * OT, c, w4, lane, ctid);
 }
 
-// Session 33: most of a unit's outputs leave while the next unit's first slabs run, not between units. Until now both
-// consumer warpgroups stopped the tensor cores for the whole epilogue (stmatrix, barriers, global stores) after every
-// unit. Here, once the unit's last wgmma is done, the first NOW passes of OT tokens go out at once, and each thread
-// rounds the rest of its accumulators into bf16/fp16 pairs (what stmatrix takes), 16 registers per 64 tokens; the
-// next unit's wgmmas then overwrite the accumulators, and one held pass goes out after each of its first slabs is
-// issued, before that slab's wait. (Holding all four passes of the five-stage form, 64 registers beside the 128
-// accumulators, made ptxas spill.) Each warpgroup stores its own 64 rows of ot behind its own named barrier (2 + c,
-// 128 threads), so neither waits for the other. Same values, same rounding: store_unit_cl's outputs bit for bit.
-template <int OT, bool BF16, int NOW>
-struct HeldUnit {
-  static constexpr int PASSES = CL_BN / OT, HELD = PASSES - NOW, PK = OT / 4;  // PK: registers per pass
-  static_assert(NOW >= 1 && HELD >= 1 && HELD <= 3, "HeldUnit: 1..3 held passes, at least one at once");
-  uint32_t pk[HELD * PK];  // pass NOW + h: pk[h·PK + i] = accumulators 2i, 2i + 1 of that pass, rounded
-  int rb = 0, tok0 = 0, next = HELD;  // next: the next held pass to store; HELD: none left
-  // Named barrier 2 + c over this warpgroup (immediate ids: with a register id ptxas reserves all 16).
-  static __device__ __forceinline__ void wg_sync(int c) {
-    if (c == 0)
-      asm volatile("bar.sync 2, 128;" ::: "memory");
-    else
-      asm volatile("bar.sync 3, 128;" ::: "memory");
-  }
-  // Tokens tok0 + t0 .. + OT - 1 from e (PK packed registers): this warpgroup's 64 rows through its columns of ot,
-  // then 16-byte stores into y. The first barrier: every thread of the warpgroup is done reading ot's last pass.
-  static __device__ __forceinline__ void pass(const uint32_t* e, uint16_t* ot, const Params& p, int rb, int t0, int c,
-                                              int w4, int lane, int tid) {
-    wg_sync(c);
-    const int m = lane >> 3;  // (as store_pass_cl)
-    uint16_t* base = ot + (8 * (m >> 1) + (lane & 7)) * OSTR + 64 * c + 16 * w4 + 8 * (m & 1);
-#pragma unroll
-    for (int k = 0; k < OT / 16; ++k)
-      asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1, %2, %3, %4};" ::"r"(
-                       hg::smem_addr(base + 16 * k * OSTR)),
-                   "r"(e[4 * k]), "r"(e[4 * k + 1]), "r"(e[4 * k + 2]), "r"(e[4 * k + 3])
-                   : "memory");
-    wg_sync(c);
-    const bool vec = (p.N & 7) == 0 && (reinterpret_cast<uintptr_t>(p.y) & 15) == 0;
-#pragma unroll
-    for (int j = 0; j < OT / 16; ++j) {  // OT tokens × 8 chunks of 16 B, over 128 threads
-      const int q = tid + 128 * j, tl = q >> 3, col = 64 * c + 8 * (q & 7);
-      const int tok = t0 + tl, row = rb * hg::TILE + col;
-      if (tok >= p.M || row >= p.N) continue;
-      uint16_t* dst = p.y + int64_t(tok) * p.N + row;
-      const uint16_t* src = ot + tl * OSTR + col;
-      if (vec) {
-        *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
-      } else {
-        for (int e = 0; e < 8 && row + e < p.N; ++e) dst[e] = src[e];
-      }
-    }
-  }
-  // Unit (rb, tok0)'s accumulators, once its last wgmma is done (the caller waited for it): the first NOW passes now,
-  // the rest held. Nothing for the pad CTA.
-  __device__ __forceinline__ void take(const float* d, int rb_, int tok0_, uint16_t* ot, const Params& p, int c, int w4,
-                                       int lane, int tid) {
-    rb = rb_, tok0 = tok0_, next = rb_ < p.RB ? 0 : HELD;
-    if (next == HELD) return;
-#pragma unroll
-    for (int h = 0; h < NOW; ++h) {
-      uint32_t e[PK];
-#pragma unroll
-      for (int i = 0; i < PK; ++i) e[i] = pack_half2<BF16>(d[h * 2 * PK + 2 * i], d[h * 2 * PK + 2 * i + 1]);
-      pass(e, ot, p, rb, tok0 + h * OT, c, w4, lane, tid);
-    }
-#pragma unroll
-    for (int i = 0; i < HELD * PK; ++i) pk[i] = pack_half2<BF16>(d[NOW * 2 * PK + 2 * i], d[NOW * 2 * PK + 2 * i + 1]);
-  }
-  // The next held pass, if one is left (register indices must be constants: one case per pass).
-  __device__ __forceinline__ void step(uint16_t* ot, const Params& p, int c, int w4, int lane, int tid) {
-    if (next >= HELD) return;
-    if (next == 0)
-      pass(pk, ot, p, rb, tok0 + NOW * OT, c, w4, lane, tid);
-    else if (HELD > 1 && next == 1)
-      pass(pk + (HELD > 1 ? PK : 0), ot, p, rb, tok0 + (NOW + 1) * OT, c, w4, lane, tid);
-    else if (HELD > 2)
-      pass(pk + (HELD > 2 ? 2 * PK : 0), ot, p, rb, tok0 + (NOW + 2) * OT, c, w4, lane, tid);
-    ++next;
-  }
-  __device__ __forceinline__ void flush(uint16_t* ot, const Params& p, int c, int w4, int lane, int tid) {
-    while (next < HELD) step(ot, p, c, w4, lane, tid);
-  }
-};
-
 template <bool BF16>
 __device__ __forceinline__ void wgmma_slab_start(float (&d)[128], const uint4 (&a)[4], uint64_t desc, uint32_t meta,
                                                  bool sparse, uint32_t accumulate) {
@@ -1011,11 +929,9 @@ __device__ __forceinline__ void wgmma_slab_start(float (&d)[128], const uint4 (&
 // Launch: 2-CTA clusters (cluster dimension attribute), grid = 2 × min(cl_units, clusters resident at once), x map
 // with a 128-token box (encode_x_map<CL_TOKENS_PER_CTA>).
 // SS: p.blob is the prefill image and the weight is the A operand by descriptor; else the v1 blob through registers.
-// HOLD (SS only): the outputs leave during the next unit's first slabs (HeldUnit), not between units.
-template <bool BF16, bool SS, bool SPARSE_ONLY, bool HOLD = false>
+template <bool BF16, bool SS, bool SPARSE_ONLY>
 __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_cl_kernel(const __grid_constant__ CUtensorMap xmap,
                                                                        const Params p) {
-  static_assert(SS || !HOLD, "v7: HOLD needs the SS form (the RS form's A registers leave no room for 64 more)");
 #ifdef PATCHLLM_HAVE_WGMMA
   using CC = ClCfg<SPARSE_ONLY>;
   constexpr int STAGE = CC::STAGE, CL_STAGES = CC::STAGES, CL_OT_TOK = CC::OT_TOK;
@@ -1093,7 +1009,6 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_cl_kernel(const __g
     float d[ACC];
 #pragma unroll
     for (int i = 0; i < ACC; ++i) d[i] = 0.f;  // (never read: each unit's first wgmma has scale-d 0)
-    HeldUnit<CL_OT_TOK, BF16, CL_BN / CL_OT_TOK / 2> held;  // (HOLD only: half the passes held)
     for (int u = cid; u < units; u += step) {
       int rb, tok0;
       unit_pos(u, rb, tok0);
@@ -1113,7 +1028,6 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_cl_kernel(const __g
           fence_acc(d);
           wg_fence();
           wgmma_slab_start_ss<BF16>(d, adesc, desc_sw128(hg::smem_addr(stage)), meta, sparse, s > 0);
-          if constexpr (HOLD) held.step(ot, p, c, w4, lane, tid);  // while the tensor cores run this slab
         } else {
           // v4d's branch-free loads: the registers a slab's kind does not use come from inside the stage, ignored.
           const uint8_t* unit = w + grp * (sparse ? HYBRID_SPARSE_UNIT_BYTES : HYBRID_DENSE_UNIT_BYTES);
@@ -1142,14 +1056,8 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_cl_kernel(const __g
       fence_acc(d);
       release(pending);
       pending = -1;
-      if constexpr (HOLD) {
-        held.flush(ot, p, c, w4, lane, tid);  // (a unit of fewer slabs than passes)
-        held.take(d, rb, tok0, ot, p, c, w4, lane, tid);
-      } else {
-        store_unit_cl<CL_OT_TOK, BF16>(d, ot, p, rb, tok0, c, w4, lane, ctid);
-      }
+      store_unit_cl<CL_OT_TOK, BF16>(d, ot, p, rb, tok0, c, w4, lane, ctid);
     }
-    if constexpr (HOLD) held.flush(ot, p, c, w4, lane, tid);
   }
   cluster_sync_all();  // the peer may still multicast into, or arrive on, this CTA's stages until it is done
 #else
@@ -1206,8 +1114,7 @@ __device__ __forceinline__ int ring_restart(int oldest) {
   return (FROM * oldest + TO - 1) / TO % N;
 }
 
-// HOLD: the outputs leave during the next unit's first slabs (HeldUnit), not between units.
-template <bool BF16, bool HOLD = false>
+template <bool BF16>
 __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sorted_kernel(const __grid_constant__ CUtensorMap xmap,
                                                                            const Params p) {
 #ifdef PATCHLLM_HAVE_WGMMA
@@ -1323,7 +1230,6 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sorted_kernel(const
   } else {
     asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
     const int c = wg - 1, w4 = tid >> 5, lane = tid & 31, grp = 4 * c + w4, ctid = threadIdx.x - 128;
-    HeldUnit<SoCfg::OT_TOK, BF16, CL_BN / SoCfg::OT_TOK / 2> held;  // (HOLD only: half the passes held)
     RingPos ra, rbp;
     int cur = -1;
     uint64_t* pending = nullptr;
@@ -1357,7 +1263,6 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sorted_kernel(const
         fence_acc(d);
         wg_fence();
         wgmma_slab_start_ss<BF16>(d, adesc, desc_sw128(hg::smem_addr(stage)), meta, sparse, acc);
-        if constexpr (HOLD) held.step(ot, p, c, w4, lane, tid);  // while the tensor cores run this slab
         wg_wait<1>();
         fence_acc(d);
         keep_reg(prev);  // the previous slab's wgmmas, now done, read it up to here
@@ -1395,14 +1300,8 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sorted_kernel(const
         release(pending);
         pending = nullptr;
       }
-      if constexpr (HOLD) {
-        held.flush(ot, p, c, w4, lane, tid);  // (a unit of fewer slabs than held passes)
-        held.take(d, rb, tok0, ot, p, c, w4, lane, tid);
-      } else {
-        store_unit_cl<SoCfg::OT_TOK, BF16>(d, ot, p, rb, tok0, c, w4, lane, ctid);
-      }
+      store_unit_cl<SoCfg::OT_TOK, BF16>(d, ot, p, rb, tok0, c, w4, lane, ctid);
     }
-    if constexpr (HOLD) held.flush(ot, p, c, w4, lane, tid);
   }
   cluster_sync_all();  // the peer may still multicast into, or arrive on, this CTA's stages until it is done
 #else
