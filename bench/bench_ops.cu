@@ -11,6 +11,8 @@
 // and the row split over CTAs of 4 / 2 warps (v3h) or the k-split forced (w8; the auto choice picks 4 or 8);
 // --extra adds the k-split sweep (1/2/4/8 CTAs per SM, with and without PDL) and the earlier kernels v3d and v1.
 // --shapes qkv,down keeps the shapes whose name contains one of the words; --fs 0.9,1 replaces the tile mixes.
+// --prefill --rounds R adds a head-to-head: cuBLAS, cuSPARSELt and the sharex kernel (v7 / v8) in R rotated rounds
+// (rows rr-*), since single back-to-back timings moved ±5-10% between processes.
 // With PATCHLLM_PROFILE_MARKS=1 the cuBLAS, cuSPARSELt and (auto) hybrid timings each end with one launch inside an
 // NVTX range "cublas" / "cusparselt" / "hybrid" for Nsight Compute (tools/ops_gpu_prefill_ncu.sh).
 #include <cublas_v2.h>
@@ -75,6 +77,26 @@ struct CsltPlan {
   cusparseLtMatmulPlan_t plan;
   size_t compressed = 0, compress_buf = 0, workspace = 0;
 };
+// One M's cuSPARSELt baseline, kept until the shape is done (so --rounds can time it again beside the hybrid kernels).
+struct CsltRun {
+  CsltPlan pl;
+  std::vector<void*> comps;  // the compressed weight, rotated past L2
+  void *cbuf = nullptr, *cws = nullptr, *xp = nullptr, *yp = nullptr;
+  void launch(cusparseLtHandle_t* h, int i) {
+    const float one = 1.f, zero = 0.f;
+    cudaStream_t st = nullptr;
+    cusparseLtMatmul(h, &pl.plan, &one, comps[i], xp, &zero, yp, yp, cws, &st, 1);
+  }
+  void release() {
+    free_all(comps);
+    for (void* q : {cbuf, cws, xp, yp}) cudaFree(q);
+    cusparseLtMatmulPlanDestroy(&pl.plan);
+    cusparseLtMatmulAlgSelectionDestroy(&pl.sel);
+    cusparseLtMatDescriptorDestroy(&pl.A);
+    cusparseLtMatDescriptorDestroy(&pl.B);
+    cusparseLtMatDescriptorDestroy(&pl.C);
+  }
+};
 bool cslt_plan(cusparseLtHandle_t* h, CsltPlan& P, int64_t Mp, int64_t N, int64_t K) {
   const uint32_t al = 16;
   if (!CSL_OK(cusparseLtStructuredDescriptorInit(h, &P.A, N, K, K, al, CUDA_R_16BF, CUSPARSE_ORDER_ROW,
@@ -103,6 +125,7 @@ std::string fmt(double v, int prec = 2) {
 
 int main(int argc, char** argv) {
   bool quick = false, decode = false, prefill = false, extra = false;
+  int rounds = 0;  // --prefill --rounds R: the head-to-head below, R rounds
   std::string prefix = "bench_ops", ms_arg, shapes_arg, fs_arg;  // --ms 64,128: these M instead of the mode's list
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -114,6 +137,7 @@ int main(int argc, char** argv) {
     else if (a == "--ms" && i + 1 < argc) ms_arg = argv[++i];
     else if (a == "--shapes" && i + 1 < argc) shapes_arg = argv[++i];
     else if (a == "--fs" && i + 1 < argc) fs_arg = argv[++i];
+    else if (a == "--rounds" && i + 1 < argc) rounds = std::max(0, std::atoi(argv[++i]));
   }
   cudaDeviceProp prop;
   BENCH_CUDA(cudaGetDeviceProperties(&prop, 0));
@@ -199,6 +223,9 @@ int main(int argc, char** argv) {
     BENCH_CUDA(cudaMalloc(&ws, wsb));
     BENCH_CUDA(cudaMemset(ws, 0, wsb));
     std::map<int64_t, double> cublas_us;
+#ifdef PATCHLLM_HAVE_CUSPARSELT
+    std::map<int64_t, CsltRun> cslt;  // per M, until the shape is done
+#endif
     for (int64_t M : Ms) {
       double us = time_launches([&](int i) { cublas_gemm(cub, Wd[i], x, y, M, N, K); }, rot, 15, "cublas");
       cublas_us[M] = us;
@@ -215,62 +242,53 @@ int main(int argc, char** argv) {
       BENCH_CUDA(cudaMemcpy(Wp, pruned.data(), wbytes, cudaMemcpyHostToDevice));
       for (int64_t M : Ms) {
         const int64_t Mp = (M + 15) / 16 * 16;
-        CsltPlan pl;
-        if (!cslt_plan(&csl, pl, Mp, N, K)) {
+        CsltRun& c = cslt[M];
+        if (!cslt_plan(&csl, c.pl, Mp, N, K)) {
           std::fprintf(stderr, "cuSPARSELt plan failed for %s M=%lld\n", sh.name, (long long)M);
+          cslt.erase(M);
           continue;
         }
-        void *cbuf = nullptr, *comp0 = nullptr, *cws = nullptr, *xp = nullptr, *yp = nullptr;
-        BENCH_CUDA(cudaMalloc(&comp0, pl.compressed));
-        if (pl.compress_buf) BENCH_CUDA(cudaMalloc(&cbuf, pl.compress_buf));
-        BENCH_CUDA(cudaMalloc(&xp, size_t(Mp * K) * 2));
-        BENCH_CUDA(cudaMemset(xp, 0, size_t(Mp * K) * 2));
-        BENCH_CUDA(cudaMemcpy(xp, x, size_t(M * K) * 2, cudaMemcpyDeviceToDevice));
-        BENCH_CUDA(cudaMalloc(&yp, size_t(Mp * N) * 2));
-        bool ok = CSL_OK(cusparseLtSpMMACompress(&csl, &pl.plan, Wp, comp0, cbuf, nullptr));
+        void* comp0 = nullptr;
+        BENCH_CUDA(cudaMalloc(&comp0, c.pl.compressed));
+        c.comps.push_back(comp0);
+        if (c.pl.compress_buf) BENCH_CUDA(cudaMalloc(&c.cbuf, c.pl.compress_buf));
+        BENCH_CUDA(cudaMalloc(&c.xp, size_t(Mp * K) * 2));
+        BENCH_CUDA(cudaMemset(c.xp, 0, size_t(Mp * K) * 2));
+        BENCH_CUDA(cudaMemcpy(c.xp, x, size_t(M * K) * 2, cudaMemcpyDeviceToDevice));
+        BENCH_CUDA(cudaMalloc(&c.yp, size_t(Mp * N) * 2));
+        bool ok = CSL_OK(cusparseLtSpMMACompress(&csl, &c.pl.plan, Wp, comp0, c.cbuf, nullptr));
         const float one = 1.f, zero = 0.f;
         cudaStream_t st = nullptr;
         if (ok) {
           size_t wsz = 0;
-          cusparseLtMatmulGetWorkspace(&csl, &pl.plan, &wsz);
-          BENCH_CUDA(cudaMalloc(&cws, std::max<size_t>(wsz, 1 << 20)));
-          ok = CSL_OK(cusparseLtMatmulSearch(&csl, &pl.plan, &one, comp0, xp, &zero, yp, yp, cws, &st, 1));
-          cusparseLtMatmulGetWorkspace(&csl, &pl.plan, &wsz);
-          cudaFree(cws);
-          BENCH_CUDA(cudaMalloc(&cws, std::max<size_t>(wsz, 1 << 20)));
+          cusparseLtMatmulGetWorkspace(&csl, &c.pl.plan, &wsz);
+          BENCH_CUDA(cudaMalloc(&c.cws, std::max<size_t>(wsz, 1 << 20)));
+          ok = CSL_OK(cusparseLtMatmulSearch(&csl, &c.pl.plan, &one, comp0, c.xp, &zero, c.yp, c.yp, c.cws, &st, 1));
+          cusparseLtMatmulGetWorkspace(&csl, &c.pl.plan, &wsz);
+          cudaFree(c.cws);
+          BENCH_CUDA(cudaMalloc(&c.cws, std::max<size_t>(wsz, 1 << 20)));
         }
         if (ok) {
-          const int crot = int(std::max<int64_t>(2, ((400ll << 20) + int64_t(pl.compressed) - 1) / int64_t(pl.compressed)));
-          std::vector<void*> comps(crot);
-          comps[0] = comp0;
+          const size_t cb = c.pl.compressed;
+          const int crot = int(std::max<int64_t>(2, ((400ll << 20) + int64_t(cb) - 1) / int64_t(cb)));
           for (int i = 1; i < crot; ++i) {
-            BENCH_CUDA(cudaMalloc(&comps[i], pl.compressed));
-            BENCH_CUDA(cudaMemcpy(comps[i], comp0, pl.compressed, cudaMemcpyDeviceToDevice));
+            void* ci;
+            BENCH_CUDA(cudaMalloc(&ci, cb));
+            BENCH_CUDA(cudaMemcpy(ci, comp0, cb, cudaMemcpyDeviceToDevice));
+            c.comps.push_back(ci);
           }
-          double us = time_launches(
-              [&](int i) { cusparseLtMatmul(&csl, &pl.plan, &one, comps[i], xp, &zero, yp, yp, cws, &st, 1); }, crot,
-              15, "cusparselt");
-          rows.push_back({sh.name, N, K, M, "cusparselt", 1.0, us, (pl.compressed + (Mp * K + Mp * N) * 2) / us * 1e-6,
+          double us = time_launches([&](int i) { c.launch(&csl, i); }, crot, 15, "cusparselt");
+          rows.push_back({sh.name, N, K, M, "cusparselt", 1.0, us, (cb + (Mp * K + Mp * N) * 2) / us * 1e-6,
                           2.0 * M * N * K / us * 1e-6, cublas_us[M] / us, 1.0 / (1 - (M <= 128 ? 0.4375 : 0.5))});
-          for (int i = 1; i < crot; ++i) cudaFree(comps[i]);
         } else {
           std::fprintf(stderr, "cuSPARSELt compress/search failed for %s M=%lld\n", sh.name, (long long)M);
+          c.release();
+          cslt.erase(M);
         }
-        cudaFree(comp0);
-        cudaFree(cbuf);
-        cudaFree(cws);
-        cudaFree(xp);
-        cudaFree(yp);
-        cusparseLtMatmulPlanDestroy(&pl.plan);
-        cusparseLtMatmulAlgSelectionDestroy(&pl.sel);
-        cusparseLtMatDescriptorDestroy(&pl.A);
-        cusparseLtMatDescriptorDestroy(&pl.B);
-        cusparseLtMatDescriptorDestroy(&pl.C);
       }
       cudaFree(Wp);
     }
 #endif
-    free_all(Wd);
     for (double f : fs) {
       // Same weight and mask, new tile map; pack on the host.
       bench::Problem H = bench::make_problem(N, K, f, 42 + uint64_t(f * 1000), true, true);
@@ -463,6 +481,61 @@ int main(int argc, char** argv) {
           a.prefill_all_sparse = all_sparse;
           use_image = false;
           add_row("hybrid-v7rs", time_hybrid());
+          if (rounds > 0) {
+            // Head-to-head (session 33): the columns above are timed one after another, each once, seconds apart from
+            // the cuBLAS and cuSPARSELt rows at the top, and single ratios then moved by ±5-10% between processes.
+            // Here cuBLAS, cuSPARSELt and the library's sharex kernels (v7 with five stages where every tile is 2:4,
+            // else v8) are timed in `rounds` rounds of 5 batches each, the order rotated each round; each reports the
+            // median of its rounds (rows "rr-…", speedups against rr-cublas).
+            struct Contender {
+              const char* name;
+              std::function<void(int)> launch;
+              int rot;
+              double f, weight_bytes, ideal;  // for the row
+            };
+            std::vector<Contender> cs;
+            cs.push_back({"rr-cublas", [&](int i) { cublas_gemm(cub, Wd[i], x, y, M, N, K); }, rot, 0.0,
+                          double(wbytes), 1.0});
+#ifdef PATCHLLM_HAVE_CUSPARSELT
+            if (cslt.count(M)) {
+              CsltRun* c = &cslt[M];
+              cs.push_back({"rr-cusparselt", [&, c](int i) { c->launch(&csl, i); }, int(c->comps.size()), 1.0,
+                            double(c->pl.compressed), 2.0});
+            }
+#endif
+            auto hybrid_launch = [&](int i) {
+              a.blob = static_cast<uint8_t*>(blobs[i]);
+              a.prefill_image = static_cast<uint8_t*>(images[i]);
+              a.prefill_schedule = 3;
+              a.prefill_all_sparse = all_sparse;
+              a.prefill_order = all_sparse ? nullptr : static_cast<uint32_t*>(order);
+              if (hybrid_gemm_launch(a).status != HYBRID_OK) {
+                std::fprintf(stderr, "hybrid launch failed\n");
+                std::exit(1);
+              }
+            };
+            cs.push_back(
+                {all_sparse ? "rr-hybrid-v7" : "rr-hybrid-v8", hybrid_launch, hrot, H.frac, double(hb), ideal});
+            std::vector<std::vector<double>> t(cs.size());
+            for (int r = 0; r < rounds; ++r)
+              for (size_t j = 0; j < cs.size(); ++j) {
+                const size_t i = (j + size_t(r)) % cs.size();
+                t[i].push_back(time_launches(cs[i].launch, cs[i].rot, 5));
+              }
+            a.prefill_order = nullptr;
+            const double cu = bench::median(t[0]);
+            for (size_t i = 0; i < cs.size(); ++i) {
+              const double us = bench::median(t[i]);
+              const double bytes = cs[i].weight_bytes + double(M * K + M * N) * 2;
+              rows.push_back({sh.name, N, K, M, cs[i].name, cs[i].f, us, bytes / us * 1e-6, 2.0 * M * N * K / us * 1e-6,
+                              cu / us, cs[i].ideal});
+            }
+            std::fprintf(stderr, "rounds %s M=%lld f=%.2f: %s %.3fx cuBLAS%s\n", sh.name, (long long)M, H.frac,
+                         cs.back().name, cu / bench::median(t.back()),
+                         cs.size() > 2 ? (", " + fmt(bench::median(t[1]) / bench::median(t.back()), 3) +
+                                          "x cuSPARSELt").c_str()
+                                       : "");
+          }
           a.prefill_schedule = 0;
           a.prefill_all_sparse = false;
           a.kernel = 0;
@@ -489,6 +562,10 @@ int main(int argc, char** argv) {
       cudaFree(kinds);
       cudaFree(offs);
     }
+#ifdef PATCHLLM_HAVE_CUSPARSELT
+    for (auto& kv : cslt) kv.second.release();
+#endif
+    free_all(Wd);
     cudaFree(x);
     cudaFree(y);
     cudaFree(ws);
