@@ -486,20 +486,20 @@ int main(int argc, char** argv) {
             // the cuBLAS and cuSPARSELt rows at the top, and single ratios then moved by ±5-10% between processes.
             // Here cuBLAS, cuSPARSELt and the library's sharex kernels (v7 with five stages where every tile is 2:4,
             // else v8) are timed in `rounds` rounds of 5 batches each, the order rotated each round; each reports the
-            // median of its rounds (rows "rr-…", speedups against rr-cublas).
+            // median of its rounds (rows "rr-…", speedups against rr-cublas; every rr row carries this block's f).
             struct Contender {
               const char* name;
               std::function<void(int)> launch;
               int rot;
-              double f, weight_bytes, ideal;  // for the row
+              double weight_bytes, ideal;  // for the row
             };
             std::vector<Contender> cs;
-            cs.push_back({"rr-cublas", [&](int i) { cublas_gemm(cub, Wd[i], x, y, M, N, K); }, rot, 0.0,
-                          double(wbytes), 1.0});
+            cs.push_back({"rr-cublas", [&](int i) { cublas_gemm(cub, Wd[i], x, y, M, N, K); }, rot, double(wbytes),
+                          1.0});
 #ifdef PATCHLLM_HAVE_CUSPARSELT
             if (cslt.count(M)) {
               CsltRun* c = &cslt[M];
-              cs.push_back({"rr-cusparselt", [&, c](int i) { c->launch(&csl, i); }, int(c->comps.size()), 1.0,
+              cs.push_back({"rr-cusparselt", [&, c](int i) { c->launch(&csl, i); }, int(c->comps.size()),
                             double(c->pl.compressed), 2.0});
             }
 #endif
@@ -514,8 +514,7 @@ int main(int argc, char** argv) {
                 std::exit(1);
               }
             };
-            cs.push_back(
-                {all_sparse ? "rr-hybrid-v7" : "rr-hybrid-v8", hybrid_launch, hrot, H.frac, double(hb), ideal});
+            cs.push_back({all_sparse ? "rr-hybrid-v7" : "rr-hybrid-v8", hybrid_launch, hrot, double(hb), ideal});
             std::vector<std::vector<double>> t(cs.size());
             for (int r = 0; r < rounds; ++r)
               for (size_t j = 0; j < cs.size(); ++j) {
@@ -527,7 +526,7 @@ int main(int argc, char** argv) {
             for (size_t i = 0; i < cs.size(); ++i) {
               const double us = bench::median(t[i]);
               const double bytes = cs[i].weight_bytes + double(M * K + M * N) * 2;
-              rows.push_back({sh.name, N, K, M, cs[i].name, cs[i].f, us, bytes / us * 1e-6, 2.0 * M * N * K / us * 1e-6,
+              rows.push_back({sh.name, N, K, M, cs[i].name, H.frac, us, bytes / us * 1e-6, 2.0 * M * N * K / us * 1e-6,
                               cu / us, cs[i].ideal});
             }
             std::fprintf(stderr, "rounds %s M=%lld f=%.2f: %s %.3fx cuBLAS%s\n", sh.name, (long long)M, H.frac,
