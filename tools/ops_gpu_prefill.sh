@@ -5,7 +5,9 @@
 # under memcheck), runs compute-sanitizer on a small case, then (only if all that
 # passed) times M ∈ {256, 512, 2048, 8192} beside cuBLAS and cuSPARSELt with weights rotated past L2.
 # Usage (repo root): bash tools/ops_gpu_prefill.sh [--quick | --check-only] [bench_ops filters: --shapes, --ms,
-# --fs]. SKIP_CHECKS=1: the timings only (no dev harness, sanitizers or validation); BUDGET: seconds for all (560).
+# --fs]. SKIP_CHECKS=1: the timings only (no dev harness, sanitizers or validation); BUDGET: seconds for all (560);
+# ROUNDS=R: bench_ops' head-to-head in R rotated rounds (cuBLAS, cuSPARSELt, the sharex kernel), summed up after the
+# table.
 # Logs and tables under $OUT.
 set -u -o pipefail
 OUT=${OUT:-/tmp/ops_out}
@@ -52,7 +54,8 @@ echo "validate rc=$rc ($((SECONDS - T0))s)"
 grep -E "FAIL|validation:|launch failed" /tmp/validate.txt | head -12
 [ $rc -eq 0 ] || exit 1
 [ "${1:-}" = "--check-only" ] && exit 0
-timeout $((${BUDGET:-560} - (SECONDS - T0))) /tmp/bench_ops --prefill "$@" --out "$OUT/bench_prefill" \
+timeout $((${BUDGET:-560} - (SECONDS - T0))) /tmp/bench_ops --prefill "$@" --rounds "${ROUNDS:-0}" \
+  --out "$OUT/bench_prefill" \
   >"$OUT/bench_summary.md" 2>"$OUT/bench.log"
 echo "bench rc=$? ($((SECONDS - T0))s)"
 grep -E "VALIDATION|cuSPARSELt" "$OUT/bench.log" | head -10
@@ -77,4 +80,10 @@ for r in rows:
           f"{sp(b1):.2f} | {sp(b2):.2f} | {sp(v7):.2f} | {sp(v7) / sp(cs) if cs and v7 else 0:.2f} | "
           f"{sp(v74) if v74 else float('nan'):.2f} | "
           f"{sp(v7rs):.2f} | {sp(v8):.2f} | {sp(v8) / sp(cs) if cs and v8 else 0:.2f} |")
+# The head-to-head rounds (ROUNDS > 0): per block, the sharex kernel × cuBLAS and × cuSPARSELt, same rounds.
+for r in rows:
+    if not r["kernel"].startswith("rr-hybrid"): continue
+    cs = get(r["shape"], r["M"], "rr-cusparselt", r["f"])
+    print(f"rounds {r['shape']} M={r['M']} f={r['f']:.2f}: {r['kernel'][3:]} {sp(r):.3f}x cuBLAS"
+          + (f", {sp(r) / sp(cs):.3f}x cuSPARSELt" if cs else ""))
 PY
