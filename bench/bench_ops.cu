@@ -302,14 +302,17 @@ int main(int argc, char** argv) {
       std::vector<void*> blobs = replicate(H.blob.data(), hb, hrot);
       std::vector<void*> images;  // prefill mode: the blob's prefill image for v7's SS form, rotated the same way
       void* order = nullptr;      // and v8's slab order (kinds only: one copy)
+      void* order_plain = nullptr;  // the same with the pairs (2g, 2g + 1), as before session 34 (column v8p)
       if (prefill) {
         std::vector<uint8_t> image(hb);
         hybrid_prefill_image_raw(H.blob.data(), H.layout, image.data());
         images = replicate(image.data(), hb, hrot);
         std::vector<uint32_t> ord(size_t(hybrid_prefill_order_words(H.layout)));
-        hybrid_prefill_order_raw(H.layout, ord.data());
-        BENCH_CUDA(cudaMalloc(&order, ord.size() * 4));
-        BENCH_CUDA(cudaMemcpy(order, ord.data(), ord.size() * 4, cudaMemcpyHostToDevice));
+        for (void** o : {&order, &order_plain}) {
+          hybrid_prefill_order_raw(H.layout, ord.data(), o == &order_plain);
+          BENCH_CUDA(cudaMalloc(o, ord.size() * 4));
+          BENCH_CUDA(cudaMemcpy(*o, ord.data(), ord.size() * 4, cudaMemcpyHostToDevice));
+        }
       }
       bool use_image = false;
       HybridGemmArgs a;
@@ -474,6 +477,10 @@ int main(int argc, char** argv) {
           a.prefill_order = static_cast<uint32_t*>(order);
           a.prefill_all_sparse = false;
           add_row("hybrid-v8", time_hybrid("hybrid-v8"));
+          if (!all_sparse) {
+            a.prefill_order = static_cast<uint32_t*>(order_plain);
+            add_row("hybrid-v8p", time_hybrid());
+          }
           a.prefill_order = nullptr;
           a.prefill_all_sparse = all_sparse;
           use_image = false;
@@ -484,6 +491,7 @@ int main(int argc, char** argv) {
             // Here cuBLAS, cuSPARSELt and the library's sharex kernels (v7 with five stages where every tile is 2:4,
             // else v8) are timed in `rounds` rounds of 5 batches each, the order rotated each round; each reports the
             // median of its rounds (rows "rr-…", speedups against rr-cublas; every rr row carries this block's f).
+            // Where some tile is dense, v8 with the pairs (2g, 2g + 1) too (rr-hybrid-v8p), against the sorted pairs.
             struct Contender {
               const char* name;
               std::function<void(int)> launch;
@@ -505,6 +513,14 @@ int main(int argc, char** argv) {
             a.prefill_schedule = 3;
             a.prefill_all_sparse = all_sparse;
             a.prefill_order = all_sparse ? nullptr : static_cast<uint32_t*>(order);
+            if (!all_sparse)
+              cs.push_back({"rr-hybrid-v8p",
+                            [&](int i) {
+                              a.prefill_order = static_cast<uint32_t*>(order_plain);
+                              launch_hybrid(i);
+                              a.prefill_order = static_cast<uint32_t*>(order);
+                            },
+                            hrot, double(hb), ideal});
             cs.push_back({all_sparse ? "rr-hybrid-v7" : "rr-hybrid-v8", launch_hybrid, hrot, double(hb), ideal});
             std::vector<std::vector<double>> t(cs.size());
             for (int r = 0; r < rounds; ++r)
@@ -521,11 +537,11 @@ int main(int argc, char** argv) {
               rows.push_back({sh.name, N, K, M, cs[i].name, H.frac, us, bytes / us * 1e-6, 2.0 * M * N * K / us * 1e-6,
                               cu / us, cs[i].ideal});
             }
+            std::string vs;  // against cuSPARSELt and v8p where they ran
+            for (size_t i = 1; i + 1 < cs.size(); ++i)
+              vs += ", " + fmt(bench::median(t[i]) / bench::median(t.back()), 3) + "x " + (cs[i].name + 3);
             std::fprintf(stderr, "rounds %s M=%lld f=%.2f: %s %.3fx cuBLAS%s\n", sh.name, (long long)M, H.frac,
-                         cs.back().name, cu / bench::median(t.back()),
-                         cs.size() > 2 ? (", " + fmt(bench::median(t[1]) / bench::median(t.back()), 3) +
-                                          "x cuSPARSELt").c_str()
-                                       : "");
+                         cs.back().name, cu / bench::median(t.back()), vs.c_str());
           }
           a.prefill_schedule = 0;
           a.prefill_all_sparse = false;
@@ -550,6 +566,7 @@ int main(int argc, char** argv) {
       free_all(blobs);
       free_all(images);
       cudaFree(order);
+      cudaFree(order_plain);
       cudaFree(kinds);
       cudaFree(offs);
     }

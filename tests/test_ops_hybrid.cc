@@ -257,39 +257,69 @@ TEST(OpsHybridFormat, PrefillImagePutsEachValueWhereTheDescriptorsRead) {
       }
     }
   EXPECT_EQ(std::memcmp(got.data(), want.data_ptr(), got.size() * 2), 0);
-  // The order comes with the image: per row-block pair (2 here: rows 0-1, row 2 with itself), its section A count is
-  // the pair's slabs where both tiles are 2:4 (K = 392: tiles of 2, 2, 2 and 1 slabs).
+  // The order comes with the image: per row-block pair (2 here, one with the pad), its row blocks (each once, the pad
+  // = 3), and its section A count: the pair's slabs where both tiles are 2:4 (K = 392: tiles of 2, 2, 2, 1 slabs).
   ASSERT_TRUE(hw.prefill_order.defined());
-  ASSERT_EQ(hw.prefill_order.numel(), 2 * (7 + 1));
+  ASSERT_EQ(hw.prefill_order.numel(), 2 * (7 + 3));
+  std::vector<int> seen(4, 0);
   for (int64_t g = 0; g < 2; ++g) {
+    const int64_t r0 = hw.prefill_order[g * 10 + 1].item<int32_t>(), r1 = hw.prefill_order[g * 10 + 2].item<int32_t>();
+    ASSERT_TRUE(r0 >= 0 && r0 < 3 && r1 >= 0 && r1 <= 3) << "pair " << g;
+    ++seen[size_t(r0)], ++seen[size_t(r1)];
     int64_t both = 0;
     for (int64_t ct = 0; ct < 4; ++ct)
-      both += (tmap[2 * g][ct].item<int>() && tmap[std::min<int64_t>(2 * g + 1, 2)][ct].item<int>()) * (ct < 3 ? 2 : 1);
-    EXPECT_EQ(hw.prefill_order[g * 8].item<int32_t>(), both) << "pair " << g;
+      both += (tmap[r0][ct].item<int>() && tmap[r1 < 3 ? r1 : r0][ct].item<int>()) * (ct < 3 ? 2 : 1);
+    EXPECT_EQ(hw.prefill_order[g * 10].item<int32_t>(), both) << "pair " << g;
   }
+  EXPECT_EQ(seen, std::vector<int>({1, 1, 1, 1}));
   auto small = hybrid_pack(w.narrow(0, 0, 64).narrow(1, 0, 64).contiguous(), torch::zeros({1, 1}, torch::kUInt8),
                            keep.narrow(0, 0, 64).narrow(1, 0, 64), 64, 64);
   EXPECT_THROW(hybrid_add_prefill_image(small), InvalidArgument);  // the image is for 128 × 128 tiles only
 }
 
 // v8's slab order (hybrid_prefill_order_raw), written out by hand for 3 row blocks × 4 tiles of a ragged K = 440
-// (7 slabs: tile 3 has one). Kinds (1 = 2:4): row block 0: 1 1 0 1, row block 1: 1 0 1 0, row block 2: 0 1 1 0.
+// (7 slabs: tile 3 has one). Kinds (1 = 2:4): row block 0: 1 1 0 1, row block 1: 1 0 1 0, row block 2: 0 1 1 0, so
+// 2, 3 and 3 dense slabs: sorted, the pairs stay (0, 1) and (2, pad).
 // Pair 0 (row blocks 0, 1): both 2:4 in tile 0 (section A: slabs 0, 1), then (2:4, dense) tiles 1 and 3 alternating
-// with the (dense, 2:4) tile 2: tile 1, tile 2, tile 3, none dense in both. Pair 1: row block 2 with itself (no
-// row block 3): tiles 1, 2 in section A, then tiles 0 and 3, dense.
+// with the (dense, 2:4) tile 2: tile 1, tile 2, tile 3, none dense in both. Pair 1: row block 2 with the pad (3):
+// tiles 1, 2 in section A, then tiles 0 and 3, dense.
 TEST(OpsHybridFormat, PrefillOrderRunsEachPairsAll24SlabsFirst) {
   HybridLayout L;
   L.rows = 300, L.cols = 440, L.row_blocks = 3, L.col_tiles = 4;
   L.kinds = {1, 1, 0, 1, 1, 0, 1, 0, 0, 1, 1, 0};
-  ASSERT_EQ(hybrid_prefill_order_stride(L), 8);
-  ASSERT_EQ(hybrid_prefill_order_words(L), 16);
-  std::vector<uint32_t> o(16, 0xdeadbeefu);
+  ASSERT_EQ(hybrid_prefill_order_stride(L), 10);
+  ASSERT_EQ(hybrid_prefill_order_words(L), 20);
+  std::vector<uint32_t> o(20, 0xdeadbeefu);
   hybrid_prefill_order_raw(L, o.data());
   const uint32_t A0 = 1u << 30, A1 = 1u << 31;  // 2:4 in the pair's first / second row block
   const std::vector<uint32_t> want = {
-      2, 0 | A0 | A1, 1 | A0 | A1, 2 | A0, 3 | A0, 4 | A1, 5 | A1, 6 | A0,  // pair 0
-      4, 2 | A0 | A1, 3 | A0 | A1, 4 | A0 | A1, 5 | A0 | A1, 0, 1, 6};      // pair 1 (row block 2 twice)
+      2, 0, 1, 0 | A0 | A1, 1 | A0 | A1, 2 | A0, 3 | A0, 4 | A1, 5 | A1, 6 | A0,  // pair 0
+      4, 2, 3, 2 | A0 | A1, 3 | A0 | A1, 4 | A0 | A1, 5 | A0 | A1, 0, 1, 6};      // pair 1 (row block 2, pad)
   EXPECT_EQ(o, want);
+}
+
+// The pairing (session 34): row blocks sorted by dense slabs, lightest first, ties in row-block order, paired in that
+// order; the heaviest of an odd count with the pad. 5 row blocks × 2 tiles, K = 256 (4 slabs). Kinds (1 = 2:4):
+// 0 0 | 1 1 | 0 1 | 1 1 | 1 0, so 4, 0, 2, 0, 2 dense slabs: pairs (1, 3), (2, 4), (0, pad 5). plain_pairs keeps
+// (0, 1), (2, 3), (4, pad) as before.
+TEST(OpsHybridFormat, PrefillOrderPairsRowBlocksOfEqualDenseWork) {
+  HybridLayout L;
+  L.rows = 640, L.cols = 256, L.row_blocks = 5, L.col_tiles = 2;
+  L.kinds = {0, 0, 1, 1, 0, 1, 1, 1, 1, 0};
+  ASSERT_EQ(hybrid_prefill_order_words(L), 3 * 7);
+  const uint32_t A0 = 1u << 30, A1 = 1u << 31;
+  std::vector<uint32_t> o(21, 0xdeadbeefu);
+  hybrid_prefill_order_raw(L, o.data());
+  EXPECT_EQ(o, std::vector<uint32_t>({
+                   4, 1, 3, 0 | A0 | A1, 1 | A0 | A1, 2 | A0 | A1, 3 | A0 | A1,  // (1, 3): all 2:4
+                   0, 2, 4, 2 | A0, 3 | A0, 0 | A1, 1 | A1,                      // (2, 4): one dense tile each
+                   0, 0, 5, 0, 1, 2, 3}));                                       // (0, pad): all dense
+  std::fill(o.begin(), o.end(), 0xdeadbeefu);
+  hybrid_prefill_order_raw(L, o.data(), true);
+  EXPECT_EQ(o, std::vector<uint32_t>({
+                   0, 0, 1, 0 | A1, 1 | A1, 2 | A1, 3 | A1,                // (0, 1)
+                   2, 2, 3, 2 | A0 | A1, 3 | A0 | A1, 0 | A1, 1 | A1,      // (2, 3)
+                   2, 4, 5, 0 | A0 | A1, 1 | A0 | A1, 2, 3}));             // (4, pad)
 }
 
 // The decode kernel's k-split: every split covers K exactly with whole KB-groups and fits the partial slots (the

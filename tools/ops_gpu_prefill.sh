@@ -81,9 +81,11 @@ for r in rows:
           f"{sp(v74) if v74 else float('nan'):.2f} | "
           f"{sp(v7rs):.2f} | {sp(v8):.2f} | {sp(v8) / sp(cs) if cs and v8 else 0:.2f} |")
 # The head-to-head rounds (ROUNDS > 0): per block, the sharex kernel × cuBLAS and × cuSPARSELt, same rounds.
+# v8 also against itself with the pairs (2g, 2g + 1) (rr-hybrid-v8p, before session 34).
 for r in rows:
-    if not r["kernel"].startswith("rr-hybrid"): continue
+    if not r["kernel"].startswith("rr-hybrid") or r["kernel"] == "rr-hybrid-v8p": continue
     cs = get(r["shape"], r["M"], "rr-cusparselt", r["f"])
+    vp = get(r["shape"], r["M"], "rr-hybrid-v8p", r["f"])
     print(f"rounds {r['shape']} M={r['M']} f={r['f']:.2f}: {r['kernel'][3:]} {sp(r):.3f}x cuBLAS"
-          + (f", {sp(r) / sp(cs):.3f}x cuSPARSELt" if cs else ""))
+          + (f", {sp(r) / sp(cs):.3f}x cuSPARSELt" if cs else "") + (f", {sp(r) / sp(vp):.3f}x v8p" if vp else ""))
 PY

@@ -278,32 +278,55 @@ inline void hybrid_prefill_image_raw(const uint8_t* blob, const HybridLayout& L,
 }
 
 // ---- prefill order (session 31): each row-block pair's 64-K slabs in the order the prefill kernel v8 runs them --
-// v8 (hybrid_prefill.cuh) runs a pair of row-blocks (2g, 2g + 1) as one unit, both CTAs on the same x slab: first
-// the slabs where both tiles are 2:4 (section A, in K order), then the rest (section B): (2:4, dense) and
-// (dense, 2:4) slabs alternating, then (dense, dense). Per pair, stride hybrid_prefill_order_stride words: the number
-// of section A slabs, then every slab (slabs past K skipped) as slab index | 2:4 bit of row-block 2g << 30 | of
-// 2g + 1 << 31. Where the row-block count is odd, the last pair's missing row-block takes its partner's bits (the
-// kernel's pad CTA runs its partner's slabs). Needs 128 × 128 tiles; built from the kinds alone.
-inline int64_t hybrid_prefill_order_stride(const HybridLayout& L) { return (L.cols + 63) / 64 + 1; }
+// v8 (hybrid_prefill.cuh) runs a pair of row-blocks as one unit, both CTAs of a 2-CTA cluster on the same x slab:
+// first the slabs where both tiles are 2:4 (section A, in K order), then the rest (section B): (2:4, dense) and
+// (dense, 2:4) slabs alternating, then (dense, dense). Per pair, stride hybrid_prefill_order_stride words:
+// - word 0: the number of section A slabs;
+// - words 1, 2: the row blocks the cluster's CTAs of rank 0 and 1 run (session 34). The pairs are not (2g, 2g + 1):
+//   row blocks are sorted by their dense slabs and paired in that order, because both CTAs keep in step through x,
+//   so a pair takes as long as its heavier row block. With tiles placed at random at f = 0.9 and K = 4096 that
+//   costs ~2% against the mean (a simulation of the time model), and sorting takes it to ~0.2%. Where the row-block
+//   count is odd, the heaviest row block is paired with a pad (word 2 = the row-block count: that CTA runs its
+//   partner's slabs and stores nothing);
+// - then every slab (slabs past K skipped) as slab index | 2:4 bit of word 1's row block << 30 | of word 2's
+//   << 31 (the pad takes its partner's bits).
+// plain_pairs: pairs (2g, 2g + 1) as before session 34, kept to measure the pairing against (bench_ops).
+// Needs 128 × 128 tiles; built from the kinds alone.
+constexpr int64_t HYBRID_PREFILL_ORDER_HEAD = 3;
+inline int64_t hybrid_prefill_order_stride(const HybridLayout& L) {
+  return (L.cols + 63) / 64 + HYBRID_PREFILL_ORDER_HEAD;
+}
 inline int64_t hybrid_prefill_order_words(const HybridLayout& L) {
   return (L.row_blocks + 1) / 2 * hybrid_prefill_order_stride(L);
 }
-inline void hybrid_prefill_order_raw(const HybridLayout& L, uint32_t* out) {
-  const int64_t nslab = (L.cols + 63) / 64, CT = L.col_tiles, stride = nslab + 1;
-  std::vector<int64_t> both, first, second, none;  // tiles: 2:4 in both, only in 2g, only in 2g + 1, in neither
-  for (int64_t g = 0; g < (L.row_blocks + 1) / 2; ++g) {
-    const int64_t r0 = 2 * g, r1 = std::min(2 * g + 1, L.row_blocks - 1);
+inline void hybrid_prefill_order_raw(const HybridLayout& L, uint32_t* out, bool plain_pairs = false) {
+  const int64_t nslab = (L.cols + 63) / 64, CT = L.col_tiles, RB = L.row_blocks;
+  const int64_t stride = nslab + HYBRID_PREFILL_ORDER_HEAD;
+  auto sparse = [&](int64_t rb, int64_t t) { return L.kinds[rb * CT + t] == HYBRID_TILE_SPARSE24; };
+  auto slabs = [&](int64_t t) { return std::min(2 * t + 2, nslab) - 2 * t; };  // (the last tile may have one)
+  std::vector<int64_t> rbs(size_t(RB), 0), dense(size_t(RB), 0);
+  for (int64_t rb = 0; rb < RB; ++rb) {
+    rbs[size_t(rb)] = rb;
+    for (int64_t t = 0; t < CT; ++t) dense[size_t(rb)] += sparse(rb, t) ? 0 : slabs(t);
+  }
+  if (!plain_pairs)  // lightest first; ties keep row-block order, so an all-2:4 or all-dense weight pairs as before
+    std::stable_sort(rbs.begin(), rbs.end(), [&](int64_t a, int64_t b) { return dense[size_t(a)] < dense[size_t(b)]; });
+  std::vector<int64_t> both, first, second, none;  // tiles: 2:4 in both, only in the first, only in the second, neither
+  for (int64_t g = 0; g < (RB + 1) / 2; ++g) {
+    const bool pad = 2 * g + 1 == RB;
+    const int64_t r0 = rbs[size_t(2 * g)], r1 = pad ? r0 : rbs[size_t(2 * g + 1)];
     both.clear(), first.clear(), second.clear(), none.clear();
     for (int64_t t = 0; t < CT; ++t) {
-      const bool s0 = L.kinds[r0 * CT + t] == HYBRID_TILE_SPARSE24, s1 = L.kinds[r1 * CT + t] == HYBRID_TILE_SPARSE24;
+      const bool s0 = sparse(r0, t), s1 = sparse(r1, t);
       (s0 && s1 ? both : s0 ? first : s1 ? second : none).push_back(t);
     }
     uint32_t* o = out + g * stride;
+    o[1] = uint32_t(r0);
+    o[2] = uint32_t(pad ? RB : r1);
     int64_t n = 0;
     auto put = [&](int64_t t) {
-      const uint32_t bits = (uint32_t(L.kinds[r0 * CT + t] == HYBRID_TILE_SPARSE24) << 30) |
-                            (uint32_t(L.kinds[r1 * CT + t] == HYBRID_TILE_SPARSE24) << 31);
-      for (int64_t s = 2 * t; s < std::min(2 * t + 2, nslab); ++s) o[1 + n++] = uint32_t(s) | bits;
+      const uint32_t bits = (uint32_t(sparse(r0, t)) << 30) | (uint32_t(sparse(r1, t)) << 31);
+      for (int64_t s = 2 * t; s < 2 * t + slabs(t); ++s) o[HYBRID_PREFILL_ORDER_HEAD + n++] = uint32_t(s) | bits;
     };
     for (int64_t t : both) put(t);
     o[0] = uint32_t(n);

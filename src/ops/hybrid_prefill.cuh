@@ -1080,8 +1080,10 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_cl_kernel(const __g
 // dense work (they keep in step through x).
 // A pad CTA (odd row-block count) runs its partner's slabs and kinds (hybrid_prefill_order_raw gives it its
 // partner's kinds) and stores nothing. Results are not v4d's bit for bit (another order of the fp32 sums).
-// p.order: hybrid_prefill_order_raw (hybrid_format.h): per row-block pair, the slab count of section A, then every
-// slab (index | 2:4 bit of the pair's first row-block << 30 | of the second << 31).
+// p.order: hybrid_prefill_order_raw (hybrid_format.h): per row-block pair, the slab count of section A, the row
+// blocks of ranks 0 and 1, then every slab (index | 2:4 bit of rank 0's row block << 30 | of rank 1's << 31). Since
+// session 34 the pairs are row blocks of about the same dense-slab count, not (2g, 2g + 1): a pair takes as long as
+// its heavier row block.
 // Status: hybrid_linear's sharex path where some tile is dense (since session 32; 1.01–1.07× v7 in the median).
 // Session 31's builds gave wrong sums wherever 2:4 slabs ran back to back: one register held every slab's metadata,
 // overwritten while the previous wgmma still read it (session 32: two alternating registers, keep_reg). Measured:
@@ -1140,14 +1142,15 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sorted_kernel(const
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
   cluster_sync_all();
-  // Unit u: row-block pair g, this CTA's row-block rb, first token.
-  auto unit_pos = [&](int u, int& g, int& rb, int& tok0) {
+  constexpr int HEAD = int(HYBRID_PREFILL_ORDER_HEAD);
+  const int ostride = nslab + HEAD;
+  // Unit u: row-block pair g (its order row ord), this CTA's row-block rb (p.RB for the pad CTA), first token.
+  auto unit_pos = [&](int u, const uint32_t*& ord, int& rb, int& tok0) {
     const RasterPos rp = grouped_raster(u, RBP, TB, GROUP / CL_CTAS);
-    g = rp.unit;
-    rb = g * CL_CTAS + int(rank);
+    ord = p.order + int64_t(rp.unit) * ostride;
+    rb = int(__ldg(ord + 1 + rank));
     tok0 = rp.tb * CL_BN;
   };
-  const int ostride = nslab + 1;
   // Both sides walk the same sections through this: a unit's non-empty ones, A first where the unit's count k is
   // even. Sets section `half`'s ring (sa) and slabs [i0, i1); false where it is empty. On a change of ring (cur: the
   // ring last used, 0 = A, 1 = B, -1 none yet) the new ring starts again after the other ring's oldest stage
@@ -1187,7 +1190,7 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sorted_kernel(const
         uint64_t* empty = SA ? empty_a : empty_b;
         uint64_t* oempty = SA ? empty_b : empty_a;
         for (int i = i0; i < i1; ++i) {
-          const uint32_t e = __ldg(ord + 1 + i);
+          const uint32_t e = __ldg(ord + HEAD + i);
           const int s = int(e & 0x3fffffffu);
           const uint32_t wbytes = SA || ((e >> (30 + rank)) & 1u) ? hg::SPARSE_UNIT : hg::DENSE_UNIT;
           const int64_t woff = __ldg(p.offsets + tbase + (s >> 1)) + (s & 1) * wbytes;
@@ -1209,11 +1212,11 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sorted_kernel(const
       };
       int k = 0;
       for (int u = cid; u < units; u += step, ++k) {
-        int g, rb, tok0;
-        unit_pos(u, g, rb, tok0);
-        const int rbw = rb < p.RB ? rb : rb - 1;  // the pad CTA loads its partner's tiles
+        const uint32_t* ord;
+        int rb, tok0;
+        unit_pos(u, ord, rb, tok0);
+        const int rbw = rb < p.RB ? rb : int(__ldg(ord + 1));  // the pad CTA loads its partner's tiles
         const int64_t tbase = int64_t(rbw) * p.CT;
-        const uint32_t* ord = p.order + int64_t(g) * ostride;
         const int na = int(__ldg(ord));
         for (int half = 0; half < 2; ++half) {
           bool sa, changed;
@@ -1253,7 +1256,7 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sorted_kernel(const
       uint64_t* full = SA ? full_a : full_b;
       uint64_t* empty = SA ? empty_a : empty_b;
       auto slab = [&](int i, uint32_t& meta, uint32_t& prev) {
-        const bool sparse = SA || ((__ldg(ord + 1 + i) >> (30 + rank)) & 1u);
+        const bool sparse = SA || ((__ldg(ord + HEAD + i) >> (30 + rank)) & 1u);
         hg::mbar_wait(&full[r.st], r.parity());
         const uint8_t* stage = smem + r.st * STAGE;
         const uint8_t* w = stage + X_BYTES;
@@ -1278,9 +1281,9 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sorted_kernel(const
     };
     int k = 0;
     for (int u = cid; u < units; u += step, ++k) {
-      int g, rb, tok0;
-      unit_pos(u, g, rb, tok0);
-      const uint32_t* ord = p.order + int64_t(g) * ostride;
+      const uint32_t* ord;
+      int rb, tok0;
+      unit_pos(u, ord, rb, tok0);
       const int na = int(__ldg(ord));
       acc = 0;
       for (int half = 0; half < 2; ++half) {
