@@ -12,7 +12,8 @@
 // --extra adds the k-split sweep (1/2/4/8 CTAs per SM, with and without PDL) and the earlier kernels v3d and v1.
 // --shapes qkv,down keeps the shapes whose name contains one of the words; --fs 0.9,1 replaces the tile mixes.
 // --prefill --rounds R adds a head-to-head: cuBLAS, cuSPARSELt and the sharex kernel (v7 / v8) in R rotated rounds
-// (rows rr-*), since single back-to-back timings moved ±5-10% between processes.
+// (rows rr-*), since single back-to-back timings moved ±5-10% between processes; --decode --rounds R times the decode
+// variants in R rounds (3 without it) with cuBLAS in the same rotation (rows rr-cublas, rr-hybrid-pdl).
 // With PATCHLLM_PROFILE_MARKS=1 the cuBLAS, cuSPARSELt and (auto) hybrid timings each end with one launch inside an
 // NVTX range "cublas" / "cusparselt" / "hybrid" for Nsight Compute (tools/ops_gpu_prefill_ncu.sh).
 #include <cublas_v2.h>
@@ -125,7 +126,7 @@ std::string fmt(double v, int prec = 2) {
 
 int main(int argc, char** argv) {
   bool quick = false, decode = false, prefill = false, extra = false;
-  int rounds = 0;  // --prefill --rounds R: the head-to-head below, R rounds
+  int rounds = 0;  // --rounds R: the head-to-heads below (prefill and decode), R rounds
   std::string prefix = "bench_ops", ms_arg, shapes_arg, fs_arg;  // --ms 64,128: these M instead of the mode's list
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -414,11 +415,18 @@ int main(int argc, char** argv) {
                                  {"hybrid-pdl-w2", true, 2, 2, 0},
                                  {"hybrid-pdl-w8", true, 2, 8, 0},
                                  {"hybrid-pdl-db", true, 2, 0, 3}});
-          constexpr int kRounds = 3;
-          std::vector<std::vector<double>> t(vs.size());
-          for (int r = 0; r < kRounds; ++r)
-            for (size_t j = 0; j < vs.size(); ++j) {
-              const size_t i = (j + size_t(r)) % vs.size();
+          // --rounds R (session 34): R rounds, and cuBLAS in the same rotation (rows rr-cublas and rr-hybrid-pdl, the
+          // library's default decode launch, against it), as in prefill mode below.
+          const int nrounds = rounds > 0 ? rounds : 3;
+          const size_t nv = vs.size() + (rounds > 0 ? 1 : 0);
+          std::vector<std::vector<double>> t(nv);
+          for (int r = 0; r < nrounds; ++r)
+            for (size_t j = 0; j < nv; ++j) {
+              const size_t i = (j + size_t(r)) % nv;
+              if (i == vs.size()) {
+                t[i].push_back(time_launches([&](int c) { cublas_gemm(cub, Wd[c], x, y, M, N, K); }, rot));
+                continue;
+              }
               a.pdl = vs[i].pdl;
               a.decode_reduction = vs[i].reduction;
               a.decode_warps = vs[i].warps;
@@ -429,6 +437,16 @@ int main(int argc, char** argv) {
           for (size_t i = 0; i < vs.size(); ++i) add_row(vs[i].name, bench::median(t[i]));
           us = bench::median(t[0]);
           us_pdl = bench::median(t[1]);
+          if (rounds > 0) {
+            const double cu = bench::median(t.back());
+            rows.push_back({sh.name, N, K, M, "rr-cublas", H.frac, cu, (wbytes + (M * K + M * N) * 2) / cu * 1e-6,
+                            2.0 * M * N * K / cu * 1e-6, 1.0, 1.0});
+            rows.push_back({sh.name, N, K, M, "rr-hybrid-pdl", H.frac, us_pdl,
+                            (hb + (M * K + M * N) * 2) / us_pdl * 1e-6, 2.0 * M * N * K / us_pdl * 1e-6, cu / us_pdl,
+                            ideal});
+            std::fprintf(stderr, "rounds %s M=%lld f=%.2f: hybrid-pdl %.3fx cuBLAS (ideal %.2f)\n", sh.name,
+                         (long long)M, H.frac, cu / us_pdl, ideal);
+          }
         } else {
           us = time_hybrid("hybrid");
           add_row("hybrid", us);
