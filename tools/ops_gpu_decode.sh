@@ -6,8 +6,9 @@
 # over CTAs of 4 warps (v3i, bitwise against v3h) / 2 warps (v3h)); shows the PDL check catches a
 # missing griddepcontrol.wait (a copy built without it must fail grid -7); memcheck, racecheck and synccheck on the
 # small case; then bench_ops --decode (MS, default 1,16; EXTRA=1 adds the k-split sweep and v3d/v1) beside cuBLAS,
-# weights rotated past L2 (CHECKS=0: the timing only). Logs and tables under $OUT: eight files, as many as the
-# device tool brings back (build logs stay in /tmp; their tail is printed when a build fails).
+# weights rotated past L2 (CHECKS=0: the timing only; ROUNDS=R: R rounds with cuBLAS in them, rows rr-*). Logs
+# and tables under $OUT: eight files, as many as the device tool brings back (build logs stay in /tmp; their tail is
+# printed when a build fails).
 set -u -o pipefail
 OUT=${OUT:-/tmp/ops_out}
 mkdir -p "$OUT"
@@ -46,9 +47,10 @@ for tool in memcheck racecheck synccheck; do
 done
 fi
 extra=""; [ "${EXTRA:-0}" = 1 ] && extra="--extra"
-timeout $((560 - (SECONDS - T0))) /tmp/bench_ops --decode $extra --ms "${MS:-1,16}" --out "$OUT/bench_decode" \
-  >"$OUT/bench_summary.md" 2>"$OUT/bench.log"
+timeout $((560 - (SECONDS - T0))) /tmp/bench_ops --decode $extra --ms "${MS:-1,16}" --rounds "${ROUNDS:-0}" \
+  --out "$OUT/bench_decode" >"$OUT/bench_summary.md" 2>"$OUT/bench.log"
 echo "bench rc=$? ($((SECONDS - T0))s)"
+grep "^rounds" "$OUT/bench.log"  # ROUNDS=R: cuBLAS in the same rotation as the decode variants
 grep -E "VALIDATION" "$OUT/bench.log" | head -5
 grep "^sweep" "$OUT/bench.log" | sed "s/^sweep //"
 python3 - "$OUT/bench_decode.csv" <<'PY'
