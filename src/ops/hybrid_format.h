@@ -285,7 +285,7 @@ inline void hybrid_prefill_image_raw(const uint8_t* blob, const HybridLayout& L,
 // - words 1, 2: the row blocks the cluster's CTAs of rank 0 and 1 run (session 34). The pairs are not (2g, 2g + 1):
 //   row blocks are sorted by their dense slabs and paired in that order, because both CTAs keep in step through x,
 //   so a pair takes as long as its heavier row block. With tiles placed at random at f = 0.9 and K = 4096 that
-//   costs ~2% against the mean (a simulation of the time model), and sorting takes it to ~0.2%. Where the row-block
+//   costs ~2% against the mean (tools/prefill_pairing_model.py), and sorting takes it to ~0.2%. Where the row-block
 //   count is odd, the heaviest row block is paired with a pad (word 2 = the row-block count: that CTA runs its
 //   partner's slabs and stores nothing);
 // - then every slab (slabs past K skipped) as slab index | 2:4 bit of word 1's row block << 30 | of word 2's
