@@ -9,6 +9,7 @@ Usage: python3 tools/prefill_pairing_model.py [--f 0.9] [--trials 20] [--seed 0]
 """
 import argparse
 import random
+import signal
 
 SHAPES = [(4096, 4096), (12288, 4096), (22016, 4096), (4096, 11008), (6144, 4096), (28672, 4096), (4096, 14336)]
 DENSE = 1.52 / 0.87
@@ -44,4 +45,5 @@ def main():
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # quiet when piped into head
     main()
