@@ -387,10 +387,13 @@ int main(int argc, char** argv) {
       for (int64_t M : Ms) {
         a.M = M;
         const double ideal = M <= 128 ? 1.0 / (1.0 - 0.4375 * H.frac) : 1.0 / (1.0 - 0.5 * H.frac);
-        auto add_row = [&](const char* kernel, double t) {
-          rows.push_back({sh.name, N, K, M, kernel, H.frac, t, (hb + (M * K + M * N) * 2) / t * 1e-6,
-                          2.0 * M * N * K / t * 1e-6, cublas_us[M] / t, ideal});
+        // A row of this block: t µs, reading weight_bytes of weight, speedup against ref_us.
+        auto push_row = [&](const char* kernel, double t, double weight_bytes, double ref_us, double row_ideal) {
+          rows.push_back({sh.name, N, K, M, kernel, H.frac, t, (weight_bytes + double(M * K + M * N) * 2) / t * 1e-6,
+                          2.0 * M * N * K / t * 1e-6, ref_us / t, row_ideal});
         };
+        auto add_row = [&](const char* kernel, double t) { push_row(kernel, t, double(hb), cublas_us[M], ideal); };
+        auto launch_cublas = [&](int i) { cublas_gemm(cub, Wd[i], x, y, M, N, K); };  // (the --rounds contenders)
         double us = 0, us_pdl = 0;
         if (decode) {
           // Every decode variant is timed in kRounds rounds, the order rotated each round, and reported as the median
@@ -424,7 +427,7 @@ int main(int argc, char** argv) {
             for (size_t j = 0; j < nv; ++j) {
               const size_t i = (j + size_t(r)) % nv;
               if (i == vs.size()) {
-                t[i].push_back(time_launches([&](int c) { cublas_gemm(cub, Wd[c], x, y, M, N, K); }, rot));
+                t[i].push_back(time_launches(launch_cublas, rot));
                 continue;
               }
               a.pdl = vs[i].pdl;
@@ -439,11 +442,8 @@ int main(int argc, char** argv) {
           us_pdl = bench::median(t[1]);
           if (rounds > 0) {
             const double cu = bench::median(t.back());
-            rows.push_back({sh.name, N, K, M, "rr-cublas", H.frac, cu, (wbytes + (M * K + M * N) * 2) / cu * 1e-6,
-                            2.0 * M * N * K / cu * 1e-6, 1.0, 1.0});
-            rows.push_back({sh.name, N, K, M, "rr-hybrid-pdl", H.frac, us_pdl,
-                            (hb + (M * K + M * N) * 2) / us_pdl * 1e-6, 2.0 * M * N * K / us_pdl * 1e-6, cu / us_pdl,
-                            ideal});
+            push_row("rr-cublas", cu, double(wbytes), cu, 1.0);
+            push_row("rr-hybrid-pdl", us_pdl, double(hb), cu, ideal);
             std::fprintf(stderr, "rounds %s M=%lld f=%.2f: hybrid-pdl %.3fx cuBLAS (ideal %.2f)\n", sh.name,
                          (long long)M, H.frac, cu / us_pdl, ideal);
           }
@@ -517,8 +517,7 @@ int main(int argc, char** argv) {
               double weight_bytes, ideal;  // for the row
             };
             std::vector<Contender> cs;
-            cs.push_back({"rr-cublas", [&](int i) { cublas_gemm(cub, Wd[i], x, y, M, N, K); }, rot, double(wbytes),
-                          1.0});
+            cs.push_back({"rr-cublas", launch_cublas, rot, double(wbytes), 1.0});
 #ifdef PATCHLLM_HAVE_CUSPARSELT
             if (cslt.count(M)) {
               CsltRun* c = &cslt[M];
@@ -549,12 +548,8 @@ int main(int argc, char** argv) {
             a.prefill_order = nullptr;
             use_image = false;
             const double cu = bench::median(t[0]);
-            for (size_t i = 0; i < cs.size(); ++i) {
-              const double us = bench::median(t[i]);
-              const double bytes = cs[i].weight_bytes + double(M * K + M * N) * 2;
-              rows.push_back({sh.name, N, K, M, cs[i].name, H.frac, us, bytes / us * 1e-6, 2.0 * M * N * K / us * 1e-6,
-                              cu / us, cs[i].ideal});
-            }
+            for (size_t i = 0; i < cs.size(); ++i)
+              push_row(cs[i].name, bench::median(t[i]), cs[i].weight_bytes, cu, cs[i].ideal);
             std::string vs;  // against cuSPARSELt and v8p where they ran
             for (size_t i = 1; i + 1 < cs.size(); ++i)
               vs += ", " + fmt(bench::median(t[i]) / bench::median(t.back()), 3) + "x " + (cs[i].name + 3);
