@@ -496,6 +496,9 @@ int main(int argc, char** argv) {
           a.prefill_all_sparse = false;
           add_row("hybrid-v8", time_hybrid("hybrid-v8"));
           if (!all_sparse) {
+            a.prefill_dynamic = true;  // session 35: units from a counter, the heaviest pairs first
+            add_row("hybrid-v8d", time_hybrid());
+            a.prefill_dynamic = false;
             a.prefill_order = static_cast<uint32_t*>(order_plain);
             add_row("hybrid-v8p", time_hybrid());
           }
@@ -509,7 +512,8 @@ int main(int argc, char** argv) {
             // Here cuBLAS, cuSPARSELt and the library's sharex kernels (v7 with five stages where every tile is 2:4,
             // else v8) are timed in `rounds` rounds of 5 batches each, the order rotated each round; each reports the
             // median of its rounds (rows "rr-…", speedups against rr-cublas; every rr row carries this block's f).
-            // Where some tile is dense, v8 with the pairs (2g, 2g + 1) too (rr-hybrid-v8p), against the sorted pairs.
+            // Where some tile is dense, v8 with the pairs (2g, 2g + 1) too (rr-hybrid-v8p), against the sorted pairs,
+            // and v8 with the dynamic schedule (rr-hybrid-v8d, session 35).
             struct Contender {
               const char* name;
               std::function<void(int)> launch;
@@ -536,6 +540,14 @@ int main(int argc, char** argv) {
                               a.prefill_order = static_cast<uint32_t*>(order_plain);
                               launch_hybrid(i);
                               a.prefill_order = static_cast<uint32_t*>(order);
+                            },
+                            hrot, double(hb), ideal});
+            if (!all_sparse)
+              cs.push_back({"rr-hybrid-v8d",
+                            [&](int i) {
+                              a.prefill_dynamic = true;
+                              launch_hybrid(i);
+                              a.prefill_dynamic = false;
                             },
                             hrot, double(hb), ideal});
             cs.push_back({all_sparse ? "rr-hybrid-v7" : "rr-hybrid-v8", launch_hybrid, hrot, double(hb), ideal});

@@ -384,6 +384,38 @@ TEST(OpsHybridSplit, GroupedRasterIsABijectionThatKeepsGroupsTogether) {
   }
 }
 
+// v8's dynamic order visits every (unit, token block) once, the last unit (the heaviest row-block pair) first inside
+// each chunk of token blocks, and a chunk's units together. Hand-worked: 3 units, 3 token blocks, chunks of 2:
+// units 2, 1, 0 over token blocks {0, 1}, then over {2}.
+TEST(OpsHybridSplit, HeavyFirstRasterIsABijectionHeaviestFirst) {
+  for (int units : {1, 5, 16, 17, 112})
+    for (int TB : {1, 3, 8, 9, 32})
+      for (int chunk : {1, 8}) {
+        std::vector<int> seen(size_t(units) * TB, 0);
+        int last_unit = units, last_chunk = 0;
+        for (int j = 0; j < units * TB; ++j) {
+          const RasterPos r = heavy_first_raster(j, units, TB, chunk);
+          const std::string at = "units " + std::to_string(units) + " TB " + std::to_string(TB) + " chunk " +
+                                 std::to_string(chunk) + " j " + std::to_string(j);
+          ASSERT_TRUE(r.unit >= 0 && r.unit < units && r.tb >= 0 && r.tb < TB) << at;
+          ++seen[size_t(r.unit) * TB + r.tb];
+          const int ch = r.tb / chunk;
+          ASSERT_GE(ch, last_chunk) << at;  // chunks in order
+          if (ch > last_chunk) last_chunk = ch, last_unit = units;
+          EXPECT_LE(r.unit, last_unit) << at;  // inside a chunk, units never go up
+          last_unit = r.unit;
+        }
+        for (size_t i = 0; i < seen.size(); ++i)
+          ASSERT_EQ(seen[i], 1) << "units " << units << " TB " << TB << " chunk " << chunk << " at " << i;
+      }
+  const int want[9][2] = {{2, 0}, {2, 1}, {1, 0}, {1, 1}, {0, 0}, {0, 1}, {2, 2}, {1, 2}, {0, 2}};
+  for (int j = 0; j < 9; ++j) {
+    const RasterPos r = heavy_first_raster(j, 3, 3, 2);
+    EXPECT_EQ(r.unit, want[j][0]) << j;
+    EXPECT_EQ(r.tb, want[j][1]) << j;
+  }
+}
+
 // The cluster reduction's rule: splits capped at the cluster size, resident CTAs taken per S (clusters fill the GPCs
 // unevenly), an S that cannot launch skipped; S = 1 (no reduction) always allowed. Hand-worked on 12288×4096 (RB 96,
 // CT 32, KB 2) with 264 slots except 240 at S = 8: S = 8 (768 CTAs) costs 4 waves × 5 = 20, S = 4 (kpc 8) 2 × 9 = 18,

@@ -5,7 +5,8 @@
 # under memcheck), runs compute-sanitizer on a small case, then (only if all that
 # passed) times M ∈ {256, 512, 2048, 8192} beside cuBLAS and cuSPARSELt with weights rotated past L2.
 # Usage (repo root): bash tools/ops_gpu_prefill.sh [--quick | --check-only] [bench_ops filters: --shapes, --ms,
-# --fs]. SKIP_CHECKS=1: the timings only (no dev harness, sanitizers or validation); BUDGET: seconds for all (560);
+# --fs]. SKIP_CHECKS=1: the timings only (no dev harness, sanitizers or validation); SORTED_ONLY=1: of the checks
+# only v8's harness (plain and memcheck; hg_dev, its sanitizers and validation skipped); BUDGET: seconds for all (560);
 # ROUNDS=R: bench_ops' head-to-head in R rotated rounds (cuBLAS, cuSPARSELt, the sharex kernel), summed up after the
 # table.
 # Logs and tables under $OUT.
@@ -19,18 +20,20 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem --
 T0=$SECONDS
 $NVCC -Xptxas -v -c src/ops/hybrid_gemm.cu -o /tmp/hg.o >"$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -20; exit 1; }
 SKIP=${SKIP_CHECKS:-0}
-[ "$SKIP" = 1 ] || $NVCC dev/kernels/hybrid_gemm.cu /tmp/hg.o -lcublas -o /tmp/hg_dev >>"$OUT/build.log" 2>&1 &
+SORTED=${SORTED_ONLY:-0}
+[ "$SKIP" = 1 ] || [ "$SORTED" = 1 ] || $NVCC dev/kernels/hybrid_gemm.cu /tmp/hg.o -lcublas -o /tmp/hg_dev >>"$OUT/build.log" 2>&1 &
 [ "$SKIP" = 1 ] || $NVCC dev/kernels/prefill_sorted.cu /tmp/hg.o -lcublas -o /tmp/prefill_sorted >>"$OUT/build.log" 2>&1 &
 $NVCC bench/bench_ops.cu /tmp/hg.o -lcublas $EXTRA -o /tmp/bench_ops >>"$OUT/build.log" 2>&1 &
 wait
-{ { [ -x /tmp/hg_dev ] && [ -x /tmp/prefill_sorted ]; } || [ "$SKIP" = 1 ]; } && [ -x /tmp/bench_ops ] \
+{ { { [ -x /tmp/hg_dev ] || [ "$SORTED" = 1 ]; } && [ -x /tmp/prefill_sorted ]; } || [ "$SKIP" = 1 ]; } \
+  && [ -x /tmp/bench_ops ] \
   || { tail -20 "$OUT/build.log"; exit 1; }
 grep -A2 -E "prefill_(sk_)?kernel" "$OUT/build.log" | grep -E "registers|spill" | sort | uniq -c
 grep -cE "C7514|C7520" "$OUT/build.log" | sed 's/^/wgmma serialised (C7514, C7520) messages: /'  # want 0
 echo "build ${SECONDS}s"
 # All check logs in one file ($OUT brings back at most 8 files).
 [ "$SKIP" = 1 ] && echo "checks skipped (SKIP_CHECKS=1)" | tee -a "$OUT/checks.txt"
-for tool in $([ "$SKIP" = 1 ] || echo memcheck racecheck synccheck); do
+for tool in $([ "$SKIP" = 1 ] || [ "$SORTED" = 1 ] || echo memcheck racecheck synccheck); do
   timeout 60 compute-sanitizer --tool $tool /tmp/hg_dev small >/tmp/san.txt 2>&1
   echo "compute-sanitizer $tool rc=$? :: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|validation:' /tmp/san.txt | tr '\n' ' ')" \
     | tee -a "$OUT/checks.txt"
@@ -47,7 +50,7 @@ for tool in $([ "$SKIP" = 1 ] || echo none memcheck); do
     | tee -a "$OUT/checks.txt"
   grep -E "FAIL" /tmp/ps.txt | head -4 | tee -a "$OUT/checks.txt"
 done
-[ "$SKIP" = 1 ] || { timeout 300 /tmp/hg_dev validate >/tmp/validate.txt 2>&1 || rc=1; }
+[ "$SKIP" = 1 ] || [ "$SORTED" = 1 ] || { timeout 300 /tmp/hg_dev validate >/tmp/validate.txt 2>&1 || rc=1; }
 touch /tmp/validate.txt
 cat /tmp/validate.txt >>"$OUT/checks.txt"
 echo "validate rc=$rc ($((SECONDS - T0))s)"
@@ -81,11 +84,14 @@ for r in rows:
           f"{sp(v74) if v74 else float('nan'):.2f} | "
           f"{sp(v7rs):.2f} | {sp(v8):.2f} | {sp(v8) / sp(cs) if cs and v8 else 0:.2f} |")
 # The head-to-head rounds (ROUNDS > 0): per block, the sharex kernel × cuBLAS and × cuSPARSELt, same rounds.
-# v8 also against itself with the pairs (2g, 2g + 1) (rr-hybrid-v8p, before session 34).
+# v8 also against itself with the pairs (2g, 2g + 1) (rr-hybrid-v8p, before session 34), and v8d (the dynamic
+# schedule, session 35) against v8.
 for r in rows:
     if not r["kernel"].startswith("rr-hybrid") or r["kernel"] == "rr-hybrid-v8p": continue
     cs = get(r["shape"], r["M"], "rr-cusparselt", r["f"])
-    vp = get(r["shape"], r["M"], "rr-hybrid-v8p", r["f"])
+    vp = get(r["shape"], r["M"], "rr-hybrid-v8p", r["f"]) if r["kernel"] != "rr-hybrid-v8d" else None
+    v8 = get(r["shape"], r["M"], "rr-hybrid-v8", r["f"]) if r["kernel"] == "rr-hybrid-v8d" else None
     print(f"rounds {r['shape']} M={r['M']} f={r['f']:.2f}: {r['kernel'][3:]} {sp(r):.3f}x cuBLAS"
-          + (f", {sp(r) / sp(cs):.3f}x cuSPARSELt" if cs else "") + (f", {sp(r) / sp(vp):.3f}x v8p" if vp else ""))
+          + (f", {sp(r) / sp(cs):.3f}x cuSPARSELt" if cs else "") + (f", {sp(r) / sp(vp):.3f}x v8p" if vp else "")
+          + (f", {sp(r) / sp(v8):.3f}x v8" if v8 else ""))
 PY

@@ -5,7 +5,9 @@
 // both kernels through hybrid_gemm_launch against the masked weight in fp64 on small ragged cases: an odd row-block
 // count (the pad CTA runs its partner's slabs), a ragged last K tile (one slab), every mix from all dense to all 2:4,
 // outputs poisoned with NaN before each launch. Small enough for compute-sanitizer. The last two cases give each cluster
-// several units (the stage rings run on across units), the last one units of a single slab.
+// several units (the stage rings run on across units), the last one units of a single slab. v8 with the dynamic
+// schedule (session 35) runs twice in a row, so the second launch finds the counters the first one left, and the
+// workspace's counters must all be zero after it.
 // Build (GPU machine, repo root):
 //   nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -Isrc -Ibench \
 //     dev/kernels/prefill_sorted.cu src/ops/hybrid_gemm.cu -lcublas -o /tmp/prefill_sorted
@@ -17,6 +19,7 @@
 #include <vector>
 
 #include "bench_ops_common.h"
+#include "ops/hybrid_gemm.cuh"  // (WS_COUNTER_BYTES)
 #include "ops/hybrid_gemm.h"
 
 using namespace patchllm;
@@ -68,15 +71,18 @@ int main() {
           ref[m * c.N + n] = s;
         }
     });
-    // v: 0 = v7 SS (four stages), 1 = v7 SS five stages (f = 1 only: prefill_all_sparse), 2 = v8
-    for (int v = 0; v < 3; ++v) {
+    // v: 0 = v7 SS (four stages), 1 = v7 SS five stages (f = 1 only: prefill_all_sparse), 2 = v8, 3 and 4 = v8 with
+    // the dynamic schedule, twice
+    const char* names[] = {"v7 SS", "v7 SS 5st", "v8", "v8 dynamic", "v8 dynamic again"};
+    for (int v = 0; v < 5; ++v) {
       if (v == 1 && c.f != 1.0) continue;
       HybridGemmArgs a;
       a.x = dx, a.y = dy, a.M = c.M, a.N = c.N, a.K = c.K;
       a.blob = dim, a.kinds = dk, a.offsets = doff, a.workspace = dws, a.workspace_bytes = wsb;
       a.kernel = 3, a.prefill_schedule = 3, a.prefill_image = dim;
-      a.prefill_order = v == 2 ? dord : nullptr;  // (prefill_all_sparse off: v8 at f = 1 too)
+      a.prefill_order = v >= 2 ? dord : nullptr;  // (prefill_all_sparse off: v8 at f = 1 too)
       a.prefill_all_sparse = v == 1;
+      a.prefill_dynamic = v >= 3;
       cudaMemset(dy, 0xff, size_t(c.M * c.N) * 2);  // NaN in bf16
       const HybridLaunchResult r = hybrid_gemm_launch(a);
       const cudaError_t e = cudaDeviceSynchronize();
@@ -88,11 +94,15 @@ int main() {
         num += d * d, den += ref[i] * ref[i];
       }
       const double rel = std::sqrt(num / den);  // NaN left anywhere fails too
-      const bool ok = r.status == HYBRID_OK && e == cudaSuccess && rel < 1e-2;
+      std::vector<int> ctr(size_t(hg::WS_COUNTER_BYTES / 4));
+      cudaMemcpy(ctr.data(), dws, ctr.size() * 4, cudaMemcpyDeviceToHost);
+      int64_t dirty = 0;
+      for (int x : ctr) dirty += x != 0;
+      const bool ok = r.status == HYBRID_OK && e == cudaSuccess && rel < 1e-2 && dirty == 0;
       bad += !ok;
-      std::printf("%s N=%lld K=%lld M=%lld f=%.2f %s: status %d cuda %d rel %.3e\n", ok ? "ok  " : "FAIL",
-                  (long long)c.N, (long long)c.K, (long long)c.M, c.f, v == 2 ? "v8" : v ? "v7 SS 5st" : "v7 SS",
-                  r.status, int(e), rel);
+      std::printf("%s N=%lld K=%lld M=%lld f=%.2f %s: status %d cuda %d rel %.3e, counters left non-zero %lld\n",
+                  ok ? "ok  " : "FAIL", (long long)c.N, (long long)c.K, (long long)c.M, c.f, names[v], r.status,
+                  int(e), rel, (long long)dirty);
     }
     for (void* p : {(void*)dx, (void*)dy, (void*)dim, (void*)dk, (void*)doff, (void*)dord, dws}) cudaFree(p);
   }

@@ -447,10 +447,15 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
       // v8 where some tile is dense: the pair's all-2:4 slabs first, in five 2:4-sized stages (where every tile is 2:4,
       // v7 has five stages throughout, without v8's indirection)
       if (ss && a.prefill_order && !so) p.order = a.prefill_order;
+      // (the last two counters: no other launch of this workspace runs at the same time, and all are zero after one)
+      if (p.order && a.prefill_dynamic) p.next_unit = reinterpret_cast<int*>(ws) + hg::MAX_KEYS - 2;
       cudaError_t e;
-      if (p.order)
-        e = a.bf16 ? launch_cl<hp::hybrid_prefill_sorted_kernel<true>, true>(a.x, p, stream)
-                   : launch_cl<hp::hybrid_prefill_sorted_kernel<false>, false>(a.x, p, stream);
+      if (p.order && p.next_unit)
+        e = a.bf16 ? launch_cl<hp::hybrid_prefill_sorted_kernel<true, true>, true>(a.x, p, stream)
+                   : launch_cl<hp::hybrid_prefill_sorted_kernel<false, true>, false>(a.x, p, stream);
+      else if (p.order)
+        e = a.bf16 ? launch_cl<hp::hybrid_prefill_sorted_kernel<true, false>, true>(a.x, p, stream)
+                   : launch_cl<hp::hybrid_prefill_sorted_kernel<false, false>, false>(a.x, p, stream);
       else
         e = a.bf16 ? (ss ? launch_prefill_cl<true, true>(a.x, p, so, stream)
                          : launch_prefill_cl<true, false>(a.x, p, so, stream))

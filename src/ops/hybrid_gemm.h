@@ -46,6 +46,8 @@ struct HybridGemmArgs {
                                             // table (hybrid_format.h). Where given and prefill_all_sparse is not
                                             // set, v8 runs instead of v7: each row-block pair's all-2:4 slabs first
                                             // in five 2:4-sized stages, the rest after them in four (sessions 31-32)
+  bool prefill_dynamic = false;   // v8 (prefill_order given): clusters take units from a counter in the workspace,
+                                  // the heaviest row-block pairs first, instead of a fixed share each (session 35)
   bool prefill_all_sparse = false;  // prefill_schedule 3: the caller's promise that every tile is 2:4; v7 then sizes
                                     // its stages for 2:4 slabs (five of 41 KB instead of four of 48 KB). A dense
                                     // tile under it gives wrong values (read as 2:4), never a fault

@@ -57,8 +57,11 @@ struct Params : hg::PackedGemm {  // x comes through the tensor map
   int TB = 1;              // 128-token blocks
   float* slots = nullptr;  // [G][2][128 × 128] fp32 partial tiles
   int* counters = nullptr; // [RB · TB] ≤ MAX_KEYS, zero between launches
-  // v8 (hybrid_prefill_sorted_kernel) only: hybrid_prefill_order_raw's table
+  // v8 (hybrid_prefill_sorted_kernel) only: hybrid_prefill_order_raw's table, and where next_unit is set, the
+  // dynamic schedule's two counters (units handed out, clusters done; zero between launches, reset by the last
+  // cluster)
   const uint32_t* order = nullptr;
+  int* next_unit = nullptr;
 };
 
 // Variants of the prefill kernels (template argument PV, a set of flags; 0 = v4d, the launcher's default).
@@ -1094,9 +1097,31 @@ struct SoCfg {
   static constexpr int RING = A::STAGES * A::STAGE > B::STAGES * B::STAGE ? A::STAGES * A::STAGE
                                                                            : B::STAGES * B::STAGE;
   static constexpr int OT_TOK = 64;
-  static constexpr int USED = RING + OT_TOK * OSTR * 2 + 2 * (A::STAGES + B::STAGES) * 8;
+  static constexpr int SCHED = 4;       // dynamic schedule: unit numbers published ahead (slots, each two barriers)
+  static constexpr int HEAVY_CHUNK = 8; // dynamic schedule: token blocks per chunk of heavy_first_raster
+  static constexpr int USED = RING + OT_TOK * OSTR * 2 + 2 * (A::STAGES + B::STAGES) * 8 + SCHED * (2 * 8 + 4);
   static_assert(RING % 1024 == 0 && USED <= CL_SMEM, "v8: rings + epilogue buffer exceed 227 KB");
 };
+// The dynamic schedule's hand-off inside a cluster: the rank-0 producer stores the next unit number into a slot of
+// both CTAs and arrives on the slot's barrier there; release at cluster scope (one per unit, not per slab) and the
+// readers' acquire at cluster scope make the store visible to whoever sees the phase complete.
+__device__ __forceinline__ void st_arrive_cluster(uint32_t* slot, uint32_t v, uint64_t* bar, uint32_t rank) {
+  asm volatile(
+      "{ .reg .b32 ra, rb; mapa.shared::cluster.u32 ra, %0, %3; mapa.shared::cluster.u32 rb, %1, %3;"
+      " st.shared::cluster.u32 [ra], %2; mbarrier.arrive.release.cluster.shared::cluster.b64 _, [rb]; }" ::"r"(
+          hg::smem_addr(slot)),
+      "r"(hg::smem_addr(bar)), "r"(v), "r"(rank)
+      : "memory");
+}
+__device__ __forceinline__ void mbar_wait_cluster(uint64_t* b, uint32_t parity) {
+  uint32_t ok = 0;
+  while (!ok)
+    asm volatile(
+        "{ .reg .pred p; mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
+        : "=r"(ok)
+        : "r"(hg::smem_addr(b)), "r"(parity)
+        : "memory");
+}
 // One ring's position: the next stage st, and per stage the phase parity of its next use (bit i: stage i). Per-stage
 // parities let a ring start again at any stage when the other ring hands the bytes back (ring_restart).
 struct RingPos {
@@ -1116,7 +1141,8 @@ __device__ __forceinline__ int ring_restart(int oldest) {
   return (FROM * oldest + TO - 1) / TO % N;
 }
 
-template <bool BF16>
+// DYN: the dynamic schedule (p.next_unit set); a template argument so that the static kernel keeps its registers.
+template <bool BF16, bool DYN>
 __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sorted_kernel(const __grid_constant__ CUtensorMap xmap,
                                                                            const Params p) {
 #ifdef PATCHLLM_HAVE_WGMMA
@@ -1131,6 +1157,11 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sorted_kernel(const
   uint64_t* empty_a = full_a + A::STAGES;
   uint64_t* full_b = empty_a + A::STAGES;
   uint64_t* empty_b = full_b + B::STAGES;
+  // dynamic schedule: slot k % SCHED holds the unit after this cluster's k-th (rank 0's empty barriers count every
+  // reader); the addresses are computed where used (registers are short)
+  auto sched_full = [&](int s) { return empty_b + B::STAGES + s; };
+  auto sched_empty = [&](int s) { return empty_b + B::STAGES + SoCfg::SCHED + s; };
+  auto sched_u = [&](int s) { return reinterpret_cast<uint32_t*>(empty_b + B::STAGES + 2 * SoCfg::SCHED) + s; };
   const uint32_t rank = cluster_rank();
   const int TB = (p.M + CL_BN - 1) / CL_BN, RBP = cl_row_groups(p.RB), units = cl_units(p.RB, p.M);
   const int cid = int(blockIdx.x) / CL_CTAS, step = int(gridDim.x) / CL_CTAS;
@@ -1139,17 +1170,49 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sorted_kernel(const
   if (threadIdx.x == 0) {
     for (int s = 0; s < A::STAGES; ++s) hg::mbar_init(&full_a[s], 1), hg::mbar_init(&empty_a[s], RELEASERS * CL_CTAS);
     for (int s = 0; s < B::STAGES; ++s) hg::mbar_init(&full_b[s], 1), hg::mbar_init(&empty_b[s], RELEASERS * CL_CTAS);
+    // readers of a slot: every consumer warp of both CTAs and the rank-1 producer
+    for (int s = 0; s < SoCfg::SCHED; ++s)
+      hg::mbar_init(sched_full(s), 1), hg::mbar_init(sched_empty(s), RELEASERS * CL_CTAS + 1);
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
   cluster_sync_all();
   constexpr int HEAD = int(HYBRID_PREFILL_ORDER_HEAD);
   const int ostride = nslab + HEAD;
   // Unit u: row-block pair g (its order row ord), this CTA's row-block rb (p.RB for the pad CTA), first token.
+  // Static schedule: cluster cid runs units cid, cid + step, ... in the grouped raster. Dynamic (p.next_unit): its
+  // first unit is cid, each next one the rank-0 producer takes from the counter when it has issued the last fills of
+  // the one before, in heavy_first_raster's order (the heaviest pairs first), so a cluster that drew heavy units
+  // draws fewer; it hands the number to the others of its cluster through slot k % SCHED (next_unit below).
   auto unit_pos = [&](int u, const uint32_t*& ord, int& rb, int& tok0) {
-    const RasterPos rp = grouped_raster(u, RBP, TB, GROUP / CL_CTAS);
+    const RasterPos rp = DYN ? heavy_first_raster(u, RBP, TB, SoCfg::HEAVY_CHUNK)
+                             : grouped_raster(u, RBP, TB, GROUP / CL_CTAS);
     ord = p.order + int64_t(rp.unit) * ostride;
     rb = int(__ldg(ord + 1 + rank));
     tok0 = rp.tb * CL_BN;
+  };
+  // The unit after this cluster's k-th (u). Dynamic, rank-0 producer: draws it and publishes it in both CTAs;
+  // everyone else (warp = a consumer warp, all lanes; or the rank-1 producer) reads it and frees the slot for rank 0.
+  // The cluster that draws the last number past the end resets both counters for the next launch (every cluster
+  // draws exactly one such number, its last draw).
+  auto next_unit = [&](int u, int k, bool warp) {
+    if constexpr (!DYN) return u + step;
+    const int slot = k % SoCfg::SCHED;
+    const uint32_t par = uint32_t(k / SoCfg::SCHED) & 1u;
+    if (rank == 0 && wg == 0) {
+      int nu = step + atomicAdd(p.next_unit, 1);
+      if (nu >= units) {
+        nu = units;
+        if (atomicAdd(p.next_unit + 1, 1) == step - 1) atomicExch(p.next_unit, 0), atomicExch(p.next_unit + 1, 0);
+      }
+      hg::mbar_wait(sched_empty(slot), par ^ 1u);
+      for (uint32_t r = 0; r < uint32_t(CL_CTAS); ++r) st_arrive_cluster(sched_u(slot), uint32_t(nu), sched_full(slot), r);
+      return nu;
+    }
+    mbar_wait_cluster(sched_full(slot), par);
+    const int nu = int(*reinterpret_cast<volatile uint32_t*>(sched_u(slot)));
+    if (warp) __syncwarp();
+    if (!warp || (threadIdx.x & 31) == 0) mbar_arrive_cta(sched_empty(slot), 0);
+    return nu;
   };
   // Both sides walk the same sections through this: a unit's non-empty ones, A first where the unit's count k is
   // even. Sets section `half`'s ring (sa) and slabs [i0, i1); false where it is empty. On a change of ring (cur: the
@@ -1211,7 +1274,7 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sorted_kernel(const
         }
       };
       int k = 0;
-      for (int u = cid; u < units; u += step, ++k) {
+      for (int u = cid; u < units; u = next_unit(u, k++, false)) {
         const uint32_t* ord;
         int rb, tok0;
         unit_pos(u, ord, rb, tok0);
@@ -1280,7 +1343,7 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sorted_kernel(const
       }
     };
     int k = 0;
-    for (int u = cid; u < units; u += step, ++k) {
+    for (int u = cid; u < units; u = next_unit(u, k++, true)) {
       const uint32_t* ord;
       int rb, tok0;
       unit_pos(u, ord, rb, tok0);
