@@ -21,7 +21,8 @@ T0=$SECONDS
 $NVCC -Xptxas -v -c src/ops/hybrid_gemm.cu -o /tmp/hg.o >"$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -20; exit 1; }
 SKIP=${SKIP_CHECKS:-0}
 SORTED=${SORTED_ONLY:-0}
-[ "$SKIP" = 1 ] || [ "$SORTED" = 1 ] || $NVCC dev/kernels/hybrid_gemm.cu /tmp/hg.o -lcublas -o /tmp/hg_dev >>"$OUT/build.log" 2>&1 &
+[ "$SKIP" = 1 ] || [ "$SORTED" = 1 ] \
+  || $NVCC dev/kernels/hybrid_gemm.cu /tmp/hg.o -lcublas -o /tmp/hg_dev >>"$OUT/build.log" 2>&1 &
 [ "$SKIP" = 1 ] || $NVCC dev/kernels/prefill_sorted.cu /tmp/hg.o -lcublas -o /tmp/prefill_sorted >>"$OUT/build.log" 2>&1 &
 $NVCC bench/bench_ops.cu /tmp/hg.o -lcublas $EXTRA -o /tmp/bench_ops >>"$OUT/build.log" 2>&1 &
 wait

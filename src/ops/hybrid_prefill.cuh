@@ -1205,7 +1205,8 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sorted_kernel(const
         if (atomicAdd(p.next_unit + 1, 1) == step - 1) atomicExch(p.next_unit, 0), atomicExch(p.next_unit + 1, 0);
       }
       hg::mbar_wait(sched_empty(slot), par ^ 1u);
-      for (uint32_t r = 0; r < uint32_t(CL_CTAS); ++r) st_arrive_cluster(sched_u(slot), uint32_t(nu), sched_full(slot), r);
+      for (uint32_t r = 0; r < uint32_t(CL_CTAS); ++r)
+        st_arrive_cluster(sched_u(slot), uint32_t(nu), sched_full(slot), r);
       return nu;
     }
     mbar_wait_cluster(sched_full(slot), par);
