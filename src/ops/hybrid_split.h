@@ -30,10 +30,10 @@ PATCHLLM_HD inline RasterPos grouped_raster(int bid, int units, int TB, int grou
 
 // v8's order for its dynamic schedule (units handed out from a counter, hybrid_prefill_sorted_kernel): unit j of
 // units × TB → (unit, token block), the units from the last to the first, which in v8's order table are the
-// row-block pairs from the heaviest (most dense slabs) down. Greedy hand-out in that order is longest-job-first: the last units
-// to start are the cheapest, so the clusters finish together. Token blocks go in chunks of `chunk`, each unit's chunk
-// together, so the clusters resident at once share ~66 / chunk weight units and `chunk` x blocks. A bijection
-// of [0, units · TB) (tested).
+// row-block pairs from the heaviest (most dense slabs) down. Greedy hand-out in that order is longest-job-first: the
+// last units to start are the cheapest, so the clusters finish together. Token blocks go in chunks of `chunk`, each
+// unit's chunk together, so the clusters resident at once share ~66 / chunk weight units and `chunk` x blocks. A
+// bijection of [0, units · TB) (tested).
 PATCHLLM_HD inline RasterPos heavy_first_raster(int j, int units, int TB, int chunk) {
   const int c0 = j / (chunk * units) * chunk, w = TB - c0 < chunk ? TB - c0 : chunk;
   const int local = j - c0 * units;
