@@ -47,7 +47,9 @@ struct HybridGemmArgs {
                                             // set, v8 runs instead of v7: each row-block pair's all-2:4 slabs first
                                             // in five 2:4-sized stages, the rest after them in four (sessions 31-32)
   bool prefill_dynamic = false;   // v8 (prefill_order given): clusters take units from a counter in the workspace,
-                                  // the heaviest row-block pairs first, instead of a fixed share each (session 35)
+                                  // the heaviest row-block pairs first, instead of a fixed share each (session 35).
+                                  // Opt-in: 0.93x the static schedule's speed in the median on the H100, though a
+                                  // time model gave +0.8% (docs/benchmarks/kernels.md, "Session 35")
   bool prefill_all_sparse = false;  // prefill_schedule 3: the caller's promise that every tile is 2:4; v7 then sizes
                                     // its stages for 2:4 slabs (five of 41 KB instead of four of 48 KB). A dense
                                     // tile under it gives wrong values (read as 2:4), never a fault

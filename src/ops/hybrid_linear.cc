@@ -224,7 +224,6 @@ torch::Tensor hybrid_linear(const torch::Tensor& x, const HybridWeight& hw) {
     // shapes at each M in 2048 … 8192 and f in 0 … 0.9 (single cases 0.85–1.26; H100, session 32)
     if (a.prefill_image && hw.prefill_order.defined())
       a.prefill_order = reinterpret_cast<const uint32_t*>(hw.prefill_order.data_ptr<int32_t>());
-    a.prefill_dynamic = true;  // v8's units from a counter, heaviest pairs first (session 35)
   }
   if (ko.one_batch) a.decode_variant = 2;
 #ifdef PATCHLLM_HAVE_TORCH_CUDA
