@@ -562,7 +562,7 @@ int main(int argc, char** argv) {
             const double cu = bench::median(t[0]);
             for (size_t i = 0; i < cs.size(); ++i)
               push_row(cs[i].name, bench::median(t[i]), cs[i].weight_bytes, cu, cs[i].ideal);
-            std::string vs;  // against cuSPARSELt and v8p where they ran
+            std::string vs;  // against cuSPARSELt, v8p and v8d where they ran
             for (size_t i = 1; i + 1 < cs.size(); ++i)
               vs += ", " + fmt(bench::median(t[i]) / bench::median(t.back()), 3) + "x " + (cs[i].name + 3);
             std::fprintf(stderr, "rounds %s M=%lld f=%.2f: %s %.3fx cuBLAS%s\n", sh.name, (long long)M, H.frac,
