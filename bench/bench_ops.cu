@@ -513,7 +513,8 @@ int main(int argc, char** argv) {
             // else v8) are timed in `rounds` rounds of 5 batches each, the order rotated each round; each reports the
             // median of its rounds (rows "rr-…", speedups against rr-cublas; every rr row carries this block's f).
             // Where some tile is dense, v8 with the pairs (2g, 2g + 1) too (rr-hybrid-v8p), against the sorted pairs,
-            // and v8 with the dynamic schedule (rr-hybrid-v8d, session 35).
+            // v8 with the dynamic schedule (rr-hybrid-v8d, session 35), and each unit order with the other schedule
+            // (rr-hybrid-v8h, rr-hybrid-v8dg, session 36).
             struct Contender {
               const char* name;
               std::function<void(int)> launch;
@@ -542,12 +543,16 @@ int main(int argc, char** argv) {
                               a.prefill_order = static_cast<uint32_t*>(order);
                             },
                             hrot, double(hb), ideal});
-            if (!all_sparse)
-              cs.push_back({"rr-hybrid-v8d",
-                            [&](int i) {
-                              a.prefill_dynamic = true;
+            // (session 36) the order apart from the hand-out: v8h static in the heavy-first order, v8dg dynamic in
+            // the grouped raster
+            for (int v = 0; v < 3 && !all_sparse; ++v)
+              cs.push_back({v == 0 ? "rr-hybrid-v8d" : v == 1 ? "rr-hybrid-v8h" : "rr-hybrid-v8dg",
+                            [&, v](int i) {
+                              a.prefill_dynamic = v != 1;
+                              a.prefill_raster = v == 0 ? 0 : v == 1 ? 2 : 1;
                               launch_hybrid(i);
                               a.prefill_dynamic = false;
+                              a.prefill_raster = 0;
                             },
                             hrot, double(hb), ideal});
             cs.push_back({all_sparse ? "rr-hybrid-v7" : "rr-hybrid-v8", launch_hybrid, hrot, double(hb), ideal});
@@ -562,7 +567,7 @@ int main(int argc, char** argv) {
             const double cu = bench::median(t[0]);
             for (size_t i = 0; i < cs.size(); ++i)
               push_row(cs[i].name, bench::median(t[i]), cs[i].weight_bytes, cu, cs[i].ideal);
-            std::string vs;  // against cuSPARSELt, v8p and v8d where they ran
+            std::string vs;  // against cuSPARSELt, v8p, v8d, v8h and v8dg where they ran
             for (size_t i = 1; i + 1 < cs.size(); ++i)
               vs += ", " + fmt(bench::median(t[i]) / bench::median(t.back()), 3) + "x " + (cs[i].name + 3);
             std::fprintf(stderr, "rounds %s M=%lld f=%.2f: %s %.3fx cuBLAS%s\n", sh.name, (long long)M, H.frac,

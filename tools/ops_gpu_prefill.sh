@@ -8,7 +8,8 @@
 # --fs]. SKIP_CHECKS=1: the timings only (no dev harness, sanitizers or validation); SORTED_ONLY=1: of the checks
 # only v8's harness (plain and memcheck; hg_dev, its sanitizers and validation skipped); BUDGET: seconds for all (560);
 # ROUNDS=R: bench_ops' head-to-head in R rotated rounds (cuBLAS, cuSPARSELt, the sharex kernel), summed up after the
-# table.
+# table. TIMELINE=1: before the bench, v8's per-unit timeline (dev/kernels/prefill_timeline.cu: span, idle share of
+# the cluster-time, tail, light / heavy pairs' unit times, per unit order and schedule) into $OUT/timeline.md.
 # Logs and tables under $OUT.
 set -u -o pipefail
 OUT=${OUT:-/tmp/ops_out}
@@ -25,6 +26,8 @@ SORTED=${SORTED_ONLY:-0}
   || $NVCC dev/kernels/hybrid_gemm.cu /tmp/hg.o -lcublas -o /tmp/hg_dev >>"$OUT/build.log" 2>&1 &
 [ "$SKIP" = 1 ] || $NVCC dev/kernels/prefill_sorted.cu /tmp/hg.o -lcublas -o /tmp/prefill_sorted >>"$OUT/build.log" 2>&1 &
 $NVCC bench/bench_ops.cu /tmp/hg.o -lcublas $EXTRA -o /tmp/bench_ops >>"$OUT/build.log" 2>&1 &
+[ "${TIMELINE:-0}" = 1 ] && $NVCC -DPATCHLLM_PREFILL_TIMELINE dev/kernels/prefill_timeline.cu src/ops/hybrid_gemm.cu \
+  -lcublas -o /tmp/prefill_timeline >>"$OUT/build.log" 2>&1 &
 wait
 { { { [ -x /tmp/hg_dev ] || [ "$SORTED" = 1 ]; } && [ -x /tmp/prefill_sorted ]; } || [ "$SKIP" = 1 ]; } \
   && [ -x /tmp/bench_ops ] \
@@ -58,6 +61,11 @@ echo "validate rc=$rc ($((SECONDS - T0))s)"
 grep -E "FAIL|validation:|launch failed" /tmp/validate.txt | head -12
 [ $rc -eq 0 ] || exit 1
 [ "${1:-}" = "--check-only" ] && exit 0
+if [ "${TIMELINE:-0}" = 1 ]; then
+  { [ -x /tmp/prefill_timeline ] && timeout 120 /tmp/prefill_timeline >"$OUT/timeline.md" 2>&1; } \
+    || echo "prefill_timeline failed (rc=$?)" >>"$OUT/timeline.md"
+  cat "$OUT/timeline.md"
+fi
 timeout $((${BUDGET:-560} - (SECONDS - T0))) /tmp/bench_ops --prefill "$@" --rounds "${ROUNDS:-0}" \
   --out "$OUT/bench_prefill" \
   >"$OUT/bench_summary.md" 2>"$OUT/bench.log"
@@ -86,12 +94,13 @@ for r in rows:
           f"{sp(v7rs):.2f} | {sp(v8):.2f} | {sp(v8) / sp(cs) if cs and v8 else 0:.2f} |")
 # The head-to-head rounds (ROUNDS > 0): per block, the sharex kernel × cuBLAS and × cuSPARSELt, same rounds.
 # v8 also against itself with the pairs (2g, 2g + 1) (rr-hybrid-v8p, before session 34), and v8d (the dynamic
-# schedule, session 35) against v8.
+# schedule, session 35), v8h and v8dg (each unit order with the other schedule, session 36) against v8.
+VARIANTS = ("rr-hybrid-v8d", "rr-hybrid-v8h", "rr-hybrid-v8dg")
 for r in rows:
     if not r["kernel"].startswith("rr-hybrid") or r["kernel"] == "rr-hybrid-v8p": continue
     cs = get(r["shape"], r["M"], "rr-cusparselt", r["f"])
-    vp = get(r["shape"], r["M"], "rr-hybrid-v8p", r["f"]) if r["kernel"] != "rr-hybrid-v8d" else None
-    v8 = get(r["shape"], r["M"], "rr-hybrid-v8", r["f"]) if r["kernel"] == "rr-hybrid-v8d" else None
+    vp = get(r["shape"], r["M"], "rr-hybrid-v8p", r["f"]) if r["kernel"] not in VARIANTS else None
+    v8 = get(r["shape"], r["M"], "rr-hybrid-v8", r["f"]) if r["kernel"] in VARIANTS else None
     print(f"rounds {r['shape']} M={r['M']} f={r['f']:.2f}: {r['kernel'][3:]} {sp(r):.3f}x cuBLAS"
           + (f", {sp(r) / sp(cs):.3f}x cuSPARSELt" if cs else "") + (f", {sp(r) / sp(vp):.3f}x v8p" if vp else "")
           + (f", {sp(r) / sp(v8):.3f}x v8" if v8 else ""))

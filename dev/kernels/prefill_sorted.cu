@@ -7,7 +7,7 @@
 // outputs poisoned with NaN before each launch. Small enough for compute-sanitizer. The last two cases give each cluster
 // several units (the stage rings run on across units), the last one units of a single slab. v8 with the dynamic
 // schedule (session 35) runs twice in a row, so the second launch finds the counters the first one left, and the
-// workspace's counters must all be zero after it.
+// workspace's counters must all be zero after it; then each unit order with the other schedule (session 36).
 // Build (GPU machine, repo root):
 //   nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -Isrc -Ibench \
 //     dev/kernels/prefill_sorted.cu src/ops/hybrid_gemm.cu -lcublas -o /tmp/prefill_sorted
@@ -72,9 +72,10 @@ int main() {
         }
     });
     // v: 0 = v7 SS (four stages), 1 = v7 SS five stages (f = 1 only: prefill_all_sparse), 2 = v8, 3 and 4 = v8 with
-    // the dynamic schedule, twice
-    const char* names[] = {"v7 SS", "v7 SS 5st", "v8", "v8 dynamic", "v8 dynamic again"};
-    for (int v = 0; v < 5; ++v) {
+    // the dynamic schedule, twice; 5 = v8 static in the heavy-first order, 6 = dynamic in the grouped raster
+    const char* names[] = {"v7 SS",           "v7 SS 5st",          "v8", "v8 dynamic", "v8 dynamic again",
+                           "v8 heavy-first", "v8 dynamic grouped"};
+    for (int v = 0; v < 7; ++v) {
       if (v == 1 && c.f != 1.0) continue;
       HybridGemmArgs a;
       a.x = dx, a.y = dy, a.M = c.M, a.N = c.N, a.K = c.K;
@@ -82,7 +83,8 @@ int main() {
       a.kernel = 3, a.prefill_schedule = 3, a.prefill_image = dim;
       a.prefill_order = v >= 2 ? dord : nullptr;  // (prefill_all_sparse off: v8 at f = 1 too)
       a.prefill_all_sparse = v == 1;
-      a.prefill_dynamic = v >= 3;
+      a.prefill_dynamic = v == 3 || v == 4 || v == 6;
+      a.prefill_raster = v == 5 ? 2 : v == 6 ? 1 : 0;
       cudaMemset(dy, 0xff, size_t(c.M * c.N) * 2);  // NaN in bf16
       const HybridLaunchResult r = hybrid_gemm_launch(a);
       const cudaError_t e = cudaDeviceSynchronize();

@@ -16,6 +16,7 @@
 #include "ops/hybrid_split.h"
 
 #include <algorithm>
+#include <type_traits>
 
 namespace patchllm {
 
@@ -324,7 +325,7 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
       (a.prefill_bn != 0 && a.prefill_bn != 128 && a.prefill_bn != 256) || a.prefill_schedule < 0 ||
       a.prefill_schedule > 3 ||
       (a.decode_warps != 0 && a.decode_warps != 2 && a.decode_warps != 4 && a.decode_warps != 8) ||
-      a.decode_variant < 0 || a.decode_variant > 3) {
+      a.decode_variant < 0 || a.decode_variant > 3 || a.prefill_raster < 0 || a.prefill_raster > 2) {
     r.status = HYBRID_ERR_SHAPE;
     return r;
   }
@@ -449,14 +450,25 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
       if (ss && a.prefill_order && !so) p.order = a.prefill_order;
       // (the last two counters: no other launch of this workspace runs at the same time, and all are zero after one)
       if (p.order && a.prefill_dynamic) p.next_unit = reinterpret_cast<int*>(ws) + hg::MAX_KEYS - 2;
+      const bool dyn = p.next_unit != nullptr, heavy = a.prefill_raster ? a.prefill_raster == 2 : dyn;
+      p.timeline = a.prefill_timeline;
       cudaError_t e;
-      if (p.order && p.next_unit)
-        e = a.bf16 ? launch_cl<hp::hybrid_prefill_sorted_kernel<true, true>, true>(a.x, p, stream)
-                   : launch_cl<hp::hybrid_prefill_sorted_kernel<false, true>, false>(a.x, p, stream);
-      else if (p.order)
-        e = a.bf16 ? launch_cl<hp::hybrid_prefill_sorted_kernel<true, false>, true>(a.x, p, stream)
-                   : launch_cl<hp::hybrid_prefill_sorted_kernel<false, false>, false>(a.x, p, stream);
-      else
+      if (p.order) {
+        // (BF16, DYN, HEAVY) as template arguments: read at run time, they cost registers in the slab loop
+        auto sorted = [&](auto bf16, auto dy, auto hv) {
+          return launch_cl<hp::hybrid_prefill_sorted_kernel<decltype(bf16)::value, decltype(dy)::value,
+                                                            decltype(hv)::value>,
+                           decltype(bf16)::value>(a.x, p, stream);
+        };
+        using T = std::true_type;
+        using F = std::false_type;
+        if (a.bf16)
+          e = dyn ? (heavy ? sorted(T(), T(), T()) : sorted(T(), T(), F()))
+                  : (heavy ? sorted(T(), F(), T()) : sorted(T(), F(), F()));
+        else
+          e = dyn ? (heavy ? sorted(F(), T(), T()) : sorted(F(), T(), F()))
+                  : (heavy ? sorted(F(), F(), T()) : sorted(F(), F(), F()));
+      } else
         e = a.bf16 ? (ss ? launch_prefill_cl<true, true>(a.x, p, so, stream)
                          : launch_prefill_cl<true, false>(a.x, p, so, stream))
                    : (ss ? launch_prefill_cl<false, true>(a.x, p, so, stream)

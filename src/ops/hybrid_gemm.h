@@ -50,6 +50,12 @@ struct HybridGemmArgs {
                                   // the heaviest row-block pairs first, instead of a fixed share each (session 35).
                                   // Opt-in: 0.93x the static schedule's speed in the median on the H100, though a
                                   // time model gave +0.8% (docs/benchmarks/kernels.md, "Session 35")
+  int prefill_raster = 0;         // v8's unit order: 0 = the schedule's own (static: grouped raster; dynamic:
+                                  // heaviest pairs first), 1 = grouped raster, 2 = heaviest pairs first (session 36:
+                                  // separates the order from the dynamic hand-out)
+  unsigned long long* prefill_timeline = nullptr;  // v8, dev probe: per CTA and unit {start, end, unit} in ns; read
+                                                   // only by a build with PATCHLLM_PREFILL_TIMELINE
+                                                   // (dev/kernels/prefill_timeline.cu)
   bool prefill_all_sparse = false;  // prefill_schedule 3: the caller's promise that every tile is 2:4; v7 then sizes
                                     // its stages for 2:4 slabs (five of 41 KB instead of four of 48 KB). A dense
                                     // tile under it gives wrong values (read as 2:4), never a fault

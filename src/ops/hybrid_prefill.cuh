@@ -62,7 +62,11 @@ struct Params : hg::PackedGemm {  // x comes through the tensor map
   // cluster)
   const uint32_t* order = nullptr;
   int* next_unit = nullptr;
+  // Dev probe (dev/kernels/prefill_timeline.cu; compiled in only with PATCHLLM_PREFILL_TIMELINE): per CTA and
+  // unit k < TIMELINE_UNITS, {start, end, unit} in %globaltimer ns, written by the first consumer thread.
+  unsigned long long* timeline = nullptr;
 };
+constexpr int TIMELINE_UNITS = 64;
 
 // Variants of the prefill kernels (template argument PV, a set of flags; 0 = v4d, the launcher's default).
 // Measured on the H100 and H200 (kernels.md, "Prefill ablation", "Session 16"): PV_LEAN, PV_BATCHED and PV_W_FIRST
@@ -1141,12 +1145,21 @@ __device__ __forceinline__ int ring_restart(int oldest) {
   return (FROM * oldest + TO - 1) / TO % N;
 }
 
+#ifdef PATCHLLM_PREFILL_TIMELINE
+__device__ __forceinline__ unsigned long long globaltimer() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+#endif
 // DYN: the dynamic schedule (p.next_unit set); a template argument so that the static kernel keeps its registers.
 // Status (session 35): opt-in. Measured 0.89-0.97x the static schedule's speed (median 0.93, H100; rounds), the loss
 // growing with K, so in the main loop rather than at the hand-off; the unit order's effect on what the clusters
 // resident at once share in L2 is the likely cause, not measured (next: the static kernel in heavy_first_raster's
 // order, and the dynamic one in the grouped raster, to separate order from hand-out).
-template <bool BF16, bool DYN>
+// HEAVY: units in heavy_first_raster's order, else the grouped raster (a template argument for the same reason: read
+// from Params, the static kernel spilled 12 bytes).
+template <bool BF16, bool DYN, bool HEAVY>
 __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sorted_kernel(const __grid_constant__ CUtensorMap xmap,
                                                                            const Params p) {
 #ifdef PATCHLLM_HAVE_WGMMA
@@ -1183,13 +1196,14 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sorted_kernel(const
   constexpr int HEAD = int(HYBRID_PREFILL_ORDER_HEAD);
   const int ostride = nslab + HEAD;
   // Unit u: row-block pair g (its order row ord), this CTA's row-block rb (p.RB for the pad CTA), first token.
-  // Static schedule: cluster cid runs units cid, cid + step, ... in the grouped raster. Dynamic (p.next_unit): its
-  // first unit is cid, each next one the rank-0 producer takes from the counter when it has issued the last fills of
-  // the one before, in heavy_first_raster's order (the heaviest pairs first), so a cluster that drew heavy units
-  // draws fewer; it hands the number to the others of its cluster through slot k % SCHED (next_unit below).
+  // Static schedule: cluster cid runs units cid, cid + step, ... Dynamic (p.next_unit): its first unit is cid, each
+  // next one the rank-0 producer takes from the counter when it has issued the last fills of the one before, so a
+  // cluster that drew heavy units draws fewer; it hands the number to the others of its cluster through slot
+  // k % SCHED (next_unit below). Unit numbers map to (pair, token block) in the grouped raster, or (HEAVY) in
+  // heavy_first_raster's order (the heaviest pairs first; the dynamic schedule's default).
   auto unit_pos = [&](int u, const uint32_t*& ord, int& rb, int& tok0) {
-    const RasterPos rp = DYN ? heavy_first_raster(u, RBP, TB, SoCfg::HEAVY_CHUNK)
-                             : grouped_raster(u, RBP, TB, GROUP / CL_CTAS);
+    const RasterPos rp = HEAVY ? heavy_first_raster(u, RBP, TB, SoCfg::HEAVY_CHUNK)
+                               : grouped_raster(u, RBP, TB, GROUP / CL_CTAS);
     ord = p.order + int64_t(rp.unit) * ostride;
     rb = int(__ldg(ord + 1 + rank));
     tok0 = rp.tb * CL_BN;
@@ -1363,6 +1377,10 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sorted_kernel(const
       unit_pos(u, ord, rb, tok0);
       const int na = int(__ldg(ord));
       acc = 0;
+#ifdef PATCHLLM_PREFILL_TIMELINE
+      unsigned long long* tl = p.timeline + (int64_t(blockIdx.x) * TIMELINE_UNITS + k) * 3;
+      if (ctid == 0 && k < TIMELINE_UNITS) tl[0] = globaltimer(), tl[2] = uint64_t(u);
+#endif
       for (int half = 0; half < 2; ++half) {
         bool sa, changed;
         int i0, i1;
@@ -1381,6 +1399,9 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sorted_kernel(const
         pending = nullptr;
       }
       store_unit_cl<SoCfg::OT_TOK, BF16>(d, ot, p, rb, tok0, c, w4, lane, ctid);
+#ifdef PATCHLLM_PREFILL_TIMELINE
+      if (ctid == 0 && k < TIMELINE_UNITS) tl[1] = globaltimer();
+#endif
     }
   }
   cluster_sync_all();  // the peer may still multicast into, or arrive on, this CTA's stages until it is done
