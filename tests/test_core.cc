@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include "core/error.h"
@@ -60,6 +61,29 @@ TEST(Core, ProvenanceHashesInputs) {
   EXPECT_EQ(j["inputs"][dir + "/in.txt"], "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   EXPECT_EQ(j["tool"], "patchllm");
   EXPECT_FALSE(j["git_hash"].get<std::string>().empty());
+}
+
+// The git hash in provenance is the checkout's at build time (cmake/git_hash.cmake runs at every build), with
+// "-dirty" where tracked files differ from HEAD: read back from git here. Before, cmake read it at configure time,
+// so an incremental build after a commit stamped its outputs with an older commit. (Run the tests on the binary
+// built from this tree: a commit or edit after building makes this fail, which is what it is about.)
+TEST(Core, ProvenanceGitHashIsTheCheckoutBuiltFrom) {
+  auto run = [](const std::string& cmd, std::string& out) {
+    out.clear();
+    FILE* f = popen(cmd.c_str(), "r");
+    if (!f) return false;
+    char buf[256];
+    while (std::fgets(buf, sizeof buf, f)) out += buf;
+    return pclose(f) == 0;
+  };
+  const std::string git = "git -C '" + test::source_dir() + "' ";
+  std::string head, changes;
+  if (!run(git + "rev-parse --short=12 HEAD 2>/dev/null", head) || head.size() < 12)
+    GTEST_SKIP() << "no git checkout at " << test::source_dir() << " (or no git): nothing to compare against";
+  ASSERT_TRUE(run(git + "status --porcelain --untracked-files=no", changes));
+  const std::string want = head.substr(0, 12) + (changes.empty() ? "" : "-dirty");
+  EXPECT_EQ(provenance_json({})["git_hash"].get<std::string>(), want);
+  EXPECT_NE(version_string().find("(" + want + ")"), std::string::npos) << version_string();
 }
 
 // dir_remove_all removes a tree (files, nested and empty directories) and a symlink in it without following it;

@@ -3,6 +3,7 @@
 #include <ctime>
 
 #include "core/file.h"
+#include "patchllm_git_hash.h"  // (generated at every build)
 #include "patchllm_version.h"
 
 namespace patchllm {
