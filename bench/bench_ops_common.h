@@ -149,6 +149,42 @@ inline Problem make_problem(int64_t N, int64_t K, double f, uint64_t seed, bool 
   return P;
 }
 
+// A copy of h in device memory (null where cudaMalloc fails).
+template <typename T>
+T* to_device(const std::vector<T>& h) {
+  void* d = nullptr;
+  if (cudaMalloc(&d, h.size() * sizeof(T)) != cudaSuccess) return nullptr;
+  cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice);
+  return static_cast<T*>(d);
+}
+
+// The prefill kernel v8's inputs on the device, for the dev harnesses: x (M × K bf16, a fixed pattern in [-1, 1],
+// kept on the host too for references), the weight's prefill image, its kinds and offsets, and v8's order table.
+struct PrefillDevice {
+  std::vector<uint16_t> x_host;
+  uint16_t* x = nullptr;
+  uint8_t *image = nullptr, *kinds = nullptr;
+  int64_t* offsets = nullptr;
+  uint32_t* order = nullptr;
+  void release() {
+    for (void* p : {(void*)x, (void*)image, (void*)kinds, (void*)offsets, (void*)order}) cudaFree(p);
+    x = nullptr, image = kinds = nullptr, offsets = nullptr, order = nullptr;
+  }
+};
+inline PrefillDevice prefill_device(const Problem& P, int64_t M) {
+  PrefillDevice d;
+  d.x_host.resize(size_t(M * P.K));
+  for (size_t i = 0; i < d.x_host.size(); ++i)
+    d.x_host[i] = f32_to_bf16(float((i * 2654435761u) % 2001) / 1000.f - 1.f);
+  std::vector<uint8_t> image(P.blob.size());
+  patchllm::hybrid_prefill_image_raw(P.blob.data(), P.layout, image.data());
+  std::vector<uint32_t> ord(size_t(patchllm::hybrid_prefill_order_words(P.layout)));
+  patchllm::hybrid_prefill_order_raw(P.layout, ord.data());
+  d.x = to_device(d.x_host), d.image = to_device(image), d.kinds = to_device(P.layout.kinds);
+  d.offsets = to_device(P.layout.offsets), d.order = to_device(ord);
+  return d;
+}
+
 // Dense weight the packed one stands for (masked inside 2:4 tiles).
 inline std::vector<uint16_t> masked_dense(const Problem& P) {
   std::vector<uint16_t> d(P.w.size());

@@ -24,16 +24,6 @@
 
 using namespace patchllm;
 
-namespace {
-template <typename T>
-T* to_device(const std::vector<T>& h) {
-  void* d = nullptr;
-  if (cudaMalloc(&d, h.size() * sizeof(T)) != cudaSuccess) return nullptr;
-  cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice);
-  return static_cast<T*>(d);
-}
-}  // namespace
-
 int main() {
   struct Case {
     int64_t N, K, M;
@@ -45,17 +35,9 @@ int main() {
                        Case{640, 768, 260, 0.0}, Case{2900, 1096, 1030, 0.7}, Case{2900, 520, 4100, 0.9},
                        Case{1000, 64, 9000, 1.0}}) {
     bench::Problem P = bench::make_problem(c.N, c.K, c.f, 7, true, true);
-    std::vector<uint16_t> md = bench::masked_dense(P), x(size_t(c.M * c.K));
-    for (size_t i = 0; i < x.size(); ++i) x[i] = bench::f32_to_bf16(float((i * 2654435761u) % 2001) / 1000.f - 1.f);
-    std::vector<uint8_t> image(P.blob.size());
-    hybrid_prefill_image_raw(P.blob.data(), P.layout, image.data());
-    std::vector<uint32_t> ord(size_t(hybrid_prefill_order_words(P.layout)));
-    hybrid_prefill_order_raw(P.layout, ord.data());
-    uint16_t* dx = to_device(x);
-    uint8_t* dim = to_device(image);
-    uint8_t* dk = to_device(P.layout.kinds);
-    int64_t* doff = to_device(P.layout.offsets);
-    uint32_t* dord = to_device(ord);
+    std::vector<uint16_t> md = bench::masked_dense(P);
+    bench::PrefillDevice D = bench::prefill_device(P, c.M);
+    const std::vector<uint16_t>& x = D.x_host;
     void *dy = nullptr, *dws = nullptr;
     const size_t wsb = hybrid_gemm_workspace_bytes(c.M, c.N);
     cudaMalloc(&dy, size_t(c.M * c.N) * 2);
@@ -78,10 +60,10 @@ int main() {
     for (int v = 0; v < 7; ++v) {
       if (v == 1 && c.f != 1.0) continue;
       HybridGemmArgs a;
-      a.x = dx, a.y = dy, a.M = c.M, a.N = c.N, a.K = c.K;
-      a.blob = dim, a.kinds = dk, a.offsets = doff, a.workspace = dws, a.workspace_bytes = wsb;
-      a.kernel = 3, a.prefill_schedule = 3, a.prefill_image = dim;
-      a.prefill_order = v >= 2 ? dord : nullptr;  // (prefill_all_sparse off: v8 at f = 1 too)
+      a.x = D.x, a.y = dy, a.M = c.M, a.N = c.N, a.K = c.K;
+      a.blob = D.image, a.kinds = D.kinds, a.offsets = D.offsets, a.workspace = dws, a.workspace_bytes = wsb;
+      a.kernel = 3, a.prefill_schedule = 3, a.prefill_image = D.image;
+      a.prefill_order = v >= 2 ? D.order : nullptr;  // (prefill_all_sparse off: v8 at f = 1 too)
       a.prefill_all_sparse = v == 1;
       a.prefill_dynamic = v == 3 || v == 4 || v == 6;
       a.prefill_raster = v == 5 ? 2 : v == 6 ? 1 : 0;
@@ -106,7 +88,8 @@ int main() {
                   ok ? "ok  " : "FAIL", (long long)c.N, (long long)c.K, (long long)c.M, c.f, names[v], r.status,
                   int(e), rel, (long long)dirty);
     }
-    for (void* p : {(void*)dx, (void*)dy, (void*)dim, (void*)dk, (void*)doff, (void*)dord, dws}) cudaFree(p);
+    for (void* p : {dy, dws}) cudaFree(p);
+    D.release();
   }
   std::printf("prefill_sorted: %d failures\n", bad);
   return bad != 0;

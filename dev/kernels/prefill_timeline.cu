@@ -3,7 +3,9 @@
 // program turns the stamps of one launch into: the span, each cluster's busy time, the idle fraction of the
 // cluster-time (what a perfect balance of whole units, or stream-K without fix-up cost, could win at most), the
 // tail (span minus the earliest cluster finish), and the mean unit time of the lightest and heaviest half of the
-// row-block pairs (dense work per pair: the slabs outside section A).
+// row-block pairs (dense work per pair: the slabs outside section A). "balanced" is the units' summed time over the
+// clusters (what a perfect split would take), "timer step" the smallest positive difference between stamps (if it
+// reads ~1000 ns, %globaltimer ticks in microseconds on that GPU and the unit times carry that much).
 //
 // Why: session 35's time model put the static schedule 1.4-5.7% above total work / 66 at f = 0.9 (wave
 // quantisation and heavy pairs in the last wave), and 4096x4096 at M = 2048 stays ~5% short of 1.4x cuBLAS. This
@@ -35,15 +37,8 @@
 using namespace patchllm;
 
 namespace {
-template <typename T>
-T* to_device(const std::vector<T>& h) {
-  void* d = nullptr;
-  if (cudaMalloc(&d, h.size() * sizeof(T)) != cudaSuccess) return nullptr;
-  cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice);
-  return static_cast<T*>(d);
-}
 struct Stats {
-  double span, idle, tail, light, heavy, balanced;
+  double span, idle, tail, light, heavy, balanced, step;  // step: the timer's smallest positive step seen, ns
 };
 }  // namespace
 
@@ -53,25 +48,38 @@ int main(int argc, char** argv) {
   if (cases.empty())
     cases = {"4096x4096:2048",  "12288x4096:2048", "22016x4096:2048", "4096x11008:2048",
              "6144x4096:2048",  "28672x4096:2048", "4096x14336:2048", "4096x4096:8192"};
-  const double f = std::getenv("PATCHLLM_TL_F") ? std::atof(std::getenv("PATCHLLM_TL_F")) : 0.9;
-  cudaDeviceProp prop;
-  cudaGetDeviceProperties(&prop, 0);
-  std::printf("# %s, %d SMs; f = %.2f; medians of 9 launches\n", prop.name, prop.multiProcessorCount, f);
-  std::printf("| shape | M | order, schedule | units | span us | idle %% | tail us | unit us light / heavy half "
-              "| balanced us | x span |\n|---|---|---|---|---|---|---|---|---|---|\n");
-  int bad = 0;
+  struct Case {
+    long long N, K, M;
+  };
+  std::vector<Case> parsed;
   for (const std::string& cs : cases) {
-    long long N = 0, K = 0, M = 0;
-    if (std::sscanf(cs.c_str(), "%lldx%lld:%lld", &N, &K, &M) != 3 || N <= 0 || K <= 0 || M <= 0) {
+    Case c{};
+    if (std::sscanf(cs.c_str(), "%lldx%lld:%lld", &c.N, &c.K, &c.M) != 3 || c.N <= 0 || c.K <= 0 || c.M <= 0) {
       std::fprintf(stderr, "prefill_timeline: bad case '%s' (want NxK:M)\n", cs.c_str());
       return 2;
     }
+    parsed.push_back(c);
+  }
+  const double f = std::getenv("PATCHLLM_TL_F") ? std::atof(std::getenv("PATCHLLM_TL_F")) : 0.9;
+  if (!(f >= 0 && f <= 1)) {
+    std::fprintf(stderr, "prefill_timeline: PATCHLLM_TL_F must be in [0, 1]\n");
+    return 2;
+  }
+  cudaDeviceProp prop;
+  if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess || prop.major != 9) {
+    std::fprintf(stderr, "prefill_timeline: needs an sm_90 GPU (v8 is Hopper-only)\n");
+    return 2;
+  }
+  std::printf("# %s, %d SMs; f = %.2f; medians of 9 launches\n", prop.name, prop.multiProcessorCount, f);
+  std::printf("| shape | M | order, schedule | units | span us | idle %% | tail us | unit us light / heavy half "
+              "| balanced us | x span | timer step ns |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+  int bad = 0;
+  for (const Case& pc : parsed) {
+    const long long N = pc.N, K = pc.K, M = pc.M;
+    const std::string cs = std::to_string(N) + "x" + std::to_string(K) + ":" + std::to_string(M);
     bench::Problem P = bench::make_problem(N, K, f, 7, true, true);
-    std::vector<uint16_t> x(size_t(M * K));
-    for (size_t i = 0; i < x.size(); ++i) x[i] = bench::f32_to_bf16(float((i * 2654435761u) % 2001) / 1000.f - 1.f);
-    std::vector<uint8_t> image(P.blob.size());
-    hybrid_prefill_image_raw(P.blob.data(), P.layout, image.data());
-    std::vector<uint32_t> ord(size_t(hybrid_prefill_order_words(P.layout)));
+    bench::PrefillDevice D = bench::prefill_device(P, M);
+    std::vector<uint32_t> ord(size_t(hybrid_prefill_order_words(P.layout)));  // (the host copy, for the pairs' work)
     hybrid_prefill_order_raw(P.layout, ord.data());
     const int64_t stride = hybrid_prefill_order_stride(P.layout), nslab = (K + 63) / 64;
     const int RBP = hp::cl_row_groups(int(P.layout.row_blocks)), TB = int((M + hp::CL_BN - 1) / hp::CL_BN);
@@ -82,11 +90,6 @@ int main(int argc, char** argv) {
     std::vector<int64_t> sorted_dense = dense;
     std::sort(sorted_dense.begin(), sorted_dense.end());
     const int64_t cut = sorted_dense[sorted_dense.size() / 2];
-    uint16_t* dx = to_device(x);
-    uint8_t* dim = to_device(image);
-    uint8_t* dk = to_device(P.layout.kinds);
-    int64_t* doff = to_device(P.layout.offsets);
-    uint32_t* dord = to_device(ord);
     void *dy = nullptr, *dws = nullptr;
     const size_t wsb = hybrid_gemm_workspace_bytes(M, N);
     cudaMalloc(&dy, size_t(M * N) * 2);
@@ -105,9 +108,9 @@ int main(int argc, char** argv) {
     for (const Variant v : {Variant{"grouped, static", false, 1}, Variant{"heavy-first, static", false, 2},
                             Variant{"heavy-first, dynamic", true, 2}, Variant{"grouped, dynamic", true, 1}}) {
       HybridGemmArgs a;
-      a.x = dx, a.y = dy, a.M = M, a.N = N, a.K = K;
-      a.blob = dim, a.kinds = dk, a.offsets = doff, a.workspace = dws, a.workspace_bytes = wsb;
-      a.kernel = 3, a.prefill_schedule = 3, a.prefill_image = dim, a.prefill_order = dord;
+      a.x = D.x, a.y = dy, a.M = M, a.N = N, a.K = K;
+      a.blob = D.image, a.kinds = D.kinds, a.offsets = D.offsets, a.workspace = dws, a.workspace_bytes = wsb;
+      a.kernel = 3, a.prefill_schedule = 3, a.prefill_image = D.image, a.prefill_order = D.order;
       a.prefill_dynamic = v.dynamic, a.prefill_raster = v.raster, a.prefill_timeline = dtl;
       std::vector<Stats> st;
       bool ok = true;
@@ -125,6 +128,7 @@ int main(int argc, char** argv) {
         cudaMemcpy(tl.data(), dtl, tl_words * 8, cudaMemcpyDeviceToHost);
         // per cluster (CTAs 2c, 2c + 1): first start, last end; units from rank 0's stamps
         unsigned long long t0 = ~0ull, t1 = 0;
+        std::vector<unsigned long long> stamps;
         std::vector<double> busy, finish;
         double light = 0, heavy = 0, sum_units = 0;
         int nl = 0, nh = 0, seen = 0;
@@ -135,6 +139,7 @@ int main(int argc, char** argv) {
               const unsigned long long* e3 = tl.data() + (size_t(2 * c + rk) * hp::TIMELINE_UNITS + k) * 3;
               if (e3[1] == 0) continue;
               s = std::min(s, e3[0]), en = std::max(en, e3[1]);
+              stamps.push_back(e3[0]), stamps.push_back(e3[1]);
               if (rk) continue;
               const double us = double(e3[1] - e3[0]) * 1e-3;
               const RasterPos rp = v.raster == 2 ? heavy_first_raster(int(e3[2]), RBP, TB, hp::SoCfg::HEAVY_CHUNK)
@@ -156,10 +161,14 @@ int main(int argc, char** argv) {
           break;
         }
         const double span = double(t1 - t0) * 1e-3, first_done = *std::min_element(finish.begin(), finish.end());
-        double sb = 0;
+        double sb = 0, step = 0;
         for (double b : busy) sb += b;
+        std::sort(stamps.begin(), stamps.end());
+        for (size_t i = 1; i < stamps.size(); ++i)
+          if (stamps[i] > stamps[i - 1] && (step == 0 || double(stamps[i] - stamps[i - 1]) < step))
+            step = double(stamps[i] - stamps[i - 1]);
         st.push_back({span, 100.0 * (1.0 - sb / (double(busy.size()) * span)), double(t1) * 1e-3 - first_done,
-                      nl ? light / nl : 0.0, nh ? heavy / nh : 0.0, sum_units / double(busy.size())});
+                      nl ? light / nl : 0.0, nh ? heavy / nh : 0.0, sum_units / double(busy.size()), step});
       }
       bad += !ok;
       if (!ok) continue;
@@ -168,12 +177,14 @@ int main(int argc, char** argv) {
         for (const Stats& s : st) vs.push_back(s.*m);
         return bench::median(vs);
       };
-      std::printf("| %lldx%lld | %lld | %s | %d | %.1f | %.1f | %.1f | %.2f / %.2f | %.1f | %.3f |\n", N, K, M, v.name,
-                  units, med(&Stats::span), med(&Stats::idle), med(&Stats::tail), med(&Stats::light),
-                  med(&Stats::heavy), med(&Stats::balanced), med(&Stats::balanced) / med(&Stats::span));
+      std::printf("| %lldx%lld | %lld | %s | %d | %.1f | %.1f | %.1f | %.2f / %.2f | %.1f | %.3f | %.0f |\n", N, K, M,
+                  v.name, units, med(&Stats::span), med(&Stats::idle), med(&Stats::tail), med(&Stats::light),
+                  med(&Stats::heavy), med(&Stats::balanced), med(&Stats::balanced) / med(&Stats::span),
+                  med(&Stats::step));
       std::fflush(stdout);
     }
-    for (void* p : {(void*)dx, dy, (void*)dim, (void*)dk, (void*)doff, (void*)dord, dws, (void*)dtl}) cudaFree(p);
+    for (void* p : {dy, dws, (void*)dtl}) cudaFree(p);
+    D.release();
   }
   return bad != 0;
 }
