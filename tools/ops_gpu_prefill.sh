@@ -105,3 +105,5 @@ for r in rows:
           + (f", {sp(r) / sp(cs):.3f}x cuSPARSELt" if cs else "") + (f", {sp(r) / sp(vp):.3f}x v8p" if vp else "")
           + (f", {sp(r) / sp(v8):.3f}x v8" if v8 else ""))
 PY
+# Where the run has f = 0, 0.9 and 1 (e.g. --fs 0,0.9,1): the f = 0.9 mix bound from this run's own rates.
+python3 tools/prefill_bound.py --mix "$OUT/bench_prefill.csv" 2>&1 | tail -20
