@@ -7,8 +7,9 @@ execute_process(COMMAND git rev-parse --short=12 HEAD WORKING_DIRECTORY ${SRC_DI
 if(NOT rc EQUAL 0 OR NOT hash)
   set(hash "unknown")
 else()
-  execute_process(COMMAND git status --porcelain --untracked-files=no WORKING_DIRECTORY ${SRC_DIR}
-                  OUTPUT_VARIABLE changes ERROR_QUIET RESULT_VARIABLE rc)
+  # (no optional locks: a build must not take git's index lock from under the user's own git commands)
+  execute_process(COMMAND git --no-optional-locks status --porcelain --untracked-files=no
+                  WORKING_DIRECTORY ${SRC_DIR} OUTPUT_VARIABLE changes ERROR_QUIET RESULT_VARIABLE rc)
   if(NOT rc EQUAL 0)
     set(hash "${hash}-unknown")
   elseif(changes)
