@@ -53,7 +53,7 @@ struct HybridGemmArgs {
   int prefill_raster = 0;         // v8's unit order: 0 = the schedule's own (static: grouped raster; dynamic:
                                   // heaviest pairs first), 1 = grouped raster, 2 = heaviest pairs first (session 36:
                                   // separates the order from the dynamic hand-out)
-  unsigned long long* prefill_timeline = nullptr;  // v8, dev probe: per CTA and unit {start, end, unit} in ns; read
+  unsigned long long* prefill_timeline = nullptr;  // v8, dev probe: per CTA and unit {start, end (ns), unit}; read
                                                    // only by a build with PATCHLLM_PREFILL_TIMELINE
                                                    // (dev/kernels/prefill_timeline.cu)
   bool prefill_all_sparse = false;  // prefill_schedule 3: the caller's promise that every tile is 2:4; v7 then sizes

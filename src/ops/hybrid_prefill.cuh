@@ -63,7 +63,7 @@ struct Params : hg::PackedGemm {  // x comes through the tensor map
   const uint32_t* order = nullptr;
   int* next_unit = nullptr;
   // Dev probe (dev/kernels/prefill_timeline.cu; compiled in only with PATCHLLM_PREFILL_TIMELINE): per CTA and
-  // unit k < TIMELINE_UNITS, {start, end, unit} in %globaltimer ns, written by the first consumer thread.
+  // unit k < TIMELINE_UNITS, {start, end (%globaltimer ns), unit}, written by the first consumer thread.
   unsigned long long* timeline = nullptr;
 };
 constexpr int TIMELINE_UNITS = 64;
@@ -1155,8 +1155,8 @@ __device__ __forceinline__ unsigned long long globaltimer() {
 // DYN: the dynamic schedule (p.next_unit set); a template argument so that the static kernel keeps its registers.
 // Status (session 35): opt-in. Measured 0.89-0.97x the static schedule's speed (median 0.93, H100; rounds), the loss
 // growing with K, so in the main loop rather than at the hand-off; the unit order's effect on what the clusters
-// resident at once share in L2 is the likely cause, not measured (next: the static kernel in heavy_first_raster's
-// order, and the dynamic one in the grouped raster, to separate order from hand-out).
+// resident at once share in L2 is the likely cause, not measured. HEAVY (session 36) separates the order from the
+// hand-out (the static kernel in heavy_first_raster's order, the dynamic one in the grouped raster); not run yet.
 // HEAVY: units in heavy_first_raster's order, else the grouped raster (a template argument for the same reason: read
 // from Params, the static kernel spilled 12 bytes).
 template <bool BF16, bool DYN, bool HEAVY>
@@ -1379,7 +1379,7 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sorted_kernel(const
       acc = 0;
 #ifdef PATCHLLM_PREFILL_TIMELINE
       unsigned long long* tl = p.timeline + (int64_t(blockIdx.x) * TIMELINE_UNITS + k) * 3;
-      if (ctid == 0 && k < TIMELINE_UNITS) tl[0] = globaltimer(), tl[2] = uint64_t(u);
+      if (p.timeline && ctid == 0 && k < TIMELINE_UNITS) tl[0] = globaltimer(), tl[2] = uint64_t(u);
 #endif
       for (int half = 0; half < 2; ++half) {
         bool sa, changed;
@@ -1400,7 +1400,7 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sorted_kernel(const
       }
       store_unit_cl<SoCfg::OT_TOK, BF16>(d, ot, p, rb, tok0, c, w4, lane, ctid);
 #ifdef PATCHLLM_PREFILL_TIMELINE
-      if (ctid == 0 && k < TIMELINE_UNITS) tl[1] = globaltimer();
+      if (p.timeline && ctid == 0 && k < TIMELINE_UNITS) tl[1] = globaltimer();
 #endif
     }
   }
