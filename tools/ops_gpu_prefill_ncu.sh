@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU machine, repo root, one device-tool call: Nsight Compute on one launch each of cuBLAS, cuSPARSELt (the algorithm
-# its search picked) and the hybrid prefill kernels (auto dispatch, and v7 on the prefill image), same problem and
-# process (bench_ops' NVTX marks).
+# its search picked) and the hybrid prefill kernels (auto dispatch, v7 and v8 on the prefill image), same problem and
+# process (bench_ops' NVTX marks). E.g. `4096x4096:2048:0,0.9,1`: v8 at f = 0 (its dense rate) and 0.9 beside cuBLAS.
 # The question: what does the baseline that meets the f = 1 target do differently? Kernel name (tile, cluster,
 # stages), grid, registers, shared memory, tensor-pipe activity, shared-memory and L2 traffic.
 # Usage: bash tools/ops_gpu_prefill_ncu.sh [CASE ...], CASE = shape-word:M:f-list (bench_ops --shapes / --ms / --fs),
@@ -41,7 +41,8 @@ for c in "${CASES[@]}"; do
   IFS=: read -r word m fs <<<"$c"
   tag="${word}_${m}"
   PATCHLLM_PROFILE_MARKS=1 timeout 300 ncu --nvtx --nvtx-include "cublas/" --nvtx-include "cusparselt/" \
-    --nvtx-include "hybrid/" --nvtx-include "hybrid-v7/" --set full -f -o "$REPS/ncu_$tag" /tmp/bench_ops_ncu \
+    --nvtx-include "hybrid/" --nvtx-include "hybrid-v7/" --nvtx-include "hybrid-v8/" --set full -f \
+    -o "$REPS/ncu_$tag" /tmp/bench_ops_ncu \
     --prefill --shapes "$word" --ms "$m" --fs "$fs" --out /tmp/bench_ncu >"/tmp/ncu_$tag.log" 2>&1
   echo "== $c: ncu rc=$? ($(grep -c '==PROF==' "/tmp/ncu_$tag.log") profiler lines)"
   ncu -i "$REPS/ncu_$tag.ncu-rep" --page raw --csv --print-units base >"$OUT/raw_$tag.csv" 2>/dev/null
