@@ -49,10 +49,11 @@ struct HybridGemmArgs {
   bool prefill_dynamic = false;   // v8 (prefill_order given): clusters take units from a counter in the workspace,
                                   // the heaviest row-block pairs first, instead of a fixed share each (session 35).
                                   // Opt-in: 0.93x the static schedule's speed in the median on the H100, though a
-                                  // time model gave +0.8% (docs/benchmarks/kernels.md, "Session 35")
+                                  // time model gave +0.8% (docs/benchmarks/kernels.md, "Session 35"); the hand-out,
+                                  // not the order, is the cost (session 36), so it is to be removed
   int prefill_raster = 0;         // v8's unit order: 0 = the schedule's own (static: grouped raster; dynamic:
                                   // heaviest pairs first), 1 = grouped raster, 2 = heaviest pairs first (session 36:
-                                  // separates the order from the dynamic hand-out)
+                                  // separates the order from the dynamic hand-out; the order costs ~1%)
   unsigned long long* prefill_timeline = nullptr;  // v8, dev probe: per CTA and unit {start, end (ns), unit}; read
                                                    // only by a build with PATCHLLM_PREFILL_TIMELINE
                                                    // (dev/kernels/prefill_timeline.cu)

@@ -1155,8 +1155,8 @@ __device__ __forceinline__ unsigned long long globaltimer() {
 // DYN: the dynamic schedule (p.next_unit set); a template argument so that the static kernel keeps its registers.
 // Status (session 35): opt-in. Measured 0.89-0.97x the static schedule's speed (median 0.93, H100; rounds), the loss
 // growing with K, so in the main loop rather than at the hand-off; the unit order's effect on what the clusters
-// resident at once share in L2 is the likely cause, not measured. HEAVY (session 36) separates the order from the
-// hand-out (the static kernel in heavy_first_raster's order, the dynamic one in the grouped raster); not run yet.
+// resident at once share in L2 was the guess. Session 36 (HEAVY separates the two) measured the order at 0.99x and
+// the dynamic hand-out at 0.925x (units ~5% longer), so the hand-out is the cost: to be removed.
 // HEAVY: units in heavy_first_raster's order, else the grouped raster (a template argument for the same reason: read
 // from Params, the static kernel spilled 12 bytes).
 template <bool BF16, bool DYN, bool HEAVY>
