@@ -495,13 +495,12 @@ int main(int argc, char** argv) {
           a.prefill_order = static_cast<uint32_t*>(order);
           a.prefill_all_sparse = false;
           add_row("hybrid-v8", time_hybrid("hybrid-v8"));
-          // v8's variants only where the tile kinds mix (at f = 0 every pair weighs the same: the pairing, order and
-          // schedule variants would time the same kernel again)
+          a.prefill_tail = 1;  // session 37: whole units only, against the cut tail (the default)
+          add_row("hybrid-v8w", time_hybrid());
+          a.prefill_tail = 0;
+          // v8 with the pairs (2g, 2g + 1) only where the tile kinds mix (at f = 0 every pair weighs the same)
           const bool mixed = !all_sparse && H.frac > 0.0;
           if (mixed) {
-            a.prefill_dynamic = true;  // session 35: units from a counter, the heaviest pairs first
-            add_row("hybrid-v8d", time_hybrid());
-            a.prefill_dynamic = false;
             a.prefill_order = static_cast<uint32_t*>(order_plain);
             add_row("hybrid-v8p", time_hybrid());
           }
@@ -515,9 +514,8 @@ int main(int argc, char** argv) {
             // Here cuBLAS, cuSPARSELt and the library's sharex kernels (v7 with five stages where every tile is 2:4,
             // else v8) are timed in `rounds` rounds of 5 batches each, the order rotated each round; each reports the
             // median of its rounds (rows "rr-…", speedups against rr-cublas; every rr row carries this block's f).
-            // Where some tile is dense, v8 with the pairs (2g, 2g + 1) too (rr-hybrid-v8p), against the sorted pairs,
-            // v8 with the dynamic schedule (rr-hybrid-v8d, session 35), and each unit order with the other schedule
-            // (rr-hybrid-v8h, rr-hybrid-v8dg, session 36).
+            // Where some tile is dense, v8 with the pairs (2g, 2g + 1) too (rr-hybrid-v8p), against the sorted pairs;
+            // wherever v8 runs, v8 with whole units only (rr-hybrid-v8w, session 37) against its cut tail.
             struct Contender {
               const char* name;
               std::function<void(int)> launch;
@@ -546,16 +544,12 @@ int main(int argc, char** argv) {
                               a.prefill_order = static_cast<uint32_t*>(order);
                             },
                             hrot, double(hb), ideal});
-            // (session 36) the order apart from the hand-out: v8h static in the heavy-first order, v8dg dynamic in
-            // the grouped raster
-            for (int v = 0; v < 3 && mixed; ++v)
-              cs.push_back({v == 0 ? "rr-hybrid-v8d" : v == 1 ? "rr-hybrid-v8h" : "rr-hybrid-v8dg",
-                            [&, v](int i) {
-                              a.prefill_dynamic = v != 1;
-                              a.prefill_raster = v == 0 ? 0 : v == 1 ? 2 : 1;
+            if (!all_sparse)
+              cs.push_back({"rr-hybrid-v8w",
+                            [&](int i) {
+                              a.prefill_tail = 1;
                               launch_hybrid(i);
-                              a.prefill_dynamic = false;
-                              a.prefill_raster = 0;
+                              a.prefill_tail = 0;
                             },
                             hrot, double(hb), ideal});
             cs.push_back({all_sparse ? "rr-hybrid-v7" : "rr-hybrid-v8", launch_hybrid, hrot, double(hb), ideal});
@@ -570,7 +564,7 @@ int main(int argc, char** argv) {
             const double cu = bench::median(t[0]);
             for (size_t i = 0; i < cs.size(); ++i)
               push_row(cs[i].name, bench::median(t[i]), cs[i].weight_bytes, cu, cs[i].ideal);
-            std::string vs;  // against cuSPARSELt, v8p, v8d, v8h and v8dg where they ran
+            std::string vs;  // against cuSPARSELt, v8p and v8w where they ran
             for (size_t i = 1; i + 1 < cs.size(); ++i)
               vs += ", " + fmt(bench::median(t[i]) / bench::median(t.back()), 3) + "x " + (cs[i].name + 3);
             std::fprintf(stderr, "rounds %s M=%lld f=%.2f: %s %.3fx cuBLAS%s\n", sh.name, (long long)M, H.frac,

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <random>
+
 #include "core/error.h"
 #include "ops/hybrid_linear.h"
 #include "ops/hybrid_split.h"
@@ -384,36 +386,93 @@ TEST(OpsHybridSplit, GroupedRasterIsABijectionThatKeepsGroupsTogether) {
   }
 }
 
-// v8's dynamic order visits every (unit, token block) once, the last unit (the heaviest row-block pair) first inside
-// each chunk of token blocks, and a chunk's units together. Hand-worked: 3 units, 3 token blocks, chunks of 2:
-// units 2, 1, 0 over token blocks {0, 1}, then over {2}.
-TEST(OpsHybridSplit, HeavyFirstRasterIsABijectionHeaviestFirst) {
-  for (int units : {1, 5, 16, 17, 112})
-    for (int TB : {1, 3, 8, 9, 32})
-      for (int chunk : {1, 8}) {
-        std::vector<int> seen(size_t(units) * TB, 0);
-        int last_unit = units, last_chunk = 0;
-        for (int j = 0; j < units * TB; ++j) {
-          const RasterPos r = heavy_first_raster(j, units, TB, chunk);
-          const std::string at = "units " + std::to_string(units) + " TB " + std::to_string(TB) + " chunk " +
-                                 std::to_string(chunk) + " j " + std::to_string(j);
-          ASSERT_TRUE(r.unit >= 0 && r.unit < units && r.tb >= 0 && r.tb < TB) << at;
-          ++seen[size_t(r.unit) * TB + r.tb];
-          const int ch = r.tb / chunk;
-          ASSERT_GE(ch, last_chunk) << at;  // chunks in order
-          if (ch > last_chunk) last_chunk = ch, last_unit = units;
-          EXPECT_LE(r.unit, last_unit) << at;  // inside a chunk, units never go up
-          last_unit = r.unit;
+// v8's stream-K tail: over all clusters' items every slab of every unit runs exactly once; a unit is cut at most
+// once, its head in cluster c (that cluster's last item) and its tail in cluster c + 1 (its first item in the
+// tail), and with the same cost in every unit each cluster's work is within a slab's cost of the even share.
+TEST(OpsHybridSplit, PrefillTailCoversEverySlabOnceInEvenShares) {
+  std::mt19937 rng(7);
+  for (int G : {1, 2, 7, 66, 64})
+    for (int units : {1, 5, 66, 67, 128, 131, 132, 384, 897})
+      for (int nslab : {1, 3, 64, 172})
+        for (int mix = 0; mix < 3; ++mix) {  // na: none, all, random per unit
+          const std::string at = "G " + std::to_string(G) + " units " + std::to_string(units) + " nslab " +
+                                 std::to_string(nslab) + " mix " + std::to_string(mix);
+          std::vector<int> na(static_cast<size_t>(units));
+          for (int& v : na) v = mix == 0 ? 0 : mix == 1 ? nslab : int(rng() % uint32_t(nslab + 1));
+          const bool cut = prefill_tail_cut(units, G);
+          ASSERT_EQ(cut, G > 1 && units > G && units % G != 0) << at;
+          std::vector<int> seen(size_t(units) * nslab, 0);
+          std::vector<int> head_of(size_t(units), -1), tail_of(size_t(units), -1);
+          std::vector<int64_t> cost(size_t(G), 0);
+          for (int cid = 0; cid < G; ++cid) {
+            PrefillItem it;
+            int items = 0;
+            for (int j = 0; prefill_item(j, cid, G, units, cut, it); ++j, ++items) {
+              ASSERT_TRUE(it.unit >= 0 && it.unit < units && 0 <= it.t0 && it.t0 < it.t1 &&
+                          it.t1 <= PREFILL_TAIL_QUANTA)
+                  << at << " cid " << cid << " j " << j;
+              const int u = it.unit, n = na[size_t(u)];
+              const int p0 = prefill_walk_cut(it.t0, n, nslab, it.a_first);
+              const int p1 = prefill_walk_cut(it.t1, n, nslab, it.a_first);
+              ASSERT_LE(p0, p1) << at;
+              if (p0 == p1) continue;  // an empty piece: the other cluster runs the whole unit
+              if (p0 > 0) {            // a tail: this cluster's first item after its whole units
+                ASSERT_EQ(tail_of[size_t(u)], -1) << at;
+                tail_of[size_t(u)] = cid;
+              }
+              if (p1 < nslab) {
+                ASSERT_EQ(head_of[size_t(u)], -1) << at;
+                head_of[size_t(u)] = cid;
+              }
+              for (int half = 0; half < 2; ++half) {
+                bool sa;
+                int i0, i1;
+                if (!prefill_section(it.a_first, half, n, nslab, p0, p1, sa, i0, i1)) continue;
+                ASSERT_TRUE(sa ? (0 <= i0 && i1 <= n) : (n <= i0 && i1 <= nslab)) << at;
+                for (int i = i0; i < i1; ++i) ++seen[size_t(u) * nslab + i], cost[size_t(cid)] += i < n ? 1 : 2;
+              }
+            }
+            ASSERT_LE(items, units) << at;
+          }
+          for (size_t i = 0; i < seen.size(); ++i) ASSERT_EQ(seen[i], 1) << at << " slab " << i;
+          for (int u = 0; u < units; ++u) {
+            ASSERT_EQ(head_of[size_t(u)] < 0, tail_of[size_t(u)] < 0) << at << " unit " << u;
+            if (head_of[size_t(u)] >= 0) {
+              ASSERT_TRUE(cut) << at;
+              EXPECT_EQ(tail_of[size_t(u)], head_of[size_t(u)] + 1) << at << " unit " << u;
+            }
+          }
+          if (cut && mix != 2) {  // equal units: the tail's shares within one slab (cost 2) of even
+            const int64_t per = mix == 0 ? 2 * nslab : nslab, n = G + units % G;
+            const int64_t whole = (units / G - 1) * per;
+            for (int cid = 0; cid < G; ++cid) {
+              const double share = double(n) * double(per) / G;
+              EXPECT_NEAR(double(cost[size_t(cid)] - whole), share, 2.0 + 1e-9) << at << " cid " << cid;
+            }
+          }
         }
-        for (size_t i = 0; i < seen.size(); ++i)
-          ASSERT_EQ(seen[i], 1) << "units " << units << " TB " << TB << " chunk " << chunk << " at " << i;
-      }
-  const int want[9][2] = {{2, 0}, {2, 1}, {1, 0}, {1, 1}, {0, 0}, {0, 1}, {2, 2}, {1, 2}, {0, 2}};
-  for (int j = 0; j < 9; ++j) {
-    const RasterPos r = heavy_first_raster(j, 3, 3, 2);
-    EXPECT_EQ(r.unit, want[j][0]) << j;
-    EXPECT_EQ(r.tb, want[j][1]) << j;
-  }
+}
+
+// Hand-worked cuts: 10 slabs, 4 of them all-2:4 (cost 4 + 12 = 16). Half the work (t = 2048 of 4096, cost 8) in
+// A-first order is the 4 A slabs and 2 B slabs; B first, 4 B slabs. A quarter (cost 4): 4 A slabs; 2 B slabs.
+TEST(OpsHybridSplit, PrefillWalkCutByCost) {
+  EXPECT_EQ(prefill_walk_cut(2048, 4, 10, true), 6);
+  EXPECT_EQ(prefill_walk_cut(2048, 4, 10, false), 4);
+  EXPECT_EQ(prefill_walk_cut(1024, 4, 10, true), 4);
+  EXPECT_EQ(prefill_walk_cut(1024, 4, 10, false), 2);
+  EXPECT_EQ(prefill_walk_cut(0, 4, 10, true), 0);
+  EXPECT_EQ(prefill_walk_cut(4096, 4, 10, false), 10);
+  // 128 units on 66 clusters: one full wave and a partial one, so all 128 are the tail, 128 / 66 = 1.94 units per
+  // cluster; cluster 0 runs unit 0 and the head of unit 1.
+  PrefillItem it;
+  ASSERT_TRUE(prefill_item(0, 0, 66, 128, true, it));
+  EXPECT_EQ(it.unit, 0);
+  EXPECT_EQ(it.t1, 4096);
+  ASSERT_TRUE(prefill_item(1, 0, 66, 128, true, it));
+  EXPECT_EQ(it.unit, 1);
+  EXPECT_EQ(it.t0, 0);
+  EXPECT_EQ(it.t1, int(int64_t(128) * 4096 / 66 % 4096));
+  EXPECT_FALSE(prefill_item(2, 0, 66, 128, true, it));
 }
 
 // The cluster reduction's rule: splits capped at the cluster size, resident CTAs taken per S (clusters fill the GPCs

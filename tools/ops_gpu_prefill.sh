@@ -9,7 +9,7 @@
 # only v8's harness (plain and memcheck; hg_dev, its sanitizers and validation skipped); BUDGET: seconds for all (560);
 # ROUNDS=R: bench_ops' head-to-head in R rotated rounds (cuBLAS, cuSPARSELt, the sharex kernel), summed up after the
 # table. TIMELINE=1: before the bench, v8's per-unit timeline (dev/kernels/prefill_timeline.cu: span, idle share of
-# the cluster-time, tail, light / heavy pairs' unit times, per unit order and schedule) into $OUT/timeline.md.
+# the cluster-time, tail, light / heavy pairs' unit times; whole units and the cut tail) into $OUT/timeline.md.
 # Logs and tables under $OUT.
 set -u -o pipefail
 OUT=${OUT:-/tmp/ops_out}
@@ -93,9 +93,9 @@ for r in rows:
           f"{sp(v74) if v74 else float('nan'):.2f} | "
           f"{sp(v7rs):.2f} | {sp(v8):.2f} | {sp(v8) / sp(cs) if cs and v8 else 0:.2f} |")
 # The head-to-head rounds (ROUNDS > 0): per block, the sharex kernel × cuBLAS and × cuSPARSELt, same rounds.
-# v8 also against itself with the pairs (2g, 2g + 1) (rr-hybrid-v8p, before session 34), and v8d (the dynamic
-# schedule, session 35), v8h and v8dg (each unit order with the other schedule, session 36) against v8.
-VARIANTS = ("rr-hybrid-v8d", "rr-hybrid-v8h", "rr-hybrid-v8dg")
+# v8 also against itself with the pairs (2g, 2g + 1) (rr-hybrid-v8p, before session 34), and v8w (whole units only,
+# without the cut tail of session 37) against v8.
+VARIANTS = ("rr-hybrid-v8w",)
 for r in rows:
     if not r["kernel"].startswith("rr-hybrid") or r["kernel"] == "rr-hybrid-v8p": continue
     cs = get(r["shape"], r["M"], "rr-cusparselt", r["f"])

@@ -8,7 +8,8 @@ tiles placed at random with a fraction f of 2:4 tiles over the whole weight.
   row blocks sorted by dense tiles, then paired.
 - --schedule: the time until the last of 66 clusters is done, over the total work / 66, for v8's static schedule
   (cluster c runs units c, c + 66, ... in the grouped raster, pairs lightest first) and the dynamic one (each next
-  unit to the first cluster free, in heavy_first_raster's order, src/ops/hybrid_split.h), at M = 2048 and 8192
+  unit to the first cluster free, heaviest pairs first; the kernel's version was measured slower in sessions 35-36
+  and removed in session 37, so the order is modelled here only), at M = 2048 and 8192
   (256-token units, each unit's cost plus EPILOGUE slab-times); "waves" is the part of it that whole units cannot
   avoid (the unit count over a multiple of 66).
 Usage: python3 tools/prefill_pairing_model.py [--f 0.9] [--trials 20] [--seed 0] [--schedule]. Standard library only.
@@ -22,7 +23,7 @@ SHAPES = [(4096, 4096), (12288, 4096), (22016, 4096), (4096, 11008), (6144, 4096
 DENSE = 1.52 / 0.87
 CLUSTERS = 66      # 2-CTA clusters resident on an H100 SXM (132 SMs)
 GROUP = 8          # pairs per group of the static grouped raster (GROUP / CL_CTAS in the kernel)
-CHUNK = 8          # token blocks per chunk of heavy_first_raster (SoCfg::HEAVY_CHUNK)
+CHUNK = 8          # token blocks per chunk of the heavy-first order (session 35's SoCfg::HEAVY_CHUNK)
 EPILOGUE = 0.03    # per unit, in slab-times per K slab (a guess; it only dilutes the differences)
 
 

@@ -4,10 +4,12 @@
 // its sums are not v4d's bit for bit and dev/kernels/prefill_ss.cu's bitwise check does not apply. This file checks
 // both kernels through hybrid_gemm_launch against the masked weight in fp64 on small ragged cases: an odd row-block
 // count (the pad CTA runs its partner's slabs), a ragged last K tile (one slab), every mix from all dense to all 2:4,
-// outputs poisoned with NaN before each launch. Small enough for compute-sanitizer. The last two cases give each cluster
-// several units (the stage rings run on across units), the last one units of a single slab. v8 with the dynamic
-// schedule (session 35) runs twice in a row, so the second launch finds the counters the first one left, and the
-// workspace's counters must all be zero after it; then each unit order with the other schedule (session 36).
+// outputs poisoned with NaN before each launch. Small enough for compute-sanitizer. The last three cases give each
+// cluster several units (the stage rings run on across units), one of them units of a single slab. Where the last
+// wave is partial (units % clusters != 0, with more than one wave: the 4100-, 9000- and 2048-token cases on a
+// 132-SM GPU) v8 cuts its tail (session 37): it runs twice in a row, so the second launch finds the flags the first
+// left, and every workspace counter must be zero after it; then v8 with whole units only, and the number of outputs
+// where the two differ (the cut units sum in another order: non-zero shows the cut ran).
 // Build (GPU machine, repo root):
 //   nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -Isrc -Ibench \
 //     dev/kernels/prefill_sorted.cu src/ops/hybrid_gemm.cu -lcublas -o /tmp/prefill_sorted
@@ -16,6 +18,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <string>
 #include <vector>
 
 #include "bench_ops_common.h"
@@ -33,7 +36,7 @@ int main() {
   // 2900 rows: 23 row blocks (a pad CTA); K 520 and 1096: a last tile with one slab; f 0 … 1.
   for (const Case c : {Case{2900, 520, 700, 0.5}, Case{384, 1096, 300, 0.9}, Case{1000, 1096, 513, 1.0},
                        Case{640, 768, 260, 0.0}, Case{2900, 1096, 1030, 0.7}, Case{2900, 520, 4100, 0.9},
-                       Case{1000, 64, 9000, 1.0}}) {
+                       Case{1000, 64, 9000, 1.0}, Case{4096, 4096, 2048, 0.9}}) {
     bench::Problem P = bench::make_problem(c.N, c.K, c.f, 7, true, true);
     std::vector<uint16_t> md = bench::masked_dense(P);
     bench::PrefillDevice D = bench::prefill_device(P, c.M);
@@ -53,11 +56,11 @@ int main() {
           ref[m * c.N + n] = s;
         }
     });
-    // v: 0 = v7 SS (four stages), 1 = v7 SS five stages (f = 1 only: prefill_all_sparse), 2 = v8, 3 and 4 = v8 with
-    // the dynamic schedule, twice; 5 = v8 static in the heavy-first order, 6 = dynamic in the grouped raster
-    const char* names[] = {"v7 SS",           "v7 SS 5st",          "v8", "v8 dynamic", "v8 dynamic again",
-                           "v8 heavy-first", "v8 dynamic grouped"};
-    for (int v = 0; v < 7; ++v) {
+    // v: 0 = v7 SS (four stages), 1 = v7 SS five stages (f = 1 only: prefill_all_sparse), 2 and 3 = v8 (its tail
+    // cut), twice; 4 = v8 with whole units only
+    const char* names[] = {"v7 SS", "v7 SS 5st", "v8", "v8 again", "v8 whole units"};
+    std::vector<uint16_t> y_cut;
+    for (int v = 0; v < 5; ++v) {
       if (v == 1 && c.f != 1.0) continue;
       HybridGemmArgs a;
       a.x = D.x, a.y = dy, a.M = c.M, a.N = c.N, a.K = c.K;
@@ -65,8 +68,7 @@ int main() {
       a.kernel = 3, a.prefill_schedule = 3, a.prefill_image = D.image;
       a.prefill_order = v >= 2 ? D.order : nullptr;  // (prefill_all_sparse off: v8 at f = 1 too)
       a.prefill_all_sparse = v == 1;
-      a.prefill_dynamic = v == 3 || v == 4 || v == 6;
-      a.prefill_raster = v == 5 ? 2 : v == 6 ? 1 : 0;
+      a.prefill_tail = v == 4 ? 1 : 0;
       cudaMemset(dy, 0xff, size_t(c.M * c.N) * 2);  // NaN in bf16
       const HybridLaunchResult r = hybrid_gemm_launch(a);
       const cudaError_t e = cudaDeviceSynchronize();
@@ -84,9 +86,16 @@ int main() {
       for (int x : ctr) dirty += x != 0;
       const bool ok = r.status == HYBRID_OK && e == cudaSuccess && rel < 1e-2 && dirty == 0;
       bad += !ok;
-      std::printf("%s N=%lld K=%lld M=%lld f=%.2f %s: status %d cuda %d rel %.3e, counters left non-zero %lld\n",
+      if (v == 3) y_cut = y;
+      std::string vs;
+      if (v == 4) {
+        int64_t differ = 0;
+        for (size_t i = 0; i < y.size(); ++i) differ += y[i] != y_cut[i];
+        vs = ", differs from the cut tail's in " + std::to_string(differ) + " outputs";
+      }
+      std::printf("%s N=%lld K=%lld M=%lld f=%.2f %s: status %d cuda %d rel %.3e, counters left non-zero %lld%s\n",
                   ok ? "ok  " : "FAIL", (long long)c.N, (long long)c.K, (long long)c.M, c.f, names[v], r.status,
-                  int(e), rel, (long long)dirty);
+                  int(e), rel, (long long)dirty, vs.c_str());
     }
     for (void* p : {dy, dws}) cudaFree(p);
     D.release();

@@ -152,27 +152,43 @@ cudaError_t launch_prefill_sk(const void* x, const hp::Params& p, int grid, cuda
 }
 // Persistent 2-CTA-cluster prefill (hybrid_prefill.cuh v7 and v8): x map with a 128-token box; as many clusters as
 // are resident at once (queried once per process and kernel, as the shared-memory attribute), at most one per unit.
-template <auto KERNEL, bool BF16>
-cudaError_t launch_cl(const void* x, const hp::Params& p, cudaStream_t stream) {
-  CUtensorMap map;
-  cudaError_t e = hp::encode_x_map<hp::CL_TOKENS_PER_CTA, BF16>(&map, x, p);
-  if (e != cudaSuccess) return e;
-  e = allow_dynamic_smem<KERNEL>(hp::CL_SMEM);
-  if (e != cudaSuccess) return e;
+template <auto KERNEL>
+cudaLaunchConfig_t cl_config(cudaLaunchAttribute* attr, cudaStream_t stream) {
   cudaLaunchConfig_t cfg{};
-  cudaLaunchAttribute attr[1] = {cluster_attr(hp::CL_CTAS)};
+  attr[0] = cluster_attr(hp::CL_CTAS);
   cfg.blockDim = dim3(hp::THREADS);
   cfg.dynamicSmemBytes = hp::CL_SMEM;
   cfg.stream = stream;
   cfg.attrs = attr;
   cfg.numAttrs = 1;
+  return cfg;
+}
+template <auto KERNEL>
+cudaError_t cl_resident(int& out) {
   static int resident = 0;
   if (resident <= 0) {
+    cudaError_t e = allow_dynamic_smem<KERNEL>(hp::CL_SMEM);
+    if (e != cudaSuccess) return e;
+    cudaLaunchAttribute attr[1];
+    cudaLaunchConfig_t cfg = cl_config<KERNEL>(attr, nullptr);
     cfg.gridDim = dim3(unsigned(hp::CL_CTAS * device_info().sms));
     e = cudaOccupancyMaxActiveClusters(&resident, KERNEL, &cfg);
     if (e != cudaSuccess) return e;
     if (resident <= 0) return cudaErrorInvalidConfiguration;
   }
+  out = resident;
+  return cudaSuccess;
+}
+template <auto KERNEL, bool BF16>
+cudaError_t launch_cl(const void* x, const hp::Params& p, cudaStream_t stream) {
+  CUtensorMap map;
+  cudaError_t e = hp::encode_x_map<hp::CL_TOKENS_PER_CTA, BF16>(&map, x, p);
+  if (e != cudaSuccess) return e;
+  int resident = 0;
+  e = cl_resident<KERNEL>(resident);
+  if (e != cudaSuccess) return e;
+  cudaLaunchAttribute attr[1];
+  cudaLaunchConfig_t cfg = cl_config<KERNEL>(attr, stream);
   const int64_t units = hp::cl_units(p.RB, p.M);
   cfg.gridDim = dim3(unsigned(hp::CL_CTAS * std::min<int64_t>(units, resident)));
   return cudaLaunchKernelEx(&cfg, KERNEL, map, p);
@@ -325,7 +341,7 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
       (a.prefill_bn != 0 && a.prefill_bn != 128 && a.prefill_bn != 256) || a.prefill_schedule < 0 ||
       a.prefill_schedule > 3 ||
       (a.decode_warps != 0 && a.decode_warps != 2 && a.decode_warps != 4 && a.decode_warps != 8) ||
-      a.decode_variant < 0 || a.decode_variant > 3 || a.prefill_raster < 0 || a.prefill_raster > 2) {
+      a.decode_variant < 0 || a.decode_variant > 3 || a.prefill_tail < 0 || a.prefill_tail > 1) {
     r.status = HYBRID_ERR_SHAPE;
     return r;
   }
@@ -448,26 +464,31 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
       // v8 where some tile is dense: the pair's all-2:4 slabs first, in five 2:4-sized stages (where every tile is 2:4,
       // v7 has five stages throughout, without v8's indirection)
       if (ss && a.prefill_order && !so) p.order = a.prefill_order;
-      // (the last two counters: no other launch of this workspace runs at the same time, and all are zero after one)
-      if (p.order && a.prefill_dynamic) p.next_unit = reinterpret_cast<int*>(ws) + hg::MAX_KEYS - 2;
-      const bool dyn = p.next_unit != nullptr, heavy = a.prefill_raster ? a.prefill_raster == 2 : dyn;
       p.timeline = a.prefill_timeline;
-      cudaError_t e;
+      cudaError_t e = cudaSuccess;
       if (p.order) {
-        // (BF16, DYN, HEAVY) as template arguments: read at run time, they cost registers in the slab loop
-        auto sorted = [&](auto bf16, auto dy, auto hv) {
-          return launch_cl<hp::hybrid_prefill_sorted_kernel<decltype(bf16)::value, decltype(dy)::value,
-                                                            decltype(hv)::value>,
+        // (BF16, TAIL) as template arguments: read at run time, they cost registers in the slab loop
+        auto sorted = [&](auto bf16, auto tail) {
+          return launch_cl<hp::hybrid_prefill_sorted_kernel<decltype(bf16)::value, decltype(tail)::value>,
                            decltype(bf16)::value>(a.x, p, stream);
         };
         using T = std::true_type;
         using F = std::false_type;
-        if (a.bf16)
-          e = dyn ? (heavy ? sorted(T(), T(), T()) : sorted(T(), T(), F()))
-                  : (heavy ? sorted(T(), F(), T()) : sorted(T(), F(), F()));
-        else
-          e = dyn ? (heavy ? sorted(F(), T(), T()) : sorted(F(), T(), F()))
-                  : (heavy ? sorted(F(), F(), T()) : sorted(F(), F(), F()));
+        // The cut tail's sums and flags: a slot (128 × 256 fp32) and a counter per CTA, which the workspace has for
+        // `grid` CTAs (zero between launches: each flag is cleared by its reader)
+        int resident = 0;
+        bool tail = a.prefill_tail == 0;
+        if (tail) {
+          e = a.bf16 ? cl_resident<hp::hybrid_prefill_sorted_kernel<true, true>>(resident)
+                     : cl_resident<hp::hybrid_prefill_sorted_kernel<false, true>>(resident);
+          tail = e == cudaSuccess && int64_t(hp::CL_CTAS) * resident <= grid;
+        }
+        if (tail) {
+          p.counters = reinterpret_cast<int*>(ws);
+          p.slots = reinterpret_cast<float*>(ws + hg::WS_COUNTER_BYTES + size_t(grid) * 16);
+        }
+        if (e == cudaSuccess)
+          e = a.bf16 ? (tail ? sorted(T(), T()) : sorted(T(), F())) : (tail ? sorted(F(), T()) : sorted(F(), F()));
       } else
         e = a.bf16 ? (ss ? launch_prefill_cl<true, true>(a.x, p, so, stream)
                          : launch_prefill_cl<true, false>(a.x, p, so, stream))

@@ -46,14 +46,9 @@ struct HybridGemmArgs {
                                             // table (hybrid_format.h). Where given and prefill_all_sparse is not
                                             // set, v8 runs instead of v7: each row-block pair's all-2:4 slabs first
                                             // in five 2:4-sized stages, the rest after them in four (sessions 31-32)
-  bool prefill_dynamic = false;   // v8 (prefill_order given): clusters take units from a counter in the workspace,
-                                  // the heaviest row-block pairs first, instead of a fixed share each (session 35).
-                                  // Opt-in: 0.93x the static schedule's speed in the median on the H100, though a
-                                  // time model gave +0.8% (docs/benchmarks/kernels.md, "Session 35"); the hand-out,
-                                  // not the order, is the cost (session 36), so it is to be removed
-  int prefill_raster = 0;         // v8's unit order: 0 = the schedule's own (static: grouped raster; dynamic:
-                                  // heaviest pairs first), 1 = grouped raster, 2 = heaviest pairs first (session 36:
-                                  // separates the order from the dynamic hand-out; the order costs ~1%)
+  int prefill_tail = 0;           // v8: 0 = the last waves' units cut into even shares over the clusters, the cut
+                                  // units' partial sums added through the workspace (stream-K tail; session 37);
+                                  // 1 = whole units only (cluster c: units c, c + G, ...)
   unsigned long long* prefill_timeline = nullptr;  // v8, dev probe: per CTA and unit {start, end (ns), unit}; read
                                                    // only by a build with PATCHLLM_PREFILL_TIMELINE
                                                    // (dev/kernels/prefill_timeline.cu)

@@ -53,17 +53,15 @@ struct Cfg {
 };
 
 struct Params : hg::PackedGemm {  // x comes through the tensor map
-  // stream-K kernel only
+  // stream-K kernel, and v8's cut tail (slots: per CTA its 128 × 256 partial sums; counters: per CTA a flag)
   int TB = 1;              // 128-token blocks
   float* slots = nullptr;  // [G][2][128 × 128] fp32 partial tiles
   int* counters = nullptr; // [RB · TB] ≤ MAX_KEYS, zero between launches
-  // v8 (hybrid_prefill_sorted_kernel) only: hybrid_prefill_order_raw's table, and where next_unit is set, the
-  // dynamic schedule's two counters (units handed out, clusters done; zero between launches, reset by the last
-  // cluster)
+  // v8 (hybrid_prefill_sorted_kernel) only: hybrid_prefill_order_raw's table
   const uint32_t* order = nullptr;
-  int* next_unit = nullptr;
   // Dev probe (dev/kernels/prefill_timeline.cu; compiled in only with PATCHLLM_PREFILL_TIMELINE): per CTA and
-  // unit k < TIMELINE_UNITS, {start, end (%globaltimer ns), unit}, written by the first consumer thread.
+  // item k < TIMELINE_UNITS, {start, end (%globaltimer ns), unit | piece << 30}, written by the first consumer
+  // thread (piece: 0 whole, 1 a cut unit's head, 2 its tail).
   unsigned long long* timeline = nullptr;
 };
 constexpr int TIMELINE_UNITS = 64;
@@ -1101,31 +1099,9 @@ struct SoCfg {
   static constexpr int RING = A::STAGES * A::STAGE > B::STAGES * B::STAGE ? A::STAGES * A::STAGE
                                                                            : B::STAGES * B::STAGE;
   static constexpr int OT_TOK = 64;
-  static constexpr int SCHED = 4;       // dynamic schedule: unit numbers published ahead (slots, each two barriers)
-  static constexpr int HEAVY_CHUNK = 8; // dynamic schedule: token blocks per chunk of heavy_first_raster
-  static constexpr int USED = RING + OT_TOK * OSTR * 2 + 2 * (A::STAGES + B::STAGES) * 8 + SCHED * (2 * 8 + 4);
+  static constexpr int USED = RING + OT_TOK * OSTR * 2 + 2 * (A::STAGES + B::STAGES) * 8;
   static_assert(RING % 1024 == 0 && USED <= CL_SMEM, "v8: rings + epilogue buffer exceed 227 KB");
 };
-// The dynamic schedule's hand-off inside a cluster: the rank-0 producer stores the next unit number into a slot of
-// both CTAs and arrives on the slot's barrier there; release at cluster scope (one per unit, not per slab) and the
-// readers' acquire at cluster scope make the store visible to whoever sees the phase complete.
-__device__ __forceinline__ void st_arrive_cluster(uint32_t* slot, uint32_t v, uint64_t* bar, uint32_t rank) {
-  asm volatile(
-      "{ .reg .b32 ra, rb; mapa.shared::cluster.u32 ra, %0, %3; mapa.shared::cluster.u32 rb, %1, %3;"
-      " st.shared::cluster.u32 [ra], %2; mbarrier.arrive.release.cluster.shared::cluster.b64 _, [rb]; }" ::"r"(
-          hg::smem_addr(slot)),
-      "r"(hg::smem_addr(bar)), "r"(v), "r"(rank)
-      : "memory");
-}
-__device__ __forceinline__ void mbar_wait_cluster(uint64_t* b, uint32_t parity) {
-  uint32_t ok = 0;
-  while (!ok)
-    asm volatile(
-        "{ .reg .pred p; mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
-        : "=r"(ok)
-        : "r"(hg::smem_addr(b)), "r"(parity)
-        : "memory");
-}
 // One ring's position: the next stage st, and per stage the phase parity of its next use (bit i: stage i). Per-stage
 // parities let a ring start again at any stage when the other ring hands the bytes back (ring_restart).
 struct RingPos {
@@ -1152,14 +1128,46 @@ __device__ __forceinline__ unsigned long long globaltimer() {
   return t;
 }
 #endif
-// DYN: the dynamic schedule (p.next_unit set); a template argument so that the static kernel keeps its registers.
-// Status (session 35): opt-in. Measured 0.89-0.97x the static schedule's speed (median 0.93, H100; rounds), the loss
-// growing with K, so in the main loop rather than at the hand-off; the unit order's effect on what the clusters
-// resident at once share in L2 was the guess. Session 36 (HEAVY separates the two) measured the order at 0.99x and
-// the dynamic hand-out at 0.925x (units ~5% longer), so the hand-out is the cost: to be removed.
-// HEAVY: units in heavy_first_raster's order, else the grouped raster (a template argument for the same reason: read
-// from Params, the static kernel spilled 12 bytes).
-template <bool BF16, bool DYN, bool HEAVY>
+// v8's cut tail (TAIL; session 37): a cut unit's tail writes its partial sums into the slot of the CTA of the same
+// rank in the cluster before (which runs the head) and raises that CTA's flag; the head's CTA waits for the flag,
+// adds the sums, clears the flag for the next launch, and stores the unit. Slots and flags live in the workspace
+// (Params::slots, counters: 128 × 256 fp32 and one int per CTA), each thread's accumulators as its own float4s.
+__device__ __forceinline__ float4* tail_slot(const Params& p, int cta) {
+  return reinterpret_cast<float4*>(p.slots + int64_t(cta) * 2 * hg::SLOT_FLOATS);
+}
+template <int ACC>
+__device__ __forceinline__ void tail_put(const float (&d)[ACC], const Params& p, int cta, int ctid) {
+  float4* sl = tail_slot(p, cta);
+#pragma unroll
+  for (int i = 0; i < ACC / 4; ++i) __stcg(sl + i * 256 + ctid, make_float4(d[4 * i], d[4 * i + 1], d[4 * i + 2],
+                                                                           d[4 * i + 3]));
+  hg::consumer_sync();  // every consumer thread's stores, then the flag (fence: GPU-scope release)
+  if (ctid == 0) {
+    __threadfence();
+    atomicExch(p.counters + cta, 1);
+  }
+}
+template <int ACC>
+__device__ __forceinline__ void tail_add(float (&d)[ACC], const Params& p, int cta, int ctid) {
+  if (ctid == 0) {
+    uint32_t v = 0;
+    while (v == 0) asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(p.counters + cta) : "memory");
+    p.counters[cta] = 0;
+  }
+  hg::consumer_sync();
+  const float4* sl = tail_slot(p, cta);
+#pragma unroll
+  for (int i = 0; i < ACC / 4; ++i) {
+    const float4 v = __ldcg(sl + i * 256 + ctid);
+    d[4 * i] += v.x, d[4 * i + 1] += v.y, d[4 * i + 2] += v.z, d[4 * i + 3] += v.w;
+  }
+}
+
+// TAIL: the last waves' units cut into even shares (prefill_item, hybrid_split.h), else whole units only (cluster
+// cid: units cid, cid + G, ...). A template argument so that the whole-unit kernel keeps its registers.
+// Removed in session 37: a dynamic schedule (units from a counter; sessions 35-36: the hand-out cost 5-10%, each unit
+// ~5% longer) and a heaviest-pairs-first order (~1% slower than the grouped raster).
+template <bool BF16, bool TAIL>
 __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sorted_kernel(const __grid_constant__ CUtensorMap xmap,
                                                                            const Params p) {
 #ifdef PATCHLLM_HAVE_WGMMA
@@ -1174,84 +1182,52 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sorted_kernel(const
   uint64_t* empty_a = full_a + A::STAGES;
   uint64_t* full_b = empty_a + A::STAGES;
   uint64_t* empty_b = full_b + B::STAGES;
-  // dynamic schedule: slot k % SCHED holds the unit after this cluster's k-th (rank 0's empty barriers count every
-  // reader); the addresses are computed where used (registers are short)
-  auto sched_full = [&](int s) { return empty_b + B::STAGES + s; };
-  auto sched_empty = [&](int s) { return empty_b + B::STAGES + SoCfg::SCHED + s; };
-  auto sched_u = [&](int s) { return reinterpret_cast<uint32_t*>(empty_b + B::STAGES + 2 * SoCfg::SCHED) + s; };
   const uint32_t rank = cluster_rank();
   const int TB = (p.M + CL_BN - 1) / CL_BN, RBP = cl_row_groups(p.RB), units = cl_units(p.RB, p.M);
-  const int cid = int(blockIdx.x) / CL_CTAS, step = int(gridDim.x) / CL_CTAS;
+  const int cid = int(blockIdx.x) / CL_CTAS, G = int(gridDim.x) / CL_CTAS;
+  const bool cut = TAIL && prefill_tail_cut(units, G);
   const int nslab = (p.K + SLAB_K - 1) / SLAB_K;
   const int wg = threadIdx.x >> 7, tid = threadIdx.x & 127;
   if (threadIdx.x == 0) {
     for (int s = 0; s < A::STAGES; ++s) hg::mbar_init(&full_a[s], 1), hg::mbar_init(&empty_a[s], RELEASERS * CL_CTAS);
     for (int s = 0; s < B::STAGES; ++s) hg::mbar_init(&full_b[s], 1), hg::mbar_init(&empty_b[s], RELEASERS * CL_CTAS);
-    // readers of a slot: every consumer warp of both CTAs and the rank-1 producer
-    for (int s = 0; s < SoCfg::SCHED; ++s)
-      hg::mbar_init(sched_full(s), 1), hg::mbar_init(sched_empty(s), RELEASERS * CL_CTAS + 1);
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
   cluster_sync_all();
   constexpr int HEAD = int(HYBRID_PREFILL_ORDER_HEAD);
   const int ostride = nslab + HEAD;
-  // Unit u: row-block pair g (its order row ord), this CTA's row-block rb (p.RB for the pad CTA), first token.
-  // Static schedule: cluster cid runs units cid, cid + step, ... Dynamic (p.next_unit): its first unit is cid, each
-  // next one the rank-0 producer takes from the counter when it has issued the last fills of the one before, so a
-  // cluster that drew heavy units draws fewer; it hands the number to the others of its cluster through slot
-  // k % SCHED (next_unit below). Unit numbers map to (pair, token block) in the grouped raster, or (HEAVY) in
-  // heavy_first_raster's order (the heaviest pairs first; the dynamic schedule's default).
-  auto unit_pos = [&](int u, const uint32_t*& ord, int& rb, int& tok0) {
-    const RasterPos rp = HEAVY ? heavy_first_raster(u, RBP, TB, SoCfg::HEAVY_CHUNK)
-                               : grouped_raster(u, RBP, TB, GROUP / CL_CTAS);
-    ord = p.order + int64_t(rp.unit) * ostride;
-    rb = int(__ldg(ord + 1 + rank));
-    tok0 = rp.tb * CL_BN;
+  // This cluster's item k (prefill_item): the unit's row-block pair (its order row ord) and token block in the grouped
+  // raster, its first token, and the walk positions [p0, p1) the item runs (the whole walk but in a cut unit) in the
+  // item's walk order, packed; the pair's all-2:4 slab count na is read again where used (registers are short: the
+  // producer has 40).
+  struct Item {
+    const uint32_t* ord;
+    int tok0;
+    uint32_t walk;  // p0 | p1 << 15 | a_first << 30 (nslab < 2^15: K <= 32768)
+    __device__ __forceinline__ int p0() const { return int(walk & 0x7fffu); }
+    __device__ __forceinline__ int p1() const { return int((walk >> 15) & 0x7fffu); }
+    __device__ __forceinline__ bool a_first() const { return (walk >> 30) & 1u; }
   };
-  // The unit after this cluster's k-th (u). Dynamic, rank-0 producer: draws it and publishes it in both CTAs;
-  // everyone else (a consumer warp, all lanes, `consumer` true; or the rank-1 producer) reads it and frees the slot
-  // for rank 0. The cluster that draws the last number past the end resets both counters for the next launch (every
-  // cluster draws exactly one such number, its last draw). `consumer` is a compile-time tag so that the consumers'
-  // copy holds no atomic: its per-thread result merged into the unit made the whole slab loop non-uniform.
-  auto next_unit = [&](int u, int k, auto consumer) {
-    if constexpr (!DYN) return u + step;
-    constexpr bool CONSUMER = decltype(consumer)::value;
-    const int slot = k % SoCfg::SCHED;
-    const uint32_t par = uint32_t(k / SoCfg::SCHED) & 1u;
-    if (!CONSUMER && rank == 0) {
-      int nu = step + atomicAdd(p.next_unit, 1);
-      if (nu >= units) {
-        nu = units;
-        if (atomicAdd(p.next_unit + 1, 1) == step - 1) atomicExch(p.next_unit, 0), atomicExch(p.next_unit + 1, 0);
-      }
-      hg::mbar_wait(sched_empty(slot), par ^ 1u);
-      for (uint32_t r = 0; r < uint32_t(CL_CTAS); ++r)
-        st_arrive_cluster(sched_u(slot), uint32_t(nu), sched_full(slot), r);
-      return nu;
-    }
-    mbar_wait_cluster(sched_full(slot), par);
-    int nu = int(*reinterpret_cast<volatile uint32_t*>(sched_u(slot)));
-    if (CONSUMER) {
-      // Through a warp reduction (REDUX, whose result is a uniform register), so the compiler knows the unit, and
-      // all the loop bounds after it, are warp-uniform: read per thread, it kept the consumers' slab loop in
-      // per-thread registers behind convergence barriers (with the atomic above merged in: ~10% slower, H200).
-      nu = int(__reduce_max_sync(0xffffffffu, unsigned(nu)));
-      if ((threadIdx.x & 31) == 0) mbar_arrive_cta(sched_empty(slot), 0);
-    } else {
-      mbar_arrive_cta(sched_empty(slot), 0);
-    }
-    return nu;
+  auto item_at = [&](int k, Item& t) {
+    PrefillItem it;
+    if (!prefill_item(k, cid, G, units, cut, it)) return false;
+    const RasterPos rp = grouped_raster(it.unit, RBP, TB, GROUP / CL_CTAS);
+    t.ord = p.order + int64_t(rp.unit) * ostride;
+    t.tok0 = rp.tb * CL_BN;
+    const int na = int(__ldg(t.ord));
+    const int p0 = TAIL ? prefill_walk_cut(it.t0, na, nslab, it.a_first) : 0;
+    const int p1 = TAIL ? prefill_walk_cut(it.t1, na, nslab, it.a_first) : nslab;
+    t.walk = uint32_t(p0) | uint32_t(p1) << 15 | uint32_t(it.a_first) << 30;
+    return true;
   };
-  // Both sides walk the same sections through this: a unit's non-empty ones, A first where the unit's count k is
-  // even. Sets section `half`'s ring (sa) and slabs [i0, i1); false where it is empty. On a change of ring (cur: the
-  // ring last used, 0 = A, 1 = B, -1 none yet) the new ring starts again after the other ring's oldest stage
-  // (ring_restart), and `changed` is set.
-  auto enter_section = [&](int k, int half, int na, bool& sa, int& i0, int& i1, int& cur, RingPos& ra, RingPos& rbp,
+  auto row_block = [&](const Item& t) { return int(__ldg(t.ord + 1 + rank)); };  // p.RB for the pad CTA
+  // Both sides walk the same sections through this: the item's non-empty ones in its walk order (prefill_section).
+  // Sets section `half`'s ring (sa) and slabs [i0, i1); false where the item has none of it. On a change of ring
+  // (cur: the ring last used, 0 = A, 1 = B, -1 none yet) the new ring starts again after the other ring's oldest
+  // stage (ring_restart), and `changed` is set.
+  auto enter_section = [&](const Item& t, int half, bool& sa, int& i0, int& i1, int& cur, RingPos& ra, RingPos& rbp,
                            bool& changed) {
-    sa = (half == 0) == ((k & 1) == 0);
-    i0 = sa ? 0 : na;
-    i1 = sa ? na : nslab;
-    if (i0 == i1) return false;
+    if (!prefill_section(t.a_first(), half, int(__ldg(t.ord)), nslab, t.p0(), t.p1(), sa, i0, i1)) return false;
     changed = cur == int(sa);  // (cur 1 = B: so cur == sa means the other ring)
     if (changed) {
       if (sa)
@@ -1301,23 +1277,20 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sorted_kernel(const
           r.advance(N);
         }
       };
-      int k = 0;
-      for (int u = cid; u < units; u = next_unit(u, k++, std::false_type())) {
-        const uint32_t* ord;
-        int rb, tok0;
-        unit_pos(u, ord, rb, tok0);
-        const int rbw = rb < p.RB ? rb : int(__ldg(ord + 1));  // the pad CTA loads its partner's tiles
+      Item t;
+      for (int k = 0; item_at(k, t); ++k) {
+        if (t.p0() >= t.p1()) continue;  // an empty piece of a cut unit: the other cluster runs all of it
+        const int rb = row_block(t), rbw = rb < p.RB ? rb : int(__ldg(t.ord + 1));  // the pad CTA: its partner's
         const int64_t tbase = int64_t(rbw) * p.CT;
-        const int na = int(__ldg(ord));
         for (int half = 0; half < 2; ++half) {
           bool sa, changed;
           int i0, i1;
-          if (!enter_section(k, half, na, sa, i0, i1, cur, ra, rbp, changed)) continue;
+          if (!enter_section(t, half, sa, i0, i1, cur, ra, rbp, changed)) continue;
           if (changed) check = sa ? A::STAGES : B::STAGES;
           if (sa)
-            fill(std::true_type(), ord, i0, i1, tbase, tok0, ra, rbp);
+            fill(std::true_type(), t.ord, i0, i1, tbase, t.tok0, ra, rbp);
           else
-            fill(std::false_type(), ord, i0, i1, tbase, tok0, rbp, ra);
+            fill(std::false_type(), t.ord, i0, i1, tbase, t.tok0, rbp, ra);
         }
       }
     }
@@ -1370,25 +1343,26 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sorted_kernel(const
         if (i + 1 < i1) slab(i + 1, m1, m0);
       }
     };
-    int k = 0;
-    for (int u = cid; u < units; u = next_unit(u, k++, std::true_type())) {
-      const uint32_t* ord;
-      int rb, tok0;
-      unit_pos(u, ord, rb, tok0);
-      const int na = int(__ldg(ord));
+    Item t;
+    for (int k = 0; item_at(k, t); ++k) {
+      if (t.p0() >= t.p1()) continue;
       acc = 0;
 #ifdef PATCHLLM_PREFILL_TIMELINE
       unsigned long long* tl = p.timeline + (int64_t(blockIdx.x) * TIMELINE_UNITS + k) * 3;
-      if (p.timeline && ctid == 0 && k < TIMELINE_UNITS) tl[0] = globaltimer(), tl[2] = uint64_t(u);
+      if (p.timeline && ctid == 0 && k < TIMELINE_UNITS) {
+        PrefillItem it;
+        prefill_item(k, cid, G, units, cut, it);
+        tl[0] = globaltimer(), tl[2] = uint64_t(it.unit) | uint64_t(t.p0() > 0 ? 2 : t.p1() < nslab ? 1 : 0) << 30;
+      }
 #endif
       for (int half = 0; half < 2; ++half) {
         bool sa, changed;
         int i0, i1;
-        if (!enter_section(k, half, na, sa, i0, i1, cur, ra, rbp, changed)) continue;
+        if (!enter_section(t, half, sa, i0, i1, cur, ra, rbp, changed)) continue;
         if (sa)
-          consume(std::true_type(), ord, i0, i1, ra);
+          consume(std::true_type(), t.ord, i0, i1, ra);
         else
-          consume(std::false_type(), ord, i0, i1, rbp);
+          consume(std::false_type(), t.ord, i0, i1, rbp);
         // Release the section's last stage now: the other ring's first fills may wait for it, so holding it until
         // the next slab's wgmmas are issued could deadlock.
         wg_wait<0>();
@@ -1398,7 +1372,12 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sorted_kernel(const
         release(pending);
         pending = nullptr;
       }
-      store_unit_cl<SoCfg::OT_TOK, BF16>(d, ot, p, rb, tok0, c, w4, lane, ctid);
+      if (TAIL && t.p0() > 0) {  // a cut unit's tail: its sums to the head's CTA (the cluster before, same rank)
+        tail_put(d, p, int(blockIdx.x) - CL_CTAS, ctid);
+      } else {
+        if (TAIL && t.p1() < nslab) tail_add(d, p, int(blockIdx.x), ctid);  // a cut unit's head: add the tail's
+        store_unit_cl<SoCfg::OT_TOK, BF16>(d, ot, p, row_block(t), t.tok0, c, w4, lane, ctid);
+      }
 #ifdef PATCHLLM_PREFILL_TIMELINE
       if (p.timeline && ctid == 0 && k < TIMELINE_UNITS) tl[1] = globaltimer();
 #endif

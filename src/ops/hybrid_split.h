@@ -28,16 +28,71 @@ PATCHLLM_HD inline RasterPos grouped_raster(int bid, int units, int TB, int grou
   return {first + local % gsize, local / gsize};
 }
 
-// v8's order for its dynamic schedule (units handed out from a counter, hybrid_prefill_sorted_kernel): unit j of
-// units × TB → (unit, token block), the units from the last to the first, which in v8's order table are the
-// row-block pairs from the heaviest (most dense slabs) down. Greedy hand-out in that order is longest-job-first: the
-// last units to start are the cheapest, so the clusters finish together. Token blocks go in chunks of `chunk`, each
-// unit's chunk together, so the clusters resident at once share ~66 / chunk weight units and `chunk` x blocks. A
-// bijection of [0, units · TB) (tested).
-PATCHLLM_HD inline RasterPos heavy_first_raster(int j, int units, int TB, int chunk) {
-  const int c0 = j / (chunk * units) * chunk, w = TB - c0 < chunk ? TB - c0 : chunk;
-  const int local = j - c0 * units;
-  return {units - 1 - local / w, c0 + local % w};
+// v8's stream-K tail (hybrid_prefill_sorted_kernel, session 37). G clusters over `units` units of
+// nslab slabs each: where units is not a multiple of G, the last wave would leave clusters idle (128 units on 66
+// clusters: 4 clusters run one unit, the rest two). So only whole waves but the last run as whole units (cluster c:
+// c, c + G, ...), and the last G + units % G units are cut into equal shares of work, one contiguous share per
+// cluster, between one and two units each. A share's ends cut at most two units, each into a head (the walk's
+// first slabs) and a tail; the cluster that ends in a unit takes its head and finishes it, the next cluster starts
+// with its tail, writes its partial sums to the workspace, and flags them. The tail comes first in its cluster's
+// share and the head last in the other's, so the finisher rarely waits. A unit's work is cut in proportion to its
+// slabs' cost: an all-2:4 slab (section A) 1, any other 2 (a dense tile in the pair sets the pace), so a unit's
+// share of the cut is its share of the time whatever its tile mix.
+// Whole units walk section A first in even items and B first in odd ones (one change of ring per unit); the tail's
+// units by their index in the tail, so both pieces of a cut unit walk in the same order.
+constexpr int PREFILL_TAIL_QUANTA = 4096;  // a unit's work, in the tail's fixed-point position
+struct PrefillItem {
+  int unit = 0;       // in [0, units)
+  int t0 = 0, t1 = 0; // the piece: quanta [t0, t1) of PREFILL_TAIL_QUANTA (whole unit: 0, PREFILL_TAIL_QUANTA)
+  bool a_first = true;
+};
+// Whether the tail is cut: only where the last wave is partial and there is more than one wave (and G < 512, so
+// that the positions below fit 32 bits: G · 2G · 4096 < 2^31).
+PATCHLLM_HD inline bool prefill_tail_cut(int units, int G) {
+  return G > 1 && G < 512 && units > G && units % G != 0;
+}
+// Item j of cluster cid (of G); false past its last one. (32-bit arithmetic: the kernel's producer thread has 40
+// registers.)
+PATCHLLM_HD inline bool prefill_item(int j, int cid, int G, int units, bool cut, PrefillItem& it) {
+  const int whole = cut ? units / G - 1 : j + 1;  // whole units before the tail (uncut: all of them)
+  if (j < whole) {
+    it.unit = cid + j * G, it.t0 = 0, it.t1 = PREFILL_TAIL_QUANTA, it.a_first = (j & 1) == 0;
+    return it.unit < units;
+  }
+  const int n = G + units % G, first = units - n, R = PREFILL_TAIL_QUANTA;
+  const int s0 = cid * n * R / G, s1 = (cid + 1) * n * R / G;
+  const int v = s0 / R + (j - whole);  // unit in the tail
+  if (v * R >= s1) return false;
+  it.unit = first + v;
+  it.t0 = v == s0 / R ? s0 % R : 0;
+  it.t1 = v == s1 / R ? s1 % R : R;
+  it.a_first = (v & 1) == 0;
+  return true;
+}
+// The walk position (slabs, 0 .. nslab) that quanta t of a unit cuts at: the unit's cost (na all-2:4 slabs at 1,
+// nslab - na at 2) in its walk order, rounded to a slab. Both clusters of a cut compute it from the same t.
+PATCHLLM_HD inline int prefill_walk_cut(int t, int na, int nslab, bool a_first) {
+  if (t <= 0) return 0;
+  if (t >= PREFILL_TAIL_QUANTA) return nslab;
+  const int nb = nslab - na;
+  const int x = int((int64_t(t) * (na + 2 * nb) + PREFILL_TAIL_QUANTA / 2) / PREFILL_TAIL_QUANTA);
+  const int first = a_first ? na : 2 * nb;  // the first section's cost
+  if (x <= first) return a_first ? x : (x + 1) / 2;
+  return a_first ? na + (x - first + 1) / 2 : nb + (x - first);
+}
+
+// Section `half` (0: the walk's first) of the walk positions [p0, p1): whether it is section A, and its slabs
+// [i0, i1) of the order row (A: 0 .. na - 1, B: na .. nslab - 1); false where [p0, p1) has none of it.
+PATCHLLM_HD inline bool prefill_section(bool a_first, int half, int na, int nslab, int p0, int p1, bool& sa, int& i0,
+                                        int& i1) {
+  sa = (half == 0) == a_first;
+  const int len0 = a_first ? na : nslab - na;
+  const int w0 = half == 0 ? 0 : len0, w1 = half == 0 ? len0 : nslab;
+  const int lo = p0 > w0 ? p0 : w0, hi = p1 < w1 ? p1 : w1;
+  if (lo >= hi) return false;
+  const int base = sa ? 0 : na;
+  i0 = base + lo - w0, i1 = base + hi - w0;
+  return true;
 }
 
 struct DecodeSplit {
