@@ -93,9 +93,9 @@ for r in rows:
           f"{sp(v74) if v74 else float('nan'):.2f} | "
           f"{sp(v7rs):.2f} | {sp(v8):.2f} | {sp(v8) / sp(cs) if cs and v8 else 0:.2f} |")
 # The head-to-head rounds (ROUNDS > 0): per block, the sharex kernel × cuBLAS and × cuSPARSELt, same rounds.
-# v8 also against itself with the pairs (2g, 2g + 1) (rr-hybrid-v8p, before session 34), and v8w (whole units only,
-# without the cut tail of session 37) against v8.
-VARIANTS = ("rr-hybrid-v8w",)
+# v8 also against itself with the pairs (2g, 2g + 1) (rr-hybrid-v8p, before session 34), and v8w (whole units only)
+# and v8c (the cut tail, session 37) against v8 (the library's default: one of the two).
+VARIANTS = ("rr-hybrid-v8w", "rr-hybrid-v8c")
 for r in rows:
     if not r["kernel"].startswith("rr-hybrid") or r["kernel"] == "rr-hybrid-v8p": continue
     cs = get(r["shape"], r["M"], "rr-cusparselt", r["f"])

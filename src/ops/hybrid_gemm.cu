@@ -230,6 +230,9 @@ cudaError_t launch_prefill_any(const HybridGemmArgs& a, const hp::Params& p, int
 constexpr int DECODE_MAX_M = 32;
 constexpr int DECODE_MAX_M_NO_WGMMA = 128;
 constexpr int DECODE_MAX_CTAS_PER_SM = 16;  // largest target the workspace is sized for
+// v8's default schedule (HybridGemmArgs::prefill_tail): 1 = whole units, 2 = the cut tail (session 37). Whole units
+// until the cut tail has been checked and timed on a GPU (docs/benchmarks/kernels.md, "Session 37").
+constexpr int PREFILL_TAIL_DEFAULT = 1;
 // Partial slots the decode kernel may use for N rows: nchunks·RB·S ≤ target + nchunks·RB, nchunks ≤ 2 in auto mode.
 // Independent of M and K so one workspace sized for the largest M serves every launch.
 int64_t decode_part_slots(int64_t N, int sms) {
@@ -341,7 +344,7 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
       (a.prefill_bn != 0 && a.prefill_bn != 128 && a.prefill_bn != 256) || a.prefill_schedule < 0 ||
       a.prefill_schedule > 3 ||
       (a.decode_warps != 0 && a.decode_warps != 2 && a.decode_warps != 4 && a.decode_warps != 8) ||
-      a.decode_variant < 0 || a.decode_variant > 3 || a.prefill_tail < 0 || a.prefill_tail > 1) {
+      a.decode_variant < 0 || a.decode_variant > 3 || a.prefill_tail < 0 || a.prefill_tail > 2) {
     r.status = HYBRID_ERR_SHAPE;
     return r;
   }
@@ -477,7 +480,7 @@ HybridLaunchResult hybrid_gemm_launch(const HybridGemmArgs& a) {
         // The cut tail's sums and flags: a slot (128 × 256 fp32) and a counter per CTA, which the workspace has for
         // `grid` CTAs (zero between launches: each flag is cleared by its reader)
         int resident = 0;
-        bool tail = a.prefill_tail == 0;
+        bool tail = (a.prefill_tail ? a.prefill_tail : PREFILL_TAIL_DEFAULT) == 2;
         if (tail) {
           e = a.bf16 ? cl_resident<hp::hybrid_prefill_sorted_kernel<true, true>>(resident)
                      : cl_resident<hp::hybrid_prefill_sorted_kernel<false, true>>(resident);
@@ -539,7 +542,7 @@ const char* hybrid_status_string(int status) {
     case HYBRID_OK: return "ok";
     case HYBRID_ERR_SHAPE:
       return "unsupported shape or option (need 128x128 tiles, 0 < M, N < 2^30, 0 < K <= 32768; prefill_bn 0, 128 "
-             "or 256; prefill_schedule 0..3; decode_warps 0, 2, 4 or 8; decode_variant 0..3)";
+             "or 256; prefill_schedule 0..3; prefill_tail 0..2; decode_warps 0, 2, 4 or 8; decode_variant 0..3)";
     case HYBRID_ERR_ALIGN: return "x, weight blob and workspace must be 16-byte aligned and K % 8 == 0";
     case HYBRID_ERR_ARCH:
       return "the hybrid kernels need an sm_80 or newer GPU, and the persistent (1) and wgmma (3) kernels sm_90";

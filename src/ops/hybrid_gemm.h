@@ -46,9 +46,10 @@ struct HybridGemmArgs {
                                             // table (hybrid_format.h). Where given and prefill_all_sparse is not
                                             // set, v8 runs instead of v7: each row-block pair's all-2:4 slabs first
                                             // in five 2:4-sized stages, the rest after them in four (sessions 31-32)
-  int prefill_tail = 0;           // v8: 0 = the last waves' units cut into even shares over the clusters, the cut
-                                  // units' partial sums added through the workspace (stream-K tail; session 37);
-                                  // 1 = whole units only (cluster c: units c, c + G, ...)
+  int prefill_tail = 0;           // v8: 0 = the library's default (hybrid_gemm.cu PREFILL_TAIL_DEFAULT), 1 = whole
+                                  // units only (cluster c: units c, c + G, ...), 2 = the last waves' units cut into
+                                  // even shares over the clusters, the cut units' partial sums added through the
+                                  // workspace (stream-K tail; session 37)
   unsigned long long* prefill_timeline = nullptr;  // v8, dev probe: per CTA and unit {start, end (ns), unit}; read
                                                    // only by a build with PATCHLLM_PREFILL_TIMELINE
                                                    // (dev/kernels/prefill_timeline.cu)
