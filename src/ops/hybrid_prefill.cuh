@@ -886,13 +886,19 @@ __device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
 }
 template <int OT, bool BF16>
 __device__ __forceinline__ void store_pass_cl(const float* d0, uint16_t* ot, const Params& p, int rb, int tok0, int c,
-                                              int w4, int lane, int ctid) {
+                                              int w4, int lane, int ctid, const float4* add) {
   hg::consumer_sync();
   const int m = lane >> 3;  // the 8 × 8 block this lane addresses: tokens + 8 · (m >> 1), weight rows + 8 · (m & 1)
   uint16_t* base = ot + (8 * (m >> 1) + (lane & 7)) * OSTR + 64 * c + 16 * w4 + 8 * (m & 1);
 #pragma unroll
   for (int k = 0; k < OT / 16; ++k) {  // 16 tokens: d0[8k .. 8k + 7]
-    const float* e = d0 + 8 * k;
+    float e[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) e[j] = d0[8 * k + j];
+    if (add) {  // (v8's cut tail) plus these accumulators' partial sums: float4s 2k and 2k + 1 of the pass, per thread
+      const float4 a0 = __ldcg(add + (2 * k) * 256), a1 = __ldcg(add + (2 * k + 1) * 256);
+      e[0] += a0.x, e[1] += a0.y, e[2] += a0.z, e[3] += a0.w, e[4] += a1.x, e[5] += a1.y, e[6] += a1.z, e[7] += a1.w;
+    }
     asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1, %2, %3, %4};" ::"r"(
                      hg::smem_addr(base + 16 * k * OSTR)),
                  "r"(pack_half2<BF16>(e[0], e[1])), "r"(pack_half2<BF16>(e[2], e[3])),
@@ -906,14 +912,18 @@ __device__ __forceinline__ void store_pass_cl(const float* d0, uint16_t* ot, con
 #endif
 }
 // A cluster unit's 128 × CL_BN outputs, CL_BN / OT passes through ot. Only where rb < p.RB (not the pad CTA), which
-// is uniform over the CTA, so the consumer barriers inside see all 256 threads.
+// is uniform over the CTA, so the consumer barriers inside see all 256 threads. add (v8's cut tail): this thread's
+// float4 0 of the unit's partial sums (tail_slot + ctid; float4 i at add[256 i]), added as they are stored, so that
+// no instruction but a wgmma writes the accumulators (ptxas serialises every wgmma of a kernel where one does:
+// C7515; session 37's first cut-tail build ran 0.6-0.8x v8 so).
 template <int OT, bool BF16>
 __device__ __forceinline__ void store_unit_cl(const float* d, uint16_t* ot, const Params& p, int rb, int tok0, int c,
-                                              int w4, int lane, int ctid) {
+                                              int w4, int lane, int ctid, const float4* add = nullptr) {
   if (rb >= p.RB) return;
 #pragma unroll
   for (int h = 0; h < CL_BN / OT; ++h)
-    store_pass_cl<OT, BF16>(d + h * (OT / 2), ot, p, rb, tok0 + h * OT, c, w4, lane, ctid);
+    store_pass_cl<OT, BF16>(d + h * (OT / 2), ot, p, rb, tok0 + h * OT, c, w4, lane, ctid,
+                            add ? add + h * (OT / 8) * 256 : nullptr);
 }
 
 template <bool BF16>
@@ -1147,20 +1157,15 @@ __device__ __forceinline__ void tail_put(const float (&d)[ACC], const Params& p,
     atomicExch(p.counters + cta, 1);
   }
 }
-template <int ACC>
-__device__ __forceinline__ void tail_add(float (&d)[ACC], const Params& p, int cta, int ctid) {
+// Waits for the tail's flag and clears it; returns this thread's float4 0 of the sums (store_unit_cl adds them).
+__device__ __forceinline__ const float4* tail_wait(const Params& p, int cta, int ctid) {
   if (ctid == 0) {
     uint32_t v = 0;
     while (v == 0) asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(p.counters + cta) : "memory");
     p.counters[cta] = 0;
   }
   hg::consumer_sync();
-  const float4* sl = tail_slot(p, cta);
-#pragma unroll
-  for (int i = 0; i < ACC / 4; ++i) {
-    const float4 v = __ldcg(sl + i * 256 + ctid);
-    d[4 * i] += v.x, d[4 * i + 1] += v.y, d[4 * i + 2] += v.z, d[4 * i + 3] += v.w;
-  }
+  return tail_slot(p, cta) + ctid;
 }
 
 // TAIL: the last waves' units cut into even shares (prefill_item, hybrid_split.h), else whole units only (cluster
@@ -1375,8 +1380,9 @@ __global__ void __launch_bounds__(THREADS, 1) hybrid_prefill_sorted_kernel(const
       if (TAIL && t.p0() > 0) {  // a cut unit's tail: its sums to the head's CTA (the cluster before, same rank)
         tail_put(d, p, int(blockIdx.x) - CL_CTAS, ctid);
       } else {
-        if (TAIL && t.p1() < nslab) tail_add(d, p, int(blockIdx.x), ctid);  // a cut unit's head: add the tail's
-        store_unit_cl<SoCfg::OT_TOK, BF16>(d, ot, p, row_block(t), t.tok0, c, w4, lane, ctid);
+        // a cut unit's head: plus the tail's sums
+        const float4* add = TAIL && t.p1() < nslab ? tail_wait(p, int(blockIdx.x), ctid) : nullptr;
+        store_unit_cl<SoCfg::OT_TOK, BF16>(d, ot, p, row_block(t), t.tok0, c, w4, lane, ctid, add);
       }
 #ifdef PATCHLLM_PREFILL_TIMELINE
       if (p.timeline && ctid == 0 && k < TIMELINE_UNITS) tl[1] = globaltimer();
