@@ -152,7 +152,6 @@ cudaError_t launch_prefill_sk(const void* x, const hp::Params& p, int grid, cuda
 }
 // Persistent 2-CTA-cluster prefill (hybrid_prefill.cuh v7 and v8): x map with a 128-token box; as many clusters as
 // are resident at once (queried once per process and kernel, as the shared-memory attribute), at most one per unit.
-template <auto KERNEL>
 cudaLaunchConfig_t cl_config(cudaLaunchAttribute* attr, cudaStream_t stream) {
   cudaLaunchConfig_t cfg{};
   attr[0] = cluster_attr(hp::CL_CTAS);
@@ -170,7 +169,7 @@ cudaError_t cl_resident(int& out) {
     cudaError_t e = allow_dynamic_smem<KERNEL>(hp::CL_SMEM);
     if (e != cudaSuccess) return e;
     cudaLaunchAttribute attr[1];
-    cudaLaunchConfig_t cfg = cl_config<KERNEL>(attr, nullptr);
+    cudaLaunchConfig_t cfg = cl_config(attr, nullptr);
     cfg.gridDim = dim3(unsigned(hp::CL_CTAS * device_info().sms));
     e = cudaOccupancyMaxActiveClusters(&resident, KERNEL, &cfg);
     if (e != cudaSuccess) return e;
@@ -188,7 +187,7 @@ cudaError_t launch_cl(const void* x, const hp::Params& p, cudaStream_t stream) {
   e = cl_resident<KERNEL>(resident);
   if (e != cudaSuccess) return e;
   cudaLaunchAttribute attr[1];
-  cudaLaunchConfig_t cfg = cl_config<KERNEL>(attr, stream);
+  cudaLaunchConfig_t cfg = cl_config(attr, stream);
   const int64_t units = hp::cl_units(p.RB, p.M);
   cfg.gridDim = dim3(unsigned(hp::CL_CTAS * std::min<int64_t>(units, resident)));
   return cudaLaunchKernelEx(&cfg, KERNEL, map, p);
