@@ -1131,13 +1131,11 @@ __device__ __forceinline__ int ring_restart(int oldest) {
   return (FROM * oldest + TO - 1) / TO % N;
 }
 
-#ifdef PATCHLLM_PREFILL_TIMELINE
 __device__ __forceinline__ unsigned long long globaltimer() {
   unsigned long long t;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
   return t;
 }
-#endif
 // v8's cut tail (TAIL; session 37): a cut unit's tail writes its partial sums into the slot of the CTA of the same
 // rank in the cluster before (which runs the head) and raises that CTA's flag; the head's CTA waits for the flag,
 // adds the sums, clears the flag for the next launch, and stores the unit. Slots and flags live in the workspace
@@ -1158,10 +1156,18 @@ __device__ __forceinline__ void tail_put(const float (&d)[ACC], const Params& p,
   }
 }
 // Waits for the tail's flag and clears it; returns this thread's float4 0 of the sums (store_unit_cl adds them).
+// The tail's cluster runs it first in its share, so the wait is short; if the flag has not come after a second
+// (a bug, or a grid larger than the clusters resident at once), the kernel traps: an error, not a hang.
 __device__ __forceinline__ const float4* tail_wait(const Params& p, int cta, int ctid) {
   if (ctid == 0) {
     uint32_t v = 0;
-    while (v == 0) asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(p.counters + cta) : "memory");
+    const unsigned long long t0 = globaltimer();
+    for (;;) {
+      asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(p.counters + cta) : "memory");
+      if (v != 0) break;
+      if (globaltimer() - t0 > 1000000000ull) __trap();
+      __nanosleep(64);
+    }
     p.counters[cta] = 0;
   }
   hg::consumer_sync();
