@@ -1138,8 +1138,9 @@ __device__ __forceinline__ unsigned long long globaltimer() {
 }
 // v8's cut tail (TAIL; session 37): a cut unit's tail writes its partial sums into the slot of the CTA of the same
 // rank in the cluster before (which runs the head) and raises that CTA's flag; the head's CTA waits for the flag,
-// adds the sums, clears the flag for the next launch, and stores the unit. Slots and flags live in the workspace
-// (Params::slots, counters: 128 × 256 fp32 and one int per CTA), each thread's accumulators as its own float4s.
+// clears it for the next launch, and adds the sums as it stores the unit (store_unit_cl). Slots and flags live in
+// the workspace (Params::slots, counters: 128 × 256 fp32 and one int per CTA), each thread's accumulators as its own
+// float4s.
 __device__ __forceinline__ float4* tail_slot(const Params& p, int cta) {
   return reinterpret_cast<float4*>(p.slots + int64_t(cta) * 2 * hg::SLOT_FLOATS);
 }
